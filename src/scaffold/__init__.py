@@ -1,0 +1,53 @@
+"""scaffold: SCAFFOLD, a service-centric network, in Python.
+
+Clients name objects by flat Object IDs; the network resolves them by successive refinement
+(Object ID -> DC ID -> Host ID -> Socket ID), picks a replica by hashing the Flow ID that
+every packet carries (anycast with flow affinity, no per-flow state in switches), and
+redirects flows when replicas, hosts or links change. See docs/architecture.md.
+"""
+
+from .core.controller import Controller
+from .core.flow_switch import FlowSwitch
+from .core.host import HostStack
+from .core.object_switch import ObjectSwitch
+from .errors import (
+    BrokenPathError,
+    ConfigError,
+    MalformedPacket,
+    ObjectNotFound,
+    PathError,
+    ProtocolError,
+    ScaffoldError,
+    UsageError,
+)
+from .ids import ObjectId
+from .runtime.aio import EmbeddedNetwork
+from .runtime.sim import SimNetwork
+from .topology import DatacenterSpec, HostSpec, LinkSpec, ObjectSpec, Topology, default_topology
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BrokenPathError",
+    "ConfigError",
+    "Controller",
+    "DatacenterSpec",
+    "EmbeddedNetwork",
+    "FlowSwitch",
+    "HostSpec",
+    "HostStack",
+    "LinkSpec",
+    "MalformedPacket",
+    "ObjectId",
+    "ObjectNotFound",
+    "ObjectSpec",
+    "ObjectSwitch",
+    "PathError",
+    "ProtocolError",
+    "ScaffoldError",
+    "SimNetwork",
+    "Topology",
+    "UsageError",
+    "__version__",
+    "default_topology",
+]

@@ -1,0 +1,70 @@
+"""The ``scaffold`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from .errors import ScaffoldError
+
+__all__ = ["main"]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import DemoOptions, run_demo
+    from .report import print_demo
+    from .runtime.aio import run
+
+    err = Console(stderr=True)
+    options = DemoOptions(flows=args.flows, messages=args.messages, seed=args.seed)
+    progress = None if args.json else (lambda text: err.print(f"[dim]… {text}[/]"))
+    report = run(run_demo(options, progress))
+    if args.json:
+        json.dump(report.as_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_demo(report, Console())
+    return 0 if report.ok else 1
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scaffold", description="SCAFFOLD: a service-centric network.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser("demo", help="run the demo scenario on the embedded default network")
+    demo.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    demo.add_argument("--flows", type=_positive, default=24, help="client flows (default 24)")
+    demo.add_argument("--messages", type=_positive, default=24, help="echoed messages per flow (default 24)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed of the scenario (default 7)")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ScaffoldError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

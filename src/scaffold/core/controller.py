@@ -1,0 +1,326 @@
+"""The controller's logic, sans-IO (docs/protocol.md §6).
+
+It registers hosts (assigning Host IDs) and their objects, tracks liveness by heartbeats,
+computes DC routes over the backbone, and keeps every connected switch's tables: a full
+``TableSync`` when a switch connects or asks, then ``TableDelta`` increments with version
+numbers. Tables are derived, never edited: after any change the controller computes each
+switch's desired tables from its state and sends the difference from what it sent last.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..wire import control
+from ..wire.control import ControlMessage, SwitchTables, TableKeys
+from ..topology import Topology
+from .routing import next_hops
+
+__all__ = ["Controller", "ControllerEvent", "HostRecord"]
+
+Address = tuple[str, int]
+_TABLES = ("dc_routes", "host_routes", "moved_hosts", "wide", "local", "prefixes", "peers")
+
+
+@dataclass(slots=True)
+class HostRecord:
+    name: str
+    host_id: int
+    dc: str
+    gateway: str
+    alive: bool = False
+    last_seen: float = 0.0
+    address: Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerEvent:
+    """Something the controller decided, for logs and reports."""
+
+    at: float
+    kind: str  # "host-up" | "host-down" | "routes" | "object" | ...
+    target: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class _SwitchState:
+    role: str
+    dc: str
+    connected: bool = False
+    version: int = 0
+    sent: SwitchTables = field(default_factory=SwitchTables)
+
+
+class Controller:
+    """Sans-IO controller. Feed ``receive_message`` / ``node_disconnected`` / ``handle_timer``;
+    drain ``messages_to_send`` as (node name, record) pairs."""
+
+    def __init__(self, topology: Topology, *, heartbeat_interval: float = 0.2, dead_after: int = 3) -> None:
+        self.topology = topology
+        self.heartbeat_interval = heartbeat_interval
+        self.dead_after = dead_after
+        self.dc_ids = {dc.name: i + 1 for i, dc in enumerate(topology.datacenters)}
+        self.switches: dict[str, _SwitchState] = {}
+        for dc in topology.datacenters:
+            for fs in dc.flow_switches:
+                self.switches[fs] = _SwitchState("flow-switch", dc.name)
+            self.switches[dc.object_switch] = _SwitchState("object-switch", dc.name)
+        self.hosts: dict[str, HostRecord] = {}
+        self._next_host_id = 1
+        for spec in topology.hosts():
+            self._host_record(spec.name, spec.gateway)
+        #: object hex -> {host name: weight}
+        self.objects: dict[str, dict[str, int]] = {}
+        self.object_names: dict[str, str] = {}
+        self.links_up: dict[frozenset[str], bool] = {frozenset((l.a, l.b)): True for l in topology.backbone}
+        self.addresses: dict[str, Address] = {}
+        self.events: list[ControllerEvent] = []
+        self.drops: Counter[str] = Counter()
+        self._out: list[tuple[str, ControlMessage]] = []
+        self._next_check: float | None = None
+        self._routes: dict[str, dict[str, str]] = {}
+        self._recompute_routes()
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def receive_message(self, node: str, message: ControlMessage, now: float) -> None:
+        """Handle one record from ``node``. Unknown nodes and bad records are counted."""
+        if self._next_check is None:
+            self._next_check = now + self.heartbeat_interval
+        if isinstance(message, control.Hello):
+            self._hello(message, now)
+        elif isinstance(message, control.Heartbeat):
+            record = self.hosts.get(message.node)
+            if record is None:
+                self.drops["heartbeat-from-unknown"] += 1
+                return
+            record.last_seen = now
+            if not record.alive:
+                self._set_alive(record, True, now, "heartbeat")
+        elif isinstance(message, control.Bind):
+            record = self.hosts.get(node)
+            if record is None or len(message.obj) != 64:
+                self.drops["bad-bind"] += 1
+                return
+            self.objects.setdefault(message.obj, {})[node] = message.weight
+            if message.name:
+                self.object_names[message.obj] = message.name
+            self.events.append(ControllerEvent(now, "bind", node, message.name or message.obj[:12]))
+            self._push()
+        elif isinstance(message, control.Unbind):
+            replicas = self.objects.get(message.obj)
+            if replicas is not None and replicas.pop(node, None) is not None:
+                if not replicas:
+                    del self.objects[message.obj]
+                self._push()
+        elif isinstance(message, control.SyncRequest):
+            state = self.switches.get(node)
+            if state is None or not state.connected:
+                self.drops["sync-from-unknown"] += 1
+                return
+            self._sync(node, state)
+        else:
+            self.drops["unexpected-message"] += 1
+
+    def node_disconnected(self, node: str, now: float) -> None:
+        """The control connection of ``node`` closed (a dead process, a broken path)."""
+        if node in self.switches:
+            self.switches[node].connected = False
+        record = self.hosts.get(node)
+        if record is not None and record.alive:
+            self._set_alive(record, False, now, "disconnected")
+
+    def get_timer(self) -> float | None:
+        return self._next_check
+
+    def handle_timer(self, now: float) -> None:
+        """Declare hosts dead after ``dead_after`` missed heartbeats."""
+        if self._next_check is None or now < self._next_check:
+            return
+        self._next_check = now + self.heartbeat_interval
+        limit = self.heartbeat_interval * self.dead_after
+        for record in self.hosts.values():
+            if record.alive and now - record.last_seen > limit:
+                self._set_alive(record, False, now, "missed heartbeats")
+
+    def messages_to_send(self) -> list[tuple[str, ControlMessage]]:
+        out, self._out = self._out, []
+        return out
+
+    # -- commands ------------------------------------------------------------------------
+
+    def set_link(self, a: str, b: str, up: bool, now: float) -> None:
+        """Mark the backbone link between datacenters ``a`` and ``b`` up or down."""
+        key = frozenset((a, b))
+        if key not in self.links_up:
+            from ..errors import UsageError
+
+            raise UsageError(f"no backbone link between {a!r} and {b!r}")
+        self.links_up[key] = up
+        self.events.append(ControllerEvent(now, "route-change", f"{a}-{b}", "up" if up else "down"))
+        self._recompute_routes()
+        self._push()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def host_name(self, host_id: int) -> str | None:
+        for record in self.hosts.values():
+            if record.host_id == host_id:
+                return record.name
+        return None
+
+    def dc_name(self, dc_id: int) -> str | None:
+        for name, value in self.dc_ids.items():
+            if value == dc_id:
+                return name
+        return None
+
+    def desired_tables(self, switch: str) -> SwitchTables:
+        """What ``switch``'s tables should be now (a pure function of controller state)."""
+        state = self.switches[switch]
+        dc = self.topology.datacenter(state.dc)
+        border = dc.border
+        peers = {n: self.addresses[n] for n in self._neighbours(switch) if n in self.addresses}
+        if state.role == "object-switch":
+            wide: dict[str, list[tuple[int, int]]] = {}
+            local: dict[str, list[tuple[int, int]]] = {}
+            for obj, replicas in self.objects.items():
+                per_dc: dict[int, int] = {}
+                for host_name, weight in replicas.items():
+                    record = self.hosts[host_name]
+                    if not record.alive:
+                        continue
+                    dc_id = self.dc_ids[record.dc]
+                    per_dc[dc_id] = per_dc.get(dc_id, 0) + weight
+                    if record.dc == dc.name:
+                        local.setdefault(obj, []).append((record.host_id, weight))
+                if per_dc:
+                    wide[obj] = sorted(per_dc.items())
+            for members in local.values():
+                members.sort()
+            return SwitchTables(wide=wide, local=local, gateway=border, peers=peers)
+        dc_routes: dict[int, str] = {}
+        for other, via in self._routes.get(dc.name, {}).items():
+            dc_routes[self.dc_ids[other]] = self.topology.datacenter(via).border if switch == border else border
+        host_routes: dict[int, str] = {}
+        for record in self.hosts.values():
+            if record.alive and record.dc == dc.name:
+                if record.gateway == switch:
+                    host_routes[record.host_id] = record.name
+                else:
+                    host_routes[record.host_id] = record.gateway if switch == border else border
+        object_switch = dc.object_switch if switch == border else border
+        return SwitchTables(dc_routes=dc_routes, host_routes=host_routes, object_switch=object_switch, peers=peers)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _host_record(self, name: str, gateway: str) -> HostRecord:
+        record = self.hosts.get(name)
+        if record is None:
+            record = HostRecord(name, self._next_host_id, self.topology.dc_of(gateway), gateway)
+            self._next_host_id += 1
+            self.hosts[name] = record
+        return record
+
+    def _hello(self, hello: control.Hello, now: float) -> None:
+        if hello.address is not None:
+            self.addresses[hello.node] = (str(hello.address[0]), int(hello.address[1]))
+        if hello.role == "host":
+            if self.switches.get(hello.gateway, _SwitchState("", "")).role != "flow-switch":
+                self.drops["hello-bad-gateway"] += 1
+                return
+            record = self._host_record(hello.node, hello.gateway)
+            record.gateway = hello.gateway
+            record.dc = self.topology.dc_of(hello.gateway)
+            record.last_seen = now
+            # A (re)registering host re-sends its bindings; forget the old ones.
+            for replicas in self.objects.values():
+                replicas.pop(hello.node, None)
+            self.objects = {k: v for k, v in self.objects.items() if v}
+            self._out.append(
+                (
+                    hello.node,
+                    control.Welcome(
+                        node=hello.node,
+                        dc_id=self.dc_ids[record.dc],
+                        host_id=record.host_id,
+                        gateway_address=self.addresses.get(hello.gateway),
+                        heartbeat_interval=self.heartbeat_interval,
+                    ),
+                )
+            )
+            self._set_alive(record, True, now, "registered")
+            return
+        state = self.switches.get(hello.node)
+        if state is None or state.role != hello.role:
+            self.drops["hello-unknown-node"] += 1
+            return
+        state.connected = True
+        self._sync(hello.node, state)
+        # Its neighbours learn its (possibly new) address.
+        self._push()
+
+    def _set_alive(self, record: HostRecord, alive: bool, now: float, why: str) -> None:
+        record.alive = alive
+        self.events.append(ControllerEvent(now, "host-up" if alive else "host-down", record.name, why))
+        self._push()
+
+    def _sync(self, node: str, state: _SwitchState) -> None:
+        tables = self.desired_tables(node)
+        state.version += 1
+        state.sent = tables
+        self._out.append((node, control.TableSync(state.version, self.dc_ids[state.dc], tables)))
+
+    def _push(self) -> None:
+        for node, state in self.switches.items():
+            if not state.connected:
+                continue
+            new = self.desired_tables(node)
+            delta = _diff(state.sent, new)
+            if delta is None:
+                continue
+            upsert, remove = delta
+            state.version += 1
+            state.sent = new
+            self._out.append((node, control.TableDelta(state.version, upsert, remove)))
+
+    def _recompute_routes(self) -> None:
+        edges = [
+            (l.a, l.b, l.delay or 1e-6)
+            for l in self.topology.backbone
+            if self.links_up.get(frozenset((l.a, l.b)), True)
+        ]
+        self._routes = next_hops(self.dc_ids, edges)
+
+    def _neighbours(self, node: str) -> set[str]:
+        out = set()
+        for link in self.topology.node_links():
+            if link.a == node:
+                out.add(link.b)
+            elif link.b == node:
+                out.add(link.a)
+        for record in self.hosts.values():
+            if record.gateway == node:
+                out.add(record.name)
+        return out
+
+
+def _diff(old: SwitchTables, new: SwitchTables) -> tuple[SwitchTables, TableKeys] | None:
+    upsert: dict[str, object] = {}
+    remove: dict[str, object] = {}
+    for name in _TABLES:
+        a, b = getattr(old, name), getattr(new, name)
+        changed = {k: v for k, v in b.items() if a.get(k) != v}
+        gone = [k for k in a if k not in b]
+        if changed:
+            upsert[name] = changed
+        if gone:
+            remove[name] = gone
+    for name in ("object_switch", "gateway"):
+        if getattr(old, name) != getattr(new, name):
+            upsert[name] = getattr(new, name)
+    if not upsert and not remove:
+        return None
+    return SwitchTables(**upsert), TableKeys(**remove)  # type: ignore[arg-type]

@@ -1,0 +1,145 @@
+"""The flow switch: routes on DC ID, then Host ID; gateway of its hosts (docs/protocol.md §3.3).
+
+Per packet it reads two fixed-offset fields, does one or two dict lookups and rewrites the
+TTL byte; it never builds a ``Header`` on the fast path and keeps no per-flow state. Packets
+it cannot route on IDs go to an object switch:
+
+* no DC ID, or no Host ID in this DC -> this DC's object switch refines them;
+* a Host ID of this DC that is gone (dead, drained or unknown) -> the Host ID is cleared,
+  ``REDIRECTED`` is set, and the object switch re-resolves the same Flow ID (§5.1);
+* a Host ID that moved to another DC -> the DC ID is rewritten and the sender is told to
+  refine (a ``REFINE`` signal, §5.3).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ..errors import MalformedPacket
+from ..wire import header as wire_header
+from ..wire import signal as wire_signal
+from ..wire.header import DST_LOCATOR, DST_ROUTE, HEADER_LEN, VERSION, Flags, Header, Proto
+from .events import Packet, TraceHop
+from .switch import Switch
+
+__all__ = ["FlowSwitch"]
+
+_PROTOS = frozenset(int(p) for p in Proto)
+_UNKNOWN_FLAGS = 0xFF & ~int(Flags.TRACE | Flags.REDIRECTED)
+_TRACE = int(Flags.TRACE)
+_REDIRECTED = int(Flags.REDIRECTED)
+
+
+class FlowSwitch(Switch):
+    """Sans-IO flow switch. Feed ``receive_datagram``; drain ``datagrams_to_send``."""
+
+    role: ClassVar[str] = "flow-switch"
+
+    def __init__(self, name: str, dc: str) -> None:
+        super().__init__(name, dc)
+        self._dc_routes: dict[int, str] = {}
+        self._host_routes: dict[int, str] = {}
+        self._moved: dict[int, int] = {}
+
+    def tables_changed(self, names: set[str] | None) -> None:
+        # The fast path reads plain typed dicts; msgspec already decoded the keys as ints.
+        self._dc_routes = self.tables["dc_routes"]  # type: ignore[assignment]
+        self._host_routes = self.tables["host_routes"]  # type: ignore[assignment]
+        self._moved = self.tables["moved_hosts"]  # type: ignore[assignment]
+
+    def receive_datagram(self, data: Packet, port: str, now: float) -> None:
+        """Route one packet that arrived from neighbour ``port``. Never raises."""
+        if len(data) < HEADER_LEN:
+            self.drops["truncated"] += 1
+            return
+        if data[0] != VERSION:
+            self.drops["bad-version"] += 1
+            return
+        if data[1] not in _PROTOS:
+            self.drops["bad-proto"] += 1
+            return
+        if data[2] & _UNKNOWN_FLAGS:
+            self.drops["bad-flags"] += 1
+            return
+        ttl = data[3]
+        if ttl <= 1:
+            self.drops["ttl-expired"] += 1
+            return
+        if not self.synced:
+            self.drops["no-tables"] += 1
+            return
+        dc, host = DST_ROUTE.unpack_from(data, 44)
+        buf = bytearray(data)
+        buf[3] = ttl - 1
+        if dc == self.dc_id:
+            if host:
+                hop = self._host_routes.get(host)
+                if hop is None:
+                    hop = self._reroute(buf, host)
+                    if hop is None:
+                        return
+            else:
+                hop = self.object_switch
+        elif dc:
+            hop = self._dc_routes.get(dc)
+            if hop is None:
+                self.drops["no-route"] += 1
+                self._signal_source(buf, wire_signal.Signal(wire_signal.SignalType.UNREACHABLE, dc))
+                return
+        else:
+            hop = self.object_switch
+        if buf[2] & _TRACE:
+            self._record(buf, now)
+        self.forwarded += 1
+        self._out.append((hop, buf))
+
+    def _reroute(self, buf: bytearray, host: int) -> str | None:
+        """A Host ID of this DC with no route: moved away, or gone (orphaned flow)."""
+        moved_to = self._moved.get(host)
+        if moved_to is not None:
+            # Stale DC ID (VM migration): correct it in flight and tell the sender (§5.3).
+            self.counters["stale-dc-corrected"] += 1
+            DST_ROUTE.pack_into(buf, 44, moved_to, host)
+            self._signal_source(buf, wire_signal.Signal(wire_signal.SignalType.REFINE, host, moved_to))
+            hop = self._dc_routes.get(moved_to)
+            if hop is None:
+                self.drops["no-route"] += 1
+            return hop
+        # Orphan: keep the Object ID and Flow ID, forget where it was going (§5.1).
+        self.counters["orphan-redirected"] += 1
+        DST_LOCATOR.pack_into(buf, 44, self.dc_id, 0, 0)
+        buf[2] |= _REDIRECTED
+        return self.object_switch
+
+    def _signal_source(self, buf: bytearray, signal: wire_signal.Signal) -> None:
+        """Send ``signal`` back to the packet's source host (never for a signal itself)."""
+        try:
+            h = wire_header.parse(bytes(buf))
+        except MalformedPacket as exc:
+            self.drops[exc.reason] += 1
+            return
+        if h.proto == Proto.SIGNAL or not h.src_dc or not h.src_host:
+            return
+        reply = Header(
+            proto=Proto.SIGNAL,
+            flow=h.flow,
+            obj=h.obj,
+            dst_dc=h.src_dc,
+            dst_host=h.src_host,
+            dst_socket=h.src_socket,
+            src_dc=self.dc_id,
+        )
+        packet = wire_header.encode(reply, wire_signal.encode(signal))
+        if h.src_dc == self.dc_id:
+            hop = self._host_routes.get(h.src_host)
+        else:
+            hop = self._dc_routes.get(h.src_dc)
+        if hop is not None:
+            self._out.append((hop, packet))
+
+    def _record(self, buf: bytearray, now: float) -> None:
+        flow = int.from_bytes(buf[4:12], "big")
+        dc, host, socket = DST_LOCATOR.unpack_from(buf, 44)
+        self.trace.append(
+            TraceHop(self.name, self.role, flow, bytes(buf[12:44]), dc, host, socket, buf[3], now)
+        )

@@ -1,0 +1,455 @@
+"""The end-host SCAFFOLD stack (docs/protocol.md §3.4 and §4).
+
+Sockets bind on Object IDs (listeners) and flows are demultiplexed, in this order, on:
+
+1. the destination Socket ID, checked against the Flow ID (an established flow);
+2. (Flow ID, source Host ID) -- later packets of a flow whose first reply has not arrived
+   yet still carry Socket ID 0 and reach this host through the object switches again;
+3. the destination Object ID -- a first packet for a listener starts a new flow.
+
+Every reply carries this host's full source locator, so the peer's later packets are fully
+refined. A flow's nonce, chosen by the initiator, must match on every packet.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ..errors import MalformedPacket, UsageError
+from ..ids import ObjectId, new_flow_id, new_nonce
+from ..wire import control
+from ..wire import datagram as wire_datagram
+from ..wire import header as wire_header
+from ..wire import signal as wire_signal
+from ..wire.control import ControlMessage
+from ..wire.datagram import DatagramSegment, DatagramType
+from ..wire.header import HEADER_LEN, Flags, Header, Proto
+from .events import Datagram, Packet, TraceHop
+
+__all__ = [
+    "DatagramReceived",
+    "Flow",
+    "FlowAccepted",
+    "FlowClosed",
+    "FlowUnreachable",
+    "HostEvent",
+    "HostRegistered",
+    "HostStack",
+    "Listener",
+    "ObjectNotFoundEvent",
+]
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HostRegistered:
+    host_id: int
+    dc_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class FlowAccepted:
+    """A first packet for a listener started a new (server-side) flow."""
+
+    socket_id: int
+    obj: bytes
+    flow: int
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramReceived:
+    socket_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectNotFoundEvent:
+    """An object switch answered that nobody serves the flow's object."""
+
+    socket_id: int
+    obj: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FlowUnreachable:
+    """A switch had no route to the flow's destination DC."""
+
+    socket_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class FlowClosed:
+    socket_id: int
+    reason: str
+
+
+HostEvent = (
+    HostRegistered
+    | FlowAccepted
+    | DatagramReceived
+    | ObjectNotFoundEvent
+    | FlowUnreachable
+    | FlowClosed
+)
+
+
+# -- state ----------------------------------------------------------------------------------
+
+
+class Role(Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+@dataclass(slots=True)
+class Listener:
+    obj: bytes
+    name: str
+    weight: int
+
+
+@dataclass(slots=True)
+class Flow:
+    """One flow's locators and counters (the transport state lives beside it)."""
+
+    socket_id: int
+    flow: int
+    nonce: int
+    obj: bytes
+    proto: Proto
+    role: Role
+    peer_dc: int = 0
+    peer_host: int = 0
+    peer_socket: int = 0
+    trace: bool = False
+    packets_sent: int = 0
+    packets_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    last_active: float = 0.0
+    #: every Host ID that answered this flow (more than one only after a failover)
+    served_by: list[int] = field(default_factory=list)
+
+
+class HostStack:
+    """Sans-IO host stack: control records, datagrams and ``now`` in; datagrams, records,
+    timers and events out."""
+
+    role = "host"
+
+    def __init__(
+        self,
+        name: str,
+        gateway: str,
+        rng: random.Random | None = None,
+        *,
+        idle_timeout: float = 120.0,
+    ) -> None:
+        self.name = name
+        self.gateway = gateway
+        self.host_id = 0
+        self.dc_id = 0
+        self.heartbeat_interval = 0.0
+        self.idle_timeout = idle_timeout
+        self.listeners: dict[bytes, Listener] = {}
+        self.flows: dict[int, Flow] = {}
+        self.drops: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()
+        self.trace: list[TraceHop] = []
+        self._rng = rng if rng is not None else random.SystemRandom()
+        self._by_flow: dict[tuple[int, int], int] = {}
+        self._next_socket = 1
+        self._events: deque[HostEvent] = deque()
+        self._out: list[Datagram] = []
+        self._control_out: list[ControlMessage] = []
+        self._heartbeat_seq = 0
+        self._next_heartbeat: float | None = None
+        self._next_sweep: float | None = None
+
+    # -- control plane -------------------------------------------------------------------
+
+    @property
+    def registered(self) -> bool:
+        return self.host_id != 0
+
+    def hello(self) -> None:
+        """Queue the ``Hello`` that registers this host (and re-sends its bindings)."""
+        self._control_out.append(control.Hello(node=self.name, role=self.role, gateway=self.gateway))
+        for listener in self.listeners.values():
+            self._control_out.append(
+                control.Bind(obj=listener.obj.hex(), weight=listener.weight, name=listener.name)
+            )
+
+    def receive_control(self, message: ControlMessage, now: float) -> None:
+        if isinstance(message, control.Welcome):
+            self.host_id = message.host_id
+            self.dc_id = message.dc_id
+            self.heartbeat_interval = message.heartbeat_interval
+            self._next_heartbeat = now + self.heartbeat_interval
+            self._next_sweep = now + self.idle_timeout
+            self._events.append(HostRegistered(self.host_id, self.dc_id))
+        else:
+            self.drops["unexpected-control"] += 1
+
+    def control_to_send(self) -> list[ControlMessage]:
+        out, self._control_out = self._control_out, []
+        return out
+
+    # -- timers --------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        timers = [t for t in (self._next_heartbeat, self._next_sweep) if t is not None]
+        return min(timers) if timers else None
+
+    def handle_timer(self, now: float) -> None:
+        if self._next_heartbeat is not None and now >= self._next_heartbeat:
+            self._heartbeat_seq += 1
+            self._control_out.append(control.Heartbeat(node=self.name, seq=self._heartbeat_seq))
+            self._next_heartbeat = now + self.heartbeat_interval
+        if self._next_sweep is not None and now >= self._next_sweep:
+            self._next_sweep = now + self.idle_timeout
+            for flow in [f for f in self.flows.values() if now - f.last_active > self.idle_timeout]:
+                self._forget(flow, "idle")
+
+    # -- socket API (what the runtime's sockets call) ------------------------------------
+
+    def bind(self, obj: ObjectId, weight: int = 1, name: str = "") -> Listener:
+        """Listen on ``obj`` and register this host as a replica with ``weight``.
+
+        Raises:
+            UsageError: the object is already bound here, or the weight is not positive.
+        """
+        if obj.raw in self.listeners:
+            raise UsageError(f"{name or obj} is already bound on host {self.name}")
+        if weight <= 0:
+            raise UsageError(f"weight must be positive, got {weight}")
+        listener = Listener(obj.raw, name, weight)
+        self.listeners[obj.raw] = listener
+        self._control_out.append(control.Bind(obj=obj.raw.hex(), weight=weight, name=name))
+        return listener
+
+    def unbind(self, obj: ObjectId) -> None:
+        """Stop listening on ``obj`` and withdraw the replica (established flows go on)."""
+        if self.listeners.pop(obj.raw, None) is None:
+            raise UsageError(f"{obj} is not bound on host {self.name}")
+        self._control_out.append(control.Unbind(obj=obj.raw.hex()))
+
+    def open_flow(self, obj: ObjectId, now: float, *, proto: Proto = Proto.DATAGRAM, trace: bool = False) -> Flow:
+        """Start a client flow to ``obj`` with a fresh Flow ID and nonce.
+
+        Raises:
+            UsageError: the host is not registered with the controller yet.
+        """
+        if not self.registered:
+            raise UsageError(f"host {self.name} is not registered yet")
+        flow = Flow(
+            socket_id=self._allocate_socket(),
+            flow=new_flow_id(self._rng),
+            nonce=new_nonce(self._rng),
+            obj=obj.raw,
+            proto=proto,
+            role=Role.CLIENT,
+            trace=trace,
+            last_active=now,
+        )
+        self.flows[flow.socket_id] = flow
+        return flow
+
+    def send_datagram(self, socket_id: int, data: bytes, now: float) -> None:
+        """Send one datagram on a flow.
+
+        Raises:
+            UsageError: no such flow, or it is not a datagram flow.
+        """
+        flow = self._flow(socket_id)
+        if flow.proto != Proto.DATAGRAM:
+            raise UsageError(f"socket {socket_id} is not a datagram flow")
+        segment = wire_datagram.encode(DatagramSegment(DatagramType.DATA, flow.nonce, data))
+        self._emit(flow, Proto.DATAGRAM, segment, now)
+        flow.bytes_sent += len(data)
+
+    def close_flow(self, socket_id: int, now: float) -> None:
+        """Close a flow: tell the peer (datagram CLOSE) and forget it."""
+        flow = self._flow(socket_id)
+        if flow.proto == Proto.DATAGRAM and (flow.peer_host or flow.role == Role.CLIENT):
+            segment = wire_datagram.encode(DatagramSegment(DatagramType.CLOSE, flow.nonce))
+            self._emit(flow, Proto.DATAGRAM, segment, now)
+        self._forget(flow, "closed", notify=False)
+
+    def next_event(self) -> HostEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # -- data plane ----------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[Datagram]:
+        out, self._out = self._out, []
+        return out
+
+    def receive_datagram(self, data: Packet, port: str, now: float) -> None:
+        """Demultiplex one packet from the gateway. Never raises."""
+        try:
+            h = wire_header.parse(bytes(data))
+        except MalformedPacket as exc:
+            self.drops[exc.reason] += 1
+            return
+        if h.dst_host != self.host_id or not self.registered:
+            self.drops["not-for-this-host"] += 1
+            return
+        body = bytes(data[HEADER_LEN:])
+        if h.proto == Proto.SIGNAL:
+            self._receive_signal(h, body)
+            return
+        flow = self._demux(h, now)
+        if flow is None:
+            return
+        if h.flags & Flags.TRACE:
+            self.trace.append(
+                TraceHop(self.name, self.role, h.flow, h.obj, h.dst_dc, h.dst_host, flow.socket_id, h.ttl, now)
+            )
+        if h.proto == Proto.DATAGRAM:
+            self._receive_datagram_segment(flow, h, body, now)
+        else:
+            self.drops["unsupported-proto"] += 1
+
+    def _demux(self, h: Header, now: float) -> Flow | None:
+        if h.dst_socket:
+            flow = self.flows.get(h.dst_socket)
+            if flow is None:
+                self.drops["unknown-socket"] += 1
+                return None
+            if flow.flow != h.flow:
+                self.drops["wrong-flow"] += 1
+                return None
+        else:
+            socket_id = self._by_flow.get((h.flow, h.src_host))
+            if socket_id is not None:
+                flow = self.flows[socket_id]
+            else:
+                listener = self.listeners.get(h.obj)
+                if listener is None:
+                    self.drops["no-listener"] += 1
+                    return None
+                flow = self._accept(listener, h, now)
+                if flow is None:
+                    return None
+        if flow.role == Role.CLIENT:
+            # A reply: learn the server's full locator (the last refinement, §3.4).
+            if h.src_host != flow.peer_host:
+                if flow.peer_host:
+                    self.counters["flow-redirected"] += 1
+                flow.served_by.append(h.src_host)
+            flow.peer_dc, flow.peer_host, flow.peer_socket = h.src_dc, h.src_host, h.src_socket
+        return flow
+
+    def _accept(self, listener: Listener, h: Header, now: float) -> Flow | None:
+        if not h.src_dc or not h.src_host:
+            self.drops["no-source"] += 1
+            return None
+        flow = Flow(
+            socket_id=self._allocate_socket(),
+            flow=h.flow,
+            nonce=0,  # learned from the first segment
+            obj=h.obj,
+            proto=h.proto,
+            role=Role.SERVER,
+            peer_dc=h.src_dc,
+            peer_host=h.src_host,
+            peer_socket=h.src_socket,
+            last_active=now,
+        )
+        self.flows[flow.socket_id] = flow
+        self._by_flow[(flow.flow, flow.peer_host)] = flow.socket_id
+        self._events.append(FlowAccepted(flow.socket_id, flow.obj, flow.flow))
+        return flow
+
+    def _receive_datagram_segment(self, flow: Flow, h: Header, body: bytes, now: float) -> None:
+        try:
+            segment = wire_datagram.parse(body)
+        except MalformedPacket as exc:
+            self.drops[exc.reason] += 1
+            return
+        if flow.nonce == 0 and flow.role == Role.SERVER:
+            flow.nonce = segment.nonce  # the first packet of the flow carries the nonce
+        elif segment.nonce != flow.nonce:
+            self.drops["bad-nonce"] += 1
+            return
+        flow.packets_received += 1
+        flow.last_active = now
+        if flow.role == Role.SERVER:
+            flow.peer_dc, flow.peer_socket = h.src_dc, h.src_socket
+        if segment.type == DatagramType.CLOSE:
+            self._forget(flow, "peer-closed")
+            return
+        flow.bytes_received += len(segment.payload)
+        self._events.append(DatagramReceived(flow.socket_id, segment.payload))
+
+    def _receive_signal(self, h: Header, body: bytes) -> None:
+        try:
+            signal = wire_signal.parse(body)
+        except MalformedPacket as exc:
+            self.drops[exc.reason] += 1
+            return
+        flow = self.flows.get(h.dst_socket)
+        if flow is None or flow.flow != h.flow:
+            self.drops["signal-for-unknown-flow"] += 1
+            return
+        if signal.type == wire_signal.SignalType.OBJECT_NOT_FOUND:
+            self._events.append(ObjectNotFoundEvent(flow.socket_id, flow.obj))
+        elif signal.type == wire_signal.SignalType.UNREACHABLE:
+            self._events.append(FlowUnreachable(flow.socket_id))
+        elif signal.type == wire_signal.SignalType.REFINE:
+            if signal.a == flow.peer_host:
+                flow.peer_dc = signal.b
+                self.counters["refined-by-signal"] += 1
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _emit(self, flow: Flow, proto: Proto, segment: bytes, now: float) -> None:
+        flags = Flags.NONE
+        if flow.trace and flow.packets_sent == 0:
+            flags = Flags.TRACE
+        h = Header(
+            proto=proto,
+            flow=flow.flow,
+            obj=flow.obj,
+            dst_dc=flow.peer_dc,
+            dst_host=flow.peer_host,
+            dst_socket=flow.peer_socket,
+            src_dc=self.dc_id,
+            src_host=self.host_id,
+            src_socket=flow.socket_id,
+            flags=flags,
+        )
+        if flags & Flags.TRACE:
+            self.trace.append(
+                TraceHop(
+                    self.name, self.role, flow.flow, flow.obj, flow.peer_dc, flow.peer_host, flow.peer_socket, h.ttl, now
+                )
+            )
+        flow.packets_sent += 1
+        flow.last_active = now
+        self._out.append((self.gateway, wire_header.encode(h, segment)))
+
+    def _flow(self, socket_id: int) -> Flow:
+        flow = self.flows.get(socket_id)
+        if flow is None:
+            raise UsageError(f"no flow with socket {socket_id} on host {self.name}")
+        return flow
+
+    def _forget(self, flow: Flow, reason: str, *, notify: bool = True) -> None:
+        self.flows.pop(flow.socket_id, None)
+        self._by_flow.pop((flow.flow, flow.peer_host), None)
+        if notify:
+            self._events.append(FlowClosed(flow.socket_id, reason))
+
+    def _allocate_socket(self) -> int:
+        while True:
+            socket_id = self._next_socket
+            self._next_socket = self._next_socket % 0xFFFFFFFF + 1
+            if socket_id not in self.flows:
+                return socket_id

@@ -1,0 +1,160 @@
+"""The object switch: resolves Object IDs to replicas by Flow ID hash (docs/protocol.md §3.2).
+
+One object switch serves each DC and holds two tables pushed by the controller:
+
+* ``wide``:  Object ID -> weighted set of DC IDs (wide-area level; every object switch
+  holds the same one, so any of them answers alike);
+* ``local``: Object ID -> weighted set of Host IDs in its own DC.
+
+A packet with no DC ID is resolved at the wide-area level; if the chosen DC is this one, the
+Host ID is resolved at once, otherwise the packet goes on towards that DC, whose own object
+switch fills the Host ID. A packet naming this DC without a Host ID (a first packet, or an
+orphan whose host is gone) is resolved locally; if this DC has no replica left, its DC ID is
+cleared and it is resolved at the wide-area level again. An object nobody serves is answered
+with an explicit ``OBJECT_NOT_FOUND`` signal to the source.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ..errors import MalformedPacket
+from ..wire import header as wire_header
+from ..wire import signal as wire_signal
+from ..wire.header import DST_LOCATOR, Flags, Header, Proto
+from .events import Packet, TraceHop
+from .replicas import PrefixTable, ReplicaSet
+from .switch import Switch
+
+__all__ = ["LOCAL_SHIFT", "WIDE_SHIFT", "ObjectSwitch"]
+
+#: Flow ID bits used at each level (docs/protocol.md §3.2): independent choices.
+WIDE_SHIFT = 0
+LOCAL_SHIFT = 32
+
+
+class ObjectSwitch(Switch):
+    """Sans-IO object switch. Feed ``receive_datagram``; drain ``datagrams_to_send``."""
+
+    role: ClassVar[str] = "object-switch"
+
+    def __init__(self, name: str, dc: str) -> None:
+        super().__init__(name, dc)
+        self.wide = PrefixTable()
+        self.local = PrefixTable()
+        self.resolutions = 0
+        # Replica sets are interned: a million objects on the same replicas share one table.
+        self._interned: dict[tuple[tuple[tuple[int, int], ...], int], ReplicaSet] = {}
+
+    # -- tables --------------------------------------------------------------------------
+
+    def tables_changed(self, names: set[str] | None) -> None:
+        if names is None or "wide" in names or "prefixes" in names:
+            self.wide = self._build(self.tables["wide"], self.tables["prefixes"], 0)
+        if names is None or "local" in names:
+            self.local = self._build(self.tables["local"], {}, LOCAL_SHIFT)
+        live = {rs.members for rs in self.wide.exact_items().values()}
+        live |= {rs.members for rs in self.local.exact_items().values()}
+        self._interned = {k: v for k, v in self._interned.items() if k[0] in live}
+
+    def _build(self, exact: dict[object, object], prefixes: dict[object, object], shift: int) -> PrefixTable:
+        table = PrefixTable()
+        for key, members in exact.items():
+            try:
+                table.set_exact(bytes.fromhex(str(key)), self.replica_set(members, shift))  # type: ignore[arg-type]
+            except ValueError:
+                self.drops["bad-table-entry"] += 1
+        for key, members in prefixes.items():
+            try:
+                text, bits = str(key).split("/")
+                table.set_prefix(int(text, 16), int(bits), self.replica_set(members, shift))  # type: ignore[arg-type]
+            except ValueError:
+                self.drops["bad-table-entry"] += 1
+        return table
+
+    def replica_set(self, members: list[tuple[int, int]], shift: int) -> ReplicaSet:
+        key = (tuple(sorted((int(t), int(w)) for t, w in members if w > 0)), shift)
+        found = self._interned.get(key)
+        if found is None:
+            found = self._interned[key] = ReplicaSet(key[0], shift)
+        return found
+
+    def table_entries(self) -> int:
+        return len(self.wide) + len(self.local) + len(self.tables["peers"])
+
+    # -- resolution ----------------------------------------------------------------------
+
+    def resolve(self, obj: bytes, flow: int) -> tuple[int, int] | None:
+        """(DC ID, Host ID) for a first packet of ``flow`` to ``obj``; Host ID 0 when the
+        chosen DC is another one. None when no replica is registered anywhere."""
+        wide = self.wide.lookup(obj)
+        if wide is None:
+            return None
+        dc = wide.table[(flow >> WIDE_SHIFT) % len(wide.table)]
+        if dc != self.dc_id:
+            return dc, 0
+        local = self.local.lookup(obj)
+        if local is None:
+            return None
+        return dc, local.table[(flow >> LOCAL_SHIFT) % len(local.table)]
+
+    def receive_datagram(self, data: Packet, port: str, now: float) -> None:
+        """Refine one packet (fill DC ID and/or Host ID) and send it back. Never raises."""
+        try:
+            h = wire_header.parse(bytes(data))
+        except MalformedPacket as exc:
+            self.drops[exc.reason] += 1
+            return
+        if h.ttl <= 1:
+            self.drops["ttl-expired"] += 1
+            return
+        if not self.synced:
+            self.drops["no-tables"] += 1
+            return
+        if h.proto == Proto.SIGNAL:
+            self.drops["signal-to-object-switch"] += 1
+            return
+        dc, host = h.dst_dc, h.dst_host
+        if dc == self.dc_id and not host:
+            local = self.local.lookup(h.obj)
+            if local is not None:
+                host = local.pick(h.flow)
+            else:
+                dc = 0  # no replica left in this DC: resolve at the wide-area level again
+        if not dc:
+            wide = self.wide.lookup(h.obj)
+            if wide is None:
+                self.drops["object-not-found"] += 1
+                self._not_found(h)
+                return
+            dc = wide.pick(h.flow)
+            if dc == self.dc_id:
+                local = self.local.lookup(h.obj)
+                if local is None:
+                    # Tables disagree for a moment (wide lists us, local does not yet).
+                    self.drops["object-not-found"] += 1
+                    self._not_found(h)
+                    return
+                host = local.pick(h.flow)
+        self.resolutions += 1
+        buf = bytearray(data)
+        buf[3] = h.ttl - 1
+        DST_LOCATOR.pack_into(buf, 44, dc, host, 0)
+        if h.flags & Flags.TRACE:
+            self.trace.append(TraceHop(self.name, self.role, h.flow, h.obj, dc, host, 0, buf[3], now))
+        self._out.append((self.gateway or port, buf))
+
+    def _not_found(self, h: Header) -> None:
+        if not h.src_dc or not h.src_host:
+            return
+        reply = Header(
+            proto=Proto.SIGNAL,
+            flow=h.flow,
+            obj=h.obj,
+            dst_dc=h.src_dc,
+            dst_host=h.src_host,
+            dst_socket=h.src_socket,
+            src_dc=self.dc_id,
+        )
+        signal = wire_signal.Signal(wire_signal.SignalType.OBJECT_NOT_FOUND)
+        self._out.append((self.gateway, wire_header.encode(reply, wire_signal.encode(signal))))

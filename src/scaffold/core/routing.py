@@ -1,0 +1,41 @@
+"""Shortest paths over the backbone graph of datacenters (docs/protocol.md §6.2)."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+
+__all__ = ["next_hops"]
+
+
+def next_hops(nodes: Iterable[str], edges: Iterable[tuple[str, str, float]]) -> dict[str, dict[str, str]]:
+    """For every source, the neighbour on a shortest path to every reachable destination.
+
+    ``edges`` are undirected (a, b, cost). Ties are broken by name so every controller
+    replica computes the same routes.
+    """
+    graph: dict[str, list[tuple[float, str]]] = {n: [] for n in nodes}
+    for a, b, cost in edges:
+        graph.setdefault(a, []).append((cost, b))
+        graph.setdefault(b, []).append((cost, a))
+    result: dict[str, dict[str, str]] = {}
+    for source in graph:
+        first: dict[str, str] = {}
+        dist = {source: 0.0}
+        heap: list[tuple[float, str, str]] = [(0.0, "", source)]
+        done: set[str] = set()
+        while heap:
+            d, via, node = heapq.heappop(heap)
+            if node in done:
+                continue
+            done.add(node)
+            if node != source:
+                first[node] = via
+            for cost, neighbour in sorted(graph[node]):
+                nd = d + cost
+                hop = via or neighbour
+                if neighbour not in dist or nd < dist[neighbour]:
+                    dist[neighbour] = nd
+                    heapq.heappush(heap, (nd, hop, neighbour))
+        result[source] = first
+    return result

@@ -1,0 +1,1 @@
+"""Runtimes drive the sans-IO cores: ``sim`` (virtual clock) and ``aio`` (real UDP sockets)."""

@@ -1,0 +1,449 @@
+"""The asyncio runtime: real UDP sockets, real TCP control connections (docs/architecture.md §3).
+
+Each node owns one non-blocking UDP socket. Its reader drains up to ``BATCH`` datagrams per
+wake-up straight into the core, then sends what the core queued; one timer handle per node
+is re-armed from ``core.get_timer()``. Link emulation (delay, loss, cuts) is an egress stage
+of our own, because the kernels we run on have no ``netem``: a delayed packet is handed to
+``loop.call_at``. The controller is a TCP server speaking framed control records.
+
+``EmbeddedNetwork`` runs a whole topology in one process over loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..core.controller import Controller
+from ..core.flow_switch import FlowSwitch
+from ..core.host import HostEvent, HostStack
+from ..core.object_switch import ObjectSwitch
+from ..errors import MalformedPacket, UsageError
+from ..topology import Topology
+from ..wire import control
+from ..wire.control import ControlMessage
+
+__all__ = ["BATCH", "ControllerRuntime", "EmbeddedNetwork", "EmuLink", "NodeRuntime", "run"]
+
+BATCH = 64
+SOCKET_BUFFER = 4 * 1024 * 1024
+T = TypeVar("T")
+Address = tuple[str, int]
+Core = FlowSwitch | ObjectSwitch | HostStack
+EventHandler = Callable[[HostStack, HostEvent, float], None]
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop when it is installed, else on the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+@dataclass(slots=True)
+class EmuLink:
+    """Egress emulation of one direction of a link."""
+
+    delay: float = 0.0
+    loss: float = 0.0
+    up: bool = True
+
+
+class AddressBook:
+    """Node name <-> UDP address, shared by the nodes of one process."""
+
+    def __init__(self) -> None:
+        self.address: dict[str, Address] = {}
+        self.name: dict[Address, str] = {}
+
+    def add(self, name: str, address: Address) -> None:
+        old = self.address.get(name)
+        if old is not None:
+            self.name.pop(old, None)
+        self.address[name] = address
+        self.name[address] = name
+
+
+class NodeRuntime:
+    """Drives one core (switch or host) with a UDP socket and a control connection."""
+
+    def __init__(
+        self,
+        core: Core,
+        book: AddressBook,
+        links: dict[tuple[str, str], EmuLink],
+        controller: Address,
+        *,
+        bind: Address = ("127.0.0.1", 0),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.core = core
+        self.name = core.name
+        self.book = book
+        self.links = links
+        self.controller_address = controller
+        self.bind_address = bind
+        self.address: Address = bind
+        self.stats: Counter[str] = Counter()
+        self.on_event: EventHandler | None = None
+        self._rng = rng or random.Random()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._control_task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.closed = False
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        sock.bind(self.bind_address)
+        self._sock = sock
+        self.address = sock.getsockname()[:2]
+        self.book.add(self.name, self.address)
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+        await self.connect_controller()
+
+    async def connect_controller(self) -> None:
+        """(Re)open the control connection and say hello."""
+        reader, writer = await asyncio.open_connection(*self.controller_address)
+        self._writer = writer
+        if isinstance(self.core, HostStack):
+            self.core.hello()
+        else:
+            self.core.hello(self.address)
+        self._control_task = asyncio.create_task(self._read_control(reader), name=f"control:{self.name}")
+        self.flush()
+
+    async def close(self) -> None:
+        """Stop the node: close its socket and its control connection."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+        if self._control_task is not None:
+            self._control_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await self._control_task
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(ConnectionError):
+                await self._writer.wait_closed()
+
+    # -- data plane ----------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        assert self._sock is not None and self._loop is not None
+        now = self._loop.time()
+        recvfrom = self._sock.recvfrom
+        receive = self.core.receive_datagram
+        names = self.book.name
+        for _ in range(BATCH):
+            try:
+                data, address = recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.stats["recv-error"] += 1
+                break
+            port = names.get(address)
+            if port is None:
+                # Still parsed and counted by the core, which trusts no bytes anyway.
+                self.stats["unknown-peer"] += 1
+                port = ""
+            receive(data, port, now)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the core queued, dispatch its events and re-arm its timer."""
+        if self.closed or self._loop is None:
+            return
+        core = self.core
+        now = self._loop.time()
+        if isinstance(core, HostStack):
+            handler = self.on_event
+            while (event := core.next_event()) is not None:
+                if handler is not None:
+                    handler(core, event, now)
+        for port, data in core.datagrams_to_send(now):
+            self._send(port, data, now)
+        messages = core.control_to_send()
+        if messages and self._writer is not None and not self._writer.is_closing():
+            self._writer.write(b"".join(control.frame(m) for m in messages))
+        if isinstance(core, HostStack):
+            at = core.get_timer()
+            if at != self._timer_at:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer_at = at
+                self._timer = self._loop.call_at(at, self._on_timer) if at is not None else None
+
+    def _on_timer(self) -> None:
+        assert self._loop is not None
+        self._timer = None
+        self._timer_at = None
+        if isinstance(self.core, HostStack):
+            self.core.handle_timer(self._loop.time())
+        self.flush()
+
+    def _send(self, port: str, data: bytes | bytearray, now: float) -> None:
+        address = self.book.address.get(port)
+        if address is None:
+            self.stats["no-address"] += 1
+            return
+        link = self.links.get((self.name, port))
+        if link is not None:
+            if not link.up:
+                self.stats["link-down"] += 1
+                return
+            if link.loss and self._rng.random() < link.loss:
+                self.stats["link-loss"] += 1
+                return
+            if link.delay > 0:
+                assert self._loop is not None
+                self._loop.call_at(now + link.delay, self._sendto, data, address)
+                return
+        self._sendto(data, address)
+
+    def _sendto(self, data: bytes | bytearray, address: Address) -> None:
+        if self._sock is None or self.closed:
+            return
+        try:
+            self._sock.sendto(data, address)
+        except BlockingIOError:
+            self.stats["send-buffer-full"] += 1
+        except OSError:
+            self.stats["send-error"] += 1
+
+    # -- control plane -------------------------------------------------------------------
+
+    async def _read_control(self, reader: asyncio.StreamReader) -> None:
+        decoder = control.FrameDecoder()
+        assert self._loop is not None
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                self.stats["controller-lost"] += 1
+                return  # keep forwarding on the last tables (docs/protocol.md §6.3)
+            try:
+                messages = decoder.feed(chunk)
+            except MalformedPacket as exc:
+                self.stats[f"control-{exc.reason}"] += 1
+                return
+            now = self._loop.time()
+            for message in messages:
+                if isinstance(message, control.Welcome) and message.gateway_address is not None:
+                    assert isinstance(self.core, HostStack)
+                    self.book.add(self.core.gateway, tuple(message.gateway_address))  # type: ignore[arg-type]
+                self.core.receive_control(message, now)
+                if not isinstance(self.core, HostStack):
+                    for name, address in self.core.tables["peers"].items():
+                        if self.book.address.get(str(name)) != address:
+                            self.book.add(str(name), tuple(address))  # type: ignore[arg-type]
+            self.flush()
+
+
+class ControllerRuntime:
+    """The controller core behind a TCP server speaking framed control records."""
+
+    def __init__(self, core: Controller, bind: Address = ("127.0.0.1", 0)) -> None:
+        self.core = core
+        self.bind_address = bind
+        self.address: Address = bind
+        self.stats: Counter[str] = Counter()
+        self._writers: dict[str, asyncio.StreamWriter] = {}
+        self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = await asyncio.start_server(self._serve, *self.bind_address)
+        self.address = self._server.sockets[0].getsockname()[:2]
+        self._arm()
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers.values()):
+            writer.close()
+        # Closing the writers ends each connection's reader with EOF; cancelling the
+        # handler tasks instead would make asyncio's stream protocol log the cancellation.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        decoder = control.FrameDecoder()
+        name: str | None = None
+        try:
+            while chunk := await reader.read(65536):
+                try:
+                    messages = decoder.feed(chunk)
+                except MalformedPacket as exc:
+                    self.stats[f"control-{exc.reason}"] += 1
+                    break
+                for message in messages:
+                    if isinstance(message, control.Hello):
+                        name = message.node
+                        self._writers[name] = writer
+                    if name is None:
+                        self.stats["before-hello"] += 1
+                        continue
+                    self.core.receive_message(name, message, self.now())
+                self.flush()
+        except ConnectionError:
+            pass
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            if name is not None and self._writers.get(name) is writer:
+                del self._writers[name]
+                if self._loop is not None and not self._loop.is_closed():
+                    self.core.node_disconnected(name, self.now())
+                    self.flush()
+            writer.close()
+
+    def flush(self) -> None:
+        for node, message in self.core.messages_to_send():
+            writer = self._writers.get(node)
+            if writer is None or writer.is_closing():
+                self.stats["to-disconnected"] += 1
+                continue
+            writer.write(control.frame(message))
+        self._arm()
+
+    def _arm(self) -> None:
+        assert self._loop is not None
+        at = self.core.get_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer = self._loop.call_at(at if at is not None else self._loop.time() + 0.1, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.core.handle_timer(self.now())
+        self.flush()
+
+
+class EmbeddedNetwork:
+    """A whole topology in this process over loopback UDP: the embedded default.
+
+    Use as ``async with EmbeddedNetwork(topology) as net: ...``. Backbone delays and losses
+    of the topology are applied by the egress link stage.
+    """
+
+    def __init__(self, topology: Topology, *, heartbeat_interval: float = 0.2, dead_after: int = 3, seed: int | None = None) -> None:
+        self.topology = topology
+        self.book = AddressBook()
+        self.links: dict[tuple[str, str], EmuLink] = {}
+        for link in topology.node_links():
+            self.links[(link.a, link.b)] = EmuLink(link.delay, link.loss)
+            self.links[(link.b, link.a)] = EmuLink(link.delay, link.loss)
+        self.controller = ControllerRuntime(
+            Controller(topology, heartbeat_interval=heartbeat_interval, dead_after=dead_after)
+        )
+        self.nodes: dict[str, NodeRuntime] = {}
+        self._rng = random.Random(seed)
+
+    async def __aenter__(self) -> EmbeddedNetwork:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self, *, ready_timeout: float = 10.0) -> None:
+        await self.controller.start()
+        for dc in self.topology.datacenters:
+            for fs in dc.flow_switches:
+                await self._start_node(FlowSwitch(fs, dc.name))
+            await self._start_node(ObjectSwitch(dc.object_switch, dc.name))
+        for spec in self.topology.hosts():
+            await self._start_node(HostStack(spec.name, spec.gateway))
+        await self.wait_for(self.ready, ready_timeout, "the network to come up")
+
+    async def _start_node(self, core: Core) -> NodeRuntime:
+        node = NodeRuntime(core, self.book, self.links, self.controller.address, rng=random.Random(self._rng.getrandbits(64)))
+        self.nodes[core.name] = node
+        await node.start()
+        return node
+
+    async def add_host(self, name: str, gateway: str) -> NodeRuntime:
+        """Attach and register one more host."""
+        if name in self.nodes:
+            raise UsageError(f"node {name!r} exists")
+        self.topology = self.topology.with_host(self.topology.hosts()[0].__class__(name, gateway))
+        self.controller.core.topology = self.topology
+        for key in ((name, gateway), (gateway, name)):
+            self.links[key] = EmuLink(self.topology.local_delay)
+        node = await self._start_node(HostStack(name, gateway))
+        await self.wait_for(lambda: isinstance(node.core, HostStack) and node.core.registered, 5.0, f"{name} to register")
+        return node
+
+    async def close(self) -> None:
+        for node in list(self.nodes.values()):
+            await node.close()
+        await self.controller.close()
+
+    def host(self, name: str) -> NodeRuntime:
+        node = self.nodes.get(name)
+        if node is None or not isinstance(node.core, HostStack):
+            raise UsageError(f"{name!r} is not a host")
+        return node
+
+    def ready(self) -> bool:
+        for node in self.nodes.values():
+            core = node.core
+            if isinstance(core, HostStack):
+                if not core.registered:
+                    return False
+            elif not core.synced:
+                return False
+        return True
+
+    @staticmethod
+    async def wait_for(condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> None:
+        """Poll ``condition`` until true, or raise ``TimeoutError`` naming ``what``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            result = condition()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
+            await asyncio.sleep(0.005)

@@ -1,0 +1,294 @@
+"""The discrete-event runtime: a whole network in one process on a virtual clock.
+
+Links have delay, jitter (which reorders), loss, duplication and can be cut; everything
+random comes from one seeded ``random.Random``, so a run is deterministic. Control records go
+through their real MessagePack encoding on the way, so the sim exercises the wire too.
+
+Applications are callbacks: ``net.on_event(host, fn)`` calls ``fn(host_stack, event, now)``
+for every event a host stack emits, and anything the callback queues is sent at once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.controller import Controller
+from ..core.flow_switch import FlowSwitch
+from ..core.host import HostEvent, HostStack
+from ..core.object_switch import ObjectSwitch
+from ..errors import UsageError
+from ..topology import HostSpec, Topology
+from ..wire import control
+from ..wire.control import ControlMessage
+
+__all__ = ["SimLink", "SimNetwork"]
+
+Node = FlowSwitch | ObjectSwitch | HostStack
+EventHandler = Callable[[HostStack, HostEvent, float], None]
+
+
+@dataclass(slots=True)
+class SimLink:
+    """One direction of a link."""
+
+    delay: float = 0.0
+    jitter: float = 0.0
+    loss: float = 0.0
+    duplicate: float = 0.0
+    up: bool = True
+    sent: int = 0
+    lost: int = 0
+
+
+class SimNetwork:
+    """A simulated SCAFFOLD network built from a ``Topology``."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        seed: int = 0,
+        control_delay: float = 0.001,
+        heartbeat_interval: float = 0.2,
+        dead_after: int = 3,
+    ) -> None:
+        self.topology = topology
+        self.now = 0.0
+        self.rng = random.Random(seed)
+        self.control_delay = control_delay
+        self.controller = Controller(topology, heartbeat_interval=heartbeat_interval, dead_after=dead_after)
+        self.nodes: dict[str, Node] = {}
+        self.links: dict[tuple[str, str], SimLink] = {}
+        self.events: dict[str, list[HostEvent]] = {}
+        self.handlers: dict[str, EventHandler] = {}
+        self.alive: set[str] = set()
+        self.delivered = 0
+        self._queue: list[tuple[float, int, str, Any]] = []
+        self._seq = itertools.count()
+        self._timers: dict[str, float] = {}
+        for dc in topology.datacenters:
+            for fs in dc.flow_switches:
+                self.nodes[fs] = FlowSwitch(fs, dc.name)
+            self.nodes[dc.object_switch] = ObjectSwitch(dc.object_switch, dc.name)
+            for host in dc.hosts:
+                self._add_host_node(host)
+        for link in topology.node_links():
+            self.links[(link.a, link.b)] = SimLink(link.delay, 0.0, link.loss)
+            self.links[(link.b, link.a)] = SimLink(link.delay, 0.0, link.loss)
+
+    # -- building ------------------------------------------------------------------------
+
+    def _add_host_node(self, spec: HostSpec) -> HostStack:
+        stack = HostStack(spec.name, spec.gateway, random.Random(self.rng.getrandbits(64)))
+        self.nodes[spec.name] = stack
+        self.events[spec.name] = []
+        return stack
+
+    def start(self) -> None:
+        """Connect every node to the controller (switches first, then hosts)."""
+        for name, node in self.nodes.items():
+            if not isinstance(node, HostStack):
+                self.alive.add(name)
+                node.hello()
+                self._flush(name)
+        for name, node in self.nodes.items():
+            if isinstance(node, HostStack):
+                self.alive.add(name)
+                node.hello()
+                self._flush(name)
+        self._schedule_controller_timer()
+
+    def add_host(self, name: str, gateway: str) -> HostStack:
+        """Attach a new host to ``gateway`` and register it."""
+        if name in self.nodes:
+            raise UsageError(f"node {name!r} exists")
+        self.topology = self.topology.with_host(HostSpec(name, gateway))
+        self.controller.topology = self.topology
+        stack = self._add_host_node(HostSpec(name, gateway))
+        for a, b in ((name, gateway), (gateway, name)):
+            self.links[(a, b)] = SimLink(self.topology.local_delay)
+        self.alive.add(name)
+        stack.hello()
+        self._flush(name)
+        return stack
+
+    def host(self, name: str) -> HostStack:
+        node = self.nodes.get(name)
+        if not isinstance(node, HostStack):
+            raise UsageError(f"{name!r} is not a host")
+        return node
+
+    def switch(self, name: str) -> FlowSwitch | ObjectSwitch:
+        node = self.nodes.get(name)
+        if not isinstance(node, FlowSwitch | ObjectSwitch):
+            raise UsageError(f"{name!r} is not a switch")
+        return node
+
+    def link(self, a: str, b: str) -> SimLink:
+        try:
+            return self.links[(a, b)]
+        except KeyError:
+            raise UsageError(f"no link {a} -> {b}") from None
+
+    def set_link(self, a: str, b: str, **settings: Any) -> None:
+        """Change both directions of the node-level link a-b (delay, jitter, loss, up...)."""
+        for key in ((a, b), (b, a)):
+            link = self.link(*key)
+            for attr, value in settings.items():
+                setattr(link, attr, value)
+
+    def set_all_links(self, **settings: Any) -> None:
+        for link in self.links.values():
+            for attr, value in settings.items():
+                setattr(link, attr, value)
+
+    def on_event(self, host: str, handler: EventHandler) -> None:
+        """Run ``handler(stack, event, now)`` for each event of ``host`` (an application)."""
+        self.handlers[host] = handler
+
+    def kill(self, node: str) -> None:
+        """Stop a node dead: it receives, sends and heartbeats nothing from now on."""
+        self.alive.discard(node)
+
+    def act(self, node: str, action: Callable[[Any, float], Any]) -> Any:
+        """Call ``action(core, now)`` on a node (an application call) and send what it queued."""
+        result = action(self.nodes[node], self.now)
+        self._flush(node)
+        return result
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self, duration: float, *, max_events: int = 10_000_000) -> None:
+        """Advance virtual time by ``duration`` seconds."""
+        self.run_until(self.now + duration, max_events=max_events)
+
+    def run_until(self, deadline: float, *, max_events: int = 10_000_000) -> None:
+        for _ in range(max_events):
+            if not self._queue or self._queue[0][0] > deadline:
+                self.now = max(self.now, deadline)
+                return
+            self._step()
+        raise RuntimeError(f"simulation did not settle within {max_events} events")
+
+    def run_while(self, condition: Callable[[], bool], *, timeout: float, max_events: int = 10_000_000) -> bool:
+        """Run until ``condition()`` is false or ``timeout`` virtual seconds passed.
+
+        Returns True if the condition became false."""
+        deadline = self.now + timeout
+        for _ in range(max_events):
+            if not condition():
+                return True
+            if not self._queue or self._queue[0][0] > deadline:
+                self.now = max(self.now, deadline)
+                return not condition()
+            self._step()
+        raise RuntimeError(f"simulation did not settle within {max_events} events")
+
+    def _push(self, at: float, kind: str, payload: Any) -> None:
+        heapq.heappush(self._queue, (at, next(self._seq), kind, payload))
+
+    def _step(self) -> None:
+        at, _, kind, payload = heapq.heappop(self._queue)
+        self.now = at
+        if kind == "packet":
+            dst, src, data = payload
+            if dst not in self.alive:
+                return
+            node = self.nodes[dst]
+            self.delivered += 1
+            node.receive_datagram(data, src, at)
+            self._flush(dst)
+        elif kind == "to-controller":
+            src, body = payload
+            self.controller.receive_message(src, control.decode(body), at)
+            self._flush_controller()
+        elif kind == "to-node":
+            dst, body = payload
+            if dst in self.alive:
+                self.nodes[dst].receive_control(control.decode(body), at)
+                self._flush(dst)
+        elif kind == "timer":
+            name = payload
+            if self._timers.get(name) != at:
+                return  # superseded
+            del self._timers[name]
+            if name == "controller":
+                self.controller.handle_timer(at)
+                self._flush_controller()
+                self._schedule_controller_timer()
+            elif name in self.alive:
+                node = self.nodes[name]
+                if isinstance(node, HostStack):
+                    node.handle_timer(at)
+                    self._flush(name)
+
+    def _flush(self, name: str) -> None:
+        node = self.nodes[name]
+        if name not in self.alive:
+            return
+        if isinstance(node, HostStack):
+            handler = self.handlers.get(name)
+            while (event := node.next_event()) is not None:
+                if handler is not None:
+                    handler(node, event, self.now)
+                else:
+                    self.events[name].append(event)
+        for message in node.control_to_send():
+            self._push(self.now + self.control_delay, "to-controller", (name, control.encode(message)))
+        for port, data in node.datagrams_to_send(self.now):
+            link = self.links.get((name, port))
+            if link is None:
+                if isinstance(node, FlowSwitch | ObjectSwitch):
+                    node.drops["no-link"] += 1
+                continue
+            link.sent += 1
+            if not link.up or (link.loss and self.rng.random() < link.loss):
+                link.lost += 1
+                continue
+            copies = 2 if link.duplicate and self.rng.random() < link.duplicate else 1
+            for _ in range(copies):
+                delay = link.delay + (self.rng.random() * link.jitter if link.jitter else 0.0)
+                self._push(self.now + delay, "packet", (port, name, bytes(data)))
+        if isinstance(node, HostStack):
+            timer = node.get_timer()
+            if timer is not None and self._timers.get(name) != timer:
+                self._timers[name] = timer
+                self._push(timer, "timer", name)
+
+    def _flush_controller(self) -> None:
+        for dst, message in self.controller.messages_to_send():
+            self._push(self.now + self.control_delay, "to-node", (dst, control.encode(message)))
+
+    def _schedule_controller_timer(self) -> None:
+        timer = self.controller.get_timer()
+        if timer is not None and self._timers.get("controller") != timer:
+            self._timers["controller"] = timer
+            self._push(timer, "timer", "controller")
+
+    # -- convenience ---------------------------------------------------------------------
+
+    def settle(self, timeout: float = 1.0) -> None:
+        """Run until every host is registered and every switch holds tables."""
+        ok = self.run_while(lambda: not self.ready(), timeout=timeout)
+        if not ok:
+            raise RuntimeError("network did not come up within the timeout")
+
+    def ready(self) -> bool:
+        for name, node in self.nodes.items():
+            if name not in self.alive:
+                continue
+            if isinstance(node, HostStack):
+                if not node.registered:
+                    return False
+            elif not node.synced:
+                return False
+        return True
+
+    def send_control(self, node: str, message: ControlMessage) -> None:
+        """Inject a control record as if ``node`` sent it (tests, tools)."""
+        self._push(self.now + self.control_delay, "to-controller", (node, control.encode(message)))

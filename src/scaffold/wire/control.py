@@ -1,0 +1,196 @@
+"""Control-plane messages between nodes and the controller (docs/protocol.md §6).
+
+Typed records (msgspec ``Struct``) encoded as MessagePack and framed on a byte stream by a
+4-byte big-endian length::
+
+    +--------+--------+--------+--------+----------------------------+
+    |        frame length (32)          |  msgpack record (length)   |
+    +--------+--------+--------+--------+----------------------------+
+
+Every record carries its type as a tag (``{"type": "hello", ...}``), so one decoder reads
+them all. Object IDs travel as hex text, IDs as integers, addresses as ``[ip, port]``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import msgspec
+
+from ..errors import MalformedPacket
+
+__all__ = [
+    "FRAME",
+    "MAX_FRAME",
+    "Bind",
+    "ControlMessage",
+    "FrameDecoder",
+    "Heartbeat",
+    "Hello",
+    "SwitchTables",
+    "SyncRequest",
+    "TableDelta",
+    "TableKeys",
+    "TableSync",
+    "Unbind",
+    "Welcome",
+    "decode",
+    "encode",
+    "frame",
+]
+
+FRAME = struct.Struct("!I")
+MAX_FRAME = 64 * 1024 * 1024
+
+Address = tuple[str, int]
+#: [target ID, weight] pairs of a replica set: DC IDs (wide area) or Host IDs (in a DC).
+Replicas = list[tuple[int, int]]
+
+
+class Hello(msgspec.Struct, tag="hello", frozen=True):
+    """First message of a node on its control connection."""
+
+    node: str
+    role: str  # "host" | "flow-switch" | "object-switch"
+    dc: str = ""  # switches: the DC they belong to
+    gateway: str = ""  # hosts: the flow switch they attach to
+    address: Address | None = None  # the node's data-plane UDP address, if it has one
+
+
+class Welcome(msgspec.Struct, tag="welcome", frozen=True):
+    """The controller's answer to ``Hello``: the IDs it assigned."""
+
+    node: str
+    dc_id: int
+    host_id: int = 0
+    gateway_address: Address | None = None
+    heartbeat_interval: float = 0.2
+
+
+class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
+    node: str
+    seq: int
+
+
+class Bind(msgspec.Struct, tag="bind", frozen=True):
+    """A host serves a replica of ``obj`` (hex) with ``weight``."""
+
+    obj: str
+    weight: int = 1
+    name: str = ""  # the human name, for tables and reports
+
+
+class Unbind(msgspec.Struct, tag="unbind", frozen=True):
+    obj: str
+
+
+class SwitchTables(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A switch's forwarding state; also the 'upsert' half of a delta.
+
+    Flow switches use ``dc_routes`` (DC ID -> next-hop node), ``host_routes`` (Host ID ->
+    next-hop node in this DC), ``moved_hosts`` (Host ID -> its current DC, for stale DC IDs)
+    and ``object_switch`` (next hop towards this DC's object switch). Object switches use
+    ``wide`` (Object ID hex -> [DC ID, weight]), ``local`` (Object ID hex -> [Host ID,
+    weight] in this DC), ``prefixes`` ("hex/bits" -> [DC ID, weight]) and ``gateway`` (the flow
+    switch they hang off). ``peers`` maps neighbour node names to UDP addresses.
+    """
+
+    dc_routes: dict[int, str] = {}
+    host_routes: dict[int, str] = {}
+    moved_hosts: dict[int, int] = {}
+    object_switch: str = ""
+    gateway: str = ""
+    wide: dict[str, Replicas] = {}
+    local: dict[str, Replicas] = {}
+    prefixes: dict[str, Replicas] = {}
+    peers: dict[str, Address] = {}
+
+
+class TableKeys(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Keys removed by a delta, per table of ``SwitchTables``."""
+
+    dc_routes: list[int] = []
+    host_routes: list[int] = []
+    moved_hosts: list[int] = []
+    wide: list[str] = []
+    local: list[str] = []
+    prefixes: list[str] = []
+    peers: list[str] = []
+
+
+class TableSync(msgspec.Struct, tag="sync", frozen=True):
+    """The whole table at ``version`` (sent on connect and on request)."""
+
+    version: int
+    dc_id: int
+    tables: SwitchTables
+
+
+class TableDelta(msgspec.Struct, tag="delta", frozen=True):
+    """The change from ``version - 1`` to ``version``."""
+
+    version: int
+    upsert: SwitchTables
+    remove: TableKeys
+
+
+class SyncRequest(msgspec.Struct, tag="sync-request", frozen=True):
+    """A switch missed a delta: it asks for a full sync."""
+
+    node: str
+    have_version: int
+
+
+ControlMessage = Hello | Welcome | Heartbeat | Bind | Unbind | TableSync | TableDelta | SyncRequest
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(ControlMessage)
+
+
+def encode(message: ControlMessage) -> bytes:
+    """The record's MessagePack body (unframed)."""
+    return _encoder.encode(message)
+
+
+def decode(body: bytes) -> ControlMessage:
+    """Decode an untrusted record body.
+
+    Raises:
+        MalformedPacket: ``bad-control`` with msgspec's explanation.
+    """
+    try:
+        return _decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise MalformedPacket("bad-control", str(exc)) from None
+
+
+def frame(message: ControlMessage) -> bytes:
+    """The record framed for a stream."""
+    body = _encoder.encode(message)
+    return FRAME.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Reassembles framed records from stream chunks (sans-IO).
+
+    ``feed(chunk)`` returns the complete records. A frame longer than ``MAX_FRAME`` or an
+    undecodable record raises ``MalformedPacket``; the caller closes the connection.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> list[ControlMessage]:
+        self._buffer += chunk
+        out: list[ControlMessage] = []
+        while len(self._buffer) >= FRAME.size:
+            (length,) = FRAME.unpack_from(self._buffer)
+            if length > MAX_FRAME:
+                raise MalformedPacket("bad-length", f"control frame of {length} bytes")
+            end = FRAME.size + length
+            if len(self._buffer) < end:
+                break
+            body = bytes(self._buffer[FRAME.size : end])
+            del self._buffer[:end]
+            out.append(decode(body))
+        return out

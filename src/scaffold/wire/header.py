@@ -1,0 +1,187 @@
+"""The SCAFFOLD header (docs/protocol.md §2).
+
+Every data-plane packet is ``UDP | SCAFFOLD header | transport segment``. The header is a
+fixed 76 bytes, network byte order::
+
+     0                   1                   2                   3
+     0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |    version    |     proto     |     flags     |      ttl      |   0
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |                        Flow ID (64)                           |   4
+    |                                                               |
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |                                                               |  12
+    |               destination Object ID (256 bits)                |
+    |                          ...                                  |
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |                    destination DC ID (32)                     |  44
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |                   destination Host ID (64)                    |  48
+    |                                                               |
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |                  destination Socket ID (32)                   |  56
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |                      source DC ID (32)                        |  60
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |                     source Host ID (64)                       |  64
+    |                                                               |
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+    |                    source Socket ID (32)                      |  72
+    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+
+A zero destination DC, Host or Socket ID means "not refined yet" (§3). Switches read and
+rewrite only the fixed-offset fields below, without building a ``Header``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, replace
+from enum import IntEnum, IntFlag
+
+from ..errors import MalformedPacket
+from ..ids import OBJECT_ID_BYTES
+
+__all__ = [
+    "DST_ROUTE",
+    "DST_ROUTE_OFFSET",
+    "HEADER",
+    "HEADER_LEN",
+    "MAX_TTL",
+    "VERSION",
+    "Flags",
+    "Header",
+    "Proto",
+    "encode",
+    "parse",
+]
+
+VERSION = 1
+MAX_TTL = 32
+
+HEADER = struct.Struct("!BBBBQ32sIQIIQI")
+HEADER_LEN = HEADER.size  # 76
+
+#: (dst DC ID, dst Host ID) -- all a flow switch needs to route a refined packet.
+DST_ROUTE = struct.Struct("!IQ")
+DST_ROUTE_OFFSET = 44
+#: (dst DC ID, dst Host ID, dst Socket ID), rewritten by object switches.
+DST_LOCATOR = struct.Struct("!IQI")
+VERSION_OFFSET = 0
+PROTO_OFFSET = 1
+FLAGS_OFFSET = 2
+TTL_OFFSET = 3
+
+
+class Proto(IntEnum):
+    """What follows the header (docs/protocol.md §2.1)."""
+
+    DATAGRAM = 1
+    STREAM = 2
+    SIGNAL = 3
+
+
+class Flags(IntFlag):
+    """Header flags (docs/protocol.md §2.2)."""
+
+    NONE = 0
+    #: every node that handles the packet records a refinement trace record.
+    TRACE = 0x01
+    #: the packet was re-resolved after its Host ID was cleared (failover, §5).
+    REDIRECTED = 0x02
+
+
+_PROTOS = frozenset(int(p) for p in Proto)
+_KNOWN_FLAGS = int(Flags.TRACE | Flags.REDIRECTED)
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """A parsed SCAFFOLD header. ``obj`` is the raw 32-byte destination Object ID."""
+
+    proto: Proto
+    flow: int
+    obj: bytes
+    dst_dc: int = 0
+    dst_host: int = 0
+    dst_socket: int = 0
+    src_dc: int = 0
+    src_host: int = 0
+    src_socket: int = 0
+    flags: Flags = Flags.NONE
+    ttl: int = MAX_TTL
+
+    def with_dst(self, dc: int, host: int, socket: int) -> Header:
+        """A copy with the destination locator replaced."""
+        return replace(self, dst_dc=dc, dst_host=host, dst_socket=socket)
+
+
+def encode(header: Header, payload: bytes = b"") -> bytes:
+    """The header's wire form followed by ``payload``."""
+    return (
+        HEADER.pack(
+            VERSION,
+            header.proto,
+            header.flags,
+            header.ttl,
+            header.flow,
+            header.obj,
+            header.dst_dc,
+            header.dst_host,
+            header.dst_socket,
+            header.src_dc,
+            header.src_host,
+            header.src_socket,
+        )
+        + payload
+    )
+
+
+def parse(data: bytes) -> Header:
+    """Parse the header of an untrusted packet; the payload starts at ``HEADER_LEN``.
+
+    Raises:
+        MalformedPacket: reason ``truncated``, ``bad-version``, ``bad-proto``, ``bad-flags``
+            or ``zero-object``.
+    """
+    if len(data) < HEADER_LEN:
+        raise MalformedPacket("truncated", f"{len(data)} bytes, header needs {HEADER_LEN}")
+    (
+        version,
+        proto,
+        flags,
+        ttl,
+        flow,
+        obj,
+        dst_dc,
+        dst_host,
+        dst_socket,
+        src_dc,
+        src_host,
+        src_socket,
+    ) = HEADER.unpack_from(data)
+    if version != VERSION:
+        raise MalformedPacket("bad-version", f"version {version}, want {VERSION}")
+    if proto not in _PROTOS:
+        raise MalformedPacket("bad-proto", f"proto {proto}")
+    if flags & ~_KNOWN_FLAGS:
+        raise MalformedPacket("bad-flags", f"flags {flags:#04x}")
+    if obj == _ZERO_OBJECT:
+        raise MalformedPacket("zero-object", "the destination Object ID is all zero")
+    return Header(
+        Proto(proto),
+        flow,
+        obj,
+        dst_dc,
+        dst_host,
+        dst_socket,
+        src_dc,
+        src_host,
+        src_socket,
+        Flags(flags),
+        ttl,
+    )
+
+
+_ZERO_OBJECT = bytes(OBJECT_ID_BYTES)
