@@ -26,7 +26,7 @@ from .ids import ObjectId
 from .runtime.aio import EmbeddedNetwork, NodeRuntime
 from .topology import Topology, default_topology
 from .wire import header as wire_header
-from .wire.header import HEADER, MAX_TTL, VERSION, Header, Proto
+from .wire.header import MAX_TTL, VERSION, Header, Proto
 
 __all__ = ["DemoOptions", "DemoReport", "run_demo"]
 
@@ -171,10 +171,16 @@ async def run_demo(options: DemoOptions, progress: Callable[[str], None] | None 
 
         await net.wait_for(tables_ready, 5.0, "object tables to reach every object switch")
         say("objects registered: " + ", ".join(o.name for o in topology.objects))
-        entries_before = {n: node.core.table_entries() for n, node in net.nodes.items() if not isinstance(node.core, HostStack)}
+        entries_before = {
+            n: node.core.table_entries()
+            for n, node in net.nodes.items()
+            if not isinstance(node.core, HostStack)
+        }
 
         # 2. Junk at every node while the flows run.
-        template = wire_header.encode(Header(Proto.DATAGRAM, 1, ObjectId.from_name("junk").raw, ttl=MAX_TTL), b"x" * 12)
+        template = wire_header.encode(
+            Header(Proto.DATAGRAM, 1, ObjectId.from_name("junk").raw, ttl=MAX_TTL), b"x" * 12
+        )
         junk_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         junk_sock.setblocking(False)
 
@@ -193,11 +199,16 @@ async def run_demo(options: DemoOptions, progress: Callable[[str], None] | None 
 
         # 3. Client flows from hosts in every datacenter.
         replica_hosts = {h for o in topology.objects for h, _ in o.replicas}
-        clients = [h.name for h in topology.hosts() if h.name not in replica_hosts] or [h.name for h in topology.hosts()]
+        clients = [h.name for h in topology.hosts() if h.name not in replica_hosts] or [
+            h.name for h in topology.hosts()
+        ]
         target = ObjectId.from_name(topology.objects[0].name)
         runners: list[_EchoClient] = []
         by_socket: dict[tuple[str, int], _EchoClient] = {}
-        trace_client = next((c for c in clients if topology.dc_of(c) not in {topology.dc_of(h) for h in replica_hosts}), clients[0])
+        trace_client = next(
+            (c for c in clients if topology.dc_of(c) not in {topology.dc_of(h) for h in replica_hosts}),
+            clients[0],
+        )
         order = [trace_client] + [c for c in clients if c != trace_client]
         for i in range(options.flows):
             client = order[i % len(order)]
@@ -326,7 +337,13 @@ def _checks(report: DemoReport, topology: Topology, uncounted: list[str]) -> lis
     checks: list[tuple[str, bool, str]] = []
     flows = report.flows
     ok_flows = sum(1 for f in flows if f["verified"])
-    checks.append(("every flow exchanged verified data", ok_flows == len(flows) and bool(flows), f"{ok_flows}/{len(flows)}"))
+    checks.append(
+        (
+            "every flow exchanged verified data",
+            ok_flows == len(flows) and bool(flows),
+            f"{ok_flows}/{len(flows)}",
+        )
+    )
     single = sum(1 for f in flows if len(f["served_by"]) == 1)
     checks.append(("every flow stayed on one replica", single == len(flows), f"{single}/{len(flows)}"))
     replicas = {h for o in topology.objects for h, _ in o.replicas}

@@ -22,7 +22,10 @@ def print_demo(report: DemoReport, console: Console) -> None:
     served = Counter(h for f in report.flows for h in f["served_by"][:1])
     objects = Table(title="Objects and replicas", title_justify="left")
     for col in ("object", "id", "replica", "dc", "weight", "weight share", "flows served", "flow share"):
-        objects.add_column(col, justify="right" if col in {"weight", "weight share", "flows served", "flow share"} else "left")
+        objects.add_column(
+            col,
+            justify="right" if col in {"weight", "weight share", "flows served", "flow share"} else "left",
+        )
     for obj in report.objects:
         total = sum(r["weight"] for r in obj["replicas"]) or 1
         nflows = sum(served[r["host"]] for r in obj["replicas"]) or 1
@@ -53,12 +56,22 @@ def print_demo(report: DemoReport, console: Console) -> None:
         )
     console.print(flows)
 
-    trace = Table(title="Refinement of one first packet (destination as each hop sent it on)", title_justify="left")
+    trace = Table(
+        title="Refinement of one first packet (destination as each hop sent it on)", title_justify="left"
+    )
     for col in ("hop", "node", "role", "Obj ID", "DC ID", "Host ID", "Socket ID"):
         trace.add_column(col)
     for i, hop in enumerate(report.refinement):
         d = hop["dst"]
-        trace.add_row(str(i), hop["node"], hop["role"], d["obj"][:14] + "…", d["dc"] or "·", d["host"] or "·", d["socket"] or "·")
+        trace.add_row(
+            str(i),
+            hop["node"],
+            hop["role"],
+            d["obj"][:14] + "…",
+            d["dc"] or "·",
+            d["host"] or "·",
+            d["socket"] or "·",
+        )
     console.print(trace)
 
     switches = Table(title="Switch tables", title_justify="left")

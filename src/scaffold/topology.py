@@ -116,7 +116,7 @@ class Topology:
         """A copy with one more host attached to an existing flow switch."""
         dc_name = self.dc_of(host.gateway)
         dcs = tuple(
-            DatacenterSpec(d.name, d.flow_switches, d.object_switch, d.hosts + (host,))
+            DatacenterSpec(d.name, d.flow_switches, d.object_switch, (*d.hosts, host))
             if d.name == dc_name
             else d
             for d in self.datacenters
@@ -170,11 +170,11 @@ class Topology:
         for obj in self.objects:
             if not obj.replicas:
                 raise ConfigError(f"object {obj.name!r} has no replica")
-            for host, weight in obj.replicas:
-                if index.get(host, ("", ""))[0] != "host":
-                    raise ConfigError(f"object {obj.name!r}: replica {host!r} is not a host")
+            for replica, weight in obj.replicas:
+                if index.get(replica, ("", ""))[0] != "host":
+                    raise ConfigError(f"object {obj.name!r}: replica {replica!r} is not a host")
                 if weight <= 0:
-                    raise ConfigError(f"object {obj.name!r}: weight of {host!r} must be > 0")
+                    raise ConfigError(f"object {obj.name!r}: weight of {replica!r} must be > 0")
 
 
 def default_topology() -> Topology:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ..topology import Topology
 from ..wire import control
 from ..wire.control import ControlMessage, SwitchTables, TableKeys
-from ..topology import Topology
 from .routing import next_hops
 
 __all__ = ["Controller", "ControllerEvent", "HostRecord"]
@@ -203,7 +203,9 @@ class Controller:
             return SwitchTables(wide=wide, local=local, gateway=border, peers=peers)
         dc_routes: dict[int, str] = {}
         for other, via in self._routes.get(dc.name, {}).items():
-            dc_routes[self.dc_ids[other]] = self.topology.datacenter(via).border if switch == border else border
+            dc_routes[self.dc_ids[other]] = (
+                self.topology.datacenter(via).border if switch == border else border
+            )
         host_routes: dict[int, str] = {}
         for record in self.hosts.values():
             if record.alive and record.dc == dc.name:
@@ -212,7 +214,9 @@ class Controller:
                 else:
                     host_routes[record.host_id] = record.gateway if switch == border else border
         object_switch = dc.object_switch if switch == border else border
-        return SwitchTables(dc_routes=dc_routes, host_routes=host_routes, object_switch=object_switch, peers=peers)
+        return SwitchTables(
+            dc_routes=dc_routes, host_routes=host_routes, object_switch=object_switch, peers=peers
+        )
 
     # -- internals -----------------------------------------------------------------------
 

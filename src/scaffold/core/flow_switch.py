@@ -130,10 +130,8 @@ class FlowSwitch(Switch):
             src_dc=self.dc_id,
         )
         packet = wire_header.encode(reply, wire_signal.encode(signal))
-        if h.src_dc == self.dc_id:
-            hop = self._host_routes.get(h.src_host)
-        else:
-            hop = self._dc_routes.get(h.src_dc)
+        routes = self._host_routes if h.src_dc == self.dc_id else self._dc_routes
+        hop = routes.get(h.src_host if h.src_dc == self.dc_id else h.src_dc)
         if hop is not None:
             self._out.append((hop, packet))
 

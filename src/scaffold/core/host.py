@@ -89,12 +89,7 @@ class FlowClosed:
 
 
 HostEvent = (
-    HostRegistered
-    | FlowAccepted
-    | DatagramReceived
-    | ObjectNotFoundEvent
-    | FlowUnreachable
-    | FlowClosed
+    HostRegistered | FlowAccepted | DatagramReceived | ObjectNotFoundEvent | FlowUnreachable | FlowClosed
 )
 
 
@@ -239,7 +234,9 @@ class HostStack:
             raise UsageError(f"{obj} is not bound on host {self.name}")
         self._control_out.append(control.Unbind(obj=obj.raw.hex()))
 
-    def open_flow(self, obj: ObjectId, now: float, *, proto: Proto = Proto.DATAGRAM, trace: bool = False) -> Flow:
+    def open_flow(
+        self, obj: ObjectId, now: float, *, proto: Proto = Proto.DATAGRAM, trace: bool = False
+    ) -> Flow:
         """Start a client flow to ``obj`` with a fresh Flow ID and nonce.
 
         Raises:
@@ -309,7 +306,9 @@ class HostStack:
             return
         if h.flags & Flags.TRACE:
             self.trace.append(
-                TraceHop(self.name, self.role, h.flow, h.obj, h.dst_dc, h.dst_host, flow.socket_id, h.ttl, now)
+                TraceHop(
+                    self.name, self.role, h.flow, h.obj, h.dst_dc, h.dst_host, flow.socket_id, h.ttl, now
+                )
             )
         if h.proto == Proto.DATAGRAM:
             self._receive_datagram_segment(flow, h, body, now)
@@ -402,10 +401,9 @@ class HostStack:
             self._events.append(ObjectNotFoundEvent(flow.socket_id, flow.obj))
         elif signal.type == wire_signal.SignalType.UNREACHABLE:
             self._events.append(FlowUnreachable(flow.socket_id))
-        elif signal.type == wire_signal.SignalType.REFINE:
-            if signal.a == flow.peer_host:
-                flow.peer_dc = signal.b
-                self.counters["refined-by-signal"] += 1
+        elif signal.type == wire_signal.SignalType.REFINE and signal.a == flow.peer_host:
+            flow.peer_dc = signal.b
+            self.counters["refined-by-signal"] += 1
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -428,7 +426,15 @@ class HostStack:
         if flags & Flags.TRACE:
             self.trace.append(
                 TraceHop(
-                    self.name, self.role, flow.flow, flow.obj, flow.peer_dc, flow.peer_host, flow.peer_socket, h.ttl, now
+                    self.name,
+                    self.role,
+                    flow.flow,
+                    flow.obj,
+                    flow.peer_dc,
+                    flow.peer_host,
+                    flow.peer_socket,
+                    h.ttl,
+                    now,
                 )
             )
         flow.packets_sent += 1

@@ -45,9 +45,7 @@ class Switch:
 
     def hello(self, address: tuple[str, int] | None = None) -> None:
         """Queue the ``Hello`` that opens a (re)connection to the controller."""
-        self._control_out.append(
-            control.Hello(node=self.name, role=self.role, dc=self.dc, address=address)
-        )
+        self._control_out.append(control.Hello(node=self.name, role=self.role, dc=self.dc, address=address))
 
     def receive_control(self, message: ControlMessage, now: float) -> None:
         """Apply a record from the controller; a gap in versions asks for a full sync."""
@@ -63,9 +61,7 @@ class Switch:
         elif isinstance(message, TableDelta):
             if not self.synced or message.version != self.version + 1:
                 self.drops["stale-table-delta"] += 1
-                self._control_out.append(
-                    control.SyncRequest(node=self.name, have_version=self.version)
-                )
+                self._control_out.append(control.SyncRequest(node=self.name, have_version=self.version))
                 return
             changed: set[str] = set()
             for name in _TABLE_NAMES:

@@ -27,7 +27,6 @@ from ..core.object_switch import ObjectSwitch
 from ..errors import MalformedPacket, UsageError
 from ..topology import Topology
 from ..wire import control
-from ..wire.control import ControlMessage
 
 __all__ = ["BATCH", "ControllerRuntime", "EmbeddedNetwork", "EmuLink", "NodeRuntime", "run"]
 
@@ -364,7 +363,14 @@ class EmbeddedNetwork:
     of the topology are applied by the egress link stage.
     """
 
-    def __init__(self, topology: Topology, *, heartbeat_interval: float = 0.2, dead_after: int = 3, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        heartbeat_interval: float = 0.2,
+        dead_after: int = 3,
+        seed: int | None = None,
+    ) -> None:
         self.topology = topology
         self.book = AddressBook()
         self.links: dict[tuple[str, str], EmuLink] = {}
@@ -395,7 +401,9 @@ class EmbeddedNetwork:
         await self.wait_for(self.ready, ready_timeout, "the network to come up")
 
     async def _start_node(self, core: Core) -> NodeRuntime:
-        node = NodeRuntime(core, self.book, self.links, self.controller.address, rng=random.Random(self._rng.getrandbits(64)))
+        node = NodeRuntime(
+            core, self.book, self.links, self.controller.address, rng=random.Random(self._rng.getrandbits(64))
+        )
         self.nodes[core.name] = node
         await node.start()
         return node
@@ -409,7 +417,9 @@ class EmbeddedNetwork:
         for key in ((name, gateway), (gateway, name)):
             self.links[key] = EmuLink(self.topology.local_delay)
         node = await self._start_node(HostStack(name, gateway))
-        await self.wait_for(lambda: isinstance(node.core, HostStack) and node.core.registered, 5.0, f"{name} to register")
+        await self.wait_for(
+            lambda: isinstance(node.core, HostStack) and node.core.registered, 5.0, f"{name} to register"
+        )
         return node
 
     async def close(self) -> None:

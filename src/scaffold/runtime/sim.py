@@ -68,6 +68,7 @@ class SimNetwork:
         self.handlers: dict[str, EventHandler] = {}
         self.alive: set[str] = set()
         self.delivered = 0
+        self.controller_alive = True
         self._queue: list[tuple[float, int, str, Any]] = []
         self._seq = itertools.count()
         self._timers: dict[str, float] = {}
@@ -155,6 +156,14 @@ class SimNetwork:
         """Stop a node dead: it receives, sends and heartbeats nothing from now on."""
         self.alive.discard(node)
 
+    def inject(self, node: str, data: bytes, port: str = "") -> None:
+        """Deliver raw bytes to ``node`` now, as if neighbour ``port`` sent them (fuzzing)."""
+        self._push(self.now, "packet", (node, port, data))
+
+    def stop_controller(self) -> None:
+        """The controller vanishes: records to and from it are lost from now on."""
+        self.controller_alive = False
+
     def act(self, node: str, action: Callable[[Any, float], Any]) -> Any:
         """Call ``action(core, now)`` on a node (an application call) and send what it queued."""
         result = action(self.nodes[node], self.now)
@@ -175,7 +184,9 @@ class SimNetwork:
             self._step()
         raise RuntimeError(f"simulation did not settle within {max_events} events")
 
-    def run_while(self, condition: Callable[[], bool], *, timeout: float, max_events: int = 10_000_000) -> bool:
+    def run_while(
+        self, condition: Callable[[], bool], *, timeout: float, max_events: int = 10_000_000
+    ) -> bool:
         """Run until ``condition()`` is false or ``timeout`` virtual seconds passed.
 
         Returns True if the condition became false."""
@@ -205,6 +216,8 @@ class SimNetwork:
             self._flush(dst)
         elif kind == "to-controller":
             src, body = payload
+            if not self.controller_alive:
+                return
             self.controller.receive_message(src, control.decode(body), at)
             self._flush_controller()
         elif kind == "to-node":
@@ -218,9 +231,10 @@ class SimNetwork:
                 return  # superseded
             del self._timers[name]
             if name == "controller":
+                if not self.controller_alive:
+                    return
                 self.controller.handle_timer(at)
                 self._flush_controller()
-                self._schedule_controller_timer()
             elif name in self.alive:
                 node = self.nodes[name]
                 if isinstance(node, HostStack):
@@ -263,6 +277,7 @@ class SimNetwork:
     def _flush_controller(self) -> None:
         for dst, message in self.controller.messages_to_send():
             self._push(self.now + self.control_delay, "to-node", (dst, control.encode(message)))
+        self._schedule_controller_timer()
 
     def _schedule_controller_timer(self) -> None:
         timer = self.controller.get_timer()

@@ -144,7 +144,7 @@ class SyncRequest(msgspec.Struct, tag="sync-request", frozen=True):
 ControlMessage = Hello | Welcome | Heartbeat | Bind | Unbind | TableSync | TableDelta | SyncRequest
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(ControlMessage)
+_decoder: msgspec.msgpack.Decoder[ControlMessage] = msgspec.msgpack.Decoder(ControlMessage)
 
 
 def encode(message: ControlMessage) -> bytes:
