@@ -8,6 +8,7 @@ DC's object switch and its backbone links.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
@@ -127,6 +128,8 @@ class Topology:
 
     def _validate(self) -> None:
         index = self._index
+        if not (0 <= self.local_delay < math.inf):
+            raise ConfigError(f"local_delay must be a finite delay >= 0, got {self.local_delay}")
         if not self.datacenters:
             raise ConfigError("a topology needs at least one datacenter")
 
@@ -165,8 +168,10 @@ class Topology:
             if key in seen:
                 raise ConfigError(f"backbone link {link.a}-{link.b} is defined twice")
             seen.add(key)
-            if link.delay < 0 or not 0 <= link.loss < 1:
-                raise ConfigError(f"backbone link {link.a}-{link.b}: delay >= 0, 0 <= loss < 1")
+            if not (0 <= link.delay < math.inf) or not 0 <= link.loss < 1:
+                raise ConfigError(f"backbone link {link.a}-{link.b}: want 0 <= delay, 0 <= loss < 1")
+            if link.bandwidth is not None and not link.bandwidth > 0:
+                raise ConfigError(f"backbone link {link.a}-{link.b}: bandwidth must be > 0")
         for obj in self.objects:
             if not obj.replicas:
                 raise ConfigError(f"object {obj.name!r} has no replica")

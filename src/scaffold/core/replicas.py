@@ -43,6 +43,8 @@ class ReplicaSet:
         cleaned = tuple(sorted((int(t), int(w)) for t, w in members if w > 0))
         if not cleaned:
             raise UsageError("a replica set needs at least one member with weight > 0")
+        if any(t <= 0 for t, _ in cleaned):
+            raise UsageError("replica targets are non-zero IDs (zero means 'not refined')")
         if len({t for t, _ in cleaned}) != len(cleaned):
             raise UsageError("a replica set lists a target twice")
         self.members: tuple[tuple[int, int], ...] = cleaned

@@ -11,8 +11,9 @@ __all__ = ["next_hops"]
 def next_hops(nodes: Iterable[str], edges: Iterable[tuple[str, str, float]]) -> dict[str, dict[str, str]]:
     """For every source, the neighbour on a shortest path to every reachable destination.
 
-    ``edges`` are undirected (a, b, cost). Ties are broken by name so every controller
-    replica computes the same routes.
+    ``edges`` are undirected (a, b, cost). The result depends only on the graph, not on
+    the order of ``nodes`` or ``edges`` (neighbours are explored in name order and the first
+    shortest path found is kept), so every controller replica computes the same routes.
     """
     graph: dict[str, list[tuple[float, str]]] = {n: [] for n in nodes}
     for a, b, cost in edges:

@@ -160,7 +160,7 @@ def decode(body: bytes) -> ControlMessage:
     """
     try:
         return _decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise MalformedPacket("bad-control", str(exc)) from None
 
 
