@@ -17,13 +17,16 @@ import random
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from ..errors import MalformedPacket, UsageError
 from ..ids import ObjectId, new_flow_id, new_nonce
+from ..transport.stream import ConnectionTerminated, StreamConnection, StreamEvent
 from ..wire import control
 from ..wire import datagram as wire_datagram
 from ..wire import header as wire_header
 from ..wire import signal as wire_signal
+from ..wire import stream as wire_stream
 from ..wire.control import ControlMessage
 from ..wire.datagram import DatagramSegment, DatagramType
 from ..wire.header import HEADER_LEN, Flags, Header, Proto
@@ -35,6 +38,7 @@ __all__ = [
     "FlowAccepted",
     "FlowClosed",
     "FlowUnreachable",
+    "StreamEventFor",
     "HostEvent",
     "HostRegistered",
     "HostStack",
@@ -88,8 +92,22 @@ class FlowClosed:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class StreamEventFor:
+    """An event of the stream transport of flow ``socket_id`` (see ``transport.stream``)."""
+
+    socket_id: int
+    event: StreamEvent
+
+
 HostEvent = (
-    HostRegistered | FlowAccepted | DatagramReceived | ObjectNotFoundEvent | FlowUnreachable | FlowClosed
+    HostRegistered
+    | FlowAccepted
+    | DatagramReceived
+    | ObjectNotFoundEvent
+    | FlowUnreachable
+    | FlowClosed
+    | StreamEventFor
 )
 
 
@@ -129,6 +147,8 @@ class Flow:
     last_active: float = 0.0
     #: every Host ID that answered this flow (more than one only after a failover)
     served_by: list[int] = field(default_factory=list)
+    #: the reliable stream state machine of a stream flow
+    transport: StreamConnection | None = None
 
 
 class HostStack:
@@ -144,6 +164,7 @@ class HostStack:
         rng: random.Random | None = None,
         *,
         idle_timeout: float = 120.0,
+        stream_options: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.gateway = gateway
@@ -151,6 +172,8 @@ class HostStack:
         self.dc_id = 0
         self.heartbeat_interval = 0.0
         self.idle_timeout = idle_timeout
+        #: keyword options of every ``StreamConnection`` this host creates
+        self.stream_options: dict[str, Any] = dict(stream_options or {})
         self.listeners: dict[bytes, Listener] = {}
         self.flows: dict[int, Flow] = {}
         self.drops: Counter[str] = Counter()
@@ -158,6 +181,8 @@ class HostStack:
         self.trace: list[TraceHop] = []
         self._rng = rng if rng is not None else random.SystemRandom()
         self._by_flow: dict[tuple[int, int], int] = {}
+        #: the stream flows (socket id -> flow), whose transports have timers
+        self._streams: dict[int, Flow] = {}
         self._next_socket = 1
         self._events: deque[HostEvent] = deque()
         self._out: list[Datagram] = []
@@ -199,6 +224,11 @@ class HostStack:
 
     def get_timer(self) -> float | None:
         timers = [t for t in (self._next_heartbeat, self._next_sweep) if t is not None]
+        for flow in self._streams.values():
+            assert flow.transport is not None
+            at = flow.transport.get_timer()
+            if at is not None:
+                timers.append(at)
         return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> None:
@@ -208,8 +238,19 @@ class HostStack:
             self._next_heartbeat = now + self.heartbeat_interval
         if self._next_sweep is not None and now >= self._next_sweep:
             self._next_sweep = now + self.idle_timeout
-            for flow in [f for f in self.flows.values() if now - f.last_active > self.idle_timeout]:
+            idle = [
+                f
+                for f in self.flows.values()
+                if f.transport is None and now - f.last_active > self.idle_timeout
+            ]
+            for flow in idle:
                 self._forget(flow, "idle")
+        for flow in list(self._streams.values()):
+            assert flow.transport is not None
+            at = flow.transport.get_timer()
+            if at is not None and at <= now:
+                flow.transport.handle_timer(now)
+                self._pump(flow, now)
 
     # -- socket API (what the runtime's sockets call) ------------------------------------
 
@@ -278,6 +319,71 @@ class HostStack:
             self._emit(flow, Proto.DATAGRAM, segment, now)
         self._forget(flow, "closed", notify=False)
 
+    def open_stream(self, obj: ObjectId, now: float, *, trace: bool = False) -> Flow:
+        """Start a reliable stream flow to ``obj`` (a SYN goes out at once).
+
+        Raises:
+            UsageError: the host is not registered yet, or ``stream_options`` are invalid.
+        """
+        flow = self.open_flow(obj, now, proto=Proto.STREAM, trace=trace)
+        try:
+            flow.transport = StreamConnection("client", flow.nonce, now, **self.stream_options)
+        except UsageError:
+            self._forget(flow, "invalid-options", notify=False)
+            raise
+        self._streams[flow.socket_id] = flow
+        flow.transport.connect(now)
+        self._pump(flow, now)
+        return flow
+
+    def stream(self, socket_id: int) -> StreamConnection:
+        """The transport of a stream flow.
+
+        Raises:
+            UsageError: no such flow, or not a stream flow.
+        """
+        flow = self._flow(socket_id)
+        if flow.transport is None:
+            raise UsageError(f"socket {socket_id} is not a stream flow")
+        return flow.transport
+
+    def stream_send(self, socket_id: int, data: bytes, now: float) -> int:
+        """Queue ``data`` on a stream; returns the bytes the send buffer took.
+
+        Raises:
+            UsageError: no such stream, or it was shut down.
+        """
+        taken = self.stream(socket_id).send(data)
+        self._pump(self.flows[socket_id], now)
+        return taken
+
+    def stream_read(self, socket_id: int, max_bytes: int, now: float) -> bytes:
+        """Take up to ``max_bytes`` received bytes (reading opens the peer's window).
+
+        Raises:
+            UsageError: no such stream, or it was closed.
+        """
+        data = self.stream(socket_id).read(max_bytes)
+        flow = self.flows[socket_id]
+        flow.bytes_received += len(data)
+        self._pump(flow, now)
+        return data
+
+    def stream_shutdown(self, socket_id: int, now: float) -> None:
+        """Half-close a stream (FIN after the buffered data)."""
+        self.stream(socket_id).shutdown(now)
+        self._pump(self.flows[socket_id], now)
+
+    def stream_close(self, socket_id: int, now: float) -> None:
+        """Close a stream in both directions."""
+        self.stream(socket_id).close(now)
+        self._pump(self.flows[socket_id], now)
+
+    def stream_abort(self, socket_id: int, now: float) -> None:
+        """Reset a stream (RST) and forget it."""
+        self.stream(socket_id).abort(now)
+        self._pump(self.flows[socket_id], now)
+
     def next_event(self) -> HostEvent | None:
         return self._events.popleft() if self._events else None
 
@@ -310,10 +416,12 @@ class HostStack:
                     self.name, self.role, h.flow, h.obj, h.dst_dc, h.dst_host, flow.socket_id, h.ttl, now
                 )
             )
-        if h.proto == Proto.DATAGRAM:
+        if h.proto != flow.proto:
+            self.drops["wrong-proto"] += 1
+        elif h.proto == Proto.DATAGRAM:
             self._receive_datagram_segment(flow, h, body, now)
         else:
-            self.drops["unsupported-proto"] += 1
+            self._receive_stream_segment(flow, h, body, now)
 
     def _demux(self, h: Header, now: float) -> Flow | None:
         if h.dst_socket:
@@ -363,7 +471,6 @@ class HostStack:
         )
         self.flows[flow.socket_id] = flow
         self._by_flow[(flow.flow, flow.peer_host)] = flow.socket_id
-        self._events.append(FlowAccepted(flow.socket_id, flow.obj, flow.flow))
         return flow
 
     def _receive_datagram_segment(self, flow: Flow, h: Header, body: bytes, now: float) -> None:
@@ -374,6 +481,7 @@ class HostStack:
             return
         if flow.nonce == 0 and flow.role == Role.SERVER:
             flow.nonce = segment.nonce  # the first packet of the flow carries the nonce
+            self._events.append(FlowAccepted(flow.socket_id, flow.obj, flow.flow))
         elif segment.nonce != flow.nonce:
             self.drops["bad-nonce"] += 1
             return
@@ -386,6 +494,43 @@ class HostStack:
             return
         flow.bytes_received += len(segment.payload)
         self._events.append(DatagramReceived(flow.socket_id, segment.payload))
+
+    def _receive_stream_segment(self, flow: Flow, h: Header, body: bytes, now: float) -> None:
+        if flow.transport is None:
+            # A new server-side flow: only a SYN may open it (docs/protocol.md §4.2.3).
+            try:
+                segment = wire_stream.parse(body)
+            except MalformedPacket as exc:
+                self._forget(flow, exc.reason, notify=False)
+                self.drops[exc.reason] += 1
+                return
+            if segment.type != wire_stream.StreamType.SYN:
+                self._forget(flow, "not-syn", notify=False)
+                self.drops["stream-without-syn"] += 1
+                return
+            flow.nonce = segment.nonce
+            flow.transport = StreamConnection("server", segment.nonce, now, **self.stream_options)
+            self._streams[flow.socket_id] = flow
+            self._events.append(FlowAccepted(flow.socket_id, flow.obj, flow.flow))
+        if flow.role == Role.SERVER:
+            flow.peer_dc, flow.peer_socket = h.src_dc, h.src_socket
+        flow.packets_received += 1
+        flow.last_active = now
+        flow.transport.receive_segment(body, now)
+        self._pump(flow, now)
+
+    def _pump(self, flow: Flow, now: float) -> None:
+        """Send what a stream transport queued and surface its events."""
+        transport = flow.transport
+        assert transport is not None
+        for segment in transport.segments_to_send(now):
+            self._emit(flow, Proto.STREAM, segment, now)
+        terminated = False
+        while (event := transport.next_event()) is not None:
+            self._events.append(StreamEventFor(flow.socket_id, event))
+            terminated = terminated or isinstance(event, ConnectionTerminated)
+        if terminated:
+            self._forget(flow, "terminated", notify=False)
 
     def _receive_signal(self, h: Header, body: bytes) -> None:
         try:
@@ -449,6 +594,7 @@ class HostStack:
 
     def _forget(self, flow: Flow, reason: str, *, notify: bool = True) -> None:
         self.flows.pop(flow.socket_id, None)
+        self._streams.pop(flow.socket_id, None)
         self._by_flow.pop((flow.flow, flow.peer_host), None)
         if notify:
             self._events.append(FlowClosed(flow.socket_id, reason))

@@ -101,6 +101,8 @@ class NodeRuntime:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.closed = False
+        self._flushing = False
+        self._again = False
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -173,9 +175,27 @@ class NodeRuntime:
         self.flush()
 
     def flush(self) -> None:
-        """Send what the core queued, dispatch its events and re-arm its timer."""
+        """Send what the core queued, dispatch its events and re-arm its timer.
+
+        Event handlers may call the core and then ``flush`` again; a nested call only
+        asks the running one to go round once more.
+        """
         if self.closed or self._loop is None:
             return
+        if self._flushing:
+            self._again = True
+            return
+        self._flushing = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                self._flush_once()
+        finally:
+            self._flushing = False
+
+    def _flush_once(self) -> None:
+        assert self._loop is not None
         core = self.core
         now = self._loop.time()
         if isinstance(core, HostStack):
