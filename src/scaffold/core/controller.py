@@ -39,7 +39,7 @@ class ControllerEvent:
     """Something the controller decided, for logs and reports."""
 
     at: float
-    kind: str  # "host-up" | "host-down" | "routes" | "object" | ...
+    kind: str  # "host-up" | "host-down" | "bind" | "route-change"
     target: str
     detail: str = ""
 
@@ -101,7 +101,7 @@ class Controller:
                 self._set_alive(record, True, now, "heartbeat")
         elif isinstance(message, control.Bind):
             record = self.hosts.get(node)
-            if record is None or len(message.obj) != 64:
+            if record is None or not _is_object_hex(message.obj) or message.weight <= 0:
                 self.drops["bad-bind"] += 1
                 return
             self.objects.setdefault(message.obj, {})[node] = message.weight
@@ -328,3 +328,12 @@ def _diff(old: SwitchTables, new: SwitchTables) -> tuple[SwitchTables, TableKeys
     if not upsert and not remove:
         return None
     return SwitchTables(**upsert), TableKeys(**remove)  # type: ignore[arg-type]
+
+
+def _is_object_hex(text: str) -> bool:
+    if len(text) != 64:
+        return False
+    try:
+        return bytes.fromhex(text) != bytes(32)
+    except ValueError:
+        return False

@@ -98,12 +98,13 @@ class FlowSwitch(Switch):
         moved_to = self._moved.get(host)
         if moved_to is not None:
             # Stale DC ID (VM migration): correct it in flight and tell the sender (§5.3).
-            self.counters["stale-dc-corrected"] += 1
-            DST_ROUTE.pack_into(buf, 44, moved_to, host)
-            self._signal_source(buf, wire_signal.Signal(wire_signal.SignalType.REFINE, host, moved_to))
             hop = self._dc_routes.get(moved_to)
             if hop is None:
                 self.drops["no-route"] += 1
+                return None
+            self.counters["stale-dc-corrected"] += 1
+            DST_ROUTE.pack_into(buf, 44, moved_to, host)
+            self._signal_source(buf, wire_signal.Signal(wire_signal.SignalType.REFINE, host, moved_to))
             return hop
         # Orphan: keep the Object ID and Flow ID, forget where it was going (§5.1).
         self.counters["orphan-redirected"] += 1

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..errors import MalformedPacket
+from ..errors import MalformedPacket, UsageError
 from ..wire import header as wire_header
 from ..wire import signal as wire_signal
 from ..wire.header import DST_LOCATOR, Flags, Header, Proto
@@ -28,7 +28,9 @@ from .switch import Switch
 
 __all__ = ["LOCAL_SHIFT", "WIDE_SHIFT", "ObjectSwitch"]
 
-#: Flow ID bits used at each level (docs/protocol.md §3.2): independent choices.
+#: How far the Flow ID is shifted before the Maglev index at each level (docs/protocol.md
+#: §3.2): the wide-area pick uses the whole ID modulo the table size, the in-DC pick only its
+#: upper 32 bits, so for random Flow IDs the two picks are uncorrelated.
 WIDE_SHIFT = 0
 LOCAL_SHIFT = 32
 
@@ -50,7 +52,7 @@ class ObjectSwitch(Switch):
 
     def tables_changed(self, names: set[str] | None) -> None:
         if names is None or "wide" in names or "prefixes" in names:
-            self.wide = self._build(self.tables["wide"], self.tables["prefixes"], 0)
+            self.wide = self._build(self.tables["wide"], self.tables["prefixes"], WIDE_SHIFT)
         if names is None or "local" in names:
             self.local = self._build(self.tables["local"], {}, LOCAL_SHIFT)
         live = {rs.members for rs in self.wide.exact_items().values()}
@@ -62,13 +64,13 @@ class ObjectSwitch(Switch):
         for key, members in exact.items():
             try:
                 table.set_exact(bytes.fromhex(str(key)), self.replica_set(members, shift))  # type: ignore[arg-type]
-            except ValueError:
+            except (ValueError, UsageError):
                 self.drops["bad-table-entry"] += 1
         for key, members in prefixes.items():
             try:
                 text, bits = str(key).split("/")
                 table.set_prefix(int(text, 16), int(bits), self.replica_set(members, shift))  # type: ignore[arg-type]
-            except ValueError:
+            except (ValueError, UsageError):
                 self.drops["bad-table-entry"] += 1
         return table
 
@@ -85,8 +87,24 @@ class ObjectSwitch(Switch):
     # -- resolution ----------------------------------------------------------------------
 
     def resolve(self, obj: bytes, flow: int) -> tuple[int, int] | None:
-        """(DC ID, Host ID) for a first packet of ``flow`` to ``obj``; Host ID 0 when the
-        chosen DC is another one. None when no replica is registered anywhere."""
+        """(DC ID, Host ID) for the first packet of ``flow`` to ``obj``; Host ID 0 when the
+        chosen DC is another one (its own object switch fills it). None: nobody serves it."""
+        return self.refine(obj, flow, 0, 0)
+
+    def refine(self, obj: bytes, flow: int, dc: int, host: int) -> tuple[int, int] | None:
+        """Fill what is missing of a destination (docs/protocol.md §3.2).
+
+        A DC ID of this DC without a Host ID is resolved locally; if this DC has no replica
+        left, or there is no DC ID, the wide-area table picks a DC (and, if it is this one,
+        the local table a host). None when no replica is registered.
+        """
+        if dc == self.dc_id and not host:
+            local = self.local.lookup(obj)
+            if local is not None:
+                return dc, local.table[(flow >> LOCAL_SHIFT) % len(local.table)]
+            dc = 0  # no replica left in this DC: resolve at the wide-area level again
+        if dc:
+            return dc, host
         wide = self.wide.lookup(obj)
         if wide is None:
             return None
@@ -95,7 +113,7 @@ class ObjectSwitch(Switch):
             return dc, 0
         local = self.local.lookup(obj)
         if local is None:
-            return None
+            return None  # the tables disagree for a moment: wide lists this DC, local not yet
         return dc, local.table[(flow >> LOCAL_SHIFT) % len(local.table)]
 
     def receive_datagram(self, data: Packet, port: str, now: float) -> None:
@@ -114,28 +132,12 @@ class ObjectSwitch(Switch):
         if h.proto == Proto.SIGNAL:
             self.drops["signal-to-object-switch"] += 1
             return
-        dc, host = h.dst_dc, h.dst_host
-        if dc == self.dc_id and not host:
-            local = self.local.lookup(h.obj)
-            if local is not None:
-                host = local.pick(h.flow)
-            else:
-                dc = 0  # no replica left in this DC: resolve at the wide-area level again
-        if not dc:
-            wide = self.wide.lookup(h.obj)
-            if wide is None:
-                self.drops["object-not-found"] += 1
-                self._not_found(h)
-                return
-            dc = wide.pick(h.flow)
-            if dc == self.dc_id:
-                local = self.local.lookup(h.obj)
-                if local is None:
-                    # Tables disagree for a moment (wide lists us, local does not yet).
-                    self.drops["object-not-found"] += 1
-                    self._not_found(h)
-                    return
-                host = local.pick(h.flow)
+        refined = self.refine(h.obj, h.flow, h.dst_dc, h.dst_host)
+        if refined is None:
+            self.drops["object-not-found"] += 1
+            self._not_found(h)
+            return
+        dc, host = refined
         self.resolutions += 1
         buf = bytearray(data)
         buf[3] = h.ttl - 1

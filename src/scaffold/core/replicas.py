@@ -9,7 +9,7 @@ switch that holds the same set builds the same table, so any of them resolves a 
 the same replica -- which is what makes re-resolution stateless.
 
 ``shift`` differs per level (wide area vs inside a DC) so the two choices a flow meets are
-drawn from independent bits of its Flow ID.
+uncorrelated for random Flow IDs.
 """
 
 from __future__ import annotations

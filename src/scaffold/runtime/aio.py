@@ -25,6 +25,7 @@ from ..core.flow_switch import FlowSwitch
 from ..core.host import HostEvent, HostStack
 from ..core.object_switch import ObjectSwitch
 from ..errors import MalformedPacket, UsageError
+from ..ids import ObjectId
 from ..topology import Topology
 from ..wire import control
 
@@ -36,6 +37,16 @@ T = TypeVar("T")
 Address = tuple[str, int]
 Core = FlowSwitch | ObjectSwitch | HostStack
 EventHandler = Callable[[HostStack, HostEvent, float], None]
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's when installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
@@ -390,6 +401,7 @@ class EmbeddedNetwork:
         heartbeat_interval: float = 0.2,
         dead_after: int = 3,
         seed: int | None = None,
+        stream_options: dict[str, Any] | None = None,
     ) -> None:
         self.topology = topology
         self.book = AddressBook()
@@ -401,6 +413,8 @@ class EmbeddedNetwork:
             Controller(topology, heartbeat_interval=heartbeat_interval, dead_after=dead_after)
         )
         self.nodes: dict[str, NodeRuntime] = {}
+        self.stream_options = stream_options
+        self._seeded = seed is not None
         self._rng = random.Random(seed)
 
     async def __aenter__(self) -> EmbeddedNetwork:
@@ -417,8 +431,13 @@ class EmbeddedNetwork:
                 await self._start_node(FlowSwitch(fs, dc.name))
             await self._start_node(ObjectSwitch(dc.object_switch, dc.name))
         for spec in self.topology.hosts():
-            await self._start_node(HostStack(spec.name, spec.gateway))
+            await self._start_node(self._host_stack(spec.name, spec.gateway))
         await self.wait_for(self.ready, ready_timeout, "the network to come up")
+
+    def _host_stack(self, name: str, gateway: str) -> HostStack:
+        # With a seed, Flow IDs and nonces (hence replica choices) repeat from run to run.
+        rng = random.Random(self._rng.getrandbits(64)) if self._seeded else None
+        return HostStack(name, gateway, rng, stream_options=self.stream_options)
 
     async def _start_node(self, core: Core) -> NodeRuntime:
         node = NodeRuntime(
@@ -436,7 +455,7 @@ class EmbeddedNetwork:
         self.controller.core.topology = self.topology
         for key in ((name, gateway), (gateway, name)):
             self.links[key] = EmuLink(self.topology.local_delay)
-        node = await self._start_node(HostStack(name, gateway))
+        node = await self._start_node(self._host_stack(name, gateway))
         await self.wait_for(
             lambda: isinstance(node.core, HostStack) and node.core.registered, 5.0, f"{name} to register"
         )
@@ -452,6 +471,28 @@ class EmbeddedNetwork:
         if node is None or not isinstance(node.core, HostStack):
             raise UsageError(f"{name!r} is not a host")
         return node
+
+    async def wait_for_object(self, obj: ObjectId, host: str | None = None, timeout: float = 5.0) -> None:
+        """Wait until the controller registered ``obj`` (on ``host``, if given) and every
+        object switch applied the tables that include it."""
+        ctl = self.controller.core
+        key = obj.raw.hex()
+
+        def registered() -> bool:
+            replicas = ctl.objects.get(key, {})
+            return host in replicas if host is not None else bool(replicas)
+
+        await self.wait_for(registered, timeout, f"the controller to register {obj.short()}")
+        targets = {
+            name: state.version
+            for name, state in ctl.switches.items()
+            if state.role == "object-switch" and state.connected
+        }
+
+        def applied() -> bool:
+            return all(_version(self.nodes[name].core) >= version for name, version in targets.items())
+
+        await self.wait_for(applied, timeout, f"object switches to learn {obj.short()}")
 
     def ready(self) -> bool:
         for node in self.nodes.values():
@@ -477,3 +518,7 @@ class EmbeddedNetwork:
             if loop.time() > deadline:
                 raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
             await asyncio.sleep(0.005)
+
+
+def _version(core: Core) -> int:
+    return 0 if isinstance(core, HostStack) else core.version

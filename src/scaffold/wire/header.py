@@ -30,8 +30,9 @@ fixed 76 bytes, network byte order::
     |                    source Socket ID (32)                      |  72
     +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 
-A zero destination DC, Host or Socket ID means "not refined yet" (§3). Switches read and
-rewrite only the fixed-offset fields below, without building a ``Header``.
+A zero destination DC, Host or Socket ID means "not refined yet" (§3). Flow switches read
+and rewrite only the fixed-offset fields below, without building a ``Header``; object
+switches, which see only first packets and re-resolutions, parse the whole header.
 """
 
 from __future__ import annotations
