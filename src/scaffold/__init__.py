@@ -6,6 +6,10 @@ every packet carries (anycast with flow affinity, no per-flow state in switches)
 redirects flows when replicas, hosts or links change. See docs/architecture.md.
 """
 
+from .api.datagram import DatagramEndpoint, DatagramPeer
+from .api.host import Host, Server
+from .api.sockets import SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_DGRAM, SOCK_STREAM, socket
+from .api.streams import StreamReader, StreamWriter
 from .core.controller import Controller
 from .core.flow_switch import FlowSwitch
 from .core.host import HostStack
@@ -23,17 +27,34 @@ from .errors import (
 from .ids import ObjectId
 from .runtime.aio import EmbeddedNetwork
 from .runtime.sim import SimNetwork
-from .topology import DatacenterSpec, HostSpec, LinkSpec, ObjectSpec, Topology, default_topology
+from .testbed import Testbed
+from .topology import (
+    DatacenterSpec,
+    HostSpec,
+    LinkSpec,
+    ObjectSpec,
+    Topology,
+    default_topology,
+    make_topology,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SHUT_RD",
+    "SHUT_RDWR",
+    "SHUT_WR",
+    "SOCK_DGRAM",
+    "SOCK_STREAM",
     "BrokenPathError",
     "ConfigError",
     "Controller",
     "DatacenterSpec",
+    "DatagramEndpoint",
+    "DatagramPeer",
     "EmbeddedNetwork",
     "FlowSwitch",
+    "Host",
     "HostSpec",
     "HostStack",
     "LinkSpec",
@@ -45,9 +66,15 @@ __all__ = [
     "PathError",
     "ProtocolError",
     "ScaffoldError",
+    "Server",
     "SimNetwork",
+    "StreamReader",
+    "StreamWriter",
+    "Testbed",
     "Topology",
     "UsageError",
     "__version__",
     "default_topology",
+    "make_topology",
+    "socket",
 ]

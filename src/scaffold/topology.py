@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
-__all__ = ["DatacenterSpec", "HostSpec", "LinkSpec", "ObjectSpec", "Topology", "default_topology"]
+__all__ = [
+    "DatacenterSpec",
+    "HostSpec",
+    "LinkSpec",
+    "ObjectSpec",
+    "Topology",
+    "default_topology",
+    "make_topology",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,3 +213,34 @@ def default_topology() -> Topology:
         objects=(ObjectSpec("web", (("east-h1", 1), ("east-h2", 2), ("west-h1", 3))),),
         local_delay=0.0,
     )
+
+
+def make_topology(
+    datacenters: int = 2,
+    hosts_per_datacenter: int = 3,
+    *,
+    flow_switches_per_datacenter: int = 1,
+    backbone_delay: float = 0.002,
+    objects: tuple[ObjectSpec, ...] = (),
+) -> Topology:
+    """A regular network: datacenters ``dc1``..``dcN`` on a backbone ring (a line for two),
+    each with its flow switches ``dcK-fsI``, object switch ``dcK-os`` and hosts ``dcK-hJ``
+    spread over the flow switches.
+
+    Raises:
+        ConfigError: a count is not positive.
+    """
+    if datacenters < 1 or hosts_per_datacenter < 0 or flow_switches_per_datacenter < 1:
+        raise ConfigError("want at least one datacenter and one flow switch per datacenter")
+    dcs = []
+    for k in range(1, datacenters + 1):
+        name = f"dc{k}"
+        fss = tuple(f"{name}-fs{i}" for i in range(1, flow_switches_per_datacenter + 1))
+        hosts = tuple(
+            HostSpec(f"{name}-h{j}", fss[(j - 1) % len(fss)]) for j in range(1, hosts_per_datacenter + 1)
+        )
+        dcs.append(DatacenterSpec(name, fss, f"{name}-os", hosts))
+    links = [LinkSpec(f"dc{k}", f"dc{k + 1}", backbone_delay) for k in range(1, datacenters)]
+    if datacenters > 2:
+        links.append(LinkSpec(f"dc{datacenters}", "dc1", backbone_delay))
+    return Topology(tuple(dcs), tuple(links), objects)

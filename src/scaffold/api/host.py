@@ -1,0 +1,272 @@
+"""``Host``: the application's handle on one SCAFFOLD host.
+
+It owns the host's event routing: each ``HostStack`` event goes to the stream channel,
+datagram endpoint, server or pending connect it belongs to. Application calls come from
+asyncio tasks on the host's loop; after each call the host is *kicked* so the runtime sends
+what the stack queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ..core.host import (
+    DatagramReceived,
+    FlowAccepted,
+    FlowClosed,
+    FlowUnreachable,
+    HostEvent,
+    HostStack,
+    ObjectNotFoundEvent,
+    StreamEventFor,
+)
+from ..errors import BrokenPathError, ObjectNotFound, UsageError
+from ..ids import ObjectId
+from ..wire.header import Proto
+from .datagram import DatagramEndpoint
+from .streams import StreamChannel, StreamReader, StreamWriter
+
+if TYPE_CHECKING:
+    from ..runtime.aio import EmbeddedNetwork, NodeRuntime
+
+__all__ = ["Host", "Server", "StreamHandler"]
+
+StreamHandler = Callable[[StreamReader, StreamWriter], Awaitable[None]]
+
+
+class Server:
+    """A stream service bound on an object name (what ``Host.start_server`` returns)."""
+
+    def __init__(self, host: Host, obj: ObjectId, name: str, handler: StreamHandler) -> None:
+        self.host = host
+        self.obj = obj
+        self.name = name
+        self.handler = handler
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.serving = True
+
+    def _accept(self, channel: StreamChannel) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(channel), name=f"serve:{self.name}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, channel: StreamChannel) -> None:
+        reader, writer = StreamReader(channel), StreamWriter(channel)
+        try:
+            await self.handler(reader, writer)
+        except BrokenPathError:
+            pass  # the client went away; nothing to report to anyone
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        """Stop accepting: withdraw the replica. Established flows go on."""
+        if self.serving:
+            self.serving = False
+            self.host._unbind(self.obj)
+
+    async def wait_closed(self) -> None:
+        if self.tasks:
+            await asyncio.wait(list(self.tasks))
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Host:
+    """One host of a running network: bind, serve and connect on object names."""
+
+    def __init__(self, network: EmbeddedNetwork, node: NodeRuntime) -> None:
+        if not isinstance(node.core, HostStack):
+            raise UsageError(f"{node.name} is not a host")
+        self.network = network
+        self.node = node
+        self.stack: HostStack = node.core
+        self.name = node.name
+        self.dc = network.topology.dc_of(node.name)
+        self._servers: dict[bytes, Server] = {}
+        self._endpoints: dict[bytes, DatagramEndpoint] = {}
+        self._channels: dict[int, StreamChannel] = {}
+        self._datagram_flows: dict[int, DatagramEndpoint] = {}
+        self._connecting: dict[int, asyncio.Future[None]] = {}
+        node.on_event = self._on_event
+
+    def __repr__(self) -> str:
+        return f"<Host {self.name} dc={self.dc}>"
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def kick(self) -> None:
+        """Let the runtime send what the stack queued."""
+        self.node.flush()
+
+    def host_name(self, host_id: int) -> str | None:
+        return self.network.controller.core.host_name(host_id) if host_id else None
+
+    def object_text(self, raw: bytes) -> str:
+        return str(ObjectId(raw))
+
+    def _on_event(self, stack: HostStack, event: HostEvent, now: float) -> None:
+        if isinstance(event, StreamEventFor):
+            channel = self._channels.get(event.socket_id)
+            if channel is not None:
+                channel.on_event(event.event)
+                if channel.terminated:
+                    self._channels.pop(event.socket_id, None)
+                    self._settle_connect(event.socket_id, channel.error)
+                elif channel.connected:
+                    self._settle_connect(event.socket_id, None)
+        elif isinstance(event, DatagramReceived):
+            endpoint = self._datagram_flows.get(event.socket_id)
+            if endpoint is not None:
+                endpoint._deliver(event.socket_id, event.data)
+        elif isinstance(event, FlowAccepted):
+            self._accepted(event)
+        elif isinstance(event, ObjectNotFoundEvent):
+            error = ObjectNotFound(f"no replica of {self.object_text(event.obj)} is registered")
+            self._fail_flow(event.socket_id, error)
+        elif isinstance(event, FlowUnreachable):
+            self._fail_flow(event.socket_id, BrokenPathError("no route to the flow's datacenter"))
+        elif isinstance(event, FlowClosed):
+            endpoint = self._datagram_flows.pop(event.socket_id, None)
+            if endpoint is not None:
+                endpoint._forget(event.socket_id)
+
+    def _accepted(self, event: FlowAccepted) -> None:
+        flow = self.stack.flows.get(event.socket_id)
+        if flow is None:
+            return
+        if flow.proto == Proto.STREAM:
+            server = self._servers.get(event.obj)
+            if server is None or not server.serving:
+                self.stack.stream_abort(event.socket_id, self.now())
+                return
+            channel = StreamChannel(self, event.socket_id, connected=True)
+            self._channels[event.socket_id] = channel
+            server._accept(channel)
+        else:
+            endpoint = self._endpoints.get(event.obj)
+            if endpoint is None:
+                return
+            self._datagram_flows[event.socket_id] = endpoint
+            endpoint._accepted(event.socket_id)
+
+    def _fail_flow(self, socket_id: int, error: Exception) -> None:
+        channel = self._channels.pop(socket_id, None)
+        if channel is not None:
+            assert isinstance(error, ObjectNotFound | BrokenPathError)
+            channel.fail(error)
+            with contextlib.suppress(UsageError):
+                self.stack.stream_abort(socket_id, self.now())
+        endpoint = self._datagram_flows.get(socket_id)
+        if endpoint is not None:
+            endpoint._fail(socket_id, error)
+        self._settle_connect(socket_id, error)
+
+    def _settle_connect(self, socket_id: int, error: BaseException | None) -> None:
+        future = self._connecting.pop(socket_id, None)
+        if future is not None and not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    # -- binding -------------------------------------------------------------------------
+
+    async def _bind(self, obj: ObjectId, name: str, weight: int) -> None:
+        self.stack.bind(obj, weight, name)
+        self.kick()
+        await self.network.wait_for_object(obj, self.name)
+
+    def _unbind(self, obj: ObjectId) -> None:
+        self._servers.pop(obj.raw, None)
+        self._endpoints.pop(obj.raw, None)
+        if obj.raw in self.stack.listeners:
+            self.stack.unbind(obj)
+            self.kick()
+
+    # -- public API ----------------------------------------------------------------------
+
+    async def start_server(self, handler: StreamHandler, name: str | ObjectId, *, weight: int = 1) -> Server:
+        """Bind object ``name`` on this host and serve each stream with ``handler``.
+
+        Returns once the object switches know the replica.
+
+        Raises:
+            UsageError: the object is already bound on this host, or ``weight`` <= 0.
+        """
+        obj = ObjectId.of(name)
+        label = name if isinstance(name, str) else str(name)
+        server = Server(self, obj, label, handler)
+        await self._bind(obj, label, weight)
+        self._servers[obj.raw] = server
+        return server
+
+    async def open_connection(
+        self, name: str | ObjectId, *, timeout: float | None = 10.0, trace: bool = False
+    ) -> tuple[StreamReader, StreamWriter]:
+        """Open a reliable stream to a replica of object ``name``.
+
+        Raises:
+            ObjectNotFound: no replica is registered (an object switch answered).
+            BrokenPathError: the handshake timed out or the path broke.
+            TimeoutError: no answer within ``timeout`` seconds.
+        """
+        obj = ObjectId.of(name)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        flow = self.stack.open_stream(obj, self.now(), trace=trace)
+        self._connecting[flow.socket_id] = future
+        channel = StreamChannel(self, flow.socket_id, connected=False)
+        self._channels[flow.socket_id] = channel
+        self.kick()
+        try:
+            await asyncio.wait_for(future, timeout)
+        except BaseException:
+            self._connecting.pop(flow.socket_id, None)
+            self._channels.pop(flow.socket_id, None)
+            if flow.socket_id in self.stack.flows:
+                self.stack.stream_abort(flow.socket_id, self.now())
+                self.kick()
+            raise
+        return StreamReader(channel), StreamWriter(channel)
+
+    async def datagram_endpoint(
+        self, bind: str | ObjectId | None = None, *, weight: int = 1
+    ) -> DatagramEndpoint:
+        """A datagram endpoint; with ``bind``, a replica of that object receiving its flows.
+
+        Raises:
+            UsageError: the object is already bound on this host.
+        """
+        if bind is None:
+            return DatagramEndpoint(self, None, None)
+        obj = ObjectId.of(bind)
+        label = bind if isinstance(bind, str) else str(bind)
+        endpoint = DatagramEndpoint(self, obj, label)
+        await self._bind(obj, label, weight)
+        self._endpoints[obj.raw] = endpoint
+        return endpoint
+
+    # used by DatagramEndpoint
+    def _open_datagram_flow(self, endpoint: DatagramEndpoint, obj: ObjectId) -> int:
+        flow = self.stack.open_flow(obj, self.now())
+        self._datagram_flows[flow.socket_id] = endpoint
+        return flow.socket_id
+
+    def _close_datagram_flow(self, socket_id: int) -> None:
+        self._datagram_flows.pop(socket_id, None)
+        if socket_id in self.stack.flows:
+            self.stack.close_flow(socket_id, self.now())
+            self.kick()
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "dc": self.dc, "host_id": self.stack.host_id}

@@ -1,0 +1,137 @@
+"""``Testbed``: an embedded SCAFFOLD network for applications, tests and notebooks.
+
+``async with scaffold.Testbed(datacenters=2, hosts_per_datacenter=3) as net`` starts a
+controller, switches and hosts in this process over loopback UDP and gives ``net.hosts``, the
+``Host`` handles applications use. ``Testbed.threaded(...)`` runs the same network on a
+background event loop, for code that uses the blocking ``scaffold.socket`` API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from .api.host import Host
+from .core.controller import Controller
+from .errors import UsageError
+from .runtime.aio import EmbeddedNetwork
+from .topology import Topology, make_topology
+
+__all__ = ["Testbed"]
+
+T = TypeVar("T")
+
+
+class Testbed:
+    """A running embedded network and its hosts."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        datacenters: int = 2,
+        hosts_per_datacenter: int = 3,
+        *,
+        flow_switches_per_datacenter: int = 1,
+        backbone_delay: float = 0.002,
+        topology: Topology | None = None,
+        heartbeat_interval: float = 0.2,
+        dead_after: int = 3,
+        stream_options: dict[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.topology = topology or make_topology(
+            datacenters,
+            hosts_per_datacenter,
+            flow_switches_per_datacenter=flow_switches_per_datacenter,
+            backbone_delay=backbone_delay,
+        )
+        self.network = EmbeddedNetwork(
+            self.topology,
+            heartbeat_interval=heartbeat_interval,
+            dead_after=dead_after,
+            seed=seed,
+            stream_options=stream_options,
+        )
+        self.hosts: list[Host] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def __aenter__(self) -> Testbed:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.network.start()
+        self.hosts = [Host(self.network, self.network.nodes[h.name]) for h in self.topology.hosts()]
+
+    async def close(self) -> None:
+        await self.network.close()
+
+    @property
+    def controller(self) -> Controller:
+        """The controller's logic (its state, and commands such as ``set_link``)."""
+        return self.network.controller.core
+
+    def host(self, name: str) -> Host:
+        """The host called ``name``.
+
+        Raises:
+            UsageError: there is no such host.
+        """
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise UsageError(f"no host named {name!r}")
+
+    async def add_host(self, name: str, gateway: str) -> Host:
+        """Attach, register and return one more host."""
+        node = await self.network.add_host(name, gateway)
+        host = Host(self.network, node)
+        self.hosts.append(host)
+        return host
+
+    # -- running on a background loop ----------------------------------------------------
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the testbed's loop from another thread and wait for its result.
+
+        Raises:
+            UsageError: called from the testbed's own loop thread (it would deadlock).
+        """
+        loop = self.loop
+        if loop is None:
+            raise UsageError("the testbed is not running")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            coro.close()
+            raise UsageError("blocking calls cannot run on the testbed's own event loop; use the async API")
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    @classmethod
+    @contextmanager
+    def threaded(cls, *args: Any, **kwargs: Any) -> Iterator[Testbed]:
+        """Run a testbed on a background thread's event loop (for the blocking API)."""
+        from .runtime.aio import new_event_loop
+
+        testbed = cls(*args, **kwargs)
+        loop = new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="scaffold-testbed", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(testbed.start(), loop).result(30)
+            yield testbed
+        finally:
+            asyncio.run_coroutine_threadsafe(testbed.close(), loop).result(30)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
