@@ -24,6 +24,7 @@ from ..ids import ObjectId, new_flow_id, new_nonce
 from ..transport.stream import ConnectionTerminated, StreamConnection, StreamEvent
 from ..wire import control
 from ..wire import datagram as wire_datagram
+from ..wire import flow_state as wire_flow_state
 from ..wire import header as wire_header
 from ..wire import signal as wire_signal
 from ..wire import stream as wire_stream
@@ -383,6 +384,85 @@ class HostStack:
         """Reset a stream (RST) and forget it."""
         self.stream(socket_id).abort(now)
         self._pump(self.flows[socket_id], now)
+
+    def export_flow(self, socket_id: int, now: float, *, remove: bool = True) -> bytes:
+        """Serialize a flow's complete state (locators, counters, transport) to move it.
+
+        With ``remove`` the flow leaves this host silently (no FIN, no RST): the host that
+        imports it takes over.
+
+        Raises:
+            UsageError: no such flow.
+        """
+        flow = self._flow(socket_id)
+        if flow.transport is not None:
+            self._pump(flow, now)  # no event may be pending in an exported transport
+        state = wire_flow_state.FlowState(
+            socket_id=flow.socket_id,
+            flow=flow.flow,
+            nonce=flow.nonce,
+            obj=flow.obj,
+            proto=int(flow.proto),
+            role=flow.role.value,
+            peer_dc=flow.peer_dc,
+            peer_host=flow.peer_host,
+            peer_socket=flow.peer_socket,
+            served_by=list(flow.served_by),
+            packets_sent=flow.packets_sent,
+            packets_received=flow.packets_received,
+            bytes_sent=flow.bytes_sent,
+            bytes_received=flow.bytes_received,
+            transport=flow.transport.export_state() if flow.transport is not None else None,
+        )
+        if remove:
+            self._forget(flow, "exported", notify=False)
+        return wire_flow_state.encode(state)
+
+    def import_flow(self, data: bytes, now: float) -> Flow:
+        """Restore a flow exported by ``export_flow`` (on this or another host).
+
+        It keeps its Socket ID, so the peer's refined packets still reach it; the peer learns
+        the new host from the source locator of the next packet.
+
+        Raises:
+            MalformedPacket: ``data`` is not valid flow state.
+            UsageError: the host is not registered, or the Socket ID is taken.
+        """
+        state = wire_flow_state.decode(data)
+        if not self.registered:
+            raise UsageError(f"host {self.name} is not registered yet")
+        if state.socket_id in self.flows or not 0 < state.socket_id <= 0xFFFFFFFF:
+            raise UsageError(f"socket {state.socket_id} is in use on host {self.name}")
+        try:
+            proto, role = Proto(state.proto), Role(state.role)
+        except ValueError as exc:
+            raise MalformedPacket("bad-flow-state", str(exc)) from None
+        flow = Flow(
+            socket_id=state.socket_id,
+            flow=state.flow,
+            nonce=state.nonce,
+            obj=state.obj,
+            proto=proto,
+            role=role,
+            peer_dc=state.peer_dc,
+            peer_host=state.peer_host,
+            peer_socket=state.peer_socket,
+            packets_sent=state.packets_sent,
+            packets_received=state.packets_received,
+            bytes_sent=state.bytes_sent,
+            bytes_received=state.bytes_received,
+            last_active=now,
+            served_by=list(state.served_by),
+        )
+        if state.transport is not None:
+            flow.transport = StreamConnection.from_state(state.transport, now)
+        self.flows[flow.socket_id] = flow
+        if role == Role.SERVER:
+            self._by_flow[(flow.flow, flow.peer_host)] = flow.socket_id
+        if flow.transport is not None:
+            self._streams[flow.socket_id] = flow
+            self._pump(flow, now)
+        return flow
 
     def next_event(self) -> HostEvent | None:
         return self._events.popleft() if self._events else None

@@ -118,6 +118,18 @@ class SimNetwork:
         self._flush(name)
         return stack
 
+    def restart_host(self, name: str, **options: Any) -> HostStack:
+        """Replace a host's stack by a fresh one (a process restart) and register it again;
+        the controller gives it back its Host ID."""
+        old = self.host(name)
+        stack = HostStack(name, old.gateway, random.Random(self.rng.getrandbits(64)), **options)
+        self.nodes[name] = stack
+        self.alive.add(name)
+        self._timers.pop(name, None)
+        stack.hello()
+        self._flush(name)
+        return stack
+
     def host(self, name: str) -> HostStack:
         node = self.nodes.get(name)
         if not isinstance(node, HostStack):

@@ -260,9 +260,9 @@ class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
     #: RTO before the first RTT sample (SYN, SYN-ACK, RESUME).
     initial_rto: float = 1.0
     min_rto: float = 0.2
-    max_rto: float = 60.0
+    max_rto: float = 4.0
     #: consecutive unanswered timeouts tolerated; the next one terminates the connection.
-    max_retries: int = 4
+    max_retries: int = 10
     #: delayed-ACK timer and segment count.
     ack_delay: float = 0.01
     ack_every: int = 2
@@ -365,8 +365,8 @@ class StreamConnection:
         idle_timeout: float = 60.0,
         initial_rto: float = 1.0,
         min_rto: float = 0.2,
-        max_rto: float = 60.0,
-        max_retries: int = 4,
+        max_rto: float = 4.0,
+        max_retries: int = 10,
         ack_delay: float = 0.01,
         ack_every: int = 2,
         initial_window: int = 10,
