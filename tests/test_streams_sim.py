@@ -7,7 +7,6 @@ import random
 from dataclasses import dataclass, field
 
 from conftest import WEB
-
 from scaffold.core.host import HostEvent, HostStack, StreamEventFor
 from scaffold.runtime.sim import SimNetwork
 from scaffold.topology import default_topology
@@ -65,13 +64,17 @@ def make_client(uploads: dict[tuple[str, int], Upload], ended: set[tuple[str, in
             return
         if isinstance(event.event, ConnectionTerminated):
             ended.add((stack.name, event.socket_id))
+        elif event.socket_id not in stack.flows:
+            return  # terminated: its ConnectionTerminated event is on the way
         elif isinstance(event.event, SendSpaceAvailable) or upload.sent < len(upload.payload):
             pump_upload(stack, upload, now)
 
     return on_event
 
 
-def start(net: SimNetwork, count: int, size: int, seed: int) -> tuple[dict[tuple[str, int], Upload], set[tuple[str, int]], Sink]:
+def start(
+    net: SimNetwork, count: int, size: int, seed: int
+) -> tuple[dict[tuple[str, int], Upload], set[tuple[str, int]], Sink]:
     sink = Sink()
     for host, weight in (("east-h1", 1), ("east-h2", 2), ("west-h1", 3)):
         net.act(host, lambda core, now, w=weight: core.bind(WEB, w, "web"))
@@ -126,3 +129,31 @@ def test_stream_state_restored_into_a_fresh_host_stack_completes_byte_exact() ->
     net.act(host, lambda core, now: pump_upload(core, upload, now))
     assert net.run_while(lambda: len(ended) < 1, timeout=60)
     assert list(sink.finished.values()) == [hashlib.sha256(upload.payload).hexdigest()]
+
+
+def test_stream_orphaned_by_a_dead_server_is_reset_by_the_new_replica() -> None:
+    net = SimNetwork(default_topology(), seed=23)
+    net.start()
+    net.settle()
+    uploads, ended, _ = start(net, 1, 8 * 1024 * 1024, seed=7)
+    (host, socket_id), upload = next(iter(uploads.items()))
+    net.run_while(lambda: upload.sent < len(upload.payload) // 4, timeout=30)
+    flow = net.host(host).flows[socket_id]
+    serving = net.controller.host_name(flow.peer_host)
+    assert serving is not None
+    net.kill(serving)
+    killed_at = net.now
+    events: list[object] = []
+    handler = net.handlers[host]
+
+    def record(stack: HostStack, event: HostEvent, now: float) -> None:
+        if isinstance(event, StreamEventFor) and event.socket_id == socket_id:
+            events.append(event.event)
+        handler(stack, event, now)
+
+    net.on_event(host, record)
+    assert net.run_while(lambda: not ended, timeout=30)
+    reasons = [e.reason for e in events if isinstance(e, ConnectionTerminated)]
+    assert reasons == ["reset"]  # refused by the surviving replica, not a 30 s retry limit
+    assert net.now - killed_at < 5.0  # heartbeat detection (0.6 s) plus a few RTOs
+    assert sum(net.host(h).counters["reset-unknown-flow"] for h in ("east-h1", "east-h2", "west-h1")) >= 1

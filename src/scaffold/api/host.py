@@ -132,7 +132,13 @@ class Host:
         elif isinstance(event, FlowAccepted):
             self._accepted(event)
         elif isinstance(event, ObjectNotFoundEvent):
-            error = ObjectNotFound(f"no replica of {self.object_text(event.obj)} is registered")
+            channel = self._channels.get(event.socket_id)
+            error: ObjectNotFound | BrokenPathError
+            if channel is not None and channel.connected:
+                # The flow was established: its server is gone and no replica is left.
+                error = BrokenPathError(f"{channel.describe()}: its server is gone and no replica is left")
+            else:
+                error = ObjectNotFound(f"no replica of {self.object_text(event.obj)} is registered")
             self._fail_flow(event.socket_id, error)
         elif isinstance(event, FlowUnreachable):
             self._fail_flow(event.socket_id, BrokenPathError("no route to the flow's datacenter"))

@@ -585,8 +585,12 @@ class HostStack:
                 self.drops[exc.reason] += 1
                 return
             if segment.type != wire_stream.StreamType.SYN:
+                # A mid-flow segment of a flow this host never had (its server died and the
+                # network re-resolved it here): refuse it at once, as TCP does (§5.1).
                 self._forget(flow, "not-syn", notify=False)
                 self.drops["stream-without-syn"] += 1
+                if segment.type != wire_stream.StreamType.RST:
+                    self._reset_unknown(flow, segment, now)
                 return
             flow.nonce = segment.nonce
             flow.transport = StreamConnection("server", segment.nonce, now, **self.stream_options)
@@ -598,6 +602,12 @@ class HostStack:
         flow.last_active = now
         flow.transport.receive_segment(body, now)
         self._pump(flow, now)
+
+    def _reset_unknown(self, flow: Flow, segment: wire_stream.StreamSegment, now: float) -> None:
+        rst = wire_stream.StreamSegment(wire_stream.StreamType.RST, segment.nonce, seq=segment.ack)
+        flow.nonce = segment.nonce
+        self.counters["reset-unknown-flow"] += 1
+        self._emit(flow, Proto.STREAM, wire_stream.encode(rst), now)
 
     def _pump(self, flow: Flow, now: float) -> None:
         """Send what a stream transport queued and surface its events."""

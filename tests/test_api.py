@@ -1,0 +1,237 @@
+"""The application API on the aio runtime: real UDP sockets over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+import scaffold
+from scaffold.runtime.aio import run
+
+Main = Callable[[scaffold.Testbed], Awaitable[None]]
+
+
+def with_testbed(main: Main, **options: object) -> None:
+    async def go() -> None:
+        async with scaffold.Testbed(**options) as net:  # type: ignore[arg-type]
+            await asyncio.wait_for(main(net), 120)
+
+    run(go())
+
+
+async def echo(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+def test_readme_example_runs_as_written() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = re.search(r"```python\n(import scaffold\n.*?)```", readme, re.S)
+    assert block is not None, "README has no runnable scaffold example"
+    namespace: dict[str, object] = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+
+
+def test_hundred_streams_of_one_mib_echo_byte_exact_across_dcs() -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        server_host = net.host("dc1-h1")
+        await server_host.start_server(echo, "echo")
+        clients = [h for h in net.hosts if h.dc == "dc2"]
+
+        async def one(i: int) -> bool:
+            reader, writer = await clients[i % len(clients)].open_connection("echo")
+            payload = os.urandom(1 << 20)
+
+            async def send() -> None:
+                for k in range(0, len(payload), 65536):
+                    writer.write(payload[k : k + 65536])
+                    await writer.drain()
+                writer.write_eof()
+
+            sender = asyncio.create_task(send())
+            got = await reader.read(-1)
+            await sender
+            assert writer.get_extra_info("peer_host") == "dc1-h1"
+            return hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+
+        results = await asyncio.gather(*(one(i) for i in range(100)))
+        assert all(results)
+
+    with_testbed(main, datacenters=2, hosts_per_datacenter=3)
+
+
+def test_slow_reader_bounds_the_senders_memory() -> None:
+    send_buffer = 128 * 1024
+
+    async def main(net: scaffold.Testbed) -> None:
+        stalled = asyncio.Event()
+        received = bytearray()
+
+        async def sleepy(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> None:
+            await stalled.wait()
+            received.extend(await reader.read(-1))
+            writer.close()
+
+        await net.host("dc1-h1").start_server(sleepy, "sleepy")
+        _reader, writer = await net.host("dc2-h1").open_connection("sleepy")
+        channel = writer._ch
+        transport = channel.flow.transport
+        assert transport is not None
+        payload = os.urandom(4 << 20)
+        peak = {"buffered": 0, "pending": 0, "in_flight": 0}
+
+        async def send() -> None:
+            for k in range(0, len(payload), 32768):
+                writer.write(payload[k : k + 32768])
+                await writer.drain()
+            writer.write_eof()
+
+        sender = asyncio.create_task(send())
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 2.0
+        while loop.time() < until:  # the reader does not read for 2 s
+            peak["buffered"] = max(peak["buffered"], transport.buffered)
+            peak["pending"] = max(peak["pending"], len(channel.pending))
+            peak["in_flight"] = max(peak["in_flight"], transport.bytes_in_flight)
+            await asyncio.sleep(0.01)
+        assert not sender.done()
+        assert peak["buffered"] <= send_buffer
+        assert peak["pending"] <= 64 * 1024 + 32768
+        assert peak["in_flight"] <= 256 * 1024  # the receiver's whole buffer, never more
+        stalled.set()
+        await sender
+        await writer.wait_closed()
+        assert bytes(received) == payload
+
+    with_testbed(main, stream_options={"send_buffer": send_buffer})
+
+
+def test_object_nobody_serves_fails_fast_with_object_not_found() -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        # No timeout at all: only the object switch's explicit answer can end the wait
+        # with ObjectNotFound (a lost handshake would end in BrokenPathError).
+        with pytest.raises(scaffold.ObjectNotFound):
+            await net.hosts[0].open_connection("nobody-serves-this", timeout=None)
+        endpoint = await net.hosts[0].datagram_endpoint()
+        await endpoint.sendto(b"?", "nobody-either")
+        with pytest.raises(scaffold.ObjectNotFound):
+            await endpoint.recvfrom()
+
+    with_testbed(main)
+
+
+def test_dead_peer_raises_broken_path_error() -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        server = net.host("dc1-h1")
+        await server.start_server(echo, "echo")
+        reader, writer = await net.host("dc2-h1").open_connection("echo")
+        writer.write(b"x" * 1000)
+        await writer.drain()
+        assert len(await reader.readexactly(1000)) == 1000
+        await server.node.close()  # the server host dies: socket closed, nothing answers
+        writer.write(b"y" * 100_000)
+        with pytest.raises(scaffold.BrokenPathError):
+            await writer.drain()
+            await reader.read(1)
+
+    with_testbed(main, stream_options={"min_rto": 0.02, "max_retries": 3, "max_rto": 0.1})
+
+
+def test_misuse_raises_usage_errors() -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        host = net.hosts[0]
+        await host.start_server(echo, "twice")
+        with pytest.raises(scaffold.UsageError):
+            await host.start_server(echo, "twice")
+        _reader, writer = await net.hosts[-1].open_connection("twice")
+        writer.close()
+        with pytest.raises(scaffold.UsageError):
+            writer.write(b"late")
+        sock = scaffold.socket(scaffold.SOCK_STREAM, host=host)
+        with pytest.raises(scaffold.UsageError):
+            sock.connect("twice")  # a blocking call on the network's own loop would deadlock
+        with pytest.raises(scaffold.UsageError):
+            scaffold.socket(99, host=host)
+        assert issubclass(scaffold.UsageError, scaffold.ScaffoldError)
+        assert issubclass(scaffold.ObjectNotFound, scaffold.PathError)
+
+    with_testbed(main)
+
+
+def test_server_learns_flow_and_host() -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        seen: dict[str, object] = {}
+
+        async def who(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> None:
+            seen.update(
+                flow=writer.get_extra_info("flow"),
+                host=writer.get_extra_info("host"),
+                peer=writer.get_extra_info("peer_host"),
+            )
+            writer.write(b"hi")
+            writer.close()
+
+        await net.host("dc1-h2").start_server(who, "who")
+        reader, writer = await net.host("dc2-h3").open_connection("who")
+        assert await reader.read(-1) == b"hi"
+        assert seen == {"flow": writer.get_extra_info("flow"), "host": "dc1-h2", "peer": "dc2-h3"}
+
+    with_testbed(main)
+
+
+def test_blocking_socket_api_from_threads() -> None:
+    with scaffold.Testbed.threaded(datacenters=2, hosts_per_datacenter=2) as net:
+        a, b = net.hosts[0], net.hosts[-1]
+        listener = scaffold.socket(scaffold.SOCK_STREAM, host=a)
+        listener.bind("echo")
+        listener.listen()
+        accepted: list[tuple[str, str]] = []
+
+        def serve() -> None:
+            conn, peer = listener.accept()
+            accepted.append(peer)
+            while data := conn.recv(4096):
+                conn.sendall(data)
+            conn.close()
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        with scaffold.socket(scaffold.SOCK_STREAM, host=b) as s:
+            s.settimeout(10)
+            s.connect("echo")
+            s.sendall(b"over blocking sockets")
+            s.shutdown(scaffold.SHUT_WR)
+            out = b""
+            while data := s.recv(7):
+                out += data
+            assert out == b"over blocking sockets"
+        thread.join(10)
+        assert accepted and accepted[0][0] == b.name
+
+        udp_server = scaffold.socket(scaffold.SOCK_DGRAM, host=a)
+        udp_server.bind("udp-echo")
+        client = scaffold.socket(scaffold.SOCK_DGRAM, host=b)
+        client.settimeout(5)
+        client.sendto(b"ping", "udp-echo")
+        data, peer = udp_server.recvfrom(100)
+        udp_server.sendto(data.upper(), peer)
+        assert client.recvfrom(100)[0] == b"PING"
+
+        idle = scaffold.socket(scaffold.SOCK_DGRAM, host=b)
+        idle.bind("silence")
+        idle.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            idle.recvfrom(10)
+        with pytest.raises(scaffold.ObjectNotFound):
+            scaffold.socket(scaffold.SOCK_STREAM, host=b).connect("missing")
+        for sock in (listener, udp_server, client, idle):
+            sock.close()
