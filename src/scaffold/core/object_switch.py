@@ -16,6 +16,7 @@ with an explicit ``OBJECT_NOT_FOUND`` signal to the source.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from ..errors import MalformedPacket, UsageError
@@ -45,6 +46,8 @@ class ObjectSwitch(Switch):
         self.wide = PrefixTable()
         self.local = PrefixTable()
         self.resolutions = 0
+        self._wide_exact: Mapping[bytes, ReplicaSet] = {}
+        self._local_exact: Mapping[bytes, ReplicaSet] = {}
         # Replica sets are interned: a million objects on the same replicas share one table.
         self._interned: dict[tuple[tuple[tuple[int, int], ...], int], ReplicaSet] = {}
 
@@ -55,6 +58,8 @@ class ObjectSwitch(Switch):
             self.wide = self._build(self.tables["wide"], self.tables["prefixes"], WIDE_SHIFT)
         if names is None or "local" in names:
             self.local = self._build(self.tables["local"], {}, LOCAL_SHIFT)
+        self._wide_exact = self.wide.exact_items()
+        self._local_exact = self.local.exact_items()
         live = {rs.members for rs in self.wide.exact_items().values()}
         live |= {rs.members for rs in self.local.exact_items().values()}
         self._interned = {k: v for k, v in self._interned.items() if k[0] in live}
@@ -99,19 +104,20 @@ class ObjectSwitch(Switch):
         the local table a host). None when no replica is registered.
         """
         if dc == self.dc_id and not host:
-            local = self.local.lookup(obj)
+            local = self._local_exact.get(obj) or self.local.lookup(obj)
             if local is not None:
                 return dc, local.table[(flow >> LOCAL_SHIFT) % len(local.table)]
             dc = 0  # no replica left in this DC: resolve at the wide-area level again
         if dc:
             return dc, host
-        wide = self.wide.lookup(obj)
+        # The exact-match dicts first (the fast path), then longest-prefix rules.
+        wide = self._wide_exact.get(obj) or self.wide.lookup(obj)
         if wide is None:
             return None
         dc = wide.table[(flow >> WIDE_SHIFT) % len(wide.table)]
         if dc != self.dc_id:
             return dc, 0
-        local = self.local.lookup(obj)
+        local = self._local_exact.get(obj) or self.local.lookup(obj)
         if local is None:
             return None  # the tables disagree for a moment: wide lists this DC, local not yet
         return dc, local.table[(flow >> LOCAL_SHIFT) % len(local.table)]

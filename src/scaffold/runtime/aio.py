@@ -214,8 +214,9 @@ class NodeRuntime:
             while (event := core.next_event()) is not None:
                 if handler is not None:
                     handler(core, event, now)
-        for port, data in core.datagrams_to_send(now):
-            self._send(port, data, now)
+        out = core.datagrams_to_send(now)
+        if out:
+            self._send_all(out, now)
         messages = core.control_to_send()
         if messages and self._writer is not None and not self._writer.is_closing():
             self._writer.write(b"".join(control.frame(m) for m in messages))
@@ -235,23 +236,41 @@ class NodeRuntime:
             self.core.handle_timer(self._loop.time())
         self.flush()
 
-    def _send(self, port: str, data: bytes | bytearray, now: float) -> None:
-        address = self.book.address.get(port)
-        if address is None:
-            self.stats["no-address"] += 1
+    def _send_all(self, out: list[tuple[str, bytes | bytearray]], now: float) -> None:
+        """Send a batch; the common case (no emulation on the link) is one ``sendto``."""
+        addresses = self.book.address
+        links = self.links
+        name = self.name
+        sock = self._sock
+        assert sock is not None
+        for port, data in out:
+            address = addresses.get(port)
+            if address is None:
+                self.stats["no-address"] += 1
+                continue
+            link = links.get((name, port))
+            if link is not None and (link.delay or link.loss or not link.up):
+                self._emulate(link, data, address, now)
+                continue
+            try:
+                sock.sendto(data, address)
+            except BlockingIOError:
+                self.stats["send-buffer-full"] += 1
+            except OSError:
+                self.stats["send-error"] += 1
+
+    def _emulate(self, link: EmuLink, data: bytes | bytearray, address: Address, now: float) -> None:
+        """The egress link stage: cut, random loss, then delay (docs/architecture.md §3)."""
+        if not link.up:
+            self.stats["link-down"] += 1
             return
-        link = self.links.get((self.name, port))
-        if link is not None:
-            if not link.up:
-                self.stats["link-down"] += 1
-                return
-            if link.loss and self._rng.random() < link.loss:
-                self.stats["link-loss"] += 1
-                return
-            if link.delay > 0:
-                assert self._loop is not None
-                self._loop.call_at(now + link.delay, self._sendto, data, address)
-                return
+        if link.loss and self._rng.random() < link.loss:
+            self.stats["link-loss"] += 1
+            return
+        if link.delay > 0:
+            assert self._loop is not None
+            self._loop.call_at(now + link.delay, self._sendto, data, address)
+            return
         self._sendto(data, address)
 
     def _sendto(self, data: bytes | bytearray, address: Address) -> None:
