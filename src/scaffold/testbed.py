@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from .api.host import Host
 from .core.controller import Controller
+from .core.store import Store
 from .errors import UsageError
 from .runtime.aio import EmbeddedNetwork
 from .topology import Topology, make_topology
@@ -42,6 +43,7 @@ class Testbed:
         dead_after: int = 3,
         stream_options: dict[str, Any] | None = None,
         seed: int | None = None,
+        store: Store | None = None,
     ) -> None:
         self.topology = topology or make_topology(
             datacenters,
@@ -55,6 +57,7 @@ class Testbed:
             dead_after=dead_after,
             seed=seed,
             stream_options=stream_options,
+            store=store,
         )
         self.hosts: list[Host] = []
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -16,6 +16,7 @@ from ..topology import Topology
 from ..wire import control
 from ..wire.control import ControlMessage, SwitchTables, TableKeys
 from .routing import next_hops
+from .store import ControllerState, HostState, MemoryStore, Store
 
 __all__ = ["Controller", "ControllerEvent", "HostRecord"]
 
@@ -57,7 +58,14 @@ class Controller:
     """Sans-IO controller. Feed ``receive_message`` / ``node_disconnected`` / ``handle_timer``;
     drain ``messages_to_send`` as (node name, record) pairs."""
 
-    def __init__(self, topology: Topology, *, heartbeat_interval: float = 0.2, dead_after: int = 3) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        heartbeat_interval: float = 0.2,
+        dead_after: int = 3,
+        store: Store | None = None,
+    ) -> None:
         self.topology = topology
         self.heartbeat_interval = heartbeat_interval
         self.dead_after = dead_after
@@ -81,14 +89,18 @@ class Controller:
         self._out: list[tuple[str, ControlMessage]] = []
         self._next_check: float | None = None
         self._routes: dict[str, dict[str, str]] = {}
+        self.store: Store = store if store is not None else MemoryStore()
+        self._restored = False
+        saved = self.store.load()
+        if saved is not None:
+            self._restore(saved)
         self._recompute_routes()
 
     # -- inputs --------------------------------------------------------------------------
 
     def receive_message(self, node: str, message: ControlMessage, now: float) -> None:
         """Handle one record from ``node``. Unknown nodes and bad records are counted."""
-        if self._next_check is None:
-            self._next_check = now + self.heartbeat_interval
+        self._start_clock(now)
         if isinstance(message, control.Hello):
             self._hello(message, now)
         elif isinstance(message, control.Heartbeat):
@@ -108,12 +120,14 @@ class Controller:
             if message.name:
                 self.object_names[message.obj] = message.name
             self.events.append(ControllerEvent(now, "bind", node, message.name or message.obj[:12]))
+            self._persist()
             self._push()
         elif isinstance(message, control.Unbind):
             replicas = self.objects.get(message.obj)
             if replicas is not None and replicas.pop(node, None) is not None:
                 if not replicas:
                     del self.objects[message.obj]
+                self._persist()
                 self._push()
         elif isinstance(message, control.SyncRequest):
             state = self.switches.get(node)
@@ -137,6 +151,7 @@ class Controller:
 
     def handle_timer(self, now: float) -> None:
         """Declare hosts dead after ``dead_after`` missed heartbeats."""
+        self._start_clock(now)
         if self._next_check is None or now < self._next_check:
             return
         self._next_check = now + self.heartbeat_interval
@@ -161,6 +176,7 @@ class Controller:
         self.links_up[key] = up
         self.events.append(ControllerEvent(now, "route-change", f"{a}-{b}", "up" if up else "down"))
         self._recompute_routes()
+        self._persist()
         self._push()
 
     # -- state ---------------------------------------------------------------------------
@@ -220,6 +236,43 @@ class Controller:
 
     # -- internals -----------------------------------------------------------------------
 
+    def _start_clock(self, now: float) -> None:
+        if self._next_check is None:
+            self._next_check = now + self.heartbeat_interval
+            if self._restored:
+                # Hosts known before a restart get a full heartbeat deadline from now.
+                for record in self.hosts.values():
+                    record.last_seen = now
+
+    def _restore(self, saved: ControllerState) -> None:
+        self._next_host_id = max(self._next_host_id, saved.next_host_id)
+        for h in saved.hosts:
+            if h.gateway not in self.switches:
+                self.drops["restore-unknown-gateway"] += 1
+                continue
+            self.hosts[h.name] = HostRecord(h.name, h.host_id, h.dc, h.gateway, True, 0.0, h.address)
+            if h.address is not None:
+                self.addresses[h.name] = h.address
+        self.objects = {k: {n: w for n, w in v.items() if n in self.hosts} for k, v in saved.objects.items()}
+        self.objects = {k: v for k, v in self.objects.items() if v}
+        self.object_names = dict(saved.object_names)
+        for key, up in saved.links.items():
+            link = frozenset(key.split("|"))
+            if link in self.links_up:
+                self.links_up[link] = up
+        self._restored = True
+
+    def _persist(self) -> None:
+        self.store.save(
+            ControllerState(
+                next_host_id=self._next_host_id,
+                hosts=[HostState(r.name, r.host_id, r.dc, r.gateway, r.address) for r in self.hosts.values()],
+                objects={k: dict(v) for k, v in self.objects.items()},
+                object_names=dict(self.object_names),
+                links={"|".join(sorted(k)): up for k, up in self.links_up.items()},
+            )
+        )
+
     def _host_record(self, name: str, gateway: str) -> HostRecord:
         record = self.hosts.get(name)
         if record is None:
@@ -239,10 +292,13 @@ class Controller:
             record.gateway = hello.gateway
             record.dc = self.topology.dc_of(hello.gateway)
             record.last_seen = now
+            if hello.address is not None:
+                record.address = (str(hello.address[0]), int(hello.address[1]))
             # A (re)registering host re-sends its bindings; forget the old ones.
             for replicas in self.objects.values():
                 replicas.pop(hello.node, None)
             self.objects = {k: v for k, v in self.objects.items() if v}
+            self._persist()
             self._out.append(
                 (
                     hello.node,

@@ -198,9 +198,14 @@ class HostStack:
     def registered(self) -> bool:
         return self.host_id != 0
 
-    def hello(self) -> None:
-        """Queue the ``Hello`` that registers this host (and re-sends its bindings)."""
-        self._control_out.append(control.Hello(node=self.name, role=self.role, gateway=self.gateway))
+    def hello(self, address: tuple[str, int] | None = None) -> None:
+        """Queue the ``Hello`` that registers this host (and re-sends its bindings).
+
+        ``address`` is this host's UDP address, which its gateway learns from the controller.
+        """
+        self._control_out.append(
+            control.Hello(node=self.name, role=self.role, gateway=self.gateway, address=address)
+        )
         for listener in self.listeners.values():
             self._control_out.append(
                 control.Bind(obj=listener.obj.hex(), weight=listener.weight, name=listener.name)

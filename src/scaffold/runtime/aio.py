@@ -24,6 +24,7 @@ from ..core.controller import Controller
 from ..core.flow_switch import FlowSwitch
 from ..core.host import HostEvent, HostStack
 from ..core.object_switch import ObjectSwitch
+from ..core.store import MemoryStore, Store
 from ..errors import MalformedPacket, UsageError
 from ..ids import ObjectId
 from ..topology import Topology
@@ -112,6 +113,9 @@ class NodeRuntime:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.closed = False
+        #: reopen a broken control connection (switches keep forwarding meanwhile)
+        self.reconnect = True
+        self.reconnect_interval = 0.5
         self._flushing = False
         self._again = False
 
@@ -132,15 +136,44 @@ class NodeRuntime:
         await self.connect_controller()
 
     async def connect_controller(self) -> None:
-        """(Re)open the control connection and say hello."""
+        """Open the control connection and say hello; if it breaks later, keep trying to
+        reopen it every ``reconnect_interval`` seconds (the data plane goes on meanwhile).
+
+        Raises:
+            OSError: the controller cannot be reached now.
+        """
+        reader = await self._open_control()
+        self._control_task = asyncio.create_task(self._control_loop(reader), name=f"control:{self.name}")
+
+    async def _open_control(self) -> asyncio.StreamReader:
         reader, writer = await asyncio.open_connection(*self.controller_address)
         self._writer = writer
-        if isinstance(self.core, HostStack):
-            self.core.hello()
-        else:
-            self.core.hello(self.address)
-        self._control_task = asyncio.create_task(self._read_control(reader), name=f"control:{self.name}")
+        self.core.hello(self.address)
         self.flush()
+        return reader
+
+    async def _control_loop(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            await self._read_control(reader)
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            while True:
+                if self._stopping():
+                    return
+                await asyncio.sleep(self.reconnect_interval)
+                if self._stopping():
+                    return
+                try:
+                    reader = await self._open_control()
+                except OSError:
+                    self.stats["controller-unreachable"] += 1
+                    continue
+                self.stats["controller-reconnected"] += 1
+                break
+
+    def _stopping(self) -> bool:
+        return self.closed or not self.reconnect
 
     async def close(self) -> None:
         """Stop the node: close its socket and its control connection."""
@@ -421,6 +454,7 @@ class EmbeddedNetwork:
         dead_after: int = 3,
         seed: int | None = None,
         stream_options: dict[str, Any] | None = None,
+        store: Store | None = None,
     ) -> None:
         self.topology = topology
         self.book = AddressBook()
@@ -428,9 +462,12 @@ class EmbeddedNetwork:
         for link in topology.node_links():
             self.links[(link.a, link.b)] = EmuLink(link.delay, link.loss)
             self.links[(link.b, link.a)] = EmuLink(link.delay, link.loss)
-        self.controller = ControllerRuntime(
-            Controller(topology, heartbeat_interval=heartbeat_interval, dead_after=dead_after)
-        )
+        self._controller_options: dict[str, Any] = {
+            "heartbeat_interval": heartbeat_interval,
+            "dead_after": dead_after,
+            "store": store if store is not None else MemoryStore(),
+        }
+        self.controller = ControllerRuntime(Controller(topology, **self._controller_options))
         self.nodes: dict[str, NodeRuntime] = {}
         self.stream_options = stream_options
         self._seeded = seed is not None
@@ -484,6 +521,19 @@ class EmbeddedNetwork:
         for node in list(self.nodes.values()):
             await node.close()
         await self.controller.close()
+
+    async def stop_controller(self) -> None:
+        """Stop the controller; switches keep forwarding on their last tables and every
+        node keeps trying to reconnect."""
+        await self.controller.close()
+
+    async def start_controller(self) -> None:
+        """Start a new controller on the same address, from the same store (a restart)."""
+        address = self.controller.address
+        self.controller = ControllerRuntime(
+            Controller(self.topology, **self._controller_options), bind=address
+        )
+        await self.controller.start()
 
     def host(self, name: str) -> NodeRuntime:
         node = self.nodes.get(name)
