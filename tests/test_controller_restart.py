@@ -64,3 +64,32 @@ def test_flows_survive_a_controller_restart_and_state_comes_back(tmp_path: Path)
             assert await r2.read(-1) == b"after restart"
 
     run(main())
+
+
+def test_admin_commands_over_the_control_port() -> None:
+    from scaffold.admin import AdminError, call
+
+    async def main() -> None:
+        async with scaffold.Testbed(datacenters=3, hosts_per_datacenter=1) as net:
+            await net.host("dc1-h1").start_server(echo, "echo")
+            address = net.network.controller.address
+            status = await call(address, "status")
+            assert {h["name"] for h in status["hosts"]} == {"dc1-h1", "dc2-h1", "dc3-h1"}
+            assert status["objects"][0]["name"] == "echo"
+            assert await call(address, "link", a="dc1", b="dc2", up=False) == {"link": "dc1-dc2", "up": False}
+            status = await call(address, "status")
+            assert [l["up"] for l in status["links"] if {l["a"], l["b"]} == {"dc1", "dc2"}] == [False]
+            try:
+                await call(address, "link", a="dc1", b="nowhere", up=False)
+            except AdminError as exc:
+                assert "no backbone link" in str(exc)
+            else:
+                raise AssertionError("a bad link was accepted")
+            try:
+                await call(address, "frobnicate")
+            except AdminError as exc:
+                assert "unknown command" in str(exc)
+            else:
+                raise AssertionError("an unknown command was accepted")
+
+    run(main())

@@ -10,8 +10,11 @@ switch's desired tables from its state and sends the difference from what it sen
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from ..errors import UsageError
 from ..topology import Topology
 from ..wire import control
 from ..wire.control import ControlMessage, SwitchTables, TableKeys
@@ -166,12 +169,77 @@ class Controller:
 
     # -- commands ------------------------------------------------------------------------
 
+    def admin(self, request: control.AdminRequest, now: float) -> control.AdminReply:
+        """Run an operator command and answer it; a bad command is an error reply, never an
+        exception (docs/protocol.md §6.5)."""
+        self._start_clock(now)
+        handler = self.admin_commands().get(request.command)
+        if handler is None:
+            known = ", ".join(sorted(self.admin_commands()))
+            return control.AdminReply(
+                request.id, False, error=f"unknown command {request.command!r} (known: {known})"
+            )
+        try:
+            result = handler(now, **request.args)
+        except (UsageError, TypeError, ValueError, KeyError) as exc:
+            return control.AdminReply(request.id, False, error=f"{request.command}: {exc}")
+        return control.AdminReply(request.id, True, result=result)
+
+    def admin_commands(self) -> dict[str, Callable[..., Any]]:
+        """Operator commands by name: each takes ``now`` and keyword arguments."""
+        return {
+            "status": self._admin_status,
+            "link": self._admin_link,
+        }
+
+    def _admin_status(self, now: float) -> dict[str, Any]:
+        return self.status()
+
+    def _admin_link(self, now: float, a: str, b: str, up: bool) -> dict[str, Any]:
+        self.set_link(a, b, bool(up), now)
+        return {"link": f"{a}-{b}", "up": bool(up)}
+
+    def status(self) -> dict[str, Any]:
+        """The controller's view: hosts, switches, objects and replicas, backbone links."""
+        return {
+            "datacenters": {name: dc_id for name, dc_id in self.dc_ids.items()},
+            "hosts": [
+                {
+                    "name": r.name,
+                    "host_id": r.host_id,
+                    "dc": r.dc,
+                    "gateway": r.gateway,
+                    "alive": r.alive,
+                    "address": list(r.address) if r.address else None,
+                }
+                for r in self.hosts.values()
+            ],
+            "switches": [
+                {"name": n, "role": st.role, "dc": st.dc, "connected": st.connected, "version": st.version}
+                for n, st in self.switches.items()
+            ],
+            "objects": [
+                {
+                    "object": "obj:" + obj,
+                    "name": self.object_names.get(obj, ""),
+                    "replicas": [
+                        {"host": h, "dc": self.hosts[h].dc, "weight": w, "alive": self.hosts[h].alive}
+                        for h, w in sorted(replicas.items())
+                    ],
+                }
+                for obj, replicas in sorted(self.objects.items())
+            ],
+            "links": [
+                {"a": l.a, "b": l.b, "delay_ms": l.delay * 1000, "up": self.links_up[frozenset((l.a, l.b))]}
+                for l in self.topology.backbone
+            ],
+            "drops": dict(self.drops),
+        }
+
     def set_link(self, a: str, b: str, up: bool, now: float) -> None:
         """Mark the backbone link between datacenters ``a`` and ``b`` up or down."""
         key = frozenset((a, b))
         if key not in self.links_up:
-            from ..errors import UsageError
-
             raise UsageError(f"no backbone link between {a!r} and {b!r}")
         self.links_up[key] = up
         self.events.append(ControllerEvent(now, "route-change", f"{a}-{b}", "up" if up else "down"))

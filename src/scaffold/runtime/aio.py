@@ -397,6 +397,9 @@ class ControllerRuntime:
                     self.stats[f"control-{exc.reason}"] += 1
                     break
                 for message in messages:
+                    if isinstance(message, control.AdminRequest):
+                        writer.write(control.frame(self.core.admin(message, self.now())))
+                        continue
                     if isinstance(message, control.Hello):
                         name = message.node
                         self._writers[name] = writer

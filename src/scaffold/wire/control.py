@@ -14,6 +14,7 @@ them all. Object IDs travel as hex text, IDs as integers, addresses as ``[ip, po
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import msgspec
 
@@ -21,6 +22,8 @@ from ..errors import MalformedPacket
 
 __all__ = [
     "FRAME",
+    "AdminReply",
+    "AdminRequest",
     "MAX_FRAME",
     "Bind",
     "ControlMessage",
@@ -141,7 +144,36 @@ class SyncRequest(msgspec.Struct, tag="sync-request", frozen=True):
     have_version: int
 
 
-ControlMessage = Hello | Welcome | Heartbeat | Bind | Unbind | TableSync | TableDelta | SyncRequest
+class AdminRequest(msgspec.Struct, tag="admin", frozen=True):
+    """An operator's command to the controller (``scaffold status``, churn and fault
+    commands). It may be the first record on a connection: no ``Hello`` needed."""
+
+    id: int
+    command: str
+    args: dict[str, Any] = {}
+
+
+class AdminReply(msgspec.Struct, tag="admin-reply", frozen=True):
+    """The answer to ``AdminRequest`` ``id``: ``result`` when ``ok``, else ``error``."""
+
+    id: int
+    ok: bool
+    result: Any = None
+    error: str = ""
+
+
+ControlMessage = (
+    Hello
+    | Welcome
+    | Heartbeat
+    | Bind
+    | Unbind
+    | TableSync
+    | TableDelta
+    | SyncRequest
+    | AdminRequest
+    | AdminReply
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[ControlMessage] = msgspec.msgpack.Decoder(ControlMessage)

@@ -1,0 +1,57 @@
+"""Talk to a running controller as an operator: one ``AdminRequest``, one ``AdminReply``.
+
+The CLI's ``status``, churn and fault commands all go through ``call``; so can programs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+from .errors import MalformedPacket, ScaffoldError, UsageError
+from .wire import control
+
+__all__ = ["AdminError", "call", "call_sync"]
+
+_ids = itertools.count(1)
+
+
+class AdminError(UsageError):
+    """The controller refused the command (its message says why)."""
+
+
+async def call(address: tuple[str, int], command: str, timeout: float = 10.0, **args: Any) -> Any:
+    """Send ``command`` with ``args`` to the controller at ``address`` and return its result.
+
+    Raises:
+        AdminError: the controller answered with an error.
+        ScaffoldError: the controller cannot be reached or answered nonsense.
+    """
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout)
+    except (OSError, TimeoutError) as exc:
+        raise ScaffoldError(f"cannot reach the controller at {address[0]}:{address[1]}: {exc}") from None
+    request_id = next(_ids)
+    try:
+        writer.write(control.frame(control.AdminRequest(request_id, command, args)))
+        decoder = control.FrameDecoder()
+        async with asyncio.timeout(timeout):
+            while chunk := await reader.read(65536):
+                for message in decoder.feed(chunk):
+                    if isinstance(message, control.AdminReply) and message.id == request_id:
+                        if not message.ok:
+                            raise AdminError(message.error)
+                        return message.result
+    except TimeoutError:
+        raise ScaffoldError(f"the controller did not answer {command!r} within {timeout} s") from None
+    except MalformedPacket as exc:
+        raise ScaffoldError(f"the controller sent a malformed reply: {exc}") from None
+    finally:
+        writer.close()
+    raise ScaffoldError(f"the controller closed the connection without answering {command!r}")
+
+
+def call_sync(address: tuple[str, int], command: str, timeout: float = 10.0, **args: Any) -> Any:
+    """``call`` from synchronous code (not from a running event loop)."""
+    return asyncio.run(call(address, command, timeout, **args))
