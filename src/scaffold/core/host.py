@@ -14,6 +14,7 @@ refined. A flow's nonce, chosen by the initiator, must match on every packet.
 from __future__ import annotations
 
 import random
+import struct
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
@@ -32,6 +33,10 @@ from ..wire.control import ControlMessage
 from ..wire.datagram import DatagramSegment, DatagramType
 from ..wire.header import HEADER_LEN, Flags, Header, Proto
 from .events import Datagram, Packet, TraceHop
+
+#: where the flow nonce sits in each transport segment (docs/protocol.md §4)
+_NONCE = struct.Struct("!Q")
+_NONCE_OFFSET = {Proto.DATAGRAM: 4, Proto.STREAM: 8}
 
 __all__ = [
     "DatagramReceived",
@@ -64,6 +69,8 @@ class FlowAccepted:
     socket_id: int
     obj: bytes
     flow: int
+    #: the flow was taken over mid-stream (its server died or it migrated here)
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,8 @@ class Listener:
     obj: bytes
     name: str
     weight: int
+    #: any replica can continue a stream given its offsets (docs/protocol.md §5.1)
+    resumable: bool = False
 
 
 @dataclass(slots=True)
@@ -260,7 +269,7 @@ class HostStack:
 
     # -- socket API (what the runtime's sockets call) ------------------------------------
 
-    def bind(self, obj: ObjectId, weight: int = 1, name: str = "") -> Listener:
+    def bind(self, obj: ObjectId, weight: int = 1, name: str = "", *, resumable: bool = False) -> Listener:
         """Listen on ``obj`` and register this host as a replica with ``weight``.
 
         Raises:
@@ -270,7 +279,7 @@ class HostStack:
             raise UsageError(f"{name or obj} is already bound on host {self.name}")
         if weight <= 0:
             raise UsageError(f"weight must be positive, got {weight}")
-        listener = Listener(obj.raw, name, weight)
+        listener = Listener(obj.raw, name, weight, resumable)
         self.listeners[obj.raw] = listener
         self._control_out.append(control.Bind(obj=obj.raw.hex(), weight=weight, name=name))
         return listener
@@ -374,6 +383,12 @@ class HostStack:
         flow.bytes_received += len(data)
         self._pump(flow, now)
         return data
+
+    def stream_probe(self, socket_id: int, now: float) -> None:
+        """Ask the peer for an immediate acknowledgment (a reader waiting for data uses it
+        to find out soon if the server is gone and the flow must be taken over)."""
+        self.stream(socket_id).probe(now)
+        self._pump(self.flows[socket_id], now)
 
     def stream_shutdown(self, socket_id: int, now: float) -> None:
         """Half-close a stream (FIN after the buffered data)."""
@@ -503,10 +518,37 @@ class HostStack:
             )
         if h.proto != flow.proto:
             self.drops["wrong-proto"] += 1
-        elif h.proto == Proto.DATAGRAM:
+            return
+        if flow.nonce:
+            # Only a packet that proves it knows the flow's nonce may change where the flow's
+            # peer is (a failover, a migration, a move): anything else is a forgery (§5.4).
+            offset = _NONCE_OFFSET[h.proto]
+            if len(body) < offset + 8 or _NONCE.unpack_from(body, offset)[0] != flow.nonce:
+                moved = (h.src_dc, h.src_host) != (flow.peer_dc, flow.peer_host)
+                self.drops["forged-move" if moved and flow.peer_host else "bad-nonce"] += 1
+                return
+            self._learn_peer(flow, h)
+        if h.proto == Proto.DATAGRAM:
             self._receive_datagram_segment(flow, h, body, now)
         else:
             self._receive_stream_segment(flow, h, body, now)
+
+    def _learn_peer(self, flow: Flow, h: Header) -> None:
+        """The peer's current locator is the source of its latest authentic packet."""
+        if (h.src_dc, h.src_host, h.src_socket) == (flow.peer_dc, flow.peer_host, flow.peer_socket):
+            return
+        if h.src_host != flow.peer_host:
+            if flow.role == Role.CLIENT:
+                if flow.peer_host:
+                    self.counters["flow-redirected"] += 1  # another replica took the flow over
+                flow.served_by.append(h.src_host)
+            else:
+                self.counters["peer-moved"] += 1
+                self._by_flow.pop((flow.flow, flow.peer_host), None)
+                self._by_flow[(flow.flow, h.src_host)] = flow.socket_id
+        elif h.src_dc != flow.peer_dc and flow.peer_dc:
+            self.counters["peer-relocated"] += 1  # same host, another datacenter
+        flow.peer_dc, flow.peer_host, flow.peer_socket = h.src_dc, h.src_host, h.src_socket
 
     def _demux(self, h: Header, now: float) -> Flow | None:
         if h.dst_socket:
@@ -529,13 +571,6 @@ class HostStack:
                 flow = self._accept(listener, h, now)
                 if flow is None:
                     return None
-        if flow.role == Role.CLIENT:
-            # A reply: learn the server's full locator (the last refinement, §3.4).
-            if h.src_host != flow.peer_host:
-                if flow.peer_host:
-                    self.counters["flow-redirected"] += 1
-                flow.served_by.append(h.src_host)
-            flow.peer_dc, flow.peer_host, flow.peer_socket = h.src_dc, h.src_host, h.src_socket
         return flow
 
     def _accept(self, listener: Listener, h: Header, now: float) -> Flow | None:
@@ -567,13 +602,10 @@ class HostStack:
         if flow.nonce == 0 and flow.role == Role.SERVER:
             flow.nonce = segment.nonce  # the first packet of the flow carries the nonce
             self._events.append(FlowAccepted(flow.socket_id, flow.obj, flow.flow))
-        elif segment.nonce != flow.nonce:
-            self.drops["bad-nonce"] += 1
-            return
         flow.packets_received += 1
         flow.last_active = now
-        if flow.role == Role.SERVER:
-            flow.peer_dc, flow.peer_socket = h.src_dc, h.src_socket
+        if segment.type == DatagramType.MOVED:
+            return  # its only message was the new source locator, learned above
         if segment.type == DatagramType.CLOSE:
             self._forget(flow, "peer-closed")
             return
@@ -589,20 +621,30 @@ class HostStack:
                 self._forget(flow, exc.reason, notify=False)
                 self.drops[exc.reason] += 1
                 return
-            if segment.type != wire_stream.StreamType.SYN:
-                # A mid-flow segment of a flow this host never had (its server died and the
-                # network re-resolved it here): refuse it at once, as TCP does (§5.1).
+            listener = self.listeners.get(flow.obj)
+            if segment.type == wire_stream.StreamType.SYN:
+                flow.transport = StreamConnection("server", segment.nonce, now, **self.stream_options)
+                resumed = False
+            elif listener is not None and listener.resumable and segment.type != wire_stream.StreamType.RST:
+                # A mid-flow segment of a flow whose server is gone: this replica takes it
+                # over and learns the stream offsets from the client (RESUME, §5.1).
+                flow.transport = StreamConnection.resume(segment.nonce, now, **self.stream_options)
+                self.counters["flow-resumed"] += 1
+                resumed = True
+            else:
+                # A mid-flow segment of a flow this host never had and cannot resume:
+                # refuse it at once, as TCP does for a segment to no socket (§5.1).
                 self._forget(flow, "not-syn", notify=False)
                 self.drops["stream-without-syn"] += 1
                 if segment.type != wire_stream.StreamType.RST:
                     self._reset_unknown(flow, segment, now)
                 return
             flow.nonce = segment.nonce
-            flow.transport = StreamConnection("server", segment.nonce, now, **self.stream_options)
             self._streams[flow.socket_id] = flow
-            self._events.append(FlowAccepted(flow.socket_id, flow.obj, flow.flow))
-        if flow.role == Role.SERVER:
-            flow.peer_dc, flow.peer_socket = h.src_dc, h.src_socket
+            self._events.append(FlowAccepted(flow.socket_id, flow.obj, flow.flow, resumed))
+            if resumed:
+                self._pump(flow, now)  # RESUME goes out; the peer resends what we lack
+                return
         flow.packets_received += 1
         flow.last_active = now
         flow.transport.receive_segment(body, now)

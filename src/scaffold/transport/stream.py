@@ -695,6 +695,12 @@ class StreamConnection:
         self._rst_pending = self._state is not StreamState.IDLE
         self._terminate(TerminationReason.ABORTED)
 
+    def probe(self, now: float) -> None:
+        """Queue a KEEPALIVE, which the peer answers at once with an ACK. A no-op unless the
+        connection is synchronized."""
+        if self._state in _SYNCHRONIZED and self._state is not StreamState.TIME_WAIT:
+            self._keepalive_pending = True
+
     def next_event(self) -> StreamEvent | None:
         """Pop the oldest pending event, or None."""
         return self._events.popleft() if self._events else None

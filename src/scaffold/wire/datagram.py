@@ -33,6 +33,8 @@ class DatagramType(IntEnum):
     DATA = 1
     #: the sender closed its end; the receiver forgets the flow.
     CLOSE = 2
+    #: no payload: the sender moved; its new locator is this packet's source (§5.4).
+    MOVED = 3
 
 
 _TYPES = frozenset(int(t) for t in DatagramType)
