@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.host import (
     DatagramReceived,
+    DrainCompleted,
     FlowAccepted,
     FlowClosed,
+    FlowsMigrated,
     FlowUnreachable,
     HostEvent,
     HostStack,
@@ -25,6 +27,7 @@ from ..core.host import (
 )
 from ..errors import BrokenPathError, ObjectNotFound, UsageError
 from ..ids import ObjectId
+from ..transport.stream import StreamState
 from ..wire.header import Proto
 from .datagram import DatagramEndpoint
 from .streams import StreamChannel, StreamReader, StreamWriter
@@ -34,33 +37,51 @@ if TYPE_CHECKING:
 
 __all__ = ["Host", "Server", "StreamHandler"]
 
+_RUNNING = frozenset(
+    {StreamState.ESTABLISHED, StreamState.FIN_WAIT, StreamState.CLOSE_WAIT, StreamState.CLOSING}
+)
+
 StreamHandler = Callable[[StreamReader, StreamWriter], Awaitable[None]]
 
 
 class Server:
     """A stream service bound on an object name (what ``Host.start_server`` returns)."""
 
-    def __init__(self, host: Host, obj: ObjectId, name: str, handler: StreamHandler) -> None:
+    def __init__(
+        self, host: Host, obj: ObjectId, name: str, handler: StreamHandler, *, resumable: bool = False
+    ) -> None:
         self.host = host
         self.obj = obj
         self.name = name
         self.handler = handler
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.resumable = resumable
+        self.tasks: dict[int, asyncio.Task[None]] = {}
         self.serving = True
+        #: set once a drain finished: the replica left and its last flow ended
+        self.drained = asyncio.Event()
+        self.handled = 0
+        self.failed = 0
 
     def _accept(self, channel: StreamChannel) -> None:
         task = asyncio.get_running_loop().create_task(self._run(channel), name=f"serve:{self.name}")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks[channel.socket_id] = task
+        task.add_done_callback(lambda _: self.tasks.pop(channel.socket_id, None))
 
     async def _run(self, channel: StreamChannel) -> None:
         reader, writer = StreamReader(channel), StreamWriter(channel)
         try:
             await self.handler(reader, writer)
+            self.handled += 1
         except BrokenPathError:
-            pass  # the client went away; nothing to report to anyone
+            self.failed += 1  # the client went away; nothing to report to anyone
         finally:
-            writer.close()
+            if not channel.migrated:
+                writer.close()
+
+    def _migrated(self, socket_id: int) -> None:
+        task = self.tasks.pop(socket_id, None)
+        if task is not None:
+            task.cancel()
 
     def close(self) -> None:
         """Stop accepting: withdraw the replica. Established flows go on."""
@@ -70,7 +91,7 @@ class Server:
 
     async def wait_closed(self) -> None:
         if self.tasks:
-            await asyncio.wait(list(self.tasks))
+            await asyncio.wait(list(self.tasks.values()))
 
     async def __aenter__(self) -> Server:
         return self
@@ -95,6 +116,8 @@ class Host:
         self._channels: dict[int, StreamChannel] = {}
         self._datagram_flows: dict[int, DatagramEndpoint] = {}
         self._connecting: dict[int, asyncio.Future[None]] = {}
+        self._resuming: dict[int, Server] = {}
+        self._migration_handlers: dict[bytes, StreamHandler] = {}
         node.on_event = self._on_event
 
     def __repr__(self) -> str:
@@ -119,12 +142,31 @@ class Host:
         if isinstance(event, StreamEventFor):
             channel = self._channels.get(event.socket_id)
             if channel is not None:
+                was_connected = channel.connected
                 channel.on_event(event.event)
                 if channel.terminated:
                     self._channels.pop(event.socket_id, None)
                     self._settle_connect(event.socket_id, channel.error)
                 elif channel.connected:
                     self._settle_connect(event.socket_id, None)
+                    waiting = self._resuming.pop(event.socket_id, None)
+                    if waiting is not None and not was_connected:
+                        waiting._accept(channel)
+        elif isinstance(event, FlowsMigrated):
+            server = self._servers.pop(event.obj, None)
+            for socket_id in event.socket_ids:
+                channel = self._channels.pop(socket_id, None)
+                if channel is not None:
+                    channel.detach()
+                if server is not None:
+                    server._migrated(socket_id)
+            if server is not None:
+                server.serving = False
+        elif isinstance(event, DrainCompleted):
+            server = self._servers.pop(event.obj, None)
+            if server is not None:
+                server.serving = False
+                server.drained.set()
         elif isinstance(event, DatagramReceived):
             endpoint = self._datagram_flows.get(event.socket_id)
             if endpoint is not None:
@@ -153,11 +195,21 @@ class Host:
             return
         if flow.proto == Proto.STREAM:
             server = self._servers.get(event.obj)
+            if server is None and event.resumed:
+                server = self._adopt(event.obj)
             if server is None or not server.serving:
                 self.stack.stream_abort(event.socket_id, self.now())
                 return
-            channel = StreamChannel(self, event.socket_id, connected=True)
+            transport = flow.transport
+            established = transport is not None and transport.state in _RUNNING
+            channel = StreamChannel(self, event.socket_id, connected=not event.resumed or established)
             self._channels[event.socket_id] = channel
+            if event.resumed and transport is not None:
+                if established:  # migrated here with its whole state: offsets known now
+                    channel.resume = (transport.send_offset, transport.receive_offset)
+                else:  # taken over: the handler starts once RESUME told us the offsets
+                    self._resuming[event.socket_id] = server
+                    return
             server._accept(channel)
         else:
             endpoint = self._endpoints.get(event.obj)
@@ -165,6 +217,19 @@ class Host:
                 return
             self._datagram_flows[event.socket_id] = endpoint
             endpoint._accepted(event.socket_id)
+
+    def _adopt(self, obj: bytes) -> Server | None:
+        """A replica migrated here: serve it with the handler this process registered for
+        the object (``Host.serve_migrations``), if any."""
+        handler = self._migration_handlers.get(obj)
+        if handler is None:
+            return None
+        oid = ObjectId(obj)
+        listener = self.stack.listeners.get(obj)
+        label = listener.name if listener is not None and listener.name else str(oid)
+        server = Server(self, oid, label, handler, resumable=True)
+        self._servers[obj] = server
+        return server
 
     def _fail_flow(self, socket_id: int, error: Exception) -> None:
         channel = self._channels.pop(socket_id, None)
@@ -188,8 +253,8 @@ class Host:
 
     # -- binding -------------------------------------------------------------------------
 
-    async def _bind(self, obj: ObjectId, name: str, weight: int) -> None:
-        self.stack.bind(obj, weight, name)
+    async def _bind(self, obj: ObjectId, name: str, weight: int, *, resumable: bool = False) -> None:
+        self.stack.bind(obj, weight, name, resumable=resumable)
         self.kick()
         await self.network.wait_for_object(obj, self.name)
 
@@ -202,9 +267,15 @@ class Host:
 
     # -- public API ----------------------------------------------------------------------
 
-    async def start_server(self, handler: StreamHandler, name: str | ObjectId, *, weight: int = 1) -> Server:
+    async def start_server(
+        self, handler: StreamHandler, name: str | ObjectId, *, weight: int = 1, resumable: bool = False
+    ) -> Server:
         """Bind object ``name`` on this host and serve each stream with ``handler``.
 
+        With ``resumable`` any replica can continue a stream given its offsets: when a
+        replica dies, its streams are taken over by another one, whose ``handler`` starts
+        with ``writer.get_extra_info("resume") == (send_offset, receive_offset)``; the
+        service must be able to continue from there (content served by offset, say).
         Returns once the object switches know the replica.
 
         Raises:
@@ -212,10 +283,23 @@ class Host:
         """
         obj = ObjectId.of(name)
         label = name if isinstance(name, str) else str(name)
-        server = Server(self, obj, label, handler)
-        await self._bind(obj, label, weight)
+        if obj.raw in self._servers or obj.raw in self.stack.listeners:
+            raise UsageError(f"{label} is already bound on host {self.name}")
+        server = Server(self, obj, label, handler, resumable=resumable)
         self._servers[obj.raw] = server
+        if resumable:
+            self._migration_handlers[obj.raw] = handler
+        try:
+            await self._bind(obj, label, weight, resumable=resumable)
+        except BaseException:
+            self._servers.pop(obj.raw, None)
+            raise
         return server
+
+    def serve_migrations(self, handler: StreamHandler, name: str | ObjectId) -> None:
+        """Run ``handler`` for flows of ``name`` that migrate to this host (without binding
+        it here now: the controller's ``migrate_object`` brings the replica)."""
+        self._migration_handlers[ObjectId.of(name).raw] = handler
 
     async def open_connection(
         self, name: str | ObjectId, *, timeout: float | None = 10.0, trace: bool = False

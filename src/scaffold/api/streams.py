@@ -15,10 +15,10 @@ from ..errors import BrokenPathError, ObjectNotFound, ScaffoldError, UsageError
 from ..transport.stream import (
     Connected,
     ConnectionTerminated,
-    DataReceived,
     EndOfStream,
     Reset,
-    SendSpaceAvailable,
+    Resumed,
+    StreamConnection,
     StreamEvent,
     TerminationReason,
 )
@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ["StreamReader", "StreamWriter"]
 
-#: ``drain()`` returns once no more than this much written data waits for the transport.
-WRITE_HIGH_WATER = 64 * 1024
 READ_CHUNK = 64 * 1024
+#: a reader that has waited this long for data probes the server (docs/protocol.md §5.1)
+READ_PROBE_AFTER = 0.25
 
 
 class StreamChannel:
@@ -45,16 +45,29 @@ class StreamChannel:
         self.eof = False
         self.terminated = False
         self.error: ScaffoldError | None = None
-        self.pending = bytearray()  # written but not yet taken by the transport
-        self.closing = False  # close() called: full close once ``pending`` is handed over
-        self.eof_requested = False  # write_eof() called: half-close once ``pending`` is handed over
-        self.close_sent = False
+        self.closing = False  # close() called
+        self.eof_requested = False  # write_eof() called
+        #: (send offset, receive offset) when this replica took the flow over mid-stream
+        self.resume: tuple[int, int] | None = None
+        #: the flow left this host (object migration); its handler is cancelled
+        self.migrated = False
+
+    @property
+    def transport(self) -> StreamConnection | None:
+        return self.flow.transport
+
+    def live(self) -> bool:
+        """The host stack still runs this flow (not terminated, not migrated away)."""
+        return not self.terminated and self.socket_id in self.host.stack.flows
 
     # -- from the host stack -------------------------------------------------------------
 
     def on_event(self, event: StreamEvent) -> None:
         if isinstance(event, Connected):
             self.connected = True
+        elif isinstance(event, Resumed):
+            self.connected = True
+            self.resume = (event.send_offset, event.receive_offset)
         elif isinstance(event, EndOfStream):
             self.eof = True
         elif isinstance(event, Reset):
@@ -66,14 +79,16 @@ class StreamChannel:
                 and self.error is None
             ):
                 self.error = BrokenPathError(f"{self.describe()}: {event.reason}")
-        elif isinstance(event, SendSpaceAvailable | DataReceived):
-            pass
-        if isinstance(event, SendSpaceAvailable | Connected):
-            self.push_pending()
         self.changed.set()
 
     def fail(self, error: ScaffoldError) -> None:
         self.error = error
+        self.terminated = True
+        self.changed.set()
+
+    def detach(self) -> None:
+        """The flow migrated to another host: this end stops, without closing the flow."""
+        self.migrated = True
         self.terminated = True
         self.changed.set()
 
@@ -82,32 +97,46 @@ class StreamChannel:
 
     # -- towards the host stack ----------------------------------------------------------
 
-    def push_pending(self) -> None:
-        """Move written bytes into the transport's send buffer, as far as they fit."""
-        stack = self.host.stack
-        if self.pending and not self.terminated and self.socket_id in stack.flows:
-            now = self.host.now()
-            taken = stack.stream_send(self.socket_id, bytes(self.pending[: READ_CHUNK * 4]), now)
-            del self.pending[:taken]
-        wants_end = self.closing or self.eof_requested
-        if wants_end and not self.pending and not self.close_sent and not self.terminated:
-            self.close_sent = True
-            if self.socket_id in stack.flows:
-                if self.closing:
-                    stack.stream_close(self.socket_id, self.host.now())
-                else:
-                    stack.stream_shutdown(self.socket_id, self.host.now())
-        elif self.closing and self.close_sent and not self.terminated and self.socket_id in stack.flows:
-            # write_eof() came first, close() now: stop reading too.
-            transport = stack.flows[self.socket_id].transport
-            if transport is not None and not self.pending:
-                stack.stream_close(self.socket_id, self.host.now())
+    def send(self, data: bytes) -> None:
+        """Hand ``data`` to the transport (all of it: ``drain`` bounds the memory)."""
+        if self.live():
+            self.host.stack.stream_send(self.socket_id, data, self.host.now(), force=True)
+            self.host.kick()
+
+    def over_high_water(self) -> bool:
+        transport = self.transport
+        if transport is None or not self.live():
+            return False
+        return transport.buffered > transport.options.send_buffer
+
+    def end(self, *, full: bool) -> None:
+        """FIN after the written data; ``full`` also stops reading (``close``)."""
+        if not self.live():
+            return
+        now = self.host.now()
+        if full:
+            self.host.stack.stream_close(self.socket_id, now)
+        else:
+            self.host.stack.stream_shutdown(self.socket_id, now)
         self.host.kick()
 
-    async def wait(self) -> None:
-        """Wait for the next change (data, space, EOF, error)."""
+    def probe(self) -> None:
+        """A reader has waited a while: make sure the server is still there (§5.1)."""
+        if self.live() and self.connected:
+            self.host.stack.stream_probe(self.socket_id, self.host.now())
+            self.host.kick()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the next change (data, space, EOF, error); False on timeout."""
         self.changed.clear()
-        await self.changed.wait()
+        if timeout is None:
+            await self.changed.wait()
+            return True
+        try:
+            await asyncio.wait_for(self.changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
 
 class StreamReader:
@@ -168,7 +197,8 @@ class StreamReader:
             self._raise_if_failed()
             if self._ch.eof or self._ch.terminated:
                 return b""
-            await self._ch.wait()
+            if not await self._ch.wait(READ_PROBE_AFTER):
+                self._ch.probe()
 
     async def readexactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes.
@@ -231,7 +261,7 @@ class StreamWriter:
         self._ch = channel
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue ``data``; call ``drain()`` to wait until it fits in the transport.
+        """Queue ``data``; call ``drain()`` to wait until the transport has room again.
 
         Raises:
             UsageError: after ``close()`` or ``write_eof()``.
@@ -241,24 +271,22 @@ class StreamWriter:
             raise self._ch.error
         if self._ch.closing or self._ch.eof_requested:
             raise UsageError(f"{self._ch.describe()}: write() after close() or write_eof()")
-        self._ch.pending += data
-        self._ch.push_pending()
+        if data:
+            self._ch.send(bytes(data))
 
     def writelines(self, data: list[bytes]) -> None:
         for chunk in data:
             self.write(chunk)
 
     async def drain(self) -> None:
-        """Wait until the written data fits in the transport's send buffer.
+        """Wait until the transport's send buffer is back under its size.
 
         Raises:
             BrokenPathError: the peer reset the stream or the path broke.
         """
-        while len(self._ch.pending) > WRITE_HIGH_WATER or not self._ch.connected:
+        while self._ch.over_high_water() or (not self._ch.connected and not self._ch.terminated):
             if self._ch.error is not None:
                 raise self._ch.error
-            if self._ch.terminated:
-                return
             await self._ch.wait()
         if self._ch.error is not None:
             raise self._ch.error
@@ -270,13 +298,13 @@ class StreamWriter:
         """Half-close: the peer reads EOF after the data written so far; reading goes on."""
         if not self._ch.eof_requested and not self._ch.closing:
             self._ch.eof_requested = True
-            self._ch.push_pending()
+            self._ch.end(full=False)
 
     def close(self) -> None:
-        """Close once everything written has been handed to the transport."""
+        """Close: FIN after the data written so far, and stop reading."""
         if not self._ch.closing:
             self._ch.closing = True
-            self._ch.push_pending()
+            self._ch.end(full=True)
 
     def is_closing(self) -> bool:
         return self._ch.closing or self._ch.terminated
@@ -289,7 +317,9 @@ class StreamWriter:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """``"flow"`` (the Flow ID as hex), ``"host"`` (this host's name), ``"peer_host"``
         (the serving or client host's name), ``"object"`` (Object ID text), ``"socket"``
-        (the local Socket ID), ``"dc"`` (this host's datacenter)."""
+        (the local Socket ID), ``"dc"`` (this host's datacenter), ``"served_by"`` (every
+        replica that answered this flow), ``"resume"`` (``(send_offset, receive_offset)``
+        when this replica took the flow over mid-stream, else None)."""
         flow = self._ch.flow
         info = {
             "flow": f"{flow.flow:016x}",
@@ -299,6 +329,7 @@ class StreamWriter:
             "object": self._ch.host.object_text(flow.obj),
             "socket": flow.socket_id,
             "served_by": [self._ch.host.host_name(h) for h in flow.served_by],
+            "resume": self._ch.resume,
         }
         return info.get(name, default)
 

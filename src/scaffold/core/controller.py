@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
+from ..ids import ObjectId
 from ..topology import Topology
 from ..wire import control
 from ..wire.control import ControlMessage, SwitchTables, TableKeys
@@ -36,6 +37,8 @@ class HostRecord:
     alive: bool = False
     last_seen: float = 0.0
     address: Address | None = None
+    #: datacenters this host lived in before (their flow switches correct stale DC IDs)
+    previous_dcs: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,10 @@ class Controller:
         #: object hex -> {host name: weight}
         self.objects: dict[str, dict[str, int]] = {}
         self.object_names: dict[str, str] = {}
+        #: host -> objects (hex) it is draining: no new flows go there
+        self.draining: dict[str, set[str]] = {}
+        #: (object hex, from host) -> to host, for migrations under way
+        self.migrations: dict[tuple[str, str], str] = {}
         self.links_up: dict[frozenset[str], bool] = {frozenset((l.a, l.b)): True for l in topology.backbone}
         self.addresses: dict[str, Address] = {}
         self.events: list[ControllerEvent] = []
@@ -130,6 +137,19 @@ class Controller:
             if replicas is not None and replicas.pop(node, None) is not None:
                 if not replicas:
                     del self.objects[message.obj]
+                self._persist()
+                self._push()
+        elif isinstance(message, control.FlowsOut):
+            self._flows_out(node, message, now)
+        elif isinstance(message, control.DrainDone):
+            replicas = self.objects.get(message.obj, {})
+            if node in replicas:
+                replicas.pop(node, None)
+                if not replicas:
+                    self.objects.pop(message.obj, None)
+                self.draining.get(node, set()).discard(message.obj)
+                label = self.object_names.get(message.obj, message.obj[:12])
+                self.events.append(ControllerEvent(now, "drain-complete", node, label))
                 self._persist()
                 self._push()
         elif isinstance(message, control.SyncRequest):
@@ -190,6 +210,13 @@ class Controller:
         return {
             "status": self._admin_status,
             "link": self._admin_link,
+            "drain": self._admin_drain,
+            "set-weight": self._admin_set_weight,
+            "migrate-object": self._admin_migrate_object,
+            "migrate-host": self._admin_migrate_host,
+            "move-host": self._admin_move_host,
+            "link-settings": self._admin_link_settings,
+            "port": self._admin_port,
         }
 
     def _admin_status(self, now: float) -> dict[str, Any]:
@@ -247,6 +274,180 @@ class Controller:
         self._persist()
         self._push()
 
+    def object_key(self, ref: str) -> str:
+        """The Object ID (hex) of a registered object named by its name, text or hex.
+
+        Raises:
+            UsageError: no such object is registered.
+        """
+        for key, name in self.object_names.items():
+            if name == ref and key in self.objects:
+                return key
+        try:
+            key = ObjectId.of(ref).raw.hex() if not _is_object_hex(ref) else ref
+        except UsageError:
+            key = ""
+        if key not in self.objects:
+            raise UsageError(f"no object {ref!r} is registered")
+        return key
+
+    def _host(self, name: str) -> HostRecord:
+        record = self.hosts.get(name)
+        if record is None:
+            raise UsageError(f"no host named {name!r}")
+        return record
+
+    def drain(self, host: str, obj: str | None = None, now: float = 0.0) -> list[str]:
+        """Planned downtime: send no new flows of ``obj`` (default: every object the host
+        serves) to ``host``; its established flows go on, and it unbinds once they end.
+
+        Raises:
+            UsageError: unknown host or object, or the host serves no such object.
+        """
+        record = self._host(host)
+        keys = (
+            [self.object_key(obj)] if obj is not None else [k for k, v in self.objects.items() if host in v]
+        )
+        keys = [k for k in keys if host in self.objects.get(k, {})]
+        if not keys:
+            raise UsageError(f"{host} serves no {'object' if obj is None else repr(obj)}")
+        for key in keys:
+            self.draining.setdefault(host, set()).add(key)
+            self._out.append((record.name, control.Drain(key)))
+            label = self.object_names.get(key, key[:12])
+            self.events.append(ControllerEvent(now, "drain", host, label))
+        self._push()
+        return [self.object_names.get(k, k) for k in keys]
+
+    def set_weight(self, obj: str, host: str, weight: int, now: float = 0.0) -> None:
+        """Load balancing: change a replica's weight; only new flows follow it.
+
+        Raises:
+            UsageError: unknown object or replica, or ``weight`` <= 0 (drain instead).
+        """
+        key = self.object_key(obj)
+        if host not in self.objects[key]:
+            raise UsageError(f"{host} is not a replica of {obj!r}")
+        if int(weight) <= 0:
+            raise UsageError("weight must be > 0 (to stop new flows, drain the replica)")
+        self.objects[key][host] = int(weight)
+        self.events.append(ControllerEvent(now, "rebalance", host, f"{obj} weight {weight}"))
+        self._persist()
+        self._push()
+
+    def migrate_object(self, obj: str, from_host: str, to_host: str, now: float = 0.0) -> None:
+        """Move the replica of ``obj`` and its live flows from one host to another: the old
+        host exports every flow's state, the new one restores it (docs/protocol.md §5.4).
+
+        Raises:
+            UsageError: unknown object or hosts, ``from_host`` serves no replica, ``to_host``
+                already does or is down, or a migration of it is under way.
+        """
+        key = self.object_key(obj)
+        source, target = self._host(from_host), self._host(to_host)
+        if from_host not in self.objects[key]:
+            raise UsageError(f"{from_host} is not a replica of {obj!r}")
+        if to_host in self.objects[key]:
+            raise UsageError(f"{to_host} is already a replica of {obj!r}")
+        if not target.alive or not source.alive:
+            raise UsageError("both hosts must be up to migrate")
+        if (key, from_host) in self.migrations:
+            raise UsageError(f"{obj!r} is already migrating away from {from_host}")
+        self.migrations[(key, from_host)] = to_host
+        self._out.append(
+            (from_host, control.MigrateOut(key, to_host, target.host_id, self.dc_ids[target.dc]))
+        )
+        self.events.append(ControllerEvent(now, "object-migration", from_host, f"{obj} -> {to_host}"))
+
+    def _flows_out(self, node: str, message: control.FlowsOut, now: float) -> None:
+        to_host = self.migrations.pop((message.obj, node), None)
+        if to_host is None or to_host != message.to_host:
+            self.drops["unexpected-flows-out"] += 1
+            return
+        replicas = self.objects.setdefault(message.obj, {})
+        weight = replicas.pop(node, message.weight)
+        replicas[to_host] = weight
+        if message.name:
+            self.object_names[message.obj] = message.name
+        self.draining.get(node, set()).discard(message.obj)
+        self._out.append(
+            (to_host, control.MigrateIn(message.obj, message.name, weight, message.resumable, message.states))
+        )
+        self.events.append(
+            ControllerEvent(now, "object-migrated", to_host, f"{len(message.states)} flows from {node}")
+        )
+        self._persist()
+        self._push()
+
+    def migrate_host(self, host: str, dc: str, now: float = 0.0, *, gateway: str | None = None) -> str:
+        """VM migration: ``host`` moves to datacenter ``dc`` and keeps its Host ID; routes
+        follow, and packets still naming the old DC are corrected in flight.
+
+        Returns the new gateway. Raises:
+            UsageError: unknown host or DC, or a gateway that is not a flow switch of ``dc``.
+        """
+        new_gateway = self._pick_gateway(dc, gateway)
+        self._relocate(self._host(host), new_gateway, now, announce=False, kind="vm-migration")
+        return new_gateway
+
+    def move_host(self, host: str, gateway: str, now: float = 0.0) -> None:
+        """Client mobility: ``host`` re-attaches at ``gateway`` (maybe in another DC), keeps
+        its Host ID, and tells each peer in-band, with the flow's nonce.
+
+        Raises:
+            UsageError: unknown host, or ``gateway`` is not a flow switch.
+        """
+        if self.switches.get(gateway, _SwitchState("", "")).role != "flow-switch":
+            raise UsageError(f"{gateway!r} is not a flow switch")
+        self._relocate(self._host(host), gateway, now, announce=True, kind="client-mobility")
+
+    def _pick_gateway(self, dc: str, gateway: str | None) -> str:
+        if dc not in self.dc_ids:
+            raise UsageError(f"no datacenter named {dc!r}")
+        spec = self.topology.datacenter(dc)
+        if gateway is None:
+            return spec.flow_switches[-1]
+        if gateway not in spec.flow_switches:
+            raise UsageError(f"{gateway!r} is not a flow switch of {dc!r}")
+        return gateway
+
+    def _relocate(self, record: HostRecord, gateway: str, now: float, *, announce: bool, kind: str) -> None:
+        new_dc = self.topology.dc_of(gateway)
+        if record.dc != new_dc:
+            record.previous_dcs.add(record.dc)
+        record.previous_dcs.discard(new_dc)
+        old = record.gateway
+        record.dc, record.gateway = new_dc, gateway
+        self._out.append(
+            (
+                record.name,
+                control.Relocate(gateway, self.dc_ids[new_dc], self.addresses.get(gateway), announce),
+            )
+        )
+        self.events.append(ControllerEvent(now, kind, record.name, f"{old} -> {gateway}"))
+        self._persist()
+        self._push()
+
+    def _admin_drain(self, now: float, host: str, object: str | None = None) -> dict[str, Any]:
+        return {"host": host, "draining": self.drain(host, object, now)}
+
+    def _admin_set_weight(self, now: float, object: str, host: str, weight: int) -> dict[str, Any]:
+        self.set_weight(object, host, int(weight), now)
+        return {"object": object, "host": host, "weight": int(weight)}
+
+    def _admin_migrate_object(self, now: float, object: str, from_host: str, to_host: str) -> dict[str, Any]:
+        self.migrate_object(object, from_host, to_host, now)
+        return {"object": object, "from": from_host, "to": to_host}
+
+    def _admin_migrate_host(
+        self, now: float, host: str, dc: str, gateway: str | None = None
+    ) -> dict[str, Any]:
+        return {"host": host, "dc": dc, "gateway": self.migrate_host(host, dc, now, gateway=gateway)}
+
+    def _admin_move_host(self, now: float, host: str, gateway: str) -> dict[str, Any]:
+        self.move_host(host, gateway, now)
+        return {"host": host, "gateway": gateway}
+
     # -- state ---------------------------------------------------------------------------
 
     def host_name(self, host_id: int) -> str | None:
@@ -274,7 +475,7 @@ class Controller:
                 per_dc: dict[int, int] = {}
                 for host_name, weight in replicas.items():
                     record = self.hosts[host_name]
-                    if not record.alive:
+                    if not record.alive or obj in self.draining.get(host_name, ()):
                         continue
                     dc_id = self.dc_ids[record.dc]
                     per_dc[dc_id] = per_dc.get(dc_id, 0) + weight
@@ -297,9 +498,20 @@ class Controller:
                     host_routes[record.host_id] = record.name
                 else:
                     host_routes[record.host_id] = record.gateway if switch == border else border
+        # Hosts that left this DC (VM migration, mobility): packets still naming this DC are
+        # corrected in flight and their senders told to refine (docs/protocol.md §5.3).
+        moved_hosts = {
+            r.host_id: self.dc_ids[r.dc]
+            for r in self.hosts.values()
+            if r.alive and r.dc != dc.name and dc.name in r.previous_dcs
+        }
         object_switch = dc.object_switch if switch == border else border
         return SwitchTables(
-            dc_routes=dc_routes, host_routes=host_routes, object_switch=object_switch, peers=peers
+            dc_routes=dc_routes,
+            host_routes=host_routes,
+            moved_hosts=moved_hosts,
+            object_switch=object_switch,
+            peers=peers,
         )
 
     # -- internals -----------------------------------------------------------------------
@@ -357,8 +569,12 @@ class Controller:
                 self.drops["hello-bad-gateway"] += 1
                 return
             record = self._host_record(hello.node, hello.gateway)
+            new_dc = self.topology.dc_of(hello.gateway)
+            if new_dc != record.dc:
+                record.previous_dcs.add(record.dc)
+            record.previous_dcs.discard(new_dc)
             record.gateway = hello.gateway
-            record.dc = self.topology.dc_of(hello.gateway)
+            record.dc = new_dc
             record.last_seen = now
             if hello.address is not None:
                 record.address = (str(hello.address[0]), int(hello.address[1]))
@@ -433,6 +649,55 @@ class Controller:
             if record.gateway == node:
                 out.add(record.name)
         return out
+
+    # -- fault injection and port reports (docs/deployment.md) ---------------------------
+
+    def _link_ends(self, a: str, b: str) -> tuple[str, str]:
+        """The node names at the ends of link ``a``-``b``: two DC names mean their backbone
+        link (between their border switches), else ``a`` and ``b`` are neighbour nodes."""
+        if a in self.dc_ids and b in self.dc_ids:
+            if frozenset((a, b)) not in self.links_up:
+                raise UsageError(f"no backbone link between {a!r} and {b!r}")
+            return self.topology.datacenter(a).border, self.topology.datacenter(b).border
+        if b not in self._neighbours(a):
+            raise UsageError(f"{a!r} and {b!r} are not neighbours")
+        return a, b
+
+    def _admin_link_settings(
+        self,
+        now: float,
+        a: str,
+        b: str,
+        delay_ms: float | None = None,
+        loss: float | None = None,
+        up: bool | None = None,
+    ) -> dict[str, Any]:
+        """Tell both ends of a link to change their egress emulation (``LinkSettings``)."""
+        end_a, end_b = self._link_ends(a, b)
+        delay = None if delay_ms is None else float(delay_ms) / 1000
+        if delay is not None and not delay >= 0:
+            raise UsageError(f"delay must be >= 0 ms, got {delay_ms}")
+        if loss is not None and not 0 <= float(loss) <= 1:
+            raise UsageError(f"loss must be a fraction in [0, 1], got {loss}")
+        for node, peer in ((end_a, end_b), (end_b, end_a)):
+            self._out.append((node, control.LinkSettings(peer, delay, loss, up)))
+        return {"link": f"{end_a}-{end_b}", "delay_ms": delay_ms, "loss": loss, "up": up}
+
+    def _admin_port(self, now: float, node: str, peer: str, up: bool) -> dict[str, Any]:
+        """A switch reports that its port towards ``peer`` went down or up. A backbone port
+        (border switch to border switch) marks that backbone link; others are only logged."""
+        dc_a, dc_b = self.topology.dc_of(node), self.topology.dc_of(peer)
+        key = frozenset((dc_a, dc_b))
+        is_backbone = (
+            dc_a != dc_b
+            and key in self.links_up
+            and self.topology.datacenter(dc_a).border == node
+            and self.topology.datacenter(dc_b).border == peer
+        )
+        self.events.append(ControllerEvent(now, "port", f"{node}->{peer}", "up" if up else "down"))
+        if is_backbone and self.links_up[key] != bool(up):
+            self.set_link(dc_a, dc_b, bool(up), now)
+        return {"node": node, "peer": peer, "up": bool(up), "backbone": is_backbone}
 
 
 def _diff(old: SwitchTables, new: SwitchTables) -> tuple[SwitchTables, TableKeys] | None:

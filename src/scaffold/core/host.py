@@ -31,19 +31,31 @@ from ..wire import signal as wire_signal
 from ..wire import stream as wire_stream
 from ..wire.control import ControlMessage
 from ..wire.datagram import DatagramSegment, DatagramType
-from ..wire.header import HEADER_LEN, Flags, Header, Proto
+from ..wire.header import DST_ROUTE, DST_ROUTE_OFFSET, HEADER_LEN, Flags, Header, Proto
 from .events import Datagram, Packet, TraceHop
 
 #: where the flow nonce sits in each transport segment (docs/protocol.md §4)
 _NONCE = struct.Struct("!Q")
 _NONCE_OFFSET = {Proto.DATAGRAM: 4, Proto.STREAM: 8}
+_MAX_PARKED = 1024
+
+
+def _hex_bytes(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return b""
+
 
 __all__ = [
     "DatagramReceived",
+    "DrainCompleted",
     "Flow",
     "FlowAccepted",
     "FlowClosed",
     "FlowUnreachable",
+    "FlowsMigrated",
+    "HostRelocated",
     "StreamEventFor",
     "HostEvent",
     "HostRegistered",
@@ -101,6 +113,33 @@ class FlowClosed:
 
 
 @dataclass(frozen=True, slots=True)
+class FlowsMigrated:
+    """These flows of ``obj`` left this host for ``to_host`` (object migration): drop
+    whatever the application held for them."""
+
+    obj: bytes
+    socket_ids: tuple[int, ...]
+    to_host: str
+
+
+@dataclass(frozen=True, slots=True)
+class DrainCompleted:
+    """The last flow of drained ``obj`` ended; the replica is withdrawn."""
+
+    obj: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HostRelocated:
+    """This host is attached to ``gateway`` in DC ``dc_id`` now (``address``: the
+    gateway's UDP address, when the controller knows it)."""
+
+    gateway: str
+    dc_id: int
+    address: tuple[str, int] | None
+
+
+@dataclass(frozen=True, slots=True)
 class StreamEventFor:
     """An event of the stream transport of flow ``socket_id`` (see ``transport.stream``)."""
 
@@ -116,6 +155,9 @@ HostEvent = (
     | FlowUnreachable
     | FlowClosed
     | StreamEventFor
+    | FlowsMigrated
+    | DrainCompleted
+    | HostRelocated
 )
 
 
@@ -134,6 +176,8 @@ class Listener:
     weight: int
     #: any replica can continue a stream given its offsets (docs/protocol.md §5.1)
     resumable: bool = False
+    #: no new flows come; the replica leaves when its flows have ended (§5.2)
+    draining: bool = False
 
 
 @dataclass(slots=True)
@@ -197,6 +241,10 @@ class HostStack:
         self._events: deque[HostEvent] = deque()
         self._out: list[Datagram] = []
         self._control_out: list[ControlMessage] = []
+        #: migrated-away flows: socket id -> (Flow ID, new DC ID, new Host ID, expiry)
+        self._forward: dict[int, tuple[int, int, int, float]] = {}
+        #: packets that arrived (forwarded) before the flow they belong to was imported
+        self._parked: dict[int, list[tuple[bytes, float]]] = {}
         self._heartbeat_seq = 0
         self._next_heartbeat: float | None = None
         self._next_sweep: float | None = None
@@ -228,8 +276,92 @@ class HostStack:
             self._next_heartbeat = now + self.heartbeat_interval
             self._next_sweep = now + self.idle_timeout
             self._events.append(HostRegistered(self.host_id, self.dc_id))
+        elif isinstance(message, control.Drain):
+            self._drain(message, now)
+        elif isinstance(message, control.MigrateOut):
+            self._migrate_out(message, now)
+        elif isinstance(message, control.MigrateIn):
+            self._migrate_in(message, now)
+        elif isinstance(message, control.Relocate):
+            self._relocate(message, now)
         else:
             self.drops["unexpected-control"] += 1
+
+    # -- churn (docs/protocol.md §5) -------------------------------------------------------
+
+    def _drain(self, message: control.Drain, now: float) -> None:
+        listener = self.listeners.get(_hex_bytes(message.obj))
+        if listener is None:
+            self.drops["drain-unknown-object"] += 1
+            return
+        listener.draining = True
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        for raw, listener in list(self.listeners.items()):
+            if listener.draining and not any(
+                f.obj == raw and f.role == Role.SERVER for f in self.flows.values()
+            ):
+                del self.listeners[raw]
+                self._control_out.append(control.DrainDone(raw.hex()))
+                self._events.append(DrainCompleted(raw))
+
+    def _migrate_out(self, message: control.MigrateOut, now: float) -> None:
+        raw = _hex_bytes(message.obj)
+        listener = self.listeners.pop(raw, None)
+        if listener is None:
+            self.drops["migrate-unknown-object"] += 1
+            return
+        moving = [f for f in self.flows.values() if f.obj == raw and f.role == Role.SERVER]
+        states = []
+        for flow in moving:
+            states.append(self.export_flow(flow.socket_id, now))
+            # Packets still on their way here are passed on to the new host (§5.4).
+            self._forward[flow.socket_id] = (flow.flow, message.to_dc_id, message.to_host_id, now + 30.0)
+        self._control_out.append(
+            control.FlowsOut(
+                obj=message.obj,
+                to_host=message.to_host,
+                name=listener.name,
+                weight=listener.weight,
+                resumable=listener.resumable,
+                states=states,
+            )
+        )
+        self.counters["flows-migrated-out"] += len(states)
+        self._events.append(FlowsMigrated(raw, tuple(f.socket_id for f in moving), message.to_host))
+
+    def _migrate_in(self, message: control.MigrateIn, now: float) -> None:
+        raw = _hex_bytes(message.obj)
+        if raw not in self.listeners:
+            self.listeners[raw] = Listener(raw, message.name, message.weight, message.resumable)
+        for state in message.states:
+            try:
+                flow = self.import_flow(state, now)
+            except (MalformedPacket, UsageError):
+                self.drops["bad-migrated-flow"] += 1
+                continue
+            self.counters["flows-migrated-in"] += 1
+            self._events.append(FlowAccepted(flow.socket_id, flow.obj, flow.flow, resumed=True))
+            for data, _ in self._parked.pop(flow.flow, []):
+                self.receive_datagram(data, self.gateway, now)
+
+    def _relocate(self, message: control.Relocate, now: float) -> None:
+        self.gateway, self.dc_id = message.gateway, message.dc_id
+        self._events.append(HostRelocated(message.gateway, message.dc_id, message.gateway_address))
+        if not message.announce:
+            return
+        # Tell every peer in-band: a packet from the new locator carrying the flow's nonce.
+        for flow in list(self.flows.values()):
+            if not flow.nonce:
+                continue
+            if flow.transport is not None:
+                flow.transport.probe(now)
+                self._pump(flow, now)
+            else:
+                segment = wire_datagram.encode(DatagramSegment(DatagramType.MOVED, flow.nonce))
+                self._emit(flow, Proto.DATAGRAM, segment, now)
+            self.counters["moves-announced"] += 1
 
     def control_to_send(self) -> list[ControlMessage]:
         out, self._control_out = self._control_out, []
@@ -260,6 +392,9 @@ class HostStack:
             ]
             for flow in idle:
                 self._forget(flow, "idle")
+            self._forward = {k: v for k, v in self._forward.items() if v[3] > now}
+            self._parked = {k: [p for p in v if p[1] > now] for k, v in self._parked.items()}
+            self._parked = {k: v for k, v in self._parked.items() if v}
         for flow in list(self._streams.values()):
             assert flow.transport is not None
             at = flow.transport.get_timer()
@@ -362,13 +497,14 @@ class HostStack:
             raise UsageError(f"socket {socket_id} is not a stream flow")
         return flow.transport
 
-    def stream_send(self, socket_id: int, data: bytes, now: float) -> int:
-        """Queue ``data`` on a stream; returns the bytes the send buffer took.
+    def stream_send(self, socket_id: int, data: bytes, now: float, *, force: bool = False) -> int:
+        """Queue ``data`` on a stream; returns the bytes the send buffer took (all of them
+        with ``force``).
 
         Raises:
             UsageError: no such stream, or it was shut down.
         """
-        taken = self.stream(socket_id).send(data)
+        taken = self.stream(socket_id).send(data, force=force)
         self._pump(self.flows[socket_id], now)
         return taken
 
@@ -507,6 +643,12 @@ class HostStack:
         if h.proto == Proto.SIGNAL:
             self._receive_signal(h, body)
             return
+        if (
+            h.dst_socket
+            and h.dst_socket not in self.flows
+            and (self._forward_moved(h, data) or self._park(h, data, now))
+        ):
+            return
         flow = self._demux(h, now)
         if flow is None:
             return
@@ -532,6 +674,26 @@ class HostStack:
             self._receive_datagram_segment(flow, h, body, now)
         else:
             self._receive_stream_segment(flow, h, body, now)
+
+    def _forward_moved(self, h: Header, data: Packet) -> bool:
+        """Pass a packet of a flow that migrated away on to its new host."""
+        moved = self._forward.get(h.dst_socket)
+        if moved is None or moved[0] != h.flow:
+            return False
+        buf = bytearray(data)
+        DST_ROUTE.pack_into(buf, DST_ROUTE_OFFSET, moved[1], moved[2])
+        buf[2] |= Flags.REDIRECTED
+        self.counters["forwarded-after-migration"] += 1
+        self._out.append((self.gateway, buf))
+        return True
+
+    def _park(self, h: Header, data: Packet, now: float) -> bool:
+        """Hold a forwarded packet whose flow is still being imported (bounded, brief)."""
+        if not h.flags & Flags.REDIRECTED or sum(map(len, self._parked.values())) >= _MAX_PARKED:
+            return False
+        self._parked.setdefault(h.flow, []).append((bytes(data), now + 2.0))
+        self.counters["parked-until-import"] += 1
+        return True
 
     def _learn_peer(self, flow: Flow, h: Header) -> None:
         """The peer's current locator is the source of its latest authentic packet."""
@@ -735,6 +897,10 @@ class HostStack:
         self._by_flow.pop((flow.flow, flow.peer_host), None)
         if notify:
             self._events.append(FlowClosed(flow.socket_id, reason))
+        if flow.role == Role.SERVER and reason != "exported":
+            listener = self.listeners.get(flow.obj)
+            if listener is not None and listener.draining:
+                self._check_drained()
 
     def _allocate_socket(self) -> int:
         while True:

@@ -20,9 +20,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import msgspec
+
 from ..core.controller import Controller
 from ..core.flow_switch import FlowSwitch
-from ..core.host import HostEvent, HostStack
+from ..core.host import HostEvent, HostRelocated, HostStack
 from ..core.object_switch import ObjectSwitch
 from ..core.store import MemoryStore, Store
 from ..errors import MalformedPacket, UsageError
@@ -95,6 +97,7 @@ class NodeRuntime:
         *,
         bind: Address = ("127.0.0.1", 0),
         rng: random.Random | None = None,
+        advertise: str | None = None,
     ) -> None:
         self.core = core
         self.name = core.name
@@ -102,9 +105,15 @@ class NodeRuntime:
         self.links = links
         self.controller_address = controller
         self.bind_address = bind
+        #: the IP neighbours reach this node on, when it binds a wildcard address (a node
+        #: in its own network namespace or on its own machine; docs/deployment.md)
+        self.advertise = advertise
         self.address: Address = bind
         self.stats: Counter[str] = Counter()
         self.on_event: EventHandler | None = None
+        #: send ``NodeStats`` to the controller this often (seconds); None = never
+        self.stats_interval: float | None = None
+        self._stats_task: asyncio.Task[None] | None = None
         self._rng = rng or random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
@@ -118,6 +127,7 @@ class NodeRuntime:
         self.reconnect_interval = 0.5
         self._flushing = False
         self._again = False
+        self._gateway_before = core.gateway if isinstance(core, HostStack) else ""
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -131,6 +141,8 @@ class NodeRuntime:
         sock.bind(self.bind_address)
         self._sock = sock
         self.address = sock.getsockname()[:2]
+        if self.advertise is not None:
+            self.address = (self.advertise, self.address[1])
         self.book.add(self.name, self.address)
         self._loop.add_reader(sock.fileno(), self._on_readable)
         await self.connect_controller()
@@ -144,6 +156,44 @@ class NodeRuntime:
         """
         reader = await self._open_control()
         self._control_task = asyncio.create_task(self._control_loop(reader), name=f"control:{self.name}")
+        if self.stats_interval is not None and self._stats_task is None:
+            self._stats_task = asyncio.create_task(self._report_stats(), name=f"stats:{self.name}")
+
+    async def _report_stats(self) -> None:
+        assert self.stats_interval is not None
+        while not self.closed:
+            self.send_stats()
+            await asyncio.sleep(self.stats_interval)
+
+    def send_stats(self) -> None:
+        """Send this node's counters to the controller (``NodeStats``), if connected."""
+        core = self.core
+        if self._writer is None or self._writer.is_closing():
+            return
+        is_host = isinstance(core, HostStack)
+        record = control.NodeStats(
+            node=self.name,
+            role=core.role,
+            version=0 if is_host else core.version,  # type: ignore[union-attr]
+            forwarded=0 if is_host else core.forwarded,  # type: ignore[union-attr]
+            drops=dict(core.drops),
+            counters=dict(core.counters),
+            runtime=dict(self.stats),
+        )
+        self._writer.write(control.frame(record))
+
+    def apply_link_settings(self, settings: control.LinkSettings) -> None:
+        """Change the egress emulation towards one neighbour (``scaffold fault delay``)."""
+        key = (self.name, settings.peer)
+        link = self.links.get(key)
+        if link is None:
+            link = self.links[key] = EmuLink()
+        if settings.delay is not None:
+            link.delay = max(0.0, settings.delay)
+        if settings.loss is not None:
+            link.loss = min(1.0, max(0.0, settings.loss))
+        if settings.up is not None:
+            link.up = settings.up
 
     async def _open_control(self) -> asyncio.StreamReader:
         reader, writer = await asyncio.open_connection(*self.controller_address)
@@ -182,6 +232,10 @@ class NodeRuntime:
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats_task
         if self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
@@ -245,6 +299,8 @@ class NodeRuntime:
         if isinstance(core, HostStack):
             handler = self.on_event
             while (event := core.next_event()) is not None:
+                if isinstance(event, HostRelocated):
+                    self._plug_into(event)
                 if handler is not None:
                     handler(core, event, now)
         out = core.datagrams_to_send(now)
@@ -260,6 +316,16 @@ class NodeRuntime:
                     self._timer.cancel()
                 self._timer_at = at
                 self._timer = self._loop.call_at(at, self._on_timer) if at is not None else None
+
+    def _plug_into(self, event: HostRelocated) -> None:
+        """The host moved to another gateway: reach it, with the same link emulation."""
+        if event.address is not None:
+            self.book.add(event.gateway, (str(event.address[0]), int(event.address[1])))
+        template = self.links.get((self.name, self._gateway_before or event.gateway))
+        for key in ((self.name, event.gateway), (event.gateway, self.name)):
+            if key not in self.links:
+                self.links[key] = EmuLink(template.delay if template else 0.0)
+        self._gateway_before = event.gateway
 
     def _on_timer(self) -> None:
         assert self._loop is not None
@@ -332,7 +398,12 @@ class NodeRuntime:
                 self.stats[f"control-{exc.reason}"] += 1
                 return
             now = self._loop.time()
+            tables_changed = False
             for message in messages:
+                if isinstance(message, control.LinkSettings):
+                    self.apply_link_settings(message)
+                    continue
+                tables_changed = tables_changed or isinstance(message, control.TableSync | control.TableDelta)
                 if isinstance(message, control.Welcome) and message.gateway_address is not None:
                     assert isinstance(self.core, HostStack)
                     self.book.add(self.core.gateway, tuple(message.gateway_address))  # type: ignore[arg-type]
@@ -342,6 +413,8 @@ class NodeRuntime:
                         if self.book.address.get(str(name)) != address:
                             self.book.add(str(name), tuple(address))  # type: ignore[arg-type]
             self.flush()
+            if tables_changed and self.stats_interval is not None:
+                self.send_stats()  # so waiters on "tables applied" need not wait a period
 
 
 class ControllerRuntime:
@@ -352,6 +425,8 @@ class ControllerRuntime:
         self.bind_address = bind
         self.address: Address = bind
         self.stats: Counter[str] = Counter()
+        #: the last ``NodeStats`` of each node (``scaffold status`` counters)
+        self.node_stats: dict[str, control.NodeStats] = {}
         self._writers: dict[str, asyncio.StreamWriter] = {}
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -398,7 +473,10 @@ class ControllerRuntime:
                     break
                 for message in messages:
                     if isinstance(message, control.AdminRequest):
-                        writer.write(control.frame(self.core.admin(message, self.now())))
+                        writer.write(control.frame(self._admin(message)))
+                        continue
+                    if isinstance(message, control.NodeStats):
+                        self.node_stats[message.node] = message
                         continue
                     if isinstance(message, control.Hello):
                         name = message.node
@@ -419,6 +497,15 @@ class ControllerRuntime:
                     self.core.node_disconnected(name, self.now())
                     self.flush()
             writer.close()
+
+    def _admin(self, request: control.AdminRequest) -> control.AdminReply:
+        """``counters`` is answered here (the runtime holds the nodes' reports); every other
+        command by the controller core."""
+        if request.command == "counters":
+            return control.AdminReply(
+                request.id, True, result={name: msgspec.to_builtins(s) for name, s in self.node_stats.items()}
+            )
+        return self.core.admin(request, self.now())
 
     def flush(self) -> None:
         for node, message in self.core.messages_to_send():

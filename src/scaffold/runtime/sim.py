@@ -19,7 +19,7 @@ from typing import Any
 
 from ..core.controller import Controller
 from ..core.flow_switch import FlowSwitch
-from ..core.host import HostEvent, HostStack
+from ..core.host import HostEvent, HostRelocated, HostStack
 from ..core.object_switch import ObjectSwitch
 from ..errors import UsageError
 from ..topology import HostSpec, Topology
@@ -176,6 +176,13 @@ class SimNetwork:
         """The controller vanishes: records to and from it are lost from now on."""
         self.controller_alive = False
 
+    def command(self, name: str, **args: Any) -> Any:
+        """Run a controller command (``drain``, ``set_weight``, ``migrate_object``,
+        ``migrate_host``, ``move_host``, ``set_link``) now and send what it queued."""
+        result = getattr(self.controller, name)(now=self.now, **args)
+        self._flush_controller()
+        return result
+
     def act(self, node: str, action: Callable[[Any, float], Any]) -> Any:
         """Call ``action(core, now)`` on a node (an application call) and send what it queued."""
         result = action(self.nodes[node], self.now)
@@ -260,6 +267,10 @@ class SimNetwork:
         if isinstance(node, HostStack):
             handler = self.handlers.get(name)
             while (event := node.next_event()) is not None:
+                if isinstance(event, HostRelocated):
+                    # The host is plugged into its new gateway (VM migration, mobility).
+                    for key in ((name, event.gateway), (event.gateway, name)):
+                        self.links.setdefault(key, SimLink(self.topology.local_delay))
                 if handler is not None:
                     handler(node, event, self.now)
                 else:

@@ -599,17 +599,23 @@ class StreamConnection:
         self._control = StreamType.SYN
         self._last_rx = now
 
-    def send(self, data: bytes) -> int:
+    def send(self, data: bytes, *, force: bool = False) -> int:
         """Append to the send buffer; returns how many bytes fit (maybe fewer than given).
 
         When fewer fit, a :class:`SendSpaceAvailable` event follows once half the buffer is
-        free again.
+        free again. With ``force`` everything is taken even past the buffer size (the
+        caller bounds its memory by waiting for that event, as asyncio's ``drain`` does).
 
         Raises:
             UsageError: after :meth:`shutdown`, :meth:`close` or termination.
         """
         if self._shutdown or self._state is StreamState.CLOSED:
             raise UsageError("send() after shutdown, close or termination")
+        if force:
+            self._send_data += data
+            if len(self._send_data) > self._opt.send_buffer:
+                self._send_blocked = True
+            return len(data)
         space = self._opt.send_buffer - len(self._send_data)
         if space >= len(data):
             self._send_data += data

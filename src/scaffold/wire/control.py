@@ -27,9 +27,17 @@ __all__ = [
     "MAX_FRAME",
     "Bind",
     "ControlMessage",
+    "Drain",
+    "DrainDone",
+    "FlowsOut",
+    "MigrateIn",
+    "MigrateOut",
+    "Relocate",
     "FrameDecoder",
     "Heartbeat",
     "Hello",
+    "LinkSettings",
+    "NodeStats",
     "SwitchTables",
     "SyncRequest",
     "TableDelta",
@@ -162,6 +170,85 @@ class AdminReply(msgspec.Struct, tag="admin-reply", frozen=True):
     error: str = ""
 
 
+class LinkSettings(msgspec.Struct, tag="link-settings", frozen=True):
+    """Controller -> node: change the egress link emulation towards neighbour ``peer``
+    (``scaffold fault delay``; docs/deployment.md). ``None`` leaves a setting as it is;
+    ``delay`` in seconds, ``loss`` as a fraction."""
+
+    peer: str
+    delay: float | None = None
+    loss: float | None = None
+    up: bool | None = None
+
+
+class NodeStats(msgspec.Struct, tag="node-stats", frozen=True):
+    """Node -> controller: the node's counters, for ``scaffold status`` (sent every few
+    seconds and after each table change). ``version`` is the switch's applied table version."""
+
+    node: str
+    role: str
+    version: int = 0
+    forwarded: int = 0
+    drops: dict[str, int] = {}
+    counters: dict[str, int] = {}
+    runtime: dict[str, int] = {}
+
+
+class Drain(msgspec.Struct, tag="drain", frozen=True):
+    """Controller -> host: no new flows for ``obj`` will come; unbind once the established
+    ones have finished (docs/protocol.md §5.2)."""
+
+    obj: str
+
+
+class MigrateOut(msgspec.Struct, tag="migrate-out", frozen=True):
+    """Controller -> host: hand the replica of ``obj`` and its live flows to ``to_host``."""
+
+    obj: str
+    to_host: str
+    to_host_id: int
+    to_dc_id: int
+
+
+class FlowsOut(msgspec.Struct, tag="flows-out", frozen=True):
+    """Host -> controller: the replica of ``obj`` left this host; here are its flows
+    (``wire.flow_state`` records) for ``to_host``."""
+
+    obj: str
+    to_host: str
+    name: str
+    weight: int
+    resumable: bool
+    states: list[bytes]
+
+
+class MigrateIn(msgspec.Struct, tag="migrate-in", frozen=True):
+    """Controller -> host: serve ``obj`` from now on, and continue these flows."""
+
+    obj: str
+    name: str
+    weight: int
+    resumable: bool
+    states: list[bytes]
+
+
+class Relocate(msgspec.Struct, tag="relocate", frozen=True):
+    """Controller -> host: you are attached to ``gateway`` in DC ``dc_id`` now (VM
+    migration, or a mobile host's move). With ``announce`` the host tells every peer in-band,
+    with each flow's nonce (docs/protocol.md §5.3, §5.4)."""
+
+    gateway: str
+    dc_id: int
+    gateway_address: Address | None = None
+    announce: bool = False
+
+
+class DrainDone(msgspec.Struct, tag="drain-done", frozen=True):
+    """Host -> controller: the last flow of drained ``obj`` ended; the replica is gone."""
+
+    obj: str
+
+
 ControlMessage = (
     Hello
     | Welcome
@@ -173,6 +260,14 @@ ControlMessage = (
     | SyncRequest
     | AdminRequest
     | AdminReply
+    | LinkSettings
+    | NodeStats
+    | Drain
+    | MigrateOut
+    | FlowsOut
+    | MigrateIn
+    | Relocate
+    | DrainDone
 )
 
 _encoder = msgspec.msgpack.Encoder()
