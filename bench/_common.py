@@ -1,0 +1,83 @@
+"""Helpers shared by the benchmark scripts under ``bench/`` (not a benchmark itself).
+
+Every benchmark prints one JSON document on stdout and measures its peer in the same run,
+so machine noise hits both sides (STYLE.md, habit 10).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["Address", "emit", "environment", "median", "parse_address", "pin_to_cpu"]
+
+Address = tuple[str, int]
+
+
+def median(values: Sequence[float]) -> float:
+    """The median, rounded for a readable report."""
+    return round(statistics.median(values), 1)
+
+
+def parse_address(text: str) -> Address:
+    """``"127.0.0.1:9000"`` -> ``("127.0.0.1", 9000)``."""
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+def pin_to_cpu(cpu: int) -> int | None:
+    """Pin this process to the ``cpu``-th CPU of the machine; the CPU id used, or None.
+
+    Counts over all online CPUs, not this process's affinity, so a child of a pinned
+    process can still be pinned elsewhere.
+    """
+    if not hasattr(os, "sched_setaffinity"):  # pragma: no cover - not Linux
+        return None
+    online = sorted(_online_cpus())
+    if len(online) < 2:
+        return None
+    chosen = online[cpu % len(online)]
+    os.sched_setaffinity(0, {chosen})
+    return chosen
+
+
+def _online_cpus() -> set[int]:
+    try:
+        with open("/sys/devices/system/cpu/online") as f:
+            text = f.read().strip()
+    except OSError:
+        return set(range(os.cpu_count() or 1))
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def environment() -> dict[str, Any]:
+    """Interpreter and machine facts every report carries."""
+    try:
+        import uvloop  # noqa: F401
+
+        has_uvloop = True
+    except ImportError:
+        has_uvloop = False
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "uvloop": has_uvloop,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+def emit(report: dict[str, Any]) -> None:
+    """Print the report as the script's one JSON document."""
+    json.dump(report, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    sys.stdout.flush()

@@ -1,0 +1,485 @@
+"""Refined SCAFFOLD packets per second through one flow switch vs a minimal Python UDP relay.
+
+Layout (the same for both relays)::
+
+    harness process (CPU 0)                      relay process (CPU 1)
+    +--------------------------+   loopback UDP  +--------------------------------+
+    | generator --------------------------------> relay under test               |
+    | sink      <-------------------------------- (dict relay | FlowSwitch)       |
+    +--------------------------+                 +--------------------------------+
+
+* ``dict`` relay (the peer): a blocking socket loop ``data, addr = recvfrom(); sendto(data,
+  table[int.from_bytes(data[48:56])])`` -- one dict lookup per packet on the dst Host ID.
+* ``flow-switch`` relay (ours): a real ``FlowSwitch`` driven by a real ``NodeRuntime`` on
+  uvloop (non-blocking socket, ``add_reader``, batches of 64 ``recvfrom``, ``flush()``), its
+  tables installed by a real ``Controller`` behind a real ``ControllerRuntime`` over TCP.
+
+The generator keeps at most ``--window`` packets in flight (sent and not yet back at the
+sink), so queues never overflow and the slower side -- the relay -- sets the pace. The
+sink counts delivered packets over ``--duration`` seconds after ``--warmup``. Before the
+relays, the harness measures its own ceiling (generator straight to sink): a relay rate
+close to it would mean the harness, not the relay, was the bottleneck.
+
+Each relay process is started by ``run_relay(kind, listen_addr, sink_addr)``, which runs
+this file with ``--relay``; a later change can prefix that command to run it elsewhere
+(e.g. in a network namespace) without touching the measurement.
+
+Run: ``PYTHONPATH=src python bench/forwarding.py [--size 1200] [--duration 3] [--runs 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from _common import Address, emit, environment, median, parse_address, pin_to_cpu
+from scaffold.core.controller import Controller
+from scaffold.core.flow_switch import FlowSwitch
+from scaffold.ids import ObjectId
+from scaffold.runtime.aio import BATCH, SOCKET_BUFFER, AddressBook, ControllerRuntime, EmuLink, NodeRuntime
+from scaffold.runtime.aio import run as aio_run
+from scaffold.topology import DatacenterSpec, HostSpec, Topology
+from scaffold.wire import control
+from scaffold.wire.header import HEADER_LEN, Header, Proto, encode
+
+GOAL = 0.8
+KINDS = ("dict", "flow-switch")
+HARNESS_CPU = 0
+RELAY_CPU = 1
+#: Hosts of the bench topology never heartbeat (they are sockets in the harness), so the
+#: controller is told to wait an hour before declaring them dead.
+HOST_HEARTBEAT_INTERVAL = 3600.0
+#: How long a window of packets may stay unanswered before it is written off as lost.
+STALL_TIMEOUT = 0.05
+DICT_RELAY_HOST_ID = 1
+
+
+# -- relay processes ---------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """Raised by the SIGTERM handler to end the dict relay's blocking loop."""
+
+
+def _udp_socket(bind: Address, *, blocking: bool) -> socket.socket:
+    """A UDP socket with the buffer sizes ``NodeRuntime`` asks for."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+    sock.setblocking(blocking)
+    sock.bind(bind)
+    return sock
+
+
+def _announce(record: dict[str, Any]) -> None:
+    """One JSON line on stdout for the harness (ready, then final stats)."""
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+def _serve_dict(listen: Address, sink: Address) -> None:
+    """The peer: the smallest useful Python relay, one dict lookup per packet."""
+    sock = _udp_socket(listen, blocking=True)
+    table = {DICT_RELAY_HOST_ID: sink}
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stop
+
+    signal.signal(signal.SIGTERM, stop)
+    _announce({"address": sock.getsockname()[:2], "dst_dc": 1, "dst_host": DICT_RELAY_HOST_ID})
+    recvfrom = sock.recvfrom
+    sendto = sock.sendto
+    try:
+        while True:
+            data, _ = recvfrom(65535)
+            sendto(data, table[int.from_bytes(data[48:56])])
+    except _Stop:
+        pass
+    sock.close()
+    _announce({"driver": "blocking recvfrom/sendto loop"})
+
+
+def bench_topology() -> Topology:
+    """One DC, one flow switch; the sink and the generator are its hosts."""
+    return Topology(
+        datacenters=(
+            DatacenterSpec(
+                "bench",
+                ("bench-fs",),
+                "bench-os",
+                (HostSpec("sink", "bench-fs"), HostSpec("source", "bench-fs")),
+            ),
+        )
+    )
+
+
+async def _serve_flow_switch(listen: Address, sink: Address, source: Address) -> None:
+    """Ours: a FlowSwitch in a NodeRuntime, tables from a real controller over TCP."""
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stopped.set)
+    topology = bench_topology()
+    controller = ControllerRuntime(Controller(topology, heartbeat_interval=HOST_HEARTBEAT_INTERVAL))
+    await controller.start()
+    # The hosts are plain sockets in the harness process: their Hello is handed to the real
+    # controller core here, as its TCP server would after reading it.
+    for host in ("sink", "source"):
+        hello = control.Hello(node=host, role="host", gateway="bench-fs")
+        controller.core.receive_message(host, hello, controller.now())
+    controller.flush()
+    book = AddressBook()
+    book.add("sink", sink)
+    book.add("source", source)
+    # The same egress link stages EmbeddedNetwork derives from a topology.
+    links: dict[tuple[str, str], EmuLink] = {}
+    for link in topology.node_links():
+        links[(link.a, link.b)] = EmuLink(link.delay, link.loss)
+        links[(link.b, link.a)] = EmuLink(link.delay, link.loss)
+    core = FlowSwitch("bench-fs", "bench")
+    node = NodeRuntime(core, book, links, controller.address, bind=listen)
+    await node.start()
+    sink_id = controller.core.hosts["sink"].host_id
+    deadline = loop.time() + 10.0
+    while not (core.synced and core.tables["host_routes"].get(sink_id) == "sink"):
+        if loop.time() > deadline:
+            raise TimeoutError("the flow switch never got its TableSync")
+        await asyncio.sleep(0.005)
+    _announce({"address": list(node.address), "dst_dc": core.dc_id, "dst_host": sink_id})
+    await stopped.wait()
+    record = {
+        "driver": f"NodeRuntime (uvloop, add_reader, batch {BATCH}) + ControllerRuntime over TCP",
+        "forwarded": core.forwarded,
+        "drops": dict(core.drops),
+        "counters": dict(core.counters),
+        "runtime": dict(node.stats),
+        "table_version": core.version,
+    }
+    await node.close()
+    await controller.close()
+    _announce(record)
+
+
+def relay_main(kind: str, listen: Address, sink: Address, source: Address, cpu: int | None) -> None:
+    """Entry point of a relay process (``--relay``)."""
+    if cpu is not None:
+        pin_to_cpu(cpu)
+    if kind == "dict":
+        _serve_dict(listen, sink)
+    else:
+        aio_run(_serve_flow_switch(listen, sink, source))
+
+
+@dataclass
+class Relay:
+    """A running relay process and what it announced."""
+
+    kind: str
+    process: subprocess.Popen[str]
+    address: Address
+    dst_dc: int
+    dst_host: int
+    final: dict[str, Any] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=10)
+        lines = [line for line in out.splitlines() if line.strip()]
+        self.final = json.loads(lines[-1]) if lines else {}
+
+
+def relay_command(kind: str, listen_addr: Address, sink_addr: Address, source_addr: Address) -> list[str]:
+    """The command that runs one relay; a wrapper (namespace, taskset) may prefix it."""
+    return [
+        sys.executable,
+        __file__,
+        "--relay",
+        kind,
+        "--listen",
+        f"{listen_addr[0]}:{listen_addr[1]}",
+        "--sink",
+        f"{sink_addr[0]}:{sink_addr[1]}",
+        "--source",
+        f"{source_addr[0]}:{source_addr[1]}",
+        "--cpu",
+        str(RELAY_CPU),
+    ]
+
+
+def run_relay(kind: str, listen_addr: Address, sink_addr: Address, source_addr: Address) -> Relay:
+    """Start relay ``kind`` listening on ``listen_addr`` and forwarding to ``sink_addr``.
+
+    Raises:
+        RuntimeError: the relay died before announcing its address.
+    """
+    process = subprocess.Popen(
+        relay_command(kind, listen_addr, sink_addr, source_addr),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        process.wait(timeout=10)
+        raise RuntimeError(f"relay {kind!r} exited with {process.returncode} before it was ready")
+    ready = json.loads(line)
+    return Relay(
+        kind,
+        process,
+        (str(ready["address"][0]), int(ready["address"][1])),
+        ready["dst_dc"],
+        ready["dst_host"],
+    )
+
+
+# -- harness -----------------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    pps: float
+    sent: int
+    received: int
+    stalls: int
+    written_off: int
+    #: CPU seconds the relay used per wall second while driven (1.0 = one core saturated)
+    relay_cpu: float = 0.0
+
+
+def packet(size: int, dst_dc: int, dst_host: int) -> bytes:
+    """A fully refined datagram packet of ``size`` bytes, header included."""
+    header = Header(
+        proto=Proto.DATAGRAM,
+        flow=0x0123456789ABCDEF,
+        obj=ObjectId.from_name("bench").raw,
+        dst_dc=dst_dc,
+        dst_host=dst_host,
+        dst_socket=1,
+        src_dc=dst_dc,
+        src_host=dst_host + 1,
+        src_socket=1,
+    )
+    return encode(header, bytes(size - HEADER_LEN))
+
+
+def drive(
+    source: socket.socket,
+    sink: socket.socket,
+    target: Address,
+    data: bytes,
+    *,
+    window: int,
+    warmup: float,
+    duration: float,
+) -> Measurement:
+    """Blast ``data`` at ``target`` with at most ``window`` in flight; count arrivals at ``sink``."""
+    source.connect(target)
+    send = source.send
+    recv_into = sink.recv_into
+    buf = bytearray(65536)
+    sent = received = stalls = written_off = 0
+    start = time.perf_counter()
+    measure_from = start + warmup
+    measure_to = measure_from + duration
+    mark_t = 0.0
+    mark_n = 0
+    measuring = False
+    last_progress = start
+    while True:
+        credit = window - max(0, sent - received - written_off)
+        try:
+            while credit > 0:
+                send(data)
+                sent += 1
+                credit -= 1
+        except BlockingIOError:
+            pass
+        got = 0
+        try:
+            while got < BATCH:
+                recv_into(buf)
+                got += 1
+        except BlockingIOError:
+            pass
+        received += got
+        now = time.perf_counter()
+        if got:
+            last_progress = now
+        elif now - last_progress > STALL_TIMEOUT:
+            # Lost somewhere: write the window off so the generator keeps going.
+            stalls += 1
+            written_off += sent - received - written_off
+            last_progress = now
+        if not measuring and now >= measure_from:
+            measuring = True
+            mark_t, mark_n = now, received
+        elif measuring and now >= measure_to:
+            break
+    pps = (received - mark_n) / (now - mark_t)
+    # Drain what is still on its way, so the loss figures are complete.
+    deadline = time.perf_counter() + 0.2
+    while time.perf_counter() < deadline and received + written_off < sent:
+        try:
+            recv_into(buf)
+            received += 1
+        except BlockingIOError:
+            time.sleep(0.001)
+    return Measurement(pps, sent, received, stalls, written_off)
+
+
+def drain(sock: socket.socket) -> int:
+    """Discard whatever is queued on ``sock``; how many packets that was."""
+    n = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sock.recv(65535)
+            n += 1
+    return n
+
+
+def measure_relay(
+    kind: str, source: socket.socket, sink: socket.socket, args: argparse.Namespace
+) -> tuple[Measurement, dict[str, Any]]:
+    """One run of one relay: start it, drive it, stop it."""
+    relay = run_relay(kind, ("127.0.0.1", 0), sink.getsockname()[:2], source.getsockname()[:2])
+    try:
+        drain(sink)
+        data = packet(args.size, relay.dst_dc, relay.dst_host)
+        cpu_before, wall_before = process_cpu_seconds(relay.process.pid), time.perf_counter()
+        result = drive(
+            source,
+            sink,
+            relay.address,
+            data,
+            window=args.window,
+            warmup=args.warmup,
+            duration=args.duration,
+        )
+        result.relay_cpu = (process_cpu_seconds(relay.process.pid) - cpu_before) / (
+            time.perf_counter() - wall_before
+        )
+    finally:
+        relay.stop()
+    return result, relay.final
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # Fields 14 and 15 of proc(5), counted after the ")" that ends the command name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _loss(runs: list[Measurement]) -> dict[str, Any]:
+    sent = sum(r.sent for r in runs)
+    received = sum(r.received for r in runs)
+    return {
+        "sent": sent,
+        "received": received,
+        "lost": sent - received,
+        "fraction": round((sent - received) / sent, 6) if sent else 0.0,
+        "stalls": sum(r.stalls for r in runs),
+    }
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    harness_cpu = pin_to_cpu(HARNESS_CPU)
+    source = _udp_socket(("127.0.0.1", 0), blocking=False)
+    sink = _udp_socket(("127.0.0.1", 0), blocking=False)
+    # The harness alone (generator straight to sink): the ceiling of what it can measure.
+    ceiling = drive(
+        source,
+        sink,
+        sink.getsockname()[:2],
+        packet(args.size, 1, 1),
+        window=args.window,
+        warmup=0.2,
+        duration=min(args.duration, 1.0),
+    )
+    drain(sink)
+    results: dict[str, list[Measurement]] = {k: [] for k in KINDS}
+    finals: dict[str, dict[str, Any]] = {}
+    for run in range(args.runs):
+        # Alternate the order too, so neither relay always runs on a warmer machine.
+        for kind in KINDS if run % 2 == 0 else tuple(reversed(KINDS)):
+            result, final = measure_relay(kind, source, sink, args)
+            results[kind].append(result)
+            finals[kind] = final
+    source.close()
+    sink.close()
+    relay_pps = median([r.pps for r in results["dict"]])
+    switch_pps = median([r.pps for r in results["flow-switch"]])
+    fs_final = finals.get("flow-switch", {})
+    return {
+        "bench": "forwarding",
+        "packet_size": args.size,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "runs": args.runs,
+        "window": args.window,
+        "relay_pps": relay_pps,
+        "flow_switch_pps": switch_pps,
+        "ratio": round(switch_pps / relay_pps, 3),
+        "goal": GOAL,
+        "harness_ceiling_pps": round(ceiling.pps, 1),
+        "relay_vs_ceiling": round(relay_pps / ceiling.pps, 3),
+        "samples_pps": {k: [round(r.pps, 1) for r in v] for k, v in results.items()},
+        "relay_cpu_utilisation": {k: [round(r.relay_cpu, 2) for r in v] for k, v in results.items()},
+        "loss": {k: _loss(v) for k, v in results.items()},
+        "flow_switch_last_run": {k: v for k, v in fs_final.items() if k != "driver"},
+        "driver": {
+            "relay": finals.get("dict", {}).get("driver", ""),
+            "flow_switch": fs_final.get("driver", ""),
+            "controller": (
+                "real Controller on a one-DC Topology; the sink and source hosts' Hello records are "
+                f"fed to its core in-process, host heartbeat interval {HOST_HEARTBEAT_INTERVAL:.0f} s"
+            ),
+        },
+        "pinning": {"harness": harness_cpu, "relay": RELAY_CPU if harness_cpu is not None else None},
+        **environment(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--size", type=int, default=1200, help="packet size incl. the 76-byte header")
+    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before each run")
+    parser.add_argument("--runs", type=int, default=3, help="runs per relay (medians are reported)")
+    parser.add_argument("--window", type=int, default=256, help="packets in flight at most")
+    parser.add_argument("--relay", choices=KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--listen", default="127.0.0.1:0", help=argparse.SUPPRESS)
+    parser.add_argument("--sink", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--source", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.relay:
+        relay_main(
+            args.relay,
+            parse_address(args.listen),
+            parse_address(args.sink),
+            parse_address(args.source),
+            args.cpu,
+        )
+        return
+    if args.size < HEADER_LEN or args.size > 65507:
+        parser.error(f"--size must be between {HEADER_LEN} and 65507")
+    emit(bench(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,457 @@
+"""The ingress and publisher vs HAProxy (TCP mode, health checks) and direct connections.
+
+One run, the same two replicas for every setup: tiny asyncio HTTP/1.1 keep-alive servers
+(``--replica PORT`` mode of this script), each in its own process. The setups:
+
+* ``direct``: the client talks to replica 0 itself (no balancing, no failover: the floor);
+* ``haproxy-default``: ``mode tcp``, ``balance roundrobin``, ``server ... check`` (HAProxy's
+  defaults: ``inter 2s fall 3 rise 2``), ``retries 3``, no ``redispatch``; ``nbthread 1``,
+  as scaffold runs on one core;
+* ``haproxy-tuned``: the same with ``check inter 200ms fall 2``;
+* ``scaffold-raw`` and ``scaffold-http``: one child process (``--scaffold`` mode) runs an
+  embedded ``Testbed`` (one datacenter, three hosts), a ``Publisher`` per replica on two
+  hosts (``check_interval 0.5 fall 2 rise 2``) and two ``Ingress`` on the third: raw TCP and
+  ``http=True``.
+
+Measured, per setup:
+
+* ``throughput``: ``wrk -t2 -c20 -d{--duration}s --latency`` (keep-alive connections):
+  requests/s, p50/p99 latency, socket errors, non-2xx responses;
+* ``setup``: ``--setups`` sequential fresh connections, each timed from ``connect()`` until
+  the first byte of the response to a tiny GET (p50/p99, and the overhead over ``direct``);
+* ``kill``: ``--kill-duration`` seconds of ``--kill-clients`` client loops, each doing one GET
+  per fresh connection (2 s timeout); replica 0 is SIGKILLed ``--kill-at`` seconds in.
+  Failed requests (refused, reset, timed out, not 200) and the time from the kill to the
+  last failure. Replica 0 is restarted, and every balancer sees it up again, before the next
+  setup.
+
+Prints ONE JSON document. Run: ``PYTHONPATH=src .venv/bin/python bench/ingress.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from _common import emit, environment
+
+LOCAL = "127.0.0.1"
+REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+
+
+# -- child modes ----------------------------------------------------------------------------
+
+
+async def replica_main(port: int) -> None:
+    """A tiny HTTP/1.1 keep-alive server: every request gets a short 200."""
+    body = f"hello from {port}\n".encode()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n" % len(body)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request = await reader.readuntil(b"\r\n\r\n")
+                close = b"connection: close" in request.lower()
+                writer.write(head + (b"Connection: close\r\n\r\n" if close else b"\r\n") + body)
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, LOCAL, port, reuse_address=True, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+async def scaffold_main(targets: list[int], control_port: int) -> None:
+    """Testbed + publishers + ingresses; a control port answers with their state as JSON."""
+    import scaffold
+    from scaffold.gateway import Ingress, Publisher
+
+    async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=3) as net:
+        publishers = [
+            Publisher(net.hosts[i], "web", (LOCAL, port), check_interval=0.5, fall=2, rise=2)
+            for i, port in enumerate(targets)
+        ]
+        for publisher in publishers:
+            await publisher.start()
+        raw = Ingress(net.hosts[2], "web", (LOCAL, 0))
+        web = Ingress(net.hosts[2], "web", (LOCAL, 0), http=True)
+        await raw.start()
+        await web.start()
+
+        async def control(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            state = {
+                "raw_port": raw.address[1],
+                "http_port": web.address[1],
+                "publishers": [{"healthy": p.healthy, **p.stats.as_json()} for p in publishers],
+                "raw": raw.stats.as_json(),
+                "http": web.stats.as_json(),
+            }
+            writer.write(json.dumps(state).encode())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(control, LOCAL, control_port)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        async with server:
+            await stop.wait()
+        await raw.close(grace=0.5)
+        await web.close(grace=0.5)
+        for publisher in publishers:
+            await publisher.close()
+
+
+# -- harness helpers ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOCAL, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench/ingress.py: timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection((LOCAL, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def scaffold_state(control_port: int) -> dict[str, Any]:
+    with socket.create_connection((LOCAL, control_port), timeout=5) as s:
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    state: dict[str, Any] = json.loads(data)
+    return state
+
+
+def haproxy_config(directory: Path, name: str, port: int, replicas: list[int], check: str) -> Path:
+    servers = "\n".join(f"    server r{i} {LOCAL}:{p} {check}" for i, p in enumerate(replicas))
+    path = directory / f"{name}.cfg"
+    path.write_text(
+        f"""global
+    nbthread 1
+    maxconn 4096
+    stats socket {directory}/{name}.sock mode 600 level admin
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    retries 3
+frontend fe
+    bind {LOCAL}:{port}
+    default_backend be
+backend be
+    balance roundrobin
+{servers}
+"""
+    )
+    return path
+
+
+def haproxy_all_up(sock: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(str(sock))
+            s.sendall(b"show stat\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    except OSError:
+        return False
+    rows = list(csv.reader(io.StringIO(data.decode().lstrip("# "))))
+    header = rows[0]
+    status = header.index("status")
+    servers = [r for r in rows[1:] if len(r) > status and r[1] not in ("FRONTEND", "BACKEND", "")]
+    return bool(servers) and all(r[status].startswith("UP") for r in servers)
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    def latency(pct: str) -> float | None:
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        return round(float(m.group(1)) * UNITS[m.group(2)], 3) if m else None
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    total = re.search(r"(\d+) requests in", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {
+        "requests_per_s": float(rps.group(1)) if rps else None,
+        "requests": int(total.group(1)) if total else None,
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "socket_errors": sum(int(x) for x in sock.groups()) if sock else 0,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+    }
+
+
+def run_wrk(wrk: str, port: int, duration: float) -> dict[str, Any]:
+    result = subprocess.run(
+        [wrk, "-t2", "-c20", f"-d{duration:g}s", "--latency", f"http://{LOCAL}:{port}/"],
+        capture_output=True,
+        text=True,
+        timeout=duration + 30,
+        check=False,
+    )
+    return parse_wrk(result.stdout)
+
+
+def one_setup(port: int) -> float:
+    """Seconds from connect() to the first byte of the response."""
+    start = time.perf_counter()
+    with socket.create_connection((LOCAL, port), timeout=5) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(REQUEST)
+        first = s.recv(1)
+        elapsed = time.perf_counter() - start
+        if not first:
+            raise OSError("closed before answering")
+        while s.recv(65536):
+            pass
+    return elapsed
+
+
+def setup_times(port: int, count: int) -> dict[str, Any]:
+    for _ in range(10):
+        one_setup(port)
+    samples = sorted(one_setup(port) * 1000 for _ in range(count))
+    return {
+        "samples": count,
+        "p50_ms": round(statistics.median(samples), 3),
+        "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 3),
+    }
+
+
+async def kill_run(
+    port: int, duration: float, kill_at: float, clients: int, kill: Callable[[], None]
+) -> dict[str, Any]:
+    """Client loops of one GET per fresh connection; ``kill`` runs ``kill_at`` s in."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    outcomes: list[tuple[float, bool, str]] = []
+
+    async def get() -> None:
+        reader, writer = await asyncio.open_connection(LOCAL, port)
+        try:
+            writer.write(REQUEST)
+            await writer.drain()
+            reply = await reader.read()
+            if not reply.startswith(b"HTTP/1.1 200") or not reply.endswith(b"\n"):
+                raise OSError(f"bad reply {reply[:40]!r}")
+        finally:
+            writer.close()
+
+    async def client() -> None:
+        while (now := loop.time() - start) < duration:
+            try:
+                await asyncio.wait_for(get(), 2.0)
+                outcomes.append((now, True, ""))
+            except (OSError, TimeoutError) as exc:
+                outcomes.append((now, False, type(exc).__name__))
+
+    async def killer() -> None:
+        await asyncio.sleep(kill_at)
+        kill()
+
+    await asyncio.gather(killer(), *(client() for _ in range(clients)))
+    failures = [(t, why) for t, ok, why in outcomes if not ok]
+    last = max((t for t, _ in failures), default=None)
+    kinds: dict[str, int] = {}
+    for _, why in failures:
+        kinds[why] = kinds.get(why, 0) + 1
+    return {
+        "requests": len(outcomes),
+        "failed": len(failures),
+        "failure_kinds": kinds,
+        "first_failure_after_kill_s": round(min(t for t, _ in failures) - kill_at, 3) if failures else None,
+        "last_failure_after_kill_s": round(last - kill_at, 3) if last is not None else None,
+    }
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+class Fleet:
+    """The child processes of one run, each killed by its pid at the end."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent / "src"))
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    wrk = shutil.which("wrk")
+    haproxy = shutil.which("haproxy")
+    if wrk is None or haproxy is None:
+        raise SystemExit("bench/ingress.py needs wrk and haproxy (scripts/system-deps installs them)")
+    fleet = Fleet()
+    me = str(Path(__file__).resolve())
+    replicas = [free_port(), free_port()]
+    replica_procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="scaffold-bench-") as tmp:
+        directory = Path(tmp)
+        try:
+
+            def start_replica(i: int) -> None:
+                proc = fleet.start(sys.executable, me, "--replica", str(replicas[i]))
+                if i < len(replica_procs):
+                    replica_procs[i] = proc
+                else:
+                    replica_procs.append(proc)
+                wait_for(lambda: answers(replicas[i]), f"replica {i}")
+
+            for i in range(2):
+                start_replica(i)
+            haproxies: dict[str, tuple[int, Path]] = {}
+            for name, check in (("haproxy-default", "check"), ("haproxy-tuned", "check inter 200ms fall 2")):
+                port = free_port()
+                config = haproxy_config(directory, name, port, replicas, check)
+                fleet.start(haproxy, "-f", str(config))
+                haproxies[name] = (port, directory / f"{name}.sock")
+            control = free_port()
+            fleet.start(
+                sys.executable, me, "--scaffold", ",".join(map(str, replicas)), "--control", str(control)
+            )
+            wait_for(lambda: answers(control), "the scaffold network")
+            state = scaffold_state(control)
+            ports = {
+                "direct": replicas[0],
+                **{name: port for name, (port, _) in haproxies.items()},
+                "scaffold-raw": state["raw_port"],
+                "scaffold-http": state["http_port"],
+            }
+            for name, (_, sock) in haproxies.items():
+                wait_for(lambda sock=sock: haproxy_all_up(sock), f"{name} to see both replicas")
+
+            def all_up() -> bool:
+                published = all(p["healthy"] for p in scaffold_state(control)["publishers"])
+                return published and all(haproxy_all_up(sock) for _, sock in haproxies.values())
+
+            throughput = {name: run_wrk(wrk, port, args.duration) for name, port in ports.items()}
+            setup = {name: setup_times(port, args.setups) for name, port in ports.items()}
+            for result in setup.values():
+                result["overhead_p50_ms"] = round(result["p50_ms"] - setup["direct"]["p50_ms"], 3)
+                result["overhead_p99_ms"] = round(result["p99_ms"] - setup["direct"]["p99_ms"], 3)
+
+            kill: dict[str, Any] = {}
+            for name in ("haproxy-default", "haproxy-tuned", "scaffold-raw", "scaffold-http"):
+                wait_for(all_up, "every balancer to see both replicas", timeout=60)
+
+                def kill_replica() -> None:
+                    replica_procs[0].kill()
+
+                kill[name] = asyncio.run(
+                    kill_run(ports[name], args.kill_duration, args.kill_at, args.kill_clients, kill_replica)
+                )
+                replica_procs[0].wait(5)
+                start_replica(0)
+            final = scaffold_state(control)
+        finally:
+            fleet.stop_all()
+
+    def ratio(a: str, b: str) -> float | None:
+        x, y = throughput[a]["requests_per_s"], throughput[b]["requests_per_s"]
+        return round(x / y, 3) if x and y else None
+
+    return {
+        "benchmark": "ingress",
+        "environment": environment(),
+        "options": vars(args),
+        "replicas": "2 x tiny asyncio HTTP/1.1 keep-alive server (bench/ingress.py --replica)",
+        "scaffold": "Testbed(datacenters=1, hosts_per_datacenter=3); Publisher check 0.5 s fall 2 rise 2",
+        "throughput": throughput,
+        "throughput_ratio": {
+            "scaffold_raw_to_haproxy": ratio("scaffold-raw", "haproxy-tuned"),
+            "scaffold_http_to_haproxy": ratio("scaffold-http", "haproxy-tuned"),
+            "haproxy_to_direct": ratio("haproxy-tuned", "direct"),
+        },
+        "setup": setup,
+        "kill": kill,
+        "scaffold_counters": {k: final[k] for k in ("raw", "http", "publishers")},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of each wrk run (default 5)")
+    parser.add_argument("--setups", type=int, default=300, help="timed connections per setup (default 300)")
+    parser.add_argument("--kill-duration", type=float, default=20.0, help="seconds of each kill run")
+    parser.add_argument("--kill-at", type=float, default=5.0, help="seconds into the kill run (default 5)")
+    parser.add_argument("--kill-clients", type=int, default=4, help="concurrent client loops (default 4)")
+    parser.add_argument("--quick", action="store_true", help="short runs: 2 s wrk, 100 setups, 8 s kill runs")
+    parser.add_argument("--replica", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--scaffold", help=argparse.SUPPRESS)
+    parser.add_argument("--control", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.replica is not None:
+        with contextlib.suppress(KeyboardInterrupt):
+            from scaffold.runtime.aio import run
+
+            run(replica_main(args.replica))
+        return
+    if args.scaffold is not None:
+        from scaffold.runtime.aio import run
+
+        run(scaffold_main([int(p) for p in args.scaffold.split(",")], args.control))
+        return
+    if args.quick:
+        args.duration, args.setups, args.kill_duration, args.kill_at = 2.0, 100, 8.0, 2.0
+    del args.replica, args.scaffold, args.control
+    emit(bench(args))
+
+
+if __name__ == "__main__":
+    main()

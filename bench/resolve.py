@@ -1,0 +1,203 @@
+"""Object-switch resolutions per second with a million objects vs a plain dict lookup.
+
+An ``ObjectSwitch`` in DC 1 gets ``--objects`` objects through a real ``TableSync`` (encoded
+to MessagePack and decoded again, as the controller's TCP stream delivers it). Every object
+has a wide-area replica set, one of ``REPLICA_SETS`` sets of three DCs with weights, so the
+switch's interning of replica sets works as designed; the objects whose set includes DC 1
+also have a ``local`` entry, one of as many sets of three hosts.
+
+The timed loops have the same shape: a for-loop over one pre-built list of (Object ID,
+Flow ID) pairs -- random objects, random 64-bit flows -- calling a bound method, either
+``switch.resolve(obj, flow)`` or ``table.get(obj)`` on a plain dict with the same keys.
+Both tables hold their own key objects (decoded from hex), as the switch does.
+
+Memory is the growth of traced Python allocations (``tracemalloc``) while building each
+table from its wire form, divided by the number of objects; install time is measured on a
+separate, untraced build.
+
+Run: ``PYTHONPATH=src python bench/resolve.py [--objects 1000000] [--lookups 1000000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+from _common import emit, environment, median
+from scaffold.core.object_switch import ObjectSwitch
+from scaffold.ids import ObjectId
+from scaffold.wire import control
+from scaffold.wire.control import MAX_FRAME, SwitchTables, TableSync
+
+GOAL = 0.5
+OWN_DC = 1
+REPLICA_SETS = 8
+#: DC IDs 1..DCS take part in wide-area replica sets.
+DCS = 6
+
+
+def replica_sets(rng: random.Random) -> tuple[list[list[tuple[int, int]]], list[list[tuple[int, int]]]]:
+    """``REPLICA_SETS`` wide-area sets (three DCs each, weighted) and as many local host sets."""
+    wide: list[list[tuple[int, int]]] = []
+    for i in range(REPLICA_SETS):
+        # Half the sets include this switch's DC, so half the resolutions go local.
+        others = rng.sample(range(2, DCS + 1), 2 if i % 2 == 0 else 3)
+        dcs = ([OWN_DC] if i % 2 == 0 else []) + others
+        wide.append(sorted((dc, rng.randint(1, 4)) for dc in dcs))
+    local = [
+        sorted((host, rng.randint(1, 4)) for host in rng.sample(range(1, 65), 3)) for _ in range(REPLICA_SETS)
+    ]
+    return wide, local
+
+
+def object_ids(count: int) -> list[bytes]:
+    """``count`` raw Object IDs, ``ObjectId.from_name(f"obj-{i}")``."""
+    return [ObjectId.from_name(f"obj-{i}").raw for i in range(count)]
+
+
+def table_sync(objects: list[bytes], rng: random.Random) -> TableSync:
+    """The full table an object switch in DC ``OWN_DC`` gets from the controller."""
+    wide_sets, local_sets = replica_sets(rng)
+    wide: dict[str, list[tuple[int, int]]] = {}
+    local: dict[str, list[tuple[int, int]]] = {}
+    for i, raw in enumerate(objects):
+        key = raw.hex()
+        members = wide_sets[i % REPLICA_SETS]
+        wide[key] = members
+        if any(dc == OWN_DC for dc, _ in members):
+            local[key] = local_sets[i % REPLICA_SETS]
+    tables = SwitchTables(wide=wide, local=local, gateway="bench-fs")
+    return TableSync(version=1, dc_id=OWN_DC, tables=tables)
+
+
+def install(wire: bytes) -> ObjectSwitch:
+    """Decode a TableSync body as it comes off the control stream and apply it."""
+    switch = ObjectSwitch("bench-os", "bench")
+    switch.receive_control(control.decode(wire), 0.0)
+    return switch
+
+
+def plain_dict(wire: bytes) -> dict[bytes, tuple[int, ...]]:
+    """The peer: Object ID -> one shared value, keys decoded from the same hex text."""
+    message = control.decode(wire)
+    assert isinstance(message, TableSync)
+    value = (OWN_DC, 1)
+    return {bytes.fromhex(key): value for key in message.tables.wide}
+
+
+def traced_bytes(build: Callable[[], object]) -> tuple[int, object]:
+    """Bytes of Python allocations still held after ``build()``, and what it built."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    built = build()
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return after - before, built
+
+
+def time_loop(call: Callable[..., object], pairs: list[tuple[bytes, int]], *, with_flow: bool) -> float:
+    """Calls per second of ``call`` over ``pairs`` (the same loop shape for both sides)."""
+    start = time.perf_counter()
+    if with_flow:
+        for obj, flow in pairs:
+            call(obj, flow)
+    else:
+        for obj, _flow in pairs:
+            call(obj)
+    return len(pairs) / (time.perf_counter() - start)
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    started = time.perf_counter()
+    objects = object_ids(args.objects)
+    sync = table_sync(objects, rng)
+    wire = control.encode(sync)
+    del sync
+    prepare_s = time.perf_counter() - started
+
+    # Install time, untraced: decode + TableSync -> receive_control -> tables_changed.
+    gc.collect()
+    started = time.perf_counter()
+    message = control.decode(wire)
+    decoded = time.perf_counter()
+    switch = ObjectSwitch("bench-os", "bench")
+    switch.receive_control(message, 0.0)
+    install_s = time.perf_counter() - decoded
+    decode_s = decoded - started
+    del message
+    table = plain_dict(wire)
+
+    pairs = [(rng.choice(objects), rng.getrandbits(64)) for _ in range(args.lookups)]
+    misses = sum(switch.resolve(obj, flow) is None for obj, flow in pairs[:10_000])
+    resolve_rates: list[float] = []
+    get_rates: list[float] = []
+    for _ in range(args.repeats):
+        resolve_rates.append(time_loop(switch.resolve, pairs, with_flow=True))
+        get_rates.append(time_loop(table.get, pairs, with_flow=False))
+    resolve_per_s = median(resolve_rates)
+    get_per_s = median(get_rates)
+    local_share = sum(1 for obj, flow in pairs[:10_000] if (r := switch.resolve(obj, flow)) and r[1]) / min(
+        10_000, len(pairs)
+    )
+    stats = {
+        "wide_entries": len(switch.wide),
+        "local_entries": len(switch.local),
+        "interned_replica_sets": len(switch._interned),
+        "drops": dict(switch.drops),
+    }
+    del switch, table
+    gc.collect()
+
+    switch_bytes, _ = traced_bytes(lambda: install(wire))
+    dict_bytes, _ = traced_bytes(lambda: plain_dict(wire))
+
+    return {
+        "bench": "resolve",
+        "objects": args.objects,
+        "lookups": args.lookups,
+        "repeats": args.repeats,
+        "resolve_per_s": resolve_per_s,
+        "dict_get_per_s": get_per_s,
+        "ratio": round(resolve_per_s / get_per_s, 3),
+        "goal": GOAL,
+        "bytes_per_object": round(switch_bytes / args.objects, 1),
+        "dict_bytes_per_object": round(dict_bytes / args.objects, 1),
+        "memory_ratio": round(switch_bytes / dict_bytes, 2),
+        "install_s": round(install_s, 2),
+        "decode_s": round(decode_s, 2),
+        "prepare_s": round(prepare_s, 2),
+        "tablesync_bytes": len(wire),
+        "tablesync_fits_max_frame": len(wire) <= MAX_FRAME,
+        "resolved_locally": round(local_share, 3),
+        "unresolved": misses,
+        "samples_per_s": {
+            "resolve": [round(r) for r in resolve_rates],
+            "dict_get": [round(r) for r in get_rates],
+        },
+        "switch": stats,
+        **environment(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--objects", type=int, default=1_000_000, help="objects installed in the switch")
+    parser.add_argument("--lookups", type=int, default=1_000_000, help="(object, flow) pairs per timed loop")
+    parser.add_argument("--repeats", type=int, default=5, help="timed loops per side (medians are reported)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.objects < 1 or args.lookups < 1 or args.repeats < 1:
+        parser.error("--objects, --lookups and --repeats must be positive")
+    emit(bench(args))
+
+
+if __name__ == "__main__":
+    main()
