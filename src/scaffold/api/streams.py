@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["StreamReader", "StreamWriter"]
 
 READ_CHUNK = 64 * 1024
-#: a reader that has waited this long for data probes the server (docs/protocol.md §5.1)
-READ_PROBE_AFTER = 0.25
 
 
 class StreamChannel:
@@ -120,23 +118,10 @@ class StreamChannel:
             self.host.stack.stream_shutdown(self.socket_id, now)
         self.host.kick()
 
-    def probe(self) -> None:
-        """A reader has waited a while: make sure the server is still there (§5.1)."""
-        if self.live() and self.connected:
-            self.host.stack.stream_probe(self.socket_id, self.host.now())
-            self.host.kick()
-
-    async def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the next change (data, space, EOF, error); False on timeout."""
+    async def wait(self) -> None:
+        """Wait for the next change (data, space, EOF, error)."""
         self.changed.clear()
-        if timeout is None:
-            await self.changed.wait()
-            return True
-        try:
-            await asyncio.wait_for(self.changed.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        await self.changed.wait()
 
 
 class StreamReader:
@@ -197,8 +182,7 @@ class StreamReader:
             self._raise_if_failed()
             if self._ch.eof or self._ch.terminated:
                 return b""
-            if not await self._ch.wait(READ_PROBE_AFTER):
-                self._ch.probe()
+            await self._ch.wait()
 
     async def readexactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes.

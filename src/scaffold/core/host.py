@@ -38,6 +38,8 @@ from .events import Datagram, Packet, TraceHop
 _NONCE = struct.Struct("!Q")
 _NONCE_OFFSET = {Proto.DATAGRAM: 4, Proto.STREAM: 8}
 _MAX_PARKED = 1024
+#: how long after a peer moved its old locator's packets are taken as stragglers (seconds)
+STRAGGLER_WINDOW = 0.5
 
 
 def _hex_bytes(text: str) -> bytes:
@@ -203,6 +205,9 @@ class Flow:
     served_by: list[int] = field(default_factory=list)
     #: the reliable stream state machine of a stream flow
     transport: StreamConnection | None = None
+    #: where the peer was before its latest move, and when it moved
+    previous_peer: tuple[int, int, int] = (0, 0, 0)
+    peer_changed_at: float = 0.0
 
 
 class HostStack:
@@ -520,12 +525,6 @@ class HostStack:
         self._pump(flow, now)
         return data
 
-    def stream_probe(self, socket_id: int, now: float) -> None:
-        """Ask the peer for an immediate acknowledgment (a reader waiting for data uses it
-        to find out soon if the server is gone and the flow must be taken over)."""
-        self.stream(socket_id).probe(now)
-        self._pump(self.flows[socket_id], now)
-
     def stream_shutdown(self, socket_id: int, now: float) -> None:
         """Half-close a stream (FIN after the buffered data)."""
         self.stream(socket_id).shutdown(now)
@@ -577,24 +576,27 @@ class HostStack:
     def import_flow(self, data: bytes, now: float) -> Flow:
         """Restore a flow exported by ``export_flow`` (on this or another host).
 
-        It keeps its Socket ID, so the peer's refined packets still reach it; the peer learns
-        the new host from the source locator of the next packet.
+        It keeps its Socket ID when free, so the peer's refined packets still reach it; the
+        peer learns the new host (and Socket ID) from the source locator of the next packet.
 
         Raises:
             MalformedPacket: ``data`` is not valid flow state.
-            UsageError: the host is not registered, or the Socket ID is taken.
+            UsageError: the host is not registered.
         """
         state = wire_flow_state.decode(data)
         if not self.registered:
             raise UsageError(f"host {self.name} is not registered yet")
-        if state.socket_id in self.flows or not 0 < state.socket_id <= 0xFFFFFFFF:
-            raise UsageError(f"socket {state.socket_id} is in use on host {self.name}")
+        if not 0 < state.socket_id <= 0xFFFFFFFF:
+            raise MalformedPacket("bad-flow-state", f"socket {state.socket_id}")
         try:
             proto, role = Proto(state.proto), Role(state.role)
         except ValueError as exc:
             raise MalformedPacket("bad-flow-state", str(exc)) from None
+        # Keep the Socket ID if it is free here (the peer's packets name it); else take
+        # another: the peer learns it from our next packet (§5.4).
+        socket_id = state.socket_id if state.socket_id not in self.flows else self._allocate_socket()
         flow = Flow(
-            socket_id=state.socket_id,
+            socket_id=socket_id,
             flow=state.flow,
             nonce=state.nonce,
             obj=state.obj,
@@ -643,13 +645,7 @@ class HostStack:
         if h.proto == Proto.SIGNAL:
             self._receive_signal(h, body)
             return
-        if (
-            h.dst_socket
-            and h.dst_socket not in self.flows
-            and (self._forward_moved(h, data) or self._park(h, data, now))
-        ):
-            return
-        flow = self._demux(h, now)
+        flow = self._demux(h, data, now)
         if flow is None:
             return
         if h.flags & Flags.TRACE:
@@ -669,7 +665,18 @@ class HostStack:
                 moved = (h.src_dc, h.src_host) != (flow.peer_dc, flow.peer_host)
                 self.drops["forged-move" if moved and flow.peer_host else "bad-nonce"] += 1
                 return
-            self._learn_peer(flow, h)
+            if (
+                h.proto == Proto.STREAM
+                and body[0] == wire_stream.StreamType.SYN_ACK
+                and flow.peer_host
+                and h.src_host != flow.peer_host
+            ):
+                # A second replica answered our handshake (our SYN was re-resolved while the
+                # tables changed): we already have a server, so that one is told to let go.
+                self.drops["duplicate-handshake"] += 1
+                self._reset_peer(flow, h, body)
+                return
+            self._learn_peer(flow, h, now)
         if h.proto == Proto.DATAGRAM:
             self._receive_datagram_segment(flow, h, body, now)
         else:
@@ -695,10 +702,17 @@ class HostStack:
         self.counters["parked-until-import"] += 1
         return True
 
-    def _learn_peer(self, flow: Flow, h: Header) -> None:
-        """The peer's current locator is the source of its latest authentic packet."""
-        if (h.src_dc, h.src_host, h.src_socket) == (flow.peer_dc, flow.peer_host, flow.peer_socket):
+    def _learn_peer(self, flow: Flow, h: Header, now: float) -> None:
+        """The peer's current locator is the source of its latest authentic packet -- except
+        a straggler from the locator it just left (sent before a migration or a move)."""
+        source = (h.src_dc, h.src_host, h.src_socket)
+        if source == (flow.peer_dc, flow.peer_host, flow.peer_socket):
             return
+        if source == flow.previous_peer and now - flow.peer_changed_at < STRAGGLER_WINDOW:
+            self.counters["straggler-from-previous-peer"] += 1
+            return
+        flow.previous_peer = (flow.peer_dc, flow.peer_host, flow.peer_socket)
+        flow.peer_changed_at = now
         if h.src_host != flow.peer_host:
             if flow.role == Role.CLIENT:
                 if flow.peer_host:
@@ -712,14 +726,19 @@ class HostStack:
             self.counters["peer-relocated"] += 1  # same host, another datacenter
         flow.peer_dc, flow.peer_host, flow.peer_socket = h.src_dc, h.src_host, h.src_socket
 
-    def _demux(self, h: Header, now: float) -> Flow | None:
+    def _demux(self, h: Header, data: Packet, now: float) -> Flow | None:
         if h.dst_socket:
             flow = self.flows.get(h.dst_socket)
-            if flow is None:
-                self.drops["unknown-socket"] += 1
-                return None
-            if flow.flow != h.flow:
-                self.drops["wrong-flow"] += 1
+            if flow is None or flow.flow != h.flow:
+                # A flow that migrated here under another Socket ID (its peer learns the
+                # new one from our next packet), one that migrated away, or one about to
+                # arrive with a migration.
+                socket_id = self._by_flow.get((h.flow, h.src_host))
+                if socket_id is not None:
+                    return self.flows[socket_id]
+                if self._forward_moved(h, data) or self._park(h, data, now):
+                    return None
+                self.drops["unknown-socket" if flow is None else "wrong-flow"] += 1
                 return None
         else:
             socket_id = self._by_flow.get((h.flow, h.src_host))
@@ -817,6 +836,26 @@ class HostStack:
         flow.nonce = segment.nonce
         self.counters["reset-unknown-flow"] += 1
         self._emit(flow, Proto.STREAM, wire_stream.encode(rst), now)
+
+    def _reset_peer(self, flow: Flow, h: Header, body: bytes) -> None:
+        """Send RST to the source of ``h`` only (not to the flow's current peer)."""
+        try:
+            segment = wire_stream.parse(body)
+        except MalformedPacket:
+            return
+        rst = wire_stream.StreamSegment(wire_stream.StreamType.RST, segment.nonce, seq=segment.ack)
+        reply = Header(
+            proto=Proto.STREAM,
+            flow=flow.flow,
+            obj=flow.obj,
+            dst_dc=h.src_dc,
+            dst_host=h.src_host,
+            dst_socket=h.src_socket,
+            src_dc=self.dc_id,
+            src_host=self.host_id,
+            src_socket=flow.socket_id,
+        )
+        self._out.append((self.gateway, wire_header.encode(reply, wire_stream.encode(rst))))
 
     def _pump(self, flow: Flow, now: float) -> None:
         """Send what a stream transport queued and surface its events."""

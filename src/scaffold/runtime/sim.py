@@ -41,6 +41,11 @@ class SimLink:
     loss: float = 0.0
     duplicate: float = 0.0
     up: bool = True
+    #: bits/s; None = unlimited. Packets queue behind each other (drop-tail at ``max_queue``).
+    bandwidth: float | None = None
+    #: longest a packet may wait in the queue before it is dropped, seconds
+    max_queue: float = 0.1
+    busy_until: float = 0.0
     sent: int = 0
     lost: int = 0
 
@@ -79,8 +84,8 @@ class SimNetwork:
             for host in dc.hosts:
                 self._add_host_node(host)
         for link in topology.node_links():
-            self.links[(link.a, link.b)] = SimLink(link.delay, 0.0, link.loss)
-            self.links[(link.b, link.a)] = SimLink(link.delay, 0.0, link.loss)
+            for key in ((link.a, link.b), (link.b, link.a)):
+                self.links[key] = SimLink(link.delay, 0.0, link.loss, bandwidth=link.bandwidth)
 
     # -- building ------------------------------------------------------------------------
 
@@ -287,10 +292,17 @@ class SimNetwork:
             if not link.up or (link.loss and self.rng.random() < link.loss):
                 link.lost += 1
                 continue
+            departure = self.now
+            if link.bandwidth:
+                start = max(self.now, link.busy_until)
+                if start - self.now > link.max_queue:
+                    link.lost += 1  # the queue is full: drop-tail
+                    continue
+                link.busy_until = departure = start + len(data) * 8 / link.bandwidth
             copies = 2 if link.duplicate and self.rng.random() < link.duplicate else 1
             for _ in range(copies):
                 delay = link.delay + (self.rng.random() * link.jitter if link.jitter else 0.0)
-                self._push(self.now + delay, "packet", (port, name, bytes(data)))
+                self._push(departure + delay, "packet", (port, name, bytes(data)))
         if isinstance(node, HostStack):
             timer = node.get_timer()
             if timer is not None and self._timers.get(name) != timer:

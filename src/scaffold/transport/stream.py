@@ -255,6 +255,10 @@ class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
     send_buffer: int = 256 * 1024
     #: send a KEEPALIVE after this many seconds without receiving anything; None: never.
     keepalive: float | None = 15.0
+    #: a receiver whose peer was sending data and went silent probes after this long,
+    #: doubling up to ``keepalive``: if the peer's host died, the probe is what reaches a
+    #: surviving replica and starts the takeover (docs/protocol.md §5.1). None: never.
+    stall_probe: float | None = 0.25
     #: terminate after this many seconds without receiving anything.
     idle_timeout: float = 60.0
     #: RTO before the first RTT sample (SYN, SYN-ACK, RESUME).
@@ -362,6 +366,7 @@ class StreamConnection:
         recv_buffer: int = 256 * 1024,
         send_buffer: int = 256 * 1024,
         keepalive: float | None = 15.0,
+        stall_probe: float | None = 0.25,
         idle_timeout: float = 60.0,
         initial_rto: float = 1.0,
         min_rto: float = 0.2,
@@ -378,6 +383,7 @@ class StreamConnection:
             recv_buffer=recv_buffer,
             send_buffer=send_buffer,
             keepalive=keepalive,
+            stall_probe=stall_probe,
             idle_timeout=idle_timeout,
             initial_rto=initial_rto,
             min_rto=min_rto,
@@ -452,6 +458,8 @@ class StreamConnection:
         self._control: StreamType | None = None
         self._keepalive_pending = False
         self._rst_pending = False
+        self._stall_probing = False
+        self._stall_probes = 0
         # receive side: _recv_data holds stream bytes [read_offset, rcv_nxt)
         self._rcv_nxt = 0
         self._read_offset = 0
@@ -816,6 +824,8 @@ class StreamConnection:
         if keepalive is not None and now >= keepalive:
             self._keepalive_pending = True
             self._last_keepalive = now
+            if self._stall_probing:
+                self._stall_probes = min(self._stall_probes + 1, 16)
 
     # -- migration ---------------------------------------------------------------------------------
 
@@ -1016,6 +1026,9 @@ class StreamConnection:
             self._ack_now = True
 
     def _on_data(self, segment: StreamSegment, now: float) -> None:
+        if segment.payload:
+            self._stall_probing = True  # the peer sends data: watch for it going silent
+            self._stall_probes = 0
         payload = segment.payload
         seq = segment.seq
         end = seq + len(payload)
@@ -1448,7 +1461,10 @@ class StreamConnection:
             or self._persist_deadline is not None
         ):
             return None
-        return max(self._last_rx, self._last_keepalive) + self._opt.keepalive
+        interval = self._opt.keepalive
+        if self._stall_probing and self._opt.stall_probe is not None and self._peer_fin is None:
+            interval = min(interval, self._opt.stall_probe * 2**self._stall_probes)
+        return max(self._last_rx, self._last_keepalive) + interval
 
     # -- RESUME (§4.2.5) ---------------------------------------------------------------------------
 
