@@ -19,7 +19,7 @@ def print_demo(report: DemoReport, console: Console) -> None:
         f"{t['datacenters']} datacenters, {t['object_switches']} object switches, "
         f"{t['flow_switches']} flow switches, {t['hosts']} hosts  ({report.duration:.1f} s)"
     )
-    served = Counter(h for f in report.flows for h in f["served_by"][:1])
+    served = Counter(h for f in report.flows for h in f["served_by"][:1] if f["object"] == f["object"])
     objects = Table(title="Objects and replicas", title_justify="left")
     for col in ("object", "id", "replica", "dc", "weight", "weight share", "flows served", "flow share"):
         objects.add_column(
@@ -43,16 +43,24 @@ def print_demo(report: DemoReport, console: Console) -> None:
     console.print(objects)
 
     flows = Table(title=f"Flows ({len(report.flows)})", title_justify="left")
-    for col in ("flow", "client", "served by", "packets", "bytes", "verified"):
+    for col in ("flow", "client", "object", "served by", "packets", "bytes", "result"):
         flows.add_column(col, justify="right" if col in {"packets", "bytes"} else "left")
+    names = {o["object"]: o["name"] for o in report.objects}
     for f in report.flows:
+        if not f["verified"]:
+            result = "[red]BAD BYTES[/]"
+        elif f.get("error"):
+            result = "[yellow]failed cleanly[/]"
+        else:
+            result = "[green]verified[/]"
         flows.add_row(
             f["flow"],
             f["client"],
-            ", ".join(f["served_by"]) or "-",
+            names.get(f["object"], f["object"][:12]),
+            " → ".join(f["served_by"]) or "-",
             str(f["packets"]),
             f"{f['bytes']:,}",
-            "[green]yes[/]" if f["verified"] else "[red]NO[/]",
+            result,
         )
     console.print(flows)
 
@@ -88,6 +96,37 @@ def print_demo(report: DemoReport, console: Console) -> None:
         drops.add_row(reason, str(n))
     console.print(drops)
 
+    if report.events:
+        timeline = Table(title="Churn timeline", title_justify="left")
+        for col in (
+            "t (s)",
+            "event",
+            "target",
+            "affected",
+            "recovered",
+            "failed cleanly",
+            "recovery p50 / max (ms)",
+            "lost",
+            "dup",
+        ):
+            timeline.add_column(col, justify="left" if col in {"event", "target"} else "right")
+        for e in report.events:
+            timeline.add_row(
+                f"{e['t']:.2f}",
+                e["kind"],
+                e["target"],
+                str(e["flows_affected"]),
+                str(e["flows_recovered"]),
+                str(e["flows_failed_cleanly"]),
+                f"{e['recovery_ms']['p50']:.0f} / {e['recovery_ms']['max']:.0f}",
+                str(e["bytes_lost"]),
+                str(e["bytes_duplicated"]),
+            )
+        console.print(timeline)
+
+    for name, passed, detail in report.goals:
+        mark = "[green]✔[/]" if passed else "[yellow]~[/]"
+        console.print(f" {mark} goal: {name}  [dim]{detail}[/]")
     for name, passed, detail in report.checks:
         mark = "[green]✔[/]" if passed else "[red]✘[/]"
         console.print(f" {mark} {name}  [dim]{detail}[/]")

@@ -60,6 +60,8 @@ class ObjectSpec:
 
     name: str
     replicas: tuple[tuple[str, int], ...]
+    #: any replica can continue a stream given its offsets (a content service)
+    resumable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +196,9 @@ def default_topology() -> Topology:
     """The embedded default network: three datacenters in a triangle.
 
     ``east`` and ``west`` each have a border and an edge flow switch, an object switch and
-    four hosts; ``north`` has one flow switch and two hosts. Object ``web`` has replicas on
-    ``east-h1`` (weight 1), ``east-h2`` (weight 2) and ``west-h1`` (weight 3).
+    four hosts; ``north`` has one flow switch and two hosts. Object ``web`` (a resumable
+    content service) has replicas on ``east-h1`` (weight 1), ``east-h2`` (weight 2) and
+    ``west-h1`` (weight 3); object ``session`` (not resumable) on ``east-h2`` and ``west-h1``.
     """
 
     def dc(name: str, switches: int, hosts: int) -> DatacenterSpec:
@@ -210,7 +213,10 @@ def default_topology() -> Topology:
             LinkSpec("west", "north", delay=0.003),
             LinkSpec("north", "east", delay=0.003),
         ),
-        objects=(ObjectSpec("web", (("east-h1", 1), ("east-h2", 2), ("west-h1", 3))),),
+        objects=(
+            ObjectSpec("web", (("east-h1", 1), ("east-h2", 2), ("west-h1", 3)), resumable=True),
+            ObjectSpec("session", (("east-h2", 1), ("west-h1", 1))),
+        ),
         local_delay=0.0,
     )
 

@@ -35,6 +35,10 @@ from ..wire import control
 __all__ = ["BATCH", "ControllerRuntime", "EmbeddedNetwork", "EmuLink", "NodeRuntime", "run"]
 
 BATCH = 64
+#: the controller's operator commands (``ControllerRuntime.command``)
+CONTROLLER_COMMANDS = frozenset(
+    {"drain", "set_weight", "migrate_object", "migrate_host", "move_host", "set_link"}
+)
 SOCKET_BUFFER = 4 * 1024 * 1024
 T = TypeVar("T")
 Address = tuple[str, int]
@@ -458,6 +462,19 @@ class ControllerRuntime:
         assert self._loop is not None
         return self._loop.time()
 
+    def command(self, name: str, **args: Any) -> Any:
+        """Run a controller command (``drain``, ``set_weight``, ``migrate_object``,
+        ``migrate_host``, ``move_host``, ``set_link``) now and send what it queued.
+
+        Raises:
+            UsageError: the command or its arguments are invalid.
+        """
+        if name not in CONTROLLER_COMMANDS:
+            raise UsageError(f"unknown controller command {name!r}")
+        result = getattr(self.core, name)(now=self.now(), **args)
+        self.flush()
+        return result
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
@@ -624,6 +641,26 @@ class EmbeddedNetwork:
             Controller(self.topology, **self._controller_options), bind=address
         )
         await self.controller.start()
+
+    def set_link(
+        self, a: str, b: str, *, up: bool | None = None, delay: float | None = None, loss: float | None = None
+    ) -> None:
+        """Change the emulation of the node-level link a-b, both directions (a cut cable:
+        ``up=False``).
+
+        Raises:
+            UsageError: there is no such link.
+        """
+        for key in ((a, b), (b, a)):
+            link = self.links.get(key)
+            if link is None:
+                raise UsageError(f"no link between {a!r} and {b!r}")
+            if up is not None:
+                link.up = up
+            if delay is not None:
+                link.delay = delay
+            if loss is not None:
+                link.loss = loss
 
     def host(self, name: str) -> NodeRuntime:
         node = self.nodes.get(name)

@@ -1,0 +1,297 @@
+"""The churn scenario: every kind of churn while client flows stream verified data.
+
+Flows are downloads of the verifiable pattern stream (``apps.pattern``) from two services:
+``web``, a resumable content service, and ``session``, which is not resumable. The scenario
+applies seven events on a schedule -- route failure, rebalance, drain, object migration, VM
+migration, client mobility, server failure -- and measures, for each, which flows it
+affected, how long they took to make progress again, and whether any byte was lost,
+duplicated or corrupted (docs/architecture.md §6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api.host import Host
+from .api.streams import StreamReader, StreamWriter
+from .apps.pattern import PatternChecker, pattern
+from .errors import PathError
+from .testbed import Testbed
+
+__all__ = ["ChurnEvent", "FlowRun", "Scenario", "content_service"]
+
+
+def _ignore(_: object) -> None:
+    """Run a command for its effect (its result is in the controller's events)."""
+
+
+CHUNK = 4096
+
+
+def content_service(size: int, pace: float) -> Callable[[StreamReader, StreamWriter], Any]:
+    """A handler serving ``size`` bytes of the pattern, ``CHUNK`` bytes every ``pace`` s.
+
+    It starts where the stream is: at 0 for a new flow, at the resume offset for a flow it
+    took over or that migrated here -- which is what makes it resumable.
+    """
+
+    async def serve(reader: StreamReader, writer: StreamWriter) -> None:
+        resume = writer.get_extra_info("resume")
+        offset = resume[0] if resume else 0
+        while offset < size:
+            n = min(CHUNK, size - offset)
+            writer.write(pattern(offset, n))
+            offset += n
+            await writer.drain()
+            await asyncio.sleep(pace)
+        writer.write_eof()
+        await reader.read(-1)  # until the client closes
+
+    return serve
+
+
+@dataclass
+class FlowRun:
+    """One client flow of the scenario and what happened to it."""
+
+    index: int
+    client: str
+    obj: str
+    resumable: bool
+    size: int
+    trace: bool = False
+    checker: PatternChecker = field(default_factory=PatternChecker)
+    progress: list[tuple[float, int]] = field(default_factory=list)
+    flow: str = ""
+    served_by: list[str] = field(default_factory=list)
+    error: str = ""
+    error_at: float = 0.0
+    done: bool = False
+    writer: StreamWriter | None = None
+
+    def serving(self) -> str | None:
+        return None if self.writer is None else self.writer.get_extra_info("peer_host")
+
+    @property
+    def complete(self) -> bool:
+        return self.done and self.checker.ok and self.checker.offset == self.size
+
+    def longest_pause(self, start: float, until: float) -> float | None:
+        """The longest time without new verified bytes from ``start`` on, until the flow
+        made progress that ended it (None: no progress at all before ``until``). The
+        server's own pace (a chunk every ``pace`` s) is part of every pause."""
+        times = [start] + [at for at, _ in self.progress if start < at < until]
+        if len(times) == 1:
+            return None
+        return max(b - a for a, b in itertools.pairwise(times))
+
+
+@dataclass
+class ChurnEvent:
+    """One scheduled event: what it did, whom it touched, how they fared."""
+
+    at: float  # seconds since the flows started
+    kind: str
+    target: str
+    affected: list[FlowRun]
+    detail: str = ""
+
+    def report(self, until: float) -> dict[str, Any]:
+        """The event's outcome for each affected flow, judged before ``until`` (the next
+        event), so that a flow hit twice is not charged twice."""
+        recovered = failed = 0
+        delays = []
+        for run in self.affected:
+            if run.error and run.error_at < until:
+                failed += 1 if run.checker.ok else 0
+                continue
+            pause = run.longest_pause(self.at, until)
+            if run.checker.ok and pause is not None:
+                recovered += 1
+                delays.append(pause * 1000)
+        return {
+            "t": round(self.at, 3),
+            "kind": self.kind,
+            "target": self.target,
+            "flows_affected": len(self.affected),
+            "flows_recovered": recovered,
+            "flows_failed_cleanly": failed,
+            "recovery_ms": {
+                "p50": round(statistics.median(delays), 1) if delays else 0.0,
+                "max": round(max(delays), 1) if delays else 0.0,
+            },
+            "bytes_lost": sum(r.checker.lost + r.checker.corrupted for r in self.affected),
+            "bytes_duplicated": sum(r.checker.duplicated for r in self.affected),
+        }
+
+
+class Scenario:
+    """Runs the flows and the schedule on a running ``Testbed`` (default topology)."""
+
+    def __init__(
+        self,
+        net: Testbed,
+        *,
+        flows: int = 24,
+        session_flows: int = 4,
+        size: int = 2 << 20,
+        pace: float = 0.025,
+        spacing: float = 1.4,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.net = net
+        self.size = size
+        self.pace = pace
+        self.spacing = spacing
+        self.say = say or (lambda _: None)
+        self.loop = asyncio.get_running_loop()
+        self.t0 = 0.0
+        self.runs: list[FlowRun] = []
+        self.events: list[ChurnEvent] = []
+        clients = ["north-h1", "east-h3", "west-h2", "north-h2", "east-h4", "west-h3"]
+        for i in range(flows):
+            self.runs.append(FlowRun(i, clients[i % len(clients)], "web", True, size, trace=(i == 0)))
+        for i in range(session_flows):
+            self.runs.append(FlowRun(flows + i, clients[i % len(clients)], "session", False, size))
+
+    def now(self) -> float:
+        return self.loop.time() - self.t0
+
+    # -- setup -----------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Bind the services on their replicas; the spare host can receive ``web``."""
+        for obj in self.net.topology.objects:
+            handler = content_service(self.size, self.pace)
+            for host, weight in obj.replicas:
+                await self.net.host(host).start_server(
+                    handler, obj.name, weight=weight, resumable=obj.resumable
+                )
+        self.net.host("west-h4").serve_migrations(content_service(self.size, self.pace), "web")
+
+    async def _download(self, run: FlowRun) -> None:
+        host: Host = self.net.host(run.client)
+        try:
+            reader, writer = await host.open_connection(run.obj, trace=run.trace)
+        except PathError as exc:
+            run.error, run.error_at, run.done = str(exc), self.now(), True
+            return
+        run.writer = writer
+        run.flow = writer.get_extra_info("flow")
+        try:
+            while data := await reader.read(65536):
+                run.checker.feed(data)
+                run.progress.append((self.now(), run.checker.offset))
+        except PathError as exc:
+            run.error, run.error_at = str(exc), self.now()
+        finally:
+            run.served_by = [h for h in writer.get_extra_info("served_by") if h]
+            run.done = True
+            writer.close()
+
+    # -- the schedule -------------------------------------------------------------------------
+
+    async def run(self, timeout: float = 45.0, before_churn: Callable[[], None] | None = None) -> None:
+        """Start the flows, apply the schedule, wait for every flow to end.
+
+        ``before_churn`` runs once the flows are established, just before the first event.
+        """
+        self.t0 = self.loop.time()
+        tasks = [asyncio.create_task(self._download(r)) for r in self.runs]
+        for i, step in enumerate(self._schedule()):
+            await asyncio.sleep(max(0.0, (i + 1) * self.spacing - self.now()))
+            if i == 0 and before_churn is not None:
+                before_churn()
+            kind, target, affected, act = step()
+            at = self.now()
+            act()
+            self.events.append(ChurnEvent(at, kind, target, affected))
+            self.say(f"t={at:5.2f}s  {kind:<17} {target:<24} {len(affected)} flows affected")
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout)
+
+    Step = Callable[[], tuple[str, str, list[FlowRun], Callable[[], None]]]
+
+    def _schedule(self) -> list[Step]:
+        """The seven kinds of churn, in order; each step says whom it affects, then acts."""
+        net, ctl = self.net, self.net.controller
+
+        def route_failure() -> tuple[str, str, list[FlowRun], Callable[[], None]]:
+            def cut() -> None:
+                net.network.set_link("east-fs1", "west-fs1", up=False)  # the cable is cut...
+                ctl.set_link("east", "west", False)  # ...and the link monitor tells the controller
+
+            crossing = [r for r in self.runs if self._dcs(r) == {"east", "west"}]
+            return "route-failure", "east-west", crossing, cut
+
+        def rebalance() -> tuple[str, str, list[FlowRun], Callable[[], None]]:
+            # Established flows are not affected: only new flows follow the new weight.
+            return "rebalance", "web@east-h1 weight 4", [], lambda: ctl.set_weight("web", "east-h1", 4)
+
+        def drain() -> tuple[str, str, list[FlowRun], Callable[[], None]]:
+            return (
+                "drain",
+                "east-h1 (web)",
+                self._served_by("east-h1", "web"),
+                lambda: _ignore(ctl.drain("east-h1", "web")),
+            )
+
+        def object_migration() -> tuple[str, str, list[FlowRun], Callable[[], None]]:
+            return (
+                "object-migration",
+                "web: west-h1 -> west-h4",
+                self._served_by("west-h1", "web"),
+                lambda: ctl.migrate_object("web", "west-h1", "west-h4"),
+            )
+
+        def vm_migration() -> tuple[str, str, list[FlowRun], Callable[[], None]]:
+            return (
+                "vm-migration",
+                "east-h2 -> north",
+                self._served_by("east-h2"),
+                lambda: _ignore(ctl.migrate_host("east-h2", "north")),
+            )
+
+        def client_mobility() -> tuple[str, str, list[FlowRun], Callable[[], None]]:
+            mine = [r for r in self.runs if r.client == "north-h1" and not r.done]
+            return (
+                "client-mobility",
+                "north-h1 -> west-fs2",
+                mine,
+                lambda: ctl.move_host("north-h1", "west-fs2"),
+            )
+
+        def server_failure() -> tuple[str, str, list[FlowRun], Callable[[], None]]:
+            def kill() -> None:
+                # The process dies: its socket and its control connection close at once.
+                self.loop.create_task(net.host("east-h2").node.close())
+
+            return "server-failure", "east-h2", self._served_by("east-h2"), kill
+
+        return [
+            route_failure,
+            rebalance,
+            drain,
+            object_migration,
+            vm_migration,
+            client_mobility,
+            server_failure,
+        ]
+
+    def _served_by(self, host: str, obj: str | None = None) -> list[FlowRun]:
+        return [r for r in self.runs if not r.done and r.serving() == host and (obj is None or r.obj == obj)]
+
+    def _dcs(self, run: FlowRun) -> set[str]:
+        server = run.serving()
+        if run.done or server is None:
+            return set()
+        hosts = self.net.controller.hosts
+        return {hosts[run.client].dc, hosts[server].dc}
+
+    def event_reports(self) -> list[dict[str, Any]]:
+        ends = [e.at for e in self.events[1:]] + [float("inf")]
+        return [e.report(until) for e, until in zip(self.events, ends, strict=True)]
