@@ -48,9 +48,11 @@ def test_default_topology_validates_and_matches_its_description() -> None:
         frozenset(("west", "north")),
         frozenset(("north", "east")),
     }
-    (web,) = topo.objects
-    assert web.name == "web"
+    web, session = topo.objects
+    assert web.name == "web" and web.resumable
     assert web.replicas == (("east-h1", 1), ("east-h2", 2), ("west-h1", 3))
+    assert session.name == "session" and not session.resumable
+    assert session.replicas == (("east-h2", 1), ("west-h1", 1))
     # re-validating the same description succeeds
     Topology(topo.datacenters, topo.backbone, topo.objects, topo.local_delay, topo.controller)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Host", "Server", "StreamHandler"]
 
+log = logging.getLogger("scaffold.server")
+
 _RUNNING = frozenset(
     {StreamState.ESTABLISHED, StreamState.FIN_WAIT, StreamState.CLOSE_WAIT, StreamState.CLOSING}
 )
@@ -61,6 +64,8 @@ class Server:
         self.drained = asyncio.Event()
         self.handled = 0
         self.failed = 0
+        #: the exceptions handlers raised (other than a broken path), newest last
+        self.errors: list[str] = []
 
     def _accept(self, channel: StreamChannel) -> None:
         task = asyncio.get_running_loop().create_task(self._run(channel), name=f"serve:{self.name}")
@@ -74,6 +79,13 @@ class Server:
             self.handled += 1
         except BrokenPathError:
             self.failed += 1  # the client went away; nothing to report to anyone
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failed += 1
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+            log.exception("handler of %s failed on flow %s", self.name, channel.describe())
+            writer.close()
         finally:
             if not channel.migrated:
                 writer.close()
