@@ -18,7 +18,7 @@ from .api.host import Host
 from .core.controller import Controller
 from .core.store import Store
 from .errors import UsageError
-from .runtime.aio import EmbeddedNetwork
+from .runtime.aio import EmbeddedNetwork, call_from_thread
 from .topology import Topology, make_topology
 
 __all__ = ["ControllerHandle", "Testbed"]
@@ -156,17 +156,10 @@ class Testbed:
         Raises:
             UsageError: called from the testbed's own loop thread (it would deadlock).
         """
-        loop = self.loop
-        if loop is None:
-            raise UsageError("the testbed is not running")
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
+        if self.loop is None:
             coro.close()
-            raise UsageError("blocking calls cannot run on the testbed's own event loop; use the async API")
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+            raise UsageError("the testbed is not running")
+        return call_from_thread(self.loop, coro, timeout)
 
     @classmethod
     @contextmanager

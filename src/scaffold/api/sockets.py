@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import socket as _socket
 from collections.abc import Coroutine
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from ..errors import UsageError
+from ..runtime.aio import call_from_thread
 from .datagram import DatagramEndpoint, DatagramPeer
 from .host import Host
 from .streams import StreamReader, StreamWriter
@@ -52,23 +52,10 @@ class socket:
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         loop = self.host.node._loop
-        if loop is None or loop.is_closed():
+        if loop is None:
             coro.close()
             raise UsageError(f"host {self.host.name} is not running")
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            coro.close()
-            raise UsageError("blocking socket calls cannot run on the network's own event loop")
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-        wait = self._timeout if timeout is None else timeout
-        try:
-            return future.result(wait)
-        except FutureTimeout:
-            future.cancel()
-            raise TimeoutError(f"timed out after {wait} s") from None
+        return call_from_thread(loop, coro, self._timeout if timeout is None else timeout)
 
     def _check_open(self) -> None:
         if self._closed:

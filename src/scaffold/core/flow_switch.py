@@ -18,7 +18,7 @@ from typing import ClassVar
 from ..errors import MalformedPacket
 from ..wire import header as wire_header
 from ..wire import signal as wire_signal
-from ..wire.header import DST_LOCATOR, DST_ROUTE, HEADER_LEN, VERSION, Flags, Header, Proto
+from ..wire.header import DST_LOCATOR, DST_ROUTE, HEADER_LEN, VERSION, Flags, Proto
 from .events import Packet, TraceHop
 from .switch import Switch
 
@@ -121,16 +121,7 @@ class FlowSwitch(Switch):
             return
         if h.proto == Proto.SIGNAL or not h.src_dc or not h.src_host:
             return
-        reply = Header(
-            proto=Proto.SIGNAL,
-            flow=h.flow,
-            obj=h.obj,
-            dst_dc=h.src_dc,
-            dst_host=h.src_host,
-            dst_socket=h.src_socket,
-            src_dc=self.dc_id,
-        )
-        packet = wire_header.encode(reply, wire_signal.encode(signal))
+        packet = wire_header.encode(h.reply(Proto.SIGNAL, self.dc_id), wire_signal.encode(signal))
         routes = self._host_routes if h.src_dc == self.dc_id else self._dc_routes
         hop = routes.get(h.src_host if h.src_dc == self.dc_id else h.src_dc)
         if hop is not None:

@@ -844,17 +844,7 @@ class HostStack:
         except MalformedPacket:
             return
         rst = wire_stream.StreamSegment(wire_stream.StreamType.RST, segment.nonce, seq=segment.ack)
-        reply = Header(
-            proto=Proto.STREAM,
-            flow=flow.flow,
-            obj=flow.obj,
-            dst_dc=h.src_dc,
-            dst_host=h.src_host,
-            dst_socket=h.src_socket,
-            src_dc=self.dc_id,
-            src_host=self.host_id,
-            src_socket=flow.socket_id,
-        )
+        reply = h.reply(Proto.STREAM, self.dc_id, self.host_id, flow.socket_id)
         self._out.append((self.gateway, wire_header.encode(reply, wire_stream.encode(rst))))
 
     def _pump(self, flow: Flow, now: float) -> None:

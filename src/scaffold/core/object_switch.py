@@ -155,14 +155,6 @@ class ObjectSwitch(Switch):
     def _not_found(self, h: Header) -> None:
         if not h.src_dc or not h.src_host:
             return
-        reply = Header(
-            proto=Proto.SIGNAL,
-            flow=h.flow,
-            obj=h.obj,
-            dst_dc=h.src_dc,
-            dst_host=h.src_host,
-            dst_socket=h.src_socket,
-            src_dc=self.dc_id,
-        )
         signal = wire_signal.Signal(wire_signal.SignalType.OBJECT_NOT_FOUND)
+        reply = h.reply(Proto.SIGNAL, self.dc_id)
         self._out.append((self.gateway, wire_header.encode(reply, wire_signal.encode(signal))))

@@ -12,6 +12,7 @@ of our own, because the kernels we run on have no ``netem``: a delayed packet is
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import random
 import socket
@@ -54,6 +55,33 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop
+
+
+def call_from_thread(
+    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], timeout: float | None
+) -> T:
+    """Run ``coro`` on ``loop`` (running in another thread) and wait for its result.
+
+    Raises:
+        UsageError: called from ``loop``'s own thread (it would deadlock) or ``loop`` is closed.
+        TimeoutError: no result within ``timeout`` seconds (the coroutine is cancelled).
+    """
+    if loop.is_closed():
+        coro.close()
+        raise UsageError("the network's event loop is closed")
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coro.close()
+        raise UsageError("blocking calls cannot run on the network's own event loop; use the async API")
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise TimeoutError(f"timed out after {timeout} s") from None
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

@@ -117,6 +117,20 @@ class Header:
         """A copy with the destination locator replaced."""
         return replace(self, dst_dc=dc, dst_host=host, dst_socket=socket)
 
+    def reply(self, proto: Proto, src_dc: int, src_host: int = 0, src_socket: int = 0) -> Header:
+        """A header for the same flow and object, addressed to this packet's source."""
+        return Header(
+            proto,
+            self.flow,
+            self.obj,
+            self.src_dc,
+            self.src_host,
+            self.src_socket,
+            src_dc,
+            src_host,
+            src_socket,
+        )
+
 
 def encode(header: Header, payload: bytes = b"") -> bytes:
     """The header's wire form followed by ``payload``."""
