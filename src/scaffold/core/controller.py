@@ -22,7 +22,12 @@ from ..wire.control import ControlMessage, SwitchTables, TableKeys
 from .routing import next_hops
 from .store import ControllerState, HostState, MemoryStore, Store
 
-__all__ = ["Controller", "ControllerEvent", "HostRecord"]
+__all__ = ["CONTROLLER_COMMANDS", "Controller", "ControllerEvent", "HostRecord"]
+
+#: the operator commands runtimes may call as methods (``name(now=..., **args)``)
+CONTROLLER_COMMANDS = frozenset(
+    {"drain", "set_weight", "migrate_object", "migrate_host", "move_host", "set_link"}
+)
 
 Address = tuple[str, int]
 _TABLES = ("dc_routes", "host_routes", "moved_hosts", "wide", "local", "prefixes", "peers")
@@ -39,6 +44,8 @@ class HostRecord:
     address: Address | None = None
     #: datacenters this host lived in before (their flow switches correct stale DC IDs)
     previous_dcs: set[str] = field(default_factory=set)
+    #: objects re-bound since its latest Hello (None: not re-registering)
+    rebinding: set[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +53,9 @@ class ControllerEvent:
     """Something the controller decided, for logs and reports."""
 
     at: float
-    kind: str  # "host-up" | "host-down" | "bind" | "route-change"
+    #: "host-up", "host-down", "bind", "route-change", "port", "drain", "drain-complete",
+    #: "rebalance", "object-migration", "object-migrated", "vm-migration", "client-mobility"
+    kind: str
     target: str
     detail: str = ""
 
@@ -119,6 +128,8 @@ class Controller:
                 self.drops["heartbeat-from-unknown"] += 1
                 return
             record.last_seen = now
+            if record.rebinding is not None:
+                self._finish_rebinding(record)
             if not record.alive:
                 self._set_alive(record, True, now, "heartbeat")
         elif isinstance(message, control.Bind):
@@ -127,6 +138,8 @@ class Controller:
                 self.drops["bad-bind"] += 1
                 return
             self.objects.setdefault(message.obj, {})[node] = message.weight
+            if record.rebinding is not None:
+                record.rebinding.add(message.obj)
             if message.name:
                 self.object_names[message.obj] = message.name
             self.events.append(ControllerEvent(now, "bind", node, message.name or message.obj[:12]))
@@ -299,7 +312,8 @@ class Controller:
 
     def drain(self, host: str, obj: str | None = None, now: float = 0.0) -> list[str]:
         """Planned downtime: send no new flows of ``obj`` (default: every object the host
-        serves) to ``host``; its established flows go on, and it unbinds once they end.
+        serves) to ``host``; its established flows go on, and once they have ended the host
+        says ``DrainDone`` and the replica is removed.
 
         Raises:
             UsageError: unknown host or object, or the host serves no such object.
@@ -524,18 +538,33 @@ class Controller:
                 for record in self.hosts.values():
                     record.last_seen = now
 
+    def _finish_rebinding(self, record: HostRecord) -> None:
+        kept = record.rebinding or set()
+        record.rebinding = None
+        gone = [k for k, v in self.objects.items() if record.name in v and k not in kept]
+        for key in gone:
+            del self.objects[key][record.name]
+            if not self.objects[key]:
+                del self.objects[key]
+        if gone:
+            self._persist()
+            self._push()
+
     def _restore(self, saved: ControllerState) -> None:
         self._next_host_id = max(self._next_host_id, saved.next_host_id)
         for h in saved.hosts:
             if h.gateway not in self.switches:
                 self.drops["restore-unknown-gateway"] += 1
                 continue
-            self.hosts[h.name] = HostRecord(h.name, h.host_id, h.dc, h.gateway, True, 0.0, h.address)
+            self.hosts[h.name] = HostRecord(
+                h.name, h.host_id, h.dc, h.gateway, True, 0.0, h.address, set(h.previous_dcs)
+            )
             if h.address is not None:
                 self.addresses[h.name] = h.address
         self.objects = {k: {n: w for n, w in v.items() if n in self.hosts} for k, v in saved.objects.items()}
         self.objects = {k: v for k, v in self.objects.items() if v}
         self.object_names = dict(saved.object_names)
+        self.draining = {h: set(objs) for h, objs in saved.draining.items() if h in self.hosts}
         for key, up in saved.links.items():
             link = frozenset(key.split("|"))
             if link in self.links_up:
@@ -546,7 +575,11 @@ class Controller:
         self.store.save(
             ControllerState(
                 next_host_id=self._next_host_id,
-                hosts=[HostState(r.name, r.host_id, r.dc, r.gateway, r.address) for r in self.hosts.values()],
+                hosts=[
+                    HostState(r.name, r.host_id, r.dc, r.gateway, r.address, sorted(r.previous_dcs))
+                    for r in self.hosts.values()
+                ],
+                draining={h: sorted(objs) for h, objs in self.draining.items() if objs},
                 objects={k: dict(v) for k, v in self.objects.items()},
                 object_names=dict(self.object_names),
                 links={"|".join(sorted(k)): up for k, up in self.links_up.items()},
@@ -578,10 +611,10 @@ class Controller:
             record.last_seen = now
             if hello.address is not None:
                 record.address = (str(hello.address[0]), int(hello.address[1]))
-            # A (re)registering host re-sends its bindings; forget the old ones.
-            for replicas in self.objects.values():
-                replicas.pop(hello.node, None)
-            self.objects = {k: v for k, v in self.objects.items() if v}
+            # A (re)registering host re-sends its bindings right after Hello. Its old ones stay
+            # in the tables until its first heartbeat, then those it did not re-send go: so a
+            # reconnection never makes its replicas blink out of the object switches.
+            record.rebinding = set()
             self._persist()
             self._out.append(
                 (

@@ -348,8 +348,9 @@ class HostStack:
                 continue
             self.counters["flows-migrated-in"] += 1
             self._events.append(FlowAccepted(flow.socket_id, flow.obj, flow.flow, resumed=True))
-            for data, _ in self._parked.pop(flow.flow, []):
-                self.receive_datagram(data, self.gateway, now)
+            for data, expiry in self._parked.pop(flow.flow, []):
+                if expiry >= now:
+                    self.receive_datagram(data, self.gateway, now)
 
     def _relocate(self, message: control.Relocate, now: float) -> None:
         self.gateway, self.dc_id = message.gateway, message.dc_id
@@ -682,10 +683,10 @@ class HostStack:
         else:
             self._receive_stream_segment(flow, h, body, now)
 
-    def _forward_moved(self, h: Header, data: Packet) -> bool:
+    def _forward_moved(self, h: Header, data: Packet, now: float) -> bool:
         """Pass a packet of a flow that migrated away on to its new host."""
         moved = self._forward.get(h.dst_socket)
-        if moved is None or moved[0] != h.flow:
+        if moved is None or moved[0] != h.flow or moved[3] < now:
             return False
         buf = bytearray(data)
         DST_ROUTE.pack_into(buf, DST_ROUTE_OFFSET, moved[1], moved[2])
@@ -736,7 +737,7 @@ class HostStack:
                 socket_id = self._by_flow.get((h.flow, h.src_host))
                 if socket_id is not None:
                     return self.flows[socket_id]
-                if self._forward_moved(h, data) or self._park(h, data, now):
+                if self._forward_moved(h, data, now) or self._park(h, data, now):
                     return None
                 self.drops["unknown-socket" if flow is None else "wrong-flow"] += 1
                 return None

@@ -29,6 +29,7 @@ class HostState(msgspec.Struct, frozen=True):
     dc: str
     gateway: str
     address: tuple[str, int] | None = None
+    previous_dcs: list[str] = []
 
 
 class ControllerState(msgspec.Struct, frozen=True):

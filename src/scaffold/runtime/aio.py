@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from ..core.controller import Controller
+from ..core.controller import CONTROLLER_COMMANDS, Controller
 from ..core.flow_switch import FlowSwitch
 from ..core.host import HostEvent, HostRelocated, HostStack
 from ..core.object_switch import ObjectSwitch
@@ -36,10 +36,6 @@ from ..wire import control
 __all__ = ["BATCH", "ControllerRuntime", "EmbeddedNetwork", "EmuLink", "NodeRuntime", "run"]
 
 BATCH = 64
-#: the controller's operator commands (``ControllerRuntime.command``)
-CONTROLLER_COMMANDS = frozenset(
-    {"drain", "set_weight", "migrate_object", "migrate_host", "move_host", "set_link"}
-)
 SOCKET_BUFFER = 4 * 1024 * 1024
 T = TypeVar("T")
 Address = tuple[str, int]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.controller import Controller
+from ..core.controller import CONTROLLER_COMMANDS, Controller
 from ..core.flow_switch import FlowSwitch
 from ..core.host import HostEvent, HostRelocated, HostStack
 from ..core.object_switch import ObjectSwitch
@@ -184,6 +184,8 @@ class SimNetwork:
     def command(self, name: str, **args: Any) -> Any:
         """Run a controller command (``drain``, ``set_weight``, ``migrate_object``,
         ``migrate_host``, ``move_host``, ``set_link``) now and send what it queued."""
+        if name not in CONTROLLER_COMMANDS:
+            raise UsageError(f"unknown controller command {name!r}")
         result = getattr(self.controller, name)(now=self.now, **args)
         self._flush_controller()
         return result

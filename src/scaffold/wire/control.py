@@ -195,8 +195,8 @@ class NodeStats(msgspec.Struct, tag="node-stats", frozen=True):
 
 
 class Drain(msgspec.Struct, tag="drain", frozen=True):
-    """Controller -> host: no new flows for ``obj`` will come; unbind once the established
-    ones have finished (docs/protocol.md §5.2)."""
+    """Controller -> host: no new flows for ``obj`` will come; say ``DrainDone`` once the
+    established ones have finished (docs/protocol.md §5.2)."""
 
     obj: str
 
