@@ -200,7 +200,7 @@ async def scaffold_goodput(streams: int, warmup: float, duration: float) -> Rate
         stop.set()
         for writer in writers:
             writer.close()
-        meter.tasks |= server.tasks
+        meter.tasks |= set(server.tasks.values())
         await meter.settle()
         server.close()
     return rate
@@ -224,7 +224,7 @@ async def scaffold_setup(samples: int) -> list[float]:
             writer.close()
             if i >= SETUP_WARMUP:
                 times.append(elapsed)
-        meter.tasks |= server.tasks
+        meter.tasks |= set(server.tasks.values())
         await meter.settle()
         server.close()
     return times
