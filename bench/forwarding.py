@@ -24,7 +24,12 @@ Each relay process is started by ``run_relay(kind, listen_addr, sink_addr)``, wh
 this file with ``--relay``; a later change can prefix that command to run it elsewhere
 (e.g. in a network namespace) without touching the measurement.
 
-Run: ``PYTHONPATH=src python bench/forwarding.py [--size 1200] [--duration 3] [--runs 3]``.
+With ``--netns`` (root) the same measurement crosses a real kernel network: the harness
+runs in namespace ``sb{id}-gen``, both relays in ``sb{id}-relay``, joined by one veth pair
+(a private /30); the relay is started with ``ip netns exec`` prefixed to ``relay_command``.
+The namespaces are removed at the end, whatever happens.
+
+Run: ``PYTHONPATH=src python bench/forwarding.py [--size 1200] [--duration 3] [--runs 3] [--netns]``.
 """
 
 from __future__ import annotations
@@ -62,6 +67,11 @@ HOST_HEARTBEAT_INTERVAL = 3600.0
 #: How long a window of packets may stay unanswered before it is written off as lost.
 STALL_TIMEOUT = 0.05
 DICT_RELAY_HOST_ID = 1
+#: set by ``--inside-netns``: what prefixes the relay command, and the two ends' addresses
+RELAY_PREFIX: list[str] = []
+HARNESS_IP = "127.0.0.1"
+RELAY_IP = "127.0.0.1"
+NETNS: dict[str, Any] = {}
 
 
 # -- relay processes ---------------------------------------------------------------------
@@ -223,7 +233,7 @@ def run_relay(kind: str, listen_addr: Address, sink_addr: Address, source_addr: 
         RuntimeError: the relay died before announcing its address.
     """
     process = subprocess.Popen(
-        relay_command(kind, listen_addr, sink_addr, source_addr),
+        [*RELAY_PREFIX, *relay_command(kind, listen_addr, sink_addr, source_addr)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -351,7 +361,7 @@ def measure_relay(
     kind: str, source: socket.socket, sink: socket.socket, args: argparse.Namespace
 ) -> tuple[Measurement, dict[str, Any]]:
     """One run of one relay: start it, drive it, stop it."""
-    relay = run_relay(kind, ("127.0.0.1", 0), sink.getsockname()[:2], source.getsockname()[:2])
+    relay = run_relay(kind, (RELAY_IP, 0), sink.getsockname()[:2], source.getsockname()[:2])
     try:
         drain(sink)
         data = packet(args.size, relay.dst_dc, relay.dst_host)
@@ -398,8 +408,8 @@ def _loss(runs: list[Measurement]) -> dict[str, Any]:
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     harness_cpu = pin_to_cpu(HARNESS_CPU)
-    source = _udp_socket(("127.0.0.1", 0), blocking=False)
-    sink = _udp_socket(("127.0.0.1", 0), blocking=False)
+    source = _udp_socket((HARNESS_IP, 0), blocking=False)
+    sink = _udp_socket((HARNESS_IP, 0), blocking=False)
     # The harness alone (generator straight to sink): the ceiling of what it can measure.
     ceiling = drive(
         source,
@@ -450,8 +460,57 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             ),
         },
         "pinning": {"harness": harness_cpu, "relay": RELAY_CPU if harness_cpu is not None else None},
+        "path": NETNS or {"kind": "loopback", "harness": HARNESS_IP, "relay": RELAY_IP},
         **environment(),
     }
+
+
+def run_in_namespaces(argv: list[str]) -> None:
+    """``--netns``: create two namespaces and a veth pair, run this harness inside the first
+    (relays go to the second), print its report, remove both namespaces."""
+    if os.geteuid() != 0:
+        sys.exit("--netns needs root (it creates network namespaces)")
+    run_id = os.urandom(3).hex()
+    gen, relay = f"sb{run_id}-gen", f"sb{run_id}-relay"
+    second = 100 + int(run_id[:2], 16) % 150
+    harness_ip, relay_ip = f"10.{second}.250.1", f"10.{second}.250.2"
+    commands = [
+        f"netns add {gen}",
+        f"netns add {relay}",
+        f"link add vb{run_id}g netns {gen} type veth peer name vb{run_id}r netns {relay}",
+        f"-n {gen} link set lo up",
+        f"-n {relay} link set lo up",
+        f"-n {gen} addr add {harness_ip}/30 dev vb{run_id}g",
+        f"-n {relay} addr add {relay_ip}/30 dev vb{run_id}r",
+        f"-n {gen} link set vb{run_id}g up",
+        f"-n {relay} link set vb{run_id}r up",
+    ]
+    try:
+        for command in commands:
+            subprocess.run(["ip", *command.split()], check=True, timeout=20)
+        inner = [a for a in argv if a != "--netns"]
+        env = dict(os.environ, SCAFFOLD_BENCH_GEN_NS=gen)
+        done = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                gen,
+                sys.executable,
+                __file__,
+                *inner,
+                "--inside-netns",
+                f"{relay},{harness_ip},{relay_ip}",
+            ],
+            env=env,
+            check=False,
+            timeout=3600,
+        )
+        if done.returncode:
+            sys.exit(done.returncode)
+    finally:
+        for ns in (gen, relay):
+            subprocess.run(["ip", "netns", "del", ns], check=False, timeout=20, capture_output=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -466,7 +525,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sink", default="", help=argparse.SUPPRESS)
     parser.add_argument("--source", default="", help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--netns", action="store_true", help="harness and relay in two namespaces (root)")
+    parser.add_argument("--inside-netns", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.netns and not args.relay:
+        run_in_namespaces(argv if argv is not None else sys.argv[1:])
+        return
+    if args.inside_netns:
+        global HARNESS_IP, RELAY_IP
+        relay_ns, HARNESS_IP, RELAY_IP = args.inside_netns.split(",")
+        RELAY_PREFIX[:] = ["ip", "netns", "exec", relay_ns]
+        NETNS.update(
+            kind="netns",
+            harness={"namespace": os.environ.get("SCAFFOLD_BENCH_GEN_NS", ""), "ip": HARNESS_IP},
+            relay={"namespace": relay_ns, "ip": RELAY_IP},
+            link="veth pair, /30, no qdisc beyond the default",
+        )
     if args.relay:
         relay_main(
             args.relay,

@@ -17,8 +17,9 @@ Measured, per setup:
 
 * ``throughput``: ``wrk -t2 -c20 -d{--duration}s --latency`` (keep-alive connections):
   requests/s, p50/p99 latency, socket errors, non-2xx responses;
-* ``setup``: ``--setups`` sequential fresh connections, each timed from ``connect()`` until
-  the first byte of the response to a tiny GET (p50/p99, and the overhead over ``direct``);
+* ``setup``: ``--setups`` sequential fresh connections, 5 ms apart, each timed from
+  ``connect()`` until the first byte of the response to a tiny GET (p50/p99, and the
+  overhead over ``direct``);
 * ``kill``: ``--kill-duration`` seconds of ``--kill-clients`` client loops, each doing one GET
   per fresh connection (2 s timeout); replica 0 is SIGKILLed ``--kill-at`` seconds in.
   Failed requests (refused, reset, timed out, not 200) and the time from the kill to the
@@ -248,10 +249,16 @@ def one_setup(port: int) -> float:
     return elapsed
 
 
-def setup_times(port: int, count: int) -> dict[str, Any]:
+def setup_times(port: int, count: int, spacing: float = 0.005) -> dict[str, Any]:
+    """``count`` connections, ``spacing`` s apart: each sample is one connection's setup, not
+    also the teardown of the one before (the whole scaffold network shares one core)."""
     for _ in range(10):
         one_setup(port)
-    samples = sorted(one_setup(port) * 1000 for _ in range(count))
+    samples = []
+    for _ in range(count):
+        time.sleep(spacing)
+        samples.append(one_setup(port) * 1000)
+    samples.sort()
     return {
         "samples": count,
         "p50_ms": round(statistics.median(samples), 3),

@@ -24,7 +24,9 @@ from .errors import (
     ScaffoldError,
     UsageError,
 )
+from .gateway import Ingress, Publisher, TargetUnavailable
 from .ids import ObjectId
+from .join import JoinedHost, join
 from .runtime.aio import EmbeddedNetwork
 from .runtime.sim import SimNetwork
 from .testbed import Testbed
@@ -57,6 +59,8 @@ __all__ = [
     "Host",
     "HostSpec",
     "HostStack",
+    "Ingress",
+    "JoinedHost",
     "LinkSpec",
     "MalformedPacket",
     "ObjectId",
@@ -65,16 +69,19 @@ __all__ = [
     "ObjectSwitch",
     "PathError",
     "ProtocolError",
+    "Publisher",
     "ScaffoldError",
     "Server",
     "SimNetwork",
     "StreamReader",
     "StreamWriter",
+    "TargetUnavailable",
     "Testbed",
     "Topology",
     "UsageError",
     "__version__",
     "default_topology",
+    "join",
     "make_topology",
     "socket",
 ]

@@ -20,7 +20,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .runtime.aio import run
 
     err = Console(stderr=True)
-    options = DemoOptions(flows=args.flows, messages=args.messages, seed=args.seed)
+    options = DemoOptions(flows=args.flows, seed=args.seed)
     progress = None if args.json else (lambda text: err.print(f"[dim]… {text}[/]"))
     report = run(run_demo(options, progress))
     if args.json:
@@ -28,6 +28,11 @@ def _demo(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print_demo(report, Console())
+    if args.plot:
+        from .plot import plot_goodput
+
+        plot_goodput(report, args.plot)
+        err.print(f"[dim]… goodput plot written to {args.plot}[/]")
     return 0 if report.ok else 1
 
 
@@ -46,10 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="run the demo scenario on the embedded default network")
     demo.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-    demo.add_argument("--flows", type=_positive, default=24, help="client flows (default 24)")
-    demo.add_argument("--messages", type=_positive, default=24, help="echoed messages per flow (default 24)")
+    demo.add_argument("--flows", type=_positive, default=24, help="resumable client flows (default 24)")
+    demo.add_argument(
+        "--plot", metavar="FILE.png", help="draw per-flow goodput over time with the churn events"
+    )
     demo.add_argument("--seed", type=int, default=7, help="random seed of the scenario (default 7)")
     demo.set_defaults(func=_demo)
+    from .daemons import add_commands
+
+    add_commands(sub)  # controller, switch, host, up, down, status, fault
+    from .churn_commands import add_commands as add_churn_commands
+
+    add_churn_commands(sub)  # drain, set-weight, migrate-object, migrate-host, move-host
+    from .gateway.command import add_commands as add_gateway_commands
+
+    add_gateway_commands(sub)  # ingress, publish (docs/gateway.md)
     return parser
 
 

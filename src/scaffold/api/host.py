@@ -279,6 +279,18 @@ class Host:
 
     # -- public API ----------------------------------------------------------------------
 
+    @classmethod
+    async def join(cls, name: str, **options: Any) -> Host:
+        """Join a running network as host ``name`` (``gateway=``, and ``controller=`` or
+        ``state=``); see ``scaffold.join.join``.
+
+        Raises:
+            ConfigError, ScaffoldError, TimeoutError: as ``scaffold.join.join``.
+        """
+        from ..join import join
+
+        return await join(name, **options)
+
     async def start_server(
         self, handler: StreamHandler, name: str | ObjectId, *, weight: int = 1, resumable: bool = False
     ) -> Server:

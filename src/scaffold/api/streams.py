@@ -290,6 +290,17 @@ class StreamWriter:
             self._ch.closing = True
             self._ch.end(full=True)
 
+    def abort(self) -> None:
+        """Reset the stream (RST): the peer reads ``BrokenPathError``, not a clean EOF.
+
+        Unsent data is dropped. Like ``asyncio.WriteTransport.abort``.
+        """
+        stack = self._ch.host.stack
+        if not self._ch.terminated and self._ch.socket_id in stack.flows:
+            stack.stream_abort(self._ch.socket_id, self._ch.host.now())
+            self._ch.host.kick()
+        self._ch.closing = True
+
     def is_closing(self) -> bool:
         return self._ch.closing or self._ch.terminated
 

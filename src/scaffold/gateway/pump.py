@@ -41,7 +41,8 @@ async def _pump(reader: ByteReader, writer: ByteWriter, count: Callable[[int], N
         writer.write(data)
         await writer.drain()
         count(len(data))
-    writer.write_eof()
+    with contextlib.suppress(RuntimeError):  # uvloop: the other side already closed the transport
+        writer.write_eof()
 
 
 def abort(writer: ByteWriter) -> None:
@@ -49,8 +50,12 @@ def abort(writer: ByteWriter) -> None:
     if isinstance(writer, asyncio.StreamWriter):
         writer.transport.abort()
     elif isinstance(writer, StreamWriter):
-        # The public StreamWriter has no abort() yet (docs/gateway-integration.patch adds
-        # one); until then reset the flow through its channel, as Host does on failure.
+        stream_abort = getattr(writer, "abort", None)
+        if stream_abort is not None:
+            stream_abort()
+            return
+        # StreamWriter has no abort() yet (docs/gateway-integration.patch adds one); until
+        # then reset the flow through its channel, as Host does when a flow fails.
         channel = writer._ch
         stack = channel.host.stack
         if not channel.terminated and channel.socket_id in stack.flows:

@@ -1,0 +1,428 @@
+"""Operator commands: ``scaffold up``, ``down``, ``status`` and ``fault``.
+
+``up`` runs a network from a topology file -- embedded (one process, loopback; the default)
+or ``--netns`` (a namespace and a process per node) -- and writes the state file that the
+other commands read to find it. ``down`` removes exactly what ``up`` created. ``status``
+asks the controller (``status`` and ``counters``) and prints tables. ``fault`` injects
+failures: in netns mode with the kernel (links, nftables, SIGKILL), in embedded mode with the
+runtime's own link emulation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .. import admin
+from ..errors import ConfigError, ScaffoldError, UsageError
+from ..state_file import DEFAULT_STATE, NetworkState, NodeState, load_state, remove_state, save_state
+from ..topology import default_topology
+from ..topology_file import TopologyFile, load_topology
+from .runner import parse_address
+
+__all__ = ["add_commands", "print_status"]
+
+Address = tuple[str, int]
+
+
+def add_commands(sub: Any) -> None:
+    up = sub.add_parser("up", help="run a network described in a topology file")
+    up.add_argument("topology", nargs="?", help="topology file (TOML; default: the demo's network)")
+    up.add_argument("--netns", action="store_true", help="one network namespace and process per node (root)")
+    up.add_argument("--state", default=str(DEFAULT_STATE), help="state file (default .scaffold/state.json)")
+    up.add_argument("--detach", action="store_true", help="netns: leave the network running and return")
+    up.add_argument("--controller-port", type=int, default=0, help="embedded: the controller's TCP port")
+    up.set_defaults(func=_up)
+
+    down = sub.add_parser("down", help="remove the network a state file describes")
+    down.add_argument("--state", default=str(DEFAULT_STATE))
+    down.add_argument("--keep-logs", action="store_true", help="netns: keep the nodes' logs")
+    down.set_defaults(func=_down)
+
+    status = sub.add_parser("status", help="objects, replicas, hosts, switches, links and counters")
+    status.add_argument("--state", default=str(DEFAULT_STATE))
+    status.add_argument("--controller", help="the controller's address instead of a state file")
+    status.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    status.set_defaults(func=_status)
+
+    fault = sub.add_parser("fault", help="inject a failure into a running network")
+    fault.add_argument("--state", default=str(DEFAULT_STATE))
+    kinds = fault.add_subparsers(dest="fault", required=True, metavar="FAULT")
+    # ``--state`` may also come after the fault's name
+    state_too = argparse.ArgumentParser(add_help=False)
+    state_too.add_argument("--state", default=argparse.SUPPRESS, help="state file")
+    for name, text in (("link-down", "cut a link"), ("link-up", "restore a link")):
+        p = kinds.add_parser(
+            name, help=f"{text} (nodes, or two datacenters for their backbone link)", parents=[state_too]
+        )
+        p.add_argument("a")
+        p.add_argument("b")
+    p = kinds.add_parser(
+        "partition", help="cut every backbone link between groups of datacenters", parents=[state_too]
+    )
+    p.add_argument("groups", nargs="+", metavar="DC[,DC...]", help="one group = it against the rest")
+    kinds.add_parser("heal", help="restore every backbone link", parents=[state_too])
+    p = kinds.add_parser(
+        "loss", help="drop PERCENT % of packets each way on a link (nftables in netns)", parents=[state_too]
+    )
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("percent", type=float)
+    p = kinds.add_parser(
+        "delay", help="set a link's one-way delay (our own link emulation)", parents=[state_too]
+    )
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("ms", type=float)
+    p = kinds.add_parser("kill", help="SIGKILL a node's process (netns)", parents=[state_too])
+    p.add_argument("node")
+    p = kinds.add_parser("restart", help="start a killed node's process again (netns)", parents=[state_too])
+    p.add_argument("node")
+    fault.set_defaults(func=_fault)
+
+
+# -- up / down -----------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> TopologyFile:
+    if args.topology:
+        return load_topology(args.topology)
+    return TopologyFile("demo", default_topology(), "")
+
+
+def _up(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    state_path = Path(args.state)
+    if state_path.exists():
+        existing = load_state(state_path)
+        if _network_alive(existing):
+            raise UsageError(
+                f"network {existing.name!r} is already up ({state_path}); `scaffold down` it or use --state"
+            )
+        remove_state(state_path)  # a stale file from a process that is gone
+    if args.netns:
+        return _up_netns(loaded, state_path, args.detach)
+    if args.detach:
+        raise UsageError("--detach needs --netns (the embedded network lives in this process)")
+    from ..runtime.aio import run
+
+    return run(_up_embedded(loaded, state_path, args.controller_port))
+
+
+def _network_alive(state: NetworkState) -> bool:
+    from ..netns import kernel
+
+    if state.mode == "netns":
+        return any(kernel.alive(n.pid, n.start_time) for n in state.nodes.values()) or any(
+            ns in kernel.namespaces() for ns in state.namespaces
+        )
+    return state.pid > 0 and Path(f"/proc/{state.pid}").exists()
+
+
+def _say(text: str) -> None:
+    Console(stderr=True).print(text)
+
+
+def _wait_for_signal() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def _up_netns(loaded: TopologyFile, state_path: Path, detach: bool) -> int:
+    from ..netns.network import NetnsNetwork
+    from ..runtime.aio import run
+
+    async def main() -> int:
+        net = NetnsNetwork(loaded, state_path=state_path)
+        stop = _wait_for_signal()
+        started = time.monotonic()
+        start = asyncio.create_task(net.start())
+        done, _ = await asyncio.wait([start, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+        if start not in done:  # Ctrl-C while starting
+            start.cancel()
+            with contextlib.suppress(BaseException):
+                await start
+            await net.close()
+            return 130
+        start.result()
+        state = net.state
+        assert state is not None
+        _say(
+            f"[green]network {state.name!r} is up[/] in namespaces sc{state.run_id}-* "
+            f"({len(state.nodes)} processes, {time.monotonic() - started:.1f} s); "
+            f"controller {state.controller[0]}:{state.controller[1]}; state {state_path}; "
+            f"logs {state.run_dir}"
+        )
+        if detach:
+            return 0
+        _say("[dim]Ctrl-C (or `scaffold down`) removes it[/]")
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            if not state_path.exists():  # `scaffold down` from elsewhere removed it
+                break
+        await net.close()
+        _say("[green]network removed[/]")
+        return 0
+
+    return run(main())
+
+
+async def _up_embedded(loaded: TopologyFile, state_path: Path, port: int) -> int:
+    from ..api.host import Host
+    from ..runtime.aio import ControllerRuntime, EmbeddedNetwork
+    from .host import echo
+
+    net = EmbeddedNetwork(loaded.topology)
+    # The controller listens on a fixed port if asked (so programs can be pointed at it).
+    net.controller = ControllerRuntime(net.controller.core, bind=("127.0.0.1", port))
+    stop = _wait_for_signal()
+    await net.start()
+    try:
+        for node in net.nodes.values():
+            node.stats_interval = 1.0
+            node.send_stats()
+            node._stats_task = asyncio.create_task(node._report_stats())
+        hosts = {name: Host(net, node) for name, node in net.nodes.items() if node.core.role == "host"}
+        for obj in loaded.topology.objects:
+            for replica, weight in obj.replicas:
+                await hosts[replica].start_server(echo, obj.name, weight=weight, resumable=obj.resumable)
+        state = NetworkState(
+            name=loaded.name,
+            mode="embedded",
+            controller=net.controller.address,
+            run_id=os.urandom(3).hex(),
+            topology_file=loaded.path,
+            pid=os.getpid(),
+            created=time.time(),
+            nodes={
+                name: NodeState(name, node.core.role, dc=loaded.topology.dc_of(name), address=node.address)
+                for name, node in net.nodes.items()
+            },
+        )
+        save_state(state, state_path)
+        address = net.controller.address
+        _say(
+            f"[green]network {loaded.name!r} is up[/] (embedded, {len(net.nodes)} nodes); "
+            f"controller {address[0]}:{address[1]}; state {state_path}. Ctrl-C removes it."
+        )
+        await stop.wait()
+    finally:
+        await net.close()
+        with contextlib.suppress(ConfigError):
+            if load_state(state_path).pid == os.getpid():
+                remove_state(state_path)
+    _say("[green]network removed[/]")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    state_path = Path(args.state)
+    state = load_state(state_path)
+    if state.mode == "netns":
+        from ..netns.network import teardown
+
+        problems = teardown(state, state_path, keep_logs=args.keep_logs)
+        if problems:
+            raise ScaffoldError("could not remove: " + ", ".join(problems))
+        _say(f"[green]removed network {state.name!r}[/] (namespaces sc{state.run_id}-*)")
+        return 0
+    # embedded: the `scaffold up` process owns everything; ask it to stop
+    if state.pid and state.pid != os.getpid() and Path(f"/proc/{state.pid}").exists():
+        os.kill(state.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and Path(f"/proc/{state.pid}").exists() and state_path.exists():
+            time.sleep(0.05)
+    remove_state(state_path)
+    _say(f"[green]removed network {state.name!r}[/]")
+    return 0
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+def _controller_of(args: argparse.Namespace) -> Address:
+    if getattr(args, "controller", None):
+        return parse_address(args.controller)
+    return load_state(args.state).controller
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ..runtime.aio import run
+
+    controller = _controller_of(args)
+
+    async def fetch() -> dict[str, Any]:
+        result: dict[str, Any] = await admin.call(controller, "status")
+        result["counters"] = await admin.call(controller, "counters")
+        return result
+
+    status = run(fetch())
+    if args.json:
+        json.dump(status, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        print_status(status, Console())
+    return 0
+
+
+def print_status(status: dict[str, Any], console: Console) -> None:
+    """Render the controller's status and the nodes' counters as tables."""
+    counters: dict[str, Any] = status.get("counters", {})
+    objects = Table(title="Objects and replicas", title_justify="left")
+    for column in ("object", "name", "replica", "dc", "weight", "alive"):
+        objects.add_column(column)
+    for obj in status.get("objects", []):
+        for k, replica in enumerate(obj["replicas"]):
+            objects.add_row(
+                obj["object"][:16] + "…" if k == 0 else "",
+                obj["name"] if k == 0 else "",
+                replica["host"],
+                replica["dc"],
+                str(replica["weight"]),
+                "yes" if replica["alive"] else "[red]no[/]",
+            )
+    console.print(objects)
+    hosts = Table(title="Hosts", title_justify="left")
+    for column in ("host", "host id", "dc", "gateway", "alive", "address", "drops"):
+        hosts.add_column(column)
+    for host in status.get("hosts", []):
+        drops = sum(counters.get(host["name"], {}).get("drops", {}).values())
+        address = host["address"]
+        hosts.add_row(
+            host["name"],
+            str(host["host_id"]),
+            host["dc"],
+            host["gateway"],
+            "yes" if host["alive"] else "[red]no[/]",
+            f"{address[0]}:{address[1]}" if address else "",
+            str(drops),
+        )
+    console.print(hosts)
+    switches = Table(title="Switches", title_justify="left")
+    for column in ("switch", "role", "dc", "connected", "tables sent", "applied", "forwarded", "drops"):
+        switches.add_column(column)
+    for sw in status.get("switches", []):
+        c = counters.get(sw["name"], {})
+        drops = c.get("drops", {})
+        switches.add_row(
+            sw["name"],
+            sw["role"],
+            sw["dc"],
+            "yes" if sw["connected"] else "[red]no[/]",
+            f"v{sw['version']}",
+            f"v{c['version']}" if c else "?",
+            str(c.get("forwarded", "?")),
+            ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "0",
+        )
+    console.print(switches)
+    links = Table(title="Backbone links", title_justify="left")
+    for column in ("link", "delay", "up"):
+        links.add_column(column)
+    for link in status.get("links", []):
+        links.add_row(
+            f"{link['a']}-{link['b']}", f"{link['delay_ms']:g} ms", "yes" if link["up"] else "[red]no[/]"
+        )
+    console.print(links)
+
+
+# -- faults --------------------------------------------------------------------------------
+
+
+def _fault(args: argparse.Namespace) -> int:
+    from ..runtime.aio import run
+
+    state = load_state(args.state)
+    if state.mode == "netns":
+        return run(_fault_netns(args, state))
+    return run(_fault_embedded(args, state))
+
+
+def _backbone(state_links: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(link["a"], link["b"]) for link in state_links]
+
+
+def _partition_cut(groups: list[str], links: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    side: dict[str, int] = {}
+    for k, group in enumerate(groups):
+        for dc in group.split(","):
+            if dc:
+                side[dc] = k
+    known = {dc for link in links for dc in link}
+    unknown = set(side) - known
+    if unknown:
+        raise UsageError(f"no datacenter on the backbone called {', '.join(sorted(unknown))}")
+    rest = len(groups)
+    return [(a, b) for a, b in links if side.get(a, rest) != side.get(b, rest)]
+
+
+async def _fault_netns(args: argparse.Namespace, state: NetworkState) -> int:
+    from ..netns.network import NetnsNetwork
+
+    net = NetnsNetwork.attach(args.state)
+    kind = args.fault
+    if kind in ("link-down", "link-up"):
+        net.link_down(args.a, args.b) if kind == "link-down" else net.link_up(args.a, args.b)
+    elif kind in ("partition", "heal"):
+        status = await admin.call(state.controller, "status")
+        links = _backbone(status["links"])
+        cut = _partition_cut(args.groups, links) if kind == "partition" else links
+        for a, b in cut:
+            net.link_down(a, b) if kind == "partition" else net.link_up(a, b)
+        what = ", ".join(f"{a}-{b}" for a, b in cut) or "nothing"
+        _say(f"{'cut' if kind == 'partition' else 'restored'}: {what}")
+    elif kind == "loss":
+        net.set_loss(args.a, args.b, args.percent)
+    elif kind == "delay":
+        await net.set_delay(args.a, args.b, args.ms)
+    elif kind == "kill":
+        net.kill(args.node)
+    elif kind == "restart":
+        await net.restart(args.node)
+    _say(f"[green]done[/]: {kind}")
+    return 0
+
+
+async def _fault_embedded(args: argparse.Namespace, state: NetworkState) -> int:
+    """Embedded: our link emulation (``LinkSettings``) and the controller's link state."""
+    kind = args.fault
+    controller = state.controller
+    status = await admin.call(controller, "status")
+    dcs = set(status["datacenters"])
+
+    async def set_link(a: str, b: str, up: bool) -> None:
+        await admin.call(controller, "link-settings", a=a, b=b, up=up)
+        if a in dcs and b in dcs:  # nothing detects an emulated cut: tell the controller
+            await admin.call(controller, "link", a=a, b=b, up=up)
+
+    if kind in ("link-down", "link-up"):
+        await set_link(args.a, args.b, kind == "link-up")
+    elif kind in ("partition", "heal"):
+        links = _backbone(status["links"])
+        cut = _partition_cut(args.groups, links) if kind == "partition" else links
+        for a, b in cut:
+            await set_link(a, b, kind == "heal")
+    elif kind == "loss":
+        if not 0 <= args.percent <= 100:
+            raise UsageError(f"loss must be between 0 and 100 %, got {args.percent}")
+        await admin.call(controller, "link-settings", a=args.a, b=args.b, loss=args.percent / 100)
+    elif kind == "delay":
+        await admin.call(controller, "link-settings", a=args.a, b=args.b, delay_ms=args.ms)
+    else:
+        raise UsageError(f"`fault {kind}` needs a network started with `scaffold up --netns`")
+    _say(f"[green]done[/]: {kind}")
+    return 0

@@ -1,0 +1,75 @@
+"""``scaffold controller``: the controller as a daemon.
+
+It reads the network's topology file, listens for node connections and operator commands on
+``--listen`` (TCP), keeps its registrations in ``--store`` (a JSON file, so a killed and
+restarted controller remembers Host IDs and replicas) and logs every decision it takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+
+from ..core.controller import Controller
+from ..core.store import FileStore, MemoryStore, Store
+from ..runtime.aio import ControllerRuntime
+from ..topology_file import load_topology
+from .jsonlog import JsonLog
+from .runner import parse_address
+
+__all__ = ["DEFAULT_CONTROL_PORT", "add_arguments", "serve"]
+
+DEFAULT_CONTROL_PORT = 7400
+EVENT_POLL = 0.05
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--topology", help="the network's topology file (TOML)")
+    parser.add_argument(
+        "--listen", default=f"0.0.0.0:{DEFAULT_CONTROL_PORT}", help="TCP address to listen on (HOST:PORT)"
+    )
+    parser.add_argument("--store", default="", help="keep registrations in this JSON file (default: memory)")
+    parser.add_argument("--heartbeat-interval", type=float, default=0.2, help="host heartbeat period, s")
+    parser.add_argument("--dead-after", type=int, default=3, help="missed heartbeats before a host is dead")
+
+
+async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> None:
+    """Run the controller until ``stop`` is set.
+
+    Raises:
+        ConfigError: no or a malformed topology file, a bad address.
+        OSError: the listen address cannot be bound.
+    """
+    from ..errors import ConfigError
+
+    if not args.topology:
+        raise ConfigError("the controller needs --topology FILE")
+    loaded = load_topology(args.topology)
+    store: Store = FileStore(args.store) if args.store else MemoryStore()
+    core = Controller(
+        loaded.topology, heartbeat_interval=args.heartbeat_interval, dead_after=args.dead_after, store=store
+    )
+    runtime = ControllerRuntime(core, bind=parse_address(args.listen))
+    await runtime.start()
+    log.info(
+        "listening",
+        address=f"{runtime.address[0]}:{runtime.address[1]}",
+        network=loaded.name,
+        nodes=len(loaded.topology.nodes()),
+        store=args.store or "memory",
+        restored=bool(store.load() is not None),
+    )
+    seen = 0
+    try:
+        while not stop.is_set():
+            for event in core.events[seen:]:
+                log.info(event.kind, target=event.target, detail=event.detail)
+            seen = len(core.events)
+            if seen > 10_000:  # keep memory bounded on a long run
+                del core.events[:seen]
+                seen = 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), EVENT_POLL)
+    finally:
+        await runtime.close()

@@ -1,0 +1,131 @@
+"""``scaffold host``: one host as a daemon, optionally serving objects.
+
+It joins the network through its gateway flow switch (``join``), and with ``--serve
+NAME[:WEIGHT]`` runs an echo service on object ``NAME`` (streams: every byte read is written
+back), registering itself as a replica with that weight. With ``:resume`` the listener is
+resumable: when another replica dies, this one takes over its streams (docs/protocol.md
+§4.2.5) -- echo keeps no state, so it can.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+
+from ..api.host import StreamHandler
+from ..api.streams import StreamReader, StreamWriter
+from ..errors import ConfigError, ScaffoldError
+from ..join import JoinedHost, join
+from .jsonlog import JsonLog
+from .runner import parse_address
+from .switch import REPORT_RETRY, add_node_arguments, emulated_links, required
+
+__all__ = ["add_arguments", "echo", "serve"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_node_arguments(parser)
+    parser.add_argument("--gateway", help="the flow switch this host attaches to")
+    parser.add_argument(
+        "--serve",
+        action="append",
+        default=[],
+        metavar="NAME[:WEIGHT][:resume]",
+        help="serve this object; ':resume': take over streams of a failed replica",
+    )
+    parser.add_argument(
+        "--service",
+        choices=("echo", "pattern"),
+        default="echo",
+        help="what --serve runs: echo, or a paced download of the verifiable pattern (apps.pattern)",
+    )
+    parser.add_argument("--pattern-size", type=int, default=2 << 20, help="pattern: bytes per download")
+    parser.add_argument("--pattern-pace", type=float, default=0.025, help="pattern: seconds per 4 KiB")
+    parser.add_argument(
+        "--accept-migrations",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run the service for flows of NAME migrated here (migrate_object)",
+    )
+
+
+async def echo(reader: StreamReader, writer: StreamWriter) -> None:
+    """The echo service: write back every byte read, until the client closes."""
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+
+
+def parse_serve(item: str) -> tuple[str, int, bool]:
+    """``NAME[:WEIGHT][:resume]`` as (name, weight, resumable).
+
+    Raises:
+        ConfigError: the weight is not a whole number > 0, or a part is unknown.
+    """
+    parts = str(item).split(":")
+    resumable = parts[-1] == "resume"
+    if resumable:
+        parts.pop()
+    name, weight = parts[0], parts[1] if len(parts) > 1 else "1"
+    try:
+        value = int(weight)
+    except ValueError:
+        value = 0
+    if not name or value <= 0 or len(parts) > 2:
+        raise ConfigError(f"--serve: want NAME[:WEIGHT][:resume] with a weight > 0, got {item!r}")
+    return name, value, resumable
+
+
+async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> None:
+    """Run one host until ``stop`` is set.
+
+    Raises:
+        ConfigError: a missing or bad option.
+        ScaffoldError: the network could not be joined.
+    """
+    required(args, "name", "gateway", "controller")
+    services = [parse_serve(item) for item in args.serve]
+    controller = parse_address(args.controller)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.connect_timeout
+    host: JoinedHost | None = None
+    while host is None:
+        try:
+            host = await join(
+                args.name,
+                gateway=args.gateway,
+                controller=controller,
+                bind=parse_address(args.listen),
+                advertise=args.advertise,
+                links=emulated_links(args.name, args.link),
+                stats_interval=args.stats_interval,
+            )
+        except (ScaffoldError, TimeoutError) as exc:
+            if isinstance(exc, ConfigError) or loop.time() > deadline or stop.is_set():
+                raise ScaffoldError(f"cannot join the network: {exc}") from None
+            log.warning("cannot join yet, retrying", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), REPORT_RETRY)
+    log.info(
+        "registered",
+        host_id=host.stack.host_id,
+        dc=host.dc,
+        address=f"{host.node.address[0]}:{host.node.address[1]}",
+    )
+    try:
+        handler: StreamHandler = echo
+        if args.service == "pattern":
+            from ..scenario import content_service
+
+            handler = content_service(args.pattern_size, args.pattern_pace)
+        for name in args.accept_migrations:
+            host.serve_migrations(handler, name)
+        for name, weight, resumable in services:
+            await host.start_server(handler, name, weight=weight, resumable=resumable)
+            log.info("serving", object=name, weight=weight, resumable=resumable)
+        await stop.wait()
+    finally:
+        await host.close()
+        log.info("counters", drops=dict(host.stack.drops), runtime=dict(host.node.stats))

@@ -1,0 +1,209 @@
+"""``scaffold switch --role flow|object``: one switch as a daemon.
+
+It binds its UDP socket on ``--listen``, announces ``--advertise`` (the IP its neighbours
+reach it on) to the controller, and forwards on the tables the controller installs -- and on
+its last tables while the controller is away. ``--link PEER=MS`` sets the egress delay
+towards a neighbour (our own link emulation; ``scaffold fault delay`` changes it later).
+
+Port status: with ``--port PEER=DEV`` the switch watches the kernel's operational state of
+the network interface that leads to ``PEER`` and reports every change to the controller
+(admin command ``port``). A border switch's port to another DC's border switch is a backbone
+link: the controller marks it down or up and recomputes the DC routes (docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+from pathlib import Path
+
+from .. import admin
+from ..core.flow_switch import FlowSwitch
+from ..core.object_switch import ObjectSwitch
+from ..errors import ConfigError, ScaffoldError
+from ..runtime.aio import AddressBook, EmuLink, NodeRuntime
+from .jsonlog import JsonLog
+from .runner import parse_address, parse_peer_values
+
+__all__ = ["DEFAULT_DATA_PORT", "PortMonitor", "add_arguments", "add_node_arguments", "connect", "serve"]
+
+DEFAULT_DATA_PORT = 7000
+PORT_POLL = 0.05
+REPORT_RETRY = 0.5
+_UNREACHABLE = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT}
+
+
+def add_node_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags every data-plane daemon has."""
+    parser.add_argument("--name", help="this node's name, as in the topology")
+    parser.add_argument("--controller", help="the controller's address (HOST:PORT)")
+    parser.add_argument(
+        "--listen", default=f"0.0.0.0:{DEFAULT_DATA_PORT}", help="UDP address to bind (HOST:PORT)"
+    )
+    parser.add_argument(
+        "--advertise", default=None, help="IP that neighbours send to (default: the bound IP)"
+    )
+    parser.add_argument(
+        "--link", action="append", default=[], metavar="PEER=MS", help="egress delay towards a neighbour (ms)"
+    )
+    parser.add_argument("--stats-interval", type=float, default=1.0, help="report counters this often, s")
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        help="give up if the controller is unreachable this long",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_node_arguments(parser)
+    parser.add_argument("--role", choices=("flow", "object"), default="flow", help="flow or object switch")
+    parser.add_argument("--dc", help="the datacenter this switch belongs to")
+    parser.add_argument(
+        "--port",
+        action="append",
+        default=[],
+        metavar="PEER=DEV",
+        help="watch interface DEV, the port to PEER",
+    )
+
+
+def emulated_links(name: str, items: list[str]) -> dict[tuple[str, str], EmuLink]:
+    """``--link PEER=MS`` flags as the runtime's egress links.
+
+    Raises:
+        ConfigError: a delay is not a number >= 0.
+    """
+    links: dict[tuple[str, str], EmuLink] = {}
+    for peer, value in parse_peer_values(items, "--link").items():
+        try:
+            delay = float(value) / 1000
+        except ValueError:
+            raise ConfigError(f"--link {peer}={value}: the delay must be a number of ms") from None
+        if not delay >= 0:
+            raise ConfigError(f"--link {peer}={value}: the delay must be >= 0")
+        links[(name, peer)] = EmuLink(delay)
+    return links
+
+
+def required(args: argparse.Namespace, *names: str) -> None:
+    """Raises ``ConfigError`` naming the first missing option."""
+    for name in names:
+        if not getattr(args, name, None):
+            raise ConfigError(f"missing --{name.replace('_', '-')}")
+
+
+async def connect(node: NodeRuntime, timeout: float, log: JsonLog, stop: asyncio.Event) -> None:
+    """Start ``node``, retrying while the controller cannot be reached (bounded by ``timeout``).
+
+    Raises:
+        ScaffoldError: the controller stayed unreachable for ``timeout`` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    started = False
+    while not stop.is_set():
+        try:
+            if not started:
+                await node.start()
+                started = True
+            else:
+                await node.connect_controller()
+            return
+        except OSError as exc:
+            if isinstance(exc, ConnectionError | TimeoutError) or exc.errno in _UNREACHABLE:
+                started = True  # the socket is up; only the controller is not (yet)
+            else:
+                raise  # e.g. the listen address cannot be bound
+            if loop.time() > deadline:
+                raise ScaffoldError(f"controller {node.controller_address} unreachable: {exc}") from None
+            log.warning("controller unreachable, retrying", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), REPORT_RETRY)
+
+
+class PortMonitor:
+    """Watches interfaces (``/sys/class/net/DEV/operstate``) and reports changes to the
+    controller; a report that cannot be delivered is retried until it is or the port changes
+    again."""
+
+    def __init__(self, node: str, ports: dict[str, str], controller: tuple[str, int], log: JsonLog) -> None:
+        self.node = node
+        self.ports = ports
+        self.controller = controller
+        self.log = log
+        self.state: dict[str, bool] = {peer: self.read(dev) for peer, dev in ports.items()}
+        self.pending: dict[str, bool] = {}
+
+    @staticmethod
+    def read(dev: str) -> bool:
+        try:
+            return Path(f"/sys/class/net/{dev}/operstate").read_text().strip() == "up"
+        except OSError:
+            return False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        next_try = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            for peer, dev in self.ports.items():
+                up = self.read(dev)
+                if up != self.state[peer]:
+                    self.state[peer] = up
+                    self.pending[peer] = up
+                    next_try = 0.0
+                    self.log.info("port up" if up else "port down", peer=peer, dev=dev)
+            if self.pending and loop.time() >= next_try:
+                for peer, up in list(self.pending.items()):
+                    try:
+                        await admin.call(
+                            self.controller, "port", timeout=2.0, node=self.node, peer=peer, up=up
+                        )
+                    except ScaffoldError as exc:
+                        self.log.warning("port report failed, will retry", peer=peer, error=str(exc))
+                        next_try = loop.time() + REPORT_RETRY
+                        break
+                    if self.pending.get(peer) == up:
+                        del self.pending[peer]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PORT_POLL)
+
+
+async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> None:
+    """Run one switch until ``stop`` is set.
+
+    Raises:
+        ConfigError: a missing or bad option.
+        ScaffoldError: the controller was never reachable.
+    """
+    required(args, "name", "dc", "controller")
+    controller = parse_address(args.controller)
+    core = FlowSwitch(args.name, args.dc) if args.role == "flow" else ObjectSwitch(args.name, args.dc)
+    node = NodeRuntime(
+        core,
+        AddressBook(),
+        emulated_links(args.name, args.link),
+        controller,
+        bind=parse_address(args.listen),
+        advertise=args.advertise,
+    )
+    node.stats_interval = args.stats_interval
+    ports = parse_peer_values(args.port, "--port")
+    await connect(node, args.connect_timeout, log, stop)
+    log.info("started", role=core.role, dc=args.dc, address=f"{node.address[0]}:{node.address[1]}")
+    monitor = asyncio.create_task(PortMonitor(args.name, ports, controller, log).run(stop)) if ports else None
+    synced = False
+    try:
+        while not stop.is_set():
+            if core.synced and not synced:
+                synced = True
+                log.info("tables received", version=core.version)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.1)
+    finally:
+        if monitor is not None:
+            await monitor
+        await node.close()
+        log.info("counters", forwarded=core.forwarded, drops=dict(core.drops), runtime=dict(node.stats))

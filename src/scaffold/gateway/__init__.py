@@ -1,0 +1,14 @@
+"""Serving the unmodified world: the ingress proxy and the publisher (docs/gateway.md).
+
+* ``Ingress`` -- plain TCP clients (or HTTP/1.1 clients, ``http=True``) in, one SCAFFOLD
+  stream per connection to an object out: anycast with flow affinity per TCP connection.
+* ``Publisher`` -- an unmodified TCP server registered as a replica of an object, with
+  health checks that withdraw and re-register it.
+"""
+
+from .http import IDEMPOTENT_METHODS, HttpOptions
+from .ingress import Ingress
+from .publisher import Publisher, TargetUnavailable
+from .stats import GatewayStats
+
+__all__ = ["IDEMPOTENT_METHODS", "GatewayStats", "HttpOptions", "Ingress", "Publisher", "TargetUnavailable"]

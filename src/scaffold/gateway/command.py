@@ -1,0 +1,196 @@
+"""``scaffold ingress`` and ``scaffold publish``: the gateway on the command line.
+
+``add_commands(subparsers)`` registers both subcommands on the ``scaffold`` parser (the one
+line ``cli.py`` needs). Each runs until SIGINT or SIGTERM, then closes cleanly (stop
+accepting, let connections finish for ``--grace`` seconds, withdraw the replica) and prints
+its counters as one JSON line on stderr.
+
+Which network: by default the one ``scaffold up`` runs (its state file, ``--network STATE``
+to name another): the command joins it as a host of its own (``--as NAME``, at ``--gateway
+SWITCH`` or the first flow switch) through ``Host.join``. ``--testbed`` instead starts an
+embedded ``Testbed`` in this process, so one command serves a whole demo: ``scaffold ingress
+web --listen :8080 --testbed --publish 127.0.0.1:8000 --publish 127.0.0.1:8001``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from .ingress import Ingress
+from .publisher import Publisher
+
+if TYPE_CHECKING:
+    from ..api.host import Host
+    from ..testbed import Testbed
+
+__all__ = ["add_commands", "parse_address"]
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` or ``":PORT"`` (all of 127.0.0.1) -> ``(host, port)``.
+
+    Raises:
+        argparse.ArgumentTypeError: not an address.
+    """
+    host, sep, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not sep or not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
+    return host.strip("[]") or "127.0.0.1", number
+
+
+def _network_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--testbed", action="store_true", help="start an embedded network in this process (2 DCs x 3 hosts)"
+    )
+    parser.add_argument(
+        "--network",
+        metavar="STATE",
+        help="state file of a `scaffold up` network (default .scaffold/state.json)",
+    )
+    parser.add_argument(
+        "--as", dest="as_name", metavar="NAME", help="joining: this host's name (default: one made up)"
+    )
+    parser.add_argument("--gateway", metavar="SWITCH", help="joining: the flow switch to attach to")
+    parser.add_argument("--host", metavar="HOST", help="with --testbed: the SCAFFOLD host to use")
+    parser.add_argument("--grace", type=float, default=5.0, help="seconds open connections get at exit")
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``ingress`` and ``publish`` on the ``scaffold`` subparsers."""
+    ingress = sub.add_parser("ingress", help="serve an object to plain TCP or HTTP clients")
+    ingress.add_argument("name", help="the object's name")
+    ingress.add_argument("--listen", type=parse_address, required=True, metavar="HOST:PORT")
+    ingress.add_argument("--http", action="store_true", help="HTTP/1.1 aware: keep-alive, retries")
+    ingress.add_argument(
+        "--publish",
+        type=parse_address,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="with --testbed: also publish this TCP server as a replica (repeatable)",
+    )
+    _network_arguments(ingress)
+    ingress.set_defaults(func=lambda args: _run(_ingress_main(args)))
+
+    publish = sub.add_parser("publish", help="register a plain TCP server as a replica of an object")
+    publish.add_argument("name", help="the object's name")
+    publish.add_argument("--target", type=parse_address, required=True, metavar="HOST:PORT")
+    publish.add_argument("--weight", type=int, default=1)
+    publish.add_argument("--check-interval", type=float, default=0.5, help="seconds between health checks")
+    publish.add_argument("--fall", type=int, default=2, help="failed checks that withdraw the replica")
+    publish.add_argument("--rise", type=int, default=2, help="passed checks that register it again")
+    publish.add_argument("--wait", action="store_true", help="start even if the target does not answer yet")
+    _network_arguments(publish)
+    publish.set_defaults(func=lambda args: _run(_publish_main(args)))
+
+
+def _run(main: Any) -> int:
+    from ..runtime.aio import run
+
+    code: int = run(main)
+    return code
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def _network_host(args: argparse.Namespace, role: str) -> AsyncIterator[tuple[Host, Testbed | None]]:
+    """The SCAFFOLD host the command works on: a host of an embedded testbed, or this process
+    joined to a running network as a host of its own."""
+    from ..join import join
+    from ..testbed import Testbed
+
+    if args.testbed:
+        async with Testbed() as net:
+            default = net.hosts[-1] if role == "ingress" else net.hosts[0]
+            yield (net.host(args.host) if args.host else default), net
+        return
+    if args.publish if role == "ingress" else False:
+        raise ConfigError("--publish goes with --testbed (use `scaffold publish` against a running network)")
+    name = args.as_name or f"{role}-{os.getpid()}"
+    host = await join(name, gateway=args.gateway, state=args.network)
+    try:
+        yield host, None
+    finally:
+        await host.close()
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def _ingress_main(args: argparse.Namespace) -> int:
+    async with _network_host(args, "ingress") as (host, net):
+        publishers = []
+        if net is not None:
+            publishers = [
+                Publisher(net.hosts[i % (len(net.hosts) - 1)], args.name, target)
+                for i, target in enumerate(args.publish)
+            ]
+        ingress = Ingress(host, args.name, args.listen, http=args.http, grace=args.grace)
+        try:
+            for publisher in publishers:
+                await publisher.start()
+                target = f"{publisher.target[0]}:{publisher.target[1]}"
+                _say(f"published {target} as {args.name!r} on {publisher.host.name}")
+            await ingress.start()
+            address = ingress.address
+            mode = "http" if args.http else "tcp"
+            _say(f"ingress {mode} {address[0]}:{address[1]} -> {args.name!r} via {host.name}")
+            await _until_signalled()
+        finally:
+            await ingress.close()
+            for publisher in publishers:
+                await publisher.close()
+        _say(
+            json.dumps(
+                {"ingress": ingress.stats.as_json(), "publishers": [p.stats.as_json() for p in publishers]}
+            )
+        )
+    return 0
+
+
+async def _publish_main(args: argparse.Namespace) -> int:
+    async with _network_host(args, "publish") as (host, _):
+        publisher = Publisher(
+            host,
+            args.name,
+            args.target,
+            weight=args.weight,
+            check_interval=args.check_interval,
+            fall=args.fall,
+            rise=args.rise,
+            wait_for_target=args.wait,
+        )
+        await publisher.start()
+        try:
+            _say(f"published {args.target[0]}:{args.target[1]} as {args.name!r} on {host.name}")
+            await _until_signalled()
+        finally:
+            with contextlib.suppress(Exception):
+                await publisher.close()
+        _say(json.dumps({"publisher": publisher.stats.as_json(), "withdrawals": publisher.withdrawals}))
+    return 0

@@ -1,0 +1,349 @@
+"""The HTTP-aware ingress: HTTP/1.1 with keep-alive in front, retries on a broken replica.
+
+One ``HttpSession`` serves one client TCP connection with h11 (``h11.SERVER``): many
+requests in turn (keep-alive, pipelining as h11 allows). Each request goes to the object over
+a SCAFFOLD stream, spoken to with a second h11 state machine (``h11.CLIENT``); the stream is
+reused for the next request while the replica keeps it open, and a new one is opened after a
+failure or when the replica closes (HTTP/1.0 servers such as ``python -m http.server`` do so
+after every response).
+
+Retries. The response is held back until it is complete or bigger than ``buffer_limit``;
+until then nothing of it reached the client. If the stream breaks in that time (a reset, a
+broken path, EOF before a complete response, a malformed response, no answer within
+``response_timeout``) and the method is idempotent (RFC 9110 §9.2.2: GET, HEAD, PUT, DELETE,
+OPTIONS, TRACE), the request is sent again on a *new* SCAFFOLD stream: a new Flow ID, which
+the network anycasts over the replicas it still believes alive. A failed replica needs up to
+about a second to be withdrawn (missed heartbeats, or the publisher's health check), so
+retries back off (``backoff`` doubling up to ``max_backoff``) within ``retry_budget`` seconds.
+A failure to *open* a stream is retried for every method, since nothing was sent. Otherwise
+the client gets 502; no replica at all is 503; a failure after the response started (more
+than ``buffer_limit`` bytes already relayed) can only cut the client connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import h11
+
+from ..api.streams import StreamReader, StreamWriter
+from ..errors import ObjectNotFound, PathError
+from .pump import CHUNK, abort, reason_of
+from .stats import GatewayStats
+
+__all__ = ["IDEMPOTENT_METHODS", "HttpOptions", "HttpSession"]
+
+log = logging.getLogger("scaffold.gateway")
+
+IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
+#: Connection-level headers (RFC 9110 §7.6.1): they describe one hop, never forwarded.
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
+
+OpenUpstream = Callable[[], Awaitable[tuple[StreamReader, StreamWriter]]]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOptions:
+    retry_budget: float = 3.0  # seconds from the first attempt during which retries may start
+    max_attempts: int = 16
+    backoff: float = 0.05  # first pause between attempts; doubles up to max_backoff
+    max_backoff: float = 0.4
+    response_timeout: float = 30.0  # for each read of the response from a replica
+    body_limit: int = 16 * 1024 * 1024  # request bodies are buffered (to retry them); larger: 413
+    buffer_limit: int = 256 * 1024  # response bytes held back before committing to the client
+
+
+class UpstreamFailed(Exception):
+    """The SCAFFOLD stream to the replica failed; ``reason`` is a counter token."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class ClientCut(Exception):
+    """The client connection cannot go on (the response broke after it started)."""
+
+
+@dataclass(slots=True)
+class Upstream:
+    reader: StreamReader
+    writer: StreamWriter
+    conn: h11.Connection
+
+
+class HttpSession:
+    """One client connection of the HTTP ingress."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        open_upstream: OpenUpstream,
+        stats: GatewayStats,
+        name: str,
+        options: HttpOptions,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.open_upstream = open_upstream
+        self.stats = stats
+        self.name = name
+        self.options = options
+        self.conn = h11.Connection(h11.SERVER)
+        self.upstream: Upstream | None = None
+        #: the first stream, opened while the first request is still being read
+        self._opening: asyncio.Future[tuple[StreamReader, StreamWriter]] | None = None
+        self.busy = False  # a request is being read or answered (not idle between requests)
+        self.closing = False  # the ingress is closing: answer the current request, then stop
+        self._committed = False
+
+    async def run(self) -> None:
+        """Serve requests until the client or the ingress ends the connection."""
+        # Open the first stream at once, while the client sends its request: the handshake
+        # overlaps with reading and parsing it, as in raw mode.
+        self._opening = asyncio.ensure_future(self.open_upstream())
+        try:
+            while not self.closing:
+                request = await self._read_request()
+                if request is None:
+                    break
+                await self._answer(*request)
+                if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
+                    break
+                self.conn.start_next_cycle()
+        except h11.RemoteProtocolError as exc:
+            self.stats.error("bad-request")
+            await self._send_error(exc.error_status_hint, f"bad request: {exc}\n")
+        except ClientCut:
+            abort(self.writer)
+        except (ConnectionError, OSError):
+            self.stats.error("client-gone")
+        finally:
+            self._cancel_opening()
+            self._drop_upstream()
+            self.writer.close()
+
+    # -- the client side -----------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        data = await self.reader.read(CHUNK)
+        self.stats.bytes_in += len(data)
+        self.conn.receive_data(data)
+
+    async def _read_request(self) -> tuple[h11.Request, bytes] | None:
+        self.busy = False
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                if self.closing:
+                    return None
+                await self._receive()
+            elif isinstance(event, h11.Request):
+                break
+            else:  # ConnectionClosed (or PAUSED, which cannot happen between cycles)
+                return None
+        self.busy = True
+        body = bytearray()
+        while True:
+            if self.conn.they_are_waiting_for_100_continue:
+                await self._write(h11.InformationalResponse(status_code=100, headers=[]))
+            part = self.conn.next_event()
+            if part is h11.NEED_DATA:
+                await self._receive()
+            elif isinstance(part, h11.Data):
+                body += part.data
+                if len(body) > self.options.body_limit:
+                    self.stats.error("body-too-large")
+                    await self._send_error(413, f"request body larger than {self.options.body_limit} bytes\n")
+                    raise ClientCut
+            elif isinstance(part, h11.EndOfMessage):
+                return event, bytes(body)
+            else:
+                raise h11.RemoteProtocolError("connection closed inside a request", error_status_hint=400)
+
+    async def _write(self, event: h11.Event) -> None:
+        data = self.conn.send(event)
+        if data:
+            self.writer.write(data)
+            self.stats.bytes_out += len(data)
+            await self.writer.drain()
+
+    async def _send_error(self, status: int, text: str) -> None:
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = text.encode()
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"via", b"1.1 scaffold-ingress"),
+        ]
+        if self.closing or self.conn.their_state is h11.ERROR:
+            headers.append((b"connection", b"close"))
+        with contextlib.suppress(h11.LocalProtocolError, ConnectionError, OSError):
+            await self._write(h11.Response(status_code=status, headers=headers))
+            await self._write(h11.Data(data=body))
+            await self._write(h11.EndOfMessage())
+
+    # -- one request, with retries -------------------------------------------------------
+
+    def _upstream_request(self, request: h11.Request, body: bytes) -> h11.Request:
+        headers = [
+            (name, value)
+            for name, value in request.headers
+            if name not in HOP_BY_HOP and name not in (b"expect", b"content-length")
+        ]
+        if not any(name == b"host" for name, _ in headers):
+            headers.append((b"host", self.name.encode()))
+        if body or request.method in (b"POST", b"PUT", b"PATCH"):
+            headers.append((b"content-length", str(len(body)).encode()))
+        return h11.Request(method=request.method, target=request.target, headers=headers)
+
+    async def _answer(self, request: h11.Request, body: bytes) -> None:
+        upstream_request = self._upstream_request(request, body)
+        idempotent = request.method in IDEMPOTENT_METHODS
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.retry_budget
+        backoff = self.options.backoff
+        attempt = 0
+        self.stats.requests += 1
+        while True:
+            attempt += 1
+            self._committed = False
+            sent = False
+            failure: UpstreamFailed
+            try:
+                upstream = await self._get_upstream()
+            except ObjectNotFound as exc:
+                self.stats.error("object-not-found")
+                await self._send_error(503, f"no replica of {self.name!r} is registered: {exc}\n")
+                return
+            except (PathError, TimeoutError, OSError) as exc:  # opening the stream failed
+                failure = UpstreamFailed("connect-" + reason_of(exc), str(exc))
+            else:
+                sent = True
+                try:
+                    # Errors writing to the client are not caught here: they end the session.
+                    await self._exchange(upstream, upstream_request, body)
+                    return
+                except UpstreamFailed as exc:
+                    failure = exc
+            self._drop_upstream()
+            if self._committed:
+                self.stats.error("broken-mid-response")
+                log.info("%s: response broke after it started (%s); cutting the client", self.name, failure)
+                raise ClientCut
+            retryable = idempotent or not sent
+            if not retryable or attempt >= self.options.max_attempts or loop.time() + backoff > deadline:
+                self.stats.error(failure.reason)
+                await self._send_error(502, f"the replica of {self.name!r} failed: {failure}\n")
+                return
+            self.stats.retries += 1
+            log.debug("%s: retrying %s after %s", self.name, request.method.decode(), failure)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.options.max_backoff)
+
+    async def _get_upstream(self) -> Upstream:
+        if self.upstream is None:
+            opening, self._opening = self._opening, None
+            reader, writer = await (opening if opening is not None else self.open_upstream())
+            self.upstream = Upstream(reader, writer, h11.Connection(h11.CLIENT))
+        return self.upstream
+
+    def _cancel_opening(self) -> None:
+        opening, self._opening = self._opening, None
+        if opening is None:
+            return
+        if not opening.done():
+            opening.cancel()  # open_connection aborts the half-open flow when cancelled
+        elif not opening.cancelled() and opening.exception() is None:
+            opening.result()[1].close()  # opened for a request that never came
+
+    def _drop_upstream(self) -> None:
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            if upstream.conn.our_state is h11.IDLE and upstream.conn.their_state is h11.IDLE:
+                upstream.writer.close()
+            else:
+                abort(upstream.writer)
+
+    async def _exchange(self, upstream: Upstream, request: h11.Request, body: bytes) -> None:
+        """Send one request on ``upstream`` and relay its response to the client.
+
+        Raises:
+            UpstreamFailed: the stream to the replica failed (``self._committed`` tells
+                whether part of the response already went to the client).
+        """
+        conn = upstream.conn
+        data = conn.send(request)
+        if body:
+            data += conn.send(h11.Data(data=body))
+        data += conn.send(h11.EndOfMessage())
+        try:
+            upstream.writer.write(data)
+            await upstream.writer.drain()
+        except (PathError, OSError) as exc:
+            raise UpstreamFailed("send-" + reason_of(exc), str(exc)) from exc
+        held: list[h11.Event] = []
+        held_bytes = 0
+        while True:
+            event = await self._next_response_event(upstream)
+            if isinstance(event, h11.InformationalResponse):
+                continue  # 1xx: between this proxy and the replica
+            if isinstance(event, h11.Response):
+                event = self._client_response(event)
+            elif isinstance(event, h11.Data):
+                held_bytes += len(event.data)
+            held.append(event)
+            done = isinstance(event, h11.EndOfMessage)
+            if done or self._committed or held_bytes > self.options.buffer_limit:
+                self._committed = True
+                for item in held:
+                    await self._write(item)
+                held.clear()
+            if done:
+                break
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()  # the replica keeps the stream open: reuse it
+        else:
+            self._drop_upstream()
+
+    async def _next_response_event(self, upstream: Upstream) -> h11.Event:
+        conn = upstream.conn
+        eof = False
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                if eof:
+                    raise UpstreamFailed("closed-mid-response", "replica closed inside a response") from exc
+                raise UpstreamFailed("bad-response", f"malformed response: {exc}") from exc
+            if event is h11.NEED_DATA:
+                try:
+                    data = await asyncio.wait_for(upstream.reader.read(CHUNK), self.options.response_timeout)
+                except TimeoutError as exc:
+                    raise UpstreamFailed("response-timeout", "no response in time") from exc
+                except (PathError, OSError) as exc:
+                    raise UpstreamFailed(reason_of(exc), str(exc)) from exc
+                eof = not data
+                try:
+                    conn.receive_data(data)
+                except h11.RemoteProtocolError as exc:
+                    raise UpstreamFailed("bad-response", f"malformed response: {exc}") from exc
+                continue
+            if isinstance(event, h11.ConnectionClosed):
+                raise UpstreamFailed("closed-before-response", "replica closed before a response")
+            assert isinstance(event, h11.Event)
+            return event
+
+    def _client_response(self, response: h11.Response) -> h11.Response:
+        headers = [(name, value) for name, value in response.headers if name not in HOP_BY_HOP]
+        if self.closing:
+            headers.append((b"connection", b"close"))
+        return h11.Response(status_code=response.status_code, headers=headers, reason=response.reason)

@@ -1,0 +1,227 @@
+"""The publisher: an unmodified TCP server registered as a replica of an object.
+
+``Publisher`` binds the object on its host (``Host.start_server``) and carries each SCAFFOLD
+stream it is given to the target as one TCP connection (``pump.pump_both``). A health checker
+connects to the target every ``check_interval`` seconds: after ``fall`` failures in a row the
+replica is withdrawn (``Server.close()``: object switches stop choosing it for new flows),
+after ``rise`` successes in a row it is registered again. A stream whose TCP connection to
+the target is refused counts as a failed check too (a passive check), so a dead target is
+withdrawn after ``fall`` refused connections without waiting for the next timer, and the
+stream is reset so an HTTP ingress retries elsewhere; one refused connection triggers an
+immediate active check, so with ``fall=2`` a dead target is withdrawn at the first refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from ..api.streams import StreamReader, StreamWriter
+from ..errors import PathError, ScaffoldError, UsageError
+from .pump import abort, pump_both, reason_of
+from .stats import GatewayStats
+
+if TYPE_CHECKING:
+    from ..api.host import Host, Server
+
+__all__ = ["Publisher", "TargetUnavailable"]
+
+log = logging.getLogger("scaffold.gateway")
+
+
+class TargetUnavailable(PathError):
+    """The published TCP server does not accept connections."""
+
+
+class Publisher:
+    """Publish the TCP server at ``target`` as a replica of object ``name`` on ``host``."""
+
+    def __init__(
+        self,
+        host: Host,
+        name: str,
+        target: tuple[str, int],
+        *,
+        weight: int = 1,
+        check_interval: float = 0.5,
+        fall: int = 2,
+        rise: int = 2,
+        connect_timeout: float = 1.0,
+        wait_for_target: bool = False,
+    ) -> None:
+        if weight <= 0 or fall <= 0 or rise <= 0 or check_interval <= 0:
+            raise UsageError("weight, fall, rise and check_interval must be positive")
+        self.host = host
+        self.name = name
+        self.target = target
+        self.weight = weight
+        self.check_interval = check_interval
+        self.fall = fall
+        self.rise = rise
+        self.connect_timeout = connect_timeout
+        self.wait_for_target = wait_for_target
+        self.stats = GatewayStats()
+        self.server: Server | None = None
+        self.healthy = False  # registered as a replica right now
+        self.withdrawals = 0
+        self._failures = 0
+        self._successes = 0
+        self._checker: asyncio.Task[None] | None = None
+        self._probing: asyncio.Task[None] | None = None
+        self._streams: set[asyncio.Task[None]] = set()
+        self._state_lock = asyncio.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "up" if self.healthy else "down"
+        return f"<Publisher {self.name!r} -> {self.target[0]}:{self.target[1]} on {self.host.name} {state}>"
+
+    async def start(self) -> None:
+        """Check the target, register the replica, start the health checker.
+
+        With ``wait_for_target`` the replica is registered later, once the target answered
+        ``rise`` checks in a row.
+
+        Raises:
+            TargetUnavailable: the target refused (and ``wait_for_target`` is false).
+            UsageError: already started, or the object is already bound on this host.
+        """
+        if self._checker is not None:
+            raise UsageError(f"{self!r} is already started")
+        if not self.wait_for_target:
+            error = await self._probe()
+            if error is not None:
+                raise TargetUnavailable(
+                    f"cannot publish {self.name!r}: target {self.target[0]}:{self.target[1]} {error}"
+                )
+            await self._register()
+        self._checker = asyncio.get_running_loop().create_task(self._check_loop(), name=f"check:{self.name}")
+
+    async def close(self) -> None:
+        """Withdraw the replica, stop checking and cut the streams still open."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._checker is not None:
+            self._checker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checker
+        if self._probing is not None:
+            self._probing.cancel()
+        self._withdraw(None)
+        for task in list(self._streams):
+            task.cancel()
+        if self._streams:
+            await asyncio.wait(list(self._streams), timeout=2.0)
+
+    async def __aenter__(self) -> Publisher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- health ----------------------------------------------------------------------------
+
+    async def _probe(self) -> str | None:
+        """Connect to the target once; None if it answered, else why not."""
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(*self.target), self.connect_timeout)
+        except TimeoutError:
+            return "did not answer"
+        except OSError as exc:
+            return f"refused the connection ({exc.strerror or exc})"
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return None
+
+    async def _check_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_interval)
+            error = await self._probe()
+            try:
+                if error is None:
+                    await self._check_passed()
+                else:
+                    self._check_failed(error)
+            except ScaffoldError as exc:  # registering failed (the network is away): try again
+                log.warning("%r: %s", self, exc)
+
+    async def _check_passed(self) -> None:
+        self._failures = 0
+        self._successes += 1
+        if not self.healthy and self._successes >= self.rise and not self._closed:
+            async with self._state_lock:
+                if not self.healthy and not self._closed:
+                    await self._register()
+                    log.info("%r: target answers again; replica registered", self)
+
+    def _check_failed(self, error: str) -> None:
+        self._successes = 0
+        self._failures += 1
+        if self.healthy and self._failures >= self.fall:
+            self._withdraw(error)
+
+    async def _confirm_failure(self) -> None:
+        try:
+            error = await self._probe()
+            if error is not None:
+                self._check_failed(error)
+        finally:
+            self._probing = None
+
+    async def _register(self) -> None:
+        self.server = await self.host.start_server(self._handle, self.name, weight=self.weight)
+        self.healthy = True
+
+    def _withdraw(self, why: str | None) -> None:
+        """Withdraw the replica: because the target failed (``why``), or on close (None)."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        if self.healthy:
+            self.healthy = False
+            if why is not None:
+                self.withdrawals += 1
+                log.warning("%r: replica withdrawn: target %s", self, why)
+
+    # -- streams -----------------------------------------------------------------------------
+
+    async def _handle(self, reader: StreamReader, writer: StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        self.stats.connections += 1
+        self.stats.active += 1
+        try:
+            await self._carry(reader, writer)
+        finally:
+            self.stats.active -= 1
+            self._streams.discard(task)
+
+    async def _carry(self, reader: StreamReader, writer: StreamWriter) -> None:
+        try:
+            target_reader, target_writer = await asyncio.wait_for(
+                asyncio.open_connection(*self.target), self.connect_timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            self.stats.error("target-" + reason_of(exc))
+            self._check_failed(f"refused a connection ({exc})")  # a passive health check...
+            if self.healthy and self._probing is None:
+                # ...confirmed at once by an active one, so a dead target is withdrawn now.
+                self._probing = asyncio.get_running_loop().create_task(self._confirm_failure())
+            abort(writer)  # a reset, not an EOF: an HTTP ingress then retries elsewhere
+            return
+
+        def count_in(n: int) -> None:
+            self.stats.bytes_in += n
+
+        def count_out(n: int) -> None:
+            self.stats.bytes_out += n
+
+        error = await pump_both(reader, writer, target_reader, target_writer, count_in, count_out)
+        if error is not None:
+            self.stats.error(reason_of(error))

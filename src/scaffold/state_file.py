@@ -1,0 +1,158 @@
+"""The state file of a running network: how other commands and programs find it.
+
+``scaffold up`` writes it (default ``./.scaffold/state.json``, or ``--state PATH``);
+``scaffold status``, ``fault``, ``down`` and ``Host.join(state=...)`` read it. It records
+the network's name and mode (``embedded`` or ``netns``), the controller's address, every
+node's data-plane address and -- in ``netns`` mode -- exactly what ``up`` created: the
+namespaces, the veth links with their interface names, and each node's process (pid and
+kernel start time, so a recycled pid is never signalled). ``scaffold down`` removes exactly
+that. The file is JSON, replaced atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import msgspec
+
+from .errors import ConfigError
+
+__all__ = [
+    "DEFAULT_STATE",
+    "LinkState",
+    "NetworkState",
+    "NodeState",
+    "load_state",
+    "remove_state",
+    "save_state",
+]
+
+DEFAULT_STATE = Path(".scaffold") / "state.json"
+Address = tuple[str, int]
+
+
+class NodeState(msgspec.Struct):
+    """One node of the network."""
+
+    name: str
+    role: str  # "controller" | "flow-switch" | "object-switch" | "host"
+    dc: str = ""
+    gateway: str = ""  # hosts
+    address: Address | None = None  # data plane (controller: its control address)
+    namespace: str = ""  # netns mode
+    node_ip: str = ""  # netns: the address on the namespace's loopback, routed by the kernel
+    mgmt_ip: str = ""  # netns: the address on the management bridge
+    pid: int = 0  # netns: the node's process
+    start_time: int = 0  # netns: /proc/PID/stat start time of that process
+    command: list[str] = []  # netns: how the process was started (for a restart)
+
+
+class LinkState(msgspec.Struct):
+    """One veth link between two node namespaces (netns mode)."""
+
+    a: str
+    b: str
+    dev_a: str
+    dev_b: str
+    ip_a: str
+    ip_b: str
+    backbone: bool = False  # between two datacenters' border switches
+    delay: float = 0.0
+    loss: float = 0.0
+    bandwidth: float | None = None
+    up: bool = True
+
+
+class NetworkState(msgspec.Struct):
+    """What ``scaffold up`` started."""
+
+    name: str
+    mode: str  # "embedded" | "netns"
+    controller: Address
+    run_id: str = ""
+    topology_file: str = ""
+    pid: int = 0  # the ``scaffold up`` process (embedded: it runs the whole network)
+    created: float = 0.0
+    nodes: dict[str, NodeState] = {}
+    links: list[LinkState] = []
+    #: netns: every namespace created, the management one last
+    namespaces: list[str] = []
+    #: netns: the management namespace and its bridge
+    mgmt_namespace: str = ""
+    #: netns: the veth end left in this (the root) namespace to reach the management bridge
+    access_dev: str = ""
+    access_ip: str = ""
+    #: netns: where the controller keeps its store and the nodes write their logs
+    run_dir: str = ""
+    #: netns: ``up`` made ``run_dir`` (a temporary directory), so ``down`` removes it
+    run_dir_temporary: bool = False
+    #: netns: loss in percent by (namespace, device), as applied with nftables
+    losses: dict[str, float] = {}
+
+    def node(self, name: str) -> NodeState:
+        """The node called ``name``.
+
+        Raises:
+            ConfigError: the network has no such node.
+        """
+        node = self.nodes.get(name)
+        if node is None:
+            raise ConfigError(f"network {self.name!r} has no node {name!r}")
+        return node
+
+    def link(self, a: str, b: str) -> LinkState:
+        """The link between nodes ``a`` and ``b`` (either order).
+
+        Raises:
+            ConfigError: there is none.
+        """
+        for link in self.links:
+            if {link.a, link.b} == {a, b}:
+                return link
+        raise ConfigError(f"network {self.name!r} has no link between {a!r} and {b!r}")
+
+
+def load_state(path: str | os.PathLike[str] = DEFAULT_STATE) -> NetworkState:
+    """Read a state file.
+
+    Raises:
+        ConfigError: there is no state file there (no network is up) or it is not one.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no state file (is a network up? start one with `scaffold up`)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the state file: {exc.strerror or exc}") from None
+    try:
+        return msgspec.json.decode(data, type=NetworkState)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"{path}: not a scaffold state file: {exc}") from None
+
+
+def save_state(state: NetworkState, path: str | os.PathLike[str] = DEFAULT_STATE) -> None:
+    """Write a state file atomically (write, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(msgspec.json.format(msgspec.json.encode(state), indent=2) + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_state(path: str | os.PathLike[str] = DEFAULT_STATE) -> None:
+    """Delete a state file (and its directory if that is left empty)."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()

@@ -1,0 +1,522 @@
+"""The ingress proxy and the publisher, driven by real unmodified programs.
+
+curl, ``python -m http.server``, ``http.client``, redis-server, redis-cli and
+redis-benchmark talk plain TCP to an ``Ingress`` and are published by ``Publisher`` on an
+embedded ``Testbed``. Blocking programs run in threads (``asyncio.to_thread``) so the
+network, which lives on the test's event loop, keeps running. Every process a test starts is
+killed by its pid in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import scaffold
+from scaffold.gateway import Ingress, Publisher, TargetUnavailable
+from scaffold.runtime.aio import run
+
+Main = Callable[[scaffold.Testbed], Awaitable[None]]
+LOCAL = "127.0.0.1"
+
+
+def with_testbed(main: Main, timeout: float = 60.0) -> None:
+    async def go() -> None:
+        async with scaffold.Testbed(datacenters=2, hosts_per_datacenter=3) as net:
+            await asyncio.wait_for(main(net), timeout)
+
+    run(go())
+
+
+def need(program: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        pytest.skip(f"{program} is not installed (scripts/system-deps installs it)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOCAL, 0))
+        return int(s.getsockname()[1])
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection((LOCAL, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class Processes:
+    """Programs started by one test; each killed by its pid at the end."""
+
+    def __init__(self) -> None:
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.running.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+
+    def kill_all(self) -> None:
+        for proc in self.running:
+            self.kill(proc)
+
+
+@pytest.fixture
+def procs() -> Iterator[Processes]:
+    processes = Processes()
+    try:
+        yield processes
+    finally:
+        processes.kill_all()
+
+
+async def http_server(procs: Processes, root: Path, label: str) -> tuple[int, subprocess.Popen[bytes]]:
+    """A ``python -m http.server`` replica whose /whoami.txt says ``label``."""
+    directory = root / label
+    directory.mkdir()
+    (directory / "whoami.txt").write_text(f"{label}\n")
+    (directory / "big.bin").write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+    port = free_port()
+    proc = procs.start(
+        sys.executable, "-m", "http.server", str(port), "--bind", LOCAL, "--directory", str(directory)
+    )
+    await wait_until(lambda: answers(port), f"http.server on port {port}")
+    return port, proc
+
+
+@contextlib.asynccontextmanager
+async def published_web(
+    net: scaffold.Testbed, procs: Processes, root: Path, *, http: bool, **checks: float
+) -> AsyncIterator[tuple[Ingress, list[Publisher], list[subprocess.Popen[bytes]]]]:
+    """Two http.server replicas published from hosts in two DCs, an ingress on a third host."""
+    publishers: list[Publisher] = []
+    servers: list[subprocess.Popen[bytes]] = []
+    for label, host in (("replica-a", "dc1-h1"), ("replica-b", "dc2-h1")):
+        port, proc = await http_server(procs, root, label)
+        servers.append(proc)
+        publisher = Publisher(net.host(host), "web", (LOCAL, port), **checks)  # type: ignore[arg-type]
+        await publisher.start()
+        publishers.append(publisher)
+    ingress = Ingress(net.host("dc1-h3"), "web", (LOCAL, 0), http=http)
+    await ingress.start()
+    try:
+        yield ingress, publishers, servers
+    finally:
+        await ingress.close(grace=1.0)
+        for publisher in publishers:
+            await publisher.close()
+
+
+# -- raw TCP ingress ---------------------------------------------------------------------------
+
+
+def test_curl_through_raw_ingress_reaches_both_replicas(procs: Processes, tmp_path: Path) -> None:
+    curl = need("curl")
+
+    async def main(net: scaffold.Testbed) -> None:
+        async with published_web(net, procs, tmp_path, http=False) as (ingress, publishers, _):
+            url = f"http://{LOCAL}:{ingress.address[1]}/whoami.txt"
+            # One curl, 40 transfers: http.server is HTTP/1.0, so each is a new TCP connection.
+            result = await asyncio.to_thread(
+                subprocess.run, [curl, "-sS", "--fail", *[url] * 40], capture_output=True, timeout=30
+            )
+            assert result.returncode == 0, result.stderr
+            served = Counter(result.stdout.decode().split())
+            assert set(served) == {"replica-a", "replica-b"}, served
+            assert sum(served.values()) == 40
+            big = await asyncio.to_thread(
+                subprocess.run,
+                [curl, "-sS", "--fail", f"http://{LOCAL}:{ingress.address[1]}/big.bin"],
+                capture_output=True,
+                timeout=30,
+            )
+            assert big.stdout == bytes(range(256)) * 4096
+            assert ingress.stats.connections == 41
+            assert not ingress.stats.errors
+            assert sum(p.stats.connections for p in publishers) == 41
+
+    with_testbed(main)
+
+
+def test_raw_ingress_half_close_and_unknown_object() -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        async def reverse(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> None:
+            data = await reader.read(-1)  # until the client's half-close
+            writer.write(data[::-1])
+            await writer.drain()
+            writer.close()
+
+        await net.host("dc2-h2").start_server(reverse, "reverse")
+        async with Ingress(net.host("dc1-h1"), "reverse", (LOCAL, 0)) as ingress:
+            reader, writer = await asyncio.open_connection(*ingress.address)
+            writer.write(b"hello, world")
+            writer.write_eof()
+            assert await reader.read() == b"dlrow ,olleh"
+            writer.close()
+        async with Ingress(net.host("dc1-h1"), "nobody-serves-this", (LOCAL, 0)) as ingress:
+            reader, writer = await asyncio.open_connection(*ingress.address)
+            assert await reader.read() == b""  # closed: no replica
+            writer.close()
+            await wait_until(lambda: ingress.stats.errors["object-not-found"] == 1, "the error count")
+
+    with_testbed(main)
+
+
+def test_port_in_use_and_target_refused_are_clear_errors() -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        with socket.socket() as taken:
+            taken.bind((LOCAL, 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            ingress = Ingress(net.hosts[0], "web", (LOCAL, port))
+            with pytest.raises(scaffold.ConfigError, match=f"{LOCAL}:{port}: address already in use"):
+                await ingress.start()
+        closed = free_port()
+        publisher = Publisher(net.hosts[0], "web", (LOCAL, closed))
+        with pytest.raises(TargetUnavailable, match=f"target {LOCAL}:{closed} refused"):
+            await publisher.start()
+        assert isinstance(TargetUnavailable("x"), scaffold.PathError)
+        # Told to wait, it starts unregistered and registers once the target answers.
+        waiting = Publisher(net.hosts[0], "late", (LOCAL, closed), wait_for_target=True, check_interval=0.05)
+        await waiting.start()
+        assert not waiting.healthy
+        server = await asyncio.start_server(lambda r, w: w.close(), LOCAL, closed)
+        try:
+            await wait_until(lambda: waiting.healthy, "the late target to be published")
+        finally:
+            await waiting.close()
+            server.close()
+
+    with_testbed(main)
+
+
+def test_killed_replica_new_raw_connections_go_to_the_survivor(procs: Processes, tmp_path: Path) -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        async with published_web(net, procs, tmp_path, http=False, check_interval=0.2) as (
+            ingress,
+            publishers,
+            servers,
+        ):
+            port = ingress.address[1]
+
+            def fetch() -> bytes:
+                with socket.create_connection((LOCAL, port), timeout=5) as s:
+                    s.sendall(b"GET /whoami.txt HTTP/1.0\r\n\r\n")
+                    chunks = []
+                    while data := s.recv(65536):
+                        chunks.append(data)
+                    return b"".join(chunks)
+
+            procs.kill(servers[0])  # replica-a's TCP server dies; its publisher still stands
+            loop = asyncio.get_running_loop()
+            killed_at = loop.time()
+            outcomes: list[tuple[float, bool]] = []
+            for _ in range(60):
+                try:
+                    reply = await asyncio.to_thread(fetch)
+                    ok = reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"replica-b\n")
+                except OSError:
+                    ok = False
+                outcomes.append((loop.time() - killed_at, ok))
+            failed = [t for t, ok in outcomes if not ok]
+            assert len(failed) <= 3, outcomes  # only while the publisher's checks catch up
+            assert all(ok for _, ok in outcomes[-40:])
+            assert not publishers[0].healthy and publishers[0].withdrawals == 1
+            # The target comes back on its port: after `rise` checks it is a replica again.
+            target_port = publishers[0].target[1]
+            procs.start(
+                sys.executable, "-m", "http.server", str(target_port), "--bind", LOCAL,
+                "--directory", str(tmp_path / "replica-a"),
+            )  # fmt: skip
+            await wait_until(lambda: publishers[0].healthy, "replica-a to be registered again")
+
+    with_testbed(main)
+
+
+def test_ingress_close_is_clean(procs: Processes, tmp_path: Path) -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        async def hold(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> None:
+            await reader.read(-1)  # never answers; holds the flow until the client goes
+            writer.close()
+
+        await net.host("dc2-h1").start_server(hold, "hold")
+        raw = Ingress(net.host("dc1-h1"), "hold", (LOCAL, 0))
+        web = Ingress(net.host("dc1-h1"), "hold", (LOCAL, 0), http=True)
+        await raw.start()
+        await web.start()
+        busy_reader, busy_writer = await asyncio.open_connection(*raw.address)
+        busy_writer.write(b"still talking")
+        idle_reader, idle_writer = await asyncio.open_connection(*web.address)  # keep-alive, no request
+        await wait_until(lambda: raw.stats.active == 1 and web.stats.active == 1, "both connections")
+        raw_port = raw.address[1]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.gather(raw.close(grace=0.3), web.close(grace=0.3))
+        assert loop.time() - started < 2.0
+        assert await idle_reader.read() == b""  # the idle HTTP connection was closed at once
+        with contextlib.suppress(ConnectionResetError):
+            assert await busy_reader.read() == b""  # the raw one was cut after the grace period
+        assert raw.stats.active == 0 and web.stats.active == 0
+        with pytest.raises(OSError):
+            await asyncio.open_connection(LOCAL, raw_port)  # no longer listening
+        busy_writer.close()
+        idle_writer.close()
+
+    with_testbed(main)
+
+
+# -- HTTP-aware ingress ------------------------------------------------------------------------
+
+
+def keep_alive_gets(port: int, count: int, path: str = "/whoami.txt") -> tuple[Counter[str], list[str]]:
+    """``count`` GETs on one keep-alive ``http.client`` connection; bodies seen and failures."""
+    bodies: Counter[str] = Counter()
+    failures: list[str] = []
+    conn = http.client.HTTPConnection(LOCAL, port, timeout=10)
+    try:
+        for i in range(count):
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                body = response.read().decode()
+                if response.status != 200:
+                    failures.append(f"#{i}: {response.status} {body.strip()}")
+                else:
+                    bodies[body.strip()] += 1
+                if response.will_close:
+                    failures.append(f"#{i}: the ingress closed the client connection")
+                    conn.close()
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(f"#{i}: {exc!r}")
+                conn.close()
+    finally:
+        conn.close()
+    return bodies, failures
+
+
+def test_http_ingress_keeps_client_connections_alive(procs: Processes, tmp_path: Path) -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        async with published_web(net, procs, tmp_path, http=True) as (ingress, _, _):
+            bodies, failures = await asyncio.to_thread(keep_alive_gets, ingress.address[1], 60)
+            assert not failures
+            assert set(bodies) == {"replica-a", "replica-b"}  # a new stream per request: both used
+            assert ingress.stats.connections == 1 and ingress.stats.requests == 60
+            # HEAD and a large body through the same machinery.
+
+            def head_and_big() -> None:
+                conn = http.client.HTTPConnection(LOCAL, ingress.address[1], timeout=10)
+                conn.request("HEAD", "/big.bin")
+                head = conn.getresponse()
+                assert head.status == 200 and head.getheader("content-length") == str(1 << 20)
+                assert head.read() == b""
+                conn.request("GET", "/big.bin")
+                assert conn.getresponse().read() == bytes(range(256)) * 4096
+                conn.close()
+
+            await asyncio.to_thread(head_and_big)
+            assert not ingress.stats.errors
+
+    with_testbed(main)
+
+
+def test_http_ingress_answers_503_for_an_unknown_object() -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        async with Ingress(net.hosts[0], "nobody-serves-this", (LOCAL, 0), http=True) as ingress:
+
+            def get() -> tuple[int, str]:
+                conn = http.client.HTTPConnection(LOCAL, ingress.address[1], timeout=10)
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                return response.status, response.read().decode()
+
+            status, body = await asyncio.to_thread(get)
+            assert status == 503
+            assert "no replica of 'nobody-serves-this'" in body
+
+    with_testbed(main)
+
+
+def test_killing_a_replica_during_2000_keep_alive_gets_fails_none(procs: Processes, tmp_path: Path) -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        async with published_web(net, procs, tmp_path, http=True) as (ingress, publishers, servers):
+            port = ingress.address[1]
+            client = asyncio.create_task(asyncio.to_thread(keep_alive_gets, port, 2000))
+            await wait_until(lambda: ingress.stats.requests >= 400, "400 requests", timeout=30)
+            procs.kill(servers[0])
+            bodies, failures = await client
+            assert failures == []
+            assert sum(bodies.values()) == 2000
+            assert bodies["replica-a"] > 0 and bodies["replica-b"] > 0
+            assert not publishers[0].healthy
+            assert ingress.stats.retries > 0  # some requests met the dead replica, and were retried
+
+    with_testbed(main, timeout=80)
+
+
+def test_killing_a_replica_host_during_keep_alive_gets_fails_none(procs: Processes, tmp_path: Path) -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        async with published_web(net, procs, tmp_path, http=True) as (ingress, _, _):
+            port = ingress.address[1]
+            client = asyncio.create_task(asyncio.to_thread(keep_alive_gets, port, 600))
+            await wait_until(lambda: ingress.stats.requests >= 150, "150 requests", timeout=30)
+            await net.host("dc1-h1").node.close()  # replica-a's whole SCAFFOLD host dies
+            bodies, failures = await client
+            assert failures == []
+            assert sum(bodies.values()) == 600
+
+    with_testbed(main)
+
+
+# -- redis ---------------------------------------------------------------------------------
+
+
+def test_redis_cli_and_benchmark_through_ingress_and_publishers(procs: Processes) -> None:
+    redis_server = need("redis-server")
+    redis_cli = need("redis-cli")
+    redis_benchmark = need("redis-benchmark")
+
+    async def main(net: scaffold.Testbed) -> None:
+        ports = [free_port(), free_port()]
+        for port in ports:
+            procs.start(
+                redis_server, "--port", str(port), "--bind", LOCAL, "--save", "", "--appendonly", "no"
+            )
+        for port in ports:
+            await wait_until(lambda port=port: answers(port), f"redis-server on {port}")
+        publishers = [
+            Publisher(net.host(host), "redis", (LOCAL, port))
+            for host, port in zip(("dc1-h1", "dc2-h1"), ports, strict=True)
+        ]
+        for publisher in publishers:
+            await publisher.start()
+        ingress = Ingress(net.host("dc2-h3"), "redis", (LOCAL, 0))
+        await ingress.start()
+        try:
+            port = str(ingress.address[1])
+
+            def cli(*args: str, stdin: bytes | None = None) -> str:
+                result = subprocess.run(
+                    [redis_cli, "-h", LOCAL, "-p", port, *args],
+                    input=stdin,
+                    capture_output=True,
+                    timeout=20,
+                    check=False,
+                )
+                assert result.returncode == 0, result.stderr
+                return result.stdout.decode()
+
+            assert (await asyncio.to_thread(cli, "ping")).strip() == "PONG"
+            # SET then GET on one connection: flow affinity keeps both on one replica, though
+            # the two replicas share no data.
+            for i in range(12):
+                out = await asyncio.to_thread(cli, stdin=f"SET key{i} value{i}\nGET key{i}\n".encode())
+                assert out.split() == ["OK", f"value{i}"]
+            sizes = [
+                int(
+                    subprocess.run(
+                        [redis_cli, "-p", str(p), "dbsize"], capture_output=True, check=True
+                    ).stdout
+                )
+                for p in ports
+            ]
+            assert sum(sizes) == 12 and all(sizes), sizes  # both replicas were used
+
+            result = await asyncio.to_thread(
+                subprocess.run,
+                [redis_benchmark, "-h", LOCAL, "-p", port, "-n", "2000", "-c", "10", "-t", "set,get", "-q"],
+                capture_output=True,
+                timeout=60,
+            )
+            out = result.stdout.decode(errors="replace")
+            assert result.returncode == 0, result.stderr
+            assert "SET:" in out and "GET:" in out, out
+            assert "error" not in out.lower() and not result.stderr.strip(), (out, result.stderr)
+            assert not ingress.stats.errors
+            assert all(not p.stats.errors for p in publishers)
+        finally:
+            await ingress.close(grace=1.0)
+            for publisher in publishers:
+                await publisher.close()
+
+    with_testbed(main)
+
+
+# -- the command line ----------------------------------------------------------------------
+
+COMMAND = (
+    "import argparse, sys, scaffold\n"
+    "from scaffold.gateway.command import add_commands\n"
+    "parser = argparse.ArgumentParser(prog='scaffold')\n"
+    "add_commands(parser.add_subparsers(dest='command', required=True))\n"
+    "args = parser.parse_args()\n"
+    "try:\n"
+    "    sys.exit(args.func(args))\n"
+    "except scaffold.ScaffoldError as exc:\n"
+    "    sys.exit(f'error: {exc}')\n"
+)  # what `scaffold ingress` does once docs/gateway-integration.patch registers it in cli.py
+
+
+def test_ingress_command_serves_curl_and_exits_cleanly(procs: Processes, tmp_path: Path) -> None:
+    curl = need("curl")
+
+    async def main() -> None:
+        target, _ = await http_server(procs, tmp_path, "replica-a")
+        port = free_port()
+        command = procs.start(
+            sys.executable, "-c", COMMAND, "ingress", "web", "--listen", f"{LOCAL}:{port}", "--http",
+            "--testbed", "--publish", f"{LOCAL}:{target}",
+        )  # fmt: skip
+        await wait_until(lambda: answers(port), "the ingress command to listen", timeout=20)
+        result = await asyncio.to_thread(
+            subprocess.run, [curl, "-sS", "--fail", f"http://{LOCAL}:{port}/whoami.txt"],
+            capture_output=True, timeout=20, check=False,
+        )  # fmt: skip
+        assert result.stdout == b"replica-a\n", result.stderr
+        command.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(command.wait, 20) == 0
+        # The same port again, while something holds it: a one-line error, no traceback.
+        with socket.socket() as taken:
+            taken.bind((LOCAL, 0))
+            taken.listen()
+            busy = taken.getsockname()[1]
+            failed = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-c", COMMAND, "ingress", "web", "--listen", f"{LOCAL}:{busy}", "--testbed"],
+                capture_output=True, timeout=30, check=False,
+            )  # fmt: skip
+        assert failed.returncode == 1 and b"Traceback" not in failed.stderr
+        assert (
+            f"error: ingress for 'web' cannot listen on {LOCAL}:{busy}: address already in use"
+            in failed.stderr.decode()
+        )
+
+    run(main())

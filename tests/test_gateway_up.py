@@ -1,0 +1,150 @@
+"""The gateway commands against a network from ``scaffold up``: every piece a real process.
+
+``scaffold up`` runs the network; ``scaffold publish`` makes a ``python -m http.server`` a
+replica of ``web``; ``scaffold ingress`` serves ``web`` to ``curl``. Both gateway commands
+join the running network as hosts of their own through its state file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TOPOLOGY = """\
+name = "gateway"
+
+[[datacenter]]
+name = "dc1"
+hosts = ["dc1-h1"]
+
+[[datacenter]]
+name = "dc2"
+hosts = ["dc2-h1"]
+
+[[link]]
+a = "dc1"
+b = "dc2"
+delay_ms = 1
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(path: Path, text: str, proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in path.read_text():
+        assert proc.poll() is None, path.read_text()
+        assert time.monotonic() < deadline, f"no {text!r} in:\n{path.read_text()}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes the test starts; each is stopped by its pid at the end."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (scripts/system-deps)")
+def test_publish_and_ingress_join_a_scaffold_up_network(
+    tmp_path: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    (tmp_path / "topology.toml").write_text(TOPOLOGY)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "hello.txt").write_text("served by an unmodified http.server\n")
+
+    def spawn(name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
+        log = tmp_path / f"{name}.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen([*args], cwd=tmp_path, stdout=out, stderr=out)
+        started.append(proc)
+        return proc, log
+
+    scaffold = [sys.executable, "-m", "scaffold"]
+    up, up_log = spawn("up", *scaffold, "up", "topology.toml")
+    wait_for(up_log, "is up", up)
+    web_port, ingress_port = free_port(), free_port()
+    spawn(
+        "http",
+        sys.executable,
+        "-m",
+        "http.server",
+        str(web_port),
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        "site",
+    )
+    deadline = time.monotonic() + 15
+    while True:  # the target answers before it is published
+        try:
+            socket.create_connection(("127.0.0.1", web_port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "http.server did not start"
+            time.sleep(0.05)
+    publish, publish_log = spawn(
+        "publish",
+        *scaffold,
+        "publish",
+        "web",
+        "--target",
+        f"127.0.0.1:{web_port}",
+        "--gateway",
+        "dc1-fs1",
+    )
+    wait_for(publish_log, "published", publish)
+    ingress, ingress_log = spawn(
+        "ingress",
+        *scaffold,
+        "ingress",
+        "web",
+        "--listen",
+        f"127.0.0.1:{ingress_port}",
+        "--gateway",
+        "dc2-fs1",
+    )
+    wait_for(ingress_log, "ingress tcp", ingress)
+    for _ in range(5):
+        got = subprocess.run(
+            ["curl", "-sS", "--max-time", "10", f"http://127.0.0.1:{ingress_port}/hello.txt"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        assert got.returncode == 0, got.stderr
+        assert got.stdout == "served by an unmodified http.server\n"
+    status = subprocess.run(
+        [*scaffold, "status", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert '"web"' in status.stdout and "publish-" in status.stdout
+    for proc in (ingress, publish):
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    down = subprocess.run(
+        [*scaffold, "down"], cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert down.returncode == 0, down.stderr
+    assert up.wait(15) == 0
