@@ -86,7 +86,13 @@ def print_demo(report: DemoReport, console: Console) -> None:
     for col in ("switch", "role", "table entries", "per-flow entries"):
         switches.add_column(col, justify="right" if "entries" in col else "left")
     for s in report.switches:
-        switches.add_row(s["node"], s["role"], str(s["table_entries"]), str(s["per_flow_entries"]))
+        entries, per_flow = s["table_entries"], s["per_flow_entries"]
+        switches.add_row(
+            s["node"],
+            s["role"],
+            "-" if entries is None else str(entries),  # netns: inside another process
+            "-" if per_flow is None else str(per_flow),
+        )
     console.print(switches)
 
     drops = Table(title=f"Drops ({report.junk_sent} malformed datagrams were injected)", title_justify="left")

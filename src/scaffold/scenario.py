@@ -13,24 +13,83 @@ from __future__ import annotations
 import asyncio
 import itertools
 import statistics
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .api.host import Host
 from .api.streams import StreamReader, StreamWriter
 from .apps.pattern import PatternChecker, pattern
 from .errors import PathError
 from .testbed import Testbed
+from .topology import Topology
 
-__all__ = ["ChurnEvent", "FlowRun", "Scenario", "content_service"]
+__all__ = ["ChurnEvent", "EmbeddedNetwork", "FlowRun", "Scenario", "ScenarioNetwork", "content_service"]
 
 
-def _ignore(_: object) -> None:
-    """Run a command for its effect (its result is in the controller's events)."""
+class ScenarioNetwork(Protocol):
+    """What the scenario needs from a running network (embedded ``Testbed`` or namespaces)."""
+
+    @property
+    def topology(self) -> Topology: ...
+
+    def host(self, name: str) -> Host:
+        """A client host (flows are opened from it)."""
+        ...
+
+    async def command(self, name: str, **args: Any) -> Any:
+        """A churn command of the controller, by its admin name (``drain``, ``set-weight``,
+        ``migrate-object``, ``migrate-host``, ``move-host``)."""
+        ...
+
+    async def cut_link(self, dc_a: str, dc_b: str) -> None:
+        """The backbone link between two datacenters fails."""
+        ...
+
+    async def kill_host(self, name: str) -> None:
+        """Host ``name`` crashes."""
+        ...
+
+    async def controller_hosts(self) -> dict[str, str]:
+        """Every host's datacenter, as the controller sees it now."""
+        ...
+
+
+class EmbeddedNetwork:
+    """``ScenarioNetwork`` over a ``Testbed`` (one process, the ``aio`` runtime)."""
+
+    def __init__(self, net: Testbed) -> None:
+        self.net = net
+
+    @property
+    def topology(self) -> Topology:
+        return self.net.topology
+
+    def host(self, name: str) -> Host:
+        return self.net.host(name)
+
+    async def command(self, name: str, **args: Any) -> Any:
+        if "object" in args:  # the admin argument's name; the Python methods say ``obj``
+            args["obj"] = args.pop("object")
+        return getattr(self.net.controller, name.replace("-", "_"))(**args)
+
+    async def cut_link(self, dc_a: str, dc_b: str) -> None:
+        a, b = self.topology.datacenter(dc_a).border, self.topology.datacenter(dc_b).border
+        self.net.network.set_link(a, b, up=False)  # the cable is cut...
+        self.net.controller.set_link(dc_a, dc_b, False)  # ...and the link monitor tells the controller
+
+    async def kill_host(self, name: str) -> None:
+        # The process dies: its socket and its control connection close at once.
+        asyncio.get_running_loop().create_task(self.net.host(name).node.close())
+
+    async def controller_hosts(self) -> dict[str, str]:
+        return {name: record.dc for name, record in self.net.controller.hosts.items()}
 
 
 CHUNK = 4096
+
+#: a churn event's action
+Act = Callable[[], Awaitable[Any]]
 
 
 def content_service(size: int, pace: float) -> Callable[[StreamReader, StreamWriter], Any]:
@@ -135,7 +194,7 @@ class Scenario:
 
     def __init__(
         self,
-        net: Testbed,
+        net: Testbed | ScenarioNetwork,
         *,
         flows: int = 24,
         session_flows: int = 4,
@@ -144,7 +203,7 @@ class Scenario:
         spacing: float = 1.4,
         say: Callable[[str], None] | None = None,
     ) -> None:
-        self.net = net
+        self.net: ScenarioNetwork = EmbeddedNetwork(net) if isinstance(net, Testbed) else net
         self.size = size
         self.pace = pace
         self.spacing = spacing
@@ -207,70 +266,76 @@ class Scenario:
             await asyncio.sleep(max(0.0, (i + 1) * self.spacing - self.now()))
             if i == 0 and before_churn is not None:
                 before_churn()
-            kind, target, affected, act = step()
+            kind, target, affected, act = await step()
             at = self.now()
-            act()
+            await act()
             self.events.append(ChurnEvent(at, kind, target, affected))
             self.say(f"t={at:5.2f}s  {kind:<17} {target:<24} {len(affected)} flows affected")
         await asyncio.wait_for(asyncio.gather(*tasks), timeout)
 
-    Step = Callable[[], tuple[str, str, list[FlowRun], Callable[[], None]]]
+    Step = Callable[[], Awaitable[tuple[str, str, list[FlowRun], "Act"]]]
 
     def _schedule(self) -> list[Step]:
         """The seven kinds of churn, in order; each step says whom it affects, then acts."""
-        net, ctl = self.net, self.net.controller
+        net = self.net
 
-        def route_failure() -> tuple[str, str, list[FlowRun], Callable[[], None]]:
-            def cut() -> None:
-                net.network.set_link("east-fs1", "west-fs1", up=False)  # the cable is cut...
-                ctl.set_link("east", "west", False)  # ...and the link monitor tells the controller
+        def command(name: str, **args: Any) -> Act:
+            # Run a command for its effect (its result is in the controller's events).
+            return lambda: net.command(name, **args)
 
-            crossing = [r for r in self.runs if self._dcs(r) == {"east", "west"}]
-            return "route-failure", "east-west", crossing, cut
+        async def route_failure() -> tuple[str, str, list[FlowRun], Act]:
+            crossing = [r for r in self.runs if await self._dcs(r) == {"east", "west"}]
+            return "route-failure", "east-west", crossing, lambda: net.cut_link("east", "west")
 
-        def rebalance() -> tuple[str, str, list[FlowRun], Callable[[], None]]:
+        async def rebalance() -> tuple[str, str, list[FlowRun], Act]:
             # Established flows are not affected: only new flows follow the new weight.
-            return "rebalance", "web@east-h1 weight 4", [], lambda: ctl.set_weight("web", "east-h1", 4)
+            return (
+                "rebalance",
+                "web@east-h1 weight 4",
+                [],
+                command("set-weight", object="web", host="east-h1", weight=4),
+            )
 
-        def drain() -> tuple[str, str, list[FlowRun], Callable[[], None]]:
+        async def drain() -> tuple[str, str, list[FlowRun], Act]:
             return (
                 "drain",
                 "east-h1 (web)",
                 self._served_by("east-h1", "web"),
-                lambda: _ignore(ctl.drain("east-h1", "web")),
+                command("drain", host="east-h1", object="web"),
             )
 
-        def object_migration() -> tuple[str, str, list[FlowRun], Callable[[], None]]:
+        async def object_migration() -> tuple[str, str, list[FlowRun], Act]:
             return (
                 "object-migration",
                 "web: west-h1 -> west-h4",
                 self._served_by("west-h1", "web"),
-                lambda: ctl.migrate_object("web", "west-h1", "west-h4"),
+                command("migrate-object", object="web", from_host="west-h1", to_host="west-h4"),
             )
 
-        def vm_migration() -> tuple[str, str, list[FlowRun], Callable[[], None]]:
+        async def vm_migration() -> tuple[str, str, list[FlowRun], Act]:
             return (
                 "vm-migration",
                 "east-h2 -> north",
                 self._served_by("east-h2"),
-                lambda: _ignore(ctl.migrate_host("east-h2", "north")),
+                command("migrate-host", host="east-h2", dc="north"),
             )
 
-        def client_mobility() -> tuple[str, str, list[FlowRun], Callable[[], None]]:
+        async def client_mobility() -> tuple[str, str, list[FlowRun], Act]:
             mine = [r for r in self.runs if r.client == "north-h1" and not r.done]
             return (
                 "client-mobility",
                 "north-h1 -> west-fs2",
                 mine,
-                lambda: ctl.move_host("north-h1", "west-fs2"),
+                command("move-host", host="north-h1", gateway="west-fs2"),
             )
 
-        def server_failure() -> tuple[str, str, list[FlowRun], Callable[[], None]]:
-            def kill() -> None:
-                # The process dies: its socket and its control connection close at once.
-                self.loop.create_task(net.host("east-h2").node.close())
-
-            return "server-failure", "east-h2", self._served_by("east-h2"), kill
+        async def server_failure() -> tuple[str, str, list[FlowRun], Act]:
+            return (
+                "server-failure",
+                "east-h2",
+                self._served_by("east-h2"),
+                lambda: net.kill_host("east-h2"),
+            )
 
         return [
             route_failure,
@@ -285,12 +350,12 @@ class Scenario:
     def _served_by(self, host: str, obj: str | None = None) -> list[FlowRun]:
         return [r for r in self.runs if not r.done and r.serving() == host and (obj is None or r.obj == obj)]
 
-    def _dcs(self, run: FlowRun) -> set[str]:
+    async def _dcs(self, run: FlowRun) -> set[str]:
         server = run.serving()
         if run.done or server is None:
             return set()
-        hosts = self.net.controller.hosts
-        return {hosts[run.client].dc, hosts[server].dc}
+        hosts = await self.net.controller_hosts()
+        return {hosts[run.client], hosts[server]}
 
     def event_reports(self) -> list[dict[str, Any]]:
         ends = [e.at for e in self.events[1:]] + [float("inf")]
