@@ -193,16 +193,6 @@ def _collect(
     junk_sent: Counter[str],
 ) -> DemoReport:
     topology = net.topology
-    ctl = net.controller.core
-    objects = [
-        {
-            "object": str(ObjectId.from_name(obj.name)),
-            "name": obj.name,
-            "replicas": [{"host": h, "dc": topology.dc_of(h), "weight": w} for h, w in obj.replicas],
-        }
-        for obj in topology.objects
-    ]
-    flows = [_flow_json(run) for run in scenario.runs]
     refinement = _refinement(net, scenario.runs[0])
     switches = []
     drops: Counter[str] = Counter()
@@ -223,29 +213,47 @@ def _collect(
                     "per_flow_entries": max(0, entries_with_flows.get(name, 0) - entries_before.get(name, 0)),
                 }
             )
-    events = scenario.event_reports()
-    report = DemoReport(
-        runtime="aio",
+    report = _assemble("aio", topology, scenario, refinement, switches, drops, junk_sent)
+    report.checks = _checks(report, topology, scenario, uncounted)
+    report.goals = _goals(report.events)
+    return report
+
+
+def _assemble(
+    runtime: str,
+    topology: Topology,
+    scenario: Scenario,
+    refinement: list[dict[str, Any]],
+    switches: list[dict[str, Any]],
+    drops: Counter[str],
+    junk_sent: Counter[str],
+) -> DemoReport:
+    """The report fields both runtimes fill the same way (checks and goals come after)."""
+    return DemoReport(
+        runtime=runtime,
         topology={
             "datacenters": len(topology.datacenters),
             "object_switches": len(topology.datacenters),
             "flow_switches": sum(len(dc.flow_switches) for dc in topology.datacenters),
             "hosts": len(topology.hosts()),
         },
-        objects=objects,
-        flows=flows,
+        objects=[
+            {
+                "object": str(ObjectId.from_name(obj.name)),
+                "name": obj.name,
+                "replicas": [{"host": h, "dc": topology.dc_of(h), "weight": w} for h, w in obj.replicas],
+            }
+            for obj in topology.objects
+        ],
+        flows=[_flow_json(run) for run in scenario.runs],
         refinement=refinement,
         switches=switches,
         drops=dict(sorted(drops.items())),
-        events=events,
+        events=scenario.event_reports(),
         checks=[],
         junk_sent=sum(junk_sent.values()),
         progress={f"{r.client}/{r.obj}#{r.index}": r.progress for r in scenario.runs},
     )
-    report.checks = _checks(report, topology, scenario, uncounted)
-    report.goals = _goals(events)
-    del ctl
-    return report
 
 
 def _flow_json(run: FlowRun) -> dict[str, Any]:
@@ -542,14 +550,6 @@ async def _collect_netns(
     topology = net.topology
     status = await net.status()
     counters: dict[str, Any] = status["counters"]
-    objects = [
-        {
-            "object": str(ObjectId.from_name(obj.name)),
-            "name": obj.name,
-            "replicas": [{"host": h, "dc": topology.dc_of(h), "weight": w} for h, w in obj.replicas],
-        }
-        for obj in topology.objects
-    ]
     drops: Counter[str] = Counter()
     uncounted = []
     for name in junk_sent:
@@ -590,28 +590,10 @@ async def _collect_netns(
         }
         for t in sorted(hops, key=lambda t: (-t.ttl, t.at))
     ]
-    events = scenario.event_reports()
-    report = DemoReport(
-        runtime="netns",
-        topology={
-            "datacenters": len(topology.datacenters),
-            "object_switches": len(topology.datacenters),
-            "flow_switches": sum(len(dc.flow_switches) for dc in topology.datacenters),
-            "hosts": len(topology.hosts()),
-        },
-        objects=objects,
-        flows=[_flow_json(run) for run in scenario.runs],
-        refinement=refinement,
-        switches=switches,
-        drops=dict(sorted(drops.items())),
-        events=events,
-        checks=[],
-        junk_sent=sum(junk_sent.values()),
-        progress={f"{r.client}/{r.obj}#{r.index}": r.progress for r in scenario.runs},
-    )
+    report = _assemble("netns", topology, scenario, refinement, switches, drops, junk_sent)
     # Switch tables and the hops inside other processes cannot be seen from here: those two
     # checks are the embedded demo's.
     unobservable = ("no per-flow state in any switch", "refinement: Obj ID -> DC ID -> Host ID -> Socket ID")
     report.checks = [c for c in _checks(report, topology, scenario, uncounted) if c[0] not in unobservable]
-    report.goals = _goals(events)
+    report.goals = _goals(report.events)
     return report
