@@ -242,6 +242,9 @@ class HostStack:
         self._by_flow: dict[tuple[int, int], int] = {}
         #: the stream flows (socket id -> flow), whose transports have timers
         self._streams: dict[int, Flow] = {}
+        #: stream flows that received segments since they were last pumped
+        self._dirty: dict[int, Flow] = {}
+        self._last_now = 0.0
         self._next_socket = 1
         self._events: deque[HostEvent] = deque()
         self._out: list[Datagram] = []
@@ -624,11 +627,21 @@ class HostStack:
         return flow
 
     def next_event(self) -> HostEvent | None:
+        if self._dirty:
+            self._pump_dirty()
         return self._events.popleft() if self._events else None
+
+    def _pump_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        for socket_id, flow in dirty.items():
+            if self.flows.get(socket_id) is flow and flow.transport is not None:
+                self._pump(flow, self._last_now)
 
     # -- data plane ----------------------------------------------------------------------
 
     def datagrams_to_send(self, now: float) -> list[Datagram]:
+        if self._dirty:
+            self._pump_dirty()
         out, self._out = self._out, []
         return out
 
@@ -830,7 +843,10 @@ class HostStack:
         flow.packets_received += 1
         flow.last_active = now
         flow.transport.receive_segment(body, now)
-        self._pump(flow, now)
+        # Pumped once per batch of input (next_event / datagrams_to_send), so a burst of
+        # segments for one flow is acknowledged by one ACK, not one per delayed-ACK pair.
+        self._dirty[flow.socket_id] = flow
+        self._last_now = now
 
     def _reset_unknown(self, flow: Flow, segment: wire_stream.StreamSegment, now: float) -> None:
         rst = wire_stream.StreamSegment(wire_stream.StreamType.RST, segment.nonce, seq=segment.ack)

@@ -95,6 +95,9 @@ class Flags(IntFlag):
 
 _PROTOS = frozenset(int(p) for p in Proto)
 _KNOWN_FLAGS = int(Flags.TRACE | Flags.REDIRECTED)
+# Enum members by value: a dict lookup per packet instead of an enum constructor call.
+_PROTO_OF = {int(p): p for p in Proto}
+_FLAGS_OF = {value: Flags(value) for value in range(_KNOWN_FLAGS + 1) if not value & ~_KNOWN_FLAGS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +188,7 @@ def parse(data: bytes) -> Header:
     if obj == _ZERO_OBJECT:
         raise MalformedPacket("zero-object", "the destination Object ID is all zero")
     return Header(
-        Proto(proto),
+        _PROTO_OF[proto],
         flow,
         obj,
         dst_dc,
@@ -194,7 +197,7 @@ def parse(data: bytes) -> Header:
         src_dc,
         src_host,
         src_socket,
-        Flags(flags),
+        _FLAGS_OF[flags],
         ttl,
     )
 

@@ -118,6 +118,7 @@ class StreamFlags(IntFlag):
 
 
 _TYPES = frozenset(int(t) for t in StreamType)
+_TYPE_OF = {int(t): t for t in StreamType}  # a dict lookup per segment, not an enum call
 _PAYLOAD_TYPES = frozenset((StreamType.DATA, StreamType.FIN))
 
 
@@ -208,7 +209,7 @@ def parse(data: bytes) -> StreamSegment:
             blocks.append((ack + start, ack + stop))
         sack = tuple(blocks)
     return StreamSegment(
-        StreamType(kind),
+        _TYPE_OF[kind],
         nonce,
         seq,
         ack,
