@@ -24,7 +24,7 @@ from ..wire import header as wire_header
 from ..wire import signal as wire_signal
 from ..wire.header import DST_LOCATOR, Flags, Header, Proto
 from .events import Packet, TraceHop
-from .replicas import PrefixTable, ReplicaSet
+from .replicas import TABLE_SIZE, PrefixTable, ReplicaSet
 from .switch import Switch
 
 __all__ = ["LOCAL_SHIFT", "WIDE_SHIFT", "ObjectSwitch"]
@@ -93,8 +93,21 @@ class ObjectSwitch(Switch):
 
     def resolve(self, obj: bytes, flow: int) -> tuple[int, int] | None:
         """(DC ID, Host ID) for the first packet of ``flow`` to ``obj``; Host ID 0 when the
-        chosen DC is another one (its own object switch fills it). None: nobody serves it."""
-        return self.refine(obj, flow, 0, 0)
+        chosen DC is another one (its own object switch fills it). None: nobody serves it.
+
+        The hot path of an object switch: an exact-match dict first, then the prefix rules;
+        one modulo and one tuple index per level (docs/protocol.md §3.2).
+        """
+        wide = self._wide_exact.get(obj) or self.wide.lookup(obj)
+        if wide is None:
+            return None
+        dc = wide.table[flow % TABLE_SIZE]  # WIDE_SHIFT is 0: the whole Flow ID
+        if dc != self.dc_id:
+            return dc, 0
+        local = self._local_exact.get(obj) or self.local.lookup(obj)
+        if local is None:
+            return None  # the tables disagree for a moment: wide lists this DC, local not yet
+        return dc, local.table[(flow >> LOCAL_SHIFT) % TABLE_SIZE]
 
     def refine(self, obj: bytes, flow: int, dc: int, host: int) -> tuple[int, int] | None:
         """Fill what is missing of a destination (docs/protocol.md §3.2).
@@ -106,21 +119,11 @@ class ObjectSwitch(Switch):
         if dc == self.dc_id and not host:
             local = self._local_exact.get(obj) or self.local.lookup(obj)
             if local is not None:
-                return dc, local.table[(flow >> LOCAL_SHIFT) % len(local.table)]
+                return dc, local.table[(flow >> LOCAL_SHIFT) % TABLE_SIZE]
             dc = 0  # no replica left in this DC: resolve at the wide-area level again
         if dc:
             return dc, host
-        # The exact-match dicts first (the fast path), then longest-prefix rules.
-        wide = self._wide_exact.get(obj) or self.wide.lookup(obj)
-        if wide is None:
-            return None
-        dc = wide.table[(flow >> WIDE_SHIFT) % len(wide.table)]
-        if dc != self.dc_id:
-            return dc, 0
-        local = self._local_exact.get(obj) or self.local.lookup(obj)
-        if local is None:
-            return None  # the tables disagree for a moment: wide lists this DC, local not yet
-        return dc, local.table[(flow >> LOCAL_SHIFT) % len(local.table)]
+        return self.resolve(obj, flow)
 
     def receive_datagram(self, data: Packet, port: str, now: float) -> None:
         """Refine one packet (fill DC ID and/or Host ID) and send it back. Never raises."""
