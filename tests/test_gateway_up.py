@@ -15,8 +15,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from scaffold.netns import available, leftovers
+from scaffold.state_file import load_state
 
 TOPOLOGY = """\
 name = "gateway"
@@ -66,9 +70,28 @@ def started(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
                 proc.wait(5)
 
 
+NETNS_UNAVAILABLE = available()
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed (scripts/system-deps)")
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "embedded",
+        pytest.param(
+            "netns",
+            marks=[
+                pytest.mark.netns,
+                pytest.mark.skipif(
+                    NETNS_UNAVAILABLE is not None,
+                    reason=f"namespace testbed unavailable: {NETNS_UNAVAILABLE}",
+                ),
+            ],
+        ),
+    ],
+)
 def test_publish_and_ingress_join_a_scaffold_up_network(
-    tmp_path: Path, started: list[subprocess.Popen[bytes]]
+    tmp_path: Path, started: list[subprocess.Popen[bytes]], mode: str
 ) -> None:
     (tmp_path / "topology.toml").write_text(TOPOLOGY)
     (tmp_path / "site").mkdir()
@@ -82,8 +105,40 @@ def test_publish_and_ingress_join_a_scaffold_up_network(
         return proc, log
 
     scaffold = [sys.executable, "-m", "scaffold"]
-    up, up_log = spawn("up", *scaffold, "up", "topology.toml")
-    wait_for(up_log, "is up", up)
+
+    def down() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*scaffold, "down"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    if mode == "netns":
+        # Every node a process in its own namespace; the gateway commands join from here.
+        detached = subprocess.run(
+            [*scaffold, "up", "--netns", "--detach", "topology.toml"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert detached.returncode == 0, detached.stderr
+        up = None
+    else:
+        up, up_log = spawn("up", *scaffold, "up", "topology.toml")
+        wait_for(up_log, "is up", up)
+    run_id = load_state(tmp_path / ".scaffold" / "state.json").run_id
+    try:
+        _serve_and_fetch(tmp_path, spawn, scaffold)
+    finally:
+        result = down()
+    assert result.returncode == 0, result.stderr
+    if up is not None:
+        assert up.wait(15) == 0
+    if mode == "netns":
+        assert not leftovers(run_id), leftovers(run_id)
+
+
+def _serve_and_fetch(tmp_path: Path, spawn: Any, scaffold: list[str]) -> None:
     web_port, ingress_port = free_port(), free_port()
     spawn(
         "http",
@@ -143,8 +198,3 @@ def test_publish_and_ingress_join_a_scaffold_up_network(
     for proc in (ingress, publish):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
-    down = subprocess.run(
-        [*scaffold, "down"], cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False
-    )
-    assert down.returncode == 0, down.stderr
-    assert up.wait(15) == 0
