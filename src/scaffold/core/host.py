@@ -657,7 +657,7 @@ class HostStack:
             return
         body = bytes(data[HEADER_LEN:])
         if h.proto == Proto.SIGNAL:
-            self._receive_signal(h, body)
+            self._receive_signal(h, body, now)
             return
         flow = self._demux(h, data, now)
         if flow is None:
@@ -877,7 +877,7 @@ class HostStack:
         if terminated:
             self._forget(flow, "terminated", notify=False)
 
-    def _receive_signal(self, h: Header, body: bytes) -> None:
+    def _receive_signal(self, h: Header, body: bytes, now: float) -> None:
         try:
             signal = wire_signal.parse(body)
         except MalformedPacket as exc:
@@ -892,8 +892,14 @@ class HostStack:
         elif signal.type == wire_signal.SignalType.UNREACHABLE:
             self._events.append(FlowUnreachable(flow.socket_id))
         elif signal.type == wire_signal.SignalType.REFINE and signal.a == flow.peer_host:
-            flow.peer_dc = signal.b
-            self.counters["refined-by-signal"] += 1
+            # A switch cannot prove what it says (it does not know the flow's nonce), so a
+            # REFINE only prompts the peer for a packet: its source locator, which carries the
+            # nonce's proof, is what moves the flow (§5.3). Stale packets are meanwhile
+            # corrected in flight by the old DC's flow switch.
+            self.counters["refine-probe"] += 1
+            if flow.transport is not None:
+                flow.transport.probe(now)
+                self._pump(flow, now)
 
     # -- helpers -------------------------------------------------------------------------
 
