@@ -259,3 +259,23 @@ def test_route_failure_reroutes_around_a_cut_backbone_link() -> None:
         and {net.topology.dc_of(d.host), "west" if net.topology.dc_of(d.host) == "east" else "east"}
     ]
     assert all(stall(d, started) < 1.0 for d in crossing)
+
+
+def test_new_flows_during_an_object_migration_hand_off_wait_for_no_timeout() -> None:
+    net = SimNetwork(default_topology(), seed=41)  # no bandwidth limit: no queue drops either
+    net.start()
+    net.settle()
+    serve_content(net, REPLICAS, SIZE)
+    source, target = "west-h1", "east-h4"
+    net.on_event(target, net.handlers[source])
+    net.command("migrate_object", obj="content", from_host=source, to_host=target)
+    net.run(0.0015)  # the old host has handed the replica over; the tables do not say so yet
+    started = net.now
+    downloader = Downloader()
+    late = [downloader.open(net, CLIENTS[i % len(CLIENTS)]) for i in range(40)]
+    finish(net, downloader)
+    assert_exact(downloader)
+    firsts = [d.progress[0][0] - started for d in late]
+    assert max(firsts) < 0.5  # nobody waited for a SYN retransmission (1 s)
+    assert net.host(source).counters["forwarded-after-migration"] > 0  # some went to the old host
+    assert all(net.controller.host_name(d.servers[0]) != source for d in late)

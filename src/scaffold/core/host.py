@@ -253,6 +253,8 @@ class HostStack:
         self._forward: dict[int, tuple[int, int, int, float]] = {}
         #: packets that arrived (forwarded) before the flow they belong to was imported
         self._parked: dict[int, list[tuple[bytes, float]]] = {}
+        #: objects that migrated away: Object ID -> (new DC ID, new Host ID, expiry)
+        self._forward_objects: dict[bytes, tuple[int, int, float]] = {}
         self._heartbeat_seq = 0
         self._next_heartbeat: float | None = None
         self._next_sweep: float | None = None
@@ -326,6 +328,8 @@ class HostStack:
             states.append(self.export_flow(flow.socket_id, now))
             # Packets still on their way here are passed on to the new host (§5.4).
             self._forward[flow.socket_id] = (flow.flow, message.to_dc_id, message.to_host_id, now + 30.0)
+        # So are first packets of new flows resolved here before the tables changed.
+        self._forward_objects[raw] = (message.to_dc_id, message.to_host_id, now + 5.0)
         self._control_out.append(
             control.FlowsOut(
                 obj=message.obj,
@@ -351,7 +355,11 @@ class HostStack:
                 continue
             self.counters["flows-migrated-in"] += 1
             self._events.append(FlowAccepted(flow.socket_id, flow.obj, flow.flow, resumed=True))
-            for data, expiry in self._parked.pop(flow.flow, []):
+        # Then whatever was forwarded here ahead of the migration: packets of the imported
+        # flows, and first packets of new flows for the object.
+        parked, self._parked = self._parked, {}
+        for packets in parked.values():
+            for data, expiry in packets:
                 if expiry >= now:
                     self.receive_datagram(data, self.gateway, now)
 
@@ -402,6 +410,7 @@ class HostStack:
             for flow in idle:
                 self._forget(flow, "idle")
             self._forward = {k: v for k, v in self._forward.items() if v[3] > now}
+            self._forward_objects = {k: v for k, v in self._forward_objects.items() if v[2] > now}
             self._parked = {k: [p for p in v if p[1] > now] for k, v in self._parked.items()}
             self._parked = {k: v for k, v in self._parked.items() if v}
         for flow in list(self._streams.values()):
@@ -708,6 +717,17 @@ class HostStack:
         self._out.append((self.gateway, buf))
         return True
 
+    def _forward_new_flow(self, h: Header, data: Packet, now: float) -> bool:
+        moved = self._forward_objects.get(h.obj)
+        if moved is None or moved[2] < now:
+            return False
+        buf = bytearray(data)
+        DST_ROUTE.pack_into(buf, DST_ROUTE_OFFSET, moved[0], moved[1])
+        buf[2] |= Flags.REDIRECTED
+        self.counters["forwarded-after-migration"] += 1
+        self._out.append((self.gateway, buf))
+        return True
+
     def _park(self, h: Header, data: Packet, now: float) -> bool:
         """Hold a forwarded packet whose flow is still being imported (bounded, brief)."""
         if not h.flags & Flags.REDIRECTED or sum(map(len, self._parked.values())) >= _MAX_PARKED:
@@ -761,6 +781,10 @@ class HostStack:
             else:
                 listener = self.listeners.get(h.obj)
                 if listener is None:
+                    # A first packet for an object that just migrated away goes after it; one
+                    # that arrives (forwarded) before the replica it is for lands is parked.
+                    if self._forward_new_flow(h, data, now) or self._park(h, data, now):
+                        return None
                     self.drops["no-listener"] += 1
                     return None
                 flow = self._accept(listener, h, now)
