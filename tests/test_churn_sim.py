@@ -279,3 +279,18 @@ def test_new_flows_during_an_object_migration_hand_off_wait_for_no_timeout() -> 
     assert max(firsts) < 0.5  # nobody waited for a SYN retransmission (1 s)
     assert net.host(source).counters["forwarded-after-migration"] > 0  # some went to the old host
     assert all(net.controller.host_name(d.servers[0]) != source for d in late)
+
+
+def test_flows_caught_in_their_handshake_by_a_migration_still_complete() -> None:
+    net = network(41)
+    downloader = start_downloads(net, 6, size=SIZE)
+    net.run(0.2)
+    source, target = "west-h1", "east-h4"
+    net.on_event(target, net.handlers[source])
+    net.command("migrate_object", obj="content", from_host=source, to_host=target)
+    # Opened at the same instant: some SYNs reach the old host before it hands over.
+    for i in range(40):
+        downloader.open(net, CLIENTS[i % len(CLIENTS)])
+    finish(net, downloader, timeout=30)  # well before any 60 s idle timeout
+    assert_exact(downloader)
+    assert all(d.ended == "closed" for d in downloader.downloads.values())

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import MalformedPacket, UsageError
 from ..ids import ObjectId, new_flow_id, new_nonce
-from ..transport.stream import ConnectionTerminated, StreamConnection, StreamEvent
+from ..transport.stream import ConnectionTerminated, StreamConnection, StreamEvent, StreamState
 from ..wire import control
 from ..wire import datagram as wire_datagram
 from ..wire import flow_state as wire_flow_state
@@ -38,6 +38,10 @@ from .events import Datagram, Packet, TraceHop
 _NONCE = struct.Struct("!Q")
 _NONCE_OFFSET = {Proto.DATAGRAM: 4, Proto.STREAM: 8}
 _MAX_PARKED = 1024
+#: stream states in which a flow can move to another host
+_MIGRATABLE = frozenset(
+    {StreamState.ESTABLISHED, StreamState.FIN_WAIT, StreamState.CLOSE_WAIT, StreamState.CLOSING}
+)
 #: how long after a peer moved its old locator's packets are taken as stragglers (seconds)
 STRAGGLER_WINDOW = 0.5
 
@@ -322,7 +326,15 @@ class HostStack:
         if listener is None:
             self.drops["migrate-unknown-object"] += 1
             return
-        moving = [f for f in self.flows.values() if f.obj == raw and f.role == Role.SERVER]
+        # Flows still in their handshake stay and finish here: a migrated half-open flow
+        # would answer the client's SYN from a second host, which looks like a duplicate.
+        moving = [
+            f
+            for f in self.flows.values()
+            if f.obj == raw
+            and f.role == Role.SERVER
+            and (f.transport is None or f.transport.state in _MIGRATABLE)
+        ]
         states = []
         for flow in moving:
             states.append(self.export_flow(flow.socket_id, now))
