@@ -207,6 +207,10 @@ class NodeRuntime:
             drops=dict(core.drops),
             counters=dict(core.counters),
             runtime=dict(self.stats),
+            table_entries=0 if is_host else core.table_entries(),  # type: ignore[union-attr]
+            trace=[
+                (t.flow, t.obj.hex(), t.role, t.dc, t.host, t.socket, t.ttl, t.at) for t in core.trace[-32:]
+            ],
         )
         self._writer.write(control.frame(record))
 

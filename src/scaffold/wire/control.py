@@ -192,6 +192,11 @@ class NodeStats(msgspec.Struct, tag="node-stats", frozen=True):
     drops: dict[str, int] = {}
     counters: dict[str, int] = {}
     runtime: dict[str, int] = {}
+    #: switches: entries in their forwarding tables
+    table_entries: int = 0
+    #: the node's latest refinement trace hops (packets flagged TRACE), at most 32:
+    #: [Flow ID, Object ID hex, role, dst DC, dst Host, dst Socket, TTL, time]
+    trace: list[tuple[int, str, str, int, int, int, int, float]] = []
 
 
 class Drain(msgspec.Struct, tag="drain", frozen=True):
