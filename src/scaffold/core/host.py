@@ -718,23 +718,17 @@ class HostStack:
             self._receive_stream_segment(flow, h, body, now)
 
     def _forward_moved(self, h: Header, data: Packet, now: float) -> bool:
-        """Pass a packet of a flow that migrated away on to its new host."""
-        moved = self._forward.get(h.dst_socket)
-        if moved is None or moved[0] != h.flow or moved[3] < now:
+        """Pass on to its new host a packet of a flow that migrated away, or a first packet
+        for a replica that did (§5.4)."""
+        if h.dst_socket:
+            pointer = self._forward.get(h.dst_socket)
+            target = pointer[1:] if pointer is not None and pointer[0] == h.flow else None
+        else:
+            target = self._forward_objects.get(h.obj)
+        if target is None or target[2] < now:
             return False
         buf = bytearray(data)
-        DST_ROUTE.pack_into(buf, DST_ROUTE_OFFSET, moved[1], moved[2])
-        buf[2] |= Flags.REDIRECTED
-        self.counters["forwarded-after-migration"] += 1
-        self._out.append((self.gateway, buf))
-        return True
-
-    def _forward_new_flow(self, h: Header, data: Packet, now: float) -> bool:
-        moved = self._forward_objects.get(h.obj)
-        if moved is None or moved[2] < now:
-            return False
-        buf = bytearray(data)
-        DST_ROUTE.pack_into(buf, DST_ROUTE_OFFSET, moved[0], moved[1])
+        DST_ROUTE.pack_into(buf, DST_ROUTE_OFFSET, target[0], target[1])
         buf[2] |= Flags.REDIRECTED
         self.counters["forwarded-after-migration"] += 1
         self._out.append((self.gateway, buf))
@@ -795,7 +789,7 @@ class HostStack:
                 if listener is None:
                     # A first packet for an object that just migrated away goes after it; one
                     # that arrives (forwarded) before the replica it is for lands is parked.
-                    if self._forward_new_flow(h, data, now) or self._park(h, data, now):
+                    if self._forward_moved(h, data, now) or self._park(h, data, now):
                         return None
                     self.drops["no-listener"] += 1
                     return None
