@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from scaffold.core.host import DatagramReceived, HostEvent, HostStack
+from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
 from scaffold.runtime.sim import SimNetwork
-from scaffold.topology import default_topology
 
 WEB = ObjectId.from_name("web")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from churn_apps import CONTENT, Downloader, recovery, serve_content, stall
 from scaffold.core.object_switch import ObjectSwitch
+from scaffold.core.topology import default_topology
 from scaffold.runtime.sim import SimNetwork
-from scaffold.topology import default_topology
 from scaffold.wire import header as wire_header
 from scaffold.wire import stream as wire_stream
 from scaffold.wire.header import Header, Proto

@@ -5,8 +5,8 @@ from __future__ import annotations
 from scaffold.core.controller import Controller
 from scaffold.core.flow_switch import FlowSwitch
 from scaffold.core.object_switch import ObjectSwitch
+from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
-from scaffold.topology import default_topology
 from scaffold.wire import control
 
 WEB = ObjectId.from_name("web")

@@ -67,7 +67,7 @@ def test_flows_survive_a_controller_restart_and_state_comes_back(tmp_path: Path)
 
 
 def test_admin_commands_over_the_control_port() -> None:
-    from scaffold.admin import AdminError, call
+    from scaffold.runtime.admin import AdminError, call
 
     async def main() -> None:
         async with scaffold.Testbed(datacenters=3, hosts_per_datacenter=1) as net:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from scaffold import admin
+from scaffold.api.join import join
 from scaffold.errors import ConfigError
-from scaffold.join import join
+from scaffold.runtime import admin
 from scaffold.runtime.aio import run
 
 TOPOLOGY = """\

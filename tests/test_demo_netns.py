@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.demo import netns_options, run_demo_netns
-from scaffold.netns import NetnsNetwork, available, leftovers
-from scaffold.netns.kernel import alive
+from scaffold.demo.run import netns_options, run_demo_netns
+from scaffold.deploy.netns import NetnsNetwork, available, leftovers
+from scaffold.deploy.netns.kernel import alive
+from scaffold.deploy.state_file import NetworkState
 from scaffold.runtime.aio import run
-from scaffold.state_file import NetworkState
 
 REASON = available()
 pytestmark = [

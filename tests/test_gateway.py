@@ -474,7 +474,7 @@ def test_redis_cli_and_benchmark_through_ingress_and_publishers(procs: Processes
 
 COMMAND = (
     "import argparse, sys, scaffold\n"
-    "from scaffold.gateway.command import add_commands\n"
+    "from scaffold.cli.gateway import add_commands\n"
     "parser = argparse.ArgumentParser(prog='scaffold')\n"
     "add_commands(parser.add_subparsers(dest='command', required=True))\n"
     "args = parser.parse_args()\n"
@@ -482,7 +482,7 @@ COMMAND = (
     "    sys.exit(args.func(args))\n"
     "except scaffold.ScaffoldError as exc:\n"
     "    sys.exit(f'error: {exc}')\n"
-)  # what `scaffold ingress` does once docs/gateway-integration.patch registers it in cli.py
+)  # what `scaffold ingress` does
 
 
 def test_ingress_command_serves_curl_and_exits_cleanly(procs: Processes, tmp_path: Path) -> None:

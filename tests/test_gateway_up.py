@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from scaffold.netns import available, leftovers
-from scaffold.state_file import load_state
+from scaffold.deploy.netns import available, leftovers
+from scaffold.deploy.state_file import load_state
 
 TOPOLOGY = """\
 name = "gateway"

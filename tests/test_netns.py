@@ -21,15 +21,15 @@ from typing import Any
 
 import pytest
 
-from scaffold import admin
+from scaffold.api.join import JoinedHost, join
 from scaffold.apps.pattern import PatternChecker
+from scaffold.deploy.netns import NetnsNetwork, available, leftovers
+from scaffold.deploy.netns.kernel import alive
+from scaffold.deploy.state_file import NetworkState, load_state
+from scaffold.deploy.topology_file import load_topology
 from scaffold.errors import PathError, ScaffoldError
-from scaffold.join import JoinedHost, join
-from scaffold.netns import NetnsNetwork, available, leftovers
-from scaffold.netns.kernel import alive
+from scaffold.runtime import admin
 from scaffold.runtime.aio import run
-from scaffold.state_file import NetworkState, load_state
-from scaffold.topology_file import load_topology
 
 REASON = available()
 pytestmark = [
@@ -339,7 +339,7 @@ def test_ctrl_c_of_a_foreground_up_removes_everything(topology_path: Path, tmp_p
 
 PROGRAM = """
 import asyncio, sys
-from scaffold.join import join
+from scaffold.api.join import join
 async def main():
     host = await join("dc3-app", gateway="dc3-fs1", controller=(sys.argv[1], int(sys.argv[2])),
                       bind=("0.0.0.0", 0), advertise=sys.argv[3])

@@ -9,9 +9,9 @@ from conftest import WEB, serve_objects
 from scaffold.core.flow_switch import FlowSwitch
 from scaffold.core.host import Flow, ObjectNotFoundEvent, Role
 from scaffold.core.object_switch import ObjectSwitch
+from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
 from scaffold.runtime.sim import SimNetwork
-from scaffold.topology import default_topology
 from scaffold.wire import header as wire_header
 from scaffold.wire.header import MAX_TTL, Header, Proto
 

@@ -6,8 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from scaffold.errors import ConfigError
-from scaffold.topology import (
+from scaffold.core.topology import (
     DatacenterSpec,
     HostSpec,
     LinkSpec,
@@ -15,6 +14,7 @@ from scaffold.topology import (
     Topology,
     default_topology,
 )
+from scaffold.errors import ConfigError
 
 
 def dc(name: str, switches: int = 2, hosts: int = 2) -> DatacenterSpec:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from scaffold.core.topology import default_topology
+from scaffold.deploy.topology_file import dump_topology, load_topology, parse_bandwidth, parse_topology
 from scaffold.errors import ConfigError
-from scaffold.topology import default_topology
-from scaffold.topology_file import dump_topology, load_topology, parse_bandwidth, parse_topology
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
 

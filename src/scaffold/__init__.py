@@ -8,12 +8,23 @@ redirects flows when replicas, hosts or links change. See docs/architecture.md.
 
 from .api.datagram import DatagramEndpoint, DatagramPeer
 from .api.host import Host, Server
+from .api.join import JoinedHost, join
 from .api.sockets import SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_DGRAM, SOCK_STREAM, socket
 from .api.streams import StreamReader, StreamWriter
+from .api.testbed import Testbed
 from .core.controller import Controller
 from .core.flow_switch import FlowSwitch
 from .core.host import HostStack
 from .core.object_switch import ObjectSwitch
+from .core.topology import (
+    DatacenterSpec,
+    HostSpec,
+    LinkSpec,
+    ObjectSpec,
+    Topology,
+    default_topology,
+    make_topology,
+)
 from .errors import (
     BrokenPathError,
     ConfigError,
@@ -26,19 +37,8 @@ from .errors import (
 )
 from .gateway import Ingress, Publisher, TargetUnavailable
 from .ids import ObjectId
-from .join import JoinedHost, join
 from .runtime.aio import EmbeddedNetwork
 from .runtime.sim import SimNetwork
-from .testbed import Testbed
-from .topology import (
-    DatacenterSpec,
-    HostSpec,
-    LinkSpec,
-    ObjectSpec,
-    Topology,
-    default_topology,
-    make_topology,
-)
 
 __version__ = "0.1.0"
 

@@ -287,7 +287,7 @@ class Host:
         Raises:
             ConfigError, ScaffoldError, TimeoutError: as ``scaffold.join.join``.
         """
-        from ..join import join
+        from .join import join
 
         return await join(name, **options)
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from ..errors import UsageError
 from ..ids import ObjectId
-from ..topology import Topology
 from ..wire import control
 from ..wire.control import ControlMessage, SwitchTables, TableKeys
 from .routing import next_hops
 from .store import ControllerState, HostState, MemoryStore, Store
+from .topology import Topology
 
 __all__ = ["CONTROLLER_COMMANDS", "Controller", "ControllerEvent", "HostRecord"]
 

@@ -28,9 +28,9 @@ from ..core.flow_switch import FlowSwitch
 from ..core.host import HostEvent, HostRelocated, HostStack
 from ..core.object_switch import ObjectSwitch
 from ..core.store import MemoryStore, Store
+from ..core.topology import Topology
 from ..errors import MalformedPacket, UsageError
 from ..ids import ObjectId
-from ..topology import Topology
 from ..wire import control
 
 __all__ = ["BATCH", "ControllerRuntime", "EmbeddedNetwork", "EmuLink", "NodeRuntime", "run"]

@@ -21,8 +21,8 @@ from ..core.controller import CONTROLLER_COMMANDS, Controller
 from ..core.flow_switch import FlowSwitch
 from ..core.host import HostEvent, HostRelocated, HostStack
 from ..core.object_switch import ObjectSwitch
+from ..core.topology import HostSpec, Topology
 from ..errors import UsageError
-from ..topology import HostSpec, Topology
 from ..wire import control
 from ..wire.control import ControlMessage
 

@@ -19,11 +19,11 @@ import contextlib
 import errno
 from pathlib import Path
 
-from .. import admin
-from ..core.flow_switch import FlowSwitch
-from ..core.object_switch import ObjectSwitch
-from ..errors import ConfigError, ScaffoldError
-from ..runtime.aio import AddressBook, EmuLink, NodeRuntime
+from ...core.flow_switch import FlowSwitch
+from ...core.object_switch import ObjectSwitch
+from ...errors import ConfigError, ScaffoldError
+from ...runtime import admin
+from ...runtime.aio import AddressBook, EmuLink, NodeRuntime
 from .jsonlog import JsonLog
 from .runner import parse_address, parse_peer_values
 

@@ -9,15 +9,15 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from .errors import ScaffoldError
+from ..errors import ScaffoldError
 
 __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import DemoOptions, netns_options, run_demo, run_demo_netns
-    from .report import print_demo
-    from .runtime.aio import run
+    from ..demo.report import print_demo
+    from ..demo.run import DemoOptions, netns_options, run_demo, run_demo_netns
+    from ..runtime.aio import run
 
     err = Console(stderr=True)
     options = netns_options() if args.netns else DemoOptions()
@@ -33,7 +33,7 @@ def _demo(args: argparse.Namespace) -> int:
         # The tables want about 120 columns; a narrower terminal wraps them.
         print_demo(report, Console(width=max(Console().width, 120)))
     if args.plot:
-        from .plot import plot_goodput
+        from ..demo.plot import plot_goodput
 
         plot_goodput(report, args.plot)
         err.print(f"[dim]… goodput plot written to {args.plot}[/]")
@@ -69,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .daemons import add_commands
 
     add_commands(sub)  # controller, switch, host, up, down, status, fault
-    from .churn_commands import add_commands as add_churn_commands
+    from .churn import add_commands as add_churn_commands
 
     add_churn_commands(sub)  # drain, set-weight, migrate-object, migrate-host, move-host
-    from .gateway.command import add_commands as add_gateway_commands
+    from .gateway import add_commands as add_gateway_commands
 
     add_gateway_commands(sub)  # ingress, publish (docs/gateway.md)
     return parser

@@ -24,12 +24,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .. import admin
+from ..core.topology import default_topology
+from ..deploy.daemons.runner import parse_address
+from ..deploy.state_file import DEFAULT_STATE, NetworkState, NodeState, load_state, remove_state, save_state
+from ..deploy.topology_file import TopologyFile, load_topology
 from ..errors import ConfigError, ScaffoldError, UsageError
-from ..state_file import DEFAULT_STATE, NetworkState, NodeState, load_state, remove_state, save_state
-from ..topology import default_topology
-from ..topology_file import TopologyFile, load_topology
-from .runner import parse_address
+from ..runtime import admin
 
 __all__ = ["add_commands", "print_status"]
 
@@ -121,7 +121,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _network_alive(state: NetworkState) -> bool:
-    from ..netns import kernel
+    from ..deploy.netns import kernel
 
     if state.mode == "netns":
         return any(kernel.alive(n.pid, n.start_time) for n in state.nodes.values()) or any(
@@ -143,7 +143,7 @@ def _wait_for_signal() -> asyncio.Event:
 
 
 def _up_netns(loaded: TopologyFile, state_path: Path, detach: bool) -> int:
-    from ..netns.network import NetnsNetwork
+    from ..deploy.netns.network import NetnsNetwork
     from ..runtime.aio import run
 
     async def main() -> int:
@@ -184,8 +184,8 @@ def _up_netns(loaded: TopologyFile, state_path: Path, detach: bool) -> int:
 
 async def _up_embedded(loaded: TopologyFile, state_path: Path, port: int) -> int:
     from ..api.host import Host
+    from ..deploy.daemons.host import echo
     from ..runtime.aio import ControllerRuntime, EmbeddedNetwork
-    from .host import echo
 
     net = EmbeddedNetwork(loaded.topology)
     # The controller listens on a fixed port if asked (so programs can be pointed at it).
@@ -234,7 +234,7 @@ def _down(args: argparse.Namespace) -> int:
     state_path = Path(args.state)
     state = load_state(state_path)
     if state.mode == "netns":
-        from ..netns.network import teardown
+        from ..deploy.netns.network import teardown
 
         problems = teardown(state, state_path, keep_logs=args.keep_logs)
         if problems:
@@ -371,7 +371,7 @@ def _partition_cut(groups: list[str], links: list[tuple[str, str]]) -> list[tupl
 
 
 async def _fault_netns(args: argparse.Namespace, state: NetworkState) -> int:
-    from ..netns.network import NetnsNetwork
+    from ..deploy.netns.network import NetnsNetwork
 
     net = NetnsNetwork.attach(args.state)
     kind = args.fault

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "DEFAULT_STATE",

@@ -9,8 +9,8 @@ import asyncio
 import itertools
 from typing import Any
 
-from .errors import MalformedPacket, ScaffoldError, UsageError
-from .wire import control
+from ..errors import MalformedPacket, ScaffoldError, UsageError
+from ..wire import control
 
 __all__ = ["AdminError", "call", "call_sync"]
 

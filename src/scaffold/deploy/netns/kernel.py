@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ..errors import ScaffoldError
+from ...errors import ScaffoldError
 
 __all__ = [
     "KernelError",

@@ -17,14 +17,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .api.host import Host
-from .api.streams import StreamReader, StreamWriter
-from .apps.pattern import PatternChecker, pattern
-from .errors import PathError
-from .testbed import Testbed
-from .topology import Topology
+from ..api.host import Host
+from ..api.streams import StreamWriter
+from ..api.testbed import Testbed
+from ..apps.content import content_service
+from ..apps.pattern import PatternChecker
+from ..core.topology import Topology
+from ..errors import PathError
 
-__all__ = ["ChurnEvent", "EmbeddedNetwork", "FlowRun", "Scenario", "ScenarioNetwork", "content_service"]
+__all__ = ["ChurnEvent", "TestbedNetwork", "FlowRun", "Scenario", "ScenarioNetwork"]
 
 
 class ScenarioNetwork(Protocol):
@@ -55,7 +56,7 @@ class ScenarioNetwork(Protocol):
         ...
 
 
-class EmbeddedNetwork:
+class TestbedNetwork:
     """``ScenarioNetwork`` over a ``Testbed`` (one process, the ``aio`` runtime)."""
 
     def __init__(self, net: Testbed) -> None:
@@ -86,32 +87,8 @@ class EmbeddedNetwork:
         return {name: record.dc for name, record in self.net.controller.hosts.items()}
 
 
-CHUNK = 4096
-
 #: a churn event's action
 Act = Callable[[], Awaitable[Any]]
-
-
-def content_service(size: int, pace: float) -> Callable[[StreamReader, StreamWriter], Any]:
-    """A handler serving ``size`` bytes of the pattern, ``CHUNK`` bytes every ``pace`` s.
-
-    It starts where the stream is: at 0 for a new flow, at the resume offset for a flow it
-    took over or that migrated here -- which is what makes it resumable.
-    """
-
-    async def serve(reader: StreamReader, writer: StreamWriter) -> None:
-        resume = writer.get_extra_info("resume")
-        offset = resume[0] if resume else 0
-        while offset < size:
-            n = min(CHUNK, size - offset)
-            writer.write(pattern(offset, n))
-            offset += n
-            await writer.drain()
-            await asyncio.sleep(pace)
-        writer.write_eof()
-        await reader.read(-1)  # until the client closes
-
-    return serve
 
 
 @dataclass
@@ -203,7 +180,7 @@ class Scenario:
         spacing: float = 1.4,
         say: Callable[[str], None] | None = None,
     ) -> None:
-        self.net: ScenarioNetwork = EmbeddedNetwork(net) if isinstance(net, Testbed) else net
+        self.net: ScenarioNetwork = TestbedNetwork(net) if isinstance(net, Testbed) else net
         self.size = size
         self.pace = pace
         self.spacing = spacing

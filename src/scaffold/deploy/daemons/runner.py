@@ -16,8 +16,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ScaffoldError
-from ..runtime.aio import run
+from ...errors import ConfigError, ScaffoldError
+from ...runtime.aio import run
 from .jsonlog import JsonLog
 
 __all__ = ["Serve", "parse_address", "parse_peer_values", "run_daemon", "with_config"]

@@ -11,9 +11,9 @@ import argparse
 import asyncio
 import contextlib
 
-from ..core.controller import Controller
-from ..core.store import FileStore, MemoryStore, Store
-from ..runtime.aio import ControllerRuntime
+from ...core.controller import Controller
+from ...core.store import FileStore, MemoryStore, Store
+from ...runtime.aio import ControllerRuntime
 from ..topology_file import load_topology
 from .jsonlog import JsonLog
 from .runner import parse_address
@@ -41,7 +41,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         ConfigError: no or a malformed topology file, a bad address.
         OSError: the listen address cannot be bound.
     """
-    from ..errors import ConfigError
+    from ...errors import ConfigError
 
     if not args.topology:
         raise ConfigError("the controller needs --topology FILE")

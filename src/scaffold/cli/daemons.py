@@ -1,7 +1,7 @@
-"""Daemons (``scaffold controller``, ``switch``, ``host``) and the operator commands that run
-and drive whole networks (``scaffold up``, ``down``, ``status``, ``fault``).
+"""The daemon commands: ``scaffold controller``, ``switch`` and ``host`` (one process per node).
 
-``add_commands`` registers them all on the ``scaffold`` command line.
+``add_commands`` registers them, and the network commands of ``cli/network.py`` (``up``,
+``down``, ``status``, ``fault``), on the ``scaffold`` command line.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ __all__ = ["add_commands"]
 
 def _daemon(kind: str) -> Any:
     def start(args: argparse.Namespace) -> int:
-        from . import controller, host, switch
-        from .runner import run_daemon, with_config
+        from ..deploy.daemons import controller, host, switch
+        from ..deploy.daemons.runner import run_daemon, with_config
 
         module = {"controller": controller, "switch": switch, "host": host}[kind]
         with_config(args._parser, args, _given(sys.argv[1:]))
@@ -33,7 +33,8 @@ def _given(argv: list[str]) -> set[str]:
 
 def add_commands(sub: Any) -> None:
     """Add the daemon and operator subcommands to the ``scaffold`` parser's subparsers."""
-    from . import commands, controller, host, switch
+    from ..deploy.daemons import controller, host, switch
+    from . import network
 
     for kind, module, text in (
         ("controller", controller, "run the controller daemon"),
@@ -47,4 +48,4 @@ def add_commands(sub: Any) -> None:
             parser.add_argument("--name", default="controller", help="the controller's name in the topology")
         module.add_arguments(parser)
         parser.set_defaults(func=_daemon(kind), _parser=parser)
-    commands.add_commands(sub)
+    network.add_commands(sub)

@@ -28,19 +28,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import admin
-from .api.host import Host
-from .core.flow_switch import FlowSwitch
-from .core.host import HostStack
-from .core.object_switch import ObjectSwitch
-from .ids import ObjectId
-from .join import JoinedHost
-from .netns.network import DATA_PORT, NetnsNetwork
+from ..api.host import Host
+from ..api.join import JoinedHost
+from ..api.testbed import Testbed
+from ..core.flow_switch import FlowSwitch
+from ..core.host import HostStack
+from ..core.object_switch import ObjectSwitch
+from ..core.topology import Topology, default_topology
+from ..deploy.netns.network import DATA_PORT, NetnsNetwork
+from ..ids import ObjectId
+from ..runtime import admin
+from ..wire import header as wire_header
+from ..wire.header import MAX_TTL, VERSION, Header, Proto
 from .scenario import FlowRun, Scenario
-from .testbed import Testbed
-from .topology import Topology, default_topology
-from .wire import header as wire_header
-from .wire.header import MAX_TTL, VERSION, Header, Proto
 
 __all__ = ["DemoOptions", "DemoReport", "netns_options", "run_demo", "run_demo_netns"]
 

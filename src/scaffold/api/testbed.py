@@ -14,12 +14,12 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from .api.host import Host
-from .core.controller import Controller
-from .core.store import Store
-from .errors import UsageError
-from .runtime.aio import EmbeddedNetwork, call_from_thread
-from .topology import Topology, make_topology
+from ..core.controller import Controller
+from ..core.store import Store
+from ..core.topology import Topology, make_topology
+from ..errors import UsageError
+from ..runtime.aio import EmbeddedNetwork, call_from_thread
+from .host import Host
 
 __all__ = ["ControllerHandle", "Testbed"]
 
@@ -165,7 +165,7 @@ class Testbed:
     @contextmanager
     def threaded(cls, *args: Any, **kwargs: Any) -> Iterator[Testbed]:
         """Run a testbed on a background thread's event loop (for the blocking API)."""
-        from .runtime.aio import new_event_loop
+        from ..runtime.aio import new_event_loop
 
         testbed = cls(*args, **kwargs)
         loop = new_event_loop()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import UsageError
+from ..errors import UsageError
 
 if TYPE_CHECKING:
-    from .demo import DemoReport
+    from .run import DemoReport
 
 __all__ = ["plot_goodput"]
 

@@ -48,9 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import admin
-from ..errors import ConfigError, ScaffoldError, UsageError
-from ..join import JoinedHost, join
+from ...api.join import JoinedHost, join
+from ...core.topology import Topology
+from ...errors import ConfigError, ScaffoldError, UsageError
+from ...runtime import admin
 from ..state_file import (
     DEFAULT_STATE,
     LinkState,
@@ -60,7 +61,6 @@ from ..state_file import (
     remove_state,
     save_state,
 )
-from ..topology import Topology
 from ..topology_file import TopologyFile, dump_topology
 from . import kernel
 

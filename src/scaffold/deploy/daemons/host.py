@@ -13,10 +13,10 @@ import argparse
 import asyncio
 import contextlib
 
-from ..api.host import StreamHandler
-from ..api.streams import StreamReader, StreamWriter
-from ..errors import ConfigError, ScaffoldError
-from ..join import JoinedHost, join
+from ...api.host import StreamHandler
+from ...api.join import JoinedHost, join
+from ...api.streams import StreamReader, StreamWriter
+from ...errors import ConfigError, ScaffoldError
 from .jsonlog import JsonLog
 from .runner import parse_address
 from .switch import REPORT_RETRY, add_node_arguments, emulated_links, required
@@ -117,7 +117,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
     try:
         handler: StreamHandler = echo
         if args.service == "pattern":
-            from ..scenario import content_service
+            from ...apps.content import content_service
 
             handler = content_service(args.pattern_size, args.pattern_pace)
         for name in args.accept_migrations:

@@ -20,16 +20,16 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from . import admin
-from .api.host import Host
-from .core.host import HostStack
-from .errors import ConfigError, ScaffoldError, UsageError
-from .ids import ObjectId
-from .runtime.aio import AddressBook, EmuLink, NodeRuntime
-from .state_file import DEFAULT_STATE, load_state
+from ..core.host import HostStack
+from ..deploy.state_file import DEFAULT_STATE, load_state
+from ..errors import ConfigError, ScaffoldError, UsageError
+from ..ids import ObjectId
+from ..runtime import admin
+from ..runtime.aio import AddressBook, EmuLink, NodeRuntime
+from .host import Host
 
 if TYPE_CHECKING:
-    from .runtime.aio import EmbeddedNetwork
+    from ..runtime.aio import EmbeddedNetwork
 
 __all__ = ["JoinedHost", "RemoteNetwork", "join", "local_address_towards"]
 

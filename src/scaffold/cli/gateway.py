@@ -25,12 +25,12 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .ingress import Ingress
-from .publisher import Publisher
+from ..gateway.ingress import Ingress
+from ..gateway.publisher import Publisher
 
 if TYPE_CHECKING:
     from ..api.host import Host
-    from ..testbed import Testbed
+    from ..api.testbed import Testbed
 
 __all__ = ["add_commands", "parse_address"]
 
@@ -120,8 +120,8 @@ async def _until_signalled() -> None:
 async def _network_host(args: argparse.Namespace, role: str) -> AsyncIterator[tuple[Host, Testbed | None]]:
     """The SCAFFOLD host the command works on: a host of an embedded testbed, or this process
     joined to a running network as a host of its own."""
-    from ..join import join
-    from ..testbed import Testbed
+    from ..api.join import join
+    from ..api.testbed import Testbed
 
     if args.testbed:
         async with Testbed() as net:

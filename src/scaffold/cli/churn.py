@@ -15,9 +15,9 @@ from typing import Any
 
 from rich.console import Console
 
-from . import admin
-from .daemons.runner import parse_address
-from .state_file import DEFAULT_STATE, load_state
+from ..deploy.daemons.runner import parse_address
+from ..deploy.state_file import DEFAULT_STATE, load_state
+from ..runtime import admin
 
 __all__ = ["add_commands"]
 
@@ -32,7 +32,7 @@ def _controller(args: argparse.Namespace) -> Address:
 
 def _run(command: str, build: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
-        from .runtime.aio import run as run_async
+        from ..runtime.aio import run as run_async
 
         result = run_async(admin.call(_controller(args), command, **build(args)))
         if args.json:

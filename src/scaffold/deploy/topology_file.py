@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .topology import DatacenterSpec, HostSpec, LinkSpec, ObjectSpec, Topology
+from ..core.topology import DatacenterSpec, HostSpec, LinkSpec, ObjectSpec, Topology
+from ..errors import ConfigError
 
 __all__ = ["TopologyFile", "dump_topology", "load_topology", "parse_bandwidth", "parse_topology"]
 

@@ -7,7 +7,7 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
-from .demo import DemoReport
+from .run import DemoReport
 
 __all__ = ["print_demo"]
 
