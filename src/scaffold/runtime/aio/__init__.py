@@ -1,0 +1,29 @@
+"""The asyncio runtime: real UDP sockets, real TCP control connections (docs/architecture.md §3.2).
+
+Each node owns one non-blocking UDP socket (``node.py``); the controller is a TCP server
+speaking framed control records (``controller.py``); link emulation (delay, loss, cuts) is an
+egress stage of our own, because the kernels we run on have no ``netem`` (``links.py``).
+``EmbeddedNetwork`` (``network.py``) runs a whole topology in one process over loopback.
+"""
+
+from .controller import ControllerRuntime
+from .links import Address, AddressBook, EmuLink
+from .loop import call_from_thread, new_event_loop, run
+from .network import EmbeddedNetwork
+from .node import BATCH, SOCKET_BUFFER, Core, EventHandler, NodeRuntime
+
+__all__ = [
+    "BATCH",
+    "SOCKET_BUFFER",
+    "Address",
+    "AddressBook",
+    "ControllerRuntime",
+    "Core",
+    "EmbeddedNetwork",
+    "EmuLink",
+    "EventHandler",
+    "NodeRuntime",
+    "call_from_thread",
+    "new_event_loop",
+    "run",
+]

@@ -1,0 +1,142 @@
+"""``ControllerRuntime``: the controller core behind a TCP server speaking framed control records."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from typing import Any
+
+import msgspec
+
+from ...core.controller import CONTROLLER_COMMANDS, Controller
+from ...errors import MalformedPacket, UsageError
+from ...wire import control
+from .links import Address
+
+__all__ = ["ControllerRuntime"]
+
+
+class ControllerRuntime:
+    """The controller core behind a TCP server speaking framed control records."""
+
+    def __init__(self, core: Controller, bind: Address = ("127.0.0.1", 0)) -> None:
+        self.core = core
+        self.bind_address = bind
+        self.address: Address = bind
+        self.stats: Counter[str] = Counter()
+        #: the last ``NodeStats`` of each node (``scaffold status`` counters)
+        self.node_stats: dict[str, control.NodeStats] = {}
+        self._writers: dict[str, asyncio.StreamWriter] = {}
+        self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = await asyncio.start_server(self._serve, *self.bind_address)
+        self.address = self._server.sockets[0].getsockname()[:2]
+        self._arm()
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers.values()):
+            writer.close()
+        # Closing the writers ends each connection's reader with EOF; cancelling the
+        # handler tasks instead would make asyncio's stream protocol log the cancellation.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def command(self, name: str, **args: Any) -> Any:
+        """Run a controller command (``drain``, ``set_weight``, ``migrate_object``,
+        ``migrate_host``, ``move_host``, ``set_link``) now and send what it queued.
+
+        Raises:
+            UsageError: the command or its arguments are invalid.
+        """
+        if name not in CONTROLLER_COMMANDS:
+            raise UsageError(f"unknown controller command {name!r}")
+        result = getattr(self.core, name)(now=self.now(), **args)
+        self.flush()
+        return result
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        decoder = control.FrameDecoder()
+        name: str | None = None
+        try:
+            while chunk := await reader.read(65536):
+                try:
+                    messages = decoder.feed(chunk)
+                except MalformedPacket as exc:
+                    self.stats[f"control-{exc.reason}"] += 1
+                    break
+                for message in messages:
+                    if isinstance(message, control.AdminRequest):
+                        writer.write(control.frame(self._admin(message)))
+                        continue
+                    if isinstance(message, control.NodeStats):
+                        self.node_stats[message.node] = message
+                        continue
+                    if isinstance(message, control.Hello):
+                        name = message.node
+                        self._writers[name] = writer
+                    if name is None:
+                        self.stats["before-hello"] += 1
+                        continue
+                    self.core.receive_message(name, message, self.now())
+                self.flush()
+        except ConnectionError:
+            pass
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            if name is not None and self._writers.get(name) is writer:
+                del self._writers[name]
+                if self._loop is not None and not self._loop.is_closed():
+                    self.core.node_disconnected(name, self.now())
+                    self.flush()
+            writer.close()
+
+    def _admin(self, request: control.AdminRequest) -> control.AdminReply:
+        """``counters`` is answered here (the runtime holds the nodes' reports); every other
+        command by the controller core."""
+        if request.command == "counters":
+            return control.AdminReply(
+                request.id, True, result={name: msgspec.to_builtins(s) for name, s in self.node_stats.items()}
+            )
+        return self.core.admin(request, self.now())
+
+    def flush(self) -> None:
+        for node, message in self.core.messages_to_send():
+            writer = self._writers.get(node)
+            if writer is None or writer.is_closing():
+                self.stats["to-disconnected"] += 1
+                continue
+            writer.write(control.frame(message))
+        self._arm()
+
+    def _arm(self) -> None:
+        assert self._loop is not None
+        at = self.core.get_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer = self._loop.call_at(at if at is not None else self._loop.time() + 0.1, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.core.handle_timer(self.now())
+        self.flush()

@@ -1,0 +1,196 @@
+"""``EmbeddedNetwork``: a whole topology in this process over loopback UDP, the embedded default."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ...core.controller import Controller
+from ...core.flow_switch import FlowSwitch
+from ...core.host import HostStack
+from ...core.object_switch import ObjectSwitch
+from ...core.store import MemoryStore, Store
+from ...core.topology import Topology
+from ...errors import UsageError
+from ...ids import ObjectId
+from .controller import ControllerRuntime
+from .links import AddressBook, EmuLink
+from .node import Core, NodeRuntime
+
+__all__ = ["EmbeddedNetwork"]
+
+
+class EmbeddedNetwork:
+    """A whole topology in this process over loopback UDP: the embedded default.
+
+    Use as ``async with EmbeddedNetwork(topology) as net: ...``. Backbone delays and losses
+    of the topology are applied by the egress link stage.
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        heartbeat_interval: float = 0.2,
+        dead_after: int = 3,
+        seed: int | None = None,
+        stream_options: dict[str, Any] | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.topology = topology
+        self.book = AddressBook()
+        self.links: dict[tuple[str, str], EmuLink] = {}
+        for link in topology.node_links():
+            self.links[(link.a, link.b)] = EmuLink(link.delay, link.loss)
+            self.links[(link.b, link.a)] = EmuLink(link.delay, link.loss)
+        self._controller_options: dict[str, Any] = {
+            "heartbeat_interval": heartbeat_interval,
+            "dead_after": dead_after,
+            "store": store if store is not None else MemoryStore(),
+        }
+        self.controller = ControllerRuntime(Controller(topology, **self._controller_options))
+        self.nodes: dict[str, NodeRuntime] = {}
+        self.stream_options = stream_options
+        self._seeded = seed is not None
+        self._rng = random.Random(seed)
+
+    async def __aenter__(self) -> EmbeddedNetwork:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self, *, ready_timeout: float = 10.0) -> None:
+        await self.controller.start()
+        for dc in self.topology.datacenters:
+            for fs in dc.flow_switches:
+                await self._start_node(FlowSwitch(fs, dc.name))
+            await self._start_node(ObjectSwitch(dc.object_switch, dc.name))
+        for spec in self.topology.hosts():
+            await self._start_node(self._host_stack(spec.name, spec.gateway))
+        await self.wait_for(self.ready, ready_timeout, "the network to come up")
+
+    def _host_stack(self, name: str, gateway: str) -> HostStack:
+        # With a seed, Flow IDs and nonces (hence replica choices) repeat from run to run.
+        rng = random.Random(self._rng.getrandbits(64)) if self._seeded else None
+        return HostStack(name, gateway, rng, stream_options=self.stream_options)
+
+    async def _start_node(self, core: Core) -> NodeRuntime:
+        node = NodeRuntime(
+            core, self.book, self.links, self.controller.address, rng=random.Random(self._rng.getrandbits(64))
+        )
+        self.nodes[core.name] = node
+        await node.start()
+        return node
+
+    async def add_host(self, name: str, gateway: str) -> NodeRuntime:
+        """Attach and register one more host."""
+        if name in self.nodes:
+            raise UsageError(f"node {name!r} exists")
+        self.topology = self.topology.with_host(self.topology.hosts()[0].__class__(name, gateway))
+        self.controller.core.topology = self.topology
+        for key in ((name, gateway), (gateway, name)):
+            self.links[key] = EmuLink(self.topology.local_delay)
+        node = await self._start_node(self._host_stack(name, gateway))
+        await self.wait_for(
+            lambda: isinstance(node.core, HostStack) and node.core.registered, 5.0, f"{name} to register"
+        )
+        return node
+
+    async def close(self) -> None:
+        for node in list(self.nodes.values()):
+            await node.close()
+        await self.controller.close()
+
+    async def stop_controller(self) -> None:
+        """Stop the controller; switches keep forwarding on their last tables and every
+        node keeps trying to reconnect."""
+        await self.controller.close()
+
+    async def start_controller(self) -> None:
+        """Start a new controller on the same address, from the same store (a restart)."""
+        address = self.controller.address
+        self.controller = ControllerRuntime(
+            Controller(self.topology, **self._controller_options), bind=address
+        )
+        await self.controller.start()
+
+    def set_link(
+        self, a: str, b: str, *, up: bool | None = None, delay: float | None = None, loss: float | None = None
+    ) -> None:
+        """Change the emulation of the node-level link a-b, both directions (a cut cable:
+        ``up=False``).
+
+        Raises:
+            UsageError: there is no such link.
+        """
+        for key in ((a, b), (b, a)):
+            link = self.links.get(key)
+            if link is None:
+                raise UsageError(f"no link between {a!r} and {b!r}")
+            if up is not None:
+                link.up = up
+            if delay is not None:
+                link.delay = delay
+            if loss is not None:
+                link.loss = loss
+
+    def host(self, name: str) -> NodeRuntime:
+        node = self.nodes.get(name)
+        if node is None or not isinstance(node.core, HostStack):
+            raise UsageError(f"{name!r} is not a host")
+        return node
+
+    async def wait_for_object(self, obj: ObjectId, host: str | None = None, timeout: float = 5.0) -> None:
+        """Wait until the controller registered ``obj`` (on ``host``, if given) and every
+        object switch applied the tables that include it."""
+        ctl = self.controller.core
+        key = obj.raw.hex()
+
+        def registered() -> bool:
+            replicas = ctl.objects.get(key, {})
+            return host in replicas if host is not None else bool(replicas)
+
+        await self.wait_for(registered, timeout, f"the controller to register {obj.short()}")
+        targets = {
+            name: state.version
+            for name, state in ctl.switches.items()
+            if state.role == "object-switch" and state.connected
+        }
+
+        def applied() -> bool:
+            return all(_version(self.nodes[name].core) >= version for name, version in targets.items())
+
+        await self.wait_for(applied, timeout, f"object switches to learn {obj.short()}")
+
+    def ready(self) -> bool:
+        for node in self.nodes.values():
+            core = node.core
+            if isinstance(core, HostStack):
+                if not core.registered:
+                    return False
+            elif not core.synced:
+                return False
+        return True
+
+    @staticmethod
+    async def wait_for(condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> None:
+        """Poll ``condition`` until true, or raise ``TimeoutError`` naming ``what``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            result = condition()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
+            await asyncio.sleep(0.005)
+
+
+def _version(core: Core) -> int:
+    return 0 if isinstance(core, HostStack) else core.version

@@ -1,0 +1,365 @@
+"""``NodeRuntime``: one core (switch or host) with a UDP socket and a control connection.
+
+Its reader drains up to ``BATCH`` datagrams per wake-up straight into the core, then sends
+what the core queued; one timer handle is re-armed from ``core.get_timer()``
+(docs/architecture.md §3.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+from collections import Counter
+from collections.abc import Callable
+
+from ...core.flow_switch import FlowSwitch
+from ...core.host import HostEvent, HostRelocated, HostStack
+from ...core.object_switch import ObjectSwitch
+from ...errors import MalformedPacket
+from ...wire import control
+from .links import Address, AddressBook, EmuLink
+
+__all__ = ["BATCH", "Core", "EventHandler", "NodeRuntime", "SOCKET_BUFFER"]
+
+BATCH = 64
+SOCKET_BUFFER = 4 * 1024 * 1024
+Core = FlowSwitch | ObjectSwitch | HostStack
+EventHandler = Callable[[HostStack, HostEvent, float], None]
+
+
+class NodeRuntime:
+    """Drives one core (switch or host) with a UDP socket and a control connection."""
+
+    def __init__(
+        self,
+        core: Core,
+        book: AddressBook,
+        links: dict[tuple[str, str], EmuLink],
+        controller: Address,
+        *,
+        bind: Address = ("127.0.0.1", 0),
+        rng: random.Random | None = None,
+        advertise: str | None = None,
+    ) -> None:
+        self.core = core
+        self.name = core.name
+        self.book = book
+        self.links = links
+        self.controller_address = controller
+        self.bind_address = bind
+        #: the IP neighbours reach this node on, when it binds a wildcard address (a node
+        #: in its own network namespace or on its own machine; docs/deployment.md)
+        self.advertise = advertise
+        self.address: Address = bind
+        self.stats: Counter[str] = Counter()
+        self.on_event: EventHandler | None = None
+        #: send ``NodeStats`` to the controller this often (seconds); None = never
+        self.stats_interval: float | None = None
+        self._stats_task: asyncio.Task[None] | None = None
+        self._rng = rng or random.Random()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._control_task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.closed = False
+        #: reopen a broken control connection (switches keep forwarding meanwhile)
+        self.reconnect = True
+        self.reconnect_interval = 0.5
+        self._flushing = False
+        self._again = False
+        self._gateway_before = core.gateway if isinstance(core, HostStack) else ""
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        sock.bind(self.bind_address)
+        self._sock = sock
+        self.address = sock.getsockname()[:2]
+        if self.advertise is not None:
+            self.address = (self.advertise, self.address[1])
+        self.book.add(self.name, self.address)
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+        await self.connect_controller()
+
+    async def connect_controller(self) -> None:
+        """Open the control connection and say hello; if it breaks later, keep trying to
+        reopen it every ``reconnect_interval`` seconds (the data plane goes on meanwhile).
+
+        Raises:
+            OSError: the controller cannot be reached now.
+        """
+        reader = await self._open_control()
+        self._control_task = asyncio.create_task(self._control_loop(reader), name=f"control:{self.name}")
+        if self.stats_interval is not None and self._stats_task is None:
+            self._stats_task = asyncio.create_task(self._report_stats(), name=f"stats:{self.name}")
+
+    async def _report_stats(self) -> None:
+        assert self.stats_interval is not None
+        while not self.closed:
+            self.send_stats()
+            await asyncio.sleep(self.stats_interval)
+
+    def send_stats(self) -> None:
+        """Send this node's counters to the controller (``NodeStats``), if connected."""
+        core = self.core
+        if self._writer is None or self._writer.is_closing():
+            return
+        is_host = isinstance(core, HostStack)
+        record = control.NodeStats(
+            node=self.name,
+            role=core.role,
+            version=0 if is_host else core.version,  # type: ignore[union-attr]
+            forwarded=0 if is_host else core.forwarded,  # type: ignore[union-attr]
+            drops=dict(core.drops),
+            counters=dict(core.counters),
+            runtime=dict(self.stats),
+            table_entries=0 if is_host else core.table_entries(),  # type: ignore[union-attr]
+            trace=[
+                (t.flow, t.obj.hex(), t.role, t.dc, t.host, t.socket, t.ttl, t.at) for t in core.trace[-32:]
+            ],
+        )
+        self._writer.write(control.frame(record))
+
+    def apply_link_settings(self, settings: control.LinkSettings) -> None:
+        """Change the egress emulation towards one neighbour (``scaffold fault delay``)."""
+        key = (self.name, settings.peer)
+        link = self.links.get(key)
+        if link is None:
+            link = self.links[key] = EmuLink()
+        if settings.delay is not None:
+            link.delay = max(0.0, settings.delay)
+        if settings.loss is not None:
+            link.loss = min(1.0, max(0.0, settings.loss))
+        if settings.up is not None:
+            link.up = settings.up
+
+    async def _open_control(self) -> asyncio.StreamReader:
+        reader, writer = await asyncio.open_connection(*self.controller_address)
+        self._writer = writer
+        self.core.hello(self.address)
+        self.flush()
+        return reader
+
+    async def _control_loop(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            await self._read_control(reader)
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            while True:
+                if self._stopping():
+                    return
+                await asyncio.sleep(self.reconnect_interval)
+                if self._stopping():
+                    return
+                try:
+                    reader = await self._open_control()
+                except OSError:
+                    self.stats["controller-unreachable"] += 1
+                    continue
+                self.stats["controller-reconnected"] += 1
+                break
+
+    def _stopping(self) -> bool:
+        return self.closed or not self.reconnect
+
+    async def close(self) -> None:
+        """Stop the node: close its socket and its control connection."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats_task
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+        if self._control_task is not None:
+            self._control_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await self._control_task
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(ConnectionError):
+                await self._writer.wait_closed()
+
+    # -- data plane ----------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        assert self._sock is not None and self._loop is not None
+        now = self._loop.time()
+        recvfrom = self._sock.recvfrom
+        receive = self.core.receive_datagram
+        names = self.book.name
+        for _ in range(BATCH):
+            try:
+                data, address = recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self.stats["recv-error"] += 1
+                break
+            port = names.get(address)
+            if port is None:
+                # Still parsed and counted by the core, which trusts no bytes anyway.
+                self.stats["unknown-peer"] += 1
+                port = ""
+            receive(data, port, now)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the core queued, dispatch its events and re-arm its timer.
+
+        Event handlers may call the core and then ``flush`` again; a nested call only
+        asks the running one to go round once more.
+        """
+        if self.closed or self._loop is None:
+            return
+        if self._flushing:
+            self._again = True
+            return
+        self._flushing = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                self._flush_once()
+        finally:
+            self._flushing = False
+
+    def _flush_once(self) -> None:
+        assert self._loop is not None
+        core = self.core
+        now = self._loop.time()
+        if isinstance(core, HostStack):
+            handler = self.on_event
+            while (event := core.next_event()) is not None:
+                if isinstance(event, HostRelocated):
+                    self._plug_into(event)
+                if handler is not None:
+                    handler(core, event, now)
+        out = core.datagrams_to_send(now)
+        if out:
+            self._send_all(out, now)
+        messages = core.control_to_send()
+        if messages and self._writer is not None and not self._writer.is_closing():
+            self._writer.write(b"".join(control.frame(m) for m in messages))
+        if isinstance(core, HostStack):
+            at = core.get_timer()
+            if at != self._timer_at:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer_at = at
+                self._timer = self._loop.call_at(at, self._on_timer) if at is not None else None
+
+    def _plug_into(self, event: HostRelocated) -> None:
+        """The host moved to another gateway: reach it, with the same link emulation."""
+        if event.address is not None:
+            self.book.add(event.gateway, (str(event.address[0]), int(event.address[1])))
+        template = self.links.get((self.name, self._gateway_before or event.gateway))
+        for key in ((self.name, event.gateway), (event.gateway, self.name)):
+            if key not in self.links:
+                self.links[key] = EmuLink(template.delay if template else 0.0)
+        self._gateway_before = event.gateway
+
+    def _on_timer(self) -> None:
+        assert self._loop is not None
+        self._timer = None
+        self._timer_at = None
+        if isinstance(self.core, HostStack):
+            self.core.handle_timer(self._loop.time())
+        self.flush()
+
+    def _send_all(self, out: list[tuple[str, bytes | bytearray]], now: float) -> None:
+        """Send a batch; the common case (no emulation on the link) is one ``sendto``."""
+        addresses = self.book.address
+        links = self.links
+        name = self.name
+        sock = self._sock
+        assert sock is not None
+        for port, data in out:
+            address = addresses.get(port)
+            if address is None:
+                self.stats["no-address"] += 1
+                continue
+            link = links.get((name, port))
+            if link is not None and (link.delay or link.loss or not link.up):
+                self._emulate(link, data, address, now)
+                continue
+            try:
+                sock.sendto(data, address)
+            except BlockingIOError:
+                self.stats["send-buffer-full"] += 1
+            except OSError:
+                self.stats["send-error"] += 1
+
+    def _emulate(self, link: EmuLink, data: bytes | bytearray, address: Address, now: float) -> None:
+        """The egress link stage: cut, random loss, then delay (docs/architecture.md §3)."""
+        if not link.up:
+            self.stats["link-down"] += 1
+            return
+        if link.loss and self._rng.random() < link.loss:
+            self.stats["link-loss"] += 1
+            return
+        if link.delay > 0:
+            assert self._loop is not None
+            self._loop.call_at(now + link.delay, self._sendto, data, address)
+            return
+        self._sendto(data, address)
+
+    def _sendto(self, data: bytes | bytearray, address: Address) -> None:
+        if self._sock is None or self.closed:
+            return
+        try:
+            self._sock.sendto(data, address)
+        except BlockingIOError:
+            self.stats["send-buffer-full"] += 1
+        except OSError:
+            self.stats["send-error"] += 1
+
+    # -- control plane -------------------------------------------------------------------
+
+    async def _read_control(self, reader: asyncio.StreamReader) -> None:
+        decoder = control.FrameDecoder()
+        assert self._loop is not None
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                self.stats["controller-lost"] += 1
+                return  # keep forwarding on the last tables (docs/protocol.md §6.3)
+            try:
+                messages = decoder.feed(chunk)
+            except MalformedPacket as exc:
+                self.stats[f"control-{exc.reason}"] += 1
+                return
+            now = self._loop.time()
+            tables_changed = False
+            for message in messages:
+                if isinstance(message, control.LinkSettings):
+                    self.apply_link_settings(message)
+                    continue
+                tables_changed = tables_changed or isinstance(message, control.TableSync | control.TableDelta)
+                if isinstance(message, control.Welcome) and message.gateway_address is not None:
+                    assert isinstance(self.core, HostStack)
+                    self.book.add(self.core.gateway, tuple(message.gateway_address))  # type: ignore[arg-type]
+                self.core.receive_control(message, now)
+                if not isinstance(self.core, HostStack):
+                    for name, address in self.core.tables["peers"].items():
+                        if self.book.address.get(str(name)) != address:
+                            self.book.add(str(name), tuple(address))  # type: ignore[arg-type]
+            self.flush()
+            if tables_changed and self.stats_interval is not None:
+                self.send_stats()  # so waiters on "tables applied" need not wait a period
