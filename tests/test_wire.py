@@ -104,7 +104,7 @@ def test_header_is_76_bytes_with_fields_at_documented_offsets() -> None:
     assert data[3] == 17
     assert data[4:12] == (0x0102030405060708).to_bytes(8, "big")
     assert data[12:44] == SAMPLE_HEADER.obj
-    assert header.DST_ROUTE.unpack_from(data, header.DST_ROUTE_OFFSET) == (
+    assert header.DST_ROUTE.unpack_from(data, header.DST_OFFSET) == (
         7,
         0x1122334455667788,
     )

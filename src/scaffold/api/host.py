@@ -115,9 +115,7 @@ class Server:
 class Host:
     """One host of a running network: bind, serve and connect on object names."""
 
-    def __init__(self, network: EmbeddedNetwork, node: NodeRuntime) -> None:
-        if not isinstance(node.core, HostStack):
-            raise UsageError(f"{node.name} is not a host")
+    def __init__(self, network: EmbeddedNetwork, node: NodeRuntime[HostStack]) -> None:
         self.network = network
         self.node = node
         self.stack: HostStack = node.core

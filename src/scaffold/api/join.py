@@ -147,8 +147,8 @@ class JoinedHost(Host):
     """A ``Host`` whose network runs elsewhere. Close it with ``await host.close()`` or use
     ``async with``."""
 
-    def __init__(self, remote: RemoteNetwork, node: NodeRuntime) -> None:
-        remote.node_dc.setdefault(node.name, remote.node_dc.get(cast(HostStack, node.core).gateway, ""))
+    def __init__(self, remote: RemoteNetwork, node: NodeRuntime[HostStack]) -> None:
+        remote.node_dc.setdefault(node.name, remote.node_dc.get(node.core.gateway, ""))
         # ``Host`` only uses the attributes ``RemoteNetwork`` provides (see the module docstring).
         super().__init__(cast("EmbeddedNetwork", remote), node)
         self.remote = remote

@@ -120,7 +120,7 @@ class Testbed:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         await self.network.start()
-        self.hosts = [Host(self.network, self.network.nodes[h.name]) for h in self.topology.hosts()]
+        self.hosts = [Host(self.network, self.network.host(h.name)) for h in self.topology.hosts()]
 
     async def close(self) -> None:
         await self.network.close()

@@ -197,7 +197,9 @@ async def _up_embedded(loaded: TopologyFile, state_path: Path, port: int) -> int
             node.stats_interval = 1.0
             node.send_stats()
             node._stats_task = asyncio.create_task(node._report_stats())
-        hosts = {name: Host(net, node) for name, node in net.nodes.items() if node.core.role == "host"}
+        hosts = {
+            name: Host(net, net.host(name)) for name, node in net.nodes.items() if node.core.role == "host"
+        }
         for obj in loaded.topology.objects:
             for replica, weight in obj.replicas:
                 await hosts[replica].start_server(echo, obj.name, weight=weight, resumable=obj.resumable)

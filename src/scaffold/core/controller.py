@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import UsageError
 from ..ids import ObjectId
 from ..wire import control
 from ..wire.control import ControlMessage, SwitchTables, TableKeys
+from .metrics import DROPS, MetricKind, Sample, define
 from .routing import next_hops
 from .store import ControllerState, HostState, MemoryStore, Store
 from .topology import Topology
@@ -30,6 +31,16 @@ CONTROLLER_COMMANDS = frozenset(
 )
 
 Address = tuple[str, int]
+#: the event log is trimmed to its latest EVENT_LOG_KEEP entries past EVENT_LOG_LIMIT taken
+EVENT_LOG_LIMIT = 10_000
+EVENT_LOG_KEEP = 1_000
+HOSTS = define(
+    "hosts", MetricKind.GAUGE, "Hosts the controller knows, by state (alive, dead).", labels=("state",)
+)
+SWITCHES = define(
+    "switches", MetricKind.GAUGE, "Switches of the topology, by control connection state.", labels=("state",)
+)
+OBJECTS = define("objects", MetricKind.GAUGE, "Objects with at least one registered replica.")
 _TABLES = ("dc_routes", "host_routes", "moved_hosts", "wide", "local", "prefixes", "peers")
 
 
@@ -199,6 +210,38 @@ class Controller:
     def messages_to_send(self) -> list[tuple[str, ControlMessage]]:
         out, self._out = self._out, []
         return out
+
+    # -- engine interface (core/engine.py: ControllerEngine) -------------------------------
+
+    name: ClassVar[str] = "controller"
+    role: ClassVar[str] = "controller"
+    #: how many entries of ``events`` ``next_event`` handed out
+    _events_taken: int = 0
+
+    def next_event(self) -> ControllerEvent | None:
+        """The oldest decision not taken yet; ``events`` keeps them all as a log, trimmed to
+        its latest ``EVENT_LOG_KEEP`` entries once it grows past ``EVENT_LOG_LIMIT``."""
+        if self._events_taken >= len(self.events):
+            return None
+        event = self.events[self._events_taken]
+        self._events_taken += 1
+        if self._events_taken > EVENT_LOG_LIMIT:
+            cut = self._events_taken - EVENT_LOG_KEEP
+            del self.events[:cut]
+            self._events_taken -= cut
+        return event
+
+    def metrics(self) -> list[Sample]:
+        alive = sum(1 for r in self.hosts.values() if r.alive)
+        connected = sum(1 for s in self.switches.values() if s.connected)
+        return [
+            *DROPS.by(self.drops),
+            HOSTS.sample(alive, state="alive"),
+            HOSTS.sample(len(self.hosts) - alive, state="dead"),
+            SWITCHES.sample(connected, state="connected"),
+            SWITCHES.sample(len(self.switches) - connected, state="disconnected"),
+            OBJECTS.sample(len(self.objects)),
+        ]
 
     # -- commands ------------------------------------------------------------------------
 

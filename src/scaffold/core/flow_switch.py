@@ -18,11 +18,28 @@ from typing import ClassVar
 from ..errors import MalformedPacket
 from ..wire import header as wire_header
 from ..wire import signal as wire_signal
-from ..wire.header import DST_LOCATOR, DST_ROUTE, HEADER_LEN, VERSION, Flags, Proto
+from ..wire.header import (
+    DST_LOCATOR,
+    DST_OFFSET,
+    DST_ROUTE,
+    FLAGS_OFFSET,
+    HEADER_LEN,
+    HOP,
+    ROUTING,
+    TTL_OFFSET,
+    VERSION,
+    Flags,
+    Proto,
+)
 from .events import Packet, TraceHop
+from .metrics import MetricKind, Sample, define
 from .switch import Switch
 
-__all__ = ["FlowSwitch"]
+__all__ = ["FORWARDED", "FlowSwitch"]
+
+FORWARDED = define(
+    "forwarded_packets_total", MetricKind.COUNTER, "Packets a flow switch sent on.", unit="packets"
+)
 
 _PROTOS = frozenset(int(p) for p in Proto)
 _UNKNOWN_FLAGS = 0xFF & ~int(Flags.TRACE | Flags.REDIRECTED)
@@ -40,6 +57,10 @@ class FlowSwitch(Switch):
         self._dc_routes: dict[int, str] = {}
         self._host_routes: dict[int, str] = {}
         self._moved: dict[int, int] = {}
+        self.forwarded = 0
+
+    def metrics(self) -> list[Sample]:
+        return [*super().metrics(), FORWARDED.sample(self.forwarded)]
 
     def tables_changed(self, names: set[str] | None) -> None:
         # The fast path reads plain typed dicts; msgspec already decoded the keys as ints.
@@ -52,25 +73,24 @@ class FlowSwitch(Switch):
         if len(data) < HEADER_LEN:
             self.drops["truncated"] += 1
             return
-        if data[0] != VERSION:
+        version, proto, flags, ttl, dc, host = ROUTING.unpack_from(data)
+        if version != VERSION:
             self.drops["bad-version"] += 1
             return
-        if data[1] not in _PROTOS:
+        if proto not in _PROTOS:
             self.drops["bad-proto"] += 1
             return
-        if data[2] & _UNKNOWN_FLAGS:
+        if flags & _UNKNOWN_FLAGS:
             self.drops["bad-flags"] += 1
             return
-        ttl = data[3]
         if ttl <= 1:
             self.drops["ttl-expired"] += 1
             return
         if not self.synced:
             self.drops["no-tables"] += 1
             return
-        dc, host = DST_ROUTE.unpack_from(data, 44)
         buf = bytearray(data)
-        buf[3] = ttl - 1
+        buf[TTL_OFFSET] = ttl - 1
         if dc == self.dc_id:
             if host:
                 hop = self._host_routes.get(host)
@@ -88,7 +108,7 @@ class FlowSwitch(Switch):
                 return
         else:
             hop = self.object_switch
-        if buf[2] & _TRACE:
+        if flags & _TRACE:
             self._record(buf, now)
         self.forwarded += 1
         self._out.append((hop, buf))
@@ -103,13 +123,13 @@ class FlowSwitch(Switch):
                 self.drops["no-route"] += 1
                 return None
             self.counters["stale-dc-corrected"] += 1
-            DST_ROUTE.pack_into(buf, 44, moved_to, host)
+            DST_ROUTE.pack_into(buf, DST_OFFSET, moved_to, host)
             self._signal_source(buf, wire_signal.Signal(wire_signal.SignalType.REFINE, host, moved_to))
             return hop
         # Orphan: keep the Object ID and Flow ID, forget where it was going (§5.1).
         self.counters["orphan-redirected"] += 1
-        DST_LOCATOR.pack_into(buf, 44, self.dc_id, 0, 0)
-        buf[2] |= _REDIRECTED
+        DST_LOCATOR.pack_into(buf, DST_OFFSET, self.dc_id, 0, 0)
+        buf[FLAGS_OFFSET] |= _REDIRECTED
         return self.object_switch
 
     def _signal_source(self, buf: bytearray, signal: wire_signal.Signal) -> None:
@@ -128,8 +148,5 @@ class FlowSwitch(Switch):
             self._out.append((hop, packet))
 
     def _record(self, buf: bytearray, now: float) -> None:
-        flow = int.from_bytes(buf[4:12], "big")
-        dc, host, socket = DST_LOCATOR.unpack_from(buf, 44)
-        self.trace.append(
-            TraceHop(self.name, self.role, flow, bytes(buf[12:44]), dc, host, socket, buf[3], now)
-        )
+        ttl, flow, obj, dc, host, socket = HOP.unpack_from(buf)
+        self.trace.append(TraceHop(self.name, self.role, flow, obj, dc, host, socket, ttl, now))

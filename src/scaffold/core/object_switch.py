@@ -22,12 +22,19 @@ from typing import ClassVar
 from ..errors import MalformedPacket, UsageError
 from ..wire import header as wire_header
 from ..wire import signal as wire_signal
-from ..wire.header import DST_LOCATOR, Flags, Header, Proto
+from ..wire.header import DST_LOCATOR, DST_OFFSET, TTL_OFFSET, Flags, Header, Proto
 from .events import Packet, TraceHop
+from .metrics import MetricKind, Sample, define
 from .replicas import TABLE_SIZE, PrefixTable, ReplicaSet
 from .switch import Switch
 
-__all__ = ["LOCAL_SHIFT", "WIDE_SHIFT", "ObjectSwitch"]
+__all__ = ["LOCAL_SHIFT", "RESOLUTIONS", "WIDE_SHIFT", "ObjectSwitch"]
+
+RESOLUTIONS = define(
+    "resolutions_total",
+    MetricKind.COUNTER,
+    "Packets an object switch refined (first packets and re-resolutions, docs/protocol.md §3.2).",
+)
 
 #: How far the Flow ID is shifted before the Maglev index at each level (docs/protocol.md
 #: §3.2): the wide-area pick uses the whole ID modulo the table size, the in-DC pick only its
@@ -86,8 +93,13 @@ class ObjectSwitch(Switch):
             found = self._interned[key] = ReplicaSet(key[0], shift)
         return found
 
-    def table_entries(self) -> int:
-        return len(self.wide) + len(self.local) + len(self.tables["peers"])
+    def table_sizes(self) -> dict[str, int]:
+        # What the switch holds after tables_changed: its prefix tables (exact entries and
+        # prefix rules), not the raw records they were built from.
+        return {"wide": len(self.wide), "local": len(self.local), "peers": len(self.tables["peers"])}
+
+    def metrics(self) -> list[Sample]:
+        return [*super().metrics(), RESOLUTIONS.sample(self.resolutions)]
 
     # -- resolution ----------------------------------------------------------------------
 
@@ -149,10 +161,10 @@ class ObjectSwitch(Switch):
         dc, host = refined
         self.resolutions += 1
         buf = bytearray(data)
-        buf[3] = h.ttl - 1
-        DST_LOCATOR.pack_into(buf, 44, dc, host, 0)
+        buf[TTL_OFFSET] = h.ttl - 1
+        DST_LOCATOR.pack_into(buf, DST_OFFSET, dc, host, 0)
         if h.flags & Flags.TRACE:
-            self.trace.append(TraceHop(self.name, self.role, h.flow, h.obj, dc, host, 0, buf[3], now))
+            self.trace.append(TraceHop(self.name, self.role, h.flow, h.obj, dc, host, 0, h.ttl - 1, now))
         self._out.append((self.gateway or port, buf))
 
     def _not_found(self, h: Header) -> None:

@@ -1,30 +1,40 @@
-"""What flow and object switches share: control-plane table state and drop counters.
+"""What flow and object switches share: control-plane table state, events and metrics.
 
 A switch keeps forwarding on its last tables when the controller is gone (docs/protocol.md
-§6.3): nothing here expires tables; only a ``TableSync`` replaces them.
+§6.3): nothing here expires tables; only a ``TableSync`` replaces them. Switches have no
+timers; their events tell the runtime about new tables and neighbours' addresses.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import ClassVar
-
 from ..wire import control
 from ..wire.control import ControlMessage, SwitchTables, TableDelta, TableSync
-from .events import Datagram, TraceHop
+from .engine import NodeCore
+from .events import Address, NeighboursLearned, TablesApplied
+from .metrics import MetricKind, Sample, define
 
-__all__ = ["Switch"]
+__all__ = ["TABLE_ENTRIES", "TABLE_VERSION", "Switch", "SwitchEvent"]
 
 _TABLE_NAMES = ("dc_routes", "host_routes", "moved_hosts", "wide", "local", "prefixes", "peers")
 
+SwitchEvent = TablesApplied | NeighboursLearned
 
-class Switch:
+TABLE_ENTRIES = define(
+    "table_entries",
+    MetricKind.GAUGE,
+    "Entries in a switch's forwarding tables, by table; they never grow with flows.",
+    labels=("table",),
+)
+TABLE_VERSION = define(
+    "table_version", MetricKind.GAUGE, "Version of the tables a switch applied last (0: none yet)."
+)
+
+
+class Switch(NodeCore[SwitchEvent]):
     """Base of ``FlowSwitch`` and ``ObjectSwitch``: tables from the controller, counters."""
 
-    role: ClassVar[str] = "switch"
-
     def __init__(self, name: str, dc: str) -> None:
-        self.name = name
+        super().__init__(name)
         self.dc = dc
         self.dc_id = 0
         self.version = 0
@@ -32,14 +42,10 @@ class Switch:
         self.tables: dict[str, dict[object, object]] = {n: {} for n in _TABLE_NAMES}
         self.object_switch = ""
         self.gateway = ""
-        #: packets dropped, by reason
-        self.drops: Counter[str] = Counter()
-        #: notable things done to packets that were not dropped (redirects, corrections)
-        self.counters: Counter[str] = Counter()
-        self.forwarded = 0
-        self.trace: list[TraceHop] = []
-        self._out: list[Datagram] = []
-        self._control_out: list[ControlMessage] = []
+
+    @property
+    def ready(self) -> bool:
+        return self.synced
 
     # -- control plane -------------------------------------------------------------------
 
@@ -58,6 +64,7 @@ class Switch:
             self.version = message.version
             self.synced = True
             self.tables_changed(None)
+            self._applied(peers_changed=True)
         elif isinstance(message, TableDelta):
             if not self.synced or message.version != self.version + 1:
                 self.drops["stale-table-delta"] += 1
@@ -79,30 +86,42 @@ class Switch:
                 self.gateway = message.upsert.gateway
             self.version = message.version
             self.tables_changed(changed)
+            self._applied(peers_changed="peers" in changed)
         else:
             self.drops["unexpected-control"] += 1
 
     def tables_changed(self, names: set[str] | None) -> None:
         """Hook: rebuild derived structures after tables changed (None = everything)."""
 
-    def control_to_send(self) -> list[ControlMessage]:
-        out, self._control_out = self._control_out, []
+    def _applied(self, *, peers_changed: bool) -> None:
+        # Each event supersedes a queued one of its kind (it carries the whole state), so
+        # the queue stays bounded even if nobody drains it.
+        events: list[SwitchEvent] = [TablesApplied(self.version)]
+        if peers_changed:
+            events.insert(0, NeighboursLearned(self._peer_addresses()))
+        kinds = {type(e) for e in events}
+        self._events = type(self._events)(e for e in self._events if type(e) not in kinds)
+        self._events.extend(events)
+
+    def _peer_addresses(self) -> dict[str, Address]:
+        out: dict[str, Address] = {}
+        for name, address in self.tables["peers"].items():
+            if isinstance(address, list | tuple) and len(address) == 2:
+                out[str(name)] = (str(address[0]), int(address[1]))
         return out
 
-    # -- data plane ----------------------------------------------------------------------
+    # -- metrics -------------------------------------------------------------------------
 
-    def datagrams_to_send(self, now: float) -> list[Datagram]:
-        out, self._out = self._out, []
-        return out
+    def table_sizes(self) -> dict[str, int]:
+        """Entries per forwarding table (flow-independent by design)."""
+        return {name: len(table) for name, table in self.tables.items()}
 
-    def peer_address(self, name: str) -> tuple[str, int] | None:
-        """The UDP address the controller gave for neighbour ``name``."""
-        address = self.tables["peers"].get(name)
-        return address if isinstance(address, tuple) else None
-
-    def table_entries(self) -> int:
-        """Entries in all forwarding tables (flow-independent by design)."""
-        return sum(len(t) for t in self.tables.values())
+    def metrics(self) -> list[Sample]:
+        return [
+            *super().metrics(),
+            *TABLE_ENTRIES.by(self.table_sizes()),
+            TABLE_VERSION.sample(self.version),
+        ]
 
     def snapshot(self) -> SwitchTables:
         """The current tables as a record (for status output and tests)."""

@@ -31,9 +31,8 @@ from typing import Any
 from ..api.host import Host
 from ..api.join import JoinedHost
 from ..api.testbed import Testbed
-from ..core.flow_switch import FlowSwitch
-from ..core.host import HostStack
-from ..core.object_switch import ObjectSwitch
+from ..core.metrics import DROPS, by_label, total
+from ..core.switch import TABLE_ENTRIES
 from ..core.topology import Topology, default_topology
 from ..deploy.netns.network import DATA_PORT, NetnsNetwork
 from ..ids import ObjectId
@@ -160,19 +159,12 @@ async def run_demo(options: DemoOptions, progress: Callable[[str], None] | None 
         )
         await scenario.serve()
         say("objects served: " + ", ".join(o.name for o in options.topology.objects))
-        entries_before = {
-            n: node.core.table_entries()
-            for n, node in net.network.nodes.items()
-            if not isinstance(node.core, HostStack)
-        }
+        entries_before = _table_entries(net)
         entries_with_flows: dict[str, int] = {}
 
         def snapshot() -> None:
             # Table sizes with every flow established, before churn changes hosts and routes.
-            for n in entries_before:
-                core = net.network.nodes[n].core
-                if not isinstance(core, HostStack):
-                    entries_with_flows[n] = core.table_entries()
+            entries_with_flows.update(_table_entries(net))
 
         junk = asyncio.create_task(_inject_junk(net, rng, options.junk_per_node))
         say(f"{len(scenario.runs)} flows downloading verified data; churn every {options.spacing} s")
@@ -183,6 +175,15 @@ async def run_demo(options: DemoOptions, progress: Callable[[str], None] | None 
         report = _collect(net, scenario, entries_before, entries_with_flows, junk_sent)
         report.duration = loop.time() - started
         return report
+
+
+def _table_entries(net: Testbed) -> dict[str, int]:
+    """Forwarding-table entries of every switch (hosts hold no forwarding tables)."""
+    return {
+        name: int(total(node.core.metrics(), TABLE_ENTRIES.name))
+        for name, node in net.network.nodes.items()
+        if node.core.role != "host"
+    }
 
 
 def _collect(
@@ -198,16 +199,17 @@ def _collect(
     drops: Counter[str] = Counter()
     uncounted = []
     for name, node in net.network.nodes.items():
-        core = node.core
-        drops.update(core.drops)
-        if sum(core.drops.values()) < junk_sent[name] and not node.closed:
+        samples = node.core.metrics()
+        node_drops = by_label(samples, DROPS.name, "reason")
+        drops.update({reason: int(n) for reason, n in node_drops.items()})
+        if sum(node_drops.values()) < junk_sent[name] and not node.closed:
             uncounted.append(name)
-        if isinstance(core, FlowSwitch | ObjectSwitch):
-            entries = core.table_entries()
+        if node.core.role != "host":
+            entries = int(total(samples, TABLE_ENTRIES.name))
             switches.append(
                 {
                     "node": name,
-                    "role": "object" if isinstance(core, ObjectSwitch) else "flow",
+                    "role": "object" if node.core.role == "object-switch" else "flow",
                     "table_entries": entries,
                     # entries that appeared between "no flow" and "every flow established"
                     "per_flow_entries": max(0, entries_with_flows.get(name, 0) - entries_before.get(name, 0)),

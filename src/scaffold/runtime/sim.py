@@ -6,6 +6,9 @@ through their real MessagePack encoding on the way, so the sim exercises the wir
 
 Applications are callbacks: ``net.on_event(host, fn)`` calls ``fn(host_stack, event, now)``
 for every event a host stack emits, and anything the callback queues is sent at once.
+
+Every node is driven through the one engine interface (``core/engine.py``) by one flush
+loop, ``_flush``: events, then datagrams, then control records, then the node's timer.
 """
 
 from __future__ import annotations
@@ -13,23 +16,29 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.controller import CONTROLLER_COMMANDS, Controller
+from ..core.engine import NodeEngine
+from ..core.events import HostRelocated
 from ..core.flow_switch import FlowSwitch
-from ..core.host import HostEvent, HostRelocated, HostStack
+from ..core.host import HostStack
+from ..core.metrics import Sample
 from ..core.object_switch import ObjectSwitch
 from ..core.topology import HostSpec, Topology
 from ..errors import UsageError
 from ..wire import control
-from ..wire.control import ControlMessage
+from .metrics import runtime_metrics
 
-__all__ = ["SimLink", "SimNetwork"]
+__all__ = ["EventHandler", "SimLink", "SimNetwork"]
 
-Node = FlowSwitch | ObjectSwitch | HostStack
-EventHandler = Callable[[HostStack, HostEvent, float], None]
+SwitchCore = FlowSwitch | ObjectSwitch
+
+#: an application: called with the host's stack, each event it emits, and the time
+EventHandler = Callable[[HostStack, Any, float], None]
 
 
 @dataclass(slots=True)
@@ -67,10 +76,16 @@ class SimNetwork:
         self.rng = random.Random(seed)
         self.control_delay = control_delay
         self.controller = Controller(topology, heartbeat_interval=heartbeat_interval, dead_after=dead_after)
-        self.nodes: dict[str, Node] = {}
+        self.nodes: dict[str, NodeEngine] = {}
+        self._hosts: dict[str, HostStack] = {}
+        self._switches: dict[str, SwitchCore] = {}
         self.links: dict[tuple[str, str], SimLink] = {}
-        self.events: dict[str, list[HostEvent]] = {}
+        #: events of each host that has no handler, in order
+        self.events: dict[str, list[object]] = {}
         self.handlers: dict[str, EventHandler] = {}
+        #: what the runtime counted per node (``no-link``: a packet for a neighbour it has
+        #: no link to), reported with the node's own metrics by ``metrics``
+        self.stats: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.alive: set[str] = set()
         self.delivered = 0
         self.controller_alive = True
@@ -79,8 +94,8 @@ class SimNetwork:
         self._timers: dict[str, float] = {}
         for dc in topology.datacenters:
             for fs in dc.flow_switches:
-                self.nodes[fs] = FlowSwitch(fs, dc.name)
-            self.nodes[dc.object_switch] = ObjectSwitch(dc.object_switch, dc.name)
+                self._add_switch_node(FlowSwitch(fs, dc.name))
+            self._add_switch_node(ObjectSwitch(dc.object_switch, dc.name))
             for host in dc.hosts:
                 self._add_host_node(host)
         for link in topology.node_links():
@@ -89,25 +104,25 @@ class SimNetwork:
 
     # -- building ------------------------------------------------------------------------
 
-    def _add_host_node(self, spec: HostSpec) -> HostStack:
-        stack = HostStack(spec.name, spec.gateway, random.Random(self.rng.getrandbits(64)))
-        self.nodes[spec.name] = stack
-        self.events[spec.name] = []
+    def _add_switch_node(self, switch: SwitchCore) -> None:
+        self.nodes[switch.name] = self._switches[switch.name] = switch
+
+    def _add_host_node(self, spec: HostSpec, **options: Any) -> HostStack:
+        stack = HostStack(spec.name, spec.gateway, random.Random(self.rng.getrandbits(64)), **options)
+        self.nodes[spec.name] = self._hosts[spec.name] = stack
+        self.events.setdefault(spec.name, [])
         return stack
 
     def start(self) -> None:
         """Connect every node to the controller (switches first, then hosts)."""
-        for name, node in self.nodes.items():
-            if not isinstance(node, HostStack):
-                self.alive.add(name)
-                node.hello()
-                self._flush(name)
-        for name, node in self.nodes.items():
-            if isinstance(node, HostStack):
-                self.alive.add(name)
-                node.hello()
-                self._flush(name)
+        for name in [*self._switches, *self._hosts]:
+            self._connect(name)
         self._schedule_controller_timer()
+
+    def _connect(self, name: str) -> None:
+        self.alive.add(name)
+        self.nodes[name].hello()
+        self._flush(name)
 
     def add_host(self, name: str, gateway: str) -> HostStack:
         """Attach a new host to ``gateway`` and register it."""
@@ -118,34 +133,47 @@ class SimNetwork:
         stack = self._add_host_node(HostSpec(name, gateway))
         for a, b in ((name, gateway), (gateway, name)):
             self.links[(a, b)] = SimLink(self.topology.local_delay)
-        self.alive.add(name)
-        stack.hello()
-        self._flush(name)
+        self._connect(name)
         return stack
 
     def restart_host(self, name: str, **options: Any) -> HostStack:
         """Replace a host's stack by a fresh one (a process restart) and register it again;
-        the controller gives it back its Host ID."""
+        the controller gives it back its Host ID.
+
+        Raises:
+            UsageError: ``name`` is not a host.
+        """
         old = self.host(name)
-        stack = HostStack(name, old.gateway, random.Random(self.rng.getrandbits(64)), **options)
-        self.nodes[name] = stack
-        self.alive.add(name)
+        stack = self._add_host_node(HostSpec(name, old.gateway), **options)
         self._timers.pop(name, None)
-        stack.hello()
-        self._flush(name)
+        self._connect(name)
         return stack
 
     def host(self, name: str) -> HostStack:
-        node = self.nodes.get(name)
-        if not isinstance(node, HostStack):
-            raise UsageError(f"{name!r} is not a host")
-        return node
+        """The stack of host ``name``.
 
-    def switch(self, name: str) -> FlowSwitch | ObjectSwitch:
-        node = self.nodes.get(name)
-        if not isinstance(node, FlowSwitch | ObjectSwitch):
+        Raises:
+            UsageError: ``name`` is not a host.
+        """
+        stack = self._hosts.get(name)
+        if stack is None:
+            raise UsageError(f"{name!r} is not a host")
+        return stack
+
+    def switch(self, name: str) -> SwitchCore:
+        """The core of switch ``name``.
+
+        Raises:
+            UsageError: ``name`` is not a switch.
+        """
+        switch = self._switches.get(name)
+        if switch is None:
             raise UsageError(f"{name!r} is not a switch")
-        return node
+        return switch
+
+    def metrics(self, name: str) -> list[Sample]:
+        """Node ``name``'s metrics: its core's and what the runtime counted for it."""
+        return [*self.nodes[name].metrics(), *runtime_metrics(self.stats[name])]
 
     def link(self, a: str, b: str) -> SimLink:
         try:
@@ -166,7 +194,12 @@ class SimNetwork:
                 setattr(link, attr, value)
 
     def on_event(self, host: str, handler: EventHandler) -> None:
-        """Run ``handler(stack, event, now)`` for each event of ``host`` (an application)."""
+        """Run ``handler(stack, event, now)`` for each event of ``host`` (an application).
+
+        Raises:
+            UsageError: ``host`` is not a host.
+        """
+        self.host(host)
         self.handlers[host] = handler
 
     def kill(self, node: str) -> None:
@@ -262,33 +295,30 @@ class SimNetwork:
                 self.controller.handle_timer(at)
                 self._flush_controller()
             elif name in self.alive:
-                node = self.nodes[name]
-                if isinstance(node, HostStack):
-                    node.handle_timer(at)
-                    self._flush(name)
+                self.nodes[name].handle_timer(at)
+                self._flush(name)
 
     def _flush(self, name: str) -> None:
+        """Take everything a node queued: events, control records, datagrams; re-arm its timer."""
         node = self.nodes[name]
         if name not in self.alive:
             return
-        if isinstance(node, HostStack):
+        while (event := node.next_event()) is not None:
+            if isinstance(event, HostRelocated):
+                # The host is plugged into its new gateway (VM migration, mobility).
+                for key in ((name, event.gateway), (event.gateway, name)):
+                    self.links.setdefault(key, SimLink(self.topology.local_delay))
             handler = self.handlers.get(name)
-            while (event := node.next_event()) is not None:
-                if isinstance(event, HostRelocated):
-                    # The host is plugged into its new gateway (VM migration, mobility).
-                    for key in ((name, event.gateway), (event.gateway, name)):
-                        self.links.setdefault(key, SimLink(self.topology.local_delay))
-                if handler is not None:
-                    handler(node, event, self.now)
-                else:
-                    self.events[name].append(event)
+            if handler is not None:
+                handler(self._hosts[name], event, self.now)
+            elif name in self.events:
+                self.events[name].append(event)
         for message in node.control_to_send():
             self._push(self.now + self.control_delay, "to-controller", (name, control.encode(message)))
         for port, data in node.datagrams_to_send(self.now):
             link = self.links.get((name, port))
             if link is None:
-                if isinstance(node, FlowSwitch | ObjectSwitch):
-                    node.drops["no-link"] += 1
+                self.stats[name]["no-link"] += 1
                 continue
             link.sent += 1
             if not link.up or (link.loss and self.rng.random() < link.loss):
@@ -305,11 +335,10 @@ class SimNetwork:
             for _ in range(copies):
                 delay = link.delay + (self.rng.random() * link.jitter if link.jitter else 0.0)
                 self._push(departure + delay, "packet", (port, name, bytes(data)))
-        if isinstance(node, HostStack):
-            timer = node.get_timer()
-            if timer is not None and self._timers.get(name) != timer:
-                self._timers[name] = timer
-                self._push(timer, "timer", name)
+        timer = node.get_timer()
+        if timer is not None and self._timers.get(name) != timer:
+            self._timers[name] = timer
+            self._push(timer, "timer", name)
 
     def _flush_controller(self) -> None:
         for dst, message in self.controller.messages_to_send():
@@ -331,16 +360,5 @@ class SimNetwork:
             raise RuntimeError("network did not come up within the timeout")
 
     def ready(self) -> bool:
-        for name, node in self.nodes.items():
-            if name not in self.alive:
-                continue
-            if isinstance(node, HostStack):
-                if not node.registered:
-                    return False
-            elif not node.synced:
-                return False
-        return True
-
-    def send_control(self, node: str, message: ControlMessage) -> None:
-        """Inject a control record as if ``node`` sent it (tests, tools)."""
-        self._push(self.now + self.control_delay, "to-controller", (node, control.encode(message)))
+        """Every live node is ready: switches hold tables, hosts are registered."""
+        return all(node.ready for name, node in self.nodes.items() if name in self.alive)

@@ -37,6 +37,7 @@ __all__ = [
     "Heartbeat",
     "Hello",
     "LinkSettings",
+    "MetricSample",
     "NodeStats",
     "SwitchTables",
     "SyncRequest",
@@ -181,19 +182,22 @@ class LinkSettings(msgspec.Struct, tag="link-settings", frozen=True):
     up: bool | None = None
 
 
+class MetricSample(msgspec.Struct, array_like=True, frozen=True):
+    """One value of one metric (docs/protocol.md §7): encoded as ``[name, value, labels]``.
+    ``core/metrics.py`` defines the names; an empty ``labels`` is the metric's only value."""
+
+    name: str
+    value: int | float
+    labels: dict[str, str] = {}
+
+
 class NodeStats(msgspec.Struct, tag="node-stats", frozen=True):
-    """Node -> controller: the node's counters, for ``scaffold status`` (sent every few
-    seconds and after each table change). ``version`` is the switch's applied table version."""
+    """Node -> controller: the node's metrics (its core's and its runtime's), for ``scaffold
+    status`` (sent every few seconds and after each table change)."""
 
     node: str
     role: str
-    version: int = 0
-    forwarded: int = 0
-    drops: dict[str, int] = {}
-    counters: dict[str, int] = {}
-    runtime: dict[str, int] = {}
-    #: switches: entries in their forwarding tables
-    table_entries: int = 0
+    metrics: list[MetricSample] = []
     #: the node's latest refinement trace hops (packets flagged TRACE), at most 32:
     #: [Flow ID, Object ID hex, role, dst DC, dst Host, dst Socket, TTL, time]
     trace: list[tuple[int, str, str, int, int, int, int, float]] = []

@@ -24,9 +24,11 @@ from enum import IntEnum
 
 from ..errors import MalformedPacket
 
-__all__ = ["SEGMENT", "DatagramSegment", "DatagramType", "encode", "parse"]
+__all__ = ["NONCE", "SEGMENT", "DatagramSegment", "DatagramType", "encode", "parse"]
 
 SEGMENT = struct.Struct("!BxxxQ")
+#: the flow nonce, read in place from the start of a segment (a host checks it before parsing)
+NONCE = struct.Struct("!4xQ")
 
 
 class DatagramType(IntEnum):

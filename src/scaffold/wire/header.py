@@ -45,11 +45,16 @@ from ..errors import MalformedPacket
 from ..ids import OBJECT_ID_BYTES
 
 __all__ = [
+    "DST_LOCATOR",
+    "DST_OFFSET",
     "DST_ROUTE",
-    "DST_ROUTE_OFFSET",
+    "FLAGS_OFFSET",
     "HEADER",
     "HEADER_LEN",
+    "HOP",
     "MAX_TTL",
+    "ROUTING",
+    "TTL_OFFSET",
     "VERSION",
     "Flags",
     "Header",
@@ -64,15 +69,23 @@ MAX_TTL = 32
 HEADER = struct.Struct("!BBBBQ32sIQIIQI")
 HEADER_LEN = HEADER.size  # 76
 
-#: (dst DC ID, dst Host ID) -- all a flow switch needs to route a refined packet.
-DST_ROUTE = struct.Struct("!IQ")
-DST_ROUTE_OFFSET = 44
-#: (dst DC ID, dst Host ID, dst Socket ID), rewritten by object switches.
-DST_LOCATOR = struct.Struct("!IQI")
-VERSION_OFFSET = 0
-PROTO_OFFSET = 1
+# Nodes read and rewrite a few fields of a packet in place, without building a ``Header``;
+# these are the only places that know where those fields sit (the diagram above).
+
+#: (version, proto, flags, ttl, dst DC ID, dst Host ID): all a flow switch reads to route a
+#: packet, in one call.
+ROUTING = struct.Struct("!BBBB40xIQ")
+#: (ttl, Flow ID, Object ID, dst DC ID, dst Host ID, dst Socket ID): a trace record's fields.
+HOP = struct.Struct("!3xBQ32sIQI")
+#: the flags byte (a node sets ``REDIRECTED`` in place) and the TTL byte (decremented per hop)
 FLAGS_OFFSET = 2
 TTL_OFFSET = 3
+#: where the destination locator starts; ``DST_ROUTE`` and ``DST_LOCATOR`` are packed here.
+DST_OFFSET = 44
+#: (dst DC ID, dst Host ID): rewritten when a stale DC ID is corrected or a packet forwarded.
+DST_ROUTE = struct.Struct("!IQ")
+#: (dst DC ID, dst Host ID, dst Socket ID): rewritten by object switches.
+DST_LOCATOR = struct.Struct("!IQI")
 
 
 class Proto(IntEnum):

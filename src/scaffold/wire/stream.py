@@ -70,6 +70,8 @@ __all__ = [
     "FIXED",
     "FIXED_LEN",
     "MAX_SACK_BLOCKS",
+    "NONCE",
+    "TYPE_OFFSET",
     "SACK_BLOCK",
     "StreamFlags",
     "StreamSegment",
@@ -80,6 +82,10 @@ __all__ = [
 
 FIXED = struct.Struct("!BBHIQQQIIB3x")
 FIXED_LEN = FIXED.size  # 44
+#: where the segment type sits, and the flow nonce read in place: a host checks both before
+#: it parses a segment (docs/protocol.md §3.4)
+TYPE_OFFSET = 0
+NONCE = struct.Struct("!8xQ")
 SACK_BLOCK = struct.Struct("!II")
 MAX_SACK_BLOCKS = 4
 MAX_PAYLOAD = 0xFFFF

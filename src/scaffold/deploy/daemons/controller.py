@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 
 from ...core.controller import Controller
 from ...core.store import FileStore, MemoryStore, Store
@@ -21,7 +20,6 @@ from .runner import parse_address
 __all__ = ["DEFAULT_CONTROL_PORT", "add_arguments", "serve"]
 
 DEFAULT_CONTROL_PORT = 7400
-EVENT_POLL = 0.05
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +49,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         loaded.topology, heartbeat_interval=args.heartbeat_interval, dead_after=args.dead_after, store=store
     )
     runtime = ControllerRuntime(core, bind=parse_address(args.listen))
+    runtime.on_event = lambda event, now: log.info(event.kind, target=event.target, detail=event.detail)
     await runtime.start()
     log.info(
         "listening",
@@ -60,16 +59,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         store=args.store or "memory",
         restored=bool(store.load() is not None),
     )
-    seen = 0
     try:
-        while not stop.is_set():
-            for event in core.events[seen:]:
-                log.info(event.kind, target=event.target, detail=event.detail)
-            seen = len(core.events)
-            if seen > 10_000:  # keep memory bounded on a long run
-                del core.events[:seen]
-                seen = 0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), EVENT_POLL)
+        await stop.wait()
     finally:
         await runtime.close()

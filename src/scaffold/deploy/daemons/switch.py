@@ -19,11 +19,13 @@ import contextlib
 import errno
 from pathlib import Path
 
+from ...core.engine import NodeEngine
 from ...core.flow_switch import FlowSwitch
 from ...core.object_switch import ObjectSwitch
 from ...errors import ConfigError, ScaffoldError
 from ...runtime import admin
 from ...runtime.aio import AddressBook, EmuLink, NodeRuntime
+from ...runtime.metrics import node_summary
 from .jsonlog import JsonLog
 from .runner import parse_address, parse_peer_values
 
@@ -95,7 +97,7 @@ def required(args: argparse.Namespace, *names: str) -> None:
             raise ConfigError(f"missing --{name.replace('_', '-')}")
 
 
-async def connect(node: NodeRuntime, timeout: float, log: JsonLog, stop: asyncio.Event) -> None:
+async def connect(node: NodeRuntime[NodeEngine], timeout: float, log: JsonLog, stop: asyncio.Event) -> None:
     """Start ``node``, retrying while the controller cannot be reached (bounded by ``timeout``).
 
     Raises:
@@ -206,4 +208,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         if monitor is not None:
             await monitor
         await node.close()
-        log.info("counters", forwarded=core.forwarded, drops=dict(core.drops), runtime=dict(node.stats))
+        summary = node_summary(core.role, node.metrics())
+        log.info(
+            "counters", forwarded=summary["forwarded"], drops=summary["drops"], runtime=summary["runtime"]
+        )

@@ -10,7 +10,7 @@ from .controller import ControllerRuntime
 from .links import Address, AddressBook, EmuLink
 from .loop import call_from_thread, new_event_loop, run
 from .network import EmbeddedNetwork
-from .node import BATCH, SOCKET_BUFFER, Core, EventHandler, NodeRuntime
+from .node import BATCH, SOCKET_BUFFER, EventHandler, NodeRuntime
 
 __all__ = [
     "BATCH",
@@ -18,7 +18,6 @@ __all__ = [
     "Address",
     "AddressBook",
     "ControllerRuntime",
-    "Core",
     "EmbeddedNetwork",
     "EmuLink",
     "EventHandler",

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
-from ...core.controller import CONTROLLER_COMMANDS, Controller
+from ...core.controller import CONTROLLER_COMMANDS, Controller, ControllerEvent
+from ...core.metrics import Sample
 from ...errors import MalformedPacket, UsageError
 from ...wire import control
+from ..metrics import node_summary, runtime_metrics
 from .links import Address
 
 __all__ = ["ControllerRuntime"]
@@ -27,6 +28,8 @@ class ControllerRuntime:
         self.stats: Counter[str] = Counter()
         #: the last ``NodeStats`` of each node (``scaffold status`` counters)
         self.node_stats: dict[str, control.NodeStats] = {}
+        #: called with each decision the controller takes (a daemon logs them)
+        self.on_event: Callable[[ControllerEvent, float], None] | None = None
         self._writers: dict[str, asyncio.StreamWriter] = {}
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -111,16 +114,29 @@ class ControllerRuntime:
                     self.flush()
             writer.close()
 
+    def metrics(self) -> list[Sample]:
+        """The controller's metrics: its core's and this runtime's (``stats``)."""
+        return [*self.core.metrics(), *runtime_metrics(self.stats)]
+
     def _admin(self, request: control.AdminRequest) -> control.AdminReply:
-        """``counters`` is answered here (the runtime holds the nodes' reports); every other
-        command by the controller core."""
+        """``counters`` is answered here (the runtime holds the nodes' reports): each node's
+        ``node_summary`` and its trace, and the controller's own; every other command by the
+        controller core."""
         if request.command == "counters":
-            return control.AdminReply(
-                request.id, True, result={name: msgspec.to_builtins(s) for name, s in self.node_stats.items()}
-            )
+            result = {
+                name: {**node_summary(s.role, s.metrics), "trace": [list(t) for t in s.trace]}
+                for name, s in self.node_stats.items()
+            }
+            result[self.core.name] = node_summary(self.core.role, self.metrics())
+            return control.AdminReply(request.id, True, result=result)
         return self.core.admin(request, self.now())
 
     def flush(self) -> None:
+        """Hand the controller's events to ``on_event``, send its records, re-arm its timer."""
+        now = self.now()
+        while (event := self.core.next_event()) is not None:
+            if self.on_event is not None:
+                self.on_event(event, now)
         for node, message in self.core.messages_to_send():
             writer = self._writers.get(node)
             if writer is None or writer.is_closing():

@@ -5,21 +5,26 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from ...core.controller import Controller
+from ...core.engine import NodeEngine
 from ...core.flow_switch import FlowSwitch
 from ...core.host import HostStack
+from ...core.metrics import total
 from ...core.object_switch import ObjectSwitch
 from ...core.store import MemoryStore, Store
+from ...core.switch import TABLE_VERSION
 from ...core.topology import Topology
 from ...errors import UsageError
 from ...ids import ObjectId
 from .controller import ControllerRuntime
 from .links import AddressBook, EmuLink
-from .node import Core, NodeRuntime
+from .node import NodeRuntime
 
 __all__ = ["EmbeddedNetwork"]
+
+CoreT = TypeVar("CoreT", bound=NodeEngine)
 
 
 class EmbeddedNetwork:
@@ -51,7 +56,8 @@ class EmbeddedNetwork:
             "store": store if store is not None else MemoryStore(),
         }
         self.controller = ControllerRuntime(Controller(topology, **self._controller_options))
-        self.nodes: dict[str, NodeRuntime] = {}
+        self.nodes: dict[str, NodeRuntime[NodeEngine]] = {}
+        self._hosts: dict[str, NodeRuntime[HostStack]] = {}
         self.stream_options = stream_options
         self._seeded = seed is not None
         self._rng = random.Random(seed)
@@ -67,26 +73,29 @@ class EmbeddedNetwork:
         await self.controller.start()
         for dc in self.topology.datacenters:
             for fs in dc.flow_switches:
-                await self._start_node(FlowSwitch(fs, dc.name))
-            await self._start_node(ObjectSwitch(dc.object_switch, dc.name))
+                await self._start_node(self._node(FlowSwitch(fs, dc.name)))
+            await self._start_node(self._node(ObjectSwitch(dc.object_switch, dc.name)))
         for spec in self.topology.hosts():
-            await self._start_node(self._host_stack(spec.name, spec.gateway))
+            await self._start_host(spec.name, spec.gateway)
         await self.wait_for(self.ready, ready_timeout, "the network to come up")
 
-    def _host_stack(self, name: str, gateway: str) -> HostStack:
+    def _node(self, core: CoreT) -> NodeRuntime[CoreT]:
+        rng = random.Random(self._rng.getrandbits(64))
+        return NodeRuntime(core, self.book, self.links, self.controller.address, rng=rng)
+
+    async def _start_host(self, name: str, gateway: str) -> NodeRuntime[HostStack]:
         # With a seed, Flow IDs and nonces (hence replica choices) repeat from run to run.
         rng = random.Random(self._rng.getrandbits(64)) if self._seeded else None
-        return HostStack(name, gateway, rng, stream_options=self.stream_options)
-
-    async def _start_node(self, core: Core) -> NodeRuntime:
-        node = NodeRuntime(
-            core, self.book, self.links, self.controller.address, rng=random.Random(self._rng.getrandbits(64))
-        )
-        self.nodes[core.name] = node
-        await node.start()
+        node = self._node(HostStack(name, gateway, rng, stream_options=self.stream_options))
+        self._hosts[name] = node
+        await self._start_node(node)
         return node
 
-    async def add_host(self, name: str, gateway: str) -> NodeRuntime:
+    async def _start_node(self, node: NodeRuntime[NodeEngine]) -> None:
+        self.nodes[node.name] = node
+        await node.start()
+
+    async def add_host(self, name: str, gateway: str) -> NodeRuntime[HostStack]:
         """Attach and register one more host."""
         if name in self.nodes:
             raise UsageError(f"node {name!r} exists")
@@ -94,10 +103,8 @@ class EmbeddedNetwork:
         self.controller.core.topology = self.topology
         for key in ((name, gateway), (gateway, name)):
             self.links[key] = EmuLink(self.topology.local_delay)
-        node = await self._start_node(self._host_stack(name, gateway))
-        await self.wait_for(
-            lambda: isinstance(node.core, HostStack) and node.core.registered, 5.0, f"{name} to register"
-        )
+        node = await self._start_host(name, gateway)
+        await self.wait_for(lambda: node.core.registered, 5.0, f"{name} to register")
         return node
 
     async def close(self) -> None:
@@ -138,9 +145,14 @@ class EmbeddedNetwork:
             if loss is not None:
                 link.loss = loss
 
-    def host(self, name: str) -> NodeRuntime:
-        node = self.nodes.get(name)
-        if node is None or not isinstance(node.core, HostStack):
+    def host(self, name: str) -> NodeRuntime[HostStack]:
+        """The runtime of host ``name``.
+
+        Raises:
+            UsageError: ``name`` is not a host of this network.
+        """
+        node = self._hosts.get(name)
+        if node is None:
             raise UsageError(f"{name!r} is not a host")
         return node
 
@@ -162,19 +174,16 @@ class EmbeddedNetwork:
         }
 
         def applied() -> bool:
-            return all(_version(self.nodes[name].core) >= version for name, version in targets.items())
+            return all(
+                total(self.nodes[name].core.metrics(), TABLE_VERSION.name) >= version
+                for name, version in targets.items()
+            )
 
         await self.wait_for(applied, timeout, f"object switches to learn {obj.short()}")
 
     def ready(self) -> bool:
-        for node in self.nodes.values():
-            core = node.core
-            if isinstance(core, HostStack):
-                if not core.registered:
-                    return False
-            elif not core.synced:
-                return False
-        return True
+        """Every node is ready: switches hold tables, hosts are registered."""
+        return all(node.core.ready for node in self.nodes.values())
 
     @staticmethod
     async def wait_for(condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> None:
@@ -190,7 +199,3 @@ class EmbeddedNetwork:
             if loop.time() > deadline:
                 raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
             await asyncio.sleep(0.005)
-
-
-def _version(core: Core) -> int:
-    return 0 if isinstance(core, HostStack) else core.version

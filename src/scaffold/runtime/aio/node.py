@@ -1,8 +1,8 @@
 """``NodeRuntime``: one core (switch or host) with a UDP socket and a control connection.
 
-Its reader drains up to ``BATCH`` datagrams per wake-up straight into the core, then sends
-what the core queued; one timer handle is re-armed from ``core.get_timer()``
-(docs/architecture.md §3.2).
+Its reader drains up to ``BATCH`` datagrams per wake-up straight into the core, then
+flushes: events, datagrams, control records, and one timer handle re-armed from
+``core.get_timer()`` -- the same for every kind of core (docs/architecture.md §3.2).
 """
 
 from __future__ import annotations
@@ -12,29 +12,32 @@ import contextlib
 import random
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
-from ...core.flow_switch import FlowSwitch
-from ...core.host import HostEvent, HostRelocated, HostStack
-from ...core.object_switch import ObjectSwitch
+from ...core.engine import NodeEngine
+from ...core.events import HostRelocated, NeighboursLearned, TablesApplied
+from ...core.metrics import Sample
 from ...errors import MalformedPacket
 from ...wire import control
+from ..metrics import runtime_metrics
 from .links import Address, AddressBook, EmuLink
 
-__all__ = ["BATCH", "Core", "EventHandler", "NodeRuntime", "SOCKET_BUFFER"]
+__all__ = ["BATCH", "SOCKET_BUFFER", "EventHandler", "NodeRuntime"]
 
 BATCH = 64
 SOCKET_BUFFER = 4 * 1024 * 1024
-Core = FlowSwitch | ObjectSwitch | HostStack
-EventHandler = Callable[[HostStack, HostEvent, float], None]
+CoreT_co = TypeVar("CoreT_co", bound=NodeEngine, covariant=True)
+#: an application: called with the core, each event it emits, and the time
+EventHandler = Callable[[CoreT_co, Any, float], None]
 
 
-class NodeRuntime:
+class NodeRuntime(Generic[CoreT_co]):
     """Drives one core (switch or host) with a UDP socket and a control connection."""
 
     def __init__(
         self,
-        core: Core,
+        core: CoreT_co,
         book: AddressBook,
         links: dict[tuple[str, str], EmuLink],
         controller: Address,
@@ -54,7 +57,7 @@ class NodeRuntime:
         self.advertise = advertise
         self.address: Address = bind
         self.stats: Counter[str] = Counter()
-        self.on_event: EventHandler | None = None
+        self.on_event: EventHandler[CoreT_co] | None = None
         #: send ``NodeStats`` to the controller this often (seconds); None = never
         self.stats_interval: float | None = None
         self._stats_task: asyncio.Task[None] | None = None
@@ -71,7 +74,7 @@ class NodeRuntime:
         self.reconnect_interval = 0.5
         self._flushing = False
         self._again = False
-        self._gateway_before = core.gateway if isinstance(core, HostStack) else ""
+        self._tables_applied = False
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -109,23 +112,21 @@ class NodeRuntime:
             self.send_stats()
             await asyncio.sleep(self.stats_interval)
 
+    def metrics(self) -> list[Sample]:
+        """This node's metrics: its core's and its runtime's (``stats``)."""
+        return [*self.core.metrics(), *runtime_metrics(self.stats)]
+
     def send_stats(self) -> None:
-        """Send this node's counters to the controller (``NodeStats``), if connected."""
-        core = self.core
+        """Send this node's metrics to the controller (``NodeStats``), if connected."""
         if self._writer is None or self._writer.is_closing():
             return
-        is_host = isinstance(core, HostStack)
         record = control.NodeStats(
             node=self.name,
-            role=core.role,
-            version=0 if is_host else core.version,  # type: ignore[union-attr]
-            forwarded=0 if is_host else core.forwarded,  # type: ignore[union-attr]
-            drops=dict(core.drops),
-            counters=dict(core.counters),
-            runtime=dict(self.stats),
-            table_entries=0 if is_host else core.table_entries(),  # type: ignore[union-attr]
+            role=self.core.role,
+            metrics=self.metrics(),
             trace=[
-                (t.flow, t.obj.hex(), t.role, t.dc, t.host, t.socket, t.ttl, t.at) for t in core.trace[-32:]
+                (t.flow, t.obj.hex(), t.role, t.dc, t.host, t.socket, t.ttl, t.at)
+                for t in self.core.trace[-32:]
             ],
         )
         self._writer.write(control.frame(record))
@@ -244,43 +245,51 @@ class NodeRuntime:
         assert self._loop is not None
         core = self.core
         now = self._loop.time()
-        if isinstance(core, HostStack):
-            handler = self.on_event
-            while (event := core.next_event()) is not None:
-                if isinstance(event, HostRelocated):
-                    self._plug_into(event)
-                if handler is not None:
-                    handler(core, event, now)
+        handler = self.on_event
+        while (event := core.next_event()) is not None:
+            if isinstance(event, NeighboursLearned):
+                self._learn_addresses(event.addresses)
+            elif isinstance(event, HostRelocated):
+                self._plug_into(event)
+            elif isinstance(event, TablesApplied):
+                self._tables_applied = True
+            if handler is not None:
+                handler(core, event, now)
         out = core.datagrams_to_send(now)
         if out:
             self._send_all(out, now)
         messages = core.control_to_send()
         if messages and self._writer is not None and not self._writer.is_closing():
             self._writer.write(b"".join(control.frame(m) for m in messages))
-        if isinstance(core, HostStack):
-            at = core.get_timer()
-            if at != self._timer_at:
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer_at = at
-                self._timer = self._loop.call_at(at, self._on_timer) if at is not None else None
+        at = core.get_timer()
+        if at != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = at
+            self._timer = self._loop.call_at(at, self._on_timer) if at is not None else None
+        if self._tables_applied:
+            self._tables_applied = False
+            if self.stats_interval is not None:
+                self.send_stats()  # so waiters on "tables applied" need not wait a period
+
+    def _learn_addresses(self, addresses: Mapping[str, Address]) -> None:
+        for name, address in addresses.items():
+            if self.book.address.get(name) != address:
+                self.book.add(name, address)
 
     def _plug_into(self, event: HostRelocated) -> None:
-        """The host moved to another gateway: reach it, with the same link emulation."""
-        if event.address is not None:
-            self.book.add(event.gateway, (str(event.address[0]), int(event.address[1])))
-        template = self.links.get((self.name, self._gateway_before or event.gateway))
+        """The host moved to another gateway: reach it, with the same link emulation as
+        its first access link."""
+        template = next((link for (a, _), link in self.links.items() if a == self.name), None)
         for key in ((self.name, event.gateway), (event.gateway, self.name)):
             if key not in self.links:
                 self.links[key] = EmuLink(template.delay if template else 0.0)
-        self._gateway_before = event.gateway
 
     def _on_timer(self) -> None:
         assert self._loop is not None
         self._timer = None
         self._timer_at = None
-        if isinstance(self.core, HostStack):
-            self.core.handle_timer(self._loop.time())
+        self.core.handle_timer(self._loop.time())
         self.flush()
 
     def _send_all(self, out: list[tuple[str, bytes | bytearray]], now: float) -> None:
@@ -346,20 +355,9 @@ class NodeRuntime:
                 self.stats[f"control-{exc.reason}"] += 1
                 return
             now = self._loop.time()
-            tables_changed = False
             for message in messages:
                 if isinstance(message, control.LinkSettings):
-                    self.apply_link_settings(message)
-                    continue
-                tables_changed = tables_changed or isinstance(message, control.TableSync | control.TableDelta)
-                if isinstance(message, control.Welcome) and message.gateway_address is not None:
-                    assert isinstance(self.core, HostStack)
-                    self.book.add(self.core.gateway, tuple(message.gateway_address))  # type: ignore[arg-type]
-                self.core.receive_control(message, now)
-                if not isinstance(self.core, HostStack):
-                    for name, address in self.core.tables["peers"].items():
-                        if self.book.address.get(str(name)) != address:
-                            self.book.add(str(name), tuple(address))  # type: ignore[arg-type]
+                    self.apply_link_settings(message)  # for the runtime's link stage, not the core
+                else:
+                    self.core.receive_control(message, now)
             self.flush()
-            if tables_changed and self.stats_interval is not None:
-                self.send_stats()  # so waiters on "tables applied" need not wait a period

@@ -1,0 +1,216 @@
+"""The host stack's state and the primitives every part of it uses (docs/protocol.md §3.4).
+
+``HostState`` holds what a host knows -- registration, listeners, flows and their indexes,
+the timer heap, output queues -- and the few operations all its parts share: send a segment
+on a flow (``_emit``), pump a stream transport (``_pump``), forget a flow (``_forget``). The
+stack's jobs are mixed in on top of it: ``streams.py``, ``churn.py`` and ``stack.py``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, ClassVar
+
+from ...errors import UsageError
+from ...ids import ObjectId, new_flow_id, new_nonce
+from ...transport.stream import ConnectionTerminated
+from ...wire import control
+from ...wire import header as wire_header
+from ...wire.header import Flags, Header, Proto
+from ..engine import NodeCore
+from ..events import TraceHop
+from .events import DrainCompleted, FlowClosed, HostEvent, StreamEventFor
+from .flows import Flow, Listener, Role
+from .stats import StreamTotals
+from .timers import DeadlineHeap
+
+__all__ = ["HEARTBEAT", "SWEEP", "HostState"]
+
+#: keys of the host's own timers in its ``DeadlineHeap``; stream flows use their Socket ID (> 0)
+HEARTBEAT = -1
+SWEEP = -2
+
+
+class HostState(NodeCore[HostEvent]):
+    """A host's state and shared primitives; ``HostStack`` is the class to use."""
+
+    role: ClassVar[str] = "host"
+
+    def __init__(
+        self,
+        name: str,
+        gateway: str,
+        rng: random.Random | None = None,
+        *,
+        idle_timeout: float = 120.0,
+        stream_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(name)
+        self.gateway = gateway
+        self.host_id = 0
+        self.dc_id = 0
+        self.heartbeat_interval = 0.0
+        self.idle_timeout = idle_timeout
+        #: keyword options of every ``StreamConnection`` this host creates
+        self.stream_options: dict[str, Any] = dict(stream_options or {})
+        self.listeners: dict[bytes, Listener] = {}
+        self.flows: dict[int, Flow] = {}
+        self._rng = rng if rng is not None else random.SystemRandom()
+        #: server flows by (Flow ID, peer Host ID): their first packets carry no Socket ID
+        self._by_flow: dict[tuple[int, int], int] = {}
+        #: the stream flows (socket id -> flow), whose transports have timers
+        self._streams: dict[int, Flow] = {}
+        #: the datagram flows, which the idle sweep looks at
+        self._datagrams: dict[int, Flow] = {}
+        #: stream flows that received segments since they were last pumped
+        self._dirty: dict[int, Flow] = {}
+        self._last_now = 0.0
+        self._next_socket = 1
+        #: every deadline: each stream's transport timer (by Socket ID), heartbeat, sweep
+        self._timers = DeadlineHeap()
+        #: transport counters of streams this host no longer holds (metrics stay monotonic)
+        self._ended_streams = StreamTotals()
+        #: migrated-away flows: socket id -> (Flow ID, new DC ID, new Host ID, expiry)
+        self._forward: dict[int, tuple[int, int, int, float]] = {}
+        #: packets that arrived (forwarded) before the flow they belong to was imported
+        self._parked: dict[int, list[tuple[bytes, float]]] = {}
+        #: objects that migrated away: Object ID -> (new DC ID, new Host ID, expiry)
+        self._forward_objects: dict[bytes, tuple[int, int, float]] = {}
+        self._heartbeat_seq = 0
+
+    @property
+    def registered(self) -> bool:
+        return self.host_id != 0
+
+    @property
+    def ready(self) -> bool:
+        return self.registered
+
+    # -- flows -----------------------------------------------------------------------------
+
+    def open_flow(
+        self, obj: ObjectId, now: float, *, proto: Proto = Proto.DATAGRAM, trace: bool = False
+    ) -> Flow:
+        """Start a client flow to ``obj`` with a fresh Flow ID and nonce.
+
+        Raises:
+            UsageError: the host is not registered with the controller yet.
+        """
+        if not self.registered:
+            raise UsageError(f"host {self.name} is not registered yet")
+        flow = Flow(
+            socket_id=self._allocate_socket(),
+            flow=new_flow_id(self._rng),
+            nonce=new_nonce(self._rng),
+            obj=obj.raw,
+            proto=proto,
+            role=Role.CLIENT,
+            trace=trace,
+            last_active=now,
+        )
+        self._add_flow(flow)
+        return flow
+
+    def _flow(self, socket_id: int) -> Flow:
+        flow = self.flows.get(socket_id)
+        if flow is None:
+            raise UsageError(f"no flow with socket {socket_id} on host {self.name}")
+        return flow
+
+    def _add_flow(self, flow: Flow) -> None:
+        self.flows[flow.socket_id] = flow
+        if flow.proto == Proto.DATAGRAM:
+            self._datagrams[flow.socket_id] = flow
+
+    def _allocate_socket(self) -> int:
+        while True:
+            socket_id = self._next_socket
+            self._next_socket = self._next_socket % 0xFFFFFFFF + 1
+            if socket_id not in self.flows:
+                return socket_id
+
+    def _forget(self, flow: Flow, reason: str, *, notify: bool = True) -> None:
+        self.flows.pop(flow.socket_id, None)
+        self._datagrams.pop(flow.socket_id, None)
+        if self._streams.pop(flow.socket_id, None) is not None:
+            self._timers.arm(flow.socket_id, None)
+            if flow.transport is not None and reason != "exported":
+                self._ended_streams.add(flow.transport, flow.stats_base)
+        self._by_flow.pop((flow.flow, flow.peer_host), None)
+        if notify:
+            self._events.append(FlowClosed(flow.socket_id, reason))
+        if flow.role == Role.SERVER and reason != "exported":
+            listener = self.listeners.get(flow.obj)
+            if listener is not None and listener.draining:
+                self._check_drained()
+
+    def _check_drained(self) -> None:
+        """Withdraw every draining replica whose last server flow has ended (§5.2)."""
+        for raw, listener in list(self.listeners.items()):
+            if listener.draining and not any(
+                f.obj == raw and f.role == Role.SERVER for f in self.flows.values()
+            ):
+                del self.listeners[raw]
+                self._control_out.append(control.DrainDone(raw.hex()))
+                self._events.append(DrainCompleted(raw))
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _emit(self, flow: Flow, proto: Proto, segment: bytes, now: float) -> None:
+        flags = Flags.NONE
+        if flow.trace and flow.packets_sent == 0:
+            flags = Flags.TRACE
+        h = Header(
+            proto=proto,
+            flow=flow.flow,
+            obj=flow.obj,
+            dst_dc=flow.peer_dc,
+            dst_host=flow.peer_host,
+            dst_socket=flow.peer_socket,
+            src_dc=self.dc_id,
+            src_host=self.host_id,
+            src_socket=flow.socket_id,
+            flags=flags,
+        )
+        if flags & Flags.TRACE:
+            self.trace.append(
+                TraceHop(
+                    self.name,
+                    self.role,
+                    flow.flow,
+                    flow.obj,
+                    flow.peer_dc,
+                    flow.peer_host,
+                    flow.peer_socket,
+                    h.ttl,
+                    now,
+                )
+            )
+        flow.packets_sent += 1
+        flow.last_active = now
+        self._out.append((self.gateway, wire_header.encode(h, segment)))
+
+    def _pump(self, flow: Flow, now: float) -> None:
+        """Send what a stream transport queued, surface its events, re-arm its timer.
+
+        The transport's deadline is compared with the one on file, so the timer heap only
+        changes when the deadline did (``timers.py``).
+        """
+        transport = flow.transport
+        assert transport is not None
+        for segment in transport.segments_to_send(now):
+            self._emit(flow, Proto.STREAM, segment, now)
+        terminated = False
+        while (event := transport.next_event()) is not None:
+            self._events.append(StreamEventFor(flow.socket_id, event))
+            terminated = terminated or isinstance(event, ConnectionTerminated)
+        if terminated:
+            self._forget(flow, "terminated", notify=False)
+        elif self._streams.get(flow.socket_id) is flow:
+            self._timers.arm(flow.socket_id, transport.get_timer())
+
+    def _pump_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        for socket_id, flow in dirty.items():
+            if self.flows.get(socket_id) is flow and flow.transport is not None:
+                self._pump(flow, self._last_now)

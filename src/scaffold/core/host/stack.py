@@ -1,0 +1,366 @@
+"""The end-host SCAFFOLD stack (docs/protocol.md §3.4 and §4).
+
+Sockets bind on Object IDs (listeners) and flows are demultiplexed, in this order, on:
+
+1. the destination Socket ID, checked against the Flow ID (an established flow);
+2. (Flow ID, source Host ID) -- later packets of a flow whose first reply has not arrived
+   yet still carry Socket ID 0 and reach this host through the object switches again;
+3. the destination Object ID -- a first packet for a listener starts a new flow.
+
+Every reply carries this host's full source locator, so the peer's later packets are fully
+refined. A flow's nonce, chosen by the initiator, must match on every packet.
+
+``HostStack`` is the facade: the control plane, timers, the socket calls for datagram flows,
+and the receive path. Stream flows are in ``streams.py``, churn in ``churn.py``.
+"""
+
+from __future__ import annotations
+
+from ...errors import MalformedPacket, UsageError
+from ...ids import ObjectId
+from ...wire import control
+from ...wire import datagram as wire_datagram
+from ...wire import header as wire_header
+from ...wire import signal as wire_signal
+from ...wire import stream as wire_stream
+from ...wire.control import ControlMessage
+from ...wire.datagram import DatagramSegment, DatagramType
+from ...wire.header import HEADER_LEN, Flags, Header, Proto
+from ..events import Address, NeighboursLearned, Packet, TraceHop
+from ..metrics import Sample
+from .base import HEARTBEAT, SWEEP
+from .churn import Churn
+from .events import (
+    DatagramReceived,
+    FlowAccepted,
+    FlowUnreachable,
+    HostEvent,
+    HostRegistered,
+    ObjectNotFoundEvent,
+)
+from .flows import Flow, Listener, Role
+from .stats import snapshot
+from .streams import StreamFlows
+
+__all__ = ["STRAGGLER_WINDOW", "HostStack"]
+
+#: where the flow nonce sits in each transport segment (docs/protocol.md §4)
+_NONCE = {Proto.DATAGRAM: wire_datagram.NONCE, Proto.STREAM: wire_stream.NONCE}
+#: how long after a peer moved its old locator's packets are taken as stragglers (seconds)
+STRAGGLER_WINDOW = 0.5
+
+
+class HostStack(StreamFlows, Churn):
+    """Sans-IO host stack: control records, datagrams and ``now`` in; datagrams, records,
+    timers and events out (the ``NodeEngine`` interface, ``core/engine.py``)."""
+
+    # -- control plane -------------------------------------------------------------------
+
+    def hello(self, address: Address | None = None) -> None:
+        """Queue the ``Hello`` that registers this host (and re-sends its bindings).
+
+        ``address`` is this host's UDP address, which its gateway learns from the controller.
+        """
+        self._control_out.append(
+            control.Hello(node=self.name, role=self.role, gateway=self.gateway, address=address)
+        )
+        for listener in self.listeners.values():
+            self._control_out.append(
+                control.Bind(obj=listener.obj.hex(), weight=listener.weight, name=listener.name)
+            )
+
+    def receive_control(self, message: ControlMessage, now: float) -> None:
+        if isinstance(message, control.Welcome):
+            self.host_id = message.host_id
+            self.dc_id = message.dc_id
+            self.heartbeat_interval = message.heartbeat_interval
+            self._timers.arm(HEARTBEAT, now + self.heartbeat_interval)
+            self._timers.arm(SWEEP, now + self.idle_timeout)
+            if message.gateway_address is not None:
+                address = (str(message.gateway_address[0]), int(message.gateway_address[1]))
+                self._events.append(NeighboursLearned({self.gateway: address}))
+            self._events.append(HostRegistered(self.host_id, self.dc_id))
+        elif isinstance(message, control.Drain):
+            self._drain(message, now)
+        elif isinstance(message, control.MigrateOut):
+            self._migrate_out(message, now)
+        elif isinstance(message, control.MigrateIn):
+            # Then whatever was forwarded here ahead of the migration: packets of the
+            # imported flows, and first packets of new flows for the object.
+            for data in self._migrate_in(message, now):
+                self.receive_datagram(data, self.gateway, now)
+        elif isinstance(message, control.Relocate):
+            self._relocate(message, now)
+        else:
+            self.drops["unexpected-control"] += 1
+
+    # -- timers and events -----------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline: heartbeat, idle sweep or any stream's transport timer.
+
+        One look at a heap (``timers.py``), whatever the number of streams; it is current
+        once the runtime took the events and datagrams (which pump the streams that
+        received segments).
+        """
+        return self._timers.next()
+
+    def handle_timer(self, now: float) -> None:
+        """Run the timers due at ``now``; only the streams that are due are touched."""
+        for key in self._timers.pop_due(now):
+            if key == HEARTBEAT:
+                self._heartbeat_seq += 1
+                self._control_out.append(control.Heartbeat(node=self.name, seq=self._heartbeat_seq))
+                self._timers.arm(HEARTBEAT, now + self.heartbeat_interval)
+            elif key == SWEEP:
+                self._sweep(now)
+                self._timers.arm(SWEEP, now + self.idle_timeout)
+            else:
+                flow = self._streams.get(key)
+                if flow is not None and flow.transport is not None:
+                    flow.transport.handle_timer(now)
+                    self._pump(flow, now)
+
+    def _sweep(self, now: float) -> None:
+        idle = [f for f in self._datagrams.values() if now - f.last_active > self.idle_timeout]
+        for flow in idle:
+            self._forget(flow, "idle")
+        self._expire_moved(now)
+
+    def next_event(self) -> HostEvent | None:
+        if self._dirty:
+            self._pump_dirty()
+        return self._events.popleft() if self._events else None
+
+    def metrics(self) -> list[Sample]:
+        return [*super().metrics(), *snapshot(self.flows.values(), len(self.listeners), self._ended_streams)]
+
+    # -- socket API (what the runtime's sockets call) ------------------------------------
+
+    def bind(self, obj: ObjectId, weight: int = 1, name: str = "", *, resumable: bool = False) -> Listener:
+        """Listen on ``obj`` and register this host as a replica with ``weight``.
+
+        Raises:
+            UsageError: the object is already bound here, or the weight is not positive.
+        """
+        if obj.raw in self.listeners:
+            raise UsageError(f"{name or obj} is already bound on host {self.name}")
+        if weight <= 0:
+            raise UsageError(f"weight must be positive, got {weight}")
+        listener = Listener(obj.raw, name, weight, resumable)
+        self.listeners[obj.raw] = listener
+        self._control_out.append(control.Bind(obj=obj.raw.hex(), weight=weight, name=name))
+        return listener
+
+    def unbind(self, obj: ObjectId) -> None:
+        """Stop listening on ``obj`` and withdraw the replica (established flows go on).
+
+        Raises:
+            UsageError: ``obj`` is not bound here.
+        """
+        if self.listeners.pop(obj.raw, None) is None:
+            raise UsageError(f"{obj} is not bound on host {self.name}")
+        self._control_out.append(control.Unbind(obj=obj.raw.hex()))
+
+    def send_datagram(self, socket_id: int, data: bytes, now: float) -> None:
+        """Send one datagram on a flow.
+
+        Raises:
+            UsageError: no such flow, or it is not a datagram flow.
+        """
+        flow = self._flow(socket_id)
+        if flow.proto != Proto.DATAGRAM:
+            raise UsageError(f"socket {socket_id} is not a datagram flow")
+        segment = wire_datagram.encode(DatagramSegment(DatagramType.DATA, flow.nonce, data))
+        self._emit(flow, Proto.DATAGRAM, segment, now)
+        flow.bytes_sent += len(data)
+
+    def close_flow(self, socket_id: int, now: float) -> None:
+        """Close a flow: tell the peer (datagram CLOSE) and forget it.
+
+        Raises:
+            UsageError: no such flow.
+        """
+        flow = self._flow(socket_id)
+        if flow.proto == Proto.DATAGRAM and (flow.peer_host or flow.role == Role.CLIENT):
+            segment = wire_datagram.encode(DatagramSegment(DatagramType.CLOSE, flow.nonce))
+            self._emit(flow, Proto.DATAGRAM, segment, now)
+        self._forget(flow, "closed", notify=False)
+
+    # -- data plane ----------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[str, Packet]]:
+        if self._dirty:
+            self._pump_dirty()
+        out, self._out = self._out, []
+        return out
+
+    def receive_datagram(self, data: Packet, port: str, now: float) -> None:
+        """Demultiplex one packet from the gateway. Never raises."""
+        try:
+            h = wire_header.parse(bytes(data))
+        except MalformedPacket as exc:
+            self.drops[exc.reason] += 1
+            return
+        if h.dst_host != self.host_id or not self.registered:
+            self.drops["not-for-this-host"] += 1
+            return
+        body = bytes(data[HEADER_LEN:])
+        if h.proto == Proto.SIGNAL:
+            self._receive_signal(h, body, now)
+            return
+        flow = self._demux(h, data, now)
+        if flow is None:
+            return
+        if h.flags & Flags.TRACE:
+            self.trace.append(
+                TraceHop(
+                    self.name, self.role, h.flow, h.obj, h.dst_dc, h.dst_host, flow.socket_id, h.ttl, now
+                )
+            )
+        if h.proto != flow.proto:
+            self.drops["wrong-proto"] += 1
+            return
+        if flow.nonce:
+            # Only a packet that proves it knows the flow's nonce may change where the flow's
+            # peer is (a failover, a migration, a move): anything else is a forgery (§5.4).
+            nonce = _NONCE[h.proto]
+            if len(body) < nonce.size or nonce.unpack_from(body)[0] != flow.nonce:
+                moved = (h.src_dc, h.src_host) != (flow.peer_dc, flow.peer_host)
+                self.drops["forged-move" if moved and flow.peer_host else "bad-nonce"] += 1
+                return
+            if (
+                h.proto == Proto.STREAM
+                and body[wire_stream.TYPE_OFFSET] == wire_stream.StreamType.SYN_ACK
+                and flow.peer_host
+                and h.src_host != flow.peer_host
+            ):
+                # A second replica answered our handshake (our SYN was re-resolved while the
+                # tables changed): we already have a server, so that one is told to let go.
+                self.drops["duplicate-handshake"] += 1
+                self._reset_peer(flow, h, body)
+                return
+            self._learn_peer(flow, h, now)
+        if h.proto == Proto.DATAGRAM:
+            self._receive_datagram_segment(flow, h, body, now)
+        else:
+            self._receive_stream_segment(flow, h, body, now)
+
+    def _learn_peer(self, flow: Flow, h: Header, now: float) -> None:
+        """The peer's current locator is the source of its latest authentic packet -- except
+        a straggler from the locator it just left (sent before a migration or a move)."""
+        source = (h.src_dc, h.src_host, h.src_socket)
+        if source == (flow.peer_dc, flow.peer_host, flow.peer_socket):
+            return
+        if source == flow.previous_peer and now - flow.peer_changed_at < STRAGGLER_WINDOW:
+            self.counters["straggler-from-previous-peer"] += 1
+            return
+        flow.previous_peer = (flow.peer_dc, flow.peer_host, flow.peer_socket)
+        flow.peer_changed_at = now
+        if h.src_host != flow.peer_host:
+            if flow.role == Role.CLIENT:
+                if flow.peer_host:
+                    self.counters["flow-redirected"] += 1  # another replica took the flow over
+                flow.served_by.append(h.src_host)
+            else:
+                self.counters["peer-moved"] += 1
+                self._by_flow.pop((flow.flow, flow.peer_host), None)
+                self._by_flow[(flow.flow, h.src_host)] = flow.socket_id
+        elif h.src_dc != flow.peer_dc and flow.peer_dc:
+            self.counters["peer-relocated"] += 1  # same host, another datacenter
+        flow.peer_dc, flow.peer_host, flow.peer_socket = h.src_dc, h.src_host, h.src_socket
+
+    def _demux(self, h: Header, data: Packet, now: float) -> Flow | None:
+        if h.dst_socket:
+            flow = self.flows.get(h.dst_socket)
+            if flow is None or flow.flow != h.flow:
+                # A flow that migrated here under another Socket ID (its peer learns the
+                # new one from our next packet), one that migrated away, or one about to
+                # arrive with a migration.
+                socket_id = self._by_flow.get((h.flow, h.src_host))
+                if socket_id is not None:
+                    return self.flows[socket_id]
+                if self._forward_moved(h, data, now) or self._park(h, data, now):
+                    return None
+                self.drops["unknown-socket" if flow is None else "wrong-flow"] += 1
+                return None
+        else:
+            socket_id = self._by_flow.get((h.flow, h.src_host))
+            if socket_id is not None:
+                flow = self.flows[socket_id]
+            else:
+                listener = self.listeners.get(h.obj)
+                if listener is None:
+                    # A first packet for an object that just migrated away goes after it; one
+                    # that arrives (forwarded) before the replica it is for lands is parked.
+                    if self._forward_moved(h, data, now) or self._park(h, data, now):
+                        return None
+                    self.drops["no-listener"] += 1
+                    return None
+                flow = self._accept(listener, h, now)
+                if flow is None:
+                    return None
+        return flow
+
+    def _accept(self, listener: Listener, h: Header, now: float) -> Flow | None:
+        if not h.src_dc or not h.src_host:
+            self.drops["no-source"] += 1
+            return None
+        flow = Flow(
+            socket_id=self._allocate_socket(),
+            flow=h.flow,
+            nonce=0,  # learned from the first segment
+            obj=h.obj,
+            proto=h.proto,
+            role=Role.SERVER,
+            peer_dc=h.src_dc,
+            peer_host=h.src_host,
+            peer_socket=h.src_socket,
+            last_active=now,
+        )
+        self._add_flow(flow)
+        self._by_flow[(flow.flow, flow.peer_host)] = flow.socket_id
+        return flow
+
+    def _receive_datagram_segment(self, flow: Flow, h: Header, body: bytes, now: float) -> None:
+        try:
+            segment = wire_datagram.parse(body)
+        except MalformedPacket as exc:
+            self.drops[exc.reason] += 1
+            return
+        if flow.nonce == 0 and flow.role == Role.SERVER:
+            flow.nonce = segment.nonce  # the first packet of the flow carries the nonce
+            self._events.append(FlowAccepted(flow.socket_id, flow.obj, flow.flow))
+        flow.packets_received += 1
+        flow.last_active = now
+        if segment.type == DatagramType.MOVED:
+            return  # its only message was the new source locator, learned above
+        if segment.type == DatagramType.CLOSE:
+            self._forget(flow, "peer-closed")
+            return
+        flow.bytes_received += len(segment.payload)
+        self._events.append(DatagramReceived(flow.socket_id, segment.payload))
+
+    def _receive_signal(self, h: Header, body: bytes, now: float) -> None:
+        try:
+            signal = wire_signal.parse(body)
+        except MalformedPacket as exc:
+            self.drops[exc.reason] += 1
+            return
+        flow = self.flows.get(h.dst_socket)
+        if flow is None or flow.flow != h.flow:
+            self.drops["signal-for-unknown-flow"] += 1
+            return
+        if signal.type == wire_signal.SignalType.OBJECT_NOT_FOUND:
+            self._events.append(ObjectNotFoundEvent(flow.socket_id, flow.obj))
+        elif signal.type == wire_signal.SignalType.UNREACHABLE:
+            self._events.append(FlowUnreachable(flow.socket_id))
+        elif signal.type == wire_signal.SignalType.REFINE and signal.a == flow.peer_host:
+            # A switch cannot prove what it says (it does not know the flow's nonce), so a
+            # REFINE only prompts the peer for a packet: its source locator, which carries the
+            # nonce's proof, is what moves the flow (§5.3). Stale packets are meanwhile
+            # corrected in flight by the old DC's flow switch.
+            self.counters["refine-probe"] += 1
+            if flow.transport is not None:
+                flow.transport.probe(now)
+                self._pump(flow, now)
