@@ -54,6 +54,7 @@ from scaffold.core.topology import DatacenterSpec, HostSpec, Topology
 from scaffold.ids import ObjectId
 from scaffold.runtime.aio import BATCH, SOCKET_BUFFER, AddressBook, ControllerRuntime, EmuLink, NodeRuntime
 from scaffold.runtime.aio import run as aio_run
+from scaffold.runtime.metrics import node_summary
 from scaffold.wire import control
 from scaffold.wire.header import HEADER_LEN, Header, Proto, encode
 
@@ -167,13 +168,14 @@ async def _serve_flow_switch(listen: Address, sink: Address, source: Address) ->
         await asyncio.sleep(0.005)
     _announce({"address": list(node.address), "dst_dc": core.dc_id, "dst_host": sink_id})
     await stopped.wait()
+    summary = node_summary(core.role, node.metrics())
     record = {
         "driver": f"NodeRuntime (uvloop, add_reader, batch {BATCH}) + ControllerRuntime over TCP",
-        "forwarded": core.forwarded,
-        "drops": dict(core.drops),
-        "counters": dict(core.counters),
-        "runtime": dict(node.stats),
-        "table_version": core.version,
+        "forwarded": summary["forwarded"],
+        "drops": summary["drops"],
+        "counters": summary["counters"],
+        "runtime": summary["runtime"],
+        "table_version": summary["version"],
     }
     await node.close()
     await controller.close()

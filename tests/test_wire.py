@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from scaffold.errors import MalformedPacket
 from scaffold.ids import ObjectId
 from scaffold.wire import control, datagram, header, signal
+from scaffold.wire import stream as wire_stream
 from scaffold.wire.control import (
     Bind,
     FrameDecoder,
@@ -110,6 +111,31 @@ def test_header_is_76_bytes_with_fields_at_documented_offsets() -> None:
     )
     assert header.DST_LOCATOR.unpack_from(data, 44) == (7, 0x1122334455667788, 9)
     assert struct.unpack_from("!IQI", data, 60) == (3, 0x99AABBCCDDEEFF00, 4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(HEADERS)
+def test_in_place_views_read_the_fields_parse_reads(h: Header) -> None:
+    """What switches and hosts read or rewrite in place agrees with the full parser."""
+    data = header.encode(h)
+    assert header.ROUTING.unpack_from(data) == (header.VERSION, h.proto, h.flags, h.ttl, h.dst_dc, h.dst_host)
+    assert header.HOP.unpack_from(data) == (h.ttl, h.flow, h.obj, h.dst_dc, h.dst_host, h.dst_socket)
+    buf = bytearray(data)
+    buf[header.TTL_OFFSET] = 5
+    buf[header.FLAGS_OFFSET] |= Flags.REDIRECTED
+    header.DST_LOCATOR.pack_into(buf, header.DST_OFFSET, 1, 2, 3)
+    rewritten = header.parse(bytes(buf))
+    assert (rewritten.ttl, rewritten.flags & Flags.REDIRECTED) == (5, Flags.REDIRECTED)
+    assert (rewritten.dst_dc, rewritten.dst_host, rewritten.dst_socket) == (1, 2, 3)
+    assert rewritten.src_host == h.src_host and rewritten.obj == h.obj
+
+
+def test_segment_nonces_are_read_in_place_where_the_parsers_find_them() -> None:
+    segment = datagram.encode(DatagramSegment(DatagramType.DATA, 0xABCDEF, b"payload"))
+    assert datagram.NONCE.unpack_from(segment) == (0xABCDEF,)
+    syn = wire_stream.encode(wire_stream.StreamSegment(wire_stream.StreamType.SYN, 0x1234, window=5))
+    assert wire_stream.NONCE.unpack_from(syn) == (0x1234,)
+    assert syn[wire_stream.TYPE_OFFSET] == wire_stream.StreamType.SYN
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,4 +1,8 @@
-"""Counters of one ingress or publisher: connections, bytes, errors by reason, retries."""
+"""Counters of one ingress or publisher: connections, bytes, errors by reason, retries.
+
+Counted as plain ints on the data path; ``metrics()`` reads them as samples of the metric
+catalogue (``core/metrics.py``), like every node's, and ``as_json()`` for the CLI.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,35 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.metrics import MetricKind, Sample, define
+
 __all__ = ["GatewayStats"]
+
+CONNECTIONS = define(
+    "gateway_connections_total",
+    MetricKind.COUNTER,
+    "Connections a gateway accepted (ingress: TCP clients; publisher: SCAFFOLD streams).",
+)
+ACTIVE = define("gateway_active_connections", MetricKind.GAUGE, "Connections a gateway holds open now.")
+TRANSFERRED = define(
+    "gateway_transferred_bytes_total",
+    MetricKind.COUNTER,
+    "Bytes a gateway relayed, by direction (to-service: client -> replica; to-client: back).",
+    unit="bytes",
+    labels=("direction",),
+)
+REQUESTS = define("gateway_requests_total", MetricKind.COUNTER, "HTTP requests an HTTP ingress answered.")
+RETRIES = define(
+    "gateway_retries_total",
+    MetricKind.COUNTER,
+    "HTTP requests sent again on a new stream after a broken one.",
+)
+ERRORS = define(
+    "gateway_errors_total",
+    MetricKind.COUNTER,
+    "Connections or requests that failed, by reason.",
+    labels=("reason",),
+)
 
 
 @dataclass(slots=True)
@@ -23,6 +55,18 @@ class GatewayStats:
 
     def error(self, reason: str) -> None:
         self.errors[reason] += 1
+
+    def metrics(self) -> list[Sample]:
+        """A snapshot as samples (names in ``core/metrics.CATALOGUE``)."""
+        return [
+            CONNECTIONS.sample(self.connections),
+            ACTIVE.sample(self.active),
+            TRANSFERRED.sample(self.bytes_in, direction="to-service"),
+            TRANSFERRED.sample(self.bytes_out, direction="to-client"),
+            REQUESTS.sample(self.requests),
+            RETRIES.sample(self.retries),
+            *ERRORS.by(self.errors),
+        ]
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -41,6 +41,11 @@ class DeadlineHeap:
         """How many keys are armed."""
         return len(self._deadline)
 
+    @property
+    def entries(self) -> int:
+        """Entries in the heap, stale ones included (at most about twice the armed keys)."""
+        return len(self._heap)
+
     def get(self, key: int) -> float | None:
         """The key's current deadline, or None if it is not armed."""
         return self._deadline.get(key)

@@ -1,0 +1,171 @@
+"""The host's timers: a deadline heap, and work per event that does not grow with open streams."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from conftest import WEB
+from scaffold.core.host import HostEvent, HostStack, StreamEventFor
+from scaffold.core.host.base import HEARTBEAT, SWEEP
+from scaffold.core.host.timers import DeadlineHeap
+from scaffold.core.topology import default_topology
+from scaffold.runtime.sim import SimNetwork
+from scaffold.transport.stream import DataReceived, StreamConnection
+
+SERVER = "east-h1"
+CLIENT = "north-h1"
+
+
+# -- the heap on its own ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_deadline_heap_agrees_with_a_plain_dict(seed: int) -> None:
+    """Random arms (earlier, later, equal), disarms and expiries against a dict scanned in full."""
+    rng = random.Random(seed)
+    heap, model = DeadlineHeap(), dict[int, float]()
+    now = 0.0
+    for _ in range(20_000):
+        op = rng.random()
+        key = rng.randrange(100)
+        if op < 0.7:
+            at = now + rng.choice([rng.random(), rng.random() * 10, model.get(key, now)])
+            heap.arm(key, at)
+            model[key] = at
+        elif op < 0.8:
+            heap.arm(key, None)
+            model.pop(key, None)
+        else:
+            now += rng.random() * 0.5
+            due = sorted((at, k) for k, at in model.items() if at <= now)
+            assert heap.pop_due(now) == [k for _, k in due]
+            for _, k in due:
+                del model[k]
+        assert heap.next() == min(model.values(), default=None)
+        assert len(heap) == len(model)
+        assert all(heap.get(k) == at for k, at in model.items())
+        # Stale entries are bounded: without rebuilding they would number in the thousands.
+        assert heap.entries <= 2 * len(model) + 100
+
+
+def test_a_deadline_moving_later_costs_no_heap_entry() -> None:
+    heap = DeadlineHeap()
+    heap.arm(1, 1.0)
+    for i in range(1000):
+        heap.arm(1, 1.0 + i * 0.001)  # an acknowledgement pushes the retransmission timer out
+    assert heap.entries == 1
+    assert heap.next() == pytest.approx(1.999)
+    assert heap.pop_due(1.5) == []
+    assert heap.pop_due(2.0) == [1]
+    assert heap.next() is None and len(heap) == 0
+
+
+# -- the host ---------------------------------------------------------------------------------------
+
+
+def echo_streams(stack: HostStack, event: HostEvent, now: float) -> None:
+    """Server: write back whatever a stream brings."""
+    if isinstance(event, StreamEventFor) and isinstance(event.event, DataReceived):
+        if event.socket_id in stack.flows:
+            data = stack.stream_read(event.socket_id, -1, now)
+            stack.stream_send(event.socket_id, data, now, force=True)
+
+
+def drain_replies(stack: HostStack, event: HostEvent, now: float) -> None:
+    """Client: read what comes back, so windows stay open."""
+    if isinstance(event, StreamEventFor) and isinstance(event.event, DataReceived):
+        if event.socket_id in stack.flows:
+            stack.stream_read(event.socket_id, -1, now)
+
+
+def network() -> SimNetwork:
+    net = SimNetwork(default_topology(), seed=5)
+    net.start()
+    net.settle()
+    net.act(SERVER, lambda core, now: core.bind(WEB, 1, "web"))
+    net.on_event(SERVER, echo_streams)
+    net.on_event(CLIENT, drain_replies)
+    net.run(0.05)
+    return net
+
+
+def brute_force_timer(stack: HostStack) -> float | None:
+    """The host's next deadline the slow way: every stream's transport, asked directly."""
+    deadlines = [stack._timers.get(HEARTBEAT), stack._timers.get(SWEEP)]
+    for flow in stack.flows.values():
+        if flow.transport is not None:
+            deadlines.append(flow.transport.get_timer())
+    return min((d for d in deadlines if d is not None), default=None)
+
+
+def test_a_stream_deadline_moving_earlier_and_later_many_times() -> None:
+    net = network()
+    client = net.host(CLIENT)
+    flow = net.act(CLIENT, lambda core, now: core.open_stream(WEB, now))
+    net.run(0.5)
+    assert flow.transport is not None
+    deadlines = []
+    rng = random.Random(3)
+    for i in range(300):
+        # Data in flight arms the retransmission timer (earlier); its acknowledgement clears it
+        # and the keepalive is next (later); sometimes several sends before the echo returns.
+        for _ in range(rng.randrange(1, 3)):
+            net.act(
+                CLIENT, lambda core, now, n=i: core.stream_send(flow.socket_id, b"x" * (1 + n % 500), now)
+            )
+            deadlines.append(flow.transport.get_timer())
+            assert client.get_timer() == brute_force_timer(client)
+        net.run(rng.choice([0.001, 0.005, 0.05, 0.2]))
+        deadlines.append(flow.transport.get_timer())
+        for name in (CLIENT, SERVER):
+            assert net.host(name).get_timer() == brute_force_timer(net.host(name)), (i, name)
+    moves = [b - a for a, b in zip(deadlines, deadlines[1:], strict=False) if a is not None and b is not None]
+    assert sum(m < 0 for m in moves) >= 50 and sum(m > 0 for m in moves) >= 50
+    assert client._timers.entries <= 2 * len(client._timers) + 64  # stale entries stay bounded
+    assert flow.socket_id in client.flows  # and it never fired a timer it should not have
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
+    """Counts calls of the real transport's timer methods (the methods still run)."""
+    calls: Counter[str] = Counter()
+    for name in ("get_timer", "handle_timer"):
+        real = getattr(StreamConnection, name)
+
+        def counting(self: StreamConnection, *args: float, _real=real, _name=name) -> float | None:  # type: ignore[no-untyped-def]
+            calls[_name] += 1
+            return _real(self, *args)  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(StreamConnection, name, counting)
+    yield calls
+
+
+def work_per_event(idle_streams: int, calls: Counter[str]) -> tuple[Counter[str], int]:
+    """Transport timer calls and packets delivered while one stream talks and
+    ``idle_streams`` others between the same two hosts stay open and silent."""
+    net = network()
+    active = net.act(CLIENT, lambda core, now: core.open_stream(WEB, now))
+    for _ in range(idle_streams):
+        net.act(CLIENT, lambda core, now: core.open_stream(WEB, now))
+    net.run(1.0)  # every handshake done, every delayed ACK sent
+    assert sum(f.transport is not None for f in net.host(SERVER).flows.values()) == idle_streams + 1
+    calls.clear()
+    delivered = net.delivered
+    for i in range(50):
+        net.act(CLIENT, lambda core, now, n=i: core.stream_send(active.socket_id, b"y" * (100 + n), now))
+        net.run(0.2)
+    return Counter(calls), net.delivered - delivered
+
+
+def test_timer_work_per_packet_does_not_grow_with_open_streams(counted: Counter[str]) -> None:
+    few, packets_few = work_per_event(1, counted)
+    many, packets_many = work_per_event(400, counted)
+    assert packets_few == packets_many > 0
+    assert few["handle_timer"] > 0  # delayed ACKs fired: the timers are exercised
+    # The same exchange costs the same transport timer calls, however many streams are idle
+    # (a scan of every stream per flush would cost ~400x more).
+    assert many == few, (few, many, packets_few)
