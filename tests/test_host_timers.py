@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -69,17 +70,23 @@ def test_a_deadline_moving_later_costs_no_heap_entry() -> None:
 
 def echo_streams(stack: HostStack, event: HostEvent, now: float) -> None:
     """Server: write back whatever a stream brings."""
-    if isinstance(event, StreamEventFor) and isinstance(event.event, DataReceived):
-        if event.socket_id in stack.flows:
-            data = stack.stream_read(event.socket_id, -1, now)
-            stack.stream_send(event.socket_id, data, now, force=True)
+    if (
+        isinstance(event, StreamEventFor)
+        and isinstance(event.event, DataReceived)
+        and event.socket_id in stack.flows
+    ):
+        data = stack.stream_read(event.socket_id, -1, now)
+        stack.stream_send(event.socket_id, data, now, force=True)
 
 
 def drain_replies(stack: HostStack, event: HostEvent, now: float) -> None:
     """Client: read what comes back, so windows stay open."""
-    if isinstance(event, StreamEventFor) and isinstance(event.event, DataReceived):
-        if event.socket_id in stack.flows:
-            stack.stream_read(event.socket_id, -1, now)
+    if (
+        isinstance(event, StreamEventFor)
+        and isinstance(event.event, DataReceived)
+        and event.socket_id in stack.flows
+    ):
+        stack.stream_read(event.socket_id, -1, now)
 
 
 def network() -> SimNetwork:
@@ -123,7 +130,7 @@ def test_a_stream_deadline_moving_earlier_and_later_many_times() -> None:
         deadlines.append(flow.transport.get_timer())
         for name in (CLIENT, SERVER):
             assert net.host(name).get_timer() == brute_force_timer(net.host(name)), (i, name)
-    moves = [b - a for a, b in zip(deadlines, deadlines[1:], strict=False) if a is not None and b is not None]
+    moves = [b - a for a, b in itertools.pairwise(deadlines) if a is not None and b is not None]
     assert sum(m < 0 for m in moves) >= 50 and sum(m > 0 for m in moves) >= 50
     assert client._timers.entries <= 2 * len(client._timers) + 64  # stale entries stay bounded
     assert flow.socket_id in client.flows  # and it never fired a timer it should not have
