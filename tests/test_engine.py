@@ -156,3 +156,18 @@ def test_gateway_counters_are_metrics_too() -> None:
         3,
         1,
     )
+
+
+def test_the_controller_event_log_stays_bounded_once_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scaffold.core import controller as controller_module
+
+    monkeypatch.setattr(controller_module, "EVENT_LOG_LIMIT", 10)
+    monkeypatch.setattr(controller_module, "EVENT_LOG_KEEP", 4)
+    controller = Controller(default_topology())
+    taken = []
+    for i in range(25):
+        controller.set_link("east", "west", i % 2 == 1, float(i))
+        taken.append(controller.next_event())
+    assert [e.at for e in taken if e is not None] == [float(i) for i in range(25)]
+    assert len(controller.events) <= 10 and controller.events[-1].at == 24.0
+    assert controller.next_event() is None

@@ -7,6 +7,8 @@ timers; their events tell the runtime about new tables and neighbours' addresses
 
 from __future__ import annotations
 
+from collections import deque
+
 from ..wire import control
 from ..wire.control import ControlMessage, SwitchTables, TableDelta, TableSync
 from .engine import NodeCore
@@ -100,7 +102,7 @@ class Switch(NodeCore[SwitchEvent]):
         if peers_changed:
             events.insert(0, NeighboursLearned(self._peer_addresses()))
         kinds = {type(e) for e in events}
-        self._events = type(self._events)(e for e in self._events if type(e) not in kinds)
+        self._events = deque(e for e in self._events if type(e) not in kinds)
         self._events.extend(events)
 
     def _peer_addresses(self) -> dict[str, Address]:

@@ -1,6 +1,6 @@
 """The host stack's state and the primitives every part of it uses (docs/protocol.md §3.4).
 
-``HostState`` holds what a host knows -- registration, listeners, flows and their indexes,
+``HostStackBase`` holds what a host knows -- registration, listeners, flows and their indexes,
 the timer heap, output queues -- and the few operations all its parts share: send a segment
 on a flow (``_emit``), pump a stream transport (``_pump``), forget a flow (``_forget``). The
 stack's jobs are mixed in on top of it: ``streams.py``, ``churn.py`` and ``stack.py``.
@@ -24,14 +24,14 @@ from .flows import Flow, Listener, Role
 from .stats import StreamTotals
 from .timers import DeadlineHeap
 
-__all__ = ["HEARTBEAT", "SWEEP", "HostState"]
+__all__ = ["HEARTBEAT", "SWEEP", "HostStackBase"]
 
 #: keys of the host's own timers in its ``DeadlineHeap``; stream flows use their Socket ID (> 0)
 HEARTBEAT = -1
 SWEEP = -2
 
 
-class HostState(NodeCore[HostEvent]):
+class HostStackBase(NodeCore[HostEvent]):
     """A host's state and shared primitives; ``HostStack`` is the class to use."""
 
     role: ClassVar[str] = "host"

@@ -17,7 +17,7 @@ from ...wire import flow_state as wire_flow_state
 from ...wire.datagram import DatagramSegment, DatagramType
 from ...wire.header import DST_OFFSET, DST_ROUTE, FLAGS_OFFSET, Flags, Header, Proto
 from ..events import HostRelocated, NeighboursLearned
-from .base import HostState
+from .base import HostStackBase
 from .events import FlowAccepted, FlowsMigrated
 from .flows import MIGRATABLE, Flow, Listener, Role
 from .stats import StreamTotals
@@ -39,7 +39,7 @@ def _hex_bytes(text: str) -> bytes:
         return b""
 
 
-class Churn(HostState):
+class Churn(HostStackBase):
     """The churn part of ``HostStack``: what the controller's churn commands make a host do."""
 
     def _drain(self, message: control.Drain, now: float) -> None:

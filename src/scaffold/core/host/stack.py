@@ -26,7 +26,7 @@ from ...wire import stream as wire_stream
 from ...wire.control import ControlMessage
 from ...wire.datagram import DatagramSegment, DatagramType
 from ...wire.header import HEADER_LEN, Flags, Header, Proto
-from ..events import Address, NeighboursLearned, Packet, TraceHop
+from ..events import Address, Datagram, NeighboursLearned, Packet, TraceHop
 from ..metrics import Sample
 from .base import HEARTBEAT, SWEEP
 from .churn import Churn
@@ -189,7 +189,7 @@ class HostStack(StreamFlows, Churn):
 
     # -- data plane ----------------------------------------------------------------------
 
-    def datagrams_to_send(self, now: float) -> list[tuple[str, Packet]]:
+    def datagrams_to_send(self, now: float) -> list[Datagram]:
         if self._dirty:
             self._pump_dirty()
         out, self._out = self._out, []

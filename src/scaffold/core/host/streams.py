@@ -1,7 +1,7 @@
 """Stream flows: the host's glue to the stream transport (docs/protocol.md §4.2, §5.1).
 
 Each stream flow owns a ``StreamConnection``; the host hands it segments and pumps it
-(``HostState._pump``) exactly the way a runtime drives a core. A first segment of an unknown
+(``HostStackBase._pump``) exactly the way a runtime drives a core. A first segment of an unknown
 flow is a SYN, a takeover by a resumable replica (RESUME), or refused with an RST.
 """
 
@@ -13,14 +13,14 @@ from ...transport.stream import StreamConnection
 from ...wire import header as wire_header
 from ...wire import stream as wire_stream
 from ...wire.header import Header, Proto
-from .base import HostState
+from .base import HostStackBase
 from .events import FlowAccepted
 from .flows import Flow
 
 __all__ = ["StreamFlows"]
 
 
-class StreamFlows(HostState):
+class StreamFlows(HostStackBase):
     """The stream part of ``HostStack``: the stream socket calls and the receive path."""
 
     def open_stream(self, obj: ObjectId, now: float, *, trace: bool = False) -> Flow:

@@ -74,7 +74,6 @@ class NodeRuntime(Generic[CoreT_co]):
         self.reconnect_interval = 0.5
         self._flushing = False
         self._again = False
-        self._tables_applied = False
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -246,13 +245,14 @@ class NodeRuntime(Generic[CoreT_co]):
         core = self.core
         now = self._loop.time()
         handler = self.on_event
+        tables_applied = False
         while (event := core.next_event()) is not None:
             if isinstance(event, NeighboursLearned):
                 self._learn_addresses(event.addresses)
             elif isinstance(event, HostRelocated):
                 self._plug_into(event)
             elif isinstance(event, TablesApplied):
-                self._tables_applied = True
+                tables_applied = True
             if handler is not None:
                 handler(core, event, now)
         out = core.datagrams_to_send(now)
@@ -267,10 +267,8 @@ class NodeRuntime(Generic[CoreT_co]):
                 self._timer.cancel()
             self._timer_at = at
             self._timer = self._loop.call_at(at, self._on_timer) if at is not None else None
-        if self._tables_applied:
-            self._tables_applied = False
-            if self.stats_interval is not None:
-                self.send_stats()  # so waiters on "tables applied" need not wait a period
+        if tables_applied and self.stats_interval is not None:
+            self.send_stats()  # so waiters on "tables applied" need not wait a period
 
     def _learn_addresses(self, addresses: Mapping[str, Address]) -> None:
         for name, address in addresses.items():
