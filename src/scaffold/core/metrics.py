@@ -68,9 +68,15 @@ class Metric:
         return Sample(self.name, value, labels)
 
     def by(self, counts: Mapping[str, float]) -> list[Sample]:
-        """One sample per entry of ``counts`` (label value -> value), for a metric with
-        exactly one label, in label order (stable snapshots)."""
-        (label,) = self.labels
+        """One sample per entry of ``counts`` (label value -> value), in label order (stable
+        snapshots).
+
+        Raises:
+            UsageError: the metric does not have exactly one label.
+        """
+        if len(self.labels) != 1:
+            raise UsageError(f"metric {self.name} has labels {self.labels}, not one")
+        label = self.labels[0]
         return [Sample(self.name, counts[key], {label: key}) for key in sorted(counts)]
 
 
