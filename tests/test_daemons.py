@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from scaffold.api.join import join
+from scaffold.core.controller.commands import Counters, Status
 from scaffold.errors import ConfigError
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run
@@ -155,7 +156,7 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
         deadline = time.monotonic() + 30
         while True:  # until the replica is registered (the daemons start in parallel)
             try:
-                status = await admin.call(daemons.controller, "status", timeout=1.0)
+                status = await admin.call(daemons.controller, Status(), timeout=1.0)
                 registered = any(o["name"] == "echo" and o["replicas"][0]["alive"] for o in status["objects"])
                 if registered and all(sw["connected"] for sw in status["switches"]):
                     break
@@ -173,7 +174,7 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
             writer.close()
             deadline = time.monotonic() + 5
             while True:  # nodes report their counters every second
-                counters = await admin.call(daemons.controller, "counters")
+                counters = await admin.call(daemons.controller, Counters())
                 if counters.get("dc1-fs1", {}).get("forwarded", 0) > 0 or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
@@ -228,7 +229,7 @@ def test_join_refuses_a_gateway_that_is_not_a_flow_switch(daemons: Daemons, tmp_
         deadline = time.monotonic() + 20
         while True:
             try:
-                await admin.call(daemons.controller, "status", timeout=1.0)
+                await admin.call(daemons.controller, Status(), timeout=1.0)
                 break
             except Exception:
                 assert time.monotonic() < deadline

@@ -23,6 +23,7 @@ import pytest
 
 from scaffold.api.join import JoinedHost, join
 from scaffold.apps.pattern import PatternChecker
+from scaffold.core.controller.commands import Counters, Status
 from scaffold.deploy.netns import NetnsNetwork, available, leftovers
 from scaffold.deploy.netns.kernel import alive
 from scaffold.deploy.state_file import NetworkState, load_state
@@ -231,7 +232,7 @@ async def _a_sigkilled_replica_mid_transfer(net: NetnsNetwork, client: JoinedHos
     assert writer.get_extra_info("peer_host") == survivor
 
     async def dead() -> bool:
-        status = await admin.call(net.controller, "status")
+        status = await admin.call(net.controller, Status())
         return not next(h for h in status["hosts"] if h["name"] == serving)["alive"]
 
     await wait_until(dead, 5.0, f"the controller to declare {serving} dead")
@@ -256,7 +257,7 @@ async def _a_cut_backbone_link_reroutes_live_flows(net: NetnsNetwork, client: Jo
     net.link_down("dc3", "dc1")  # the kernel link; nobody tells the controller
 
     async def link_down_seen() -> bool:
-        status = await admin.call(net.controller, "status")
+        status = await admin.call(net.controller, Status())
         return not next(link for link in status["links"] if {link["a"], link["b"]} == {"dc3", "dc1"})["up"]
 
     await wait_until(link_down_seen, 5.0, "the border switches to report the cut port")
@@ -264,7 +265,7 @@ async def _a_cut_backbone_link_reroutes_live_flows(net: NetnsNetwork, client: Jo
         await flow.round(timeout=10.0)
 
     async def through_dc2() -> bool:
-        counters = await admin.call(net.controller, "counters")
+        counters = await admin.call(net.controller, Counters())
         forwarded: int = counters["dc2-fs1"]["forwarded"]
         return forwarded > before
 
@@ -288,7 +289,7 @@ async def _a_killed_controller_restarts_while_flows_go_on(net: NetnsNetwork, cli
     await flow.round()
     net.kill("controller")
     with pytest.raises(ScaffoldError):
-        await admin.call(net.controller, "status", timeout=1.0)
+        await admin.call(net.controller, Status(), timeout=1.0)
     # The switches forward on their last tables: the flow goes on with no controller.
     deadline = time.monotonic() + 1.0
     rounds = 0
@@ -299,7 +300,7 @@ async def _a_killed_controller_restarts_while_flows_go_on(net: NetnsNetwork, cli
     await net.restart("controller")
     # It comes back from its store; every node reconnects and gets its tables again.
     await net.wait_ready(20.0)
-    status = await admin.call(net.controller, "status")
+    status = await admin.call(net.controller, Status())
     assert next(h for h in status["hosts"] if h["name"] == "outside")["alive"]
     for _ in range(5):
         await flow.round()

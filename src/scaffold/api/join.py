@@ -20,6 +20,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from ..core.controller.commands import Counters, Status
 from ..core.host import HostStack
 from ..deploy.state_file import DEFAULT_STATE, load_state
 from ..errors import ConfigError, ScaffoldError, UsageError
@@ -86,7 +87,7 @@ class RemoteNetwork:
 
     async def status(self) -> dict[str, Any]:
         """The controller's ``status`` (and what it says is remembered)."""
-        result: dict[str, Any] = await admin.call(self.controller_address, "status")
+        result: dict[str, Any] = await admin.call(self.controller_address, Status())
         self._learn(result)
         return result
 
@@ -129,7 +130,7 @@ class RemoteNetwork:
             if s["role"] == "object-switch" and s["connected"]
         }
         while True:
-            counters = await admin.call(self.controller_address, "counters")
+            counters = await admin.call(self.controller_address, Counters())
             if all(counters.get(name, {}).get("version", 0) >= version for name, version in targets.items()):
                 return
             if loop.time() > deadline:
@@ -215,7 +216,7 @@ async def join(
             bind = (net.access_ip, 0)
     if gateway is None:
         raise UsageError("join needs the name of a gateway flow switch")
-    status: dict[str, Any] = await admin.call(controller, "status", timeout=timeout)
+    status: dict[str, Any] = await admin.call(controller, Status(), timeout=timeout)
     switch = next((s for s in status["switches"] if s["name"] == gateway), None)
     if switch is None or switch["role"] != "flow-switch":
         raise ConfigError(

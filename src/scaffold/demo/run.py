@@ -31,6 +31,8 @@ from typing import Any
 from ..api.host import Host
 from ..api.join import JoinedHost
 from ..api.testbed import Testbed
+from ..core.controller import Command
+from ..core.controller.commands import Status
 from ..core.flow_switch import FlowSwitch
 from ..core.host import HostStack
 from ..core.object_switch import ObjectSwitch
@@ -412,8 +414,8 @@ class NetnsScenarioNetwork:
     def host(self, name: str) -> Host:
         return self.clients[name]
 
-    async def command(self, name: str, **args: Any) -> Any:
-        return await admin.call(self.net.controller, name, **args)
+    async def command(self, command: Command) -> Any:
+        return await admin.call(self.net.controller, command)
 
     async def cut_link(self, dc_a: str, dc_b: str) -> None:
         await asyncio.to_thread(self.net.link_down, dc_a, dc_b)
@@ -422,7 +424,7 @@ class NetnsScenarioNetwork:
         await asyncio.to_thread(self.net.kill, name)
 
     async def controller_hosts(self) -> dict[str, str]:
-        status = await admin.call(self.net.controller, "status")
+        status = await admin.call(self.net.controller, Status())
         return {h["name"]: h["dc"] for h in status["hosts"]}
 
 
@@ -519,7 +521,7 @@ async def run_demo_netns(
                 spacing=options.spacing,
                 say=say,
             )
-            status = await admin.call(net.controller, "status")
+            status = await admin.call(net.controller, Status())
             targets: dict[str, tuple[str, int]] = {
                 n.name: (n.node_ip, DATA_PORT)
                 for n in (net.state.nodes.values() if net.state else [])

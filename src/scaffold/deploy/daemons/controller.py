@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 
 from ...core.controller import Controller
-from ...core.store import FileStore, MemoryStore, Store
 from ...runtime.aio import ControllerRuntime
+from ...runtime.store import FileStore, MemoryStore, Store
 from ..topology_file import load_topology
 from .jsonlog import JsonLog
 from .runner import parse_address
@@ -47,10 +47,11 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         raise ConfigError("the controller needs --topology FILE")
     loaded = load_topology(args.topology)
     store: Store = FileStore(args.store) if args.store else MemoryStore()
+    saved = store.load()
     core = Controller(
-        loaded.topology, heartbeat_interval=args.heartbeat_interval, dead_after=args.dead_after, store=store
+        loaded.topology, heartbeat_interval=args.heartbeat_interval, dead_after=args.dead_after, saved=saved
     )
-    runtime = ControllerRuntime(core, bind=parse_address(args.listen))
+    runtime = ControllerRuntime(core, parse_address(args.listen), store)
     await runtime.start()
     log.info(
         "listening",
@@ -58,7 +59,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         network=loaded.name,
         nodes=len(loaded.topology.nodes()),
         store=args.store or "memory",
-        restored=bool(store.load() is not None),
+        restored=saved is not None,
     )
     seen = 0
     try:

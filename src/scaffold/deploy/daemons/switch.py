@@ -19,6 +19,7 @@ import contextlib
 import errno
 from pathlib import Path
 
+from ...core.controller.commands import Port
 from ...core.flow_switch import FlowSwitch
 from ...core.object_switch import ObjectSwitch
 from ...errors import ConfigError, ScaffoldError
@@ -158,9 +159,7 @@ class PortMonitor:
             if self.pending and loop.time() >= next_try:
                 for peer, up in list(self.pending.items()):
                     try:
-                        await admin.call(
-                            self.controller, "port", timeout=2.0, node=self.node, peer=peer, up=up
-                        )
+                        await admin.call(self.controller, Port(self.node, peer, up), timeout=2.0)
                     except ScaffoldError as exc:
                         self.log.warning("port report failed, will retry", peer=peer, error=str(exc))
                         next_try = loop.time() + REPORT_RETRY

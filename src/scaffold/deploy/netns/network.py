@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ...api.join import JoinedHost, join
+from ...core.controller.commands import Counters, LinkSettings, Status
 from ...core.topology import Topology
 from ...errors import ConfigError, ScaffoldError, UsageError
 from ...runtime import admin
@@ -602,7 +603,7 @@ class NetnsNetwork:
 
     async def _controller_up(self) -> bool:
         try:
-            await admin.call(self.controller, "status", timeout=1.0)
+            await admin.call(self.controller, Status(), timeout=1.0)
         except ScaffoldError:
             return False
         return True
@@ -610,8 +611,8 @@ class NetnsNetwork:
     async def ready(self) -> bool:
         """Every switch connected with tables applied, every host and replica registered."""
         try:
-            status = await admin.call(self.controller, "status", timeout=2.0)
-            counters = await admin.call(self.controller, "counters", timeout=2.0)
+            status = await admin.call(self.controller, Status(), timeout=2.0)
+            counters = await admin.call(self.controller, Counters(), timeout=2.0)
         except ScaffoldError:
             return False
         hosts = {h["name"]: h for h in status["hosts"]}
@@ -642,8 +643,8 @@ class NetnsNetwork:
 
     async def status(self) -> dict[str, Any]:
         """The controller's status plus every node's counters (``counters``)."""
-        result: dict[str, Any] = await admin.call(self.controller, "status")
-        result["counters"] = await admin.call(self.controller, "counters")
+        result: dict[str, Any] = await admin.call(self.controller, Status())
+        result["counters"] = await admin.call(self.controller, Counters())
         return result
 
     def pid(self, node: str) -> int:
@@ -766,7 +767,7 @@ class NetnsNetwork:
     async def set_delay(self, a: str, b: str, ms: float) -> None:
         """Set the one-way delay of a link (the nodes' own egress stage, via the controller)."""
         link = self._ends(a, b)
-        await admin.call(self.controller, "link-settings", a=link.a, b=link.b, delay_ms=ms)
+        await admin.call(self.controller, LinkSettings(link.a, link.b, delay_ms=ms))
         link.delay = ms / 1000
         save_state(self._state, self.state_path)
 

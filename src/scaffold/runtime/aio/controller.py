@@ -9,19 +9,25 @@ from typing import Any
 
 import msgspec
 
-from ...core.controller import CONTROLLER_COMMANDS, Controller
-from ...errors import MalformedPacket, UsageError
+from ...core.controller import Command, Controller
+from ...core.controller.commands import Counters
+from ...errors import MalformedPacket
 from ...wire import control
+from ..store import MemoryStore, Store, controller_outputs
 from .links import Address
 
 __all__ = ["ControllerRuntime"]
 
 
 class ControllerRuntime:
-    """The controller core behind a TCP server speaking framed control records."""
+    """The controller core behind a TCP server speaking framed control records; what the core
+    declares durable goes to ``store`` before the records that depend on it go out."""
 
-    def __init__(self, core: Controller, bind: Address = ("127.0.0.1", 0)) -> None:
+    def __init__(
+        self, core: Controller, bind: Address = ("127.0.0.1", 0), store: Store | None = None
+    ) -> None:
         self.core = core
+        self.store: Store = store if store is not None else MemoryStore()
         self.bind_address = bind
         self.address: Address = bind
         self.stats: Counter[str] = Counter()
@@ -58,16 +64,13 @@ class ControllerRuntime:
         assert self._loop is not None
         return self._loop.time()
 
-    def command(self, name: str, **args: Any) -> Any:
-        """Run a controller command (``drain``, ``set_weight``, ``migrate_object``,
-        ``migrate_host``, ``move_host``, ``set_link``) now and send what it queued.
+    def command(self, command: Command) -> dict[str, Any]:
+        """Run an operator command (``core.controller.commands``) now and send what it queued.
 
         Raises:
-            UsageError: the command or its arguments are invalid.
+            UsageError: an unknown host, object, datacenter or link.
         """
-        if name not in CONTROLLER_COMMANDS:
-            raise UsageError(f"unknown controller command {name!r}")
-        result = getattr(self.core, name)(now=self.now(), **args)
+        result = self.core.command(command, self.now())
         self.flush()
         return result
 
@@ -114,14 +117,21 @@ class ControllerRuntime:
     def _admin(self, request: control.AdminRequest) -> control.AdminReply:
         """``counters`` is answered here (the runtime holds the nodes' reports); every other
         command by the controller core."""
-        if request.command == "counters":
+        if request.command == Counters.name:
             return control.AdminReply(
                 request.id, True, result={name: msgspec.to_builtins(s) for name, s in self.node_stats.items()}
             )
         return self.core.admin(request, self.now())
 
     def flush(self) -> None:
-        for node, message in self.core.messages_to_send():
+        """Commit the core's state changes, then send its records (docs/protocol.md §6.4). A
+        store that cannot write holds the records back; the timer retries."""
+        try:
+            outputs = controller_outputs(self.core, self.store)
+        except OSError:
+            self.stats["store-failed"] += 1
+            outputs = []
+        for node, message in outputs:
             writer = self._writers.get(node)
             if writer is None or writer.is_closing():
                 self.stats["to-disconnected"] += 1

@@ -11,12 +11,12 @@ from ...core.controller import Controller
 from ...core.flow_switch import FlowSwitch
 from ...core.host import HostStack
 from ...core.object_switch import ObjectSwitch
-from ...core.store import MemoryStore, Store
 from ...core.topology import Topology
 from ...errors import UsageError
 from ...ids import ObjectId
+from ..store import MemoryStore, Store
 from .controller import ControllerRuntime
-from .links import AddressBook, EmuLink
+from .links import Address, AddressBook, EmuLink
 from .node import Core, NodeRuntime
 
 __all__ = ["EmbeddedNetwork"]
@@ -48,9 +48,10 @@ class EmbeddedNetwork:
         self._controller_options: dict[str, Any] = {
             "heartbeat_interval": heartbeat_interval,
             "dead_after": dead_after,
-            "store": store if store is not None else MemoryStore(),
         }
-        self.controller = ControllerRuntime(Controller(topology, **self._controller_options))
+        #: the controller's durable state; a restarted controller starts from it
+        self.store: Store = store if store is not None else MemoryStore()
+        self.controller = self._controller(("127.0.0.1", 0))
         self.nodes: dict[str, NodeRuntime] = {}
         self.stream_options = stream_options
         self._seeded = seed is not None
@@ -112,11 +113,12 @@ class EmbeddedNetwork:
 
     async def start_controller(self) -> None:
         """Start a new controller on the same address, from the same store (a restart)."""
-        address = self.controller.address
-        self.controller = ControllerRuntime(
-            Controller(self.topology, **self._controller_options), bind=address
-        )
+        self.controller = self._controller(self.controller.address)
         await self.controller.start()
+
+    def _controller(self, bind: Address) -> ControllerRuntime:
+        core = Controller(self.topology, saved=self.store.load(), **self._controller_options)
+        return ControllerRuntime(core, bind, self.store)
 
     def set_link(
         self, a: str, b: str, *, up: bool | None = None, delay: float | None = None, loss: float | None = None
