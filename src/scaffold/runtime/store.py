@@ -66,6 +66,7 @@ class FileStore:
 
         Raises:
             ConfigError: the file exists but is not a controller state.
+            OSError: it cannot be read.
         """
         try:
             data = self.path.read_bytes()
@@ -84,7 +85,7 @@ class FileStore:
 
         Raises:
             ConfigError: the file holds no controller state (on the first commit).
-            OSError: the file cannot be written.
+            OSError: the file cannot be read or written.
         """
         if self._rows is None:
             self.load()

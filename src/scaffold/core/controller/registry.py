@@ -53,6 +53,13 @@ class Registry:
             self._restore(saved, drops)
         for spec in topology.hosts():
             self.host_record(spec.name, spec.gateway)
+        # The first changes are what differs from the saved state: every row for a new
+        # controller; for a restored one, what the topology added and what it could not take
+        # back (unknown gateways, links, replicas of skipped hosts: deleted). Nothing else.
+        was = {} if saved is None else {(r.kind, r.key): r for r in saved.records()}
+        now = {(r.kind, r.key): r for r in self.snapshot().records()}
+        changed = [k for k, r in now.items() if was.get(k) != r] + [k for k in was if k not in now]
+        self._dirty = dict.fromkeys(changed)
 
     # -- hosts -------------------------------------------------------------------------------
 
@@ -246,12 +253,6 @@ class Registry:
             if link in self.links_up:
                 self.links_up[link] = up
         self.restored = True
-        # What was saved but is not restored (unknown gateways, links, replicas of skipped
-        # hosts) is deleted from the store at the next commit; nothing else is rewritten.
-        now = {(r.kind, r.key): r for r in self.snapshot().records()}
-        for record in saved.records():
-            if now.get((record.kind, record.key)) != record:
-                self._touch(record.kind, record.key)
 
 
 def is_object_hex(text: str) -> bool:
