@@ -43,14 +43,12 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.rows = StateRows()
-        self.commits = 0
 
     def load(self) -> ControllerState | None:
         return self.rows.snapshot()
 
     def commit(self, changes: Sequence[StateChange]) -> None:
         self.rows.apply(changes)
-        self.commits += 1
 
 
 class FileStore:
