@@ -9,7 +9,7 @@ from pathlib import Path
 
 import scaffold
 from scaffold.core.store import FileStore
-from scaffold.runtime.aio import EmbeddedNetwork, run
+from scaffold.runtime.aio import run, wait_until
 
 
 async def echo(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> None:
@@ -45,7 +45,7 @@ def test_flows_survive_a_controller_restart_and_state_comes_back(tmp_path: Path)
             await stream_for(1.5)  # longer than the heartbeat deadline: nobody may be declared dead
             await net.network.start_controller()
             nodes = list(net.network.nodes.values())
-            await EmbeddedNetwork.wait_for(
+            await wait_until(
                 lambda: all(n.stats["controller-reconnected"] >= 1 for n in nodes),
                 10,
                 "every node to reconnect",

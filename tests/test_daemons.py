@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from scaffold.api.join import join
+from scaffold.deploy.joining import join_from_state
 from scaffold.errors import ConfigError
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run
@@ -242,7 +243,7 @@ def test_join_refuses_a_gateway_that_is_not_a_flow_switch(daemons: Daemons, tmp_
 
 def test_embedded_up_status_fault_join_down(tmp_path: Path) -> None:
     """``scaffold up`` (embedded, no root) writes the state file that ``status``, ``fault``,
-    ``Host.join`` and ``down`` use."""
+    ``join_from_state`` and ``down`` use."""
     topo = tmp_path / "pair.toml"
     topo.write_text(TOPOLOGY)
     log = tmp_path / "up.log"
@@ -279,7 +280,7 @@ def test_embedded_up_status_fault_join_down(tmp_path: Path) -> None:
         assert killed.returncode == 2 and "--netns" in killed.stderr
 
         async def use() -> bytes:
-            async with await join("visitor", state=state_path) as host:
+            async with await join_from_state("visitor", state=state_path) as host:
                 reader, writer = await host.open_connection("echo")
                 writer.write(b"through the embedded network")
                 await writer.drain()

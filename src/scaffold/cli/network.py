@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..core.topology import default_topology
-from ..deploy.daemons.runner import parse_address
+from ..deploy.address import parse_address
 from ..deploy.state_file import DEFAULT_STATE, NetworkState, NodeState, load_state, remove_state, save_state
 from ..deploy.topology_file import TopologyFile, load_topology
 from ..errors import ConfigError, ScaffoldError, UsageError

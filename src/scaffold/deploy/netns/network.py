@@ -48,7 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...api.join import JoinedHost, join
+from ...api.host import Host
+from ...api.join import join
 from ...core.topology import Topology
 from ...errors import ConfigError, ScaffoldError, UsageError
 from ...runtime import admin
@@ -672,7 +673,7 @@ class NetnsNetwork:
         self._spawn(state)
         save_state(self._state, self.state_path)
 
-    async def join_host(self, node: str, **options: Any) -> JoinedHost:
+    async def join_host(self, node: str, **options: Any) -> Host:
         """Join the network as host ``node`` from this process, over ``node``'s own veth:
         the host's UDP socket and control connection are opened inside its namespace (its
         control connection reopens from this namespace, through the management bridge, if the
