@@ -34,7 +34,8 @@ from ..core.flow_switch import FlowSwitch
 from ..core.host import HostStack
 from ..core.object_switch import ObjectSwitch
 from ..core.topology import Topology, default_topology
-from ..deploy.netns.network import DATA_PORT, NetnsNetwork
+from ..deploy.netns.network import NetnsNetwork
+from ..deploy.netns.plan import DATA_PORT
 from ..ids import ObjectId
 from ..runtime import admin
 from ..runtime.aio import Address
