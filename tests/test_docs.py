@@ -97,3 +97,25 @@ def test_example_runs_as_written(example: Example, tmp_path: Path) -> None:
     assert result.returncode == 0, f"{example.name} exited {result.returncode}:\n{result.stderr[-3000:]}"
     # Running as written means cleanly too: no warning, no task left pending, no traceback.
     assert result.stderr == "", f"{example.name} wrote to stderr:\n{result.stderr[-3000:]}"
+
+
+def _sections(document: Path) -> set[str]:
+    headings = re.finditer(r"^#+ §(?P<n>[\d.]*\d)", document.read_text(encoding="utf-8"), re.M)
+    return {m["n"] for m in headings}
+
+
+def test_every_cited_section_exists() -> None:
+    """``docs/NAME.md §N`` in code, tests and docs, and ``P§N`` (protocol.md) in the docs,
+    name a heading that exists."""
+    sections = {d.name: _sections(d) for d in (ROOT / "docs").glob("*.md")}
+    sources = [*ROOT.glob("src/**/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("bench/*.py"), *DOCUMENTS]
+    missing = []
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        cited = [(m[1] + ".md", m[2]) for m in re.finditer(r"docs/(\w+)\.md §([\d.]*\d)", text)]
+        if path.suffix == ".md":
+            cited += [("protocol.md", m[1]) for m in re.finditer(r"P§([\d.]*\d)", text)]
+        missing += [
+            f"{path.relative_to(ROOT)}: {doc} §{n}" for doc, n in cited if n not in sections.get(doc, set())
+        ]
+    assert sections["protocol.md"] and missing == []
