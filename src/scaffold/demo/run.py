@@ -41,7 +41,7 @@ from ..runtime import admin
 from ..runtime.aio import Address
 from ..wire import header as wire_header
 from ..wire.header import MAX_TTL, VERSION, Header, Proto
-from .scenario import FlowRun, Scenario
+from .scenario import FlowRun, Scenario, ScenarioNetwork
 
 __all__ = ["DemoOptions", "DemoReport", "netns_options", "run_demo", "run_demo_netns"]
 
@@ -144,6 +144,18 @@ async def _inject_junk(targets: dict[str, Address], rng: random.Random, per_node
     return sent
 
 
+def _scenario(net: Testbed | ScenarioNetwork, options: DemoOptions, say: Callable[[str], None]) -> Scenario:
+    return Scenario(
+        net,
+        flows=options.flows,
+        session_flows=options.session_flows,
+        size=options.size,
+        pace=options.pace,
+        spacing=options.spacing,
+        say=say,
+    )
+
+
 async def run_demo(options: DemoOptions, progress: Callable[[str], None] | None = None) -> DemoReport:
     """Run the demo scenario on the ``aio`` runtime and return its report."""
     say = progress or (lambda _: None)
@@ -152,15 +164,7 @@ async def run_demo(options: DemoOptions, progress: Callable[[str], None] | None 
     started = loop.time()
     async with Testbed(topology=options.topology, seed=options.seed) as net:
         say(f"network up: {len(net.network.nodes)} nodes, controller at {net.network.controller.address[1]}")
-        scenario = Scenario(
-            net,
-            flows=options.flows,
-            session_flows=options.session_flows,
-            size=options.size,
-            pace=options.pace,
-            spacing=options.spacing,
-            say=say,
-        )
+        scenario = _scenario(net, options, say)
         await scenario.serve()
         say("objects served: " + ", ".join(o.name for o in options.topology.objects))
         entries_before = {
@@ -490,15 +494,7 @@ async def run_demo_netns(
                 clients[name] = await net.join_host(name)
             await net.wait_ready(20.0)
             say("clients joined: " + ", ".join(NETNS_CLIENTS))
-            scenario = Scenario(
-                NetnsScenarioNetwork(net, clients),
-                flows=options.flows,
-                session_flows=options.session_flows,
-                size=options.size,
-                pace=options.pace,
-                spacing=options.spacing,
-                say=say,
-            )
+            scenario = _scenario(NetnsScenarioNetwork(net, clients), options, say)
             status = await admin.call(net.controller, "status")
             targets: dict[str, Address] = {
                 n.name: (n.node_ip, DATA_PORT)
