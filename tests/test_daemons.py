@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.api.join import join
+import scaffold
 from scaffold.deploy.joining import join_from_state
 from scaffold.errors import ConfigError
 from scaffold.runtime import admin
@@ -164,7 +164,7 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
                 pass
             assert time.monotonic() < deadline, "the daemons did not come up"
             await asyncio.sleep(0.05)
-        async with await join("dc1-h1", gateway="dc1-fs1", controller=daemons.controller) as host:
+        async with await scaffold.join("dc1-h1", gateway="dc1-fs1", controller=daemons.controller) as host:
             reader, writer = await host.open_connection("echo")
             payload = os.urandom(5_000)
             writer.write(payload)
@@ -235,7 +235,7 @@ def test_join_refuses_a_gateway_that_is_not_a_flow_switch(daemons: Daemons, tmp_
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
         with pytest.raises(ConfigError, match="not a flow switch"):
-            await join("me", gateway="dc1-os", controller=daemons.controller)
+            await scaffold.join("me", gateway="dc1-os", controller=daemons.controller)
 
     run(scenario())
     assert daemons.stop_all() == {"controller": 0}
