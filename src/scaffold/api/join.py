@@ -22,7 +22,7 @@ import socket
 from typing import Any
 
 from ..core.host import HostStack
-from ..errors import ConfigError, ScaffoldError
+from ..errors import ConfigError, ScaffoldError, UsageError
 from ..ids import ObjectId
 from ..runtime import admin
 from ..runtime.aio import Address, AddressBook, EmuLink, NodeRuntime, wait_until
@@ -122,7 +122,13 @@ class JoinedNetwork:
         await wait_until(applied, timeout, f"object switches to learn {obj.short()}", interval=POLL)
 
     async def leave(self, host: str) -> None:
-        """The joined host leaves: its socket and control connection close."""
+        """The joined host leaves: its socket and control connection close.
+
+        Raises:
+            UsageError: ``host`` is not the host that joined (the only one here).
+        """
+        if host != self.node.name:
+            raise UsageError(f"{host!r} did not join from here ({self.node.name!r} did)")
         await self.node.close()
         if self._refreshing is not None:
             self._refreshing.cancel()
