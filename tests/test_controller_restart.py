@@ -9,7 +9,7 @@ from pathlib import Path
 
 import scaffold
 from scaffold.core.controller.commands import Link, Status
-from scaffold.runtime.aio import EmbeddedNetwork, run
+from scaffold.runtime.aio import run, wait_until
 from scaffold.runtime.store import FileStore
 
 
@@ -46,7 +46,7 @@ def test_flows_survive_a_controller_restart_and_state_comes_back(tmp_path: Path)
             await stream_for(1.5)  # longer than the heartbeat deadline: nobody may be declared dead
             await net.network.start_controller()
             nodes = list(net.network.nodes.values())
-            await EmbeddedNetwork.wait_for(
+            await wait_until(
                 lambda: all(n.stats["controller-reconnected"] >= 1 for n in nodes),
                 10,
                 "every node to reconnect",

@@ -13,7 +13,7 @@ from scaffold.core.controller import Controller, ControllerState, HostState, Sta
 from scaffold.core.controller.commands import Drain, Link, MigrateHost, MigrateObject, MoveHost, SetWeight
 from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
-from scaffold.runtime.aio import ControllerRuntime, EmbeddedNetwork, run
+from scaffold.runtime.aio import ControllerRuntime, run, wait_until
 from scaffold.runtime.sim import SimNetwork
 from scaffold.runtime.store import FileStore, controller_outputs
 from scaffold.wire import control
@@ -164,7 +164,7 @@ def test_the_aio_controller_holds_records_back_while_its_store_cannot_write(tmp_
         reading = asyncio.create_task(first_record())
         try:
             writer.write(control.frame(control.Hello(node="roamer", role="host", gateway="east-fs1")))
-            await EmbeddedNetwork.wait_for(lambda: runtime.stats["store-failed"] >= 2, 5, "a failed commit")
+            await wait_until(lambda: runtime.stats["store-failed"] >= 2, 5, "a failed commit")
             assert not reading.done()
             unblocked.set()
             blocker.unlink()

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.api.join import join
+import scaffold
 from scaffold.core.controller.commands import Counters, Status
+from scaffold.deploy.joining import join_from_state
 from scaffold.errors import ConfigError
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run
@@ -164,7 +165,7 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
                 pass
             assert time.monotonic() < deadline, "the daemons did not come up"
             await asyncio.sleep(0.05)
-        async with await join("dc1-h1", gateway="dc1-fs1", controller=daemons.controller) as host:
+        async with await scaffold.join("dc1-h1", gateway="dc1-fs1", controller=daemons.controller) as host:
             reader, writer = await host.open_connection("echo")
             payload = os.urandom(5_000)
             writer.write(payload)
@@ -235,7 +236,7 @@ def test_join_refuses_a_gateway_that_is_not_a_flow_switch(daemons: Daemons, tmp_
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
         with pytest.raises(ConfigError, match="not a flow switch"):
-            await join("me", gateway="dc1-os", controller=daemons.controller)
+            await scaffold.join("me", gateway="dc1-os", controller=daemons.controller)
 
     run(scenario())
     assert daemons.stop_all() == {"controller": 0}
@@ -243,7 +244,7 @@ def test_join_refuses_a_gateway_that_is_not_a_flow_switch(daemons: Daemons, tmp_
 
 def test_embedded_up_status_fault_join_down(tmp_path: Path) -> None:
     """``scaffold up`` (embedded, no root) writes the state file that ``status``, ``fault``,
-    ``Host.join`` and ``down`` use."""
+    ``join_from_state`` and ``down`` use."""
     topo = tmp_path / "pair.toml"
     topo.write_text(TOPOLOGY)
     log = tmp_path / "up.log"
@@ -280,7 +281,7 @@ def test_embedded_up_status_fault_join_down(tmp_path: Path) -> None:
         assert killed.returncode == 2 and "--netns" in killed.stderr
 
         async def use() -> bytes:
-            async with await join("visitor", state=state_path) as host:
+            async with await join_from_state("visitor", state=state_path) as host:
                 reader, writer = await host.open_connection("echo")
                 writer.write(b"through the embedded network")
                 await writer.drain()

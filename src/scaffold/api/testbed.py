@@ -155,6 +155,16 @@ class Testbed:
             yield testbed
         finally:
             asyncio.run_coroutine_threadsafe(testbed.close(), loop).result(30)
+            asyncio.run_coroutine_threadsafe(_cancel_tasks(), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
             loop.close()
+
+
+async def _cancel_tasks() -> None:
+    """Cancel what still runs on this loop (handlers of servers, say) and let it finish, as
+    ``asyncio.run`` does before it closes its loop."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

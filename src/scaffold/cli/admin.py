@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from ..core.controller import COMMANDS, Command
-from ..deploy.daemons.runner import parse_address
+from ..deploy.address import parse_address
 from ..deploy.state_file import DEFAULT_STATE, load_state
 from ..runtime import admin
 

@@ -235,7 +235,7 @@ def _down(args: argparse.Namespace) -> int:
     state_path = Path(args.state)
     state = load_state(state_path)
     if state.mode == "netns":
-        from ..deploy.netns.network import teardown
+        from ..deploy.netns.build import teardown
 
         problems = teardown(state, state_path, keep_logs=args.keep_logs)
         if problems:

@@ -80,7 +80,7 @@ class TestbedNetwork:
 
     async def kill_host(self, name: str) -> None:
         # The process dies: its socket and its control connection close at once.
-        asyncio.get_running_loop().create_task(self.net.host(name).node.close())
+        asyncio.get_running_loop().create_task(self.net.host(name).close())
 
     async def controller_hosts(self) -> dict[str, str]:
         return {name: record.dc for name, record in self.net.controller.hosts.items()}

@@ -1,7 +1,7 @@
 """The state file of a running network: how other commands and programs find it.
 
 ``scaffold up`` writes it (default ``./.scaffold/state.json``, or ``--state PATH``);
-``scaffold status``, ``fault``, ``down`` and ``Host.join(state=...)`` read it. It records
+``scaffold status``, ``fault``, ``down`` and ``joining.join_from_state`` read it. It records
 the network's name and mode (``embedded`` or ``netns``), the controller's address, every
 node's data-plane address and -- in ``netns`` mode -- exactly what ``up`` created: the
 namespaces, the veth links with their interface names, and each node's process (pid and

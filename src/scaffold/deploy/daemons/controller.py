@@ -14,9 +14,9 @@ import contextlib
 from ...core.controller import Controller
 from ...runtime.aio import ControllerRuntime
 from ...runtime.store import FileStore, MemoryStore, Store
+from ..address import parse_address
 from ..topology_file import load_topology
 from .jsonlog import JsonLog
-from .runner import parse_address
 
 __all__ = ["DEFAULT_CONTROL_PORT", "add_arguments", "serve"]
 

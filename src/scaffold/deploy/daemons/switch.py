@@ -25,8 +25,9 @@ from ...core.object_switch import ObjectSwitch
 from ...errors import ConfigError, ScaffoldError
 from ...runtime import admin
 from ...runtime.aio import AddressBook, EmuLink, NodeRuntime
+from ..address import parse_address
 from .jsonlog import JsonLog
-from .runner import parse_address, parse_peer_values
+from .runner import parse_peer_values
 
 __all__ = ["DEFAULT_DATA_PORT", "PortMonitor", "add_arguments", "add_node_arguments", "connect", "serve"]
 

@@ -1,10 +1,13 @@
-"""``EmbeddedNetwork``: a whole topology in this process over loopback UDP, the embedded default."""
+"""``EmbeddedNetwork``: a whole topology in this process over loopback UDP, the embedded default.
+
+It is also the network ``Host`` handles of a ``Testbed`` belong to: it answers what a host
+asks of its network (``scaffold.api.network.HostNetwork``) from the controller and switches
+in this process.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...core.controller import Controller
@@ -17,6 +20,7 @@ from ...ids import ObjectId
 from ..store import MemoryStore, Store
 from .controller import ControllerRuntime
 from .links import Address, AddressBook, EmuLink
+from .loop import wait_until
 from .node import Core, NodeRuntime
 
 __all__ = ["EmbeddedNetwork"]
@@ -72,7 +76,7 @@ class EmbeddedNetwork:
             await self._start_node(ObjectSwitch(dc.object_switch, dc.name))
         for spec in self.topology.hosts():
             await self._start_node(self._host_stack(spec.name, spec.gateway))
-        await self.wait_for(self.ready, ready_timeout, "the network to come up")
+        await wait_until(self.ready, ready_timeout, "the network to come up")
 
     def _host_stack(self, name: str, gateway: str) -> HostStack:
         # With a seed, Flow IDs and nonces (hence replica choices) repeat from run to run.
@@ -96,7 +100,7 @@ class EmbeddedNetwork:
         for key in ((name, gateway), (gateway, name)):
             self.links[key] = EmuLink(self.topology.local_delay)
         node = await self._start_node(self._host_stack(name, gateway))
-        await self.wait_for(
+        await wait_until(
             lambda: isinstance(node.core, HostStack) and node.core.registered, 5.0, f"{name} to register"
         )
         return node
@@ -141,14 +145,46 @@ class EmbeddedNetwork:
                 link.loss = loss
 
     def host(self, name: str) -> NodeRuntime:
+        """The runtime of host ``name``.
+
+        Raises:
+            UsageError: there is no such host.
+        """
         node = self.nodes.get(name)
         if node is None or not isinstance(node.core, HostStack):
             raise UsageError(f"{name!r} is not a host")
         return node
 
+    # -- what a Host asks of its network (scaffold.api.network.HostNetwork) --------------
+
+    def dc_of(self, node: str) -> str:
+        """The datacenter of ``node``.
+
+        Raises:
+            ConfigError: the topology has no such node.
+        """
+        return self.topology.dc_of(node)
+
+    def host_name(self, host_id: int) -> str | None:
+        """The name of the host the controller gave ``host_id``; None if it gave it to none."""
+        return self.controller.core.host_name(host_id)
+
+    async def leave(self, host: str) -> None:
+        """Host ``host`` leaves: its socket and control connection close (the controller
+        then marks it dead and withdraws its replicas).
+
+        Raises:
+            UsageError: there is no such host.
+        """
+        await self.host(host).close()
+
     async def wait_for_object(self, obj: ObjectId, host: str | None = None, timeout: float = 5.0) -> None:
         """Wait until the controller registered ``obj`` (on ``host``, if given) and every
-        object switch applied the tables that include it."""
+        object switch applied the tables that include it.
+
+        Raises:
+            TimeoutError: not within ``timeout`` seconds (each step).
+        """
         ctl = self.controller.core
         key = obj.raw.hex()
 
@@ -156,7 +192,7 @@ class EmbeddedNetwork:
             replicas = ctl.objects.get(key, {})
             return host in replicas if host is not None else bool(replicas)
 
-        await self.wait_for(registered, timeout, f"the controller to register {obj.short()}")
+        await wait_until(registered, timeout, f"the controller to register {obj.short()}")
         targets = {
             name: state.version
             for name, state in ctl.switches.items()
@@ -166,7 +202,7 @@ class EmbeddedNetwork:
         def applied() -> bool:
             return all(_version(self.nodes[name].core) >= version for name, version in targets.items())
 
-        await self.wait_for(applied, timeout, f"object switches to learn {obj.short()}")
+        await wait_until(applied, timeout, f"object switches to learn {obj.short()}")
 
     def ready(self) -> bool:
         for node in self.nodes.values():
@@ -177,21 +213,6 @@ class EmbeddedNetwork:
             elif not core.synced:
                 return False
         return True
-
-    @staticmethod
-    async def wait_for(condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> None:
-        """Poll ``condition`` until true, or raise ``TimeoutError`` naming ``what``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            result = condition()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            if loop.time() > deadline:
-                raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
-            await asyncio.sleep(0.005)
 
 
 def _version(core: Core) -> int:
