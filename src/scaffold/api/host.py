@@ -28,7 +28,7 @@ from ..core.host import (
 )
 from ..errors import BrokenPathError, ObjectNotFound, UsageError
 from ..ids import ObjectId
-from ..transport.stream import StreamState
+from ..transport import StreamState
 from ..wire.header import Proto
 from .datagram import DatagramEndpoint
 from .streams import StreamChannel, StreamReader, StreamWriter

@@ -26,6 +26,7 @@ from ..errors import ConfigError, ScaffoldError, UsageError
 from ..ids import ObjectId
 from ..runtime import admin
 from ..runtime.aio import AddressBook, EmuLink, NodeRuntime
+from ..transport import StreamOptions
 from .host import Host
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ async def join(
     bind: Address | None = None,
     advertise: str | None = None,
     timeout: float = 10.0,
-    stream_options: dict[str, Any] | None = None,
+    stream_options: StreamOptions | None = None,
     links: dict[tuple[str, str], EmuLink] | None = None,
     stats_interval: float | None = None,
 ) -> JoinedHost:

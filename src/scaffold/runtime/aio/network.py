@@ -15,6 +15,7 @@ from ...core.store import MemoryStore, Store
 from ...core.topology import Topology
 from ...errors import UsageError
 from ...ids import ObjectId
+from ...transport import StreamOptions
 from .controller import ControllerRuntime
 from .links import AddressBook, EmuLink
 from .node import Core, NodeRuntime
@@ -36,7 +37,7 @@ class EmbeddedNetwork:
         heartbeat_interval: float = 0.2,
         dead_after: int = 3,
         seed: int | None = None,
-        stream_options: dict[str, Any] | None = None,
+        stream_options: StreamOptions | None = None,
         store: Store | None = None,
     ) -> None:
         self.topology = topology
