@@ -47,13 +47,13 @@ class SegmentBuilder:
     def timestamp(self, now: float) -> int:
         return ((int(now * 1_000_000) + self._ts_offset) & _TS_MASK) or 1
 
-    def rtt_of(self, ts_echo: int, now: float) -> float:
-        """The RTT a timestamp echo measures (seconds), or -1.0: no echo, or one from the
+    def rtt_of(self, ts_echo: int, now: float) -> float | None:
+        """The RTT a timestamp echo measures (seconds), or None: no echo, or one from the
         future (not ours, or a clock jump)."""
         if not ts_echo:
-            return -1.0
+            return None
         elapsed = (self.timestamp(now) - ts_echo) & _TS_MASK
-        return elapsed / 1_000_000 if elapsed < 1 << 31 else -1.0
+        return elapsed / 1_000_000 if elapsed < 1 << 31 else None
 
     def build(self, kind: StreamType, seq: int, flags: int, now: float, payload: bytes = b"") -> bytes:
         receive = self._receive

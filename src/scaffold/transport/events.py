@@ -1,7 +1,9 @@
 """What a stream connection tells its application: events, and its statistics record
 (docs/protocol.md §4.2).
 
-Events are immutable, slotted records popped with ``StreamConnection.next_event()``.
+Events are immutable, slotted records popped with ``StreamConnection.next_event()``, from an
+:class:`EventQueue` that merges consecutive :class:`DataReceived` and holds no list while
+empty.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ __all__ = [
     "ConnectionTerminated",
     "DataReceived",
     "EndOfStream",
+    "EventQueue",
     "Reset",
     "Resumed",
     "SendSpaceAvailable",
@@ -102,3 +105,35 @@ class StreamStats:
     ssthresh: int | None
     bytes_in_flight: int
     peer_window: int
+
+
+class EventQueue:
+    """Pending events of one connection, oldest first."""
+
+    __slots__ = ("_events",)
+
+    def __init__(self) -> None:
+        self._events: list[StreamEvent] | None = None
+
+    def push(self, event: StreamEvent) -> None:
+        if self._events is None:
+            self._events = [event]
+        else:
+            self._events.append(event)
+
+    def data_received(self, length: int) -> None:
+        """``length`` more bytes are readable: grow a :class:`DataReceived` not popped yet."""
+        events = self._events
+        if events and isinstance(events[-1], DataReceived):
+            events[-1] = DataReceived(events[-1].length + length)
+        else:
+            self.push(DataReceived(length))
+
+    def pop(self) -> StreamEvent | None:
+        events = self._events
+        if not events:
+            return None
+        event = events.pop(0)
+        if not events:
+            self._events = None
+        return event

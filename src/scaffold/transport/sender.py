@@ -18,6 +18,7 @@ import msgspec
 from ..wire.stream import MAX_PAYLOAD, StreamFlags, StreamType
 from . import congestion
 from .congestion import AnyCongestionState
+from .events import EventQueue, SendSpaceAvailable
 from .options import StreamOptions
 from .recovery import Recovery, RecoveryState
 from .rtt import RttEstimator, RttState
@@ -58,6 +59,7 @@ class Sender:
 
     __slots__ = (
         "cc",
+        "events",
         "max_probe_interval",
         "mss",
         "peer_right_edge",
@@ -67,10 +69,13 @@ class Sender:
         "recovery",
         "rto_deadline",
         "rtt",
+        "send_buffer",
         "stream",
     )
 
-    def __init__(self, options: StreamOptions) -> None:
+    def __init__(self, options: StreamOptions, events: EventQueue) -> None:
+        self.events = events
+        self.send_buffer = options.send_buffer
         self.stream = SendStream()
         self.cc = congestion.create(options.congestion, options.mss, options.initial_window)
         self.recovery = Recovery(self.cc)
@@ -101,10 +106,11 @@ class Sender:
         self.rtt.backoff = 0
 
     def on_ack(
-        self, ack: int, window: int, sack: tuple[tuple[int, int], ...], rtt: float, now: float
+        self, ack: int, window: int, sack: tuple[tuple[int, int], ...], rtt: float | None, now: float
     ) -> bool:
         """Process the ACK fields of a segment (``ack`` at most what we sent); ``rtt`` is
-        its timestamp's RTT sample, negative if none. True when it acknowledged anything new."""
+        its timestamp's RTT sample, if any. True when it acknowledged anything new;
+        then a writer blocked on a full buffer hears of the space once half of it is free."""
         stream = self.stream
         una = stream.una
         progressed = self.recovery.on_ack(ack, una, stream.nxt, sack)
@@ -120,7 +126,7 @@ class Sender:
             self.persist_deadline = None
         if not progressed:
             return False
-        if rtt >= 0:
+        if rtt is not None:
             self.rtt.on_sample(rtt)
         self.rtt.backoff = 0
         recovery = self.recovery
@@ -128,7 +134,18 @@ class Sender:
             self.rto_deadline = now + self.rtt.interval()
         else:
             self.rto_deadline = None
+        if stream.blocked:
+            space = 0 if stream.shutdown else self.send_buffer - stream.buffered
+            if space >= self.send_buffer // 2:
+                stream.blocked = False
+                self.events.push(SendSpaceAvailable(space))
         return True
+
+    def on_handshake_timeout(self, max_retries: int) -> bool:
+        """The RTO expired before SYN, SYN-ACK or RESUME was answered: resend it, backed
+        off. False when the retry limit is exceeded."""
+        self.rtt.backoff += 1
+        return self.rtt.backoff <= max_retries
 
     def on_retransmission_timeout(self, max_retries: int) -> bool:
         """The RTO expired after the handshake. False when the retry limit is exceeded."""

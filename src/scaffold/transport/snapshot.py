@@ -3,8 +3,8 @@
 
 Each component exports and restores its own record: the sender (``SenderState``: the send
 stream, the scoreboard, the RTT estimator and the congestion controller's state), the
-receive stream (``ReceiveState``), the ACK policy (``AckState``) and the segment builder's
-timestamp clock (``BuilderState``); the snapshot composes
+receiver (``ReceiverState``: the receive stream and the ACK policy) and the segment
+builder's timestamp clock (``BuilderState``); the snapshot composes
 them with the connection's own fields. Times are not part of it: the restoring host re-arms
 every timer from its own ``now``. The encoding is MessagePack of :class:`StreamSnapshot`,
 whose ``version`` changes with its layout. Snapshots cross hosts (flow migration, §5.4), so
@@ -17,10 +17,9 @@ from __future__ import annotations
 import msgspec
 
 from ..errors import MalformedPacket, ScaffoldError
-from .acks import AckState
 from .builder import BuilderState
 from .options import StreamOptions
-from .receive import ReceiveState
+from .receiver import ReceiverState
 from .sender import SenderState
 from .state import StreamState
 
@@ -45,8 +44,7 @@ class StreamSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     segments_received: int
     builder: BuilderState
     sender: SenderState
-    receive: ReceiveState
-    acks: AckState
+    receiver: ReceiverState
     drops: dict[str, int]
 
     def __post_init__(self) -> None:
