@@ -19,7 +19,7 @@ from .receive import ReceiveStream
 __all__ = ["BuilderState", "SegmentBuilder"]
 
 _TS_MASK = 0xFFFFFFFF
-_ACK = StreamFlags.ACK
+_ACK = int(StreamFlags.ACK)  # a plain int: IntFlag arithmetic builds enum members per call
 
 
 class BuilderState(msgspec.Struct, frozen=True, kw_only=True):

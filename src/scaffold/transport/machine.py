@@ -49,7 +49,7 @@ _CLOSED = StreamState.CLOSED
 _TIME_WAIT = StreamState.TIME_WAIT
 _DATA = StreamType.DATA
 _FIN = StreamType.FIN
-_ACK = StreamFlags.ACK
+_ACK = int(StreamFlags.ACK)  # a plain int: IntFlag arithmetic builds enum members per call
 
 
 class StreamMachine:

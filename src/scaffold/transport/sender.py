@@ -31,7 +31,7 @@ Builder = Callable[[StreamType, int, int, float, bytes], bytes]
 
 _DATA = StreamType.DATA
 _FIN = StreamType.FIN
-_ACK = StreamFlags.ACK
+_ACK = int(StreamFlags.ACK)  # a plain int: IntFlag arithmetic builds enum members per call
 
 
 class SenderState(msgspec.Struct, frozen=True, kw_only=True):
