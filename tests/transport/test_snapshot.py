@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scaffold.core.topology import default_topology
 from scaffold.errors import MalformedPacket
 from scaffold.ids import ObjectId
 from scaffold.runtime.sim import SimNetwork
-from scaffold.topology import default_topology
 from scaffold.transport import SNAPSHOT_VERSION, StreamConnection, StreamOptions, StreamSnapshot
 from scaffold.transport import snapshot as snapshots
 from scaffold.wire import flow_state
