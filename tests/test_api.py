@@ -102,7 +102,7 @@ def test_slow_reader_bounds_the_senders_memory() -> None:
         await writer.wait_closed()
         assert bytes(received) == payload
 
-    with_testbed(main, stream_options={"send_buffer": send_buffer})
+    with_testbed(main, stream_options=scaffold.StreamOptions(send_buffer=send_buffer))
 
 
 def test_object_nobody_serves_fails_fast_with_object_not_found() -> None:
@@ -133,7 +133,7 @@ def test_dead_peer_raises_broken_path_error() -> None:
             await writer.drain()
             await reader.read(1)
 
-    with_testbed(main, stream_options={"min_rto": 0.02, "max_retries": 3, "max_rto": 0.1})
+    with_testbed(main, stream_options=scaffold.StreamOptions(min_rto=0.02, max_retries=3, max_rto=0.1))
 
 
 def test_a_host_that_closes_leaves_the_network_and_its_replica_is_withdrawn() -> None:

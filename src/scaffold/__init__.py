@@ -39,6 +39,7 @@ from .gateway import Ingress, Publisher, TargetUnavailable
 from .ids import ObjectId
 from .runtime.aio import EmbeddedNetwork
 from .runtime.sim import SimNetwork
+from .transport import StreamOptions
 
 __version__ = "0.1.0"
 
@@ -72,6 +73,7 @@ __all__ = [
     "ScaffoldError",
     "Server",
     "SimNetwork",
+    "StreamOptions",
     "StreamReader",
     "StreamWriter",
     "TargetUnavailable",

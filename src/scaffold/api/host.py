@@ -30,7 +30,7 @@ from ..core.host import (
 from ..errors import BrokenPathError, ObjectNotFound, UsageError
 from ..ids import ObjectId
 from ..runtime.aio import NodeRuntime
-from ..transport.stream import StreamState
+from ..transport import StreamState
 from ..wire.header import Proto
 from .datagram import DatagramEndpoint
 from .network import HostNetwork

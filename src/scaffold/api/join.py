@@ -27,6 +27,7 @@ from ..errors import ConfigError, ScaffoldError, UsageError
 from ..ids import ObjectId
 from ..runtime import admin
 from ..runtime.aio import Address, AddressBook, EmuLink, NodeRuntime, wait_until
+from ..transport import StreamOptions
 from .host import Host
 
 __all__ = ["JoinedNetwork", "join", "local_address_towards"]
@@ -152,7 +153,7 @@ async def join(
     bind: Address | None = None,
     advertise: str | None = None,
     timeout: float = 10.0,
-    stream_options: dict[str, Any] | None = None,
+    stream_options: StreamOptions | None = None,
     links: dict[tuple[str, str], EmuLink] | None = None,
     stats_interval: float | None = None,
 ) -> Host:

@@ -12,7 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BrokenPathError, ScaffoldError, UsageError
-from ..transport.stream import (
+from ..transport import (
     Connected,
     ConnectionTerminated,
     EndOfStream,

@@ -19,6 +19,7 @@ from ..core.topology import Topology, make_topology
 from ..errors import UsageError
 from ..runtime.aio import EmbeddedNetwork, call_from_thread
 from ..runtime.store import Store
+from ..transport import StreamOptions
 from .host import Host
 
 __all__ = ["ControllerHandle", "Testbed"]
@@ -68,7 +69,7 @@ class Testbed:
         topology: Topology | None = None,
         heartbeat_interval: float = 0.2,
         dead_after: int = 3,
-        stream_options: dict[str, Any] | None = None,
+        stream_options: StreamOptions | None = None,
         seed: int | None = None,
         store: Store | None = None,
     ) -> None:

@@ -18,11 +18,10 @@ import struct
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 from ..errors import MalformedPacket, UsageError
 from ..ids import ObjectId, new_flow_id, new_nonce
-from ..transport.stream import ConnectionTerminated, StreamConnection, StreamEvent, StreamState
+from ..transport import ConnectionTerminated, StreamConnection, StreamEvent, StreamOptions, StreamState
 from ..wire import control
 from ..wire import datagram as wire_datagram
 from ..wire import flow_state as wire_flow_state
@@ -147,7 +146,7 @@ class HostRelocated:
 
 @dataclass(frozen=True, slots=True)
 class StreamEventFor:
-    """An event of the stream transport of flow ``socket_id`` (see ``transport.stream``)."""
+    """An event of the stream transport of flow ``socket_id`` (see ``scaffold.transport``)."""
 
     socket_id: int
     event: StreamEvent
@@ -227,7 +226,7 @@ class HostStack:
         rng: random.Random | None = None,
         *,
         idle_timeout: float = 120.0,
-        stream_options: dict[str, Any] | None = None,
+        stream_options: StreamOptions | None = None,
     ) -> None:
         self.name = name
         self.gateway = gateway
@@ -235,8 +234,10 @@ class HostStack:
         self.dc_id = 0
         self.heartbeat_interval = 0.0
         self.idle_timeout = idle_timeout
-        #: keyword options of every ``StreamConnection`` this host creates
-        self.stream_options: dict[str, Any] = dict(stream_options or {})
+        if stream_options is not None and not isinstance(stream_options, StreamOptions):
+            raise UsageError(f"stream_options must be a StreamOptions, not {type(stream_options).__name__}")
+        #: the options of every ``StreamConnection`` this host creates (None: the defaults)
+        self.stream_options = stream_options
         self.listeners: dict[bytes, Listener] = {}
         self.flows: dict[int, Flow] = {}
         self.drops: Counter[str] = Counter()
@@ -503,14 +504,10 @@ class HostStack:
         """Start a reliable stream flow to ``obj`` (a SYN goes out at once).
 
         Raises:
-            UsageError: the host is not registered yet, or ``stream_options`` are invalid.
+            UsageError: the host is not registered yet.
         """
         flow = self.open_flow(obj, now, proto=Proto.STREAM, trace=trace)
-        try:
-            flow.transport = StreamConnection("client", flow.nonce, now, **self.stream_options)
-        except UsageError:
-            self._forget(flow, "invalid-options", notify=False)
-            raise
+        flow.transport = StreamConnection("client", flow.nonce, now, self.stream_options)
         self._streams[flow.socket_id] = flow
         flow.transport.connect(now)
         self._pump(flow, now)
@@ -848,12 +845,12 @@ class HostStack:
                 return
             listener = self.listeners.get(flow.obj)
             if segment.type == wire_stream.StreamType.SYN:
-                flow.transport = StreamConnection("server", segment.nonce, now, **self.stream_options)
+                flow.transport = StreamConnection("server", segment.nonce, now, self.stream_options)
                 resumed = False
             elif listener is not None and listener.resumable and segment.type != wire_stream.StreamType.RST:
                 # A mid-flow segment of a flow whose server is gone: this replica takes it
                 # over and learns the stream offsets from the client (RESUME, §5.1).
-                flow.transport = StreamConnection.resume(segment.nonce, now, **self.stream_options)
+                flow.transport = StreamConnection.resume(segment.nonce, now, options=self.stream_options)
                 self.counters["flow-resumed"] += 1
                 resumed = True
             else:

@@ -17,6 +17,7 @@ from ...core.object_switch import ObjectSwitch
 from ...core.topology import Topology
 from ...errors import UsageError
 from ...ids import ObjectId
+from ...transport import StreamOptions
 from ..store import MemoryStore, Store
 from .controller import ControllerRuntime
 from .links import Address, AddressBook, EmuLink
@@ -40,7 +41,7 @@ class EmbeddedNetwork:
         heartbeat_interval: float = 0.2,
         dead_after: int = 3,
         seed: int | None = None,
-        stream_options: dict[str, Any] | None = None,
+        stream_options: StreamOptions | None = None,
         store: Store | None = None,
     ) -> None:
         self.topology = topology
