@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Address", "emit", "environment", "median", "parse_address", "pin_to_cpu"]
+__all__ = ["Address", "emit", "environment", "median", "pin_to_cpu"]
 
 Address = tuple[str, int]
 
@@ -22,12 +22,6 @@ Address = tuple[str, int]
 def median(values: Sequence[float]) -> float:
     """The median, rounded for a readable report."""
     return round(statistics.median(values), 1)
-
-
-def parse_address(text: str) -> Address:
-    """``"127.0.0.1:9000"`` -> ``("127.0.0.1", 9000)``."""
-    host, _, port = text.rpartition(":")
-    return host, int(port)
 
 
 def pin_to_cpu(cpu: int) -> int | None:

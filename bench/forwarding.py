@@ -47,10 +47,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from _common import Address, emit, environment, median, parse_address, pin_to_cpu
+from _common import Address, emit, environment, median, pin_to_cpu
 from scaffold.core.controller import Controller
 from scaffold.core.flow_switch import FlowSwitch
 from scaffold.core.topology import DatacenterSpec, HostSpec, Topology
+from scaffold.deploy.address import parse_address
 from scaffold.ids import ObjectId
 from scaffold.runtime.aio import BATCH, SOCKET_BUFFER, AddressBook, ControllerRuntime, EmuLink, NodeRuntime
 from scaffold.runtime.aio import run as aio_run

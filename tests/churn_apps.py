@@ -18,7 +18,7 @@ from scaffold.core.host import (
 )
 from scaffold.ids import ObjectId
 from scaffold.runtime.sim import SimNetwork
-from scaffold.transport.stream import ConnectionTerminated, EndOfStream
+from scaffold.transport import ConnectionTerminated, EndOfStream
 
 CONTENT = ObjectId.from_name("content")
 CHUNK = 32 * 1024

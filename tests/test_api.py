@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
 import threading
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
 import scaffold
-from scaffold.runtime.aio import run
+from scaffold.runtime.aio import run, wait_until
 
 Main = Callable[[scaffold.Testbed], Awaitable[None]]
 
@@ -31,14 +29,6 @@ async def echo(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> 
         writer.write(data)
         await writer.drain()
     writer.close()
-
-
-def test_readme_example_runs_as_written() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    block = re.search(r"```python\n(import scaffold\n.*?)```", readme, re.S)
-    assert block is not None, "README has no runnable scaffold example"
-    namespace: dict[str, object] = {}
-    exec(compile(block.group(1), "README.md", "exec"), namespace)
 
 
 def test_hundred_streams_of_one_mib_echo_byte_exact_across_dcs() -> None:
@@ -112,7 +102,7 @@ def test_slow_reader_bounds_the_senders_memory() -> None:
         await writer.wait_closed()
         assert bytes(received) == payload
 
-    with_testbed(main, stream_options={"send_buffer": send_buffer})
+    with_testbed(main, stream_options=scaffold.StreamOptions(send_buffer=send_buffer))
 
 
 def test_object_nobody_serves_fails_fast_with_object_not_found() -> None:
@@ -143,7 +133,27 @@ def test_dead_peer_raises_broken_path_error() -> None:
             await writer.drain()
             await reader.read(1)
 
-    with_testbed(main, stream_options={"min_rto": 0.02, "max_retries": 3, "max_rto": 0.1})
+    with_testbed(main, stream_options=scaffold.StreamOptions(min_rto=0.02, max_retries=3, max_rto=0.1))
+
+
+def test_a_host_that_closes_leaves_the_network_and_its_replica_is_withdrawn() -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        leaving, staying, client = net.host("dc1-h1"), net.host("dc1-h2"), net.host("dc2-h1")
+        await leaving.start_server(echo, "echo")
+        await staying.start_server(echo, "echo")
+        async with leaving:  # leaves at the end of the block
+            assert not leaving.node.closed
+        assert leaving.node.closed
+        ctl = net.controller
+        await wait_until(lambda: not ctl.hosts["dc1-h1"].alive, 5.0, "dc1-h1 declared dead")
+        # the withdrawal went out with the death: once the object switches applied it...
+        await net.network.wait_for_object(scaffold.ObjectId.from_name("echo"), "dc1-h2")
+        for _ in range(8):  # ...every new flow reaches the replica that stayed (1:1 weights)
+            _, writer = await client.open_connection("echo")
+            assert writer.get_extra_info("peer_host") == "dc1-h2"
+            writer.close()
+
+    with_testbed(main)
 
 
 def test_misuse_raises_usage_errors() -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import scaffold
-from scaffold.runtime.aio import EmbeddedNetwork
+from scaffold.runtime.aio import wait_until
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -38,16 +38,12 @@ def test_churn_commands_reach_the_controller() -> None:
         out = cli("drain", "dc1-h2", "web", "--controller", address)
         assert out.returncode == 0, out.stderr
         # no flow was open there: the replica leaves at once
-        net.call(
-            EmbeddedNetwork.wait_for(lambda: "dc1-h2" not in ctl.objects[web], 5, "the drain"), timeout=10
-        )
+        net.call(wait_until(lambda: "dc1-h2" not in ctl.objects[web], 5, "the drain"), timeout=10)
         assert any(e.kind == "drain-complete" and e.target == "dc1-h2" for e in ctl.events)
 
         out = cli("migrate-object", "web", "dc2-h1", "dc2-h2", "--controller", address)
         assert out.returncode == 0, out.stderr
-        net.call(
-            EmbeddedNetwork.wait_for(lambda: "dc2-h2" in ctl.objects[web], 5, "the migration"), timeout=10
-        )
+        net.call(wait_until(lambda: "dc2-h2" in ctl.objects[web], 5, "the migration"), timeout=10)
         assert "dc2-h1" not in ctl.objects[web]
 
         out = cli("migrate-host", "dc1-h1", "dc3", "--controller", address, "--json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from churn_apps import CONTENT, Downloader, recovery, serve_content, stall
+from scaffold.core.controller.commands import Drain, Link, MigrateHost, MigrateObject, MoveHost, SetWeight
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.topology import default_topology
 from scaffold.runtime.sim import SimNetwork
@@ -118,7 +119,7 @@ def test_drain_stops_new_flows_and_lets_established_ones_finish() -> None:
         d for d in downloader.downloads.values() if served_by(net, d.host, d.socket_id) == [target]
     ]
     assert established
-    net.command("drain", host=target, obj="content")
+    net.command(Drain(host=target, object="content"))
     net.run(0.05)
     late = [downloader.open(net, CLIENTS[i % len(CLIENTS)]) for i in range(40)]
     net.run(0.5)
@@ -137,7 +138,7 @@ def test_set_weight_changes_only_new_flows() -> None:
     downloader = start_downloads(net, 30, size=256 * 1024)
     net.run(0.1)
     before = {k: served_by(net, d.host, d.socket_id) for k, d in downloader.downloads.items()}
-    net.command("set_weight", obj="content", host="east-h1", weight=30)
+    net.command(SetWeight(object="content", host="east-h1", weight=30))
     net.run(0.01)  # the new weights reach the object switches (control-plane delay)
     late = [downloader.open(net, CLIENTS[i % len(CLIENTS)]) for i in range(150)]
     net.run(1.0)
@@ -162,7 +163,7 @@ def test_object_migration_moves_live_flows_byte_exact() -> None:
     moving = [d for d in downloader.downloads.values() if served_by(net, d.host, d.socket_id) == [source]]
     assert moving
     net.on_event(target, net.handlers[source])  # the same service runs on the new host
-    net.command("migrate_object", obj="content", from_host=source, to_host=target)
+    net.command(MigrateObject(object="content", from_host=source, to_host=target))
     started = net.now
     finish(net, downloader)
     assert_exact(downloader, 4 * SIZE)
@@ -181,7 +182,7 @@ def test_vm_migration_keeps_the_host_id_and_flows() -> None:
     host_id = net.host(vm).host_id
     moving = [d for d in downloader.downloads.values() if served_by(net, d.host, d.socket_id) == [vm]]
     assert moving
-    gateway = net.command("migrate_host", host=vm, dc="north")
+    gateway = net.command(MigrateHost(host=vm, dc="north"))["gateway"]
     started = net.now
     finish(net, downloader)
     assert_exact(downloader, 4 * SIZE)
@@ -199,7 +200,7 @@ def test_client_mobility_continues_flows_and_rejects_a_forged_move() -> None:
     net.run(0.3)
     mobile = "north-h1"
     mine = [d for d in downloader.downloads.values() if d.host == mobile]
-    net.command("move_host", host=mobile, gateway="west-fs2")
+    net.command(MoveHost(host=mobile, gateway="west-fs2"))
     finish(net, downloader)
     assert_exact(downloader, 4 * SIZE)
     assert net.host(mobile).counters["moves-announced"] >= len(mine)
@@ -246,7 +247,7 @@ def test_route_failure_reroutes_around_a_cut_backbone_link() -> None:
     downloader = start_downloads(net, 14, size=4 * SIZE)
     net.run(0.3)
     net.set_link("east-fs1", "west-fs1", up=False)  # the cable is cut...
-    net.command("set_link", a="east", b="west", up=False)  # ...and the controller learns it
+    net.command(Link(a="east", b="west", up=False))  # ...and the controller learns it
     started = net.now
     finish(net, downloader)
     assert_exact(downloader, 4 * SIZE)
@@ -268,7 +269,7 @@ def test_new_flows_during_an_object_migration_hand_off_wait_for_no_timeout() -> 
     serve_content(net, REPLICAS, SIZE)
     source, target = "west-h1", "east-h4"
     net.on_event(target, net.handlers[source])
-    net.command("migrate_object", obj="content", from_host=source, to_host=target)
+    net.command(MigrateObject(object="content", from_host=source, to_host=target))
     net.run(0.0015)  # the old host has handed the replica over; the tables do not say so yet
     started = net.now
     downloader = Downloader()
@@ -287,7 +288,7 @@ def test_flows_caught_in_their_handshake_by_a_migration_still_complete() -> None
     net.run(0.2)
     source, target = "west-h1", "east-h4"
     net.on_event(target, net.handlers[source])
-    net.command("migrate_object", obj="content", from_host=source, to_host=target)
+    net.command(MigrateObject(object="content", from_host=source, to_host=target))
     # Opened at the same instant: some SYNs reach the old host before it hands over.
     for i in range(40):
         downloader.open(net, CLIENTS[i % len(CLIENTS)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scaffold.core.controller import Controller
+from scaffold.core.controller.commands import Link
 from scaffold.core.flow_switch import FlowSwitch
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.topology import default_topology
@@ -129,7 +130,7 @@ def test_link_down_reroutes_dc_traffic() -> None:
     ctl, switches = setup()
     west = ctl.dc_ids["west"]
     assert ctl.desired_tables("east-fs1").dc_routes[west] == "west-fs1"
-    ctl.set_link("east", "west", False, 1.0)
+    ctl.command(Link("east", "west", False), 1.0)
     deliver(ctl, switches, 1.0)
     assert ctl.desired_tables("east-fs1").dc_routes[west] == "north-fs1"
     assert switches["east-fs1"].snapshot().dc_routes[west] == "north-fs1"

@@ -8,8 +8,9 @@ import os
 from pathlib import Path
 
 import scaffold
-from scaffold.core.store import FileStore
-from scaffold.runtime.aio import EmbeddedNetwork, run
+from scaffold.core.controller.commands import Link, Status
+from scaffold.runtime.aio import run, wait_until
+from scaffold.runtime.store import FileStore
 
 
 async def echo(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> None:
@@ -45,7 +46,7 @@ def test_flows_survive_a_controller_restart_and_state_comes_back(tmp_path: Path)
             await stream_for(1.5)  # longer than the heartbeat deadline: nobody may be declared dead
             await net.network.start_controller()
             nodes = list(net.network.nodes.values())
-            await EmbeddedNetwork.wait_for(
+            await wait_until(
                 lambda: all(n.stats["controller-reconnected"] >= 1 for n in nodes),
                 10,
                 "every node to reconnect",
@@ -67,26 +68,26 @@ def test_flows_survive_a_controller_restart_and_state_comes_back(tmp_path: Path)
 
 
 def test_admin_commands_over_the_control_port() -> None:
-    from scaffold.runtime.admin import AdminError, call
+    from scaffold.runtime.admin import AdminError, call, call_raw
 
     async def main() -> None:
         async with scaffold.Testbed(datacenters=3, hosts_per_datacenter=1) as net:
             await net.host("dc1-h1").start_server(echo, "echo")
             address = net.network.controller.address
-            status = await call(address, "status")
+            status = await call(address, Status())
             assert {h["name"] for h in status["hosts"]} == {"dc1-h1", "dc2-h1", "dc3-h1"}
             assert status["objects"][0]["name"] == "echo"
-            assert await call(address, "link", a="dc1", b="dc2", up=False) == {"link": "dc1-dc2", "up": False}
-            status = await call(address, "status")
+            assert await call(address, Link("dc1", "dc2", False)) == {"link": "dc1-dc2", "up": False}
+            status = await call(address, Status())
             assert [l["up"] for l in status["links"] if {l["a"], l["b"]} == {"dc1", "dc2"}] == [False]
             try:
-                await call(address, "link", a="dc1", b="nowhere", up=False)
+                await call(address, Link("dc1", "nowhere", False))
             except AdminError as exc:
                 assert "no backbone link" in str(exc)
             else:
                 raise AssertionError("a bad link was accepted")
             try:
-                await call(address, "frobnicate")
+                await call_raw(address, "frobnicate", {})
             except AdminError as exc:
                 assert "unknown command" in str(exc)
             else:

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.api.join import join
+import scaffold
+from scaffold.core.controller.commands import Counters, Status
+from scaffold.deploy.joining import join_from_state
 from scaffold.errors import ConfigError
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run
@@ -155,7 +157,7 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
         deadline = time.monotonic() + 30
         while True:  # until the replica is registered (the daemons start in parallel)
             try:
-                status = await admin.call(daemons.controller, "status", timeout=1.0)
+                status = await admin.call(daemons.controller, Status(), timeout=1.0)
                 registered = any(o["name"] == "echo" and o["replicas"][0]["alive"] for o in status["objects"])
                 if registered and all(sw["connected"] for sw in status["switches"]):
                     break
@@ -163,7 +165,7 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
                 pass
             assert time.monotonic() < deadline, "the daemons did not come up"
             await asyncio.sleep(0.05)
-        async with await join("dc1-h1", gateway="dc1-fs1", controller=daemons.controller) as host:
+        async with await scaffold.join("dc1-h1", gateway="dc1-fs1", controller=daemons.controller) as host:
             reader, writer = await host.open_connection("echo")
             payload = os.urandom(5_000)
             writer.write(payload)
@@ -173,7 +175,7 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
             writer.close()
             deadline = time.monotonic() + 5
             while True:  # nodes report their counters every second
-                counters = await admin.call(daemons.controller, "counters")
+                counters = await admin.call(daemons.controller, Counters())
                 if counters.get("dc1-fs1", {}).get("forwarded", 0) > 0 or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
@@ -228,13 +230,13 @@ def test_join_refuses_a_gateway_that_is_not_a_flow_switch(daemons: Daemons, tmp_
         deadline = time.monotonic() + 20
         while True:
             try:
-                await admin.call(daemons.controller, "status", timeout=1.0)
+                await admin.call(daemons.controller, Status(), timeout=1.0)
                 break
             except Exception:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
         with pytest.raises(ConfigError, match="not a flow switch"):
-            await join("me", gateway="dc1-os", controller=daemons.controller)
+            await scaffold.join("me", gateway="dc1-os", controller=daemons.controller)
 
     run(scenario())
     assert daemons.stop_all() == {"controller": 0}
@@ -242,7 +244,7 @@ def test_join_refuses_a_gateway_that_is_not_a_flow_switch(daemons: Daemons, tmp_
 
 def test_embedded_up_status_fault_join_down(tmp_path: Path) -> None:
     """``scaffold up`` (embedded, no root) writes the state file that ``status``, ``fault``,
-    ``Host.join`` and ``down`` use."""
+    ``join_from_state`` and ``down`` use."""
     topo = tmp_path / "pair.toml"
     topo.write_text(TOPOLOGY)
     log = tmp_path / "up.log"
@@ -279,7 +281,7 @@ def test_embedded_up_status_fault_join_down(tmp_path: Path) -> None:
         assert killed.returncode == 2 and "--netns" in killed.stderr
 
         async def use() -> bytes:
-            async with await join("visitor", state=state_path) as host:
+            async with await join_from_state("visitor", state=state_path) as host:
                 reader, writer = await host.open_connection("echo")
                 writer.write(b"through the embedded network")
                 await writer.drain()

@@ -9,6 +9,7 @@ import pytest
 from conftest import WEB
 from scaffold.core import metrics
 from scaffold.core.controller import Controller
+from scaffold.core.controller.commands import Link
 from scaffold.core.engine import ControllerEngine, Engine, NodeEngine
 from scaffold.core.events import NeighboursLearned, TablesApplied
 from scaffold.core.flow_switch import FlowSwitch
@@ -159,14 +160,14 @@ def test_gateway_counters_are_metrics_too() -> None:
 
 
 def test_the_controller_event_log_stays_bounded_once_taken(monkeypatch: pytest.MonkeyPatch) -> None:
-    from scaffold.core import controller as controller_module
+    from scaffold.core.controller import controller as controller_module
 
     monkeypatch.setattr(controller_module, "EVENT_LOG_LIMIT", 10)
     monkeypatch.setattr(controller_module, "EVENT_LOG_KEEP", 4)
     controller = Controller(default_topology())
     taken = []
     for i in range(25):
-        controller.set_link("east", "west", i % 2 == 1, float(i))
+        controller.command(Link("east", "west", i % 2 == 1), float(i))
         taken.append(controller.next_event())
     assert [e.at for e in taken if e is not None] == [float(i) for i in range(25)]
     assert len(controller.events) <= 10 and controller.events[-1].at == 24.0

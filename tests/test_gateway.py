@@ -25,7 +25,7 @@ import pytest
 
 import scaffold
 from scaffold.gateway import Ingress, Publisher, TargetUnavailable
-from scaffold.runtime.aio import run
+from scaffold.runtime.aio import run, wait_until
 
 Main = Callable[[scaffold.Testbed], Awaitable[None]]
 LOCAL = "127.0.0.1"
@@ -58,15 +58,6 @@ def answers(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class Processes:
@@ -109,7 +100,7 @@ async def http_server(procs: Processes, root: Path, label: str) -> tuple[int, su
     proc = procs.start(
         sys.executable, "-m", "http.server", str(port), "--bind", LOCAL, "--directory", str(directory)
     )
-    await wait_until(lambda: answers(port), f"http.server on port {port}")
+    await wait_until(lambda: answers(port), 10, f"http.server on port {port}")
     return port, proc
 
 
@@ -186,7 +177,7 @@ def test_raw_ingress_half_close_and_unknown_object() -> None:
             reader, writer = await asyncio.open_connection(*ingress.address)
             assert await reader.read() == b""  # closed: no replica
             writer.close()
-            await wait_until(lambda: ingress.stats.errors["object-not-found"] == 1, "the error count")
+            await wait_until(lambda: ingress.stats.errors["object-not-found"] == 1, 10, "the error count")
 
     with_testbed(main)
 
@@ -211,7 +202,7 @@ def test_port_in_use_and_target_refused_are_clear_errors() -> None:
         assert not waiting.healthy
         server = await asyncio.start_server(lambda r, w: w.close(), LOCAL, closed)
         try:
-            await wait_until(lambda: waiting.healthy, "the late target to be published")
+            await wait_until(lambda: waiting.healthy, 10, "the late target to be published")
         finally:
             await waiting.close()
             server.close()
@@ -257,7 +248,7 @@ def test_killed_replica_new_raw_connections_go_to_the_survivor(procs: Processes,
                 sys.executable, "-m", "http.server", str(target_port), "--bind", LOCAL,
                 "--directory", str(tmp_path / "replica-a"),
             )  # fmt: skip
-            await wait_until(lambda: publishers[0].healthy, "replica-a to be registered again")
+            await wait_until(lambda: publishers[0].healthy, 10, "replica-a to be registered again")
 
     with_testbed(main)
 
@@ -276,7 +267,7 @@ def test_ingress_close_is_clean(procs: Processes, tmp_path: Path) -> None:
         busy_reader, busy_writer = await asyncio.open_connection(*raw.address)
         busy_writer.write(b"still talking")
         idle_reader, idle_writer = await asyncio.open_connection(*web.address)  # keep-alive, no request
-        await wait_until(lambda: raw.stats.active == 1 and web.stats.active == 1, "both connections")
+        await wait_until(lambda: raw.stats.active == 1 and web.stats.active == 1, 10, "both connections")
         raw_port = raw.address[1]
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -370,7 +361,7 @@ def test_killing_a_replica_during_2000_keep_alive_gets_fails_none(procs: Process
         async with published_web(net, procs, tmp_path, http=True) as (ingress, publishers, servers):
             port = ingress.address[1]
             client = asyncio.create_task(asyncio.to_thread(keep_alive_gets, port, 2000))
-            await wait_until(lambda: ingress.stats.requests >= 400, "400 requests", timeout=30)
+            await wait_until(lambda: ingress.stats.requests >= 400, 30, "400 requests")
             procs.kill(servers[0])
             bodies, failures = await client
             assert failures == []
@@ -387,7 +378,7 @@ def test_killing_a_replica_host_during_keep_alive_gets_fails_none(procs: Process
         async with published_web(net, procs, tmp_path, http=True) as (ingress, _, _):
             port = ingress.address[1]
             client = asyncio.create_task(asyncio.to_thread(keep_alive_gets, port, 600))
-            await wait_until(lambda: ingress.stats.requests >= 150, "150 requests", timeout=30)
+            await wait_until(lambda: ingress.stats.requests >= 150, 30, "150 requests")
             await net.host("dc1-h1").node.close()  # replica-a's whole SCAFFOLD host dies
             bodies, failures = await client
             assert failures == []
@@ -411,7 +402,7 @@ def test_redis_cli_and_benchmark_through_ingress_and_publishers(procs: Processes
                 redis_server, "--port", str(port), "--bind", LOCAL, "--save", "", "--appendonly", "no"
             )
         for port in ports:
-            await wait_until(lambda port=port: answers(port), f"redis-server on {port}")
+            await wait_until(lambda port=port: answers(port), 10, f"redis-server on {port}")
         publishers = [
             Publisher(net.host(host), "redis", (LOCAL, port))
             for host, port in zip(("dc1-h1", "dc2-h1"), ports, strict=True)
@@ -495,7 +486,7 @@ def test_ingress_command_serves_curl_and_exits_cleanly(procs: Processes, tmp_pat
             sys.executable, "-c", COMMAND, "ingress", "web", "--listen", f"{LOCAL}:{port}", "--http",
             "--testbed", "--publish", f"{LOCAL}:{target}",
         )  # fmt: skip
-        await wait_until(lambda: answers(port), "the ingress command to listen", timeout=20)
+        await wait_until(lambda: answers(port), 20, "the ingress command to listen")
         result = await asyncio.to_thread(
             subprocess.run, [curl, "-sS", "--fail", f"http://{LOCAL}:{port}/whoami.txt"],
             capture_output=True, timeout=20, check=False,

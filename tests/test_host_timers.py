@@ -15,7 +15,7 @@ from scaffold.core.host.base import HEARTBEAT, SWEEP
 from scaffold.core.host.timers import DeadlineHeap
 from scaffold.core.topology import default_topology
 from scaffold.runtime.sim import SimNetwork
-from scaffold.transport.stream import DataReceived, StreamConnection
+from scaffold.transport import DataReceived, StreamConnection
 
 SERVER = "east-h1"
 CLIENT = "north-h1"

@@ -21,15 +21,17 @@ from typing import Any
 
 import pytest
 
-from scaffold.api.join import JoinedHost, join
+from scaffold.api.host import Host
 from scaffold.apps.pattern import PatternChecker
+from scaffold.core.controller.commands import Counters, Status
+from scaffold.deploy.joining import join_from_state
 from scaffold.deploy.netns import NetnsNetwork, available, leftovers
 from scaffold.deploy.netns.kernel import alive
 from scaffold.deploy.state_file import NetworkState, load_state
 from scaffold.deploy.topology_file import load_topology
 from scaffold.errors import PathError, ScaffoldError
 from scaffold.runtime import admin
-from scaffold.runtime.aio import run
+from scaffold.runtime.aio import run, wait_until
 
 REASON = available()
 pytestmark = [
@@ -85,13 +87,6 @@ def assert_nothing_left(state: NetworkState) -> None:
     assert [n.name for n in state.nodes.values() if alive(n.pid, n.start_time)] == []
 
 
-async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 def topology_path(tmp_path: Path) -> Path:
     path = tmp_path / "net.toml"
@@ -102,7 +97,7 @@ def topology_path(tmp_path: Path) -> Path:
 def in_network(
     topology_path: Path,
     tmp_path: Path,
-    body: Callable[[NetnsNetwork, JoinedHost], Awaitable[None]],
+    body: Callable[[NetnsNetwork, Host], Awaitable[None]],
     **options: Any,
 ) -> None:
     """Start the network, join a client host from outside (gateway dc3-fs1), run ``body``;
@@ -120,7 +115,7 @@ def in_network(
             await network.start()
             assert network.state is not None
             holder.append(network.state)
-            client = await join("outside", gateway="dc3-fs1", state=network.state_path)
+            client = await join_from_state("outside", state=network.state_path, gateway="dc3-fs1")
             try:
                 await body(network, client)
             finally:
@@ -209,7 +204,7 @@ def test_a_sigkilled_replica_mid_transfer(topology_path: Path, tmp_path: Path) -
     in_network(topology_path, tmp_path, _a_sigkilled_replica_mid_transfer)
 
 
-async def _a_sigkilled_replica_mid_transfer(net: NetnsNetwork, client: JoinedHost) -> None:
+async def _a_sigkilled_replica_mid_transfer(net: NetnsNetwork, client: Host) -> None:
     reader, writer = await client.open_connection("echo")
     serving = writer.get_extra_info("peer_host")
     assert serving in ("dc1-h1", "dc2-h1")
@@ -231,10 +226,10 @@ async def _a_sigkilled_replica_mid_transfer(net: NetnsNetwork, client: JoinedHos
     assert writer.get_extra_info("peer_host") == survivor
 
     async def dead() -> bool:
-        status = await admin.call(net.controller, "status")
+        status = await admin.call(net.controller, Status())
         return not next(h for h in status["hosts"] if h["name"] == serving)["alive"]
 
-    await wait_until(dead, 5.0, f"the controller to declare {serving} dead")
+    await wait_until(dead, 5.0, f"the controller to declare {serving} dead", interval=0.05)
     for _ in range(4):  # every new flow lands on the survivor
         reader2, writer2 = await client.open_connection("echo")
         assert writer2.get_extra_info("peer_host") == survivor
@@ -246,7 +241,7 @@ def test_a_cut_backbone_link_reroutes_live_flows(topology_path: Path, tmp_path: 
     in_network(topology_path, tmp_path, _a_cut_backbone_link_reroutes_live_flows)
 
 
-async def _a_cut_backbone_link_reroutes_live_flows(net: NetnsNetwork, client: JoinedHost) -> None:
+async def _a_cut_backbone_link_reroutes_live_flows(net: NetnsNetwork, client: Host) -> None:
     reader, writer = await client.open_connection("solo")
     assert writer.get_extra_info("peer_host") == "dc1-h2"
     flow = Exchange(reader, writer)
@@ -256,25 +251,25 @@ async def _a_cut_backbone_link_reroutes_live_flows(net: NetnsNetwork, client: Jo
     net.link_down("dc3", "dc1")  # the kernel link; nobody tells the controller
 
     async def link_down_seen() -> bool:
-        status = await admin.call(net.controller, "status")
+        status = await admin.call(net.controller, Status())
         return not next(link for link in status["links"] if {link["a"], link["b"]} == {"dc3", "dc1"})["up"]
 
-    await wait_until(link_down_seen, 5.0, "the border switches to report the cut port")
+    await wait_until(link_down_seen, 5.0, "the border switches to report the cut port", interval=0.05)
     for _ in range(20):  # the same flow goes on, now through dc2
         await flow.round(timeout=10.0)
 
     async def through_dc2() -> bool:
-        counters = await admin.call(net.controller, "counters")
+        counters = await admin.call(net.controller, Counters())
         forwarded: int = counters["dc2-fs1"]["forwarded"]
         return forwarded > before
 
-    await wait_until(through_dc2, 5.0, "dc2-fs1 to carry the rerouted flow")
+    await wait_until(through_dc2, 5.0, "dc2-fs1 to carry the rerouted flow", interval=0.05)
     net.link_up("dc3", "dc1")
 
     async def link_up_seen() -> bool:
         return not await link_down_seen()
 
-    await wait_until(link_up_seen, 5.0, "the ports to come back")
+    await wait_until(link_up_seen, 5.0, "the ports to come back", interval=0.05)
     await flow.round()
 
 
@@ -282,13 +277,13 @@ def test_a_killed_controller_restarts_while_flows_go_on(topology_path: Path, tmp
     in_network(topology_path, tmp_path, _a_killed_controller_restarts_while_flows_go_on)
 
 
-async def _a_killed_controller_restarts_while_flows_go_on(net: NetnsNetwork, client: JoinedHost) -> None:
+async def _a_killed_controller_restarts_while_flows_go_on(net: NetnsNetwork, client: Host) -> None:
     reader, writer = await client.open_connection("solo")
     flow = Exchange(reader, writer)
     await flow.round()
     net.kill("controller")
     with pytest.raises(ScaffoldError):
-        await admin.call(net.controller, "status", timeout=1.0)
+        await admin.call(net.controller, Status(), timeout=1.0)
     # The switches forward on their last tables: the flow goes on with no controller.
     deadline = time.monotonic() + 1.0
     rounds = 0
@@ -299,7 +294,7 @@ async def _a_killed_controller_restarts_while_flows_go_on(net: NetnsNetwork, cli
     await net.restart("controller")
     # It comes back from its store; every node reconnects and gets its tables again.
     await net.wait_ready(20.0)
-    status = await admin.call(net.controller, "status")
+    status = await admin.call(net.controller, Status())
     assert next(h for h in status["hosts"] if h["name"] == "outside")["alive"]
     for _ in range(5):
         await flow.round()
@@ -339,10 +334,10 @@ def test_ctrl_c_of_a_foreground_up_removes_everything(topology_path: Path, tmp_p
 
 PROGRAM = """
 import asyncio, sys
-from scaffold.api.join import join
+import scaffold
 async def main():
-    host = await join("dc3-app", gateway="dc3-fs1", controller=(sys.argv[1], int(sys.argv[2])),
-                      bind=("0.0.0.0", 0), advertise=sys.argv[3])
+    host = await scaffold.join("dc3-app", gateway="dc3-fs1", controller=(sys.argv[1], int(sys.argv[2])),
+                               bind=("0.0.0.0", 0), advertise=sys.argv[3])
     reader, writer = await host.open_connection("solo")
     writer.write(b"over the veth")
     await writer.drain()
@@ -356,7 +351,7 @@ def test_a_program_in_a_host_namespace_joins_over_its_veth(topology_path: Path, 
     in_network(topology_path, tmp_path, _a_program_in_a_host_namespace_joins_over_its_veth)
 
 
-async def _a_program_in_a_host_namespace_joins_over_its_veth(net: NetnsNetwork, client: JoinedHost) -> None:
+async def _a_program_in_a_host_namespace_joins_over_its_veth(net: NetnsNetwork, client: Host) -> None:
     assert net.state is not None
     host = net.state.nodes["dc3-h1"]
     script = Path(net.state.run_dir) / "program.py"
@@ -387,7 +382,7 @@ def test_an_external_host_joins_from_this_process_over_its_own_veth(
 
 
 async def _an_external_host_joins_from_this_process_over_its_own_veth(
-    net: NetnsNetwork, client: JoinedHost
+    net: NetnsNetwork, client: Host
 ) -> None:
     assert net.state is not None and not net.state.nodes["dc3-h1"].pid
     host = await net.join_host("dc3-h1")

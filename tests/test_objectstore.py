@@ -23,7 +23,7 @@ from scaffold.apps.objectstore import (
     open_download,
     put,
 )
-from scaffold.runtime.aio import run
+from scaffold.runtime.aio import run, wait_until
 
 MIB = 1 << 20
 REPLICAS = ("dc1-h1", "dc1-h2", "dc2-h1")
@@ -44,7 +44,7 @@ def with_store(root: Path, main: Main) -> None:
 async def withdrawn(net: scaffold.Testbed, host: str) -> None:
     """Wait until the controller declared ``host`` dead and every object switch applied it."""
     ctl = net.controller
-    await net.network.wait_for(lambda: not ctl.hosts[host].alive, 5.0, f"{host} declared dead")
+    await wait_until(lambda: not ctl.hosts[host].alive, 5.0, f"{host} declared dead")
     await tables_applied(net)
 
 
@@ -56,7 +56,7 @@ async def tables_applied(net: scaffold.Testbed) -> None:
     def applied() -> bool:
         return all(getattr(net.network.nodes[n].core, "version", 0) >= v for n, v in targets.items())
 
-    await net.network.wait_for(applied, 5.0, "object switches to withdraw it")
+    await wait_until(applied, 5.0, "object switches to withdraw it")
 
 
 def test_put_then_fetch_from_another_dc_is_verified_and_on_every_disk(tmp_path: Path) -> None:
@@ -193,7 +193,7 @@ def test_a_replica_started_on_a_directory_serves_the_files_in_it(tmp_path: Path)
         def only_fresh() -> bool:
             return set(net.controller.objects.get(oid.raw.hex(), {})) == {"dc1-h3"}
 
-        await net.network.wait_for(only_fresh, 5.0, "the old replicas to be withdrawn")
+        await wait_until(only_fresh, 5.0, "the old replicas to be withdrawn")
         await tables_applied(net)
         async with await open_download(client, oid) as download:
             assert b"".join([c async for c in download.chunks()]) == data

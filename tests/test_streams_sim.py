@@ -10,7 +10,7 @@ from conftest import WEB
 from scaffold.core.host import HostEvent, HostStack, StreamEventFor
 from scaffold.core.topology import default_topology
 from scaffold.runtime.sim import SimNetwork
-from scaffold.transport.stream import ConnectionTerminated, DataReceived, EndOfStream, SendSpaceAvailable
+from scaffold.transport import ConnectionTerminated, DataReceived, EndOfStream, SendSpaceAvailable
 
 CLIENTS = ["north-h1", "north-h2", "east-h3", "east-h4", "west-h2", "west-h3", "west-h4"]
 CHUNK = 64 * 1024

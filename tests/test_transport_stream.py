@@ -1,4 +1,4 @@
-"""The sans-IO stream state machine (scaffold.transport.stream, docs/protocol.md §4.2).
+"""The sans-IO stream state machine (scaffold.transport, docs/protocol.md §4.2).
 
 Two connections are wired together by :class:`Network`, a deterministic in-memory link driven
 by explicit virtual time: a priority queue of (deliver time, sequence, destination, bytes),
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from scaffold.errors import BrokenPathError, UsageError
-from scaffold.transport.stream import (
+from scaffold.errors import BrokenPathError, MalformedPacket, UsageError
+from scaffold.transport import (
     Connected,
     ConnectionTerminated,
     DataReceived,
@@ -26,6 +26,7 @@ from scaffold.transport.stream import (
     SendSpaceAvailable,
     StreamConnection,
     StreamEvent,
+    StreamOptions,
     StreamSnapshot,
     StreamState,
 )
@@ -177,8 +178,8 @@ class Network:
 
 
 def pair(**options: object) -> tuple[StreamConnection, StreamConnection]:
-    client = StreamConnection("client", NONCE, 0.0, **options)  # type: ignore[arg-type]
-    server = StreamConnection("server", NONCE, 0.0, **options)  # type: ignore[arg-type]
+    client = StreamConnection("client", NONCE, 0.0, StreamOptions(**options))  # type: ignore[arg-type]
+    server = StreamConnection("server", NONCE, 0.0, StreamOptions(**options))  # type: ignore[arg-type]
     client.connect(0.0)
     return client, server
 
@@ -444,7 +445,7 @@ def test_export_and_restore_mid_transfer(which: int) -> None:
 
 
 def test_restore_rejects_garbage() -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(MalformedPacket):
         StreamConnection.from_state(b"\x01\x02garbage", 0.0)
 
 
@@ -529,7 +530,7 @@ def test_retry_limit_is_configurable() -> None:
 
 
 def test_handshake_timeout() -> None:
-    client = StreamConnection("client", NONCE, 0.0, max_retries=2)
+    client = StreamConnection("client", NONCE, 0.0, StreamOptions(max_retries=2))
     client.connect(0.0)
     now = 0.0
     syns = 0
@@ -595,7 +596,7 @@ def test_resume_on_a_new_host() -> None:
 
 
 def test_resume_unanswered_times_out() -> None:
-    conn = StreamConnection.resume(NONCE, 0.0, max_retries=1)
+    conn = StreamConnection.resume(NONCE, 0.0, options=StreamOptions(max_retries=1))
     now = 0.0
     assert wire.parse(conn.segments_to_send(now)[0]).type is StreamType.RESUME
     while conn.state is not StreamState.CLOSED:
@@ -628,7 +629,7 @@ def test_events_are_frozen_and_coalesced() -> None:
 
 
 def test_send_returns_what_fits() -> None:
-    client = StreamConnection("client", NONCE, 0.0, send_buffer=1000)
+    client = StreamConnection("client", NONCE, 0.0, StreamOptions(send_buffer=1000))
     assert client.send(b"x" * 600) == 600
     assert client.send(b"y" * 600) == 400
     assert client.send(b"z") == 0
@@ -641,7 +642,7 @@ def test_invalid_options() -> None:
     with pytest.raises(UsageError):
         StreamConnection("client", 2**64, 0.0)
     with pytest.raises(UsageError):
-        StreamConnection("client", NONCE, 0.0, mss=0)
+        StreamConnection("client", NONCE, 0.0, StreamOptions(mss=0))
 
 
 def test_snapshot_is_a_typed_record() -> None:

@@ -8,7 +8,7 @@ redirects flows when replicas, hosts or links change. See docs/architecture.md.
 
 from .api.datagram import DatagramEndpoint, DatagramPeer
 from .api.host import Host, Server
-from .api.join import JoinedHost, join
+from .api.join import join
 from .api.sockets import SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_DGRAM, SOCK_STREAM, socket
 from .api.streams import StreamReader, StreamWriter
 from .api.testbed import Testbed
@@ -39,6 +39,7 @@ from .gateway import Ingress, Publisher, TargetUnavailable
 from .ids import ObjectId
 from .runtime.aio import EmbeddedNetwork
 from .runtime.sim import SimNetwork
+from .transport import StreamOptions
 
 __version__ = "0.1.0"
 
@@ -60,7 +61,6 @@ __all__ = [
     "HostSpec",
     "HostStack",
     "Ingress",
-    "JoinedHost",
     "LinkSpec",
     "MalformedPacket",
     "ObjectId",
@@ -73,6 +73,7 @@ __all__ = [
     "ScaffoldError",
     "Server",
     "SimNetwork",
+    "StreamOptions",
     "StreamReader",
     "StreamWriter",
     "TargetUnavailable",

@@ -1,9 +1,10 @@
 """``Host``: the application's handle on one SCAFFOLD host.
 
-It owns the host's event routing: each ``HostStack`` event goes to the stream channel,
-datagram endpoint, server or pending connect it belongs to. Application calls come from
-asyncio tasks on the host's loop; after each call the host is *kicked* so the runtime sends
-what the stack queued.
+A ``Host`` is the ``NodeRuntime`` driving its ``HostStack`` plus the network it belongs to
+(``HostNetwork``: an embedded one, or one joined from outside). It owns the host's event
+routing: each ``HostStack`` event goes to the stream channel, datagram endpoint, server or
+pending connect it belongs to. Application calls come from asyncio tasks on the host's loop;
+after each call the host is *kicked* so the runtime sends what the stack queued.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core.host import (
     DatagramReceived,
@@ -28,13 +29,12 @@ from ..core.host import (
 )
 from ..errors import BrokenPathError, ObjectNotFound, UsageError
 from ..ids import ObjectId
-from ..transport.stream import StreamState
+from ..runtime.aio import NodeRuntime
+from ..transport import StreamState
 from ..wire.header import Proto
 from .datagram import DatagramEndpoint
+from .network import HostNetwork
 from .streams import StreamChannel, StreamReader, StreamWriter
-
-if TYPE_CHECKING:
-    from ..runtime.aio import EmbeddedNetwork, NodeRuntime
 
 __all__ = ["Host", "Server", "StreamHandler"]
 
@@ -113,14 +113,25 @@ class Server:
 
 
 class Host:
-    """One host of a running network: bind, serve and connect on object names."""
+    """One host of a running network: bind, serve and connect on object names.
 
-    def __init__(self, network: EmbeddedNetwork, node: NodeRuntime[HostStack]) -> None:
+    Leave the network with ``await host.close()`` (or ``async with host``).
+    """
+
+    def __init__(self, network: HostNetwork, node: NodeRuntime[HostStack]) -> None:
+        """The host ``node`` runs, in ``network``.
+
+        Raises:
+            UsageError: ``node`` does not run a host stack.
+            ConfigError: ``network`` does not know the node.
+        """
+        if not isinstance(node.core, HostStack):  # for callers without type checks
+            raise UsageError(f"{node.name} is not a host")
         self.network = network
         self.node = node
         self.stack: HostStack = node.core
         self.name = node.name
-        self.dc = network.topology.dc_of(node.name)
+        self.dc = network.dc_of(node.name)
         self._servers: dict[bytes, Server] = {}
         self._endpoints: dict[bytes, DatagramEndpoint] = {}
         self._channels: dict[int, StreamChannel] = {}
@@ -143,7 +154,7 @@ class Host:
         self.node.flush()
 
     def host_name(self, host_id: int) -> str | None:
-        return self.network.controller.core.host_name(host_id) if host_id else None
+        return self.network.host_name(host_id) if host_id else None
 
     def object_text(self, raw: bytes) -> str:
         return str(ObjectId(raw))
@@ -277,17 +288,16 @@ class Host:
 
     # -- public API ----------------------------------------------------------------------
 
-    @classmethod
-    async def join(cls, name: str, **options: Any) -> Host:
-        """Join a running network as host ``name`` (``gateway=``, and ``controller=`` or
-        ``state=``); see ``scaffold.join.join``.
+    async def close(self) -> None:
+        """Leave the network: close this host's socket and control connection (the
+        controller then marks it dead and withdraws its replicas)."""
+        await self.network.leave(self.name)
 
-        Raises:
-            ConfigError, ScaffoldError, TimeoutError: as ``scaffold.join.join``.
-        """
-        from .join import join
+    async def __aenter__(self) -> Host:
+        return self
 
-        return await join(name, **options)
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def start_server(
         self, handler: StreamHandler, name: str | ObjectId, *, weight: int = 1, resumable: bool = False

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BrokenPathError, ObjectNotFound, ScaffoldError, UsageError
-from ..transport.stream import (
+from ..errors import BrokenPathError, ScaffoldError, UsageError
+from ..transport import (
     Connected,
     ConnectionTerminated,
     EndOfStream,
@@ -331,7 +331,3 @@ class StreamWriter:
     @property
     def transport(self) -> StreamWriter:
         return self
-
-
-def object_not_found(name: str) -> ObjectNotFound:
-    return ObjectNotFound(f"no replica of {name!r} is registered (answered by an object switch)")

@@ -14,11 +14,12 @@ from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from ..core.controller import Controller
-from ..core.store import Store
+from ..core.controller import Command, Controller
 from ..core.topology import Topology, make_topology
 from ..errors import UsageError
 from ..runtime.aio import EmbeddedNetwork, call_from_thread
+from ..runtime.store import Store
+from ..transport import StreamOptions
 from .host import Host
 
 __all__ = ["ControllerHandle", "Testbed"]
@@ -29,9 +30,9 @@ T = TypeVar("T")
 class ControllerHandle:
     """The controller of a running embedded network.
 
-    Its state reads through (``hosts``, ``objects``, ``events``, ``status()``, ...); its
-    commands take effect at once, their records sent before they return. Each raises
-    ``UsageError`` for an unknown host, object, datacenter or link.
+    Its state reads through (``hosts``, ``objects``, ``events``, ``status()``, ...);
+    ``command(record)`` runs an operator command (``core.controller.commands``) and sends its
+    records before it returns.
     """
 
     def __init__(self, network: EmbeddedNetwork) -> None:
@@ -44,34 +45,13 @@ class ControllerHandle:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._network.controller.core, name)
 
-    def _command(self, name: str, **args: Any) -> Any:
-        return self._network.controller.command(name, **args)
+    def command(self, command: Command) -> dict[str, Any]:
+        """Run ``command`` now, e.g. ``command(Drain("east-h1", "web"))``; its result.
 
-    def drain(self, host: str, obj: str | None = None) -> list[str]:
-        """Planned downtime: no new flows of ``obj`` (default: all) to ``host``."""
-        result: list[str] = self._command("drain", host=host, obj=obj)
-        return result
-
-    def set_weight(self, obj: str, host: str, weight: int) -> None:
-        """Load balancing: only new flows follow the new weight."""
-        self._command("set_weight", obj=obj, host=host, weight=weight)
-
-    def migrate_object(self, obj: str, from_host: str, to_host: str) -> None:
-        """Move a replica and its live flows to another host."""
-        self._command("migrate_object", obj=obj, from_host=from_host, to_host=to_host)
-
-    def migrate_host(self, host: str, dc: str, gateway: str | None = None) -> str:
-        """VM migration to datacenter ``dc``; returns the new gateway."""
-        gw: str = self._command("migrate_host", host=host, dc=dc, gateway=gateway)
-        return gw
-
-    def move_host(self, host: str, gateway: str) -> None:
-        """Client mobility: re-attach ``host`` at ``gateway``."""
-        self._command("move_host", host=host, gateway=gateway)
-
-    def set_link(self, a: str, b: str, up: bool) -> None:
-        """Mark the backbone link between datacenters ``a`` and ``b`` up or down."""
-        self._command("set_link", a=a, b=b, up=up)
+        Raises:
+            UsageError: an unknown host, object, datacenter or link.
+        """
+        return self._network.controller.command(command)
 
 
 class Testbed:
@@ -89,7 +69,7 @@ class Testbed:
         topology: Topology | None = None,
         heartbeat_interval: float = 0.2,
         dead_after: int = 3,
-        stream_options: dict[str, Any] | None = None,
+        stream_options: StreamOptions | None = None,
         seed: int | None = None,
         store: Store | None = None,
     ) -> None:
@@ -176,6 +156,16 @@ class Testbed:
             yield testbed
         finally:
             asyncio.run_coroutine_threadsafe(testbed.close(), loop).result(30)
+            asyncio.run_coroutine_threadsafe(_cancel_tasks(), loop).result(10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
             loop.close()
+
+
+async def _cancel_tasks() -> None:
+    """Cancel what still runs on this loop (handlers of servers, say) and let it finish, as
+    ``asyncio.run`` does before it closes its loop."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

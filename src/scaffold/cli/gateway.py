@@ -7,9 +7,10 @@ its counters as one JSON line on stderr.
 
 Which network: by default the one ``scaffold up`` runs (its state file, ``--network STATE``
 to name another): the command joins it as a host of its own (``--as NAME``, at ``--gateway
-SWITCH`` or the first flow switch) through ``Host.join``. ``--testbed`` instead starts an
-embedded ``Testbed`` in this process, so one command serves a whole demo: ``scaffold ingress
-web --listen :8080 --testbed --publish 127.0.0.1:8000 --publish 127.0.0.1:8001``.
+SWITCH`` or the first flow switch) through ``deploy.joining.join_from_state``. ``--testbed``
+instead starts an embedded ``Testbed`` in this process, so one command serves a whole demo:
+``scaffold ingress web --listen :8080 --testbed --publish 127.0.0.1:8000 --publish
+127.0.0.1:8001``.
 """
 
 from __future__ import annotations
@@ -24,31 +25,29 @@ import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from ..deploy.address import parse_address
 from ..errors import ConfigError
 from ..gateway.ingress import Ingress
 from ..gateway.publisher import Publisher
+from ..runtime.aio import Address
 
 if TYPE_CHECKING:
     from ..api.host import Host
     from ..api.testbed import Testbed
 
-__all__ = ["add_commands", "parse_address"]
+__all__ = ["add_commands"]
 
 
-def parse_address(text: str) -> tuple[str, int]:
-    """``"HOST:PORT"`` or ``":PORT"`` (all of 127.0.0.1) -> ``(host, port)``.
+def _address(text: str) -> Address:
+    """``parse_address`` for argparse, which reports only its own error type nicely.
 
     Raises:
         argparse.ArgumentTypeError: not an address.
     """
-    host, sep, port = text.rpartition(":")
     try:
-        number = int(port)
-    except ValueError:
-        number = -1
-    if not sep or not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
-    return host.strip("[]") or "127.0.0.1", number
+        return parse_address(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _network_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,11 +71,11 @@ def add_commands(sub: Any) -> None:
     """Register ``ingress`` and ``publish`` on the ``scaffold`` subparsers."""
     ingress = sub.add_parser("ingress", help="serve an object to plain TCP or HTTP clients")
     ingress.add_argument("name", help="the object's name")
-    ingress.add_argument("--listen", type=parse_address, required=True, metavar="HOST:PORT")
+    ingress.add_argument("--listen", type=_address, required=True, metavar="HOST:PORT")
     ingress.add_argument("--http", action="store_true", help="HTTP/1.1 aware: keep-alive, retries")
     ingress.add_argument(
         "--publish",
-        type=parse_address,
+        type=_address,
         action="append",
         default=[],
         metavar="HOST:PORT",
@@ -87,7 +86,7 @@ def add_commands(sub: Any) -> None:
 
     publish = sub.add_parser("publish", help="register a plain TCP server as a replica of an object")
     publish.add_argument("name", help="the object's name")
-    publish.add_argument("--target", type=parse_address, required=True, metavar="HOST:PORT")
+    publish.add_argument("--target", type=_address, required=True, metavar="HOST:PORT")
     publish.add_argument("--weight", type=int, default=1)
     publish.add_argument("--check-interval", type=float, default=0.5, help="seconds between health checks")
     publish.add_argument("--fall", type=int, default=2, help="failed checks that withdraw the replica")
@@ -120,8 +119,8 @@ async def _until_signalled() -> None:
 async def _network_host(args: argparse.Namespace, role: str) -> AsyncIterator[tuple[Host, Testbed | None]]:
     """The SCAFFOLD host the command works on: a host of an embedded testbed, or this process
     joined to a running network as a host of its own."""
-    from ..api.join import join
     from ..api.testbed import Testbed
+    from ..deploy.joining import join_from_state
 
     if args.testbed:
         async with Testbed() as net:
@@ -131,7 +130,7 @@ async def _network_host(args: argparse.Namespace, role: str) -> AsyncIterator[tu
     if args.publish if role == "ingress" else False:
         raise ConfigError("--publish goes with --testbed (use `scaffold publish` against a running network)")
     name = args.as_name or f"{role}-{os.getpid()}"
-    host = await join(name, gateway=args.gateway, state=args.network)
+    host = await join_from_state(name, state=args.network, gateway=args.gateway)
     try:
         yield host, None
     finally:

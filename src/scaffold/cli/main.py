@@ -69,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .daemons import add_commands
 
     add_commands(sub)  # controller, switch, host, up, down, status, fault
-    from .churn import add_commands as add_churn_commands
+    from .admin import add_commands as add_admin_commands
 
-    add_churn_commands(sub)  # drain, set-weight, migrate-object, migrate-host, move-host
+    add_admin_commands(sub)  # drain, set-weight, migrate-object, migrate-host, move-host, admin ...
     from .gateway import add_commands as add_gateway_commands
 
     add_gateway_commands(sub)  # ingress, publish (docs/gateway.md)

@@ -24,12 +24,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ..core.controller import commands
 from ..core.topology import default_topology
-from ..deploy.daemons.runner import parse_address
 from ..deploy.state_file import DEFAULT_STATE, NetworkState, NodeState, load_state, remove_state, save_state
 from ..deploy.topology_file import TopologyFile, load_topology
 from ..errors import ConfigError, ScaffoldError, UsageError
 from ..runtime import admin
+from .admin import controller_address
 
 __all__ = ["add_commands", "print_status"]
 
@@ -189,7 +190,7 @@ async def _up_embedded(loaded: TopologyFile, state_path: Path, port: int) -> int
 
     net = EmbeddedNetwork(loaded.topology)
     # The controller listens on a fixed port if asked (so programs can be pointed at it).
-    net.controller = ControllerRuntime(net.controller.core, bind=("127.0.0.1", port))
+    net.controller = ControllerRuntime(net.controller.core, ("127.0.0.1", port), net.store)
     stop = _wait_for_signal()
     await net.start()
     try:
@@ -236,7 +237,7 @@ def _down(args: argparse.Namespace) -> int:
     state_path = Path(args.state)
     state = load_state(state_path)
     if state.mode == "netns":
-        from ..deploy.netns.network import teardown
+        from ..deploy.netns.build import teardown
 
         problems = teardown(state, state_path, keep_logs=args.keep_logs)
         if problems:
@@ -257,20 +258,14 @@ def _down(args: argparse.Namespace) -> int:
 # -- status --------------------------------------------------------------------------------
 
 
-def _controller_of(args: argparse.Namespace) -> Address:
-    if getattr(args, "controller", None):
-        return parse_address(args.controller)
-    return load_state(args.state).controller
-
-
 def _status(args: argparse.Namespace) -> int:
     from ..runtime.aio import run
 
-    controller = _controller_of(args)
+    controller = controller_address(args)
 
     async def fetch() -> dict[str, Any]:
-        result: dict[str, Any] = await admin.call(controller, "status")
-        result["counters"] = await admin.call(controller, "counters")
+        result: dict[str, Any] = await admin.call(controller, commands.Status())
+        result["counters"] = await admin.call(controller, commands.Counters())
         return result
 
     status = run(fetch())
@@ -380,7 +375,7 @@ async def _fault_netns(args: argparse.Namespace, state: NetworkState) -> int:
     if kind in ("link-down", "link-up"):
         net.link_down(args.a, args.b) if kind == "link-down" else net.link_up(args.a, args.b)
     elif kind in ("partition", "heal"):
-        status = await admin.call(state.controller, "status")
+        status = await admin.call(state.controller, commands.Status())
         links = _backbone(status["links"])
         cut = _partition_cut(args.groups, links) if kind == "partition" else links
         for a, b in cut:
@@ -403,13 +398,13 @@ async def _fault_embedded(args: argparse.Namespace, state: NetworkState) -> int:
     """Embedded: our link emulation (``LinkSettings``) and the controller's link state."""
     kind = args.fault
     controller = state.controller
-    status = await admin.call(controller, "status")
+    status = await admin.call(controller, commands.Status())
     dcs = set(status["datacenters"])
 
     async def set_link(a: str, b: str, up: bool) -> None:
-        await admin.call(controller, "link-settings", a=a, b=b, up=up)
+        await admin.call(controller, commands.LinkSettings(a, b, up=up))
         if a in dcs and b in dcs:  # nothing detects an emulated cut: tell the controller
-            await admin.call(controller, "link", a=a, b=b, up=up)
+            await admin.call(controller, commands.Link(a, b, up))
 
     if kind in ("link-down", "link-up"):
         await set_link(args.a, args.b, kind == "link-up")
@@ -421,9 +416,9 @@ async def _fault_embedded(args: argparse.Namespace, state: NetworkState) -> int:
     elif kind == "loss":
         if not 0 <= args.percent <= 100:
             raise UsageError(f"loss must be between 0 and 100 %, got {args.percent}")
-        await admin.call(controller, "link-settings", a=args.a, b=args.b, loss=args.percent / 100)
+        await admin.call(controller, commands.LinkSettings(args.a, args.b, loss=args.percent / 100))
     elif kind == "delay":
-        await admin.call(controller, "link-settings", a=args.a, b=args.b, delay_ms=args.ms)
+        await admin.call(controller, commands.LinkSettings(args.a, args.b, delay_ms=args.ms))
     else:
         raise UsageError(f"`fault {kind}` needs a network started with `scaffold up --netns`")
     _say(f"[green]done[/]: {kind}")

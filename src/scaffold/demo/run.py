@@ -29,17 +29,20 @@ from pathlib import Path
 from typing import Any
 
 from ..api.host import Host
-from ..api.join import JoinedHost
 from ..api.testbed import Testbed
+from ..core.controller import Command
+from ..core.controller.commands import Status
 from ..core.metrics import DROPS, by_label, total
 from ..core.switch import TABLE_ENTRIES
 from ..core.topology import Topology, default_topology
-from ..deploy.netns.network import DATA_PORT, NetnsNetwork
+from ..deploy.netns.network import NetnsNetwork
+from ..deploy.netns.plan import DATA_PORT
 from ..ids import ObjectId
 from ..runtime import admin
+from ..runtime.aio import Address
 from ..wire import header as wire_header
 from ..wire.header import MAX_TTL, VERSION, Header, Proto
-from .scenario import FlowRun, Scenario
+from .scenario import FlowRun, Scenario, ScenarioNetwork
 
 __all__ = ["DemoOptions", "DemoReport", "netns_options", "run_demo", "run_demo_netns"]
 
@@ -118,26 +121,40 @@ def _junk(rng: random.Random, template: bytes) -> list[bytes]:
     return out
 
 
-async def _inject_junk(net: Testbed, rng: random.Random, per_node: int) -> Counter[str]:
+async def _inject_junk(targets: dict[str, Address], rng: random.Random, per_node: int) -> Counter[str]:
+    """Send ``per_node`` malformed datagrams to each target, a few milliseconds apart; how
+    many reached the socket per target (every one must be dropped and counted there)."""
     template = wire_header.encode(
         Header(Proto.DATAGRAM, 1, ObjectId.from_name("junk").raw, ttl=MAX_TTL), b"x" * 12
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
     sent: Counter[str] = Counter()
-    batches = [(name, node.address, _junk(rng, template)) for name, node in net.network.nodes.items()]
+    batches = [(name, address, _junk(rng, template)) for name, address in targets.items()]
     try:
         for round_ in range(per_node):
             for name, address, datagrams in batches:
                 try:
                     sock.sendto(datagrams[round_ % len(datagrams)], address)
                     sent[name] += 1
-                except BlockingIOError:
+                except OSError:  # a full buffer, or (netns) a node whose namespace went away
                     pass
             await asyncio.sleep(0.002)
     finally:
         sock.close()
     return sent
+
+
+def _scenario(net: Testbed | ScenarioNetwork, options: DemoOptions, say: Callable[[str], None]) -> Scenario:
+    return Scenario(
+        net,
+        flows=options.flows,
+        session_flows=options.session_flows,
+        size=options.size,
+        pace=options.pace,
+        spacing=options.spacing,
+        say=say,
+    )
 
 
 async def run_demo(options: DemoOptions, progress: Callable[[str], None] | None = None) -> DemoReport:
@@ -148,15 +165,7 @@ async def run_demo(options: DemoOptions, progress: Callable[[str], None] | None 
     started = loop.time()
     async with Testbed(topology=options.topology, seed=options.seed) as net:
         say(f"network up: {len(net.network.nodes)} nodes, controller at {net.network.controller.address[1]}")
-        scenario = Scenario(
-            net,
-            flows=options.flows,
-            session_flows=options.session_flows,
-            size=options.size,
-            pace=options.pace,
-            spacing=options.spacing,
-            say=say,
-        )
+        scenario = _scenario(net, options, say)
         await scenario.serve()
         say("objects served: " + ", ".join(o.name for o in options.topology.objects))
         entries_before = _table_entries(net)
@@ -166,7 +175,8 @@ async def run_demo(options: DemoOptions, progress: Callable[[str], None] | None 
             # Table sizes with every flow established, before churn changes hosts and routes.
             entries_with_flows.update(_table_entries(net))
 
-        junk = asyncio.create_task(_inject_junk(net, rng, options.junk_per_node))
+        targets = {name: node.address for name, node in net.network.nodes.items()}
+        junk = asyncio.create_task(_inject_junk(targets, rng, options.junk_per_node))
         say(f"{len(scenario.runs)} flows downloading verified data; churn every {options.spacing} s")
         await scenario.run(timeout=options.timeout, before_churn=snapshot)
         junk_sent = await junk
@@ -403,7 +413,7 @@ class NetnsScenarioNetwork:
     daemon, a link fails by ``ip link set down`` (the border switches report the port), a
     server fails by SIGKILL."""
 
-    def __init__(self, net: NetnsNetwork, clients: dict[str, JoinedHost]) -> None:
+    def __init__(self, net: NetnsNetwork, clients: dict[str, Host]) -> None:
         self.net = net
         self.clients = clients
 
@@ -414,8 +424,8 @@ class NetnsScenarioNetwork:
     def host(self, name: str) -> Host:
         return self.clients[name]
 
-    async def command(self, name: str, **args: Any) -> Any:
-        return await admin.call(self.net.controller, name, **args)
+    async def command(self, command: Command) -> Any:
+        return await admin.call(self.net.controller, command)
 
     async def cut_link(self, dc_a: str, dc_b: str) -> None:
         await asyncio.to_thread(self.net.link_down, dc_a, dc_b)
@@ -424,32 +434,8 @@ class NetnsScenarioNetwork:
         await asyncio.to_thread(self.net.kill, name)
 
     async def controller_hosts(self) -> dict[str, str]:
-        status = await admin.call(self.net.controller, "status")
+        status = await admin.call(self.net.controller, Status())
         return {h["name"]: h["dc"] for h in status["hosts"]}
-
-
-async def _inject_junk_to(
-    targets: dict[str, tuple[str, int]], rng: random.Random, per_node: int
-) -> Counter[str]:
-    template = wire_header.encode(
-        Header(Proto.DATAGRAM, 1, ObjectId.from_name("junk").raw, ttl=MAX_TTL), b"x" * 12
-    )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setblocking(False)
-    sent: Counter[str] = Counter()
-    batches = [(name, address, _junk(rng, template)) for name, address in targets.items()]
-    try:
-        for round_ in range(per_node):
-            for name, address, datagrams in batches:
-                try:
-                    sock.sendto(datagrams[round_ % len(datagrams)], address)
-                    sent[name] += 1
-                except (BlockingIOError, OSError):
-                    pass
-            await asyncio.sleep(0.002)
-    finally:
-        sock.close()
-    return sent
 
 
 def netns_options() -> DemoOptions:
@@ -500,7 +486,7 @@ async def run_demo_netns(
             ],
             extra_links=extra,
         )
-        clients: dict[str, JoinedHost] = {}
+        clients: dict[str, Host] = {}
         try:
             await net.start()
             if on_start is not None:
@@ -512,17 +498,9 @@ async def run_demo_netns(
                 clients[name] = await net.join_host(name)
             await net.wait_ready(20.0)
             say("clients joined: " + ", ".join(NETNS_CLIENTS))
-            scenario = Scenario(
-                NetnsScenarioNetwork(net, clients),
-                flows=options.flows,
-                session_flows=options.session_flows,
-                size=options.size,
-                pace=options.pace,
-                spacing=options.spacing,
-                say=say,
-            )
-            status = await admin.call(net.controller, "status")
-            targets: dict[str, tuple[str, int]] = {
+            scenario = _scenario(NetnsScenarioNetwork(net, clients), options, say)
+            status = await admin.call(net.controller, Status())
+            targets: dict[str, Address] = {
                 n.name: (n.node_ip, DATA_PORT)
                 for n in (net.state.nodes.values() if net.state else [])
                 if n.role in ("flow-switch", "object-switch", "host") and n.name not in clients
@@ -538,7 +516,7 @@ async def run_demo_netns(
                 # switches report their table sizes every second).
                 snapshots.append(asyncio.create_task(_switch_entries(net)))
 
-            junk = asyncio.create_task(_inject_junk_to(targets, rng, options.junk_per_node))
+            junk = asyncio.create_task(_inject_junk(targets, rng, options.junk_per_node))
             say(f"{len(scenario.runs)} flows downloading verified data; churn every {options.spacing} s")
             await scenario.run(timeout=options.timeout, before_churn=snapshot)
             junk_sent = await junk
@@ -569,7 +547,7 @@ async def _switch_entries(net: NetnsNetwork) -> dict[str, int]:
 
 async def _collect_netns(
     net: NetnsNetwork,
-    clients: dict[str, JoinedHost],
+    clients: dict[str, Host],
     scenario: Scenario,
     junk_sent: Counter[str],
     entries_before: dict[str, int],

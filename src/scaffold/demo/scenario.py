@@ -22,6 +22,8 @@ from ..api.streams import StreamWriter
 from ..api.testbed import Testbed
 from ..apps.content import content_service
 from ..apps.pattern import PatternChecker
+from ..core.controller import Command
+from ..core.controller.commands import Drain, Link, MigrateHost, MigrateObject, MoveHost, SetWeight
 from ..core.topology import Topology
 from ..errors import PathError
 
@@ -38,9 +40,8 @@ class ScenarioNetwork(Protocol):
         """A client host (flows are opened from it)."""
         ...
 
-    async def command(self, name: str, **args: Any) -> Any:
-        """A churn command of the controller, by its admin name (``drain``, ``set-weight``,
-        ``migrate-object``, ``migrate-host``, ``move-host``)."""
+    async def command(self, command: Command) -> Any:
+        """Run an operator command of the controller (``core.controller.commands``)."""
         ...
 
     async def cut_link(self, dc_a: str, dc_b: str) -> None:
@@ -69,19 +70,17 @@ class TestbedNetwork:
     def host(self, name: str) -> Host:
         return self.net.host(name)
 
-    async def command(self, name: str, **args: Any) -> Any:
-        if "object" in args:  # the admin argument's name; the Python methods say ``obj``
-            args["obj"] = args.pop("object")
-        return getattr(self.net.controller, name.replace("-", "_"))(**args)
+    async def command(self, command: Command) -> Any:
+        return self.net.controller.command(command)
 
     async def cut_link(self, dc_a: str, dc_b: str) -> None:
         a, b = self.topology.datacenter(dc_a).border, self.topology.datacenter(dc_b).border
         self.net.network.set_link(a, b, up=False)  # the cable is cut...
-        self.net.controller.set_link(dc_a, dc_b, False)  # ...and the link monitor tells the controller
+        self.net.controller.command(Link(dc_a, dc_b, False))  # ...and the link monitor tells the controller
 
     async def kill_host(self, name: str) -> None:
         # The process dies: its socket and its control connection close at once.
-        asyncio.get_running_loop().create_task(self.net.host(name).node.close())
+        asyncio.get_running_loop().create_task(self.net.host(name).close())
 
     async def controller_hosts(self) -> dict[str, str]:
         return {name: record.dc for name, record in self.net.controller.hosts.items()}
@@ -256,9 +255,9 @@ class Scenario:
         """The seven kinds of churn, in order; each step says whom it affects, then acts."""
         net = self.net
 
-        def command(name: str, **args: Any) -> Act:
+        def command(command: Command) -> Act:
             # Run a command for its effect (its result is in the controller's events).
-            return lambda: net.command(name, **args)
+            return lambda: net.command(command)
 
         async def route_failure() -> tuple[str, str, list[FlowRun], Act]:
             crossing = [r for r in self.runs if await self._dcs(r) == {"east", "west"}]
@@ -270,7 +269,7 @@ class Scenario:
                 "rebalance",
                 "web@east-h1 weight 4",
                 [],
-                command("set-weight", object="web", host="east-h1", weight=4),
+                command(SetWeight(object="web", host="east-h1", weight=4)),
             )
 
         async def drain() -> tuple[str, str, list[FlowRun], Act]:
@@ -278,7 +277,7 @@ class Scenario:
                 "drain",
                 "east-h1 (web)",
                 self._served_by("east-h1", "web"),
-                command("drain", host="east-h1", object="web"),
+                command(Drain(host="east-h1", object="web")),
             )
 
         async def object_migration() -> tuple[str, str, list[FlowRun], Act]:
@@ -286,7 +285,7 @@ class Scenario:
                 "object-migration",
                 "web: west-h1 -> west-h4",
                 self._served_by("west-h1", "web"),
-                command("migrate-object", object="web", from_host="west-h1", to_host="west-h4"),
+                command(MigrateObject(object="web", from_host="west-h1", to_host="west-h4")),
             )
 
         async def vm_migration() -> tuple[str, str, list[FlowRun], Act]:
@@ -294,7 +293,7 @@ class Scenario:
                 "vm-migration",
                 "east-h2 -> north",
                 self._served_by("east-h2"),
-                command("migrate-host", host="east-h2", dc="north"),
+                command(MigrateHost(host="east-h2", dc="north")),
             )
 
         async def client_mobility() -> tuple[str, str, list[FlowRun], Act]:
@@ -303,7 +302,7 @@ class Scenario:
                 "client-mobility",
                 "north-h1 -> west-fs2",
                 mine,
-                command("move-host", host="north-h1", gateway="west-fs2"),
+                command(MoveHost(host="north-h1", gateway="west-fs2")),
             )
 
         async def server_failure() -> tuple[str, str, list[FlowRun], Act]:

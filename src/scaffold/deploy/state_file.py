@@ -1,7 +1,7 @@
 """The state file of a running network: how other commands and programs find it.
 
 ``scaffold up`` writes it (default ``./.scaffold/state.json``, or ``--state PATH``);
-``scaffold status``, ``fault``, ``down`` and ``Host.join(state=...)`` read it. It records
+``scaffold status``, ``fault``, ``down`` and ``joining.join_from_state`` read it. It records
 the network's name and mode (``embedded`` or ``netns``), the controller's address, every
 node's data-plane address and -- in ``netns`` mode -- exactly what ``up`` created: the
 namespaces, the veth links with their interface names, and each node's process (pid and
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import msgspec
 
 from ..errors import ConfigError
+from ..runtime.atomic_file import write_atomic
 
 __all__ = [
     "DEFAULT_STATE",
@@ -135,19 +135,12 @@ def load_state(path: str | os.PathLike[str] = DEFAULT_STATE) -> NetworkState:
 
 
 def save_state(state: NetworkState, path: str | os.PathLike[str] = DEFAULT_STATE) -> None:
-    """Write a state file atomically (write, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(msgspec.json.format(msgspec.json.encode(state), indent=2) + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a state file atomically (write, fsync, rename, fsync the directory).
+
+    Raises:
+        OSError: it cannot be written.
+    """
+    write_atomic(path, msgspec.json.format(msgspec.json.encode(state), indent=2) + b"\n")
 
 
 def remove_state(path: str | os.PathLike[str] = DEFAULT_STATE) -> None:

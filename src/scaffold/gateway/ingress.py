@@ -214,12 +214,4 @@ class Ingress:
             abort(writer)
             return
 
-        def count_in(n: int) -> None:
-            self.stats.bytes_in += n
-
-        def count_out(n: int) -> None:
-            self.stats.bytes_out += n
-
-        error = await pump_both(reader, writer, up_reader, up_writer, count_in, count_out)
-        if error is not None:
-            self.stats.error(reason_of(error))
+        await pump_both(reader, writer, up_reader, up_writer, self.stats)

@@ -216,12 +216,4 @@ class Publisher:
             abort(writer)  # a reset, not an EOF: an HTTP ingress then retries elsewhere
             return
 
-        def count_in(n: int) -> None:
-            self.stats.bytes_in += n
-
-        def count_out(n: int) -> None:
-            self.stats.bytes_out += n
-
-        error = await pump_both(reader, writer, target_reader, target_writer, count_in, count_out)
-        if error is not None:
-            self.stats.error(reason_of(error))
+        await pump_both(reader, writer, target_reader, target_writer, self.stats)

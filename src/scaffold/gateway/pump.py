@@ -16,6 +16,7 @@ from typing import Protocol
 
 from ..api.streams import StreamWriter
 from ..errors import PathError
+from .stats import GatewayStats
 
 __all__ = ["CHUNK", "ByteReader", "ByteWriter", "abort", "pump_both", "reason_of"]
 
@@ -50,18 +51,7 @@ def abort(writer: ByteWriter) -> None:
     if isinstance(writer, asyncio.StreamWriter):
         writer.transport.abort()
     elif isinstance(writer, StreamWriter):
-        stream_abort = getattr(writer, "abort", None)
-        if stream_abort is not None:
-            stream_abort()
-            return
-        # StreamWriter has no abort() yet (docs/gateway-integration.patch adds one); until
-        # then reset the flow through its channel, as Host does when a flow fails.
-        channel = writer._ch
-        stack = channel.host.stack
-        if not channel.terminated and channel.socket_id in stack.flows:
-            stack.stream_abort(channel.socket_id, channel.host.now())
-            channel.host.kick()
-        writer.close()
+        writer.abort()
     else:  # pragma: no cover - only the two kinds exist
         writer.close()
 
@@ -80,20 +70,28 @@ def reason_of(exc: BaseException) -> str:
 
 
 async def pump_both(
-    a_reader: ByteReader,
-    a_writer: ByteWriter,
-    b_reader: ByteReader,
-    b_writer: ByteWriter,
-    count_ab: Callable[[int], None],
-    count_ba: Callable[[int], None],
-) -> BaseException | None:
-    """Pump a -> b and b -> a until both directions ended; the first error, if any.
+    client_reader: ByteReader,
+    client_writer: ByteWriter,
+    service_reader: ByteReader,
+    service_writer: ByteWriter,
+    stats: GatewayStats,
+) -> None:
+    """Pump client -> service and service -> client until both directions ended, counting
+    the bytes (``bytes_in`` towards the service, ``bytes_out`` back) and the first error, if
+    any, by reason in ``stats``.
 
     On an error in either direction both connections are cut (``abort``), so neither peer
     mistakes a failure for a clean end of stream. Both writers are closed on return.
     """
-    forward = asyncio.ensure_future(_pump(a_reader, b_writer, count_ab))
-    backward = asyncio.ensure_future(_pump(b_reader, a_writer, count_ba))
+
+    def count_in(n: int) -> None:
+        stats.bytes_in += n
+
+    def count_out(n: int) -> None:
+        stats.bytes_out += n
+
+    forward = asyncio.ensure_future(_pump(client_reader, service_writer, count_in))
+    backward = asyncio.ensure_future(_pump(service_reader, client_writer, count_out))
     error: BaseException | None = None
     try:
         pending: set[asyncio.Future[None]] = {forward, backward}
@@ -109,13 +107,13 @@ async def pump_both(
                 for task in pending:
                     with contextlib.suppress(BaseException):
                         await task
-                abort(a_writer)
-                abort(b_writer)
-                return error
+                abort(client_writer)
+                abort(service_writer)
+                stats.error(reason_of(error))
+                return
     finally:
         for task in (forward, backward):
             if not task.done():
                 task.cancel()
-        a_writer.close()
-        b_writer.close()
-    return None
+        client_writer.close()
+        service_writer.close()

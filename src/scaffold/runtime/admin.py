@@ -1,6 +1,9 @@
 """Talk to a running controller as an operator: one ``AdminRequest``, one ``AdminReply``.
 
-The CLI's ``status``, churn and fault commands all go through ``call``; so can programs.
+``call(address, command)`` sends one command record (``core.controller.commands``: its admin
+name and arguments come from the record) and returns the result; the CLI's ``status``, churn,
+admin and fault commands all go through it, and so can programs. ``call_raw`` sends a name
+and arguments as they are, unchecked (tools, and tests of what the controller refuses).
 """
 
 from __future__ import annotations
@@ -9,10 +12,11 @@ import asyncio
 import itertools
 from typing import Any
 
+from ..core.controller import Command
 from ..errors import MalformedPacket, ScaffoldError, UsageError
 from ..wire import control
 
-__all__ = ["AdminError", "call", "call_sync"]
+__all__ = ["AdminError", "call", "call_raw", "call_sync"]
 
 _ids = itertools.count(1)
 
@@ -21,8 +25,18 @@ class AdminError(UsageError):
     """The controller refused the command (its message says why)."""
 
 
-async def call(address: tuple[str, int], command: str, timeout: float = 10.0, **args: Any) -> Any:
-    """Send ``command`` with ``args`` to the controller at ``address`` and return its result.
+async def call(address: tuple[str, int], command: Command, timeout: float = 10.0) -> Any:
+    """Send ``command`` to the controller at ``address`` and return its result.
+
+    Raises:
+        AdminError: the controller answered with an error.
+        ScaffoldError: the controller cannot be reached or answered nonsense.
+    """
+    return await call_raw(address, command.name, command.args(), timeout)
+
+
+async def call_raw(address: tuple[str, int], name: str, args: dict[str, Any], timeout: float = 10.0) -> Any:
+    """Send the admin command ``name`` with ``args`` unchecked and return its result.
 
     Raises:
         AdminError: the controller answered with an error.
@@ -34,7 +48,7 @@ async def call(address: tuple[str, int], command: str, timeout: float = 10.0, **
         raise ScaffoldError(f"cannot reach the controller at {address[0]}:{address[1]}: {exc}") from None
     request_id = next(_ids)
     try:
-        writer.write(control.frame(control.AdminRequest(request_id, command, args)))
+        writer.write(control.frame(control.AdminRequest(request_id, name, args)))
         decoder = control.FrameDecoder()
         async with asyncio.timeout(timeout):
             while chunk := await reader.read(65536):
@@ -44,14 +58,14 @@ async def call(address: tuple[str, int], command: str, timeout: float = 10.0, **
                             raise AdminError(message.error)
                         return message.result
     except TimeoutError:
-        raise ScaffoldError(f"the controller did not answer {command!r} within {timeout} s") from None
+        raise ScaffoldError(f"the controller did not answer {name!r} within {timeout} s") from None
     except MalformedPacket as exc:
         raise ScaffoldError(f"the controller sent a malformed reply: {exc}") from None
     finally:
         writer.close()
-    raise ScaffoldError(f"the controller closed the connection without answering {command!r}")
+    raise ScaffoldError(f"the controller closed the connection without answering {name!r}")
 
 
-def call_sync(address: tuple[str, int], command: str, timeout: float = 10.0, **args: Any) -> Any:
+def call_sync(address: tuple[str, int], command: Command, timeout: float = 10.0) -> Any:
     """``call`` from synchronous code (not from a running event loop)."""
-    return asyncio.run(call(address, command, timeout, **args))
+    return asyncio.run(call(address, command, timeout))

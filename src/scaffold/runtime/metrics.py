@@ -27,11 +27,12 @@ RUNTIME_DROPS = define(
 RUNTIME_ACTIONS = define(
     "runtime_actions_total",
     MetricKind.COUNTER,
-    "Control-connection events a node's runtime counted: lost, unreachable, reconnected.",
+    "Events a runtime counted that lost nothing: a control connection lost, unreachable or "
+    "reconnected; a store commit that failed (its records wait for the retry).",
     labels=("action",),
 )
 #: the runtime counts that are not drops (docs/protocol.md §7, "Counters")
-_ACTIONS = frozenset({"controller-lost", "controller-unreachable", "controller-reconnected"})
+_ACTIONS = frozenset({"controller-lost", "controller-unreachable", "controller-reconnected", "store-failed"})
 
 
 def runtime_metrics(stats: Mapping[str, int]) -> list[Sample]:

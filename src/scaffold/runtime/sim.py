@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.controller import CONTROLLER_COMMANDS, Controller
+from ..core.controller import Command, Controller
 from ..core.engine import NodeEngine
 from ..core.events import HostRelocated
 from ..core.flow_switch import FlowSwitch
@@ -32,6 +32,7 @@ from ..core.topology import HostSpec, Topology
 from ..errors import UsageError
 from ..wire import control
 from .metrics import runtime_metrics
+from .store import MemoryStore, Store, controller_outputs
 
 __all__ = ["EventHandler", "SimLink", "SimNetwork"]
 
@@ -70,12 +71,17 @@ class SimNetwork:
         control_delay: float = 0.001,
         heartbeat_interval: float = 0.2,
         dead_after: int = 3,
+        store: Store | None = None,
     ) -> None:
         self.topology = topology
         self.now = 0.0
         self.rng = random.Random(seed)
         self.control_delay = control_delay
-        self.controller = Controller(topology, heartbeat_interval=heartbeat_interval, dead_after=dead_after)
+        #: where the controller's durable state goes (docs/protocol.md §6.4)
+        self.store: Store = store if store is not None else MemoryStore()
+        self.controller = Controller(
+            topology, heartbeat_interval=heartbeat_interval, dead_after=dead_after, saved=self.store.load()
+        )
         self.nodes: dict[str, NodeEngine] = {}
         self._hosts: dict[str, HostStack] = {}
         self._switches: dict[str, SwitchCore] = {}
@@ -214,12 +220,13 @@ class SimNetwork:
         """The controller vanishes: records to and from it are lost from now on."""
         self.controller_alive = False
 
-    def command(self, name: str, **args: Any) -> Any:
-        """Run a controller command (``drain``, ``set_weight``, ``migrate_object``,
-        ``migrate_host``, ``move_host``, ``set_link``) now and send what it queued."""
-        if name not in CONTROLLER_COMMANDS:
-            raise UsageError(f"unknown controller command {name!r}")
-        result = getattr(self.controller, name)(now=self.now, **args)
+    def command(self, command: Command) -> dict[str, Any]:
+        """Run an operator command (``core.controller.commands``) now and send what it queued.
+
+        Raises:
+            UsageError: an unknown host, object, datacenter or link.
+        """
+        result = self.controller.command(command, self.now)
         self._flush_controller()
         return result
 
@@ -341,7 +348,7 @@ class SimNetwork:
             self._push(timer, "timer", name)
 
     def _flush_controller(self) -> None:
-        for dst, message in self.controller.messages_to_send():
+        for dst, message in controller_outputs(self.controller, self.store):
             self._push(self.now + self.control_delay, "to-node", (dst, control.encode(message)))
         self._schedule_controller_timer()
 

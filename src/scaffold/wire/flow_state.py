@@ -1,7 +1,7 @@
 """A flow's complete state, serialized to move it to another host (docs/protocol.md §5.4).
 
 MessagePack of ``FlowState``: the flow's identity (Flow ID, nonce, Object ID), its locators
-and counters, and for a stream the transport's own snapshot (``transport.stream``). The
+and counters, and for a stream the transport's own snapshot (``transport.snapshot``). The
 restoring host keeps the Socket ID, so the peer's fully refined packets still demultiplex.
 """
 

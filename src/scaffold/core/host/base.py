@@ -9,11 +9,11 @@ stack's jobs are mixed in on top of it: ``streams.py``, ``churn.py`` and ``stack
 from __future__ import annotations
 
 import random
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ...errors import UsageError
 from ...ids import ObjectId, new_flow_id, new_nonce
-from ...transport.stream import ConnectionTerminated
+from ...transport import ConnectionTerminated, StreamOptions
 from ...wire import control
 from ...wire import header as wire_header
 from ...wire.header import Flags, Header, Proto
@@ -43,7 +43,7 @@ class HostStackBase(NodeCore[HostEvent]):
         rng: random.Random | None = None,
         *,
         idle_timeout: float = 120.0,
-        stream_options: dict[str, Any] | None = None,
+        stream_options: StreamOptions | None = None,
     ) -> None:
         super().__init__(name)
         self.gateway = gateway
@@ -51,8 +51,10 @@ class HostStackBase(NodeCore[HostEvent]):
         self.dc_id = 0
         self.heartbeat_interval = 0.0
         self.idle_timeout = idle_timeout
-        #: keyword options of every ``StreamConnection`` this host creates
-        self.stream_options: dict[str, Any] = dict(stream_options or {})
+        if stream_options is not None and not isinstance(stream_options, StreamOptions):
+            raise UsageError(f"stream_options must be a StreamOptions, not {type(stream_options).__name__}")
+        #: the options of every ``StreamConnection`` this host creates (None: the defaults)
+        self.stream_options = stream_options
         self.listeners: dict[bytes, Listener] = {}
         self.flows: dict[int, Flow] = {}
         self._rng = rng if rng is not None else random.SystemRandom()

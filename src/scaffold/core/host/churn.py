@@ -10,7 +10,7 @@ new locator to every peer in-band, with the flow's nonce (§5.3, §5.4).
 from __future__ import annotations
 
 from ...errors import MalformedPacket, UsageError
-from ...transport.stream import StreamConnection
+from ...transport import StreamConnection
 from ...wire import control
 from ...wire import datagram as wire_datagram
 from ...wire import flow_state as wire_flow_state

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...transport.stream import StreamEvent
+from ...transport import StreamEvent
 from ..events import HostRelocated, NeighboursLearned
 
 __all__ = [
@@ -91,7 +91,7 @@ class DrainCompleted:
 
 @dataclass(frozen=True, slots=True)
 class StreamEventFor:
-    """An event of the stream transport of flow ``socket_id`` (see ``transport.stream``)."""
+    """An event of the stream transport of flow ``socket_id`` (see ``scaffold.transport``)."""
 
     socket_id: int
     event: StreamEvent

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ...transport.stream import StreamConnection, StreamState
+from ...transport import StreamConnection, StreamState
 from ...wire.header import Proto
 from .stats import StreamTotals
 

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ...transport.stream import StreamConnection
+from ...transport import StreamConnection
 from ...wire.header import Proto
 from ..metrics import MetricKind, Sample, define
 

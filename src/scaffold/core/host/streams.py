@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ...errors import MalformedPacket, UsageError
 from ...ids import ObjectId
-from ...transport.stream import StreamConnection
+from ...transport import StreamConnection
 from ...wire import header as wire_header
 from ...wire import stream as wire_stream
 from ...wire.header import Header, Proto
@@ -27,14 +27,10 @@ class StreamFlows(HostStackBase):
         """Start a reliable stream flow to ``obj`` (a SYN goes out at once).
 
         Raises:
-            UsageError: the host is not registered yet, or ``stream_options`` are invalid.
+            UsageError: the host is not registered yet.
         """
         flow = self.open_flow(obj, now, proto=Proto.STREAM, trace=trace)
-        try:
-            flow.transport = StreamConnection("client", flow.nonce, now, **self.stream_options)
-        except UsageError:
-            self._forget(flow, "invalid-options", notify=False)
-            raise
+        flow.transport = StreamConnection("client", flow.nonce, now, self.stream_options)
         self._streams[flow.socket_id] = flow
         flow.transport.connect(now)
         self._pump(flow, now)
@@ -114,12 +110,12 @@ class StreamFlows(HostStackBase):
                 return
             listener = self.listeners.get(flow.obj)
             if segment.type == wire_stream.StreamType.SYN:
-                flow.transport = StreamConnection("server", segment.nonce, now, **self.stream_options)
+                flow.transport = StreamConnection("server", segment.nonce, now, self.stream_options)
                 resumed = False
             elif listener is not None and listener.resumable and segment.type != wire_stream.StreamType.RST:
                 # A mid-flow segment of a flow whose server is gone: this replica takes it
                 # over and learns the stream offsets from the client (RESUME, §5.1).
-                flow.transport = StreamConnection.resume(segment.nonce, now, **self.stream_options)
+                flow.transport = StreamConnection.resume(segment.nonce, now, options=self.stream_options)
                 self.counters["flow-resumed"] += 1
                 resumed = True
             else:

@@ -11,11 +11,11 @@ import argparse
 import asyncio
 
 from ...core.controller import Controller
-from ...core.store import FileStore, MemoryStore, Store
 from ...runtime.aio import ControllerRuntime
+from ...runtime.store import FileStore, MemoryStore, Store
+from ..address import parse_address
 from ..topology_file import load_topology
 from .jsonlog import JsonLog
-from .runner import parse_address
 
 __all__ = ["DEFAULT_CONTROL_PORT", "add_arguments", "serve"]
 
@@ -45,10 +45,11 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         raise ConfigError("the controller needs --topology FILE")
     loaded = load_topology(args.topology)
     store: Store = FileStore(args.store) if args.store else MemoryStore()
+    saved = store.load()
     core = Controller(
-        loaded.topology, heartbeat_interval=args.heartbeat_interval, dead_after=args.dead_after, store=store
+        loaded.topology, heartbeat_interval=args.heartbeat_interval, dead_after=args.dead_after, saved=saved
     )
-    runtime = ControllerRuntime(core, bind=parse_address(args.listen))
+    runtime = ControllerRuntime(core, parse_address(args.listen), store)
     runtime.on_event = lambda event, now: log.info(event.kind, target=event.target, detail=event.detail)
     await runtime.start()
     log.info(
@@ -57,7 +58,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         network=loaded.name,
         nodes=len(loaded.topology.nodes()),
         store=args.store or "memory",
-        restored=bool(store.load() is not None),
+        restored=saved is not None,
     )
     try:
         await stop.wait()

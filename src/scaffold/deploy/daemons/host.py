@@ -13,12 +13,12 @@ import argparse
 import asyncio
 import contextlib
 
-from ...api.host import StreamHandler
-from ...api.join import JoinedHost, join
+from ...api.host import Host, StreamHandler
+from ...api.join import join
 from ...api.streams import StreamReader, StreamWriter
 from ...errors import ConfigError, ScaffoldError
+from ..address import parse_address
 from .jsonlog import JsonLog
-from .runner import parse_address
 from .switch import REPORT_RETRY, add_node_arguments, emulated_links, required
 
 __all__ = ["add_arguments", "echo", "serve"]
@@ -90,7 +90,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
     controller = parse_address(args.controller)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.connect_timeout
-    host: JoinedHost | None = None
+    host: Host | None = None
     while host is None:
         try:
             host = await join(

@@ -20,28 +20,9 @@ from ...errors import ConfigError, ScaffoldError
 from ...runtime.aio import run
 from .jsonlog import JsonLog
 
-__all__ = ["Serve", "parse_address", "parse_peer_values", "run_daemon", "with_config"]
+__all__ = ["Serve", "parse_peer_values", "run_daemon", "with_config"]
 
-Address = tuple[str, int]
 Serve = Callable[[argparse.Namespace, JsonLog, asyncio.Event], Coroutine[Any, Any, None]]
-
-
-def parse_address(text: str, default_port: int | None = None) -> Address:
-    """``"HOST:PORT"`` (or ``"HOST"`` when there is a default port) as an address.
-
-    Raises:
-        ConfigError: not an address.
-    """
-    host, sep, port = str(text).rpartition(":")
-    if not sep:
-        host, port = str(text), "" if default_port is None else str(default_port)
-    try:
-        number = int(port)
-    except ValueError:
-        raise ConfigError(f"not an address (want HOST:PORT): {text!r}") from None
-    if not host or not 0 <= number <= 65535:
-        raise ConfigError(f"not an address (want HOST:PORT): {text!r}")
-    return host, number
 
 
 def parse_peer_values(items: list[str] | None, what: str) -> dict[str, str]:

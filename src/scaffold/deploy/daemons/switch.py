@@ -19,6 +19,7 @@ import contextlib
 import errno
 from pathlib import Path
 
+from ...core.controller.commands import Port
 from ...core.engine import NodeEngine
 from ...core.flow_switch import FlowSwitch
 from ...core.object_switch import ObjectSwitch
@@ -26,8 +27,9 @@ from ...errors import ConfigError, ScaffoldError
 from ...runtime import admin
 from ...runtime.aio import AddressBook, EmuLink, NodeRuntime
 from ...runtime.metrics import node_summary
+from ..address import parse_address
 from .jsonlog import JsonLog
-from .runner import parse_address, parse_peer_values
+from .runner import parse_peer_values
 
 __all__ = ["DEFAULT_DATA_PORT", "PortMonitor", "add_arguments", "add_node_arguments", "connect", "serve"]
 
@@ -160,9 +162,7 @@ class PortMonitor:
             if self.pending and loop.time() >= next_try:
                 for peer, up in list(self.pending.items()):
                     try:
-                        await admin.call(
-                            self.controller, "port", timeout=2.0, node=self.node, peer=peer, up=up
-                        )
+                        await admin.call(self.controller, Port(self.node, peer, up), timeout=2.0)
                     except ScaffoldError as exc:
                         self.log.warning("port report failed, will retry", peer=peer, error=str(exc))
                         next_try = loop.time() + REPORT_RETRY

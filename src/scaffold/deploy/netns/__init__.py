@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .kernel import KernelError, available
-from .network import NetnsNetwork, entered, leftovers, teardown
+from .build import leftovers, teardown
+from .kernel import KernelError, available, entered
+from .network import NetnsNetwork
 
 __all__ = ["KernelError", "NetnsNetwork", "available", "entered", "leftovers", "teardown"]

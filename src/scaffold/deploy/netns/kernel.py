@@ -8,11 +8,13 @@ recycled pid is never hit); nothing here looks processes up by name.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ...errors import ScaffoldError
@@ -21,6 +23,7 @@ __all__ = [
     "KernelError",
     "alive",
     "available",
+    "entered",
     "ip_batch",
     "namespaces",
     "nft",
@@ -30,6 +33,7 @@ __all__ = [
 ]
 
 COMMAND_TIMEOUT = 20.0
+CLONE_NEWNET = 0x40000000
 
 
 class KernelError(ScaffoldError):
@@ -140,3 +144,31 @@ def stop_process(pid: int, start_time: int, *, grace: float = 3.0, kill: bool = 
         _reap(pid)
         time.sleep(0.01)
     _reap(pid)
+
+
+@contextlib.contextmanager
+def entered(namespace: str) -> Iterator[None]:
+    """Run this thread in network namespace ``namespace`` (``setns``) for the block: sockets
+    created inside belong to it for good. The block should create sockets and return quickly:
+    other asyncio tasks that run meanwhile are in that namespace too.
+
+    Raises:
+        KernelError: the namespace does not exist or ``setns`` failed.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        target = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
+    except OSError as exc:
+        raise KernelError(f"no namespace {namespace!r}: {exc.strerror}") from None
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            raise KernelError(f"setns({namespace}): {os.strerror(ctypes.get_errno())}")
+        try:
+            yield
+        finally:
+            if libc.setns(home, CLONE_NEWNET) != 0:  # pragma: no cover - cannot fail for our own
+                raise KernelError(f"setns back: {os.strerror(ctypes.get_errno())}")
+    finally:
+        os.close(target)
+        os.close(home)

@@ -1,346 +1,41 @@
-"""A SCAFFOLD network with every node in its own network namespace (docs/deployment.md).
+"""``NetnsNetwork``: a SCAFFOLD network with every node a process in its own network namespace
+(docs/deployment.md §4).
 
-Layout of one run (``RID`` = 6 random hex digits, ``X`` = a free second octet of 10/8)::
-
-    root namespace ── aRID ═══ aRIDb ─┐          management namespace scRID-mgmt
-    (10.X.63.254/18, + a /32 route    │  bridge brRID:  every node's mRIDk, 10.X.0.0/18
-     to every node IP via its         │
-     management IP)                   ├── mRIDkb ═══ mRIDk  scRID-controller (10.X.0.1)
-                                      ├── mRIDkb ═══ mRIDk  scRID-east-fs1 ...
-    data plane, along Topology.node_links(): one veth pair per link, /31 from 10.X.128.0/17
-         scRID-east-h1 ── vRIDka ═══ vRIDkb ── scRID-east-fs1 ── ... ── scRID-west-fs1
-
-* Each node has a **node IP** (``10.X.64.0/18``, a /32 on the namespace's ``lo``) that it
-  announces to the controller; its UDP socket binds ``0.0.0.0:7000``. Each namespace has a
-  /32 route to each neighbour's node IP via that link's peer address, with ``src`` its own
-  node IP: the kernel routes the underlay, and only between neighbours, so a link set down
-  really cuts the path (the SCAFFOLD switches, not the kernel, forward between links; IP
-  forwarding stays off).
-* The control plane (TCP to the controller) uses the management bridge, so cutting a data
-  link never cuts a node off its controller. The root namespace reaches the bridge through
-  one veth (for ``scaffold status``, ``fault`` and hosts that join from outside, which reach
-  their gateway's node IP through it).
-* Delay is our own egress stage in each node process (``--link PEER=MS``, changed with
-  ``LinkSettings`` by ``scaffold fault delay``): the kernels have no ``netem``. Loss is an
-  nftables ``numgen random mod 100 < P drop`` rule on the sender's device; bandwidth a
-  ``tbf`` qdisc on both ends; link-down is ``ip link set DEV down`` on one end (the peer loses
-  carrier). Border switches watch their backbone ports and report changes to the controller.
-
-Everything created is written to the state file before it is created, and ``teardown``
-removes exactly that: the processes (by pid and start time), then the namespaces (which takes
-their veths, bridge, routes and nftables rules with them).
+It plans a run (``plan.py``: names and addresses), writes the plan to the state file before
+creating anything, creates the kernel objects (``build.py``), starts one process per node
+(``ip netns exec NS python -m scaffold ...``), waits until the network is up, and drives
+faults: SIGKILL and restart by pid, links set down, nftables loss, delay through the
+controller. ``close`` (and ``scaffold down``, through ``build.teardown``) removes exactly
+what the state file lists.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ipaddress
 import os
 import secrets
-import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ...api.join import JoinedHost, join
+from ...api.host import Host
+from ...api.join import join
+from ...core.controller.commands import Counters, LinkSettings, Status
 from ...core.topology import Topology
 from ...errors import ConfigError, ScaffoldError, UsageError
 from ...runtime import admin
-from ..state_file import (
-    DEFAULT_STATE,
-    LinkState,
-    NetworkState,
-    NodeState,
-    load_state,
-    remove_state,
-    save_state,
-)
+from ...runtime.aio import wait_until
+from ..state_file import DEFAULT_STATE, LinkState, NetworkState, NodeState, load_state, save_state
 from ..topology_file import TopologyFile, dump_topology
 from . import kernel
+from .build import create, loss_script, teardown
+from .kernel import entered
+from .plan import Octets, free_second_octet, node_command, plan
 
-__all__ = ["CONTROL_PORT", "DATA_PORT", "NetnsNetwork", "entered", "leftovers", "teardown"]
-
-DATA_PORT = 7000
-CONTROL_PORT = 7400
-PYTHON = sys.executable
-CLONE_NEWNET = 0x40000000
-
-
-@dataclass(frozen=True, slots=True)
-class _Octets:
-    second: int
-
-    def mgmt(self, index: int) -> str:  # 10.X.0.0/18; index 1 = controller
-        return f"10.{self.second}.{index >> 8}.{index & 255}"
-
-    @property
-    def access(self) -> str:
-        return f"10.{self.second}.63.254"
-
-    def node(self, index: int) -> str:  # 10.X.64.0/18
-        return f"10.{self.second}.{64 + (index >> 8)}.{index & 255}"
-
-    def link(self, index: int, end: int) -> str:  # 10.X.128.0/17, a /31 per link
-        value = 2 * index + end
-        return f"10.{self.second}.{128 + (value >> 8)}.{value & 255}"
-
-
-def _free_second_octet() -> int:
-    """A second octet X such that no route of this namespace overlaps 10.X.0.0/16."""
-    used = []
-    for line in kernel.run(["ip", "-4", "route", "show", "table", "all"], check=False).splitlines():
-        word = line.split()[0] if line.split() else ""
-        if word in ("local", "broadcast", "unreachable", "blackhole", "prohibit", "throw"):
-            word = line.split()[1]
-        with contextlib.suppress(ValueError):
-            used.append(ipaddress.ip_network(word if word != "default" else "0.0.0.0/0", strict=False))
-    for _ in range(200):
-        second = 100 + secrets.randbelow(150)
-        net = ipaddress.ip_network(f"10.{second}.0.0/16")
-        if not any(net.overlaps(u) and u.prefixlen > 0 for u in used):
-            return second
-    raise ScaffoldError("no free 10.X.0.0/16 range for the namespace testbed")
-
-
-def plan(topology: Topology, name: str, run_id: str, second: int, run_dir: str) -> NetworkState:
-    """Names, addresses and links of a run (pure: creates nothing)."""
-    octets = _Octets(second)
-    if len(topology.nodes()) > 16000:
-        raise ConfigError("the namespace testbed takes at most 16000 nodes")
-    nodes: dict[str, NodeState] = {}
-    nodes[topology.controller] = NodeState(
-        topology.controller,
-        "controller",
-        address=(octets.mgmt(1), CONTROL_PORT),
-        namespace=f"sc{run_id}-{topology.controller}",
-        mgmt_ip=octets.mgmt(1),
-    )
-    gateways = {h.name: h.gateway for h in topology.hosts()}
-    for index, (node, role) in enumerate(topology.nodes().items(), start=2):
-        node_ip = octets.node(index)
-        nodes[node] = NodeState(
-            node,
-            role,
-            dc=topology.dc_of(node),
-            gateway=gateways.get(node, ""),
-            address=(node_ip, DATA_PORT),
-            namespace=f"sc{run_id}-{node}",
-            node_ip=node_ip,
-            mgmt_ip=octets.mgmt(index),
-        )
-    backbone = {(l.a, l.b): l for l in topology.backbone}
-    links = []
-    for k, link in enumerate(topology.node_links()):
-        dc_a, dc_b = topology.dc_of(link.a), topology.dc_of(link.b)
-        links.append(
-            LinkState(
-                link.a,
-                link.b,
-                f"v{run_id}{k}a",
-                f"v{run_id}{k}b",
-                octets.link(k, 0),
-                octets.link(k, 1),
-                backbone=dc_a != dc_b and ((dc_a, dc_b) in backbone or (dc_b, dc_a) in backbone),
-                delay=link.delay,
-                loss=link.loss,
-                bandwidth=link.bandwidth,
-            )
-        )
-    return NetworkState(
-        name=name,
-        mode="netns",
-        controller=(octets.mgmt(1), CONTROL_PORT),
-        run_id=run_id,
-        pid=os.getpid(),
-        created=time.time(),
-        nodes=nodes,
-        links=links,
-        namespaces=[n.namespace for n in nodes.values()] + [f"sc{run_id}-mgmt"],
-        mgmt_namespace=f"sc{run_id}-mgmt",
-        access_dev=f"a{run_id}",
-        access_ip=octets.access,
-        run_dir=run_dir,
-    )
-
-
-def _mgmt_dev(state: NetworkState, node: NodeState, bridge_side: bool = False) -> str:
-    index = list(state.nodes).index(node.name)
-    return f"m{state.run_id}{index}{'b' if bridge_side else ''}"
-
-
-def _loss_script(state: NetworkState, namespace: str) -> str:
-    rules = [
-        f'    oifname "{key.split("/", 1)[1]}" numgen random mod 100 < {round(percent)} counter drop'
-        for key, percent in sorted(state.losses.items())
-        if key.split("/", 1)[0] == namespace and round(percent) > 0
-    ]
-    body = "\n".join(rules)
-    return (
-        "table inet scaffold\n"
-        "delete table inet scaffold\n"
-        "table inet scaffold {\n  chain loss {\n    type filter hook output priority 0; policy accept;\n"
-        f"{body}\n  }}\n}}\n"
-    )
-
-
-def _tbf(dev: str, bandwidth: float) -> list[str]:
-    rate = max(8000, int(bandwidth))
-    burst = max(32 * 1024, rate // 8 // 100)  # 10 ms at line rate, at least 32 KiB
-    return [
-        "tc",
-        "qdisc",
-        "replace",
-        "dev",
-        dev,
-        "root",
-        "tbf",
-        "rate",
-        f"{rate}bit",
-        "burst",
-        str(burst),
-        "latency",
-        "50ms",
-    ]
-
-
-def _node_command(
-    state: NetworkState, node: NodeState, topology: Topology, topology_path: str, log_debug: bool
-) -> list[str]:
-    base = [PYTHON, "-m", "scaffold"]
-    if node.role == "controller":
-        return [
-            *base,
-            "controller",
-            "--name",
-            node.name,
-            "--topology",
-            topology_path,
-            "--listen",
-            f"0.0.0.0:{CONTROL_PORT}",
-            "--store",
-            str(Path(state.run_dir) / "controller-store.json"),
-        ]
-    controller = f"{state.controller[0]}:{state.controller[1]}"
-    common = [
-        "--name",
-        node.name,
-        "--controller",
-        controller,
-        "--listen",
-        f"0.0.0.0:{DATA_PORT}",
-        "--advertise",
-        node.node_ip,
-    ]
-    for link in state.links:
-        if node.name in (link.a, link.b) and link.delay > 0:
-            peer = link.b if link.a == node.name else link.a
-            common += ["--link", f"{peer}={link.delay * 1000:g}"]
-    if log_debug:
-        common.append("--debug")
-    if node.role == "host":
-        serve = [
-            f"--serve={obj.name}:{weight}{':resume' if obj.resumable else ''}"
-            for obj in topology.objects
-            for host, weight in obj.replicas
-            if host == node.name
-        ]
-        return [*base, "host", *common, "--gateway", node.gateway, *serve]
-    argv = [
-        *base,
-        "switch",
-        *common,
-        "--role",
-        "flow" if node.role == "flow-switch" else "object",
-        "--dc",
-        node.dc,
-    ]
-    for link in state.links:
-        if link.backbone and node.name in (link.a, link.b):
-            peer, dev = (link.b, link.dev_a) if link.a == node.name else (link.a, link.dev_b)
-            argv += ["--port", f"{peer}={dev}"]
-    return argv
-
-
-def teardown(
-    state: NetworkState, state_path: str | Path | None = None, *, keep_logs: bool = False
-) -> list[str]:
-    """Remove exactly what ``state`` lists: stop its processes (SIGTERM, then SIGKILL), delete
-    its namespaces (with their veths, bridge, routes and rules), the run directory if ``up``
-    made it (unless ``keep_logs``), and the state file. Returns what could not be removed
-    (empty when all went)."""
-    problems: list[str] = []
-    nodes = list(state.nodes.values())
-    # Data-plane nodes first, the controller last, so nodes do not log a lost controller.
-    nodes.sort(key=lambda n: n.role == "controller")
-    for node in nodes:
-        if node.pid:
-            kernel.stop_process(node.pid, node.start_time, grace=3.0)
-            if kernel.alive(node.pid, node.start_time):
-                problems.append(f"process {node.pid} ({node.name})")
-    existing = set(kernel.namespaces())
-    ours = [ns for ns in state.namespaces if ns in existing]
-    with contextlib.suppress(kernel.KernelError):
-        kernel.ip_batch([f"netns del {ns}" for ns in ours], check=False)
-    left = set(kernel.namespaces())
-    for ns in ours:
-        if ns in left:
-            try:
-                kernel.run(["ip", "netns", "del", ns])
-            except kernel.KernelError as exc:
-                problems.append(f"namespace {ns}: {exc}")
-    if state.access_dev and Path(f"/sys/class/net/{state.access_dev}").exists():
-        with contextlib.suppress(kernel.KernelError):
-            kernel.run(["ip", "link", "del", state.access_dev])
-    if state.run_dir_temporary and not keep_logs and state.run_dir:
-        shutil.rmtree(state.run_dir, ignore_errors=True)
-    if state_path is not None:
-        with contextlib.suppress(OSError):
-            current = load_state(state_path)
-            if current.run_id == state.run_id:
-                remove_state(state_path)
-    return problems
-
-
-@contextlib.contextmanager
-def entered(namespace: str) -> Iterator[None]:
-    """Run this thread in network namespace ``namespace`` (``setns``) for the block: sockets
-    created inside belong to it for good. The block should create sockets and return quickly:
-    other asyncio tasks that run meanwhile are in that namespace too.
-
-    Raises:
-        KernelError: the namespace does not exist or ``setns`` failed.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    try:
-        target = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
-    except OSError as exc:
-        raise kernel.KernelError(f"no namespace {namespace!r}: {exc.strerror}") from None
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        if libc.setns(target, CLONE_NEWNET) != 0:
-            raise kernel.KernelError(f"setns({namespace}): {os.strerror(ctypes.get_errno())}")
-        try:
-            yield
-        finally:
-            if libc.setns(home, CLONE_NEWNET) != 0:  # pragma: no cover - cannot fail for our own
-                raise kernel.KernelError(f"setns back: {os.strerror(ctypes.get_errno())}")
-    finally:
-        os.close(target)
-        os.close(home)
-
-
-def leftovers(run_id: str) -> list[str]:
-    """Namespaces and root-namespace interfaces of run ``run_id`` that still exist."""
-    out = [f"namespace {ns}" for ns in kernel.namespaces() if ns.startswith(f"sc{run_id}-")]
-    with contextlib.suppress(OSError):
-        out += [f"interface {dev}" for dev in os.listdir("/sys/class/net") if run_id in dev]
-    return out
+__all__ = ["NetnsNetwork"]
 
 
 class NetnsNetwork:
@@ -428,9 +123,9 @@ class NetnsNetwork:
             path = run_dir / "topology.toml"
             path.write_text(dump_topology(self.topology, self.loaded.name))
             self.loaded = TopologyFile(self.loaded.name, self.topology, str(path))
-        second = _free_second_octet()
+        second = free_second_octet()
         self.state = plan(self.topology, self.loaded.name, run_id, second, str(run_dir))
-        octets = _Octets(second)
+        octets = Octets(second)
         for a, b in self.extra_links:
             k = len(self.state.links)
             self.state.links.append(
@@ -440,7 +135,7 @@ class NetnsNetwork:
         self.state.run_dir_temporary = self._run_dir_given is None
         save_state(self.state, self.state_path)
         try:
-            await asyncio.to_thread(self._create)
+            await asyncio.to_thread(create, self.state)
             self._spawn(self.state.nodes[self.topology.controller])
             await self._wait(self._controller_up, 15.0, "the controller to listen")
             for node in self.state.nodes.values():
@@ -482,71 +177,6 @@ class NetnsNetwork:
 
     # -- creating --------------------------------------------------------------------------
 
-    def _create(self) -> None:
-        state = self._state
-        mgmt = state.mgmt_namespace
-        bridge = f"br{state.run_id}"
-        root: list[str] = [f"netns add {ns}" for ns in state.namespaces]
-        root.append(f"link add {bridge} netns {mgmt} type bridge")
-        root.append(f"link add {state.access_dev} type veth peer name {state.access_dev}b netns {mgmt}")
-        for node in state.nodes.values():
-            root.append(
-                f"link add {_mgmt_dev(state, node)} netns {node.namespace} type veth "
-                f"peer name {_mgmt_dev(state, node, True)} netns {mgmt}"
-            )
-        for link in state.links:
-            ns_a, ns_b = state.nodes[link.a].namespace, state.nodes[link.b].namespace
-            root.append(f"link add {link.dev_a} netns {ns_a} type veth peer name {link.dev_b} netns {ns_b}")
-        kernel.ip_batch(root)
-        # management namespace: the bridge and its ports
-        lines = ["link set lo up", f"link set {bridge} up", f"link set {state.access_dev}b master {bridge}"]
-        lines.append(f"link set {state.access_dev}b up")
-        for node in state.nodes.values():
-            lines += [
-                f"link set {_mgmt_dev(state, node, True)} master {bridge}",
-                f"link set {_mgmt_dev(state, node, True)} up",
-            ]
-        kernel.ip_batch(lines, mgmt)
-        # root namespace: the access veth and a route to every node IP via its management IP
-        lines = [f"addr add {state.access_ip}/18 dev {state.access_dev}", f"link set {state.access_dev} up"]
-        lines += [
-            f"route add {n.node_ip}/32 via {n.mgmt_ip} dev {state.access_dev}"
-            for n in state.nodes.values()
-            if n.node_ip
-        ]
-        kernel.ip_batch(lines)
-        # every node namespace
-        for node in state.nodes.values():
-            dev = _mgmt_dev(state, node)
-            lines = ["link set lo up", f"addr add {node.mgmt_ip}/18 dev {dev}", f"link set {dev} up"]
-            if node.node_ip:
-                lines += [
-                    f"addr add {node.node_ip}/32 dev lo",
-                    f"route add {state.access_ip}/32 dev {dev} src {node.node_ip}",
-                ]
-            for link in state.links:
-                if node.name not in (link.a, link.b):
-                    continue
-                mine, theirs = (link.dev_a, link.ip_a), (link.dev_b, link.ip_b)
-                peer = state.nodes[link.b if link.a == node.name else link.a]
-                if link.a != node.name:
-                    mine, theirs = theirs, mine
-                lines += [
-                    f"addr add {mine[1]}/31 dev {mine[0]}",
-                    f"link set {mine[0]} up",
-                    f"route add {peer.node_ip}/32 via {theirs[1]} dev {mine[0]} src {node.node_ip}",
-                ]
-            kernel.ip_batch(lines, node.namespace)
-        for link in state.links:
-            for name, dev in ((link.a, link.dev_a), (link.b, link.dev_b)):
-                ns = state.nodes[name].namespace
-                if link.bandwidth:
-                    kernel.run(["ip", "netns", "exec", ns, *_tbf(dev, link.bandwidth)])
-                if link.loss:
-                    state.losses[f"{ns}/{dev}"] = link.loss * 100
-        for ns in {key.split("/", 1)[0] for key in state.losses}:
-            kernel.nft(ns, _loss_script(state, ns))
-
     def _spawn(self, node: NodeState, argv: list[str] | None = None, log_name: str = "") -> None:
         import subprocess
 
@@ -557,7 +187,7 @@ class NetnsNetwork:
                 raise UsageError(
                     "the namespace testbed needs the topology as a file (the controller reads it)"
                 )
-            command = _node_command(state, node, self.topology, topology_path, self.debug)
+            command = node_command(state, node, self.topology, topology_path, self.debug)
             if node.role == "host":
                 command += self.host_options
             argv = ["ip", "netns", "exec", node.namespace, *command]
@@ -588,21 +218,13 @@ class NetnsNetwork:
 
     # -- waiting ---------------------------------------------------------------------------
 
-    async def _wait(self, condition: Any, timeout: float, what: str) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            if await condition():
-                return
-            if loop.time() > deadline:
-                raise TimeoutError(
-                    f"timed out after {timeout:.0f} s waiting for {what} (logs: {self._state.run_dir})"
-                )
-            await asyncio.sleep(0.05)
+    async def _wait(self, condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+        # Conditions ask the controller's admin port: poll it gently. The logs say why not.
+        await wait_until(condition, timeout, f"{what} (logs: {self._state.run_dir})", interval=0.05)
 
     async def _controller_up(self) -> bool:
         try:
-            await admin.call(self.controller, "status", timeout=1.0)
+            await admin.call(self.controller, Status(), timeout=1.0)
         except ScaffoldError:
             return False
         return True
@@ -610,8 +232,8 @@ class NetnsNetwork:
     async def ready(self) -> bool:
         """Every switch connected with tables applied, every host and replica registered."""
         try:
-            status = await admin.call(self.controller, "status", timeout=2.0)
-            counters = await admin.call(self.controller, "counters", timeout=2.0)
+            status = await admin.call(self.controller, Status(), timeout=2.0)
+            counters = await admin.call(self.controller, Counters(), timeout=2.0)
         except ScaffoldError:
             return False
         hosts = {h["name"]: h for h in status["hosts"]}
@@ -642,8 +264,8 @@ class NetnsNetwork:
 
     async def status(self) -> dict[str, Any]:
         """The controller's status plus every node's counters (``counters``)."""
-        result: dict[str, Any] = await admin.call(self.controller, "status")
-        result["counters"] = await admin.call(self.controller, "counters")
+        result: dict[str, Any] = await admin.call(self.controller, Status())
+        result["counters"] = await admin.call(self.controller, Counters())
         return result
 
     def pid(self, node: str) -> int:
@@ -672,7 +294,7 @@ class NetnsNetwork:
         self._spawn(state)
         save_state(self._state, self.state_path)
 
-    async def join_host(self, node: str, **options: Any) -> JoinedHost:
+    async def join_host(self, node: str, **options: Any) -> Host:
         """Join the network as host ``node`` from this process, over ``node``'s own veth:
         the host's UDP socket and control connection are opened inside its namespace (its
         control connection reopens from this namespace, through the management bridge, if the
@@ -759,14 +381,14 @@ class NetnsNetwork:
         for name, dev in ((link.a, link.dev_a), (link.b, link.dev_b)):
             ns = state.nodes[name].namespace
             state.losses[f"{ns}/{dev}"] = percent
-            kernel.nft(ns, _loss_script(state, ns))
+            kernel.nft(ns, loss_script(state, ns))
         link.loss = percent / 100
         save_state(state, self.state_path)
 
     async def set_delay(self, a: str, b: str, ms: float) -> None:
         """Set the one-way delay of a link (the nodes' own egress stage, via the controller)."""
         link = self._ends(a, b)
-        await admin.call(self.controller, "link-settings", a=link.a, b=link.b, delay_ms=ms)
+        await admin.call(self.controller, LinkSettings(link.a, link.b, delay_ms=ms))
         link.delay = ms / 1000
         save_state(self._state, self.state_path)
 

@@ -8,7 +8,7 @@ egress stage of our own, because the kernels we run on have no ``netem`` (``link
 
 from .controller import ControllerRuntime
 from .links import Address, AddressBook, EmuLink
-from .loop import call_from_thread, new_event_loop, run
+from .loop import call_from_thread, new_event_loop, run, wait_until
 from .network import EmbeddedNetwork
 from .node import BATCH, SOCKET_BUFFER, EventHandler, NodeRuntime
 
@@ -25,4 +25,5 @@ __all__ = [
     "call_from_thread",
     "new_event_loop",
     "run",
+    "wait_until",
 ]

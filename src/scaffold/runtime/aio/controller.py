@@ -8,21 +8,27 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ...core.controller import CONTROLLER_COMMANDS, Controller, ControllerEvent
+from ...core.controller import Command, Controller, ControllerEvent
+from ...core.controller.commands import Counters
 from ...core.metrics import Sample
-from ...errors import MalformedPacket, UsageError
+from ...errors import MalformedPacket
 from ...wire import control
 from ..metrics import node_summary, runtime_metrics
+from ..store import MemoryStore, Store, controller_outputs
 from .links import Address
 
 __all__ = ["ControllerRuntime"]
 
 
 class ControllerRuntime:
-    """The controller core behind a TCP server speaking framed control records."""
+    """The controller core behind a TCP server speaking framed control records; what the core
+    declares durable goes to ``store`` before the records that depend on it go out."""
 
-    def __init__(self, core: Controller, bind: Address = ("127.0.0.1", 0)) -> None:
+    def __init__(
+        self, core: Controller, bind: Address = ("127.0.0.1", 0), store: Store | None = None
+    ) -> None:
         self.core = core
+        self.store: Store = store if store is not None else MemoryStore()
         self.bind_address = bind
         self.address: Address = bind
         self.stats: Counter[str] = Counter()
@@ -61,16 +67,13 @@ class ControllerRuntime:
         assert self._loop is not None
         return self._loop.time()
 
-    def command(self, name: str, **args: Any) -> Any:
-        """Run a controller command (``drain``, ``set_weight``, ``migrate_object``,
-        ``migrate_host``, ``move_host``, ``set_link``) now and send what it queued.
+    def command(self, command: Command) -> dict[str, Any]:
+        """Run an operator command (``core.controller.commands``) now and send what it queued.
 
         Raises:
-            UsageError: the command or its arguments are invalid.
+            UsageError: an unknown host, object, datacenter or link.
         """
-        if name not in CONTROLLER_COMMANDS:
-            raise UsageError(f"unknown controller command {name!r}")
-        result = getattr(self.core, name)(now=self.now(), **args)
+        result = self.core.command(command, self.now())
         self.flush()
         return result
 
@@ -122,7 +125,7 @@ class ControllerRuntime:
         """``counters`` is answered here (the runtime holds the nodes' reports): each node's
         ``node_summary`` and its trace, and the controller's own; every other command by the
         controller core."""
-        if request.command == "counters":
+        if request.command == Counters.name:
             result = {
                 name: {**node_summary(s.role, s.metrics), "trace": [list(t) for t in s.trace]}
                 for name, s in self.node_stats.items()
@@ -132,12 +135,19 @@ class ControllerRuntime:
         return self.core.admin(request, self.now())
 
     def flush(self) -> None:
-        """Hand the controller's events to ``on_event``, send its records, re-arm its timer."""
+        """Hand the controller's events to ``on_event``, commit its state changes, then send
+        its records (docs/protocol.md §6.4), and re-arm its timer. A store that cannot write
+        holds the records back; the timer retries."""
         now = self.now()
         while (event := self.core.next_event()) is not None:
             if self.on_event is not None:
                 self.on_event(event, now)
-        for node, message in self.core.messages_to_send():
+        try:
+            outputs = controller_outputs(self.core, self.store)
+        except OSError:
+            self.stats["store-failed"] += 1
+            outputs = []
+        for node, message in outputs:
             writer = self._writers.get(node)
             if writer is None or writer.is_closing():
                 self.stats["to-disconnected"] += 1

@@ -1,15 +1,16 @@
-"""The event loop: uvloop when installed, and calling into a loop from another thread."""
+"""The event loop: uvloop when installed, calling into a loop from another thread, and waiting
+for a condition with a deadline."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ...errors import UsageError
 
-__all__ = ["call_from_thread", "new_event_loop", "run"]
+__all__ = ["call_from_thread", "new_event_loop", "run", "wait_until"]
 
 T = TypeVar("T")
 
@@ -58,3 +59,28 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str, *, interval: float = 0.005
+) -> None:
+    """Poll ``condition`` (a function, or a coroutine function) every ``interval`` seconds
+    until it is true.
+
+    This is how code here waits for state another node or process changes: there is no
+    event to wait on when the state lives in a controller or a process elsewhere.
+
+    Raises:
+        TimeoutError: still false after ``timeout`` seconds; the message names ``what``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
+        await asyncio.sleep(interval)

@@ -1,10 +1,13 @@
-"""``EmbeddedNetwork``: a whole topology in this process over loopback UDP, the embedded default."""
+"""``EmbeddedNetwork``: a whole topology in this process over loopback UDP, the embedded default.
+
+It is also the network ``Host`` handles of a ``Testbed`` belong to: it answers what a host
+asks of its network (``scaffold.api.network.HostNetwork``) from the controller and switches
+in this process.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ...core.controller import Controller
@@ -13,13 +16,15 @@ from ...core.flow_switch import FlowSwitch
 from ...core.host import HostStack
 from ...core.metrics import total
 from ...core.object_switch import ObjectSwitch
-from ...core.store import MemoryStore, Store
 from ...core.switch import TABLE_VERSION
 from ...core.topology import Topology
 from ...errors import UsageError
 from ...ids import ObjectId
+from ...transport import StreamOptions
+from ..store import MemoryStore, Store
 from .controller import ControllerRuntime
-from .links import AddressBook, EmuLink
+from .links import Address, AddressBook, EmuLink
+from .loop import wait_until
 from .node import NodeRuntime
 
 __all__ = ["EmbeddedNetwork"]
@@ -41,7 +46,7 @@ class EmbeddedNetwork:
         heartbeat_interval: float = 0.2,
         dead_after: int = 3,
         seed: int | None = None,
-        stream_options: dict[str, Any] | None = None,
+        stream_options: StreamOptions | None = None,
         store: Store | None = None,
     ) -> None:
         self.topology = topology
@@ -53,9 +58,10 @@ class EmbeddedNetwork:
         self._controller_options: dict[str, Any] = {
             "heartbeat_interval": heartbeat_interval,
             "dead_after": dead_after,
-            "store": store if store is not None else MemoryStore(),
         }
-        self.controller = ControllerRuntime(Controller(topology, **self._controller_options))
+        #: the controller's durable state; a restarted controller starts from it
+        self.store: Store = store if store is not None else MemoryStore()
+        self.controller = self._controller(("127.0.0.1", 0))
         self.nodes: dict[str, NodeRuntime[NodeEngine]] = {}
         self._hosts: dict[str, NodeRuntime[HostStack]] = {}
         self.stream_options = stream_options
@@ -77,7 +83,7 @@ class EmbeddedNetwork:
             await self._start_node(self._node(ObjectSwitch(dc.object_switch, dc.name)))
         for spec in self.topology.hosts():
             await self._start_host(spec.name, spec.gateway)
-        await self.wait_for(self.ready, ready_timeout, "the network to come up")
+        await wait_until(self.ready, ready_timeout, "the network to come up")
 
     def _node(self, core: CoreT) -> NodeRuntime[CoreT]:
         rng = random.Random(self._rng.getrandbits(64))
@@ -104,7 +110,7 @@ class EmbeddedNetwork:
         for key in ((name, gateway), (gateway, name)):
             self.links[key] = EmuLink(self.topology.local_delay)
         node = await self._start_host(name, gateway)
-        await self.wait_for(lambda: node.core.registered, 5.0, f"{name} to register")
+        await wait_until(lambda: node.core.registered, 5.0, f"{name} to register")
         return node
 
     async def close(self) -> None:
@@ -119,11 +125,12 @@ class EmbeddedNetwork:
 
     async def start_controller(self) -> None:
         """Start a new controller on the same address, from the same store (a restart)."""
-        address = self.controller.address
-        self.controller = ControllerRuntime(
-            Controller(self.topology, **self._controller_options), bind=address
-        )
+        self.controller = self._controller(self.controller.address)
         await self.controller.start()
+
+    def _controller(self, bind: Address) -> ControllerRuntime:
+        core = Controller(self.topology, saved=self.store.load(), **self._controller_options)
+        return ControllerRuntime(core, bind, self.store)
 
     def set_link(
         self, a: str, b: str, *, up: bool | None = None, delay: float | None = None, loss: float | None = None
@@ -149,16 +156,43 @@ class EmbeddedNetwork:
         """The runtime of host ``name``.
 
         Raises:
-            UsageError: ``name`` is not a host of this network.
+            UsageError: there is no such host.
         """
         node = self._hosts.get(name)
         if node is None:
             raise UsageError(f"{name!r} is not a host")
         return node
 
+    # -- what a Host asks of its network (scaffold.api.network.HostNetwork) --------------
+
+    def dc_of(self, node: str) -> str:
+        """The datacenter of ``node``.
+
+        Raises:
+            ConfigError: the topology has no such node.
+        """
+        return self.topology.dc_of(node)
+
+    def host_name(self, host_id: int) -> str | None:
+        """The name of the host the controller gave ``host_id``; None if it gave it to none."""
+        return self.controller.core.host_name(host_id)
+
+    async def leave(self, host: str) -> None:
+        """Host ``host`` leaves: its socket and control connection close (the controller
+        then marks it dead and withdraws its replicas).
+
+        Raises:
+            UsageError: there is no such host.
+        """
+        await self.host(host).close()
+
     async def wait_for_object(self, obj: ObjectId, host: str | None = None, timeout: float = 5.0) -> None:
         """Wait until the controller registered ``obj`` (on ``host``, if given) and every
-        object switch applied the tables that include it."""
+        object switch applied the tables that include it.
+
+        Raises:
+            TimeoutError: not within ``timeout`` seconds (each step).
+        """
         ctl = self.controller.core
         key = obj.raw.hex()
 
@@ -166,7 +200,7 @@ class EmbeddedNetwork:
             replicas = ctl.objects.get(key, {})
             return host in replicas if host is not None else bool(replicas)
 
-        await self.wait_for(registered, timeout, f"the controller to register {obj.short()}")
+        await wait_until(registered, timeout, f"the controller to register {obj.short()}")
         targets = {
             name: state.version
             for name, state in ctl.switches.items()
@@ -179,23 +213,8 @@ class EmbeddedNetwork:
                 for name, version in targets.items()
             )
 
-        await self.wait_for(applied, timeout, f"object switches to learn {obj.short()}")
+        await wait_until(applied, timeout, f"object switches to learn {obj.short()}")
 
     def ready(self) -> bool:
         """Every node is ready: switches hold tables, hosts are registered."""
         return all(node.core.ready for node in self.nodes.values())
-
-    @staticmethod
-    async def wait_for(condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> None:
-        """Poll ``condition`` until true, or raise ``TimeoutError`` naming ``what``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            result = condition()
-            if not isinstance(result, bool):
-                result = await result
-            if result:
-                return
-            if loop.time() > deadline:
-                raise TimeoutError(f"timed out after {timeout:.1f} s waiting for {what}")
-            await asyncio.sleep(0.005)

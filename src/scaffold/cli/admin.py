@@ -1,0 +1,99 @@
+"""The controller's operator commands on the command line, one subcommand per command record.
+
+The churn commands are top-level (``scaffold drain HOST [OBJECT]``, ``set-weight``,
+``migrate-object``, ``migrate-host``, ``move-host``); the others are under ``scaffold admin``
+(``link``, ``link-settings``, ``port``, ``status``, ``counters``). Subcommands, arguments and
+their help all come from the records (``core.controller.commands``). Each sends one admin
+command to the controller (found through the state file of ``scaffold up``, or
+``--controller HOST:PORT``) and prints its result; a bad argument or the controller's refusal
+(an unknown host, object or datacenter) is a one-line error and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+from ..core.controller import COMMANDS, Command
+from ..deploy.address import parse_address
+from ..deploy.state_file import DEFAULT_STATE, load_state
+from ..runtime import admin
+
+__all__ = ["add_commands", "controller_address"]
+
+Address = tuple[str, int]
+
+_SWITCH = {"up": True, "down": False, "true": True, "false": False, "yes": True, "no": False}
+
+
+def controller_address(args: argparse.Namespace) -> Address:
+    """The controller named by ``--controller``, else by the state file ``--state``.
+
+    Raises:
+        ConfigError: no state file there, or a bad address.
+    """
+    if getattr(args, "controller", None):
+        return parse_address(args.controller)
+    return load_state(args.state).controller
+
+
+def _switch(text: str) -> bool:
+    try:
+        return _SWITCH[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"say up or down, not {text!r}") from None
+
+
+def _add_arguments(parser: argparse.ArgumentParser, cls: type[Command]) -> None:
+    for arg in cls.arguments():
+        help_text = arg.help.replace("%", "%%")
+        kind: Any = _switch if arg.type is bool else arg.type
+        if arg.required:
+            metavar = "{up,down}" if arg.type is bool else arg.name.upper()
+            parser.add_argument(arg.name, type=kind, metavar=metavar, help=help_text)
+        elif arg.positional:
+            parser.add_argument(arg.name, type=kind, nargs="?", metavar=arg.name.upper(), help=help_text)
+        elif arg.type is bool:
+            flag = "--" + arg.name.replace("_", "-")
+            parser.add_argument(flag, dest=arg.name, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            flag = "--" + arg.name.replace("_", "-")
+            parser.add_argument(flag, dest=arg.name, type=kind, metavar=arg.name.upper(), help=help_text)
+
+
+def _runner(cls: type[Command]) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        from ..runtime.aio import run as run_async
+
+        command = cls.from_args({arg.name: getattr(args, arg.name) for arg in cls.arguments()})
+        result = run_async(admin.call(controller_address(args), command))
+        flat = isinstance(result, dict) and all(not isinstance(v, dict) for v in result.values())
+        if args.json or not flat:
+            json.dump(result, sys.stdout, indent=None if flat else 2)
+            sys.stdout.write("\n")
+        else:
+            Console().print(f"[green]{cls.name}[/] " + ", ".join(f"{k}={v}" for k, v in result.items()))
+        return 0
+
+    return run
+
+
+def add_commands(sub: Any) -> None:
+    """Register a subcommand for every operator command on the ``scaffold`` parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state", default=str(DEFAULT_STATE), help="state file of `scaffold up`")
+    common.add_argument("--controller", help="the controller's HOST:PORT instead of a state file")
+    common.add_argument("--json", action="store_true", help="print the result as JSON")
+    others = ", ".join(cls.name for cls in COMMANDS.values() if not cls.top_level)
+    group = sub.add_parser("admin", help=f"the controller's other operator commands: {others}")
+    more = group.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
+    for cls in COMMANDS.values():
+        parser = (sub if cls.top_level else more).add_parser(
+            cls.name, parents=[common], help=cls.help(), description=cls.help()
+        )
+        _add_arguments(parser, cls)
+        parser.set_defaults(func=_runner(cls))

@@ -1,0 +1,363 @@
+"""The controller, sans-IO: its inputs and outputs (docs/protocol.md §6).
+
+It registers hosts (assigning Host IDs) and their objects, tracks liveness by heartbeats,
+keeps every connected switch's tables and carries out operator commands. Inputs:
+``receive_message``, ``node_disconnected``, ``handle_timer``, ``command`` / ``admin``.
+Outputs, drained by the runtime: ``state_changes()`` (durable rows to commit) and
+``messages_to_send()`` (records for nodes) -- committed first, then sent (§6.4). The state it
+restarts from is an input too: ``Controller(topology, saved=store.load())``. Like every core it
+offers the engine interface (``core/engine.py``: ``ControllerEngine``): ``name``, ``role``,
+``next_event()`` (its decisions, ``ControllerEvent``) and ``metrics()``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, ClassVar
+
+from ...errors import UsageError
+from ...wire import control
+from ...wire.control import ControlMessage, SwitchTables
+from ..metrics import DROPS, MetricKind, Sample, define
+from ..topology import Topology
+from .churn import Churn
+from .commands import COMMANDS, Command
+from .registry import Registry, is_object_hex
+from .state import ControllerEvent, ControllerState, HostRecord, StateChange
+from .tables import SwitchState, Tables
+
+__all__ = ["EVENT_LOG_KEEP", "EVENT_LOG_LIMIT", "Controller"]
+
+#: the event log is trimmed to its latest EVENT_LOG_KEEP entries past EVENT_LOG_LIMIT taken
+EVENT_LOG_LIMIT = 10_000
+EVENT_LOG_KEEP = 1_000
+HOSTS = define(
+    "hosts", MetricKind.GAUGE, "Hosts the controller knows, by state (alive, dead).", labels=("state",)
+)
+SWITCHES = define(
+    "switches", MetricKind.GAUGE, "Switches of the topology, by control connection state.", labels=("state",)
+)
+OBJECTS = define("objects", MetricKind.GAUGE, "Objects with at least one registered replica.")
+
+
+class Controller:
+    """Sans-IO controller. Feed ``receive_message`` / ``node_disconnected`` / ``handle_timer``;
+    drain ``state_changes`` (commit them), then ``messages_to_send`` as (node, record) pairs."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        heartbeat_interval: float = 0.2,
+        dead_after: int = 3,
+        saved: ControllerState | None = None,
+    ) -> None:
+        self.heartbeat_interval = heartbeat_interval
+        self.dead_after = dead_after
+        self.events: list[ControllerEvent] = []
+        self.drops: Counter[str] = Counter()
+        self._out: list[tuple[str, ControlMessage]] = []
+        self._next_check: float | None = None
+        self.registry = Registry(topology, saved, self.drops)
+        self.tables = Tables(self.registry, self._out)
+        self.churn = Churn(self.registry, self.tables, self._out, self.events)
+
+    # -- the registry's state, read through ---------------------------------------------------
+
+    @property
+    def topology(self) -> Topology:
+        return self.registry.topology
+
+    @topology.setter
+    def topology(self, topology: Topology) -> None:
+        """A host was added to the network (the runtimes' ``add_host``)."""
+        self.registry.topology = topology
+
+    @property
+    def dc_ids(self) -> dict[str, int]:
+        return self.registry.dc_ids
+
+    @property
+    def hosts(self) -> dict[str, HostRecord]:
+        return self.registry.hosts
+
+    @property
+    def objects(self) -> dict[str, dict[str, int]]:
+        return self.registry.objects
+
+    @property
+    def object_names(self) -> dict[str, str]:
+        return self.registry.object_names
+
+    @property
+    def switches(self) -> dict[str, SwitchState]:
+        return self.tables.switches
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def receive_message(self, node: str, message: ControlMessage, now: float) -> None:
+        """Handle one record from ``node``. Unknown nodes and bad records are counted."""
+        self._start_clock(now)
+        reg = self.registry
+        if isinstance(message, control.Hello):
+            self._hello(message, now)
+        elif isinstance(message, control.Heartbeat):
+            record = reg.hosts.get(message.node)
+            if record is None:
+                self.drops["heartbeat-from-unknown"] += 1
+                return
+            record.last_seen = now
+            if record.rebinding is not None:
+                self._finish_rebinding(record)
+            if not record.alive:
+                self._set_alive(record, True, now, "heartbeat")
+        elif isinstance(message, control.Bind):
+            record = reg.hosts.get(node)
+            if record is None or not is_object_hex(message.obj) or message.weight <= 0:
+                self.drops["bad-bind"] += 1
+                return
+            reg.set_replica(message.obj, node, message.weight)
+            if record.rebinding is not None:
+                record.rebinding.add(message.obj)
+            if message.name:
+                reg.set_name(message.obj, message.name)
+            self.events.append(ControllerEvent(now, "bind", node, message.name or message.obj[:12]))
+            self.tables.push()
+        elif isinstance(message, control.Unbind):
+            if reg.remove_replica(message.obj, node):
+                self.tables.push()
+        elif isinstance(message, control.FlowsOut):
+            if not self.churn.flows_out(node, message, now):
+                self.drops["unexpected-flows-out"] += 1
+        elif isinstance(message, control.DrainDone):
+            self.churn.drain_done(node, message.obj, now)
+        elif isinstance(message, control.SyncRequest):
+            state = self.tables.switches.get(node)
+            if state is None or not state.connected:
+                self.drops["sync-from-unknown"] += 1
+                return
+            self.tables.sync(node)
+        else:
+            self.drops["unexpected-message"] += 1
+
+    def node_disconnected(self, node: str, now: float) -> None:
+        """The control connection of ``node`` closed (a dead process, a broken path)."""
+        if node in self.tables.switches:
+            self.tables.switches[node].connected = False
+        record = self.registry.hosts.get(node)
+        if record is not None and record.alive:
+            self._set_alive(record, False, now, "disconnected")
+
+    def get_timer(self) -> float | None:
+        return self._next_check
+
+    def handle_timer(self, now: float) -> None:
+        """Declare hosts dead after ``dead_after`` missed heartbeats."""
+        self._start_clock(now)
+        if self._next_check is None or now < self._next_check:
+            return
+        self._next_check = now + self.heartbeat_interval
+        limit = self.heartbeat_interval * self.dead_after
+        for record in self.registry.hosts.values():
+            if record.alive and now - record.last_seen > limit:
+                self._set_alive(record, False, now, "missed heartbeats")
+
+    # -- engine interface (core/engine.py: ControllerEngine) -------------------------------
+
+    name: ClassVar[str] = "controller"
+    role: ClassVar[str] = "controller"
+    #: how many entries of ``events`` ``next_event`` handed out
+    _events_taken: int = 0
+
+    def next_event(self) -> ControllerEvent | None:
+        """The oldest decision not taken yet; ``events`` keeps them all as a log, trimmed to
+        its latest ``EVENT_LOG_KEEP`` entries once it grows past ``EVENT_LOG_LIMIT``."""
+        if self._events_taken >= len(self.events):
+            return None
+        event = self.events[self._events_taken]
+        self._events_taken += 1
+        if self._events_taken > EVENT_LOG_LIMIT:
+            # In place: the churn part appends to this same list.
+            cut = self._events_taken - EVENT_LOG_KEEP
+            del self.events[:cut]
+            self._events_taken -= cut
+        return event
+
+    def metrics(self) -> list[Sample]:
+        alive = sum(1 for r in self.registry.hosts.values() if r.alive)
+        switches = self.tables.switches
+        connected = sum(1 for s in switches.values() if s.connected)
+        return [
+            *DROPS.by(self.drops),
+            HOSTS.sample(alive, state="alive"),
+            HOSTS.sample(len(self.registry.hosts) - alive, state="dead"),
+            SWITCHES.sample(connected, state="connected"),
+            SWITCHES.sample(len(switches) - connected, state="disconnected"),
+            OBJECTS.sample(len(self.registry.objects)),
+        ]
+
+    # -- commands --------------------------------------------------------------------------
+
+    def command(self, command: Command, now: float) -> dict[str, Any]:
+        """Carry out an operator command now; its result (docs/protocol.md §6.5).
+
+        Raises:
+            UsageError: an unknown host, object, datacenter or link; a command only the
+                runtime answers (``counters``).
+        """
+        self._start_clock(now)
+        return command.run(self, now)
+
+    def admin(self, request: control.AdminRequest, now: float) -> control.AdminReply:
+        """Run an operator's request and answer it; an unknown command or a bad argument is
+        an error reply, never an exception (docs/protocol.md §6.5)."""
+        cls = COMMANDS.get(request.command)
+        if cls is None:
+            known = ", ".join(sorted(COMMANDS))
+            error = f"unknown command {request.command!r} (known: {known})"
+            return control.AdminReply(request.id, False, error=error)
+        try:
+            result = self.command(cls.from_args(request.args), now)
+        except UsageError as exc:
+            return control.AdminReply(request.id, False, error=f"{request.command}: {exc}")
+        return control.AdminReply(request.id, True, result=result)
+
+    # -- outputs ---------------------------------------------------------------------------
+
+    def state_changes(self) -> list[StateChange]:
+        """The durable rows changed since the last call. The runtime commits them before it
+        sends what ``messages_to_send`` returns (docs/protocol.md §6.4)."""
+        return self.registry.state_changes()
+
+    def state_not_committed(self, changes: list[StateChange]) -> None:
+        """The runtime could not commit ``changes``: their rows are emitted again (as they
+        are then) by the next ``state_changes()``."""
+        self.registry.touch_again(changes)
+
+    def messages_to_send(self) -> list[tuple[str, ControlMessage]]:
+        out = self._out[:]
+        self._out.clear()  # the list is shared with the tables and churn parts
+        return out
+
+    # -- views -----------------------------------------------------------------------------
+
+    def snapshot(self) -> ControllerState:
+        """Every durable row now (what committing every change so far has stored)."""
+        return self.registry.snapshot()
+
+    def status(self) -> dict[str, Any]:
+        """The controller's view: hosts, switches, objects and replicas, backbone links."""
+        reg = self.registry
+        return {
+            "datacenters": dict(reg.dc_ids),
+            "hosts": [
+                {
+                    "name": r.name,
+                    "host_id": r.host_id,
+                    "dc": r.dc,
+                    "gateway": r.gateway,
+                    "alive": r.alive,
+                    "address": list(r.address) if r.address else None,
+                }
+                for r in reg.hosts.values()
+            ],
+            "switches": [
+                {"name": n, "role": st.role, "dc": st.dc, "connected": st.connected, "version": st.version}
+                for n, st in self.tables.switches.items()
+            ],
+            "objects": [
+                {
+                    "object": "obj:" + obj,
+                    "name": reg.object_names.get(obj, ""),
+                    "replicas": [
+                        {"host": h, "dc": reg.hosts[h].dc, "weight": w, "alive": reg.hosts[h].alive}
+                        for h, w in sorted(replicas.items())
+                    ],
+                }
+                for obj, replicas in sorted(reg.objects.items())
+            ],
+            "links": [
+                {"a": l.a, "b": l.b, "delay_ms": l.delay * 1000, "up": reg.links_up[frozenset((l.a, l.b))]}
+                for l in reg.topology.backbone
+            ],
+            "drops": dict(self.drops),
+        }
+
+    def object_key(self, ref: str) -> str:
+        """The Object ID (hex) of a registered object named by its name, text or hex.
+
+        Raises:
+            UsageError: no such object is registered.
+        """
+        return self.registry.object_key(ref)
+
+    def host_name(self, host_id: int) -> str | None:
+        return self.registry.host_name(host_id)
+
+    def dc_name(self, dc_id: int) -> str | None:
+        return self.registry.dc_name(dc_id)
+
+    def desired_tables(self, switch: str) -> SwitchTables:
+        """What ``switch``'s tables should be now (a pure function of controller state)."""
+        return self.tables.desired(switch)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _start_clock(self, now: float) -> None:
+        if self._next_check is None:
+            self._next_check = now + self.heartbeat_interval
+            if self.registry.restored:
+                # Hosts known before a restart get a full heartbeat deadline from now.
+                for record in self.registry.hosts.values():
+                    record.last_seen = now
+
+    def _hello(self, hello: control.Hello, now: float) -> None:
+        reg = self.registry
+        address = None if hello.address is None else (str(hello.address[0]), int(hello.address[1]))
+        if address is not None:
+            reg.addresses[hello.node] = address
+        if hello.role == "host":
+            if self.tables.role(hello.gateway) != "flow-switch":
+                self.drops["hello-bad-gateway"] += 1
+                return
+            record = reg.host_record(hello.node, hello.gateway)
+            reg.attach(record, hello.gateway)
+            record.last_seen = now
+            if address is not None:
+                reg.set_host_address(record, address)
+            # A (re)registering host re-sends its bindings right after Hello. Its old ones stay
+            # in the tables until its first heartbeat, then those it did not re-send go: so a
+            # reconnection never makes its replicas blink out of the object switches.
+            record.rebinding = set()
+            welcome = control.Welcome(
+                node=hello.node,
+                dc_id=reg.dc_ids[record.dc],
+                host_id=record.host_id,
+                gateway_address=reg.addresses.get(hello.gateway),
+                heartbeat_interval=self.heartbeat_interval,
+            )
+            self._out.append((hello.node, welcome))
+            self._set_alive(record, True, now, "registered")
+            return
+        state = self.tables.switches.get(hello.node)
+        if state is None or state.role != hello.role:
+            self.drops["hello-unknown-node"] += 1
+            return
+        state.connected = True
+        self.tables.sync(hello.node)
+        # Its neighbours learn its (possibly new) address.
+        self.tables.push()
+
+    def _finish_rebinding(self, record: HostRecord) -> None:
+        kept = record.rebinding or set()
+        record.rebinding = None
+        gone = [k for k, v in self.registry.objects.items() if record.name in v and k not in kept]
+        for key in gone:
+            self.registry.remove_replica(key, record.name)
+        if gone:
+            self.tables.push()
+
+    def _set_alive(self, record: HostRecord, alive: bool, now: float, why: str) -> None:
+        record.alive = alive
+        self.events.append(ControllerEvent(now, "host-up" if alive else "host-down", record.name, why))
+        self.tables.push()

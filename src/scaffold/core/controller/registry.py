@@ -1,0 +1,265 @@
+"""What the controller knows: hosts and their Host IDs, objects and their replicas, drains and
+backbone link states -- and which durable rows of it changed (docs/protocol.md §6.2, §6.4).
+
+Every change to durable state goes through a method here that marks the row it touched, so
+``state_changes()`` can say exactly which rows to upsert or delete, without a diff of the
+whole state. ``restore`` takes a saved ``ControllerState`` back in.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ...errors import UsageError
+from ...ids import ObjectId
+from ..topology import Topology
+from .state import (
+    Address,
+    BackboneLink,
+    ControllerState,
+    DrainingObjects,
+    HostIdCounter,
+    HostRecord,
+    HostState,
+    ObjectName,
+    ObjectReplicas,
+    StateChange,
+    StateRecord,
+)
+
+__all__ = ["Registry", "is_object_hex"]
+
+
+class Registry:
+    """Hosts, objects, drains and backbone links, and the durable rows that changed."""
+
+    def __init__(self, topology: Topology, saved: ControllerState | None, drops: Counter[str]) -> None:
+        self.topology = topology
+        self.dc_ids = {dc.name: i + 1 for i, dc in enumerate(topology.datacenters)}
+        self.hosts: dict[str, HostRecord] = {}
+        self.next_host_id = 1
+        #: object hex -> {host name: weight}
+        self.objects: dict[str, dict[str, int]] = {}
+        self.object_names: dict[str, str] = {}
+        #: host -> objects (hex) it is draining: no new flows go there
+        self.draining: dict[str, set[str]] = {}
+        self.links_up: dict[frozenset[str], bool] = {frozenset((l.a, l.b)): True for l in topology.backbone}
+        #: every node's data-plane address, from its Hello
+        self.addresses: dict[str, Address] = {}
+        self.restored = False
+        #: durable rows touched since the last ``state_changes()``, in order
+        self._dirty: dict[tuple[str, str], None] = {}
+        if saved is not None:
+            self._restore(saved, drops)
+        for spec in topology.hosts():
+            self.host_record(spec.name, spec.gateway)
+        # The first changes are what differs from the saved state: every row for a new
+        # controller; for a restored one, what the topology added and what it could not take
+        # back (unknown gateways, links, replicas of skipped hosts: deleted). Nothing else.
+        was = {} if saved is None else {(r.kind, r.key): r for r in saved.records()}
+        now = {(r.kind, r.key): r for r in self.snapshot().records()}
+        changed = [k for k, r in now.items() if was.get(k) != r] + [k for k in was if k not in now]
+        self._dirty = dict.fromkeys(changed)
+
+    # -- hosts -------------------------------------------------------------------------------
+
+    def host(self, name: str) -> HostRecord:
+        """The host called ``name``.
+
+        Raises:
+            UsageError: no such host.
+        """
+        record = self.hosts.get(name)
+        if record is None:
+            raise UsageError(f"no host named {name!r}")
+        return record
+
+    def host_record(self, name: str, gateway: str) -> HostRecord:
+        """The record of host ``name``; a new host gets the next Host ID."""
+        record = self.hosts.get(name)
+        if record is None:
+            record = HostRecord(name, self.next_host_id, self.topology.dc_of(gateway), gateway)
+            self.next_host_id += 1
+            self.hosts[name] = record
+            self._touch(HostIdCounter.kind, "")
+            self._touch(HostState.kind, name)
+        return record
+
+    def attach(self, record: HostRecord, gateway: str) -> None:
+        """The host is attached to ``gateway`` now; a DC it left is remembered, so that DC's
+        flow switches correct packets still naming it (docs/protocol.md §5.3)."""
+        new_dc = self.topology.dc_of(gateway)
+        if new_dc != record.dc:
+            record.previous_dcs.add(record.dc)
+        record.previous_dcs.discard(new_dc)
+        record.gateway, record.dc = gateway, new_dc
+        self._touch(HostState.kind, record.name)
+
+    def set_host_address(self, record: HostRecord, address: Address) -> None:
+        if record.address != address:
+            record.address = address
+            self._touch(HostState.kind, record.name)
+
+    def host_name(self, host_id: int) -> str | None:
+        for record in self.hosts.values():
+            if record.host_id == host_id:
+                return record.name
+        return None
+
+    def dc_name(self, dc_id: int) -> str | None:
+        for name, value in self.dc_ids.items():
+            if value == dc_id:
+                return name
+        return None
+
+    # -- objects -----------------------------------------------------------------------------
+
+    def object_key(self, ref: str) -> str:
+        """The Object ID (hex) of a registered object named by its name, text or hex.
+
+        Raises:
+            UsageError: no such object is registered.
+        """
+        for key, name in self.object_names.items():
+            if name == ref and key in self.objects:
+                return key
+        try:
+            key = ObjectId.of(ref).raw.hex() if not is_object_hex(ref) else ref
+        except UsageError:
+            key = ""
+        if key not in self.objects:
+            raise UsageError(f"no object {ref!r} is registered")
+        return key
+
+    def set_replica(self, key: str, host: str, weight: int) -> None:
+        self.objects.setdefault(key, {})[host] = weight
+        self._touch(ObjectReplicas.kind, key)
+
+    def remove_replica(self, key: str, host: str) -> bool:
+        """Take ``host`` out of ``key``'s replicas; False if it was not one."""
+        replicas = self.objects.get(key)
+        if replicas is None or replicas.pop(host, None) is None:
+            return False
+        if not replicas:
+            del self.objects[key]
+        self._touch(ObjectReplicas.kind, key)
+        return True
+
+    def set_name(self, key: str, name: str) -> None:
+        if self.object_names.get(key) != name:
+            self.object_names[key] = name
+            self._touch(ObjectName.kind, key)
+
+    def set_draining(self, host: str, key: str, draining: bool) -> None:
+        if draining:
+            self.draining.setdefault(host, set()).add(key)
+        elif key in self.draining.get(host, ()):
+            self.draining[host].discard(key)
+        else:
+            return
+        self._touch(DrainingObjects.kind, host)
+
+    def set_link(self, a: str, b: str, up: bool) -> None:
+        """Mark the backbone link between datacenters ``a`` and ``b``.
+
+        Raises:
+            UsageError: there is no such backbone link.
+        """
+        key = frozenset((a, b))
+        if key not in self.links_up:
+            raise UsageError(f"no backbone link between {a!r} and {b!r}")
+        self.links_up[key] = up
+        self._touch(BackboneLink.kind, "|".join(sorted(key)))
+
+    # -- durable state -------------------------------------------------------------------------
+
+    def state_changes(self) -> list[StateChange]:
+        """The rows changed since the last call: upserts, or deletes of rows that are gone."""
+        dirty, self._dirty = self._dirty, {}
+        return [StateChange(kind, key, self._row(kind, key)) for kind, key in dirty]
+
+    def touch_again(self, changes: list[StateChange]) -> None:
+        """Mark the rows of ``changes`` changed again (their commit failed), ahead of others."""
+        self._dirty = {(c.kind, c.key): None for c in changes} | self._dirty
+
+    def snapshot(self) -> ControllerState:
+        """Every durable row now."""
+        rows: list[StateRecord] = [HostIdCounter(self.next_host_id)]
+        keys = (
+            [(HostState.kind, name) for name in self.hosts]
+            + [(ObjectReplicas.kind, key) for key in self.objects]
+            + [(ObjectName.kind, key) for key in self.object_names]
+            + [(BackboneLink.kind, "|".join(sorted(link))) for link in self.links_up]
+            + [(DrainingObjects.kind, host) for host in self.draining]
+        )
+        for kind, key in keys:
+            row = self._row(kind, key)
+            if row is not None:
+                rows.append(row)
+        return ControllerState.of(rows)
+
+    def _row(self, kind: str, key: str) -> StateRecord | None:
+        """Row ``key`` of table ``kind`` as the registry holds it now (None: no such row)."""
+        if kind == HostIdCounter.kind:
+            return HostIdCounter(self.next_host_id)
+        if kind == HostState.kind:
+            r = self.hosts.get(key)
+            if r is None:
+                return None
+            return HostState(r.name, r.host_id, r.dc, r.gateway, r.address, sorted(r.previous_dcs))
+        if kind == ObjectReplicas.kind:
+            replicas = self.objects.get(key)
+            return ObjectReplicas(key, dict(replicas)) if replicas else None
+        if kind == ObjectName.kind:
+            name = self.object_names.get(key)
+            return ObjectName(key, name) if name is not None else None
+        if kind == BackboneLink.kind:
+            a, _, b = key.partition("|")
+            up = self.links_up.get(frozenset((a, b)))
+            return BackboneLink(a, b, up) if up is not None else None
+        if kind == DrainingObjects.kind:
+            objects = self.draining.get(key)
+            return DrainingObjects(key, sorted(objects)) if objects else None
+        raise ValueError(f"no durable table {kind!r}")
+
+    def _touch(self, kind: str, key: str) -> None:
+        self._dirty[(kind, key)] = None
+
+    def _restore(self, saved: ControllerState, drops: Counter[str]) -> None:
+        switches = {
+            name for dc in self.topology.datacenters for name in (*dc.flow_switches, dc.object_switch)
+        }
+        for h in saved.hosts:
+            if h.gateway not in switches:
+                drops["restore-unknown-gateway"] += 1
+                continue
+            self.hosts[h.name] = HostRecord(
+                h.name, h.host_id, h.dc, h.gateway, True, 0.0, h.address, set(h.previous_dcs)
+            )
+            if h.address is not None:
+                self.addresses[h.name] = h.address
+        # Never hand out a Host ID that a restored host holds.
+        self.next_host_id = max([saved.next_host_id, *(r.host_id + 1 for r in self.hosts.values())])
+        for key, replicas in saved.objects.items():
+            kept = {n: w for n, w in replicas.items() if n in self.hosts}
+            if kept:
+                self.objects[key] = kept
+        self.object_names.update(saved.object_names)
+        for host, objects in saved.draining.items():
+            if host in self.hosts:
+                self.draining[host] = set(objects)
+        for key, up in saved.links.items():
+            link = frozenset(key.split("|"))
+            if link in self.links_up:
+                self.links_up[link] = up
+        self.restored = True
+
+
+def is_object_hex(text: str) -> bool:
+    """Is ``text`` 64 hex digits naming a non-zero Object ID?"""
+    if len(text) != 64:
+        return False
+    try:
+        return bytes.fromhex(text) != bytes(32)
+    except ValueError:
+        return False

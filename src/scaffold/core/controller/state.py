@@ -1,0 +1,236 @@
+"""The controller's records: live host records, the events it reports, and the durable state
+it must not forget (docs/protocol.md §6.4).
+
+A restarted controller that had forgotten its hosts would push empty tables and cut every
+flow; one that had forgotten Host IDs would hand out new ones under live flows. So the
+registrations are durable: one row per host, per object's replica set, per object name, per
+backbone link, per draining host, and one for the Host ID counter. The core never writes them
+anywhere: it emits ``StateChange`` records (an upsert or a delete of one row) that its runtime
+commits to a store before sending the records that depend on them, and it is handed a
+``ControllerState`` (every row, as one snapshot) when it starts. Liveness is not stored: a
+restarted controller assumes the hosts it knew are alive and lets missed heartbeats say
+otherwise. ``StateRows`` applies changes to a snapshot, for stores and for replaying outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import msgspec
+
+__all__ = [
+    "BackboneLink",
+    "ControllerEvent",
+    "ControllerState",
+    "DrainingObjects",
+    "HostIdCounter",
+    "HostRecord",
+    "HostState",
+    "ObjectName",
+    "ObjectReplicas",
+    "StateChange",
+    "StateRecord",
+    "StateRows",
+]
+
+Address = tuple[str, int]
+
+
+@dataclass(slots=True)
+class HostRecord:
+    """What the controller knows of one host now (durable part: ``HostState``)."""
+
+    name: str
+    host_id: int
+    dc: str
+    gateway: str
+    alive: bool = False
+    last_seen: float = 0.0
+    address: Address | None = None
+    #: datacenters this host lived in before (their flow switches correct stale DC IDs)
+    previous_dcs: set[str] = field(default_factory=set)
+    #: objects re-bound since its latest Hello (None: not re-registering)
+    rebinding: set[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerEvent:
+    """Something the controller decided, for logs and reports."""
+
+    at: float
+    #: "host-up", "host-down", "bind", "route-change", "port", "drain", "drain-complete",
+    #: "rebalance", "object-migration", "object-migrated", "vm-migration", "client-mobility"
+    kind: str
+    target: str
+    detail: str = ""
+
+
+# -- durable rows ----------------------------------------------------------------------------
+# Each row type has a ``kind`` (its table) and a ``key`` (its primary key in that table), so a
+# store can keep one row per record (a file now; SQLite or etcd later).
+
+
+class HostState(msgspec.Struct, frozen=True):
+    """A registered host and its Host ID."""
+
+    kind: ClassVar[str] = "host"
+    name: str
+    host_id: int
+    dc: str
+    gateway: str
+    address: Address | None = None
+    previous_dcs: list[str] = []
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+class ObjectReplicas(msgspec.Struct, frozen=True):
+    """The replica set of one object: host name -> weight."""
+
+    kind: ClassVar[str] = "replicas"
+    object: str  # Object ID hex
+    replicas: dict[str, int]
+
+    @property
+    def key(self) -> str:
+        return self.object
+
+
+class ObjectName(msgspec.Struct, frozen=True):
+    """The human name of an object (kept after its replicas leave, as in tables and reports)."""
+
+    kind: ClassVar[str] = "name"
+    object: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return self.object
+
+
+class BackboneLink(msgspec.Struct, frozen=True):
+    """Whether the backbone link between datacenters ``a`` and ``b`` (``a < b``) is up."""
+
+    kind: ClassVar[str] = "link"
+    a: str
+    b: str
+    up: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.a}|{self.b}"
+
+
+class DrainingObjects(msgspec.Struct, frozen=True):
+    """The objects (hex) a host is draining: out of the tables, flows still running."""
+
+    kind: ClassVar[str] = "draining"
+    host: str
+    objects: list[str]
+
+    @property
+    def key(self) -> str:
+        return self.host
+
+
+class HostIdCounter(msgspec.Struct, frozen=True):
+    """The next Host ID to assign (never reused, even for hosts that are gone)."""
+
+    kind: ClassVar[str] = "next-host-id"
+    next_host_id: int
+
+    @property
+    def key(self) -> str:
+        return ""
+
+
+StateRecord = HostState | ObjectReplicas | ObjectName | BackboneLink | DrainingObjects | HostIdCounter
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """One durable row changed: ``record`` is its new value; None means the row is deleted."""
+
+    kind: str
+    key: str
+    record: StateRecord | None = None
+
+
+class ControllerState(msgspec.Struct, frozen=True):
+    """Every durable row at once: what a store hands to a starting controller (and the
+    format of ``FileStore``'s JSON file)."""
+
+    next_host_id: int
+    hosts: list[HostState]
+    #: Object ID hex -> {host name: weight}
+    objects: dict[str, dict[str, int]]
+    object_names: dict[str, str]
+    #: "a|b" (DC names, sorted) -> up
+    links: dict[str, bool]
+    #: hosts draining: name -> objects (hex) they drain
+    draining: dict[str, list[str]] = {}
+
+    def records(self) -> Iterator[StateRecord]:
+        """The state as rows."""
+        yield HostIdCounter(self.next_host_id)
+        yield from self.hosts
+        for key, replicas in self.objects.items():
+            yield ObjectReplicas(key, dict(replicas))
+        for key, name in self.object_names.items():
+            yield ObjectName(key, name)
+        for link, up in self.links.items():
+            a, _, b = link.partition("|")
+            yield BackboneLink(a, b, up)
+        for host, objects in self.draining.items():
+            yield DrainingObjects(host, list(objects))
+
+    @classmethod
+    def of(cls, records: Iterable[StateRecord]) -> ControllerState:
+        """The snapshot made of these rows."""
+        next_host_id = 1
+        hosts: list[HostState] = []
+        objects: dict[str, dict[str, int]] = {}
+        names: dict[str, str] = {}
+        links: dict[str, bool] = {}
+        draining: dict[str, list[str]] = {}
+        for record in records:
+            match record:
+                case HostIdCounter():
+                    next_host_id = record.next_host_id
+                case HostState():
+                    hosts.append(record)
+                case ObjectReplicas():
+                    objects[record.object] = dict(record.replicas)
+                case ObjectName():
+                    names[record.object] = record.name
+                case BackboneLink():
+                    links[record.key] = record.up
+                case DrainingObjects():
+                    draining[record.host] = list(record.objects)
+        return cls(next_host_id, hosts, objects, names, links, draining)
+
+
+class StateRows:
+    """The durable rows, keyed by (kind, key): built from a snapshot, changed by
+    ``StateChange``s, read back as a snapshot. A store keeps one; a test replays into one."""
+
+    def __init__(self, state: ControllerState | None = None) -> None:
+        self.rows: dict[tuple[str, str], StateRecord] = {}
+        if state is not None:
+            for record in state.records():
+                self.rows[(record.kind, record.key)] = record
+
+    def apply(self, changes: Iterable[StateChange]) -> None:
+        for change in changes:
+            if change.record is None:
+                self.rows.pop((change.kind, change.key), None)
+            else:
+                self.rows[(change.kind, change.key)] = change.record
+
+    def snapshot(self) -> ControllerState | None:
+        """Every row as one ``ControllerState``; None when nothing was ever stored."""
+        return ControllerState.of(self.rows.values()) if self.rows else None

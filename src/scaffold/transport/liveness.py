@@ -1,0 +1,68 @@
+"""Liveness: the idle timeout, keepalives and the stall probe (docs/protocol.md §4.2.4, §5.1).
+
+A synchronized connection with nothing outstanding and no persist timer sends a KEEPALIVE
+``keepalive`` seconds after it last received (or probed). A receiver whose peer was sending
+data (payload seen, no FIN yet) uses ``stall_probe`` instead: shortly after the last
+segment, doubling after each unanswered probe up to ``keepalive``, reset when data arrives.
+That probe is what reaches a surviving replica after the peer's host died and starts the
+takeover (§5.1). Nothing received for ``idle_timeout`` ends the connection.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .options import StreamOptions
+
+__all__ = ["Liveness"]
+
+#: the stall probe's interval doubles at most this many times (then ``keepalive`` caps it).
+MAX_STALL_DOUBLINGS = 16
+
+
+class Liveness:
+    """When one connection last heard from its peer, and when it should probe."""
+
+    __slots__ = (
+        "_idle_timeout",
+        "_keepalive",
+        "_stall_probe",
+        "last_keepalive",
+        "last_rx",
+        "stall_probes",
+        "stall_probing",
+    )
+
+    def __init__(self, options: StreamOptions, now: float) -> None:
+        self._keepalive = options.keepalive
+        self._stall_probe = options.stall_probe
+        self._idle_timeout = options.idle_timeout
+        self.last_rx = now
+        self.last_keepalive = -math.inf
+        #: the peer was sending data: a silence is suspicious.
+        self.stall_probing = False
+        self.stall_probes = 0
+
+    def on_payload(self) -> None:
+        """Data arrived: the peer sends, and is alive."""
+        self.stall_probing = True
+        self.stall_probes = 0
+
+    def idle_deadline(self) -> float:
+        return self.last_rx + self._idle_timeout
+
+    def keepalive_deadline(self, peer_fin_known: bool) -> float | None:
+        """When to probe an otherwise idle connection, or None (keepalives are off)."""
+        interval = self._keepalive
+        if interval is None:
+            return None
+        stall_probe = self._stall_probe
+        if self.stall_probing and stall_probe is not None and not peer_fin_known:
+            interval = min(interval, stall_probe * 2**self.stall_probes)
+        return max(self.last_rx, self.last_keepalive) + interval
+
+    def on_keepalive(self, now: float) -> None:
+        """A probe is going out."""
+        self.last_keepalive = now
+        if self.stall_probing:
+            self.stall_probes = min(self.stall_probes + 1, MAX_STALL_DOUBLINGS)

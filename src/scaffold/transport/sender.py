@@ -1,0 +1,273 @@
+"""Our direction of the transfer: cutting segments, ACK processing, RTO and persist timers
+(docs/protocol.md §4.2.4).
+
+:class:`Sender` composes the send stream (``send.py``), the scoreboard (``recovery.py``),
+the congestion controller (``congestion/``) and the RTT estimator (``rtt.py``). Each call to
+:meth:`Sender.write` first retransmits segments deemed lost, oldest first, then cuts new
+data (and the FIN) into segments of at most ``mss`` bytes while ``min(cwnd, peer window)``
+has room, avoiding small segments while ACKs will open room. A zero window with nothing in
+flight is probed on the persist timer, backed off up to ``max_probe_interval``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+
+from ..wire.stream import MAX_PAYLOAD, StreamFlags, StreamType
+from . import congestion
+from .congestion import AnyCongestionState
+from .events import EventQueue, SendSpaceAvailable
+from .options import StreamOptions
+from .recovery import Recovery, RecoveryState
+from .rtt import RttEstimator, RttState
+from .send import SendState, SendStream
+
+__all__ = ["Builder", "Sender", "SenderState"]
+
+#: ``build(kind, seq, flags, now, payload)``: one encoded segment, with our ACK fields.
+Builder = Callable[[StreamType, int, int, float, bytes], bytes]
+
+_DATA = StreamType.DATA
+_FIN = StreamType.FIN
+_ACK = int(StreamFlags.ACK)  # a plain int: IntFlag arithmetic builds enum members per call
+
+
+class SenderState(msgspec.Struct, frozen=True, kw_only=True):
+    """The sending half in a snapshot."""
+
+    #: the segment size in use (it may differ from ``options.mss`` after a path-MTU change).
+    mss: int
+    #: the highest sequence number (exclusive) the peer allowed us to send.
+    peer_right_edge: int
+    stream: SendState
+    recovery: RecoveryState
+    rtt: RttState
+    congestion: AnyCongestionState
+
+    def __post_init__(self) -> None:
+        segments = self.recovery.segments
+        if segments and not self.stream.una <= segments[0].start <= segments[-1].end <= self.stream.nxt:
+            raise ValueError("sent segments outside the outstanding sequence numbers")
+        if not 1 <= self.mss <= MAX_PAYLOAD:
+            raise ValueError(f"mss {self.mss} out of range")
+
+
+class Sender:
+    """Sends one connection's stream reliably within the peer's window and ``cwnd``."""
+
+    __slots__ = (
+        "cc",
+        "events",
+        "max_probe_interval",
+        "mss",
+        "peer_right_edge",
+        "persist_backoff",
+        "persist_deadline",
+        "persist_probes",
+        "recovery",
+        "rto_deadline",
+        "rtt",
+        "send_buffer",
+        "stream",
+    )
+
+    def __init__(self, options: StreamOptions, events: EventQueue) -> None:
+        self.events = events
+        self.send_buffer = options.send_buffer
+        self.stream = SendStream()
+        self.cc = congestion.create(options.congestion, options.mss, options.initial_window)
+        self.recovery = Recovery(self.cc)
+        self.rtt = RttEstimator(options.initial_rto, options.min_rto, options.max_rto)
+        self.mss = options.mss
+        self.max_probe_interval = options.max_probe_interval
+        self.peer_right_edge = 0
+        self.rto_deadline: float | None = None
+        self.persist_deadline: float | None = None
+        self.persist_backoff = 0
+        self.persist_probes = 0
+
+    def set_mss(self, mss: int) -> None:
+        self.mss = self.cc.mss = mss
+
+    def arm_rto(self, now: float) -> None:
+        """Start the retransmission timer unless it runs."""
+        if self.rto_deadline is None:
+            self.rto_deadline = now + self.rtt.interval()
+
+    def stop_timers(self) -> None:
+        self.rto_deadline = None
+        self.persist_deadline = None
+
+    def on_answer(self) -> None:
+        """The handshake (or RESUME) was answered: no retransmission pending, no backoff."""
+        self.rto_deadline = None
+        self.rtt.backoff = 0
+
+    def on_ack(
+        self, ack: int, window: int, sack: tuple[tuple[int, int], ...], rtt: float | None, now: float
+    ) -> bool:
+        """Process the ACK fields of a segment (``ack`` at most what we sent); ``rtt`` is
+        its timestamp's RTT sample, if any. True when it acknowledged anything new;
+        then a writer blocked on a full buffer hears of the space once half of it is free."""
+        stream = self.stream
+        una = stream.una
+        progressed = self.recovery.on_ack(ack, una, stream.nxt, sack)
+        if ack >= una:
+            if ack > una:
+                stream.acknowledge(ack)
+            edge = ack + window
+            self.peer_right_edge = max(self.peer_right_edge, edge)
+        # Any acknowledgment proves the peer alive: restart zero-window probing from scratch.
+        self.persist_probes = 0
+        self.persist_backoff = 0
+        if self.persist_deadline is not None and self.peer_right_edge > stream.nxt:
+            self.persist_deadline = None
+        if not progressed:
+            return False
+        if rtt is not None:
+            self.rtt.on_sample(rtt)
+        self.rtt.backoff = 0
+        recovery = self.recovery
+        if recovery.in_flight or recovery.lost_count:
+            self.rto_deadline = now + self.rtt.interval()
+        else:
+            self.rto_deadline = None
+        if stream.blocked:
+            space = 0 if stream.shutdown else self.send_buffer - stream.buffered
+            if space >= self.send_buffer // 2:
+                stream.blocked = False
+                self.events.push(SendSpaceAvailable(space))
+        return True
+
+    def on_handshake_timeout(self, max_retries: int) -> bool:
+        """The RTO expired before SYN, SYN-ACK or RESUME was answered: resend it, backed
+        off. False when the retry limit is exceeded."""
+        self.rtt.backoff += 1
+        return self.rtt.backoff <= max_retries
+
+    def on_retransmission_timeout(self, max_retries: int) -> bool:
+        """The RTO expired after the handshake. False when the retry limit is exceeded."""
+        if self.recovery.segments is None:
+            return True  # nothing outstanding: not a failed retry
+        self.rtt.backoff += 1
+        if self.rtt.backoff > max_retries:
+            return False
+        self.recovery.on_timeout()
+        return True
+
+    def on_persist_timeout(self, max_retries: int) -> bool:
+        """The persist timer expired: probe the window. False when the retry limit is exceeded."""
+        self.persist_deadline = None
+        self.persist_probes += 1
+        if self.persist_probes > max_retries:
+            return False
+        self.persist_backoff += 1
+        return True
+
+    def rewind(self, window: int) -> None:
+        """The peer's host lost the flow (RESUME, §4.2.5): resend everything from ``una`` on
+        a new path, with a fresh congestion controller."""
+        self.recovery.reset()
+        self.stream.rewind()
+        self.stop_timers()
+        self.rtt.backoff = 0
+        self.peer_right_edge = self.stream.una + window
+
+    def resume_at(self, ack: int, window: int, fin_received: bool) -> None:
+        """A new host continues our flow (RESUME-ACK, §4.2.5): send from ``ack``; when
+        ``fin_received`` the old host's FIN had already ended our direction."""
+        self.on_answer()
+        stream = self.stream
+        if fin_received:
+            stream.data = None
+            stream.shutdown = stream.fin_sent = stream.fin_acked = True
+        stream.una = stream.nxt = ack
+        self.peer_right_edge = ack + window
+
+    def write(self, now: float, out: list[bytes], build: Builder) -> None:
+        """Append to ``out`` the segments that may go out now."""
+        stream, recovery, cc = self.stream, self.recovery, self.cc
+        mss = self.mss
+        # 1. Repair: retransmit segments deemed lost, oldest first, within cwnd.
+        if recovery.lost_count and recovery.segments is not None:
+            for segment in recovery.segments:
+                if not segment.lost:
+                    continue
+                size = segment.end - segment.start
+                if recovery.in_flight and recovery.in_flight + size > cc.cwnd:
+                    break
+                recovery.on_retransmitted(segment)
+                payload = stream.payload(segment.start, segment.end - segment.fin)
+                out.append(build(_FIN if segment.fin else _DATA, segment.start, _ACK, now, payload))
+                stream.bytes_retransmitted += len(payload)
+                self.arm_rto(now)
+                if not recovery.lost_count:
+                    break
+        # 2. New data, then the FIN, within min(cwnd, peer window).
+        window_blocked = False
+        while not stream.fin_sent:
+            nxt = stream.nxt
+            data_end = stream.una + stream.buffered
+            left = data_end - nxt
+            if left <= 0 and not stream.shutdown:
+                break
+            window_room = self.peer_right_edge - nxt
+            cwnd_room = cc.cwnd - recovery.in_flight
+            size = min(mss, left, window_room, cwnd_room)
+            if left > 0:
+                if size <= 0:
+                    window_blocked = window_room <= 0
+                    break
+                if size < min(mss, left) and recovery.in_flight:
+                    # Avoid silly small segments while acknowledgments will open room.
+                    window_blocked = window_room < min(mss, left)
+                    break
+            elif recovery.in_flight and cwnd_room <= 0:
+                break
+            size = max(size, 0)
+            fin = stream.shutdown and nxt + size == data_end
+            end = nxt + size + fin
+            payload = stream.payload(nxt, nxt + size)
+            recovery.on_sent(nxt, end, fin)
+            stream.nxt = end
+            stream.bytes_sent += size
+            out.append(build(_FIN if fin else _DATA, nxt, _ACK, now, payload))
+            if self.rto_deadline is None:
+                self.rto_deadline = now + self.rtt.interval()
+            if fin:
+                stream.fin_sent = True
+        # 3. Zero window with nothing in flight: probe it on the persist timer (§4.2.4).
+        if window_blocked and recovery.segments is None:
+            if self.persist_deadline is None:
+                rto = self.rtt.rto
+                interval = min(rto * (1 << self.persist_backoff), self.max_probe_interval)
+                self.persist_deadline = now + max(interval, rto)
+        else:
+            self.persist_deadline = None
+
+    def export_state(self) -> SenderState:
+        congestion = self.cc.export_state()
+        assert isinstance(congestion, AnyCongestionState)  # every algorithm is in the union
+        return SenderState(
+            mss=self.mss,
+            peer_right_edge=self.peer_right_edge,
+            stream=self.stream.export_state(),
+            recovery=self.recovery.export_state(),
+            rtt=self.rtt.export_state(),
+            congestion=congestion,
+        )
+
+    def restore(self, state: SenderState) -> None:
+        """Load a snapshot (the timers stay stopped).
+
+        Raises:
+            MalformedPacket: ``bad-flow-state``, the congestion state is another algorithm's.
+        """
+        self.set_mss(state.mss)
+        self.peer_right_edge = state.peer_right_edge
+        self.stream.restore(state.stream)
+        self.recovery.restore(state.recovery)
+        self.rtt.restore(state.rtt)
+        self.cc.restore(state.congestion)

@@ -1,0 +1,180 @@
+"""The controller's durable state is an output of the core (docs/protocol.md §6.4): replayed
+into a fresh controller it restores the same registrations and Host IDs; runtimes commit it
+before they send the records that depend on it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from scaffold.core.controller import Controller, ControllerState, HostState, StateChange, StateRows
+from scaffold.core.controller.commands import Drain, Link, MigrateHost, MigrateObject, MoveHost, SetWeight
+from scaffold.core.topology import default_topology
+from scaffold.ids import ObjectId
+from scaffold.runtime.aio import ControllerRuntime, run, wait_until
+from scaffold.runtime.sim import SimNetwork
+from scaffold.runtime.store import FileStore, controller_outputs
+from scaffold.wire import control
+
+WEB = ObjectId.from_name("web").raw.hex()
+SESSION = ObjectId.from_name("session").raw.hex()
+
+
+def hello(ctl: Controller, host: str, gateway: str, now: float) -> None:
+    ctl.receive_message(host, control.Hello(node=host, role="host", gateway=gateway), now)
+    ctl.receive_message(host, control.Heartbeat(node=host, seq=1), now)
+
+
+def commit(ctl: Controller, rows: StateRows) -> list[tuple[str, control.ControlMessage]]:
+    """What a runtime does after each input: commit the state changes, then take the records."""
+    rows.apply(ctl.state_changes())
+    return ctl.messages_to_send()
+
+
+def assert_committed_is_everything(ctl: Controller, rows: StateRows) -> None:
+    # Every durable change was emitted: the rows committed so far are the whole state.
+    assert rows.rows == StateRows(ctl.snapshot()).rows
+
+
+def test_outputs_replayed_into_a_fresh_controller_restore_registrations_and_host_ids() -> None:
+    topo = default_topology()
+    ctl = Controller(topo)
+    rows = StateRows()
+    commit(ctl, rows)
+    for host, gateway in (("east-h1", "east-fs1"), ("east-h2", "east-fs2"), ("west-h1", "west-fs1")):
+        hello(ctl, host, gateway, 0.0)
+    hello(ctl, "roamer", "north-fs1", 0.0)  # not in the topology: the next Host ID
+    steps = [
+        lambda: ctl.receive_message("east-h1", control.Bind(WEB, 1, "web"), 0.1),
+        lambda: ctl.receive_message("east-h2", control.Bind(WEB, 2, "web"), 0.1),
+        lambda: ctl.receive_message("west-h1", control.Bind(WEB, 3, "web"), 0.1),
+        lambda: ctl.receive_message("west-h1", control.Bind(SESSION, 1, "session"), 0.1),
+        lambda: ctl.receive_message("roamer", control.Bind(SESSION, 1, "session"), 0.1),
+        lambda: ctl.receive_message("roamer", control.Unbind(SESSION), 0.1),
+        lambda: ctl.command(SetWeight("web", "east-h1", 7), 0.2),
+        lambda: ctl.command(Drain("east-h2", "web"), 0.3),
+        lambda: ctl.command(Drain("west-h1", "session"), 0.3),
+        lambda: ctl.receive_message("west-h1", control.DrainDone(SESSION), 0.4),
+        lambda: ctl.command(MigrateObject("web", "west-h1", "roamer"), 0.5),
+        lambda: ctl.receive_message("west-h1", control.FlowsOut(WEB, "roamer", "web", 3, True, []), 0.5),
+        lambda: ctl.command(MigrateHost("east-h1", "north"), 0.6),
+        lambda: ctl.command(MoveHost("roamer", "west-fs2"), 0.7),
+        lambda: ctl.command(Link("east", "west", False), 0.8),
+    ]
+    for step in steps:
+        step()
+        commit(ctl, rows)
+        assert_committed_is_everything(ctl, rows)
+
+    saved = rows.snapshot()
+    assert saved is not None
+    fresh = Controller(topo, saved=saved)
+    assert {n: r.host_id for n, r in fresh.hosts.items()} == {n: r.host_id for n, r in ctl.hosts.items()}
+    assert {n: (r.dc, r.gateway, r.previous_dcs) for n, r in fresh.hosts.items()} == {
+        n: (r.dc, r.gateway, r.previous_dcs) for n, r in ctl.hosts.items()
+    }
+    assert fresh.objects == ctl.objects == {WEB: {"east-h1": 7, "east-h2": 2, "roamer": 3}}
+    assert fresh.object_names == ctl.object_names
+    assert fresh.registry.draining == {"east-h2": {WEB}}
+    assert fresh.registry.links_up == ctl.registry.links_up
+    # A clean restore rewrites nothing, and a new host gets a Host ID nobody holds.
+    assert fresh.state_changes() == []
+    hello(fresh, "newcomer", "east-fs1", 1.0)
+    taken = {r.host_id for n, r in fresh.hosts.items() if n != "newcomer"}
+    assert fresh.hosts["newcomer"].host_id not in taken
+
+
+def test_a_restore_deletes_what_it_could_not_take_back() -> None:
+    topo = default_topology()
+    ctl = Controller(topo)
+    hello(ctl, "east-h1", "east-fs1", 0.0)
+    ctl.receive_message("east-h1", control.Bind(WEB, 1, "web"), 0.0)
+    good = ctl.snapshot()
+    ghost = HostState("ghost", 99, "mars", "mars-fs1")  # its gateway is not in this topology
+    saved = ControllerState(
+        good.next_host_id,
+        [*good.hosts, ghost],
+        {WEB: {"east-h1": 1, "ghost": 5}},
+        good.object_names,
+        {**good.links, "east|mars": False},
+    )
+    rows = StateRows(saved)
+    fresh = Controller(topo, saved=saved)
+    assert fresh.drops["restore-unknown-gateway"] == 1
+    changes = fresh.state_changes()
+    assert StateChange("host", "ghost") in changes
+    assert StateChange("link", "east|mars") in changes
+    rows.apply(changes)
+    assert_committed_is_everything(fresh, rows)
+    assert fresh.objects == {WEB: {"east-h1": 1}}
+    assert fresh.registry.next_host_id > max(r.host_id for r in fresh.hosts.values())
+
+
+def test_no_record_leaves_before_the_state_it_depends_on_is_committed(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    path = blocker / "controller.json"
+    store = FileStore(path)
+    ctl = Controller(default_topology())
+    ctl.receive_message("roamer", control.Hello(node="roamer", role="host", gateway="east-fs1"), 0.0)
+    with pytest.raises(OSError):
+        controller_outputs(ctl, store)  # the new Host ID cannot be stored: nothing to send
+    blocker.unlink()
+    sent = controller_outputs(ctl, store)  # the retry commits the rows again, then hands out
+    welcome = [m for node, m in sent if node == "roamer"]
+    assert isinstance(welcome[0], control.Welcome)
+    stored = FileStore(path).load()
+    assert stored is not None
+    assert {h.name: h.host_id for h in stored.hosts}["roamer"] == welcome[0].host_id
+
+
+def test_the_sim_stores_what_the_controller_emits(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "controller.json")
+    net = SimNetwork(default_topology(), seed=5, store=store)
+    net.start()
+    net.settle()
+    stored = FileStore(tmp_path / "controller.json").load()
+    assert stored is not None
+    assert {h.name: h.host_id for h in stored.hosts} == {
+        name: node.host_id for name, node in net.nodes.items() if node.role == "host"
+    }
+    assert stored == net.controller.snapshot()
+
+
+def test_the_aio_controller_holds_records_back_while_its_store_cannot_write(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    store = FileStore(blocker / "controller.json")
+
+    async def main() -> None:
+        runtime = ControllerRuntime(Controller(default_topology(), heartbeat_interval=0.05), store=store)
+        await runtime.start()
+        reader, writer = await asyncio.open_connection(*runtime.address)
+        unblocked = asyncio.Event()
+
+        async def first_record() -> tuple[control.ControlMessage, bool]:
+            decoder = control.FrameDecoder()
+            while chunk := await reader.read(65536):
+                for message in decoder.feed(chunk):
+                    return message, unblocked.is_set()
+            raise AssertionError("the controller closed the connection")
+
+        reading = asyncio.create_task(first_record())
+        try:
+            writer.write(control.frame(control.Hello(node="roamer", role="host", gateway="east-fs1")))
+            await wait_until(lambda: runtime.stats["store-failed"] >= 2, 5, "a failed commit")
+            assert not reading.done()
+            unblocked.set()
+            blocker.unlink()
+            message, after = await asyncio.wait_for(reading, 5)
+            assert isinstance(message, control.Welcome) and after
+            stored = FileStore(blocker / "controller.json").load()
+            assert stored is not None and "roamer" in {h.name for h in stored.hosts}
+        finally:
+            reading.cancel()
+            writer.close()
+            await runtime.close()
+
+    run(main())
