@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from conftest import WEB
 from scaffold.core.host import HostEvent, HostStack, StreamEventFor
-from scaffold.core.host.base import HEARTBEAT, SWEEP
+from scaffold.core.host.base import BUNDLES, HEARTBEAT, SWEEP
 from scaffold.core.host.timers import DeadlineHeap
 from scaffold.core.topology import default_topology
 from scaffold.runtime.sim import SimNetwork
@@ -100,13 +102,28 @@ def network() -> SimNetwork:
     return net
 
 
-def brute_force_timer(stack: HostStack) -> float | None:
-    """The host's next deadline the slow way: every stream's transport, asked directly."""
-    deadlines = [stack._timers.get(HEARTBEAT), stack._timers.get(SWEEP)]
+def check_timers(stack: HostStack) -> None:
+    """The host's deadlines against the slow way: every stream's transport, asked directly.
+
+    Exact deadlines (the heap) match exactly; each coarse one (the wheel) is filed at its tick,
+    rounded up; the wheel may wake the host early (a deadline that moved later is refiled
+    when its old tick comes), never late.
+    """
+    exact = [stack._timers.get(key) for key in (HEARTBEAT, SWEEP, BUNDLES)]
+    ticks = []
+    tick = stack._wheel.tick
     for flow in stack.flows.values():
         if flow.transport is not None:
-            deadlines.append(flow.transport.get_timer())
-    return min((d for d in deadlines if d is not None), default=None)
+            at, coarse = flow.transport.deadlines()
+            exact.append(at)
+            if coarse is not None:
+                ticks.append(math.ceil(coarse / tick) * tick)
+                assert stack._wheel.get(flow.socket_id) == pytest.approx(ticks[-1])
+    assert stack._timers.next() == min((d for d in exact if d is not None), default=None)
+    if ticks:
+        wheel = stack._wheel.next()
+        assert wheel is not None and wheel <= min(ticks) + 1e-9
+        assert stack.get_timer() <= min(ticks) + 1e-9
 
 
 def test_a_stream_deadline_moving_earlier_and_later_many_times() -> None:
@@ -125,11 +142,11 @@ def test_a_stream_deadline_moving_earlier_and_later_many_times() -> None:
                 CLIENT, lambda core, now, n=i: core.stream_send(flow.socket_id, b"x" * (1 + n % 500), now)
             )
             deadlines.append(flow.transport.get_timer())
-            assert client.get_timer() == brute_force_timer(client)
+            check_timers(client)
         net.run(rng.choice([0.001, 0.005, 0.05, 0.2]))
         deadlines.append(flow.transport.get_timer())
         for name in (CLIENT, SERVER):
-            assert net.host(name).get_timer() == brute_force_timer(net.host(name)), (i, name)
+            check_timers(net.host(name))
     moves = [b - a for a, b in itertools.pairwise(deadlines) if a is not None and b is not None]
     assert sum(m < 0 for m in moves) >= 50 and sum(m > 0 for m in moves) >= 50
     assert client._timers.entries <= 2 * len(client._timers) + 64  # stale entries stay bounded
@@ -140,12 +157,14 @@ def test_a_stream_deadline_moving_earlier_and_later_many_times() -> None:
 def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     """Counts calls of the real transport's timer methods (the methods still run)."""
     calls: Counter[str] = Counter()
-    for name in ("get_timer", "handle_timer"):
+    for name in ("get_timer", "deadlines", "handle_timer", "handle_liveness"):
         real = getattr(StreamConnection, name)
 
-        def counting(self: StreamConnection, *args: float, _real=real, _name=name) -> float | None:  # type: ignore[no-untyped-def]
+        def counting(
+            self: StreamConnection, *args: Any, _real: Any = real, _name: str = name, **kw: Any
+        ) -> Any:
             calls[_name] += 1
-            return _real(self, *args)  # type: ignore[no-any-return]
+            return _real(self, *args, **kw)
 
         monkeypatch.setattr(StreamConnection, name, counting)
     yield calls

@@ -27,7 +27,7 @@ def segments(draw: st.DrawFn) -> StreamSegment:
         end = draw(st.integers(start + 1, 2**32 - 1))
         blocks.append((ack + start, ack + end))
     payload = b""
-    if kind in (StreamType.DATA, StreamType.FIN):
+    if kind in (StreamType.SYN, StreamType.DATA, StreamType.FIN):
         payload = draw(st.binary(max_size=1500))
     return StreamSegment(
         type=kind,
@@ -95,13 +95,13 @@ def test_trailing_bytes_are_bad_length() -> None:
 
 def test_payload_on_control_type_is_bad_length() -> None:
     data = bytearray(stream.encode(SAMPLE))
-    data[0] = StreamType.SYN
+    data[0] = StreamType.SYN_ACK
     with pytest.raises(MalformedPacket) as info:
         stream.parse(bytes(data))
     assert info.value.reason == "bad-length"
 
 
-@pytest.mark.parametrize("kind", [0, 9, 255])
+@pytest.mark.parametrize("kind", [0, 10, 255])
 def test_unknown_type(kind: int) -> None:
     data = bytearray(stream.encode(SAMPLE))
     data[0] = kind

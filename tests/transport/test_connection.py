@@ -57,13 +57,13 @@ class Link:
 
 def test_get_timer_is_cached_until_the_connection_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     computed = []
-    original = StreamMachine._next_deadline
+    original = StreamMachine._next_deadlines
 
-    def counting(self: StreamMachine) -> float | None:
+    def counting(self: StreamMachine) -> tuple[float | None, float | None]:
         computed.append(1)
         return original(self)
 
-    monkeypatch.setattr(StreamMachine, "_next_deadline", counting)
+    monkeypatch.setattr(StreamMachine, "_next_deadlines", counting)
     conn = StreamConnection("client", NONCE, 0.0)
     conn.connect(0.0)
     conn.segments_to_send(0.0)
@@ -80,7 +80,9 @@ def test_cached_timer_always_equals_a_fresh_computation() -> None:
     while any(conn.state is not StreamState.CLOSED for conn in link.ends):
         link.step()
         for conn in link.ends:
-            assert conn.get_timer() == conn._next_deadline()
+            exact, coarse = conn._next_deadlines()
+            assert conn.deadlines() == (exact, coarse)
+            assert conn.get_timer() == min((d for d in (exact, coarse) if d is not None), default=None)
         if server.state is StreamState.CLOSE_WAIT and not server.buffered:
             server.shutdown(link.now)
         assert link.now < 60

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BrokenPathError, ScaffoldError, UsageError
+from ..errors import BrokenPathError, ObjectNotFound, ScaffoldError, UsageError
 from ..transport import (
     Connected,
     ConnectionTerminated,
@@ -76,7 +76,17 @@ class StreamChannel:
                 event.reason not in (TerminationReason.CLOSED, TerminationReason.ABORTED)
                 and self.error is None
             ):
-                self.error = BrokenPathError(f"{self.describe()}: {event.reason}")
+                # The transport's own error tells ObjectNotFound (nobody serves the object,
+                # verified, docs/protocol.md §4.3) from a broken path.
+                transport = self.flow.transport
+                error = transport.error if transport is not None else None
+                if isinstance(error, ObjectNotFound) and not self.connected:
+                    self.error = ObjectNotFound(f"{self.describe()}: no replica of the object is registered")
+                elif event.reason == TerminationReason.OBJECT_NOT_FOUND:
+                    gone = "its server is gone and no replica is left"
+                    self.error = BrokenPathError(f"{self.describe()}: {gone}")
+                else:
+                    self.error = BrokenPathError(f"{self.describe()}: {event.reason}")
         self.changed.set()
 
     def fail(self, error: ScaffoldError) -> None:

@@ -55,10 +55,14 @@ class SegmentBuilder:
         elapsed = (self.timestamp(now) - ts_echo) & _TS_MASK
         return elapsed / 1_000_000 if elapsed < 1 << 31 else None
 
-    def build(self, kind: StreamType, seq: int, flags: int, now: float, payload: bytes = b"") -> bytes:
+    def build(
+        self, kind: StreamType, seq: int, flags: int, now: float, payload: bytes = b"", token: int = 0
+    ) -> bytes:
+        """One segment; without the ACK flag its ``ack`` field carries ``token`` (a SYN's
+        retry token, docs/protocol.md §4.2.7)."""
         receive = self._receive
         window = receive.window(self._recv_buffer)
-        ack = 0
+        ack = token
         sack: tuple[tuple[int, int], ...] = ()
         if flags & _ACK:
             ack = receive.rcv_nxt

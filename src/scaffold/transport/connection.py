@@ -160,6 +160,16 @@ class StreamConnection(StreamMachine):
         )
 
     @property
+    def smoothed_rtt(self) -> float | None:
+        """The smoothed RTT (seconds), None before the first sample."""
+        return self._sender.rtt.srtt
+
+    @property
+    def last_received(self) -> float:
+        """When the peer was last heard from: a segment, or a liveness bundle (§4.4)."""
+        return self._liveness.last_rx
+
+    @property
     def bytes_in_flight(self) -> int:
         """Sent, unacknowledged bytes not yet deemed lost (sequence space)."""
         return self._sender.recovery.in_flight
@@ -189,6 +199,11 @@ class StreamConnection(StreamMachine):
     def connect(self, now: float) -> None:
         """Client: open the flow (queue a SYN carrying the nonce).
 
+        Bytes already given to :meth:`send` ride in the SYN, up to one ``mss`` (data on SYN,
+        docs/protocol.md §4.2.6): they reach the server's application with the SYN, one round
+        trip earlier, and may reach it twice if the SYN is replayed -- send only what is safe
+        to repeat.
+
         Raises:
             UsageError: not an idle client.
         """
@@ -196,6 +211,7 @@ class StreamConnection(StreamMachine):
             raise UsageError(f"connect() on a {self._role} in state {self._state.value}")
         self._state = HANDSHAKE[_IDLE, Happening.CONNECT]
         self._control = StreamType.SYN
+        self._syn_data = min(self._sender.mss, self._sender.stream.buffered)
         self._liveness.last_rx = now
         self._timer_stale = True
 

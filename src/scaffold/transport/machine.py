@@ -4,7 +4,8 @@ Segments in (:meth:`~StreamMachine.receive_segment`), segments out
 (:meth:`~StreamMachine.segments_to_send`), timers (:meth:`~StreamMachine.get_timer`,
 :meth:`~StreamMachine.handle_timer`) and the moves through the state tables of
 ``state.py``: the handshake (§4.2.3), RESUME (§4.2.5, ``resume.py``), the close (§4.2.3),
-liveness (§4.2.4). It delegates our direction to :class:`~.sender.Sender` (send stream,
+liveness (§4.2.4), data on SYN and RETRY (§4.2.6, §4.2.7), signals verified before they
+end the stream (§4.3). It delegates our direction to :class:`~.sender.Sender` (send stream,
 scoreboard, congestion control, RTT), the peer's to :class:`~.receiver.Receiver`
 (reassembly, ACK policy), encoding to :class:`~.builder.SegmentBuilder` and keepalives to
 :class:`~.liveness.Liveness`. ``connection.py`` adds the application's side on top.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..errors import BrokenPathError, MalformedPacket, ScaffoldError
+from ..errors import BrokenPathError, MalformedPacket, ObjectNotFound, ScaffoldError
 from ..wire import stream as wire
 from ..wire.stream import StreamFlags, StreamSegment, StreamType
 from . import resume
@@ -50,6 +51,14 @@ _TIME_WAIT = StreamState.TIME_WAIT
 _DATA = StreamType.DATA
 _FIN = StreamType.FIN
 _ACK = int(StreamFlags.ACK)  # a plain int: IntFlag arithmetic builds enum members per call
+_SYN_RECEIVED = StreamState.SYN_RECEIVED
+#: header + fixed segment bytes of a packet: what an answer to an unproven source costs
+_PACKET_OVERHEAD = 76 + wire.FIXED_LEN
+#: before the client proved its address (its ACK), the server sends at most this many times
+#: the bytes its SYN brought (QUIC's anti-amplification limit, RFC 9000 §8.1)
+_AMPLIFICATION = 3
+#: RETRYs a client follows per connection (each one costs the server nothing)
+_MAX_RETRIES_FOLLOWED = 3
 
 
 class StreamMachine:
@@ -59,6 +68,7 @@ class StreamMachine:
     __slots__ = (
         "_builder",
         "_closed_last",
+        "_coarse",
         "_control",
         "_error",
         "_error_reason",
@@ -68,14 +78,18 @@ class StreamMachine:
         "_nonce",
         "_opt",
         "_receiver",
+        "_retries_followed",
         "_role",
         "_rst_pending",
         "_segments_received",
         "_sender",
         "_state",
+        "_suspect",
+        "_syn_data",
         "_time_wait_deadline",
         "_timer",
         "_timer_stale",
+        "_token",
         "drops",
     )
 
@@ -98,9 +112,18 @@ class StreamMachine:
         self._rst_pending = False
         self._closed_last = False  # we shut down after the peer's FIN: no TIME_WAIT
         self._time_wait_deadline: float | None = None
-        # get_timer() caches the earliest deadline until one of our methods may change one
+        # deadlines() caches the earliest exact and coarse deadlines until one of our methods
+        # may change one; get_timer() is the earlier of the two
         self._timer: float | None = None
+        self._coarse: float | None = None
         self._timer_stale = True
+        #: bytes of our stream the SYN carries (data on SYN, §4.2.6), fixed at connect()
+        self._syn_data = 0
+        #: the server's retry token our SYN carries (RETRY, §4.2.7); 0: none
+        self._token = 0
+        self._retries_followed = 0
+        #: a signal under verification: (termination reason, deadline) (§4.3)
+        self._suspect: tuple[str, float] | None = None
 
     # -- network side ------------------------------------------------------------------------------
 
@@ -123,6 +146,7 @@ class StreamMachine:
             return
         self._segments_received += 1
         self._timer_stale = True
+        self._suspect = None  # an authentic segment: the peer is there, whatever a signal said
         kind = segment.type
         if kind is _DATA or kind is _FIN or kind is StreamType.KEEPALIVE:
             self._on_stream_segment(segment, now)
@@ -134,6 +158,8 @@ class StreamMachine:
             self._on_syn_ack(segment, now)
         elif kind is StreamType.RESUME:
             self._on_resume(segment, now)
+        elif kind is StreamType.RETRY:
+            self._on_retry(segment)
         else:
             self._on_resume_ack(segment, now)
 
@@ -152,7 +178,11 @@ class StreamMachine:
         if self._control is not None:
             self._send_control(self._control, now, out)
             self._control = None
-        if state in SYNCHRONIZED:
+        if state is _SYN_RECEIVED:
+            # Data before the client's ACK (an answer to data on SYN, §4.2.6), within the
+            # anti-amplification budget ``_on_syn`` set as the peer's window.
+            self._sender.write(now, out, build)
+        elif state in SYNCHRONIZED:
             if state is not _TIME_WAIT:
                 self._sender.write(now, out, build)
             if self._keepalive_pending:
@@ -168,28 +198,45 @@ class StreamMachine:
         O(1): the earliest deadline is cached until one of this connection's own methods
         changes one, so a host may compare it after every call to see whether it moved.
         """
-        if self._timer_stale:
-            self._timer = self._next_deadline()
-            self._timer_stale = False
-        return self._timer
+        exact, coarse = self.deadlines()
+        if exact is None:
+            return coarse
+        return exact if coarse is None or exact < coarse else coarse
 
-    def _next_deadline(self) -> float | None:
+    def deadlines(self) -> tuple[float | None, float | None]:
+        """``(exact, coarse)``: the earliest retransmission, persist, delayed-ACK, TIME_WAIT
+        or signal deadline, and the earliest liveness deadline (keepalive, stall probe, idle
+        timeout). A host files the coarse one in a timer wheel (``core/host/timers.py``) and
+        runs it with :meth:`handle_liveness`. Cached like :meth:`get_timer`."""
+        if self._timer_stale:
+            self._timer, self._coarse = self._next_deadlines()
+            self._timer_stale = False
+        return self._timer, self._coarse
+
+    def _next_deadlines(self) -> tuple[float | None, float | None]:
         state = self._state
         if state is _CLOSED or state is _IDLE:
-            return None
+            return None, None
         sender = self._sender
-        deadlines = (
-            self._liveness.idle_deadline(),
-            sender.rto_deadline,
-            sender.persist_deadline,
-            self._receiver.acks.deadline,
-            self._time_wait_deadline,
-            self._keepalive_deadline(),
-        )
-        return min(at for at in deadlines if at is not None)
+        exact = [
+            at
+            for at in (
+                sender.rto_deadline,
+                sender.persist_deadline,
+                self._receiver.acks.deadline,
+                self._time_wait_deadline,
+                self._suspect[1] if self._suspect is not None else None,
+            )
+            if at is not None
+        ]
+        idle = self._liveness.idle_deadline()
+        keepalive = self._keepalive_deadline()
+        coarse = idle if keepalive is None or idle < keepalive else keepalive
+        return (min(exact) if exact else None), coarse
 
-    def handle_timer(self, now: float) -> None:
-        """Run every timer that expired at ``now``."""
+    def handle_timer(self, now: float, *, liveness: bool = True) -> None:
+        """Run every timer that expired at ``now``; with ``liveness=False`` all but the
+        keepalive and the idle timeout (a host runs those with :meth:`handle_liveness`)."""
         state = self._state
         if state is _CLOSED or state is _IDLE:
             return
@@ -198,8 +245,12 @@ class StreamMachine:
         if self._time_wait_deadline is not None and now >= self._time_wait_deadline:
             self._terminate(TerminationReason.CLOSED)
             return
-        if now >= self._liveness.idle_deadline():
-            self._terminate(TerminationReason.IDLE_TIMEOUT)
+        if self._suspect is not None and now >= self._suspect[1]:
+            self._terminate(self._suspect[0])  # nothing authentic refuted the signal (§4.3)
+            return
+        if liveness and self.handle_liveness(now):
+            self._keepalive_pending = True
+        if self._state is _CLOSED:
             return
         if sender.rto_deadline is not None and now >= sender.rto_deadline:
             sender.rto_deadline = None
@@ -215,10 +266,49 @@ class StreamMachine:
         if acks.deadline is not None and now >= acks.deadline:
             acks.deadline = None
             acks.immediate = True
+
+    def handle_liveness(self, now: float) -> bool:
+        """Run the liveness timers due at ``now``: end an idle connection, and tell whether a
+        keepalive (or stall probe) is due -- True: the caller sends it, as a KEEPALIVE
+        (:meth:`probe`) or in a liveness bundle (docs/protocol.md §4.4)."""
+        state = self._state
+        if state is _CLOSED or state is _IDLE:
+            return False
+        self._timer_stale = True
+        if now >= self._liveness.idle_deadline():
+            self._terminate(TerminationReason.IDLE_TIMEOUT)
+            return False
         keepalive = self._keepalive_deadline()
         if keepalive is not None and now >= keepalive:
-            self._keepalive_pending = True
             self._liveness.on_keepalive(now)
+            return True
+        return False
+
+    def peer_alive(self, now: float) -> None:
+        """The peer proved, with the nonce, that it holds this flow (a liveness bundle,
+        §4.4): as good as a segment received for keepalives, idle timeout and signals."""
+        if self._state is _CLOSED or self._state is _IDLE:
+            return
+        self._liveness.last_rx = now
+        self._suspect = None
+        self._timer_stale = True
+
+    def suspect(self, reason: str, now: float) -> None:
+        """A signal says the object or the path is gone (``reason``: ``object-not-found`` or
+        ``unreachable``). Signals carry no nonce, so it is only a hint (docs/protocol.md §4.3):
+        the peer is probed at once (the handshake segment again, or a KEEPALIVE), and the
+        connection ends with ``reason`` unless an authentic segment arrives within
+        ``signal_verify`` (at least two smoothed RTTs)."""
+        state = self._state
+        if state is _CLOSED or state is _IDLE or state is _TIME_WAIT or self._suspect is not None:
+            return
+        srtt = self._sender.rtt.srtt or 0.0
+        self._suspect = (reason, now + max(self._opt.signal_verify, 2 * srtt))
+        self._timer_stale = True
+        if state in HANDSHAKING:
+            self._control = HANDSHAKE_SEGMENT[state]
+        else:
+            self._keepalive_pending = True
 
     def _keepalive_deadline(self) -> float | None:
         # Only idle synchronized connections probe: nothing outstanding, no persist timer.
@@ -245,23 +335,37 @@ class StreamMachine:
             return
         if self._state is _IDLE:
             self._state = HANDSHAKE[_IDLE, Happening.SYN]
-            self._sender.peer_right_edge = segment.window
-        elif self._state is not StreamState.SYN_RECEIVED:
+            # Until the client's ACK proves its address, answer at most _AMPLIFICATION times
+            # what the SYN brought: the window we may use is capped to that (§4.2.6).
+            budget = _AMPLIFICATION * (_PACKET_OVERHEAD + len(segment.payload)) - 2 * _PACKET_OVERHEAD
+            self._sender.peer_right_edge = min(segment.window, max(budget, 0))
+        elif self._state is not _SYN_RECEIVED:
             self._drop("unexpected")
             return
         # First SYN or a retransmission (our SYN-ACK was lost): (re)send the SYN-ACK.
         self._receiver.acks.ts_recent = segment.ts_value
         self._control = StreamType.SYN_ACK
         self._liveness.last_rx = now
+        if segment.payload:
+            # Data on SYN: state exists for the flow now, so the bytes are taken (§4.2.6);
+            # a retransmitted SYN's copy is a duplicate.
+            self._receiver.on_data(segment, now)
 
     def _on_syn_ack(self, segment: StreamSegment, now: float) -> None:
-        if self._role != "client" or segment.ack != 0:
+        if self._role != "client" or segment.ack > self._syn_data:
             self._drop("unexpected")
             return
         established = HANDSHAKE.get((self._state, Happening.SYN_ACK))
         if established is not None:
             sender = self._sender
-            sender.peer_right_edge = max(sender.peer_right_edge, segment.window)
+            if segment.ack:
+                # The server took the first bytes from our SYN: they are delivered (§4.2.6).
+                # Bytes it did not take are sent again as data, like any unacknowledged byte.
+                stream = sender.stream
+                stream.acknowledge(segment.ack)
+                stream.nxt = segment.ack
+                stream.bytes_sent += segment.ack
+            sender.peer_right_edge = max(sender.peer_right_edge, segment.ack + segment.window)
             if (rtt := self._builder.rtt_of(segment.ts_echo, now)) is not None:
                 sender.rtt.on_sample(rtt)
             self._handshake_done(established, now)
@@ -273,10 +377,28 @@ class StreamMachine:
         self._liveness.last_rx = now
 
     def _handshake_done(self, state: StreamState, now: float) -> None:
-        self._sender.on_answer()
+        sender = self._sender
+        sender.on_answer()
+        if sender.recovery.segments is not None:
+            sender.arm_rto(now)  # data a server sent before the client's ACK (§4.2.6)
         self._state = state
         self._events.push(Connected())
         self._close_step(now)
+
+    def _on_retry(self, segment: StreamSegment) -> None:
+        """The server keeps no state for our SYN until it carries the token (§4.2.7)."""
+        if (
+            self._role != "client"
+            or self._state is not StreamState.SYN_SENT
+            or not segment.ack
+            or self._retries_followed >= _MAX_RETRIES_FOLLOWED
+        ):
+            self._drop("unexpected")
+            return
+        self._retries_followed += 1
+        self._token = segment.ack
+        self._control = StreamType.SYN  # at once, and with a fresh retransmission timer
+        self._sender.rto_deadline = None
 
     def _on_stream_segment(self, segment: StreamSegment, now: float) -> None:
         state = self._state
@@ -316,7 +438,10 @@ class StreamMachine:
 
     def _on_retransmission_timeout(self) -> None:
         if self._state in HANDSHAKING:
-            if self._sender.on_handshake_timeout(self._opt.max_retries):
+            # A SYN-ACK or RESUME answers a source that has not proven itself yet: few retries.
+            passive = self._state is not StreamState.SYN_SENT
+            limit = self._opt.accept_retries if passive else self._opt.max_retries
+            if self._sender.on_handshake_timeout(limit):
                 self._control = HANDSHAKE_SEGMENT[self._state]
             else:
                 self._terminate(TerminationReason.HANDSHAKE_TIMEOUT)
@@ -327,7 +452,10 @@ class StreamMachine:
 
     def _send_control(self, kind: StreamType, now: float, out: list[bytes]) -> None:
         build = self._builder.build
-        if kind is StreamType.SYN or kind is StreamType.RESUME:
+        if kind is StreamType.SYN:
+            payload = self._sender.stream.payload(0, self._syn_data) if self._syn_data else b""
+            out.append(build(kind, 0, StreamFlags.NONE, now, payload, self._token))
+        elif kind is StreamType.RESUME:
             out.append(build(kind, 0, StreamFlags.NONE, now))
         elif kind is StreamType.SYN_ACK:
             out.append(build(kind, 0, _ACK, now))
@@ -380,6 +508,7 @@ class StreamMachine:
             self._sender.stop_timers()
 
     def _terminate(self, reason: str) -> None:
+        opening = self._state is StreamState.SYN_SENT
         self._state = _CLOSED
         self._timer_stale = True
         self._sender.stop_timers()
@@ -389,7 +518,10 @@ class StreamMachine:
         self._time_wait_deadline = None
         self._control = None
         self._keepalive_pending = False
+        self._suspect = None
         self._error_reason = reason
-        if reason in PATH_FAILURES:
+        if reason == TerminationReason.OBJECT_NOT_FOUND and opening:
+            self._error = ObjectNotFound(f"stream flow {self._nonce:#018x}: no replica is registered")
+        elif reason in PATH_FAILURES:
             self._error = BrokenPathError(f"stream flow {self._nonce:#018x}: {reason}")
         self._events.push(ConnectionTerminated(reason))

@@ -45,6 +45,14 @@ class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
     max_rto: float = 4.0
     #: consecutive unanswered timeouts tolerated; the next one terminates the connection.
     max_retries: int = 10
+    #: retransmissions of a SYN-ACK or RESUME (answers to a source not proven yet) before the
+    #: handshake gives up: a forged SYN costs its victim at most ``accept_retries + 1``
+    #: packets (docs/protocol.md §4.2.3, §4.2.7).
+    accept_retries: int = 2
+    #: a signal that would end the stream (OBJECT_NOT_FOUND, UNREACHABLE) is verified: the
+    #: peer is probed and, unless an authentic segment answers within this long (at least two
+    #: smoothed RTTs), the stream ends (docs/protocol.md §4.3).
+    signal_verify: float = 0.25
     #: delayed-ACK timer and segment count.
     ack_delay: float = 0.01
     ack_every: int = 2
@@ -62,9 +70,18 @@ class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
         _integer("recv_buffer", self.recv_buffer, 1, _MAX_RECV_BUFFER)
         _integer("send_buffer", self.send_buffer, 1)
         _integer("max_retries", self.max_retries, 0)
+        _integer("accept_retries", self.accept_retries, 0)
         _integer("ack_every", self.ack_every, 1)
         _integer("initial_window", self.initial_window, 1)
-        for name in ("idle_timeout", "initial_rto", "min_rto", "max_rto", "max_probe_interval"):
+        positive = (
+            "idle_timeout",
+            "initial_rto",
+            "min_rto",
+            "max_rto",
+            "max_probe_interval",
+            "signal_verify",
+        )
+        for name in positive:
             _seconds(name, getattr(self, name), positive=True)
         for name in ("ack_delay", "time_wait"):
             _seconds(name, getattr(self, name), positive=False)

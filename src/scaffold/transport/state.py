@@ -64,6 +64,10 @@ class TerminationReason:
     HANDSHAKE_TIMEOUT = "handshake-timeout"
     #: nothing received for ``idle_timeout`` seconds.
     IDLE_TIMEOUT = "idle-timeout"
+    #: an OBJECT_NOT_FOUND signal that no authentic segment refuted in time (§4.3).
+    OBJECT_NOT_FOUND = "object-not-found"
+    #: an UNREACHABLE signal that no authentic segment refuted in time (§4.3).
+    UNREACHABLE = "unreachable"
 
 
 #: Reasons that mean the path or the peer failed; they set ``StreamConnection.error``.
@@ -73,6 +77,8 @@ PATH_FAILURES = frozenset(
         TerminationReason.RETRY_LIMIT,
         TerminationReason.HANDSHAKE_TIMEOUT,
         TerminationReason.IDLE_TIMEOUT,
+        TerminationReason.OBJECT_NOT_FOUND,
+        TerminationReason.UNREACHABLE,
     }
 )
 

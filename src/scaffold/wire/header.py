@@ -94,6 +94,8 @@ class Proto(IntEnum):
     DATAGRAM = 1
     STREAM = 2
     SIGNAL = 3
+    #: host to host: keepalives of many stream flows in one packet (docs/protocol.md §4.4)
+    LIVENESS = 4
 
 
 class Flags(IntFlag):

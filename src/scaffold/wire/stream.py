@@ -33,7 +33,7 @@ A stream segment follows the SCAFFOLD header. Network byte order, a fixed 44-byt
 
 Fields:
 
-* ``type`` -- :class:`StreamType`. Only DATA and FIN may carry payload.
+* ``type`` -- :class:`StreamType`. Only SYN, DATA and FIN may carry payload.
 * ``flags`` -- :class:`StreamFlags`; unknown bits are kept by the parser and ignored by the
   state machine (send them as zero).
 * ``receive window`` -- free receive-buffer bytes above ``ack``: the sender may have
@@ -47,10 +47,13 @@ Fields:
   ``StreamFlags.ACK`` is set).
 * ``timestamp value / echo`` -- RFC 7323-style timestamps in microseconds modulo 2**32;
   echo 0 means "nothing to echo". They give unambiguous RTT samples for retransmitted data.
-* Per type: SYN has ``seq`` 0 and no ACK flag (the window is valid); SYN-ACK has ``seq`` 0,
-  ``ack`` 0; RESUME has no ACK flag and ``seq`` = ``ack`` = 0 (the window is valid);
-  RESUME-ACK carries the offsets in ``seq`` / ``ack`` (see ``StreamType.RESUME_ACK``); RST
-  and KEEPALIVE carry ``seq`` = the sender's next sequence number.
+* Per type: SYN has ``seq`` 0 and no ACK flag (the window is valid); it may carry the first
+  bytes of the stream (data on SYN, docs/protocol.md §4.2.6) and, in ``ack``, a retry token
+  (0: none). SYN-ACK has ``seq`` 0 and ``ack`` = the SYN bytes the server took. RETRY has no
+  ACK flag and the token in ``ack``. RESUME has no ACK flag and ``seq`` = ``ack`` = 0 (the
+  window is valid); RESUME-ACK carries the offsets in ``seq`` / ``ack`` (see
+  ``StreamType.RESUME_ACK``); RST and KEEPALIVE carry ``seq`` = the sender's next sequence
+  number.
 * SACK blocks -- up to :data:`MAX_SACK_BLOCKS` ranges ``[start, end)`` of out-of-order data
   the receiver holds (RFC 2018), encoded as 32-bit offsets above ``ack`` (the window is 32
   bits, so they always fit). SACK lets the sender repair several losses per round trip
@@ -94,9 +97,10 @@ MAX_PAYLOAD = 0xFFFF
 class StreamType(IntEnum):
     """Segment types (docs/protocol.md §4.2.1)."""
 
-    #: client -> server: open the flow; carries the nonce and the client's window.
+    #: client -> server: open the flow; carries the nonce, the client's window, maybe the
+    #: first stream bytes (data on SYN) and a retry token in ``ack``.
     SYN = 1
-    #: server -> client: accept; echoes the nonce.
+    #: server -> client: accept; echoes the nonce; ``ack`` = the SYN bytes it took.
     SYN_ACK = 2
     #: stream data and/or acknowledgment (an empty DATA segment is a pure ACK).
     DATA = 3
@@ -111,6 +115,9 @@ class StreamType(IntEnum):
     #: the answer: ``seq`` = next byte the new host should expect, ``ack`` = next byte it
     #: should send (docs/protocol.md §4.2.5).
     RESUME_ACK = 8
+    #: server -> client, instead of state for a SYN: send the SYN again with the token in
+    #: ``ack`` (docs/protocol.md §4.2.7).
+    RETRY = 9
 
 
 class StreamFlags(IntFlag):
@@ -125,7 +132,7 @@ class StreamFlags(IntFlag):
 
 _TYPES = frozenset(int(t) for t in StreamType)
 _TYPE_OF = {int(t): t for t in StreamType}  # a dict lookup per segment, not an enum call
-_PAYLOAD_TYPES = frozenset((StreamType.DATA, StreamType.FIN))
+_PAYLOAD_TYPES = frozenset((StreamType.SYN, StreamType.DATA, StreamType.FIN))
 
 
 @dataclass(frozen=True, slots=True)

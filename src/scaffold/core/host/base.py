@@ -1,34 +1,40 @@
 """The host stack's state and the primitives every part of it uses (docs/protocol.md §3.4).
 
 ``HostStackBase`` holds what a host knows -- registration, listeners, flows and their indexes,
-the timer heap, output queues -- and the few operations all its parts share: send a segment
-on a flow (``_emit``), pump a stream transport (``_pump``), forget a flow (``_forget``). The
-stack's jobs are mixed in on top of it: ``streams.py``, ``churn.py`` and ``stack.py``.
+the timer heap and wheel, output queues -- and the few operations all its parts share: send
+a segment on a flow (``_emit``), pump a stream transport (``_pump``), forget a flow
+(``_forget``). The stack's jobs are mixed in on top of it: ``streams.py``, ``keepalive.py``,
+``churn.py`` and ``stack.py``.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from typing import ClassVar
 
 from ...errors import UsageError
 from ...ids import ObjectId, new_flow_id, new_nonce
-from ...transport import ConnectionTerminated, StreamOptions
+from ...transport import Connected, ConnectionTerminated, Resumed, StreamOptions
 from ...wire import control
 from ...wire import header as wire_header
 from ...wire.header import Flags, Header, Proto
 from ..engine import NodeCore
 from ..events import TraceHop
 from .events import DrainCompleted, FlowClosed, HostEvent, StreamEventFor
-from .flows import Flow, Listener, Role
+from .flows import Flow, Listener, PendingBundle, Role
 from .stats import StreamTotals
-from .timers import DeadlineHeap
+from .timers import DeadlineHeap, TimerWheel
 
-__all__ = ["HEARTBEAT", "SWEEP", "HostStackBase"]
+__all__ = ["HEARTBEAT", "LIVENESS_TICK", "SWEEP", "HostStackBase"]
 
 #: keys of the host's own timers in its ``DeadlineHeap``; stream flows use their Socket ID (> 0)
 HEARTBEAT = -1
 SWEEP = -2
+#: the expiry of the oldest liveness bundle waiting for its answer (``keepalive.py``)
+BUNDLES = -3
+#: granularity of keepalives, stall probes and idle timeouts (seconds): the timer wheel's tick
+LIVENESS_TICK = 0.05
 
 
 class HostStackBase(NodeCore[HostEvent]):
@@ -44,6 +50,9 @@ class HostStackBase(NodeCore[HostEvent]):
         *,
         idle_timeout: float = 120.0,
         stream_options: StreamOptions | None = None,
+        liveness_tick: float = LIVENESS_TICK,
+        retry_above: int = 512,
+        half_open_limit: int = 4096,
     ) -> None:
         super().__init__(name)
         self.gateway = gateway
@@ -68,8 +77,23 @@ class HostStackBase(NodeCore[HostEvent]):
         self._dirty: dict[int, Flow] = {}
         self._last_now = 0.0
         self._next_socket = 1
-        #: every deadline: each stream's transport timer (by Socket ID), heartbeat, sweep
+        #: exact deadlines: each stream's transport timers (by Socket ID), heartbeat, sweep
         self._timers = DeadlineHeap()
+        #: coarse deadlines: each stream's keepalive, stall probe and idle timeout (by Socket
+        #: ID), rounded up to ``liveness_tick`` so the streams due together share bundles
+        self._wheel = TimerWheel(liveness_tick)
+        #: server flows per Object ID (a drained replica leaves when its count reaches 0)
+        self._server_flows: Counter[bytes] = Counter()
+        #: server streams in their handshake per Object ID; above ``retry_above`` a SYN must
+        #: carry a retry token, above ``half_open_limit`` it is dropped (§4.2.7)
+        self._half_open: Counter[bytes] = Counter()
+        self.retry_above = retry_above
+        self.half_open_limit = half_open_limit
+        #: liveness PROBEs sent and not answered yet, by bundle id (``keepalive.py``)
+        self._awaiting: dict[int, PendingBundle] = {}
+        self._bundle_seq = 0
+        #: the key of this host's retry tokens (``streams.py``), drawn when first needed
+        self._token_key: bytes | None = None
         #: transport counters of streams this host no longer holds (metrics stay monotonic)
         self._ended_streams = StreamTotals()
         #: migrated-away flows: socket id -> (Flow ID, new DC ID, new Host ID, expiry)
@@ -121,8 +145,10 @@ class HostStackBase(NodeCore[HostEvent]):
 
     def _add_flow(self, flow: Flow) -> None:
         self.flows[flow.socket_id] = flow
-        if flow.proto == Proto.DATAGRAM:
+        if flow.proto is Proto.DATAGRAM:
             self._datagrams[flow.socket_id] = flow
+        if flow.role is Role.SERVER:
+            self._server_flows[flow.obj] += 1
 
     def _allocate_socket(self) -> int:
         while True:
@@ -132,29 +158,41 @@ class HostStackBase(NodeCore[HostEvent]):
                 return socket_id
 
     def _forget(self, flow: Flow, reason: str, *, notify: bool = True) -> None:
-        self.flows.pop(flow.socket_id, None)
+        if self.flows.get(flow.socket_id) is not flow:
+            return  # forgotten already
+        del self.flows[flow.socket_id]
         self._datagrams.pop(flow.socket_id, None)
         if self._streams.pop(flow.socket_id, None) is not None:
             self._timers.arm(flow.socket_id, None)
+            self._wheel.arm(flow.socket_id, None)
             if flow.transport is not None and reason != "exported":
                 self._ended_streams.add(flow.transport, flow.stats_base)
         self._by_flow.pop((flow.flow, flow.peer_host), None)
+        self._settle_half_open(flow)
         if notify:
             self._events.append(FlowClosed(flow.socket_id, reason))
-        if flow.role == Role.SERVER and reason != "exported":
-            listener = self.listeners.get(flow.obj)
-            if listener is not None and listener.draining:
-                self._check_drained()
+        if flow.role is Role.SERVER:
+            self._server_flows[flow.obj] -= 1
+            if self._server_flows[flow.obj] <= 0:
+                del self._server_flows[flow.obj]
+                if reason != "exported":
+                    self._check_drained(flow.obj)
 
-    def _check_drained(self) -> None:
-        """Withdraw every draining replica whose last server flow has ended (§5.2)."""
-        for raw, listener in list(self.listeners.items()):
-            if listener.draining and not any(
-                f.obj == raw and f.role == Role.SERVER for f in self.flows.values()
-            ):
-                del self.listeners[raw]
-                self._control_out.append(control.DrainDone(raw.hex()))
-                self._events.append(DrainCompleted(raw))
+    def _settle_half_open(self, flow: Flow) -> None:
+        """The flow left its handshake (established, or gone): it no longer counts as half-open."""
+        if flow.half_open:
+            flow.half_open = False
+            self._half_open[flow.obj] -= 1
+            if self._half_open[flow.obj] <= 0:
+                del self._half_open[flow.obj]
+
+    def _check_drained(self, obj: bytes) -> None:
+        """Withdraw ``obj``'s replica if it drains and its last server flow ended (§5.2). O(1)."""
+        listener = self.listeners.get(obj)
+        if listener is not None and listener.draining and not self._server_flows.get(obj):
+            del self.listeners[obj]
+            self._control_out.append(control.DrainDone(obj.hex()))
+            self._events.append(DrainCompleted(obj))
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -193,10 +231,10 @@ class HostStackBase(NodeCore[HostEvent]):
         self._out.append((self.gateway, wire_header.encode(h, segment)))
 
     def _pump(self, flow: Flow, now: float) -> None:
-        """Send what a stream transport queued, surface its events, re-arm its timer.
+        """Send what a stream transport queued, surface its events, re-arm its timers.
 
-        The transport's deadline is compared with the one on file, so the timer heap only
-        changes when the deadline did (``timers.py``).
+        The transport's deadlines are compared with the ones on file, so the timer heap and
+        wheel only change when a deadline did (``timers.py``).
         """
         transport = flow.transport
         assert transport is not None
@@ -205,11 +243,16 @@ class HostStackBase(NodeCore[HostEvent]):
         terminated = False
         while (event := transport.next_event()) is not None:
             self._events.append(StreamEventFor(flow.socket_id, event))
-            terminated = terminated or isinstance(event, ConnectionTerminated)
+            if isinstance(event, ConnectionTerminated):
+                terminated = True
+            elif flow.half_open and isinstance(event, Connected | Resumed):
+                self._settle_half_open(flow)
         if terminated:
             self._forget(flow, "terminated", notify=False)
         elif self._streams.get(flow.socket_id) is flow:
-            self._timers.arm(flow.socket_id, transport.get_timer())
+            exact, coarse = transport.deadlines()
+            self._timers.arm(flow.socket_id, exact)
+            self._wheel.arm(flow.socket_id, coarse)
 
     def _pump_dirty(self) -> None:
         dirty, self._dirty = self._dirty, {}

@@ -48,7 +48,7 @@ class Churn(HostStackBase):
             self.drops["drain-unknown-object"] += 1
             return
         listener.draining = True
-        self._check_drained()
+        self._check_drained(listener.obj)
 
     def _migrate_out(self, message: control.MigrateOut, now: float) -> None:
         raw = _hex_bytes(message.obj)

@@ -13,7 +13,7 @@ from ...transport import StreamConnection, StreamState
 from ...wire.header import Proto
 from .stats import StreamTotals
 
-__all__ = ["MIGRATABLE", "Flow", "Listener", "Role"]
+__all__ = ["MIGRATABLE", "Flow", "Listener", "PendingBundle", "Role"]
 
 #: stream states in which a flow can move to another host (docs/protocol.md §5.4)
 MIGRATABLE = frozenset(
@@ -65,3 +65,19 @@ class Flow:
     peer_changed_at: float = 0.0
     #: an imported stream's transport counters on arrival: what other hosts already counted
     stats_base: StreamTotals | None = None
+    #: a server stream still in its handshake: counted against its listener's half-open
+    #: limit until it is established or gone (docs/protocol.md §4.2.7)
+    half_open: bool = False
+
+
+@dataclass(slots=True)
+class PendingBundle:
+    """A liveness PROBE waiting for its answer (docs/protocol.md §4.4)."""
+
+    #: (DC ID, Host ID) it went to
+    peer: tuple[int, int]
+    #: the Socket IDs (ours) of the flows it lists
+    sockets: list[int]
+    sent: float
+    #: unanswered by then, each flow sends its own KEEPALIVE
+    expiry: float

@@ -11,7 +11,8 @@ Every reply carries this host's full source locator, so the peer's later packets
 refined. A flow's nonce, chosen by the initiator, must match on every packet.
 
 ``HostStack`` is the facade: the control plane, timers, the socket calls for datagram flows,
-and the receive path. Stream flows are in ``streams.py``, churn in ``churn.py``.
+and the receive path. Stream flows are in ``streams.py``, keepalive bundles in
+``keepalive.py``, churn in ``churn.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ...wire.datagram import DatagramSegment, DatagramType
 from ...wire.header import HEADER_LEN, Flags, Header, Proto
 from ..events import Address, Datagram, NeighboursLearned, Packet, TraceHop
 from ..metrics import Sample
-from .base import HEARTBEAT, SWEEP
+from .base import BUNDLES, HEARTBEAT, SWEEP
 from .churn import Churn
 from .events import (
     DatagramReceived,
@@ -39,6 +40,7 @@ from .events import (
     ObjectNotFoundEvent,
 )
 from .flows import Flow, Listener, Role
+from .keepalive import Keepalives
 from .stats import snapshot
 from .streams import StreamFlows
 
@@ -50,7 +52,7 @@ _NONCE = {Proto.DATAGRAM: wire_datagram.NONCE, Proto.STREAM: wire_stream.NONCE}
 STRAGGLER_WINDOW = 0.5
 
 
-class HostStack(StreamFlows, Churn):
+class HostStack(StreamFlows, Keepalives, Churn):
     """Sans-IO host stack: control records, datagrams and ``now`` in; datagrams, records,
     timers and events out (the ``NodeEngine`` interface, ``core/engine.py``)."""
 
@@ -97,13 +99,17 @@ class HostStack(StreamFlows, Churn):
     # -- timers and events -----------------------------------------------------------------
 
     def get_timer(self) -> float | None:
-        """The earliest deadline: heartbeat, idle sweep or any stream's transport timer.
+        """The earliest deadline: heartbeat, idle sweep, any stream's transport timer, or the
+        first tick of the liveness wheel that holds a stream.
 
-        One look at a heap (``timers.py``), whatever the number of streams; it is current
-        once the runtime took the events and datagrams (which pump the streams that
-        received segments).
+        One look at a heap and one at the wheel (``timers.py``), whatever the number of
+        streams; it is current once the runtime took the events and datagrams (which pump
+        the streams that received segments).
         """
-        return self._timers.next()
+        exact, coarse = self._timers.next(), self._wheel.next()
+        if exact is None:
+            return coarse
+        return exact if coarse is None or exact < coarse else coarse
 
     def handle_timer(self, now: float) -> None:
         """Run the timers due at ``now``; only the streams that are due are touched."""
@@ -115,11 +121,16 @@ class HostStack(StreamFlows, Churn):
             elif key == SWEEP:
                 self._sweep(now)
                 self._timers.arm(SWEEP, now + self.idle_timeout)
+            elif key == BUNDLES:
+                self._bundles_expired(now)
             else:
                 flow = self._streams.get(key)
                 if flow is not None and flow.transport is not None:
-                    flow.transport.handle_timer(now)
+                    flow.transport.handle_timer(now, liveness=False)
                     self._pump(flow, now)
+        due = self._wheel.pop_due(now)
+        if due:
+            self._run_liveness(due, now)
 
     def _sweep(self, now: float) -> None:
         idle = [f for f in self._datagrams.values() if now - f.last_active > self.idle_timeout]
@@ -206,8 +217,11 @@ class HostStack(StreamFlows, Churn):
             self.drops["not-for-this-host"] += 1
             return
         body = bytes(data[HEADER_LEN:])
-        if h.proto == Proto.SIGNAL:
+        if h.proto is Proto.SIGNAL:
             self._receive_signal(h, body, now)
+            return
+        if h.proto is Proto.LIVENESS:
+            self._receive_liveness(h, body, now)
             return
         flow = self._demux(h, data, now)
         if flow is None:
@@ -229,18 +243,17 @@ class HostStack(StreamFlows, Churn):
                 moved = (h.src_dc, h.src_host) != (flow.peer_dc, flow.peer_host)
                 self.drops["forged-move" if moved and flow.peer_host else "bad-nonce"] += 1
                 return
-            if (
-                h.proto == Proto.STREAM
-                and body[wire_stream.TYPE_OFFSET] == wire_stream.StreamType.SYN_ACK
-                and flow.peer_host
-                and h.src_host != flow.peer_host
-            ):
+            kind = body[wire_stream.TYPE_OFFSET] if h.proto is Proto.STREAM else 0
+            if kind == wire_stream.StreamType.SYN_ACK and flow.peer_host and h.src_host != flow.peer_host:
                 # A second replica answered our handshake (our SYN was re-resolved while the
                 # tables changed): we already have a server, so that one is told to let go.
                 self.drops["duplicate-handshake"] += 1
                 self._reset_peer(flow, h, body)
                 return
-            self._learn_peer(flow, h, now)
+            if kind != wire_stream.StreamType.RETRY:
+                # (A RETRY comes from a replica that keeps no state yet: the SYN it asks for
+                # goes through the object switches again, as the first one did, §4.2.7.)
+                self._learn_peer(flow, h, now)
         if h.proto == Proto.DATAGRAM:
             self._receive_datagram_segment(flow, h, body, now)
         else:
@@ -351,9 +364,18 @@ class HostStack(StreamFlows, Churn):
         if flow is None or flow.flow != h.flow:
             self.drops["signal-for-unknown-flow"] += 1
             return
-        if signal.type == wire_signal.SignalType.OBJECT_NOT_FOUND:
+        kind = signal.type
+        if kind is not wire_signal.SignalType.REFINE and flow.transport is not None:
+            # A switch cannot prove what it says (it does not know the flow's nonce): a signal
+            # that would end a stream only makes the host ask the peer, with the nonce; the
+            # stream ends if no authentic segment answers in time (§4.3).
+            reason = "object-not-found" if kind is wire_signal.SignalType.OBJECT_NOT_FOUND else "unreachable"
+            self.counters["signal-verify"] += 1
+            flow.transport.suspect(reason, now)
+            self._pump(flow, now)
+        elif kind is wire_signal.SignalType.OBJECT_NOT_FOUND:
             self._events.append(ObjectNotFoundEvent(flow.socket_id, flow.obj))
-        elif signal.type == wire_signal.SignalType.UNREACHABLE:
+        elif kind is wire_signal.SignalType.UNREACHABLE:
             self._events.append(FlowUnreachable(flow.socket_id))
         elif signal.type == wire_signal.SignalType.REFINE and signal.a == flow.peer_host:
             # A switch cannot prove what it says (it does not know the flow's nonce), so a

@@ -3,9 +3,18 @@
 Each stream flow owns a ``StreamConnection``; the host hands it segments and pumps it
 (``HostStackBase._pump``) exactly the way a runtime drives a core. A first segment of an unknown
 flow is a SYN, a takeover by a resumable replica (RESUME), or refused with an RST.
+
+Half-open streams are bounded per object (§4.2.7): above ``retry_above`` of them a SYN gets
+state only if it carries a retry token -- a keyed hash of its flow and source that this host
+gave in a stateless RETRY, which proves the source receives at its locator -- and above
+``half_open_limit`` none does. A forged SYN thus costs one RETRY, or at most
+``accept_retries + 1`` SYN-ACKs, and bounded memory.
 """
 
 from __future__ import annotations
+
+import hashlib
+import struct
 
 from ...errors import MalformedPacket, UsageError
 from ...ids import ObjectId
@@ -17,14 +26,25 @@ from .base import HostStackBase
 from .events import FlowAccepted
 from .flows import Flow
 
-__all__ = ["StreamFlows"]
+__all__ = ["TOKEN_PERIOD", "StreamFlows"]
+
+#: a retry token is valid in the period it was made and the next one (seconds)
+TOKEN_PERIOD = 10.0
+#: what a token authenticates: period, Flow ID, nonce, source locator, Object ID
+_TOKEN_INPUT = struct.Struct("!QQQIQI32s")
+_MAC_BITS = 56
 
 
 class StreamFlows(HostStackBase):
     """The stream part of ``HostStack``: the stream socket calls and the receive path."""
 
-    def open_stream(self, obj: ObjectId, now: float, *, trace: bool = False) -> Flow:
+    def open_stream(self, obj: ObjectId, now: float, *, trace: bool = False, data: bytes = b"") -> Flow:
         """Start a reliable stream flow to ``obj`` (a SYN goes out at once).
+
+        ``data`` is the start of the stream; up to one segment of it rides in the SYN (data on
+        SYN, docs/protocol.md §4.2.6), so the server's application has it a round trip
+        earlier. A SYN may be delivered twice (retransmitted to a second replica after the
+        first died, or replayed): send there only what is safe to repeat.
 
         Raises:
             UsageError: the host is not registered yet.
@@ -32,6 +52,8 @@ class StreamFlows(HostStackBase):
         flow = self.open_flow(obj, now, proto=Proto.STREAM, trace=trace)
         flow.transport = StreamConnection("client", flow.nonce, now, self.stream_options)
         self._streams[flow.socket_id] = flow
+        if data:
+            flow.transport.send(data, force=True)
         flow.transport.connect(now)
         self._pump(flow, now)
         return flow
@@ -110,11 +132,18 @@ class StreamFlows(HostStackBase):
                 return
             listener = self.listeners.get(flow.obj)
             if segment.type == wire_stream.StreamType.SYN:
+                if not self._admit_syn(flow, h, segment, now):
+                    return
                 flow.transport = StreamConnection("server", segment.nonce, now, self.stream_options)
                 resumed = False
             elif listener is not None and listener.resumable and segment.type != wire_stream.StreamType.RST:
                 # A mid-flow segment of a flow whose server is gone: this replica takes it
-                # over and learns the stream offsets from the client (RESUME, §5.1).
+                # over and learns the stream offsets from the client (RESUME, §5.1). It answers
+                # a source not proven yet, so it counts as half-open, and is not retried.
+                if self._half_open[flow.obj] >= self.retry_above:
+                    self._forget(flow, "half-open-full", notify=False)
+                    self.drops["half-open-full"] += 1
+                    return
                 flow.transport = StreamConnection.resume(segment.nonce, now, options=self.stream_options)
                 self.counters["flow-resumed"] += 1
                 resumed = True
@@ -126,6 +155,8 @@ class StreamFlows(HostStackBase):
                 if segment.type != wire_stream.StreamType.RST:
                     self._reset_unknown(flow, segment, now)
                 return
+            flow.half_open = True
+            self._half_open[flow.obj] += 1
             flow.nonce = segment.nonce
             self._streams[flow.socket_id] = flow
             self._events.append(FlowAccepted(flow.socket_id, flow.obj, flow.flow, resumed))
@@ -155,3 +186,46 @@ class StreamFlows(HostStackBase):
         rst = wire_stream.StreamSegment(wire_stream.StreamType.RST, segment.nonce, seq=segment.ack)
         reply = h.reply(Proto.STREAM, self.dc_id, self.host_id, flow.socket_id)
         self._out.append((self.gateway, wire_header.encode(reply, wire_stream.encode(rst))))
+
+    # -- half-open streams and retry tokens (§4.2.7) ---------------------------------------------
+
+    def _admit_syn(self, flow: Flow, h: Header, segment: wire_stream.StreamSegment, now: float) -> bool:
+        """Whether a SYN may have state; if not, the flow is forgotten (and answered RETRY)."""
+        half_open = self._half_open[flow.obj]
+        if half_open < self.retry_above:
+            return True
+        if not self._token_valid(segment.ack, h, segment.nonce, now):
+            # Under load, state only for a source that proved it receives at its locator.
+            self._forget(flow, "retry", notify=False)
+            self.counters["syn-retry"] += 1
+            retry = wire_stream.StreamSegment(
+                wire_stream.StreamType.RETRY, segment.nonce, ack=self._token(h, segment.nonce, now)
+            )
+            reply = h.reply(Proto.STREAM, self.dc_id, self.host_id)
+            self._out.append((self.gateway, wire_header.encode(reply, wire_stream.encode(retry))))
+            return False
+        if half_open >= self.half_open_limit:
+            self._forget(flow, "half-open-full", notify=False)
+            self.drops["half-open-full"] += 1
+            return False
+        return True
+
+    def _token(self, h: Header, nonce: int, now: float, period: int | None = None) -> int:
+        """The retry token of a SYN: the period in the top 8 bits, a keyed hash of the
+        period, the flow and its source below."""
+        if period is None:
+            period = int(now // TOKEN_PERIOD)
+        if self._token_key is None:
+            self._token_key = self._rng.getrandbits(256).to_bytes(32, "big")
+        message = _TOKEN_INPUT.pack(period, h.flow, nonce, h.src_dc, h.src_host, h.src_socket, h.obj)
+        mac = int.from_bytes(hashlib.blake2b(message, key=self._token_key, digest_size=8).digest())
+        return ((period & 0xFF) << _MAC_BITS) | (mac >> (64 - _MAC_BITS)) or 1
+
+    def _token_valid(self, token: int, h: Header, nonce: int, now: float) -> bool:
+        if not token:
+            return False
+        current = int(now // TOKEN_PERIOD)
+        for period in (current, current - 1):
+            if token >> _MAC_BITS == period & 0xFF and token == self._token(h, nonce, now, period):
+                return True
+        return False

@@ -1,4 +1,12 @@
-"""Deadlines by key in a heap, so a host's next timer is found without looking at every flow.
+"""Deadlines by key, so a host's next timer is found without looking at every flow.
+
+Two structures, one per kind of deadline (docs/architecture.md §2):
+
+* ``DeadlineHeap`` -- exact deadlines (retransmission, delayed ACK, persist, TIME_WAIT, the
+  host's heartbeat): a binary heap with lazy invalidation;
+* ``TimerWheel`` -- coarse deadlines (keepalives, stall probes, idle timeouts): rounded up
+  to a tick, so every stream due in the same tick fires in one wake-up and its probes can
+  share packets (``keepalive.py``, docs/protocol.md §4.4).
 
 A host may hold tens of thousands of streams, each with a deadline that moves on almost
 every packet (acknowledgement, retransmission and keepalive timers). ``DeadlineHeap`` keeps
@@ -18,13 +26,22 @@ heap, once stale entries are cleared, is the earliest deadline. Stale entries ar
 when they outnumber the armed keys the heap is rebuilt. Costs: ``arm`` O(1) or O(log n),
 ``next`` and ``pop_due`` O(log n) amortized per entry -- none depends on how many keys are
 armed but not due (an idle stream costs nothing).
+
+``TimerWheel`` keeps each key in the set of its tick (``ceil(deadline / tick)``) and the
+ticks that hold keys in a small heap (there are at most as many as the longest deadline
+spans ticks). Arming is O(1): a key moved to an earlier tick changes sets at once; one moved
+later only records the new tick and is refiled when its old tick fires (most moves are later:
+every packet received pushes the keepalive out). ``pop_due`` returns whole ticks.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 
-__all__ = ["DeadlineHeap"]
+from ...errors import UsageError
+
+__all__ = ["DeadlineHeap", "TimerWheel"]
 
 #: below this many entries the heap is never rebuilt (rebuilding tiny heaps gains nothing)
 _COMPACT_MIN = 64
@@ -90,3 +107,96 @@ class DeadlineHeap:
     def _compact(self) -> None:
         self._heap = [(at, key) for key, at in self._deadline.items()]
         heapq.heapify(self._heap)
+
+
+class TimerWheel:
+    """Keys (ints) with one coarse deadline each, rounded up to ``tick`` seconds.
+
+    Raises:
+        UsageError: ``tick`` is not positive (constructor).
+    """
+
+    __slots__ = ("_at", "_slots", "_tick", "_ticks")
+
+    def __init__(self, tick: float) -> None:
+        if not tick > 0:
+            raise UsageError(f"timer wheel tick must be positive, got {tick}")
+        self._tick = tick
+        #: tick number -> keys filed there
+        self._slots: dict[int, set[int]] = {}
+        #: tick numbers with a set in ``_slots`` (no duplicates)
+        self._ticks: list[int] = []
+        #: key -> (tick it wants, tick whose set holds it)
+        self._at: dict[int, tuple[int, int]] = {}
+
+    def __len__(self) -> int:
+        """How many keys are armed."""
+        return len(self._at)
+
+    @property
+    def tick(self) -> float:
+        return self._tick
+
+    def get(self, key: int) -> float | None:
+        """When the key fires (its deadline rounded up to the tick), or None."""
+        at = self._at.get(key)
+        return at[0] * self._tick if at is not None else None
+
+    def arm(self, key: int, at: float | None) -> None:
+        """Fire ``key`` at the first tick at or after ``at`` (None: disarm it)."""
+        filed = self._at.get(key)
+        if at is None:
+            if filed is not None:
+                del self._at[key]
+                self._discard(key, filed[1])
+            return
+        wanted = math.ceil(at / self._tick)
+        if filed is None:
+            self._file(key, wanted)
+        elif wanted < filed[1]:
+            self._discard(key, filed[1])
+            self._file(key, wanted)
+        elif wanted != filed[0]:
+            self._at[key] = (wanted, filed[1])  # later: refiled when the old tick fires
+
+    def next(self) -> float | None:
+        """The earliest tick that holds a key, as a time, or None."""
+        ticks, slots = self._ticks, self._slots
+        while ticks:
+            tick = ticks[0]
+            if slots.get(tick):
+                return tick * self._tick
+            heapq.heappop(ticks)
+            slots.pop(tick, None)
+        return None
+
+    def pop_due(self, now: float) -> list[int]:
+        """Disarm and return every key whose tick is at or before ``now``."""
+        due: list[int] = []
+        ticks, slots, filed, size = self._ticks, self._slots, self._at, self._tick
+        # Compared as times, exactly as ``next`` reports them, so a runtime woken at that
+        # time always finds the tick due (no float round-trip through ``now / tick``).
+        while ticks and ticks[0] * size <= now:
+            keys = slots.pop(heapq.heappop(ticks), ())
+            for key in keys:
+                wanted = filed[key][0]
+                if wanted * size <= now:
+                    del filed[key]
+                    due.append(key)
+                else:
+                    self._file(key, wanted)  # it moved later since it was filed
+        return due
+
+    def _file(self, key: int, tick: int) -> None:
+        self._at[key] = (tick, tick)
+        keys = self._slots.get(tick)
+        if keys is None:
+            self._slots[tick] = {key}
+            heapq.heappush(self._ticks, tick)
+        else:
+            keys.add(key)
+
+    def _discard(self, key: int, tick: int) -> None:
+        keys = self._slots.get(tick)
+        if keys is not None:
+            keys.discard(key)

@@ -1,0 +1,146 @@
+"""Keepalives in bundles: the liveness of many streams for the cost of a few packets
+(docs/protocol.md §4.4).
+
+Every stream's keepalive, stall probe and idle timeout sit in the host's timer wheel
+(``timers.py``), rounded up to its tick, so the streams due in one tick are handled in one
+wake-up. Their keepalives do not go out one packet per stream: the host groups them by peer
+host and sends each group as one liveness PROBE (``wire/liveness.py``) listing each flow's
+Socket ID at the peer and its nonce. The peer refreshes every flow it holds under that Socket
+ID and nonce and answers with the list of those; each answered flow counts as having heard
+from its peer (``StreamConnection.peer_alive``).
+
+A bundle never changes where a flow's peer is, and a lost one costs little: a flow whose
+entry is not answered in time (or is left out of the answer) sends its own KEEPALIVE, which
+the network re-resolves like any packet of the flow -- the path to a takeover when the peer
+host died (§5.1). A bundle answers only flows whose peer is exactly the bundle's source.
+"""
+
+from __future__ import annotations
+
+from ...errors import MalformedPacket
+from ...wire import header as wire_header
+from ...wire import liveness as wire_liveness
+from ...wire.header import Header, Proto
+from ...wire.liveness import MAX_ENTRIES, Bundle, BundleType
+from .base import BUNDLES, HostStackBase
+from .flows import Flow, PendingBundle
+
+__all__ = ["BUNDLE_ANSWER_MIN", "Keepalives"]
+
+#: a bundle's answer is awaited at least this long (seconds), and at least two smoothed RTTs
+BUNDLE_ANSWER_MIN = 0.05
+#: bundles waiting for their answer, at most (each holds at most MAX_ENTRIES Socket IDs)
+MAX_AWAITING = 4096
+
+
+class Keepalives(HostStackBase):
+    """The liveness part of ``HostStack``: run the timer wheel, bundle the keepalives."""
+
+    def _run_liveness(self, keys: list[int], now: float) -> None:
+        """Run the liveness timers of the streams whose wheel tick is due."""
+        probes: dict[tuple[int, int], list[Flow]] = {}
+        for key in keys:
+            flow = self._streams.get(key)
+            if flow is None or flow.transport is None:
+                continue
+            if flow.transport.handle_liveness(now):
+                if flow.peer_host and flow.peer_socket:
+                    probes.setdefault((flow.peer_dc, flow.peer_host), []).append(flow)
+                else:
+                    flow.transport.probe(now)
+            self._pump(flow, now)
+        for peer, flows in probes.items():
+            for start in range(0, len(flows), MAX_ENTRIES):
+                self._send_probe(peer, flows[start : start + MAX_ENTRIES], now)
+
+    def _send_probe(self, peer: tuple[int, int], flows: list[Flow], now: float) -> None:
+        if len(self._awaiting) >= MAX_AWAITING:
+            # Unanswered bundles pile up (the peer is gone): probe each flow the old way.
+            for flow in flows:
+                self._probe_alone(flow, now)
+            return
+        self._bundle_seq = self._bundle_seq % 0xFFFFFFFF + 1
+        bundle = Bundle(BundleType.PROBE, self._bundle_seq, [(f.peer_socket, f.nonce) for f in flows])
+        about = flows[0]  # a header names a flow and an Object ID: one of the bundle's
+        h = Header(
+            proto=Proto.LIVENESS,
+            flow=about.flow,
+            obj=about.obj,
+            dst_dc=peer[0],
+            dst_host=peer[1],
+            src_dc=self.dc_id,
+            src_host=self.host_id,
+        )
+        self._out.append((self.gateway, wire_header.encode(h, wire_liveness.encode(bundle))))
+        srtt = max((f.transport.smoothed_rtt or 0.0 for f in flows if f.transport is not None), default=0.0)
+        expiry = now + max(BUNDLE_ANSWER_MIN, 2 * srtt)
+        self._awaiting[bundle.bundle_id] = PendingBundle(peer, [f.socket_id for f in flows], now, expiry)
+        if self._timers.get(BUNDLES) is None:
+            self._timers.arm(BUNDLES, expiry)
+        self.counters["keepalives-bundled"] += len(flows)
+
+    def _probe_alone(self, flow: Flow, now: float) -> None:
+        """A keepalive of the flow's own (a KEEPALIVE segment), which the network re-resolves
+        if the peer host is gone."""
+        if self._streams.get(flow.socket_id) is flow and flow.transport is not None:
+            flow.transport.probe(now)
+            self._pump(flow, now)
+            self.counters["keepalive-alone"] += 1
+
+    def _bundles_expired(self, now: float) -> None:
+        """Bundles whose answer did not come: their flows probe alone."""
+        for bundle_id, waiting in list(self._awaiting.items()):
+            if waiting.expiry <= now:
+                del self._awaiting[bundle_id]
+                self._unanswered(waiting, waiting.sockets, now)
+        if self._awaiting:
+            self._timers.arm(BUNDLES, min(w.expiry for w in self._awaiting.values()))
+
+    def _unanswered(self, waiting: PendingBundle, sockets: list[int], now: float) -> None:
+        for socket_id in sockets:
+            flow = self._streams.get(socket_id)
+            transport = flow.transport if flow is not None else None
+            if flow is not None and transport is not None and transport.last_received < waiting.sent:
+                self._probe_alone(flow, now)
+
+    def _receive_liveness(self, h: Header, body: bytes, now: float) -> None:
+        try:
+            bundle = wire_liveness.parse(body)
+        except MalformedPacket as exc:
+            self.drops[exc.reason] += 1
+            return
+        peer = (h.src_dc, h.src_host)
+        waiting = None
+        if bundle.type is BundleType.ANSWER:
+            waiting = self._awaiting.get(bundle.bundle_id)
+            if waiting is None or waiting.peer != peer:
+                self.drops["unexpected-bundle"] += 1
+                return
+            del self._awaiting[bundle.bundle_id]
+        held: list[tuple[int, int]] = []
+        streams = self._streams
+        for socket_id, nonce in bundle.entries:
+            flow = streams.get(socket_id)
+            if (
+                flow is None
+                or flow.nonce != nonce
+                or flow.transport is None
+                or flow.peer_host != peer[1]
+                or flow.peer_dc != peer[0]
+            ):
+                self.drops["bundle-unknown-flow"] += 1
+                continue
+            transport = flow.transport
+            transport.peer_alive(now)
+            exact, coarse = transport.deadlines()
+            self._timers.arm(socket_id, exact)
+            self._wheel.arm(socket_id, coarse)
+            held.append((flow.peer_socket, nonce))
+        if waiting is not None:
+            # Left out of the answer: the peer does not hold them (there).
+            answered = {socket_id for socket_id, _ in bundle.entries}
+            self._unanswered(waiting, [s for s in waiting.sockets if s not in answered], now)
+        elif held:
+            answer = Bundle(BundleType.ANSWER, bundle.bundle_id, held)
+            reply = h.reply(Proto.LIVENESS, self.dc_id, self.host_id)
+            self._out.append((self.gateway, wire_header.encode(reply, wire_liveness.encode(answer))))
