@@ -1,0 +1,556 @@
+"""Many flows held open at once: open rate, failures, bytes per flow and idle CPU.
+
+Two parts, each with its peer in the same run:
+
+* ``streams``: N concurrent SCAFFOLD streams (``--counts``, default 1k, 10k, 50k). A server
+  echoes each stream's first message and then holds the stream open; clients open the
+  streams ``--batch`` at a time (each: open, send 5 bytes, read the echo, hold). Two ways:
+
+  - ``one``: one process runs an embedded ``Testbed`` (two datacenters, one host each), the
+    server on ``dc1-h1`` and the clients on ``dc2-h1``;
+  - ``separate``: three processes -- the network (controller and switches, no hosts), the
+    server host and the client host, each joined with ``scaffold.join``.
+
+  Reported per N: streams opened per second and failures; memory growth (RSS) per stream
+  (per process in ``separate``: each end alone, and the network, which keeps no per-flow
+  state); CPU of every process over ``--idle`` seconds once the streams are idle (after
+  ``--settle`` seconds), as a share of one core; and how the keepalives went out meanwhile
+  (bundled or alone, docs/protocol.md §4.4). The ratio ``open_rate_ratio`` is the open rate at
+  each N over the rate at the smallest N (goal at 50k: >= 0.8).
+
+* ``ingress``: ``--clients`` (10k) concurrent TCP clients, each sending 5 bytes, reading the
+  echo and holding its connection, through ``scaffold ingress`` (raw, one process: a
+  ``Testbed`` with a ``Publisher`` in front of the echo server and an ``Ingress``) and
+  through HAProxy (``mode tcp``, ``nbthread 1``) in front of the same echo server, with the
+  same client program. Reported: connections per second, failures, RSS growth per
+  connection of the proxy process, idle CPU.
+
+Prints ONE JSON document. ``--quick``: 1k and 10k streams, 2k clients, short idle windows.
+Run: ``PYTHONPATH=src .venv/bin/python bench/flows.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import inspect
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import emit, environment
+
+LOCAL = "127.0.0.1"
+MESSAGE = b"hello"
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# -- measuring a process ---------------------------------------------------------------------
+
+
+def rss(pid: int | str = "self") -> int:
+    """Resident bytes of a process."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU seconds a process used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def raise_file_limit(wanted: int) -> int:
+    """Raise this process's open-file limit to ``wanted`` (children inherit it): the hard
+    limit too when allowed (root), else up to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+    except (ValueError, PermissionError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def say(record: dict[str, Any]) -> None:
+    """A child's one line to its parent."""
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
+async def stdin_lines() -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+# -- SCAFFOLD streams -------------------------------------------------------------------------
+
+
+async def echo_and_hold(reader: Any, writer: Any) -> None:
+    """The server: echo the first message, then hold the stream until the client ends it."""
+    data = await reader.read(100)
+    writer.write(data)
+    await writer.drain()
+    await reader.read(100)
+
+
+async def open_streams(host: Any, n: int, batch: int, held: list[Any]) -> dict[str, Any]:
+    """Open ``n`` streams ``batch`` at a time, each echoing once; keep them in ``held``."""
+    failures: dict[str, int] = {}
+    remaining = n
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            try:
+                reader, writer = await host.open_connection("echo", timeout=30)
+                writer.write(MESSAGE)
+                await writer.drain()
+                if await asyncio.wait_for(reader.readexactly(len(MESSAGE)), 30) != MESSAGE:
+                    raise OSError("wrong echo")
+                held.append((reader, writer))
+            except Exception as exc:
+                failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(batch, n))))
+    seconds = time.perf_counter() - start
+    return {
+        "opened": len(held),
+        "failed": sum(failures.values()),
+        "failures": failures,
+        "seconds": round(seconds, 2),
+        "per_s": round(len(held) / seconds, 1) if seconds else None,
+    }
+
+
+def host_counters(host: Any) -> dict[str, int]:
+    counters = host.stack.counters
+    return {k: counters.get(k, 0) for k in ("keepalives-bundled", "keepalive-alone")}
+
+
+async def streams_one(n: int, batch: int, settle: float, idle: float) -> None:
+    """Child ``one``: the network, the server and the clients in this process."""
+    import scaffold
+
+    async with scaffold.Testbed(datacenters=2, hosts_per_datacenter=1) as net:
+        server, client = net.hosts[0], net.hosts[-1]
+        await server.start_server(echo_and_hold, "echo")
+        gc.collect()
+        before = rss()
+        held: list[Any] = []
+        result = await open_streams(client, n, batch, held)
+        await asyncio.sleep(settle)
+        gc.collect()
+        grown = rss() - before
+        counted = [host_counters(h) for h in (server, client)]
+        cpu = cpu_seconds()
+        await asyncio.sleep(idle)
+        cpu = cpu_seconds() - cpu
+        after = [host_counters(h) for h in (server, client)]
+        result.update(
+            bytes_per_stream=round(grown / max(1, len(held))),
+            bytes_per_stream_per_end=round(grown / max(1, 2 * len(held))),
+            idle_cpu_share=round(cpu / idle, 4),
+            idle_keepalives={
+                k: sum(a[k] - b[k] for a, b in zip(after, counted, strict=True)) for k in after[0]
+            },
+        )
+        say(result)
+        for _, writer in held:
+            writer.close()
+
+
+async def network_child() -> None:
+    """Child ``network``: controller and switches of two datacenters, no hosts."""
+    from scaffold.core.topology import make_topology
+    from scaffold.runtime.aio import EmbeddedNetwork
+
+    async with EmbeddedNetwork(make_topology(2, 0)) as net:
+        for node in net.nodes.values():  # as `scaffold up` does: joined hosts read these
+            node.stats_interval = 1.0
+            node._stats_task = asyncio.create_task(node._report_stats())
+        say({"controller": list(net.controller.address)})
+        await (await stdin_lines()).read()  # until the parent closes our stdin
+
+
+async def host_child(role: str, controller: str, n: int, batch: int) -> None:
+    """Child ``server`` or ``client``: one joined host."""
+    import scaffold
+
+    ip, port = controller.rsplit(":", 1)
+    gateway = "dc1-fs1" if role == "server" else "dc2-fs1"
+    host = await scaffold.join(f"bench-{role}", gateway=gateway, controller=(ip, int(port)))
+    lines = await stdin_lines()
+    held: list[Any] = []
+    if role == "server":
+        await host.start_server(echo_and_hold, "echo")
+    say({"ready": True})
+    while line := (await lines.readline()).decode().strip():
+        if line == "open":
+            say(await open_streams(host, n, batch, held))
+        elif line == "report":
+            gc.collect()
+            say({"rss": rss(), **host_counters(host)})
+    await host.close()
+
+
+class Child:
+    """A child process of this script, spoken to by lines of JSON."""
+
+    def __init__(self, *args: str) -> None:
+        env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH", str(ROOT / "src")))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--child", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"bench/flows.py: child {self.proc.args} ended ({self.proc.wait()})")
+        record: dict[str, Any] = json.loads(line)
+        return record
+
+    def ask(self, command: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def streams_separate(n: int, batch: int, settle: float, idle: float) -> dict[str, Any]:
+    network = Child("network")
+    children = [network]
+    try:
+        ip, port = network.read()["controller"]
+        server = Child("server", f"{ip}:{port}", str(n), str(batch))
+        children.append(server)
+        server.read()
+        client = Child("client", f"{ip}:{port}", str(n), str(batch))
+        children.append(client)
+        client.read()
+        before = {
+            "network": rss(network.pid),
+            **{
+                c: server_or_client.ask("report")["rss"]
+                for c, server_or_client in (("server", server), ("client", client))
+            },
+        }
+        result = client.ask("open")
+        time.sleep(settle)
+        reports = {"server": server.ask("report"), "client": client.ask("report")}
+        after = {"network": rss(network.pid), **{k: v["rss"] for k, v in reports.items()}}
+        cpu = {c.pid: cpu_seconds(c.pid) for c in children}
+        time.sleep(idle)
+        cpu_share = {
+            name: round((cpu_seconds(c.pid) - cpu[c.pid]) / idle, 4)
+            for name, c in (("network", network), ("server", server), ("client", client))
+        }
+        final = {"server": server.ask("report"), "client": client.ask("report")}
+        opened = max(1, result["opened"])
+        result.update(
+            bytes_per_stream={k: round((after[k] - before[k]) / opened) for k in after},
+            idle_cpu_share={**cpu_share, "total": round(sum(cpu_share.values()), 4)},
+            idle_keepalives={
+                k: sum(final[e][k] - reports[e][k] for e in final)
+                for k in ("keepalives-bundled", "keepalive-alone")
+            },
+        )
+        return result
+    finally:
+        for child in reversed(children):
+            child.stop()
+
+
+def streams_one_process(n: int, batch: int, settle: float, idle: float) -> dict[str, Any]:
+    child = Child("one", str(n), str(batch), str(settle), str(idle))
+    try:
+        return child.read()
+    finally:
+        child.stop()
+
+
+# -- TCP clients through a proxy --------------------------------------------------------------
+
+
+async def echo_server(port: int) -> None:
+    """Child ``echo``: echoes every connection until it closes."""
+    raise_file_limit(4 * 65536)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, LOCAL, port, backlog=4096)
+    say({"ready": True})
+    async with server:
+        await (await stdin_lines()).read()
+
+
+async def ingress_child(backend: int) -> None:
+    """Child ``ingress``: a Testbed with a Publisher of the echo server and a raw Ingress."""
+    import scaffold
+    from scaffold.gateway import Ingress, Publisher
+
+    raise_file_limit(4 * 65536)
+    async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=3) as net:
+        publisher = Publisher(net.hosts[0], "echo", (LOCAL, backend))
+        await publisher.start()
+        # (A connection cap above the clients, where the ingress has one.)
+        capped = "max_connections" in inspect.signature(Ingress).parameters
+        options = {"max_connections": 50_000} if capped else {}
+        ingress = Ingress(net.hosts[2], "echo", (LOCAL, 0), **options)
+        await ingress.start()
+        say({"port": ingress.address[1]})
+        await (await stdin_lines()).read()
+        await ingress.close(grace=1.0)
+        await publisher.close()
+
+
+async def tcp_clients(port: int, n: int, batch: int) -> None:
+    """Child ``tcp-clients``: ``n`` connections, each echoing once and then held."""
+    raise_file_limit(4 * 65536)
+    held: list[asyncio.StreamWriter] = []
+    failures: dict[str, int] = {}
+    remaining = n
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(LOCAL, port), 30)
+                writer.write(MESSAGE)
+                await writer.drain()
+                if await asyncio.wait_for(reader.readexactly(len(MESSAGE)), 30) != MESSAGE:
+                    raise OSError("wrong echo")
+                held.append(writer)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(batch, n))))
+    seconds = time.perf_counter() - start
+    say(
+        {
+            "opened": len(held),
+            "failed": sum(failures.values()),
+            "failures": failures,
+            "seconds": round(seconds, 2),
+            "per_s": round(len(held) / seconds, 1) if seconds else None,
+        }
+    )
+    await (await stdin_lines()).read()
+    for writer in held:
+        writer.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOCAL, 0))
+        return int(s.getsockname()[1])
+
+
+def haproxy_config(directory: Path, port: int, backend: int, clients: int) -> Path:
+    path = directory / "flows-haproxy.cfg"
+    path.write_text(
+        f"""global
+    nbthread 1
+    maxconn {clients + 1000}
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 10m
+    timeout server 10m
+frontend fe
+    bind {LOCAL}:{port}
+    default_backend be
+backend be
+    server echo {LOCAL}:{backend}
+"""
+    )
+    return path
+
+
+def through_proxy(proxy_pid: int, port: int, clients: int, batch: int, idle: float) -> dict[str, Any]:
+    before = rss(proxy_pid)
+    tcp = Child("tcp-clients", str(port), str(clients), str(batch))
+    try:
+        result = tcp.read()
+        time.sleep(2.0)
+        grown = rss(proxy_pid) - before
+        cpu = cpu_seconds(proxy_pid)
+        time.sleep(idle)
+        result.update(
+            proxy_bytes_per_connection=round(grown / max(1, result["opened"])),
+            proxy_idle_cpu_share=round((cpu_seconds(proxy_pid) - cpu) / idle, 4),
+        )
+        return result
+    finally:
+        tcp.stop()
+
+
+def ingress_part(clients: int, batch: int, idle: float) -> dict[str, Any]:
+    haproxy = shutil.which("haproxy")
+    out: dict[str, Any] = {"clients": clients}
+    backend_port = free_port()
+    echo = Child("echo", str(backend_port))
+    try:
+        echo.read()
+        scaffold_child = Child("ingress", str(backend_port))
+        try:
+            port = scaffold_child.read()["port"]
+            out["scaffold_ingress"] = through_proxy(scaffold_child.pid, port, clients, batch, idle)
+        finally:
+            scaffold_child.stop()
+        if haproxy is None:
+            out["haproxy"] = "not installed (scripts/system-deps installs it)"
+        else:
+            with tempfile.TemporaryDirectory(prefix="scaffold-flows-") as tmp:
+                port = free_port()
+                config = haproxy_config(Path(tmp), port, backend_port, clients)
+                proc = subprocess.Popen([haproxy, "-f", str(config)], stdout=subprocess.DEVNULL)
+                try:
+                    deadline = time.monotonic() + 10
+                    while not _answers(port):
+                        if time.monotonic() > deadline:
+                            raise SystemExit("bench/flows.py: haproxy did not start")
+                        time.sleep(0.05)
+                    out["haproxy"] = through_proxy(proc.pid, port, clients, batch, idle)
+                finally:
+                    proc.terminate()
+                    proc.wait(10)
+    finally:
+        echo.stop()
+    ours, theirs = out.get("scaffold_ingress"), out.get("haproxy")
+    if isinstance(ours, dict) and isinstance(theirs, dict) and theirs.get("per_s"):
+        out["open_rate_ratio_to_haproxy"] = round(ours["per_s"] / theirs["per_s"], 3)
+        out["memory_ratio_to_haproxy"] = round(
+            ours["proxy_bytes_per_connection"] / max(1, theirs["proxy_bytes_per_connection"]), 2
+        )
+    return out
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection((LOCAL, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    counts = [int(c) for c in args.counts.split(",")]
+    modes = args.modes.split(",")
+    streams: dict[str, dict[str, Any]] = {}
+    for mode in modes:
+        run = streams_one_process if mode == "one" else streams_separate
+        results = {str(n): run(n, args.batch, args.settle, args.idle) for n in counts}
+        base = results[str(counts[0])].get("per_s")
+        for result in results.values():
+            result["open_rate_ratio"] = (
+                round(result["per_s"] / base, 3) if base and result.get("per_s") else None
+            )
+        streams[mode] = results
+    report: dict[str, Any] = {
+        "benchmark": "flows",
+        "environment": environment(),
+        "load_before": os.getloadavg(),
+        "options": vars(args),
+        "streams": streams,
+    }
+    if args.clients:
+        # Each proxy holds two sockets per client; HAProxy sizes itself from this limit.
+        report["open_file_limit"] = raise_file_limit(4 * args.clients + 1000)
+        report["ingress"] = ingress_part(args.clients, args.batch, args.idle)
+    report["load_after"] = os.getloadavg()
+    return report
+
+
+def child_main(argv: list[str]) -> None:
+    from scaffold.runtime.aio import run
+
+    kind, rest = argv[0], argv[1:]
+    if kind == "one":
+        run(streams_one(int(rest[0]), int(rest[1]), float(rest[2]), float(rest[3])))
+    elif kind == "network":
+        run(network_child())
+    elif kind in ("server", "client"):
+        run(host_child(kind, rest[0], int(rest[1]), int(rest[2])))
+    elif kind == "echo":
+        run(echo_server(int(rest[0])))
+    elif kind == "ingress":
+        run(ingress_child(int(rest[0])))
+    elif kind == "tcp-clients":
+        run(tcp_clients(int(rest[0]), int(rest[1]), int(rest[2])))
+    else:
+        raise SystemExit(f"unknown child {kind!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        child_main(argv[1:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counts", default="1000,10000,50000", help="concurrent streams per run")
+    parser.add_argument("--modes", default="one,separate", help="one (one process), separate (three)")
+    parser.add_argument("--batch", type=int, default=200, help="streams / connections opened at once")
+    parser.add_argument("--settle", type=float, default=20.0, help="seconds after opening before idle CPU")
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measurement")
+    parser.add_argument(
+        "--clients", type=int, default=10_000, help="TCP clients through the proxies (0: skip)"
+    )
+    parser.add_argument("--quick", action="store_true", help="1k and 10k streams, 2k clients, short waits")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.counts, args.clients, args.settle, args.idle = "1000,10000", 2000, 5.0, 10.0
+    emit(bench(args))
+
+
+if __name__ == "__main__":
+    main()
