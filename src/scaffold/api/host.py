@@ -68,9 +68,8 @@ class Server:
         self.errors: list[str] = []
 
     def _accept(self, channel: StreamChannel) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(channel), name=f"serve:{self.name}")
-        self.tasks[channel.socket_id] = task
-        task.add_done_callback(lambda _: self.tasks.pop(channel.socket_id, None))
+        # (The task leaves ``tasks`` itself, in ``_run``: no closure per stream.)
+        self.tasks[channel.socket_id] = asyncio.get_running_loop().create_task(self._run(channel))
 
     async def _run(self, channel: StreamChannel) -> None:
         reader, writer = StreamReader(channel), StreamWriter(channel)
@@ -89,6 +88,8 @@ class Server:
         finally:
             if not channel.migrated:
                 writer.close()
+            if self.tasks.get(channel.socket_id) is asyncio.current_task():
+                del self.tasks[channel.socket_id]
 
     def _migrated(self, socket_id: int) -> None:
         task = self.tasks.pop(socket_id, None)

@@ -32,13 +32,33 @@ READ_CHUNK = 64 * 1024
 
 
 class StreamChannel:
-    """The shared state of one stream flow, between the host's events and the app."""
+    """The shared state of one stream flow, between the host's events and the app.
+
+    Slotted, and with no waiter until a task waits: a host may hold tens of thousands of
+    idle streams (docs/architecture.md §7).
+    """
+
+    __slots__ = (
+        "_waiter",
+        "closing",
+        "connected",
+        "eof",
+        "eof_requested",
+        "error",
+        "flow",
+        "host",
+        "migrated",
+        "resume",
+        "socket_id",
+        "terminated",
+    )
 
     def __init__(self, host: Host, socket_id: int, *, connected: bool) -> None:
         self.host = host
         self.socket_id = socket_id
         self.flow = host.stack.flows[socket_id]
-        self.changed = asyncio.Event()
+        #: the future a task waiting for the next change awaits (``wait``)
+        self._waiter: asyncio.Future[None] | None = None
         self.connected = connected
         self.eof = False
         self.terminated = False
@@ -87,18 +107,18 @@ class StreamChannel:
                     self.error = BrokenPathError(f"{self.describe()}: {gone}")
                 else:
                     self.error = BrokenPathError(f"{self.describe()}: {event.reason}")
-        self.changed.set()
+        self._changed()
 
     def fail(self, error: ScaffoldError) -> None:
         self.error = error
         self.terminated = True
-        self.changed.set()
+        self._changed()
 
     def detach(self) -> None:
         """The flow migrated to another host: this end stops, without closing the flow."""
         self.migrated = True
         self.terminated = True
-        self.changed.set()
+        self._changed()
 
     def describe(self) -> str:
         return f"stream {self.flow.flow:016x} on {self.host.name}"
@@ -128,18 +148,28 @@ class StreamChannel:
             self.host.stack.stream_shutdown(self.socket_id, now)
         self.host.kick()
 
+    def _changed(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     async def wait(self) -> None:
         """Wait for the next change (data, space, EOF, error)."""
-        self.changed.clear()
-        await self.changed.wait()
+        if self._waiter is None or self._waiter.done():
+            self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
 
 
 class StreamReader:
     """Reads from a SCAFFOLD stream; the API of ``asyncio.StreamReader``."""
 
+    __slots__ = ("_buffer", "_ch")
+
     def __init__(self, channel: StreamChannel) -> None:
         self._ch = channel
-        self._buffer = bytearray()  # bytes taken from the transport by readline/readuntil
+        #: bytes taken from the transport by readline/readuntil and not returned yet (None
+        #: until a read needs it: most streams never do)
+        self._buffer: bytearray | None = None
 
     def _take(self, n: int) -> bytes:
         transport = self._ch.flow.transport
@@ -165,6 +195,18 @@ class StreamReader:
         transport = self._ch.flow.transport
         return transport.readable if transport is not None else 0
 
+    def _unbuffer(self, n: int) -> bytes:
+        """Up to ``n`` bytes (all if negative) of what readuntil took and did not return."""
+        buffer = self._buffer
+        if not buffer:
+            return b""
+        if n < 0 or n >= len(buffer):
+            self._buffer = None
+            return bytes(buffer)
+        data = bytes(buffer[:n])
+        del buffer[:n]
+        return data
+
     async def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (at least one unless at EOF); ``n < 0``: everything until EOF.
 
@@ -174,18 +216,19 @@ class StreamReader:
         if n == 0:
             return b""
         if n < 0:
-            chunks = [bytes(self._buffer)]
-            self._buffer.clear()
+            chunks = [self._unbuffer(-1)]
             while True:
                 data = await self.read(READ_CHUNK)
                 if not data:
                     return b"".join(chunks)
                 chunks.append(data)
+        if self._buffer:
+            return self._unbuffer(n)
+        return await self._receive(n)
+
+    async def _receive(self, n: int) -> bytes:
+        """Up to ``n`` bytes from the transport (at least one unless at EOF)."""
         while True:
-            if self._buffer:
-                data = bytes(self._buffer[:n])
-                del self._buffer[:n]
-                return data
             data = self._take(n)
             if data:
                 return data
@@ -218,17 +261,15 @@ class StreamReader:
         if not separator:
             raise UsageError("separator must not be empty")
         while True:
-            index = self._buffer.find(separator)
+            buffer = self._buffer
+            index = buffer.find(separator) if buffer else -1
             if index >= 0:
-                end = index + len(separator)
-                data = bytes(self._buffer[:end])
-                del self._buffer[:end]
-                return data
-            data = await self.read(READ_CHUNK)
+                return self._unbuffer(index + len(separator))
+            data = await self._receive(READ_CHUNK)  # not read(): that would return the buffer
             if not data:
-                partial = bytes(self._buffer)
-                self._buffer.clear()
-                raise asyncio.IncompleteReadError(partial, None)
+                raise asyncio.IncompleteReadError(self._unbuffer(-1), None)
+            if self._buffer is None:
+                self._buffer = bytearray()
             self._buffer += data
 
     async def readline(self) -> bytes:
@@ -250,6 +291,8 @@ class StreamReader:
 
 class StreamWriter:
     """Writes to a SCAFFOLD stream; the API of ``asyncio.StreamWriter``."""
+
+    __slots__ = ("_ch",)
 
     def __init__(self, channel: StreamChannel) -> None:
         self._ch = channel

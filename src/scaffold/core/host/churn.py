@@ -199,7 +199,7 @@ class Churn(HostStackBase):
             bytes_sent=state.bytes_sent,
             bytes_received=state.bytes_received,
             last_active=now,
-            served_by=list(state.served_by),
+            served_by=tuple(state.served_by),
         )
         if state.transport is not None:
             flow.transport = StreamConnection.from_state(state.transport, now)

@@ -6,7 +6,7 @@ keyed by Socket ID and Object ID.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from ...transport import StreamConnection, StreamState
@@ -56,8 +56,9 @@ class Flow:
     bytes_sent: int = 0
     bytes_received: int = 0
     last_active: float = 0.0
-    #: every Host ID that answered this flow (more than one only after a failover)
-    served_by: list[int] = field(default_factory=list)
+    #: every Host ID that answered this flow (more than one only after a failover); a tuple,
+    #: so the many flows that never have one share the empty one
+    served_by: tuple[int, ...] = ()
     #: the reliable stream state machine of a stream flow
     transport: StreamConnection | None = None
     #: where the peer was before its latest move, and when it moved

@@ -274,7 +274,7 @@ class HostStack(StreamFlows, Keepalives, Churn):
             if flow.role == Role.CLIENT:
                 if flow.peer_host:
                     self.counters["flow-redirected"] += 1  # another replica took the flow over
-                flow.served_by.append(h.src_host)
+                flow.served_by += (h.src_host,)
             else:
                 self.counters["peer-moved"] += 1
                 self._by_flow.pop((flow.flow, flow.peer_host), None)
@@ -323,7 +323,7 @@ class HostStack(StreamFlows, Keepalives, Churn):
             socket_id=self._allocate_socket(),
             flow=h.flow,
             nonce=0,  # learned from the first segment
-            obj=h.obj,
+            obj=listener.obj,  # one bytes object for all its flows, not a copy per flow
             proto=h.proto,
             role=Role.SERVER,
             peer_dc=h.src_dc,
