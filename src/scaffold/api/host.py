@@ -335,18 +335,24 @@ class Host:
         self._migration_handlers[ObjectId.of(name).raw] = handler
 
     async def open_connection(
-        self, name: str | ObjectId, *, timeout: float | None = 10.0, trace: bool = False
+        self, name: str | ObjectId, *, timeout: float | None = 10.0, trace: bool = False, data: bytes = b""
     ) -> tuple[StreamReader, StreamWriter]:
         """Open a reliable stream to a replica of object ``name``.
 
+        ``data`` is written first; up to one segment of it rides in the SYN (data on SYN,
+        docs/protocol.md §4.2.6), so the replica's handler reads it a round trip earlier. A
+        SYN may reach a replica twice (a retransmission re-resolved after a replica died, or a
+        replay): put there only what the service may safely see twice, as with TCP Fast Open.
+
         Raises:
-            ObjectNotFound: no replica is registered (an object switch answered).
+            ObjectNotFound: no replica is registered (an object switch answered, and nothing
+                authentic contradicted it, §4.3).
             BrokenPathError: the handshake timed out or the path broke.
             TimeoutError: no answer within ``timeout`` seconds.
         """
         obj = ObjectId.of(name)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        flow = self.stack.open_stream(obj, self.now(), trace=trace)
+        flow = self.stack.open_stream(obj, self.now(), trace=trace, data=bytes(data))
         self._connecting[flow.socket_id] = future
         channel = StreamChannel(self, flow.socket_id, connected=False)
         self._channels[flow.socket_id] = channel

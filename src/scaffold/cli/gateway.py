@@ -74,6 +74,21 @@ def add_commands(sub: Any) -> None:
     ingress.add_argument("--listen", type=_address, required=True, metavar="HOST:PORT")
     ingress.add_argument("--http", action="store_true", help="HTTP/1.1 aware: keep-alive, retries")
     ingress.add_argument(
+        "--max-connections", type=int, default=10_000, help="clients at once; more are reset (10000)"
+    )
+    ingress.add_argument(
+        "--idle-timeout", type=float, default=120.0, help="seconds a silent connection stays open (120)"
+    )
+    ingress.add_argument(
+        "--header-timeout", type=float, default=10.0, help="--http: seconds a request's head may take (10)"
+    )
+    ingress.add_argument(
+        "--no-syn-data",
+        dest="syn_data",
+        action="store_false",
+        help="open each stream empty (the client's first bytes do not ride in the SYN)",
+    )
+    ingress.add_argument(
         "--publish",
         type=_address,
         action="append",
@@ -92,6 +107,9 @@ def add_commands(sub: Any) -> None:
     publish.add_argument("--fall", type=int, default=2, help="failed checks that withdraw the replica")
     publish.add_argument("--rise", type=int, default=2, help="passed checks that register it again")
     publish.add_argument("--wait", action="store_true", help="start even if the target does not answer yet")
+    publish.add_argument(
+        "--max-connections", type=int, default=10_000, help="streams at once; more are reset (10000)"
+    )
     _network_arguments(publish)
     publish.set_defaults(func=lambda args: _run(_publish_main(args)))
 
@@ -149,7 +167,17 @@ async def _ingress_main(args: argparse.Namespace) -> int:
                 Publisher(net.hosts[i % (len(net.hosts) - 1)], args.name, target)
                 for i, target in enumerate(args.publish)
             ]
-        ingress = Ingress(host, args.name, args.listen, http=args.http, grace=args.grace)
+        ingress = Ingress(
+            host,
+            args.name,
+            args.listen,
+            http=args.http,
+            grace=args.grace,
+            max_connections=args.max_connections,
+            idle_timeout=args.idle_timeout,
+            header_timeout=args.header_timeout,
+            syn_data=args.syn_data,
+        )
         try:
             for publisher in publishers:
                 await publisher.start()
@@ -183,6 +211,7 @@ async def _publish_main(args: argparse.Namespace) -> int:
             fall=args.fall,
             rise=args.rise,
             wait_for_target=args.wait,
+            max_connections=args.max_connections,
         )
         await publisher.start()
         try:

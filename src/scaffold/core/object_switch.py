@@ -11,7 +11,9 @@ Host ID is resolved at once, otherwise the packet goes on towards that DC, whose
 switch fills the Host ID. A packet naming this DC without a Host ID (a first packet, or an
 orphan whose host is gone) is resolved locally; if this DC has no replica left, its DC ID is
 cleared and it is resolved at the wide-area level again. An object nobody serves is answered
-with an explicit ``OBJECT_NOT_FOUND`` signal to the source.
+with an explicit ``OBJECT_NOT_FOUND`` signal to the source -- at most ``not_found_rate`` a
+second (a token bucket of ``not_found_burst``): the source address of a first packet is not
+proven, so the answers must not become a flood aimed at someone else (docs/protocol.md §3.2).
 """
 
 from __future__ import annotations
@@ -48,8 +50,22 @@ class ObjectSwitch(Switch):
 
     role: ClassVar[str] = "object-switch"
 
-    def __init__(self, name: str, dc: str) -> None:
+    def __init__(
+        self, name: str, dc: str, *, not_found_rate: float = 200.0, not_found_burst: int = 50
+    ) -> None:
+        """An object switch of datacenter ``dc``; it answers at most ``not_found_rate``
+        ``OBJECT_NOT_FOUND`` signals a second, ``not_found_burst`` at once.
+
+        Raises:
+            UsageError: the rate is negative or the burst below 1.
+        """
+        if not not_found_rate >= 0 or not_found_burst < 1:
+            raise UsageError("not_found_rate must be >= 0 and not_found_burst >= 1")
         super().__init__(name, dc)
+        self.not_found_rate = not_found_rate
+        self.not_found_burst = not_found_burst
+        self._not_found_tokens = float(not_found_burst)
+        self._not_found_at = 0.0
         self.wide = PrefixTable()
         self.local = PrefixTable()
         self.resolutions = 0
@@ -155,8 +171,11 @@ class ObjectSwitch(Switch):
             return
         refined = self.refine(h.obj, h.flow, h.dst_dc, h.dst_host)
         if refined is None:
-            self.drops["object-not-found"] += 1
-            self._not_found(h)
+            if self._take_not_found_token(now):
+                self.drops["object-not-found"] += 1
+                self._not_found(h)
+            else:
+                self.drops["not-found-rate-limited"] += 1  # dropped without an answer
             return
         dc, host = refined
         self.resolutions += 1
@@ -166,6 +185,17 @@ class ObjectSwitch(Switch):
         if h.flags & Flags.TRACE:
             self.trace.append(TraceHop(self.name, self.role, h.flow, h.obj, dc, host, 0, h.ttl - 1, now))
         self._out.append((self.gateway or port, buf))
+
+    def _take_not_found_token(self, now: float) -> bool:
+        """The token bucket of OBJECT_NOT_FOUND answers: refilled at ``not_found_rate``."""
+        elapsed = max(0.0, now - self._not_found_at)
+        self._not_found_at = now
+        tokens = min(float(self.not_found_burst), self._not_found_tokens + elapsed * self.not_found_rate)
+        if tokens < 1.0:
+            self._not_found_tokens = tokens
+            return False
+        self._not_found_tokens = tokens - 1.0
+        return True
 
     def _not_found(self, h: Header) -> None:
         if not h.src_dc or not h.src_host:

@@ -18,6 +18,14 @@ retries back off (``backoff`` doubling up to ``max_backoff``) within ``retry_bud
 A failure to *open* a stream is retried for every method, since nothing was sent. Otherwise
 the client gets 502; no replica at all is 503; a failure after the response started (more
 than ``buffer_limit`` bytes already relayed) can only cut the client connection.
+
+A stream is opened only once a whole request has arrived, and an idempotent request rides in
+the stream's SYN (data on SYN, docs/protocol.md §4.2.6): the replica answers one round trip
+sooner. Other requests are sent after the handshake, so they reach at most one replica.
+
+Slow clients are bounded: a request's head must arrive within ``header_timeout`` (else
+``408``, ``errors["header-timeout"]``), and a connection that stays silent between requests
+for ``idle_timeout`` is closed (``errors["idle-timeout"]``).
 """
 
 from __future__ import annotations
@@ -45,7 +53,8 @@ HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
 
-OpenUpstream = Callable[[], Awaitable[tuple[StreamReader, StreamWriter]]]
+#: opens a stream to the object; the bytes ride in its SYN (docs/protocol.md §4.2.6)
+OpenUpstream = Callable[[bytes], Awaitable[tuple[StreamReader, StreamWriter]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,8 @@ class HttpOptions:
     response_timeout: float = 30.0  # for each read of the response from a replica
     body_limit: int = 16 * 1024 * 1024  # request bodies are buffered (to retry them); larger: 413
     buffer_limit: int = 256 * 1024  # response bytes held back before committing to the client
+    header_timeout: float = 10.0  # a request's head must arrive within this (from its first byte)
+    idle_timeout: float | None = 120.0  # silent this long between requests: the connection closes
 
 
 class UpstreamFailed(Exception):
@@ -69,6 +80,14 @@ class UpstreamFailed(Exception):
 
 class ClientCut(Exception):
     """The client connection cannot go on (the response broke after it started)."""
+
+
+class ClientSlow(Exception):
+    """The client took too long: ``reason`` is ``header-timeout`` or ``idle-timeout``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -98,17 +117,14 @@ class HttpSession:
         self.options = options
         self.conn = h11.Connection(h11.SERVER)
         self.upstream: Upstream | None = None
-        #: the first stream, opened while the first request is still being read
-        self._opening: asyncio.Future[tuple[StreamReader, StreamWriter]] | None = None
+        #: when the head of the request being read must be complete (loop time), or None
+        self._head_deadline: float | None = asyncio.get_running_loop().time() + options.header_timeout
         self.busy = False  # a request is being read or answered (not idle between requests)
         self.closing = False  # the ingress is closing: answer the current request, then stop
         self._committed = False
 
     async def run(self) -> None:
         """Serve requests until the client or the ingress ends the connection."""
-        # Open the first stream at once, while the client sends its request: the handshake
-        # overlaps with reading and parsing it, as in raw mode.
-        self._opening = asyncio.ensure_future(self.open_upstream())
         try:
             while not self.closing:
                 request = await self._read_request()
@@ -118,22 +134,45 @@ class HttpSession:
                 if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
                     break
                 self.conn.start_next_cycle()
+                if self.conn.trailing_data[0]:
+                    # A pipelined request is already here: its head has header_timeout.
+                    self._head_deadline = asyncio.get_running_loop().time() + self.options.header_timeout
         except h11.RemoteProtocolError as exc:
             self.stats.error("bad-request")
             await self._send_error(exc.error_status_hint, f"bad request: {exc}\n")
         except ClientCut:
             abort(self.writer)
+        except ClientSlow as exc:
+            self.stats.error(exc.reason)
+            if exc.reason == "header-timeout":
+                await self._send_error(408, "request header timeout\n")
         except (ConnectionError, OSError):
             self.stats.error("client-gone")
         finally:
-            self._cancel_opening()
             self._drop_upstream()
             self.writer.close()
 
     # -- the client side -----------------------------------------------------------------
 
     async def _receive(self) -> None:
-        data = await self.reader.read(CHUNK)
+        """More bytes from the client, within the head deadline or the idle timeout.
+
+        Raises:
+            ClientSlow: neither came in time.
+        """
+        loop = asyncio.get_running_loop()
+        if self._head_deadline is not None:
+            timeout: float | None = self._head_deadline - loop.time()
+            reason = "header-timeout"
+        else:
+            timeout, reason = self.options.idle_timeout, "idle-timeout"
+        try:
+            data = await asyncio.wait_for(self.reader.read(CHUNK), timeout)
+        except TimeoutError:
+            raise ClientSlow(reason) from None
+        if data and self._head_deadline is None and not self.busy:
+            # The first byte of the next request: its head has header_timeout from now.
+            self._head_deadline = loop.time() + self.options.header_timeout
         self.stats.bytes_in += len(data)
         self.conn.receive_data(data)
 
@@ -150,6 +189,7 @@ class HttpSession:
             else:  # ConnectionClosed (or PAUSED, which cannot happen between cycles)
                 return None
         self.busy = True
+        self._head_deadline = None  # the body is read under the idle timeout
         body = bytearray()
         while True:
             if self.conn.they_are_waiting_for_100_continue:
@@ -219,21 +259,22 @@ class HttpSession:
             sent = False
             failure: UpstreamFailed
             try:
-                upstream = await self._get_upstream()
+                upstream, sent = await self._get_upstream(upstream_request, body, idempotent)
             except ObjectNotFound as exc:
                 self.stats.error("object-not-found")
                 await self._send_error(503, f"no replica of {self.name!r} is registered: {exc}\n")
                 return
             except (PathError, TimeoutError, OSError) as exc:  # opening the stream failed
                 failure = UpstreamFailed("connect-" + reason_of(exc), str(exc))
+                sent = idempotent  # an idempotent request went in the SYN
             else:
-                sent = True
                 try:
                     # Errors writing to the client are not caught here: they end the session.
-                    await self._exchange(upstream, upstream_request, body)
+                    await self._exchange(upstream, upstream_request, body, sent)
                     return
                 except UpstreamFailed as exc:
                     failure = exc
+                sent = True
             self._drop_upstream()
             if self._committed:
                 self.stats.error("broken-mid-response")
@@ -249,21 +290,25 @@ class HttpSession:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.options.max_backoff)
 
-    async def _get_upstream(self) -> Upstream:
-        if self.upstream is None:
-            opening, self._opening = self._opening, None
-            reader, writer = await (opening if opening is not None else self.open_upstream())
-            self.upstream = Upstream(reader, writer, h11.Connection(h11.CLIENT))
-        return self.upstream
+    async def _get_upstream(
+        self, request: h11.Request, body: bytes, idempotent: bool
+    ) -> tuple[Upstream, bool]:
+        """The stream to send ``request`` on: the open one, or a new one; whether the request
+        already went (in the new stream's SYN: only an idempotent one may, §4.2.6)."""
+        if self.upstream is not None:
+            return self.upstream, False
+        conn = h11.Connection(h11.CLIENT)
+        early = self._request_bytes(conn, request, body) if idempotent else b""
+        reader, writer = await self.open_upstream(early)
+        self.upstream = Upstream(reader, writer, conn)
+        return self.upstream, bool(early)
 
-    def _cancel_opening(self) -> None:
-        opening, self._opening = self._opening, None
-        if opening is None:
-            return
-        if not opening.done():
-            opening.cancel()  # open_connection aborts the half-open flow when cancelled
-        elif not opening.cancelled() and opening.exception() is None:
-            opening.result()[1].close()  # opened for a request that never came
+    @staticmethod
+    def _request_bytes(conn: h11.Connection, request: h11.Request, body: bytes) -> bytes:
+        data = conn.send(request)
+        if body:
+            data += conn.send(h11.Data(data=body))
+        return data + conn.send(h11.EndOfMessage())
 
     def _drop_upstream(self) -> None:
         upstream, self.upstream = self.upstream, None
@@ -273,20 +318,18 @@ class HttpSession:
             else:
                 abort(upstream.writer)
 
-    async def _exchange(self, upstream: Upstream, request: h11.Request, body: bytes) -> None:
-        """Send one request on ``upstream`` and relay its response to the client.
+    async def _exchange(self, upstream: Upstream, request: h11.Request, body: bytes, sent: bool) -> None:
+        """Send one request on ``upstream`` (unless it was ``sent`` in the SYN) and relay its
+        response to the client.
 
         Raises:
             UpstreamFailed: the stream to the replica failed (``self._committed`` tells
                 whether part of the response already went to the client).
         """
         conn = upstream.conn
-        data = conn.send(request)
-        if body:
-            data += conn.send(h11.Data(data=body))
-        data += conn.send(h11.EndOfMessage())
         try:
-            upstream.writer.write(data)
+            if not sent:
+                upstream.writer.write(self._request_bytes(conn, request, body))
             await upstream.writer.drain()
         except (PathError, OSError) as exc:
             raise UpstreamFailed("send-" + reason_of(exc), str(exc)) from exc

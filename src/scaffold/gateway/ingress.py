@@ -6,18 +6,27 @@ ID per TCP connection, so the network anycasts each connection to a replica and 
 it there (flow affinity). Several ingresses may serve one object; they share nothing.
 
 Raw mode (the default) pumps bytes both ways (``pump.pump_both``: half-close and
-backpressure carried through). Opening the stream is retried within ``connect_budget``
-seconds when it breaks or times out -- nothing was sent yet, so that is safe for any protocol
--- which covers the moment a replica died and the network has not withdrawn it yet. Once
-bytes flowed, a broken stream cuts the client connection (RST), as a failed server would.
-With ``http=True`` each connection is an ``http.HttpSession`` instead (keep-alive, retries
-of idempotent requests on a new stream).
+backpressure carried through). The client's first bytes -- whatever it sent within
+``first_data_wait`` of connecting -- ride in the stream's SYN (data on SYN, docs/protocol.md
+§4.2.6), so the replica has them one round trip earlier. Opening the stream is retried within
+``connect_budget`` seconds when it breaks or times out, which covers the moment a replica died
+and the network has not withdrawn it yet; the first bytes go again on the new stream (a
+replica that died before answering may have seen them: at least once, as with TCP Fast Open;
+``syn_data=False`` opens empty and sends nothing before the handshake). Once bytes flowed, a
+broken stream cuts the client connection (RST), as a failed server would. With ``http=True``
+each connection is an ``http.HttpSession`` instead (keep-alive, retries of idempotent
+requests on a new stream).
+
+Bounds (docs/gateway.md): at most ``max_connections`` clients at once (more are reset at
+accept, ``errors["over-capacity"]``); a connection idle both ways for ``idle_timeout`` is
+closed; with ``http=True`` a request's head must arrive within ``header_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 from dataclasses import dataclass
@@ -26,7 +35,7 @@ from typing import TYPE_CHECKING
 from ..api.streams import StreamReader, StreamWriter
 from ..errors import ConfigError, ObjectNotFound, PathError, UsageError
 from .http import HttpOptions, HttpSession
-from .pump import abort, pump_both, reason_of
+from .pump import CHUNK, abort, pump_both, reason_of
 from .stats import GatewayStats
 
 if TYPE_CHECKING:
@@ -41,6 +50,13 @@ log = logging.getLogger("scaffold.gateway")
 class _Client:
     writer: asyncio.StreamWriter
     session: HttpSession | None = None
+
+
+#: defaults of the bounds
+MAX_CONNECTIONS = 10_000
+IDLE_TIMEOUT = 120.0
+HEADER_TIMEOUT = 10.0
+FIRST_DATA_WAIT = 0.02
 
 
 class Ingress:
@@ -61,7 +77,19 @@ class Ingress:
         connect_budget: float = 3.0,
         grace: float = 5.0,
         http_options: HttpOptions | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float | None = IDLE_TIMEOUT,
+        header_timeout: float = HEADER_TIMEOUT,
+        syn_data: bool = True,
+        first_data_wait: float = FIRST_DATA_WAIT,
     ) -> None:
+        """An ingress for object ``name`` through ``host``, listening on ``listen``.
+
+        Raises:
+            UsageError: a bound is not positive.
+        """
+        if max_connections < 1 or header_timeout <= 0 or (idle_timeout is not None and idle_timeout <= 0):
+            raise UsageError("max_connections, header_timeout and idle_timeout must be positive")
         self.host = host
         self.name = name
         self.listen = listen
@@ -69,7 +97,13 @@ class Ingress:
         self.connect_timeout = connect_timeout
         self.connect_budget = connect_budget
         self.grace = grace
-        self.http_options = http_options or HttpOptions()
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.syn_data = syn_data
+        self.first_data_wait = first_data_wait
+        self.http_options = dataclasses.replace(
+            http_options or HttpOptions(), header_timeout=header_timeout, idle_timeout=idle_timeout
+        )
         self.stats = GatewayStats()
         self._server: asyncio.Server | None = None
         self._clients: dict[asyncio.Task[None], _Client] = {}
@@ -146,8 +180,9 @@ class Ingress:
 
     # -- connections ---------------------------------------------------------------------
 
-    async def open_upstream(self) -> tuple[StreamReader, StreamWriter]:
-        """Open a SCAFFOLD stream to the object, retrying broken or silent handshakes.
+    async def open_upstream(self, data: bytes = b"") -> tuple[StreamReader, StreamWriter]:
+        """Open a SCAFFOLD stream to the object, retrying broken or silent handshakes;
+        ``data`` rides in the SYN (of each attempt).
 
         Raises:
             ObjectNotFound: no replica is registered.
@@ -159,7 +194,7 @@ class Ingress:
         while True:
             timeout = max(0.05, min(self.connect_timeout, deadline - loop.time()))
             try:
-                return await self.host.open_connection(self.name, timeout=timeout)
+                return await self.host.open_connection(self.name, timeout=timeout, data=data)
             except ObjectNotFound:
                 raise
             except (PathError, TimeoutError):
@@ -172,6 +207,10 @@ class Ingress:
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._closing:
             writer.close()
+            return
+        if len(self._clients) >= self.max_connections:
+            self.stats.error("over-capacity")
+            abort(writer)
             return
         client = _Client(writer)
         if self.http:
@@ -202,8 +241,18 @@ class Ingress:
             self.stats.active -= 1
 
     async def _serve_raw(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = b""
+        if self.syn_data:
+            # A client that speaks first has usually sent its first bytes by now: they go in
+            # the SYN. One that waits for the server gets its stream after the short wait.
+            with contextlib.suppress(TimeoutError):
+                first = await asyncio.wait_for(reader.read(CHUNK), self.first_data_wait)
+            if not first and reader.at_eof():
+                writer.close()  # gone before it said anything
+                return
+            self.stats.bytes_in += len(first)
         try:
-            up_reader, up_writer = await self.open_upstream()
+            up_reader, up_writer = await self.open_upstream(first)
         except ObjectNotFound as exc:
             self.stats.error("object-not-found")
             log.warning("%r: %s", self, exc)
@@ -214,4 +263,4 @@ class Ingress:
             abort(writer)
             return
 
-        await pump_both(reader, writer, up_reader, up_writer, self.stats)
+        await pump_both(reader, writer, up_reader, up_writer, self.stats, idle_timeout=self.idle_timeout)

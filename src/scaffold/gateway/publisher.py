@@ -50,9 +50,18 @@ class Publisher:
         rise: int = 2,
         connect_timeout: float = 1.0,
         wait_for_target: bool = False,
+        max_connections: int = 10_000,
     ) -> None:
-        if weight <= 0 or fall <= 0 or rise <= 0 or check_interval <= 0:
-            raise UsageError("weight, fall, rise and check_interval must be positive")
+        """Publish ``target`` as a replica of ``name`` on ``host``; at most
+        ``max_connections`` streams are carried at once (more are reset,
+        ``errors["over-capacity"]``).
+
+        Raises:
+            UsageError: a count or interval is not positive.
+        """
+        if weight <= 0 or fall <= 0 or rise <= 0 or check_interval <= 0 or max_connections <= 0:
+            raise UsageError("weight, fall, rise, check_interval and max_connections must be positive")
+        self.max_connections = max_connections
         self.host = host
         self.name = name
         self.target = target
@@ -191,6 +200,10 @@ class Publisher:
     # -- streams -----------------------------------------------------------------------------
 
     async def _handle(self, reader: StreamReader, writer: StreamWriter) -> None:
+        if len(self._streams) >= self.max_connections:
+            self.stats.error("over-capacity")
+            writer.abort()  # a reset: an HTTP ingress retries it elsewhere
+            return
         task = asyncio.current_task()
         assert task is not None
         self._streams.add(task)

@@ -5,6 +5,8 @@ one ``pump`` serves the ingress (TCP client -> SCAFFOLD) and the publisher (SCAF
 target). Each direction reads a chunk, writes it and waits on ``drain()`` before reading more,
 so a slow receiver slows the sender down (backpressure end to end). EOF on one side becomes a
 half-close (``write_eof``) on the other; a reset or a broken path on either side cuts both.
+With an idle timeout, a connection that carried no byte either way for that long is closed:
+one timer per connection, re-armed only when it fires (``IdleWatch``), not a poll.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from ..api.streams import StreamWriter
 from ..errors import PathError
 from .stats import GatewayStats
 
-__all__ = ["CHUNK", "ByteReader", "ByteWriter", "abort", "pump_both", "reason_of"]
+__all__ = ["CHUNK", "ByteReader", "ByteWriter", "IdleWatch", "abort", "pump_both", "reason_of"]
 
 CHUNK = 64 * 1024
 
@@ -35,6 +37,39 @@ class ByteWriter(Protocol):
     def write_eof(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class IdleWatch:
+    """Calls ``on_idle`` once nothing happened for ``timeout`` seconds.
+
+    ``touch()`` only records the time; the one timer, when it fires, either calls
+    ``on_idle`` or re-arms itself at the last activity plus ``timeout``.
+    """
+
+    __slots__ = ("_handle", "_loop", "_on_idle", "last", "timeout")
+
+    def __init__(self, timeout: float, on_idle: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.timeout = timeout
+        self._on_idle = on_idle
+        self.last = self._loop.time()
+        self._handle: asyncio.TimerHandle | None = self._loop.call_at(self.last + timeout, self._check)
+
+    def touch(self) -> None:
+        self.last = self._loop.time()
+
+    def _check(self) -> None:
+        due = self.last + self.timeout
+        if self._loop.time() >= due:
+            self._handle = None
+            self._on_idle()
+        else:
+            self._handle = self._loop.call_at(due, self._check)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 async def _pump(reader: ByteReader, writer: ByteWriter, count: Callable[[int], None]) -> None:
@@ -75,32 +110,54 @@ async def pump_both(
     service_reader: ByteReader,
     service_writer: ByteWriter,
     stats: GatewayStats,
+    *,
+    idle_timeout: float | None = None,
 ) -> None:
     """Pump client -> service and service -> client until both directions ended, counting
     the bytes (``bytes_in`` towards the service, ``bytes_out`` back) and the first error, if
     any, by reason in ``stats``.
 
     On an error in either direction both connections are cut (``abort``), so neither peer
-    mistakes a failure for a clean end of stream. Both writers are closed on return.
+    mistakes a failure for a clean end of stream. With ``idle_timeout``, a connection idle
+    that long both ways is closed (``errors["idle-timeout"]``). Both writers are closed on
+    return.
     """
+    idle: IdleWatch | None = None
+    idled = False
 
     def count_in(n: int) -> None:
         stats.bytes_in += n
+        if idle is not None:
+            idle.touch()
 
     def count_out(n: int) -> None:
         stats.bytes_out += n
+        if idle is not None:
+            idle.touch()
 
     forward = asyncio.ensure_future(_pump(client_reader, service_writer, count_in))
     backward = asyncio.ensure_future(_pump(service_reader, client_writer, count_out))
+
+    def expire() -> None:
+        nonlocal idled
+        idled = True
+        forward.cancel()
+        backward.cancel()
+
+    if idle_timeout is not None:
+        idle = IdleWatch(idle_timeout, expire)
     error: BaseException | None = None
     try:
         pending: set[asyncio.Future[None]] = {forward, backward}
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                exc = task.exception()
+                exc = None if task.cancelled() else task.exception()
                 if exc is not None and error is None:
                     error = exc
+            if idled:
+                stats.error("idle-timeout")
+                return
             if error is not None:
                 for task in pending:
                     task.cancel()
@@ -112,6 +169,8 @@ async def pump_both(
                 stats.error(reason_of(error))
                 return
     finally:
+        if idle is not None:
+            idle.cancel()
         for task in (forward, backward):
             if not task.done():
                 task.cancel()

@@ -6,11 +6,30 @@ runtime (docs/architecture.md §3.2).
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
-__all__ = ["Address", "AddressBook", "EmuLink"]
+__all__ = ["Address", "AddressBook", "EmuLink", "valid_address"]
 
 Address = tuple[str, int]
+
+
+def valid_address(address: object) -> bool:
+    """Whether ``address`` is an ``(IP literal, port 1..65535)`` pair a socket can send to.
+
+    Addresses reach a node in records from the controller; one that is not must be refused
+    where it arrives, not raise in a send path later.
+    """
+    if not isinstance(address, tuple) or len(address) != 2:
+        return False
+    ip, port = address
+    if not isinstance(ip, str) or isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        return False
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(slots=True)

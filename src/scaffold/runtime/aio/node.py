@@ -21,7 +21,7 @@ from ...core.metrics import Sample
 from ...errors import MalformedPacket
 from ...wire import control
 from ..metrics import runtime_metrics
-from .links import Address, AddressBook, EmuLink
+from .links import Address, AddressBook, EmuLink, valid_address
 
 __all__ = ["BATCH", "SOCKET_BUFFER", "EventHandler", "NodeRuntime"]
 
@@ -272,7 +272,9 @@ class NodeRuntime(Generic[CoreT_co]):
 
     def _learn_addresses(self, addresses: Mapping[str, Address]) -> None:
         for name, address in addresses.items():
-            if self.book.address.get(name) != address:
+            if not valid_address(address):
+                self.stats["bad-address"] += 1  # never let it reach a send path
+            elif self.book.address.get(name) != address:
                 self.book.add(name, address)
 
     def _plug_into(self, event: HostRelocated) -> None:
@@ -310,8 +312,8 @@ class NodeRuntime(Generic[CoreT_co]):
                 sock.sendto(data, address)
             except BlockingIOError:
                 self.stats["send-buffer-full"] += 1
-            except OSError:
-                self.stats["send-error"] += 1
+            except (OSError, OverflowError, ValueError, TypeError):
+                self.stats["send-error"] += 1  # a send never raises into the flush loop
 
     def _emulate(self, link: EmuLink, data: bytes | bytearray, address: Address, now: float) -> None:
         """The egress link stage: cut, random loss, then delay (docs/architecture.md §3)."""
@@ -334,7 +336,7 @@ class NodeRuntime(Generic[CoreT_co]):
             self._sock.sendto(data, address)
         except BlockingIOError:
             self.stats["send-buffer-full"] += 1
-        except OSError:
+        except (OSError, OverflowError, ValueError, TypeError):
             self.stats["send-error"] += 1
 
     # -- control plane -------------------------------------------------------------------
