@@ -358,7 +358,8 @@ class Host:
         self._channels[flow.socket_id] = channel
         self.kick()
         try:
-            await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):  # (no task of its own, unlike wait_for)
+                await future
         except BaseException:
             self._connecting.pop(flow.socket_id, None)
             self._channels.pop(flow.socket_id, None)

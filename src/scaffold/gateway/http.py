@@ -167,7 +167,8 @@ class HttpSession:
         else:
             timeout, reason = self.options.idle_timeout, "idle-timeout"
         try:
-            data = await asyncio.wait_for(self.reader.read(CHUNK), timeout)
+            async with asyncio.timeout(timeout):
+                data = await self.reader.read(CHUNK)
         except TimeoutError:
             raise ClientSlow(reason) from None
         if data and self._head_deadline is None and not self.busy:
@@ -369,7 +370,8 @@ class HttpSession:
                 raise UpstreamFailed("bad-response", f"malformed response: {exc}") from exc
             if event is h11.NEED_DATA:
                 try:
-                    data = await asyncio.wait_for(upstream.reader.read(CHUNK), self.options.response_timeout)
+                    async with asyncio.timeout(self.options.response_timeout):
+                        data = await upstream.reader.read(CHUNK)
                 except TimeoutError as exc:
                     raise UpstreamFailed("response-timeout", "no response in time") from exc
                 except (PathError, OSError) as exc:

@@ -246,7 +246,8 @@ class Ingress:
             # A client that speaks first has usually sent its first bytes by now: they go in
             # the SYN. One that waits for the server gets its stream after the short wait.
             with contextlib.suppress(TimeoutError):
-                first = await asyncio.wait_for(reader.read(CHUNK), self.first_data_wait)
+                async with asyncio.timeout(self.first_data_wait):
+                    first = await reader.read(CHUNK)
             if not first and reader.at_eof():
                 writer.close()  # gone before it said anything
                 return

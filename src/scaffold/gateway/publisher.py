@@ -217,9 +217,8 @@ class Publisher:
 
     async def _carry(self, reader: StreamReader, writer: StreamWriter) -> None:
         try:
-            target_reader, target_writer = await asyncio.wait_for(
-                asyncio.open_connection(*self.target), self.connect_timeout
-            )
+            async with asyncio.timeout(self.connect_timeout):
+                target_reader, target_writer = await asyncio.open_connection(*self.target)
         except (OSError, TimeoutError) as exc:
             self.stats.error("target-" + reason_of(exc))
             self._check_failed(f"refused a connection ({exc})")  # a passive health check...
