@@ -13,11 +13,11 @@ import pytest
 
 from conftest import WEB
 from scaffold.core.host import HostEvent, HostStack, StreamEventFor
-from scaffold.core.host.base import BUNDLES, HEARTBEAT, SWEEP
+from scaffold.core.host.base import BUNDLES, HEARTBEAT, LIVENESS_TICK, SWEEP
 from scaffold.core.host.timers import DeadlineHeap
-from scaffold.core.topology import default_topology
+from scaffold.core.topology import default_topology, make_topology
 from scaffold.runtime.sim import SimNetwork
-from scaffold.transport import DataReceived, StreamConnection
+from scaffold.transport import DataReceived, StreamConnection, StreamState
 
 SERVER = "east-h1"
 CLIENT = "north-h1"
@@ -195,3 +195,38 @@ def test_timer_work_per_packet_does_not_grow_with_open_streams(counted: Counter[
     # The same exchange costs the same transport timer calls, however many streams are idle
     # (a scan of every stream per flush would cost ~400x more).
     assert many == few, (few, many, packets_few)
+
+
+@pytest.mark.slow
+def test_a_keepalive_fires_on_time_among_ten_thousand_idle_streams() -> None:
+    """10,000 idle streams between two hosts: every keepalive goes out within a tick of its
+    deadline, in bundles (a few packets, not one per stream), and no stream idles out."""
+    net = SimNetwork(make_topology(1, 2), seed=9)
+    net.start()
+    net.settle()
+    server, client = net.host("dc1-h1"), net.host("dc1-h2")
+    net.act("dc1-h1", lambda core, now: core.bind(WEB, 1, "web"))
+    net.run(0.05)
+    flows = []
+    for _ in range(20):  # 500 at a time, as a busy client would
+        flows += [net.act("dc1-h2", lambda core, now: core.open_stream(WEB, now)) for _ in range(500)]
+        net.run(0.01)
+    net.run(1.0)
+    assert all(f.transport is not None and f.transport.state is StreamState.ESTABLISHED for f in flows)
+    watched = flows[-1]
+    assert watched.transport is not None
+    due = watched.transport.deadlines()[1]  # its keepalive: 15 s after it last heard anything
+    assert due is not None and due < net.now + 16
+    peer = next(f for f in server.flows.values() if f.flow == watched.flow)
+    assert peer.transport is not None
+    delivered = net.delivered
+    net.run(due + 2 * LIVENESS_TICK - net.now)
+    # The peer heard the keepalive (in a bundle) within one tick of the deadline.
+    assert due <= peer.transport.last_received <= due + LIVENESS_TICK + 0.01
+    # Every stream's keepalive went out, bundled: ~10,000 / 90 packets each way, not 20,000.
+    assert client.counters["keepalives-bundled"] + server.counters["keepalives-bundled"] >= 10_000
+    assert net.delivered - delivered < 1_000
+    net.run(61.0)  # past the idle timeout: every stream kept alive by its keepalives
+    alive = sum(f.transport is not None and f.transport.state is StreamState.ESTABLISHED for f in flows)
+    assert alive == 10_000 and len(server.flows) == 10_000
+    assert client.counters["keepalive-alone"] == server.counters["keepalive-alone"] == 0

@@ -121,7 +121,9 @@ def test_a_syn_ack_goes_out_at_most_three_times_for_a_syn_nobody_answers() -> No
         server.handle_timer(now)
         packets += send(server, None, now)
     assert [s.type for s in packets] == [StreamType.SYN_ACK] * 3
-    assert any(isinstance(e, ConnectionTerminated) and e.reason == "handshake-timeout" for e in events(server))
+    assert any(
+        isinstance(e, ConnectionTerminated) and e.reason == "handshake-timeout" for e in events(server)
+    )
     assert now < 10  # 1 + 2 + 4 s of backoff, not 39 s
 
 
@@ -164,7 +166,7 @@ def test_a_signal_refuted_by_the_peer_leaves_the_stream_alone() -> None:
 
 
 def test_a_signal_nothing_refutes_ends_the_stream_when_the_verification_expires() -> None:
-    client, server = established(signal_verify=0.5)
+    client, _ = established(signal_verify=0.5)
     client.suspect("unreachable", 1.0)
     send(client, None, 1.0)  # the probe is lost: the peer really is unreachable
     assert client.get_timer() == pytest.approx(1.5)

@@ -1,0 +1,185 @@
+"""Handshakes in a whole simulated network (docs/protocol.md §4.2.6, §4.2.7, §4.3): data on SYN
+across a replica's death, RETRY under load, bounded answers to forged sources, signals that
+are only hints."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from scaffold.core.host import HostStack, StreamEventFor
+from scaffold.core.object_switch import ObjectSwitch
+from scaffold.core.topology import default_topology
+from scaffold.ids import ObjectId
+from scaffold.runtime.sim import SimNetwork
+from scaffold.transport import ConnectionTerminated, DataReceived, StreamState
+from scaffold.wire import header as wire_header
+from scaffold.wire import signal as wire_signal
+from scaffold.wire import stream as wire_stream
+from scaffold.wire.header import Header, Proto
+from scaffold.wire.stream import StreamSegment, StreamType
+
+WEB = ObjectId.from_name("web")
+CLIENT = "north-h1"
+
+
+class Echo:
+    """A server that echoes what each stream brings; remembers who got what."""
+
+    def __init__(self) -> None:
+        self.received: Counter[tuple[str, bytes]] = Counter()
+
+    def handler(self, name: str):  # type: ignore[no-untyped-def]
+        def on_event(stack: HostStack, event: object, now: float) -> None:
+            if (
+                isinstance(event, StreamEventFor)
+                and isinstance(event.event, DataReceived)
+                and event.socket_id in stack.flows
+            ):
+                data = stack.stream_read(event.socket_id, -1, now)
+                self.received[name, data] += 1
+                stack.stream_send(event.socket_id, data, now)
+
+        return on_event
+
+
+class Client:
+    """Collects each stream's echo and how it ended."""
+
+    def __init__(self) -> None:
+        self.echo: dict[int, bytes] = {}
+        self.ended: dict[int, str] = {}
+
+    def __call__(self, stack: HostStack, event: object, now: float) -> None:
+        if not isinstance(event, StreamEventFor):
+            return
+        if isinstance(event.event, DataReceived) and event.socket_id in stack.flows:
+            self.echo[event.socket_id] = self.echo.get(event.socket_id, b"") + stack.stream_read(
+                event.socket_id, -1, now
+            )
+        elif isinstance(event.event, ConnectionTerminated):
+            self.ended[event.socket_id] = event.event.reason
+
+
+def network(replicas: tuple[str, ...], seed: int = 3) -> tuple[SimNetwork, Echo, Client]:
+    net = SimNetwork(default_topology(), seed=seed)
+    net.start()
+    net.settle()
+    echo = Echo()
+    for name in replicas:
+        net.act(name, lambda core, now: core.bind(WEB, 1, "web"))
+        net.on_event(name, echo.handler(name))
+    client = Client()
+    net.on_event(CLIENT, client)
+    net.run(0.1)
+    return net, echo, client
+
+
+def test_data_on_syn_reaches_a_surviving_replica_when_the_first_dies_before_answering() -> None:
+    net, echo, client = network(("east-h1", "east-h2"))
+    east_os = net.switch("east-os")
+    assert isinstance(east_os, ObjectSwitch)
+    dead_id = net.host("east-h1").host_id
+    net.kill("east-h1")  # silent from now on: SYNs sent to it are never answered
+    flows = {}
+    for i in range(16):
+        flow = net.act(CLIENT, lambda core, now, i=i: core.open_stream(WEB, now, data=b"request-%d" % i))
+        flows[flow.socket_id] = flow
+    # Before the controller notices, the tables still send some of these SYNs to the dead one.
+    first_choice = [east_os.resolve(WEB.raw, f.flow) for f in flows.values()]
+    assert any(host == dead_id for _, host in first_choice if host)
+    assert net.run_while(lambda: len(client.echo) < len(flows), timeout=10)
+    for socket_id in flows:
+        assert client.echo[socket_id] == b"request-%d" % list(flows).index(socket_id)
+    # Every request reached the survivor exactly once; the dead replica saw nothing.
+    assert sum(echo.received.values()) == len(flows)
+    assert {name for name, _ in echo.received} == {"east-h2"}
+
+
+def test_data_on_syn_with_no_replica_left_ends_in_a_clean_error() -> None:
+    net, echo, client = network(("east-h1",))
+    net.kill("east-h1")
+    flow = net.act(CLIENT, lambda core, now: core.open_stream(WEB, now, data=b"anyone?"))
+    assert net.run_while(lambda: flow.socket_id not in client.ended, timeout=10)
+    assert client.ended[flow.socket_id] == "object-not-found"
+    assert not echo.received and flow.socket_id not in client.echo
+
+
+def test_under_load_a_syn_gets_state_only_with_the_retry_token_and_keeps_its_data() -> None:
+    net, echo, client = network(("east-h1",))
+    server = net.host("east-h1")
+    server.retry_above = 0  # as if flooded: every SYN must prove its source first
+    flows = [
+        net.act(CLIENT, lambda core, now, i=i: core.open_stream(WEB, now, data=b"data-%d" % i))
+        for i in range(5)
+    ]
+    assert net.run_while(lambda: len(client.echo) < 5, timeout=5)
+    assert server.counters["syn-retry"] == 5
+    assert sorted(client.echo.values()) == sorted(b"data-%d" % i for i in range(5))
+    assert sum(echo.received.values()) == 5  # each taken once, after the token
+    assert all(f.transport is not None and f.transport.state is StreamState.ESTABLISHED for f in flows)
+
+
+def forged_syn(net: SimNetwork, server: str, victim: str, rng: random.Random) -> bytes:
+    """A SYN for ``web`` at ``server``, claiming to come from ``victim``."""
+    target, source = net.host(server), net.host(victim)
+    h = Header(
+        Proto.STREAM,
+        rng.getrandbits(64) or 1,
+        WEB.raw,
+        dst_dc=target.dc_id,
+        dst_host=target.host_id,
+        src_dc=source.dc_id,
+        src_host=source.host_id,
+        src_socket=rng.randrange(1, 2**32),
+    )
+    syn = StreamSegment(StreamType.SYN, rng.getrandbits(64), window=65536)
+    return wire_header.encode(h, wire_stream.encode(syn))
+
+
+def test_forged_syns_cost_their_victim_at_most_three_packets_each_and_no_lasting_state() -> None:
+    net, _, _ = network(("east-h1",))
+    server = net.host("east-h1")
+    server.retry_above = 40  # the first 40 half-open get state; the rest a RETRY
+    rng = random.Random(7)
+    for _ in range(200):
+        net.inject("east-fs1", forged_syn(net, "east-h1", "west-h3", rng))
+    net.run(0.5)
+    assert server.counters["syn-retry"] == 160
+    assert sum(server._half_open.values()) == 40
+    net.run(10.0)  # SYN-ACK at 0, 1, 3 s; the handshake gives up at 7 s
+    victim = net.host("west-h3")
+    answers = victim.drops["unknown-socket"]
+    assert answers == 40 * 3 + 160  # three SYN-ACKs per half-open SYN, one RETRY for the others
+    assert not server._half_open and not any(f.proto is Proto.STREAM for f in server.flows.values())
+
+
+def forged_signal(
+    net: SimNetwork, host: str, socket_id: int, flow: int, kind: wire_signal.SignalType
+) -> bytes:
+    target = net.host(host)
+    h = Header(
+        Proto.SIGNAL,
+        flow,
+        WEB.raw,
+        dst_dc=target.dc_id,
+        dst_host=target.host_id,
+        dst_socket=socket_id,
+        src_dc=1,
+    )
+    return wire_header.encode(h, wire_signal.encode(wire_signal.Signal(kind)))
+
+
+def test_forged_signals_do_not_end_an_established_stream() -> None:
+    net, _, client = network(("east-h1",))
+    flow = net.act(CLIENT, lambda core, now: core.open_stream(WEB, now, data=b"one"))
+    assert net.run_while(lambda: flow.socket_id not in client.echo, timeout=5)
+    stack = net.host(CLIENT)
+    for kind in (wire_signal.SignalType.OBJECT_NOT_FOUND, wire_signal.SignalType.UNREACHABLE):
+        net.inject(stack.gateway, forged_signal(net, CLIENT, flow.socket_id, flow.flow, kind))
+        net.run(1.0)  # longer than the verification: the peer's answer refuted it
+    assert stack.counters["signal-verify"] == 2
+    assert flow.transport is not None and flow.transport.state is StreamState.ESTABLISHED
+    net.act(CLIENT, lambda core, now: core.stream_send(flow.socket_id, b"two", now))
+    assert net.run_while(lambda: client.echo[flow.socket_id] != b"onetwo", timeout=5)
+    assert flow.socket_id not in client.ended
