@@ -17,9 +17,11 @@ broken stream cuts the client connection (RST), as a failed server would. With `
 each connection is an ``http.HttpSession`` instead (keep-alive, retries of idempotent
 requests on a new stream).
 
-Bounds (docs/gateway.md): at most ``max_connections`` clients at once (more are reset at
-accept, ``errors["over-capacity"]``); a connection idle both ways for ``idle_timeout`` is
-closed; with ``http=True`` a request's head must arrive within ``header_timeout``.
+Bounds (docs/gateway.md): at most ``max_connections`` clients at once -- at the cap the
+ingress stops accepting (``errors["over-capacity"]`` counts each time) and further clients
+wait in the kernel's accept queue until one leaves, as HAProxy's ``maxconn`` does; a
+connection idle both ways for ``idle_timeout`` is closed; with ``http=True`` a request's head
+must arrive within ``header_timeout``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import contextlib
 import dataclasses
 import errno
 import logging
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,7 +51,7 @@ log = logging.getLogger("scaffold.gateway")
 
 @dataclass(slots=True)
 class _Client:
-    writer: asyncio.StreamWriter
+    writer: asyncio.StreamWriter | None = None
     session: HttpSession | None = None
 
 
@@ -57,6 +60,10 @@ MAX_CONNECTIONS = 10_000
 IDLE_TIMEOUT = 120.0
 HEADER_TIMEOUT = 10.0
 FIRST_DATA_WAIT = 0.02
+#: the kernel's queue of connections not accepted yet (where clients wait at the cap)
+BACKLOG = 1024
+#: connections accepted per wake-up of the listening socket
+ACCEPT_BATCH = 64
 
 
 class Ingress:
@@ -105,7 +112,9 @@ class Ingress:
             http_options or HttpOptions(), header_timeout=header_timeout, idle_timeout=idle_timeout
         )
         self.stats = GatewayStats()
-        self._server: asyncio.Server | None = None
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._accepting = False
         self._clients: dict[asyncio.Task[None], _Client] = {}
         self._closing = False
 
@@ -120,9 +129,9 @@ class Ingress:
         Raises:
             UsageError: not started.
         """
-        if self._server is None or not self._server.sockets:
+        if self._sock is None:
             raise UsageError("the ingress is not listening; call start() first")
-        address = self._server.sockets[0].getsockname()
+        address = self._sock.getsockname()
         return str(address[0]), int(address[1])
 
     async def start(self) -> None:
@@ -132,15 +141,58 @@ class Ingress:
             ConfigError: the address is in use or cannot be bound.
             UsageError: already started.
         """
-        if self._server is not None:
+        if self._sock is not None:
             raise UsageError(f"{self!r} is already started")
         address, port = self.listen
         try:
-            self._server = await asyncio.start_server(self._accept, address, port, reuse_address=True)
+            # Our own accept loop (not asyncio.start_server): at the connection cap it stops
+            # reading the listening socket, and clients wait in the kernel's queue.
+            sock = socket.create_server((address, port), backlog=BACKLOG)
         except OSError as exc:
             why = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
             raise ConfigError(f"ingress for {self.name!r} cannot listen on {address}:{port}: {why}") from exc
+        sock.setblocking(False)
+        self._sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._resume()
         log.info("%r listening", self)
+
+    def _resume(self) -> None:
+        if not self._accepting and self._sock is not None and self._loop is not None and not self._closing:
+            self._loop.add_reader(self._sock.fileno(), self._on_acceptable)
+            self._accepting = True
+
+    def _pause(self) -> None:
+        if self._accepting and self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._accepting = False
+
+    def _on_acceptable(self) -> None:
+        assert self._sock is not None and self._loop is not None
+        for _ in range(ACCEPT_BATCH):
+            if len(self._clients) >= self.max_connections:
+                self.stats.error("over-capacity")
+                self._pause()  # until a client leaves (_done)
+                return
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors, say: try again a little later
+                self.stats.error("accept-" + reason_of(exc))
+                self._pause()
+                self._loop.call_later(0.1, self._resume)
+                return
+            conn.setblocking(False)
+            client = _Client()
+            task = self._loop.create_task(self._serve_socket(conn, client))
+            self._clients[task] = client
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._clients.pop(task, None)
+        if len(self._clients) < self.max_connections:
+            self._resume()
 
     async def close(self, grace: float | None = None) -> None:
         """Stop accepting, let open connections finish for ``grace`` seconds, cut the rest.
@@ -150,25 +202,25 @@ class Ingress:
         """
         if self._closing:
             return
+        self._pause()
         self._closing = True
-        if self._server is not None:
-            self._server.close()
+        if self._sock is not None:
+            self._sock.close()
         for client in self._clients.values():
             if client.session is not None:
                 client.session.closing = True
-                if not client.session.busy:
+                if not client.session.busy and client.writer is not None:
                     client.writer.close()
         tasks = list(self._clients)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.grace if grace is None else grace)
             for task in pending:
-                abort(self._clients[task].writer)
+                writer = self._clients[task].writer
+                if writer is not None:
+                    abort(writer)
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
         log.info("%r closed: %s", self, self.stats.as_json())
 
     async def __aenter__(self) -> Ingress:
@@ -204,24 +256,19 @@ class Ingress:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.4)
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._closing:
-            writer.close()
+    async def _serve_socket(self, conn: socket.socket, client: _Client) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
+        except OSError:
+            conn.close()
+            self.stats.error("client-gone")
             return
-        if len(self._clients) >= self.max_connections:
-            self.stats.error("over-capacity")
-            abort(writer)
-            return
-        client = _Client(writer)
+        client.writer = writer
         if self.http:
             client.session = HttpSession(
                 reader, writer, self.open_upstream, self.stats, self.name, self.http_options
             )
-        task = asyncio.get_running_loop().create_task(
-            self._serve(reader, writer, client.session), name=f"ingress:{self.name}"
-        )
-        self._clients[task] = client
-        task.add_done_callback(self._clients.pop)
+        await self._serve(reader, writer, client.session)
 
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: HttpSession | None
