@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from scaffold.errors import MalformedPacket
 from scaffold.ids import ObjectId
-from scaffold.wire import control, datagram, header, signal
+from scaffold.wire import control, datagram, header, liveness, signal
 from scaffold.wire import stream as wire_stream
 from scaffold.wire.control import (
     Bind,
@@ -30,6 +30,7 @@ from scaffold.wire.control import (
 )
 from scaffold.wire.datagram import DatagramSegment, DatagramType
 from scaffold.wire.header import HEADER_LEN, Flags, Header, Proto
+from scaffold.wire.liveness import MAX_ENTRIES, Bundle, BundleType
 from scaffold.wire.signal import Signal, SignalType
 
 U8 = st.integers(0, 2**8 - 1)
@@ -290,6 +291,44 @@ def test_signal_random_bytes_raise_only_malformed(data: bytes) -> None:
 @given(st.binary(min_size=20, max_size=20))
 def test_signal_random_20_bytes_raise_only_malformed(data: bytes) -> None:
     assert_only_malformed(signal.parse, data)
+
+
+# -- liveness bundles ------------------------------------------------------------------------
+
+BUNDLES = st.builds(
+    Bundle,
+    st.sampled_from(BundleType),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.tuples(st.integers(0, 2**32 - 1), U64), min_size=1, max_size=MAX_ENTRIES),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(BUNDLES)
+def test_liveness_round_trip_and_truncation(bundle: Bundle) -> None:
+    data = liveness.encode(bundle)
+    assert len(data) == 8 + 12 * len(bundle.entries) <= 1200 - HEADER_LEN
+    assert liveness.parse(data) == bundle
+    for n in (0, 7):
+        assert reason_of(liveness.parse, data[:n]) == "truncated"
+    assert reason_of(liveness.parse, data[:-1]) == "bad-length"
+    assert reason_of(liveness.parse, data + b"x") == "bad-length"
+
+
+def test_liveness_an_answer_may_be_empty_a_probe_may_not() -> None:
+    empty = liveness.encode(Bundle(BundleType.ANSWER, 7, []))
+    assert liveness.parse(empty) == Bundle(BundleType.ANSWER, 7, [])
+    probe = bytes([1, 0, 0, 0]) + (7).to_bytes(4, "big")
+    assert reason_of(liveness.parse, probe) == "bad-length"
+    too_many = bytes([2, 0]) + (MAX_ENTRIES + 1).to_bytes(2, "big") + bytes(4 + 12 * (MAX_ENTRIES + 1))
+    assert reason_of(liveness.parse, too_many) == "bad-length"
+    assert reason_of(liveness.parse, bytes([3]) + bytes(19)) == "bad-bundle-type"
+
+
+@settings(max_examples=200, deadline=None)
+@given(RANDOM_BYTES)
+def test_liveness_random_bytes_raise_only_malformed(data: bytes) -> None:
+    assert_only_malformed(liveness.parse, data)
 
 
 # -- control ---------------------------------------------------------------------------------

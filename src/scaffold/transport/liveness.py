@@ -1,7 +1,7 @@
 """Liveness: the idle timeout, keepalives and the stall probe (docs/protocol.md §4.2.4, §5.1).
 
 A synchronized connection with nothing outstanding and no persist timer sends a KEEPALIVE
-``keepalive`` seconds after it last received (or probed). A receiver whose peer was sending
+``keepalive`` seconds after it last received (or probed). A client whose peer was sending
 data (payload seen, no FIN yet) uses ``stall_probe`` instead: shortly after the last
 segment, doubling after each unanswered probe up to ``keepalive``, reset when data arrives.
 That probe is what reaches a surviving replica after the peer's host died and starts the

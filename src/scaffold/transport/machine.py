@@ -426,8 +426,10 @@ class StreamMachine:
                 self._close_step(now)
         self._liveness.last_rx = now
         if carries:
-            if payload:
-                self._liveness.on_payload()  # the peer sends data: watch for it going silent
+            if payload and self._role == "client":
+                # The peer (a replica) sends data: watch for it going silent. Only a client's
+                # probe can reach another replica (§5.1); a server's would come back to it.
+                self._liveness.on_payload()
             outcome = receiver.on_data(segment, now)
             if outcome == BAD_FIN:
                 self._drop("bad-fin")

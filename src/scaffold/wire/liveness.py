@@ -3,7 +3,7 @@ docs/protocol.md §4.4).
 
 A host whose streams to one peer host are due for a keepalive sends one PROBE listing them;
 the peer refreshes each flow it holds under that Socket ID and nonce and returns the list of
-those it holds in an ANSWER (never longer than the probe). The packet travels in a SCAFFOLD
+those it holds in an ANSWER (never longer than the probe; empty when it holds none of them). The packet travels in a SCAFFOLD
 header from host to host (destination Socket ID 0); its body::
 
      0                   1                   2                   3
@@ -47,6 +47,8 @@ class BundleType(IntEnum):
 
 
 _TYPES = frozenset(int(t) for t in BundleType)
+#: a PROBE lists at least one flow; an ANSWER may hold none of them
+_FEWEST = {BundleType.PROBE: 1, BundleType.ANSWER: 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +60,15 @@ class Bundle:
 
 
 def encode(bundle: Bundle) -> bytes:
-    """Serialize a bundle of 1 to ``MAX_ENTRIES`` entries.
+    """Serialize a bundle: a PROBE of 1 to ``MAX_ENTRIES`` entries, an ANSWER of 0 to
+    ``MAX_ENTRIES``.
 
     Raises:
-        UsageError: no entries or too many.
+        UsageError: too many entries, or a PROBE of none.
     """
     count = len(bundle.entries)
-    if not 0 < count <= MAX_ENTRIES:
-        raise UsageError(f"a liveness bundle holds 1..{MAX_ENTRIES} entries, not {count}")
+    if not _FEWEST[bundle.type] <= count <= MAX_ENTRIES:
+        raise UsageError(f"a liveness {bundle.type.name} holds 1..{MAX_ENTRIES} entries, not {count}")
     pack = ENTRY.pack
     return FIXED.pack(bundle.type, count, bundle.bundle_id) + b"".join(pack(s, n) for s, n in bundle.entries)
 
@@ -74,15 +77,15 @@ def parse(data: bytes) -> Bundle:
     """Parse an untrusted bundle.
 
     Raises:
-        MalformedPacket: ``truncated``, ``bad-bundle-type`` or ``bad-length`` (no entries,
-            more than ``MAX_ENTRIES``, or a size that is not the entries').
+        MalformedPacket: ``truncated``, ``bad-bundle-type`` or ``bad-length`` (a PROBE of no
+            entries, more than ``MAX_ENTRIES``, or a size that is not the entries').
     """
     if len(data) < FIXED.size:
         raise MalformedPacket("truncated", f"liveness bundle of {len(data)} bytes")
     kind, count, bundle_id = FIXED.unpack_from(data)
     if kind not in _TYPES:
         raise MalformedPacket("bad-bundle-type", f"type {kind}")
-    if not 0 < count <= MAX_ENTRIES or len(data) != FIXED.size + count * ENTRY.size:
+    if not _FEWEST[kind] <= count <= MAX_ENTRIES or len(data) != FIXED.size + count * ENTRY.size:
         raise MalformedPacket("bad-length", f"{len(data)} bytes for {count} entries")
     entries = list(ENTRY.iter_unpack(memoryview(data)[FIXED.size :]))
     return Bundle(BundleType(kind), bundle_id, entries)

@@ -80,5 +80,8 @@ class PendingBundle:
     #: the Socket IDs (ours) of the flows it lists
     sockets: list[int]
     sent: float
-    #: unanswered by then, each flow sends its own KEEPALIVE
+    #: unanswered by then, each flow sends its own KEEPALIVE (then: when a late answer is
+    #: no longer taken)
     expiry: float
+    #: its flows already probed alone
+    fell_back: bool = False

@@ -10,9 +10,12 @@ ID and nonce and answers with the list of those; each answered flow counts as ha
 from its peer (``StreamConnection.peer_alive``).
 
 A bundle never changes where a flow's peer is, and a lost one costs little: a flow whose
-entry is not answered in time (or is left out of the answer) sends its own KEEPALIVE, which
-the network re-resolves like any packet of the flow -- the path to a takeover when the peer
-host died (§5.1). A bundle answers only flows whose peer is exactly the bundle's source.
+entry is left out of the answer, or not answered in time, sends its own KEEPALIVE, which the
+network re-resolves like any packet of the flow -- the path to a takeover when the peer host
+died (§5.1). Every PROBE is answered, even by a host that holds none of its flows (a probe
+for a dead host is re-resolved to a surviving replica, whose empty answer sends the prober's
+flows to their takeover at once). An answer that comes late still counts. A bundle answers
+only flows whose peer is exactly the bundle's source.
 """
 
 from __future__ import annotations
@@ -27,8 +30,12 @@ from .flows import Flow, PendingBundle
 
 __all__ = ["BUNDLE_ANSWER_MIN", "Keepalives"]
 
-#: a bundle's answer is awaited at least this long (seconds), and at least two smoothed RTTs
-BUNDLE_ANSWER_MIN = 0.05
+#: a bundle's answer is awaited at least this long (seconds), and at least four smoothed
+#: RTTs, before its flows probe alone; a loaded peer answers late, and a dead one's probe
+#: is usually answered (empty) by a surviving replica sooner than that
+BUNDLE_ANSWER_MIN = 0.5
+#: an answer is still taken this long after its flows probed alone (seconds)
+BUNDLE_LATE = 5.0
 #: bundles waiting for their answer, at most (each holds at most MAX_ENTRIES Socket IDs)
 MAX_AWAITING = 4096
 
@@ -73,7 +80,7 @@ class Keepalives(HostStackBase):
         )
         self._out.append((self.gateway, wire_header.encode(h, wire_liveness.encode(bundle))))
         srtt = max((f.transport.smoothed_rtt or 0.0 for f in flows if f.transport is not None), default=0.0)
-        expiry = now + max(BUNDLE_ANSWER_MIN, 2 * srtt)
+        expiry = now + max(BUNDLE_ANSWER_MIN, 4 * srtt)
         self._awaiting[bundle.bundle_id] = PendingBundle(peer, [f.socket_id for f in flows], now, expiry)
         if self._timers.get(BUNDLES) is None:
             self._timers.arm(BUNDLES, expiry)
@@ -88,10 +95,16 @@ class Keepalives(HostStackBase):
             self.counters["keepalive-alone"] += 1
 
     def _bundles_expired(self, now: float) -> None:
-        """Bundles whose answer did not come: their flows probe alone."""
+        """Bundles whose answer did not come: their flows probe alone; a late answer is
+        still taken for a while, then forgotten."""
         for bundle_id, waiting in list(self._awaiting.items()):
-            if waiting.expiry <= now:
+            if waiting.expiry > now:
+                continue
+            if waiting.fell_back:
                 del self._awaiting[bundle_id]
+            else:
+                waiting.fell_back = True
+                waiting.expiry = now + BUNDLE_LATE
                 self._unanswered(waiting, waiting.sockets, now)
         if self._awaiting:
             self._timers.arm(BUNDLES, min(w.expiry for w in self._awaiting.values()))
@@ -137,10 +150,12 @@ class Keepalives(HostStackBase):
             self._wheel.arm(socket_id, coarse)
             held.append((flow.peer_socket, nonce))
         if waiting is not None:
-            # Left out of the answer: the peer does not hold them (there).
-            answered = {socket_id for socket_id, _ in bundle.entries}
-            self._unanswered(waiting, [s for s in waiting.sockets if s not in answered], now)
-        elif held:
+            if not waiting.fell_back:
+                # Left out of the answer: the peer does not hold them (there).
+                answered = {socket_id for socket_id, _ in bundle.entries}
+                self._unanswered(waiting, [s for s in waiting.sockets if s not in answered], now)
+        else:
+            # Answered even when empty: the prober's flows then probe alone at once.
             answer = Bundle(BundleType.ANSWER, bundle.bundle_id, held)
             reply = h.reply(Proto.LIVENESS, self.dc_id, self.host_id)
             self._out.append((self.gateway, wire_header.encode(reply, wire_liveness.encode(answer))))
