@@ -218,21 +218,20 @@ class StreamMachine:
         if state is _CLOSED or state is _IDLE:
             return None, None
         sender = self._sender
-        exact = [
-            at
-            for at in (
-                sender.rto_deadline,
-                sender.persist_deadline,
-                self._receiver.acks.deadline,
-                self._time_wait_deadline,
-                self._suspect[1] if self._suspect is not None else None,
-            )
-            if at is not None
-        ]
-        idle = self._liveness.idle_deadline()
+        exact = sender.rto_deadline
+        for at in (
+            sender.persist_deadline,
+            self._receiver.acks.deadline,
+            self._time_wait_deadline,
+            self._suspect[1] if self._suspect is not None else None,
+        ):
+            if at is not None and (exact is None or at < exact):
+                exact = at
+        coarse = self._liveness.idle_deadline()
         keepalive = self._keepalive_deadline()
-        coarse = idle if keepalive is None or idle < keepalive else keepalive
-        return (min(exact) if exact else None), coarse
+        if keepalive is not None and keepalive < coarse:
+            coarse = keepalive
+        return exact, coarse
 
     def handle_timer(self, now: float, *, liveness: bool = True) -> None:
         """Run every timer that expired at ``now``; with ``liveness=False`` all but the
@@ -311,9 +310,16 @@ class StreamMachine:
             self._keepalive_pending = True
 
     def _keepalive_deadline(self) -> float | None:
-        # Only idle synchronized connections probe: nothing outstanding, no persist timer.
+        # Only idle synchronized clients probe: nothing outstanding, no persist timer. The
+        # client's probe (and its answer) keeps both ends' idle timers fresh; a server's could
+        # not reach another replica of its peer, so it only waits (§4.2.4).
         sender = self._sender
-        if self._state in SENDING and sender.recovery.segments is None and sender.persist_deadline is None:
+        if (
+            self._role == "client"
+            and self._state in SENDING
+            and sender.recovery.segments is None
+            and sender.persist_deadline is None
+        ):
             return self._liveness.keepalive_deadline(self._receiver.stream.peer_fin is not None)
         return None
 

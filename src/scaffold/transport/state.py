@@ -31,6 +31,10 @@ __all__ = [
 class StreamState(enum.Enum):
     """Connection states (docs/protocol.md §4.2.3)."""
 
+    # Members are singletons compared by identity: hash them by identity too. (Enum hashes
+    # by name, a Python call on every ``state in SENDING`` of the per-packet path.)
+    __hash__ = object.__hash__
+
     #: created, nothing sent or received yet (client before ``connect``, server before SYN).
     IDLE = "idle"
     SYN_SENT = "syn-sent"

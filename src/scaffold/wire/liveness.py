@@ -3,8 +3,9 @@ docs/protocol.md §4.4).
 
 A host whose streams to one peer host are due for a keepalive sends one PROBE listing them;
 the peer refreshes each flow it holds under that Socket ID and nonce and returns the list of
-those it holds in an ANSWER (never longer than the probe; empty when it holds none of them). The packet travels in a SCAFFOLD
-header from host to host (destination Socket ID 0); its body::
+those it holds in an ANSWER (never longer than the probe; empty when it holds none of them).
+The packet travels in a SCAFFOLD header from host to host (destination Socket ID 0); its
+body::
 
      0                   1                   2                   3
      0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1

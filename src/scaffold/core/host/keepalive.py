@@ -21,6 +21,7 @@ only flows whose peer is exactly the bundle's source.
 from __future__ import annotations
 
 from ...errors import MalformedPacket
+from ...transport import StreamState
 from ...wire import header as wire_header
 from ...wire import liveness as wire_liveness
 from ...wire.header import Header, Proto
@@ -46,16 +47,28 @@ class Keepalives(HostStackBase):
     def _run_liveness(self, keys: list[int], now: float) -> None:
         """Run the liveness timers of the streams whose wheel tick is due."""
         probes: dict[tuple[int, int], list[Flow]] = {}
+        streams, timers, wheel = self._streams, self._timers, self._wheel
         for key in keys:
-            flow = self._streams.get(key)
+            flow = streams.get(key)
             if flow is None or flow.transport is None:
                 continue
-            if flow.transport.handle_liveness(now):
+            transport = flow.transport
+            due = transport.handle_liveness(now)
+            if transport.state is StreamState.CLOSED:
+                self._pump(flow, now)  # the idle timeout: its events, then it is forgotten
+                continue
+            if due:
                 if flow.peer_host and flow.peer_socket:
                     probes.setdefault((flow.peer_dc, flow.peer_host), []).append(flow)
                 else:
-                    flow.transport.probe(now)
-            self._pump(flow, now)
+                    transport.probe(now)
+                    self._pump(flow, now)
+                    continue
+            # Nothing to send, no event: only its deadlines to file again (most keys here
+            # were refreshed by a bundle since they were filed, and are not due at all).
+            exact, coarse = transport.deadlines()
+            timers.arm(key, exact)
+            wheel.arm(key, coarse)
         for peer, flows in probes.items():
             for start in range(0, len(flows), MAX_ENTRIES):
                 self._send_probe(peer, flows[start : start + MAX_ENTRIES], now)
@@ -143,11 +156,9 @@ class Keepalives(HostStackBase):
             ):
                 self.drops["bundle-unknown-flow"] += 1
                 continue
-            transport = flow.transport
-            transport.peer_alive(now)
-            exact, coarse = transport.deadlines()
-            self._timers.arm(socket_id, exact)
-            self._wheel.arm(socket_id, coarse)
+            # Its timers move later: they are refiled when their current tick comes (lazily,
+            # as the wheel does for every move later), not now.
+            flow.transport.peer_alive(now)
             held.append((flow.peer_socket, nonce))
         if waiting is not None:
             if not waiting.fell_back:
