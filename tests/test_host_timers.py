@@ -14,7 +14,7 @@ import pytest
 from conftest import WEB
 from scaffold.core.host import HostEvent, HostStack, StreamEventFor
 from scaffold.core.host.base import BUNDLES, HEARTBEAT, LIVENESS_TICK, SWEEP
-from scaffold.core.host.timers import DeadlineHeap
+from scaffold.core.host.timers import DeadlineHeap, TimerWheel
 from scaffold.core.topology import default_topology, make_topology
 from scaffold.runtime.sim import SimNetwork
 from scaffold.transport import DataReceived, StreamConnection, StreamState
@@ -53,6 +53,40 @@ def test_deadline_heap_agrees_with_a_plain_dict(seed: int) -> None:
         assert all(heap.get(k) == at for k, at in model.items())
         # Stale entries are bounded: without rebuilding they would number in the thousands.
         assert heap.entries <= 2 * len(model) + 100
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_timer_wheel_fires_each_key_at_its_tick_never_earlier(seed: int) -> None:
+    """Random arms (earlier, later), disarms and expiries, some in limited batches, against a
+    dict of each key's tick."""
+    rng = random.Random(seed)
+    wheel, model = TimerWheel(0.05), dict[int, int]()
+    now = 0.0
+    for _ in range(5_000):
+        op = rng.random()
+        key = rng.randrange(200)
+        if op < 0.7:
+            at = now + rng.choice([rng.random(), rng.random() * 20])
+            wheel.arm(key, at)
+            model[key] = math.ceil(at / 0.05)
+        elif op < 0.8:
+            wheel.arm(key, None)
+            model.pop(key, None)
+        else:
+            now += rng.random() * 0.5
+            due = {k for k, t in model.items() if t * 0.05 <= now}
+            popped: list[int] = []
+            while batch := wheel.pop_due(now, limit=rng.choice([None, 1, 7])):
+                popped += batch
+            assert sorted(popped) == sorted(due)
+            for k in due:
+                del model[k]
+        assert len(wheel) == len(model)
+        assert all(wheel.get(k) == pytest.approx(t * 0.05) for k, t in model.items())
+        first = wheel.next()
+        assert (first is None) == (not model)
+        if model:
+            assert first is not None and first <= min(model.values()) * 0.05 + 1e-9
 
 
 def test_a_deadline_moving_later_costs_no_heap_entry() -> None:

@@ -26,7 +26,7 @@ from .flows import Flow, Listener, PendingBundle, Role
 from .stats import StreamTotals
 from .timers import DeadlineHeap, TimerWheel
 
-__all__ = ["HEARTBEAT", "LIVENESS_TICK", "SWEEP", "HostStackBase"]
+__all__ = ["BUNDLES", "HEARTBEAT", "LIVENESS_BATCH", "LIVENESS_TICK", "SWEEP", "HostStackBase"]
 
 #: keys of the host's own timers in its ``DeadlineHeap``; stream flows use their Socket ID (> 0)
 HEARTBEAT = -1
@@ -35,6 +35,8 @@ SWEEP = -2
 BUNDLES = -3
 #: granularity of keepalives, stall probes and idle timeouts (seconds): the timer wheel's tick
 LIVENESS_TICK = 0.05
+#: streams whose liveness timers one ``handle_timer`` call runs, at most
+LIVENESS_BATCH = 2048
 
 
 class HostStackBase(NodeCore[HostEvent]):

@@ -29,7 +29,7 @@ from ...wire.datagram import DatagramSegment, DatagramType
 from ...wire.header import HEADER_LEN, Flags, Header, Proto
 from ..events import Address, Datagram, NeighboursLearned, Packet, TraceHop
 from ..metrics import Sample
-from .base import BUNDLES, HEARTBEAT, SWEEP
+from .base import BUNDLES, HEARTBEAT, LIVENESS_BATCH, SWEEP
 from .churn import Churn
 from .events import (
     DatagramReceived,
@@ -128,7 +128,9 @@ class HostStack(StreamFlows, Keepalives, Churn):
                 if flow is not None and flow.transport is not None:
                     flow.transport.handle_timer(now, liveness=False)
                     self._pump(flow, now)
-        due = self._wheel.pop_due(now)
+        # At most LIVENESS_BATCH streams per call: a runtime calls again at once (the wheel
+        # still reports the tick), after its other work -- heartbeats stay on time.
+        due = self._wheel.pop_due(now, LIVENESS_BATCH)
         if due:
             self._run_liveness(due, now)
 

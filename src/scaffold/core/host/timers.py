@@ -170,21 +170,26 @@ class TimerWheel:
             slots.pop(tick, None)
         return None
 
-    def pop_due(self, now: float) -> list[int]:
-        """Disarm and return every key whose tick is at or before ``now``."""
+    def pop_due(self, now: float, limit: int | None = None) -> list[int]:
+        """Disarm and return the keys whose tick is at or before ``now``: all of them, or at
+        most ``limit`` (the rest stay due, and ``next`` still reports their tick)."""
         due: list[int] = []
         ticks, slots, filed, size = self._ticks, self._slots, self._at, self._tick
         # Compared as times, exactly as ``next`` reports them, so a runtime woken at that
         # time always finds the tick due (no float round-trip through ``now / tick``).
         while ticks and ticks[0] * size <= now:
-            keys = slots.pop(heapq.heappop(ticks), ())
-            for key in keys:
+            keys = slots[ticks[0]]
+            while keys:
+                if limit is not None and len(due) >= limit:
+                    return due
+                key = keys.pop()
                 wanted = filed[key][0]
                 if wanted * size <= now:
                     del filed[key]
                     due.append(key)
                 else:
                     self._file(key, wanted)  # it moved later since it was filed
+            del slots[heapq.heappop(ticks)]
         return due
 
     def _file(self, key: int, tick: int) -> None:
