@@ -30,3 +30,16 @@ def test_stall_probe_doubles_while_the_sender_is_silent() -> None:
     live.on_payload()  # data again: start over
     assert live.keepalive_deadline(peer_fin_known=False) == deadlines[-1] + 0.25
     assert live.keepalive_deadline(peer_fin_known=True) == deadlines[-1] + 15.0  # the peer is done
+
+
+def test_an_answered_stall_probe_means_a_quiet_peer_not_a_dead_one() -> None:
+    live = Liveness(StreamOptions(keepalive=15.0, stall_probe=0.25), now=0.0)
+    live.on_payload()
+    first = live.keepalive_deadline(peer_fin_known=False)
+    assert first == 0.25
+    live.on_keepalive(0.25)
+    live.last_rx = 0.26  # its answer: the peer is alive
+    assert live.keepalive_deadline(peer_fin_known=False) == 0.26 + 15.0
+    live.on_payload()  # data again: a silence is suspicious again
+    live.last_rx = 1.0
+    assert live.keepalive_deadline(peer_fin_known=False) == 1.25

@@ -283,12 +283,14 @@ class StreamMachine:
             return True
         return False
 
-    def peer_alive(self, now: float) -> None:
-        """The peer proved, with the nonce, that it holds this flow (a liveness bundle,
-        §4.4): as good as a segment received for keepalives, idle timeout and signals."""
+    def peer_alive(self, at: float) -> None:
+        """The peer proved, with the nonce, that it held this flow at time ``at`` (a liveness
+        bundle, §4.4): as good as a segment received then, for keepalives, idle timeout and
+        signals."""
         if self._state is _CLOSED or self._state is _IDLE:
             return
-        self._liveness.last_rx = now
+        liveness = self._liveness
+        liveness.last_rx = max(liveness.last_rx, at)
         self._suspect = None
         self._timer_stale = True
 

@@ -157,8 +157,10 @@ class Keepalives(HostStackBase):
                 self.drops["bundle-unknown-flow"] += 1
                 continue
             # Its timers move later: they are refiled when their current tick comes (lazily,
-            # as the wheel does for every move later), not now.
-            flow.transport.peer_alive(now)
+            # as the wheel does for every move later), not now. An answer vouches for the
+            # moment its probe left: the next keepalive falls on the same tick of the wheel
+            # one interval later, not one round trip (and often one more tick) after it.
+            flow.transport.peer_alive(waiting.sent if waiting is not None else now)
             held.append((flow.peer_socket, nonce))
         if waiting is not None:
             if not waiting.fell_back:
