@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .gateway import add_commands as add_gateway_commands
 
     add_gateway_commands(sub)  # ingress, publish (docs/gateway.md)
+    from .trust import add_commands as add_trust_commands
+
+    add_trust_commands(sub)  # credentials, owner, grant (docs/security.md)
     return parser
 
 

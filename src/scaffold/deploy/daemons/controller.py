@@ -51,7 +51,8 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         raise ConfigError("the controller needs --topology FILE")
     if not args.credentials:
         raise ConfigError(
-            "the controller needs --credentials DIR (`scaffold credentials issue controller --role controller`)"
+            "the controller needs --credentials DIR"
+            " (`scaffold credentials issue controller --role controller`)"
         )
     credentials = Credentials(args.credentials)
     if credentials.role != "controller":
