@@ -173,8 +173,9 @@ def save_state(state: NetworkState, path: str | os.PathLike[str] = DEFAULT_STATE
 
 
 def credentials_dir(path: str | os.PathLike[str] = DEFAULT_STATE) -> Path:
-    """Where ``scaffold up`` keeps the credential store of the network of state file ``path``."""
-    return Path(path).parent / "credentials"
+    """Where ``scaffold up`` keeps the credential store of the network of state file ``path``
+    (an absolute path: programs in other directories find it through the state file)."""
+    return Path(path).resolve().parent / "credentials"
 
 
 def remove_state(path: str | os.PathLike[str] = DEFAULT_STATE) -> None:

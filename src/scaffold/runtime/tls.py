@@ -300,6 +300,7 @@ class CredentialStore:
         return self._get(self.directory / "operator", "operator", "operator", frozenset())
 
     def _get(self, path: Path, name: str, role: str, addresses: frozenset[str]) -> Credentials:
+        _private_dir(path.parent)
         if (path / _NODE_CERT).exists():
             with contextlib.suppress(ConfigError):
                 found = Credentials(path)

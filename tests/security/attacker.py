@@ -1,0 +1,89 @@
+"""What the attack tests do to a controller: raw control connections, with or without a
+certificate, sending records (or bytes) the project's own encoders make; and the checks of
+legitimate traffic around them."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+from typing import Any
+
+from scaffold.core.controller.commands import Counters, Status
+from scaffold.deploy.joining import join_from_state
+from scaffold.errors import MalformedPacket
+from scaffold.runtime import admin
+from scaffold.runtime.tls import Credentials, client_context
+from scaffold.wire import control
+
+Address = tuple[str, int]
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def connect(
+    address: Address, credentials: Credentials | None = None, context: ssl.SSLContext | None = None
+) -> Stream:
+    """A control connection: plain TCP, or TLS with ``credentials`` (or any ``context``)."""
+    if credentials is not None:
+        context = client_context(credentials)
+    return await asyncio.wait_for(asyncio.open_connection(*address, ssl=context), 10)
+
+
+async def exchange(
+    stream: Stream, *records: control.ControlMessage | bytes, wait: float = 1.0
+) -> tuple[list[control.ControlMessage], bool]:
+    """Send ``records`` (framed; bytes as they are), then read what comes back until the
+    controller closes the connection (True) or is quiet for ``wait`` seconds (False)."""
+    reader, writer = stream
+    for record in records:
+        writer.write(record if isinstance(record, bytes) else control.frame(record))
+    decoder = control.FrameDecoder(control.MAX_FRAME_FROM_CONTROLLER)
+    got: list[control.ControlMessage] = []
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), wait)
+            if not chunk:
+                return got, True
+            got += decoder.feed(chunk)
+    except TimeoutError:
+        return got, False
+    except (ConnectionError, ssl.SSLError, MalformedPacket):
+        return got, True
+
+
+async def operator_call(state_path: Path, command: Any) -> Any:
+    from scaffold.deploy.state_file import load_state
+
+    state = load_state(state_path)
+    return await admin.call(state.controller, command, credentials=state.operator())
+
+
+async def controller_counts(state_path: Path) -> dict[str, int]:
+    """The controller's drops and runtime counts, by reason."""
+    counters = await operator_call(state_path, Counters())
+    mine = counters["controller"]
+    return {**mine["drops"], **mine["runtime"]}
+
+
+async def replicas(state_path: Path, name: str = "web") -> set[str]:
+    status = await operator_call(state_path, Status())
+    return {r["host"] for o in status["objects"] if o["name"] == name for r in o["replicas"] if r["alive"]}
+
+
+async def echo_ten(state_path: Path, client: str, obj: str = "web") -> list[str]:
+    """Ten fresh streams to ``obj`` from a host that joins now; who served each (every byte
+    is checked to come back)."""
+    host = await join_from_state(client, state=state_path)
+    served = []
+    try:
+        for i in range(10):
+            reader, writer = await host.open_connection(obj, timeout=10)
+            payload = f"ping {i}".encode()
+            writer.write(payload)
+            await writer.drain()
+            assert await asyncio.wait_for(reader.readexactly(len(payload)), 10) == payload
+            served.append(str(writer.get_extra_info("peer_host")))
+            writer.close()
+    finally:
+        await host.close()
+    return served
