@@ -9,6 +9,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from scaffold.api.host import Host
 from scaffold.core.controller.commands import Counters, Status
 from scaffold.deploy.joining import join_from_state
 from scaffold.errors import MalformedPacket
@@ -74,16 +75,21 @@ async def echo_ten(state_path: Path, client: str, obj: str = "web") -> list[str]
     """Ten fresh streams to ``obj`` from a host that joins now; who served each (every byte
     is checked to come back)."""
     host = await join_from_state(client, state=state_path)
-    served = []
     try:
-        for i in range(10):
-            reader, writer = await host.open_connection(obj, timeout=10)
-            payload = f"ping {i}".encode()
-            writer.write(payload)
-            await writer.drain()
-            assert await asyncio.wait_for(reader.readexactly(len(payload)), 10) == payload
-            served.append(str(writer.get_extra_info("peer_host")))
-            writer.close()
+        return await echo_ten_on(host, obj)
     finally:
         await host.close()
+
+
+async def echo_ten_on(host: Host, obj: str = "web") -> list[str]:
+    """Ten fresh streams to ``obj`` from ``host``; who served each."""
+    served = []
+    for i in range(10):
+        reader, writer = await host.open_connection(obj, timeout=10)
+        payload = f"ping {i}".encode()
+        writer.write(payload)
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readexactly(len(payload)), 10) == payload
+        served.append(str(writer.get_extra_info("peer_host")))
+        writer.close()
     return served
