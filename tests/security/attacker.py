@@ -66,9 +66,16 @@ async def controller_counts(state_path: Path) -> dict[str, int]:
     return {**mine["drops"], **mine["runtime"]}
 
 
-async def replicas(state_path: Path, name: str = "web") -> set[str]:
+async def replicas(state_path: Path, name: str = "web", *, alive: bool = True) -> set[str]:
+    """The hosts registered as replicas of ``name`` (only those alive, unless ``alive`` is False)."""
     status = await operator_call(state_path, Status())
-    return {r["host"] for o in status["objects"] if o["name"] == name for r in o["replicas"] if r["alive"]}
+    return {
+        r["host"]
+        for o in status["objects"]
+        if o["name"] == name
+        for r in o["replicas"]
+        if r["alive"] or not alive
+    }
 
 
 async def echo_ten(state_path: Path, client: str, obj: str = "web") -> list[str]:
