@@ -232,12 +232,18 @@ async def join(
     network = JoinedNetwork(controller, node, status, operator=views)
     host = Host(network, node)
     try:
-        await node.start()
+        try:
+            await node.start()
+        except OSError as exc:
+            raise ScaffoldError(f"cannot reach the controller at {controller[0]}:{controller[1]}: {exc}") from None
         await wait_until(
             lambda: core.registered or node.refused is not None, timeout, f"{name} to register", interval=POLL
         )
         if node.refused is not None:
             raise ConfigError(f"the controller refused host {name!r}: {node.refused}")
+        if gateway not in book.address:
+            # Welcome had no address for it: the gateway has not connected yet.
+            raise ScaffoldError(f"gateway {gateway!r} is not connected to the controller yet")
     except BaseException:
         await host.close()
         raise
