@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from _common import emit, environment
-
 from scaffold.core.controller import Controller
 from scaffold.core.topology import make_topology
 from scaffold.runtime.aio import ControllerRuntime, run
