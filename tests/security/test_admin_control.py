@@ -8,9 +8,9 @@ import sys
 
 import pytest
 from attacker import connect, controller_counts, echo_ten, exchange, replicas
-from conftest import UpNetwork
 from test_identity_control import LEGIT, delta, issue
 
+from conftest import UpNetwork
 from scaffold.core.controller.commands import Counters, MigrateObject, SetWeight, Status
 from scaffold.errors import ScaffoldError, UsageError
 from scaffold.runtime import admin

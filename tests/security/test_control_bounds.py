@@ -8,9 +8,9 @@ import asyncio
 import time
 
 from attacker import connect, controller_counts, echo_ten, echo_ten_on, exchange
-from conftest import UpNetwork
 from test_identity_control import LEGIT, delta, issue
 
+from conftest import UpNetwork
 from scaffold.deploy.joining import join_from_state
 from scaffold.runtime.aio import ConnectionLimits, run
 from scaffold.wire import control

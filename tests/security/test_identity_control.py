@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from attacker import connect, controller_counts, echo_ten, exchange, replicas
-from conftest import UpNetwork
 
+from conftest import UpNetwork
 from scaffold.ids import ObjectId
 from scaffold.runtime.aio import run
 from scaffold.runtime.tls import CertificateAuthority, Credentials
@@ -147,9 +147,9 @@ def test_a_stolen_certificate_cannot_take_over_a_live_node(up_network: UpNetwork
 def test_stats_only_from_the_connections_own_registered_node(up_network: UpNetwork) -> None:
     state = up_network.state
     evil = issue(up_network, "evil-stats")
-    from scaffold.core.controller.commands import Counters
-
     from attacker import operator_call
+
+    from scaffold.core.controller.commands import Counters
 
     async def main() -> None:
         before = await controller_counts(up_network.state_path)

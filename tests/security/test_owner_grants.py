@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from attacker import connect, controller_counts, echo_ten_on, exchange, operator_call, replicas
-from conftest import UpNetwork
 from test_identity_control import delta, issue
 
+from conftest import UpNetwork
 from scaffold.core.controller.commands import Allow
 from scaffold.deploy.joining import join_from_state
 from scaffold.deploy.state_file import load_state
