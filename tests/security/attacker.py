@@ -6,16 +6,66 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scaffold.api.host import Host
 from scaffold.core.controller.commands import Counters, Status
 from scaffold.deploy.joining import join_from_state
+from scaffold.deploy.state_file import NetworkState, load_state
 from scaffold.errors import MalformedPacket
+from scaffold.ids import ObjectId
 from scaffold.runtime import admin
 from scaffold.runtime.tls import Credentials, client_context
 from scaffold.wire import control
+
+TOPOLOGY = """\
+name = "attacked"
+
+[[datacenter]]
+name = "dc1"
+hosts = ["dc1-h1", "dc1-h2"]
+
+[[datacenter]]
+name = "dc2"
+hosts = ["dc2-h1", "dc2-h2"]
+
+[[link]]
+a = "dc1"
+b = "dc2"
+delay_ms = 1
+
+[[object]]
+name = "web"
+replicas = ["dc1-h1", "dc2-h1"]
+"""
+
+
+@dataclass
+class UpNetwork:
+    """A network from ``scaffold up`` in ``directory``; ``process`` runs all of it."""
+
+    directory: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / ".scaffold" / "state.json"
+
+    @property
+    def state(self) -> NetworkState:
+        return load_state(self.state_path)
+
+    def rss(self) -> int:
+        """The ``scaffold up`` process's resident memory, bytes."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
 
 Address = tuple[str, int]
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -100,3 +150,24 @@ async def echo_ten_on(host: Host, obj: str = "web") -> list[str]:
         served.append(str(writer.get_extra_info("peer_host")))
         writer.close()
     return served
+
+
+#: the legitimate replicas of `web` in ``TOPOLOGY``
+LEGIT = {"dc1-h1", "dc2-h1"}
+WEB = ObjectId.from_name("web").raw.hex()
+
+
+def issue(net: UpNetwork, name: str, role: str = "host") -> Credentials:
+    """A certificate from the network's own CA: the credentials of a compromised node."""
+    out = net.directory / "stolen" / name
+    subprocess.run(
+        [sys.executable, "-m", "scaffold", "credentials", "issue", name, "--role", role, "--out", str(out)],
+        cwd=net.directory,
+        check=True,
+        capture_output=True,
+    )
+    return Credentials(out)
+
+
+def delta(before: dict[str, int], after: dict[str, int], key: str) -> int:
+    return after.get(key, 0) - before.get(key, 0)

@@ -8,56 +8,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from scaffold.deploy.state_file import NetworkState, load_state
-
-TOPOLOGY = """\
-name = "attacked"
-
-[[datacenter]]
-name = "dc1"
-hosts = ["dc1-h1", "dc1-h2"]
-
-[[datacenter]]
-name = "dc2"
-hosts = ["dc2-h1", "dc2-h2"]
-
-[[link]]
-a = "dc1"
-b = "dc2"
-delay_ms = 1
-
-[[object]]
-name = "web"
-replicas = ["dc1-h1", "dc2-h1"]
-"""
-
-
-@dataclass
-class UpNetwork:
-    """A network from ``scaffold up`` in ``directory``; ``process`` runs all of it."""
-
-    directory: Path
-    process: subprocess.Popen[bytes]
-
-    @property
-    def state_path(self) -> Path:
-        return self.directory / ".scaffold" / "state.json"
-
-    @property
-    def state(self) -> NetworkState:
-        return load_state(self.state_path)
-
-    def rss(self) -> int:
-        """The ``scaffold up`` process's resident memory, bytes."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+from .attacker import TOPOLOGY, UpNetwork
 
 
 @pytest.fixture(scope="module")

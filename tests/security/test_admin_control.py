@@ -7,15 +7,14 @@ import subprocess
 import sys
 
 import pytest
-from attacker import connect, controller_counts, echo_ten, exchange, replicas
-from test_identity_control import LEGIT, delta, issue
 
-from conftest import UpNetwork
 from scaffold.core.controller.commands import Counters, MigrateObject, SetWeight, Status
 from scaffold.errors import ScaffoldError, UsageError
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run
 from scaffold.wire import control
+
+from .attacker import LEGIT, UpNetwork, connect, controller_counts, delta, echo_ten, exchange, issue, replicas
 
 COMMANDS = [
     ("status", {}),

@@ -7,13 +7,21 @@ from __future__ import annotations
 import asyncio
 import time
 
-from attacker import connect, controller_counts, echo_ten, echo_ten_on, exchange
-from test_identity_control import LEGIT, delta, issue
-
-from conftest import UpNetwork
 from scaffold.deploy.joining import join_from_state
 from scaffold.runtime.aio import ConnectionLimits, run
 from scaffold.wire import control
+
+from .attacker import (
+    LEGIT,
+    UpNetwork,
+    connect,
+    controller_counts,
+    delta,
+    echo_ten,
+    echo_ten_on,
+    exchange,
+    issue,
+)
 
 
 def test_an_8_mib_frame_is_refused_from_its_length(up_network: UpNetwork) -> None:

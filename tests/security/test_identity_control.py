@@ -16,32 +16,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-from attacker import connect, controller_counts, echo_ten, exchange, replicas
-
-from conftest import UpNetwork
-from scaffold.ids import ObjectId
 from scaffold.runtime.aio import run
 from scaffold.runtime.tls import CertificateAuthority, Credentials
 from scaffold.wire import control
 
-LEGIT = {"dc1-h1", "dc2-h1"}
-WEB = ObjectId.from_name("web").raw.hex()
-
-
-def issue(net: UpNetwork, name: str, role: str = "host") -> Credentials:
-    """A certificate from the network's own CA: the credentials of a compromised node."""
-    out = net.directory / "stolen" / name
-    subprocess.run(
-        [sys.executable, "-m", "scaffold", "credentials", "issue", name, "--role", role, "--out", str(out)],
-        cwd=net.directory,
-        check=True,
-        capture_output=True,
-    )
-    return Credentials(out)
-
-
-def delta(before: dict[str, int], after: dict[str, int], key: str) -> int:
-    return after.get(key, 0) - before.get(key, 0)
+from .attacker import (
+    LEGIT,
+    WEB,
+    UpNetwork,
+    connect,
+    controller_counts,
+    delta,
+    echo_ten,
+    exchange,
+    issue,
+    replicas,
+)
 
 
 def test_no_certificate_or_a_foreign_one_cannot_register_or_bind(

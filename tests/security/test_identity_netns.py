@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from attacker import connect, controller_counts, echo_ten, exchange, replicas
 
-from conftest import TOPOLOGY
 from scaffold.deploy.netns import available, leftovers
 from scaffold.deploy.state_file import load_state
 from scaffold.runtime.aio import run
 from scaffold.runtime.tls import Credentials
 from scaffold.wire import control
+
+from .attacker import TOPOLOGY, connect, controller_counts, echo_ten, exchange, replicas
 
 REASON = available()
 pytestmark = [

@@ -11,10 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from attacker import connect, controller_counts, echo_ten_on, exchange, operator_call, replicas
-from test_identity_control import delta, issue
 
-from conftest import UpNetwork
 from scaffold.core.controller.commands import Allow
 from scaffold.deploy.joining import join_from_state
 from scaffold.deploy.state_file import load_state
@@ -22,6 +19,18 @@ from scaffold.errors import ObjectNotFound, UsageError
 from scaffold.ids import ObjectId
 from scaffold.runtime.aio import run, wait_until
 from scaffold.wire import control
+
+from .attacker import (
+    UpNetwork,
+    connect,
+    controller_counts,
+    delta,
+    echo_ten_on,
+    exchange,
+    issue,
+    operator_call,
+    replicas,
+)
 
 
 def scaffold(net: UpNetwork, *args: str) -> str:
