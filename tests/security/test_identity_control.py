@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scaffold.core.controller.commands import Counters
 from scaffold.runtime.aio import run
 from scaffold.runtime.tls import CertificateAuthority, Credentials
 from scaffold.wire import control
@@ -30,6 +31,7 @@ from .attacker import (
     echo_ten,
     exchange,
     issue,
+    operator_call,
     replicas,
 )
 
@@ -137,9 +139,6 @@ def test_a_stolen_certificate_cannot_take_over_a_live_node(up_network: UpNetwork
 def test_stats_only_from_the_connections_own_registered_node(up_network: UpNetwork) -> None:
     state = up_network.state
     evil = issue(up_network, "evil-stats")
-    from attacker import operator_call
-
-    from scaffold.core.controller.commands import Counters
 
     async def main() -> None:
         before = await controller_counts(up_network.state_path)
