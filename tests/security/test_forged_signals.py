@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import Network, Proto, packet
 from scaffold.deploy.joining import join_from_state
 from scaffold.runtime.aio import run
 from scaffold.wire import signal as wire_signal
 
+from .dataplane import DataPlane, Proto, packet
 
-def test_forged_signals_do_not_end_an_established_stream(up: Network) -> None:
+
+def test_forged_signals_do_not_end_an_established_stream(up: DataPlane) -> None:
     async def attack() -> None:
         host = await join_from_state("victim", state=up.state_path, gateway="dc2-fs1")
         try:

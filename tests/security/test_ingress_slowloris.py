@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Network
+from .dataplane import DataPlane
 
 SLOW = 200
 CAP = 300
@@ -84,8 +84,8 @@ def counters(log: Path) -> dict[str, int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("python3") is None, reason="needs python3 for http.server")
-def test_slow_and_idle_clients_are_bounded(up: Network) -> None:
-    directory = up.directory
+def test_slow_and_idle_clients_are_bounded(up: DataPlane) -> None:
+    directory = up.net.directory
     (directory / "site").mkdir()
     (directory / "site" / "hello.txt").write_text("hello\n")
     http_port, web_port, raw_port = free_port(), free_port(), free_port()
@@ -102,6 +102,7 @@ def test_slow_and_idle_clients_are_bounded(up: Network) -> None:
         web += ["--max-connections", str(CAP), *network, "--as", "ingress-http"]
         raw = ["ingress", "web", "--listen", f"127.0.0.1:{raw_port}", "--idle-timeout", "1"]
         raw += [*network, "--as", "ingress-raw"]
+        up.allow("site")  # a plain name: served where the operator's policy says
         procs.append(start(directory, "publish", *scaffold, *publish))
         procs.append(start(directory, "ingress-http", *scaffold, *web))
         procs.append(start(directory, "ingress-raw", *scaffold, *raw))

@@ -15,7 +15,6 @@ import time
 
 import pytest
 
-from conftest import Network, Proto, packet
 from scaffold.deploy.joining import join_from_state
 from scaffold.errors import ObjectNotFound
 from scaffold.ids import ObjectId
@@ -23,13 +22,15 @@ from scaffold.runtime.aio import run
 from scaffold.wire import datagram as wire_datagram
 from scaffold.wire.datagram import DatagramSegment, DatagramType
 
+from .dataplane import DataPlane, Proto, packet
+
 PACKETS = 3000
 RATE = 3000.0  # a second of flood
 #: the object switch's defaults: 200 answers a second, 50 at once
 ANSWERS_PER_S, BURST = 200, 50
 
 
-def test_object_not_found_answers_are_rate_limited(up: Network) -> None:
+def test_object_not_found_answers_are_rate_limited(up: DataPlane) -> None:
     victim = up.host("dc2-h1")
     dc_ids = up.status()["datacenters"]
     rng = random.Random(2)
@@ -49,11 +50,11 @@ def test_object_not_found_answers_are_rate_limited(up: Network) -> None:
     start = time.monotonic()
     up.send("dc1-fs1", flood, rate=RATE)
     seconds = time.monotonic() - start
-    limited = up.wait_counter("dc1-os", "drops", "not-found-rate-limited", PACKETS // 2)
-    answered = int(up.counters("dc1-os").get("drops", {}).get("object-not-found", 0))
+    limited = up.wait_count("dc1-os", "drops", "not-found-rate-limited", PACKETS // 2)
+    answered = up.count("dc1-os", "drops", "object-not-found")
     assert answered + limited == PACKETS
     assert answered <= BURST + ANSWERS_PER_S * (seconds + 1.5)  # +1.5 s: the counters' period
-    assert up.wait_counter("dc2-h1", "drops", "signal-for-unknown-flow", answered) == answered
+    assert up.wait_count("dc2-h1", "drops", "signal-for-unknown-flow", answered) == answered
 
     async def legit() -> None:
         await asyncio.sleep(BURST / ANSWERS_PER_S)  # the bucket refills

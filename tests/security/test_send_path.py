@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 
-from conftest import Network
 from scaffold.core.events import NeighboursLearned
 from scaffold.deploy.joining import join_from_state
 from scaffold.runtime.aio import run
 
+from .dataplane import DataPlane
 
-def test_bad_addresses_are_counted_never_raised(up: Network) -> None:
+
+def test_bad_addresses_are_counted_never_raised(up: DataPlane) -> None:
     async def attack() -> None:
         host = await join_from_state("target", state=up.state_path, gateway="dc2-fs1")
         node = host.node

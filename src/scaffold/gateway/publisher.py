@@ -50,11 +50,13 @@ class Publisher:
         rise: int = 2,
         connect_timeout: float = 1.0,
         wait_for_target: bool = False,
+        grant: bytes | None = None,
         max_connections: int = 10_000,
     ) -> None:
         """Publish ``target`` as a replica of ``name`` on ``host``; at most
         ``max_connections`` streams are carried at once (more are reset,
-        ``errors["over-capacity"]``).
+        ``errors["over-capacity"]``). ``grant``: the owner's signed grant, when ``name`` is an
+        owned object (``owner:KEY/NAME`` or ``obj:`` text; docs/protocol.md §6.7).
 
         Raises:
             UsageError: a count or interval is not positive.
@@ -66,6 +68,7 @@ class Publisher:
         self.name = name
         self.target = target
         self.weight = weight
+        self.grant = grant
         self.check_interval = check_interval
         self.fall = fall
         self.rise = rise
@@ -183,7 +186,9 @@ class Publisher:
             self._probing = None
 
     async def _register(self) -> None:
-        self.server = await self.host.start_server(self._handle, self.name, weight=self.weight)
+        self.server = await self.host.start_server(
+            self._handle, self.name, weight=self.weight, grant=self.grant
+        )
         self.healthy = True
 
     def _withdraw(self, why: str | None) -> None:
