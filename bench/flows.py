@@ -486,6 +486,7 @@ def _answers(port: int) -> bool:
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     counts = [int(c) for c in args.counts.split(",")]
     modes = args.modes.split(",")
+    load_before = os.getloadavg()
     streams: dict[str, dict[str, Any]] = {}
     for mode in modes:
         run = streams_one_process if mode == "one" else streams_separate
@@ -499,7 +500,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "flows",
         "environment": environment(),
-        "load_before": os.getloadavg(),
+        "load_before": load_before,
         "options": vars(args),
         "streams": streams,
     }
