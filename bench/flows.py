@@ -185,17 +185,27 @@ async def network_child() -> None:
         for node in net.nodes.values():  # as `scaffold up` does: joined hosts read these
             node.stats_interval = 1.0
             node._stats_task = asyncio.create_task(node._report_stats())
-        say({"controller": list(net.controller.address)})
+        # Control connections are mutual TLS: the hosts that join get certificates of the
+        # network's CA, as `scaffold credentials issue` would give them.
+        issued = {role: net.node_credentials(f"bench-{role}", "host") for role in ("server", "client")}
+        say(
+            {
+                "controller": list(net.controller.address),
+                "credentials": {r: str(c.directory) if c else "" for r, c in issued.items()},
+            }
+        )
         await (await stdin_lines()).read()  # until the parent closes our stdin
 
 
-async def host_child(role: str, controller: str, n: int, batch: int) -> None:
-    """Child ``server`` or ``client``: one joined host."""
+async def host_child(role: str, controller: str, credentials: str, n: int, batch: int) -> None:
+    """Child ``server`` or ``client``: one joined host (``credentials``: its directory)."""
     import scaffold
 
     ip, port = controller.rsplit(":", 1)
     gateway = "dc1-fs1" if role == "server" else "dc2-fs1"
-    host = await scaffold.join(f"bench-{role}", gateway=gateway, controller=(ip, int(port)))
+    host = await scaffold.join(
+        f"bench-{role}", gateway=gateway, controller=(ip, int(port)), credentials=credentials or None
+    )
     lines = await stdin_lines()
     held: list[Any] = []
     if role == "server":
@@ -257,11 +267,13 @@ def streams_separate(n: int, batch: int, settle: float, idle: float) -> dict[str
     network = Child("network")
     children = [network]
     try:
-        ip, port = network.read()["controller"]
-        server = Child("server", f"{ip}:{port}", str(n), str(batch))
+        started = network.read()
+        ip, port = started["controller"]
+        credentials = started["credentials"]
+        server = Child("server", f"{ip}:{port}", credentials["server"], str(n), str(batch))
         children.append(server)
         server.read()
-        client = Child("client", f"{ip}:{port}", str(n), str(batch))
+        client = Child("client", f"{ip}:{port}", credentials["client"], str(n), str(batch))
         children.append(client)
         client.read()
         before = {
@@ -521,7 +533,7 @@ def child_main(argv: list[str]) -> None:
     elif kind == "network":
         run(network_child())
     elif kind in ("server", "client"):
-        run(host_child(kind, rest[0], int(rest[1]), int(rest[2])))
+        run(host_child(kind, rest[0], rest[1], int(rest[2]), int(rest[3])))
     elif kind == "echo":
         run(echo_server(int(rest[0])))
     elif kind == "ingress":
