@@ -347,7 +347,9 @@ async def ingress_child(backend: int) -> None:
 
     raise_file_limit(4 * 65536)
     async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=3) as net:
-        publisher = Publisher(net.hosts[0], "echo", (LOCAL, backend))
+        # HAProxy's `timeout connect 5s` (haproxy_config): a connect slower than the default
+        # 1 s under a burst would count as a failed passive check and withdraw the replica.
+        publisher = Publisher(net.hosts[0], "echo", (LOCAL, backend), connect_timeout=5.0)
         await publisher.start()
         # (A connection cap above the clients, where the ingress has one.)
         capped = "max_connections" in inspect.signature(Ingress).parameters
