@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .gateway import add_commands as add_gateway_commands
 
     add_gateway_commands(sub)  # ingress, publish (docs/gateway.md)
+    from .metrics import add_commands as add_metrics_commands
+
+    add_metrics_commands(sub)  # metrics targets, metrics catalogue (docs/operations.md)
     return parser
 
 

@@ -48,6 +48,7 @@ class NodeState(msgspec.Struct):
     pid: int = 0  # netns: the node's process
     start_time: int = 0  # netns: /proc/PID/stat start time of that process
     command: list[str] = []  # netns: how the process was started (for a restart)
+    metrics: Address | None = None  # netns: where its daemon serves Prometheus metrics
 
 
 class LinkState(msgspec.Struct):
@@ -91,6 +92,13 @@ class NetworkState(msgspec.Struct):
     run_dir_temporary: bool = False
     #: netns: loss in percent by (namespace, device), as applied with nftables
     losses: dict[str, float] = {}
+    #: embedded: the one Prometheus endpoint of the whole network (netns: each node's own)
+    metrics: Address | None = None
+
+    def metrics_targets(self) -> list[Address]:
+        """Every Prometheus endpoint of the network (docs/operations.md §1)."""
+        own = [self.metrics] if self.metrics is not None else []
+        return own + [n.metrics for n in self.nodes.values() if n.metrics is not None]
 
     def node(self, name: str) -> NodeState:
         """The node called ``name``.

@@ -153,6 +153,8 @@ def node_command(
     state: NetworkState, node: NodeState, topology: Topology, topology_path: str, log_debug: bool
 ) -> list[str]:
     base = [PYTHON, "-m", "scaffold"]
+    # Each daemon serves its metrics in its own namespace, reached on its management address.
+    metrics = [] if node.metrics is None else ["--metrics", f"0.0.0.0:{node.metrics[1]}"]
     if node.role == "controller":
         return [
             *base,
@@ -165,6 +167,7 @@ def node_command(
             f"0.0.0.0:{CONTROL_PORT}",
             "--store",
             str(Path(state.run_dir) / "controller-store.json"),
+            *metrics,
         ]
     controller = f"{state.controller[0]}:{state.controller[1]}"
     common = [
@@ -183,6 +186,7 @@ def node_command(
             common += ["--link", f"{peer}={link.delay * 1000:g}"]
     if log_debug:
         common.append("--debug")
+    common += metrics
     if node.role == "host":
         serve = [
             f"--serve={obj.name}:{weight}{':resume' if obj.resumable else ''}"
