@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .metrics import add_commands as add_metrics_commands
 
     add_metrics_commands(sub)  # metrics targets, metrics catalogue (docs/operations.md)
+    from .connect import add_commands as add_connect_commands
+
+    add_connect_commands(sub)  # connect NAME: netcat on an object name
     return parser
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import signal
@@ -26,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..core.controller import commands
-from ..core.topology import default_topology
+from ..core.topology import Topology, default_topology
 from ..deploy.address import parse_address
 from ..deploy.state_file import DEFAULT_STATE, NetworkState, NodeState, load_state, remove_state, save_state
 from ..deploy.topology_file import TopologyFile, load_topology
@@ -124,7 +123,8 @@ def _load(args: argparse.Namespace) -> TopologyFile:
         return load_topology(args.topology)
     # The demo's network and nothing on it: a first user's `scaffold publish NAME` then
     # serves NAME alone, not next to the demo's own replicas.
-    return TopologyFile("triangle", dataclasses.replace(default_topology(), objects=()), "")
+    demo = default_topology()
+    return TopologyFile("triangle", Topology(demo.datacenters, demo.backbone, (), demo.local_delay), "")
 
 
 def _up(args: argparse.Namespace) -> int:
