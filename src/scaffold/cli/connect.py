@@ -71,7 +71,7 @@ async def _main(args: argparse.Namespace) -> int:
             raise ScaffoldError(f"no replica of {args.name!r} answered within {args.timeout:g} s") from None
         except ObjectNotFound:
             raise ObjectNotFound(
-                f"nothing serves {args.name!r}: no replica is registered (`scaffold status` lists the objects)"
+                f"nothing serves {args.name!r}: no replica is registered (`scaffold status` lists objects)"
             ) from None
         return await _pump(reader, writer)
     finally:
