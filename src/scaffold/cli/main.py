@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .connect import add_commands as add_connect_commands
 
     add_connect_commands(sub)  # connect NAME: netcat on an object name
+    from .top import add_commands as add_top_commands
+
+    add_top_commands(sub)  # top: the live view
     return parser
 
 
