@@ -33,6 +33,7 @@ def test_every_command_has_an_admin_name_and_a_cli_subcommand_with_its_help(
     assert set(COMMANDS) == {
         "status",
         "counters",
+        "events",
         "link",
         "link-settings",
         "port",

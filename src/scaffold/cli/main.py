@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .top import add_commands as add_top_commands
 
     add_top_commands(sub)  # top: the live view
+    from .dissector import add_commands as add_dissector_commands
+
+    add_dissector_commands(sub)  # dissector path | install: the Wireshark dissector
     return parser
 
 

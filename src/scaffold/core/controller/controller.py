@@ -41,8 +41,9 @@ OBJECTS = define("objects", MetricKind.GAUGE, "Objects with at least one registe
 REGISTRATIONS = define(
     "registrations_total",
     MetricKind.COUNTER,
-    "Nodes the controller accepted on a Hello (a first registration or a reconnection), by role.",
-    labels=("role",),
+    "Nodes the controller accepted on a Hello (a first registration or a reconnection), by the "
+    "role of the node (node_role: host, flow-switch, object-switch).",
+    labels=("node_role",),
 )
 
 
