@@ -24,6 +24,7 @@ from scaffold.deploy.state_file import load_state
 from scaffold.gateway.stats import GatewayStats
 from scaffold.runtime.convergence import ConvergenceTracker
 from scaffold.runtime.prometheus import Batch, SampleCollector, families
+from test_operations import dashboard_queries
 
 PROMTOOL = shutil.which("promtool")
 PROMETHEUS = shutil.which("prometheus")
@@ -264,6 +265,9 @@ def test_prometheus_scrapes_every_endpoint_and_sees_ingress_traffic(
         "convergence observed",
         lambda: at_least('scaffold_controller_convergence_seconds_count{job="controller"}', 1),
     )
+    # Every query of the Grafana dashboard is one Prometheus accepts, over these series.
+    for expr in dashboard_queries():
+        query(prometheus, expr.replace("$__rate_interval", "1m"))
     assert "level=error" not in server_log.read_text()
     assert run_cli(tmp_path, "down").returncode == 0
     assert up.wait(15) == 0
