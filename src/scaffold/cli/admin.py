@@ -69,9 +69,11 @@ def _runner(cls: type[Command]) -> Any:
     def run(args: argparse.Namespace) -> int:
         from ..runtime.aio import run as run_async
 
-        command = cls.from_args({arg.name: getattr(args, arg.name) for arg in cls.arguments()})
+        # An option not given is left out, so the record's own default applies.
+        given = {arg.name: getattr(args, arg.name) for arg in cls.arguments()}
+        command = cls.from_args({name: value for name, value in given.items() if value is not None})
         result = run_async(admin.call(controller_address(args), command))
-        flat = isinstance(result, dict) and all(not isinstance(v, dict) for v in result.values())
+        flat = isinstance(result, dict) and all(not isinstance(v, dict | list) for v in result.values())
         if args.json or not flat:
             json.dump(result, sys.stdout, indent=None if flat else 2)
             sys.stdout.write("\n")
