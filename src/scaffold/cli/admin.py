@@ -23,7 +23,7 @@ from ..deploy.address import parse_address
 from ..deploy.state_file import DEFAULT_STATE, load_state
 from ..runtime import admin
 
-__all__ = ["add_commands", "controller_address"]
+__all__ = ["add_commands", "controller_address", "record_from"]
 
 Address = tuple[str, int]
 
@@ -65,13 +65,22 @@ def _add_arguments(parser: argparse.ArgumentParser, cls: type[Command]) -> None:
             parser.add_argument(flag, dest=arg.name, type=kind, metavar=arg.name.upper(), help=help_text)
 
 
+def record_from(cls: type[Command], args: argparse.Namespace) -> Command:
+    """The command record a parsed command line asks for; an option not given is left out, so
+    the record's own default applies.
+
+    Raises:
+        UsageError: an argument the record refuses.
+    """
+    given = {arg.name: getattr(args, arg.name) for arg in cls.arguments()}
+    return cls.from_args({name: value for name, value in given.items() if value is not None})
+
+
 def _runner(cls: type[Command]) -> Any:
     def run(args: argparse.Namespace) -> int:
         from ..runtime.aio import run as run_async
 
-        # An option not given is left out, so the record's own default applies.
-        given = {arg.name: getattr(args, arg.name) for arg in cls.arguments()}
-        command = cls.from_args({name: value for name, value in given.items() if value is not None})
+        command = record_from(cls, args)
         result = run_async(admin.call(controller_address(args), command))
         flat = isinstance(result, dict) and all(not isinstance(v, dict | list) for v in result.values())
         if args.json or not flat:
