@@ -24,6 +24,7 @@ from scaffold.deploy.state_file import load_state
 from scaffold.gateway.stats import GatewayStats
 from scaffold.runtime.convergence import ConvergenceTracker
 from scaffold.runtime.prometheus import Batch, SampleCollector, families
+from scaffold.runtime.tls import CredentialStore
 from test_operations import dashboard_queries
 
 PROMTOOL = shutil.which("promtool")
@@ -139,6 +140,10 @@ name = "daemons"
 [[datacenter]]
 name = "dc1"
 hosts = ["dc1-h1"]
+
+[[object]]
+name = "echo"
+replicas = ["dc1-h1"]
 """
 
 
@@ -181,15 +186,24 @@ def test_prometheus_scrapes_every_endpoint_and_sees_ingress_traffic(
     # 3. One daemon of each kind, each with its endpoint (the controller re-exports the others).
     (tmp_path / "daemons.toml").write_text(DAEMON_TOPOLOGY)
     control = f"127.0.0.1:{free_port()}"
+    store = CredentialStore(tmp_path / "daemon-credentials")
     daemons = {
         "controller": ["controller", "--topology", "daemons.toml", "--listen", control, "--metrics-nodes"],
         "flow-switch": ["switch", "--role", "flow", "--name", "dc1-fs1", "--dc", "dc1"],
         "object-switch": ["switch", "--role", "object", "--name", "dc1-os", "--dc", "dc1"],
         "host": ["host", "--name", "dc1-h1", "--gateway", "dc1-fs1", "--serve", "echo"],
     }
+    names = {
+        "controller": "controller",
+        "flow-switch": "dc1-fs1",
+        "object-switch": "dc1-os",
+        "host": "dc1-h1",
+    }
     for kind, argv in daemons.items():
         endpoints[kind] = ("127.0.0.1", free_port())
-        extra = [] if kind == "controller" else ["--controller", control, "--listen", "127.0.0.1:0"]
+        extra = ["--credentials", str(store.node(names[kind], kind).directory)]
+        if kind != "controller":
+            extra += ["--controller", control, "--listen", "127.0.0.1:0"]
         proc, log = processes.spawn(
             kind, *SCAFFOLD, *argv, *extra, "--metrics", f"127.0.0.1:{endpoints[kind][1]}"
         )

@@ -107,6 +107,7 @@ def add_commands(sub: Any) -> None:
     publish.add_argument("--fall", type=int, default=2, help="failed checks that withdraw the replica")
     publish.add_argument("--rise", type=int, default=2, help="passed checks that register it again")
     publish.add_argument("--wait", action="store_true", help="start even if the target does not answer yet")
+    publish.add_argument("--grant", help="the owner's grant file, for an owned object (`scaffold grant`)")
     _network_arguments(publish)
     publish.set_defaults(func=lambda args: _run(_publish_main(args)))
 
@@ -187,12 +188,13 @@ def _metrics(
 async def _replicas(args: argparse.Namespace, net: Testbed | None) -> list[dict[str, Any]]:
     """The replicas that serve ``args.name`` now, as the controller says (none if it cannot
     say: publishing does not depend on it)."""
-    if net is not None:
-        controller = net.network.controller.address
-    else:
-        controller = load_state(args.network if args.network else DEFAULT_STATE).controller
     try:
-        status = await admin.call(controller, Status(), timeout=5.0)
+        if net is not None:
+            controller, operator = net.network.controller.address, net.network.operator_credentials
+        else:
+            state = load_state(args.network if args.network else DEFAULT_STATE)
+            controller, operator = state.controller, state.operator()
+        status = await admin.call(controller, Status(), timeout=5.0, credentials=operator)
     except ScaffoldError:
         return []
     for obj in status.get("objects", []):
@@ -205,6 +207,16 @@ def _describe(replicas: list[dict[str, Any]]) -> str:
     return ", ".join(
         f"{r['host']} ({r['dc']}, weight {r['weight']}{'' if r['alive'] else ', down'})" for r in replicas
     )
+
+
+def _read_grant(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the grant: {exc.strerror or exc}") from None
 
 
 async def _ingress_main(args: argparse.Namespace) -> int:
@@ -266,6 +278,7 @@ async def _publish_main(args: argparse.Namespace) -> int:
             fall=args.fall,
             rise=args.rise,
             wait_for_target=args.wait,
+            grant=_read_grant(args.grant),
         )
         await publisher.start()
         try:

@@ -30,7 +30,8 @@ from rich.table import Table
 from ..core.controller.commands import Counters, Events, Status
 from ..deploy.state_file import DEFAULT_STATE
 from ..runtime import admin
-from .admin import controller_address
+from ..runtime.tls import Credentials
+from .admin import controller_access
 
 __all__ = ["add_commands", "view"]
 
@@ -55,6 +56,9 @@ def add_commands(sub: Any) -> None:
     top = sub.add_parser("top", help="a live view: per-node rates, flows, drops and the latest churn events")
     top.add_argument("--state", default=str(DEFAULT_STATE), help="state file of `scaffold up`")
     top.add_argument("--controller", help="the controller's HOST:PORT instead of a state file")
+    top.add_argument(
+        "--credentials", metavar="DIR", help="an operator's credentials (default: the state file's)"
+    )
     top.add_argument("--interval", type=float, default=1.0, help="seconds between two polls (default 1)")
     top.add_argument("--once", action="store_true", help="print one view (two polls) and exit")
     top.add_argument("--json", action="store_true", help="the view as JSON")
@@ -73,6 +77,7 @@ class Poll:
 @dataclass(slots=True)
 class Poller:
     controller: Address
+    credentials: Credentials | None
     since: int = 0
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS_SHOWN))
 
@@ -82,9 +87,12 @@ class Poller:
         Raises:
             ScaffoldError: it cannot be reached or refused.
         """
-        status = await admin.call(self.controller, Status())
-        counters = await admin.call(self.controller, Counters())
-        news = await admin.call(self.controller, Events(since=self.since, limit=EVENTS_SHOWN))
+        credentials = self.credentials
+        status = await admin.call(self.controller, Status(), credentials=credentials)
+        counters = await admin.call(self.controller, Counters(), credentials=credentials)
+        news = await admin.call(
+            self.controller, Events(since=self.since, limit=EVENTS_SHOWN), credentials=credentials
+        )
         self.since = int(news["last"])
         for event in news["events"]:
             self.events.append({**event, "age": float(news["now"]) - float(event["at"])})
@@ -212,12 +220,12 @@ def render(doc: dict[str, Any]) -> Group:
 def _top(args: argparse.Namespace) -> int:
     from ..runtime.aio import run
 
-    code: int = run(_main(args, controller_address(args)))
+    code: int = run(_main(args, *controller_access(args)))
     return code
 
 
-async def _main(args: argparse.Namespace, controller: Address) -> int:
-    poller = Poller(controller)
+async def _main(args: argparse.Namespace, controller: Address, credentials: Credentials) -> int:
+    poller = Poller(controller, credentials)
     interval = max(0.1, args.interval)
     before = await poller.poll()
     await asyncio.sleep(interval)

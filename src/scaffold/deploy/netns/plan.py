@@ -153,6 +153,8 @@ def node_command(
     state: NetworkState, node: NodeState, topology: Topology, topology_path: str, log_debug: bool
 ) -> list[str]:
     base = [PYTHON, "-m", "scaffold"]
+    # Each node's credentials were issued into the network's store (``NetnsNetwork.start``).
+    credentials = str(Path(state.credentials) / "nodes" / node.name)
     # Each daemon serves its metrics in its own namespace, reached on its management address.
     metrics = [] if node.metrics is None else ["--metrics", f"0.0.0.0:{node.metrics[1]}"]
     if node.role == "controller":
@@ -167,6 +169,10 @@ def node_command(
             f"0.0.0.0:{CONTROL_PORT}",
             "--store",
             str(Path(state.run_dir) / "controller-store.json"),
+            "--credentials",
+            credentials,
+            "--crl",
+            str(Path(state.credentials) / "ca" / "crl.pem"),
             *metrics,
         ]
     controller = f"{state.controller[0]}:{state.controller[1]}"
@@ -175,6 +181,8 @@ def node_command(
         node.name,
         "--controller",
         controller,
+        "--credentials",
+        credentials,
         "--listen",
         f"0.0.0.0:{DATA_PORT}",
         "--advertise",
