@@ -356,7 +356,7 @@ def test_the_demos_capture_dissects_and_its_ids_match_the_refinement_trace(tmp_p
     # The control connections are mutual TLS: Wireshark sees TLS there, and the dissector
     # claims none of it (the hand-built capture above covers plain control records).
     assert not any(r["scaffold_control.type"] for r in rows)
-    assert sum(1 for r in rows if r["tls.record.content_type"]) > 100
+    assert sum(1 for r in rows if r["tls.record.content_type"]) > 10
     # The traced first packet, hop by hop, as the demo reported it.
     hops = report["refinement"]
     flow = "0x" + hops[0]["flow"]
