@@ -3,8 +3,8 @@
 A synchronized connection with nothing outstanding and no persist timer sends a KEEPALIVE
 ``keepalive`` seconds after it last received (or probed). A client whose peer was sending
 data (payload seen, no FIN yet) uses ``stall_probe`` instead: shortly after the last
-segment, doubling after each unanswered probe up to ``keepalive``; once a probe is answered
-(the peer is alive, only quiet) keepalives again, until data arrives.
+segment, doubling after each probe up to ``keepalive``, answered or not (a peer alive at one
+probe may be dead at the next), reset when data arrives.
 That probe is what reaches a surviving replica after the peer's host died and starts the
 takeover (§5.1). Nothing received for ``idle_timeout`` ends the connection.
 """
@@ -58,11 +58,10 @@ class Liveness:
         if interval is None:
             return None
         stall_probe = self._stall_probe
-        # A stall probe that was answered (something arrived after it, but no data) shows
-        # the peer alive and merely quiet -- its application pauses: keepalives again, until
-        # data arrives and a silence is suspicious once more.
-        answered = self.stall_probes and self.last_rx >= self.last_keepalive
-        if self.stall_probing and stall_probe is not None and not peer_fin_known and not answered:
+        # An answered stall probe only shows the peer alive then: it may die while its
+        # application is still quiet (a request being served), so probing goes on, doubling,
+        # until data arrives -- what lets the client reach a survivor in time (§5.1).
+        if self.stall_probing and stall_probe is not None and not peer_fin_known:
             interval = min(interval, stall_probe * 2**self.stall_probes)
         return max(self.last_rx, self.last_keepalive) + interval
 
