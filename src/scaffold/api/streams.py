@@ -314,8 +314,11 @@ class StreamWriter:
         (the serving or client host's name), ``"object"`` (Object ID text), ``"socket"``
         (the local Socket ID), ``"dc"`` (this host's datacenter), ``"served_by"`` (every
         replica that answered this flow), ``"resume"`` (``(send_offset, receive_offset)``
-        when this replica took the flow over mid-stream, else None)."""
+        when this replica took the flow over mid-stream, else None), ``"state"`` (the
+        transport's ``StreamState`` value, or None before it exists),
+        ``"stats"`` (the transport's ``StreamStats``, or None)."""
         flow = self._ch.flow
+        transport = self._ch.transport
         info = {
             "flow": f"{flow.flow:016x}",
             "host": self._ch.host.name,
@@ -325,6 +328,8 @@ class StreamWriter:
             "socket": flow.socket_id,
             "served_by": [self._ch.host.host_name(h) for h in flow.served_by],
             "resume": self._ch.resume,
+            "state": None if transport is None else transport.state.value,
+            "stats": None if transport is None else transport.stats,
         }
         return info.get(name, default)
 
