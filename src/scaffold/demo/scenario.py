@@ -127,8 +127,8 @@ class FlowRun:
         stats = info("stats")
         if stats is not None:
             text += (
-                f" (received {stats.bytes_received}, sent {stats.bytes_sent},"
-                f" {stats.segments_received} segments in, rto {stats.rto:.2f}s,"
+                f" (received {stats.bytes_received} bytes in {stats.segments_received} segments,"
+                f" sent {stats.segments_sent} segments, rto {stats.rto:.2f}s,"
                 f" {stats.retransmit_timeouts} timeouts)"
             )
         return text
