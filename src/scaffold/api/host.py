@@ -246,8 +246,11 @@ class Host:
         """Leave the network: close this host's socket and control connection (the
         controller then marks it dead and withdraws its replicas). Its open streams end
         with ``BrokenPathError``."""
-        for socket_id in list(self._transports):
-            self._fail_flow(socket_id, BrokenPathError(f"host {self.name} left the network"))
+        for transport in list(self._transports.values()):
+            # Only this end learns it: peers see the host vanish, as in a failure, so a
+            # resumable flow is taken over by another replica rather than reset.
+            transport.fail(BrokenPathError(f"host {self.name} left the network"))
+        self._transports.clear()
         await self.network.leave(self.name)
 
     async def __aenter__(self) -> Host:

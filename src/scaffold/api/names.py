@@ -211,16 +211,7 @@ def _addrinfo(hostname: str, port: object, family: int, kind: int) -> list[tuple
     """
     if family not in (0, socket.AF_INET):
         raise socket.gaierror(socket.EAI_FAMILY, f"{hostname} has an IPv4 address only")
-    if port is None:
-        number = 0
-    elif isinstance(port, int):
-        number = port
-    else:
-        text = port.decode() if isinstance(port, bytes) else str(port)
-        try:
-            number = int(text) if text.isdigit() else socket.getservbyname(text, "tcp")
-        except OSError:
-            raise socket.gaierror(socket.EAI_SERVICE, f"unknown service {text!r}") from None
+    number = _port_number(port)
     return [
         (
             socket.AF_INET,
@@ -230,6 +221,24 @@ def _addrinfo(hostname: str, port: object, family: int, kind: int) -> list[tuple
             (_ADDRESSES.address(hostname), number),
         )
     ]
+
+
+def _port_number(port: object) -> int:
+    """A port as given to ``getaddrinfo`` or ``create_connection``: a number, digits, or a
+    service name.
+
+    Raises:
+        socket.gaierror: an unknown service name.
+    """
+    if port is None:
+        return 0
+    if isinstance(port, int):
+        return port
+    text = port.decode() if isinstance(port, bytes) else str(port)
+    try:
+        return int(text) if text.isdigit() else socket.getservbyname(text, "tcp")
+    except OSError:
+        raise socket.gaierror(socket.EAI_SERVICE, f"unknown service {text!r}") from None
 
 
 # -- hooks ---------------------------------------------------------------------------------------
@@ -293,7 +302,7 @@ class _LoopHooks:
             dialled: Address | None = None
             if host is not None:
                 match = self._match(host)
-                dialled = (str(host), int(port or 0))
+                dialled = (str(host), _port_number(port))
             elif sock is not None and (dialled := self._claimed.pop(sock, None)) is not None:
                 match = self._match(dialled[0])
             else:
@@ -311,7 +320,7 @@ class _LoopHooks:
     def _sock_connect(self, original: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
         async def sock_connect(sock: socket.socket, address: Any) -> None:
             if isinstance(address, tuple) and len(address) >= 2 and self._match(address[0]) is not None:
-                self._claimed[sock] = (str(address[0]), int(address[1]))
+                self._claimed[sock] = (str(address[0]), _port_number(address[1]))
                 return
             await original(sock, address)
 
@@ -326,7 +335,8 @@ class _LoopHooks:
                 return await original(protocol_factory, host, port, **kwargs)
             if kwargs.get("ssl"):
                 raise UsageError(NO_TLS)
-            return await match.binding.host.create_server(protocol_factory, match.name, port=int(port or 0))
+            serving = match.binding.host
+            return await serving.create_server(protocol_factory, match.name, port=_port_number(port))
 
         return create_server
 
@@ -423,4 +433,4 @@ def _create_connection(address: Any, *args: Any, **kwargs: Any) -> Any:
     seconds = timeout if timeout is None or isinstance(timeout, int | float) else socket.getdefaulttimeout()
     if not args and "timeout" not in kwargs:
         seconds = socket.getdefaulttimeout()
-    return match.binding.connect_blocking(match.name, (str(address[0]), int(address[1])), seconds)
+    return match.binding.connect_blocking(match.name, (str(address[0]), _port_number(address[1])), seconds)

@@ -310,12 +310,17 @@ class StreamTransport(asyncio.Transport):
     def _deliver(self, protocol: asyncio.BaseProtocol) -> bool:
         """Received bytes, then EOF, while reading is not paused. False if the protocol
         failed (the transport is then aborted)."""
-        assert isinstance(protocol, asyncio.Protocol)
+        if not isinstance(protocol, asyncio.Protocol | asyncio.BufferedProtocol):
+            self._fatal_error(TypeError(f"{protocol!r} is not a stream protocol"), "wrong protocol")
+            return False
         while not self._reading_paused and not self._closing:
             data = self._take(READ_CHUNK)
             if not data:
                 break
-            if not self._call(protocol.data_received, data):
+            if isinstance(protocol, asyncio.BufferedProtocol):
+                if not self._call(self._fill, protocol, data):
+                    return False
+            elif not self._call(protocol.data_received, data):
                 return False
         stream = self._stream
         ended = self._peer_eof or self.terminated
@@ -338,6 +343,19 @@ class StreamTransport(asyncio.Transport):
             if not keep_open:
                 self.close()
         return True
+
+    @staticmethod
+    def _fill(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
+        """Hand ``data`` to a buffered protocol, in as many buffers as it offers."""
+        view = memoryview(data)
+        while view:
+            buffer = memoryview(protocol.get_buffer(len(view))).cast("B")
+            n = min(len(buffer), len(view))
+            if n == 0:
+                raise RuntimeError("get_buffer() returned an empty buffer")
+            buffer[:n] = view[:n]
+            protocol.buffer_updated(n)
+            view = view[n:]
 
     def _call(self, callback: Callable[..., object], *args: object) -> bool:
         """Run a protocol callback; an exception aborts the transport, as in asyncio."""
