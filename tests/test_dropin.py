@@ -239,3 +239,55 @@ def test_names_are_entered_and_left_from_any_thread() -> None:
             thread.join(30)
         assert socket.create_connection.__module__ == "socket"
         assert not set(LOOP_HOOKS) & set(vars(host.loop))
+
+
+class Buffered(asyncio.BufferedProtocol):
+    """A buffered protocol with a small buffer: data arrives in many ``buffer_updated``."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(1000)
+        self.data = bytearray()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data += self.buffer[:nbytes]
+
+    def eof_received(self) -> None:
+        self.done.set_result(None)
+
+
+class Failing(asyncio.Protocol):
+    def data_received(self, data: bytes) -> None:
+        raise ValueError("a bug in the protocol")
+
+
+def test_buffered_protocols_and_a_failing_protocol_as_asyncio_treats_them() -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        a, b = net.host("dc1-h1"), net.host("dc2-h1")
+        payload = bytes(range(256)) * 100
+
+        async def send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(payload)
+            writer.write_eof()
+            await reader.read()
+
+        await a.start_server(send, "sender")
+        transport, buffered = await b.create_connection(Buffered, "sender")
+        await asyncio.wait_for(buffered.done, 10)
+        assert bytes(buffered.data) == payload
+        transport.close()
+
+        # An exception in a callback goes to the loop's exception handler and aborts the
+        # flow (the server's reader sees the reset), as asyncio's transports do.
+        reported: list[dict[str, object]] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: reported.append(context))
+        transport, _ = await b.create_connection(Failing, "sender")
+        await wait_until(lambda: bool(reported), 5, "the error reported")
+        assert isinstance(reported[0]["exception"], ValueError) and transport.is_closing()
+        loop.set_exception_handler(None)
+
+    with_testbed(main)

@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import BrokenPathError
 from ..ids import ObjectId
 from .streams import StreamHandler, StreamWriter
 from .transport import FlowSocket, StreamTransport
@@ -132,7 +131,7 @@ class Server(asyncio.AbstractServer):
         try:
             await handler(reader, writer)
             self.handled += 1
-        except BrokenPathError:
+        except ConnectionResetError:  # BrokenPathError, or asyncio's "Connection lost"
             self.failed += 1  # the client went away; nothing to report to anyone
         except Exception as exc:
             self._failed(exc, transport)
