@@ -223,6 +223,13 @@ def ipaddress_in_block(address: str) -> bool:
 def test_names_are_entered_and_left_from_any_thread() -> None:
     with scaffold.Testbed.threaded(datacenters=1, hosts_per_datacenter=2) as net:
         host = net.hosts[0]
+        # a transport closed from another thread (asyncio's StreamWriter.__del__ does that)
+        # hands the close to its loop instead of touching the host stack from here
+        net.call(net.hosts[1].start_server(echo, "echo"), timeout=10)
+        _, writer = net.call(host.open_connection("echo"), timeout=10)
+        writer.close()
+        net.call(asyncio.wait_for(writer.wait_closed(), 5))
+
         bindings = [scaffold.names(host, suffix=f".t{i}") for i in range(8)]
         barrier = threading.Barrier(len(bindings))
 

@@ -74,8 +74,10 @@ class Names:
     """
 
     def __init__(self, host: Host, suffix: str = SUFFIX) -> None:
-        """Raises:
-        UsageError: ``suffix`` is not a dot followed by a name.
+        """A binding of ``suffix`` to ``host``, active once entered.
+
+        Raises:
+            UsageError: ``suffix`` is not a dot followed by a name.
         """
         if not suffix.startswith(".") or len(suffix.strip(".")) == 0:
             raise UsageError(f"suffix must be a dot and a name, like '.scaffold', not {suffix!r}")
@@ -99,8 +101,10 @@ class Names:
     # -- context manager ---------------------------------------------------------------------
 
     def __enter__(self) -> Names:
-        """Raises:
-        UsageError: already active, or the host is not running.
+        """Activate the binding: install the hooks if it is the first (on its host's loop).
+
+        Raises:
+            UsageError: already active, or the host is not running.
         """
         _REGISTRY.enter(self)
         return self
@@ -174,8 +178,10 @@ class _Addresses:
         self._end = int(block.broadcast_address)
 
     def address(self, hostname: str) -> str:
-        """Raises:
-        UsageError: every address of the block is taken.
+        """The address of ``hostname``, given it now if it had none.
+
+        Raises:
+            UsageError: every address of the block is taken.
         """
         key = hostname.rstrip(".").lower()
         with self._lock:

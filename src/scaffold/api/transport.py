@@ -28,6 +28,7 @@ contract (docs/architecture.md §7):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -393,6 +394,19 @@ class StreamTransport(asyncio.Transport):
             if self.on_lost is not None:
                 self.on_lost(self)
 
+    def _elsewhere(self, call: Callable[[], None]) -> bool:
+        """Called off the host's loop (asyncio's ``StreamWriter.__del__`` closes from
+        whichever thread collected it): hand ``call`` to the loop instead of touching the
+        host stack from this thread. True if it was handed (or the loop is gone)."""
+        try:
+            if asyncio.get_running_loop() is self._loop:
+                return False
+        except RuntimeError:
+            pass
+        with contextlib.suppress(RuntimeError):  # the loop closed: the host is gone anyway
+            self._loop.call_soon_threadsafe(call)
+        return True
+
     def _reset(self) -> None:
         self._closing = True
         if self._live():
@@ -449,7 +463,7 @@ class StreamTransport(asyncio.Transport):
     def close(self) -> None:
         """FIN after the bytes written so far; stop reading. ``connection_lost(None)`` follows
         soon; the host stack finishes the flow (retransmissions, the peer's FIN) meanwhile."""
-        if self._closing:
+        if self._closing or self._elsewhere(self.close):
             return
         self._closing = True
         if self._live():
@@ -527,7 +541,7 @@ class StreamTransport(asyncio.Transport):
     def abort(self) -> None:
         """Reset the flow (RST): unsent bytes are dropped and the peer reads a
         ``BrokenPathError``, not a clean EOF. ``connection_lost(None)`` follows soon."""
-        if self._lost:
+        if self._lost or self._elsewhere(self.abort):
             return
         self._reset()
         self._schedule()
