@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..errors import UsageError
 
@@ -58,6 +59,10 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
     ) -> None:
         self.reader = asyncio.StreamReader(limit=limit)
         super().__init__(self.reader)
+        # asyncio keeps drain() waiters in a deque (about 700 bytes even empty); a list does
+        # the same here (append, remove, iterate) for a few dozen bytes, which counts with
+        # tens of thousands of idle streams.
+        self._drain_waiters: Any = []
         self.writer: StreamWriter | None = None
         self._on_connect = on_connect
 
