@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from ..core.host import (
     ObjectNotFoundEvent,
     StreamEventFor,
 )
+from ..core.ownership import GrantRefused, verify_grant
 from ..errors import BrokenPathError, ObjectNotFound, UsageError
 from ..ids import ObjectId
 from ..runtime.aio import NodeRuntime
@@ -228,8 +230,10 @@ class Host:
 
     # -- binding -------------------------------------------------------------------------
 
-    async def _bind(self, obj: ObjectId, name: str, weight: int, *, resumable: bool = False) -> None:
-        self.stack.bind(obj, weight, name, resumable=resumable)
+    async def _bind(
+        self, obj: ObjectId, name: str, weight: int, *, resumable: bool = False, grant: bytes = b""
+    ) -> None:
+        self.stack.bind(obj, weight, name, resumable=resumable, grant=grant)
         self.kick()
         await self.network.wait_for_object(obj, self.name)
 
@@ -267,6 +271,7 @@ class Host:
         weight: int = 1,
         resumable: bool = False,
         port: int = 0,
+        grant: bytes | None = None,
     ) -> Server:
         """Bind object ``name`` on this host and serve each stream with a new protocol from
         ``protocol_factory`` (``loop.create_server``'s shape; any asyncio protocol).
@@ -275,16 +280,20 @@ class Host:
         replica dies, its streams are taken over by another one, whose protocol is made
         once the offsets are known (``transport.get_extra_info("resume") == (send_offset,
         receive_offset)``); the service must be able to continue from there (content served
-        by offset, say). ``port`` is only reported (``sockname``). Returns once the object
-        switches know the replica.
+        by offset, say). ``port`` is only reported (``sockname``). An owned object
+        (``ObjectId.from_owner``, or ``owner:KEY/NAME``) needs ``grant``: its owner's signed
+        grant naming this host or its datacenter (``scaffold grant``); the controller checks
+        it and withdraws the replica when it expires. Returns once the object switches know
+        the replica.
 
         Raises:
-            UsageError: the object is already bound on this host, or ``weight`` <= 0.
+            UsageError: the object is already bound on this host, ``weight`` is not in
+                1..65535, or ``grant`` does not let this host serve the object (now).
         """
         obj = ObjectId.of(name)
         label = name if isinstance(name, str) else str(name)
         server = Server(self, obj, label, protocol_factory, resumable=resumable, port=port)
-        await self._serve(server, weight)
+        await self._serve(server, weight, grant)
         return server
 
     async def start_server(
@@ -296,21 +305,23 @@ class Host:
         resumable: bool = False,
         limit: int = STREAM_LIMIT,
         port: int = 0,
+        grant: bytes | None = None,
     ) -> Server:
         """``asyncio.start_server`` on an object: bind ``name`` and run
-        ``handler(reader, writer)`` in a task for each stream (see :meth:`create_server`;
-        a resumable server's handler for a taken-over flow starts with
+        ``handler(reader, writer)`` in a task for each stream (see :meth:`create_server`,
+        also for ``grant``; a resumable server's handler for a taken-over flow starts with
         ``writer.get_extra_info("resume")`` set).
 
         Raises:
-            UsageError: the object is already bound on this host, or ``weight`` <= 0.
+            UsageError: the object is already bound on this host, ``weight`` is not in
+                1..65535, or ``grant`` does not let this host serve the object (now).
         """
         obj = ObjectId.of(name)
         label = name if isinstance(name, str) else str(name)
         server = self._stream_server(obj, label, handler, resumable=resumable, limit=limit, port=port)
+        await self._serve(server, weight, grant)
         if resumable:
             self._migration_handlers[obj.raw] = handler
-        await self._serve(server, weight)
         return server
 
     def _stream_server(
@@ -322,16 +333,25 @@ class Host:
         server = Server(self, obj, label, factory, resumable=resumable, port=port, handler=handler)
         return server
 
-    async def _serve(self, server: Server, weight: int) -> None:
+    async def _serve(self, server: Server, weight: int, grant: bytes | None) -> None:
         raw = server.obj.raw
+        if grant is not None:
+            self._check_grant(grant, server.obj)
         if raw in self._servers or raw in self.stack.listeners:
             raise UsageError(f"{server.name} is already bound on host {self.name}")
         self._servers[raw] = server
         try:
-            await self._bind(server.obj, server.name, weight, resumable=server.resumable)
+            await self._bind(server.obj, server.name, weight, resumable=server.resumable, grant=grant or b"")
         except BaseException:
             self._servers.pop(raw, None)
             raise
+
+    def _check_grant(self, grant: bytes, obj: ObjectId) -> None:
+        """What the controller will check, said here first with a clear error."""
+        try:
+            verify_grant(grant, obj, self.name, self.dc, time.time())
+        except GrantRefused as exc:
+            raise UsageError(f"the grant does not let {self.name} serve {obj.short()}: {exc}") from None
 
     def serve_migrations(self, handler: StreamHandler, name: str | ObjectId) -> None:
         """Run ``handler`` for flows of ``name`` that migrate to this host (without binding
