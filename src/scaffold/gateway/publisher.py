@@ -207,7 +207,7 @@ class Publisher:
     async def _handle(self, reader: StreamReader, writer: StreamWriter) -> None:
         if len(self._streams) >= self.max_connections:
             self.stats.error("over-capacity")
-            writer.abort()  # a reset: an HTTP ingress retries it elsewhere
+            abort(writer)  # a reset: an HTTP ingress retries it elsewhere
             return
         task = asyncio.current_task()
         assert task is not None
