@@ -25,7 +25,7 @@ def test_forged_signals_do_not_end_an_established_stream(up: DataPlane) -> None:
             writer.write(b"before")
             await writer.drain()
             assert await asyncio.wait_for(reader.readexactly(6), 10) == b"before"
-            socket_id = writer.get_extra_info("socket")
+            socket_id = writer.get_extra_info("socket_id")
             flow = host.stack.flows[socket_id]
             forged = [
                 packet(
