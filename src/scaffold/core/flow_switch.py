@@ -9,6 +9,10 @@ it cannot route on IDs go to an object switch:
   ``REDIRECTED`` is set, and the object switch re-resolves the same Flow ID (§5.1);
 * a Host ID that moved to another DC -> the DC ID is rewritten and the sender is told to
   refine (a ``REFINE`` signal, §5.3).
+
+A runtime that reads *trains* (several datagrams of one underlay flow in one buffer, the
+kernel's GRO) hands them to ``route_train``: every header is checked as above, and when all
+of them go to one next hop the train is forwarded whole, in place (§3.3).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from ..wire.header import (
     Flags,
     Proto,
 )
-from .events import Packet, TraceHop
+from .events import Packet, TraceHop, Train
 from .metrics import MetricKind, Sample, define
 from .switch import Switch
 
@@ -45,6 +49,8 @@ _PROTOS = frozenset(int(p) for p in Proto)
 _UNKNOWN_FLAGS = 0xFF & ~int(Flags.TRACE | Flags.REDIRECTED)
 _TRACE = int(Flags.TRACE)
 _REDIRECTED = int(Flags.REDIRECTED)
+#: flags a train may carry and still be forwarded whole (a traced packet is recorded alone)
+_TRAIN_FLAGS = 0xFF & ~_REDIRECTED
 
 
 class FlowSwitch(Switch):
@@ -112,6 +118,54 @@ class FlowSwitch(Switch):
             self._record(buf, now)
         self.forwarded += 1
         self._out.append((hop, buf))
+
+    def route_train(self, train: Train, size: int, port: str, now: float) -> str | None:
+        """Route a train from neighbour ``port``: packets of ``size`` bytes back to back (the
+        last may be shorter). Never raises.
+
+        Every header is checked as in ``receive_datagram``. If all the packets are valid and
+        go to one next hop on the plain route (no trace, no orphan, stale DC or signal), their
+        TTLs are decremented in ``train`` itself, they count as forwarded, and that hop is
+        returned: the caller sends the train on whole, after what ``datagrams_to_send``
+        holds. Otherwise every packet is handled one by one as ``receive_datagram`` would
+        (queued or dropped) and None is returned.
+        """
+        total = len(train)
+        if not 0 < size <= total:
+            size = max(total, 1)  # one packet
+        hop: str | None = None
+        if self.synced and size >= HEADER_LEN:
+            dc_id = self.dc_id
+            host_routes = self._host_routes
+            dc_routes = self._dc_routes
+            unpack = ROUTING.unpack_from
+            for offset in range(0, total, size):
+                if total - offset < HEADER_LEN:
+                    hop = None
+                    break
+                version, proto, flags, ttl, dc, host = unpack(train, offset)
+                if version != VERSION or proto not in _PROTOS or flags & _TRAIN_FLAGS or ttl <= 1:
+                    hop = None
+                    break
+                if dc == dc_id:
+                    next_hop = host_routes.get(host) if host else self.object_switch
+                elif dc:
+                    next_hop = dc_routes.get(dc)
+                else:
+                    next_hop = self.object_switch
+                if next_hop is None or (hop is not None and next_hop != hop):
+                    hop = None
+                    break
+                hop = next_hop
+        if hop is not None:
+            for offset in range(TTL_OFFSET, total, size):
+                train[offset] -= 1
+            self.forwarded += (total + size - 1) // size
+            return hop
+        receive = self.receive_datagram
+        for offset in range(0, total, size):
+            receive(bytes(train[offset : offset + size]), port, now)
+        return None
 
     def _reroute(self, buf: bytearray, host: int) -> str | None:
         """A Host ID of this DC with no route: moved away, or gone (orphaned flow)."""

@@ -1,8 +1,11 @@
 """``NodeRuntime``: one core (switch or host) with a UDP socket and a control connection.
 
-Its reader drains up to ``BATCH`` datagrams per wake-up straight into the core, then
-flushes: events, datagrams, control records, and one timer handle re-armed from
-``core.get_timer()`` -- the same for every kind of core (docs/architecture.md §3.2).
+Its reader drains up to ``BATCH`` reads per wake-up straight into the core, then flushes:
+events, datagrams, control records, and one timer handle re-armed from ``core.get_timer()``
+-- the same for every kind of core (docs/architecture.md §3.2). A read may be a train of
+datagrams (GRO, ``udp.py``): a flow switch routes it whole (``route_train``) when every
+datagram in it goes to one next hop, any other core gets its datagrams one by one. What the
+core sends leaves in trains too: consecutive datagrams to one neighbour, one system call.
 """
 
 from __future__ import annotations
@@ -10,23 +13,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from ...core.engine import NodeEngine
-from ...core.events import HostRelocated, NeighboursLearned, TablesApplied
+from ...core.events import HostRelocated, NeighboursLearned, Packet, TablesApplied, Train
 from ...core.metrics import Sample
 from ...errors import MalformedPacket
 from ...wire import control
 from ..metrics import runtime_metrics
 from .links import Address, AddressBook, EmuLink
+from .udp import MAX_DATAGRAM, SOCKET_BUFFER, UdpEndpoint, mtu_towards
 
 __all__ = ["BATCH", "SOCKET_BUFFER", "EventHandler", "NodeRuntime"]
 
+#: reads per wake-up (each a datagram or a train of up to 64)
 BATCH = 64
-SOCKET_BUFFER = 4 * 1024 * 1024
+#: IPv4 + UDP headers: an interface's MTU less this is the largest datagram it sends
+_IP_UDP = 28
 CoreT_co = TypeVar("CoreT_co", bound=NodeEngine, covariant=True)
 #: an application: called with the core, each event it emits, and the time
 EventHandler = Callable[[CoreT_co, Any, float], None]
@@ -45,6 +50,8 @@ class NodeRuntime(Generic[CoreT_co]):
         bind: Address = ("127.0.0.1", 0),
         rng: random.Random | None = None,
         advertise: str | None = None,
+        offload: bool = True,
+        reuse_port: bool = False,
     ) -> None:
         self.core = core
         self.name = core.name
@@ -56,6 +63,10 @@ class NodeRuntime(Generic[CoreT_co]):
         #: in its own network namespace or on its own machine; docs/deployment.md)
         self.advertise = advertise
         self.address: Address = bind
+        #: use the kernel's GSO / GRO where it has them (False: a system call per datagram)
+        self.offload = offload
+        #: share the UDP address with other processes (worker processes of one switch)
+        self.reuse_port = reuse_port
         self.stats: Counter[str] = Counter()
         self.on_event: EventHandler[CoreT_co] | None = None
         #: send ``NodeStats`` to the controller this often (seconds); None = never
@@ -63,7 +74,7 @@ class NodeRuntime(Generic[CoreT_co]):
         self._stats_task: asyncio.Task[None] | None = None
         self._rng = rng or random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sock: socket.socket | None = None
+        self._udp: UdpEndpoint | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._control_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -74,24 +85,36 @@ class NodeRuntime(Generic[CoreT_co]):
         self.reconnect_interval = 0.5
         self._flushing = False
         self._again = False
+        #: neighbours whose path limit the core was told, by the address it was measured to
+        self._limits: dict[str, Address] = {}
 
     # -- life cycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Bind the UDP socket and connect to the controller.
+
+        Raises:
+            OSError: the address cannot be bound, or the controller cannot be reached now.
+        """
         self._loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-        sock.bind(self.bind_address)
-        self._sock = sock
-        self.address = sock.getsockname()[:2]
+        udp = UdpEndpoint(self.bind_address, self.stats, offload=self.offload, reuse_port=self.reuse_port)
+        self._udp = udp
+        self.address = udp.address
         if self.advertise is not None:
             self.address = (self.advertise, self.address[1])
         self.book.add(self.name, self.address)
-        self._loop.add_reader(sock.fileno(), self._on_readable)
+        self._loop.add_reader(udp.fileno(), self._on_readable)
         await self.connect_controller()
+
+    @property
+    def gso(self) -> bool:
+        """Whether this node sends trains (the kernel has GSO and offload is on)."""
+        return self._udp is not None and self._udp.gso
+
+    @property
+    def gro(self) -> bool:
+        """Whether this node reads trains (the kernel has GRO and offload is on)."""
+        return self._udp is not None and self._udp.gro
 
     async def connect_controller(self) -> None:
         """Open the control connection and say hello; if it breaks later, keep trying to
@@ -184,9 +207,9 @@ class NodeRuntime(Generic[CoreT_co]):
             self._stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stats_task
-        if self._sock is not None and self._loop is not None:
-            self._loop.remove_reader(self._sock.fileno())
-            self._sock.close()
+        if self._udp is not None and self._loop is not None:
+            self._loop.remove_reader(self._udp.fileno())
+            self._udp.close()
         if self._control_task is not None:
             self._control_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
@@ -199,26 +222,54 @@ class NodeRuntime(Generic[CoreT_co]):
     # -- data plane ----------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        assert self._sock is not None and self._loop is not None
+        udp = self._udp
+        assert udp is not None and self._loop is not None
         now = self._loop.time()
-        recvfrom = self._sock.recvfrom
+        read = udp.read
         receive = self.core.receive_datagram
+        route_train = getattr(self.core, "route_train", None)
         names = self.book.name
         for _ in range(BATCH):
-            try:
-                data, address = recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
+            got = read()
+            if got is None:
                 break
-            except OSError:
-                self.stats["recv-error"] += 1
-                break
+            data, size, address = got
             port = names.get(address)
             if port is None:
                 # Still parsed and counted by the core, which trusts no bytes anyway.
                 self.stats["unknown-peer"] += 1
                 port = ""
-            receive(data, port, now)
+            if not size:
+                receive(bytes(data), port, now)
+                continue
+            self.stats["trains-received"] += 1
+            if route_train is not None:
+                hop = route_train(data, size, port, now)
+                if hop is not None:
+                    self._forward_train(hop, data, size, now)
+                continue
+            for offset in range(0, len(data), size):
+                receive(bytes(data[offset : offset + size]), port, now)
         self.flush()
+
+    def _forward_train(self, hop: str, train: Train, size: int, now: float) -> None:
+        """Send on a train the core routed whole, after what it queued before it (order)."""
+        out = self.core.datagrams_to_send(now)
+        if out:
+            self._send_all(out, now)
+        udp = self._udp
+        assert udp is not None
+        address = self.book.address.get(hop)
+        if address is None:
+            self.stats["no-address"] += (len(train) + size - 1) // size
+            return
+        link = self.links.get((self.name, hop))
+        if link is not None and (link.delay or link.loss or not link.up or link.mtu):
+            for offset in range(0, len(train), size):  # the link stage works per datagram
+                self._emulate(link, bytes(train[offset : offset + size]), address, now)
+            return
+        udp.send_train([train], size, address)
+        self.stats["trains-forwarded"] += 1
 
     def flush(self) -> None:
         """Send what the core queued, dispatch its events and re-arm its timer.
@@ -271,9 +322,16 @@ class NodeRuntime(Generic[CoreT_co]):
             self.send_stats()  # so waiters on "tables applied" need not wait a period
 
     def _learn_addresses(self, addresses: Mapping[str, Address]) -> None:
-        for name, address in addresses.items():
+        for name, address in list(addresses.items()):
             if self.book.address.get(name) != address:
                 self.book.add(name, address)
+            if name != self.name and self._limits.get(name) != address:
+                # The largest datagram the interface towards that neighbour sends: a host
+                # bounds its streams' path-MTU search by it (docs/protocol.md §4.2.6).
+                self._limits[name] = address
+                mtu = mtu_towards(address)
+                if mtu is not None:
+                    self.core.set_path_limit(name, min(mtu - _IP_UDP, MAX_DATAGRAM))
 
     def _plug_into(self, event: HostRelocated) -> None:
         """The host moved to another gateway: reach it, with the same link emulation as
@@ -290,33 +348,35 @@ class NodeRuntime(Generic[CoreT_co]):
         self.core.handle_timer(self._loop.time())
         self.flush()
 
-    def _send_all(self, out: list[tuple[str, bytes | bytearray]], now: float) -> None:
-        """Send a batch; the common case (no emulation on the link) is one ``sendto``."""
+    def _send_all(self, out: list[tuple[str, Packet]], now: float) -> None:
+        """Send a batch: consecutive datagrams to one neighbour go out as one train (one
+        system call); a link with emulation gets its datagrams one by one."""
         addresses = self.book.address
         links = self.links
         name = self.name
-        sock = self._sock
-        assert sock is not None
+        udp = self._udp
+        assert udp is not None
+        push = udp.push
         for port, data in out:
             address = addresses.get(port)
             if address is None:
                 self.stats["no-address"] += 1
                 continue
             link = links.get((name, port))
-            if link is not None and (link.delay or link.loss or not link.up):
+            if link is not None and (link.delay or link.loss or not link.up or link.mtu):
+                udp.flush()  # what was queued before it goes first
                 self._emulate(link, data, address, now)
                 continue
-            try:
-                sock.sendto(data, address)
-            except BlockingIOError:
-                self.stats["send-buffer-full"] += 1
-            except OSError:
-                self.stats["send-error"] += 1
+            push(data, address)
+        udp.flush()
 
-    def _emulate(self, link: EmuLink, data: bytes | bytearray, address: Address, now: float) -> None:
-        """The egress link stage: cut, random loss, then delay (docs/architecture.md §3)."""
+    def _emulate(self, link: EmuLink, data: Packet, address: Address, now: float) -> None:
+        """The egress link stage: cut, MTU, random loss, then delay (docs/architecture.md §3)."""
         if not link.up:
             self.stats["link-down"] += 1
+            return
+        if link.mtu and len(data) + _IP_UDP > link.mtu:
+            self.stats["link-too-big"] += 1
             return
         if link.loss and self._rng.random() < link.loss:
             self.stats["link-loss"] += 1
@@ -327,15 +387,10 @@ class NodeRuntime(Generic[CoreT_co]):
             return
         self._sendto(data, address)
 
-    def _sendto(self, data: bytes | bytearray, address: Address) -> None:
-        if self._sock is None or self.closed:
+    def _sendto(self, data: Packet, address: Address) -> None:
+        if self._udp is None or self.closed:
             return
-        try:
-            self._sock.sendto(data, address)
-        except BlockingIOError:
-            self.stats["send-buffer-full"] += 1
-        except OSError:
-            self.stats["send-error"] += 1
+        self._udp.send(data, address)
 
     # -- control plane -------------------------------------------------------------------
 
