@@ -60,7 +60,7 @@ from scaffold.wire import control
 from scaffold.wire.header import HEADER_LEN, Header, Proto, encode
 
 GOAL = 0.8
-KINDS = ("dict", "flow-switch")
+KINDS = ("dict", "dict-gro", "flow-switch")
 HARNESS_CPU = 0
 RELAY_CPU = 1
 #: Hosts of the bench topology never heartbeat (they are sockets in the harness), so the
@@ -69,6 +69,10 @@ HOST_HEARTBEAT_INTERVAL = 3600.0
 #: How long a window of packets may stay unanswered before it is written off as lost.
 STALL_TIMEOUT = 0.05
 DICT_RELAY_HOST_ID = 1
+# Linux constants the socket module does not name (linux/udp.h)
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
 #: set by ``--inside-netns``: what prefixes the relay command, and the two ends' addresses
 RELAY_PREFIX: list[str] = []
 HARNESS_IP = "127.0.0.1"
@@ -122,6 +126,61 @@ def _serve_dict(listen: Address, sink: Address) -> None:
     _announce({"driver": "blocking recvfrom/sendto loop"})
 
 
+def _gro_size(ancillary: list[tuple[int, int, bytes]], n: int) -> int:
+    for level, kind, data in ancillary:
+        if level == SOL_UDP and kind == UDP_GRO:
+            return int.from_bytes(data[:4], sys.byteorder) or n
+    return n
+
+
+def _serve_dict_gro(listen: Address, sink: Address) -> None:
+    """The peer for batching: the dict relay with the kernel's trains. It reads trains (GRO),
+    looks every datagram's dst Host ID up like ``dict`` does, and sends a train whose
+    datagrams all go to one address on in one ``sendmsg`` (GSO), else datagram by datagram."""
+    sock = _udp_socket(listen, blocking=True)
+    sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    table = {DICT_RELAY_HOST_ID: sink}
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stop
+
+    signal.signal(signal.SIGTERM, stop)
+    _announce({"address": sock.getsockname()[:2], "dst_dc": 1, "dst_host": DICT_RELAY_HOST_ID})
+    buffer = bytearray(65536)
+    view = memoryview(buffer)
+    buffers = [buffer]
+    recvmsg_into, sendmsg, sendto = sock.recvmsg_into, sock.sendmsg, sock.sendto
+    cmsg_space = socket.CMSG_SPACE(4)
+    segment: dict[int, list[tuple[int, int, bytes]]] = {}
+    try:
+        while True:
+            n, ancillary, _, _ = recvmsg_into(buffers, cmsg_space)
+            size = _gro_size(ancillary, n) if ancillary else n
+            hop = None
+            for offset in range(48, n, size):
+                next_hop = table[int.from_bytes(view[offset : offset + 8])]
+                if hop is None:
+                    hop = next_hop
+                elif next_hop != hop:
+                    hop = None
+                    break
+            if hop is None:
+                for offset in range(0, n, size):
+                    data = view[offset : offset + size]
+                    sendto(data, table[int.from_bytes(data[48:56])])
+            elif size < n:
+                cmsg = segment.get(size)
+                if cmsg is None:
+                    cmsg = segment[size] = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
+                sendmsg([view[:n]], cmsg, 0, hop)
+            else:
+                sendto(view[:n], hop)
+    except _Stop:
+        pass
+    sock.close()
+    _announce({"driver": "blocking recvmsg_into (GRO) / sendmsg (GSO) loop, one dict lookup per datagram"})
+
+
 def bench_topology() -> Topology:
     """One DC, one flow switch; the sink and the generator are its hosts."""
     return Topology(
@@ -136,7 +195,7 @@ def bench_topology() -> Topology:
     )
 
 
-async def _serve_flow_switch(listen: Address, sink: Address, source: Address) -> None:
+async def _serve_flow_switch(listen: Address, sink: Address, sources: list[Address]) -> None:
     """Ours: a FlowSwitch in a NodeRuntime, tables from a real controller over TCP."""
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
@@ -152,7 +211,8 @@ async def _serve_flow_switch(listen: Address, sink: Address, source: Address) ->
     controller.flush()
     book = AddressBook()
     book.add("sink", sink)
-    book.add("source", source)
+    for i, source in enumerate(sources):
+        book.add("source" if i == 0 else f"source-{i}", source)
     # The same egress link stages EmbeddedNetwork derives from a topology.
     links: dict[tuple[str, str], EmuLink] = {}
     for link in topology.node_links():
@@ -183,14 +243,16 @@ async def _serve_flow_switch(listen: Address, sink: Address, source: Address) ->
     _announce(record)
 
 
-def relay_main(kind: str, listen: Address, sink: Address, source: Address, cpu: int | None) -> None:
+def relay_main(kind: str, listen: Address, sink: Address, sources: list[Address], cpu: int | None) -> None:
     """Entry point of a relay process (``--relay``)."""
     if cpu is not None:
         pin_to_cpu(cpu)
     if kind == "dict":
         _serve_dict(listen, sink)
+    elif kind == "dict-gro":
+        _serve_dict_gro(listen, sink)
     else:
-        aio_run(_serve_flow_switch(listen, sink, source))
+        aio_run(_serve_flow_switch(listen, sink, sources))
 
 
 @dataclass
@@ -211,7 +273,7 @@ class Relay:
         self.final = json.loads(lines[-1]) if lines else {}
 
 
-def relay_command(kind: str, listen_addr: Address, sink_addr: Address, source_addr: Address) -> list[str]:
+def relay_command(kind: str, listen_addr: Address, sink_addr: Address, sources: list[Address]) -> list[str]:
     """The command that runs one relay; a wrapper (namespace, taskset) may prefix it."""
     return [
         sys.executable,
@@ -223,20 +285,20 @@ def relay_command(kind: str, listen_addr: Address, sink_addr: Address, source_ad
         "--sink",
         f"{sink_addr[0]}:{sink_addr[1]}",
         "--source",
-        f"{source_addr[0]}:{source_addr[1]}",
+        ",".join(f"{ip}:{port}" for ip, port in sources),
         "--cpu",
         str(RELAY_CPU),
     ]
 
 
-def run_relay(kind: str, listen_addr: Address, sink_addr: Address, source_addr: Address) -> Relay:
+def run_relay(kind: str, listen_addr: Address, sink_addr: Address, sources: list[Address]) -> Relay:
     """Start relay ``kind`` listening on ``listen_addr`` and forwarding to ``sink_addr``.
 
     Raises:
         RuntimeError: the relay died before announcing its address.
     """
     process = subprocess.Popen(
-        [*RELAY_PREFIX, *relay_command(kind, listen_addr, sink_addr, source_addr)],
+        [*RELAY_PREFIX, *relay_command(kind, listen_addr, sink_addr, sources)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -286,7 +348,7 @@ def packet(size: int, dst_dc: int, dst_host: int) -> bytes:
 
 
 def drive(
-    source: socket.socket,
+    sources: list[socket.socket],
     sink: socket.socket,
     target: Address,
     data: bytes,
@@ -294,10 +356,18 @@ def drive(
     window: int,
     warmup: float,
     duration: float,
+    train: int,
 ) -> Measurement:
-    """Blast ``data`` at ``target`` with at most ``window`` in flight; count arrivals at ``sink``."""
-    source.connect(target)
-    send = source.send
+    """Blast ``data`` at ``target`` with at most ``window`` in flight, round robin over the
+    ``sources`` sockets (several underlay flows), ``train`` datagrams per send (GSO) when
+    above 1; count arrivals at ``sink`` (which reads trains when it has GRO on)."""
+    for source in sources:
+        source.connect(target)
+    size = len(data)
+    burst = [data * train]
+    cmsg = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
+    sends = [source.sendmsg if train > 1 else source.send for source in sources]
+    gro = bool(sink.getsockopt(SOL_UDP, UDP_GRO))
     recv_into = sink.recv_into
     buf = bytearray(65536)
     sent = received = stalls = written_off = 0
@@ -308,20 +378,28 @@ def drive(
     mark_n = 0
     measuring = False
     last_progress = start
+    turn = 0
+    flows = len(sends)
     while True:
         credit = window - max(0, sent - received - written_off)
         try:
-            while credit > 0:
-                send(data)
-                sent += 1
-                credit -= 1
+            while credit >= train:
+                if train > 1:
+                    sends[turn](burst, cmsg)  # type: ignore[call-arg]
+                else:
+                    sends[turn](data)  # type: ignore[call-arg]
+                turn = (turn + 1) % flows
+                sent += train
+                credit -= train
         except BlockingIOError:
             pass
-        got = 0
+        got = reads = 0
         try:
-            while got < BATCH:
-                recv_into(buf)
-                got += 1
+            while reads < BATCH:
+                n = recv_into(buf)
+                # A train holds datagrams of one size: count them by length.
+                got += (n + size - 1) // size if gro else 1
+                reads += 1
         except BlockingIOError:
             pass
         received += got
@@ -343,8 +421,8 @@ def drive(
     deadline = time.perf_counter() + 0.2
     while time.perf_counter() < deadline and received + written_off < sent:
         try:
-            recv_into(buf)
-            received += 1
+            n = recv_into(buf)
+            received += (n + size - 1) // size if gro else 1
         except BlockingIOError:
             time.sleep(0.001)
     return Measurement(pps, sent, received, stalls, written_off)
@@ -361,22 +439,23 @@ def drain(sock: socket.socket) -> int:
 
 
 def measure_relay(
-    kind: str, source: socket.socket, sink: socket.socket, args: argparse.Namespace
+    kind: str, sources: list[socket.socket], sink: socket.socket, args: argparse.Namespace
 ) -> tuple[Measurement, dict[str, Any]]:
     """One run of one relay: start it, drive it, stop it."""
-    relay = run_relay(kind, (RELAY_IP, 0), sink.getsockname()[:2], source.getsockname()[:2])
+    relay = run_relay(kind, (RELAY_IP, 0), sink.getsockname()[:2], [s.getsockname()[:2] for s in sources])
     try:
         drain(sink)
         data = packet(args.size, relay.dst_dc, relay.dst_host)
         cpu_before, wall_before = process_cpu_seconds(relay.process.pid), time.perf_counter()
         result = drive(
-            source,
+            sources,
             sink,
             relay.address,
             data,
             window=args.window,
             warmup=args.warmup,
             duration=args.duration,
+            train=args.train,
         )
         result.relay_cpu = (process_cpu_seconds(relay.process.pid) - cpu_before) / (
             time.perf_counter() - wall_before
@@ -411,28 +490,35 @@ def _loss(runs: list[Measurement]) -> dict[str, Any]:
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     harness_cpu = pin_to_cpu(HARNESS_CPU)
-    source = _udp_socket((HARNESS_IP, 0), blocking=False)
+    sources = [_udp_socket((HARNESS_IP, 0), blocking=False) for _ in range(args.flows)]
     sink = _udp_socket((HARNESS_IP, 0), blocking=False)
+    if args.train > 1:
+        sink.setsockopt(SOL_UDP, UDP_GRO, 1)
     # The harness alone (generator straight to sink): the ceiling of what it can measure.
     ceiling = drive(
-        source,
+        sources,
         sink,
         sink.getsockname()[:2],
         packet(args.size, 1, 1),
         window=args.window,
         warmup=0.2,
         duration=min(args.duration, 1.0),
+        train=args.train,
     )
+    for source in sources:  # connected to the sink: reopen them
+        source.close()
+    sources = [_udp_socket((HARNESS_IP, 0), blocking=False) for _ in range(args.flows)]
     drain(sink)
     results: dict[str, list[Measurement]] = {k: [] for k in KINDS}
     finals: dict[str, dict[str, Any]] = {}
     for run in range(args.runs):
         # Alternate the order too, so neither relay always runs on a warmer machine.
         for kind in KINDS if run % 2 == 0 else tuple(reversed(KINDS)):
-            result, final = measure_relay(kind, source, sink, args)
+            result, final = measure_relay(kind, sources, sink, args)
             results[kind].append(result)
             finals[kind] = final
-    source.close()
+    for source in sources:
+        source.close()
     sink.close()
     relay_pps = median([r.pps for r in results["dict"]])
     switch_pps = median([r.pps for r in results["flow-switch"]])
@@ -523,6 +609,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before each run")
     parser.add_argument("--runs", type=int, default=3, help="runs per relay (medians are reported)")
     parser.add_argument("--window", type=int, default=256, help="packets in flight at most")
+    parser.add_argument(
+        "--train", type=int, default=32, help="datagrams per generator send (GSO train); 1: one by one"
+    )
+    parser.add_argument("--flows", type=int, default=4, help="generator sockets (underlay flows)")
     parser.add_argument("--relay", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--listen", default="127.0.0.1:0", help=argparse.SUPPRESS)
     parser.add_argument("--sink", default="", help=argparse.SUPPRESS)
@@ -549,7 +639,7 @@ def main(argv: list[str] | None = None) -> None:
             args.relay,
             parse_address(args.listen),
             parse_address(args.sink),
-            parse_address(args.source),
+            [parse_address(a) for a in args.source.split(",")],
             args.cpu,
         )
         return

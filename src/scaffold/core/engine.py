@@ -85,7 +85,7 @@ class NodeEngine(Engine, Protocol):
         """One packet from neighbour ``port`` (untrusted; never raises)."""
         ...
 
-    def set_path_limit(self, port: str, max_datagram: int) -> None:
+    def set_path_limit(self, port: str, max_datagram: int, now: float) -> None:
         """The runtime's word on the largest datagram it can send towards neighbour ``port``
         (its interface's MTU): a host bounds its streams' path-MTU search by it
         (docs/protocol.md §4.2.6); switches ignore it."""
@@ -153,7 +153,7 @@ class NodeCore(Generic[EventT]):
     def handle_timer(self, now: float) -> None:
         return None
 
-    def set_path_limit(self, port: str, max_datagram: int) -> None:
+    def set_path_limit(self, port: str, max_datagram: int, now: float) -> None:
         return None
 
     def metrics(self) -> list[Sample]:

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from ...errors import UsageError
 from ...ids import ObjectId, new_flow_id, new_nonce
-from ...transport import ConnectionTerminated, StreamOptions
+from ...transport import ConnectionTerminated, StreamConnection, StreamOptions
 from ...wire import control
 from ...wire import header as wire_header
 from ...wire.header import Flags, Header, Proto
@@ -79,6 +79,9 @@ class HostStackBase(NodeCore[HostEvent]):
         #: objects that migrated away: Object ID -> (new DC ID, new Host ID, expiry)
         self._forward_objects: dict[bytes, tuple[int, int, float]] = {}
         self._heartbeat_seq = 0
+        #: the largest stream ``mss`` the runtime's link to the gateway allows (0: unknown);
+        #: every stream's path-MTU search goes up to it (docs/protocol.md §4.2.6)
+        self._mss_ceiling = 0
 
     @property
     def registered(self) -> bool:
@@ -191,6 +194,12 @@ class HostStackBase(NodeCore[HostEvent]):
         flow.packets_sent += 1
         flow.last_active = now
         self._out.append((self.gateway, wire_header.encode(h, segment)))
+
+    def _fit_path(self, transport: StreamConnection, now: float) -> StreamConnection:
+        """A new stream transport searches the path MTU up to what the gateway link allows."""
+        if self._mss_ceiling:
+            transport.set_mss_ceiling(self._mss_ceiling, now)
+        return transport
 
     def _pump(self, flow: Flow, now: float) -> None:
         """Send what a stream transport queued, surface its events, re-arm its timer.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ...errors import MalformedPacket, UsageError
 from ...ids import ObjectId
+from ...transport.pmtu import SACK_ROOM
 from ...wire import control
 from ...wire import datagram as wire_datagram
 from ...wire import header as wire_header
@@ -26,6 +27,7 @@ from ...wire import stream as wire_stream
 from ...wire.control import ControlMessage
 from ...wire.datagram import DatagramSegment, DatagramType
 from ...wire.header import HEADER_LEN, Flags, Header, Proto
+from ...wire.stream import MAX_PAYLOAD
 from ..events import Address, Datagram, NeighboursLearned, Packet, TraceHop
 from ..metrics import Sample
 from .base import HEARTBEAT, SWEEP
@@ -93,6 +95,21 @@ class HostStack(StreamFlows, Churn):
             self._relocate(message, now)
         else:
             self.drops["unexpected-control"] += 1
+
+    def set_path_limit(self, port: str, max_datagram: int, now: float) -> None:
+        """The largest datagram the runtime sends to ``port``: towards the gateway, it bounds
+        every stream's path-MTU search (docs/protocol.md §4.2.6)."""
+        if port != self.gateway:
+            return
+        ceiling = max(1, min(max_datagram - HEADER_LEN - wire_stream.FIXED_LEN - SACK_ROOM, MAX_PAYLOAD))
+        if ceiling == self._mss_ceiling:
+            return
+        self._mss_ceiling = ceiling
+        for flow in self._streams.values():
+            if flow.transport is not None:
+                flow.transport.set_mss_ceiling(ceiling, now)
+                self._dirty[flow.socket_id] = flow
+        self._last_now = now
 
     # -- timers and events -----------------------------------------------------------------
 

@@ -30,7 +30,7 @@ class StreamFlows(HostStackBase):
             UsageError: the host is not registered yet.
         """
         flow = self.open_flow(obj, now, proto=Proto.STREAM, trace=trace)
-        flow.transport = StreamConnection("client", flow.nonce, now, self.stream_options)
+        flow.transport = self._fit_path(StreamConnection("client", flow.nonce, now, self.stream_options), now)
         self._streams[flow.socket_id] = flow
         flow.transport.connect(now)
         self._pump(flow, now)
@@ -110,12 +110,16 @@ class StreamFlows(HostStackBase):
                 return
             listener = self.listeners.get(flow.obj)
             if segment.type == wire_stream.StreamType.SYN:
-                flow.transport = StreamConnection("server", segment.nonce, now, self.stream_options)
+                flow.transport = self._fit_path(
+                    StreamConnection("server", segment.nonce, now, self.stream_options), now
+                )
                 resumed = False
             elif listener is not None and listener.resumable and segment.type != wire_stream.StreamType.RST:
                 # A mid-flow segment of a flow whose server is gone: this replica takes it
                 # over and learns the stream offsets from the client (RESUME, §5.1).
-                flow.transport = StreamConnection.resume(segment.nonce, now, options=self.stream_options)
+                flow.transport = self._fit_path(
+                    StreamConnection.resume(segment.nonce, now, options=self.stream_options), now
+                )
                 self.counters["flow-resumed"] += 1
                 resumed = True
             else:

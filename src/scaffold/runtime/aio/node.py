@@ -330,8 +330,8 @@ class NodeRuntime(Generic[CoreT_co]):
                 # bounds its streams' path-MTU search by it (docs/protocol.md §4.2.6).
                 self._limits[name] = address
                 mtu = mtu_towards(address)
-                if mtu is not None:
-                    self.core.set_path_limit(name, min(mtu - _IP_UDP, MAX_DATAGRAM))
+                if mtu is not None and self._loop is not None:
+                    self.core.set_path_limit(name, min(mtu - _IP_UDP, MAX_DATAGRAM), self._loop.time())
 
     def _plug_into(self, event: HostRelocated) -> None:
         """The host moved to another gateway: reach it, with the same link emulation as
