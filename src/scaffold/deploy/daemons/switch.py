@@ -9,6 +9,10 @@ Port status: with ``--port PEER=DEV`` the switch watches the kernel's operationa
 the network interface that leads to ``PEER`` and reports every change to the controller
 (admin command ``port``). A border switch's port to another DC's border switch is a backbone
 link: the controller marks it down or up and recomputes the DC routes (docs/deployment.md).
+
+With ``--workers N`` (N > 1) the switch runs as N worker processes sharing its UDP address,
+supervised by this one (``switch_pool.py``, docs/deployment.md §7); ``--no-offload`` turns
+the kernel's GSO / GRO batching off (one system call per datagram).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from ...runtime.metrics import node_summary
 from ..address import parse_address
 from .jsonlog import JsonLog
 from .runner import parse_peer_values
+from .switch_pool import start_pool
 
 __all__ = ["DEFAULT_DATA_PORT", "PortMonitor", "add_arguments", "add_node_arguments", "connect", "serve"]
 
@@ -72,6 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PEER=DEV",
         help="watch interface DEV, the port to PEER",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the UDP address (SO_REUSEPORT)"
+    )
+    parser.add_argument(
+        "--no-offload", action="store_true", help="no GSO / GRO batching: one system call per datagram"
+    )
+    parser.add_argument("--worker-of", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
 
 
 def emulated_links(name: str, items: list[str]) -> dict[tuple[str, str], EmuLink]:
@@ -181,20 +194,38 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         ScaffoldError: the controller was never reachable.
     """
     required(args, "name", "dc", "controller")
-    controller = parse_address(args.controller)
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: at least 1")
     core = FlowSwitch(args.name, args.dc) if args.role == "flow" else ObjectSwitch(args.name, args.dc)
-    node = NodeRuntime(
-        core,
-        AddressBook(),
-        emulated_links(args.name, args.link),
-        controller,
-        bind=parse_address(args.listen),
-        advertise=args.advertise,
-    )
+    worker = bool(args.worker_of)
+    # A worker's controller is its supervisor's hub (switch_pool.py); the supervisor has the
+    # real one, and only it watches ports.
+    controller = parse_address(args.worker_of or args.controller)
+    listen = parse_address(args.listen)
+    node: NodeRuntime[NodeEngine]
+    if args.workers > 1 and not worker:
+        node = await start_pool(args, core, controller, listen, log, stop)
+    else:
+        node = NodeRuntime(
+            core,
+            AddressBook(),
+            emulated_links(args.name, args.link),
+            controller,
+            bind=listen,
+            advertise=args.advertise,
+            offload=not args.no_offload,
+            reuse_port=worker,
+        )
     node.stats_interval = args.stats_interval
-    ports = parse_peer_values(args.port, "--port")
+    ports = {} if worker else parse_peer_values(args.port, "--port")
     await connect(node, args.connect_timeout, log, stop)
-    log.info("started", role=core.role, dc=args.dc, address=f"{node.address[0]}:{node.address[1]}")
+    log.info(
+        "started",
+        role=core.role,
+        dc=args.dc,
+        address=f"{node.address[0]}:{node.address[1]}",
+        **({"worker": args.worker_index} if worker else {"workers": args.workers}),
+    )
     monitor = asyncio.create_task(PortMonitor(args.name, ports, controller, log).run(stop)) if ports else None
     synced = False
     try:

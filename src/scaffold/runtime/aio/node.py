@@ -52,6 +52,7 @@ class NodeRuntime(Generic[CoreT_co]):
         advertise: str | None = None,
         offload: bool = True,
         reuse_port: bool = False,
+        data_plane: bool = True,
     ) -> None:
         self.core = core
         self.name = core.name
@@ -67,6 +68,11 @@ class NodeRuntime(Generic[CoreT_co]):
         self.offload = offload
         #: share the UDP address with other processes (worker processes of one switch)
         self.reuse_port = reuse_port
+        #: False: no UDP socket, only the control connection (the supervisor of a switch's
+        #: worker processes, which binds nothing and announces ``bind`` as the workers' address)
+        self.data_plane = data_plane
+        #: called with every record from the controller before the core takes it
+        self.on_control: Callable[[control.ControlMessage], None] | None = None
         self.stats: Counter[str] = Counter()
         self.on_event: EventHandler[CoreT_co] | None = None
         #: send ``NodeStats`` to the controller this often (seconds); None = never
@@ -97,13 +103,14 @@ class NodeRuntime(Generic[CoreT_co]):
             OSError: the address cannot be bound, or the controller cannot be reached now.
         """
         self._loop = asyncio.get_running_loop()
-        udp = UdpEndpoint(self.bind_address, self.stats, offload=self.offload, reuse_port=self.reuse_port)
-        self._udp = udp
-        self.address = udp.address
+        if self.data_plane:
+            udp = UdpEndpoint(self.bind_address, self.stats, offload=self.offload, reuse_port=self.reuse_port)
+            self._udp = udp
+            self.address = udp.address
+            self._loop.add_reader(udp.fileno(), self._on_readable)
         if self.advertise is not None:
             self.address = (self.advertise, self.address[1])
         self.book.add(self.name, self.address)
-        self._loop.add_reader(udp.fileno(), self._on_readable)
         await self.connect_controller()
 
     @property
@@ -138,18 +145,18 @@ class NodeRuntime(Generic[CoreT_co]):
         """This node's metrics: its core's and its runtime's (``stats``)."""
         return [*self.core.metrics(), *runtime_metrics(self.stats)]
 
+    def trace(self) -> list[tuple[int, str, str, int, int, int, int, float]]:
+        """This node's latest refinement trace hops, as ``NodeStats`` carries them."""
+        return [
+            (t.flow, t.obj.hex(), t.role, t.dc, t.host, t.socket, t.ttl, t.at) for t in self.core.trace[-32:]
+        ]
+
     def send_stats(self) -> None:
         """Send this node's metrics to the controller (``NodeStats``), if connected."""
         if self._writer is None or self._writer.is_closing():
             return
         record = control.NodeStats(
-            node=self.name,
-            role=self.core.role,
-            metrics=self.metrics(),
-            trace=[
-                (t.flow, t.obj.hex(), t.role, t.dc, t.host, t.socket, t.ttl, t.at)
-                for t in self.core.trace[-32:]
-            ],
+            node=self.name, role=self.core.role, metrics=self.metrics(), trace=self.trace()
         )
         self._writer.write(control.frame(record))
 
@@ -409,6 +416,8 @@ class NodeRuntime(Generic[CoreT_co]):
                 return
             now = self._loop.time()
             for message in messages:
+                if self.on_control is not None:
+                    self.on_control(message)
                 if isinstance(message, control.LinkSettings):
                     self.apply_link_settings(message)  # for the runtime's link stage, not the core
                 else:
