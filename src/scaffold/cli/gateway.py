@@ -11,6 +11,12 @@ SWITCH`` or the first flow switch) through ``deploy.joining.join_from_state``. `
 instead starts an embedded ``Testbed`` in this process, so one command serves a whole demo:
 ``scaffold ingress web --listen :8080 --testbed --publish 127.0.0.1:8000 --publish
 127.0.0.1:8001``.
+
+``--workers N`` (joining only) runs N worker processes under this one, each a host of its
+own (``NAME-w0``, ``NAME-w1``, ...): ingress workers share the listening address
+(``SO_REUSEPORT``: the kernel spreads the client connections), publisher workers each
+register a replica of the object on the same target. A worker that dies is restarted
+(``deploy/daemons/workers.py``; docs/gateway.md).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -65,6 +72,10 @@ def _network_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway", metavar="SWITCH", help="joining: the flow switch to attach to")
     parser.add_argument("--host", metavar="HOST", help="with --testbed: the SCAFFOLD host to use")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds open connections get at exit")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="joining: worker processes, each a host of its own"
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
 
 def add_commands(sub: Any) -> None:
@@ -82,7 +93,9 @@ def add_commands(sub: Any) -> None:
         help="with --testbed: also publish this TCP server as a replica (repeatable)",
     )
     _network_arguments(ingress)
-    ingress.set_defaults(func=lambda args: _run(_ingress_main(args)))
+    ingress.set_defaults(
+        func=lambda args: _run(_supervise(args, "ingress") if args.workers > 1 else _ingress_main(args))
+    )
 
     publish = sub.add_parser("publish", help="register a plain TCP server as a replica of an object")
     publish.add_argument("name", help="the object's name")
@@ -93,7 +106,9 @@ def add_commands(sub: Any) -> None:
     publish.add_argument("--rise", type=int, default=2, help="passed checks that register it again")
     publish.add_argument("--wait", action="store_true", help="start even if the target does not answer yet")
     _network_arguments(publish)
-    publish.set_defaults(func=lambda args: _run(_publish_main(args)))
+    publish.set_defaults(
+        func=lambda args: _run(_supervise(args, "publish") if args.workers > 1 else _publish_main(args))
+    )
 
 
 def _run(main: Any) -> int:
@@ -103,16 +118,22 @@ def _run(main: Any) -> int:
     return code
 
 
-async def _until_signalled() -> None:
+async def _until_signalled(*, worker: bool = False) -> None:
+    """Until SIGINT or SIGTERM -- or, for a worker, until its supervisor is gone."""
+    from ..deploy.daemons.workers import until_orphaned
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    orphaned = asyncio.create_task(until_orphaned(stop)) if worker else None
     try:
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if orphaned is not None:
+            await orphaned
 
 
 @contextlib.asynccontextmanager
@@ -149,7 +170,9 @@ async def _ingress_main(args: argparse.Namespace) -> int:
                 Publisher(net.hosts[i % (len(net.hosts) - 1)], args.name, target)
                 for i, target in enumerate(args.publish)
             ]
-        ingress = Ingress(host, args.name, args.listen, http=args.http, grace=args.grace)
+        ingress = Ingress(
+            host, args.name, args.listen, http=args.http, grace=args.grace, reuse_port=args.worker
+        )
         try:
             for publisher in publishers:
                 await publisher.start()
@@ -159,7 +182,7 @@ async def _ingress_main(args: argparse.Namespace) -> int:
             address = ingress.address
             mode = "http" if args.http else "tcp"
             _say(f"ingress {mode} {address[0]}:{address[1]} -> {args.name!r} via {host.name}")
-            await _until_signalled()
+            await _until_signalled(worker=args.worker)
         finally:
             await ingress.close()
             for publisher in publishers:
@@ -187,9 +210,77 @@ async def _publish_main(args: argparse.Namespace) -> int:
         await publisher.start()
         try:
             _say(f"published {args.target[0]}:{args.target[1]} as {args.name!r} on {host.name}")
-            await _until_signalled()
+            await _until_signalled(worker=args.worker)
         finally:
             with contextlib.suppress(Exception):
                 await publisher.close()
         _say(json.dumps({"publisher": publisher.stats.as_json(), "withdrawals": publisher.withdrawals}))
+    return 0
+
+
+def _worker_command(args: argparse.Namespace, role: str, index: int, listen: Address | None) -> list[str]:
+    """Worker ``index``'s command line: this command's flags, as host ``BASE-wINDEX``."""
+    base = args.as_name or f"{role}-{os.getpid()}"
+    argv = [sys.executable, "-m", "scaffold", role, args.name, "--worker", "--as", f"{base}-w{index}"]
+    argv += ["--grace", str(args.grace)]
+    if args.network:
+        argv += ["--network", args.network]
+    if args.gateway:
+        argv += ["--gateway", args.gateway]
+    if role == "ingress":
+        assert listen is not None
+        argv += ["--listen", f"{listen[0]}:{listen[1]}"]
+        if args.http:
+            argv.append("--http")
+    else:
+        argv += ["--target", f"{args.target[0]}:{args.target[1]}", "--weight", str(args.weight)]
+        argv += [
+            "--check-interval",
+            str(args.check_interval),
+            "--fall",
+            str(args.fall),
+            "--rise",
+            str(args.rise),
+        ]
+        if args.wait:
+            argv.append("--wait")
+    return argv
+
+
+async def _supervise(args: argparse.Namespace, role: str) -> int:
+    """``--workers N``: run N worker processes until SIGINT/SIGTERM, restarting any that dies.
+
+    Raises:
+        ConfigError: ``--workers`` with ``--testbed`` (workers join a running network).
+    """
+    from ..deploy.daemons.jsonlog import JsonLog
+    from ..deploy.daemons.workers import WorkerPool
+
+    if args.testbed:
+        raise ConfigError("--workers joins a running network: it does not go with --testbed")
+    listen: Address | None = None
+    hold: socket.socket | None = None
+    if role == "ingress":
+        listen = args.listen
+        assert listen is not None
+        if not listen[1]:
+            # One port for every worker: pick it now and hold it (bound, never listening,
+            # so it takes no connection) while the workers run.
+            hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            hold.bind(listen)
+            listen = (listen[0], hold.getsockname()[1])
+    pool = WorkerPool(
+        [_worker_command(args, role, i, listen) for i in range(args.workers)], JsonLog(f"{role} {args.name}")
+    )
+    try:
+        await pool.start()
+        where = f" on {listen[0]}:{listen[1]}" if listen else ""
+        _say(f"{role} {args.name!r}: {args.workers} workers{where}")
+        await _until_signalled()
+    finally:
+        await pool.stop(grace=args.grace + 2)
+        if hold is not None:
+            hold.close()
+    _say(json.dumps({"workers": args.workers, "restarts": pool.restarts}))
     return 0

@@ -35,6 +35,7 @@ from ..address import parse_address
 from .jsonlog import JsonLog
 from .runner import parse_peer_values
 from .switch_pool import start_pool
+from .workers import until_orphaned
 
 __all__ = ["DEFAULT_DATA_PORT", "PortMonitor", "add_arguments", "add_node_arguments", "connect", "serve"]
 
@@ -227,6 +228,8 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         **({"worker": args.worker_index} if worker else {"workers": args.workers}),
     )
     monitor = asyncio.create_task(PortMonitor(args.name, ports, controller, log).run(stop)) if ports else None
+    if worker:
+        monitor = asyncio.create_task(until_orphaned(stop))
     synced = False
     try:
         while not stop.is_set():

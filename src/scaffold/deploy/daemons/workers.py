@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from ...core.metrics import CATALOGUE, MetricKind, Sample, define
 from .jsonlog import JsonLog
 
-__all__ = ["RESTARTS", "WORKERS", "WorkerPool", "pool_metrics"]
+__all__ = ["RESTARTS", "WORKERS", "WorkerPool", "pool_metrics", "until_orphaned"]
 
 WORKERS = define("workers", MetricKind.GAUGE, "Worker processes of a node running now.")
 RESTARTS = define("worker_restarts_total", MetricKind.COUNTER, "Worker processes restarted after they died.")
@@ -34,6 +35,8 @@ BACKOFF = 0.1
 MAX_BACKOFF = 5.0
 #: a worker that ran this long before dying restarts after ``BACKOFF`` again
 STABLE = 10.0
+#: how often a worker looks whether its supervisor is still there
+PARENT_POLL = 0.5
 
 
 @dataclass(slots=True)
@@ -131,6 +134,18 @@ class WorkerPool:
             for future in late:
                 with contextlib.suppress(Exception):
                     await future
+
+
+async def until_orphaned(stop: asyncio.Event) -> None:
+    """Set ``stop`` when this worker's supervisor is gone (a worker never outlives it, so
+    the address it shares is free again), or return when ``stop`` is set otherwise."""
+    parent = os.getppid()
+    while not stop.is_set():
+        if os.getppid() != parent:
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), PARENT_POLL)
 
 
 def _running(process: asyncio.subprocess.Process | None) -> bool:
