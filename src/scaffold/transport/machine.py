@@ -131,6 +131,7 @@ class StreamMachine:
             return
         self._segments_received += 1
         self._timer_stale = True
+        self._sender.pmtu.heard = True  # the path works (path-MTU probes, §4.2.6)
         kind = segment.type
         if kind is _DATA or kind is _FIN or kind is StreamType.KEEPALIVE:
             self._on_stream_segment(segment, now)
@@ -230,8 +231,8 @@ class StreamMachine:
                 return
             self._keepalive_pending = True
         pmtu = sender.pmtu
-        if pmtu.deadline is not None and now >= pmtu.deadline:
-            pmtu.on_timer(now)
+        if pmtu.deadline is not None and now >= pmtu.deadline and pmtu.on_timer(now):
+            self._keepalive_pending = True  # its answer tells whether the path works
         acks = self._receiver.acks
         if acks.deadline is not None and now >= acks.deadline:
             acks.deadline = None

@@ -12,9 +12,10 @@ the host's runtime reports (its interface's MTU towards the gateway: 65,355 on l
 * the search probes the ceiling first (loopback and jumbo paths are done in one round trip),
   then halves the interval between the largest confirmed and the smallest refused size
   until it is narrower than ``SEARCH_GRANULARITY``;
-* a candidate is refused after ``MAX_PROBES`` probes went unanswered *while the path was
-  carrying smaller segments* (something else was acknowledged meanwhile): a probe lost in
-  an outage proves nothing about the MTU and is sent again;
+* a candidate is refused after ``MAX_PROBES`` probes went unanswered *while the path worked*
+  (the peer was heard from since the probe went out): a probe lost in an outage proves
+  nothing about the MTU and is sent again, with a KEEPALIVE whose answer is that evidence
+  when the connection is idle;
 * when the search is done, the ceiling is tried again every ``raise_interval`` seconds (the
   path may have grown);
 * **black hole** (the path shrank under a stream): the sender reports a retransmission
@@ -42,10 +43,10 @@ class PathMtu:
     """The path-MTU search of one connection's sending direction."""
 
     __slots__ = (
-        "acked",
         "ceiling",
         "deadline",
         "floor",
+        "heard",
         "high",
         "low",
         "mss",
@@ -71,8 +72,8 @@ class PathMtu:
         self.pending = False
         #: the probe's loss timer, or (searching done) when to try the ceiling again
         self.deadline: float | None = None
-        #: something was acknowledged since the outstanding probe went out
-        self.acked = False
+        #: the peer was heard from since the outstanding probe went out
+        self.heard = False
         self.raise_interval = raise_interval
 
     @property
@@ -108,13 +109,13 @@ class PathMtu:
         if not self.pending:
             return 0
         self.pending = False
-        self.acked = False
+        self.heard = False
         self.deadline = now + timeout
         return self.probe
 
-    def on_ack_progress(self) -> None:
-        """The peer acknowledged data: the path works for smaller segments."""
-        self.acked = True
+    def on_heard(self) -> None:
+        """A segment of the peer arrived: the path works (for segments of other sizes)."""
+        self.heard = True
 
     def on_probe_ack(self, candidate: int, now: float) -> int | None:
         """The peer answered a probe; returns the new ``mss`` if that confirmed a larger one."""
@@ -124,21 +125,27 @@ class PathMtu:
         self._search(now)
         return self.mss
 
-    def on_timer(self, now: float) -> None:
-        """The deadline passed: a probe's loss timer, or the time to search again."""
+    def on_timer(self, now: float) -> bool:
+        """The deadline passed: a probe's loss timer, or the time to search again. True when
+        the probe is resent without evidence that the path works: the connection should ask
+        for an answer (KEEPALIVE) with it."""
         if self.deadline is None or now < self.deadline:
-            return
+            return False
         self.deadline = None
         if not self.probe:
             self.high = self.ceiling  # the raise timer: the path may carry more now
             self._search(now, from_top=True)
-        elif self.acked and self.probes + 1 >= MAX_PROBES:
-            self.high = self.probe - 1  # refused while smaller segments got through
+            return False
+        if not self.heard:
+            self.pending = True  # lost in an outage, or nothing else went on: proves nothing
+            return True
+        self.probes += 1
+        if self.probes >= MAX_PROBES:
+            self.high = self.probe - 1  # refused while the path carried other segments
             self._search(now)
         else:
-            if self.acked:
-                self.probes += 1
-            self.pending = True  # send it again (a probe lost in an outage proves nothing)
+            self.pending = True
+        return False
 
     def new_path(self) -> int:
         """The flow continues on another path (RESUME, §4.2.5): back to the floor, and the

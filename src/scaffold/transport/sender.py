@@ -136,7 +136,6 @@ class Sender:
             self.persist_deadline = None
         if not progressed:
             return False
-        self.pmtu.on_ack_progress()
         if rtt is not None:
             self.rtt.on_sample(rtt)
         self.rtt.backoff = 0
