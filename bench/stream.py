@@ -668,7 +668,7 @@ async def bench(options: Options) -> dict[str, Any]:
             "udp_relay_2hop": "sender -> relay -> relay -> sink (2 relay hops)",
             "udp_relay_gso": "sender -> relay -> sink, GSO trains out, GRO trains in, 1320 B datagrams",
             "udp_relay_64k": f"sender -> relay -> sink, {JUMBO} B datagrams",
-            "scaffold_mtu1500": "as scaffold, the hosts told their gateway link has MTU 1500 (1320 B segments)",
+            "scaffold_mtu1500": "as scaffold, hosts told their gateway link has MTU 1500 (1320 B segments)",
             "tcp": "kernel TCP, 127.0.0.1",
             "aioquic": "aioquic 1.x defaults (Reno, 1200 B datagrams, 1 MiB flow-control windows), 127.0.0.1",
         },
