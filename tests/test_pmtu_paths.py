@@ -12,7 +12,7 @@ import scaffold
 from conftest import WEB
 from scaffold.core.host import HostEvent, HostStack, StreamEventFor
 from scaffold.core.topology import default_topology
-from scaffold.runtime.aio import run
+from scaffold.runtime.aio import run, wait_until
 from scaffold.runtime.sim import SimNetwork
 from scaffold.transport import DataReceived, EndOfStream, SendSpaceAvailable
 from scaffold.transport.pmtu import SACK_ROOM, SEARCH_GRANULARITY
@@ -102,6 +102,8 @@ def test_loopback_streams_use_large_segments_and_a_shrinking_link_loses_nothing(
             half = len(payload) // 2
             writer.write(payload[:half])
             await writer.drain()
+            # (A timeout on a loaded machine drops the mss to the floor; a probe restores it.)
+            await wait_until(lambda: transport.mss > 60_000, 30, "large segments")
             large = transport.mss
             net.network.set_link("dc2-fs1", "dc1-fs1", mtu=1500)
             writer.write(payload[half:])

@@ -112,7 +112,7 @@ class StreamMachine:
 
     # -- network side ------------------------------------------------------------------------------
 
-    def receive_segment(self, data: bytes, now: float) -> None:
+    def receive_segment(self, data: bytes | memoryview, now: float) -> None:
         """Process one transport segment from the network.
 
         Never raises for bad input: malformed, wrong-nonce, out-of-window or unexpected

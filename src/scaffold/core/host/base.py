@@ -162,9 +162,31 @@ class HostStackBase(NodeCore[HostEvent]):
     # -- sending -----------------------------------------------------------------------------
 
     def _emit(self, flow: Flow, proto: Proto, segment: bytes, now: float) -> None:
-        flags = Flags.NONE
-        if flow.trace and flow.packets_sent == 0:
-            flags = Flags.TRACE
+        if not flow.trace or flow.packets_sent:
+            # Every packet of a flow has the same header until a locator changes: encode it
+            # once (a trace record is made for the first packet only, below).
+            key = (proto, flow.peer_dc, flow.peer_host, flow.peer_socket, self.dc_id, self.host_id)
+            cached = flow.header
+            if cached is None or cached[0] != key:
+                header = wire_header.HEADER.pack(
+                    wire_header.VERSION,
+                    proto,
+                    0,
+                    wire_header.MAX_TTL,
+                    flow.flow,
+                    flow.obj,
+                    flow.peer_dc,
+                    flow.peer_host,
+                    flow.peer_socket,
+                    self.dc_id,
+                    self.host_id,
+                    flow.socket_id,
+                )
+                flow.header = cached = (key, header)
+            flow.packets_sent += 1
+            flow.last_active = now
+            self._out.append((self.gateway, cached[1] + segment))
+            return
         h = Header(
             proto=proto,
             flow=flow.flow,
@@ -175,22 +197,21 @@ class HostStackBase(NodeCore[HostEvent]):
             src_dc=self.dc_id,
             src_host=self.host_id,
             src_socket=flow.socket_id,
-            flags=flags,
+            flags=Flags.TRACE,
         )
-        if flags & Flags.TRACE:
-            self.trace.append(
-                TraceHop(
-                    self.name,
-                    self.role,
-                    flow.flow,
-                    flow.obj,
-                    flow.peer_dc,
-                    flow.peer_host,
-                    flow.peer_socket,
-                    h.ttl,
-                    now,
-                )
+        self.trace.append(
+            TraceHop(
+                self.name,
+                self.role,
+                flow.flow,
+                flow.obj,
+                flow.peer_dc,
+                flow.peer_host,
+                flow.peer_socket,
+                h.ttl,
+                now,
             )
+        )
         flow.packets_sent += 1
         flow.last_active = now
         self._out.append((self.gateway, wire_header.encode(h, segment)))
@@ -219,6 +240,12 @@ class HostStackBase(NodeCore[HostEvent]):
             self._forget(flow, "terminated", notify=False)
         elif self._streams.get(flow.socket_id) is flow:
             self._timers.arm(flow.socket_id, transport.get_timer())
+
+    def _pump_later(self, socket_id: int, now: float) -> None:
+        """Pump a stream with the others when the runtime next takes events or datagrams: the
+        application's reads and writes in one turn of its loop leave in one batch."""
+        self._dirty[socket_id] = self.flows[socket_id]
+        self._last_now = now
 
     def _pump_dirty(self) -> None:
         dirty, self._dirty = self._dirty, {}

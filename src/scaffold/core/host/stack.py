@@ -26,7 +26,7 @@ from ...wire import signal as wire_signal
 from ...wire import stream as wire_stream
 from ...wire.control import ControlMessage
 from ...wire.datagram import DatagramSegment, DatagramType
-from ...wire.header import HEADER_LEN, Flags, Header, Proto
+from ...wire.header import DELIVERY, HEADER_LEN, VERSION, Flags, Header, Proto
 from ...wire.stream import MAX_PAYLOAD
 from ..events import Address, Datagram, NeighboursLearned, Packet, TraceHop
 from ..metrics import Sample
@@ -50,6 +50,9 @@ __all__ = ["STRAGGLER_WINDOW", "HostStack"]
 _NONCE = {Proto.DATAGRAM: wire_datagram.NONCE, Proto.STREAM: wire_stream.NONCE}
 #: how long after a peer moved its old locator's packets are taken as stragglers (seconds)
 STRAGGLER_WINDOW = 0.5
+_STREAM = int(Proto.STREAM)
+_STREAM_MIN = HEADER_LEN + wire_stream.FIXED_LEN
+_TRACE = int(Flags.TRACE)
 
 
 class HostStack(StreamFlows, Churn):
@@ -214,6 +217,32 @@ class HostStack(StreamFlows, Churn):
 
     def receive_datagram(self, data: Packet, port: str, now: float) -> None:
         """Demultiplex one packet from the gateway. Never raises."""
+        if len(data) >= _STREAM_MIN:
+            # The common case first, read at fixed offsets: a stream segment of an
+            # established flow, fully refined, from the flow's current peer, with its nonce.
+            # It is exactly what the general path below concludes for such a packet.
+            version, proto, flags, flow_id, obj, dst_host, dst_socket, src_dc, src_host, src_socket = (
+                DELIVERY.unpack_from(data)
+            )
+            if version == VERSION and proto == _STREAM and not flags and dst_host == self.host_id:
+                flow = self.flows.get(dst_socket)
+                if (
+                    flow is not None
+                    and flow.transport is not None
+                    and flow.flow == flow_id
+                    and flow.peer_host == src_host
+                    and flow.peer_socket == src_socket
+                    and flow.peer_dc == src_dc
+                    and flow.obj == obj
+                    and wire_stream.NONCE.unpack_from(data, HEADER_LEN)[0] == flow.nonce
+                    and dst_host
+                ):
+                    flow.packets_received += 1
+                    flow.last_active = now
+                    flow.transport.receive_segment(memoryview(data)[HEADER_LEN:], now)
+                    self._dirty[dst_socket] = flow
+                    self._last_now = now
+                    return
         try:
             h = wire_header.parse(bytes(data))
         except MalformedPacket as exc:
@@ -229,7 +258,7 @@ class HostStack(StreamFlows, Churn):
         flow = self._demux(h, data, now)
         if flow is None:
             return
-        if h.flags & Flags.TRACE:
+        if h.flags & _TRACE:
             self.trace.append(
                 TraceHop(
                     self.name, self.role, h.flow, h.obj, h.dst_dc, h.dst_host, flow.socket_id, h.ttl, now

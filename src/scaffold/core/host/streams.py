@@ -55,7 +55,7 @@ class StreamFlows(HostStackBase):
             UsageError: no such stream, or it was shut down.
         """
         taken = self.stream(socket_id).send(data, force=force)
-        self._pump(self.flows[socket_id], now)
+        self._pump_later(socket_id, now)
         return taken
 
     def stream_read(self, socket_id: int, max_bytes: int, now: float) -> bytes:
@@ -65,9 +65,8 @@ class StreamFlows(HostStackBase):
             UsageError: no such stream, or it was closed.
         """
         data = self.stream(socket_id).read(max_bytes)
-        flow = self.flows[socket_id]
-        flow.bytes_received += len(data)
-        self._pump(flow, now)
+        self.flows[socket_id].bytes_received += len(data)
+        self._pump_later(socket_id, now)
         return data
 
     def stream_shutdown(self, socket_id: int, now: float) -> None:

@@ -91,6 +91,7 @@ class NodeRuntime(Generic[CoreT_co]):
         self.reconnect_interval = 0.5
         self._flushing = False
         self._again = False
+        self._flush_scheduled = False
         #: neighbours whose path limit the core was told, by the address it was measured to
         self._limits: dict[str, Address] = {}
 
@@ -297,6 +298,19 @@ class NodeRuntime(Generic[CoreT_co]):
                 self._flush_once()
         finally:
             self._flushing = False
+
+    def flush_soon(self) -> None:
+        """Flush once the event loop's current turn is over: what the application queued in
+        that turn (many streams' writes and reads) leaves in one flush, in trains."""
+        if self._flushing:
+            self._again = True
+        elif not self._flush_scheduled and self._loop is not None and not self.closed:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
 
     def _flush_once(self) -> None:
         assert self._loop is not None
