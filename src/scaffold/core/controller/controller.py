@@ -156,6 +156,13 @@ class Controller:
         self._start_clock(now)
         if self._next_check is None or now < self._next_check:
             return
+        late = now - self._next_check
+        if late > self.heartbeat_interval:
+            # The controller itself was stalled (a busy event loop, a paused process): the
+            # heartbeats of that time may be waiting unread in its sockets. Silence it could
+            # not hear is not the hosts' fault, so their deadlines move by the stall.
+            for record in self.registry.hosts.values():
+                record.last_seen += late
         self._next_check = now + self.heartbeat_interval
         limit = self.heartbeat_interval * self.dead_after
         for record in self.registry.hosts.values():
