@@ -42,7 +42,7 @@ through both object switches; TCP: ``asyncio.open_connection`` on loopback; aioq
 Each goodput measurement runs ``--runs`` times, in a rotated order each round so machine
 noise hits every side; the report gives the median of the runs and every sample.
 
-Run: ``.venv/bin/python bench/stream.py [--duration 3] [--runs 3] [--quick] [--profile]``.
+Run: ``.venv/bin/python bench/stream.py [--duration 3] [--runs 3] [--quick] [--profile [--mtu 1500]]``.
 """
 
 from __future__ import annotations
@@ -710,11 +710,12 @@ async def bench(options: Options) -> dict[str, Any]:
     }
 
 
-async def profile_scaffold(options: Options) -> None:
-    """cProfile the one-stream SCAFFOLD run; the top functions go to stderr."""
+async def profile_scaffold(options: Options, mtu: int | None) -> None:
+    """cProfile the one-stream SCAFFOLD run (``mtu``: the hosts' link MTU, instead of
+    loopback's); the top functions go to stderr."""
     profiler = cProfile.Profile()
     profiler.enable()
-    rate = await scaffold_goodput(1, options.warmup, options.duration)
+    rate = await scaffold_goodput(1, options.warmup, options.duration, mtu=mtu)
     profiler.disable()
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
@@ -732,12 +733,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=256, help="UDP relay datagrams in flight")
     parser.add_argument("--quick", action="store_true", help="1 s, 1 run, 50 setups")
     parser.add_argument("--profile", action="store_true", help="cProfile scaffold/1 to stderr instead")
+    parser.add_argument("--mtu", type=int, default=None, help="with --profile: the hosts' link MTU (1500)")
     args = parser.parse_args(argv)
     options = Options(args.duration, args.warmup, args.runs, args.setups, args.window)
     if args.quick:
         options = Options(1.0, 0.25, 1, 50, args.window)
     if args.profile:
-        aio_run(profile_scaffold(options))
+        aio_run(profile_scaffold(options, args.mtu))
         return
     emit(aio_run(bench(options)))
 
