@@ -172,9 +172,12 @@ class StreamMachine:
             if self._probe_ack:
                 out.append(build(_PROBE_ACK, self._probe_ack, 0, now))
                 self._probe_ack = 0
-            pmtu = self._sender.pmtu
-            if pmtu.pending and state is not _TIME_WAIT:
-                size = pmtu.next_probe(now, self._sender.rtt.interval())
+            sender = self._sender
+            pmtu = sender.pmtu
+            # Probe only when larger segments would carry something: more than one segment
+            # is buffered (a request and its response of a few bytes never pay for a probe).
+            if pmtu.pending and state is not _TIME_WAIT and sender.stream.buffered > sender.mss:
+                size = pmtu.next_probe(now, sender.rtt.interval())
                 out.append(build(_PROBE, size, 0, now, bytes(size + _SACK_ROOM)))
             if self._receiver.acks.immediate:
                 out.append(build(_DATA, self._sender.stream.nxt, _ACK, now))

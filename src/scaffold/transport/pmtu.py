@@ -23,7 +23,9 @@ the host's runtime reports (its interface's MTU towards the gateway: 65,355 on l
   lost segments are resent cut to it) and the search starts again from the old ``mss``.
 
 Probes take no sequence space and are not congestion controlled: there is at most one
-outstanding per connection. Sans-IO: the times come in as arguments.
+outstanding per connection, and the connection sends it only while more than one segment of
+data is buffered (small requests and responses never pay for one). Sans-IO: the times come
+in as arguments.
 """
 
 from __future__ import annotations
