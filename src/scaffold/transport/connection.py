@@ -221,6 +221,11 @@ class StreamConnection(StreamMachine):
             return 0
         return self._opt.send_buffer - stream.buffered
 
+    @property
+    def ack_due(self) -> bool:
+        """An acknowledgment (a window update after a read) must go out at once."""
+        return self._receiver.acks.immediate
+
     def read(self, max_bytes: int = -1) -> bytes:
         """Take up to ``max_bytes`` (all if negative) in-order received bytes.
 

@@ -64,9 +64,11 @@ class StreamFlows(HostStackBase):
         Raises:
             UsageError: no such stream, or it was closed.
         """
-        data = self.stream(socket_id).read(max_bytes)
+        transport = self.stream(socket_id)
+        data = transport.read(max_bytes)
         self.flows[socket_id].bytes_received += len(data)
-        self._pump_later(socket_id, now)
+        if transport.ack_due:  # a read changes nothing else the transport would send
+            self._pump_later(socket_id, now)
         return data
 
     def stream_shutdown(self, socket_id: int, now: float) -> None:
