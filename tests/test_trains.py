@@ -17,7 +17,7 @@ from scaffold.core.events import Train
 from scaffold.core.flow_switch import FlowSwitch
 from scaffold.core.topology import DatacenterSpec, HostSpec, Topology, default_topology
 from scaffold.runtime.aio import AddressBook, ControllerRuntime, NodeRuntime, run, wait_until
-from scaffold.runtime.aio.udp import SOL_UDP, UDP_SEGMENT, offload_support
+from scaffold.runtime.aio.udp import SOL_UDP, UDP_GRO, UDP_SEGMENT, offload_support
 from scaffold.runtime.sim import SimNetwork
 from scaffold.wire import control
 from scaffold.wire.control import SwitchTables, TableSync
@@ -234,3 +234,42 @@ def test_without_offload_every_datagram_takes_its_own_system_call() -> None:
     assert got == {"a": [0, 1, 2, 3, 8, 9], "b": [4, 5, 6, 7]}
     assert core.forwarded == 10
     assert not {"trains-received", "trains-sent", "trains-forwarded"} & set(stats)
+
+
+@needs_offload
+def test_the_sender_builds_trains_of_one_size_per_address() -> None:
+    """``UdpEndpoint.push``: consecutive datagrams to one address, of one size (the last may
+    be shorter), at most 64, leave as one GSO send; anything else starts a new train."""
+    from collections import Counter
+
+    from scaffold.runtime.aio.udp import MAX_TRAIN_SEGMENTS, UdpEndpoint
+
+    stats: Counter[str] = Counter()
+    sender = UdpEndpoint(("127.0.0.1", 0), stats)
+    receivers = []
+    for _ in range(2):
+        sock = udp()
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        receivers.append(sock)
+    a, b = (sock.getsockname() for sock in receivers)
+    try:
+        for size, address in [(100, a)] * 3 + [(50, a), (100, a), (100, b), (100, a)]:
+            sender.push(bytes(size), address)
+        for _ in range(MAX_TRAIN_SEGMENTS + 1):
+            sender.push(bytes(10), b)
+        sender.flush()
+
+        def reads(sock: socket.socket) -> list[int]:
+            out = []
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    out.append(len(sock.recv(65536)))
+            return out
+
+        assert reads(receivers[0]) == [350, 100, 100]
+        assert reads(receivers[1]) == [100, 10 * MAX_TRAIN_SEGMENTS, 10]
+        assert stats["trains-sent"] == 2  # the two multi-datagram trains; the rest one by one
+    finally:
+        sender.close()
+        for sock in receivers:
+            sock.close()
