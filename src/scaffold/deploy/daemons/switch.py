@@ -29,7 +29,7 @@ from ...core.flow_switch import FlowSwitch
 from ...core.object_switch import ObjectSwitch
 from ...errors import ConfigError, ScaffoldError
 from ...runtime import admin
-from ...runtime.aio import AddressBook, EmuLink, NodeRuntime
+from ...runtime.aio import Address, AddressBook, EmuLink, NodeRuntime
 from ...runtime.metrics import node_summary
 from ..address import parse_address
 from .jsonlog import JsonLog
@@ -199,13 +199,13 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         raise ConfigError(f"--workers {args.workers}: at least 1")
     core = FlowSwitch(args.name, args.dc) if args.role == "flow" else ObjectSwitch(args.name, args.dc)
     worker = bool(args.worker_of)
-    # A worker's controller is its supervisor's hub (switch_pool.py); the supervisor has the
-    # real one, and only it watches ports.
-    controller = parse_address(args.worker_of or args.controller)
+    # A worker's controller is its supervisor's hub, a Unix socket (switch_pool.py); the
+    # supervisor has the real one, and only it watches ports.
+    controller: Address | str = args.worker_of or parse_address(args.controller)
     listen = parse_address(args.listen)
     node: NodeRuntime[NodeEngine]
     if args.workers > 1 and not worker:
-        node = await start_pool(args, core, controller, listen, log, stop)
+        node = await start_pool(args, core, parse_address(args.controller), listen, log, stop)
     else:
         node = NodeRuntime(
             core,
@@ -227,7 +227,10 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         address=f"{node.address[0]}:{node.address[1]}",
         **({"worker": args.worker_index} if worker else {"workers": args.workers}),
     )
-    monitor = asyncio.create_task(PortMonitor(args.name, ports, controller, log).run(stop)) if ports else None
+    monitor = None
+    if ports:
+        assert not isinstance(controller, str)
+        monitor = asyncio.create_task(PortMonitor(args.name, ports, controller, log).run(stop))
     if worker:
         monitor = asyncio.create_task(until_orphaned(stop))
     synced = False

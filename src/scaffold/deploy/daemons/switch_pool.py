@@ -5,8 +5,8 @@ The daemon process becomes the **supervisor**. It binds no data-plane socket: ea
 binds the switch's address with ``SO_REUSEPORT`` and the kernel spreads the underlay flows
 over them. The supervisor holds the one control connection the controller knows this switch
 by (a ``NodeRuntime`` with ``data_plane=False``, a mirror of the switch's tables in its
-core) and is the controller of its workers: a :class:`ControlHub` on a loopback TCP port
-speaking the same framed records. The hub
+core) and is the controller of its workers: a :class:`ControlHub` on a Unix socket in a
+directory only this user may enter, speaking the same framed records. The hub
 
 * answers a worker's ``Hello`` (and ``SyncRequest``) with a ``TableSync`` of the mirror, and
   relays every record of the real controller (``TableSync``, ``TableDelta``,
@@ -23,8 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from ...core.flow_switch import FlowSwitch
@@ -51,7 +54,9 @@ class ControlHub:
     def __init__(self, mirror: SwitchCore, log: JsonLog) -> None:
         self.mirror = mirror
         self.log = log
-        self.address: Address = ("127.0.0.1", 0)
+        #: the Unix socket the workers connect to, in a private directory (mode 0700)
+        self._directory = tempfile.mkdtemp(prefix="scaffold-hub-")
+        self.address = os.path.join(self._directory, "hub")
         self._server: asyncio.Server | None = None
         self._workers: dict[asyncio.StreamWriter, control.NodeStats | None] = {}
         #: the counters of workers that are gone, summed (they stay in the switch's totals)
@@ -64,8 +69,7 @@ class ControlHub:
         return len(self._workers)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.address = self._server.sockets[0].getsockname()[:2]
+        self._server = await asyncio.start_unix_server(self._serve, self.address)
 
     async def wait_for_workers(self, pool: WorkerPool, timeout: float, stop: asyncio.Event) -> None:
         """Until every worker of ``pool`` said ``Hello`` (their sockets are bound), or ``stop``.
@@ -91,6 +95,7 @@ class ControlHub:
             writer.close()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
+        shutil.rmtree(self._directory, ignore_errors=True)
 
     def relay(self, message: control.ControlMessage) -> None:
         """A record from the controller: every worker gets it (the mirror takes it next)."""
@@ -208,7 +213,7 @@ def reserve_port(listen: Address) -> tuple[Address, socket.socket | None]:
     return (listen[0], hold.getsockname()[1]), hold
 
 
-def worker_command(args: argparse.Namespace, hub: Address, listen: Address, index: int) -> list[str]:
+def worker_command(args: argparse.Namespace, hub: str, listen: Address, index: int) -> list[str]:
     """The command line of worker ``index``: this switch's flags; it talks to the hub, not to
     ``--controller``."""
     argv = [
@@ -217,7 +222,7 @@ def worker_command(args: argparse.Namespace, hub: Address, listen: Address, inde
         "scaffold",
         "switch",
         "--worker-of",
-        f"{hub[0]}:{hub[1]}",
+        hub,
         "--worker-index",
         str(index),
         "--name",

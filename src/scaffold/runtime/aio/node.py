@@ -45,7 +45,7 @@ class NodeRuntime(Generic[CoreT_co]):
         core: CoreT_co,
         book: AddressBook,
         links: dict[tuple[str, str], EmuLink],
-        controller: Address,
+        controller: Address | str,
         *,
         bind: Address = ("127.0.0.1", 0),
         rng: random.Random | None = None,
@@ -175,7 +175,11 @@ class NodeRuntime(Generic[CoreT_co]):
             link.up = settings.up
 
     async def _open_control(self) -> asyncio.StreamReader:
-        reader, writer = await asyncio.open_connection(*self.controller_address)
+        if isinstance(self.controller_address, str):
+            # A Unix socket: the supervisor of a switch's workers (deploy/daemons/switch_pool.py)
+            reader, writer = await asyncio.open_unix_connection(self.controller_address)
+        else:
+            reader, writer = await asyncio.open_connection(*self.controller_address)
         self._writer = writer
         self.core.hello(self.address)
         self.flush()
