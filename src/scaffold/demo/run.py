@@ -425,7 +425,7 @@ class NetnsScenarioNetwork:
         return self.clients[name]
 
     async def command(self, command: Command) -> Any:
-        return await admin.call(self.net.controller, command)
+        return await admin.call(self.net.controller, command, credentials=self.net.operator)
 
     async def cut_link(self, dc_a: str, dc_b: str) -> None:
         await asyncio.to_thread(self.net.link_down, dc_a, dc_b)
@@ -434,7 +434,7 @@ class NetnsScenarioNetwork:
         await asyncio.to_thread(self.net.kill, name)
 
     async def controller_hosts(self) -> dict[str, str]:
-        status = await admin.call(self.net.controller, Status())
+        status = await admin.call(self.net.controller, Status(), credentials=self.net.operator)
         return {h["name"]: h["dc"] for h in status["hosts"]}
 
 
@@ -499,7 +499,7 @@ async def run_demo_netns(
             await net.wait_ready(20.0)
             say("clients joined: " + ", ".join(NETNS_CLIENTS))
             scenario = _scenario(NetnsScenarioNetwork(net, clients), options, say)
-            status = await admin.call(net.controller, Status())
+            status = await admin.call(net.controller, Status(), credentials=net.operator)
             targets: dict[str, Address] = {
                 n.name: (n.node_ip, DATA_PORT)
                 for n in (net.state.nodes.values() if net.state else [])

@@ -16,17 +16,23 @@ from collections import Counter
 from typing import Any, ClassVar
 
 from ...errors import UsageError
+from ...ids import NODE_NAME, ObjectId
 from ...wire import control
 from ...wire.control import ControlMessage, SwitchTables
 from ..metrics import DROPS, MetricKind, Sample, define
+from ..ownership import GrantRefused, verify_grant
 from ..topology import Topology
+from .authorize import BindPolicy
 from .churn import Churn
 from .commands import COMMANDS, Command
 from .registry import Registry, is_object_hex
 from .state import ControllerEvent, ControllerState, HostRecord, StateChange
 from .tables import SwitchState, Tables
 
-__all__ = ["EVENT_LOG_KEEP", "EVENT_LOG_LIMIT", "Controller"]
+__all__ = ["EVENT_LOG_KEEP", "EVENT_LOG_LIMIT", "HOST_RETENTION", "Controller"]
+
+#: a host that is dead this long (seconds) and not in the topology is forgotten (§6.6)
+HOST_RETENTION = 3600.0
 
 #: the event log is trimmed to its latest EVENT_LOG_KEEP entries past EVENT_LOG_LIMIT taken
 EVENT_LOG_LIMIT = 10_000
@@ -51,16 +57,30 @@ class Controller:
         heartbeat_interval: float = 0.2,
         dead_after: int = 3,
         saved: ControllerState | None = None,
+        open_binding: bool = False,
+        retention: float = HOST_RETENTION,
     ) -> None:
+        """``open_binding``: any host may serve any plain-named object (an embedded test
+        network); else only where ``policy`` allows (the topology's objects, ``allow``)."""
         self.heartbeat_interval = heartbeat_interval
         self.dead_after = dead_after
+        self.retention = retention
         self.events: list[ControllerEvent] = []
         self.drops: Counter[str] = Counter()
         self._out: list[tuple[str, ControlMessage]] = []
         self._next_check: float | None = None
+        #: Unix time minus the ``now`` the runtime passes: grants expire in Unix time
+        self.wall_offset = 0.0
         self.registry = Registry(topology, saved, self.drops)
         self.tables = Tables(self.registry, self._out)
         self.churn = Churn(self.registry, self.tables, self._out, self.events)
+        self.policy = BindPolicy(open=open_binding)
+        for obj in topology.objects:
+            key = ObjectId.from_name(obj.name).raw.hex()
+            for where in (*(host for host, _ in obj.replicas), *obj.allow):
+                self.policy.allow(key, where)
+        #: (object hex, host) -> Unix time its grant expires (owned objects, §6.7)
+        self.grant_expiry: dict[tuple[str, str], float] = {}
 
     # -- the registry's state, read through ---------------------------------------------------
 
@@ -102,9 +122,11 @@ class Controller:
         if isinstance(message, control.Hello):
             self._hello(message, now)
         elif isinstance(message, control.Heartbeat):
-            record = reg.hosts.get(message.node)
+            # The connection's node, never the name the record claims (§6.6).
+            record = reg.hosts.get(node)
             if record is None:
-                self.drops["heartbeat-from-unknown"] += 1
+                if node not in self.tables.switches:  # a switch's keepalive is fine
+                    self.drops["heartbeat-from-unknown"] += 1
                 return
             record.last_seen = now
             if record.rebinding is not None:
@@ -115,6 +137,11 @@ class Controller:
             record = reg.hosts.get(node)
             if record is None or not is_object_hex(message.obj) or message.weight <= 0:
                 self.drops["bad-bind"] += 1
+                return
+            refusal = self._bind_refusal(record, message, now)
+            if refusal is not None:
+                self.drops[refusal] += 1
+                self.events.append(ControllerEvent(now, "bind-refused", node, refusal))
                 return
             reg.set_replica(message.obj, node, message.weight)
             if record.rebinding is not None:
@@ -168,6 +195,8 @@ class Controller:
         for record in self.registry.hosts.values():
             if record.alive and now - record.last_seen > limit:
                 self._set_alive(record, False, now, "missed heartbeats")
+        self._expire_grants(now)
+        self._forget_departed(now)
 
     # -- engine interface (core/engine.py: ControllerEngine) -------------------------------
 
@@ -318,8 +347,59 @@ class Controller:
                 for record in self.registry.hosts.values():
                     record.last_seen = now
 
+    def _bind_refusal(self, record: HostRecord, bind: control.Bind, now: float) -> str | None:
+        """Why ``record``'s host may not serve ``bind.obj`` (a drop reason), or None: an
+        owned object needs a valid grant, a plain-named one the operator's policy (§6.7)."""
+        if bind.grant:
+            try:
+                grant = verify_grant(
+                    bind.grant,
+                    ObjectId(bytes.fromhex(bind.obj)),
+                    record.name,
+                    record.dc,
+                    now + self.wall_offset,
+                )
+            except GrantRefused as exc:
+                return exc.reason
+            self.grant_expiry[(bind.obj, record.name)] = grant.expires
+            return None
+        if not self.policy.permits(bind.obj, record.name, record.dc):
+            return "bind-not-allowed"
+        return None
+
+    def _expire_grants(self, now: float) -> None:
+        """Withdraw replicas whose grant expired (and forget grants of replicas gone)."""
+        wall = now + self.wall_offset
+        for (key, host), expires in list(self.grant_expiry.items()):
+            if host not in self.registry.objects.get(key, {}):
+                del self.grant_expiry[(key, host)]
+            elif wall >= expires:
+                del self.grant_expiry[(key, host)]
+                self.registry.remove_replica(key, host)
+                self.drops["grant-expired"] += 1
+                self.events.append(ControllerEvent(now, "grant-expired", host, key[:12]))
+                self.tables.push()
+
+    def _forget_departed(self, now: float) -> None:
+        """Forget hosts outside the topology that are dead longer than ``retention``."""
+        reg = self.registry
+        known = reg.topology.nodes()
+        gone = [
+            r.name
+            for r in reg.hosts.values()
+            if not r.alive and now - r.last_seen > self.retention and r.name not in known
+        ]
+        for name in gone:
+            reg.forget(name)
+            self.events.append(ControllerEvent(now, "host-forgotten", name))
+        if gone:
+            self.tables.push()
+
     def _hello(self, hello: control.Hello, now: float) -> None:
         reg = self.registry
+        if NODE_NAME.fullmatch(hello.node) is None:
+            self.drops["hello-bad-name"] += 1
+            return
         address = None if hello.address is None else (str(hello.address[0]), int(hello.address[1]))
         if address is not None:
             reg.addresses[hello.node] = address
@@ -342,6 +422,7 @@ class Controller:
                 host_id=record.host_id,
                 gateway_address=reg.addresses.get(hello.gateway),
                 heartbeat_interval=self.heartbeat_interval,
+                dc=record.dc,
             )
             self._out.append((hello.node, welcome))
             self._set_alive(record, True, now, "registered")

@@ -100,6 +100,17 @@ class Registry:
             record.address = address
             self._touch(HostState.kind, record.name)
 
+    def forget(self, name: str) -> None:
+        """Remove host ``name`` and its replicas and drains (its Host ID is never reused)."""
+        if self.hosts.pop(name, None) is None:
+            return
+        self.addresses.pop(name, None)
+        self._touch(HostState.kind, name)
+        for key in [k for k, replicas in self.objects.items() if name in replicas]:
+            self.remove_replica(key, name)
+        if self.draining.pop(name, None) is not None:
+            self._touch(DrainingObjects.kind, name)
+
     def host_name(self, host_id: int) -> str | None:
         for record in self.hosts.values():
             if record.host_id == host_id:

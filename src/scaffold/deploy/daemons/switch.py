@@ -31,13 +31,22 @@ from ...errors import ConfigError, ScaffoldError
 from ...runtime import admin
 from ...runtime.aio import Address, AddressBook, EmuLink, NodeRuntime
 from ...runtime.metrics import node_summary
+from ...runtime.tls import Credentials
 from ..address import parse_address
 from .jsonlog import JsonLog
 from .runner import parse_peer_values
 from .switch_pool import start_pool
 from .workers import until_orphaned
 
-__all__ = ["DEFAULT_DATA_PORT", "PortMonitor", "add_arguments", "add_node_arguments", "connect", "serve"]
+__all__ = [
+    "DEFAULT_DATA_PORT",
+    "PortMonitor",
+    "add_arguments",
+    "add_node_arguments",
+    "connect",
+    "node_credentials",
+    "serve",
+]
 
 DEFAULT_DATA_PORT = 7000
 PORT_POLL = 0.05
@@ -49,6 +58,7 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags every data-plane daemon has."""
     parser.add_argument("--name", help="this node's name, as in the topology")
     parser.add_argument("--controller", help="the controller's address (HOST:PORT)")
+    parser.add_argument("--credentials", help="this node's credentials directory (its certificate)")
     parser.add_argument(
         "--listen", default=f"0.0.0.0:{DEFAULT_DATA_PORT}", help="UDP address to bind (HOST:PORT)"
     )
@@ -106,6 +116,22 @@ def emulated_links(name: str, items: list[str]) -> dict[tuple[str, str], EmuLink
     return links
 
 
+def node_credentials(args: argparse.Namespace, role: str) -> Credentials:
+    """The node's credentials (``--credentials``), checked to be ``role``'s called ``--name``.
+
+    Raises:
+        ConfigError: missing, unreadable, or someone else's.
+    """
+    required(args, "credentials")
+    credentials = Credentials(args.credentials)
+    if credentials.name != args.name or credentials.role != role:
+        raise ConfigError(
+            f"{args.credentials}: the credentials of {credentials.role} {credentials.name!r}, "
+            f"not of {role} {args.name!r}"
+        )
+    return credentials
+
+
 def required(args: argparse.Namespace, *names: str) -> None:
     """Raises ``ConfigError`` naming the first missing option."""
     for name in names:
@@ -147,8 +173,17 @@ class PortMonitor:
     controller; a report that cannot be delivered is retried until it is or the port changes
     again."""
 
-    def __init__(self, node: str, ports: dict[str, str], controller: tuple[str, int], log: JsonLog) -> None:
+    def __init__(
+        self,
+        node: str,
+        ports: dict[str, str],
+        controller: tuple[str, int],
+        log: JsonLog,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.node = node
+        #: the switch's own: the controller takes ``port`` from a switch about itself
+        self.credentials = credentials
         self.ports = ports
         self.controller = controller
         self.log = log
@@ -176,7 +211,12 @@ class PortMonitor:
             if self.pending and loop.time() >= next_try:
                 for peer, up in list(self.pending.items()):
                     try:
-                        await admin.call(self.controller, Port(self.node, peer, up), timeout=2.0)
+                        await admin.call(
+                            self.controller,
+                            Port(self.node, peer, up),
+                            timeout=2.0,
+                            credentials=self.credentials,
+                        )
                     except ScaffoldError as exc:
                         self.log.warning("port report failed, will retry", peer=peer, error=str(exc))
                         next_try = loop.time() + REPORT_RETRY
@@ -199,13 +239,16 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         raise ConfigError(f"--workers {args.workers}: at least 1")
     core = FlowSwitch(args.name, args.dc) if args.role == "flow" else ObjectSwitch(args.name, args.dc)
     worker = bool(args.worker_of)
-    # A worker's controller is its supervisor's hub, a Unix socket (switch_pool.py); the
-    # supervisor has the real one, and only it watches ports.
+    # A worker's controller is its supervisor's hub, a Unix socket (switch_pool.py) in a
+    # private directory, so it needs no credentials; the supervisor has the real controller,
+    # its certificate, and only it watches ports.
     controller: Address | str = args.worker_of or parse_address(args.controller)
+    credentials = None if worker else node_credentials(args, core.role)
     listen = parse_address(args.listen)
     node: NodeRuntime[NodeEngine]
     if args.workers > 1 and not worker:
-        node = await start_pool(args, core, parse_address(args.controller), listen, log, stop)
+        assert credentials is not None
+        node = await start_pool(args, core, parse_address(args.controller), listen, log, stop, credentials)
     else:
         node = NodeRuntime(
             core,
@@ -216,6 +259,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
             advertise=args.advertise,
             offload=not args.no_offload,
             reuse_port=worker,
+            credentials=credentials,
         )
     node.stats_interval = args.stats_interval
     ports = {} if worker else parse_peer_values(args.port, "--port")
@@ -230,7 +274,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
     monitor = None
     if ports:
         assert not isinstance(controller, str)
-        monitor = asyncio.create_task(PortMonitor(args.name, ports, controller, log).run(stop))
+        monitor = asyncio.create_task(PortMonitor(args.name, ports, controller, log, credentials).run(stop))
     if worker:
         monitor = asyncio.create_task(until_orphaned(stop))
     synced = False

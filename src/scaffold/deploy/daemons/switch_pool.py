@@ -36,6 +36,7 @@ from ...core.object_switch import ObjectSwitch
 from ...core.switch import TABLE_ENTRIES, TABLE_VERSION
 from ...errors import MalformedPacket, ScaffoldError
 from ...runtime.aio import Address, AddressBook, NodeRuntime
+from ...runtime.tls import Credentials
 from ...wire import control
 from .jsonlog import JsonLog
 from .workers import WorkerPool, pool_metrics
@@ -175,9 +176,17 @@ class SupervisorRuntime(NodeRuntime[SwitchCore]):
         advertise: str | None,
         hub: ControlHub,
         pool: WorkerPool,
+        credentials: Credentials,
     ) -> None:
         super().__init__(
-            core, AddressBook(), {}, controller, bind=bind, advertise=advertise, data_plane=False
+            core,
+            AddressBook(),
+            {},
+            controller,
+            bind=bind,
+            advertise=advertise,
+            data_plane=False,
+            credentials=credentials,
         )
         self.hub = hub
         self.pool = pool
@@ -256,10 +265,11 @@ async def start_pool(
     listen: Address,
     log: JsonLog,
     stop: asyncio.Event,
+    credentials: Credentials,
 ) -> SupervisorRuntime:
     """Start the hub and ``args.workers`` workers on one address; returns the supervisor's
-    runtime, to be connected to the controller (``start`` or ``switch.connect``) and closed
-    (which stops the workers).
+    runtime, to be connected to the controller (``start`` or ``switch.connect``) with the
+    switch's ``credentials``, and closed (which stops the workers).
 
     Raises:
         ScaffoldError: the workers did not all start.
@@ -269,7 +279,7 @@ async def start_pool(
     await hub.start()
     address, hold = reserve_port(listen)
     pool = WorkerPool([worker_command(args, hub.address, address, i) for i in range(args.workers)], log)
-    node = SupervisorRuntime(core, controller, address, args.advertise, hub, pool)
+    node = SupervisorRuntime(core, controller, address, args.advertise, hub, pool, credentials)
     try:
         await pool.start()
         await hub.wait_for_workers(pool, WORKERS_READY, stop)

@@ -153,6 +153,8 @@ def node_command(
     state: NetworkState, node: NodeState, topology: Topology, topology_path: str, log_debug: bool
 ) -> list[str]:
     base = [PYTHON, "-m", "scaffold"]
+    # Each node's credentials were issued into the network's store (``NetnsNetwork.start``).
+    credentials = str(Path(state.credentials) / "nodes" / node.name)
     if node.role == "controller":
         return [
             *base,
@@ -165,6 +167,10 @@ def node_command(
             f"0.0.0.0:{CONTROL_PORT}",
             "--store",
             str(Path(state.run_dir) / "controller-store.json"),
+            "--credentials",
+            credentials,
+            "--crl",
+            str(Path(state.credentials) / "ca" / "crl.pem"),
         ]
     controller = f"{state.controller[0]}:{state.controller[1]}"
     common = [
@@ -172,6 +178,8 @@ def node_command(
         node.name,
         "--controller",
         controller,
+        "--credentials",
+        credentials,
         "--listen",
         f"0.0.0.0:{DATA_PORT}",
         "--advertise",

@@ -20,18 +20,30 @@ from typing import Any, Generic, TypeVar
 from ...core.engine import NodeEngine
 from ...core.events import HostRelocated, NeighboursLearned, Packet, TablesApplied, Train
 from ...core.metrics import Sample
-from ...errors import MalformedPacket
+from ...errors import MalformedPacket, ScaffoldError
 from ...wire import control
 from ..metrics import runtime_metrics
+from ..tls import Credentials, client_context, peer_identity
 from .links import Address, AddressBook, EmuLink
 from .udp import MAX_DATAGRAM, SOCKET_BUFFER, UdpEndpoint, mtu_towards
 
-__all__ = ["BATCH", "SOCKET_BUFFER", "EventHandler", "NodeRuntime"]
+__all__ = ["BATCH", "KEEPALIVE", "SOCKET_BUFFER", "ControllerRefused", "EventHandler", "NodeRuntime"]
 
 #: reads per wake-up (each a datagram or a train of up to 64)
 BATCH = 64
 #: IPv4 + UDP headers: an interface's MTU less this is the largest datagram it sends
 _IP_UDP = 28
+#: a switch says something at least this often, so the controller's idle timeout (30 s)
+#: never cuts a quiet but live control connection (docs/protocol.md §6.6)
+KEEPALIVE = 10.0
+HANDSHAKE_TIMEOUT = 5.0
+
+
+class ControllerRefused(ScaffoldError):
+    """The controller refused this node's ``Hello`` (the reason names why), or the peer
+    at the controller's address is not the network's controller."""
+
+
 CoreT_co = TypeVar("CoreT_co", bound=NodeEngine, covariant=True)
 #: an application: called with the core, each event it emits, and the time
 EventHandler = Callable[[CoreT_co, Any, float], None]
@@ -53,8 +65,14 @@ class NodeRuntime(Generic[CoreT_co]):
         offload: bool = True,
         reuse_port: bool = False,
         data_plane: bool = True,
+        credentials: Credentials | None = None,
     ) -> None:
+        """``credentials``: this node's certificate, for mutual TLS to the controller
+        (None: plain TCP, for a controller without credentials)."""
         self.core = core
+        self.credentials = credentials
+        #: why the controller refused this node (then it stops reconnecting)
+        self.refused: str | None = None
         self.name = core.name
         self.book = book
         self.links = links
@@ -133,14 +151,23 @@ class NodeRuntime(Generic[CoreT_co]):
         """
         reader = await self._open_control()
         self._control_task = asyncio.create_task(self._control_loop(reader), name=f"control:{self.name}")
-        if self.stats_interval is not None and self._stats_task is None:
+        if self._stats_task is None:
             self._stats_task = asyncio.create_task(self._report_stats(), name=f"stats:{self.name}")
 
     async def _report_stats(self) -> None:
-        assert self.stats_interval is not None
+        """Send ``NodeStats`` every ``stats_interval``; a switch without one still sends a
+        keepalive ``Heartbeat`` every ``KEEPALIVE`` seconds (hosts heartbeat anyway)."""
+        quiet = 0.0
         while not self.closed:
-            self.send_stats()
-            await asyncio.sleep(self.stats_interval)
+            if self.stats_interval is not None:
+                self.send_stats()
+            elif self.core.role != "host" and quiet >= KEEPALIVE:
+                quiet = 0.0
+                if self._writer is not None and not self._writer.is_closing():
+                    self._writer.write(control.frame(control.Heartbeat(self.name, 0)))
+            period = self.stats_interval if self.stats_interval is not None else KEEPALIVE / 4
+            quiet += period
+            await asyncio.sleep(period)
 
     def metrics(self) -> list[Sample]:
         """This node's metrics: its core's and its runtime's (``stats``)."""
@@ -175,11 +202,27 @@ class NodeRuntime(Generic[CoreT_co]):
             link.up = settings.up
 
     async def _open_control(self) -> asyncio.StreamReader:
+        if self.refused is not None:
+            raise ControllerRefused(f"the controller refused {self.name}: {self.refused}")
         if isinstance(self.controller_address, str):
-            # A Unix socket: the supervisor of a switch's workers (deploy/daemons/switch_pool.py)
+            # A Unix socket: the supervisor of a switch's workers (deploy/daemons/switch_pool.py),
+            # in a directory only this user may enter -- no TLS there
             reader, writer = await asyncio.open_unix_connection(self.controller_address)
-        else:
+        elif self.credentials is None:
             reader, writer = await asyncio.open_connection(*self.controller_address)
+        else:
+            reader, writer = await asyncio.open_connection(
+                *self.controller_address,
+                ssl=client_context(self.credentials),
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
+            peer = peer_identity(writer.get_extra_info("ssl_object"))
+            if peer is None or peer.role != "controller":
+                writer.close()
+                self.stats["not-the-controller"] += 1
+                raise ControllerRefused(
+                    f"the peer at {self.controller_address} is not the network's controller"
+                )
         self._writer = writer
         self.core.hello(self.address)
         self.flush()
@@ -199,14 +242,14 @@ class NodeRuntime(Generic[CoreT_co]):
                     return
                 try:
                     reader = await self._open_control()
-                except OSError:
+                except (OSError, ControllerRefused):
                     self.stats["controller-unreachable"] += 1
                     continue
                 self.stats["controller-reconnected"] += 1
                 break
 
     def _stopping(self) -> bool:
-        return self.closed or not self.reconnect
+        return self.closed or not self.reconnect or self.refused is not None
 
     async def close(self) -> None:
         """Stop the node: close its socket and its control connection."""
@@ -420,7 +463,8 @@ class NodeRuntime(Generic[CoreT_co]):
     # -- control plane -------------------------------------------------------------------
 
     async def _read_control(self, reader: asyncio.StreamReader) -> None:
-        decoder = control.FrameDecoder()
+        # The controller is authenticated (TLS), but its table syncs are not chunked yet.
+        decoder = control.FrameDecoder(control.MAX_FRAME_FROM_CONTROLLER)
         assert self._loop is not None
         while True:
             chunk = await reader.read(65536)
@@ -434,10 +478,16 @@ class NodeRuntime(Generic[CoreT_co]):
                 return
             now = self._loop.time()
             for message in messages:
-                if self.on_control is not None:
-                    self.on_control(message)
-                if isinstance(message, control.LinkSettings):
-                    self.apply_link_settings(message)  # for the runtime's link stage, not the core
-                else:
-                    self.core.receive_control(message, now)
+                try:
+                    if self.on_control is not None:
+                        self.on_control(message)
+                    if isinstance(message, control.LinkSettings):
+                        self.apply_link_settings(message)  # for the runtime's link stage, not the core
+                    elif isinstance(message, control.Refused):
+                        self.refused = message.reason
+                        self.stats[f"refused-{message.reason}"] += 1
+                    else:
+                        self.core.receive_control(message, now)
+                except Exception:
+                    self.stats["control-record-error"] += 1
             self.flush()
