@@ -21,6 +21,7 @@ from scaffold.core.controller.commands import Counters, Status
 from scaffold.deploy.daemons.workers import WorkerPool, pool_metrics
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run, wait_until
+from scaffold.runtime.tls import Credentials, CredentialStore
 from scaffold.wire.control import MetricSample
 
 TOPOLOGY = """\
@@ -42,6 +43,13 @@ class Daemons:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        #: the network's CA and every daemon's credentials
+        self.credentials = CredentialStore(tmp / "credentials")
+        self.operator = self.credentials.operator()
+
+    def creds(self, name: str, role: str) -> list[str]:
+        """The ``--credentials`` flag of daemon ``name`` in ``role``."""
+        return ["--credentials", str(self.credentials.node(name, role).directory)]
 
     def start(self, name: str, *argv: str) -> None:
         with open(self.tmp / f"{name}.log", "wb") as log:
@@ -98,27 +106,39 @@ def test_a_flow_switch_worker_killed_under_load_loses_no_byte(daemons: Daemons, 
     (tmp_path / "one.toml").write_text(TOPOLOGY)
     controller = ("127.0.0.1", free_port())
     ctl = f"{controller[0]}:{controller[1]}"
-    daemons.start("controller", "controller", "--topology", str(tmp_path / "one.toml"), "--listen", ctl)
-    node = ["--controller", ctl, "--listen", "127.0.0.1:0", "--stats-interval", "0.2"]
     daemons.start(
-        "dc1-fs1", "switch", "--role", "flow", "--name", "dc1-fs1", "--dc", "dc1", "--workers", "2", *node
+        "controller",
+        "controller",
+        "--topology",
+        str(tmp_path / "one.toml"),
+        "--listen",
+        ctl,
+        *daemons.creds("controller", "controller"),
     )
-    daemons.start("dc1-os", "switch", "--role", "object", "--name", "dc1-os", "--dc", "dc1", *node)
-    daemons.start("dc1-h1", "host", "--name", "dc1-h1", "--gateway", "dc1-fs1", "--serve", "echo", *node)
+    node = ["--controller", ctl, "--listen", "127.0.0.1:0", "--stats-interval", "0.2"]
+    fs = ["--name", "dc1-fs1", "--dc", "dc1", "--workers", "2", *daemons.creds("dc1-fs1", "flow-switch")]
+    daemons.start("dc1-fs1", "switch", "--role", "flow", *fs, *node)
+    os_ = ["--name", "dc1-os", "--dc", "dc1", *daemons.creds("dc1-os", "object-switch")]
+    daemons.start("dc1-os", "switch", "--role", "object", *os_, *node)
+    h1 = ["--name", "dc1-h1", "--gateway", "dc1-fs1", "--serve", "echo", *daemons.creds("dc1-h1", "host")]
+    daemons.start("dc1-h1", "host", *h1, *node)
+    operator = daemons.operator
 
     async def scenario() -> tuple[list[bool], dict[str, object]]:
         async def ready() -> bool:
             try:
-                status = await admin.call(controller, Status(), timeout=1.0)
+                status = await admin.call(controller, Status(), timeout=1.0, credentials=operator)
             except Exception:
                 return False
-            return any(o["name"] == "echo" and o["replicas"][0]["alive"] for o in status["objects"])
+            return any(o["name"] == "echo" and o["replicas"][0]["alive"] for o in status["objects"]) and all(
+                sw["connected"] for sw in status["switches"]
+            )
 
-        deadline = time.monotonic() + 60
-        while not await ready():
-            assert time.monotonic() < deadline, "the daemons did not come up"
-            await asyncio.sleep(0.1)
-        async with await scaffold.join("dc1-h2", gateway="dc1-fs1", controller=controller) as host:
+        await wait_until(ready, 60, "the daemons to come up", interval=0.1)
+        h2 = daemons.credentials.node("dc1-h2", "host")
+        async with await scaffold.join(
+            "dc1-h2", gateway="dc1-fs1", controller=controller, credentials=h2, operator=operator
+        ) as host:
 
             async def echo(size: int) -> bool:
                 reader, writer = await host.open_connection("echo")
@@ -148,18 +168,15 @@ def test_a_flow_switch_worker_killed_under_load_loses_no_byte(daemons: Daemons, 
                 )
             exact = await asyncio.gather(*streams)
 
-            async def restarted() -> dict[str, object]:
-                counters = await admin.call(controller, Counters())
-                return dict(counters["dc1-fs1"])
+            summary: dict[str, object] = {}
 
-            deadline = time.monotonic() + 10
-            while True:  # the supervisor reports its workers' sums every 0.2 s
-                summary = await restarted()
+            async def restarted() -> bool:  # the supervisor reports its workers' sums every 0.2 s
+                counters = await admin.call(controller, Counters(), credentials=operator)
+                summary.update(counters["dc1-fs1"])
                 metrics = {m[0]: m[1] for m in summary["metrics"] if not m[2]}  # type: ignore[attr-defined]
-                if metrics.get("worker_restarts_total") == 2 and metrics.get("workers") == 2:
-                    break
-                assert time.monotonic() < deadline, metrics
-                await asyncio.sleep(0.1)
+                return metrics.get("worker_restarts_total") == 2 and metrics.get("workers") == 2
+
+            await wait_until(restarted, 10, "the switch to report 2 restarts of 2 workers", interval=0.1)
         return exact, summary
 
     exact, summary = run(scenario())
@@ -204,6 +221,11 @@ name = "gateway"
 [[datacenter]]
 name = "dc1"
 hosts = ["dc1-h1"]
+
+# The operator's policy: any host may serve `web` (each publisher worker is a host of its own).
+[[object]]
+name = "web"
+allow = ["*"]
 """
 
 
@@ -255,7 +277,7 @@ def test_ingress_and_publisher_workers_share_the_load_and_survive_a_killed_worke
         assert all(get(port) == b"hello\n" for _ in range(6))
         wait_for_log(daemons, "ingress", "ingress tcp", count=3)  # worker 0 is back
         assert all(get(port) == b"hello\n" for _ in range(6))
-        hosts = run(admin.call(load_controller(state), Status()))["hosts"]
+        hosts = run(admin.call(load_controller(state), Status(), credentials=operator(state)))["hosts"]
         names = {h["name"] for h in hosts if h["alive"]}
         assert {n for n in names if n.startswith(("ingress-", "publish-"))} >= {
             f"{kind}-{daemons.procs[kind].pid}-w{i}" for kind in ("ingress", "publish") for i in (0, 1)
@@ -274,6 +296,13 @@ def wait_for_log(daemons: Daemons, name: str, text: str, *, count: int = 1, seco
         assert daemons.procs[name].poll() is None, path.read_text()
         assert time.monotonic() < deadline, f"no {count} x {text!r} in:\n{path.read_text()}"
         time.sleep(0.05)
+
+
+def operator(state: str) -> Credentials:
+    """The operator credentials of the ``scaffold up`` network whose state file is ``state``."""
+    from scaffold.deploy.state_file import load_state
+
+    return load_state(Path(state)).operator()
 
 
 def load_controller(state: str) -> tuple[str, int]:
