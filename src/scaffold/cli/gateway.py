@@ -256,6 +256,8 @@ def _worker_command(args: argparse.Namespace, role: str, index: int, listen: Add
         ]
         if args.wait:
             argv.append("--wait")
+        if args.grant:
+            argv += ["--grant", args.grant]
     return argv
 
 
