@@ -358,6 +358,13 @@ name = "bench"
 name = "dc1"
 hosts = ["dc1-h1"]
 """
+#: the operator's policy for each object: any host may serve it (the publishers join under
+#: names of their own)
+OBJECT_POLICY = """
+[[object]]
+name = "{name}"
+allow = ["*"]
+"""
 
 
 class Deployment:
@@ -377,7 +384,9 @@ class Deployment:
     def start(self) -> None:
         scaffold = [sys.executable, "-m", "scaffold"]
         topology = self.directory / "bench.toml"
-        topology.write_text(NETWORK_TOPOLOGY)
+        topology.write_text(
+            NETWORK_TOPOLOGY + "".join(OBJECT_POLICY.format(name=f"web{n}") for n in self.workers)
+        )
         up_log = self.directory / "up.log"
         self.fleet.start(*scaffold, "up", str(topology), "--state", str(self.state), log=up_log)
         wait_for(lambda: "is up" in up_log.read_text(), "scaffold up")
@@ -419,7 +428,8 @@ class Deployment:
         from scaffold.runtime.admin import call_sync
 
         try:
-            status = call_sync(tuple(load_state(self.state).controller), Status(), timeout=2)
+            state = load_state(self.state)
+            status = call_sync(tuple(state.controller), Status(), timeout=2, credentials=state.operator())
         except Exception:
             return False
         alive = {o["name"]: sum(r["alive"] for r in o["replicas"]) for o in status["objects"]}

@@ -247,7 +247,6 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
     listen = parse_address(args.listen)
     node: NodeRuntime[NodeEngine]
     if args.workers > 1 and not worker:
-        assert credentials is not None
         node = await start_pool(args, core, parse_address(args.controller), listen, log, stop, credentials)
     else:
         node = NodeRuntime(

@@ -176,7 +176,7 @@ class SupervisorRuntime(NodeRuntime[SwitchCore]):
         advertise: str | None,
         hub: ControlHub,
         pool: WorkerPool,
-        credentials: Credentials,
+        credentials: Credentials | None,
     ) -> None:
         super().__init__(
             core,
@@ -265,11 +265,11 @@ async def start_pool(
     listen: Address,
     log: JsonLog,
     stop: asyncio.Event,
-    credentials: Credentials,
+    credentials: Credentials | None,
 ) -> SupervisorRuntime:
     """Start the hub and ``args.workers`` workers on one address; returns the supervisor's
     runtime, to be connected to the controller (``start`` or ``switch.connect``) with the
-    switch's ``credentials``, and closed (which stops the workers).
+    switch's ``credentials`` (None: plain TCP, for a controller without them), and closed (which stops the workers).
 
     Raises:
         ScaffoldError: the workers did not all start.
