@@ -56,6 +56,8 @@ UDP_GRO = 104
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_PROBE = 3
 IP_MTU = 14
+#: as a plain int: ``flags & socket.MSG_TRUNC`` would be enum arithmetic on every read
+_MSG_TRUNC = int(socket.MSG_TRUNC)
 
 #: the largest UDP payload over IPv4 (65535 - 8 - 20)
 MAX_DATAGRAM = 65507
@@ -213,7 +215,7 @@ class UdpEndpoint:
         for level, kind, data in ancillary:
             if level == SOL_UDP and kind == UDP_GRO and len(data) >= _GRO_SIZE.size:
                 size = _GRO_SIZE.unpack_from(data)[0]
-        if flags & socket.MSG_TRUNC:
+        if flags & _MSG_TRUNC:
             self.stats["recv-truncated"] += 1
             return self._view[:0], 0, address
         if size >= n:
