@@ -269,7 +269,8 @@ async def start_pool(
 ) -> SupervisorRuntime:
     """Start the hub and ``args.workers`` workers on one address; returns the supervisor's
     runtime, to be connected to the controller (``start`` or ``switch.connect``) with the
-    switch's ``credentials`` (None: plain TCP, for a controller without them), and closed (which stops the workers).
+    switch's ``credentials`` (None: plain TCP, for a controller without them), and closed
+    (which stops the workers).
 
     Raises:
         ScaffoldError: the workers did not all start.

@@ -31,6 +31,11 @@ __all__ = ["BATCH", "KEEPALIVE", "SOCKET_BUFFER", "ControllerRefused", "EventHan
 
 #: reads per wake-up (each a datagram or a train of up to 64)
 BATCH = 64
+#: bytes a core takes datagram by datagram per wake-up: with 64 KiB segments, 64 reads
+#: would keep the event loop on one socket long enough to starve the control connections
+#: (heartbeats) and timers of every other node in the process; a flow switch routing trains
+#: whole is not held to it (forwarding a train costs the same whatever its size)
+READ_BUDGET = 512 * 1024
 #: IPv4 + UDP headers: an interface's MTU less this is the largest datagram it sends
 _IP_UDP = 28
 #: a switch says something at least this often, so the controller's idle timeout (30 s)
@@ -284,7 +289,10 @@ class NodeRuntime(Generic[CoreT_co]):
         receive = self.core.receive_datagram
         route_train = getattr(self.core, "route_train", None)
         names = self.book.name
+        budget = READ_BUDGET
         for _ in range(BATCH):
+            if budget <= 0:
+                break
             got = read()
             if got is None:
                 break
@@ -295,6 +303,7 @@ class NodeRuntime(Generic[CoreT_co]):
                 self.stats["unknown-peer"] += 1
                 port = ""
             if not size:
+                budget -= len(data)
                 receive(bytes(data), port, now)
                 continue
             self.stats["trains-received"] += 1
@@ -303,6 +312,7 @@ class NodeRuntime(Generic[CoreT_co]):
                 if hop is not None:
                     self._forward_train(hop, data, size, now)
                 continue
+            budget -= len(data)
             for offset in range(0, len(data), size):
                 receive(bytes(data[offset : offset + size]), port, now)
         self.flush()
