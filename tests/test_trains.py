@@ -47,6 +47,7 @@ def test_a_train_for_one_next_hop_is_routed_whole_in_place() -> None:
     assert core.route_train(train, SIZE, "src", 0.0) == "a"
     assert [train[o + TTL_OFFSET] for o in range(0, len(train), SIZE)] == [31] * 6
     assert core.forwarded == 6 and core.datagrams_to_send(0.0) == []
+    assert core.forwarded_bytes == len(train)  # the same bytes as six datagrams
 
 
 def test_a_train_split_across_two_next_hops_goes_out_one_by_one_in_order() -> None:

@@ -39,10 +39,16 @@ from .events import Packet, TraceHop, Train
 from .metrics import MetricKind, Sample, define
 from .switch import Switch
 
-__all__ = ["FORWARDED", "FlowSwitch"]
+__all__ = ["FORWARDED", "FORWARDED_BYTES", "FlowSwitch"]
 
 FORWARDED = define(
     "forwarded_packets_total", MetricKind.COUNTER, "Packets a flow switch sent on.", unit="packets"
+)
+FORWARDED_BYTES = define(
+    "forwarded_bytes_total",
+    MetricKind.COUNTER,
+    "Bytes of the packets a flow switch sent on (SCAFFOLD header and segment; no UDP/IP).",
+    unit="bytes",
 )
 
 _PROTOS = frozenset(int(p) for p in Proto)
@@ -64,9 +70,14 @@ class FlowSwitch(Switch):
         self._host_routes: dict[int, str] = {}
         self._moved: dict[int, int] = {}
         self.forwarded = 0
+        self.forwarded_bytes = 0
 
     def metrics(self) -> list[Sample]:
-        return [*super().metrics(), FORWARDED.sample(self.forwarded)]
+        return [
+            *super().metrics(),
+            FORWARDED.sample(self.forwarded),
+            FORWARDED_BYTES.sample(self.forwarded_bytes),
+        ]
 
     def tables_changed(self, names: set[str] | None) -> None:
         # The fast path reads plain typed dicts; msgspec already decoded the keys as ints.
@@ -117,6 +128,7 @@ class FlowSwitch(Switch):
         if flags & _TRACE:
             self._record(buf, now)
         self.forwarded += 1
+        self.forwarded_bytes += len(buf)
         self._out.append((hop, buf))
 
     def route_train(self, train: Train, size: int, port: str, now: float) -> str | None:
@@ -161,6 +173,7 @@ class FlowSwitch(Switch):
             for offset in range(TTL_OFFSET, total, size):
                 train[offset] -= 1
             self.forwarded += (total + size - 1) // size
+            self.forwarded_bytes += total
             return hop
         receive = self.receive_datagram
         for offset in range(0, total, size):

@@ -269,13 +269,13 @@ def _assemble(
 
 
 def _flow_json(run: FlowRun) -> dict[str, Any]:
-    flow = run.writer._ch.flow if run.writer is not None else None
+    packets = run.writer.get_extra_info("packets") if run.writer is not None else (0, 0)
     return {
         "flow": run.flow,
         "object": str(ObjectId.from_name(run.obj)),
         "client": run.client,
         "served_by": run.served_by,
-        "packets": (flow.packets_sent + flow.packets_received) if flow else 0,
+        "packets": sum(packets),
         "bytes": run.checker.offset,
         "verified": run.checker.ok and (run.complete or bool(run.error)),
         "completed": run.complete,
@@ -292,12 +292,16 @@ def _refinement(net: Testbed, run: FlowRun) -> list[dict[str, Any]]:
         {
             "node": t.node,
             "role": t.role,
+            "flow": f"{t.flow:016x}",
+            "ttl": t.ttl,
             "dst": {
                 "obj": str(ObjectId(t.obj)),
                 "dc": ctl.dc_name(t.dc) if t.dc else None,
                 "host": ctl.host_name(t.host) if t.host else None,
                 "socket": str(t.socket) if t.socket else None,
             },
+            # as on the wire (0: not refined yet), to compare with a capture
+            "dst_ids": {"dc": t.dc, "host": t.host, "socket": t.socket},
         }
         for t in hops
     ]
@@ -602,14 +606,17 @@ async def _collect_netns(
         {
             "node": node,
             "role": role,
+            "flow": f"{traced:016x}",
+            "ttl": ttl,
             "dst": {
                 "obj": "obj:" + obj,
                 "dc": dc_names.get(dc) if dc else None,
                 "host": host_names.get(host) if host else None,
                 "socket": str(sock) if sock else None,
             },
+            "dst_ids": {"dc": dc, "host": host, "socket": sock},
         }
-        for node, obj, role, dc, host, sock, _, _ in hops
+        for node, obj, role, dc, host, sock, ttl, _ in hops
     ]
     report = _assemble("netns", topology, scenario, refinement, switches, drops, junk_sent)
     report.checks = _checks(report, topology, scenario, uncounted)

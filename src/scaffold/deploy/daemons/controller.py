@@ -18,6 +18,7 @@ from ...runtime.tls import Credentials
 from ..address import parse_address
 from ..topology_file import load_topology
 from .jsonlog import JsonLog
+from .runner import add_metrics_argument, serve_metrics
 
 __all__ = ["DEFAULT_CONTROL_PORT", "add_arguments", "serve"]
 
@@ -36,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default="", help="keep registrations in this JSON file (default: memory)")
     parser.add_argument("--heartbeat-interval", type=float, default=0.2, help="host heartbeat period, s")
     parser.add_argument("--dead-after", type=int, default=3, help="missed heartbeats before a host is dead")
+    add_metrics_argument(parser)
+    parser.add_argument(
+        "--metrics-nodes",
+        action="store_true",
+        help="--metrics also re-exports every node's last report (NodeStats), labelled by node",
+    )
 
 
 async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> None:
@@ -76,7 +83,10 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         store=args.store or "memory",
         restored=saved is not None,
     )
+    metrics = serve_metrics(args, lambda: runtime.metric_batches(nodes=args.metrics_nodes), log)
     try:
         await stop.wait()
     finally:
+        if metrics is not None:
+            metrics.close()
         await runtime.close()

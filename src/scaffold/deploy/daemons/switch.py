@@ -31,10 +31,11 @@ from ...errors import ConfigError, ScaffoldError
 from ...runtime import admin
 from ...runtime.aio import Address, AddressBook, EmuLink, NodeRuntime
 from ...runtime.metrics import node_summary
+from ...runtime.prometheus import Batch
 from ...runtime.tls import Credentials
 from ..address import parse_address
 from .jsonlog import JsonLog
-from .runner import parse_peer_values
+from .runner import add_metrics_argument, parse_peer_values, serve_metrics
 from .switch_pool import start_pool
 from .workers import until_orphaned
 
@@ -69,6 +70,7 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
         "--link", action="append", default=[], metavar="PEER=MS", help="egress delay towards a neighbour (ms)"
     )
     parser.add_argument("--stats-interval", type=float, default=1.0, help="report counters this often, s")
+    add_metrics_argument(parser)
     parser.add_argument(
         "--connect-timeout",
         type=float,
@@ -270,6 +272,10 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         address=f"{node.address[0]}:{node.address[1]}",
         **({"worker": args.worker_index} if worker else {"workers": args.workers}),
     )
+    # A supervisor's metrics are its workers' sums (switch_pool.SupervisorRuntime.metrics).
+    metrics = serve_metrics(
+        args, lambda: [Batch({"node": node.name, "role": core.role}, node.metrics())], log
+    )
     monitor = None
     if ports:
         assert not isinstance(controller, str)
@@ -285,6 +291,8 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
     finally:
+        if metrics is not None:
+            metrics.close()
         if monitor is not None:
             await monitor
         await node.close()

@@ -155,6 +155,8 @@ def node_command(
     base = [PYTHON, "-m", "scaffold"]
     # Each node's credentials were issued into the network's store (``NetnsNetwork.start``).
     credentials = str(Path(state.credentials) / "nodes" / node.name)
+    # Each daemon serves its metrics in its own namespace, reached on its management address.
+    metrics = [] if node.metrics is None else ["--metrics", f"0.0.0.0:{node.metrics[1]}"]
     if node.role == "controller":
         return [
             *base,
@@ -171,6 +173,7 @@ def node_command(
             credentials,
             "--crl",
             str(Path(state.credentials) / "ca" / "crl.pem"),
+            *metrics,
         ]
     controller = f"{state.controller[0]}:{state.controller[1]}"
     common = [
@@ -191,6 +194,7 @@ def node_command(
             common += ["--link", f"{peer}={link.delay * 1000:g}"]
     if log_debug:
         common.append("--debug")
+    common += metrics
     if node.role == "host":
         serve = [
             f"--serve={obj.name}:{weight}{':resume' if obj.resumable else ''}"

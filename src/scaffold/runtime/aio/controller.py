@@ -8,6 +8,10 @@ from the connection's own registered node. Each connection has a TLS handshake d
 read deadline for a frame it has begun, an idle timeout and a bounded write buffer; their
 number is capped. A record or connection that raises is counted and closed alone: the
 controller's timer and other connections go on.
+
+Besides the core's own metrics it counts the decisions it hands on (``controller_events_total``
+by kind) and measures convergence (``runtime/convergence.py``) from the table records it sends
+and the versions the switches report in ``NodeStats``.
 """
 
 from __future__ import annotations
@@ -23,15 +27,27 @@ from typing import Any
 from ...core.controller import Command, Controller, ControllerEvent
 from ...core.controller.authorize import admin_refusal, hello_refusal
 from ...core.controller.commands import Counters
-from ...core.metrics import Sample
+from ...core.metrics import MetricKind, Sample, define, total
+from ...core.switch import TABLE_VERSION
 from ...errors import MalformedPacket
 from ...wire import control
+from ..convergence import ConvergenceTracker
 from ..metrics import node_summary, runtime_metrics
+from ..prometheus import Batch
 from ..store import MemoryStore, Store, controller_outputs
 from ..tls import Credentials, Identity, RevocationList, peer_identity, server_context
 from .links import Address
 
-__all__ = ["ConnectionLimits", "ControllerRuntime"]
+__all__ = ["EVENTS", "ConnectionLimits", "ControllerRuntime"]
+
+EVENTS = define(
+    "controller_events_total",
+    MetricKind.COUNTER,
+    "Decisions the controller took, by kind: host-up, host-down (a failover starts), bind, drain, "
+    "rebalance, object-migration, vm-migration, client-mobility, route-change, port, ...",
+    labels=("kind",),
+)
+_TABLE_RECORDS = (control.TableSync, control.TableDelta)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +108,9 @@ class ControllerRuntime:
         self.node_stats: dict[str, control.NodeStats] = {}
         #: called with each decision the controller takes (a daemon logs them)
         self.on_event: Callable[[ControllerEvent, float], None] | None = None
+        #: the decisions handed on so far, by kind
+        self.event_counts: Counter[str] = Counter()
+        self.convergence = ConvergenceTracker()
         self._writers: dict[str, asyncio.StreamWriter] = {}
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
@@ -180,6 +199,7 @@ class ControllerRuntime:
             name = conn.name
             if name is not None and self._writers.get(name) is writer:
                 del self._writers[name]
+                self.convergence.disconnected(name)
                 if self._loop is not None and not self._loop.is_closed():
                     self.core.node_disconnected(name, self.now())
                     self.flush()
@@ -231,7 +251,7 @@ class ControllerRuntime:
             if conn.name is None or message.node != conn.name:
                 self.stats["stats-from-unregistered"] += 1
             else:
-                self.node_stats[conn.name] = message
+                self._node_stats(message)
             return True
         if isinstance(message, control.Hello):
             return self._hello(conn, message)
@@ -268,9 +288,28 @@ class ControllerRuntime:
                 self.stats["revoked-certificate"] += 1
                 conn.writer.close()
 
+    def _node_stats(self, stats: control.NodeStats) -> None:
+        self.node_stats[stats.node] = stats
+        if stats.role in ("flow-switch", "object-switch"):
+            self.convergence.applied(stats.node, int(total(stats.metrics, TABLE_VERSION.name)), self.now())
+
     def metrics(self) -> list[Sample]:
-        """The controller's metrics: its core's and this runtime's (``stats``)."""
-        return [*self.core.metrics(), *runtime_metrics(self.stats)]
+        """The controller's metrics: its core's and this runtime's (``stats``, events by kind,
+        convergence)."""
+        return [
+            *self.core.metrics(),
+            *runtime_metrics(self.stats),
+            *EVENTS.by(self.event_counts),
+            *self.convergence.metrics(),
+        ]
+
+    def metric_batches(self, *, nodes: bool = False) -> list[Batch]:
+        """The controller's metrics for an exporter, and with ``nodes`` every node's last
+        report (``NodeStats``) too, each labelled with its node and role."""
+        out = [Batch({"node": self.core.name, "role": self.core.role}, self.metrics())]
+        if nodes:
+            out += [Batch({"node": s.node, "role": s.role}, s.metrics) for s in self.node_stats.values()]
+        return out
 
     def _admin(self, request: control.AdminRequest) -> control.AdminReply:
         """``counters`` is answered here (the runtime holds the nodes' reports): each node's
@@ -291,6 +330,7 @@ class ControllerRuntime:
         holds the records back; the timer retries."""
         now = self.now()
         while (event := self.core.next_event()) is not None:
+            self.event_counts[event.kind] += 1
             if self.on_event is not None:
                 self.on_event(event, now)
         try:
@@ -298,6 +338,7 @@ class ControllerRuntime:
         except OSError:
             self.stats["store-failed"] += 1
             outputs = []
+        versions: dict[str, int] = {}
         for node, message in outputs:
             writer = self._writers.get(node)
             if writer is None or writer.is_closing():
@@ -308,6 +349,9 @@ class ControllerRuntime:
                 writer.close()  # a peer that does not read is cut, not buffered for
                 continue
             writer.write(control.frame(message))
+            if isinstance(message, _TABLE_RECORDS):
+                versions[node] = message.version
+        self.convergence.sent(versions, now)
         self._arm()
 
     def _arm(self) -> None:
