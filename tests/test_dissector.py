@@ -204,7 +204,7 @@ def test_every_segment_and_control_record_dissects_and_malformed_ones_are_named(
         "bad-datagram-type": packet(Proto.DATAGRAM, b"x" * 12, **first),
         "bad-sack": packet(Proto.STREAM, stream_fixed[:40] + b"\x05" + stream_fixed[41:], **refined),
         "bad-length": packet(Proto.STREAM, stream_fixed + b"!", **refined),
-        "bad-stream-type": packet(Proto.STREAM, b"\x09" + stream_fixed[1:], **refined),
+        "bad-stream-type": packet(Proto.STREAM, b"\x0b" + stream_fixed[1:], **refined),  # 9, 10: PROBE(-ACK)
         "truncated": wire_header.encode(Header(Proto.SIGNAL, flow, WEB)),
     }
     signal_wrong_length = packet(

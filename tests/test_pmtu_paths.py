@@ -95,7 +95,7 @@ def test_loopback_streams_use_large_segments_and_a_shrinking_link_loses_nothing(
             await net.host("dc1-h1").start_server(sink, "sink")
             client = net.host("dc2-h1")
             reader, writer = await client.open_connection("sink")
-            transport = client.node.core.stream(writer.get_extra_info("socket"))
+            transport = client.node.core.stream(writer.get_extra_info("socket_id"))
             half = len(payload) // 2
             writer.write(payload[:half])
             await writer.drain()

@@ -37,6 +37,7 @@ local DGRAM_TYPES = { [1] = "DATA", [2] = "CLOSE", [3] = "MOVED" }
 local STREAM_TYPES = {
     [1] = "SYN", [2] = "SYN_ACK", [3] = "DATA", [4] = "FIN",
     [5] = "RST", [6] = "KEEPALIVE", [7] = "RESUME", [8] = "RESUME_ACK",
+    [9] = "PROBE", [10] = "PROBE_ACK",
 }
 local SIGNAL_TYPES = { [1] = "OBJECT_NOT_FOUND", [2] = "REFINE", [3] = "UNREACHABLE" }
 
@@ -142,7 +143,8 @@ local function dissect_stream(tvb, pinfo, tree)
     local payload_at = 44 + count * 8
     if size < payload_at + length then return malformed(sub, pinfo, "truncated") end
     if size > payload_at + length then return malformed(sub, pinfo, "bad-length") end
-    if length > 0 and kind ~= 3 and kind ~= 4 then return malformed(sub, pinfo, "bad-length") end
+    -- DATA and FIN carry the stream's bytes, PROBE its padding (§4.2.6)
+    if length > 0 and kind ~= 3 and kind ~= 4 and kind ~= 9 then return malformed(sub, pinfo, "bad-length") end
     for i = 0, count - 1 do
         local at = 44 + i * 8
         local start, stop = tvb(at, 4):uint(), tvb(at + 4, 4):uint()
@@ -173,8 +175,7 @@ end
 
 local SEGMENTS = { [1] = dissect_datagram, [2] = dissect_stream, [3] = dissect_signal }
 
-local function dissect_data(tvb, pinfo, tree)
-    if not is_header(tvb) then return 0 end
+local function dissect_packet(tvb, pinfo, tree)
     pinfo.cols.protocol = "SCAFFOLD"
     local proto, flags = tvb(1, 1):uint(), tvb(2, 1):uint()
     local t = tree:add(scaffold, tvb(0, HEADER_LEN), "SCAFFOLD header")
@@ -209,7 +210,38 @@ local function dissect_data(tvb, pinfo, tree)
     else
         SEGMENTS[proto](tvb(HEADER_LEN):tvb(), pinfo, tree)
     end
+end
+
+-- The size of the SCAFFOLD packet ``tvb`` starts with, where its segment says (streams and
+-- signals); else all of ``tvb``.
+local function packet_size(tvb)
+    local proto = tvb(1, 1):uint()
+    if proto == 2 and tvb:len() >= HEADER_LEN + 44 then
+        return HEADER_LEN + 44 + tvb(HEADER_LEN + 40, 1):uint() * 8 + tvb(HEADER_LEN + 2, 2):uint()
+    elseif proto == 3 then
+        return HEADER_LEN + 20
+    end
     return tvb:len()
+end
+
+-- A capture taken where a node sends (loopback) may hold a GSO train as the kernel had it
+-- before splitting it: packets of one size back to back, the last maybe shorter (protocol
+-- §3.3). When another header follows the first packet, each is dissected on its own.
+local function dissect_data(tvb, pinfo, tree)
+    if not is_header(tvb) then return 0 end
+    local total = tvb:len()
+    local size = packet_size(tvb)
+    if size > HEADER_LEN and size < total and total - size >= HEADER_LEN and is_header(tvb(size):tvb()) then
+        local count = 0
+        for offset = 0, total - 1, size do
+            dissect_packet(tvb(offset, math.min(size, total - offset)):tvb(), pinfo, tree)
+            count = count + 1
+        end
+        pinfo.cols.info:append(string.format(" [train of %d]", count))
+    else
+        dissect_packet(tvb, pinfo, tree)
+    end
+    return total
 end
 
 function scaffold.dissector(tvb, pinfo, tree)

@@ -247,7 +247,7 @@ class HostStack(StreamFlows, Churn):
                     and dst_host
                 ):
                     flow.packets_received += 1
-                    flow.last_active = now
+                    flow.last_active = flow.last_received = now
                     flow.transport.receive_segment(memoryview(data)[HEADER_LEN:], now)
                     self._dirty[dst_socket] = flow
                     self._last_now = now
