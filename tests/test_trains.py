@@ -21,14 +21,16 @@ from scaffold.runtime.aio.udp import SOL_UDP, UDP_GRO, UDP_SEGMENT, offload_supp
 from scaffold.runtime.sim import SimNetwork
 from scaffold.wire import control
 from scaffold.wire.control import SwitchTables, TableSync
-from scaffold.wire.header import HEADER_LEN, TTL_OFFSET, Header, Proto, encode
+from scaffold.wire.header import HEADER_LEN, TTL_OFFSET, Flags, Header, Proto, encode
 
 SIZE = 300
 
 
-def packet(host: int, seq: int, *, dc: int = 1, size: int = SIZE) -> bytes:
+def packet(host: int, seq: int, *, dc: int = 1, size: int = SIZE, flags: Flags = Flags.NONE) -> bytes:
     """A refined datagram packet to ``host`` in DC ``dc``, its payload numbered ``seq``."""
-    header = Header(Proto.DATAGRAM, flow=7, obj=WEB.raw, dst_dc=dc, dst_host=host, src_dc=1, src_host=9)
+    header = Header(
+        Proto.DATAGRAM, flow=7, obj=WEB.raw, dst_dc=dc, dst_host=host, src_dc=1, src_host=9, flags=flags
+    )
     return encode(header, seq.to_bytes(4, "big") + bytes(size - HEADER_LEN - 4))
 
 
@@ -48,6 +50,12 @@ def test_a_train_for_one_next_hop_is_routed_whole_in_place() -> None:
     assert [train[o + TTL_OFFSET] for o in range(0, len(train), SIZE)] == [31] * 6
     assert core.forwarded == 6 and core.datagrams_to_send(0.0) == []
     assert core.forwarded_bytes == len(train)  # the same bytes as six datagrams
+
+
+def test_a_servers_train_is_routed_whole_too() -> None:
+    core = switch()
+    train = bytearray(b"".join(packet(2, i, flags=Flags.TO_CLIENT) for i in range(4)))
+    assert core.route_train(train, SIZE, "src", 0.0) == "b" and core.forwarded == 4
 
 
 def test_a_train_split_across_two_next_hops_goes_out_one_by_one_in_order() -> None:

@@ -6,7 +6,8 @@ it cannot route on IDs go to an object switch:
 
 * no DC ID, or no Host ID in this DC -> this DC's object switch refines them;
 * a Host ID of this DC that is gone (dead, drained or unknown) -> the Host ID is cleared,
-  ``REDIRECTED`` is set, and the object switch re-resolves the same Flow ID (§5.1);
+  ``REDIRECTED`` is set, and the object switch re-resolves the same Flow ID (§5.1) -- unless
+  the packet is ``TO_CLIENT`` (a server's): a client is not found by object, it is dropped;
 * a Host ID that moved to another DC -> the DC ID is rewritten and the sender is told to
   refine (a ``REFINE`` signal, §5.3).
 
@@ -52,11 +53,13 @@ FORWARDED_BYTES = define(
 )
 
 _PROTOS = frozenset(int(p) for p in Proto)
-_UNKNOWN_FLAGS = 0xFF & ~int(Flags.TRACE | Flags.REDIRECTED)
+_UNKNOWN_FLAGS = 0xFF & ~int(Flags.TRACE | Flags.REDIRECTED | Flags.TO_CLIENT)
 _TRACE = int(Flags.TRACE)
 _REDIRECTED = int(Flags.REDIRECTED)
-#: flags a train may carry and still be forwarded whole (a traced packet is recorded alone)
-_TRAIN_FLAGS = 0xFF & ~_REDIRECTED
+_TO_CLIENT = int(Flags.TO_CLIENT)
+#: flags that keep a train from being forwarded whole: a traced packet is recorded alone, an
+#: unknown flag is dropped alone (a server's TO_CLIENT and REDIRECTED ride along)
+_TRAIN_FLAGS = 0xFF & ~(_REDIRECTED | _TO_CLIENT)
 
 
 class FlowSwitch(Switch):
@@ -193,6 +196,13 @@ class FlowSwitch(Switch):
             DST_ROUTE.pack_into(buf, DST_OFFSET, moved_to, host)
             self._signal_source(buf, wire_signal.Signal(wire_signal.SignalType.REFINE, host, moved_to))
             return hop
+        if buf[FLAGS_OFFSET] & _TO_CLIENT:
+            # A server's packet to a client host that is gone -- or only looks gone (missed
+            # heartbeats of a busy process). An object lookup would hand it to some replica
+            # of the object, which would take it for a client's and "take over" the flow
+            # from its own server. The server's RTO repeats it once the client is back.
+            self.drops["orphan-to-client"] += 1
+            return None
         # Orphan: keep the Object ID and Flow ID, forget where it was going (§5.1).
         self.counters["orphan-redirected"] += 1
         DST_LOCATOR.pack_into(buf, DST_OFFSET, self.dc_id, 0, 0)

@@ -25,6 +25,10 @@ from .flows import Flow, Listener, Role
 from .stats import FLOW_PAUSE, StreamTotals
 from .timers import DeadlineHeap
 
+# plain ints: IntFlag arithmetic builds enum members on every call
+_TO_CLIENT = int(Flags.TO_CLIENT)
+_TRACE = int(Flags.TRACE)
+
 __all__ = ["HEARTBEAT", "SWEEP", "HostStackBase"]
 
 #: keys of the host's own timers in its ``DeadlineHeap``; stream flows use their Socket ID (> 0)
@@ -165,6 +169,9 @@ class HostStackBase(NodeCore[HostEvent]):
     # -- sending -----------------------------------------------------------------------------
 
     def _emit(self, flow: Flow, proto: Proto, segment: bytes, now: float) -> None:
+        # A server's packets say so: the network must never re-resolve them on the Object
+        # ID, which finds replicas, not the client (docs/protocol.md §3.3).
+        flags = _TO_CLIENT if flow.role == Role.SERVER else 0
         if not flow.trace or flow.packets_sent:
             # Every packet of a flow has the same header until a locator changes: encode it
             # once (a trace record is made for the first packet only, below).
@@ -174,7 +181,7 @@ class HostStackBase(NodeCore[HostEvent]):
                 header = wire_header.HEADER.pack(
                     wire_header.VERSION,
                     proto,
-                    0,
+                    flags,
                     wire_header.MAX_TTL,
                     flow.flow,
                     flow.obj,
@@ -200,7 +207,7 @@ class HostStackBase(NodeCore[HostEvent]):
             src_dc=self.dc_id,
             src_host=self.host_id,
             src_socket=flow.socket_id,
-            flags=Flags.TRACE,
+            flags=Flags(flags | _TRACE),
         )
         self.trace.append(
             TraceHop(
