@@ -24,6 +24,7 @@ def deliver(
     """Hand every queued controller record to its switch, losing the first ``lose`` deltas;
     records for other nodes go to ``others``."""
     lost = 0
+    ctl.flush_tables()  # the coalescing window closes now
     for node, message in ctl.messages_to_send():
         if node not in switches:
             if others is not None:

@@ -296,7 +296,7 @@ def test_signal_random_20_bytes_raise_only_malformed(data: bytes) -> None:
 
 NAMES = st.text(max_size=20)
 ADDRESSES = st.tuples(st.text(max_size=15), st.integers(0, 65535))
-REPLICAS = st.lists(st.tuples(U64, U64), max_size=4)
+REPLICAS = st.lists(st.tuples(U64, U64), max_size=4).map(tuple)
 HEX_IDS = OBJECTS.map(bytes.hex)
 
 TABLES = st.builds(
@@ -353,7 +353,7 @@ SAMPLE_MESSAGES: list[control.ControlMessage] = [
     Bind(ObjectId.from_name("web").raw.hex(), 2, "web"),
     TableDelta(
         version=5,
-        upsert=SwitchTables(dc_routes={2: "west-fs1"}, wide={"ab" * 32: [(1, 1), (2, 3)]}),
+        upsert=SwitchTables(dc_routes={2: "west-fs1"}, wide={"ab" * 32: ((1, 1), (2, 3))}),
         remove=TableKeys(host_routes=[7]),
     ),
 ]

@@ -36,9 +36,12 @@ __all__ = [
     "FrameDecoder",
     "Heartbeat",
     "Hello",
+    "HostLiveness",
     "LinkSettings",
     "MetricSample",
     "NodeStats",
+    "NotLeader",
+    "RECORD_BUDGET",
     "SwitchTables",
     "SyncRequest",
     "TableDelta",
@@ -55,8 +58,13 @@ FRAME = struct.Struct("!I")
 MAX_FRAME = 64 * 1024 * 1024
 
 Address = tuple[str, int]
-#: [target ID, weight] pairs of a replica set: DC IDs (wide area) or Host IDs (in a DC).
-Replicas = list[tuple[int, int]]
+#: [target ID, weight] pairs of a replica set: DC IDs (wide area) or Host IDs (in a DC),
+#: sorted by ID. Empty in an exact entry: "no live replica", which a prefix rule does not
+#: override (docs/protocol.md §3.2). Tuples, so a switch can intern equal sets.
+Replicas = tuple[tuple[int, int], ...]
+#: the largest control record the controller builds (a chunk of a sync or of a delta); the
+#: frame limit of a control connection is larger, so a part always fits
+RECORD_BUDGET = 512 * 1024
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
@@ -103,8 +111,9 @@ class SwitchTables(msgspec.Struct, frozen=True, omit_defaults=True):
     next-hop node in this DC), ``moved_hosts`` (Host ID -> its current DC, for stale DC IDs)
     and ``object_switch`` (next hop towards this DC's object switch). Object switches use
     ``wide`` (Object ID hex -> [DC ID, weight]), ``local`` (Object ID hex -> [Host ID,
-    weight] in this DC), ``prefixes`` ("hex/bits" -> [DC ID, weight]) and ``gateway`` (the flow
-    switch they hang off). ``peers`` maps neighbour node names to UDP addresses.
+    weight] in this DC), ``prefixes`` and ``local_prefixes`` ("hex/bits" -> the same, for
+    every Object ID under an owner prefix) and ``gateway`` (the flow switch they hang off).
+    ``peers`` maps neighbour node names to UDP addresses.
     """
 
     dc_routes: dict[int, str] = {}
@@ -115,6 +124,7 @@ class SwitchTables(msgspec.Struct, frozen=True, omit_defaults=True):
     wide: dict[str, Replicas] = {}
     local: dict[str, Replicas] = {}
     prefixes: dict[str, Replicas] = {}
+    local_prefixes: dict[str, Replicas] = {}
     peers: dict[str, Address] = {}
 
 
@@ -127,23 +137,45 @@ class TableKeys(msgspec.Struct, frozen=True, omit_defaults=True):
     wide: list[str] = []
     local: list[str] = []
     prefixes: list[str] = []
+    local_prefixes: list[str] = []
     peers: list[str] = []
 
 
 class TableSync(msgspec.Struct, tag="sync", frozen=True):
-    """The whole table at ``version`` (sent on connect and on request)."""
+    """The whole table at ``version`` (sent on connect and on request), in parts of at most
+    ``RECORD_BUDGET`` bytes: every part but the last has ``more``; the switch applies them
+    all at once when the last arrives, forwarding on its old tables until then (§6.2)."""
 
     version: int
     dc_id: int
     tables: SwitchTables
+    more: bool = False
 
 
 class TableDelta(msgspec.Struct, tag="delta", frozen=True):
-    """The change from ``version - 1`` to ``version``."""
+    """The change from ``version - 1`` to ``version``, in parts like ``TableSync``."""
 
     version: int
     upsert: SwitchTables
     remove: TableKeys
+    more: bool = False
+
+
+class HostLiveness(msgspec.Struct, tag="liveness", frozen=True):
+    """Flow switch -> controller: hosts attached to it that fell silent (``down``) or were
+    heard again (``up``), from their presence packets (docs/protocol.md §6.2). Sent only on
+    a change, so the controller's load follows churn, not the number of hosts."""
+
+    node: str
+    up: list[str] = []
+    down: list[str] = []
+
+
+class NotLeader(msgspec.Struct, tag="not-leader", frozen=True):
+    """A standby controller replica to a node that connected to it: go to ``leader``
+    (``None``: no replica leads right now; try the others) (docs/protocol.md §6.6)."""
+
+    leader: Address | None = None
 
 
 class SyncRequest(msgspec.Struct, tag="sync-request", frozen=True):
@@ -267,6 +299,8 @@ ControlMessage = (
     | TableSync
     | TableDelta
     | SyncRequest
+    | HostLiveness
+    | NotLeader
     | AdminRequest
     | AdminReply
     | LinkSettings

@@ -58,7 +58,6 @@ class Churn:
             reg.set_draining(host, key, True)
             self._out.append((record.name, control.Drain(key)))
             self._events.append(ControllerEvent(now, "drain", host, self._label(key)))
-        self.tables.push()
         return [reg.object_names.get(k, k) for k in keys]
 
     def drain_done(self, node: str, key: str, now: float) -> None:
@@ -67,7 +66,6 @@ class Churn:
         if reg.remove_replica(key, node):
             reg.set_draining(node, key, False)
             self._events.append(ControllerEvent(now, "drain-complete", node, self._label(key)))
-            self.tables.push()
 
     def set_weight(self, ref: str, host: str, weight: int, now: float) -> None:
         """Load balancing: change a replica's weight; only new flows follow it.
@@ -81,7 +79,6 @@ class Churn:
             raise UsageError(f"{host} is not a replica of {ref!r}")
         reg.set_replica(key, host, weight)
         self._events.append(ControllerEvent(now, "rebalance", host, f"{ref} weight {weight}"))
-        self.tables.push()
 
     # -- object migration (docs/protocol.md §5.4) --------------------------------------------
 
@@ -127,7 +124,6 @@ class Churn:
         self._events.append(
             ControllerEvent(now, "object-migrated", to_host, f"{len(message.states)} flows from {node}")
         )
-        self.tables.push()
         return True
 
     # -- relocation (docs/protocol.md §5.3, §5.4) ------------------------------------------------
@@ -168,7 +164,6 @@ class Churn:
         relocate = control.Relocate(gateway, reg.dc_ids[record.dc], reg.addresses.get(gateway), announce)
         self._out.append((record.name, relocate))
         self._events.append(ControllerEvent(now, kind, record.name, f"{old} -> {gateway}"))
-        self.tables.push()
 
     # -- links and ports (docs/protocol.md §6.2, §6.5) ----------------------------------------
 
@@ -180,8 +175,6 @@ class Churn:
         """
         self.registry.set_link(a, b, up)
         self._events.append(ControllerEvent(now, "route-change", f"{a}-{b}", "up" if up else "down"))
-        self.tables.recompute_routes()
-        self.tables.push()
 
     def link_settings(
         self, a: str, b: str, delay: float | None, loss: float | None, up: bool | None

@@ -24,10 +24,12 @@ from .churn import Churn
 from .commands import COMMANDS, Command
 from .registry import Registry, is_object_hex
 from .state import ControllerEvent, ControllerState, HostRecord, StateChange
-from .tables import SwitchState, Tables
+from .tables import COALESCE, SwitchState, Tables
 
 __all__ = ["EVENT_LOG_KEEP", "EVENT_LOG_LIMIT", "Controller"]
 
+#: records whose table changes wait for the coalescing window (registrations, in bursts)
+_COALESCED = (control.Hello, control.Bind, control.Unbind, control.Heartbeat)
 #: the event log is trimmed to its latest EVENT_LOG_KEEP entries past EVENT_LOG_LIMIT taken
 EVENT_LOG_LIMIT = 10_000
 EVENT_LOG_KEEP = 1_000
@@ -58,8 +60,11 @@ class Controller:
         self.drops: Counter[str] = Counter()
         self._out: list[tuple[str, ControlMessage]] = []
         self._next_check: float | None = None
+        #: when the pending table changes go out (``COALESCE`` after the first one)
+        self._flush_at: float | None = None
         self.registry = Registry(topology, saved, self.drops)
         self.tables = Tables(self.registry, self._out)
+        self.registry.watcher = self.tables
         self.churn = Churn(self.registry, self.tables, self._out, self.events)
 
     # -- the registry's state, read through ---------------------------------------------------
@@ -98,6 +103,11 @@ class Controller:
     def receive_message(self, node: str, message: ControlMessage, now: float) -> None:
         """Handle one record from ``node``. Unknown nodes and bad records are counted."""
         self._start_clock(now)
+        self._receive(node, message, now)
+        # Registrations come in bursts: they wait for the window. Churn does not wait.
+        self._schedule(now, urgent=not isinstance(message, _COALESCED))
+
+    def _receive(self, node: str, message: ControlMessage, now: float) -> None:
         reg = self.registry
         if isinstance(message, control.Hello):
             self._hello(message, now)
@@ -122,10 +132,8 @@ class Controller:
             if message.name:
                 reg.set_name(message.obj, message.name)
             self.events.append(ControllerEvent(now, "bind", node, message.name or message.obj[:12]))
-            self.tables.push()
         elif isinstance(message, control.Unbind):
-            if reg.remove_replica(message.obj, node):
-                self.tables.push()
+            reg.remove_replica(message.obj, node)
         elif isinstance(message, control.FlowsOut):
             if not self.churn.flows_out(node, message, now):
                 self.drops["unexpected-flows-out"] += 1
@@ -147,13 +155,38 @@ class Controller:
         record = self.registry.hosts.get(node)
         if record is not None and record.alive:
             self._set_alive(record, False, now, "disconnected")
+        self._schedule(now, urgent=True)
 
     def get_timer(self) -> float | None:
-        return self._next_check
+        timers = [t for t in (self._next_check, self._flush_at) if t is not None]
+        return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> None:
-        """Declare hosts dead after ``dead_after`` missed heartbeats."""
+        """Send the table changes gathered so far when their window closes; declare hosts
+        dead after ``dead_after`` missed heartbeats."""
         self._start_clock(now)
+        if self._flush_at is not None and now >= self._flush_at:
+            self.flush_tables()
+        self._check_liveness(now)
+        self._schedule(now, urgent=True)
+
+    def flush_tables(self) -> None:
+        """Send every pending table change now (``tables.py``), without waiting for the
+        coalescing window to close."""
+        self._flush_at = None
+        self.tables.flush()
+
+    def _schedule(self, now: float, *, urgent: bool) -> None:
+        """Flush the pending table changes now (``urgent``: churn, failures, commands, whose
+        records go out with them) or when the coalescing window closes."""
+        if not self.tables.pending():
+            return
+        if urgent:
+            self.flush_tables()
+        elif self._flush_at is None:
+            self._flush_at = now + COALESCE
+
+    def _check_liveness(self, now: float) -> None:
         if self._next_check is None or now < self._next_check:
             return
         self._next_check = now + self.heartbeat_interval
@@ -206,7 +239,10 @@ class Controller:
                 runtime answers (``counters``).
         """
         self._start_clock(now)
-        return command.run(self, now)
+        try:
+            return command.run(self, now)
+        finally:
+            self._schedule(now, urgent=True)
 
     def admin(self, request: control.AdminRequest, now: float) -> control.AdminReply:
         """Run an operator's request and answer it; an unknown command or a bad argument is
@@ -262,7 +298,13 @@ class Controller:
                 for r in reg.hosts.values()
             ],
             "switches": [
-                {"name": n, "role": st.role, "dc": st.dc, "connected": st.connected, "version": st.version}
+                {
+                    "name": n,
+                    "role": st.role,
+                    "dc": st.dc,
+                    "connected": st.connected,
+                    "version": self.tables.version_for(n),
+                }
                 for n, st in self.tables.switches.items()
             ],
             "objects": [
@@ -315,7 +357,7 @@ class Controller:
         reg = self.registry
         address = None if hello.address is None else (str(hello.address[0]), int(hello.address[1]))
         if address is not None:
-            reg.addresses[hello.node] = address
+            reg.set_address(hello.node, address)
         if hello.role == "host":
             if self.tables.role(hello.gateway) != "flow-switch":
                 self.drops["hello-bad-gateway"] += 1
@@ -345,19 +387,14 @@ class Controller:
             return
         state.connected = True
         self.tables.sync(hello.node)
-        # Its neighbours learn its (possibly new) address.
-        self.tables.push()
 
     def _finish_rebinding(self, record: HostRecord) -> None:
         kept = record.rebinding or set()
         record.rebinding = None
-        gone = [k for k, v in self.registry.objects.items() if record.name in v and k not in kept]
+        gone = [k for k in self.registry.host_objects.get(record.name, ()) if k not in kept]
         for key in gone:
             self.registry.remove_replica(key, record.name)
-        if gone:
-            self.tables.push()
 
     def _set_alive(self, record: HostRecord, alive: bool, now: float, why: str) -> None:
-        record.alive = alive
+        self.registry.set_alive(record, alive)
         self.events.append(ControllerEvent(now, "host-up" if alive else "host-down", record.name, why))
-        self.tables.push()
