@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 
 from oracle_tables import full_tables
-
 from scaffold.core.controller import Controller
 from scaffold.core.controller.commands import Drain, Link, MigrateHost, MoveHost, SetWeight
 from scaffold.core.controller.incremental import GroupedTable, prefix_key
