@@ -63,7 +63,11 @@ class Daemons:
     def start(self, name: str, *argv: str) -> None:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed by the Popen's owner
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "scaffold", *argv], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            [sys.executable, "-m", "scaffold", *argv],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            cwd=self.tmp,
         )
         log.close()
 

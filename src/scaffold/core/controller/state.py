@@ -162,7 +162,7 @@ class StateChange:
 
 class ControllerState(msgspec.Struct, frozen=True):
     """Every durable row at once: what a store hands to a starting controller (and the
-    format of ``FileStore``'s JSON file)."""
+    format a store hands back)."""
 
     next_host_id: int
     hosts: list[HostState]

@@ -196,6 +196,9 @@ class Tables:
             for fs in dc.flow_switches:
                 self._set_flow(fs, "host_routes", host_id, self._host_route(record, fs, dc))
                 self._set_flow(fs, "moved_hosts", host_id, self._moved(record, dc))
+        address = reg.addresses.get(name)
+        if address is not None and record.gateway in self.peers:
+            self._set_peer(record.gateway, name, address)  # its gateway reaches it there
         for key in reg.host_objects.get(name, ()):
             self.object_changed(key)
 

@@ -1,7 +1,7 @@
 """``scaffold controller``: the controller as a daemon.
 
 It reads the network's topology file, listens for node connections and operator commands on
-``--listen`` (TCP), keeps its registrations in ``--store`` (a JSON file, so a killed and
+``--listen`` (TCP), keeps its registrations in ``--store`` (a SQLite database, so a killed and
 restarted controller remembers Host IDs and replicas) and logs every decision it takes.
 """
 
@@ -12,7 +12,8 @@ import asyncio
 
 from ...core.controller import Controller
 from ...runtime.aio import ControllerRuntime
-from ...runtime.store import FileStore, MemoryStore, Store
+from ...runtime.sqlite_store import SqliteStore
+from ...runtime.store import MemoryStore, Store
 from ..address import parse_address
 from ..topology_file import load_topology
 from .jsonlog import JsonLog
@@ -20,6 +21,8 @@ from .jsonlog import JsonLog
 __all__ = ["DEFAULT_CONTROL_PORT", "add_arguments", "serve"]
 
 DEFAULT_CONTROL_PORT = 7400
+#: the controller's store, under the state directory of ``scaffold up`` (docs/deployment.md)
+DEFAULT_STORE = ".scaffold/controller.sqlite3"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--listen", default=f"0.0.0.0:{DEFAULT_CONTROL_PORT}", help="TCP address to listen on (HOST:PORT)"
     )
-    parser.add_argument("--store", default="", help="keep registrations in this JSON file (default: memory)")
+    parser.add_argument(
+        "--store",
+        default=DEFAULT_STORE,
+        help=f"keep registrations in this SQLite file (default {DEFAULT_STORE}; ':memory:' keeps nothing)",
+    )
     parser.add_argument("--heartbeat-interval", type=float, default=0.2, help="host heartbeat period, s")
     parser.add_argument("--dead-after", type=int, default=3, help="missed heartbeats before a host is dead")
 
@@ -44,7 +51,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
     if not args.topology:
         raise ConfigError("the controller needs --topology FILE")
     loaded = load_topology(args.topology)
-    store: Store = FileStore(args.store) if args.store else MemoryStore()
+    store: Store = MemoryStore() if args.store in ("", ":memory:") else SqliteStore(args.store)
     saved = store.load()
     core = Controller(
         loaded.topology, heartbeat_interval=args.heartbeat_interval, dead_after=args.dead_after, saved=saved
@@ -57,7 +64,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         address=f"{runtime.address[0]}:{runtime.address[1]}",
         network=loaded.name,
         nodes=len(loaded.topology.nodes()),
-        store=args.store or "memory",
+        store=args.store if isinstance(store, SqliteStore) else "memory",
         restored=saved is not None,
     )
     try:

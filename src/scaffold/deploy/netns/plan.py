@@ -164,7 +164,7 @@ def node_command(
             "--listen",
             f"0.0.0.0:{CONTROL_PORT}",
             "--store",
-            str(Path(state.run_dir) / "controller-store.json"),
+            str(Path(state.run_dir) / "controller.sqlite3"),
         ]
     controller = f"{state.controller[0]}:{state.controller[1]}"
     common = [

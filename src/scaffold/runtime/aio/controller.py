@@ -1,4 +1,11 @@
-"""``ControllerRuntime``: the controller core behind a TCP server speaking framed control records."""
+"""``ControllerRuntime``: the controller core behind a TCP server speaking framed control records.
+
+What the core declares durable is committed before the records that depend on it are sent
+(docs/protocol.md §6.4). A store that waits for I/O (``Store.blocking``: SQLite, etcd) is
+committed from one thread of its own: each flush queues its changes and its records as a
+batch; while a commit runs, later batches wait and then go into the next commit together (a
+group commit); when a commit returns, its batches' records are sent, in order.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,10 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from ...core.controller import Command, Controller, ControllerEvent
+from ...core.controller import Command, Controller, ControllerEvent, StateChange
 from ...core.controller.commands import Counters
 from ...core.metrics import Sample
 from ...errors import MalformedPacket
@@ -18,6 +26,10 @@ from ..store import MemoryStore, Store, controller_outputs
 from .links import Address
 
 __all__ = ["ControllerRuntime"]
+
+#: how long a failed commit waits before it is tried again (seconds)
+RETRY_COMMIT = 0.1
+Batch = tuple[list[StateChange], list[tuple[str, control.ControlMessage]]]
 
 
 class ControllerRuntime:
@@ -41,6 +53,10 @@ class ControllerRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: group commits: batches waiting for a commit, and the one thread that commits
+        self._waiting: list[Batch] = []
+        self._committing = False
+        self._committer: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -51,6 +67,8 @@ class ControllerRuntime:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
         if self._server is not None:
             self._server.close()
         for writer in list(self._writers.values()):
@@ -142,18 +160,61 @@ class ControllerRuntime:
         while (event := self.core.next_event()) is not None:
             if self.on_event is not None:
                 self.on_event(event, now)
-        try:
-            outputs = controller_outputs(self.core, self.store)
-        except OSError:
-            self.stats["store-failed"] += 1
-            outputs = []
+        if self.store.blocking:
+            changes = self.core.state_changes()
+            messages = self.core.messages_to_send()
+            if changes or messages:
+                self._waiting.append((changes, messages))
+            self._commit_waiting()
+        else:
+            try:
+                outputs = controller_outputs(self.core, self.store)
+            except OSError:
+                self.stats["store-failed"] += 1
+                outputs = []
+            self._send(outputs)
+        self._arm()
+
+    def _send(self, outputs: list[tuple[str, control.ControlMessage]]) -> None:
         for node, message in outputs:
             writer = self._writers.get(node)
             if writer is None or writer.is_closing():
                 self.stats["to-disconnected"] += 1
                 continue
             writer.write(control.frame(message))
-        self._arm()
+
+    def _commit_waiting(self) -> None:
+        """Start a group commit of every waiting batch, unless one runs; a batch without
+        changes is sent at once if nothing waits ahead of it."""
+        if self._committing or not self._waiting:
+            return
+        if not any(changes for changes, _ in self._waiting):
+            batches, self._waiting = self._waiting, []
+            for _, messages in batches:
+                self._send(messages)
+            return
+        assert self._loop is not None
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="controller-store")
+        batches, self._waiting = self._waiting, []
+        changes = [c for batch_changes, _ in batches for c in batch_changes]
+        self._committing = True
+        future = self._committer.submit(self.store.commit, changes)
+        loop = self._loop
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._committed, batches, f))
+
+    def _committed(self, batches: list[Batch], future: Future[None]) -> None:
+        self._committing = False
+        if future.exception() is not None:
+            # Nothing was sent: the batches wait ahead of any newer ones and are tried again.
+            self.stats["store-failed"] += 1
+            self._waiting[:0] = batches
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_later(RETRY_COMMIT, self._commit_waiting)
+            return
+        for _, messages in batches:
+            self._send(messages)
+        self._commit_waiting()
 
     def _arm(self) -> None:
         assert self._loop is not None
