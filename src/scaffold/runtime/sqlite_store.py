@@ -39,6 +39,7 @@ __all__ = ["SqliteStore"]
 _TYPES: dict[str, type[StateRecord]] = {
     t.kind: t for t in (HostIdCounter, HostState, ObjectReplicas, ObjectName, BackboneLink, DrainingObjects)
 }
+_UPSERT = "INSERT OR REPLACE INTO rows (kind, key, record) VALUES (?, ?, ?)"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
     kind TEXT NOT NULL,
