@@ -50,6 +50,8 @@ def full_tables(ctl: Controller, switch: str) -> SwitchTables:
         dc_routes=dc_routes,
         host_routes=host_routes,
         moved_hosts=moved_hosts,
+        attached={r.name: r.host_id for r in reg.hosts.values() if r.gateway == switch},
+        presence_timeout=ctl.tables.presence_timeout,
         object_switch=dc.object_switch if switch == border else border,
         peers=peers,
     )

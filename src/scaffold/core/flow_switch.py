@@ -9,6 +9,12 @@ it cannot route on IDs go to an object switch:
   ``REDIRECTED`` is set, and the object switch re-resolves the same Flow ID (§5.1);
 * a Host ID that moved to another DC -> the DC ID is rewritten and the sender is told to
   refine (a ``REFINE`` signal, §5.3).
+
+It also watches the hosts it is the gateway of (``attached``): each sends it a presence
+packet every heartbeat interval, which it takes and drops. A host silent for
+``presence_timeout`` is reported down to the controller, a host heard again up
+(``HostLiveness``, §6.2) -- only changes, so the controller's load follows churn, not hosts.
+After a full sync every attached host is reported again (the controller may be new).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from ..errors import MalformedPacket
+from ..wire import control
 from ..wire import header as wire_header
 from ..wire import signal as wire_signal
 from ..wire.header import (
@@ -45,6 +52,7 @@ _PROTOS = frozenset(int(p) for p in Proto)
 _UNKNOWN_FLAGS = 0xFF & ~int(Flags.TRACE | Flags.REDIRECTED)
 _TRACE = int(Flags.TRACE)
 _REDIRECTED = int(Flags.REDIRECTED)
+_PRESENCE = int(Proto.PRESENCE)
 
 
 class FlowSwitch(Switch):
@@ -58,6 +66,11 @@ class FlowSwitch(Switch):
         self._host_routes: dict[int, str] = {}
         self._moved: dict[int, int] = {}
         self.forwarded = 0
+        #: attached host -> when it was last heard (or started being watched)
+        self._heard: dict[str, float] = {}
+        #: attached host -> what the controller was last told (True up, False down)
+        self._reported: dict[str, bool] = {}
+        self._check_at: float | None = None
 
     def metrics(self) -> list[Sample]:
         return [*super().metrics(), FORWARDED.sample(self.forwarded)]
@@ -67,6 +80,53 @@ class FlowSwitch(Switch):
         self._dc_routes = self.tables["dc_routes"]  # type: ignore[assignment]
         self._host_routes = self.tables["host_routes"]  # type: ignore[assignment]
         self._moved = self.tables["moved_hosts"]  # type: ignore[assignment]
+        if names is None or "attached" in names:
+            self._watch(full=names is None)
+
+    # -- liveness of attached hosts (docs/protocol.md §6.2) ------------------------------
+
+    def _watch(self, *, full: bool) -> None:
+        attached = self.tables["attached"]
+        for host in [h for h in self._heard if h not in attached]:
+            del self._heard[host]
+            self._reported.pop(host, None)
+        if full:
+            self._reported.clear()  # tell a (maybe new) controller everything again
+        for name in attached:
+            self._heard.setdefault(str(name), self._now)  # a grace period from now
+        if self._heard and self.presence_timeout > 0:
+            self._check_at = self._now if full else (self._check_at or self._now)
+        else:
+            self._check_at = None
+
+    def _presence(self, port: str, now: float) -> None:
+        if port not in self._heard:
+            self.drops["presence-from-unknown"] += 1
+            return
+        self._heard[port] = now
+        if self._reported.get(port) is not True:
+            self._reported[port] = True
+            self._control_out.append(control.HostLiveness(node=self.name, up=[port]))
+
+    def get_timer(self) -> float | None:
+        return self._check_at
+
+    def handle_timer(self, now: float) -> None:
+        """Report the attached hosts silent for longer than ``presence_timeout``; one heard
+        again is reported up by its next presence packet."""
+        if self._check_at is None or now < self._check_at:
+            return
+        limit = self.presence_timeout
+        down = [
+            host
+            for host, heard in self._heard.items()
+            if now - heard > limit and self._reported.get(host) is not False
+        ]
+        for host in down:
+            self._reported[host] = False
+        if down:
+            self._control_out.append(control.HostLiveness(node=self.name, down=down))
+        self._check_at = now + limit / 3 if self._heard and limit > 0 else None
 
     def receive_datagram(self, data: Packet, port: str, now: float) -> None:
         """Route one packet that arrived from neighbour ``port``. Never raises."""
@@ -82,6 +142,9 @@ class FlowSwitch(Switch):
             return
         if flags & _UNKNOWN_FLAGS:
             self.drops["bad-flags"] += 1
+            return
+        if proto == _PRESENCE:
+            self._presence(port, now)
             return
         if ttl <= 1:
             self.drops["ttl-expired"] += 1

@@ -42,6 +42,7 @@ RESOLUTIONS = define(
 #: upper 32 bits, so for random Flow IDs the two picks are uncorrelated.
 WIDE_SHIFT = 0
 LOCAL_SHIFT = 32
+assert TABLE_SIZE == 2053 and LOCAL_SHIFT == 32  # written as literals on the hot path
 
 
 #: an entry: (wide table, local table, wide members, local members). A table is the Maglev
@@ -201,6 +202,7 @@ class ObjectSwitch(Switch):
             object_switch=base.object_switch,
             gateway=base.gateway,
             peers=base.peers,
+            presence_timeout=base.presence_timeout,
             wide=wide,
             local=local,
             prefixes=self.wide_rules.as_wire(),
@@ -216,27 +218,30 @@ class ObjectSwitch(Switch):
         """(DC ID, Host ID) for the first packet of ``flow`` to ``obj``; Host ID 0 when the
         chosen DC is another one (its own object switch fills it). None: nobody serves it.
 
-        The hot path of an object switch: one dict lookup (exact match; the prefix rules
-        only for IDs without an exact entry), one modulo and one tuple index per level
-        (docs/protocol.md §3.2).
+        The hot path of an object switch: one dict lookup (the prefix rules only for IDs
+        without an exact entry), one modulo and one tuple index per level
+        (docs/protocol.md §3.2). 2053 is ``TABLE_SIZE`` and 32 ``LOCAL_SHIFT``, as literals.
         """
-        entry = self._exact.get(obj, _ABSENT)
+        entry = self._exact.get(obj)
+        if entry is None or entry[0] is None:
+            entry = self._by_rules(obj, entry or _ABSENT)
         wide = entry[0]
-        if wide is None:
-            rule = self.wide_rules.lookup(obj)
-            wide = rule.table if rule is not None else None
         if not wide:
             return None
-        dc = wide[flow % TABLE_SIZE]  # type: ignore[index]  # WIDE_SHIFT is 0: the whole Flow ID
+        dc = wide[flow % 2053]  # type: ignore[index]  # WIDE_SHIFT is 0: the whole Flow ID
         if dc != self.dc_id:
             return dc, 0
         local = entry[1]
         if local is None:
-            rule = self.local_rules.lookup(obj)
-            local = rule.table if rule is not None else None
+            local = self.local_table(obj)
         if not local:
             return None  # the tables disagree for a moment: wide lists this DC, local not yet
-        return dc, local[(flow >> LOCAL_SHIFT) % TABLE_SIZE]  # type: ignore[index]
+        return dc, local[(flow >> 32) % 2053]  # type: ignore[index]
+
+    def _by_rules(self, obj: bytes, entry: Entry) -> Entry:
+        """``entry`` with its wide level from the owner-prefix rules (no exact one)."""
+        rule = self.wide_rules.lookup(obj)
+        return (rule.table if rule is not None else None, entry[1], entry[2], entry[3])
 
     def local_table(self, obj: bytes) -> tuple[int, ...] | None:
         """This DC's Maglev table of hosts for ``obj`` (None: no live replica here)."""

@@ -24,7 +24,7 @@ from .metrics import MetricKind, Sample, define
 __all__ = ["MAX_STAGED_PARTS", "ROUTE_TABLES", "TABLE_ENTRIES", "TABLE_VERSION", "Switch", "SwitchEvent"]
 
 #: the tables every switch keeps as plain dicts (object tables: ``ObjectSwitch``)
-ROUTE_TABLES = ("dc_routes", "host_routes", "moved_hosts", "peers")
+ROUTE_TABLES = ("dc_routes", "host_routes", "moved_hosts", "attached", "peers")
 #: parts of one sync or delta a switch holds before it gives up and asks for a sync
 MAX_STAGED_PARTS = 4096
 
@@ -55,6 +55,10 @@ class Switch(NodeCore[SwitchEvent]):
         self._staged: list[TableSync | TableDelta] = []
         self.object_switch = ""
         self.gateway = ""
+        #: silence after which an attached host is reported down (flow switches; 0: never)
+        self.presence_timeout = 0.0
+        #: the time of the control record being applied (for hooks that start a clock)
+        self._now = 0.0
 
     @property
     def ready(self) -> bool:
@@ -68,6 +72,7 @@ class Switch(NodeCore[SwitchEvent]):
 
     def receive_control(self, message: ControlMessage, now: float) -> None:
         """Apply a record from the controller; a gap in versions asks for a full sync."""
+        self._now = now
         if isinstance(message, TableSync | TableDelta):
             self._receive_part(message)
         else:
@@ -112,6 +117,7 @@ class Switch(NodeCore[SwitchEvent]):
                 tables[name].update(getattr(part.tables, name))
             self.object_switch = part.tables.object_switch or self.object_switch
             self.gateway = part.tables.gateway or self.gateway
+            self.presence_timeout = part.tables.presence_timeout or self.presence_timeout
         self._objects_synced([p.tables for p in parts])
         self.tables = tables
         self.dc_id = parts[-1].dc_id
@@ -187,4 +193,5 @@ class Switch(NodeCore[SwitchEvent]):
             **{n: dict(self.tables[n]) for n in ROUTE_TABLES},  # type: ignore[arg-type]
             object_switch=self.object_switch,
             gateway=self.gateway,
+            presence_timeout=self.presence_timeout,
         )

@@ -108,8 +108,11 @@ class SwitchTables(msgspec.Struct, frozen=True, omit_defaults=True):
     """A switch's forwarding state; also the 'upsert' half of a delta.
 
     Flow switches use ``dc_routes`` (DC ID -> next-hop node), ``host_routes`` (Host ID ->
-    next-hop node in this DC), ``moved_hosts`` (Host ID -> its current DC, for stale DC IDs)
-    and ``object_switch`` (next hop towards this DC's object switch). Object switches use
+    next-hop node in this DC), ``moved_hosts`` (Host ID -> its current DC, for stale DC IDs),
+    ``object_switch`` (next hop towards this DC's object switch), ``attached`` (host name ->
+    Host ID of the hosts it is the gateway of, whose presence it watches) and
+    ``presence_timeout`` (seconds of silence after which such a host is reported down; 0:
+    watch nobody). Object switches use
     ``wide`` (Object ID hex -> [DC ID, weight]), ``local`` (Object ID hex -> [Host ID,
     weight] in this DC), ``prefixes`` and ``local_prefixes`` ("hex/bits" -> the same, for
     every Object ID under an owner prefix) and ``gateway`` (the flow switch they hang off).
@@ -119,6 +122,8 @@ class SwitchTables(msgspec.Struct, frozen=True, omit_defaults=True):
     dc_routes: dict[int, str] = {}
     host_routes: dict[int, str] = {}
     moved_hosts: dict[int, int] = {}
+    attached: dict[str, int] = {}
+    presence_timeout: float = 0.0
     object_switch: str = ""
     gateway: str = ""
     wide: dict[str, Replicas] = {}
@@ -134,6 +139,7 @@ class TableKeys(msgspec.Struct, frozen=True, omit_defaults=True):
     dc_routes: list[int] = []
     host_routes: list[int] = []
     moved_hosts: list[int] = []
+    attached: list[str] = []
     wide: list[str] = []
     local: list[str] = []
     prefixes: list[str] = []

@@ -1,7 +1,8 @@
 """The controller, sans-IO: its inputs and outputs (docs/protocol.md §6).
 
-It registers hosts (assigning Host IDs) and their objects, tracks liveness by heartbeats,
-keeps every connected switch's tables and carries out operator commands. Inputs:
+It registers hosts (assigning Host IDs) and their objects, learns liveness from the hosts'
+gateway flow switches (which report changes only) and from closed control connections, keeps
+every connected switch's tables and carries out operator commands. Inputs:
 ``receive_message``, ``node_disconnected``, ``handle_timer``, ``command`` / ``admin``.
 Outputs, drained by the runtime: ``state_changes()`` (durable rows to commit) and
 ``messages_to_send()`` (records for nodes) -- committed first, then sent (§6.4). The state it
@@ -59,11 +60,10 @@ class Controller:
         self.events: list[ControllerEvent] = []
         self.drops: Counter[str] = Counter()
         self._out: list[tuple[str, ControlMessage]] = []
-        self._next_check: float | None = None
         #: when the pending table changes go out (``COALESCE`` after the first one)
         self._flush_at: float | None = None
         self.registry = Registry(topology, saved, self.drops)
-        self.tables = Tables(self.registry, self._out)
+        self.tables = Tables(self.registry, self._out, heartbeat_interval * dead_after)
         self.registry.watcher = self.tables
         self.churn = Churn(self.registry, self.tables, self._out, self.events)
 
@@ -102,7 +102,6 @@ class Controller:
 
     def receive_message(self, node: str, message: ControlMessage, now: float) -> None:
         """Handle one record from ``node``. Unknown nodes and bad records are counted."""
-        self._start_clock(now)
         self._receive(node, message, now)
         # Registrations come in bursts: they wait for the window. Churn does not wait.
         self._schedule(now, urgent=not isinstance(message, _COALESCED))
@@ -112,15 +111,15 @@ class Controller:
         if isinstance(message, control.Hello):
             self._hello(message, now)
         elif isinstance(message, control.Heartbeat):
+            # Sent once, after a (re)registration's Hello and Binds: the bindings are complete.
             record = reg.hosts.get(message.node)
             if record is None:
                 self.drops["heartbeat-from-unknown"] += 1
                 return
-            record.last_seen = now
             if record.rebinding is not None:
                 self._finish_rebinding(record)
-            if not record.alive:
-                self._set_alive(record, True, now, "heartbeat")
+        elif isinstance(message, control.HostLiveness):
+            self._liveness(node, message, now)
         elif isinstance(message, control.Bind):
             record = reg.hosts.get(node)
             if record is None or not is_object_hex(message.obj) or message.weight <= 0:
@@ -149,26 +148,27 @@ class Controller:
             self.drops["unexpected-message"] += 1
 
     def node_disconnected(self, node: str, now: float) -> None:
-        """The control connection of ``node`` closed (a dead process, a broken path)."""
+        """The control connection of ``node`` closed (a dead process, a broken path). The
+        hosts of a flow switch that is gone are unreachable: they are down until it reports
+        them again."""
         if node in self.tables.switches:
             self.tables.switches[node].connected = False
+            for name in list(self.registry.attached.get(node, ())):
+                host = self.registry.hosts[name]
+                if host.alive:
+                    self._set_alive(host, False, now, f"gateway {node} lost")
         record = self.registry.hosts.get(node)
         if record is not None and record.alive:
             self._set_alive(record, False, now, "disconnected")
         self._schedule(now, urgent=True)
 
     def get_timer(self) -> float | None:
-        timers = [t for t in (self._next_check, self._flush_at) if t is not None]
-        return min(timers) if timers else None
+        return self._flush_at
 
     def handle_timer(self, now: float) -> None:
-        """Send the table changes gathered so far when their window closes; declare hosts
-        dead after ``dead_after`` missed heartbeats."""
-        self._start_clock(now)
+        """Send the table changes gathered so far when their window closes."""
         if self._flush_at is not None and now >= self._flush_at:
             self.flush_tables()
-        self._check_liveness(now)
-        self._schedule(now, urgent=True)
 
     def flush_tables(self) -> None:
         """Send every pending table change now (``tables.py``), without waiting for the
@@ -186,14 +186,18 @@ class Controller:
         elif self._flush_at is None:
             self._flush_at = now + COALESCE
 
-    def _check_liveness(self, now: float) -> None:
-        if self._next_check is None or now < self._next_check:
-            return
-        self._next_check = now + self.heartbeat_interval
-        limit = self.heartbeat_interval * self.dead_after
-        for record in self.registry.hosts.values():
-            if record.alive and now - record.last_seen > limit:
-                self._set_alive(record, False, now, "missed heartbeats")
+    def _liveness(self, node: str, report: control.HostLiveness, now: float) -> None:
+        """A gateway flow switch reports attached hosts silent or heard again (§6.2). Only
+        the current gateway of a host speaks for it."""
+        for names, alive in ((report.down, False), (report.up, True)):
+            for name in names:
+                record = self.registry.hosts.get(name)
+                if record is None or record.gateway != node:
+                    self.drops["liveness-not-gateway"] += 1
+                    continue
+                if record.alive != alive:
+                    why = "heard at its gateway" if alive else "silent at its gateway"
+                    self._set_alive(record, alive, now, why)
 
     # -- engine interface (core/engine.py: ControllerEngine) -------------------------------
 
@@ -238,7 +242,6 @@ class Controller:
             UsageError: an unknown host, object, datacenter or link; a command only the
                 runtime answers (``counters``).
         """
-        self._start_clock(now)
         try:
             return command.run(self, now)
         finally:
@@ -345,14 +348,6 @@ class Controller:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _start_clock(self, now: float) -> None:
-        if self._next_check is None:
-            self._next_check = now + self.heartbeat_interval
-            if self.registry.restored:
-                # Hosts known before a restart get a full heartbeat deadline from now.
-                for record in self.registry.hosts.values():
-                    record.last_seen = now
-
     def _hello(self, hello: control.Hello, now: float) -> None:
         reg = self.registry
         address = None if hello.address is None else (str(hello.address[0]), int(hello.address[1]))
@@ -364,7 +359,6 @@ class Controller:
                 return
             record = reg.host_record(hello.node, hello.gateway)
             reg.attach(record, hello.gateway)
-            record.last_seen = now
             if address is not None:
                 reg.set_host_address(record, address)
             # A (re)registering host re-sends its bindings right after Hello. Its old ones stay

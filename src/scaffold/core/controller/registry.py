@@ -301,7 +301,7 @@ class Registry:
                 drops["restore-unknown-gateway"] += 1
                 continue
             self._add_host(
-                HostRecord(h.name, h.host_id, h.dc, h.gateway, True, 0.0, h.address, set(h.previous_dcs))
+                HostRecord(h.name, h.host_id, h.dc, h.gateway, True, h.address, set(h.previous_dcs))
             )
             if h.address is not None:
                 self.addresses[h.name] = h.address

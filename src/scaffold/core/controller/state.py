@@ -8,7 +8,7 @@ backbone link, per draining host, and one for the Host ID counter. The core neve
 anywhere: it emits ``StateChange`` records (an upsert or a delete of one row) that its runtime
 commits to a store before sending the records that depend on them, and it is handed a
 ``ControllerState`` (every row, as one snapshot) when it starts. Liveness is not stored: a
-restarted controller assumes the hosts it knew are alive and lets missed heartbeats say
+restarted controller assumes the hosts it knew are alive and lets their gateways say
 otherwise. ``StateRows`` applies changes to a snapshot, for stores and for replaying outputs.
 """
 
@@ -47,7 +47,6 @@ class HostRecord:
     dc: str
     gateway: str
     alive: bool = False
-    last_seen: float = 0.0
     address: Address | None = None
     #: datacenters this host lived in before (their flow switches correct stale DC IDs)
     previous_dcs: set[str] = field(default_factory=set)

@@ -54,6 +54,8 @@ class FlowTables:
     dc_routes: dict[int, str] = field(default_factory=dict)
     host_routes: dict[int, str] = field(default_factory=dict)
     moved_hosts: dict[int, int] = field(default_factory=dict)
+    #: the hosts whose gateway it is (host name -> Host ID): it watches their presence
+    attached: dict[str, int] = field(default_factory=dict)
     object_switch: str = ""
 
 
@@ -70,9 +72,12 @@ class _Changes:
 class Tables:
     """The switches' control state and their canonical tables, changed incrementally."""
 
-    def __init__(self, registry: Registry, out: list[tuple[str, ControlMessage]]) -> None:
+    def __init__(
+        self, registry: Registry, out: list[tuple[str, ControlMessage]], presence_timeout: float = 0.0
+    ) -> None:
         self.registry = registry
         self._out = out
+        self.presence_timeout = presence_timeout
         topo = registry.topology
         self._dcs: dict[str, DatacenterSpec] = {dc.name: dc for dc in topo.datacenters}
         self.switches: dict[str, SwitchState] = {}
@@ -196,6 +201,10 @@ class Tables:
             for fs in dc.flow_switches:
                 self._set_flow(fs, "host_routes", host_id, self._host_route(record, fs, dc))
                 self._set_flow(fs, "moved_hosts", host_id, self._moved(record, dc))
+        if before is not None and before[1] != record.gateway and before[1] in self.flow:
+            self._set_flow(before[1], "attached", name, None)
+        if record.gateway in self.flow:
+            self._set_flow(record.gateway, "attached", name, host_id)
         address = reg.addresses.get(name)
         if address is not None and record.gateway in self.peers:
             self._set_peer(record.gateway, name, address)  # its gateway reaches it there
@@ -301,9 +310,10 @@ class Tables:
             dc_routes=dict(flow.dc_routes),
             moved_hosts=dict(flow.moved_hosts),
             object_switch=flow.object_switch,
+            presence_timeout=self.presence_timeout,
             peers=peers,
         )
-        yield from _chunks(head, {"host_routes": flow.host_routes}, budget)
+        yield from _chunks(head, {"host_routes": flow.host_routes, "attached": flow.attached}, budget)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -322,8 +332,8 @@ class Tables:
             return self.registry.dc_ids[record.dc]
         return None
 
-    def _set_flow(self, switch: str, table: str, key: int, value: Any) -> None:
-        tables: dict[int, Any] = getattr(self.flow[switch], table)
+    def _set_flow(self, switch: str, table: str, key: int | str, value: Any) -> None:
+        tables: dict[int | str, Any] = getattr(self.flow[switch], table)
         if tables.get(key) == value:
             return
         if value is None:
@@ -387,6 +397,7 @@ def _part(head: SwitchTables | None, tables: dict[str, dict[Any, Any]]) -> Switc
         dc_routes=head.dc_routes,
         moved_hosts=head.moved_hosts,
         object_switch=head.object_switch,
+        presence_timeout=head.presence_timeout,
         gateway=head.gateway,
         peers=head.peers,
         **tables,
