@@ -20,25 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-import msgspec
-
 from ..core.controller import ControllerState, StateChange
-from ..core.controller.state import (
-    BackboneLink,
-    DrainingObjects,
-    HostIdCounter,
-    HostState,
-    ObjectName,
-    ObjectReplicas,
-    StateRecord,
-)
+from ..core.controller.state import StateRecord, decode_row, encode_row
 from ..errors import ConfigError
 
 __all__ = ["SqliteStore"]
 
-_TYPES: dict[str, type[StateRecord]] = {
-    t.kind: t for t in (HostIdCounter, HostState, ObjectReplicas, ObjectName, BackboneLink, DrainingObjects)
-}
 _UPSERT = "INSERT OR REPLACE INTO rows (kind, key, record) VALUES (?, ?, ?)"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
@@ -60,8 +47,6 @@ class SqliteStore:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._encoder = msgspec.msgpack.Encoder()
-        self._decoders = {kind: msgspec.msgpack.Decoder(t) for kind, t in _TYPES.items()}
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -92,13 +77,10 @@ class SqliteStore:
                 raise ConfigError(f"{self.path}: not a controller store: {exc}") from None
         records: list[StateRecord] = []
         for kind, _key, blob in rows:
-            decoder = self._decoders.get(kind)
-            if decoder is None:
-                raise ConfigError(f"{self.path}: unknown row kind {kind!r}")
             try:
-                records.append(decoder.decode(blob))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise ConfigError(f"{self.path}: bad {kind} row: {exc}") from None
+                records.append(decode_row(kind, blob))
+            except ValueError as exc:
+                raise ConfigError(f"{self.path}: {exc}") from None
         return ControllerState.of(records) if records else None
 
     def commit(self, changes: Sequence[StateChange]) -> None:
@@ -110,9 +92,8 @@ class SqliteStore:
         """
         if not changes:
             return
-        encode = self._encoder.encode
         last = {(c.kind, c.key): c for c in changes}  # a group commit may touch a row twice
-        upserts = [(c.kind, c.key, encode(c.record)) for c in last.values() if c.record is not None]
+        upserts = [(c.kind, c.key, encode_row(c.record)) for c in last.values() if c.record is not None]
         deletes = [(c.kind, c.key) for c in last.values() if c.record is None]
         with self._lock:
             try:

@@ -21,6 +21,7 @@ from typing import ClassVar
 import msgspec
 
 __all__ = [
+    "ROW_TYPES",
     "BackboneLink",
     "ControllerEvent",
     "ControllerState",
@@ -33,6 +34,8 @@ __all__ = [
     "StateChange",
     "StateRecord",
     "StateRows",
+    "decode_row",
+    "encode_row",
 ]
 
 Address = tuple[str, int]
@@ -148,6 +151,34 @@ class HostIdCounter(msgspec.Struct, frozen=True):
 
 
 StateRecord = HostState | ObjectReplicas | ObjectName | BackboneLink | DrainingObjects | HostIdCounter
+
+
+#: every row type by its ``kind``
+ROW_TYPES: dict[str, type[StateRecord]] = {
+    t.kind: t for t in (HostIdCounter, HostState, ObjectReplicas, ObjectName, BackboneLink, DrainingObjects)
+}
+_row_encoder = msgspec.msgpack.Encoder()
+_row_decoders = {kind: msgspec.msgpack.Decoder(t) for kind, t in ROW_TYPES.items()}
+
+
+def encode_row(record: StateRecord) -> bytes:
+    """One row as MessagePack (what SQLite and etcd stores keep)."""
+    return _row_encoder.encode(record)
+
+
+def decode_row(kind: str, data: bytes) -> StateRecord:
+    """A stored row of table ``kind``.
+
+    Raises:
+        ValueError: an unknown kind, or bytes that are not such a row.
+    """
+    decoder = _row_decoders.get(kind)
+    if decoder is None:
+        raise ValueError(f"unknown row kind {kind!r}")
+    try:
+        return decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"bad {kind} row: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

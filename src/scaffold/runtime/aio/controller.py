@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ...core.controller import Command, Controller, ControllerEvent, StateChange
-from ...core.controller.commands import Counters
+from ...core.controller.commands import Counters, Status
 from ...core.metrics import Sample
 from ...errors import MalformedPacket
 from ...wire import control
@@ -25,8 +25,10 @@ from ..metrics import node_summary, runtime_metrics
 from ..store import MemoryStore, Store, controller_outputs
 from .links import Address
 
-__all__ = ["ControllerRuntime"]
+__all__ = ["NOT_LEADER", "ControllerRuntime"]
 
+#: the error of an admin reply from a standby replica (its result names the leader)
+NOT_LEADER = "not the leader"
 #: how long a failed commit waits before it is tried again (seconds)
 RETRY_COMMIT = 0.1
 Batch = tuple[list[StateChange], list[tuple[str, control.ControlMessage]]]
@@ -53,6 +55,12 @@ class ControllerRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: a replica of several (``runtime/etcd``) serves nodes only while it leads; else it
+        #: sends them to ``leader_address`` (``NotLeader``)
+        self.leading = True
+        self.leader_address: Address | None = None
+        #: more for the ``status`` reply (a replica's view of the replicas and etcd)
+        self.extra_status: Callable[[], dict[str, Any]] | None = None
         #: group commits: batches waiting for a commit, and the one thread that commits
         self._waiting: list[Batch] = []
         self._committing = False
@@ -85,6 +93,27 @@ class ControllerRuntime:
         assert self._loop is not None
         return self._loop.time()
 
+    def promote(self, core: Controller, store: Store) -> None:
+        """Lead from now on, with ``core`` (built from the replicated rows) and ``store``."""
+        self.core, self.store = core, store
+        self._waiting.clear()
+        self.leading = True
+        self.leader_address = None
+        if self._loop is not None:
+            self._arm()
+
+    def demote(self) -> None:
+        """Stop leading: forget what waits to be sent and close every node's connection (the
+        nodes go to the new leader; records not committed are never sent)."""
+        self.leading = False
+        self._waiting.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for writer in list(self._writers.values()):
+            writer.close()
+        self._writers.clear()
+
     def command(self, command: Command) -> dict[str, Any]:
         """Run an operator command (``core.controller.commands``) now and send what it queued.
 
@@ -109,6 +138,9 @@ class ControllerRuntime:
                     self.stats[f"control-{exc.reason}"] += 1
                     break
                 for message in messages:
+                    if not self.leading:
+                        self._not_leader(message, writer)
+                        continue
                     if isinstance(message, control.AdminRequest):
                         writer.write(control.frame(self._admin(message)))
                         continue
@@ -122,7 +154,8 @@ class ControllerRuntime:
                         self.stats["before-hello"] += 1
                         continue
                     self.core.receive_message(name, message, self.now())
-                self.flush()
+                if self.leading:
+                    self.flush()
         except ConnectionError:
             pass
         finally:
@@ -130,7 +163,7 @@ class ControllerRuntime:
                 self._tasks.discard(task)
             if name is not None and self._writers.get(name) is writer:
                 del self._writers[name]
-                if self._loop is not None and not self._loop.is_closed():
+                if self._loop is not None and not self._loop.is_closed() and self.leading:
                     self.core.node_disconnected(name, self.now())
                     self.flush()
             writer.close()
@@ -138,6 +171,16 @@ class ControllerRuntime:
     def metrics(self) -> list[Sample]:
         """The controller's metrics: its core's and this runtime's (``stats``)."""
         return [*self.core.metrics(), *runtime_metrics(self.stats)]
+
+    def _not_leader(self, message: control.ControlMessage, writer: asyncio.StreamWriter) -> None:
+        """A standby answers nodes and operators with the leader's address."""
+        leader = self.leader_address
+        if isinstance(message, control.AdminRequest):
+            result = {"leader": list(leader) if leader is not None else None}
+            writer.write(control.frame(control.AdminReply(message.id, False, result, NOT_LEADER)))
+        elif isinstance(message, control.Hello):
+            writer.write(control.frame(control.NotLeader(leader)))
+            writer.close()
 
     def _admin(self, request: control.AdminRequest) -> control.AdminReply:
         """``counters`` is answered here (the runtime holds the nodes' reports): each node's
@@ -150,12 +193,17 @@ class ControllerRuntime:
             }
             result[self.core.name] = node_summary(self.core.role, self.metrics())
             return control.AdminReply(request.id, True, result=result)
-        return self.core.admin(request, self.now())
+        reply = self.core.admin(request, self.now())
+        if request.command == Status.name and reply.ok and self.extra_status is not None:
+            reply = control.AdminReply(reply.id, True, {**reply.result, **self.extra_status()})
+        return reply
 
     def flush(self) -> None:
         """Hand the controller's events to ``on_event``, commit its state changes, then send
         its records (docs/protocol.md §6.4), and re-arm its timer. A store that cannot write
         holds the records back; the timer retries."""
+        if not self.leading:
+            return
         now = self.now()
         while (event := self.core.next_event()) is not None:
             if self.on_event is not None:
@@ -205,6 +253,8 @@ class ControllerRuntime:
 
     def _committed(self, batches: list[Batch], future: Future[None]) -> None:
         self._committing = False
+        if not self.leading:
+            return  # stepped down meanwhile: a new leader answers these nodes
         if future.exception() is not None:
             # Nothing was sent: the batches wait ahead of any newer ones and are tried again.
             self.stats["store-failed"] += 1
@@ -218,6 +268,8 @@ class ControllerRuntime:
 
     def _arm(self) -> None:
         assert self._loop is not None
+        if not self.leading:
+            return
         at = self.core.get_timer()
         if self._timer is not None:
             self._timer.cancel()
@@ -225,5 +277,7 @@ class ControllerRuntime:
         self._timer = self._loop.call_at(at if at is not None else self._loop.time() + 0.1, self._on_timer)
 
     def _on_timer(self) -> None:
+        if not self.leading:
+            return
         self.core.handle_timer(self.now())
         self.flush()
