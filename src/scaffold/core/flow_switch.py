@@ -10,8 +10,10 @@ it cannot route on IDs go to an object switch:
 * a Host ID that moved to another DC -> the DC ID is rewritten and the sender is told to
   refine (a ``REFINE`` signal, §5.3).
 
-It also watches the hosts it is the gateway of (``attached``): each sends it a presence
-packet every heartbeat interval, which it takes and drops. A host silent for
+It also watches the hosts it is the gateway of (``attached``): any packet from one is a sign
+of life (so a busy host whose presence packets are lost in a full queue is not taken for
+dead), and each also sends a presence packet every heartbeat interval, which the switch
+takes and drops. A host silent for
 ``presence_timeout`` is reported down to the controller, a host heard again up
 (``HostLiveness``, §6.2) -- only changes, so the controller's load follows churn, not hosts.
 After a full sync every attached host is reported again (the controller may be new).
@@ -143,6 +145,9 @@ class FlowSwitch(Switch):
         if flags & _UNKNOWN_FLAGS:
             self.drops["bad-flags"] += 1
             return
+        heard = self._heard
+        if port in heard:
+            heard[port] = now  # an attached host is alive (§6.2)
         if proto == _PRESENCE:
             self._presence(port, now)
             return

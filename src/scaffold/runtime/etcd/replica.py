@@ -184,11 +184,8 @@ class ControllerReplica:
         """Follow every change of the network's keys from the loaded revision on, moving to
         another member (from the last revision seen) when one fails."""
         while True:
-            start = self.revision + 1
             try:
-                watch = await self.etcd.call(
-                    lambda c, at=start: c.watch_prefix(self.keys.root, start_revision=at)
-                )
+                watch = await self.etcd.call(self._open_watch)
                 async for event in watch:
                     kv = event.kv
                     self._apply(kv.key, None if event.kind == "DELETE" else kv.value)
