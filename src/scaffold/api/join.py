@@ -40,7 +40,9 @@ class JoinedNetwork:
     """A running network seen by one host that joined it from this process: the controller's
     admin port answers what its ``Host`` asks (``HostNetwork``)."""
 
-    def __init__(self, controller: Address, node: NodeRuntime[HostStack], status: dict[str, Any]) -> None:
+    def __init__(
+        self, controller: Address | list[Address], node: NodeRuntime[HostStack], status: dict[str, Any]
+    ) -> None:
         self.controller_address = controller
         #: the joined host's runtime (the one node of the network in this process)
         self.node = node
@@ -148,7 +150,7 @@ async def join(
     name: str,
     *,
     gateway: str,
-    controller: Address,
+    controller: Address | list[Address],
     gateway_address: Address | None = None,
     bind: Address | None = None,
     advertise: str | None = None,
@@ -192,7 +194,7 @@ async def join(
     if gateway_address is not None:
         book.add(gateway, gateway_address)
     if bind is None:
-        bind = (local_address_towards(controller), 0)
+        bind = (local_address_towards(controller if isinstance(controller, tuple) else controller[0]), 0)
     core = HostStack(name, gateway, stream_options=stream_options)
     node = NodeRuntime(
         core, book, links if links is not None else {}, controller, bind=bind, advertise=advertise

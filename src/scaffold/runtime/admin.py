@@ -2,7 +2,9 @@
 
 ``call(address, command)`` sends one command record (``core.controller.commands``: its admin
 name and arguments come from the record) and returns the result; the CLI's ``status``, churn,
-admin and fault commands all go through it, and so can programs. ``call_raw`` sends a name
+admin and fault commands all go through it, and so can programs. ``address`` may list every
+controller replica: the call goes to the first that answers, and a standby's answer names the
+leader, which is asked next (docs/protocol.md §6.6). ``call_raw`` sends a name
 and arguments as they are, unchecked (tools, and tests of what the controller refuses).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 from ..core.controller import Command
@@ -25,8 +28,14 @@ class AdminError(UsageError):
     """The controller refused the command (its message says why)."""
 
 
-async def call(address: tuple[str, int], command: Command, timeout: float = 10.0) -> Any:
-    """Send ``command`` to the controller at ``address`` and return its result.
+Address = tuple[str, int]
+#: the error text of a standby replica's answer (``runtime/aio/controller.py``)
+NOT_LEADER = "not the leader"
+
+
+async def call(address: Address | Sequence[Address], command: Command, timeout: float = 10.0) -> Any:
+    """Send ``command`` to the controller at ``address`` (or to the leader of the replicas
+    listed) and return its result.
 
     Raises:
         AdminError: the controller answered with an error.
@@ -35,13 +44,44 @@ async def call(address: tuple[str, int], command: Command, timeout: float = 10.0
     return await call_raw(address, command.name, command.args(), timeout)
 
 
-async def call_raw(address: tuple[str, int], name: str, args: dict[str, Any], timeout: float = 10.0) -> Any:
-    """Send the admin command ``name`` with ``args`` unchecked and return its result.
+async def call_raw(
+    address: Address | Sequence[Address], name: str, args: dict[str, Any], timeout: float = 10.0
+) -> Any:
+    """Send the admin command ``name`` with ``args`` unchecked and return its result; with
+    several replicas, ask the leader (a standby names it; with none yet, the next one).
 
     Raises:
         AdminError: the controller answered with an error.
-        ScaffoldError: the controller cannot be reached or answered nonsense.
+        ScaffoldError: no controller can be reached, or one answered nonsense.
     """
+    addresses: list[Address] = [address] if isinstance(address, tuple) else [tuple(a) for a in address]  # type: ignore[misc]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    error: ScaffoldError | None = None
+    tried: list[Address] = []
+    while addresses and loop.time() < deadline:
+        target = addresses.pop(0)
+        tried.append(target)
+        try:
+            return await _call_one(target, name, args, max(0.1, deadline - loop.time()))
+        except _NotLeader as exc:
+            if exc.leader is not None and exc.leader not in tried:
+                addresses.insert(0, exc.leader)
+            error = ScaffoldError(f"no controller replica leads now (asked {len(tried)})")
+        except AdminError:
+            raise
+        except ScaffoldError as exc:
+            error = exc
+    raise error or ScaffoldError("no controller address given")
+
+
+class _NotLeader(Exception):
+    def __init__(self, leader: Address | None) -> None:
+        super().__init__("not the leader")
+        self.leader = leader
+
+
+async def _call_one(address: Address, name: str, args: dict[str, Any], timeout: float) -> Any:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), timeout)
     except (OSError, TimeoutError) as exc:
@@ -54,6 +94,9 @@ async def call_raw(address: tuple[str, int], name: str, args: dict[str, Any], ti
             while chunk := await reader.read(65536):
                 for message in decoder.feed(chunk):
                     if isinstance(message, control.AdminReply) and message.id == request_id:
+                        if not message.ok and message.error == NOT_LEADER:
+                            leader = (message.result or {}).get("leader")
+                            raise _NotLeader((str(leader[0]), int(leader[1])) if leader else None)
                         if not message.ok:
                             raise AdminError(message.error)
                         return message.result
@@ -66,6 +109,6 @@ async def call_raw(address: tuple[str, int], name: str, args: dict[str, Any], ti
     raise ScaffoldError(f"the controller closed the connection without answering {name!r}")
 
 
-def call_sync(address: tuple[str, int], command: Command, timeout: float = 10.0) -> Any:
+def call_sync(address: Address | Sequence[Address], command: Command, timeout: float = 10.0) -> Any:
     """``call`` from synchronous code (not from a running event loop)."""
     return asyncio.run(call(address, command, timeout))

@@ -11,6 +11,8 @@ import argparse
 import asyncio
 
 from ...core.controller import Controller
+from ...core.topology import Topology
+from ...errors import ConfigError, ScaffoldError
 from ...runtime.aio import ControllerRuntime
 from ...runtime.sqlite_store import SqliteStore
 from ...runtime.store import MemoryStore, Store
@@ -35,6 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_STORE,
         help=f"keep registrations in this SQLite file (default {DEFAULT_STORE}; ':memory:' keeps nothing)",
     )
+    parser.add_argument(
+        "--etcd",
+        default="",
+        help="replicate through this etcd cluster (HOST:PORT,...): lead or stand by (replaces --store)",
+    )
+    parser.add_argument(
+        "--network", default="", help="with --etcd: the network's name (default: the topology's)"
+    )
+    parser.add_argument(
+        "--advertise", default=None, help="with --etcd: the IP other nodes reach this replica on"
+    )
     parser.add_argument("--heartbeat-interval", type=float, default=0.2, help="host heartbeat period, s")
     parser.add_argument("--dead-after", type=int, default=3, help="missed heartbeats before a host is dead")
 
@@ -46,11 +59,12 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         ConfigError: no or a malformed topology file, a bad address.
         OSError: the listen address cannot be bound.
     """
-    from ...errors import ConfigError
-
     if not args.topology:
         raise ConfigError("the controller needs --topology FILE")
     loaded = load_topology(args.topology)
+    if args.etcd:
+        await _serve_replica(args, loaded.topology, args.network or loaded.name, log, stop)
+        return
     store: Store = MemoryStore() if args.store in ("", ":memory:") else SqliteStore(args.store)
     saved = store.load()
     core = Controller(
@@ -71,3 +85,36 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         await stop.wait()
     finally:
         await runtime.close()
+
+
+async def _serve_replica(
+    args: argparse.Namespace, topology: Topology, network: str, log: JsonLog, stop: asyncio.Event
+) -> None:
+    """Run one controller replica of ``network`` through etcd until ``stop`` is set."""
+    from ...runtime.etcd import ControllerReplica, Etcd, parse_endpoints
+
+    try:
+        endpoints = parse_endpoints(args.etcd)
+    except ScaffoldError as exc:
+        raise ConfigError(str(exc)) from None
+    replica = ControllerReplica(
+        args.name,
+        topology,
+        Etcd(endpoints),
+        network=network,
+        bind=parse_address(args.listen),
+        advertise=args.advertise,
+        heartbeat_interval=args.heartbeat_interval,
+        dead_after=args.dead_after,
+        on_log=lambda what, fields: log.info(what, **fields),
+    )
+    replica.runtime.on_event = lambda event, now: log.info(
+        event.kind, target=event.target, detail=event.detail
+    )
+    await replica.start()
+    address = replica.address
+    log.info("listening", address=f"{address[0]}:{address[1]}", network=network, etcd=args.etcd)
+    try:
+        await stop.wait()
+    finally:
+        await replica.close()

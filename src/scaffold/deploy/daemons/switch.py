@@ -27,7 +27,7 @@ from ...errors import ConfigError, ScaffoldError
 from ...runtime import admin
 from ...runtime.aio import AddressBook, EmuLink, NodeRuntime
 from ...runtime.metrics import node_summary
-from ..address import parse_address
+from ..address import parse_address, parse_addresses
 from .jsonlog import JsonLog
 from .runner import parse_peer_values
 
@@ -42,7 +42,10 @@ _UNREACHABLE = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno
 def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags every data-plane daemon has."""
     parser.add_argument("--name", help="this node's name, as in the topology")
-    parser.add_argument("--controller", help="the controller's address (HOST:PORT)")
+    parser.add_argument(
+        "--controller",
+        help="the controller's address (HOST:PORT), or every replica's (HOST:PORT,HOST:PORT,...)",
+    )
     parser.add_argument(
         "--listen", default=f"0.0.0.0:{DEFAULT_DATA_PORT}", help="UDP address to bind (HOST:PORT)"
     )
@@ -133,7 +136,9 @@ class PortMonitor:
     controller; a report that cannot be delivered is retried until it is or the port changes
     again."""
 
-    def __init__(self, node: str, ports: dict[str, str], controller: tuple[str, int], log: JsonLog) -> None:
+    def __init__(
+        self, node: str, ports: dict[str, str], controller: list[tuple[str, int]], log: JsonLog
+    ) -> None:
         self.node = node
         self.ports = ports
         self.controller = controller
@@ -181,7 +186,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         ScaffoldError: the controller was never reachable.
     """
     required(args, "name", "dc", "controller")
-    controller = parse_address(args.controller)
+    controller = parse_addresses(args.controller)
     core = FlowSwitch(args.name, args.dc) if args.role == "flow" else ObjectSwitch(args.name, args.dc)
     node = NodeRuntime(
         core,

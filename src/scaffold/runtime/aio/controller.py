@@ -21,14 +21,13 @@ from ...core.controller.commands import Counters, Status
 from ...core.metrics import Sample
 from ...errors import MalformedPacket
 from ...wire import control
+from ..admin import NOT_LEADER
 from ..metrics import node_summary, runtime_metrics
 from ..store import MemoryStore, Store, controller_outputs
 from .links import Address
 
 __all__ = ["NOT_LEADER", "ControllerRuntime"]
 
-#: the error of an admin reply from a standby replica (its result names the leader)
-NOT_LEADER = "not the leader"
 #: how long a failed commit waits before it is tried again (seconds)
 RETRY_COMMIT = 0.1
 Batch = tuple[list[StateChange], list[tuple[str, control.ControlMessage]]]

@@ -12,7 +12,7 @@ import contextlib
 import random
 import socket
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from ...core.engine import NodeEngine
@@ -40,7 +40,7 @@ class NodeRuntime(Generic[CoreT_co]):
         core: CoreT_co,
         book: AddressBook,
         links: dict[tuple[str, str], EmuLink],
-        controller: Address,
+        controller: Address | Sequence[Address],
         *,
         bind: Address = ("127.0.0.1", 0),
         rng: random.Random | None = None,
@@ -50,7 +50,10 @@ class NodeRuntime(Generic[CoreT_co]):
         self.name = core.name
         self.book = book
         self.links = links
-        self.controller_address = controller
+        #: every controller replica (one, or several on etcd); the one that answered last first
+        self.controllers: list[Address] = (
+            [controller] if isinstance(controller, tuple) else [tuple(a) for a in controller]  # type: ignore[misc]
+        )
         self.bind_address = bind
         #: the IP neighbours reach this node on, when it binds a wildcard address (a node
         #: in its own network namespace or on its own machine; docs/deployment.md)
@@ -71,7 +74,9 @@ class NodeRuntime(Generic[CoreT_co]):
         self.closed = False
         #: reopen a broken control connection (switches keep forwarding meanwhile)
         self.reconnect = True
-        self.reconnect_interval = 0.5
+        self.reconnect_interval = 0.25
+        #: a standby replica named the leader: go there now, not after the interval
+        self._redirected = False
         self._flushing = False
         self._again = False
 
@@ -143,8 +148,29 @@ class NodeRuntime(Generic[CoreT_co]):
         if settings.up is not None:
             link.up = settings.up
 
+    @property
+    def controller_address(self) -> Address:
+        """The controller replica this node tries first (the leader, as far as it knows)."""
+        return self.controllers[0]
+
     async def _open_control(self) -> asyncio.StreamReader:
-        reader, writer = await asyncio.open_connection(*self.controller_address)
+        """Connect to the first controller replica that accepts, trying the known leader first.
+
+        Raises:
+            OSError: none accepts.
+        """
+        error: OSError | None = None
+        for k, address in enumerate(list(self.controllers)):
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), 1.0)
+            except (OSError, TimeoutError) as exc:
+                error = exc if isinstance(exc, OSError) else OSError(str(exc))
+                continue
+            if k:
+                self.controllers.insert(0, self.controllers.pop(k))
+            break
+        else:
+            raise error or OSError("no controller address")
         self._writer = writer
         self.core.hello(self.address)
         self.flush()
@@ -159,7 +185,9 @@ class NodeRuntime(Generic[CoreT_co]):
             while True:
                 if self._stopping():
                     return
-                await asyncio.sleep(self.reconnect_interval)
+                if not self._redirected:
+                    await asyncio.sleep(self.reconnect_interval)
+                self._redirected = False
                 if self._stopping():
                     return
                 try:
@@ -339,6 +367,18 @@ class NodeRuntime(Generic[CoreT_co]):
 
     # -- control plane -------------------------------------------------------------------
 
+    def _follow(self, message: control.NotLeader) -> None:
+        """A standby replica answered: try the leader it names first, at once (§6.6)."""
+        self.stats["controller-redirected"] += 1
+        if message.leader is not None:
+            leader = (str(message.leader[0]), int(message.leader[1]))
+            if leader in self.controllers:
+                self.controllers.remove(leader)
+            self.controllers.insert(0, leader)
+            self._redirected = True
+        else:
+            self.controllers.append(self.controllers.pop(0))  # nobody leads yet: the next one
+
     async def _read_control(self, reader: asyncio.StreamReader) -> None:
         decoder = control.FrameDecoder()
         assert self._loop is not None
@@ -356,6 +396,9 @@ class NodeRuntime(Generic[CoreT_co]):
             for message in messages:
                 if isinstance(message, control.LinkSettings):
                     self.apply_link_settings(message)  # for the runtime's link stage, not the core
+                elif isinstance(message, control.NotLeader):
+                    self._follow(message)
+                    return
                 else:
                     self.core.receive_control(message, now)
             self.flush()

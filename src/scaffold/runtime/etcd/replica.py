@@ -126,6 +126,10 @@ class ControllerReplica:
                 await self._session()
             except EtcdError as exc:
                 self._log("etcd-unreachable", error=str(exc))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a replica never dies of one bad answer: it starts over
+                self._log("replica-error", error=f"{type(exc).__name__}: {exc}")
             self._step_down()
             if not self._stopping.is_set():
                 await asyncio.sleep(0.1)
@@ -199,6 +203,11 @@ class ControllerReplica:
                     await self.etcd._next_member()
             await asyncio.sleep(0.05)
 
+    def _point_to_leader(self) -> None:
+        """A standby sends nodes to the leader's address (once it knows both)."""
+        leader = self.replicas.get(self.leader or "")
+        self.runtime.leader_address = leader.address if leader is not None and not self.leading else None
+
     def _open_watch(self, client: Any) -> Any:
         return client.watch_prefix(self.keys.root, start_revision=self.revision + 1)
 
@@ -207,8 +216,7 @@ class ControllerReplica:
             self.leader = value.decode() if value is not None else None
             if value is None:
                 self._leader_gone.set()
-            leader = self.replicas.get(self.leader or "")
-            self.runtime.leader_address = leader.address if leader is not None and not self.leading else None
+            self._point_to_leader()
             return
         if key.startswith(self.keys.replicas):
             name = key[len(self.keys.replicas) :].decode()
@@ -217,6 +225,7 @@ class ControllerReplica:
             else:
                 with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
                     self.replicas[name] = msgspec.json.decode(value, type=ReplicaInfo)
+            self._point_to_leader()
             return
         row = self.keys.parse_row(key)
         if row is None:
@@ -243,7 +252,7 @@ class ControllerReplica:
 
         won, responses = await self.etcd.call(txn)
         if won:
-            return True, int(responses[0].header.revision)
+            return True, int(responses[0].response_put.header.revision)
         if not responses or not responses[0]:
             self._leader_gone.set()  # it went between our compare and our read: again
         return False, 0
