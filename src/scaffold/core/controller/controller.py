@@ -13,6 +13,7 @@ offers the engine interface (``core/engine.py``: ``ControllerEngine``): ``name``
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -29,6 +30,8 @@ from .tables import COALESCE, SwitchState, Tables
 
 __all__ = ["EVENT_LOG_KEEP", "EVENT_LOG_LIMIT", "Controller"]
 
+#: objects listed by ``status`` (``object_count`` says how many there are)
+STATUS_OBJECTS = 1000
 #: records whose table changes wait for the coalescing window (registrations, in bursts)
 _COALESCED = (control.Hello, control.Bind, control.Unbind, control.Heartbeat)
 #: the event log is trimmed to its latest EVENT_LOG_KEEP entries past EVENT_LOG_LIMIT taken
@@ -310,16 +313,18 @@ class Controller:
                 }
                 for n, st in self.tables.switches.items()
             ],
+            # The first STATUS_OBJECTS objects by ID (a reply must fit a control frame).
+            "object_count": len(reg.objects),
             "objects": [
                 {
                     "object": "obj:" + obj,
                     "name": reg.object_names.get(obj, ""),
                     "replicas": [
                         {"host": h, "dc": reg.hosts[h].dc, "weight": w, "alive": reg.hosts[h].alive}
-                        for h, w in sorted(replicas.items())
+                        for h, w in sorted(reg.objects[obj].items())
                     ],
                 }
-                for obj, replicas in sorted(reg.objects.items())
+                for obj in heapq.nsmallest(STATUS_OBJECTS, reg.objects)
             ],
             "links": [
                 {"a": l.a, "b": l.b, "delay_ms": l.delay * 1000, "up": reg.links_up[frozenset((l.a, l.b))]}
