@@ -173,3 +173,29 @@ def test_unknown_nodes_and_bad_binds_are_counted() -> None:
     assert ctl.drops["hello-unknown-node"] == 1
     assert ctl.drops["bad-bind"] == 1
     assert ctl.drops["heartbeat-from-unknown"] == 1
+
+
+def test_a_stalled_gateway_does_not_blame_its_hosts() -> None:
+    """A flow switch whose own timer ran 2 s late (a busy loop, a paused process) has not read
+    the presence packets of that time yet: its hosts are not reported down, and are only after
+    ``presence_timeout`` of silence counted from when it runs again."""
+    from scaffold.wire.header import presence
+
+    ctl, switches = setup()
+    register(ctl, switches, "east-h1", "east-fs1", 0.0)
+    gateway = switches["east-fs1"]
+    assert isinstance(gateway, FlowSwitch)
+    gateway.receive_datagram(presence(1, ctl.hosts["east-h1"].host_id), "east-h1", 0.2)
+    gateway.control_to_send()
+    now = 0.2 + 2.0  # the stall
+    gateway.handle_timer(now)
+    assert gateway.control_to_send() == []
+    for _ in range(2):
+        now += 0.2
+        gateway.handle_timer(now)
+    assert gateway.control_to_send() == []
+    for _ in range(3):
+        now += 0.2
+        gateway.handle_timer(now)
+    reports = [m for m in gateway.control_to_send() if isinstance(m, control.HostLiveness)]
+    assert any("east-h1" in m.down for m in reports)

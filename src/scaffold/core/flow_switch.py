@@ -119,6 +119,13 @@ class FlowSwitch(Switch):
         if self._check_at is None or now < self._check_at:
             return
         limit = self.presence_timeout
+        late = now - self._check_at
+        if late > limit / 3:
+            # The switch itself was stalled (a busy event loop, a paused process): the
+            # presence packets of that time may be waiting unread in its socket. Silence it
+            # could not hear is not the hosts' fault, so their deadlines move by the stall.
+            for host in self._heard:
+                self._heard[host] += late
         down = [
             host
             for host, heard in self._heard.items()
