@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from ..core.controller import COMMANDS, Command
-from ..deploy.address import parse_address
+from ..deploy.address import parse_addresses
 from ..deploy.state_file import DEFAULT_STATE, load_state
 from ..runtime import admin
 
@@ -30,15 +30,16 @@ Address = tuple[str, int]
 _SWITCH = {"up": True, "down": False, "true": True, "false": False, "yes": True, "no": False}
 
 
-def controller_address(args: argparse.Namespace) -> Address:
-    """The controller named by ``--controller``, else by the state file ``--state``.
+def controller_address(args: argparse.Namespace) -> list[Address]:
+    """The controller (every replica) named by ``--controller HOST:PORT[,...]``, else by the
+    state file ``--state``.
 
     Raises:
         ConfigError: no state file there, or a bad address.
     """
     if getattr(args, "controller", None):
-        return parse_address(args.controller)
-    return load_state(args.state).controller
+        return parse_addresses(args.controller)
+    return load_state(args.state).controller_addresses
 
 
 def _switch(text: str) -> bool:

@@ -72,6 +72,9 @@ class FlowSwitch(Switch):
         self._heard: dict[str, float] = {}
         #: attached host -> what the controller was last told (True up, False down)
         self._reported: dict[str, bool] = {}
+        #: attached hosts not heard from yet: never reported down (one that has not started
+        #: is not dead, and a report of it could overtake its registration)
+        self._unheard: set[str] = set()
         self._check_at: float | None = None
 
     def metrics(self) -> list[Sample]:
@@ -92,10 +95,13 @@ class FlowSwitch(Switch):
         for host in [h for h in self._heard if h not in attached]:
             del self._heard[host]
             self._reported.pop(host, None)
+            self._unheard.discard(host)
         if full:
             self._reported.clear()  # tell a (maybe new) controller everything again
         for name in attached:
-            self._heard.setdefault(str(name), self._now)  # a grace period from now
+            if str(name) not in self._heard:
+                self._heard[str(name)] = self._now
+                self._unheard.add(str(name))
         if self._heard and self.presence_timeout > 0:
             self._check_at = self._now if full else (self._check_at or self._now)
         else:
@@ -106,6 +112,7 @@ class FlowSwitch(Switch):
             self.drops["presence-from-unknown"] += 1
             return
         self._heard[port] = now
+        self._unheard.discard(port)
         if self._reported.get(port) is not True:
             self._reported[port] = True
             self._control_out.append(control.HostLiveness(node=self.name, up=[port]))
@@ -129,7 +136,7 @@ class FlowSwitch(Switch):
         down = [
             host
             for host, heard in self._heard.items()
-            if now - heard > limit and self._reported.get(host) is not False
+            if now - heard > limit and self._reported.get(host) is not False and host not in self._unheard
         ]
         for host in down:
             self._reported[host] = False

@@ -37,6 +37,7 @@ from ..core.switch import TABLE_ENTRIES
 from ..core.topology import Topology, default_topology
 from ..deploy.netns.network import NetnsNetwork
 from ..deploy.netns.plan import DATA_PORT
+from ..errors import ScaffoldError
 from ..ids import ObjectId
 from ..runtime import admin
 from ..runtime.aio import Address
@@ -60,6 +61,9 @@ class DemoOptions:
     spacing: float = 1.4
     timeout: float = 50.0
     topology: Topology = field(default_factory=default_topology)
+    #: netns: controller replicas on etcd; with more than one, the leading replica is
+    #: SIGKILLed in the middle of the churn (``failover`` in the report)
+    controllers: int = 1
 
 
 @dataclass(slots=True)
@@ -75,6 +79,8 @@ class DemoReport:
     drops: dict[str, int]
     events: list[dict[str, Any]]
     checks: list[tuple[str, bool, str]]
+    #: netns with replicated controllers: the leader killed and who took over, how fast
+    failover: dict[str, Any] = field(default_factory=dict)
     goals: list[tuple[str, bool, str]] = field(default_factory=list)
     junk_sent: int = 0
     duration: float = 0.0
@@ -96,6 +102,7 @@ class DemoReport:
             "switches": self.switches,
             "drops": self.drops,
             "events": self.events,
+            **({"failover": self.failover} if self.failover else {}),
         }
 
 
@@ -485,6 +492,7 @@ async def run_demo_netns(
                 "web",
             ],
             extra_links=extra,
+            controllers=options.controllers,
         )
         clients: dict[str, Host] = {}
         try:
@@ -518,6 +526,12 @@ async def run_demo_netns(
 
             junk = asyncio.create_task(_inject_junk(targets, rng, options.junk_per_node))
             say(f"{len(scenario.runs)} flows downloading verified data; churn every {options.spacing} s")
+            failover: asyncio.Task[dict[str, Any]] | None = None
+            if options.controllers > 1:
+                # After the client's move, before the server failure, which the new leader has
+                # to notice (the churn that needs a host's cooperation, a migration say, would
+                # race with the hosts reconnecting to it).
+                failover = asyncio.create_task(_kill_leader(net, 6.5 * options.spacing, say))
             await scenario.run(timeout=options.timeout, before_churn=snapshot)
             junk_sent = await junk
             entries_with_flows = await snapshots[0] if snapshots else {}
@@ -526,6 +540,16 @@ async def run_demo_netns(
             report = await _collect_netns(
                 net, clients, scenario, junk_sent, entries_before, entries_with_flows
             )
+            if failover is not None:
+                report.failover = await failover
+                took = report.failover.get("new_leader_after_s")
+                report.checks.append(
+                    (
+                        "a new controller leader within 2 s of the leader's SIGKILL",
+                        took is not None and took < 2.0,
+                        f"{report.failover.get('killed')} -> {report.failover.get('leader')} in {took} s",
+                    )
+                )
         finally:
             for host in clients.values():
                 with contextlib.suppress(Exception):
@@ -533,6 +557,32 @@ async def run_demo_netns(
             await net.close()
         report.duration = loop.time() - started
         return report
+
+
+async def _kill_leader(net: NetnsNetwork, after: float, say: Callable[[str], None]) -> dict[str, Any]:
+    """SIGKILL the leading controller replica ``after`` seconds from now; how long until
+    another one led (asked of the survivors every 50 ms)."""
+    await asyncio.sleep(after)
+    status = await admin.call(net.controller, Status())
+    leader = next(r for r in status["controllers"] if r["leader"])
+    loop = asyncio.get_running_loop()
+    killed_at = loop.time()
+    await asyncio.to_thread(net.kill, leader["name"])  # it waits for the process to be gone
+    survivors = [tuple(r["address"]) for r in status["controllers"] if not r["leader"]]
+    say(f"controller {leader['name']} (leading) SIGKILLed")
+    while loop.time() - killed_at < 10.0:
+        try:
+            now = await admin.call(survivors, Status(), timeout=0.5)
+        except ScaffoldError:
+            await asyncio.sleep(0.05)
+            continue
+        new = next((r["name"] for r in now["controllers"] if r["leader"]), None)
+        if new is not None and new != leader["name"]:
+            took = round(loop.time() - killed_at, 3)
+            say(f"controller {new} leads, {took} s after the kill")
+            return {"killed": leader["name"], "leader": new, "new_leader_after_s": took}
+        await asyncio.sleep(0.05)
+    return {"killed": leader["name"], "leader": None, "new_leader_after_s": None}
 
 
 async def _switch_entries(net: NetnsNetwork) -> dict[str, int]:

@@ -29,6 +29,8 @@ class AdminError(UsageError):
 
 
 Address = tuple[str, int]
+#: how long one replica of several may take to answer before the next is asked (seconds)
+PER_REPLICA = 2.0
 #: the error text of a standby replica's answer (``runtime/aio/controller.py``)
 NOT_LEADER = "not the leader"
 
@@ -54,25 +56,38 @@ async def call_raw(
         AdminError: the controller answered with an error.
         ScaffoldError: no controller can be reached, or one answered nonsense.
     """
-    addresses: list[Address] = [address] if isinstance(address, tuple) else [tuple(a) for a in address]  # type: ignore[misc]
+    given: list[Address] = [address] if isinstance(address, tuple) else [tuple(a) for a in address]  # type: ignore[misc]
+    if not given:
+        raise ScaffoldError("no controller address given")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     error: ScaffoldError | None = None
-    tried: list[Address] = []
-    while addresses and loop.time() < deadline:
-        target = addresses.pop(0)
-        tried.append(target)
-        try:
-            return await _call_one(target, name, args, max(0.1, deadline - loop.time()))
-        except _NotLeader as exc:
-            if exc.leader is not None and exc.leader not in tried:
-                addresses.insert(0, exc.leader)
-            error = ScaffoldError(f"no controller replica leads now (asked {len(tried)})")
-        except AdminError:
-            raise
-        except ScaffoldError as exc:
-            error = exc
-    raise error or ScaffoldError("no controller address given")
+    leader: Address | None = None
+    while True:
+        # One pass over the replicas, the leader a standby named first; another pass after a
+        # short wait while none leads (an election takes up to a lease's lifetime).
+        order = ([leader] if leader is not None else []) + [a for a in given if a != leader]
+        leader = None
+        for target in order:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                return await _call_one(target, name, args, min(left, PER_REPLICA) if len(given) > 1 else left)
+            except _NotLeader as exc:
+                error = ScaffoldError(f"no controller replica leads now (asked {len(order)})")
+                if exc.leader is not None and exc.leader != target:
+                    leader = exc.leader
+                    break
+            except AdminError:
+                raise
+            except ScaffoldError as exc:
+                error = exc
+        if loop.time() >= deadline or len(given) == 1:
+            break
+        if leader is None:
+            await asyncio.sleep(0.1)
+    raise error or ScaffoldError("no controller answered")
 
 
 class _NotLeader(Exception):
