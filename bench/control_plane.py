@@ -91,8 +91,9 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
     connect_switches(ctl)
     hosts = [h.name for h in topo.hosts()]
     for name in hosts:
-        gateway = topo.hosts()[0].gateway if False else f"{topo.dc_of(name)}-fs1"
+        gateway = f"{topo.dc_of(name)}-fs1"
         ctl.receive_message(name, control.Hello(node=name, role="host", gateway=gateway), 0.0)
+        ctl.receive_message(name, control.Heartbeat(node=name, seq=1), 0.0)  # bindings complete
     ctl.flush_tables()
     ctl.messages_to_send()
     store = SqliteStore(store_dir / "bench.sqlite3")

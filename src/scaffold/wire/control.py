@@ -51,6 +51,7 @@ __all__ = [
     "Welcome",
     "decode",
     "encode",
+    "encode_value",
     "frame",
 ]
 
@@ -326,6 +327,12 @@ _decoder: msgspec.msgpack.Decoder[ControlMessage] = msgspec.msgpack.Decoder(Cont
 def encode(message: ControlMessage) -> bytes:
     """The record's MessagePack body (unframed)."""
     return _encoder.encode(message)
+
+
+def encode_value(value: SwitchTables | TableKeys) -> bytes:
+    """A part of a record as MessagePack, to embed in records as ``msgspec.Raw`` (the
+    controller encodes the tables every object switch gets alike only once)."""
+    return _encoder.encode(value)
 
 
 def decode(body: bytes) -> ControlMessage:

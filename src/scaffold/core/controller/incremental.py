@@ -33,9 +33,11 @@ _PREFIX_HEX = OWNER_PREFIX_BITS // 4
 NO_REPLICA: Replicas = ()
 
 
-def prefix_key(prefix_hex: str) -> str:
-    """The wire key of the owner-prefix rule for ``prefix_hex`` (the ID's first 16 digits)."""
-    return f"{int(prefix_hex, 16):x}/{OWNER_PREFIX_BITS}"
+def prefix_key(prefix: int | str) -> str:
+    """The wire key of the owner-prefix rule for ``prefix`` (the ID's first 64 bits, or their
+    16 hex digits)."""
+    value = int(prefix, 16) if isinstance(prefix, str) else prefix
+    return f"{value:x}/{OWNER_PREFIX_BITS}"
 
 
 @dataclass(slots=True)
@@ -69,9 +71,9 @@ class GroupedTable:
         self.rules: dict[str, Replicas] = {}
         self.pending = Pending()
         #: owner prefix -> the one registered object under it (until a second one comes)
-        self._single: dict[str, str] = {}
+        self._single: dict[int, str] = {}
         #: owner prefix -> its group, once two or more registered objects share it
-        self._groups: dict[str, _Group] = {}
+        self._groups: dict[int, _Group] = {}
         #: the entry of every registered object alone under its prefix (None: no replica)
         self._values: dict[str, Replicas | None] = {}
 
@@ -81,7 +83,7 @@ class GroupedTable:
     def set(self, key: str, value: Replicas | None, *, registered: bool = True) -> None:
         """Object ``key``'s entry is now ``value`` (None: no live replica). An object that is
         not ``registered`` any more leaves its owner group."""
-        prefix = key[:_PREFIX_HEX]
+        prefix = int(key[:_PREFIX_HEX], 16)  # an int: smaller than the text
         group = self._groups.get(prefix)
         if group is None:
             first = self._single.get(prefix)
@@ -95,7 +97,7 @@ class GroupedTable:
             del self._single[prefix]
         self._set_in_group(prefix, group, key, value, registered)
 
-    def _set_alone(self, prefix: str, key: str, value: Replicas | None, registered: bool) -> None:
+    def _set_alone(self, prefix: int, key: str, value: Replicas | None, registered: bool) -> None:
         if not registered:
             self._single.pop(prefix, None)
             self._values.pop(key, None)
@@ -106,7 +108,7 @@ class GroupedTable:
         self._put(key, value or None)
 
     def _set_in_group(
-        self, prefix: str, group: _Group, key: str, value: Replicas | None, registered: bool
+        self, prefix: int, group: _Group, key: str, value: Replicas | None, registered: bool
     ) -> None:
         if key in group.members:
             old = self.exact.get(key, group.rule) if group.rule is not None else self.exact.get(key)
@@ -152,7 +154,7 @@ class GroupedTable:
             return None  # the rule answers for it
         return value or NO_REPLICA
 
-    def _move_rule(self, prefix: str, group: _Group, rule: Replicas | None) -> None:
+    def _move_rule(self, prefix: int, group: _Group, rule: Replicas | None) -> None:
         # Every member's exact entry depends on the rule: recompute them (rare, see above).
         values = {k: self._member_value(group, k) for k in group.members}
         group.rule = rule
@@ -175,7 +177,7 @@ class GroupedTable:
             self.exact[key] = entry
         self.pending.exact[key] = entry
 
-    def _put_rule(self, prefix: str, rule: Replicas | None) -> None:
+    def _put_rule(self, prefix: int, rule: Replicas | None) -> None:
         wire_key = prefix_key(prefix)
         if self.rules.get(wire_key) == rule:
             return

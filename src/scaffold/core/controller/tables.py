@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
+
+import msgspec
 
 from ...wire import control
 from ...wire.control import RECORD_BUDGET, ControlMessage, Replicas, SwitchTables, TableKeys
@@ -103,8 +105,9 @@ class Tables:
         self._syncs = False
         #: where each host's routes are installed now: (DC, gateway, previous DCs)
         self._host_at: dict[str, tuple[str, str, frozenset[str]]] = {}
-        #: DCs whose ``local`` lists each object now
+        #: DCs whose ``local`` lists each object now (the sets interned: few distinct ones)
         self._object_dcs: dict[str, frozenset[str]] = {}
+        self._dc_sets: dict[frozenset[str], frozenset[str]] = {}
         self._routes: dict[str, dict[str, str]] = {}
         self.routes_changed()
         for name in registry.hosts:
@@ -165,7 +168,7 @@ class Tables:
         registered = replicas is not None
         self.wide.set(key, _intern(tuple(sorted(per_dc.items()))) or None, registered=registered)
         before = self._object_dcs.get(key, frozenset())
-        now = frozenset(local)
+        now = self._dc_sets.setdefault(frozenset(local), frozenset(local))  # interned
         for dc in before | now:
             self._touched_local.add(dc)
             members = local.get(dc)
@@ -254,12 +257,19 @@ class Tables:
 
     def flush(self) -> None:
         """Send what changed: a sync to each switch that needs one, one delta (in parts) to
-        every other connected switch whose tables changed."""
+        every other connected switch whose tables changed.
+
+        The ``wide`` changes are the same for every object switch: their parts are built and
+        encoded once (``msgspec.Raw``), and each object switch's delta is those parts plus
+        its own (its DC's ``local``, its ``peers``) -- so a burst costs the size of its
+        changes once, plus a little per switch, not its size times the switches.
+        """
         wide = self.wide.take_pending()
         local = {dc: self.local[dc].take_pending() for dc in self._touched_local}
         self._touched_local = set()
         self._syncs = False
         changes, self._changes = self._changes, {}
+        shared: list[tuple[SwitchTables, TableKeys]] | None = None
         for node, state in self.switches.items():
             if not state.connected:
                 state.needs_sync = False
@@ -269,10 +279,14 @@ class Tables:
                 self._send_sync(node, state)
                 continue
             own = changes.get(node)
+            parts: list[tuple[SwitchTables, TableKeys]] = []
             if state.role == "object-switch":
-                parts = list(_delta_parts(wide, local.get(state.dc), own))
+                if shared is None:
+                    shared = [_raw(upsert, remove) for upsert, remove in _delta_parts(wide, None, None)]
+                parts += shared
+                parts += _delta_parts(None, local.get(state.dc), own)
             else:
-                parts = list(_delta_parts(None, None, own))
+                parts += _delta_parts(None, None, own)
             if not parts:
                 continue
             state.version += 1
@@ -431,6 +445,13 @@ def _delta_parts(
             size += cost
     if upsert or remove:
         yield SwitchTables(**upsert), TableKeys(**remove)  # type: ignore[arg-type]
+
+
+def _raw(upsert: SwitchTables, remove: TableKeys) -> tuple[SwitchTables, TableKeys]:
+    """A part encoded once, to be embedded as it is in the records of many switches (the
+    decoder on the other side sees ordinary tables)."""
+    encoded = (msgspec.Raw(control.encode_value(upsert)), msgspec.Raw(control.encode_value(remove)))
+    return cast(tuple[SwitchTables, TableKeys], encoded)
 
 
 def _merge(parts: list[SwitchTables]) -> SwitchTables:

@@ -26,6 +26,8 @@ from .links import Address, AddressBook, EmuLink
 __all__ = ["BATCH", "SOCKET_BUFFER", "EventHandler", "NodeRuntime"]
 
 BATCH = 64
+#: datagrams read from the socket before a timer is handled
+TIMER_DRAIN = 4 * BATCH
 SOCKET_BUFFER = 4 * 1024 * 1024
 CoreT_co = TypeVar("CoreT_co", bound=NodeEngine, covariant=True)
 #: an application: called with the core, each event it emits, and the time
@@ -315,8 +317,34 @@ class NodeRuntime(Generic[CoreT_co]):
         assert self._loop is not None
         self._timer = None
         self._timer_at = None
+        # What already arrived comes before what is due: a timer that fires while the loop
+        # lags behind the socket must not take packets waiting in it for silence (a gateway
+        # declaring a host dead, a sender's retransmission timeout).
+        self._read_pending()
         self.core.handle_timer(self._loop.time())
         self.flush()
+
+    def _read_pending(self) -> None:
+        """Give the core the datagrams waiting in the socket (a bounded number)."""
+        sock = self._sock
+        if sock is None or self._loop is None:
+            return
+        now = self._loop.time()
+        names = self.book.name
+        receive = self.core.receive_datagram
+        for _ in range(TIMER_DRAIN):
+            try:
+                data, address = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.stats["recv-error"] += 1
+                return
+            port = names.get(address)
+            if port is None:
+                self.stats["unknown-peer"] += 1
+                port = ""
+            receive(data, port, now)
 
     def _send_all(self, out: list[tuple[str, bytes | bytearray]], now: float) -> None:
         """Send a batch; the common case (no emulation on the link) is one ``sendto``."""
