@@ -3,6 +3,8 @@ datacenters, ``--hosts`` hosts and ``--objects`` objects (docs/protocol.md §6).
 
 Figures, each with how it is measured:
 
+* ``bind_cost_ms_10dcs_100hosts``: the issue's own measurement -- 10 DCs, 100 hosts, every
+  switch connected: the median cost of one more ``Bind`` (with its flush) at 1k/2k/4k objects.
 * ``registrations_per_s``: ``Bind`` records fed to the sans-IO ``Controller`` (one replica
   on a random host, three DCs' worth of hosts taking turns), its tables flushed after every
   batch of ``--batch`` and its state changes committed to a ``SqliteStore`` (the embedded
@@ -163,6 +165,40 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
     }
 
 
+def bind_cost() -> dict[str, Any]:
+    """The issue's first measurement: 10 DCs, 100 hosts, every switch connected -- the cost of
+    one more ``Bind`` (and its flush) with 1,000, 2,000 and 4,000 objects registered."""
+    topo = make_topology(datacenters=10, hosts_per_datacenter=10)
+    ctl = Controller(topo)
+    connect_switches(ctl)
+    hosts = [h for h in topo.hosts()]
+    for h in hosts:
+        ctl.receive_message(h.name, control.Hello(node=h.name, role="host", gateway=h.gateway), 0.0)
+        ctl.receive_message(h.name, control.Heartbeat(node=h.name, seq=1), 0.0)
+    out: dict[str, float] = {}
+    n = 0
+    for target in (1000, 2000, 4000):
+        while n < target:
+            ctl.receive_message(
+                hosts[n % len(hosts)].name, control.Bind(obj=ObjectId.from_name(f"c{n}").raw.hex()), 0.0
+            )
+            n += 1
+        ctl.flush_tables()
+        ctl.messages_to_send()
+        ctl.state_changes()
+        samples = []
+        for k in range(20):
+            key = ObjectId.from_name(f"extra-{target}-{k}").raw.hex()
+            started = time.perf_counter()
+            ctl.receive_message(hosts[k].name, control.Bind(obj=key), 0.0)
+            ctl.flush_tables()
+            ctl.messages_to_send()
+            ctl.state_changes()
+            samples.append(time.perf_counter() - started)
+        out[str(target)] = round(sorted(samples)[len(samples) // 2] * 1e3, 3)
+    return {"bind_cost_ms_10dcs_100hosts": out}
+
+
 def propagation(args: argparse.Namespace) -> dict[str, Any]:
     """Virtual time from one Bind to every object switch resolving it (sim)."""
     from scaffold.runtime.sim import SimNetwork
@@ -272,6 +308,7 @@ def main() -> None:
     try:
         report: dict[str, Any] = {"bench": "control_plane"}
         started = time.perf_counter()
+        report.update(bind_cost())
         report.update(registrations(args, rng, work))
         report.update(propagation(args))
         if args.etcd:
