@@ -55,6 +55,10 @@ _UNKNOWN_FLAGS = 0xFF & ~int(Flags.TRACE | Flags.REDIRECTED)
 _TRACE = int(Flags.TRACE)
 _REDIRECTED = int(Flags.REDIRECTED)
 _PRESENCE = int(Proto.PRESENCE)
+#: checks per ``presence_timeout``: a silent host is reported at most a sixth of it late
+#: (0.7 s after its last packet with 3 x 0.2 s), before the stall probes that find a new
+#: replica (0.25 s, then 0.75 s after the data stopped, docs/protocol.md §5.1)
+CHECKS = 6
 
 
 class FlowSwitch(Switch):
@@ -127,7 +131,7 @@ class FlowSwitch(Switch):
             return
         limit = self.presence_timeout
         late = now - self._check_at
-        if late > limit / 3:
+        if late > 2 * limit / CHECKS:
             # The switch itself was stalled (a busy event loop, a paused process): the
             # presence packets of that time may be waiting unread in its socket. Silence it
             # could not hear is not the hosts' fault, so their deadlines move by the stall.
@@ -142,7 +146,7 @@ class FlowSwitch(Switch):
             self._reported[host] = False
         if down:
             self._control_out.append(control.HostLiveness(node=self.name, down=down))
-        self._check_at = now + limit / 3 if self._heard and limit > 0 else None
+        self._check_at = now + limit / CHECKS if self._heard and limit > 0 else None
 
     def receive_datagram(self, data: Packet, port: str, now: float) -> None:
         """Route one packet that arrived from neighbour ``port``. Never raises."""
