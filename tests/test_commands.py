@@ -41,6 +41,8 @@ def test_every_command_has_an_admin_name_and_a_cli_subcommand_with_its_help(
         "migrate-object",
         "migrate-host",
         "move-host",
+        "allow",
+        "disallow",
     }
     ctl = Controller(default_topology())
     for name, cls in COMMANDS.items():

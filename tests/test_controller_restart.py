@@ -74,20 +74,24 @@ def test_admin_commands_over_the_control_port() -> None:
         async with scaffold.Testbed(datacenters=3, hosts_per_datacenter=1) as net:
             await net.host("dc1-h1").start_server(echo, "echo")
             address = net.network.controller.address
-            status = await call(address, Status())
+            operator = net.network.operator_credentials
+            status = await call(address, Status(), credentials=operator)
             assert {h["name"] for h in status["hosts"]} == {"dc1-h1", "dc2-h1", "dc3-h1"}
             assert status["objects"][0]["name"] == "echo"
-            assert await call(address, Link("dc1", "dc2", False)) == {"link": "dc1-dc2", "up": False}
-            status = await call(address, Status())
+            assert await call(address, Link("dc1", "dc2", False), credentials=operator) == {
+                "link": "dc1-dc2",
+                "up": False,
+            }
+            status = await call(address, Status(), credentials=operator)
             assert [l["up"] for l in status["links"] if {l["a"], l["b"]} == {"dc1", "dc2"}] == [False]
             try:
-                await call(address, Link("dc1", "nowhere", False))
+                await call(address, Link("dc1", "nowhere", False), credentials=operator)
             except AdminError as exc:
                 assert "no backbone link" in str(exc)
             else:
                 raise AssertionError("a bad link was accepted")
             try:
-                await call_raw(address, "frobnicate", {})
+                await call_raw(address, "frobnicate", {}, credentials=operator)
             except AdminError as exc:
                 assert "unknown command" in str(exc)
             else:

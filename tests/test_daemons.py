@@ -23,6 +23,7 @@ from scaffold.deploy.joining import join_from_state
 from scaffold.errors import ConfigError
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run
+from scaffold.runtime.tls import CredentialStore
 
 TOPOLOGY = """\
 name = "pair"
@@ -59,6 +60,13 @@ class Daemons:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.port = free_port()
         self.controller = ("127.0.0.1", self.port)
+        #: the network's CA and every daemon's credentials
+        self.credentials = CredentialStore(tmp / "credentials")
+        self.operator = self.credentials.operator()
+
+    def creds(self, name: str, role: str) -> str:
+        """The credentials directory of daemon ``name`` in ``role``."""
+        return str(self.credentials.node(name, role).directory)
 
     def start(self, name: str, *argv: str) -> None:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed by the Popen's owner
@@ -104,7 +112,16 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
     topo = tmp_path / "pair.toml"
     topo.write_text(TOPOLOGY)
     ctl = f"127.0.0.1:{daemons.port}"
-    daemons.start("controller", "controller", "--topology", str(topo), "--listen", ctl)
+    daemons.start(
+        "controller",
+        "controller",
+        "--topology",
+        str(topo),
+        "--listen",
+        ctl,
+        "--credentials",
+        daemons.creds("controller", "controller"),
+    )
     for dc in ("dc1", "dc2"):
         daemons.start(
             f"{dc}-fs1",
@@ -113,6 +130,8 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
             "flow",
             "--name",
             f"{dc}-fs1",
+            "--credentials",
+            daemons.creds(f"{dc}-fs1", "flow-switch"),
             "--dc",
             dc,
             "--controller",
@@ -126,6 +145,7 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
     config = tmp_path / "dc1-os.toml"
     config.write_text(
         f'name = "dc1-os"\nrole = "object"\ndc = "dc1"\ncontroller = "{ctl}"\nlisten = "127.0.0.1:0"\n'
+        f'credentials = "{daemons.creds("dc1-os", "object-switch")}"\n'
     )
     daemons.start("dc1-os", "switch", "--config", str(config))
     daemons.start(
@@ -135,6 +155,8 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
         "object",
         "--name",
         "dc2-os",
+        "--credentials",
+        daemons.creds("dc2-os", "object-switch"),
         "--dc",
         "dc2",
         "--controller",
@@ -147,6 +169,8 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
         "host",
         "--name",
         "dc2-h1",
+        "--credentials",
+        daemons.creds("dc2-h1", "host"),
         "--gateway",
         "dc2-fs1",
         "--controller",
@@ -161,7 +185,9 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
         deadline = time.monotonic() + 30
         while True:  # until the replica is registered (the daemons start in parallel)
             try:
-                status = await admin.call(daemons.controller, Status(), timeout=1.0)
+                status = await admin.call(
+                    daemons.controller, Status(), timeout=1.0, credentials=daemons.operator
+                )
                 registered = any(o["name"] == "echo" and o["replicas"][0]["alive"] for o in status["objects"])
                 if registered and all(sw["connected"] for sw in status["switches"]):
                     break
@@ -169,7 +195,13 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
                 pass
             assert time.monotonic() < deadline, "the daemons did not come up"
             await asyncio.sleep(0.05)
-        async with await scaffold.join("dc1-h1", gateway="dc1-fs1", controller=daemons.controller) as host:
+        async with await scaffold.join(
+            "dc1-h1",
+            gateway="dc1-fs1",
+            controller=daemons.controller,
+            credentials=daemons.creds("dc1-h1", "host"),
+            operator=daemons.operator,
+        ) as host:
             reader, writer = await host.open_connection("echo")
             payload = os.urandom(5_000)
             writer.write(payload)
@@ -179,7 +211,7 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
             writer.close()
             deadline = time.monotonic() + 5
             while True:  # nodes report their counters every second
-                counters = await admin.call(daemons.controller, Counters())
+                counters = await admin.call(daemons.controller, Counters(), credentials=daemons.operator)
                 if counters.get("dc1-fs1", {}).get("forwarded", 0) > 0 or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
@@ -227,20 +259,33 @@ def test_join_refuses_a_gateway_that_is_not_a_flow_switch(daemons: Daemons, tmp_
     topo = tmp_path / "pair.toml"
     topo.write_text(TOPOLOGY)
     daemons.start(
-        "controller", "controller", "--topology", str(topo), "--listen", f"127.0.0.1:{daemons.port}"
+        "controller",
+        "controller",
+        "--topology",
+        str(topo),
+        "--listen",
+        f"127.0.0.1:{daemons.port}",
+        "--credentials",
+        daemons.creds("controller", "controller"),
     )
 
     async def scenario() -> None:
         deadline = time.monotonic() + 20
         while True:
             try:
-                await admin.call(daemons.controller, Status(), timeout=1.0)
+                await admin.call(daemons.controller, Status(), timeout=1.0, credentials=daemons.operator)
                 break
             except Exception:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
         with pytest.raises(ConfigError, match="not a flow switch"):
-            await scaffold.join("me", gateway="dc1-os", controller=daemons.controller)
+            await scaffold.join(
+                "me",
+                gateway="dc1-os",
+                controller=daemons.controller,
+                credentials=daemons.creds("me", "host"),
+                operator=daemons.operator,
+            )
 
     run(scenario())
     assert daemons.stop_all() == {"controller": 0}

@@ -37,6 +37,11 @@ hosts = ["dc2-h1"]
 a = "dc1"
 b = "dc2"
 delay_ms = 1
+
+# The operator's policy: any host may serve `web` (the publishers join with names of their own).
+[[object]]
+name = "web"
+allow = ["*"]
 """
 
 

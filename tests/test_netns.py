@@ -226,7 +226,7 @@ async def _a_sigkilled_replica_mid_transfer(net: NetnsNetwork, client: Host) -> 
     assert writer.get_extra_info("peer_host") == survivor
 
     async def dead() -> bool:
-        status = await admin.call(net.controller, Status())
+        status = await admin.call(net.controller, Status(), credentials=net.operator)
         return not next(h for h in status["hosts"] if h["name"] == serving)["alive"]
 
     await wait_until(dead, 5.0, f"the controller to declare {serving} dead", interval=0.05)
@@ -251,7 +251,7 @@ async def _a_cut_backbone_link_reroutes_live_flows(net: NetnsNetwork, client: Ho
     net.link_down("dc3", "dc1")  # the kernel link; nobody tells the controller
 
     async def link_down_seen() -> bool:
-        status = await admin.call(net.controller, Status())
+        status = await admin.call(net.controller, Status(), credentials=net.operator)
         return not next(link for link in status["links"] if {link["a"], link["b"]} == {"dc3", "dc1"})["up"]
 
     await wait_until(link_down_seen, 5.0, "the border switches to report the cut port", interval=0.05)
@@ -259,7 +259,7 @@ async def _a_cut_backbone_link_reroutes_live_flows(net: NetnsNetwork, client: Ho
         await flow.round(timeout=10.0)
 
     async def through_dc2() -> bool:
-        counters = await admin.call(net.controller, Counters())
+        counters = await admin.call(net.controller, Counters(), credentials=net.operator)
         forwarded: int = counters["dc2-fs1"]["forwarded"]
         return forwarded > before
 
@@ -283,7 +283,7 @@ async def _a_killed_controller_restarts_while_flows_go_on(net: NetnsNetwork, cli
     await flow.round()
     net.kill("controller")
     with pytest.raises(ScaffoldError):
-        await admin.call(net.controller, Status(), timeout=1.0)
+        await admin.call(net.controller, Status(), timeout=1.0, credentials=net.operator)
     # The switches forward on their last tables: the flow goes on with no controller.
     deadline = time.monotonic() + 1.0
     rounds = 0
@@ -294,7 +294,7 @@ async def _a_killed_controller_restarts_while_flows_go_on(net: NetnsNetwork, cli
     await net.restart("controller")
     # It comes back from its store; every node reconnects and gets its tables again.
     await net.wait_ready(20.0)
-    status = await admin.call(net.controller, Status())
+    status = await admin.call(net.controller, Status(), credentials=net.operator)
     assert next(h for h in status["hosts"] if h["name"] == "outside")["alive"]
     for _ in range(5):
         await flow.round()
@@ -337,7 +337,8 @@ import asyncio, sys
 import scaffold
 async def main():
     host = await scaffold.join("dc3-app", gateway="dc3-fs1", controller=(sys.argv[1], int(sys.argv[2])),
-                               bind=("0.0.0.0", 0), advertise=sys.argv[3])
+                               bind=("0.0.0.0", 0), advertise=sys.argv[3], credentials=sys.argv[4],
+                               operator=sys.argv[5])
     reader, writer = await host.open_connection("solo")
     writer.write(b"over the veth")
     await writer.drain()
@@ -357,7 +358,12 @@ async def _a_program_in_a_host_namespace_joins_over_its_veth(net: NetnsNetwork, 
     script = Path(net.state.run_dir) / "program.py"
     script.write_text(PROGRAM)
     ip, port = net.controller
-    pid = net.popen("dc3-h1", [sys.executable, str(script), ip, str(port), host.node_ip], log_name="program")
+    # Its certificate, from the network's CA, names the address it announces.
+    store = net.state.credential_store()
+    credentials = str(store.node("dc3-app", "host", [host.node_ip]).directory)
+    operator = str(store.operator().directory)
+    argv = [sys.executable, str(script), ip, str(port), host.node_ip, credentials, operator]
+    pid = net.popen("dc3-h1", argv, log_name="program")
     assert os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
     log = Path(net.state.run_dir) / "program.log"
     deadline = time.monotonic() + 20

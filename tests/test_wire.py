@@ -295,7 +295,7 @@ def test_signal_random_20_bytes_raise_only_malformed(data: bytes) -> None:
 # -- control ---------------------------------------------------------------------------------
 
 NAMES = st.text(max_size=20)
-ADDRESSES = st.tuples(st.text(max_size=15), st.integers(0, 65535))
+ADDRESSES = st.tuples(st.text(max_size=15), st.integers(1, 65535))  # a port is 1..65535 (§6.6)
 REPLICAS = st.lists(st.tuples(U64, U64), max_size=4).map(tuple)
 HEX_IDS = OBJECTS.map(bytes.hex)
 

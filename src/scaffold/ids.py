@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 
 from .errors import UsageError
@@ -20,8 +21,11 @@ __all__ = [
     "HOST_ID_BITS",
     "OBJECT_ID_BYTES",
     "SOCKET_ID_BITS",
+    "NODE_NAME",
+    "OWNER_KEY_BYTES",
     "UNREFINED",
     "ObjectId",
+    "check_node_name",
     "new_flow_id",
     "new_nonce",
 ]
@@ -34,6 +38,27 @@ FLOW_ID_BITS = 64
 UNREFINED = 0
 
 _TEXT_PREFIX = "obj:"
+_OWNER_PREFIX = "owner:"
+#: an owner's public key: Ed25519, 32 raw bytes (docs/protocol.md §1)
+OWNER_KEY_BYTES = 32
+#: the one character set of node names (hosts, switches, the controller, operators): a letter
+#: or digit, then letters, digits, ``.``, ``_`` or ``-``; at most 63 characters. So a name is
+#: never markup, never a path (no ``/``, never ``..``) and fits a certificate's CN.
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def check_node_name(name: object) -> str:
+    """``name`` if it is a valid node name (``NODE_NAME``).
+
+    Raises:
+        UsageError: it is not.
+    """
+    if not isinstance(name, str) or NODE_NAME.fullmatch(name) is None:
+        raise UsageError(
+            f"not a node name (want a letter or digit, then up to 62 letters, digits, '.', '_' or '-'): "
+            f"{name!r:.80}"
+        )
+    return name
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -86,11 +111,28 @@ class ObjectId:
 
     @classmethod
     def of(cls, name_or_id: str | ObjectId) -> ObjectId:
-        """Accept an ObjectId, its text form, or a human name (hashed)."""
+        """Accept an ObjectId, its text form, the owner/name form of an owned object
+        (``owner:`` + the owner key's 64 hex digits + ``/`` + the name), or a human name
+        (hashed).
+
+        Raises:
+            UsageError: an ``obj:`` or ``owner:`` text that is malformed, or an empty name.
+        """
         if isinstance(name_or_id, ObjectId):
             return name_or_id
         if name_or_id.startswith(_TEXT_PREFIX):
             return cls.parse(name_or_id)
+        if name_or_id.startswith(_OWNER_PREFIX):
+            key_hex, sep, name = name_or_id[len(_OWNER_PREFIX) :].partition("/")
+            try:
+                key = bytes.fromhex(key_hex)
+            except ValueError:
+                key = b""
+            if not sep or not name or len(key) != OWNER_KEY_BYTES:
+                raise UsageError(
+                    f"not an owned object name (want owner:<64 hex digits>/NAME): {name_or_id!r}"
+                )
+            return cls.from_owner(key, name)
         return cls.from_name(name_or_id)
 
     def prefix(self, bits: int) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from ..core.host import (
     ObjectNotFoundEvent,
     StreamEventFor,
 )
+from ..core.ownership import GrantRefused, verify_grant
 from ..errors import BrokenPathError, ObjectNotFound, UsageError
 from ..ids import ObjectId
 from ..runtime.aio import NodeRuntime
@@ -274,8 +276,10 @@ class Host:
 
     # -- binding -------------------------------------------------------------------------
 
-    async def _bind(self, obj: ObjectId, name: str, weight: int, *, resumable: bool = False) -> None:
-        self.stack.bind(obj, weight, name, resumable=resumable)
+    async def _bind(
+        self, obj: ObjectId, name: str, weight: int, *, resumable: bool = False, grant: bytes = b""
+    ) -> None:
+        self.stack.bind(obj, weight, name, resumable=resumable, grant=grant)
         self.kick()
         await self.network.wait_for_object(obj, self.name)
 
@@ -300,7 +304,13 @@ class Host:
         await self.close()
 
     async def start_server(
-        self, handler: StreamHandler, name: str | ObjectId, *, weight: int = 1, resumable: bool = False
+        self,
+        handler: StreamHandler,
+        name: str | ObjectId,
+        *,
+        weight: int = 1,
+        resumable: bool = False,
+        grant: bytes | None = None,
     ) -> Server:
         """Bind object ``name`` on this host and serve each stream with ``handler``.
 
@@ -308,13 +318,19 @@ class Host:
         replica dies, its streams are taken over by another one, whose ``handler`` starts
         with ``writer.get_extra_info("resume") == (send_offset, receive_offset)``; the
         service must be able to continue from there (content served by offset, say).
-        Returns once the object switches know the replica.
+        An owned object (``ObjectId.from_owner``, or ``owner:KEY/NAME``) needs ``grant``: its
+        owner's signed grant naming this host or its datacenter (``scaffold grant``); the
+        controller checks it and withdraws the replica when it expires. Returns once the
+        object switches know the replica.
 
         Raises:
-            UsageError: the object is already bound on this host, or ``weight`` <= 0.
+            UsageError: the object is already bound on this host, ``weight`` is not in
+                1..65535, or ``grant`` does not let this host serve the object (now).
         """
         obj = ObjectId.of(name)
         label = name if isinstance(name, str) else str(name)
+        if grant is not None:
+            self._check_grant(grant, obj)
         if obj.raw in self._servers or obj.raw in self.stack.listeners:
             raise UsageError(f"{label} is already bound on host {self.name}")
         server = Server(self, obj, label, handler, resumable=resumable)
@@ -322,11 +338,18 @@ class Host:
         if resumable:
             self._migration_handlers[obj.raw] = handler
         try:
-            await self._bind(obj, label, weight, resumable=resumable)
+            await self._bind(obj, label, weight, resumable=resumable, grant=grant or b"")
         except BaseException:
             self._servers.pop(obj.raw, None)
             raise
         return server
+
+    def _check_grant(self, grant: bytes, obj: ObjectId) -> None:
+        """What the controller will check, said here first with a clear error."""
+        try:
+            verify_grant(grant, obj, self.name, self.dc, time.time())
+        except GrantRefused as exc:
+            raise UsageError(f"the grant does not let {self.name} serve {obj.short()}: {exc}") from None
 
     def serve_migrations(self, handler: StreamHandler, name: str | ObjectId) -> None:
         """Run ``handler`` for flows of ``name`` that migrate to this host (without binding

@@ -5,8 +5,10 @@ The churn commands are top-level (``scaffold drain HOST [OBJECT]``, ``set-weight
 (``link``, ``link-settings``, ``port``, ``status``, ``counters``). Subcommands, arguments and
 their help all come from the records (``core.controller.commands``). Each sends one admin
 command to the controller (found through the state file of ``scaffold up``, or
-``--controller HOST:PORT``) and prints its result; a bad argument or the controller's refusal
-(an unknown host, object or datacenter) is a one-line error and exit status 2.
+``--controller HOST:PORT``) with an operator's credentials (from the state file's credential
+store, or ``--credentials DIR``) and prints its result; a bad argument or the controller's
+refusal (an unknown host, object or datacenter; not an operator) is a one-line error and exit
+status 2.
 """
 
 from __future__ import annotations
@@ -21,25 +23,31 @@ from rich.console import Console
 from ..core.controller import COMMANDS, Command
 from ..deploy.address import parse_addresses
 from ..deploy.state_file import DEFAULT_STATE, load_state
+from ..errors import ConfigError
 from ..runtime import admin
+from ..runtime.tls import Credentials
 
-__all__ = ["add_commands", "controller_address"]
+__all__ = ["add_commands", "controller_access", "controller_address"]
 
 Address = tuple[str, int]
 
 _SWITCH = {"up": True, "down": False, "true": True, "false": False, "yes": True, "no": False}
 
 
-def controller_address(args: argparse.Namespace) -> list[Address]:
-    """The controller (every replica) named by ``--controller HOST:PORT[,...]``, else by the
-    state file ``--state``.
+def controller_access(args: argparse.Namespace) -> tuple[list[Address], Credentials]:
+    """The controller and the operator credentials to reach it with: ``--controller`` and
+    ``--credentials``, else what the state file ``--state`` names.
 
     Raises:
-        ConfigError: no state file there, or a bad address.
+        ConfigError: no state file, a bad address, or no credentials.
     """
+    given = getattr(args, "credentials", None)
     if getattr(args, "controller", None):
-        return parse_addresses(args.controller)
-    return load_state(args.state).controller_addresses
+        if not given:
+            raise ConfigError("--controller needs --credentials DIR (an operator's)")
+        return parse_addresses(args.controller), Credentials(given)
+    state = load_state(args.state)
+    return state.controller_addresses, Credentials(given) if given else state.operator()
 
 
 def _switch(text: str) -> bool:
@@ -71,7 +79,8 @@ def _runner(cls: type[Command]) -> Any:
         from ..runtime.aio import run as run_async
 
         command = cls.from_args({arg.name: getattr(args, arg.name) for arg in cls.arguments()})
-        result = run_async(admin.call(controller_address(args), command))
+        address, credentials = controller_access(args)
+        result = run_async(admin.call(address, command, credentials=credentials))
         flat = isinstance(result, dict) and all(not isinstance(v, dict) for v in result.values())
         if args.json or not flat:
             json.dump(result, sys.stdout, indent=None if flat else 2)
@@ -88,6 +97,9 @@ def add_commands(sub: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--state", default=str(DEFAULT_STATE), help="state file of `scaffold up`")
     common.add_argument("--controller", help="the controller's HOST:PORT instead of a state file")
+    common.add_argument(
+        "--credentials", help="an operator's credentials directory (default: the state file's)"
+    )
     common.add_argument("--json", action="store_true", help="print the result as JSON")
     others = ", ".join(cls.name for cls in COMMANDS.values() if not cls.top_level)
     group = sub.add_parser("admin", help=f"the controller's other operator commands: {others}")

@@ -92,6 +92,7 @@ def add_commands(sub: Any) -> None:
     publish.add_argument("--fall", type=int, default=2, help="failed checks that withdraw the replica")
     publish.add_argument("--rise", type=int, default=2, help="passed checks that register it again")
     publish.add_argument("--wait", action="store_true", help="start even if the target does not answer yet")
+    publish.add_argument("--grant", help="the owner's grant file, for an owned object (`scaffold grant`)")
     _network_arguments(publish)
     publish.set_defaults(func=lambda args: _run(_publish_main(args)))
 
@@ -141,6 +142,16 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _read_grant(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the grant: {exc.strerror or exc}") from None
+
+
 async def _ingress_main(args: argparse.Namespace) -> int:
     async with _network_host(args, "ingress") as (host, net):
         publishers = []
@@ -183,6 +194,7 @@ async def _publish_main(args: argparse.Namespace) -> int:
             fall=args.fall,
             rise=args.rise,
             wait_for_target=args.wait,
+            grant=_read_grant(args.grant),
         )
         await publisher.start()
         try:

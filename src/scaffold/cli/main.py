@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import ScaffoldError, UsageError
 
@@ -85,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .gateway import add_commands as add_gateway_commands
 
     add_gateway_commands(sub)  # ingress, publish (docs/gateway.md)
+    from .trust import add_commands as add_trust_commands
+
+    add_trust_commands(sub)  # credentials, owner, grant (docs/security.md)
     return parser
 
 
@@ -94,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ScaffoldError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")  # text from anywhere: never markup
         return 2
     except KeyboardInterrupt:
         return 130

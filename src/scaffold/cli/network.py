@@ -22,15 +22,24 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..core.controller import commands
 from ..core.topology import default_topology
-from ..deploy.state_file import DEFAULT_STATE, NetworkState, NodeState, load_state, remove_state, save_state
+from ..deploy.state_file import (
+    DEFAULT_STATE,
+    NetworkState,
+    NodeState,
+    credentials_dir,
+    load_state,
+    remove_state,
+    save_state,
+)
 from ..deploy.topology_file import TopologyFile, load_topology
 from ..errors import ConfigError, ScaffoldError, UsageError
 from ..runtime import admin
-from .admin import controller_address
+from .admin import controller_access
 
 __all__ = ["add_commands", "print_status"]
 
@@ -61,6 +70,9 @@ def add_commands(sub: Any) -> None:
     status = sub.add_parser("status", help="objects, replicas, hosts, switches, links and counters")
     status.add_argument("--state", default=str(DEFAULT_STATE))
     status.add_argument("--controller", help="the controller's address instead of a state file")
+    status.add_argument(
+        "--credentials", help="an operator's credentials directory (default: the state file's)"
+    )
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
     status.set_defaults(func=_status)
 
@@ -196,18 +208,23 @@ def _up_netns(loaded: TopologyFile, state_path: Path, detach: bool, controllers:
 async def _up_embedded(loaded: TopologyFile, state_path: Path, port: int) -> int:
     from ..api.host import Host
     from ..deploy.daemons.host import echo
-    from ..runtime.aio import ControllerRuntime, EmbeddedNetwork
+    from ..runtime.aio import EmbeddedNetwork
 
-    net = EmbeddedNetwork(loaded.topology)
-    # The controller listens on a fixed port if asked (so programs can be pointed at it).
-    net.controller = ControllerRuntime(net.controller.core, ("127.0.0.1", port), net.store)
+    # The CA and every credential live beside the state file (owner-only); the controller
+    # listens on a fixed port if asked (so programs can be pointed at it), and plain-named
+    # objects are served only where the topology allows.
+    net = EmbeddedNetwork(
+        loaded.topology,
+        credentials_dir=credentials_dir(state_path),
+        open_binding=False,
+        controller_address=("127.0.0.1", port),
+    )
     stop = _wait_for_signal()
     await net.start()
     try:
         for node in net.nodes.values():
             node.stats_interval = 1.0
             node.send_stats()
-            node._stats_task = asyncio.create_task(node._report_stats())
         hosts = {
             name: Host(net, net.host(name)) for name, node in net.nodes.items() if node.core.role == "host"
         }
@@ -226,6 +243,7 @@ async def _up_embedded(loaded: TopologyFile, state_path: Path, port: int) -> int
                 name: NodeState(name, node.core.role, dc=loaded.topology.dc_of(name), address=node.address)
                 for name, node in net.nodes.items()
             },
+            credentials=str(credentials_dir(state_path)),
         )
         save_state(state, state_path)
         address = net.controller.address
@@ -271,11 +289,11 @@ def _down(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from ..runtime.aio import run
 
-    controller = controller_address(args)
+    controller, credentials = controller_access(args)
 
     async def fetch() -> dict[str, Any]:
-        result: dict[str, Any] = await admin.call(controller, commands.Status())
-        result["counters"] = await admin.call(controller, commands.Counters())
+        result: dict[str, Any] = await admin.call(controller, commands.Status(), credentials=credentials)
+        result["counters"] = await admin.call(controller, commands.Counters(), credentials=credentials)
         return result
 
     status = run(fetch())
@@ -288,7 +306,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def print_status(status: dict[str, Any], console: Console) -> None:
-    """Render the controller's status and the nodes' counters as tables."""
+    """Render the controller's status and the nodes' counters as tables (every text from
+    the network is escaped: never read as markup)."""
     counters: dict[str, Any] = status.get("counters", {})
     objects = Table(title="Objects and replicas", title_justify="left")
     for column in ("object", "name", "replica", "dc", "weight", "alive"):
@@ -296,10 +315,10 @@ def print_status(status: dict[str, Any], console: Console) -> None:
     for obj in status.get("objects", []):
         for k, replica in enumerate(obj["replicas"]):
             objects.add_row(
-                obj["object"][:16] + "…" if k == 0 else "",
-                obj["name"] if k == 0 else "",
-                replica["host"],
-                replica["dc"],
+                escape(obj["object"][:16]) + "…" if k == 0 else "",
+                escape(obj["name"]) if k == 0 else "",
+                escape(replica["host"]),
+                escape(replica["dc"]),
                 str(replica["weight"]),
                 "yes" if replica["alive"] else "[red]no[/]",
             )
@@ -311,12 +330,12 @@ def print_status(status: dict[str, Any], console: Console) -> None:
         drops = sum(counters.get(host["name"], {}).get("drops", {}).values())
         address = host["address"]
         hosts.add_row(
-            host["name"],
+            escape(host["name"]),
             str(host["host_id"]),
-            host["dc"],
-            host["gateway"],
+            escape(host["dc"]),
+            escape(host["gateway"]),
             "yes" if host["alive"] else "[red]no[/]",
-            f"{address[0]}:{address[1]}" if address else "",
+            escape(f"{address[0]}:{address[1]}") if address else "",
             str(drops),
         )
     console.print(hosts)
@@ -327,14 +346,14 @@ def print_status(status: dict[str, Any], console: Console) -> None:
         c = counters.get(sw["name"], {})
         drops = c.get("drops", {})
         switches.add_row(
-            sw["name"],
-            sw["role"],
-            sw["dc"],
+            escape(sw["name"]),
+            escape(sw["role"]),
+            escape(sw["dc"]),
             "yes" if sw["connected"] else "[red]no[/]",
             f"v{sw['version']}",
             f"v{c['version']}" if c else "?",
             str(c.get("forwarded", "?")),
-            ", ".join(f"{k}={v}" for k, v in sorted(drops.items())) or "0",
+            escape(", ".join(f"{k}={v}" for k, v in sorted(drops.items()))) or "0",
         )
     console.print(switches)
     links = Table(title="Backbone links", title_justify="left")
@@ -342,7 +361,9 @@ def print_status(status: dict[str, Any], console: Console) -> None:
         links.add_column(column)
     for link in status.get("links", []):
         links.add_row(
-            f"{link['a']}-{link['b']}", f"{link['delay_ms']:g} ms", "yes" if link["up"] else "[red]no[/]"
+            escape(f"{link['a']}-{link['b']}"),
+            f"{link['delay_ms']:g} ms",
+            "yes" if link["up"] else "[red]no[/]",
         )
     console.print(links)
     replicas = status.get("controllers")
@@ -396,7 +417,7 @@ async def _fault_netns(args: argparse.Namespace, state: NetworkState) -> int:
     if kind in ("link-down", "link-up"):
         net.link_down(args.a, args.b) if kind == "link-down" else net.link_up(args.a, args.b)
     elif kind in ("partition", "heal"):
-        status = await admin.call(state.controller_addresses, commands.Status())
+        status = await admin.call(state.controller_addresses, commands.Status(), credentials=state.operator())
         links = _backbone(status["links"])
         cut = _partition_cut(args.groups, links) if kind == "partition" else links
         for a, b in cut:
@@ -419,13 +440,14 @@ async def _fault_embedded(args: argparse.Namespace, state: NetworkState) -> int:
     """Embedded: our link emulation (``LinkSettings``) and the controller's link state."""
     kind = args.fault
     controller = state.controller_addresses
-    status = await admin.call(controller, commands.Status())
+    operator = state.operator()
+    status = await admin.call(controller, commands.Status(), credentials=operator)
     dcs = set(status["datacenters"])
 
     async def set_link(a: str, b: str, up: bool) -> None:
-        await admin.call(controller, commands.LinkSettings(a, b, up=up))
+        await admin.call(controller, commands.LinkSettings(a, b, up=up), credentials=operator)
         if a in dcs and b in dcs:  # nothing detects an emulated cut: tell the controller
-            await admin.call(controller, commands.Link(a, b, up))
+            await admin.call(controller, commands.Link(a, b, up), credentials=operator)
 
     if kind in ("link-down", "link-up"):
         await set_link(args.a, args.b, kind == "link-up")
@@ -437,9 +459,13 @@ async def _fault_embedded(args: argparse.Namespace, state: NetworkState) -> int:
     elif kind == "loss":
         if not 0 <= args.percent <= 100:
             raise UsageError(f"loss must be between 0 and 100 %, got {args.percent}")
-        await admin.call(controller, commands.LinkSettings(args.a, args.b, loss=args.percent / 100))
+        await admin.call(
+            controller, commands.LinkSettings(args.a, args.b, loss=args.percent / 100), credentials=operator
+        )
     elif kind == "delay":
-        await admin.call(controller, commands.LinkSettings(args.a, args.b, delay_ms=args.ms))
+        await admin.call(
+            controller, commands.LinkSettings(args.a, args.b, delay_ms=args.ms), credentials=operator
+        )
     else:
         raise UsageError(f"`fault {kind}` needs a network started with `scaffold up --netns`")
     _say(f"[green]done[/]: {kind}")

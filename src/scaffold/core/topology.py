@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..ids import NODE_NAME
 
 __all__ = [
     "DatacenterSpec",
@@ -62,6 +63,9 @@ class ObjectSpec:
     replicas: tuple[tuple[str, int], ...]
     #: any replica can continue a stream given its offsets (a content service)
     resumable: bool = False
+    #: where else it may be served (operator policy, docs/protocol.md §6.7): host names,
+    #: datacenter names or "*" (anywhere); the replicas above may serve it anyway
+    allow: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,12 +150,19 @@ class Topology:
         def add(name: str, role: str, dc: str) -> None:
             if not name or not isinstance(name, str):
                 raise ConfigError(f"a {role} in datacenter {dc!r} has no name")
+            if NODE_NAME.fullmatch(name) is None:
+                raise ConfigError(
+                    f"{role} name {name!r:.80} in datacenter {dc!r}: names are a letter or digit, then "
+                    "letters, digits, '.', '_' or '-' (at most 63)"
+                )
             if name in index or name == self.controller:
                 raise ConfigError(f"node name {name!r} is used twice")
             index[name] = (role, dc)
 
         dc_names = set()
         for dc in self.datacenters:
+            if NODE_NAME.fullmatch(dc.name) is None:
+                raise ConfigError(f"datacenter name {dc.name!r:.80}: not a safe name")
             if dc.name in dc_names:
                 raise ConfigError(f"datacenter {dc.name!r} is defined twice")
             dc_names.add(dc.name)
@@ -183,8 +194,13 @@ class Topology:
             if link.bandwidth is not None and not link.bandwidth > 0:
                 raise ConfigError(f"backbone link {link.a}-{link.b}: bandwidth must be > 0")
         for obj in self.objects:
-            if not obj.replicas:
+            if not obj.replicas and not obj.allow:
                 raise ConfigError(f"object {obj.name!r} has no replica")
+            for where in obj.allow:
+                if where != "*" and where not in index and where not in dc_names:
+                    raise ConfigError(
+                        f"object {obj.name!r}: allow {where!r} is not a host, datacenter or '*'"
+                    )
             for replica, weight in obj.replicas:
                 if index.get(replica, ("", ""))[0] != "host":
                     raise ConfigError(f"object {obj.name!r}: replica {replica!r} is not a host")

@@ -432,7 +432,7 @@ class NetnsScenarioNetwork:
         return self.clients[name]
 
     async def command(self, command: Command) -> Any:
-        return await admin.call(self.net.controller, command)
+        return await admin.call(self.net.controller, command, credentials=self.net.operator)
 
     async def cut_link(self, dc_a: str, dc_b: str) -> None:
         await asyncio.to_thread(self.net.link_down, dc_a, dc_b)
@@ -441,7 +441,7 @@ class NetnsScenarioNetwork:
         await asyncio.to_thread(self.net.kill, name)
 
     async def controller_hosts(self) -> dict[str, str]:
-        status = await admin.call(self.net.controller, Status())
+        status = await admin.call(self.net.controller, Status(), credentials=self.net.operator)
         return {h["name"]: h["dc"] for h in status["hosts"]}
 
 
@@ -507,7 +507,7 @@ async def run_demo_netns(
             await net.wait_ready(20.0)
             say("clients joined: " + ", ".join(NETNS_CLIENTS))
             scenario = _scenario(NetnsScenarioNetwork(net, clients), options, say)
-            status = await admin.call(net.controller, Status())
+            status = await admin.call(net.controller, Status(), credentials=net.operator)
             targets: dict[str, Address] = {
                 n.name: (n.node_ip, DATA_PORT)
                 for n in (net.state.nodes.values() if net.state else [])
@@ -563,7 +563,7 @@ async def _kill_leader(net: NetnsNetwork, after: float, say: Callable[[str], Non
     """SIGKILL the leading controller replica ``after`` seconds from now; how long until
     another one led (asked of the survivors every 50 ms)."""
     await asyncio.sleep(after)
-    status = await admin.call(net.controller, Status())
+    status = await admin.call(net.controller, Status(), credentials=net.operator)
     leader = next(r for r in status["controllers"] if r["leader"])
     loop = asyncio.get_running_loop()
     killed_at = loop.time()
@@ -572,7 +572,7 @@ async def _kill_leader(net: NetnsNetwork, after: float, say: Callable[[str], Non
     say(f"controller {leader['name']} (leading) SIGKILLed")
     while loop.time() - killed_at < 10.0:
         try:
-            now = await admin.call(survivors, Status(), timeout=0.5)
+            now = await admin.call(survivors, Status(), timeout=0.5, credentials=net.operator)
         except ScaffoldError:
             await asyncio.sleep(0.05)
             continue

@@ -6,25 +6,30 @@ the network's name and mode (``embedded`` or ``netns``), the controller's addres
 node's data-plane address and -- in ``netns`` mode -- exactly what ``up`` created: the
 namespaces, the veth links with their interface names, and each node's process (pid and
 kernel start time, so a recycled pid is never signalled). ``scaffold down`` removes exactly
-that. The file is JSON, replaced atomically.
+that. The file is JSON, replaced atomically. Beside it, ``credentials/`` is the network's
+credential store (its CA, the nodes' and the operator's credentials, owner-only); commands
+and programs on this machine find their credentials there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import msgspec
 
 from ..errors import ConfigError
 from ..runtime.atomic_file import write_atomic
+from ..runtime.tls import Credentials, CredentialStore
 
 __all__ = [
     "DEFAULT_STATE",
     "LinkState",
     "NetworkState",
     "NodeState",
+    "credentials_dir",
     "load_state",
     "remove_state",
     "save_state",
@@ -95,6 +100,30 @@ class NetworkState(msgspec.Struct):
     run_dir_temporary: bool = False
     #: netns: loss in percent by (namespace, device), as applied with nftables
     losses: dict[str, float] = {}
+    #: the network's credential store (``runtime.tls.CredentialStore``): its CA, every
+    #: node's credentials and the operator's, readable by the owner only
+    credentials: str = ""
+
+    def operator(self) -> Credentials:
+        """The operator's credentials for this network's controller.
+
+        Raises:
+            ConfigError: the network has no credentials (or they cannot be read).
+        """
+        return self.credential_store().operator()
+
+    def credential_store(self) -> CredentialStore:
+        """This network's credential store (its CA issues more credentials).
+
+        Raises:
+            ConfigError: the network has none, or it cannot be read.
+        """
+        if not self.credentials:
+            raise ConfigError(f"network {self.name!r} has no credentials in its state file")
+        try:
+            return CredentialStore(self.credentials)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the credentials of network {self.name!r}: {exc}") from None
 
     @property
     def controller_addresses(self) -> list[Address]:
@@ -152,9 +181,17 @@ def save_state(state: NetworkState, path: str | os.PathLike[str] = DEFAULT_STATE
     write_atomic(path, msgspec.json.format(msgspec.json.encode(state), indent=2) + b"\n")
 
 
+def credentials_dir(path: str | os.PathLike[str] = DEFAULT_STATE) -> Path:
+    """Where ``scaffold up`` keeps the credential store of the network of state file ``path``
+    (an absolute path: programs in other directories find it through the state file)."""
+    return Path(path).resolve().parent / "credentials"
+
+
 def remove_state(path: str | os.PathLike[str] = DEFAULT_STATE) -> None:
-    """Delete a state file (and its directory if that is left empty)."""
+    """Delete a state file and the credentials beside it (and their directory if that is
+    left empty)."""
     path = Path(path)
     path.unlink(missing_ok=True)
+    shutil.rmtree(credentials_dir(path), ignore_errors=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()

@@ -47,7 +47,7 @@ __all__ = ["TopologyFile", "dump_topology", "load_topology", "parse_bandwidth", 
 _TOP_KEYS = {"name", "local_delay_ms", "controller", "datacenter", "link", "object"}
 _DC_KEYS = {"name", "flow_switches", "object_switch", "hosts"}
 _LINK_KEYS = {"a", "b", "delay_ms", "loss_percent", "bandwidth"}
-_OBJECT_KEYS = {"name", "replicas", "resumable"}
+_OBJECT_KEYS = {"name", "replicas", "resumable", "allow"}
 _UNITS = {"": 1, "bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "k": 10**3, "m": 10**6, "g": 10**9}
 _BANDWIDTH = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*$")
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
@@ -119,6 +119,7 @@ class _Reader:
     def __init__(self, text: str, source: str) -> None:
         self.lines = text.splitlines()
         self.source = source
+        self._dc_names: set[str] = set()
         #: (table name, index in its array of tables or -1) -> (first line, end line), 1-based
         self.tables: dict[tuple[str, int], tuple[int, int]] = {}
         counts: dict[str, int] = {}
@@ -196,6 +197,7 @@ class _Reader:
                     raise self.fail(line, f"node name {node!r} is used twice")
                 nodes[node] = role
         links = self._links(data.get("link", []), dc_index)
+        self._dc_names = set(dc_index)
         objects = self._objects(data.get("object", []), nodes)
         try:
             topology = Topology(tuple(datacenters), tuple(links), tuple(objects), local_delay, controller)
@@ -346,7 +348,12 @@ class _Reader:
             if name in names:
                 raise self.fail(self.line_of("object", i, "name"), f"object {name!r} is defined twice")
             names.add(name)
-            replicas_raw = raw.get("replicas")
+            allow = raw.get("allow", [])
+            if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
+                raise self.fail(
+                    self.line_of("object", i, "allow"), f"object {name!r}: allow must be a list of names"
+                )
+            replicas_raw = raw.get("replicas", [] if allow else None)
             if isinstance(replicas_raw, list) and all(isinstance(r, str) for r in replicas_raw):
                 pairs: list[tuple[Any, Any]] = [(r, 1) for r in replicas_raw]
             elif isinstance(replicas_raw, dict):
@@ -356,7 +363,7 @@ class _Reader:
                     self.line_of("object", i, "replicas") if "replicas" in raw else self.line_of("object", i),
                     f"object {name!r}: replicas must be {{host = weight, ...}} or a list of host names",
                 )
-            if not pairs:
+            if not pairs and not allow:
                 raise self.fail(self.line_of("object", i, "replicas"), f"object {name!r} has no replica")
             replicas: list[tuple[str, int]] = []
             for host, weight in pairs:
@@ -377,7 +384,13 @@ class _Reader:
                     self.line_of("object", i, "resumable"),
                     f"resumable must be true or false, got {resumable!r}",
                 )
-            objects.append(ObjectSpec(name, tuple(replicas), resumable))
+            for where in allow:
+                if where != "*" and where not in nodes and where not in self._dc_names:
+                    raise self.fail(
+                        self.line_of("object", i, "allow"),
+                        f"object {name!r}: allow {where!r} is not a host, datacenter or '*'",
+                    )
+            objects.append(ObjectSpec(name, tuple(replicas), resumable, tuple(allow)))
         return objects
 
 
@@ -419,4 +432,6 @@ def dump_topology(topology: Topology, name: str = "scaffold") -> str:
         out += ["", "[[object]]", f"name = {_quote(obj.name)}", f"replicas = {{ {replicas} }}"]
         if obj.resumable:
             out.append("resumable = true")
+        if obj.allow:
+            out.append(f"allow = [{', '.join(_quote(a) for a in obj.allow)}]")
     return "\n".join(out) + "\n"

@@ -50,13 +50,17 @@ class Publisher:
         rise: int = 2,
         connect_timeout: float = 1.0,
         wait_for_target: bool = False,
+        grant: bytes | None = None,
     ) -> None:
+        """``grant``: the owner's signed grant, when ``name`` is an owned object
+        (``owner:KEY/NAME`` or ``obj:`` text; docs/protocol.md §6.7)."""
         if weight <= 0 or fall <= 0 or rise <= 0 or check_interval <= 0:
             raise UsageError("weight, fall, rise and check_interval must be positive")
         self.host = host
         self.name = name
         self.target = target
         self.weight = weight
+        self.grant = grant
         self.check_interval = check_interval
         self.fall = fall
         self.rise = rise
@@ -174,7 +178,9 @@ class Publisher:
             self._probing = None
 
     async def _register(self) -> None:
-        self.server = await self.host.start_server(self._handle, self.name, weight=self.weight)
+        self.server = await self.host.start_server(
+            self._handle, self.name, weight=self.weight, grant=self.grant
+        )
         self.healthy = True
 
     def _withdraw(self, why: str | None) -> None:

@@ -79,8 +79,13 @@ class SimNetwork:
         self.control_delay = control_delay
         #: where the controller's durable state goes (docs/protocol.md §6.4)
         self.store: Store = store if store is not None else MemoryStore()
+        # The sim is a test network in one process: any host may serve any plain name.
         self.controller = Controller(
-            topology, heartbeat_interval=heartbeat_interval, dead_after=dead_after, saved=self.store.load()
+            topology,
+            heartbeat_interval=heartbeat_interval,
+            dead_after=dead_after,
+            saved=self.store.load(),
+            open_binding=True,
         )
         self.nodes: dict[str, NodeEngine] = {}
         self._hosts: dict[str, HostStack] = {}

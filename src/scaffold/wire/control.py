@@ -9,14 +9,21 @@ Typed records (msgspec ``Struct``) encoded as MessagePack and framed on a byte s
 
 Every record carries its type as a tag (``{"type": "hello", ...}``), so one decoder reads
 them all. Object IDs travel as hex text, IDs as integers, addresses as ``[ip, port]``.
+
+Bounds (docs/protocol.md §6.6): a frame is at most ``MAX_FRAME`` (1 MiB), refused from its
+length prefix alone, before any of it is buffered; every field a peer can grow has a type and
+a range (names, weights 1..65535, ports 1..65535, list lengths, admin arguments scalars only),
+checked by the decoder. Flow-state transfers that would not fit one frame are sent in parts
+(``FlowsOut.more``, ``MigrateIn.more``; ``chunk_states``).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+from msgspec import Meta
 
 from ..errors import MalformedPacket
 
@@ -25,6 +32,8 @@ __all__ = [
     "AdminReply",
     "AdminRequest",
     "MAX_FRAME",
+    "MAX_FRAME_FROM_CONTROLLER",
+    "MAX_WEIGHT",
     "Bind",
     "ControlMessage",
     "Drain",
@@ -32,6 +41,7 @@ __all__ = [
     "FlowsOut",
     "MigrateIn",
     "MigrateOut",
+    "Refused",
     "Relocate",
     "FrameDecoder",
     "Heartbeat",
@@ -49,6 +59,7 @@ __all__ = [
     "TableSync",
     "Unbind",
     "Welcome",
+    "chunk_states",
     "decode",
     "encode",
     "encode_value",
@@ -56,26 +67,41 @@ __all__ = [
 ]
 
 FRAME = struct.Struct("!I")
-MAX_FRAME = 64 * 1024 * 1024
+#: the largest record body; a longer length prefix closes the connection (§6.6)
+MAX_FRAME = 1024 * 1024
+#: what a node or an operator accepts from the controller it verified by its certificate:
+#: table syncs of a large network are not chunked yet (planned, docs/protocol.md §6.2)
+MAX_FRAME_FROM_CONTROLLER = 64 * 1024 * 1024
+#: the largest replica weight: a sum over 2^16 replicas still fits 32 bits (§6.6)
+MAX_WEIGHT = 65535
 
-Address = tuple[str, int]
+Name = Annotated[str, Meta(max_length=64)]
+Text = Annotated[str, Meta(max_length=256)]
+ObjectHex = Annotated[str, Meta(max_length=64)]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+Address = tuple[Annotated[str, Meta(max_length=64)], Port]
+Weight = Annotated[int, Meta(ge=1, le=MAX_WEIGHT)]
 #: [target ID, weight] pairs of a replica set: DC IDs (wide area) or Host IDs (in a DC),
 #: sorted by ID. Empty in an exact entry: "no live replica", which a prefix rule does not
 #: override (docs/protocol.md §3.2). Tuples, so a switch can intern equal sets.
 Replicas = tuple[tuple[int, int], ...]
-#: the largest control record the controller builds (a chunk of a sync or of a delta); the
-#: frame limit of a control connection is larger, so a part always fits
+#: an admin argument: a scalar, never a container (so a request cannot nest)
+AdminValue = str | int | float | bool | None
+#: the largest control record the controller builds (a part of a sync or of a delta): half
+#: the frame limit, so a part always fits
 RECORD_BUDGET = 512 * 1024
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
     """First message of a node on its control connection."""
 
-    node: str
-    role: str  # "host" | "flow-switch" | "object-switch"
-    dc: str = ""  # switches: the DC they belong to
-    gateway: str = ""  # hosts: the flow switch they attach to
-    address: Address | None = None  # the node's data-plane UDP address, if it has one
+    node: Name
+    role: Name  # "host" | "flow-switch" | "object-switch"
+    dc: Name = ""  # switches: the DC they belong to
+    gateway: Name = ""  # hosts: the flow switch they attach to
+    #: the node's data-plane UDP address, if it has one: an IP literal the node's
+    #: certificate or its connection vouches for (§6.6)
+    address: Address | None = None
 
 
 class Welcome(msgspec.Struct, tag="welcome", frozen=True):
@@ -86,23 +112,35 @@ class Welcome(msgspec.Struct, tag="welcome", frozen=True):
     host_id: int = 0
     gateway_address: Address | None = None
     heartbeat_interval: float = 0.2
+    dc: str = ""  # the name of DC ``dc_id``
+
+
+class Refused(msgspec.Struct, tag="refused", frozen=True):
+    """Controller -> node: its ``Hello`` was refused (``reason``); the connection closes."""
+
+    reason: Text
 
 
 class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
-    node: str
+    """A host is alive; from a switch, only keeps its idle connection open (§6.6)."""
+
+    node: Name
     seq: int
 
 
 class Bind(msgspec.Struct, tag="bind", frozen=True):
-    """A host serves a replica of ``obj`` (hex) with ``weight``."""
+    """A host serves a replica of ``obj`` (hex) with ``weight``. An owned object needs
+    ``grant``: a ``core.ownership.Grant`` signed by its owner that names this host or its
+    datacenter (§6.7)."""
 
-    obj: str
-    weight: int = 1
-    name: str = ""  # the human name, for tables and reports
+    obj: ObjectHex
+    weight: Weight = 1
+    name: Text = ""  # the human name, for tables and reports
+    grant: Annotated[bytes, Meta(max_length=1024)] = b""
 
 
 class Unbind(msgspec.Struct, tag="unbind", frozen=True):
-    obj: str
+    obj: ObjectHex
 
 
 class SwitchTables(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -173,14 +211,14 @@ class HostLiveness(msgspec.Struct, tag="liveness", frozen=True):
     heard again (``up``), from their presence packets (docs/protocol.md §6.2). Sent only on
     a change, so the controller's load follows churn, not the number of hosts."""
 
-    node: str
-    up: list[str] = []
-    down: list[str] = []
+    node: Name
+    up: Annotated[list[Name], Meta(max_length=4096)] = []
+    down: Annotated[list[Name], Meta(max_length=4096)] = []
 
 
 class NotLeader(msgspec.Struct, tag="not-leader", frozen=True):
     """A standby controller replica to a node that connected to it: go to ``leader``
-    (``None``: no replica leads right now; try the others) (docs/protocol.md §6.6)."""
+    (``None``: no replica leads right now; try the others) (docs/protocol.md §6.8)."""
 
     leader: Address | None = None
 
@@ -197,8 +235,8 @@ class AdminRequest(msgspec.Struct, tag="admin", frozen=True):
     commands). It may be the first record on a connection: no ``Hello`` needed."""
 
     id: int
-    command: str
-    args: dict[str, Any] = {}
+    command: Name
+    args: Annotated[dict[Name, AdminValue], Meta(max_length=16)] = {}
 
 
 class AdminReply(msgspec.Struct, tag="admin-reply", frozen=True):
@@ -225,21 +263,21 @@ class MetricSample(msgspec.Struct, array_like=True, frozen=True):
     """One value of one metric (docs/protocol.md §7): encoded as ``[name, value, labels]``.
     ``core/metrics.py`` defines the names; an empty ``labels`` is the metric's only value."""
 
-    name: str
+    name: Annotated[str, Meta(max_length=128)]
     value: int | float
-    labels: dict[str, str] = {}
+    labels: Annotated[dict[Name, Text], Meta(max_length=8)] = {}
 
 
 class NodeStats(msgspec.Struct, tag="node-stats", frozen=True):
     """Node -> controller: the node's metrics (its core's and its runtime's), for ``scaffold
     status`` (sent every few seconds and after each table change)."""
 
-    node: str
-    role: str
-    metrics: list[MetricSample] = []
+    node: Name
+    role: Name
+    metrics: Annotated[list[MetricSample], Meta(max_length=4096)] = []
     #: the node's latest refinement trace hops (packets flagged TRACE), at most 32:
     #: [Flow ID, Object ID hex, role, dst DC, dst Host, dst Socket, TTL, time]
-    trace: list[tuple[int, str, str, int, int, int, int, float]] = []
+    trace: Annotated[list[tuple[int, ObjectHex, Name, int, int, int, int, float]], Meta(max_length=32)] = []
 
 
 class Drain(msgspec.Struct, tag="drain", frozen=True):
@@ -260,24 +298,28 @@ class MigrateOut(msgspec.Struct, tag="migrate-out", frozen=True):
 
 class FlowsOut(msgspec.Struct, tag="flows-out", frozen=True):
     """Host -> controller: the replica of ``obj`` left this host; here are its flows
-    (``wire.flow_state`` records) for ``to_host``."""
+    (``wire.flow_state`` records) for ``to_host``. With ``more``, further parts follow (the
+    flows did not fit one frame); the last part has ``more`` false."""
 
-    obj: str
-    to_host: str
-    name: str
-    weight: int
+    obj: ObjectHex
+    to_host: Name
+    name: Text
+    weight: Weight
     resumable: bool
     states: list[bytes]
+    more: bool = False
 
 
 class MigrateIn(msgspec.Struct, tag="migrate-in", frozen=True):
-    """Controller -> host: serve ``obj`` from now on, and continue these flows."""
+    """Controller -> host: serve ``obj`` from now on, and continue these flows (one part
+    of ``FlowsOut``; ``more``: further parts follow)."""
 
-    obj: str
-    name: str
-    weight: int
+    obj: ObjectHex
+    name: Text
+    weight: Weight
     resumable: bool
     states: list[bytes]
+    more: bool = False
 
 
 class Relocate(msgspec.Struct, tag="relocate", frozen=True):
@@ -318,6 +360,7 @@ ControlMessage = (
     | MigrateIn
     | Relocate
     | DrainDone
+    | Refused
 )
 
 _encoder = msgspec.msgpack.Encoder()
@@ -343,8 +386,8 @@ def decode(body: bytes) -> ControlMessage:
     """
     try:
         return _decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-        raise MalformedPacket("bad-control", str(exc)) from None
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedPacket("bad-control", str(exc)[:200]) from None
 
 
 def frame(message: ControlMessage) -> bytes:
@@ -353,22 +396,51 @@ def frame(message: ControlMessage) -> bytes:
     return FRAME.pack(len(body)) + body
 
 
+#: what the parts of one flow-state transfer may carry besides the states themselves
+_PART_OVERHEAD = 4096
+
+
+def chunk_states(states: list[bytes], limit: int = MAX_FRAME - _PART_OVERHEAD) -> list[list[bytes]]:
+    """Split flow states into parts whose records each fit one frame (``FlowsOut.more``);
+    at least one part, maybe empty. A state is never split: one larger than ``limit`` goes
+    alone (and the receiver refuses its frame)."""
+    parts: list[list[bytes]] = [[]]
+    size = 0
+    for state in states:
+        cost = len(state) + 5  # msgpack bin32 header
+        if parts[-1] and size + cost > limit:
+            parts.append([])
+            size = 0
+        parts[-1].append(state)
+        size += cost
+    return parts
+
+
 class FrameDecoder:
     """Reassembles framed records from stream chunks (sans-IO).
 
-    ``feed(chunk)`` returns the complete records. A frame longer than ``MAX_FRAME`` or an
-    undecodable record raises ``MalformedPacket``; the caller closes the connection.
+    ``feed(chunk)`` returns the complete records. A length prefix over ``MAX_FRAME`` raises
+    ``MalformedPacket("bad-length")`` as soon as its 4 bytes are in, so at most one frame
+    plus one chunk is ever buffered; an undecodable record raises ``bad-control``. The
+    caller closes the connection on either.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_FRAME) -> None:
         self._buffer = bytearray()
+        self.limit = limit
+
+    @property
+    def partial(self) -> bool:
+        """Part of a frame is buffered (the runtime's read deadline runs)."""
+        return bool(self._buffer)
 
     def feed(self, chunk: bytes) -> list[ControlMessage]:
         self._buffer += chunk
         out: list[ControlMessage] = []
         while len(self._buffer) >= FRAME.size:
             (length,) = FRAME.unpack_from(self._buffer)
-            if length > MAX_FRAME:
+            if length > self.limit:
+                self._buffer.clear()
                 raise MalformedPacket("bad-length", f"control frame of {length} bytes")
             end = FRAME.size + length
             if len(self._buffer) < end:

@@ -34,6 +34,8 @@ class Churn:
         self._events = events
         #: (object hex, from host) -> to host, for migrations under way
         self.migrations: dict[tuple[str, str], str] = {}
+        #: flows passed on so far, for migrations whose first part arrived
+        self._moved: dict[tuple[str, str], int] = {}
 
     def _label(self, key: str) -> str:
         return self.registry.object_names.get(key, key[:12])
@@ -106,24 +108,39 @@ class Churn:
         self._events.append(ControllerEvent(now, "object-migration", from_host, f"{ref} -> {to_host}"))
 
     def flows_out(self, node: str, message: control.FlowsOut, now: float) -> bool:
-        """The old host handed the replica over: the new one gets it and its flows. False if
-        no such migration is under way."""
+        """The old host handed the replica over: the new one gets it and its flows, part by
+        part as they come (``more``: parts follow, §6.6). False if no such migration is
+        under way."""
         reg = self.registry
-        to_host = self.migrations.pop((message.obj, node), None)
+        key = (message.obj, node)
+        to_host = self.migrations.get(key)
         if to_host is None or to_host != message.to_host:
             return False
-        weight = reg.objects.get(message.obj, {}).get(node, message.weight)
-        reg.remove_replica(message.obj, node)
-        reg.set_replica(message.obj, to_host, weight)
-        if message.name:
-            reg.set_name(message.obj, message.name)
-        reg.set_draining(node, message.obj, False)
+        moved = self._moved.get(key)
+        if moved is None:  # the first part: the replica moves now
+            weight = reg.objects.get(message.obj, {}).get(node, message.weight)
+            reg.remove_replica(message.obj, node)
+            reg.set_replica(message.obj, to_host, weight)
+            if message.name:
+                reg.set_name(message.obj, message.name)
+            reg.set_draining(node, message.obj, False)
+            moved = 0
+        weight = reg.objects.get(message.obj, {}).get(to_host, message.weight)
+        self._moved[key] = moved + len(message.states)
         self._out.append(
-            (to_host, control.MigrateIn(message.obj, message.name, weight, message.resumable, message.states))
+            (
+                to_host,
+                control.MigrateIn(
+                    message.obj, message.name, weight, message.resumable, message.states, more=message.more
+                ),
+            )
         )
-        self._events.append(
-            ControllerEvent(now, "object-migrated", to_host, f"{len(message.states)} flows from {node}")
-        )
+        if not message.more:
+            del self.migrations[key]
+            count = self._moved.pop(key)
+            self._events.append(
+                ControllerEvent(now, "object-migrated", to_host, f"{count} flows from {node}")
+            )
         return True
 
     # -- relocation (docs/protocol.md §5.3, §5.4) ------------------------------------------------

@@ -21,15 +21,19 @@ import msgspec
 from msgspec import Meta
 
 from ...errors import UsageError
+from ...ids import ObjectId
+from ...wire.control import MAX_WEIGHT
 
 if TYPE_CHECKING:
     from .controller import Controller
 
 __all__ = [
     "COMMANDS",
+    "Allow",
     "Argument",
     "Command",
     "Counters",
+    "Disallow",
     "Drain",
     "Link",
     "LinkSettings",
@@ -41,9 +45,6 @@ __all__ = [
     "SetWeight",
     "Status",
 ]
-
-#: the largest replica weight a command may set
-MAX_WEIGHT = 65535
 
 Result = dict[str, Any]
 
@@ -274,3 +275,30 @@ class MoveHost(Command, frozen=True):
     def run(self, controller: Controller, now: float) -> Result:
         controller.churn.move_host(self.host, self.gateway, now)
         return {"host": self.host, "gateway": self.gateway}
+
+
+_WHERE = "a host, a datacenter, or * for anywhere"
+
+
+class Allow(Command, frozen=True):
+    """Policy: let a host or datacenter serve a plain-named object (owned ones need a grant)."""
+
+    name = "allow"
+    object: Annotated[str, Meta(description="the object: its name or obj: text")]
+    where: Annotated[str, Meta(description=_WHERE)]
+
+    def run(self, controller: Controller, now: float) -> Result:
+        controller.policy.allow(ObjectId.of(self.object).raw.hex(), self.where)
+        return {"object": self.object, "allowed": self.where}
+
+
+class Disallow(Command, frozen=True):
+    """Policy: take back an allow (replicas already bound stay until they leave)."""
+
+    name = "disallow"
+    object: Annotated[str, Meta(description="the object: its name or obj: text")]
+    where: Annotated[str, Meta(description=_WHERE)]
+
+    def run(self, controller: Controller, now: float) -> Result:
+        removed = controller.policy.disallow(ObjectId.of(self.object).raw.hex(), self.where)
+        return {"object": self.object, "disallowed": self.where, "was_allowed": removed}

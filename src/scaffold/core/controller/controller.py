@@ -18,17 +18,23 @@ from collections import Counter
 from typing import Any, ClassVar
 
 from ...errors import UsageError
+from ...ids import NODE_NAME, ObjectId
 from ...wire import control
 from ...wire.control import ControlMessage, SwitchTables
 from ..metrics import DROPS, MetricKind, Sample, define
+from ..ownership import GrantRefused, verify_grant
 from ..topology import Topology
+from .authorize import BindPolicy
 from .churn import Churn
 from .commands import COMMANDS, Command
 from .registry import Registry, is_object_hex
 from .state import ControllerEvent, ControllerState, HostRecord, StateChange
 from .tables import COALESCE, SwitchState, Tables
 
-__all__ = ["EVENT_LOG_KEEP", "EVENT_LOG_LIMIT", "Controller"]
+__all__ = ["EVENT_LOG_KEEP", "EVENT_LOG_LIMIT", "HOST_RETENTION", "Controller"]
+
+#: a host that is dead this long (seconds) and not in the topology is forgotten (§6.6)
+HOST_RETENTION = 3600.0
 
 #: objects listed by ``status`` (``object_count`` says how many there are)
 STATUS_OBJECTS = 1000
@@ -57,18 +63,34 @@ class Controller:
         heartbeat_interval: float = 0.2,
         dead_after: int = 3,
         saved: ControllerState | None = None,
+        open_binding: bool = False,
+        retention: float = HOST_RETENTION,
     ) -> None:
+        """``open_binding``: any host may serve any plain-named object (an embedded test
+        network); else only where ``policy`` allows (the topology's objects, ``allow``)."""
         self.heartbeat_interval = heartbeat_interval
         self.dead_after = dead_after
+        self.retention = retention
         self.events: list[ControllerEvent] = []
         self.drops: Counter[str] = Counter()
         self._out: list[tuple[str, ControlMessage]] = []
         #: when the pending table changes go out (``COALESCE`` after the first one)
         self._flush_at: float | None = None
+        #: the next housekeeping: expired grants, departed hosts (every heartbeat interval)
+        self._next_check: float | None = None
+        #: Unix time minus the ``now`` the runtime passes: grants expire in Unix time
+        self.wall_offset = 0.0
         self.registry = Registry(topology, saved, self.drops)
         self.tables = Tables(self.registry, self._out, heartbeat_interval * dead_after)
         self.registry.watcher = self.tables
         self.churn = Churn(self.registry, self.tables, self._out, self.events)
+        self.policy = BindPolicy(open=open_binding)
+        for obj in topology.objects:
+            key = ObjectId.from_name(obj.name).raw.hex()
+            for where in (*(host for host, _ in obj.replicas), *obj.allow):
+                self.policy.allow(key, where)
+        #: (object hex, host) -> Unix time its grant expires (owned objects, §6.7)
+        self.grant_expiry: dict[tuple[str, str], float] = {}
 
     # -- the registry's state, read through ---------------------------------------------------
 
@@ -105,6 +127,7 @@ class Controller:
 
     def receive_message(self, node: str, message: ControlMessage, now: float) -> None:
         """Handle one record from ``node``. Unknown nodes and bad records are counted."""
+        self._housekeeping(now)
         self._receive(node, message, now)
         # Registrations come in bursts: they wait for the window. Churn does not wait.
         self._schedule(now, urgent=not isinstance(message, _COALESCED))
@@ -114,10 +137,12 @@ class Controller:
         if isinstance(message, control.Hello):
             self._hello(message, now)
         elif isinstance(message, control.Heartbeat):
-            # Sent once, after a (re)registration's Hello and Binds: the bindings are complete.
-            record = reg.hosts.get(message.node)
+            # A host sends one after a (re)registration's Hello and Binds: the bindings are
+            # complete. The connection's node, never the name the record claims (§6.6).
+            record = reg.hosts.get(node)
             if record is None:
-                self.drops["heartbeat-from-unknown"] += 1
+                if node not in self.tables.switches:  # a switch's keepalive is fine
+                    self.drops["heartbeat-from-unknown"] += 1
                 return
             if record.rebinding is not None:
                 self._finish_rebinding(record)
@@ -127,6 +152,11 @@ class Controller:
             record = reg.hosts.get(node)
             if record is None or not is_object_hex(message.obj) or message.weight <= 0:
                 self.drops["bad-bind"] += 1
+                return
+            refusal = self._bind_refusal(record, message, now)
+            if refusal is not None:
+                self.drops[refusal] += 1
+                self.events.append(ControllerEvent(now, "bind-refused", node, refusal))
                 return
             reg.set_replica(message.obj, node, message.weight)
             if record.rebinding is not None:
@@ -166,12 +196,15 @@ class Controller:
         self._schedule(now, urgent=True)
 
     def get_timer(self) -> float | None:
-        return self._flush_at
+        timers = [t for t in (self._flush_at, self._next_check) if t is not None]
+        return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> None:
-        """Send the table changes gathered so far when their window closes."""
+        """Send the table changes gathered so far when their window closes; housekeeping."""
         if self._flush_at is not None and now >= self._flush_at:
             self.flush_tables()
+        self._housekeeping(now)
+        self._schedule(now, urgent=True)
 
     def flush_tables(self) -> None:
         """Send every pending table change now (``tables.py``), without waiting for the
@@ -201,6 +234,18 @@ class Controller:
                 if record.alive != alive:
                     why = "heard at its gateway" if alive else "silent at its gateway"
                     self._set_alive(record, alive, now, why)
+
+    def _housekeeping(self, now: float) -> None:
+        """Every heartbeat interval: withdraw replicas whose grant expired, forget departed
+        hosts (no liveness here: the gateways report it)."""
+        if self._next_check is None:
+            self._next_check = now + self.heartbeat_interval
+            return
+        if now < self._next_check:
+            return
+        self._next_check = now + self.heartbeat_interval
+        self._expire_grants(now)
+        self._forget_departed(now)
 
     # -- engine interface (core/engine.py: ControllerEngine) -------------------------------
 
@@ -353,8 +398,56 @@ class Controller:
 
     # -- internals -------------------------------------------------------------------------
 
+    def _bind_refusal(self, record: HostRecord, bind: control.Bind, now: float) -> str | None:
+        """Why ``record``'s host may not serve ``bind.obj`` (a drop reason), or None: an
+        owned object needs a valid grant, a plain-named one the operator's policy (§6.7)."""
+        if bind.grant:
+            try:
+                grant = verify_grant(
+                    bind.grant,
+                    ObjectId(bytes.fromhex(bind.obj)),
+                    record.name,
+                    record.dc,
+                    now + self.wall_offset,
+                )
+            except GrantRefused as exc:
+                return exc.reason
+            self.grant_expiry[(bind.obj, record.name)] = grant.expires
+            return None
+        if not self.policy.permits(bind.obj, record.name, record.dc):
+            return "bind-not-allowed"
+        return None
+
+    def _expire_grants(self, now: float) -> None:
+        """Withdraw replicas whose grant expired (and forget grants of replicas gone)."""
+        wall = now + self.wall_offset
+        for (key, host), expires in list(self.grant_expiry.items()):
+            if host not in self.registry.objects.get(key, {}):
+                del self.grant_expiry[(key, host)]
+            elif wall >= expires:
+                del self.grant_expiry[(key, host)]
+                self.registry.remove_replica(key, host)
+                self.drops["grant-expired"] += 1
+                self.events.append(ControllerEvent(now, "grant-expired", host, key[:12]))
+
+    def _forget_departed(self, now: float) -> None:
+        """Forget hosts outside the topology that are dead longer than ``retention``."""
+        reg = self.registry
+        known = reg.topology.nodes()
+        gone = [
+            r.name
+            for r in reg.hosts.values()
+            if not r.alive and now - r.last_seen > self.retention and r.name not in known
+        ]
+        for name in gone:
+            reg.forget(name)
+            self.events.append(ControllerEvent(now, "host-forgotten", name))
+
     def _hello(self, hello: control.Hello, now: float) -> None:
         reg = self.registry
+        if NODE_NAME.fullmatch(hello.node) is None:
+            self.drops["hello-bad-name"] += 1
+            return
         address = None if hello.address is None else (str(hello.address[0]), int(hello.address[1]))
         if address is not None:
             reg.set_address(hello.node, address)
@@ -376,6 +469,7 @@ class Controller:
                 host_id=record.host_id,
                 gateway_address=reg.addresses.get(hello.gateway),
                 heartbeat_interval=self.heartbeat_interval,
+                dc=record.dc,
             )
             self._out.append((hello.node, welcome))
             self._set_alive(record, True, now, "registered")
@@ -395,5 +489,6 @@ class Controller:
             self.registry.remove_replica(key, record.name)
 
     def _set_alive(self, record: HostRecord, alive: bool, now: float, why: str) -> None:
+        record.last_seen = now  # since then up, or down (departed hosts are forgotten later)
         self.registry.set_alive(record, alive)
         self.events.append(ControllerEvent(now, "host-up" if alive else "host-down", record.name, why))

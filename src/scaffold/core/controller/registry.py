@@ -150,6 +150,24 @@ class Registry:
             record.address = address
             self._touch(HostState.kind, record.name)
 
+    def forget(self, name: str) -> None:
+        """Remove host ``name`` and its replicas and drains (its Host ID is never reused)."""
+        record = self.hosts.get(name)
+        if record is None:
+            return
+        for key in list(self.host_objects.get(name, ())):
+            self.remove_replica(key, name)
+        self.set_alive(record, False)  # its routes go
+        del self.hosts[name]
+        self._by_host_id.pop(record.host_id, None)
+        self.attached.get(record.gateway, set()).discard(name)
+        self.addresses.pop(name, None)
+        self._touch(HostState.kind, name)
+        if self.draining.pop(name, None) is not None:
+            self._touch(DrainingObjects.kind, name)
+        if self.watcher is not None:
+            self.watcher.host_changed(name)  # no longer attached to its gateway
+
     def host_name(self, host_id: int) -> str | None:
         return self._by_host_id.get(host_id)
 
@@ -301,7 +319,7 @@ class Registry:
                 drops["restore-unknown-gateway"] += 1
                 continue
             self._add_host(
-                HostRecord(h.name, h.host_id, h.dc, h.gateway, True, h.address, set(h.previous_dcs))
+                HostRecord(h.name, h.host_id, h.dc, h.gateway, True, 0.0, h.address, set(h.previous_dcs))
             )
             if h.address is not None:
                 self.addresses[h.name] = h.address

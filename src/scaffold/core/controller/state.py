@@ -50,6 +50,8 @@ class HostRecord:
     dc: str
     gateway: str
     alive: bool = False
+    #: when its liveness last changed (it was registered, heard, or went silent)
+    last_seen: float = 0.0
     address: Address | None = None
     #: datacenters this host lived in before (their flow switches correct stale DC IDs)
     previous_dcs: set[str] = field(default_factory=set)

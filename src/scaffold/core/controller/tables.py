@@ -195,7 +195,11 @@ class Tables:
             self._host_at[name] = (record.dc, record.gateway, frozenset(record.previous_dcs))
             host_id = record.host_id
         else:
-            self._host_at.pop(name, None)
+            # Forgotten: its gateway stops watching it, its address goes.
+            gone = self._host_at.pop(name, None)
+            if gone is not None and gone[1] in self.flow:
+                self._set_flow(gone[1], "attached", name, None)
+                self._set_peer(gone[1], name, None)
             return
         for dc_name in dcs:
             dc = self._dcs.get(dc_name)

@@ -77,16 +77,20 @@ class Churn(HostStackBase):
             )
         # So are first packets of new flows resolved here before the tables changed.
         self._forward_objects[raw] = (message.to_dc_id, message.to_host_id, now + OBJECT_POINTER_LIFETIME)
-        self._control_out.append(
-            control.FlowsOut(
-                obj=message.obj,
-                to_host=message.to_host,
-                name=listener.name,
-                weight=listener.weight,
-                resumable=listener.resumable,
-                states=states,
+        # In parts that each fit one control frame (docs/protocol.md §6.6).
+        parts = control.chunk_states(states)
+        for k, part in enumerate(parts):
+            self._control_out.append(
+                control.FlowsOut(
+                    obj=message.obj,
+                    to_host=message.to_host,
+                    name=listener.name,
+                    weight=listener.weight,
+                    resumable=listener.resumable,
+                    states=part,
+                    more=k < len(parts) - 1,
+                )
             )
-        )
         self.counters["flows-migrated-out"] += len(states)
         self._events.append(FlowsMigrated(raw, tuple(f.socket_id for f in moving), message.to_host))
 
@@ -100,6 +104,9 @@ class Churn(HostStackBase):
             try:
                 flow = self.import_flow(state, now)
             except (MalformedPacket, UsageError):
+                self.drops["bad-migrated-flow"] += 1
+                continue
+            except Exception:
                 self.drops["bad-migrated-flow"] += 1
                 continue
             self.counters["flows-migrated-in"] += 1

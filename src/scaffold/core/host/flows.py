@@ -35,6 +35,8 @@ class Listener:
     resumable: bool = False
     #: no new flows come; the replica leaves when its flows have ended (§5.2)
     draining: bool = False
+    #: the owner's signed grant, for an owned object (sent again on each re-registration)
+    grant: bytes = b""
 
 
 @dataclass(slots=True)

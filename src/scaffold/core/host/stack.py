@@ -66,7 +66,9 @@ class HostStack(StreamFlows, Churn):
         )
         for listener in self.listeners.values():
             self._control_out.append(
-                control.Bind(obj=listener.obj.hex(), weight=listener.weight, name=listener.name)
+                control.Bind(
+                    obj=listener.obj.hex(), weight=listener.weight, name=listener.name, grant=listener.grant
+                )
             )
         # The bindings are complete: the controller drops those this host did not re-send.
         self._heartbeat_seq += 1
@@ -141,19 +143,22 @@ class HostStack(StreamFlows, Churn):
 
     # -- socket API (what the runtime's sockets call) ------------------------------------
 
-    def bind(self, obj: ObjectId, weight: int = 1, name: str = "", *, resumable: bool = False) -> Listener:
-        """Listen on ``obj`` and register this host as a replica with ``weight``.
+    def bind(
+        self, obj: ObjectId, weight: int = 1, name: str = "", *, resumable: bool = False, grant: bytes = b""
+    ) -> Listener:
+        """Listen on ``obj`` and register this host as a replica with ``weight``; an owned
+        object needs its owner's ``grant`` (``core.ownership``, docs/protocol.md §6.7).
 
         Raises:
-            UsageError: the object is already bound here, or the weight is not positive.
+            UsageError: the object is already bound here, or the weight is not in 1..65535.
         """
         if obj.raw in self.listeners:
             raise UsageError(f"{name or obj} is already bound on host {self.name}")
-        if weight <= 0:
-            raise UsageError(f"weight must be positive, got {weight}")
-        listener = Listener(obj.raw, name, weight, resumable)
+        if not 0 < weight <= control.MAX_WEIGHT:
+            raise UsageError(f"weight must be in 1..{control.MAX_WEIGHT}, got {weight}")
+        listener = Listener(obj.raw, name, weight, resumable, grant=grant)
         self.listeners[obj.raw] = listener
-        self._control_out.append(control.Bind(obj=obj.raw.hex(), weight=weight, name=name))
+        self._control_out.append(control.Bind(obj=obj.raw.hex(), weight=weight, name=name, grant=grant))
         return listener
 
     def unbind(self, obj: ObjectId) -> None:

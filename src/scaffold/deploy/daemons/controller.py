@@ -1,8 +1,10 @@
 """``scaffold controller``: the controller as a daemon.
 
 It reads the network's topology file, listens for node connections and operator commands on
-``--listen`` (TCP), keeps its registrations in ``--store`` (a SQLite database, so a killed and
-restarted controller remembers Host IDs and replicas) and logs every decision it takes.
+``--listen`` (TCP, mutual TLS with ``--credentials``; loopback unless told otherwise), keeps
+its registrations in ``--store`` (a SQLite database, so a killed and restarted controller
+remembers Host IDs and replicas) -- or, with ``--etcd``, is one replica of several sharing the
+network through etcd -- and logs every decision it takes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from ...errors import ConfigError, ScaffoldError
 from ...runtime.aio import ControllerRuntime
 from ...runtime.sqlite_store import SqliteStore
 from ...runtime.store import MemoryStore, Store
+from ...runtime.tls import Credentials
 from ..address import parse_address
 from ..topology_file import load_topology
 from .jsonlog import JsonLog
@@ -30,8 +33,12 @@ DEFAULT_STORE = ".scaffold/controller.sqlite3"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topology", help="the network's topology file (TOML)")
     parser.add_argument(
-        "--listen", default=f"0.0.0.0:{DEFAULT_CONTROL_PORT}", help="TCP address to listen on (HOST:PORT)"
+        "--listen",
+        default=f"127.0.0.1:{DEFAULT_CONTROL_PORT}",
+        help="TCP address to listen on (HOST:PORT; default loopback only)",
     )
+    parser.add_argument("--credentials", help="the controller's credentials directory (role controller)")
+    parser.add_argument("--crl", help="a CRL file of the network's CA: its certificates are refused")
     parser.add_argument(
         "--store",
         default=DEFAULT_STORE,
@@ -61,16 +68,26 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
     """
     if not args.topology:
         raise ConfigError("the controller needs --topology FILE")
+    if not args.credentials:
+        raise ConfigError(
+            "the controller needs --credentials DIR"
+            " (`scaffold credentials issue controller --role controller`)"
+        )
+    credentials = Credentials(args.credentials)
+    if credentials.role != "controller":
+        raise ConfigError(f"{args.credentials}: a {credentials.role}'s credentials, not the controller's")
     loaded = load_topology(args.topology)
     if args.etcd:
-        await _serve_replica(args, loaded.topology, args.network or loaded.name, log, stop)
+        await _serve_replica(args, loaded.topology, args.network or loaded.name, credentials, log, stop)
         return
     store: Store = MemoryStore() if args.store in ("", ":memory:") else SqliteStore(args.store)
     saved = store.load()
     core = Controller(
         loaded.topology, heartbeat_interval=args.heartbeat_interval, dead_after=args.dead_after, saved=saved
     )
-    runtime = ControllerRuntime(core, parse_address(args.listen), store)
+    runtime = ControllerRuntime(
+        core, parse_address(args.listen), store, credentials=credentials, crl=args.crl
+    )
     runtime.on_event = lambda event, now: log.info(event.kind, target=event.target, detail=event.detail)
     await runtime.start()
     log.info(
@@ -88,7 +105,12 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
 
 
 async def _serve_replica(
-    args: argparse.Namespace, topology: Topology, network: str, log: JsonLog, stop: asyncio.Event
+    args: argparse.Namespace,
+    topology: Topology,
+    network: str,
+    credentials: Credentials,
+    log: JsonLog,
+    stop: asyncio.Event,
 ) -> None:
     """Run one controller replica of ``network`` through etcd until ``stop`` is set."""
     from ...runtime.etcd import ControllerReplica, Etcd, parse_endpoints
@@ -107,6 +129,8 @@ async def _serve_replica(
         heartbeat_interval=args.heartbeat_interval,
         dead_after=args.dead_after,
         on_log=lambda what, fields: log.info(what, **fields),
+        credentials=credentials,
+        crl=args.crl,
     )
     replica.runtime.on_event = lambda event, now: log.info(
         event.kind, target=event.target, detail=event.detail

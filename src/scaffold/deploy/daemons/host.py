@@ -19,7 +19,7 @@ from ...api.streams import StreamReader, StreamWriter
 from ...errors import ConfigError, ScaffoldError
 from ..address import parse_address, parse_addresses
 from .jsonlog import JsonLog
-from .switch import REPORT_RETRY, add_node_arguments, emulated_links, required
+from .switch import REPORT_RETRY, add_node_arguments, emulated_links, node_credentials, required
 
 __all__ = ["add_arguments", "echo", "serve"]
 
@@ -86,6 +86,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         ScaffoldError: the network could not be joined.
     """
     required(args, "name", "gateway", "controller")
+    credentials = node_credentials(args, "host")
     services = [parse_serve(item) for item in args.serve]
     controller = parse_addresses(args.controller)
     loop = asyncio.get_running_loop()
@@ -97,6 +98,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
                 args.name,
                 gateway=args.gateway,
                 controller=controller,
+                credentials=credentials,
                 bind=parse_address(args.listen),
                 advertise=args.advertise,
                 links=emulated_links(args.name, args.link),

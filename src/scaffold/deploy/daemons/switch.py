@@ -27,11 +27,20 @@ from ...errors import ConfigError, ScaffoldError
 from ...runtime import admin
 from ...runtime.aio import AddressBook, EmuLink, NodeRuntime
 from ...runtime.metrics import node_summary
+from ...runtime.tls import Credentials
 from ..address import parse_address, parse_addresses
 from .jsonlog import JsonLog
 from .runner import parse_peer_values
 
-__all__ = ["DEFAULT_DATA_PORT", "PortMonitor", "add_arguments", "add_node_arguments", "connect", "serve"]
+__all__ = [
+    "DEFAULT_DATA_PORT",
+    "PortMonitor",
+    "add_arguments",
+    "add_node_arguments",
+    "connect",
+    "node_credentials",
+    "serve",
+]
 
 DEFAULT_DATA_PORT = 7000
 PORT_POLL = 0.05
@@ -46,6 +55,7 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
         "--controller",
         help="the controller's address (HOST:PORT), or every replica's (HOST:PORT,HOST:PORT,...)",
     )
+    parser.add_argument("--credentials", help="this node's credentials directory (its certificate)")
     parser.add_argument(
         "--listen", default=f"0.0.0.0:{DEFAULT_DATA_PORT}", help="UDP address to bind (HOST:PORT)"
     )
@@ -95,6 +105,22 @@ def emulated_links(name: str, items: list[str]) -> dict[tuple[str, str], EmuLink
     return links
 
 
+def node_credentials(args: argparse.Namespace, role: str) -> Credentials:
+    """The node's credentials (``--credentials``), checked to be ``role``'s called ``--name``.
+
+    Raises:
+        ConfigError: missing, unreadable, or someone else's.
+    """
+    required(args, "credentials")
+    credentials = Credentials(args.credentials)
+    if credentials.name != args.name or credentials.role != role:
+        raise ConfigError(
+            f"{args.credentials}: the credentials of {credentials.role} {credentials.name!r}, "
+            f"not of {role} {args.name!r}"
+        )
+    return credentials
+
+
 def required(args: argparse.Namespace, *names: str) -> None:
     """Raises ``ConfigError`` naming the first missing option."""
     for name in names:
@@ -137,9 +163,16 @@ class PortMonitor:
     again."""
 
     def __init__(
-        self, node: str, ports: dict[str, str], controller: list[tuple[str, int]], log: JsonLog
+        self,
+        node: str,
+        ports: dict[str, str],
+        controller: list[tuple[str, int]],
+        log: JsonLog,
+        credentials: Credentials | None = None,
     ) -> None:
         self.node = node
+        #: the switch's own: the controller takes ``port`` from a switch about itself
+        self.credentials = credentials
         self.ports = ports
         self.controller = controller
         self.log = log
@@ -167,7 +200,12 @@ class PortMonitor:
             if self.pending and loop.time() >= next_try:
                 for peer, up in list(self.pending.items()):
                     try:
-                        await admin.call(self.controller, Port(self.node, peer, up), timeout=2.0)
+                        await admin.call(
+                            self.controller,
+                            Port(self.node, peer, up),
+                            timeout=2.0,
+                            credentials=self.credentials,
+                        )
                     except ScaffoldError as exc:
                         self.log.warning("port report failed, will retry", peer=peer, error=str(exc))
                         next_try = loop.time() + REPORT_RETRY
@@ -188,6 +226,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
     required(args, "name", "dc", "controller")
     controller = parse_addresses(args.controller)
     core = FlowSwitch(args.name, args.dc) if args.role == "flow" else ObjectSwitch(args.name, args.dc)
+    credentials = node_credentials(args, core.role)
     node = NodeRuntime(
         core,
         AddressBook(),
@@ -195,12 +234,17 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         controller,
         bind=parse_address(args.listen),
         advertise=args.advertise,
+        credentials=credentials,
     )
     node.stats_interval = args.stats_interval
     ports = parse_peer_values(args.port, "--port")
     await connect(node, args.connect_timeout, log, stop)
     log.info("started", role=core.role, dc=args.dc, address=f"{node.address[0]}:{node.address[1]}")
-    monitor = asyncio.create_task(PortMonitor(args.name, ports, controller, log).run(stop)) if ports else None
+    monitor = (
+        asyncio.create_task(PortMonitor(args.name, ports, controller, log, credentials).run(stop))
+        if ports
+        else None
+    )
     synced = False
     try:
         while not stop.is_set():

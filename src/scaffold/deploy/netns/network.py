@@ -28,7 +28,16 @@ from ...core.topology import Topology
 from ...errors import ConfigError, ScaffoldError, UsageError
 from ...runtime import admin
 from ...runtime.aio import wait_until
-from ..state_file import DEFAULT_STATE, LinkState, NetworkState, NodeState, load_state, save_state
+from ...runtime.tls import Credentials, CredentialStore
+from ..state_file import (
+    DEFAULT_STATE,
+    LinkState,
+    NetworkState,
+    NodeState,
+    credentials_dir,
+    load_state,
+    save_state,
+)
 from ..topology_file import TopologyFile, dump_topology
 from . import kernel
 from .build import create, loss_script, teardown
@@ -111,6 +120,11 @@ class NetnsNetwork:
         return [n.name for n in self._state.nodes.values() if n.role == "controller"]
 
     @property
+    def operator(self) -> Credentials:
+        """The operator's credentials for this network's controller."""
+        return self._state.operator()
+
+    @property
     def _state(self) -> NetworkState:
         if self.state is None:
             raise UsageError("the namespace network is not started")
@@ -152,6 +166,11 @@ class NetnsNetwork:
             )
         self.state.topology_file = self.loaded.path
         self.state.run_dir_temporary = self._run_dir_given is None
+        # Every node's certificate names the node IP it announces (docs/security.md).
+        store = CredentialStore(credentials_dir(self.state_path))
+        self.state.credentials = str(store.directory)
+        for node in self.state.nodes.values():
+            store.node(node.name, node.role, [node.node_ip] if node.node_ip else [])
         save_state(self.state, self.state_path)
         try:
             await asyncio.to_thread(create, self.state)
@@ -273,7 +292,7 @@ class NetnsNetwork:
 
     async def _controller_up(self) -> bool:
         try:
-            await admin.call(self.controller, Status(), timeout=1.0)
+            await admin.call(self.controller, Status(), timeout=1.0, credentials=self.operator)
         except ScaffoldError:
             return False
         return True
@@ -281,8 +300,8 @@ class NetnsNetwork:
     async def ready(self) -> bool:
         """Every switch connected with tables applied, every host and replica registered."""
         try:
-            status = await admin.call(self.controller, Status(), timeout=2.0)
-            counters = await admin.call(self.controller, Counters(), timeout=2.0)
+            status = await admin.call(self.controller, Status(), timeout=2.0, credentials=self.operator)
+            counters = await admin.call(self.controller, Counters(), timeout=2.0, credentials=self.operator)
         except ScaffoldError:
             return False
         hosts = {h["name"]: h for h in status["hosts"]}
@@ -313,8 +332,8 @@ class NetnsNetwork:
 
     async def status(self) -> dict[str, Any]:
         """The controller's status plus every node's counters (``counters``)."""
-        result: dict[str, Any] = await admin.call(self.controller, Status())
-        result["counters"] = await admin.call(self.controller, Counters())
+        result: dict[str, Any] = await admin.call(self.controller, Status(), credentials=self.operator)
+        result["counters"] = await admin.call(self.controller, Counters(), credentials=self.operator)
         return result
 
     def pid(self, node: str) -> int:
@@ -356,11 +375,14 @@ class NetnsNetwork:
         if state.role != "host":
             raise ConfigError(f"{node!r} is not a host")
         # Sockets belong to the namespace they were created in; switch only around creation.
+        store = self._state.credential_store()
         with entered(state.namespace):
             return await join(
                 node,
                 gateway=state.gateway,
                 controller=self.controller,
+                credentials=store.node(node, "host", [state.node_ip]),
+                operator=store.operator(),
                 bind=("0.0.0.0", 0),
                 advertise=state.node_ip,
                 **options,
@@ -437,7 +459,9 @@ class NetnsNetwork:
     async def set_delay(self, a: str, b: str, ms: float) -> None:
         """Set the one-way delay of a link (the nodes' own egress stage, via the controller)."""
         link = self._ends(a, b)
-        await admin.call(self.controller, LinkSettings(link.a, link.b, delay_ms=ms))
+        await admin.call(
+            self.controller, LinkSettings(link.a, link.b, delay_ms=ms), credentials=self.operator
+        )
         link.delay = ms / 1000
         save_state(self._state, self.state_path)
 

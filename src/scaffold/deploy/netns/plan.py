@@ -197,6 +197,9 @@ def node_command(
     state: NetworkState, node: NodeState, topology: Topology, topology_path: str, log_debug: bool
 ) -> list[str]:
     base = [PYTHON, "-m", "scaffold"]
+    # Each node's credentials were issued into the network's store (``NetnsNetwork.start``).
+    credentials = str(Path(state.credentials) / "nodes" / node.name)
+    tls = ["--credentials", credentials, "--crl", str(Path(state.credentials) / "ca" / "crl.pem")]
     if node.role == "controller" and state.etcd:
         return [
             *base,
@@ -213,6 +216,7 @@ def node_command(
             f"{state.name}-{state.run_id}",
             "--etcd",
             ",".join(state.etcd),
+            *tls,
         ]
     if node.role == "controller":
         return [
@@ -226,6 +230,7 @@ def node_command(
             f"0.0.0.0:{CONTROL_PORT}",
             "--store",
             str(Path(state.run_dir) / "controller.sqlite3"),
+            *tls,
         ]
     controller = ",".join(f"{h}:{p}" for h, p in state.controller_addresses)
     common = [
@@ -233,6 +238,8 @@ def node_command(
         node.name,
         "--controller",
         controller,
+        "--credentials",
+        credentials,
         "--listen",
         f"0.0.0.0:{DATA_PORT}",
         "--advertise",

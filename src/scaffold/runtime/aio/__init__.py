@@ -6,7 +6,7 @@ egress stage of our own, because the kernels we run on have no ``netem`` (``link
 ``EmbeddedNetwork`` (``network.py``) runs a whole topology in one process over loopback.
 """
 
-from .controller import ControllerRuntime
+from .controller import ConnectionLimits, ControllerRuntime
 from .links import Address, AddressBook, EmuLink
 from .loop import call_from_thread, new_event_loop, run, wait_until
 from .network import EmbeddedNetwork
@@ -17,6 +17,7 @@ __all__ = [
     "SOCKET_BUFFER",
     "Address",
     "AddressBook",
+    "ConnectionLimits",
     "ControllerRuntime",
     "EmbeddedNetwork",
     "EmuLink",

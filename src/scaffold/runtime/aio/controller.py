@@ -1,22 +1,36 @@
-"""``ControllerRuntime``: the controller core behind a TCP server speaking framed control records.
+"""``ControllerRuntime``: the controller core behind a TCP server speaking framed control records
+over mutual TLS (docs/protocol.md §6.6; docs/security.md).
+
+Every connection presents a certificate under the network's CA (``runtime/tls.py``). A
+``Hello`` is taken only for the name and role the certificate names, once per connection and
+from one live connection per name; admin commands only from operators; ``NodeStats`` only
+from the connection's own registered node. Each connection has a TLS handshake deadline, a
+read deadline for a frame it has begun, an idle timeout and a bounded write buffer; their
+number is capped. A record or connection that raises is counted and closed alone: the
+controller's timer and other connections go on.
 
 What the core declares durable is committed before the records that depend on it are sent
-(docs/protocol.md §6.4). A store that waits for I/O (``Store.blocking``: SQLite, etcd) is
-committed from one thread of its own: each flush queues its changes and its records as a
-batch; while a commit runs, later batches wait and then go into the next commit together (a
-group commit); when a commit returns, its batches' records are sent, in order.
+(§6.4). A store that waits for I/O (``Store.blocking``: SQLite, etcd) is committed from one
+thread of its own: each flush queues its changes and its records as a batch; while a commit
+runs, later batches wait and then go into the next commit together (a group commit); when a
+commit returns, its batches' records are sent, in order. One replica of several
+(``runtime/etcd``) serves only while it leads (``promote``, ``demote``); a standby answers
+nodes with ``NotLeader`` and operators with the leader's address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from ...core.controller import Command, Controller, ControllerEvent, StateChange
+from ...core.controller.authorize import admin_refusal, hello_refusal
 from ...core.controller.commands import Counters, Status
 from ...core.metrics import Sample
 from ...errors import MalformedPacket
@@ -24,13 +38,42 @@ from ...wire import control
 from ..admin import NOT_LEADER
 from ..metrics import node_summary, runtime_metrics
 from ..store import MemoryStore, Store, controller_outputs
+from ..tls import Credentials, Identity, RevocationList, peer_identity, server_context
 from .links import Address
 
-__all__ = ["NOT_LEADER", "ControllerRuntime"]
+__all__ = ["ConnectionLimits", "ControllerRuntime"]
 
 #: how long a failed commit waits before it is tried again (seconds)
 RETRY_COMMIT = 0.1
 Batch = tuple[list[StateChange], list[tuple[str, control.ControlMessage]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """Bounds on the controller's connections (docs/protocol.md §6.6)."""
+
+    #: open connections at most; more are closed at once (``connection-cap``)
+    max_connections: int = 512
+    #: the TLS handshake must end within this (seconds)
+    handshake_timeout: float = 5.0
+    #: a frame once begun must be complete within this (``read-timeout``)
+    read_timeout: float = 5.0
+    #: a connection with no complete record for this long is closed (``idle-timeout``);
+    #: nodes send at least a heartbeat every ``KEEPALIVE`` seconds
+    idle_timeout: float = 30.0
+    #: bytes queued towards a peer that does not read; beyond, it is closed (``write-buffer-full``)
+    max_write_buffer: int = 32 * 1024 * 1024
+
+
+class _Connection:
+    __slots__ = ("identity", "name", "peer_ip", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter, identity: Identity | None, peer_ip: str | None) -> None:
+        self.writer = writer
+        self.identity = identity
+        self.peer_ip = peer_ip
+        #: the node this connection said Hello for
+        self.name: str | None = None
 
 
 class ControllerRuntime:
@@ -38,9 +81,23 @@ class ControllerRuntime:
     declares durable goes to ``store`` before the records that depend on it go out."""
 
     def __init__(
-        self, core: Controller, bind: Address = ("127.0.0.1", 0), store: Store | None = None
+        self,
+        core: Controller,
+        bind: Address = ("127.0.0.1", 0),
+        store: Store | None = None,
+        *,
+        credentials: Credentials | None = None,
+        crl: str | None = None,
+        limits: ConnectionLimits | None = None,
     ) -> None:
+        """Without ``credentials`` the controller speaks plain TCP and believes every
+        ``Hello`` and admin command: for measurements of what TLS costs, never a network.
+        ``crl``: a CRL file (``CertificateAuthority.crl_path``) whose serials are refused,
+        re-read when it changes."""
         self.core = core
+        self.credentials = credentials
+        self.limits = limits or ConnectionLimits()
+        self.revoked = RevocationList(crl)
         self.store: Store = store if store is not None else MemoryStore()
         self.bind_address = bind
         self.address: Address = bind
@@ -50,6 +107,7 @@ class ControllerRuntime:
         #: called with each decision the controller takes (a daemon logs them)
         self.on_event: Callable[[ControllerEvent, float], None] | None = None
         self._writers: dict[str, asyncio.StreamWriter] = {}
+        self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -66,8 +124,22 @@ class ControllerRuntime:
         self._committer: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
+        """Listen on ``bind_address``.
+
+        Raises:
+            OSError: it cannot be bound.
+            ssl.SSLError: the credentials cannot be loaded.
+        """
         self._loop = asyncio.get_running_loop()
-        self._server = await asyncio.start_server(self._serve, *self.bind_address)
+        self.core.wall_offset = time.time() - self._loop.time()
+        self.revoked.refresh()
+        tls = server_context(self.credentials) if self.credentials is not None else None
+        self._server = await asyncio.start_server(
+            self._serve,
+            *self.bind_address,
+            ssl=tls,
+            ssl_handshake_timeout=self.limits.handshake_timeout if tls is not None else None,
+        )
         self.address = self._server.sockets[0].getsockname()[:2]
         self._arm()
 
@@ -94,6 +166,8 @@ class ControllerRuntime:
 
     def promote(self, core: Controller, store: Store) -> None:
         """Lead from now on, with ``core`` (built from the replicated rows) and ``store``."""
+        if self._loop is not None:
+            core.wall_offset = time.time() - self._loop.time()
         self.core, self.store = core, store
         self._waiting.clear()
         self.leading = True
@@ -127,39 +201,32 @@ class ControllerRuntime:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
-        decoder = control.FrameDecoder()
-        name: str | None = None
+        peer = writer.get_extra_info("peername")
+        conn = _Connection(
+            writer, peer_identity(writer.get_extra_info("ssl_object")), peer[0] if peer else None
+        )
         try:
-            while chunk := await reader.read(65536):
-                try:
-                    messages = decoder.feed(chunk)
-                except MalformedPacket as exc:
-                    self.stats[f"control-{exc.reason}"] += 1
-                    break
-                for message in messages:
-                    if not self.leading:
-                        self._not_leader(message, writer)
-                        continue
-                    if isinstance(message, control.AdminRequest):
-                        writer.write(control.frame(self._admin(message)))
-                        continue
-                    if isinstance(message, control.NodeStats):
-                        self.node_stats[message.node] = message
-                        continue
-                    if isinstance(message, control.Hello):
-                        name = message.node
-                        self._writers[name] = writer
-                    if name is None:
-                        self.stats["before-hello"] += 1
-                        continue
-                    self.core.receive_message(name, message, self.now())
-                if self.leading:
-                    self.flush()
-        except ConnectionError:
+            if len(self._connections) >= self.limits.max_connections:
+                self.stats["connection-cap"] += 1
+                return
+            if self.revoked.refresh():
+                self._close_revoked()
+            if self.credentials is not None and (
+                conn.identity is None or conn.identity.serial in self.revoked.serials
+            ):
+                self.stats["revoked-certificate"] += 1
+                return
+            self._connections.add(conn)
+            await self._read(reader, conn)
+        except (ConnectionError, OSError):
             pass
+        except Exception:
+            self.stats["connection-error"] += 1
         finally:
+            self._connections.discard(conn)
             if task is not None:
                 self._tasks.discard(task)
+            name = conn.name
             if name is not None and self._writers.get(name) is writer:
                 del self._writers[name]
                 if self._loop is not None and not self._loop.is_closed() and self.leading:
@@ -167,19 +234,106 @@ class ControllerRuntime:
                     self.flush()
             writer.close()
 
-    def metrics(self) -> list[Sample]:
-        """The controller's metrics: its core's and this runtime's (``stats``)."""
-        return [*self.core.metrics(), *runtime_metrics(self.stats)]
+    async def _read(self, reader: asyncio.StreamReader, conn: _Connection) -> None:
+        decoder = control.FrameDecoder()
+        limits = self.limits
+        while True:
+            partial = decoder.partial
+            try:
+                chunk = await asyncio.wait_for(
+                    reader.read(65536), limits.read_timeout if partial else limits.idle_timeout
+                )
+            except TimeoutError:
+                self.stats["read-timeout" if partial else "idle-timeout"] += 1
+                return
+            if not chunk:
+                return
+            try:
+                messages = decoder.feed(chunk)
+            except MalformedPacket as exc:
+                self.stats[f"control-{exc.reason}"] += 1
+                return
+            for message in messages:
+                try:
+                    if not self._receive(conn, message):
+                        return
+                except Exception:
+                    self.stats["record-error"] += 1
+            self.flush()
 
-    def _not_leader(self, message: control.ControlMessage, writer: asyncio.StreamWriter) -> None:
-        """A standby answers nodes and operators with the leader's address."""
+    def _receive(self, conn: _Connection, message: control.ControlMessage) -> bool:
+        """Handle one record of ``conn``; False closes the connection."""
+        if not self.leading:
+            return self._not_leader(conn, message)
+        identity = conn.identity
+        if isinstance(message, control.AdminRequest):
+            if identity is not None:
+                refusal = admin_refusal(message.command, message.args, identity.name, identity.role)
+                if refusal is not None:
+                    self.stats[refusal] += 1
+                    reply = control.AdminReply(
+                        message.id, False, error=f"{message.command}: needs an operator certificate"
+                    )
+                    conn.writer.write(control.frame(reply))
+                    return True
+            conn.writer.write(control.frame(self._admin(message)))
+            return True
+        if isinstance(message, control.NodeStats):
+            if conn.name is None or message.node != conn.name:
+                self.stats["stats-from-unregistered"] += 1
+            else:
+                self.node_stats[conn.name] = message
+            return True
+        if isinstance(message, control.Hello):
+            return self._hello(conn, message)
+        if conn.name is None:
+            self.stats["before-hello"] += 1
+            return True
+        self.core.receive_message(conn.name, message, self.now())
+        return True
+
+    def _hello(self, conn: _Connection, hello: control.Hello) -> bool:
+        if conn.name is not None:
+            self.stats["hello-repeated"] += 1
+            return True
+        refusal = None
+        if conn.identity is not None:
+            identity = conn.identity
+            refusal = hello_refusal(hello, identity.name, identity.role, identity.addresses, conn.peer_ip)
+        if refusal is None:
+            live = self._writers.get(hello.node)
+            if live is not None and not live.is_closing():
+                refusal = "hello-already-connected"
+        if refusal is not None:
+            self.stats[refusal] += 1
+            conn.writer.write(control.frame(control.Refused(refusal)))
+            return False
+        conn.name = hello.node
+        self._writers[hello.node] = conn.writer
+        self.core.receive_message(hello.node, hello, self.now())
+        return True
+
+    def _not_leader(self, conn: _Connection, message: control.ControlMessage) -> bool:
+        """A standby answers nodes and operators with the leader's address (§6.8)."""
         leader = self.leader_address
         if isinstance(message, control.AdminRequest):
             result = {"leader": list(leader) if leader is not None else None}
-            writer.write(control.frame(control.AdminReply(message.id, False, result, NOT_LEADER)))
-        elif isinstance(message, control.Hello):
-            writer.write(control.frame(control.NotLeader(leader)))
-            writer.close()
+            conn.writer.write(control.frame(control.AdminReply(message.id, False, result, NOT_LEADER)))
+            return True
+        if isinstance(message, control.Hello):
+            conn.writer.write(control.frame(control.NotLeader(leader)))
+            return False
+        return True
+
+    def _close_revoked(self) -> None:
+        for conn in list(self._connections):
+            if conn.identity is not None and conn.identity.serial in self.revoked.serials:
+                self.stats["revoked-certificate"] += 1
+                conn.writer.close()
+
+    def metrics(self) -> list[Sample]:
+        """The controller's metrics: its core's and this runtime's (``stats``)."""
+        return [*self.core.metrics(), *runtime_metrics(self.stats)]
 
     def _admin(self, request: control.AdminRequest) -> control.AdminReply:
         """``counters`` is answered here (the runtime holds the nodes' reports): each node's
@@ -222,14 +376,6 @@ class ControllerRuntime:
             self._send(outputs)
         self._arm()
 
-    def _send(self, outputs: list[tuple[str, control.ControlMessage]]) -> None:
-        for node, message in outputs:
-            writer = self._writers.get(node)
-            if writer is None or writer.is_closing():
-                self.stats["to-disconnected"] += 1
-                continue
-            writer.write(control.frame(message))
-
     def _commit_waiting(self) -> None:
         """Start a group commit of every waiting batch, unless one runs; a batch without
         changes is sent at once if nothing waits ahead of it."""
@@ -265,6 +411,18 @@ class ControllerRuntime:
             self._send(messages)
         self._commit_waiting()
 
+    def _send(self, outputs: list[tuple[str, control.ControlMessage]]) -> None:
+        for node, message in outputs:
+            writer = self._writers.get(node)
+            if writer is None or writer.is_closing():
+                self.stats["to-disconnected"] += 1
+                continue
+            if writer.transport.get_write_buffer_size() > self.limits.max_write_buffer:
+                self.stats["write-buffer-full"] += 1
+                writer.close()  # a peer that does not read is cut, not buffered for
+                continue
+            writer.write(control.frame(message))
+
     def _arm(self) -> None:
         assert self._loop is not None
         if not self.leading:
@@ -278,5 +436,9 @@ class ControllerRuntime:
     def _on_timer(self) -> None:
         if not self.leading:
             return
-        self.core.handle_timer(self.now())
-        self.flush()
+        try:
+            self.core.handle_timer(self.now())
+            self.flush()
+        except Exception:
+            self.stats["timer-error"] += 1
+            self._arm()

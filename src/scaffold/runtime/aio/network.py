@@ -7,7 +7,9 @@ in this process.
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
 from typing import Any, TypeVar
 
 from ...core.controller import Controller
@@ -22,6 +24,7 @@ from ...errors import UsageError
 from ...ids import ObjectId
 from ...transport import StreamOptions
 from ..store import MemoryStore, Store
+from ..tls import Credentials, CredentialStore
 from .controller import ControllerRuntime
 from .links import Address, AddressBook, EmuLink
 from .loop import wait_until
@@ -36,7 +39,12 @@ class EmbeddedNetwork:
     """A whole topology in this process over loopback UDP: the embedded default.
 
     Use as ``async with EmbeddedNetwork(topology) as net: ...``. Backbone delays and losses
-    of the topology are applied by the egress link stage.
+    of the topology are applied by the egress link stage. Every control connection is mutual
+    TLS under a CA of its own (``credentials``: a ``CredentialStore`` in ``credentials_dir``,
+    else in a temporary directory removed at ``close``); ``tls=False`` runs them on plain TCP,
+    only to measure what TLS costs. With ``open_binding`` (the default) any host may serve any
+    plain-named object; without, only where the topology's objects allow (docs/protocol.md
+    §6.7).
     """
 
     def __init__(
@@ -48,8 +56,19 @@ class EmbeddedNetwork:
         seed: int | None = None,
         stream_options: StreamOptions | None = None,
         store: Store | None = None,
+        credentials_dir: str | os.PathLike[str] | None = None,
+        tls: bool = True,
+        open_binding: bool = True,
+        controller_address: Address = ("127.0.0.1", 0),
     ) -> None:
         self.topology = topology
+        self._temporary: tempfile.TemporaryDirectory[str] | None = None
+        self.credentials: CredentialStore | None = None
+        if tls:
+            if credentials_dir is None:
+                self._temporary = tempfile.TemporaryDirectory(prefix="scaffold-credentials-")
+                credentials_dir = self._temporary.name
+            self.credentials = CredentialStore(credentials_dir)
         self.book = AddressBook()
         self.links: dict[tuple[str, str], EmuLink] = {}
         for link in topology.node_links():
@@ -58,10 +77,11 @@ class EmbeddedNetwork:
         self._controller_options: dict[str, Any] = {
             "heartbeat_interval": heartbeat_interval,
             "dead_after": dead_after,
+            "open_binding": open_binding,
         }
         #: the controller's durable state; a restarted controller starts from it
         self.store: Store = store if store is not None else MemoryStore()
-        self.controller = self._controller(("127.0.0.1", 0))
+        self.controller = self._controller(controller_address)
         self.nodes: dict[str, NodeRuntime[NodeEngine]] = {}
         self._hosts: dict[str, NodeRuntime[HostStack]] = {}
         self.stream_options = stream_options
@@ -85,9 +105,21 @@ class EmbeddedNetwork:
             await self._start_host(spec.name, spec.gateway)
         await wait_until(self.ready, ready_timeout, "the network to come up")
 
+    @property
+    def operator_credentials(self) -> Credentials | None:
+        """The operator's credentials for admin commands (None without TLS)."""
+        return self.credentials.operator() if self.credentials is not None else None
+
+    def node_credentials(self, name: str, role: str) -> Credentials | None:
+        """Node ``name``'s credentials in ``role``, issued on first use (None without TLS)."""
+        return self.credentials.node(name, role) if self.credentials is not None else None
+
     def _node(self, core: CoreT) -> NodeRuntime[CoreT]:
         rng = random.Random(self._rng.getrandbits(64))
-        return NodeRuntime(core, self.book, self.links, self.controller.address, rng=rng)
+        credentials = self.node_credentials(core.name, core.role)
+        return NodeRuntime(
+            core, self.book, self.links, self.controller.address, rng=rng, credentials=credentials
+        )
 
     async def _start_host(self, name: str, gateway: str) -> NodeRuntime[HostStack]:
         # With a seed, Flow IDs and nonces (hence replica choices) repeat from run to run.
@@ -117,6 +149,9 @@ class EmbeddedNetwork:
         for node in list(self.nodes.values()):
             await node.close()
         await self.controller.close()
+        if self._temporary is not None:
+            self._temporary.cleanup()
+            self._temporary = None
 
     async def stop_controller(self) -> None:
         """Stop the controller; switches keep forwarding on their last tables and every
@@ -130,7 +165,9 @@ class EmbeddedNetwork:
 
     def _controller(self, bind: Address) -> ControllerRuntime:
         core = Controller(self.topology, saved=self.store.load(), **self._controller_options)
-        return ControllerRuntime(core, bind, self.store)
+        credentials = self.node_credentials(self.topology.controller, "controller")
+        crl = str(self.credentials.ca.crl_path) if self.credentials is not None else None
+        return ControllerRuntime(core, bind, self.store, credentials=credentials, crl=crl)
 
     def set_link(
         self, a: str, b: str, *, up: bool | None = None, delay: float | None = None, loss: float | None = None

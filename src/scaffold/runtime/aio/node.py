@@ -18,17 +18,31 @@ from typing import Any, Generic, TypeVar
 from ...core.engine import NodeEngine
 from ...core.events import HostRelocated, NeighboursLearned, TablesApplied
 from ...core.metrics import Sample
-from ...errors import MalformedPacket
+from ...errors import MalformedPacket, ScaffoldError
 from ...wire import control
 from ..metrics import runtime_metrics
+from ..tls import Credentials, client_context, peer_identity
 from .links import Address, AddressBook, EmuLink
 
-__all__ = ["BATCH", "SOCKET_BUFFER", "EventHandler", "NodeRuntime"]
+__all__ = ["BATCH", "KEEPALIVE", "SOCKET_BUFFER", "ControllerRefused", "EventHandler", "NodeRuntime"]
 
 BATCH = 64
+#: how long connecting to one controller replica may take before the next is tried (s)
+CONNECT_TIMEOUT = 1.0
 #: datagrams read from the socket before a timer is handled
 TIMER_DRAIN = 4 * BATCH
 SOCKET_BUFFER = 4 * 1024 * 1024
+#: a switch says something at least this often, so the controller's idle timeout (30 s)
+#: never cuts a quiet but live control connection (docs/protocol.md §6.6)
+KEEPALIVE = 10.0
+HANDSHAKE_TIMEOUT = 5.0
+
+
+class ControllerRefused(ScaffoldError):
+    """The controller refused this node's ``Hello`` (the reason names why), or the peer
+    at the controller's address is not the network's controller."""
+
+
 CoreT_co = TypeVar("CoreT_co", bound=NodeEngine, covariant=True)
 #: an application: called with the core, each event it emits, and the time
 EventHandler = Callable[[CoreT_co, Any, float], None]
@@ -47,8 +61,14 @@ class NodeRuntime(Generic[CoreT_co]):
         bind: Address = ("127.0.0.1", 0),
         rng: random.Random | None = None,
         advertise: str | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
+        """``credentials``: this node's certificate, for mutual TLS to the controller
+        (None: plain TCP, for a controller without credentials)."""
         self.core = core
+        self.credentials = credentials
+        #: why the controller refused this node (then it stops reconnecting)
+        self.refused: str | None = None
         self.name = core.name
         self.book = book
         self.links = links
@@ -109,14 +129,23 @@ class NodeRuntime(Generic[CoreT_co]):
         """
         reader = await self._open_control()
         self._control_task = asyncio.create_task(self._control_loop(reader), name=f"control:{self.name}")
-        if self.stats_interval is not None and self._stats_task is None:
+        if self._stats_task is None:
             self._stats_task = asyncio.create_task(self._report_stats(), name=f"stats:{self.name}")
 
     async def _report_stats(self) -> None:
-        assert self.stats_interval is not None
+        """Send ``NodeStats`` every ``stats_interval``; a switch without one still sends a
+        keepalive ``Heartbeat`` every ``KEEPALIVE`` seconds (hosts heartbeat anyway)."""
+        quiet = 0.0
         while not self.closed:
-            self.send_stats()
-            await asyncio.sleep(self.stats_interval)
+            if self.stats_interval is not None:
+                self.send_stats()
+            elif self.core.role != "host" and quiet >= KEEPALIVE:
+                quiet = 0.0
+                if self._writer is not None and not self._writer.is_closing():
+                    self._writer.write(control.frame(control.Heartbeat(self.name, 0)))
+            period = self.stats_interval if self.stats_interval is not None else KEEPALIVE / 4
+            quiet += period
+            await asyncio.sleep(period)
 
     def metrics(self) -> list[Sample]:
         """This node's metrics: its core's and its runtime's (``stats``)."""
@@ -159,15 +188,31 @@ class NodeRuntime(Generic[CoreT_co]):
         """Connect to the first controller replica that accepts, trying the known leader first.
 
         Raises:
-            OSError: none accepts.
+            ControllerRefused: the controller refused this node, or a peer is not the
+                network's controller.
+            OSError: no replica accepts.
         """
+        if self.refused is not None:
+            raise ControllerRefused(f"the controller refused {self.name}: {self.refused}")
         error: OSError | None = None
         for k, address in enumerate(list(self.controllers)):
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(*address), 1.0)
+                if self.credentials is None:
+                    connecting = asyncio.open_connection(*address)
+                else:
+                    connecting = asyncio.open_connection(
+                        *address, ssl=client_context(self.credentials), ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+                    )
+                reader, writer = await asyncio.wait_for(connecting, CONNECT_TIMEOUT)
             except (OSError, TimeoutError) as exc:
                 error = exc if isinstance(exc, OSError) else OSError(str(exc))
                 continue
+            if self.credentials is not None:
+                peer = peer_identity(writer.get_extra_info("ssl_object"))
+                if peer is None or peer.role != "controller":
+                    writer.close()
+                    self.stats["not-the-controller"] += 1
+                    raise ControllerRefused(f"the peer at {address} is not the network's controller")
             if k:
                 self.controllers.insert(0, self.controllers.pop(k))
             break
@@ -194,14 +239,14 @@ class NodeRuntime(Generic[CoreT_co]):
                     return
                 try:
                     reader = await self._open_control()
-                except OSError:
+                except (OSError, ControllerRefused):
                     self.stats["controller-unreachable"] += 1
                     continue
                 self.stats["controller-reconnected"] += 1
                 break
 
     def _stopping(self) -> bool:
-        return self.closed or not self.reconnect
+        return self.closed or not self.reconnect or self.refused is not None
 
     async def close(self) -> None:
         """Stop the node: close its socket and its control connection."""
@@ -396,7 +441,7 @@ class NodeRuntime(Generic[CoreT_co]):
     # -- control plane -------------------------------------------------------------------
 
     def _follow(self, message: control.NotLeader) -> None:
-        """A standby replica answered: try the leader it names first, at once (§6.6)."""
+        """A standby replica answered: try the leader it names first, at once (§6.8)."""
         self.stats["controller-redirected"] += 1
         if message.leader is not None:
             leader = (str(message.leader[0]), int(message.leader[1]))
@@ -408,7 +453,8 @@ class NodeRuntime(Generic[CoreT_co]):
             self.controllers.append(self.controllers.pop(0))  # nobody leads yet: the next one
 
     async def _read_control(self, reader: asyncio.StreamReader) -> None:
-        decoder = control.FrameDecoder()
+        # The controller is authenticated (TLS), but its table syncs are not chunked yet.
+        decoder = control.FrameDecoder(control.MAX_FRAME_FROM_CONTROLLER)
         assert self._loop is not None
         while True:
             chunk = await reader.read(65536)
@@ -422,11 +468,17 @@ class NodeRuntime(Generic[CoreT_co]):
                 return
             now = self._loop.time()
             for message in messages:
-                if isinstance(message, control.LinkSettings):
-                    self.apply_link_settings(message)  # for the runtime's link stage, not the core
-                elif isinstance(message, control.NotLeader):
+                if isinstance(message, control.NotLeader):
                     self._follow(message)
                     return
-                else:
-                    self.core.receive_control(message, now)
+                try:
+                    if isinstance(message, control.LinkSettings):
+                        self.apply_link_settings(message)  # for the runtime's link stage, not the core
+                    elif isinstance(message, control.Refused):
+                        self.refused = message.reason
+                        self.stats[f"refused-{message.reason}"] += 1
+                    else:
+                        self.core.receive_control(message, now)
+                except Exception:
+                    self.stats["control-record-error"] += 1
             self.flush()

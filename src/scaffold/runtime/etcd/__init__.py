@@ -1,4 +1,4 @@
-"""Replicated controllers on etcd (docs/protocol.md §6.6): ``Etcd`` (a cluster reached at any
+"""Replicated controllers on etcd (docs/protocol.md §6.8): ``Etcd`` (a cluster reached at any
 member), ``EtcdStore`` (the leader's fenced rows), ``ControllerReplica`` (election through a
 lease, hot standby through a watch)."""
 

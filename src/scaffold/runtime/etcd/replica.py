@@ -1,5 +1,5 @@
 """``ControllerReplica``: one of several controller processes sharing a network through etcd
-(docs/protocol.md §6.6, docs/deployment.md §6).
+(docs/protocol.md §6.8, docs/deployment.md §7).
 
 Each replica holds an etcd lease (``LEASE_TTL``, kept alive every third of it) and registers
 itself under ``replicas/NAME`` with its address and pid. One replica **leads**: the one whose
@@ -29,6 +29,7 @@ from ...core.topology import Topology
 from ..aio.controller import ControllerRuntime
 from ..aio.links import Address
 from ..store import MemoryStore
+from ..tls import Credentials
 from .client import Etcd, EtcdError, Keys
 from .store import EtcdStore
 
@@ -61,6 +62,8 @@ class ControllerReplica:
         heartbeat_interval: float = 0.2,
         dead_after: int = 3,
         on_log: Callable[[str, dict[str, Any]], None] | None = None,
+        credentials: Credentials | None = None,
+        crl: str | None = None,
     ) -> None:
         self.name = name
         self.topology = topology
@@ -68,7 +71,9 @@ class ControllerReplica:
         self.keys = Keys(network)
         self.advertise = advertise
         self.heartbeat_interval, self.dead_after = heartbeat_interval, dead_after
-        self.runtime = ControllerRuntime(self._core(None), bind, MemoryStore())
+        self.runtime = ControllerRuntime(
+            self._core(None), bind, MemoryStore(), credentials=credentials, crl=crl
+        )
         self.runtime.leading = False
         self.runtime.extra_status = self._status
         self.on_log = on_log

@@ -1,5 +1,5 @@
 """``EtcdStore``: the leading controller replica's durable rows in etcd (docs/protocol.md §6.4,
-§6.6).
+§6.8).
 
 A commit is one etcd transaction per ``TXN_OPS`` rows (etcd's default limit is 128 operations
 per transaction), each guarded by compares: the leader key must still name this replica (a

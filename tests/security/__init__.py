@@ -1,0 +1,1 @@
+"""Attacks on a real network: the control plane (identity, operators, owners, bounds)."""
