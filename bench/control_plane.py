@@ -89,7 +89,7 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
     gc.collect()
     base = rss()
     topo = topology(args.dcs, args.hosts, rng)
-    ctl = Controller(topo)
+    ctl = Controller(topo, open_binding=True)
     connect_switches(ctl)
     hosts = [h.name for h in topo.hosts()]
     for name in hosts:
@@ -169,7 +169,7 @@ def bind_cost() -> dict[str, Any]:
     """The issue's first measurement: 10 DCs, 100 hosts, every switch connected -- the cost of
     one more ``Bind`` (and its flush) with 1,000, 2,000 and 4,000 objects registered."""
     topo = make_topology(datacenters=10, hosts_per_datacenter=10)
-    ctl = Controller(topo)
+    ctl = Controller(topo, open_binding=True)
     connect_switches(ctl)
     hosts = [h for h in topo.hosts()]
     for h in hosts:
@@ -262,7 +262,7 @@ async def etcd_rate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 await asyncio.sleep(0.1)
         store = EtcdStore(cluster, keys, "bench", asyncio.get_running_loop(), StateRows())
         topo = make_topology(datacenters=3, hosts_per_datacenter=10)
-        ctl = Controller(topo)
+        ctl = Controller(topo, open_binding=True)
         connect_switches(ctl)
         hosts = [h.name for h in topo.hosts()]
         for h in topo.hosts():

@@ -22,7 +22,7 @@ Switches = dict[str, FlowSwitch | ObjectSwitch]
 
 def network(topo=None) -> tuple[Controller, Switches]:  # type: ignore[no-untyped-def]
     topo = topo or default_topology()
-    ctl = Controller(topo)
+    ctl = Controller(topo, open_binding=True)
     switches: Switches = {}
     for dc in topo.datacenters:
         for fs in dc.flow_switches:

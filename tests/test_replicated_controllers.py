@@ -22,6 +22,7 @@ from scaffold.core.controller.commands import Status
 from scaffold.deploy import etcd
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run, wait_until
+from scaffold.runtime.tls import CredentialStore
 from test_daemons import TOPOLOGY, free_port
 
 pytestmark = [
@@ -44,6 +45,12 @@ class Cluster:
             self.start(m.name, etcd.member_command(m, self.members, token))
         self.controllers = [("127.0.0.1", free_port()) for _ in range(3)]
         self.controller_arg = ",".join(f"{h}:{p}" for h, p in self.controllers)
+        #: the network's CA and every process's credentials
+        self.credentials = CredentialStore(tmp / "credentials")
+        self.operator = self.credentials.operator()
+
+    def creds(self, name: str, role: str) -> str:
+        return str(self.credentials.node(name, role).directory)
 
     def start(self, name: str, argv: list[str]) -> None:
         with open(self.tmp / f"{name}.log", "wb") as log:
@@ -89,6 +96,7 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
         cluster.scaffold(
             f"ctl{k}", "controller", "--name", f"ctl{k}", "--topology", str(topo),
             "--listen", f"{host}:{port}", "--etcd", cluster.endpoints,
+            "--credentials", cluster.creds(f"ctl{k}", "controller"),
         )  # fmt: skip
     ctl = cluster.controller_arg
     for dc in ("dc1", "dc2"):
@@ -96,18 +104,23 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
         cluster.scaffold(
             f"{dc}-fs1", "switch", "--role", "flow", "--name", f"{dc}-fs1", "--dc", dc,
             "--controller", ctl, "--listen", "127.0.0.1:0", "--link", f"{other}-fs1=2",
+            "--credentials", cluster.creds(f"{dc}-fs1", "flow-switch"),
         )  # fmt: skip
         cluster.scaffold(
             f"{dc}-os", "switch", "--role", "object", "--name", f"{dc}-os", "--dc", dc,
             "--controller", ctl, "--listen", "127.0.0.1:0",
+            "--credentials", cluster.creds(f"{dc}-os", "object-switch"),
         )  # fmt: skip
     cluster.scaffold(
         "dc2-h1", "host", "--name", "dc2-h1", "--gateway", "dc2-fs1", "--controller", ctl,
         "--listen", "127.0.0.1:0", "--serve", "echo:resume",
+        "--credentials", cluster.creds("dc2-h1", "host"),
     )  # fmt: skip
 
     async def status() -> dict[str, object]:
-        result: dict[str, object] = await admin.call(cluster.controllers, Status(), timeout=2.0)
+        result: dict[str, object] = await admin.call(
+            cluster.controllers, Status(), timeout=2.0, credentials=cluster.operator
+        )
         return result
 
     async def up() -> bool:
@@ -129,7 +142,10 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
         await wait_until(up, 40, "the replicated network to come up", interval=0.1)
         before = await status()
         first = leader(before)
-        async with await scaffold.join("dc1-h1", gateway="dc1-fs1", controller=cluster.controllers) as host:
+        joined = {"controller": cluster.controllers, "operator": cluster.operator}
+        async with await scaffold.join(
+            "dc1-h1", gateway="dc1-fs1", credentials=cluster.creds("dc1-h1", "host"), **joined
+        ) as host:
             reader, writer = await host.open_connection("echo")
             sent, received = hashlib.sha256(), hashlib.sha256()
             counts = [0, 0]
@@ -155,7 +171,7 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
 
             async def new_leader() -> bool:
                 try:
-                    s = await admin.call(alive, Status(), timeout=0.5)
+                    s = await admin.call(alive, Status(), timeout=0.5, credentials=cluster.operator)
                 except scaffold.ScaffoldError:
                     return False
                 return leader(s) != first
@@ -163,7 +179,7 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
             await wait_until(new_leader, 10, "a new leader", interval=0.05)
             took = time.monotonic() - killed_at
             assert took < 2.0, f"a new leader served after {took:.2f} s"
-            after = await admin.call(alive, Status())
+            after = await admin.call(alive, Status(), credentials=cluster.operator)
             # Host IDs and registrations survived the leader.
             ids = {h["name"]: h["host_id"] for h in before["hosts"]}  # type: ignore[attr-defined]
             assert {h["name"]: h["host_id"] for h in after["hosts"] if h["name"] in ids} == ids
@@ -171,8 +187,9 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
             # One etcd member dies: the stream and the control plane go on.
             cluster.kill(cluster.members[0].name)
             await asyncio.sleep(1.0)
+            late_creds = cluster.creds("latecomer", "host")
             async with await scaffold.join(
-                "latecomer", gateway="dc1-fs1", controller=cluster.controllers
+                "latecomer", gateway="dc1-fs1", credentials=late_creds, **joined
             ) as late:
                 assert late.stack.host_id > max(ids.values())  # never a Host ID handed out before
             stop.set()

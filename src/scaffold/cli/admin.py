@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..runtime import admin
 from ..runtime.tls import Credentials
 
-__all__ = ["add_commands", "controller_access", "controller_address"]
+__all__ = ["add_commands", "controller_access"]
 
 Address = tuple[str, int]
 

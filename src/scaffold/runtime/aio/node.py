@@ -201,7 +201,9 @@ class NodeRuntime(Generic[CoreT_co]):
                     connecting = asyncio.open_connection(*address)
                 else:
                     connecting = asyncio.open_connection(
-                        *address, ssl=client_context(self.credentials), ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+                        *address,
+                        ssl=client_context(self.credentials),
+                        ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
                     )
                 reader, writer = await asyncio.wait_for(connecting, CONNECT_TIMEOUT)
             except (OSError, TimeoutError) as exc:
