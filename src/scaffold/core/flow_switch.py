@@ -59,6 +59,8 @@ _PRESENCE = int(Proto.PRESENCE)
 #: (0.7 s after its last packet with 3 x 0.2 s), before the stall probes that find a new
 #: replica (0.25 s, then 0.75 s after the data stopped, docs/protocol.md §5.1)
 CHECKS = 6
+#: presence packets from hosts not attached yet that a switch remembers (a bound)
+_EARLY_LIMIT = 1024
 
 
 class FlowSwitch(Switch):
@@ -79,6 +81,9 @@ class FlowSwitch(Switch):
         #: attached hosts not heard from yet: never reported down (one that has not started
         #: is not dead, and a report of it could overtake its registration)
         self._unheard: set[str] = set()
+        #: presence heard from a host before the controller said it is attached here (its
+        #: Welcome can overtake this switch's delta): taken as heard once it is attached
+        self._early: dict[str, float] = {}
         self._check_at: float | None = None
 
     def metrics(self) -> list[Sample]:
@@ -104,8 +109,12 @@ class FlowSwitch(Switch):
             self._reported.clear()  # tell a (maybe new) controller everything again
         for name in attached:
             if str(name) not in self._heard:
-                self._heard[str(name)] = self._now
-                self._unheard.add(str(name))
+                early = self._early.pop(str(name), None)
+                if early is not None and self._now - early < self.presence_timeout:
+                    self._heard[str(name)] = early
+                else:
+                    self._heard[str(name)] = self._now
+                    self._unheard.add(str(name))
         if self._heard and self.presence_timeout > 0:
             self._check_at = self._now if full else (self._check_at or self._now)
         else:
@@ -114,6 +123,9 @@ class FlowSwitch(Switch):
     def _presence(self, port: str, now: float) -> None:
         if port not in self._heard:
             self.drops["presence-from-unknown"] += 1
+            if len(self._early) >= _EARLY_LIMIT:
+                self._early.clear()
+            self._early[port] = now
             return
         self._heard[port] = now
         self._unheard.discard(port)

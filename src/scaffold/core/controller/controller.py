@@ -400,7 +400,8 @@ class Controller:
 
     def _bind_refusal(self, record: HostRecord, bind: control.Bind, now: float) -> str | None:
         """Why ``record``'s host may not serve ``bind.obj`` (a drop reason), or None: an
-        owned object needs a valid grant, a plain-named one the operator's policy (§6.7)."""
+        owned object needs a valid grant, a plain-named one the operator's policy (§6.7) unless the
+        host is one of its replicas already."""
         if bind.grant:
             try:
                 grant = verify_grant(
@@ -413,6 +414,11 @@ class Controller:
             except GrantRefused as exc:
                 return exc.reason
             self.grant_expiry[(bind.obj, record.name)] = grant.expires
+            return None
+        if record.name in self.registry.objects.get(bind.obj, ()):
+            # Already one of its replicas (a re-registration, say with a new leader or a
+            # restarted controller that restored it): it was allowed when it bound, and a
+            # disallow leaves bound replicas in place.
             return None
         if not self.policy.permits(bind.obj, record.name, record.dc):
             return "bind-not-allowed"
