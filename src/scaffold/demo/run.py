@@ -526,7 +526,7 @@ async def run_demo_netns(
 
             junk = asyncio.create_task(_inject_junk(targets, rng, options.junk_per_node))
             say(f"{len(scenario.runs)} flows downloading verified data; churn every {options.spacing} s")
-            failover: asyncio.Task[dict[str, Any]] | None = None
+            failover: asyncio.Task[tuple[dict[str, Any], dict[str, Any]]] | None = None
             if options.controllers > 1:
                 # After the client's move, before the server failure, which the new leader has
                 # to notice (the churn that needs a host's cooperation, a migration say, would
@@ -536,17 +536,20 @@ async def run_demo_netns(
             junk_sent = await junk
             entries_with_flows = await snapshots[0] if snapshots else {}
             await asyncio.sleep(1.5)  # the daemons report their counters every second
+            failed_over: dict[str, Any] = {}
+            earlier: dict[str, Any] = {}  # the counters the dead leader held
             if failover is not None:
+                failed_over, earlier = await failover
                 # The new leader knows a node's counters only from its first report to it.
                 await wait_until(
                     lambda: _all_reported(net, targets), 15, "every node's counters at the new leader"
                 )
             say("flows done")
             report = await _collect_netns(
-                net, clients, scenario, junk_sent, entries_before, entries_with_flows
+                net, clients, scenario, junk_sent, entries_before, entries_with_flows, earlier
             )
             if failover is not None:
-                report.failover = await failover
+                report.failover = failed_over
                 took = report.failover.get("new_leader_after_s")
                 report.checks.append(
                     (
@@ -574,11 +577,16 @@ async def _all_reported(net: NetnsNetwork, nodes: dict[str, Address]) -> bool:
     return all(name in counters for name in nodes if net.alive(name))
 
 
-async def _kill_leader(net: NetnsNetwork, after: float, say: Callable[[str], None]) -> dict[str, Any]:
+async def _kill_leader(
+    net: NetnsNetwork, after: float, say: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """SIGKILL the leading controller replica ``after`` seconds from now; how long until
-    another one led (asked of the survivors every 50 ms)."""
+    another one led (asked of the survivors every 50 ms), and the nodes' counters as the
+    dead leader held them (a node killed before it reported to the new leader is in there
+    only)."""
     await asyncio.sleep(after)
     status = await admin.call(net.controller, Status(), credentials=net.operator)
+    counters = await admin.call(net.controller, Counters(), credentials=net.operator)
     leader = next(r for r in status["controllers"] if r["leader"])
     loop = asyncio.get_running_loop()
     killed_at = loop.time()
@@ -595,9 +603,9 @@ async def _kill_leader(net: NetnsNetwork, after: float, say: Callable[[str], Non
         if new is not None and new != leader["name"]:
             took = round(loop.time() - killed_at, 3)
             say(f"controller {new} leads, {took} s after the kill")
-            return {"killed": leader["name"], "leader": new, "new_leader_after_s": took}
+            return {"killed": leader["name"], "leader": new, "new_leader_after_s": took}, counters
         await asyncio.sleep(0.05)
-    return {"killed": leader["name"], "leader": None, "new_leader_after_s": None}
+    return {"killed": leader["name"], "leader": None, "new_leader_after_s": None}, counters
 
 
 async def _switch_entries(net: NetnsNetwork) -> dict[str, int]:
@@ -617,6 +625,7 @@ async def _collect_netns(
     junk_sent: Counter[str],
     entries_before: dict[str, int],
     entries_with_flows: dict[str, int],
+    earlier: dict[str, Any],
 ) -> DemoReport:
     topology = net.topology
     status = await net.status()
@@ -656,12 +665,16 @@ async def _collect_netns(
         for t in clients[first.client].stack.trace
         if t.flow == traced
     ]
-    for name, c in counters.items():
-        if name in clients:
-            continue
-        for flow, obj, role, dc, host, sock, ttl, at in c.get("trace", []):
-            if flow == traced:
-                hops.append((name, obj, role, dc, host, sock, ttl, at))
+    reported = {
+        (name, *hop)
+        for held in (earlier, counters)
+        for name, c in held.items()
+        if name not in clients
+        for hop in c.get("trace", [])
+    }
+    for name, flow, obj, role, dc, host, sock, ttl, at in reported:
+        if flow == traced:
+            hops.append((name, obj, role, dc, host, sock, ttl, at))
     hops.sort(key=lambda h: (-h[6], h[2] == "host" and h[0] != first.client, h[7]))
     refinement = [
         {
