@@ -1,11 +1,14 @@
-"""Shared fixtures: a simulated default network with echo replicas."""
+"""Shared fixtures: a simulated default network with echo replicas; the processes a test
+starts (``cli_processes``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from cli_processes import Processes
 from scaffold.core.host import DatagramReceived, HostEvent, HostStack
 from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
@@ -37,3 +40,11 @@ def net() -> Iterator[SimNetwork]:
     network.settle()
     serve_objects(network)
     yield network
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Start processes in ``tmp_path`` (``processes.spawn``); all are stopped by pid at the end."""
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all()

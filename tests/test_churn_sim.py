@@ -70,6 +70,10 @@ def test_server_failure_resumable_flows_continue_on_a_surviving_replica() -> Non
         assert d.socket_id not in path  # closed cleanly at the end
     resumed = sum(net.host(h).counters["flow-resumed"] for h in REPLICAS if h != victim)
     assert resumed == len(affected)
+    # Each client measured its flow's pause: from the victim's last packet to the survivor's first.
+    pauses = [net.host(h).pauses["host"] for h in {d.host for d in affected}]
+    assert sum(p.count for p in pauses) == len(affected)
+    assert 0.2 < sum(p.sum for p in pauses) / len(affected) < 1.5
 
 
 def test_server_failure_non_resumable_flows_fail_cleanly() -> None:
@@ -170,6 +174,9 @@ def test_object_migration_moves_live_flows_byte_exact() -> None:
     assert_exact(downloader, 4 * SIZE)
     for d in moving:
         assert recovery(d, started) < 0.1  # a short pause, no retransmission timeout
+    pauses = [net.host(h).pauses["host"] for h in {d.host for d in moving}]
+    assert sum(p.count for p in pauses) == len(moving)
+    assert all(p.sum / p.count < 0.1 for p in pauses)  # the pause as the clients saw it
     assert net.host(target).counters["flows-migrated-in"] == len(moving)
     assert source not in net.controller.objects[CONTENT.raw.hex()]
     assert net.controller.objects[CONTENT.raw.hex()][target] == 2
@@ -193,6 +200,8 @@ def test_vm_migration_keeps_the_host_id_and_flows() -> None:
     assert corrected > 0  # packets still naming east were fixed in flight
     for d in moving:
         assert stall(d, started) < 0.5
+    # The clients saw the same host answer from another datacenter.
+    assert sum(net.host(h).pauses["dc"].count for h in {d.host for d in moving}) == len(moving)
 
 
 def test_client_mobility_continues_flows_and_rejects_a_forged_move() -> None:

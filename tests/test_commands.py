@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from scaffold.cli.admin import record_from
 from scaffold.cli.main import build_parser
 from scaffold.core.controller import COMMANDS, Command, Controller
-from scaffold.core.controller.commands import Drain, Link, LinkSettings, MigrateHost, Port, SetWeight
+from scaffold.core.controller.commands import Drain, Events, Link, LinkSettings, MigrateHost, Port, SetWeight
 from scaffold.core.topology import default_topology
 from scaffold.errors import UsageError
 from scaffold.ids import ObjectId
@@ -33,6 +34,7 @@ def test_every_command_has_an_admin_name_and_a_cli_subcommand_with_its_help(
     assert set(COMMANDS) == {
         "status",
         "counters",
+        "events",
         "link",
         "link-settings",
         "port",
@@ -72,11 +74,13 @@ def test_the_cli_usage_of_the_churn_commands_builds_their_records() -> None:
             ["admin", "link-settings", "east", "west", "--delay-ms", "5", "--no-up"],
             LinkSettings("east", "west", 5.0, None, False),
         ),
+        (["admin", "events"], Events()),
+        (["admin", "events", "--since", "7", "--limit", "3"], Events(since=7, limit=3)),
     ]
     for words, expected in cases:
         args = parser.parse_args(words)
         cls = type(expected)
-        assert cls.from_args({a.name: getattr(args, a.name) for a in cls.arguments()}) == expected
+        assert record_from(cls, args) == expected
         # and the record crosses the wire as its admin name and arguments, keyed ``object``
         assert cls.from_args(expected.args()) == expected
     assert SetWeight("web", "east-h1", 4).args() == {"object": "web", "host": "east-h1", "weight": 4}
@@ -86,6 +90,8 @@ def test_the_cli_usage_of_the_churn_commands_builds_their_records() -> None:
     ("name", "args", "error"),
     [
         ("set-weight", {"object": "web", "host": "east-h1", "weight": 0}, "weight must be > 0"),
+        ("events", {"limit": 0}, "limit must be between 1 and 1000"),
+        ("events", {"since": -1}, "since must be >= 0"),
         ("set-weight", {"object": "web", "host": "east-h1", "weight": 65536}, "at most 65535"),
         ("set-weight", {"object": "web", "host": "east-h1", "weight": "4"}, "Expected `int`, got `str`"),
         ("set-weight", {"obj": "web", "host": "east-h1", "weight": 4}, "unknown field `obj`"),

@@ -14,7 +14,7 @@ from scaffold.core.engine import ControllerEngine, Engine, NodeEngine
 from scaffold.core.events import NeighboursLearned, TablesApplied
 from scaffold.core.flow_switch import FlowSwitch
 from scaffold.core.host import HostStack
-from scaffold.core.metrics import CATALOGUE, MetricKind, by_label, define, total
+from scaffold.core.metrics import LATENCY_BUCKETS, Histogram, MetricKind, by_label, define, metric_of, total
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.topology import default_topology
 from scaffold.errors import UsageError
@@ -66,8 +66,10 @@ def test_the_controller_hands_out_its_decisions_in_order() -> None:
 def samples_are_well_formed(samples: list[MetricSample]) -> None:
     seen = set()
     for s in samples:
-        metric = CATALOGUE[s.name]
-        assert sorted(s.labels) == sorted(metric.labels), s
+        metric = metric_of(s.name)
+        assert metric is not None, s
+        labels = [k for k in s.labels if not (k == "le" and s.name.endswith("_bucket"))]
+        assert sorted(labels) == sorted(metric.labels), s
         assert metric.kind is MetricKind.GAUGE or s.value >= 0, s
         key = (s.name, tuple(sorted(s.labels.items())))
         assert key not in seen, s  # one sample per metric and label set
@@ -91,7 +93,12 @@ def test_every_node_reports_defined_metrics_of_what_happened(net: SimNetwork) ->
             assert total(samples, "table_version") == switch.version > 0
             assert by_label(samples, "table_entries", "table") == switch.table_sizes()
     assert total(net.metrics("north-fs1"), "forwarded_packets_total") > 0  # the client's gateway
+    assert total(net.metrics("north-fs1"), "forwarded_bytes_total") >= 76 * total(
+        net.metrics("north-fs1"), "forwarded_packets_total"
+    )  # at least a header each
     samples_are_well_formed(net.controller.metrics())
+    registered = by_label(net.controller.metrics(), "registrations_total", "node_role")
+    assert registered == {"host": 10, "flow-switch": 5, "object-switch": 3}
     client = net.metrics("north-h1")
     assert total(client, "stream_sent_bytes_total") == 5000
     assert by_label(client, "flows", "state") == {"established": 1}
@@ -143,6 +150,41 @@ def test_metric_definitions_follow_the_conventions() -> None:
     ]
 
 
+def test_a_histogram_reads_out_as_prometheus_reads_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "CATALOGUE", dict(metrics.CATALOGUE))  # test metrics stay here
+    with pytest.raises(UsageError):
+        define("wait_seconds", MetricKind.HISTOGRAM, "no buckets", unit="seconds")
+    with pytest.raises(UsageError):
+        define("wait_seconds", MetricKind.HISTOGRAM, "not ascending", unit="seconds", buckets=(1.0, 0.5))
+    with pytest.raises(UsageError):
+        define("wait", MetricKind.HISTOGRAM, "ends in its unit", unit="seconds", buckets=(1.0,))
+    with pytest.raises(UsageError):
+        define(
+            "wait_seconds", MetricKind.GAUGE, "only histograms have buckets", unit="seconds", buckets=(1.0,)
+        )
+    metric = define(
+        "test_wait_seconds",
+        MetricKind.HISTOGRAM,
+        "a test",
+        unit="seconds",
+        labels=("why",),
+        buckets=(0.1, 1.0),
+    )
+    with pytest.raises(UsageError):
+        Histogram(metric)  # its label is missing
+    histogram = Histogram(metric, why="test")
+    for value in (0.05, 0.1, 0.5, 3.0, -1.0):
+        histogram.observe(value)
+    samples = histogram.samples()
+    samples_are_well_formed(samples)
+    buckets = {s.labels["le"]: s.value for s in samples if s.name == "test_wait_seconds_bucket"}
+    assert buckets == {"0.1": 3, "1": 4, "+Inf": 5}  # <= le, cumulative; a negative one counts as 0
+    assert total(samples, "test_wait_seconds_count") == 5
+    assert total(samples, "test_wait_seconds_sum") == pytest.approx(3.65)
+    assert metric_of("test_wait_seconds_bucket") is metric and metric_of("drops_total_sum") is None
+    assert tuple(sorted(LATENCY_BUCKETS)) == LATENCY_BUCKETS
+
+
 def test_gateway_counters_are_metrics_too() -> None:
     stats = GatewayStats(connections=3, active=1, bytes_in=10, bytes_out=20, requests=2)
     stats.error("object-not-found")
@@ -172,3 +214,9 @@ def test_the_controller_event_log_stays_bounded_once_taken(monkeypatch: pytest.M
     assert [e.at for e in taken if e is not None] == [float(i) for i in range(25)]
     assert len(controller.events) <= 10 and controller.events[-1].at == 24.0
     assert controller.next_event() is None
+    # The log keeps numbering its events past the trim, so a reader can ask for what is new.
+    recent = controller.recent_events(since=0, limit=3, now=30.0)
+    assert recent["last"] == 25 and [e["seq"] for e in recent["events"]] == [23, 24, 25]
+    assert [e["at"] for e in recent["events"]] == [22.0, 23.0, 24.0]
+    assert controller.recent_events(since=25, limit=3, now=30.0)["events"] == []
+    assert next(e["seq"] for e in controller.recent_events(since=1, limit=1000, now=30.0)["events"]) > 1

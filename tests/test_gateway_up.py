@@ -7,18 +7,18 @@ join the running network as hosts of their own through its state file.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cli_processes import Processes, free_port, wait_for, wait_for_port
 from scaffold.deploy.netns import available, leftovers
 from scaffold.deploy.state_file import load_state
 
@@ -45,36 +45,6 @@ allow = ["*"]
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for(path: Path, text: str, proc: subprocess.Popen[bytes], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while text not in path.read_text():
-        assert proc.poll() is None, path.read_text()
-        assert time.monotonic() < deadline, f"no {text!r} in:\n{path.read_text()}"
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes the test starts; each is stopped by its pid at the end."""
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for proc in reversed(procs):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
 NETNS_UNAVAILABLE = available()
 
 
@@ -96,19 +66,12 @@ NETNS_UNAVAILABLE = available()
     ],
 )
 def test_publish_and_ingress_join_a_scaffold_up_network(
-    tmp_path: Path, started: list[subprocess.Popen[bytes]], mode: str
+    tmp_path: Path, processes: Processes, mode: str
 ) -> None:
     (tmp_path / "topology.toml").write_text(TOPOLOGY)
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "hello.txt").write_text("served by an unmodified http.server\n")
-
-    def spawn(name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
-        log = tmp_path / f"{name}.log"
-        with open(log, "w") as out:
-            proc = subprocess.Popen([*args], cwd=tmp_path, stdout=out, stderr=out)
-        started.append(proc)
-        return proc, log
-
+    spawn = processes.spawn
     scaffold = [sys.executable, "-m", "scaffold"]
 
     def down() -> subprocess.CompletedProcess[str]:
@@ -119,7 +82,7 @@ def test_publish_and_ingress_join_a_scaffold_up_network(
     if mode == "netns":
         # Every node a process in its own namespace; the gateway commands join from here.
         detached = subprocess.run(
-            [*scaffold, "up", "--netns", "--detach", "topology.toml"],
+            [*scaffold, "up", "--netns", "--detach", "--metrics", ":0", "topology.toml"],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -128,6 +91,7 @@ def test_publish_and_ingress_join_a_scaffold_up_network(
         )
         assert detached.returncode == 0, detached.stderr
         up = None
+        _every_daemon_serves_its_metrics(tmp_path)
     else:
         up, up_log = spawn("up", *scaffold, "up", "topology.toml")
         wait_for(up_log, "is up", up)
@@ -143,6 +107,24 @@ def test_publish_and_ingress_join_a_scaffold_up_network(
         assert not leftovers(run_id), leftovers(run_id)
 
 
+def _every_daemon_serves_its_metrics(tmp_path: Path) -> None:
+    """``up --netns --metrics``: each daemon on the port of its management address (0: 9464)."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "scaffold", "metrics", "targets"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    targets = json.loads(listed.stdout)[0]["targets"]
+    state = load_state(tmp_path / ".scaffold" / "state.json")
+    assert sorted(targets) == sorted(f"{n.mgmt_ip}:9464" for n in state.nodes.values())
+    for target in targets:
+        with urllib.request.urlopen(f"http://{target}/metrics", timeout=10) as response:
+            assert b"scaffold_" in response.read()
+
+
 def _serve_and_fetch(tmp_path: Path, spawn: Any, scaffold: list[str]) -> None:
     web_port, ingress_port = free_port(), free_port()
     spawn(
@@ -156,14 +138,7 @@ def _serve_and_fetch(tmp_path: Path, spawn: Any, scaffold: list[str]) -> None:
         "--directory",
         "site",
     )
-    deadline = time.monotonic() + 15
-    while True:  # the target answers before it is published
-        try:
-            socket.create_connection(("127.0.0.1", web_port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "http.server did not start"
-            time.sleep(0.05)
+    wait_for_port(web_port)  # the target answers before it is published
     publish, publish_log = spawn(
         "publish",
         *scaffold,

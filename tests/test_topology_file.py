@@ -40,19 +40,21 @@ resumable = true
 
 
 def test_examples_exist_and_load() -> None:
-    assert {p.name for p in EXAMPLES} >= {"triangle.toml", "pair.toml", "lossy-wan.toml"}
+    assert {p.name for p in EXAMPLES} >= {"triangle.toml", "demo.toml", "pair.toml", "lossy-wan.toml"}
     for path in EXAMPLES:
         loaded = load_topology(path)
         assert loaded.topology.datacenters and loaded.name
 
 
-def test_triangle_example_is_the_demo_network() -> None:
-    loaded = load_topology(Path(__file__).parent.parent / "examples" / "triangle.toml")
+def test_triangle_is_the_demo_network_serving_nothing_and_demo_adds_its_services() -> None:
     demo = default_topology()
-    assert loaded.topology.datacenters == demo.datacenters
-    assert loaded.topology.backbone == demo.backbone
-    web = next(o for o in demo.objects if o.name == "web")
-    assert web in loaded.topology.objects
+    triangle = load_topology(Path(__file__).parent.parent / "examples" / "triangle.toml").topology
+    with_services = load_topology(Path(__file__).parent.parent / "examples" / "demo.toml").topology
+    for loaded in (triangle, with_services):
+        assert loaded.datacenters == demo.datacenters
+        assert loaded.backbone == demo.backbone
+    assert triangle.objects == ()
+    assert with_services.objects == demo.objects
 
 
 def test_a_good_file() -> None:

@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..runtime import admin
 from ..runtime.tls import Credentials
 
-__all__ = ["add_commands", "controller_access"]
+__all__ = ["add_commands", "controller_access", "record_from"]
 
 Address = tuple[str, int]
 
@@ -74,14 +74,25 @@ def _add_arguments(parser: argparse.ArgumentParser, cls: type[Command]) -> None:
             parser.add_argument(flag, dest=arg.name, type=kind, metavar=arg.name.upper(), help=help_text)
 
 
+def record_from(cls: type[Command], args: argparse.Namespace) -> Command:
+    """The command record a parsed command line asks for; an option not given is left out, so
+    the record's own default applies.
+
+    Raises:
+        UsageError: an argument the record refuses.
+    """
+    given = {arg.name: getattr(args, arg.name) for arg in cls.arguments()}
+    return cls.from_args({name: value for name, value in given.items() if value is not None})
+
+
 def _runner(cls: type[Command]) -> Any:
     def run(args: argparse.Namespace) -> int:
         from ..runtime.aio import run as run_async
 
-        command = cls.from_args({arg.name: getattr(args, arg.name) for arg in cls.arguments()})
+        command = record_from(cls, args)
         address, credentials = controller_access(args)
         result = run_async(admin.call(address, command, credentials=credentials))
-        flat = isinstance(result, dict) and all(not isinstance(v, dict) for v in result.values())
+        flat = isinstance(result, dict) and all(not isinstance(v, dict | list) for v in result.values())
         if args.json or not flat:
             json.dump(result, sys.stdout, indent=None if flat else 2)
             sys.stdout.write("\n")

@@ -11,6 +11,10 @@ SWITCH`` or the first flow switch) through ``deploy.joining.join_from_state``. `
 instead starts an embedded ``Testbed`` in this process, so one command serves a whole demo:
 ``scaffold ingress web --listen :8080 --testbed --publish 127.0.0.1:8000 --publish
 127.0.0.1:8001``.
+
+``scaffold publish`` first says which replicas already serve the name (a new target joins
+them, and the network spreads flows over all of them). With ``--metrics HOST:PORT`` either
+command serves its counters and its host's to Prometheus (docs/operations.md §1).
 """
 
 from __future__ import annotations
@@ -22,14 +26,19 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..core.controller.commands import Status
 from ..deploy.address import parse_address
-from ..errors import ConfigError
+from ..deploy.state_file import DEFAULT_STATE, load_state
+from ..errors import ConfigError, ScaffoldError
 from ..gateway.ingress import Ingress
 from ..gateway.publisher import Publisher
+from ..gateway.stats import GatewayStats
+from ..runtime import admin
 from ..runtime.aio import Address
+from ..runtime.prometheus import Batch, MetricsEndpoint
 
 if TYPE_CHECKING:
     from ..api.host import Host
@@ -65,6 +74,12 @@ def _network_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gateway", metavar="SWITCH", help="joining: the flow switch to attach to")
     parser.add_argument("--host", metavar="HOST", help="with --testbed: the SCAFFOLD host to use")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds open connections get at exit")
+    parser.add_argument(
+        "--metrics",
+        type=_address,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics here: the gateway's counters and its host's",
+    )
 
 
 def add_commands(sub: Any) -> None:
@@ -142,6 +157,58 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def _metrics(
+    args: argparse.Namespace, host: Host, net: Testbed | None, gateways: list[tuple[str, str, GatewayStats]]
+) -> Iterator[None]:
+    """Serve ``--metrics`` while the command runs: each gateway's counters (labelled with its
+    host, role and object), its host's, and with ``--testbed`` the whole embedded network's."""
+    if args.metrics is None:
+        yield
+        return
+
+    def batches() -> list[Batch]:
+        out = [
+            Batch({"node": h, "role": role, "object": args.name}, stats.metrics())
+            for h, role, stats in gateways
+        ]
+        if net is not None:
+            return out + net.network.metric_batches()
+        return [*out, Batch({"node": host.name, "role": "host"}, host.node.metrics())]
+
+    endpoint = MetricsEndpoint(batches, args.metrics)
+    endpoint.start()
+    _say(f"metrics {endpoint.url}")
+    try:
+        yield
+    finally:
+        endpoint.close()
+
+
+async def _replicas(args: argparse.Namespace, net: Testbed | None) -> list[dict[str, Any]]:
+    """The replicas that serve ``args.name`` now, as the controller says (none if it cannot
+    say: publishing does not depend on it)."""
+    try:
+        if net is not None:
+            controller, operator = net.network.controller.address, net.network.operator_credentials
+        else:
+            state = load_state(args.network if args.network else DEFAULT_STATE)
+            controller, operator = state.controller, state.operator()
+        status = await admin.call(controller, Status(), timeout=5.0, credentials=operator)
+    except ScaffoldError:
+        return []
+    for obj in status.get("objects", []):
+        if obj.get("name") == args.name:
+            return list(obj.get("replicas", []))
+    return []
+
+
+def _describe(replicas: list[dict[str, Any]]) -> str:
+    return ", ".join(
+        f"{r['host']} ({r['dc']}, weight {r['weight']}{'' if r['alive'] else ', down'})" for r in replicas
+    )
+
+
 def _read_grant(path: str | None) -> bytes | None:
     if path is None:
         return None
@@ -161,20 +228,10 @@ async def _ingress_main(args: argparse.Namespace) -> int:
                 for i, target in enumerate(args.publish)
             ]
         ingress = Ingress(host, args.name, args.listen, http=args.http, grace=args.grace)
-        try:
-            for publisher in publishers:
-                await publisher.start()
-                target = f"{publisher.target[0]}:{publisher.target[1]}"
-                _say(f"published {target} as {args.name!r} on {publisher.host.name}")
-            await ingress.start()
-            address = ingress.address
-            mode = "http" if args.http else "tcp"
-            _say(f"ingress {mode} {address[0]}:{address[1]} -> {args.name!r} via {host.name}")
-            await _until_signalled()
-        finally:
-            await ingress.close()
-            for publisher in publishers:
-                await publisher.close()
+        gateways = [(host.name, "ingress", ingress.stats)]
+        gateways += [(p.host.name, "publisher", p.stats) for p in publishers]
+        with _metrics(args, host, net, gateways):
+            await _serve_ingress(args, host, ingress, publishers)
         _say(
             json.dumps(
                 {"ingress": ingress.stats.as_json(), "publishers": [p.stats.as_json() for p in publishers]}
@@ -183,8 +240,35 @@ async def _ingress_main(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _serve_ingress(
+    args: argparse.Namespace, host: Host, ingress: Ingress, publishers: list[Publisher]
+) -> None:
+    try:
+        for publisher in publishers:
+            await publisher.start()
+            target = f"{publisher.target[0]}:{publisher.target[1]}"
+            _say(f"published {target} as {args.name!r} on {publisher.host.name}")
+        await ingress.start()
+        address = ingress.address
+        mode = "http" if args.http else "tcp"
+        _say(f"ingress {mode} {address[0]}:{address[1]} -> {args.name!r} via {host.name}")
+        await _until_signalled()
+    finally:
+        await ingress.close()
+        for publisher in publishers:
+            await publisher.close()
+
+
 async def _publish_main(args: argparse.Namespace) -> int:
-    async with _network_host(args, "publish") as (host, _):
+    async with _network_host(args, "publish") as (host, net):
+        others = [r for r in await _replicas(args, net) if r["host"] != host.name]
+        if others:
+            _say(
+                f"note: {args.name!r} is already served by {_describe(others)}; this target joins them "
+                "and the network spreads new flows over all of them by weight"
+            )
+        else:
+            _say(f"{args.name!r} has no replica yet: this target will serve it alone")
         publisher = Publisher(
             host,
             args.name,
@@ -199,7 +283,8 @@ async def _publish_main(args: argparse.Namespace) -> int:
         await publisher.start()
         try:
             _say(f"published {args.target[0]}:{args.target[1]} as {args.name!r} on {host.name}")
-            await _until_signalled()
+            with _metrics(args, host, net, [(host.name, "publisher", publisher.stats)]):
+                await _until_signalled()
         finally:
             with contextlib.suppress(Exception):
                 await publisher.close()

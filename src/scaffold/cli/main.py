@@ -29,6 +29,10 @@ def _demo(args: argparse.Namespace) -> int:
         if not args.netns:
             raise UsageError("--controllers needs --netns (replicas run as processes)")
         options.controllers = args.controllers
+    if args.size is not None:
+        options.size = args.size
+    if args.pace is not None:
+        options.pace = args.pace
     progress = None if args.json else (lambda text: err.print(f"[dim]… {text}[/]"))
     report = run((run_demo_netns if args.netns else run_demo)(options, progress))
     if args.json:
@@ -76,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="netns: replicated controllers on etcd; the leader is SIGKILLed mid-churn",
     )
+    demo.add_argument(
+        "--size",
+        type=_positive,
+        metavar="BYTES",
+        help="bytes each flow downloads (default 2 MiB; 1 MiB with --netns)",
+    )
+    demo.add_argument(
+        "--pace",
+        type=float,
+        metavar="SECONDS",
+        help="the service's pace: seconds per 4 KiB (default 0.025; 0.05 with --netns)",
+    )
     demo.set_defaults(func=_demo)
     from .daemons import add_commands
 
@@ -89,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     from .trust import add_commands as add_trust_commands
 
     add_trust_commands(sub)  # credentials, owner, grant (docs/security.md)
+    from .metrics import add_commands as add_metrics_commands
+
+    add_metrics_commands(sub)  # metrics targets, metrics catalogue (docs/operations.md)
+    from .connect import add_commands as add_connect_commands
+
+    add_connect_commands(sub)  # connect NAME: netcat on an object name
+    from .top import add_commands as add_top_commands
+
+    add_top_commands(sub)  # top: the live view
+    from .dissector import add_commands as add_dissector_commands
+
+    add_dissector_commands(sub)  # dissector path | install: the Wireshark dissector
     return parser
 
 

@@ -26,7 +26,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core.controller import commands
-from ..core.topology import default_topology
+from ..core.topology import Topology, default_topology
+from ..deploy.address import parse_address
 from ..deploy.state_file import (
     DEFAULT_STATE,
     NetworkState,
@@ -44,11 +45,18 @@ from .admin import controller_access
 __all__ = ["add_commands", "print_status"]
 
 Address = tuple[str, int]
+#: the port of every daemon's metrics endpoint in a namespace network, unless given
+DEFAULT_METRICS_PORT = 9464
 
 
 def add_commands(sub: Any) -> None:
     up = sub.add_parser("up", help="run a network described in a topology file")
-    up.add_argument("topology", nargs="?", help="topology file (TOML; default: the demo's network)")
+    up.add_argument(
+        "topology",
+        nargs="?",
+        help="topology file (TOML; default: the demo's network serving nothing; "
+        "examples/demo.toml adds the demo's services)",
+    )
     up.add_argument("--netns", action="store_true", help="one network namespace and process per node (root)")
     up.add_argument("--state", default=str(DEFAULT_STATE), help="state file (default .scaffold/state.json)")
     up.add_argument("--detach", action="store_true", help="netns: leave the network running and return")
@@ -60,6 +68,13 @@ def add_commands(sub: Any) -> None:
         help="netns: replicated controllers on etcd, this many (a 3-member etcd cluster is started)",
     )
     up.add_argument("--etcd", default="", help="netns: the replicas use this etcd cluster (HOST:PORT,...)")
+    up.add_argument(
+        "--metrics",
+        type=_address,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics: embedded, one endpoint for the whole network; --netns, every "
+        "daemon on PORT (0: 9464) of its management address (`scaffold metrics targets` lists them)",
+    )
     up.set_defaults(func=_up)
 
     down = sub.add_parser("down", help="remove the network a state file describes")
@@ -115,10 +130,20 @@ def add_commands(sub: Any) -> None:
 # -- up / down -----------------------------------------------------------------------------
 
 
+def _address(text: str) -> Address:
+    try:
+        return parse_address(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _load(args: argparse.Namespace) -> TopologyFile:
     if args.topology:
         return load_topology(args.topology)
-    return TopologyFile("demo", default_topology(), "")
+    # The demo's network and nothing on it: a first user's `scaffold publish NAME` then
+    # serves NAME alone, not next to the demo's own replicas.
+    demo = default_topology()
+    return TopologyFile("triangle", Topology(demo.datacenters, demo.backbone, (), demo.local_delay), "")
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -132,14 +157,15 @@ def _up(args: argparse.Namespace) -> int:
             )
         remove_state(state_path)  # a stale file from a process that is gone
     if args.netns:
-        return _up_netns(loaded, state_path, args.detach, args.controllers, args.etcd)
+        metrics_port = None if args.metrics is None else args.metrics[1] or DEFAULT_METRICS_PORT
+        return _up_netns(loaded, state_path, args.detach, metrics_port, args.controllers, args.etcd)
     if args.controllers != 1 or args.etcd:
         raise UsageError("--controllers and --etcd need --netns (replicas run as processes)")
     if args.detach:
         raise UsageError("--detach needs --netns (the embedded network lives in this process)")
     from ..runtime.aio import run
 
-    return run(_up_embedded(loaded, state_path, args.controller_port))
+    return run(_up_embedded(loaded, state_path, args.controller_port, args.metrics))
 
 
 def _network_alive(state: NetworkState) -> bool:
@@ -164,13 +190,26 @@ def _wait_for_signal() -> asyncio.Event:
     return stop
 
 
-def _up_netns(loaded: TopologyFile, state_path: Path, detach: bool, controllers: int, etcd: str) -> int:
+def _up_netns(
+    loaded: TopologyFile,
+    state_path: Path,
+    detach: bool,
+    metrics_port: int | None,
+    controllers: int,
+    etcd: str,
+) -> int:
     from ..deploy.netns.network import NetnsNetwork
     from ..runtime.aio import run
 
     async def main() -> int:
         endpoints = [e.strip() for e in etcd.split(",") if e.strip()]
-        net = NetnsNetwork(loaded, state_path=state_path, controllers=controllers, etcd=endpoints)
+        net = NetnsNetwork(
+            loaded,
+            state_path=state_path,
+            metrics_port=metrics_port,
+            controllers=controllers,
+            etcd=endpoints,
+        )
         stop = _wait_for_signal()
         started = time.monotonic()
         start = asyncio.create_task(net.start())
@@ -189,6 +228,7 @@ def _up_netns(loaded: TopologyFile, state_path: Path, detach: bool, controllers:
             f"({len(state.nodes)} processes, {time.monotonic() - started:.1f} s); "
             f"controller {', '.join(f'{h}:{p}' for h, p in state.controller_addresses)}; state {state_path}; "
             f"logs {state.run_dir}"
+            + (f"; metrics on port {metrics_port} of each node" if metrics_port else "")
         )
         if detach:
             return 0
@@ -205,23 +245,28 @@ def _up_netns(loaded: TopologyFile, state_path: Path, detach: bool, controllers:
     return run(main())
 
 
-async def _up_embedded(loaded: TopologyFile, state_path: Path, port: int) -> int:
+async def _up_embedded(loaded: TopologyFile, state_path: Path, port: int, metrics: Address | None) -> int:
     from ..api.host import Host
     from ..deploy.daemons.host import echo
     from ..runtime.aio import EmbeddedNetwork
+    from ..runtime.prometheus import MetricsEndpoint
 
     # The CA and every credential live beside the state file (owner-only); the controller
     # listens on a fixed port if asked (so programs can be pointed at it), and plain-named
-    # objects are served only where the topology allows.
+    # objects are served only where the topology allows -- except on the network `up` runs
+    # without a file, a network to try things on: there a first `scaffold publish NAME` works.
     net = EmbeddedNetwork(
         loaded.topology,
         credentials_dir=credentials_dir(state_path),
-        open_binding=False,
+        open_binding=not loaded.path,
         controller_address=("127.0.0.1", port),
     )
     stop = _wait_for_signal()
     await net.start()
+    endpoint = None if metrics is None else MetricsEndpoint(net.metric_batches, metrics)
     try:
+        if endpoint is not None:
+            endpoint.start()
         for node in net.nodes.values():
             node.stats_interval = 1.0
             node.send_stats()
@@ -244,15 +289,21 @@ async def _up_embedded(loaded: TopologyFile, state_path: Path, port: int) -> int
                 for name, node in net.nodes.items()
             },
             credentials=str(credentials_dir(state_path)),
+            metrics=None if endpoint is None else endpoint.address,
         )
         save_state(state, state_path)
         address = net.controller.address
+        served = ", ".join(o.name for o in loaded.topology.objects) or "nothing yet (`scaffold publish`)"
         _say(
             f"[green]network {loaded.name!r} is up[/] (embedded, {len(net.nodes)} nodes); "
-            f"controller {address[0]}:{address[1]}; state {state_path}. Ctrl-C removes it."
+            f"controller {address[0]}:{address[1]}; serving {served}; state {state_path}"
+            + (f"; metrics {endpoint.url}" if endpoint is not None else "")
+            + ". Ctrl-C removes it."
         )
         await stop.wait()
     finally:
+        if endpoint is not None:
+            endpoint.close()
         await net.close()
         with contextlib.suppress(ConfigError):
             if load_state(state_path).pid == os.getpid():

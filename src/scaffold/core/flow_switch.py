@@ -44,10 +44,16 @@ from .events import Packet, TraceHop
 from .metrics import MetricKind, Sample, define
 from .switch import Switch
 
-__all__ = ["FORWARDED", "FlowSwitch"]
+__all__ = ["FORWARDED", "FORWARDED_BYTES", "FlowSwitch"]
 
 FORWARDED = define(
     "forwarded_packets_total", MetricKind.COUNTER, "Packets a flow switch sent on.", unit="packets"
+)
+FORWARDED_BYTES = define(
+    "forwarded_bytes_total",
+    MetricKind.COUNTER,
+    "Bytes of the packets a flow switch sent on (SCAFFOLD header and segment; no UDP/IP).",
+    unit="bytes",
 )
 
 _PROTOS = frozenset(int(p) for p in Proto)
@@ -74,6 +80,7 @@ class FlowSwitch(Switch):
         self._host_routes: dict[int, str] = {}
         self._moved: dict[int, int] = {}
         self.forwarded = 0
+        self.forwarded_bytes = 0
         #: attached host -> when it was last heard (or started being watched)
         self._heard: dict[str, float] = {}
         #: attached host -> what the controller was last told (True up, False down)
@@ -87,7 +94,11 @@ class FlowSwitch(Switch):
         self._check_at: float | None = None
 
     def metrics(self) -> list[Sample]:
-        return [*super().metrics(), FORWARDED.sample(self.forwarded)]
+        return [
+            *super().metrics(),
+            FORWARDED.sample(self.forwarded),
+            FORWARDED_BYTES.sample(self.forwarded_bytes),
+        ]
 
     def tables_changed(self, names: set[str] | None) -> None:
         # The fast path reads plain typed dicts; msgspec already decoded the keys as ints.
@@ -209,6 +220,7 @@ class FlowSwitch(Switch):
         if flags & _TRACE:
             self._record(buf, now)
         self.forwarded += 1
+        self.forwarded_bytes += len(buf)
         self._out.append((hop, buf))
 
     def _reroute(self, buf: bytearray, host: int) -> str | None:

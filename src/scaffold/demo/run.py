@@ -299,12 +299,16 @@ def _refinement(net: Testbed, run: FlowRun) -> list[dict[str, Any]]:
         {
             "node": t.node,
             "role": t.role,
+            "flow": f"{t.flow:016x}",
+            "ttl": t.ttl,
             "dst": {
                 "obj": str(ObjectId(t.obj)),
                 "dc": ctl.dc_name(t.dc) if t.dc else None,
                 "host": ctl.host_name(t.host) if t.host else None,
                 "socket": str(t.socket) if t.socket else None,
             },
+            # as on the wire (0: not refined yet), to compare with a capture
+            "dst_ids": {"dc": t.dc, "host": t.host, "socket": t.socket},
         }
         for t in hops
     ]
@@ -541,9 +545,7 @@ async def run_demo_netns(
             if failover is not None:
                 failed_over, earlier = await failover
                 # The new leader knows a node's counters only from its first report to it.
-                await wait_until(
-                    lambda: _all_reported(net, targets), 15, "every node's counters at the new leader"
-                )
+                await wait_until(lambda: _all_reported(net, targets), 15, "all counters at the new leader")
             say("flows done")
             report = await _collect_netns(
                 net, clients, scenario, junk_sent, entries_before, entries_with_flows, earlier
@@ -680,14 +682,17 @@ async def _collect_netns(
         {
             "node": node,
             "role": role,
+            "flow": f"{traced:016x}",
+            "ttl": ttl,
             "dst": {
                 "obj": "obj:" + obj,
                 "dc": dc_names.get(dc) if dc else None,
                 "host": host_names.get(host) if host else None,
                 "socket": str(sock) if sock else None,
             },
+            "dst_ids": {"dc": dc, "host": host, "socket": sock},
         }
-        for node, obj, role, dc, host, sock, _, _ in hops
+        for node, obj, role, dc, host, sock, ttl, _ in hops
     ]
     report = _assemble("netns", topology, scenario, refinement, switches, drops, junk_sent)
     report.checks = _checks(report, topology, scenario, uncounted)

@@ -53,6 +53,7 @@ class NodeState(msgspec.Struct):
     pid: int = 0  # netns: the node's process
     start_time: int = 0  # netns: /proc/PID/stat start time of that process
     command: list[str] = []  # netns: how the process was started (for a restart)
+    metrics: Address | None = None  # netns: where its daemon serves Prometheus metrics
 
 
 class LinkState(msgspec.Struct):
@@ -103,6 +104,8 @@ class NetworkState(msgspec.Struct):
     #: the network's credential store (``runtime.tls.CredentialStore``): its CA, every
     #: node's credentials and the operator's, readable by the owner only
     credentials: str = ""
+    #: embedded: the one Prometheus endpoint of the whole network (netns: each node's own)
+    metrics: Address | None = None
 
     def operator(self) -> Credentials:
         """The operator's credentials for this network's controller.
@@ -129,6 +132,11 @@ class NetworkState(msgspec.Struct):
     def controller_addresses(self) -> list[Address]:
         """Every controller replica's address (the one controller's, if not replicated)."""
         return list(self.controllers) or [self.controller]
+
+    def metrics_targets(self) -> list[Address]:
+        """Every Prometheus endpoint of the network (docs/operations.md §1)."""
+        own = [self.metrics] if self.metrics is not None else []
+        return own + [n.metrics for n in self.nodes.values() if n.metrics is not None]
 
     def node(self, name: str) -> NodeState:
         """The node called ``name``.

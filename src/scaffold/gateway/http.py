@@ -114,7 +114,9 @@ class HttpSession:
                 request = await self._read_request()
                 if request is None:
                     break
+                started = asyncio.get_running_loop().time()
                 await self._answer(*request)
+                self.stats.request_latency.observe(asyncio.get_running_loop().time() - started)
                 if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
                     break
                 self.conn.start_next_cycle()

@@ -154,12 +154,15 @@ class Ingress:
             PathError, TimeoutError: no handshake succeeded within ``connect_budget``.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.connect_budget
+        started = loop.time()
+        deadline = started + self.connect_budget
         pause = 0.05
         while True:
             timeout = max(0.05, min(self.connect_timeout, deadline - loop.time()))
             try:
-                return await self.host.open_connection(self.name, timeout=timeout)
+                opened = await self.host.open_connection(self.name, timeout=timeout)
+                self.stats.connect_latency.observe(loop.time() - started)
+                return opened
             except ObjectNotFound:
                 raise
             except (PathError, TimeoutError):

@@ -209,10 +209,13 @@ class Publisher:
             self._streams.discard(task)
 
     async def _carry(self, reader: StreamReader, writer: StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             target_reader, target_writer = await asyncio.wait_for(
                 asyncio.open_connection(*self.target), self.connect_timeout
             )
+            self.stats.connect_latency.observe(loop.time() - started)
         except (OSError, TimeoutError) as exc:
             self.stats.error("target-" + reason_of(exc))
             self._check_failed(f"refused a connection ({exc})")  # a passive health check...

@@ -1,7 +1,9 @@
-"""Counters of one ingress or publisher: connections, bytes, errors by reason, retries.
+"""Counters of one ingress or publisher: connections, bytes, errors by reason, retries, and
+the two latencies a gateway adds (opening the far side, answering an HTTP request).
 
-Counted as plain ints on the data path; ``metrics()`` reads them as samples of the metric
-catalogue (``core/metrics.py``), like every node's, and ``as_json()`` for the CLI.
+Counted as plain ints (and one histogram bisect) on the data path; ``metrics()`` reads them as
+samples of the metric catalogue (``core/metrics.py``), like every node's, and ``as_json()``
+for the CLI.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.metrics import MetricKind, Sample, define
+from ..core.metrics import LATENCY_BUCKETS, Histogram, MetricKind, Sample, define
 
 __all__ = ["GatewayStats"]
 
@@ -39,6 +41,22 @@ ERRORS = define(
     "Connections or requests that failed, by reason.",
     labels=("reason",),
 )
+CONNECT_LATENCY = define(
+    "gateway_connect_duration_seconds",
+    MetricKind.HISTOGRAM,
+    "Time to open the far side of a connection: ingress, the SCAFFOLD stream to a replica "
+    "(retries included); publisher, the TCP connection to the target.",
+    unit="seconds",
+    buckets=LATENCY_BUCKETS,
+)
+REQUEST_LATENCY = define(
+    "gateway_request_duration_seconds",
+    MetricKind.HISTOGRAM,
+    "HTTP ingress: from a request read in full to its response written to the client "
+    "(retries and error answers included).",
+    unit="seconds",
+    buckets=LATENCY_BUCKETS,
+)
 
 
 @dataclass(slots=True)
@@ -52,6 +70,8 @@ class GatewayStats:
     requests: int = 0  # HTTP requests answered (HTTP ingress only)
     retries: int = 0  # HTTP requests sent again on a new stream after a broken one
     errors: Counter[str] = field(default_factory=Counter)
+    connect_latency: Histogram = field(default_factory=lambda: Histogram(CONNECT_LATENCY))
+    request_latency: Histogram = field(default_factory=lambda: Histogram(REQUEST_LATENCY))
 
     def error(self, reason: str) -> None:
         self.errors[reason] += 1
@@ -66,6 +86,8 @@ class GatewayStats:
             REQUESTS.sample(self.requests),
             RETRIES.sample(self.retries),
             *ERRORS.by(self.errors),
+            *self.connect_latency.samples(),
+            *self.request_latency.samples(),
         ]
 
     def as_json(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ __all__ = [
     "Counters",
     "Disallow",
     "Drain",
+    "Events",
     "Link",
     "LinkSettings",
     "MAX_WEIGHT",
@@ -148,6 +149,23 @@ class Counters(Command, frozen=True):
 
     def run(self, controller: Controller, now: float) -> Result:
         raise UsageError("counters are answered by the controller's runtime, which holds the nodes' reports")
+
+
+class Events(Command, frozen=True):
+    """The controller's latest decisions (hosts up and down, binds, churn), oldest first."""
+
+    name = "events"
+    since: Annotated[int, Meta(description="only events numbered above this (a reply's 'last')")] = 0
+    limit: Annotated[int, Meta(description="at most this many, the latest (1 to 1000)")] = 50
+
+    def __post_init__(self) -> None:
+        if self.since < 0:
+            raise UsageError(f"since must be >= 0, got {self.since}")
+        if not 1 <= self.limit <= 1000:
+            raise UsageError(f"limit must be between 1 and 1000, got {self.limit}")
+
+    def run(self, controller: Controller, now: float) -> Result:
+        return controller.recent_events(self.since, self.limit, now)
 
 
 class Link(Command, frozen=True):

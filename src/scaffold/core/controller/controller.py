@@ -50,6 +50,13 @@ SWITCHES = define(
     "switches", MetricKind.GAUGE, "Switches of the topology, by control connection state.", labels=("state",)
 )
 OBJECTS = define("objects", MetricKind.GAUGE, "Objects with at least one registered replica.")
+REGISTRATIONS = define(
+    "registrations_total",
+    MetricKind.COUNTER,
+    "Nodes the controller accepted on a Hello (a first registration or a reconnection), by the "
+    "role of the node (node_role: host, flow-switch, object-switch).",
+    labels=("node_role",),
+)
 
 
 class Controller:
@@ -73,6 +80,8 @@ class Controller:
         self.retention = retention
         self.events: list[ControllerEvent] = []
         self.drops: Counter[str] = Counter()
+        #: Hellos accepted, by role
+        self.registrations: Counter[str] = Counter()
         self._out: list[tuple[str, ControlMessage]] = []
         #: when the pending table changes go out (``COALESCE`` after the first one)
         self._flush_at: float | None = None
@@ -253,6 +262,9 @@ class Controller:
     role: ClassVar[str] = "controller"
     #: how many entries of ``events`` ``next_event`` handed out
     _events_taken: int = 0
+    #: how many events were trimmed off the front of ``events``: event ``events[i]`` is number
+    #: ``events_trimmed + i + 1`` of the log (``recent_events``)
+    events_trimmed: int = 0
 
     def next_event(self) -> ControllerEvent | None:
         """The oldest decision not taken yet; ``events`` keeps them all as a log, trimmed to
@@ -266,7 +278,23 @@ class Controller:
             cut = self._events_taken - EVENT_LOG_KEEP
             del self.events[:cut]
             self._events_taken -= cut
+            self.events_trimmed += cut
         return event
+
+    def recent_events(self, since: int, limit: int, now: float) -> dict[str, Any]:
+        """The log's events numbered above ``since``, at most the latest ``limit`` of them,
+        oldest first, each with its number ``seq``; ``last`` is the number of the latest event
+        (pass it as ``since`` next time) and ``now`` the controller's clock, which ``at`` is on."""
+        last = self.events_trimmed + len(self.events)
+        first = max(since + 1, self.events_trimmed + 1, last - limit + 1)
+        return {
+            "now": now,
+            "last": last,
+            "events": [
+                {"seq": seq, "at": e.at, "kind": e.kind, "target": e.target, "detail": e.detail}
+                for seq, e in enumerate(self.events[first - self.events_trimmed - 1 :], start=first)
+            ],
+        }
 
     def metrics(self) -> list[Sample]:
         alive = sum(1 for r in self.registry.hosts.values() if r.alive)
@@ -279,6 +307,7 @@ class Controller:
             SWITCHES.sample(connected, state="connected"),
             SWITCHES.sample(len(switches) - connected, state="disconnected"),
             OBJECTS.sample(len(self.registry.objects)),
+            *REGISTRATIONS.by(self.registrations),
         ]
 
     # -- commands --------------------------------------------------------------------------
@@ -478,6 +507,7 @@ class Controller:
                 dc=record.dc,
             )
             self._out.append((hello.node, welcome))
+            self.registrations[hello.role] += 1
             self._set_alive(record, True, now, "registered")
             return
         state = self.tables.switches.get(hello.node)
@@ -485,6 +515,7 @@ class Controller:
             self.drops["hello-unknown-node"] += 1
             return
         state.connected = True
+        self.registrations[hello.role] += 1
         self.tables.sync(hello.node)
 
     def _finish_rebinding(self, record: HostRecord) -> None:

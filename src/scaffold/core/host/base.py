@@ -19,9 +19,10 @@ from ...wire import header as wire_header
 from ...wire.header import Flags, Header, Proto
 from ..engine import NodeCore
 from ..events import TraceHop
+from ..metrics import Histogram
 from .events import DrainCompleted, FlowClosed, HostEvent, StreamEventFor
 from .flows import Flow, Listener, Role
-from .stats import StreamTotals
+from .stats import FLOW_PAUSE, StreamTotals
 from .timers import DeadlineHeap
 
 __all__ = ["HEARTBEAT", "SWEEP", "HostStackBase"]
@@ -72,6 +73,8 @@ class HostStackBase(NodeCore[HostEvent]):
         self._timers = DeadlineHeap()
         #: transport counters of streams this host no longer holds (metrics stay monotonic)
         self._ended_streams = StreamTotals()
+        #: the pause of flows whose peer changed, by what changed (host, dc)
+        self.pauses = {change: Histogram(FLOW_PAUSE, change=change) for change in ("host", "dc")}
         #: migrated-away flows: socket id -> (Flow ID, new DC ID, new Host ID, expiry)
         self._forward: dict[int, tuple[int, int, int, float]] = {}
         #: packets that arrived (forwarded) before the flow they belong to was imported

@@ -58,6 +58,8 @@ class Flow:
     bytes_sent: int = 0
     bytes_received: int = 0
     last_active: float = 0.0
+    #: when the last authentic packet of the peer arrived (a change of peer measures the pause)
+    last_received: float = 0.0
     #: every Host ID that answered this flow (more than one only after a failover)
     served_by: list[int] = field(default_factory=list)
     #: the reliable stream state machine of a stream flow

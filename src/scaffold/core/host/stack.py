@@ -139,7 +139,11 @@ class HostStack(StreamFlows, Churn):
         return self._events.popleft() if self._events else None
 
     def metrics(self) -> list[Sample]:
-        return [*super().metrics(), *snapshot(self.flows.values(), len(self.listeners), self._ended_streams)]
+        return [
+            *super().metrics(),
+            *snapshot(self.flows.values(), len(self.listeners), self._ended_streams),
+            *(sample for pauses in self.pauses.values() for sample in pauses.samples()),
+        ]
 
     # -- socket API (what the runtime's sockets call) ------------------------------------
 
@@ -250,6 +254,7 @@ class HostStack(StreamFlows, Churn):
                 self._reset_peer(flow, h, body)
                 return
             self._learn_peer(flow, h, now)
+        flow.last_received = now
         if h.proto == Proto.DATAGRAM:
             self._receive_datagram_segment(flow, h, body, now)
         else:
@@ -266,6 +271,9 @@ class HostStack(StreamFlows, Churn):
             return
         flow.previous_peer = (flow.peer_dc, flow.peer_host, flow.peer_socket)
         flow.peer_changed_at = now
+        if flow.peer_host and flow.last_received and (h.src_host, h.src_dc) != (flow.peer_host, flow.peer_dc):
+            # The flow's pause: from the last word of the peer it had to the first of the new.
+            self.pauses["host" if h.src_host != flow.peer_host else "dc"].observe(now - flow.last_received)
         if h.src_host != flow.peer_host:
             if flow.role == Role.CLIENT:
                 if flow.peer_host:

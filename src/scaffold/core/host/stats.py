@@ -2,7 +2,10 @@
 
 Each stream transport counts for itself (``StreamConnection.stats``); the host adds them up
 only when a snapshot is asked for, over its live streams plus the totals of the streams it
-no longer holds, so the sums never go down (docs/protocol.md §7).
+no longer holds, so the sums never go down (docs/protocol.md §7). ``FLOW_PAUSE`` is the one
+latency a host measures itself: how long a flow heard nothing from its peer before the peer
+changed (a failover or an object migration: another host; a VM migration or a move: the
+same host in another datacenter).
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ from typing import TYPE_CHECKING
 
 from ...transport import StreamConnection
 from ...wire.header import Proto
-from ..metrics import MetricKind, Sample, define
+from ..metrics import LATENCY_BUCKETS, MetricKind, Sample, define
 
 if TYPE_CHECKING:
     from .flows import Flow
 
-__all__ = ["FLOWS", "LISTENERS", "StreamTotals", "snapshot"]
+__all__ = ["FLOWS", "FLOW_PAUSE", "LISTENERS", "StreamTotals", "snapshot"]
 
 FLOWS = define(
     "flows",
@@ -28,6 +31,16 @@ FLOWS = define(
     labels=("proto", "state"),
 )
 LISTENERS = define("listeners", MetricKind.GAUGE, "Objects a host listens on (replicas it serves).")
+FLOW_PAUSE = define(
+    "flow_pause_seconds",
+    MetricKind.HISTOGRAM,
+    "How long a flow had heard nothing from its peer when the peer changed: change=host is a "
+    "failover or an object migration (another replica answers), change=dc a VM migration or a "
+    "move (the same host in another datacenter).",
+    unit="seconds",
+    labels=("change",),
+    buckets=LATENCY_BUCKETS,
+)
 STREAM_DROPS = define(
     "stream_drops_total",
     MetricKind.COUNTER,

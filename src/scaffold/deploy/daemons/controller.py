@@ -22,6 +22,7 @@ from ...runtime.tls import Credentials
 from ..address import parse_address
 from ..topology_file import load_topology
 from .jsonlog import JsonLog
+from .runner import add_metrics_argument, serve_metrics
 
 __all__ = ["DEFAULT_CONTROL_PORT", "add_arguments", "serve"]
 
@@ -57,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--heartbeat-interval", type=float, default=0.2, help="host heartbeat period, s")
     parser.add_argument("--dead-after", type=int, default=3, help="missed heartbeats before a host is dead")
+    add_metrics_argument(parser)
+    parser.add_argument(
+        "--metrics-nodes",
+        action="store_true",
+        help="--metrics also re-exports every node's last report (NodeStats), labelled by node",
+    )
 
 
 async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> None:
@@ -98,9 +105,12 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         store=args.store if isinstance(store, SqliteStore) else "memory",
         restored=saved is not None,
     )
+    metrics = serve_metrics(args, lambda: runtime.metric_batches(nodes=args.metrics_nodes), log)
     try:
         await stop.wait()
     finally:
+        if metrics is not None:
+            metrics.close()
         await runtime.close()
 
 

@@ -17,8 +17,10 @@ from ...api.host import Host, StreamHandler
 from ...api.join import join
 from ...api.streams import StreamReader, StreamWriter
 from ...errors import ConfigError, ScaffoldError
+from ...runtime.prometheus import Batch
 from ..address import parse_address, parse_addresses
 from .jsonlog import JsonLog
+from .runner import serve_metrics
 from .switch import REPORT_RETRY, add_node_arguments, emulated_links, node_credentials, required
 
 __all__ = ["add_arguments", "echo", "serve"]
@@ -116,6 +118,8 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         dc=host.dc,
         address=f"{host.node.address[0]}:{host.node.address[1]}",
     )
+    node = host.node
+    metrics = serve_metrics(args, lambda: [Batch({"node": node.name, "role": "host"}, node.metrics())], log)
     try:
         handler: StreamHandler = echo
         if args.service == "pattern":
@@ -129,5 +133,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
             log.info("serving", object=name, weight=weight, resumable=resumable)
         await stop.wait()
     finally:
+        if metrics is not None:
+            metrics.close()
         await host.close()
         log.info("counters", drops=dict(host.stack.drops), runtime=dict(host.node.stats))

@@ -1,9 +1,11 @@
-"""What every daemon shares: options from flags or a config file, signals, the event loop.
+"""What every daemon shares: options from flags or a config file, signals, the event loop,
+the metrics endpoint.
 
 A daemon is ``async def serve(options, log, stop)``: it starts its node, waits for ``stop``
 (set by SIGTERM or SIGINT), closes its sockets and returns; the process exits 0. A config file
 (``--config FILE.toml``) holds the same settings as the long flags (``listen = "0.0.0.0:7400"``,
-``link = ["west-fs1=4"]``); flags given on the command line win.
+``link = ["west-fs1=4"]``); flags given on the command line win. With ``--metrics HOST:PORT``
+a daemon serves its node's metrics to Prometheus (docs/operations.md §1).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from typing import Any
 
 from ...errors import ConfigError, ScaffoldError
 from ...runtime.aio import run
+from ...runtime.prometheus import MetricsEndpoint, Source
+from ..address import parse_address
 from .jsonlog import JsonLog
 
-__all__ = ["Serve", "parse_peer_values", "run_daemon", "with_config"]
+__all__ = ["Serve", "add_metrics_argument", "parse_peer_values", "run_daemon", "serve_metrics", "with_config"]
 
 Serve = Callable[[argparse.Namespace, JsonLog, asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -38,6 +42,29 @@ def parse_peer_values(items: list[str] | None, what: str) -> dict[str, str]:
             raise ConfigError(f"{what}: want PEER=VALUE, got {item!r}")
         out[peer] = value
     return out
+
+
+def add_metrics_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on this address (GET /metrics; port 0 picks one)",
+    )
+
+
+def serve_metrics(args: argparse.Namespace, source: Source, log: JsonLog) -> MetricsEndpoint | None:
+    """Start the metrics endpoint ``--metrics`` asks for (None if it asks for none); the
+    caller closes it.
+
+    Raises:
+        ConfigError: a bad address, or one that cannot be bound.
+    """
+    if not getattr(args, "metrics", None):
+        return None
+    endpoint = MetricsEndpoint(source, parse_address(args.metrics))
+    endpoint.start()
+    log.info("metrics", url=endpoint.url)
+    return endpoint
 
 
 def with_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv_given: set[str]) -> None:

@@ -27,10 +27,11 @@ from ...errors import ConfigError, ScaffoldError
 from ...runtime import admin
 from ...runtime.aio import AddressBook, EmuLink, NodeRuntime
 from ...runtime.metrics import node_summary
+from ...runtime.prometheus import Batch
 from ...runtime.tls import Credentials
 from ..address import parse_address, parse_addresses
 from .jsonlog import JsonLog
-from .runner import parse_peer_values
+from .runner import add_metrics_argument, parse_peer_values, serve_metrics
 
 __all__ = [
     "DEFAULT_DATA_PORT",
@@ -66,6 +67,7 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
         "--link", action="append", default=[], metavar="PEER=MS", help="egress delay towards a neighbour (ms)"
     )
     parser.add_argument("--stats-interval", type=float, default=1.0, help="report counters this often, s")
+    add_metrics_argument(parser)
     parser.add_argument(
         "--connect-timeout",
         type=float,
@@ -240,6 +242,9 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
     ports = parse_peer_values(args.port, "--port")
     await connect(node, args.connect_timeout, log, stop)
     log.info("started", role=core.role, dc=args.dc, address=f"{node.address[0]}:{node.address[1]}")
+    metrics = serve_metrics(
+        args, lambda: [Batch({"node": node.name, "role": core.role}, node.metrics())], log
+    )
     monitor = (
         asyncio.create_task(PortMonitor(args.name, ports, controller, log, credentials).run(stop))
         if ports
@@ -254,6 +259,8 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
     finally:
+        if metrics is not None:
+            metrics.close()
         if monitor is not None:
             await monitor
         await node.close()

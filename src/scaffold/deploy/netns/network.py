@@ -67,14 +67,17 @@ class NetnsNetwork:
         extra_links: list[tuple[str, str]] | None = None,
         controllers: int = 1,
         etcd: list[str] | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         """``external_hosts`` get their namespace and links but no process: a program joins
         as them with ``join_host`` (say, the demo's clients). ``host_options`` are extra flags
         of every host daemon (``["--service", "pattern"]``). ``extra_links`` are spare links
         (host, flow switch) that are not in the topology: a veth with addresses and routes,
-        unused until the host is re-attached there (``migrate-host``, ``move-host``).
-        ``controllers`` > 1 replicates the controller on etcd: ``etcd`` lists an existing
-        cluster; by default a member runs in each replica's namespace (docs/deployment.md §7)."""
+        unused until the host is re-attached there (``migrate-host``, ``move-host``). With
+        ``metrics_port`` every daemon serves Prometheus metrics on that port of its management
+        address (``NodeState.metrics``). ``controllers`` > 1 replicates the controller on etcd:
+        ``etcd`` lists an existing cluster; by default a member runs in each replica's namespace
+        (docs/deployment.md §7)."""
         from ..topology_file import load_topology
 
         if isinstance(source, Topology):
@@ -95,6 +98,7 @@ class NetnsNetwork:
             if a not in nodes or b not in nodes or {nodes[a], nodes[b]} != {"host", "flow-switch"}:
                 raise ConfigError(f"extra link {a}-{b}: want a host and a flow switch of the topology")
         self.extra_links = list(extra_links or [])
+        self.metrics_port = metrics_port
         self._run_dir_given = run_dir
         self.controllers = controllers
         self.etcd = list(etcd or [])
@@ -165,6 +169,10 @@ class NetnsNetwork:
                 LinkState(a, b, f"v{run_id}{k}a", f"v{run_id}{k}b", octets.link(k, 0), octets.link(k, 1))
             )
         self.state.topology_file = self.loaded.path
+        if self.metrics_port is not None:
+            for node in self.state.nodes.values():
+                if node.name not in self.external_hosts:
+                    node.metrics = (node.mgmt_ip, self.metrics_port)
         self.state.run_dir_temporary = self._run_dir_given is None
         # Every node's certificate names the node IP it announces (docs/security.md).
         store = CredentialStore(credentials_dir(self.state_path))

@@ -199,6 +199,8 @@ def node_command(
     base = [PYTHON, "-m", "scaffold"]
     # Each node's credentials were issued into the network's store (``NetnsNetwork.start``).
     credentials = str(Path(state.credentials) / "nodes" / node.name)
+    # Each daemon serves its metrics in its own namespace, reached on its management address.
+    metrics = [] if node.metrics is None else ["--metrics", f"0.0.0.0:{node.metrics[1]}"]
     tls = ["--credentials", credentials, "--crl", str(Path(state.credentials) / "ca" / "crl.pem")]
     if node.role == "controller" and state.etcd:
         return [
@@ -217,6 +219,7 @@ def node_command(
             "--etcd",
             ",".join(state.etcd),
             *tls,
+            *metrics,
         ]
     if node.role == "controller":
         return [
@@ -231,6 +234,7 @@ def node_command(
             "--store",
             str(Path(state.run_dir) / "controller.sqlite3"),
             *tls,
+            *metrics,
         ]
     controller = ",".join(f"{h}:{p}" for h, p in state.controller_addresses)
     common = [
@@ -251,6 +255,7 @@ def node_command(
             common += ["--link", f"{peer}={link.delay * 1000:g}"]
     if log_debug:
         common.append("--debug")
+    common += metrics
     if node.role == "host":
         serve = [
             f"--serve={obj.name}:{weight}{':resume' if obj.resumable else ''}"

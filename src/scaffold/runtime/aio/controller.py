@@ -16,6 +16,10 @@ runs, later batches wait and then go into the next commit together (a group comm
 commit returns, its batches' records are sent, in order. One replica of several
 (``runtime/etcd``) serves only while it leads (``promote``, ``demote``); a standby answers
 nodes with ``NotLeader`` and operators with the leader's address.
+
+Besides the core's own metrics it counts the decisions it hands on (``controller_events_total``
+by kind) and measures convergence (``runtime/convergence.py``) from the table records it sends
+and the versions the switches report in ``NodeStats``.
 """
 
 from __future__ import annotations
@@ -32,20 +36,32 @@ from typing import Any
 from ...core.controller import Command, Controller, ControllerEvent, StateChange
 from ...core.controller.authorize import admin_refusal, hello_refusal
 from ...core.controller.commands import Counters, Status
-from ...core.metrics import Sample
+from ...core.metrics import MetricKind, Sample, define, total
+from ...core.switch import TABLE_VERSION
 from ...errors import MalformedPacket
 from ...wire import control
 from ..admin import NOT_LEADER
+from ..convergence import ConvergenceTracker
 from ..metrics import node_summary, runtime_metrics
+from ..prometheus import Batch
 from ..store import MemoryStore, Store, controller_outputs
 from ..tls import Credentials, Identity, RevocationList, peer_identity, server_context
 from .links import Address
 
-__all__ = ["ConnectionLimits", "ControllerRuntime"]
+__all__ = ["EVENTS", "ConnectionLimits", "ControllerRuntime"]
+
+EVENTS = define(
+    "controller_events_total",
+    MetricKind.COUNTER,
+    "Decisions the controller took, by kind: host-up, host-down (a failover starts), bind, drain, "
+    "rebalance, object-migration, vm-migration, client-mobility, route-change, port, ...",
+    labels=("kind",),
+)
+_TABLE_RECORDS = (control.TableSync, control.TableDelta)
 
 #: how long a failed commit waits before it is tried again (seconds)
 RETRY_COMMIT = 0.1
-Batch = tuple[list[StateChange], list[tuple[str, control.ControlMessage]]]
+CommitBatch = tuple[list[StateChange], list[tuple[str, control.ControlMessage]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +122,9 @@ class ControllerRuntime:
         self.node_stats: dict[str, control.NodeStats] = {}
         #: called with each decision the controller takes (a daemon logs them)
         self.on_event: Callable[[ControllerEvent, float], None] | None = None
+        #: the decisions handed on so far, by kind
+        self.event_counts: Counter[str] = Counter()
+        self.convergence = ConvergenceTracker()
         self._writers: dict[str, asyncio.StreamWriter] = {}
         self._connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
@@ -119,7 +138,7 @@ class ControllerRuntime:
         #: more for the ``status`` reply (a replica's view of the replicas and etcd)
         self.extra_status: Callable[[], dict[str, Any]] | None = None
         #: group commits: batches waiting for a commit, and the one thread that commits
-        self._waiting: list[Batch] = []
+        self._waiting: list[CommitBatch] = []
         self._committing = False
         self._committer: ThreadPoolExecutor | None = None
 
@@ -229,6 +248,7 @@ class ControllerRuntime:
             name = conn.name
             if name is not None and self._writers.get(name) is writer:
                 del self._writers[name]
+                self.convergence.disconnected(name)
                 if self._loop is not None and not self._loop.is_closed() and self.leading:
                     self.core.node_disconnected(name, self.now())
                     self.flush()
@@ -282,7 +302,7 @@ class ControllerRuntime:
             if conn.name is None or message.node != conn.name:
                 self.stats["stats-from-unregistered"] += 1
             else:
-                self.node_stats[conn.name] = message
+                self._node_stats(message)
             return True
         if isinstance(message, control.Hello):
             return self._hello(conn, message)
@@ -331,9 +351,28 @@ class ControllerRuntime:
                 self.stats["revoked-certificate"] += 1
                 conn.writer.close()
 
+    def _node_stats(self, stats: control.NodeStats) -> None:
+        self.node_stats[stats.node] = stats
+        if stats.role in ("flow-switch", "object-switch"):
+            self.convergence.applied(stats.node, int(total(stats.metrics, TABLE_VERSION.name)), self.now())
+
     def metrics(self) -> list[Sample]:
-        """The controller's metrics: its core's and this runtime's (``stats``)."""
-        return [*self.core.metrics(), *runtime_metrics(self.stats)]
+        """The controller's metrics: its core's and this runtime's (``stats``, events by kind,
+        convergence)."""
+        return [
+            *self.core.metrics(),
+            *runtime_metrics(self.stats),
+            *EVENTS.by(self.event_counts),
+            *self.convergence.metrics(),
+        ]
+
+    def metric_batches(self, *, nodes: bool = False) -> list[Batch]:
+        """The controller's metrics for an exporter, and with ``nodes`` every node's last
+        report (``NodeStats``) too, each labelled with its node and role."""
+        out = [Batch({"node": self.core.name, "role": self.core.role}, self.metrics())]
+        if nodes:
+            out += [Batch({"node": s.node, "role": s.role}, s.metrics) for s in self.node_stats.values()]
+        return out
 
     def _admin(self, request: control.AdminRequest) -> control.AdminReply:
         """``counters`` is answered here (the runtime holds the nodes' reports): each node's
@@ -359,6 +398,7 @@ class ControllerRuntime:
             return
         now = self.now()
         while (event := self.core.next_event()) is not None:
+            self.event_counts[event.kind] += 1
             if self.on_event is not None:
                 self.on_event(event, now)
         if self.store.blocking:
@@ -396,7 +436,7 @@ class ControllerRuntime:
         loop = self._loop
         future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._committed, batches, f))
 
-    def _committed(self, batches: list[Batch], future: Future[None]) -> None:
+    def _committed(self, batches: list[CommitBatch], future: Future[None]) -> None:
         self._committing = False
         if not self.leading:
             return  # stepped down meanwhile: a new leader answers these nodes
@@ -412,6 +452,7 @@ class ControllerRuntime:
         self._commit_waiting()
 
     def _send(self, outputs: list[tuple[str, control.ControlMessage]]) -> None:
+        versions: dict[str, int] = {}
         for node, message in outputs:
             writer = self._writers.get(node)
             if writer is None or writer.is_closing():
@@ -422,6 +463,10 @@ class ControllerRuntime:
                 writer.close()  # a peer that does not read is cut, not buffered for
                 continue
             writer.write(control.frame(message))
+            if isinstance(message, _TABLE_RECORDS):
+                versions[node] = message.version
+        if versions:
+            self.convergence.sent(versions, self.now())
 
     def _arm(self) -> None:
         assert self._loop is not None

@@ -23,6 +23,7 @@ from ...core.topology import Topology
 from ...errors import UsageError
 from ...ids import ObjectId
 from ...transport import StreamOptions
+from ..prometheus import Batch
 from ..store import MemoryStore, Store
 from ..tls import Credentials, CredentialStore
 from .controller import ControllerRuntime
@@ -253,6 +254,17 @@ class EmbeddedNetwork:
             )
 
         await wait_until(applied, timeout, f"object switches to learn {obj.short()}")
+
+    def metric_batches(self) -> list[Batch]:
+        """Every node's metrics and the controller's, each labelled with its node and role
+        (one Prometheus endpoint for the whole network, ``runtime/prometheus.py``)."""
+        return [
+            *self.controller.metric_batches(),
+            *(
+                Batch({"node": name, "role": node.core.role}, node.metrics())
+                for name, node in self.nodes.items()
+            ),
+        ]
 
     def ready(self) -> bool:
         """Every node is ready: switches hold tables, hosts are registered."""
