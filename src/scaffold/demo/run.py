@@ -544,21 +544,22 @@ async def run_demo_netns(
             earlier: dict[str, Any] = {}  # the counters the dead leader held
             if failover is not None:
                 failed_over, earlier = await failover
-                # The new leader knows a node's counters only from its first report to it.
-                await wait_until(lambda: _all_reported(net, targets), 15, "all counters at the new leader")
+                # The new leader knows a node's counters only from its first report to it; one
+                # that never reports fails the checks on counters, not this wait.
+                with contextlib.suppress(TimeoutError):
+                    await wait_until(lambda: _all_reported(net, targets), 15, "all counters")
             say("flows done")
             report = await _collect_netns(
                 net, clients, scenario, junk_sent, entries_before, entries_with_flows, earlier
             )
             if failover is not None:
                 report.failover = failed_over
-                took = report.failover.get("new_leader_after_s")
+                took = failed_over["new_leader_after_s"]
                 report.checks.append(
                     (
                         "a new controller leader after the leader's SIGKILL",
                         took is not None,
-                        f"{report.failover.get('killed')} -> {report.failover.get('leader')} in {took} s"
-                        " (goal: within 2 s)",
+                        f"{failed_over['killed']} -> {failed_over['leader']} in {took} s (goal 2 s)",
                     )
                 )
         finally:
@@ -583,9 +584,8 @@ async def _kill_leader(
     net: NetnsNetwork, after: float, say: Callable[[str], None]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """SIGKILL the leading controller replica ``after`` seconds from now; how long until
-    another one led (asked of the survivors every 50 ms), and the nodes' counters as the
-    dead leader held them (a node killed before it reported to the new leader is in there
-    only)."""
+    another one led (asked of the survivors every 50 ms), and the nodes' counters as the dead
+    leader held them (the only ones of a node killed before it reported to the new leader)."""
     await asyncio.sleep(after)
     status = await admin.call(net.controller, Status(), credentials=net.operator)
     counters = await admin.call(net.controller, Counters(), credentials=net.operator)
