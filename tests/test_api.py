@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -72,9 +73,10 @@ def test_slow_reader_bounds_the_senders_memory() -> None:
             writer.close()
 
         await net.host("dc1-h1").start_server(sleepy, "sleepy")
-        _reader, writer = await net.host("dc2-h1").open_connection("sleepy")
-        transport = writer._ch.flow.transport
-        assert transport is not None
+        client = net.host("dc2-h1")
+        _reader, writer = await client.open_connection("sleepy")
+        transport = client.stack.stream(writer.get_extra_info("socket_id"))
+        high = writer.transport.get_write_buffer_limits()[1]
         payload = os.urandom(4 << 20)
         peak = {"buffered": 0, "in_flight": 0}
         chunk = 32768
@@ -93,9 +95,9 @@ def test_slow_reader_bounds_the_senders_memory() -> None:
             peak["in_flight"] = max(peak["in_flight"], transport.bytes_in_flight)
             await asyncio.sleep(0.01)
         assert not sender.done()
-        # What the writer holds: its send buffer plus at most the one write that drain()
-        # made wait -- not the 4 MiB it wants to send.
-        assert peak["buffered"] <= send_buffer + chunk
+        # What the writer holds: its send buffer, asyncio's high-water mark above it, and at
+        # most the one write that drain() made wait -- not the 4 MiB it wants to send.
+        assert peak["buffered"] <= send_buffer + high + chunk
         assert peak["in_flight"] <= 256 * 1024  # the receiver's whole buffer, never more
         stalled.set()
         await sender
@@ -163,9 +165,15 @@ def test_misuse_raises_usage_errors() -> None:
         with pytest.raises(scaffold.UsageError):
             await host.start_server(echo, "twice")
         _reader, writer = await net.hosts[-1].open_connection("twice")
+        with pytest.raises(scaffold.UsageError, match="TLS"):
+            await writer.start_tls(ssl.create_default_context())
+        writer.write_eof()
+        with pytest.raises(RuntimeError):  # as asyncio's transports
+            writer.write(b"after eof")
+        _reader, writer = await net.hosts[-1].open_connection("twice")
         writer.close()
-        with pytest.raises(scaffold.UsageError):
-            writer.write(b"late")
+        writer.write(b"late")  # dropped, as asyncio drops writes to a closed transport
+        assert writer.is_closing()
         sock = scaffold.socket(scaffold.SOCK_STREAM, host=host)
         with pytest.raises(scaffold.UsageError):
             sock.connect("twice")  # a blocking call on the network's own loop would deadlock
@@ -173,6 +181,9 @@ def test_misuse_raises_usage_errors() -> None:
             scaffold.socket(99, host=host)
         assert issubclass(scaffold.UsageError, scaffold.ScaffoldError)
         assert issubclass(scaffold.ObjectNotFound, scaffold.PathError)
+        # what networking libraries catch: refused for a name nobody serves, reset for a flow
+        assert issubclass(scaffold.ObjectNotFound, ConnectionRefusedError)
+        assert issubclass(scaffold.BrokenPathError, ConnectionResetError)
 
     with_testbed(main)
 

@@ -7,11 +7,13 @@ redirects flows when replicas, hosts or links change. See docs/architecture.md.
 """
 
 from .api.datagram import DatagramEndpoint, DatagramPeer
-from .api.host import Host, Server
+from .api.host import Host, Server, create_connection
 from .api.join import join
+from .api.names import Names, names
 from .api.sockets import SHUT_RD, SHUT_RDWR, SHUT_WR, SOCK_DGRAM, SOCK_STREAM, socket
 from .api.streams import StreamReader, StreamWriter
 from .api.testbed import Testbed
+from .api.transport import FlowSocket, StreamTransport
 from .core.controller import Controller
 from .core.flow_switch import FlowSwitch
 from .core.host import HostStack
@@ -56,6 +58,7 @@ __all__ = [
     "DatagramEndpoint",
     "DatagramPeer",
     "EmbeddedNetwork",
+    "FlowSocket",
     "FlowSwitch",
     "Host",
     "HostSpec",
@@ -63,6 +66,7 @@ __all__ = [
     "Ingress",
     "LinkSpec",
     "MalformedPacket",
+    "Names",
     "ObjectId",
     "ObjectNotFound",
     "ObjectSpec",
@@ -75,14 +79,17 @@ __all__ = [
     "SimNetwork",
     "StreamOptions",
     "StreamReader",
+    "StreamTransport",
     "StreamWriter",
     "TargetUnavailable",
     "Testbed",
     "Topology",
     "UsageError",
     "__version__",
+    "create_connection",
     "default_topology",
     "join",
     "make_topology",
+    "names",
     "socket",
 ]

@@ -7,9 +7,17 @@
   ``MalformedPacket`` is the one error a wire parser raises for untrusted bytes.
 * ``PathError`` -- the path or the service failed (nobody's bug; failover code catches
   only this kind). ``ObjectNotFound`` and ``BrokenPathError`` are the common cases.
+
+Path errors are also in the ``OSError`` family that networking code already catches, so a
+library's retries and messages work on SCAFFOLD streams as on TCP: ``PathError`` is a
+``ConnectionError``, ``ObjectNotFound`` a ``ConnectionRefusedError`` (``errno`` ECONNREFUSED:
+nobody serves the name, as nobody listens on a port) and ``BrokenPathError`` a
+``ConnectionResetError`` (``errno`` ECONNRESET). Their message stays the plain text given.
 """
 
 from __future__ import annotations
+
+import errno
 
 __all__ = [
     "BrokenPathError",
@@ -51,13 +59,23 @@ class MalformedPacket(ProtocolError):
         self.reason = reason
 
 
-class PathError(ScaffoldError):
+class PathError(ScaffoldError, ConnectionError):
     """The path to the service, or the service itself, failed."""
 
 
-class ObjectNotFound(PathError):
+class ObjectNotFound(PathError, ConnectionRefusedError):
     """No replica of the object is registered; an object switch said so explicitly."""
 
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        if self.errno is None:
+            self.errno = errno.ECONNREFUSED
 
-class BrokenPathError(PathError):
+
+class BrokenPathError(PathError, ConnectionResetError):
     """An established flow cannot continue: its peer died or its path broke."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        if self.errno is None:
+            self.errno = errno.ECONNRESET

@@ -2,19 +2,19 @@
 
 A ``Host`` is the ``NodeRuntime`` driving its ``HostStack`` plus the network it belongs to
 (``HostNetwork``: an embedded one, or one joined from outside). It owns the host's event
-routing: each ``HostStack`` event goes to the stream channel, datagram endpoint, server or
-pending connect it belongs to. Application calls come from asyncio tasks on the host's loop;
-after each call the host is *kicked* so the runtime sends what the stack queued.
+routing: each ``HostStack`` event goes to the stream transport (``StreamTransport``),
+datagram endpoint, server or pending connect it belongs to. Application calls come from
+asyncio tasks on the host's loop; after each call the host is *kicked* so the runtime sends
+what the stack queued.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..core.host import (
     DatagramReceived,
@@ -36,82 +36,19 @@ from ..transport import StreamState
 from ..wire.header import Proto
 from .datagram import DatagramEndpoint
 from .network import HostNetwork
-from .streams import StreamChannel, StreamReader, StreamWriter
+from .server import ProtocolFactory, Server
+from .streams import StreamHandler, StreamProtocol, StreamWriter
+from .transport import StreamTransport
 
-__all__ = ["Host", "Server", "StreamHandler"]
+__all__ = ["Host", "Server", "StreamHandler", "create_connection"]
 
-log = logging.getLogger("scaffold.server")
+#: asyncio's default ``limit`` of a ``StreamReader``
+STREAM_LIMIT = 2**16
+P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 _RUNNING = frozenset(
     {StreamState.ESTABLISHED, StreamState.FIN_WAIT, StreamState.CLOSE_WAIT, StreamState.CLOSING}
 )
-
-StreamHandler = Callable[[StreamReader, StreamWriter], Awaitable[None]]
-
-
-class Server:
-    """A stream service bound on an object name (what ``Host.start_server`` returns)."""
-
-    def __init__(
-        self, host: Host, obj: ObjectId, name: str, handler: StreamHandler, *, resumable: bool = False
-    ) -> None:
-        self.host = host
-        self.obj = obj
-        self.name = name
-        self.handler = handler
-        self.resumable = resumable
-        self.tasks: dict[int, asyncio.Task[None]] = {}
-        self.serving = True
-        #: set once a drain finished: the replica left and its last flow ended
-        self.drained = asyncio.Event()
-        self.handled = 0
-        self.failed = 0
-        #: the exceptions handlers raised (other than a broken path), newest last
-        self.errors: list[str] = []
-
-    def _accept(self, channel: StreamChannel) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(channel), name=f"serve:{self.name}")
-        self.tasks[channel.socket_id] = task
-        task.add_done_callback(lambda _: self.tasks.pop(channel.socket_id, None))
-
-    async def _run(self, channel: StreamChannel) -> None:
-        reader, writer = StreamReader(channel), StreamWriter(channel)
-        try:
-            await self.handler(reader, writer)
-            self.handled += 1
-        except BrokenPathError:
-            self.failed += 1  # the client went away; nothing to report to anyone
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.failed += 1
-            self.errors.append(f"{type(exc).__name__}: {exc}")
-            log.exception("handler of %s failed on flow %s", self.name, channel.describe())
-            writer.close()
-        finally:
-            if not channel.migrated:
-                writer.close()
-
-    def _migrated(self, socket_id: int) -> None:
-        task = self.tasks.pop(socket_id, None)
-        if task is not None:
-            task.cancel()
-
-    def close(self) -> None:
-        """Stop accepting: withdraw the replica. Established flows go on."""
-        if self.serving:
-            self.serving = False
-            self.host._unbind(self.obj)
-
-    async def wait_closed(self) -> None:
-        if self.tasks:
-            await asyncio.wait(list(self.tasks.values()))
-
-    async def __aenter__(self) -> Server:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Host:
@@ -136,7 +73,7 @@ class Host:
         self.dc = network.dc_of(node.name)
         self._servers: dict[bytes, Server] = {}
         self._endpoints: dict[bytes, DatagramEndpoint] = {}
-        self._channels: dict[int, StreamChannel] = {}
+        self._transports: dict[int, StreamTransport] = {}
         self._datagram_flows: dict[int, DatagramEndpoint] = {}
         self._connecting: dict[int, asyncio.Future[None]] = {}
         self._resuming: dict[int, Server] = {}
@@ -147,6 +84,18 @@ class Host:
         return f"<Host {self.name} dc={self.dc}>"
 
     # -- plumbing ------------------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this host runs on (every call of its API belongs there).
+
+        Raises:
+            UsageError: the host is not running.
+        """
+        loop = self.node._loop
+        if loop is None:
+            raise UsageError(f"host {self.name} is not running")
+        return loop
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -163,26 +112,26 @@ class Host:
 
     def _on_event(self, stack: HostStack, event: HostEvent, now: float) -> None:
         if isinstance(event, StreamEventFor):
-            channel = self._channels.get(event.socket_id)
-            if channel is not None:
-                was_connected = channel.connected
-                channel.on_event(event.event)
-                if channel.terminated:
-                    self._channels.pop(event.socket_id, None)
-                    self._settle_connect(event.socket_id, channel.error)
-                elif channel.connected:
+            transport = self._transports.get(event.socket_id)
+            if transport is not None:
+                was_connected = transport.connected
+                transport.on_event(event.event)
+                if transport.terminated:
+                    self._transports.pop(event.socket_id, None)
+                    self._settle_connect(event.socket_id, transport.error)
+                elif transport.connected:
                     self._settle_connect(event.socket_id, None)
                     waiting = self._resuming.pop(event.socket_id, None)
                     if waiting is not None and not was_connected:
-                        waiting._accept(channel)
+                        waiting._accept(transport)
         elif isinstance(event, FlowsMigrated):
             server = self._servers.pop(event.obj, None)
             for socket_id in event.socket_ids:
-                channel = self._channels.pop(socket_id, None)
-                if channel is not None:
-                    channel.detach()
                 if server is not None:
                     server._migrated(socket_id)
+                transport = self._transports.pop(socket_id, None)
+                if transport is not None:
+                    transport.detach()
             if server is not None:
                 server.serving = False
         elif isinstance(event, DrainCompleted):
@@ -197,11 +146,11 @@ class Host:
         elif isinstance(event, FlowAccepted):
             self._accepted(event)
         elif isinstance(event, ObjectNotFoundEvent):
-            channel = self._channels.get(event.socket_id)
+            transport = self._transports.get(event.socket_id)
             error: ObjectNotFound | BrokenPathError
-            if channel is not None and channel.connected:
+            if transport is not None and transport.connected:
                 # The flow was established: its server is gone and no replica is left.
-                error = BrokenPathError(f"{channel.describe()}: its server is gone and no replica is left")
+                error = BrokenPathError(f"{transport.describe()}: its server is gone and no replica is left")
             else:
                 error = ObjectNotFound(f"no replica of {self.object_text(event.obj)} is registered")
             self._fail_flow(event.socket_id, error)
@@ -223,17 +172,23 @@ class Host:
             if server is None or not server.serving:
                 self.stack.stream_abort(event.socket_id, self.now())
                 return
-            transport = flow.transport
-            established = transport is not None and transport.state in _RUNNING
-            channel = StreamChannel(self, event.socket_id, connected=not event.resumed or established)
-            self._channels[event.socket_id] = channel
-            if event.resumed and transport is not None:
+            stream = flow.transport
+            established = stream is not None and stream.state in _RUNNING
+            transport = StreamTransport(
+                self,
+                event.socket_id,
+                connected=not event.resumed or established,
+                sockname=(server.name, server.port),
+                peername=(self.host_name(flow.peer_host) or "", flow.peer_socket),
+            )
+            self._transports[event.socket_id] = transport
+            if event.resumed and stream is not None:
                 if established:  # migrated here with its whole state: offsets known now
-                    channel.resume = (transport.send_offset, transport.receive_offset)
-                else:  # taken over: the handler starts once RESUME told us the offsets
+                    transport.resume = (stream.send_offset, stream.receive_offset)
+                else:  # taken over: the protocol starts once RESUME told us the offsets
                     self._resuming[event.socket_id] = server
                     return
-            server._accept(channel)
+            server._accept(transport)
         else:
             endpoint = self._endpoints.get(event.obj)
             if endpoint is None:
@@ -250,15 +205,14 @@ class Host:
         oid = ObjectId(obj)
         listener = self.stack.listeners.get(obj)
         label = listener.name if listener is not None and listener.name else str(oid)
-        server = Server(self, oid, label, handler, resumable=True)
+        server = self._stream_server(oid, label, handler, resumable=True, limit=STREAM_LIMIT)
         self._servers[obj] = server
         return server
 
-    def _fail_flow(self, socket_id: int, error: Exception) -> None:
-        channel = self._channels.pop(socket_id, None)
-        if channel is not None:
-            assert isinstance(error, ObjectNotFound | BrokenPathError)
-            channel.fail(error)
+    def _fail_flow(self, socket_id: int, error: ObjectNotFound | BrokenPathError) -> None:
+        transport = self._transports.pop(socket_id, None)
+        if transport is not None:
+            transport.fail(error)
             with contextlib.suppress(UsageError):
                 self.stack.stream_abort(socket_id, self.now())
         endpoint = self._datagram_flows.get(socket_id)
@@ -294,7 +248,13 @@ class Host:
 
     async def close(self) -> None:
         """Leave the network: close this host's socket and control connection (the
-        controller then marks it dead and withdraws its replicas)."""
+        controller then marks it dead and withdraws its replicas). Its open streams end
+        with ``BrokenPathError``."""
+        for transport in list(self._transports.values()):
+            # Only this end learns it: peers see the host vanish, as in a failure, so a
+            # resumable flow is taken over by another replica rather than reset.
+            transport.fail(BrokenPathError(f"host {self.name} left the network"))
+        self._transports.clear()
         await self.network.leave(self.name)
 
     async def __aenter__(self) -> Host:
@@ -303,25 +263,28 @@ class Host:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def start_server(
+    async def create_server(
         self,
-        handler: StreamHandler,
+        protocol_factory: ProtocolFactory,
         name: str | ObjectId,
         *,
         weight: int = 1,
         resumable: bool = False,
+        port: int = 0,
         grant: bytes | None = None,
     ) -> Server:
-        """Bind object ``name`` on this host and serve each stream with ``handler``.
+        """Bind object ``name`` on this host and serve each stream with a new protocol from
+        ``protocol_factory`` (``loop.create_server``'s shape; any asyncio protocol).
 
         With ``resumable`` any replica can continue a stream given its offsets: when a
-        replica dies, its streams are taken over by another one, whose ``handler`` starts
-        with ``writer.get_extra_info("resume") == (send_offset, receive_offset)``; the
-        service must be able to continue from there (content served by offset, say).
-        An owned object (``ObjectId.from_owner``, or ``owner:KEY/NAME``) needs ``grant``: its
-        owner's signed grant naming this host or its datacenter (``scaffold grant``); the
-        controller checks it and withdraws the replica when it expires. Returns once the
-        object switches know the replica.
+        replica dies, its streams are taken over by another one, whose protocol is made
+        once the offsets are known (``transport.get_extra_info("resume") == (send_offset,
+        receive_offset)``); the service must be able to continue from there (content served
+        by offset, say). ``port`` is only reported (``sockname``). An owned object
+        (``ObjectId.from_owner``, or ``owner:KEY/NAME``) needs ``grant``: its owner's signed
+        grant naming this host or its datacenter (``scaffold grant``); the controller checks
+        it and withdraws the replica when it expires. Returns once the object switches know
+        the replica.
 
         Raises:
             UsageError: the object is already bound on this host, ``weight`` is not in
@@ -329,20 +292,59 @@ class Host:
         """
         obj = ObjectId.of(name)
         label = name if isinstance(name, str) else str(name)
-        if grant is not None:
-            self._check_grant(grant, obj)
-        if obj.raw in self._servers or obj.raw in self.stack.listeners:
-            raise UsageError(f"{label} is already bound on host {self.name}")
-        server = Server(self, obj, label, handler, resumable=resumable)
-        self._servers[obj.raw] = server
+        server = Server(self, obj, label, protocol_factory, resumable=resumable, port=port)
+        await self._serve(server, weight, grant)
+        return server
+
+    async def start_server(
+        self,
+        handler: StreamHandler,
+        name: str | ObjectId,
+        *,
+        weight: int = 1,
+        resumable: bool = False,
+        limit: int = STREAM_LIMIT,
+        port: int = 0,
+        grant: bytes | None = None,
+    ) -> Server:
+        """``asyncio.start_server`` on an object: bind ``name`` and run
+        ``handler(reader, writer)`` in a task for each stream (see :meth:`create_server`,
+        also for ``grant``; a resumable server's handler for a taken-over flow starts with
+        ``writer.get_extra_info("resume")`` set).
+
+        Raises:
+            UsageError: the object is already bound on this host, ``weight`` is not in
+                1..65535, or ``grant`` does not let this host serve the object (now).
+        """
+        obj = ObjectId.of(name)
+        label = name if isinstance(name, str) else str(name)
+        server = self._stream_server(obj, label, handler, resumable=resumable, limit=limit, port=port)
+        await self._serve(server, weight, grant)
         if resumable:
             self._migration_handlers[obj.raw] = handler
-        try:
-            await self._bind(obj, label, weight, resumable=resumable, grant=grant or b"")
-        except BaseException:
-            self._servers.pop(obj.raw, None)
-            raise
         return server
+
+    def _stream_server(
+        self, obj: ObjectId, label: str, handler: StreamHandler, *, resumable: bool, limit: int, port: int = 0
+    ) -> Server:
+        def factory() -> StreamProtocol:
+            return StreamProtocol(limit, server._spawn)
+
+        server = Server(self, obj, label, factory, resumable=resumable, port=port, handler=handler)
+        return server
+
+    async def _serve(self, server: Server, weight: int, grant: bytes | None) -> None:
+        raw = server.obj.raw
+        if grant is not None:
+            self._check_grant(grant, server.obj)
+        if raw in self._servers or raw in self.stack.listeners:
+            raise UsageError(f"{server.name} is already bound on host {self.name}")
+        self._servers[raw] = server
+        try:
+            await self._bind(server.obj, server.name, weight, resumable=server.resumable, grant=grant or b"")
+        except BaseException:
+            self._servers.pop(raw, None)
+            raise
 
     def _check_grant(self, grant: bytes, obj: ObjectId) -> None:
         """What the controller will check, said here first with a clear error."""
@@ -356,10 +358,19 @@ class Host:
         it here now: the controller's ``migrate_object`` brings the replica)."""
         self._migration_handlers[ObjectId.of(name).raw] = handler
 
-    async def open_connection(
-        self, name: str | ObjectId, *, timeout: float | None = 10.0, trace: bool = False
-    ) -> tuple[StreamReader, StreamWriter]:
-        """Open a reliable stream to a replica of object ``name``.
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], P],
+        name: str | ObjectId,
+        *,
+        timeout: float | None = 10.0,
+        trace: bool = False,
+        peername: tuple[str, int] | None = None,
+    ) -> tuple[StreamTransport, P]:
+        """Open a reliable stream to a replica of object ``name`` and run a protocol from
+        ``protocol_factory`` on it (``loop.create_connection``'s shape): its
+        ``connection_made`` has run when this returns. ``peername`` is what the transport
+        reports as its peer (default ``(name, 0)``).
 
         Raises:
             ObjectNotFound: no replica is registered (an object switch answered).
@@ -369,20 +380,47 @@ class Host:
         obj = ObjectId.of(name)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         flow = self.stack.open_stream(obj, self.now(), trace=trace)
-        self._connecting[flow.socket_id] = future
-        channel = StreamChannel(self, flow.socket_id, connected=False)
-        self._channels[flow.socket_id] = channel
+        socket_id = flow.socket_id
+        label = name if isinstance(name, str) else str(name)
+        transport = StreamTransport(
+            self, socket_id, connected=False, sockname=(self.name, socket_id), peername=peername or (label, 0)
+        )
+        self._connecting[socket_id] = future
+        self._transports[socket_id] = transport
         self.kick()
         try:
             await asyncio.wait_for(future, timeout)
+            protocol = protocol_factory()
         except BaseException:
-            self._connecting.pop(flow.socket_id, None)
-            self._channels.pop(flow.socket_id, None)
-            if flow.socket_id in self.stack.flows:
-                self.stack.stream_abort(flow.socket_id, self.now())
+            self._connecting.pop(socket_id, None)
+            self._transports.pop(socket_id, None)
+            if socket_id in self.stack.flows:
+                self.stack.stream_abort(socket_id, self.now())
                 self.kick()
             raise
-        return StreamReader(channel), StreamWriter(channel)
+        transport.start_now(protocol)
+        return transport, protocol
+
+    async def open_connection(
+        self,
+        name: str | ObjectId,
+        *,
+        timeout: float | None = 10.0,
+        trace: bool = False,
+        limit: int = STREAM_LIMIT,
+    ) -> tuple[asyncio.StreamReader, StreamWriter]:
+        """``asyncio.open_connection`` to a replica of object ``name``: asyncio's
+        ``StreamReader`` and a ``StreamWriter`` over a :class:`StreamTransport`.
+
+        Raises:
+            ObjectNotFound: no replica is registered (an object switch answered).
+            BrokenPathError: the handshake timed out or the path broke.
+            TimeoutError: no answer within ``timeout`` seconds.
+        """
+        protocol = StreamProtocol(limit)
+        await self.create_connection(lambda: protocol, name, timeout=timeout, trace=trace)
+        assert protocol.writer is not None
+        return protocol.reader, protocol.writer
 
     async def datagram_endpoint(
         self, bind: str | ObjectId | None = None, *, weight: int = 1
@@ -415,3 +453,22 @@ class Host:
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "dc": self.dc, "host_id": self.stack.host_id}
+
+
+async def create_connection(
+    protocol_factory: Callable[[], P],
+    name: str | ObjectId,
+    *,
+    host: Host,
+    timeout: float | None = 10.0,
+    trace: bool = False,
+) -> tuple[StreamTransport, P]:
+    """``loop.create_connection`` to object ``name`` through ``host``
+    (:meth:`Host.create_connection`).
+
+    Raises:
+        ObjectNotFound: no replica is registered (an object switch answered).
+        BrokenPathError: the handshake timed out or the path broke.
+        TimeoutError: no answer within ``timeout`` seconds.
+    """
+    return await host.create_connection(protocol_factory, name, timeout=timeout, trace=trace)

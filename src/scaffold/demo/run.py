@@ -276,13 +276,13 @@ def _assemble(
 
 
 def _flow_json(run: FlowRun) -> dict[str, Any]:
-    flow = run.writer._ch.flow if run.writer is not None else None
+    packets = run.writer.get_extra_info("packets") if run.writer is not None else (0, 0)
     return {
         "flow": run.flow,
         "object": str(ObjectId.from_name(run.obj)),
         "client": run.client,
         "served_by": run.served_by,
-        "packets": (flow.packets_sent + flow.packets_received) if flow else 0,
+        "packets": sum(packets),
         "bytes": run.checker.offset,
         "verified": run.checker.ok and (run.complete or bool(run.error)),
         "completed": run.complete,

@@ -14,7 +14,6 @@ import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
-from ..api.streams import StreamWriter
 from ..errors import PathError
 from .stats import GatewayStats
 
@@ -47,12 +46,11 @@ async def _pump(reader: ByteReader, writer: ByteWriter, count: Callable[[int], N
 
 
 def abort(writer: ByteWriter) -> None:
-    """Cut a connection: RST for TCP, a stream reset for SCAFFOLD (not a clean EOF)."""
+    """Cut a connection: RST for TCP, a stream reset for SCAFFOLD (not a clean EOF); both
+    are asyncio stream writers."""
     if isinstance(writer, asyncio.StreamWriter):
         writer.transport.abort()
-    elif isinstance(writer, StreamWriter):
-        writer.abort()
-    else:  # pragma: no cover - only the two kinds exist
+    else:  # pragma: no cover - only asyncio writers are pumped
         writer.close()
 
 

@@ -1,0 +1,204 @@
+"""``Server``: a stream service bound on an object name, as an ``asyncio.AbstractServer``.
+
+``Host.create_server(protocol_factory, name)`` returns one; ``Host.start_server(handler,
+name)`` too, with a factory of ``StreamProtocol`` that runs the handler in a task per
+stream (as ``asyncio.start_server`` does) and counts how the handlers ended. ``close()``
+withdraws the replica: object switches stop choosing it for new flows, and established
+flows go on, as asyncio's ``Server.close`` leaves accepted connections open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..ids import ObjectId
+from .streams import StreamHandler, StreamWriter
+from .transport import FlowSocket, StreamTransport
+
+if TYPE_CHECKING:
+    from .host import Host
+
+__all__ = ["ProtocolFactory", "Server"]
+
+log = logging.getLogger("scaffold.server")
+
+ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+
+
+class Server(asyncio.AbstractServer):
+    """A replica of object ``name`` on ``host``, serving each stream with a new protocol."""
+
+    def __init__(
+        self,
+        host: Host,
+        obj: ObjectId,
+        name: str,
+        protocol_factory: ProtocolFactory,
+        *,
+        resumable: bool = False,
+        port: int = 0,
+        handler: StreamHandler | None = None,
+    ) -> None:
+        self.host = host
+        self.obj = obj
+        self.name = name
+        self.protocol_factory = protocol_factory
+        #: ``start_server``'s stream handler (None for ``create_server``)
+        self.handler = handler
+        self.resumable = resumable
+        #: the port it was served on through ``scaffold.names``, for ``sockname``
+        self.port = port
+        #: accepted connections not lost yet, by Socket ID
+        self.connections: dict[int, StreamTransport] = {}
+        #: running handler tasks (``start_server``), by Socket ID
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.serving = True
+        #: set once a drain finished: the replica left and its last flow ended
+        self.drained = asyncio.Event()
+        self.handled = 0
+        self.failed = 0
+        #: the exceptions handlers or the protocol factory raised, newest last
+        self.errors: list[str] = []
+        self._changed = asyncio.Event()
+        self._forever: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<scaffold.Server {self.name!r} on {self.host.name} {'serving' if self.serving else 'closed'}>"
+        )
+
+    # -- from the host -----------------------------------------------------------------------
+
+    def _accept(self, transport: StreamTransport) -> None:
+        """A stream to serve; its protocol is made outside the host's flush."""
+        self.host.loop.call_soon(self._start, transport)
+
+    def _start(self, transport: StreamTransport) -> None:
+        if transport.is_closing() or transport.terminated:
+            return
+        try:
+            protocol = self.protocol_factory()
+        except Exception as exc:
+            self._failed(exc, transport)
+            transport.abort()
+            return
+        self.connections[transport.socket_id] = transport
+        transport.on_lost = self._lost
+        transport.start(protocol)
+
+    def _lost(self, transport: StreamTransport) -> None:
+        self.connections.pop(transport.socket_id, None)
+        self._changed.set()
+
+    def _migrated(self, socket_id: int) -> None:
+        task = self.tasks.pop(socket_id, None)
+        if task is not None:
+            task.cancel()
+
+    def _failed(self, exc: BaseException, transport: StreamTransport) -> None:
+        self.failed += 1
+        self.errors.append(f"{type(exc).__name__}: {exc}")
+        log.error("%r failed on %s", self, transport.describe(), exc_info=exc)
+
+    # -- start_server's handlers -------------------------------------------------------------
+
+    def _spawn(self, reader: asyncio.StreamReader, writer: StreamWriter) -> None:
+        """Run the handler on a new stream (``StreamProtocol.on_connect``)."""
+        assert self.handler is not None
+        transport = writer.transport
+        assert isinstance(transport, StreamTransport)
+        task = self.host.loop.create_task(
+            self._run(self.handler, reader, writer, transport), name=f"serve:{self.name}"
+        )
+        self.tasks[transport.socket_id] = task
+        task.add_done_callback(lambda _: self._ended(transport.socket_id, task))
+
+    def _ended(self, socket_id: int, task: asyncio.Task[None]) -> None:
+        if self.tasks.get(socket_id) is task:
+            del self.tasks[socket_id]
+        self._changed.set()
+
+    async def _run(
+        self,
+        handler: StreamHandler,
+        reader: asyncio.StreamReader,
+        writer: StreamWriter,
+        transport: StreamTransport,
+    ) -> None:
+        try:
+            await handler(reader, writer)
+            self.handled += 1
+        except ConnectionResetError:  # BrokenPathError, or asyncio's "Connection lost"
+            self.failed += 1  # the client went away; nothing to report to anyone
+        except Exception as exc:
+            self._failed(exc, transport)
+        finally:
+            if not transport.migrated:
+                writer.close()
+
+    # -- asyncio.AbstractServer --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop accepting: withdraw the replica. Established flows go on."""
+        if self.serving:
+            self.serving = False
+            self.host._unbind(self.obj)
+        if self._forever is not None and not self._forever.done():
+            self._forever.cancel()
+        self._changed.set()
+
+    def close_clients(self) -> None:
+        """Close every accepted connection (FIN)."""
+        for transport in list(self.connections.values()):
+            transport.close()
+
+    def abort_clients(self) -> None:
+        """Reset every accepted connection (RST)."""
+        for transport in list(self.connections.values()):
+            transport.abort()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self.host.loop
+
+    def is_serving(self) -> bool:
+        return self.serving
+
+    async def start_serving(self) -> None:
+        """Nothing to do: a server serves from the moment ``create_server`` returns."""
+
+    async def serve_forever(self) -> None:
+        """Wait until cancelled (then close and wait until closed) or closed.
+
+        Raises:
+            RuntimeError: the server is closed, or already waited on by another caller.
+            asyncio.CancelledError: once cancelled or closed, as asyncio's.
+        """
+        if self._forever is not None:
+            raise RuntimeError(f"{self!r} is already being awaited on serve_forever()")
+        if not self.serving:
+            raise RuntimeError(f"{self!r} is closed")
+        self._forever = self.host.loop.create_future()
+        try:
+            await self._forever
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._forever = None
+
+    async def wait_closed(self) -> None:
+        """Wait until the server is closed and every connection (and handler) ended."""
+        while self.serving or self.connections or self.tasks:
+            self._changed.clear()
+            await self._changed.wait()
+
+    @property
+    def sockets(self) -> tuple[FlowSocket, ...]:
+        """One stand-in listening socket: ``getsockname()`` is ``(name, port)``."""
+        return (FlowSocket((self.name, self.port), None),)
