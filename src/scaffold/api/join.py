@@ -236,9 +236,7 @@ async def join(
         try:
             await node.start()
         except OSError as exc:
-            raise ScaffoldError(
-                f"cannot reach the controller at {controller[0]}:{controller[1]}: {exc}"
-            ) from None
+            raise ScaffoldError(f"cannot reach the controller at {first[0]}:{first[1]}: {exc}") from None
         await wait_until(
             lambda: core.registered or node.refused is not None, timeout, f"{name} to register", interval=POLL
         )
