@@ -36,6 +36,10 @@ def test_the_demo_in_namespaces_passes_its_checks_and_leaves_nothing(tmp_path: P
 
     options = netns_options()
     options.controllers = 3
+    # Six more processes (replicas, etcd members) on a shared machine, and every decision
+    # committed to etcd before it is sent: each churn event gets 2 s to recover in, and the
+    # flows last long enough for all seven.
+    options.spacing, options.size = 2.0, 3 << 19
     report = run(
         run_demo_netns(
             options,
