@@ -5,6 +5,7 @@ from __future__ import annotations
 from churn_apps import CONTENT, Downloader, recovery, serve_content, stall
 from scaffold.core.controller.commands import Drain, Link, MigrateHost, MigrateObject, MoveHost, SetWeight
 from scaffold.core.controller.tables import COALESCE
+from scaffold.core.flow_switch import FlowSwitch
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.topology import default_topology
 from scaffold.runtime.sim import SimNetwork
@@ -305,3 +306,32 @@ def test_flows_caught_in_their_handshake_by_a_migration_still_complete() -> None
     finish(net, downloader, timeout=30)  # well before any 60 s idle timeout
     assert_exact(downloader)
     assert all(d.ended == "closed" for d in downloader.downloads.values())
+
+
+def test_a_client_that_only_looked_dead_gets_its_flows_back_from_their_servers() -> None:
+    # A busy client process misses heartbeats: the controller withdraws it for a moment.
+    # Its servers' packets are then orphans in its DC; re-resolved on the Object ID they
+    # would reach some replica, which would "take over" the flow from its own server and
+    # leave the client with nothing to read (the netns demo's 40 s hang).
+    net = network(36)
+    client = "west-h2"
+    downloader = Downloader()
+    serve_content(net, REPLICAS, 4 * SIZE)
+    for _ in range(6):
+        downloader.open(net, client)
+    net.run(0.3)
+    assert not downloader.done()
+    net.kill(client)  # silent: no heartbeats, no packets either way
+    assert net.run_while(
+        lambda: not any(e.kind == "host-down" and e.target == client for e in net.controller.events),
+        timeout=2.0,
+    )
+    net.run(1.5)  # the servers retransmit into the gap
+    net.alive.add(client)  # it wakes up: its timers run again, its heartbeat brings it back
+    net.act(client, lambda core, now: None)
+    finish(net, downloader)
+    assert_exact(downloader, 4 * SIZE)
+    assert all(d.ended == "closed" for d in downloader.downloads.values())
+    assert sum(net.host(h).counters["flow-resumed"] for h in REPLICAS) == 0  # no replica died
+    switches = [n for n in net.nodes.values() if isinstance(n, FlowSwitch)]
+    assert sum(sw.drops["orphan-to-client"] for sw in switches) > 0

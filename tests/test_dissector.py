@@ -353,6 +353,8 @@ def test_the_demos_capture_dissects_and_its_ids_match_the_refinement_trace(tmp_p
     ), junk[:5]
     assert all("bad-datagram-type" in r["_ws.expert.message"] for r in junk)
     assert noted  # the server failure's re-resolved packets
+    # the servers' packets say they go to a client (TO_CLIENT)
+    assert any(r["scaffold.flags"] and int(r["scaffold.flags"], 16) & 0x04 for r in ours)
     # The control connections are mutual TLS: Wireshark sees TLS there, and the dissector
     # claims none of it (the hand-built capture above covers plain control records).
     assert not any(r["scaffold_control.type"] for r in rows)

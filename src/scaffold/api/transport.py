@@ -426,7 +426,9 @@ class StreamTransport(asyncio.Transport):
         (the local Socket ID), ``host`` and ``dc`` (this host and its datacenter),
         ``peer_host`` (the serving host, or a server's client host), ``served_by`` (every
         replica that answered this flow), ``resume`` (``(send_offset, receive_offset)`` when
-        this replica took the flow over mid-stream, else None), ``packets`` (sent, received).
+        this replica took the flow over mid-stream, else None), ``packets`` (sent, received),
+        ``state`` (the stream transport's ``StreamState`` value) and ``stats`` (its
+        ``StreamStats``), both None for a datagram flow.
         """
         flow, host = self._flow, self._host
         if name == "peername":
@@ -455,6 +457,10 @@ class StreamTransport(asyncio.Transport):
             return self.resume
         if name == "packets":
             return (flow.packets_sent, flow.packets_received)
+        if name == "state":
+            return None if flow.transport is None else flow.transport.state.value
+        if name == "stats":
+            return None if flow.transport is None else flow.transport.stats
         return default
 
     def is_closing(self) -> bool:

@@ -6,7 +6,8 @@ it cannot route on IDs go to an object switch:
 
 * no DC ID, or no Host ID in this DC -> this DC's object switch refines them;
 * a Host ID of this DC that is gone (dead, drained or unknown) -> the Host ID is cleared,
-  ``REDIRECTED`` is set, and the object switch re-resolves the same Flow ID (§5.1);
+  ``REDIRECTED`` is set, and the object switch re-resolves the same Flow ID (§5.1) -- unless
+  the packet is ``TO_CLIENT`` (a server's): a client is not found by object, it is dropped;
 * a Host ID that moved to another DC -> the DC ID is rewritten and the sender is told to
   refine (a ``REFINE`` signal, §5.3).
 
@@ -57,7 +58,7 @@ FORWARDED_BYTES = define(
 )
 
 _PROTOS = frozenset(int(p) for p in Proto)
-_UNKNOWN_FLAGS = 0xFF & ~int(Flags.TRACE | Flags.REDIRECTED)
+_UNKNOWN_FLAGS = 0xFF & ~int(Flags.TRACE | Flags.REDIRECTED | Flags.TO_CLIENT)
 _TRACE = int(Flags.TRACE)
 _REDIRECTED = int(Flags.REDIRECTED)
 _PRESENCE = int(Proto.PRESENCE)
@@ -67,6 +68,7 @@ _PRESENCE = int(Proto.PRESENCE)
 CHECKS = 6
 #: presence packets from hosts not attached yet that a switch remembers (a bound)
 _EARLY_LIMIT = 1024
+_TO_CLIENT = int(Flags.TO_CLIENT)
 
 
 class FlowSwitch(Switch):
@@ -236,6 +238,13 @@ class FlowSwitch(Switch):
             DST_ROUTE.pack_into(buf, DST_OFFSET, moved_to, host)
             self._signal_source(buf, wire_signal.Signal(wire_signal.SignalType.REFINE, host, moved_to))
             return hop
+        if buf[FLAGS_OFFSET] & _TO_CLIENT:
+            # A server's packet to a client host that is gone -- or only looks gone (missed
+            # heartbeats of a busy process). An object lookup would hand it to some replica
+            # of the object, which would take it for a client's and "take over" the flow
+            # from its own server. The server's RTO repeats it once the client is back.
+            self.drops["orphan-to-client"] += 1
+            return None
         # Orphan: keep the Object ID and Flow ID, forget where it was going (§5.1).
         self.counters["orphan-redirected"] += 1
         DST_LOCATOR.pack_into(buf, DST_OFFSET, self.dc_id, 0, 0)

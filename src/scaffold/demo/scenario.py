@@ -112,6 +112,27 @@ class FlowRun:
     def serving(self) -> str | None:
         return None if self.writer is None else self.writer.get_extra_info("peer_host")
 
+    def describe(self, now: float) -> str:
+        """Where the flow stands: what a stuck flow's failure message says about it."""
+        text = f"flow {self.index} {self.obj} from {self.client}"
+        if self.writer is None:
+            return f"{text}: not open"
+        info = self.writer.get_extra_info
+        last = self.progress[-1][0] if self.progress else 0.0
+        text += (
+            f" [{self.flow}]: {self.checker.offset}/{self.size} bytes, last at t={last:.2f}s"
+            f" (now {now:.2f}s), serving {info('peer_host')}, served by {info('served_by')},"
+            f" transport {info('state')}"
+        )
+        stats = info("stats")
+        if stats is not None:
+            text += (
+                f" (received {stats.bytes_received} bytes in {stats.segments_received} segments,"
+                f" sent {stats.segments_sent} segments, rto {stats.rto:.2f}s,"
+                f" {stats.retransmit_timeouts} timeouts)"
+            )
+        return text
+
     @property
     def complete(self) -> bool:
         return self.done and self.checker.ok and self.checker.offset == self.size
@@ -235,19 +256,37 @@ class Scenario:
         """Start the flows, apply the schedule, wait for every flow to end.
 
         ``before_churn`` runs once the flows are established, just before the first event.
+
+        Raises:
+            TimeoutError: some flow had not ended ``timeout`` s after the last event; the
+                message describes each such flow (bytes, replicas, transport state).
         """
         self.t0 = self.loop.time()
         tasks = [asyncio.create_task(self._download(r)) for r in self.runs]
+        # Each event is judged until the next one, so the next one comes a full spacing
+        # after it: on a loaded machine choosing an event's flows (an admin call) can take
+        # seconds, and a schedule fixed in advance would then leave the flows no time at
+        # all to show they recovered.
+        last = 0.0
         for i, step in enumerate(self._schedule()):
-            await asyncio.sleep(max(0.0, (i + 1) * self.spacing - self.now()))
+            await asyncio.sleep(max(0.0, last + self.spacing - self.now()))
             if i == 0 and before_churn is not None:
                 before_churn()
             kind, target, affected, act = await step()
-            at = self.now()
+            at = last = self.now()
             await act()
             self.events.append(ChurnEvent(at, kind, target, affected))
             self.say(f"t={at:5.2f}s  {kind:<17} {target:<24} {len(affected)} flows affected")
-        await asyncio.wait_for(asyncio.gather(*tasks), timeout)
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        if pending:
+            # Say which flows are stuck, and how, before cancelling them.
+            stuck = [r.describe(self.now()) for r in self.runs if not r.done]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise TimeoutError(f"{len(stuck)} flows unfinished after {timeout} s: " + "; ".join(stuck))
+        for task in done:
+            task.result()
 
     Step = Callable[[], Awaitable[tuple[str, str, list[FlowRun], "Act"]]]
 
@@ -260,7 +299,8 @@ class Scenario:
             return lambda: net.command(command)
 
         async def route_failure() -> tuple[str, str, list[FlowRun], Act]:
-            crossing = [r for r in self.runs if await self._dcs(r) == {"east", "west"}]
+            hosts = await net.controller_hosts()  # one admin call, not one per flow
+            crossing = [r for r in self.runs if self._dcs(r, hosts) == {"east", "west"}]
             return "route-failure", "east-west", crossing, lambda: net.cut_link("east", "west")
 
         async def rebalance() -> tuple[str, str, list[FlowRun], Act]:
@@ -326,11 +366,10 @@ class Scenario:
     def _served_by(self, host: str, obj: str | None = None) -> list[FlowRun]:
         return [r for r in self.runs if not r.done and r.serving() == host and (obj is None or r.obj == obj)]
 
-    async def _dcs(self, run: FlowRun) -> set[str]:
+    def _dcs(self, run: FlowRun, hosts: dict[str, str]) -> set[str]:
         server = run.serving()
         if run.done or server is None:
             return set()
-        hosts = await self.net.controller_hosts()
         return {hosts[run.client], hosts[server]}
 
     def event_reports(self) -> list[dict[str, Any]]:

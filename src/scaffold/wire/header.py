@@ -107,10 +107,13 @@ class Flags(IntFlag):
     TRACE = 0x01
     #: the packet was re-resolved after its Host ID was cleared (failover, §5).
     REDIRECTED = 0x02
+    #: sent by the server end of a flow: its destination is a client, which no object
+    #: lookup can find again, so it is never re-resolved (§3.3, §5.1).
+    TO_CLIENT = 0x04
 
 
 _PROTOS = frozenset(int(p) for p in Proto)
-_KNOWN_FLAGS = int(Flags.TRACE | Flags.REDIRECTED)
+_KNOWN_FLAGS = int(Flags.TRACE | Flags.REDIRECTED | Flags.TO_CLIENT)
 # Enum members by value: a dict lookup per packet instead of an enum constructor call.
 _PROTO_OF = {int(p): p for p in Proto}
 _FLAGS_OF = {value: Flags(value) for value in range(_KNOWN_FLAGS + 1) if not value & ~_KNOWN_FLAGS}

@@ -46,6 +46,7 @@ f.proto = ProtoField.uint8("scaffold.proto", "Proto", base.DEC, PROTOS)
 f.flags = ProtoField.uint8("scaffold.flags", "Flags", base.HEX)
 f.flag_trace = ProtoField.bool("scaffold.flags.trace", "TRACE", 8, nil, 0x01)
 f.flag_redirected = ProtoField.bool("scaffold.flags.redirected", "REDIRECTED", 8, nil, 0x02)
+f.flag_to_client = ProtoField.bool("scaffold.flags.to_client", "TO_CLIENT", 8, nil, 0x04)
 f.ttl = ProtoField.uint8("scaffold.ttl", "TTL")
 f.flow = ProtoField.uint64("scaffold.flow", "Flow ID", base.HEX)
 f.dst_obj = ProtoField.bytes("scaffold.dst.obj", "Destination Object ID")
@@ -97,7 +98,7 @@ local function is_header(tvb)
     if tvb:len() < HEADER_LEN then return false end
     if tvb(0, 1):uint() ~= 1 then return false end
     if PROTOS[tvb(1, 1):uint()] == nil then return false end
-    if bit32.band(tvb(2, 1):uint(), 0xFC) ~= 0 then return false end
+    if bit32.band(tvb(2, 1):uint(), 0xF8) ~= 0 then return false end
     return tvb(12, 32):bytes():tohex() ~= ZERO_OBJECT
 end
 
@@ -183,6 +184,7 @@ local function dissect_data(tvb, pinfo, tree)
     local ft = t:add(f.flags, tvb(2, 1))
     ft:add(f.flag_trace, tvb(2, 1))
     ft:add(f.flag_redirected, tvb(2, 1))
+    ft:add(f.flag_to_client, tvb(2, 1))
     t:add(f.ttl, tvb(3, 1))
     t:add(f.flow, tvb(4, 8))
     t:add(f.dst_obj, tvb(12, 32))

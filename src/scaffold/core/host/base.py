@@ -162,9 +162,11 @@ class HostStackBase(NodeCore[HostEvent]):
     # -- sending -----------------------------------------------------------------------------
 
     def _emit(self, flow: Flow, proto: Proto, segment: bytes, now: float) -> None:
-        flags = Flags.NONE
+        # A server's packets say so: the network must never re-resolve them on the Object
+        # ID, which finds replicas, not the client (docs/protocol.md §3.3).
+        flags = Flags.TO_CLIENT if flow.role == Role.SERVER else Flags.NONE
         if flow.trace and flow.packets_sent == 0:
-            flags = Flags.TRACE
+            flags |= Flags.TRACE
         h = Header(
             proto=proto,
             flow=flow.flow,
