@@ -256,7 +256,7 @@ async def _serve_flow_switch(
             no_offload=False,
         )
         node = await start_pool(
-            options, core, controller.address, listen, JsonLog("bench-fs"), asyncio.Event(), None
+            options, core, [controller.address], listen, JsonLog("bench-fs"), asyncio.Event(), None
         )
         await node.start()
     else:

@@ -21,7 +21,7 @@ from scaffold.runtime.aio.udp import SOL_UDP, UDP_GRO, UDP_SEGMENT, offload_supp
 from scaffold.runtime.sim import SimNetwork
 from scaffold.wire import control
 from scaffold.wire.control import SwitchTables, TableSync
-from scaffold.wire.header import HEADER_LEN, TTL_OFFSET, Flags, Header, Proto, encode
+from scaffold.wire.header import HEADER_LEN, TTL_OFFSET, Flags, Header, Proto, encode, presence
 
 SIZE = 300
 
@@ -92,6 +92,62 @@ def test_a_corrupt_datagram_inside_a_train_is_dropped_alone(corrupt: object, rea
         3,
     ]
     assert core.drops == {reason: 1}
+
+
+def gateway_of_h() -> FlowSwitch:
+    """A flow switch that is the gateway of host ``h`` (Host ID 9), silent 0.6 s = down."""
+    core = FlowSwitch("fs", "dc")
+    tables = SwitchTables(
+        host_routes={1: "a", 2: "b", 9: "h"},
+        object_switch="os",
+        attached={"h": 9},
+        presence_timeout=0.6,
+    )
+    core.receive_control(TableSync(version=1, dc_id=1, tables=tables), 0.0)
+    while core.next_event() is not None:
+        pass
+    return core
+
+
+def liveness(core: FlowSwitch, now: float) -> list[control.HostLiveness]:
+    """Run the switch's due check at ``now``; what it reported."""
+    timer = core.get_timer()
+    if timer is not None and timer <= now:
+        core.handle_timer(now)
+    return [m for m in core.control_to_send() if isinstance(m, control.HostLiveness)]
+
+
+def test_a_host_that_only_sends_trains_stays_alive_at_its_gateway() -> None:
+    core = gateway_of_h()
+    core.receive_datagram(presence(1, 9), "h", 0.0)
+    assert liveness(core, 0.0) == [control.HostLiveness(node="fs", up=["h"])]
+    now = 0.0
+    for seq in range(15):  # 3 s of trains routed whole, no presence packet among them
+        now += 0.2
+        train = bytearray(b"".join(packet(1, 4 * seq + i) for i in range(4)))
+        assert core.route_train(train, SIZE, "h", now) == "a"
+        assert liveness(core, now) == []
+    for _ in range(5):  # silent for longer than the timeout: down
+        now += 0.2
+        reports = liveness(core, now)
+        if reports:
+            break
+    assert reports == [control.HostLiveness(node="fs", down=["h"])]
+
+
+def test_a_presence_packet_inside_a_train_is_taken_not_forwarded() -> None:
+    core = gateway_of_h()
+    beacon = presence(1, 9)
+    # Presence packets alone: of one size, a train for one next hop (the object switch, by
+    # their zero destination) -- never sent on whole.
+    assert core.route_train(bytearray(beacon * 3), len(beacon), "h", 0.1) is None
+    assert core.datagrams_to_send(0.1) == [] and core.forwarded == 0
+    assert liveness(core, 0.1) == [control.HostLiveness(node="fs", up=["h"])]
+    # Behind data (a header alone is shorter: the train's last): the data goes on, it does not.
+    train = bytearray(packet(1, 0) + packet(1, 1) + beacon)
+    assert core.route_train(train, SIZE, "h", 0.2) is None
+    assert [port for port, _ in core.datagrams_to_send(0.2)] == ["a", "a"]
+    assert core.forwarded == 2 and not core.drops
 
 
 def test_garbage_trains_never_crash_the_switch() -> None:

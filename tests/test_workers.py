@@ -1,4 +1,4 @@
-"""Worker processes (docs/deployment.md §7): a flow switch run as ``--workers 2`` carries
+"""Worker processes (docs/deployment.md §8): a flow switch run as ``--workers 2`` carries
 streams while each of its workers is SIGKILLed in turn -- every byte arrives, the pool
 restarts them -- and the ingress spreads over workers that share its port."""
 

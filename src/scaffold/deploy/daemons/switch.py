@@ -11,7 +11,7 @@ the network interface that leads to ``PEER`` and reports every change to the con
 link: the controller marks it down or up and recomputes the DC routes (docs/deployment.md).
 
 With ``--workers N`` (N > 1) the switch runs as N worker processes sharing its UDP address,
-supervised by this one (``switch_pool.py``, docs/deployment.md §7); ``--no-offload`` turns
+supervised by this one (``switch_pool.py``, docs/deployment.md §8); ``--no-offload`` turns
 the kernel's GSO / GRO batching off (one system call per datagram).
 """
 
@@ -33,7 +33,7 @@ from ...runtime.aio import Address, AddressBook, EmuLink, NodeRuntime
 from ...runtime.metrics import node_summary
 from ...runtime.prometheus import Batch
 from ...runtime.tls import Credentials
-from ..address import parse_address
+from ..address import parse_address, parse_addresses
 from .jsonlog import JsonLog
 from .runner import add_metrics_argument, parse_peer_values, serve_metrics
 from .switch_pool import start_pool
@@ -58,7 +58,10 @@ _UNREACHABLE = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno
 def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags every data-plane daemon has."""
     parser.add_argument("--name", help="this node's name, as in the topology")
-    parser.add_argument("--controller", help="the controller's address (HOST:PORT)")
+    parser.add_argument(
+        "--controller",
+        help="the controller's address (HOST:PORT), or every replica's (HOST:PORT,HOST:PORT,...)",
+    )
     parser.add_argument("--credentials", help="this node's credentials directory (its certificate)")
     parser.add_argument(
         "--listen", default=f"0.0.0.0:{DEFAULT_DATA_PORT}", help="UDP address to bind (HOST:PORT)"
@@ -179,7 +182,7 @@ class PortMonitor:
         self,
         node: str,
         ports: dict[str, str],
-        controller: tuple[str, int],
+        controller: list[tuple[str, int]],
         log: JsonLog,
         credentials: Credentials | None = None,
     ) -> None:
@@ -239,17 +242,18 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
     required(args, "name", "dc", "controller")
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: at least 1")
+    controllers = parse_addresses(args.controller)
     core = FlowSwitch(args.name, args.dc) if args.role == "flow" else ObjectSwitch(args.name, args.dc)
     worker = bool(args.worker_of)
     # A worker's controller is its supervisor's hub, a Unix socket (switch_pool.py) in a
     # private directory, so it needs no credentials; the supervisor has the real controller,
     # its certificate, and only it watches ports.
-    controller: Address | str = args.worker_of or parse_address(args.controller)
+    controller: str | list[Address] = args.worker_of or controllers
     credentials = None if worker else node_credentials(args, core.role)
     listen = parse_address(args.listen)
     node: NodeRuntime[NodeEngine]
     if args.workers > 1 and not worker:
-        node = await start_pool(args, core, parse_address(args.controller), listen, log, stop, credentials)
+        node = await start_pool(args, core, controllers, listen, log, stop, credentials)
     else:
         node = NodeRuntime(
             core,
@@ -278,8 +282,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
     )
     monitor = None
     if ports:
-        assert not isinstance(controller, str)
-        monitor = asyncio.create_task(PortMonitor(args.name, ports, controller, log, credentials).run(stop))
+        monitor = asyncio.create_task(PortMonitor(args.name, ports, controllers, log, credentials).run(stop))
     if worker:
         monitor = asyncio.create_task(until_orphaned(stop))
     synced = False

@@ -1,5 +1,5 @@
 """``scaffold switch --workers N``: one switch as N worker processes on one UDP address
-(docs/deployment.md §7).
+(docs/deployment.md §8).
 
 The daemon process becomes the **supervisor**. It binds no data-plane socket: each worker
 binds the switch's address with ``SO_REUSEPORT`` and the kernel spreads the underlay flows
@@ -171,7 +171,7 @@ class SupervisorRuntime(NodeRuntime[SwitchCore]):
     def __init__(
         self,
         core: SwitchCore,
-        controller: Address,
+        controllers: Sequence[Address],
         bind: Address,
         advertise: str | None,
         hub: ControlHub,
@@ -182,7 +182,7 @@ class SupervisorRuntime(NodeRuntime[SwitchCore]):
             core,
             AddressBook(),
             {},
-            controller,
+            controllers,
             bind=bind,
             advertise=advertise,
             data_plane=False,
@@ -261,7 +261,7 @@ def worker_command(args: argparse.Namespace, hub: str, listen: Address, index: i
 async def start_pool(
     args: argparse.Namespace,
     core: SwitchCore,
-    controller: Address,
+    controllers: Sequence[Address],
     listen: Address,
     log: JsonLog,
     stop: asyncio.Event,
@@ -280,7 +280,7 @@ async def start_pool(
     await hub.start()
     address, hold = reserve_port(listen)
     pool = WorkerPool([worker_command(args, hub.address, address, i) for i in range(args.workers)], log)
-    node = SupervisorRuntime(core, controller, address, args.advertise, hub, pool, credentials)
+    node = SupervisorRuntime(core, controllers, address, args.advertise, hub, pool, credentials)
     try:
         await pool.start()
         await hub.wait_for_workers(pool, WORKERS_READY, stop)

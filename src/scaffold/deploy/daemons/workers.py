@@ -1,4 +1,4 @@
-"""Worker processes: one node's work spread over the machine's cores (docs/deployment.md §7).
+"""Worker processes: one node's work spread over the machine's cores (docs/deployment.md §8).
 
 A flow switch keeps no per-flow state, the ingress and the publisher keep only the
 connections they carry: each can run as ``--workers N`` processes sharing one address, the

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from ...core.engine import NodeEngine
@@ -36,6 +36,10 @@ BATCH = 64
 #: (heartbeats) and timers of every other node in the process; a flow switch routing trains
 #: whole is not held to it (forwarding a train costs the same whatever its size)
 READ_BUDGET = 512 * 1024
+#: reads (datagrams or trains) taken from the socket before a timer is handled
+TIMER_DRAIN = 4 * BATCH
+#: how long connecting to one controller replica may take before the next is tried (s)
+CONNECT_TIMEOUT = 1.0
 #: IPv4 + UDP headers: an interface's MTU less this is the largest datagram it sends
 _IP_UDP = 28
 #: a switch says something at least this often, so the controller's idle timeout (30 s)
@@ -62,7 +66,7 @@ class NodeRuntime(Generic[CoreT_co]):
         core: CoreT_co,
         book: AddressBook,
         links: dict[tuple[str, str], EmuLink],
-        controller: Address | str,
+        controller: Address | str | Sequence[Address],
         *,
         bind: Address = ("127.0.0.1", 0),
         rng: random.Random | None = None,
@@ -81,7 +85,11 @@ class NodeRuntime(Generic[CoreT_co]):
         self.name = core.name
         self.book = book
         self.links = links
-        self.controller_address = controller
+        #: every controller replica (one, or several on etcd); the one that answered last first
+        #: (a worker of a switch has one: its hub's Unix socket, deploy/daemons/switch_pool.py)
+        self.controllers: list[Address | str] = (
+            [controller] if isinstance(controller, tuple | str) else [tuple(a) for a in controller]  # type: ignore[misc]
+        )
         self.bind_address = bind
         #: the IP neighbours reach this node on, when it binds a wildcard address (a node
         #: in its own network namespace or on its own machine; docs/deployment.md)
@@ -111,7 +119,9 @@ class NodeRuntime(Generic[CoreT_co]):
         self.closed = False
         #: reopen a broken control connection (switches keep forwarding meanwhile)
         self.reconnect = True
-        self.reconnect_interval = 0.5
+        self.reconnect_interval = 0.25
+        #: a standby replica named the leader: go there now, not after the interval
+        self._redirected = False
         self._flushing = False
         self._again = False
         self._flush_scheduled = False
@@ -206,28 +216,51 @@ class NodeRuntime(Generic[CoreT_co]):
         if settings.up is not None:
             link.up = settings.up
 
+    @property
+    def controller_address(self) -> Address | str:
+        """The controller replica this node tries first (the leader, as far as it knows)."""
+        return self.controllers[0]
+
     async def _open_control(self) -> asyncio.StreamReader:
+        """Connect to the first controller replica that accepts, trying the known leader first.
+
+        Raises:
+            ControllerRefused: the controller refused this node, or a peer is not the
+                network's controller.
+            OSError: no replica accepts.
+        """
         if self.refused is not None:
             raise ControllerRefused(f"the controller refused {self.name}: {self.refused}")
-        if isinstance(self.controller_address, str):
-            # A Unix socket: the supervisor of a switch's workers (deploy/daemons/switch_pool.py),
-            # in a directory only this user may enter -- no TLS there
-            reader, writer = await asyncio.open_unix_connection(self.controller_address)
-        elif self.credentials is None:
-            reader, writer = await asyncio.open_connection(*self.controller_address)
+        error: OSError | None = None
+        for k, address in enumerate(list(self.controllers)):
+            try:
+                if isinstance(address, str):
+                    # A Unix socket: the hub of a switch's workers (deploy/daemons/switch_pool.py),
+                    # in a directory only this user may enter -- no TLS there
+                    connecting = asyncio.open_unix_connection(address)
+                elif self.credentials is None:
+                    connecting = asyncio.open_connection(*address)
+                else:
+                    connecting = asyncio.open_connection(
+                        *address,
+                        ssl=client_context(self.credentials),
+                        ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+                    )
+                reader, writer = await asyncio.wait_for(connecting, CONNECT_TIMEOUT)
+            except (OSError, TimeoutError) as exc:
+                error = exc if isinstance(exc, OSError) else OSError(str(exc))
+                continue
+            if self.credentials is not None and not isinstance(address, str):
+                peer = peer_identity(writer.get_extra_info("ssl_object"))
+                if peer is None or peer.role != "controller":
+                    writer.close()
+                    self.stats["not-the-controller"] += 1
+                    raise ControllerRefused(f"the peer at {address} is not the network's controller")
+            if k:
+                self.controllers.insert(0, self.controllers.pop(k))
+            break
         else:
-            reader, writer = await asyncio.open_connection(
-                *self.controller_address,
-                ssl=client_context(self.credentials),
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-            )
-            peer = peer_identity(writer.get_extra_info("ssl_object"))
-            if peer is None or peer.role != "controller":
-                writer.close()
-                self.stats["not-the-controller"] += 1
-                raise ControllerRefused(
-                    f"the peer at {self.controller_address} is not the network's controller"
-                )
+            raise error or OSError("no controller address")
         self._writer = writer
         self.core.hello(self.address)
         self.flush()
@@ -242,7 +275,9 @@ class NodeRuntime(Generic[CoreT_co]):
             while True:
                 if self._stopping():
                     return
-                await asyncio.sleep(self.reconnect_interval)
+                if not self._redirected:
+                    await asyncio.sleep(self.reconnect_interval)
+                self._redirected = False
                 if self._stopping():
                     return
                 try:
@@ -282,6 +317,13 @@ class NodeRuntime(Generic[CoreT_co]):
     # -- data plane ----------------------------------------------------------------------
 
     def _on_readable(self) -> None:
+        if self._udp is not None and self._loop is not None:
+            self._drain(BATCH)
+            self.flush()
+
+    def _drain(self, reads: int) -> None:
+        """Give the core up to ``reads`` reads from the socket (``READ_BUDGET`` bytes of
+        them taken datagram by datagram); a flow switch routes each train whole if it can."""
         udp = self._udp
         assert udp is not None and self._loop is not None
         now = self._loop.time()
@@ -290,7 +332,7 @@ class NodeRuntime(Generic[CoreT_co]):
         route_train = getattr(self.core, "route_train", None)
         names = self.book.name
         budget = READ_BUDGET
-        for _ in range(BATCH):
+        for _ in range(reads):
             if budget <= 0:
                 break
             got = read()
@@ -315,7 +357,6 @@ class NodeRuntime(Generic[CoreT_co]):
             budget -= len(data)
             for offset in range(0, len(data), size):
                 receive(bytes(data[offset : offset + size]), port, now)
-        self.flush()
 
     def _forward_train(self, hop: str, train: Train, size: int, now: float) -> None:
         """Send on a train the core routed whole, after what it queued before it (order)."""
@@ -423,8 +464,17 @@ class NodeRuntime(Generic[CoreT_co]):
         assert self._loop is not None
         self._timer = None
         self._timer_at = None
+        # What already arrived comes before what is due: a timer that fires while the loop
+        # lags behind the socket must not take packets waiting in it for silence (a gateway
+        # declaring a host dead, a sender's retransmission timeout).
+        self._read_pending()
         self.core.handle_timer(self._loop.time())
         self.flush()
+
+    def _read_pending(self) -> None:
+        """Give the core what waits in the socket (a bounded number of reads)."""
+        if self._udp is not None and self._loop is not None:
+            self._drain(TIMER_DRAIN)
 
     def _send_all(self, out: list[tuple[str, Packet]], now: float) -> None:
         """Send a batch: consecutive datagrams to one neighbour go out as one train (one
@@ -472,6 +522,18 @@ class NodeRuntime(Generic[CoreT_co]):
 
     # -- control plane -------------------------------------------------------------------
 
+    def _follow(self, message: control.NotLeader) -> None:
+        """A standby replica answered: try the leader it names first, at once (§6.8)."""
+        self.stats["controller-redirected"] += 1
+        if message.leader is not None:
+            leader = (str(message.leader[0]), int(message.leader[1]))
+            if leader in self.controllers:
+                self.controllers.remove(leader)
+            self.controllers.insert(0, leader)
+            self._redirected = True
+        else:
+            self.controllers.append(self.controllers.pop(0))  # nobody leads yet: the next one
+
     async def _read_control(self, reader: asyncio.StreamReader) -> None:
         # The controller is authenticated (TLS), but its table syncs are not chunked yet.
         decoder = control.FrameDecoder(control.MAX_FRAME_FROM_CONTROLLER)
@@ -488,6 +550,9 @@ class NodeRuntime(Generic[CoreT_co]):
                 return
             now = self._loop.time()
             for message in messages:
+                if isinstance(message, control.NotLeader):
+                    self._follow(message)
+                    return
                 try:
                     if self.on_control is not None:
                         self.on_control(message)
