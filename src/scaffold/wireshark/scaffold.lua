@@ -32,7 +32,8 @@ local MAX_ITEMS = 1000000     -- items of one record walked at all
 
 local scaffold = Proto("scaffold", "SCAFFOLD")
 
-local PROTOS = { [1] = "DATAGRAM", [2] = "STREAM", [3] = "SIGNAL" }
+local PROTOS = { [1] = "DATAGRAM", [2] = "STREAM", [3] = "SIGNAL", [4] = "PRESENCE" }
+local PRESENCE = 4
 local DGRAM_TYPES = { [1] = "DATA", [2] = "CLOSE", [3] = "MOVED" }
 local STREAM_TYPES = {
     [1] = "SYN", [2] = "SYN_ACK", [3] = "DATA", [4] = "FIN",
@@ -100,7 +101,8 @@ local function is_header(tvb)
     if tvb(0, 1):uint() ~= 1 then return false end
     if PROTOS[tvb(1, 1):uint()] == nil then return false end
     if bit32.band(tvb(2, 1):uint(), 0xF8) ~= 0 then return false end
-    return tvb(12, 32):bytes():tohex() ~= ZERO_OBJECT
+    -- a presence packet names no object: only its source is set (protocol §6.2)
+    return tvb(1, 1):uint() == PRESENCE or tvb(12, 32):bytes():tohex() ~= ZERO_OBJECT
 end
 
 local function malformed(tree, pinfo, reason)
@@ -195,6 +197,11 @@ local function dissect_packet(tvb, pinfo, tree)
     t:add(f.src_dc, tvb(60, 4))
     t:add(f.src_host, tvb(64, 8))
     t:add(f.src_socket, tvb(72, 4))
+    if proto == PRESENCE then
+        -- a host's sign of life to its gateway flow switch, a header alone (protocol §6.2)
+        pinfo.cols.info = string.format("PRESENCE src=%d/%s", tvb(60, 4):uint(), tostring(tvb(64, 8):uint64()))
+        return
+    end
     -- How far the destination is refined: Obj ID -> DC ID -> Host ID -> Socket ID (§3).
     local level = "Object ID"
     if tvb(44, 4):uint() ~= 0 then level = "DC ID" end
@@ -222,6 +229,8 @@ local function packet_size(tvb)
         return HEADER_LEN + 44 + tvb(HEADER_LEN + 40, 1):uint() * 8 + tvb(HEADER_LEN + 2, 2):uint()
     elseif proto == 3 then
         return HEADER_LEN + 20
+    elseif proto == PRESENCE then
+        return HEADER_LEN
     end
     return tvb:len()
 end
@@ -233,7 +242,7 @@ local function dissect_data(tvb, pinfo, tree)
     if not is_header(tvb) then return 0 end
     local total = tvb:len()
     local size = packet_size(tvb)
-    if size > HEADER_LEN and size < total and total - size >= HEADER_LEN and is_header(tvb(size):tvb()) then
+    if size >= HEADER_LEN and size < total and total - size >= HEADER_LEN and is_header(tvb(size):tvb()) then
         local count = 0
         for offset = 0, total - 1, size do
             dissect_packet(tvb(offset, math.min(size, total - offset)):tvb(), pinfo, tree)
