@@ -54,7 +54,11 @@ class Daemons:
     def start(self, name: str, *argv: str) -> None:
         with open(self.tmp / f"{name}.log", "wb") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "scaffold", *argv], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+                [sys.executable, "-m", "scaffold", *argv],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                cwd=self.tmp,  # a controller's default store (.scaffold/) is the test's own
             )
 
     def log(self, name: str) -> list[dict[str, object]]:
