@@ -1,4 +1,4 @@
-"""Handshakes in a whole simulated network (docs/protocol.md §4.2.6, §4.2.7, §4.3): data on SYN
+"""Handshakes in a whole simulated network (docs/protocol.md §4.2.7, §4.2.8, §4.3): data on SYN
 across a replica's death, RETRY under load, bounded answers to forged sources, signals that
 are only hints."""
 

@@ -335,7 +335,7 @@ def test_liveness_random_bytes_raise_only_malformed(data: bytes) -> None:
 
 NAMES = st.text(max_size=20)
 ADDRESSES = st.tuples(st.text(max_size=15), st.integers(1, 65535))  # a port is 1..65535 (§6.6)
-REPLICAS = st.lists(st.tuples(U64, U64), max_size=4)
+REPLICAS = st.lists(st.tuples(U64, U64), max_size=4).map(tuple)
 HEX_IDS = OBJECTS.map(bytes.hex)
 
 TABLES = st.builds(
@@ -392,7 +392,7 @@ SAMPLE_MESSAGES: list[control.ControlMessage] = [
     Bind(ObjectId.from_name("web").raw.hex(), 2, "web"),
     TableDelta(
         version=5,
-        upsert=SwitchTables(dc_routes={2: "west-fs1"}, wide={"ab" * 32: [(1, 1), (2, 3)]}),
+        upsert=SwitchTables(dc_routes={2: "west-fs1"}, wide={"ab" * 32: ((1, 1), (2, 3))}),
         remove=TableKeys(host_routes=[7]),
     ),
 ]

@@ -1,4 +1,4 @@
-"""20,000 spoofed SYNs at one replica of a ``scaffold up`` network (docs/protocol.md §4.2.7).
+"""20,000 spoofed SYNs at one replica of a ``scaffold up`` network (docs/protocol.md §4.2.8).
 
 The SYNs claim to come from another host of the network (the victim), so every answer goes
 there. Bounded: the replica keeps state for a few hundred of them and answers the rest with

@@ -1,4 +1,4 @@
-"""The opening handshake's extras (docs/protocol.md §4.2.3, §4.2.6, §4.2.7, §4.3): data on SYN,
+"""The opening handshake's extras (docs/protocol.md §4.2.3, §4.2.7, §4.2.8, §4.3): data on SYN,
 the anti-amplification budget, bounded SYN-ACK retransmissions, RETRY, verified signals."""
 
 from __future__ import annotations

@@ -101,8 +101,9 @@ class Host:
         return asyncio.get_running_loop().time()
 
     def kick(self) -> None:
-        """Let the runtime send what the stack queued."""
-        self.node.flush()
+        """Let the runtime send what the stack queued (once the loop's current turn is over,
+        with whatever else the application queued in it)."""
+        self.node.flush_soon()
 
     def host_name(self, host_id: int) -> str | None:
         return self.network.host_name(host_id) if host_id else None
@@ -374,7 +375,7 @@ class Host:
         reports as its peer (default ``(name, 0)``).
 
         ``data`` is written first; up to one segment of it rides in the SYN (data on SYN,
-        docs/protocol.md §4.2.6), so the replica's handler reads it a round trip earlier. A
+        docs/protocol.md §4.2.7), so the replica's handler reads it a round trip earlier. A
         SYN may reach a replica twice (a retransmission re-resolved after a replica died, or a
         replay): put there only what the service may safely see twice, as with TCP Fast Open.
 

@@ -20,7 +20,7 @@ the client gets 502; no replica at all is 503; a failure after the response star
 than ``buffer_limit`` bytes already relayed) can only cut the client connection.
 
 A stream is opened only once a whole request has arrived, and an idempotent request rides in
-the stream's SYN (data on SYN, docs/protocol.md §4.2.6): the replica answers one round trip
+the stream's SYN (data on SYN, docs/protocol.md §4.2.7): the replica answers one round trip
 sooner. Other requests are sent after the handshake, so they reach at most one replica.
 
 Slow clients are bounded: a request's head must arrive within ``header_timeout`` (else
@@ -53,7 +53,7 @@ HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
 
-#: opens a stream to the object; the bytes ride in its SYN (docs/protocol.md §4.2.6)
+#: opens a stream to the object; the bytes ride in its SYN (docs/protocol.md §4.2.7)
 OpenUpstream = Callable[[bytes], Awaitable[tuple[StreamReader, StreamWriter]]]
 
 
@@ -297,7 +297,7 @@ class HttpSession:
         self, request: h11.Request, body: bytes, idempotent: bool
     ) -> tuple[Upstream, bool]:
         """The stream to send ``request`` on: the open one, or a new one; whether the request
-        already went (in the new stream's SYN: only an idempotent one may, §4.2.6)."""
+        already went (in the new stream's SYN: only an idempotent one may, §4.2.7)."""
         if self.upstream is not None:
             return self.upstream, False
         conn = h11.Connection(h11.CLIENT)

@@ -8,7 +8,7 @@ it there (flow affinity). Several ingresses may serve one object; they share not
 Raw mode (the default) pumps bytes both ways (``pump.pump_both``: half-close and
 backpressure carried through). The client's first bytes -- whatever it sent within
 ``first_data_wait`` of connecting -- ride in the stream's SYN (data on SYN, docs/protocol.md
-§4.2.6), so the replica has them one round trip earlier. Opening the stream is retried within
+§4.2.7), so the replica has them one round trip earlier. Opening the stream is retried within
 ``connect_budget`` seconds when it breaks or times out, which covers the moment a replica died
 and the network has not withdrawn it yet; the first bytes go again on the new stream (a
 replica that died before answering may have seen them: at least once, as with TCP Fast Open;
@@ -89,6 +89,7 @@ class Ingress:
         header_timeout: float = HEADER_TIMEOUT,
         syn_data: bool = True,
         first_data_wait: float = FIRST_DATA_WAIT,
+        reuse_port: bool = False,
     ) -> None:
         """An ingress for object ``name`` through ``host``, listening on ``listen``.
 
@@ -111,6 +112,9 @@ class Ingress:
         self.http_options = dataclasses.replace(
             http_options or HttpOptions(), header_timeout=header_timeout, idle_timeout=idle_timeout
         )
+        #: share the listening address with other processes (``--workers``: the kernel
+        #: spreads the connections over them, each one served by one process to its end)
+        self.reuse_port = reuse_port
         self.stats = GatewayStats()
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -147,7 +151,7 @@ class Ingress:
         try:
             # Our own accept loop (not asyncio.start_server): at the connection cap it stops
             # reading the listening socket, and clients wait in the kernel's queue.
-            sock = socket.create_server((address, port), backlog=BACKLOG)
+            sock = socket.create_server((address, port), backlog=BACKLOG, reuse_port=self.reuse_port)
         except OSError as exc:
             why = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
             raise ConfigError(f"ingress for {self.name!r} cannot listen on {address}:{port}: {why}") from exc

@@ -59,7 +59,7 @@ class SegmentBuilder:
         self, kind: StreamType, seq: int, flags: int, now: float, payload: bytes = b"", token: int = 0
     ) -> bytes:
         """One segment; without the ACK flag its ``ack`` field carries ``token`` (a SYN's
-        retry token, docs/protocol.md §4.2.7)."""
+        retry token, docs/protocol.md §4.2.8)."""
         receive = self._receive
         window = receive.window(self._recv_buffer)
         ack = token
@@ -72,7 +72,15 @@ class SegmentBuilder:
         self.ts_last = ts = self.timestamp(now)
         self.segments_sent += 1
         echo = self._acks.ts_recent
-        return wire.encode(StreamSegment(kind, self._nonce, seq, ack, window, flags, ts, echo, sack, payload))
+        if sack:
+            return wire.encode(
+                StreamSegment(kind, self._nonce, seq, ack, window, flags, ts, echo, sack, payload)
+            )
+        # Most segments carry no SACK option: packed straight, without a StreamSegment (the
+        # fields are ours and in range; wire.encode checks what a caller hands it).
+        return (
+            wire.FIXED.pack(kind, flags, len(payload), window, self._nonce, seq, ack, ts, echo, 0) + payload
+        )
 
     def export_state(self) -> BuilderState:
         return BuilderState(ts_last=self.ts_last, segments_sent=self.segments_sent)

@@ -4,14 +4,16 @@ Segments in (:meth:`~StreamMachine.receive_segment`), segments out
 (:meth:`~StreamMachine.segments_to_send`), timers (:meth:`~StreamMachine.get_timer`,
 :meth:`~StreamMachine.handle_timer`) and the moves through the state tables of
 ``state.py``: the handshake (§4.2.3), RESUME (§4.2.5, ``resume.py``), the close (§4.2.3),
-liveness (§4.2.4), data on SYN and RETRY (§4.2.6, §4.2.7), signals verified before they
+liveness (§4.2.4), data on SYN and RETRY (§4.2.7, §4.2.8), signals verified before they
 end the stream (§4.3). It delegates our direction to :class:`~.sender.Sender` (send stream,
 scoreboard, congestion control, RTT), the peer's to :class:`~.receiver.Receiver`
 (reassembly, ACK policy), encoding to :class:`~.builder.SegmentBuilder` and keepalives to
 :class:`~.liveness.Liveness`. ``connection.py`` adds the application's side on top.
 
 Sequence numbers are stream offsets from 0 in each direction; the flow's nonce keeps blind
-and stale segments out (§4.2.2). Nothing here reads a clock: time comes in as ``now``.
+and stale segments out (§4.2.2). Path-MTU probes (PROBE, answered by PROBE-ACK, §4.2.6) go
+out with the segments of a synchronized connection; the search is the sender's
+(``pmtu.py``). Nothing here reads a clock: time comes in as ``now``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ _CLOSED = StreamState.CLOSED
 _TIME_WAIT = StreamState.TIME_WAIT
 _DATA = StreamType.DATA
 _FIN = StreamType.FIN
+_PROBE = StreamType.PROBE
+_PROBE_ACK = StreamType.PROBE_ACK
+#: the probe's padding: the probed segment size and room for the largest SACK option
+_SACK_ROOM = 32
 _ACK = int(StreamFlags.ACK)  # a plain int: IntFlag arithmetic builds enum members per call
 _SYN_RECEIVED = StreamState.SYN_RECEIVED
 #: header + fixed segment bytes of a packet: what an answer to an unproven source costs
@@ -77,6 +83,7 @@ class StreamMachine:
         "_liveness",
         "_nonce",
         "_opt",
+        "_probe_ack",
         "_receiver",
         "_retries_followed",
         "_role",
@@ -110,6 +117,7 @@ class StreamMachine:
         self._control: StreamType | None = None  # SYN, SYN-ACK, RESUME or RESUME-ACK to send
         self._keepalive_pending = False
         self._rst_pending = False
+        self._probe_ack = 0  # a PROBE's size to answer with PROBE-ACK
         self._closed_last = False  # we shut down after the peer's FIN: no TIME_WAIT
         self._time_wait_deadline: float | None = None
         # deadlines() caches the earliest exact and coarse deadlines until one of our methods
@@ -117,9 +125,9 @@ class StreamMachine:
         self._timer: float | None = None
         self._coarse: float | None = None
         self._timer_stale = True
-        #: bytes of our stream the SYN carries (data on SYN, §4.2.6), fixed at connect()
+        #: bytes of our stream the SYN carries (data on SYN, §4.2.7), fixed at connect()
         self._syn_data = 0
-        #: the server's retry token our SYN carries (RETRY, §4.2.7); 0: none
+        #: the server's retry token our SYN carries (RETRY, §4.2.8); 0: none
         self._token = 0
         self._retries_followed = 0
         #: a signal under verification: (termination reason, deadline) (§4.3)
@@ -127,7 +135,7 @@ class StreamMachine:
 
     # -- network side ------------------------------------------------------------------------------
 
-    def receive_segment(self, data: bytes, now: float) -> None:
+    def receive_segment(self, data: bytes | memoryview, now: float) -> None:
         """Process one transport segment from the network.
 
         Never raises for bad input: malformed, wrong-nonce, out-of-window or unexpected
@@ -147,6 +155,7 @@ class StreamMachine:
         self._segments_received += 1
         self._timer_stale = True
         self._suspect = None  # an authentic segment: the peer is there, whatever a signal said
+        self._sender.pmtu.heard = True  # the path works (path-MTU probes, §4.2.6)
         kind = segment.type
         if kind is _DATA or kind is _FIN or kind is StreamType.KEEPALIVE:
             self._on_stream_segment(segment, now)
@@ -158,10 +167,12 @@ class StreamMachine:
             self._on_syn_ack(segment, now)
         elif kind is StreamType.RESUME:
             self._on_resume(segment, now)
+        elif kind is StreamType.RESUME_ACK:
+            self._on_resume_ack(segment, now)
         elif kind is StreamType.RETRY:
             self._on_retry(segment)
         else:
-            self._on_resume_ack(segment, now)
+            self._on_path_probe(segment, now)
 
     def segments_to_send(self, now: float) -> list[bytes]:
         """The segments to put on the wire now (window and congestion limited)."""
@@ -179,7 +190,7 @@ class StreamMachine:
             self._send_control(self._control, now, out)
             self._control = None
         if state is _SYN_RECEIVED:
-            # Data before the client's ACK (an answer to data on SYN, §4.2.6), within the
+            # Data before the client's ACK (an answer to data on SYN, §4.2.7), within the
             # anti-amplification budget ``_on_syn`` set as the peer's window.
             self._sender.write(now, out, build)
         elif state in SYNCHRONIZED:
@@ -188,6 +199,16 @@ class StreamMachine:
             if self._keepalive_pending:
                 self._keepalive_pending = False
                 out.append(build(StreamType.KEEPALIVE, self._sender.stream.nxt, _ACK, now))
+            if self._probe_ack:
+                out.append(build(_PROBE_ACK, self._probe_ack, 0, now))
+                self._probe_ack = 0
+            sender = self._sender
+            pmtu = sender.pmtu
+            # Probe only when larger segments would carry something: more than one segment
+            # is buffered (a request and its response of a few bytes never pay for a probe).
+            if pmtu.pending and state is not _TIME_WAIT and sender.stream.buffered > sender.mss:
+                size = pmtu.next_probe(now, sender.rtt.interval())
+                out.append(build(_PROBE, size, 0, now, bytes(size + _SACK_ROOM)))
             if self._receiver.acks.immediate:
                 out.append(build(_DATA, self._sender.stream.nxt, _ACK, now))
         return out
@@ -224,6 +245,7 @@ class StreamMachine:
             self._receiver.acks.deadline,
             self._time_wait_deadline,
             self._suspect[1] if self._suspect is not None else None,
+            sender.pmtu.deadline,
         ):
             if at is not None and (exact is None or at < exact):
                 exact = at
@@ -253,7 +275,7 @@ class StreamMachine:
             return
         if sender.rto_deadline is not None and now >= sender.rto_deadline:
             sender.rto_deadline = None
-            self._on_retransmission_timeout()
+            self._on_retransmission_timeout(now)
             if self._state is _CLOSED:
                 return
         if sender.persist_deadline is not None and now >= sender.persist_deadline:
@@ -261,6 +283,9 @@ class StreamMachine:
                 self._terminate(TerminationReason.RETRY_LIMIT)
                 return
             self._keepalive_pending = True
+        pmtu = sender.pmtu
+        if pmtu.deadline is not None and now >= pmtu.deadline and pmtu.on_timer(now):
+            self._keepalive_pending = True  # its answer tells whether the path works
         acks = self._receiver.acks
         if acks.deadline is not None and now >= acks.deadline:
             acks.deadline = None
@@ -344,7 +369,7 @@ class StreamMachine:
         if self._state is _IDLE:
             self._state = HANDSHAKE[_IDLE, Happening.SYN]
             # Until the client's ACK proves its address, answer at most _AMPLIFICATION times
-            # what the SYN brought: the window we may use is capped to that (§4.2.6).
+            # what the SYN brought: the window we may use is capped to that (§4.2.7).
             budget = _AMPLIFICATION * (_PACKET_OVERHEAD + len(segment.payload)) - 2 * _PACKET_OVERHEAD
             self._sender.peer_right_edge = min(segment.window, max(budget, 0))
         elif self._state is not _SYN_RECEIVED:
@@ -355,7 +380,7 @@ class StreamMachine:
         self._control = StreamType.SYN_ACK
         self._liveness.last_rx = now
         if segment.payload:
-            # Data on SYN: state exists for the flow now, so the bytes are taken (§4.2.6);
+            # Data on SYN: state exists for the flow now, so the bytes are taken (§4.2.7);
             # a retransmitted SYN's copy is a duplicate.
             self._receiver.on_data(segment, now)
 
@@ -367,7 +392,7 @@ class StreamMachine:
         if established is not None:
             sender = self._sender
             if segment.ack:
-                # The server took the first bytes from our SYN: they are delivered (§4.2.6).
+                # The server took the first bytes from our SYN: they are delivered (§4.2.7).
                 # Bytes it did not take are sent again as data, like any unacknowledged byte.
                 stream = sender.stream
                 stream.acknowledge(segment.ack)
@@ -388,13 +413,13 @@ class StreamMachine:
         sender = self._sender
         sender.on_answer()
         if sender.recovery.segments is not None:
-            sender.arm_rto(now)  # data a server sent before the client's ACK (§4.2.6)
+            sender.arm_rto(now)  # data a server sent before the client's ACK (§4.2.7)
         self._state = state
         self._events.push(Connected())
         self._close_step(now)
 
     def _on_retry(self, segment: StreamSegment) -> None:
-        """The server keeps no state for our SYN until it carries the token (§4.2.7)."""
+        """The server keeps no state for our SYN until it carries the token (§4.2.8)."""
         if (
             self._role != "client"
             or self._state is not StreamState.SYN_SENT
@@ -446,7 +471,7 @@ class StreamMachine:
         elif kind is StreamType.KEEPALIVE:
             receiver.on_probe(segment.ts_value)
 
-    def _on_retransmission_timeout(self) -> None:
+    def _on_retransmission_timeout(self, now: float) -> None:
         if self._state in HANDSHAKING:
             # A SYN-ACK or RESUME answers a source that has not proven itself yet: few retries.
             passive = self._state is not StreamState.SYN_SENT
@@ -455,8 +480,23 @@ class StreamMachine:
                 self._control = HANDSHAKE_SEGMENT[self._state]
             else:
                 self._terminate(TerminationReason.HANDSHAKE_TIMEOUT)
-        elif not self._sender.on_retransmission_timeout(self._opt.max_retries):
+        elif not self._sender.on_retransmission_timeout(self._opt.max_retries, now):
             self._terminate(TerminationReason.RETRY_LIMIT)
+
+    def _on_path_probe(self, segment: StreamSegment, now: float) -> None:
+        """PROBE: answer it (its padding is dropped); PROBE-ACK: the size it names got
+        through (§4.2.6)."""
+        if self._state not in SYNCHRONIZED:
+            self._drop("not-established")
+            return
+        self._liveness.last_rx = now
+        if segment.type is _PROBE:
+            self._probe_ack = segment.seq
+            return
+        sender = self._sender
+        mss = sender.pmtu.on_probe_ack(segment.seq, now)
+        if mss is not None:
+            sender.set_mss(mss)
 
     # -- send path ---------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Liveness bundles: the keepalives of many stream flows in one packet (proto 4,
+"""Liveness bundles: the keepalives of many stream flows in one packet (proto 5,
 docs/protocol.md §4.4).
 
 A host whose streams to one peer host are due for a keepalive sends one PROBE listing them;

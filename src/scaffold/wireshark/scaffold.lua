@@ -2,8 +2,8 @@
 --
 -- Dissects what scaffold puts on the wire (docs/protocol.md):
 --   * the 76-byte SCAFFOLD header (§2) of every data-plane UDP datagram, and after it
---   * the datagram segment (proto 1, §4.1), the stream segment (proto 2, §4.2) or the signal
---     (proto 3, §4.3);
+--   * the datagram segment (proto 1, §4.1), the stream segment (proto 2, §4.2), the signal
+--     (proto 3, §4.3) or the liveness bundle (proto 5, §4.4);
 --   * the control connection's framing and records (§6.1): a 4-byte length, then one
 --     MessagePack map whose "type" names the record. Control connections protected by TLS
 --     cannot be read this way (Wireshark shows them as TLS).
@@ -32,12 +32,16 @@ local MAX_ITEMS = 1000000     -- items of one record walked at all
 
 local scaffold = Proto("scaffold", "SCAFFOLD")
 
-local PROTOS = { [1] = "DATAGRAM", [2] = "STREAM", [3] = "SIGNAL" }
+local PROTOS = { [1] = "DATAGRAM", [2] = "STREAM", [3] = "SIGNAL", [4] = "PRESENCE", [5] = "LIVENESS" }
+local PRESENCE = 4
+local LIVENESS = 5
 local DGRAM_TYPES = { [1] = "DATA", [2] = "CLOSE", [3] = "MOVED" }
 local STREAM_TYPES = {
     [1] = "SYN", [2] = "SYN_ACK", [3] = "DATA", [4] = "FIN",
     [5] = "RST", [6] = "KEEPALIVE", [7] = "RESUME", [8] = "RESUME_ACK",
+    [9] = "PROBE", [10] = "PROBE_ACK", [11] = "RETRY",
 }
+local BUNDLE_TYPES = { [1] = "PROBE", [2] = "ANSWER" }
 local SIGNAL_TYPES = { [1] = "OBJECT_NOT_FOUND", [2] = "REFINE", [3] = "UNREACHABLE" }
 
 local f = scaffold.fields
@@ -83,6 +87,12 @@ f.sig_type = ProtoField.uint8("scaffold.signal.type", "Type", base.DEC, SIGNAL_T
 f.sig_a = ProtoField.uint64("scaffold.signal.a", "Argument a")
 f.sig_b = ProtoField.uint64("scaffold.signal.b", "Argument b")
 
+f.lv_type = ProtoField.uint8("scaffold.liveness.type", "Type", base.DEC, BUNDLE_TYPES)
+f.lv_count = ProtoField.uint16("scaffold.liveness.count", "Entries")
+f.lv_bundle = ProtoField.uint32("scaffold.liveness.bundle", "Bundle ID")
+f.lv_socket = ProtoField.uint32("scaffold.liveness.socket", "Socket ID")
+f.lv_nonce = ProtoField.uint64("scaffold.liveness.nonce", "Flow nonce", base.HEX)
+
 local ef_malformed = ProtoExpert.new(
     "scaffold.malformed", "Malformed SCAFFOLD packet", expert.group.MALFORMED, expert.severity.ERROR)
 local ef_redirected = ProtoExpert.new(
@@ -99,7 +109,8 @@ local function is_header(tvb)
     if tvb(0, 1):uint() ~= 1 then return false end
     if PROTOS[tvb(1, 1):uint()] == nil then return false end
     if bit32.band(tvb(2, 1):uint(), 0xF8) ~= 0 then return false end
-    return tvb(12, 32):bytes():tohex() ~= ZERO_OBJECT
+    -- a presence packet names no object: only its source is set (protocol §6.2)
+    return tvb(1, 1):uint() == PRESENCE or tvb(12, 32):bytes():tohex() ~= ZERO_OBJECT
 end
 
 local function malformed(tree, pinfo, reason)
@@ -143,7 +154,8 @@ local function dissect_stream(tvb, pinfo, tree)
     local payload_at = 44 + count * 8
     if size < payload_at + length then return malformed(sub, pinfo, "truncated") end
     if size > payload_at + length then return malformed(sub, pinfo, "bad-length") end
-    if length > 0 and kind ~= 3 and kind ~= 4 then return malformed(sub, pinfo, "bad-length") end
+    -- DATA and FIN carry the stream's bytes, a SYN its first ones (§4.2.7), PROBE its padding (§4.2.6)
+    if length > 0 and kind ~= 1 and kind ~= 3 and kind ~= 4 and kind ~= 9 then return malformed(sub, pinfo, "bad-length") end
     for i = 0, count - 1 do
         local at = 44 + i * 8
         local start, stop = tvb(at, 4):uint(), tvb(at + 4, 4):uint()
@@ -172,10 +184,30 @@ local function dissect_signal(tvb, pinfo, tree)
     pinfo.cols.info:append(" " .. SIGNAL_TYPES[kind])
 end
 
-local SEGMENTS = { [1] = dissect_datagram, [2] = dissect_stream, [3] = dissect_signal }
+-- The keepalives of many stream flows between two hosts (protocol §4.4).
+local function dissect_liveness(tvb, pinfo, tree)
+    local sub = tree:add(scaffold, tvb, "Liveness bundle")
+    if tvb:len() < 8 then return malformed(sub, pinfo, "truncated") end
+    local kind, count = tvb(0, 1):uint(), tvb(2, 2):uint()
+    sub:add(f.lv_type, tvb(0, 1))
+    sub:add(f.lv_count, tvb(2, 2))
+    sub:add(f.lv_bundle, tvb(4, 4))
+    if BUNDLE_TYPES[kind] == nil then return malformed(sub, pinfo, "bad-bundle-type") end
+    if count > 90 or (kind == 1 and count == 0) or tvb:len() ~= 8 + 12 * count then
+        return malformed(sub, pinfo, "bad-length")
+    end
+    for i = 0, count - 1 do
+        local at = 8 + i * 12
+        local entry = sub:add(scaffold, tvb(at, 12), "Flow")
+        entry:add(f.lv_socket, tvb(at, 4))
+        entry:add(f.lv_nonce, tvb(at + 4, 8))
+    end
+    pinfo.cols.info:append(string.format(" %s bundle=%d flows=%d", BUNDLE_TYPES[kind], tvb(4, 4):uint(), count))
+end
 
-local function dissect_data(tvb, pinfo, tree)
-    if not is_header(tvb) then return 0 end
+local SEGMENTS = { [1] = dissect_datagram, [2] = dissect_stream, [3] = dissect_signal, [5] = dissect_liveness }
+
+local function dissect_packet(tvb, pinfo, tree)
     pinfo.cols.protocol = "SCAFFOLD"
     local proto, flags = tvb(1, 1):uint(), tvb(2, 1):uint()
     local t = tree:add(scaffold, tvb(0, HEADER_LEN), "SCAFFOLD header")
@@ -194,6 +226,11 @@ local function dissect_data(tvb, pinfo, tree)
     t:add(f.src_dc, tvb(60, 4))
     t:add(f.src_host, tvb(64, 8))
     t:add(f.src_socket, tvb(72, 4))
+    if proto == PRESENCE then
+        -- a host's sign of life to its gateway flow switch, a header alone (protocol §6.2)
+        pinfo.cols.info = string.format("PRESENCE src=%d/%s", tvb(60, 4):uint(), tostring(tvb(64, 8):uint64()))
+        return
+    end
     -- How far the destination is refined: Obj ID -> DC ID -> Host ID -> Socket ID (§3).
     local level = "Object ID"
     if tvb(44, 4):uint() ~= 0 then level = "DC ID" end
@@ -211,7 +248,42 @@ local function dissect_data(tvb, pinfo, tree)
     else
         SEGMENTS[proto](tvb(HEADER_LEN):tvb(), pinfo, tree)
     end
+end
+
+-- The size of the SCAFFOLD packet ``tvb`` starts with, where its segment says (streams and
+-- signals); else all of ``tvb``.
+local function packet_size(tvb)
+    local proto = tvb(1, 1):uint()
+    if proto == 2 and tvb:len() >= HEADER_LEN + 44 then
+        return HEADER_LEN + 44 + tvb(HEADER_LEN + 40, 1):uint() * 8 + tvb(HEADER_LEN + 2, 2):uint()
+    elseif proto == 3 then
+        return HEADER_LEN + 20
+    elseif proto == PRESENCE then
+        return HEADER_LEN
+    elseif proto == LIVENESS and tvb:len() >= HEADER_LEN + 8 then
+        return HEADER_LEN + 8 + tvb(HEADER_LEN + 2, 2):uint() * 12
+    end
     return tvb:len()
+end
+
+-- A capture taken where a node sends (loopback) may hold a GSO train as the kernel had it
+-- before splitting it: packets of one size back to back, the last maybe shorter (protocol
+-- §3.3). When another header follows the first packet, each is dissected on its own.
+local function dissect_data(tvb, pinfo, tree)
+    if not is_header(tvb) then return 0 end
+    local total = tvb:len()
+    local size = packet_size(tvb)
+    if size >= HEADER_LEN and size < total and total - size >= HEADER_LEN and is_header(tvb(size):tvb()) then
+        local count = 0
+        for offset = 0, total - 1, size do
+            dissect_packet(tvb(offset, math.min(size, total - offset)):tvb(), pinfo, tree)
+            count = count + 1
+        end
+        pinfo.cols.info:append(string.format(" [train of %d]", count))
+    else
+        dissect_packet(tvb, pinfo, tree)
+    end
+    return total
 end
 
 function scaffold.dissector(tvb, pinfo, tree)

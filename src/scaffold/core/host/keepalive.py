@@ -24,7 +24,7 @@ from ...errors import MalformedPacket
 from ...transport import StreamState
 from ...wire import header as wire_header
 from ...wire import liveness as wire_liveness
-from ...wire.header import Header, Proto
+from ...wire.header import Flags, Header, Proto
 from ...wire.liveness import MAX_ENTRIES, Bundle, BundleType
 from .base import BUNDLES, HostStackBase
 from .flows import Flow, PendingBundle
@@ -170,5 +170,6 @@ class Keepalives(HostStackBase):
         else:
             # Answered even when empty: the prober's flows then probe alone at once.
             answer = Bundle(BundleType.ANSWER, bundle.bundle_id, held)
-            reply = h.reply(Proto.LIVENESS, self.dc_id, self.host_id)
+            # A server's answer to a client host (TO_CLIENT): never re-resolved to a replica.
+            reply = h.reply(Proto.LIVENESS, self.dc_id, self.host_id, flags=Flags.TO_CLIENT)
             self._out.append((self.gateway, wire_header.encode(reply, wire_liveness.encode(answer))))

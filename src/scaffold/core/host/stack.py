@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from ...errors import MalformedPacket, UsageError
 from ...ids import ObjectId
+from ...transport.pmtu import SACK_ROOM
 from ...wire import control
 from ...wire import datagram as wire_datagram
 from ...wire import header as wire_header
@@ -26,7 +27,8 @@ from ...wire import signal as wire_signal
 from ...wire import stream as wire_stream
 from ...wire.control import ControlMessage
 from ...wire.datagram import DatagramSegment, DatagramType
-from ...wire.header import HEADER_LEN, Flags, Header, Proto
+from ...wire.header import DELIVERY, HEADER_LEN, VERSION, Flags, Header, Proto
+from ...wire.stream import MAX_PAYLOAD
 from ..events import Address, Datagram, NeighboursLearned, Packet, TraceHop
 from ..metrics import Sample
 from .base import BUNDLES, HEARTBEAT, LIVENESS_BATCH, SWEEP
@@ -50,6 +52,9 @@ __all__ = ["STRAGGLER_WINDOW", "HostStack"]
 _NONCE = {Proto.DATAGRAM: wire_datagram.NONCE, Proto.STREAM: wire_stream.NONCE}
 #: how long after a peer moved its old locator's packets are taken as stragglers (seconds)
 STRAGGLER_WINDOW = 0.5
+_STREAM = int(Proto.STREAM)
+_STREAM_MIN = HEADER_LEN + wire_stream.FIXED_LEN
+_TRACE = int(Flags.TRACE)
 
 
 class HostStack(StreamFlows, Keepalives, Churn):
@@ -72,13 +77,16 @@ class HostStack(StreamFlows, Keepalives, Churn):
                     obj=listener.obj.hex(), weight=listener.weight, name=listener.name, grant=listener.grant
                 )
             )
+        # The bindings are complete: the controller drops those this host did not re-send.
+        self._heartbeat_seq += 1
+        self._control_out.append(control.Heartbeat(node=self.name, seq=self._heartbeat_seq))
 
     def receive_control(self, message: ControlMessage, now: float) -> None:
         if isinstance(message, control.Welcome):
             self.host_id = message.host_id
             self.dc_id = message.dc_id
             self.heartbeat_interval = message.heartbeat_interval
-            self._timers.arm(HEARTBEAT, now + self.heartbeat_interval)
+            self._timers.arm(HEARTBEAT, now)  # the gateway hears from us at once
             self._timers.arm(SWEEP, now + self.idle_timeout)
             if message.gateway_address is not None:
                 address = (str(message.gateway_address[0]), int(message.gateway_address[1]))
@@ -97,6 +105,21 @@ class HostStack(StreamFlows, Keepalives, Churn):
             self._relocate(message, now)
         else:
             self.drops["unexpected-control"] += 1
+
+    def set_path_limit(self, port: str, max_datagram: int, now: float) -> None:
+        """The largest datagram the runtime sends to ``port``: towards the gateway, it bounds
+        every stream's path-MTU search (docs/protocol.md §4.2.6)."""
+        if port != self.gateway:
+            return
+        ceiling = max(1, min(max_datagram - HEADER_LEN - wire_stream.FIXED_LEN - SACK_ROOM, MAX_PAYLOAD))
+        if ceiling == self._mss_ceiling:
+            return
+        self._mss_ceiling = ceiling
+        for flow in self._streams.values():
+            if flow.transport is not None:
+                flow.transport.set_mss_ceiling(ceiling, now)
+                self._dirty[flow.socket_id] = flow
+        self._last_now = now
 
     # -- timers and events -----------------------------------------------------------------
 
@@ -117,8 +140,9 @@ class HostStack(StreamFlows, Keepalives, Churn):
         """Run the timers due at ``now``; only the streams that are due are touched."""
         for key in self._timers.pop_due(now):
             if key == HEARTBEAT:
-                self._heartbeat_seq += 1
-                self._control_out.append(control.Heartbeat(node=self.name, seq=self._heartbeat_seq))
+                # Alive: a presence packet to the gateway, which watches us (§6.2); the
+                # controller hears only when that changes.
+                self._out.append((self.gateway, wire_header.presence(self.dc_id, self.host_id)))
                 self._timers.arm(HEARTBEAT, now + self.heartbeat_interval)
             elif key == SWEEP:
                 self._sweep(now)
@@ -219,6 +243,32 @@ class HostStack(StreamFlows, Keepalives, Churn):
 
     def receive_datagram(self, data: Packet, port: str, now: float) -> None:
         """Demultiplex one packet from the gateway. Never raises."""
+        if len(data) >= _STREAM_MIN:
+            # The common case first, read at fixed offsets: a stream segment of an
+            # established flow, fully refined, from the flow's current peer, with its nonce.
+            # It is exactly what the general path below concludes for such a packet.
+            version, proto, flags, flow_id, obj, dst_host, dst_socket, src_dc, src_host, src_socket = (
+                DELIVERY.unpack_from(data)
+            )
+            if version == VERSION and proto == _STREAM and not flags and dst_host == self.host_id:
+                flow = self.flows.get(dst_socket)
+                if (
+                    flow is not None
+                    and flow.transport is not None
+                    and flow.flow == flow_id
+                    and flow.peer_host == src_host
+                    and flow.peer_socket == src_socket
+                    and flow.peer_dc == src_dc
+                    and flow.obj == obj
+                    and wire_stream.NONCE.unpack_from(data, HEADER_LEN)[0] == flow.nonce
+                    and dst_host
+                ):
+                    flow.packets_received += 1
+                    flow.last_active = flow.last_received = now
+                    flow.transport.receive_segment(memoryview(data)[HEADER_LEN:], now)
+                    self._dirty[dst_socket] = flow
+                    self._last_now = now
+                    return
         try:
             h = wire_header.parse(bytes(data))
         except MalformedPacket as exc:
@@ -237,7 +287,7 @@ class HostStack(StreamFlows, Keepalives, Churn):
         flow = self._demux(h, data, now)
         if flow is None:
             return
-        if h.flags & Flags.TRACE:
+        if h.flags & _TRACE:
             self.trace.append(
                 TraceHop(
                     self.name, self.role, h.flow, h.obj, h.dst_dc, h.dst_host, flow.socket_id, h.ttl, now
@@ -263,7 +313,7 @@ class HostStack(StreamFlows, Keepalives, Churn):
                 return
             if kind != wire_stream.StreamType.RETRY:
                 # (A RETRY comes from a replica that keeps no state yet: the SYN it asks for
-                # goes through the object switches again, as the first one did, §4.2.7.)
+                # goes through the object switches again, as the first one did, §4.2.8.)
                 self._learn_peer(flow, h, now)
         flow.last_received = now
         if h.proto == Proto.DATAGRAM:

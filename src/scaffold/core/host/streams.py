@@ -4,7 +4,7 @@ Each stream flow owns a ``StreamConnection``; the host hands it segments and pum
 (``HostStackBase._pump``) exactly the way a runtime drives a core. A first segment of an unknown
 flow is a SYN, a takeover by a resumable replica (RESUME), or refused with an RST.
 
-Half-open streams are bounded per object (§4.2.7): above ``retry_above`` of them a SYN gets
+Half-open streams are bounded per object (§4.2.8): above ``retry_above`` of them a SYN gets
 state only if it carries a retry token -- a keyed hash of its flow and source that this host
 gave in a stateless RETRY, which proves the source receives at its locator -- and above
 ``half_open_limit`` none does. A forged SYN thus costs one RETRY, or at most
@@ -21,7 +21,7 @@ from ...ids import ObjectId
 from ...transport import StreamConnection
 from ...wire import header as wire_header
 from ...wire import stream as wire_stream
-from ...wire.header import Header, Proto
+from ...wire.header import Flags, Header, Proto
 from .base import HostStackBase
 from .events import FlowAccepted
 from .flows import Flow
@@ -42,7 +42,7 @@ class StreamFlows(HostStackBase):
         """Start a reliable stream flow to ``obj`` (a SYN goes out at once).
 
         ``data`` is the start of the stream; up to one segment of it rides in the SYN (data on
-        SYN, docs/protocol.md §4.2.6), so the server's application has it a round trip
+        SYN, docs/protocol.md §4.2.7), so the server's application has it a round trip
         earlier. A SYN may be delivered twice (retransmitted to a second replica after the
         first died, or replayed): send there only what is safe to repeat.
 
@@ -50,7 +50,7 @@ class StreamFlows(HostStackBase):
             UsageError: the host is not registered yet.
         """
         flow = self.open_flow(obj, now, proto=Proto.STREAM, trace=trace)
-        flow.transport = StreamConnection("client", flow.nonce, now, self.stream_options)
+        flow.transport = self._fit_path(StreamConnection("client", flow.nonce, now, self.stream_options), now)
         self._streams[flow.socket_id] = flow
         if data:
             flow.transport.send(data, force=True)
@@ -77,7 +77,7 @@ class StreamFlows(HostStackBase):
             UsageError: no such stream, or it was shut down.
         """
         taken = self.stream(socket_id).send(data, force=force)
-        self._pump(self.flows[socket_id], now)
+        self._pump_later(socket_id, now)
         return taken
 
     def stream_read(self, socket_id: int, max_bytes: int, now: float) -> bytes:
@@ -86,10 +86,11 @@ class StreamFlows(HostStackBase):
         Raises:
             UsageError: no such stream, or it was closed.
         """
-        data = self.stream(socket_id).read(max_bytes)
-        flow = self.flows[socket_id]
-        flow.bytes_received += len(data)
-        self._pump(flow, now)
+        transport = self.stream(socket_id)
+        data = transport.read(max_bytes)
+        self.flows[socket_id].bytes_received += len(data)
+        if transport.ack_due:  # a read changes nothing else the transport would send
+            self._pump_later(socket_id, now)
         return data
 
     def stream_shutdown(self, socket_id: int, now: float) -> None:
@@ -134,7 +135,9 @@ class StreamFlows(HostStackBase):
             if segment.type == wire_stream.StreamType.SYN:
                 if not self._admit_syn(flow, h, segment, now):
                     return
-                flow.transport = StreamConnection("server", segment.nonce, now, self.stream_options)
+                flow.transport = self._fit_path(
+                    StreamConnection("server", segment.nonce, now, self.stream_options), now
+                )
                 resumed = False
             elif listener is not None and listener.resumable and segment.type != wire_stream.StreamType.RST:
                 # A mid-flow segment of a flow whose server is gone: this replica takes it
@@ -144,7 +147,9 @@ class StreamFlows(HostStackBase):
                     self._forget(flow, "half-open-full", notify=False)
                     self.drops["half-open-full"] += 1
                     return
-                flow.transport = StreamConnection.resume(segment.nonce, now, options=self.stream_options)
+                flow.transport = self._fit_path(
+                    StreamConnection.resume(segment.nonce, now, options=self.stream_options), now
+                )
                 self.counters["flow-resumed"] += 1
                 resumed = True
             else:
@@ -187,7 +192,7 @@ class StreamFlows(HostStackBase):
         reply = h.reply(Proto.STREAM, self.dc_id, self.host_id, flow.socket_id)
         self._out.append((self.gateway, wire_header.encode(reply, wire_stream.encode(rst))))
 
-    # -- half-open streams and retry tokens (§4.2.7) ---------------------------------------------
+    # -- half-open streams and retry tokens (§4.2.8) ---------------------------------------------
 
     def _admit_syn(self, flow: Flow, h: Header, segment: wire_stream.StreamSegment, now: float) -> bool:
         """Whether a SYN may have state; if not, the flow is forgotten (and answered RETRY)."""
@@ -201,7 +206,8 @@ class StreamFlows(HostStackBase):
             retry = wire_stream.StreamSegment(
                 wire_stream.StreamType.RETRY, segment.nonce, ack=self._token(h, segment.nonce, now)
             )
-            reply = h.reply(Proto.STREAM, self.dc_id, self.host_id)
+            # A server's packet to a client (TO_CLIENT, §3.3): never re-resolved to a replica.
+            reply = h.reply(Proto.STREAM, self.dc_id, self.host_id, flags=Flags.TO_CLIENT)
             self._out.append((self.gateway, wire_header.encode(reply, wire_stream.encode(retry))))
             return False
         if half_open >= self.half_open_limit:

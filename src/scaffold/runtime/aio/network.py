@@ -171,10 +171,17 @@ class EmbeddedNetwork:
         return ControllerRuntime(core, bind, self.store, credentials=credentials, crl=crl)
 
     def set_link(
-        self, a: str, b: str, *, up: bool | None = None, delay: float | None = None, loss: float | None = None
+        self,
+        a: str,
+        b: str,
+        *,
+        up: bool | None = None,
+        delay: float | None = None,
+        loss: float | None = None,
+        mtu: int | None = None,
     ) -> None:
         """Change the emulation of the node-level link a-b, both directions (a cut cable:
-        ``up=False``).
+        ``up=False``; ``mtu``: larger datagrams are dropped, 0 for none).
 
         Raises:
             UsageError: there is no such link.
@@ -189,6 +196,8 @@ class EmbeddedNetwork:
                 link.delay = delay
             if loss is not None:
                 link.loss = loss
+            if mtu is not None:
+                link.mtu = mtu
 
     def host(self, name: str) -> NodeRuntime[HostStack]:
         """The runtime of host ``name``.
@@ -239,8 +248,10 @@ class EmbeddedNetwork:
             return host in replicas if host is not None else bool(replicas)
 
         await wait_until(registered, timeout, f"the controller to register {obj.short()}")
+        # The version that holds it (the next one, while the change waits in the
+        # controller's coalescing window).
         targets = {
-            name: state.version
+            name: ctl.tables.version_for(name)
             for name, state in ctl.switches.items()
             if state.role == "object-switch" and state.connected
         }
