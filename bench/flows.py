@@ -25,6 +25,10 @@ Two parts, each with its peer in the same run:
   same client program. Reported: connections per second, failures, RSS growth per
   connection of the proxy process, idle CPU.
 
+Every child times its garbage collections (``gc``: the longest pause per generation, the
+full collections); ``--collector calm,default`` runs each N with the collector as the
+daemons set it (``runtime/aio/collector.py``) and as CPython has it, interleaved.
+
 Prints ONE JSON document. ``--quick``: 1k and 10k streams, 2k clients, short idle windows.
 Run: ``PYTHONPATH=src .venv/bin/python bench/flows.py [--quick]``.
 """
@@ -97,6 +101,40 @@ async def stdin_lines() -> asyncio.StreamReader:
     return reader
 
 
+# -- the garbage collector --------------------------------------------------------------------
+
+#: the longest collection pause so far per generation, and how many full collections ran
+PAUSES = {"longest_s": [0.0, 0.0, 0.0], "full_collections": 0}
+_started: list[float] = []
+
+
+def _on_collection(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _started[:] = [time.perf_counter()]
+        return
+    generation = info["generation"]
+    took = time.perf_counter() - _started[0]
+    longest = PAUSES["longest_s"]
+    assert isinstance(longest, list)
+    longest[generation] = max(longest[generation], round(took, 4))
+    if generation == 2:
+        PAUSES["full_collections"] = int(PAUSES["full_collections"]) + 1
+
+
+def set_up_collector() -> None:
+    """In a child: time every collection, and calm the collector as the daemons do unless
+    ``SCAFFOLD_BENCH_COLLECTOR=default`` (the before of ``--collector``)."""
+    gc.callbacks.append(_on_collection)
+    if os.environ.get("SCAFFOLD_BENCH_COLLECTOR", "calm") == "calm":
+        from scaffold.runtime.aio import calm_collector
+
+        calm_collector()
+
+
+def pauses() -> dict[str, Any]:
+    return {"gc": {**PAUSES, "frozen": gc.get_freeze_count()}}
+
+
 # -- SCAFFOLD streams -------------------------------------------------------------------------
 
 
@@ -151,6 +189,7 @@ async def streams_one(n: int, batch: int, settle: float, idle: float) -> None:
     async with scaffold.Testbed(datacenters=2, hosts_per_datacenter=1) as net:
         server, client = net.hosts[0], net.hosts[-1]
         await server.start_server(echo_and_hold, "echo")
+        set_up_collector()
         gc.collect()
         before = rss()
         held: list[Any] = []
@@ -170,6 +209,7 @@ async def streams_one(n: int, batch: int, settle: float, idle: float) -> None:
             idle_keepalives={
                 k: sum(a[k] - b[k] for a, b in zip(after, counted, strict=True)) for k in after[0]
             },
+            **pauses(),
         )
         say(result)
         for _, writer in held:
@@ -182,6 +222,7 @@ async def network_child() -> None:
     from scaffold.runtime.aio import EmbeddedNetwork
 
     async with EmbeddedNetwork(make_topology(2, 0)) as net:
+        set_up_collector()
         for node in net.nodes.values():  # as `scaffold up` does: joined hosts read these
             node.stats_interval = 1.0
             node._stats_task = asyncio.create_task(node._report_stats())
@@ -194,7 +235,9 @@ async def network_child() -> None:
                 "credentials": {r: str(c.directory) if c else "" for r, c in issued.items()},
             }
         )
-        await (await stdin_lines()).read()  # until the parent closes our stdin
+        lines = await stdin_lines()
+        while await lines.readline():  # until the parent closes our stdin
+            say(pauses())
 
 
 async def host_child(role: str, controller: str, credentials: str, n: int, batch: int) -> None:
@@ -206,6 +249,7 @@ async def host_child(role: str, controller: str, credentials: str, n: int, batch
     host = await scaffold.join(
         f"bench-{role}", gateway=gateway, controller=(ip, int(port)), credentials=credentials or None
     )
+    set_up_collector()
     lines = await stdin_lines()
     held: list[Any] = []
     if role == "server":
@@ -216,15 +260,19 @@ async def host_child(role: str, controller: str, credentials: str, n: int, batch
             say(await open_streams(host, n, batch, held))
         elif line == "report":
             gc.collect()
-            say({"rss": rss(), **host_counters(host)})
+            say({"rss": rss(), **host_counters(host), **pauses()})
     await host.close()
 
 
 class Child:
     """A child process of this script, spoken to by lines of JSON."""
 
-    def __init__(self, *args: str) -> None:
-        env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH", str(ROOT / "src")))
+    def __init__(self, *args: str, collector: str = "calm") -> None:
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.environ.get("PYTHONPATH", str(ROOT / "src")),
+            SCAFFOLD_BENCH_COLLECTOR=collector,
+        )
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--child", *args],
             stdin=subprocess.PIPE,
@@ -263,17 +311,21 @@ class Child:
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def streams_separate(n: int, batch: int, settle: float, idle: float) -> dict[str, Any]:
-    network = Child("network")
+def streams_separate(n: int, batch: int, settle: float, idle: float, collector: str) -> dict[str, Any]:
+    network = Child("network", collector=collector)
     children = [network]
     try:
         started = network.read()
         ip, port = started["controller"]
         credentials = started["credentials"]
-        server = Child("server", f"{ip}:{port}", credentials["server"], str(n), str(batch))
+        server = Child(
+            "server", f"{ip}:{port}", credentials["server"], str(n), str(batch), collector=collector
+        )
         children.append(server)
         server.read()
-        client = Child("client", f"{ip}:{port}", credentials["client"], str(n), str(batch))
+        client = Child(
+            "client", f"{ip}:{port}", credentials["client"], str(n), str(batch), collector=collector
+        )
         children.append(client)
         client.read()
         before = {
@@ -302,6 +354,7 @@ def streams_separate(n: int, batch: int, settle: float, idle: float) -> dict[str
                 k: sum(final[e][k] - reports[e][k] for e in final)
                 for k in ("keepalives-bundled", "keepalive-alone")
             },
+            gc={"network": network.ask("report")["gc"], **{e: final[e]["gc"] for e in final}},
         )
         return result
     finally:
@@ -309,8 +362,8 @@ def streams_separate(n: int, batch: int, settle: float, idle: float) -> dict[str
             child.stop()
 
 
-def streams_one_process(n: int, batch: int, settle: float, idle: float) -> dict[str, Any]:
-    child = Child("one", str(n), str(batch), str(settle), str(idle))
+def streams_one_process(n: int, batch: int, settle: float, idle: float, collector: str) -> dict[str, Any]:
+    child = Child("one", str(n), str(batch), str(settle), str(idle), collector=collector)
     try:
         return child.read()
     finally:
@@ -504,15 +557,20 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     modes = [m for m in args.modes.split(",") if m]  # "": only the ingress part
     load_before = os.getloadavg()
     streams: dict[str, dict[str, Any]] = {}
+    collectors = [c for c in args.collector.split(",") if c]
     for mode in modes:
         run = streams_one_process if mode == "one" else streams_separate
-        results = {str(n): run(n, args.batch, args.settle, args.idle) for n in counts}
-        base = results[str(counts[0])].get("per_s")
-        for result in results.values():
-            result["open_rate_ratio"] = (
-                round(result["per_s"] / base, 3) if base and result.get("per_s") else None
-            )
-        streams[mode] = results
+        for n in counts:
+            for collector in collectors:
+                # Interleaved per N, so both settings see the same machine load.
+                key = mode if collector == "calm" else f"{mode}-{collector}-gc"
+                streams.setdefault(key, {})[str(n)] = run(n, args.batch, args.settle, args.idle, collector)
+        for results in streams.values():
+            base = results[str(counts[0])].get("per_s")
+            for result in results.values():
+                result["open_rate_ratio"] = (
+                    round(result["per_s"] / base, 3) if base and result.get("per_s") else None
+                )
     report: dict[str, Any] = {
         "benchmark": "flows",
         "environment": environment(),
@@ -567,6 +625,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measurement")
     parser.add_argument(
         "--clients", type=int, default=10_000, help="TCP clients through the proxies (0: skip)"
+    )
+    parser.add_argument(
+        "--collector",
+        default="calm",
+        help="calm (as the daemons run: survivors frozen, runtime/aio/collector.py), default "
+        "(CPython's as it comes), or both: calm,default",
     )
     parser.add_argument("--quick", action="store_true", help="1k and 10k streams, 2k clients, short waits")
     args = parser.parse_args(argv)

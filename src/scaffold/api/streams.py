@@ -72,3 +72,10 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
         self.writer = StreamWriter(transport, self, self.reader, asyncio.get_running_loop())
         if self._on_connect is not None:
             self._on_connect(self.reader, self.writer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # The writer refers back to this protocol: without this the pair would be a reference
+        # cycle, freed only by a full collection -- never, among frozen objects
+        # (runtime/aio/collector.py). The application still holds its own reader and writer.
+        self.writer = None

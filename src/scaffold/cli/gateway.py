@@ -152,10 +152,14 @@ def add_commands(sub: Any) -> None:
 
 
 def _run(main: Any) -> int:
-    from ..runtime.aio import run
+    from ..runtime.aio import calm_collector, run
 
-    code: int = run(main)
-    return code
+    async def calmly() -> int:
+        calm_collector()  # a gateway holding many connections must not stop for a collection
+        code: int = await main
+        return code
+
+    return run(calmly())
 
 
 async def _until_signalled(*, worker: bool = False) -> None:

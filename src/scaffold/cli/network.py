@@ -248,7 +248,7 @@ def _up_netns(
 async def _up_embedded(loaded: TopologyFile, state_path: Path, port: int, metrics: Address | None) -> int:
     from ..api.host import Host
     from ..deploy.daemons.host import echo
-    from ..runtime.aio import EmbeddedNetwork
+    from ..runtime.aio import EmbeddedNetwork, calm_collector
     from ..runtime.prometheus import MetricsEndpoint
 
     # The CA and every credential live beside the state file (owner-only); the controller
@@ -263,6 +263,7 @@ async def _up_embedded(loaded: TopologyFile, state_path: Path, port: int, metric
     )
     stop = _wait_for_signal()
     await net.start()
+    calm_collector()  # the network's nodes must not stop together for a full collection
     endpoint = None if metrics is None else MetricsEndpoint(net.metric_batches, metrics)
     try:
         if endpoint is not None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError, ScaffoldError
-from ...runtime.aio import run
+from ...runtime.aio import calm_collector, run
 from ...runtime.prometheus import MetricsEndpoint, Source
 from ..address import parse_address
 from .jsonlog import JsonLog
@@ -105,6 +105,7 @@ def run_daemon(serve: Serve, args: argparse.Namespace, node: str) -> int:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
+        calm_collector()  # a node holding many flows must not stop for a full collection
         try:
             await serve(args, log, stop)
         except ScaffoldError as exc:
