@@ -31,6 +31,7 @@ from scaffold.ids import ObjectId
 from scaffold.wire import control
 from scaffold.wire import datagram as wire_datagram
 from scaffold.wire import header as wire_header
+from scaffold.wire import liveness as wire_liveness
 from scaffold.wire import signal as wire_signal
 from scaffold.wire import stream as wire_stream
 from scaffold.wire.header import Flags, Header, Proto
@@ -61,6 +62,8 @@ FIELDS = [
     "scaffold.stream.sack.start",
     "scaffold.stream.len",
     "scaffold.signal.type",
+    "scaffold.liveness.type",
+    "scaffold.liveness.count",
     "scaffold_control.type",
     "tls.record.content_type",
     "_ws.malformed",
@@ -228,7 +231,9 @@ def test_every_segment_and_control_record_dissects_and_malformed_ones_are_named(
         "bad-datagram-type": packet(Proto.DATAGRAM, b"x" * 12, **first),
         "bad-sack": packet(Proto.STREAM, stream_fixed[:40] + b"\x05" + stream_fixed[41:], **refined),
         "bad-length": packet(Proto.STREAM, stream_fixed + b"!", **refined),
-        "bad-stream-type": packet(Proto.STREAM, b"\x0b" + stream_fixed[1:], **refined),  # 9, 10: PROBE(-ACK)
+        "bad-stream-type": packet(
+            Proto.STREAM, b"\x0c" + stream_fixed[1:], **refined
+        ),  # 9-11: PROBE(-ACK), RETRY
         "truncated": wire_header.encode(Header(Proto.SIGNAL, flow, WEB)),
     }
     signal_wrong_length = packet(
@@ -323,6 +328,33 @@ def test_presence_packets_alone_and_at_the_end_of_a_train_dissect(tmp_path: Path
     assert [r["scaffold.proto"] for r in rows] == ["4", "2,4", "2,2,4", "4,4"]
     assert all(r["_ws.malformed"] == "" and r["_ws.expert.message"] == "" for r in rows), rows
     assert rows[0]["scaffold.src.host"] == "9" and rows[0]["scaffold.dst.obj"] == "00" * 32
+
+
+def test_data_on_syn_retry_and_liveness_bundles_dissect(tmp_path: Path) -> None:
+    """A SYN carrying the first bytes (protocol §4.2.7), a RETRY (§4.2.8), and a liveness
+    PROBE with its ANSWER (proto 5, §4.4), one after another in one datagram."""
+    ids = dict(flow=0x77, dst_dc=1, dst_host=4, src_dc=3, src_host=9, src_socket=1)
+    syn = wire_stream.StreamSegment(wire_stream.StreamType.SYN, 5, window=1 << 20, payload=b"GET / HTTP/1.1")
+    retry = wire_stream.StreamSegment(wire_stream.StreamType.RETRY, 5, ack=0x1234)
+    probe = wire_liveness.Bundle(wire_liveness.BundleType.PROBE, 8, [(7, 5), (8, 6)])
+    answer = wire_liveness.Bundle(wire_liveness.BundleType.ANSWER, 8, [(1, 5)])
+    packets = [
+        packet(Proto.STREAM, wire_stream.encode(syn), **ids),
+        packet(Proto.STREAM, wire_stream.encode(retry), flags=Flags.TO_CLIENT, **ids),
+        packet(Proto.LIVENESS, wire_liveness.encode(probe), **ids),
+        packet(Proto.LIVENESS, wire_liveness.encode(answer), flags=Flags.TO_CLIENT, **ids),
+    ]
+    capture = tmp_path / "hostpath.pcap"
+    write_pcap(capture, [udp(p) for p in packets] + [udp(b"".join(packets[2:]))])
+    rows = tshark(capture)
+    assert [r["scaffold.stream.type"] for r in rows[:2]] == ["1", "11"]
+    assert rows[0]["scaffold.stream.len"] == "14"
+    assert [(r["scaffold.liveness.type"], r["scaffold.liveness.count"]) for r in rows[2:4]] == [
+        ("1", "2"),
+        ("2", "1"),
+    ]
+    assert rows[4]["scaffold.proto"] == "5,5"  # two bundles back to back: a GSO train's
+    assert all(r["_ws.malformed"] == "" and r["_ws.expert.message"] == "" for r in rows), rows
 
 
 # -- the demo's own traffic ----------------------------------------------------------------------

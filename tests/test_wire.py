@@ -177,7 +177,7 @@ def test_header_wrong_version(version: int) -> None:
     assert reason_of(header.parse, data) == "bad-version"
 
 
-@pytest.mark.parametrize("proto", [0, 5, 17, 255])
+@pytest.mark.parametrize("proto", [0, 6, 17, 255])
 def test_header_bad_proto(proto: int) -> None:
     data = _patched(header.encode(SAMPLE_HEADER), 1, bytes([proto]))
     assert reason_of(header.parse, data) == "bad-proto"
