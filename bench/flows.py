@@ -121,9 +121,22 @@ def _on_collection(phase: str, info: dict[str, int]) -> None:
         PAUSES["full_collections"] = int(PAUSES["full_collections"]) + 1
 
 
+#: the longest an event loop callback due every ``LAG_TICK`` seconds came late (a stalled loop)
+LAG = {"longest_s": 0.0}
+LAG_TICK = 0.05
+
+
+def _watch_lag(loop: asyncio.AbstractEventLoop, due: float) -> None:
+    now = loop.time()
+    LAG["longest_s"] = max(LAG["longest_s"], round(now - due, 4))
+    loop.call_at(now + LAG_TICK, _watch_lag, loop, now + LAG_TICK)
+
+
 def set_up_collector() -> None:
-    """In a child: time every collection, and calm the collector as the daemons do unless
-    ``SCAFFOLD_BENCH_COLLECTOR=default`` (the before of ``--collector``)."""
+    """In a child: time every collection and the loop's lag, and calm the collector as the
+    daemons do unless ``SCAFFOLD_BENCH_COLLECTOR=default`` (the before of ``--collector``)."""
+    loop = asyncio.get_running_loop()
+    loop.call_at(loop.time() + LAG_TICK, _watch_lag, loop, loop.time() + LAG_TICK)
     gc.callbacks.append(_on_collection)
     if os.environ.get("SCAFFOLD_BENCH_COLLECTOR", "calm") == "calm":
         from scaffold.runtime.aio import calm_collector
@@ -132,7 +145,7 @@ def set_up_collector() -> None:
 
 
 def pauses() -> dict[str, Any]:
-    return {"gc": {**PAUSES, "frozen": gc.get_freeze_count()}}
+    return {"gc": {**PAUSES, "frozen": gc.get_freeze_count(), "loop_lag_longest_s": LAG["longest_s"]}}
 
 
 # -- SCAFFOLD streams -------------------------------------------------------------------------
@@ -237,7 +250,9 @@ async def network_child() -> None:
         )
         lines = await stdin_lines()
         while await lines.readline():  # until the parent closes our stdin
-            say(pauses())
+            # Hosts the gateways reported silent (each: its replicas withdrawn for a while).
+            downs = [e.target for e in net.controller.core.events if e.kind == "host-down"]
+            say({**pauses(), "hosts_reported_down": downs})
 
 
 async def host_child(role: str, controller: str, credentials: str, n: int, batch: int) -> None:
@@ -354,7 +369,11 @@ def streams_separate(n: int, batch: int, settle: float, idle: float, collector: 
                 k: sum(final[e][k] - reports[e][k] for e in final)
                 for k in ("keepalives-bundled", "keepalive-alone")
             },
-            gc={"network": network.ask("report")["gc"], **{e: final[e]["gc"] for e in final}},
+        )
+        from_network = network.ask("report")
+        result.update(
+            gc={"network": from_network["gc"], **{e: final[e]["gc"] for e in final}},
+            hosts_reported_down=from_network["hosts_reported_down"],
         )
         return result
     finally:
