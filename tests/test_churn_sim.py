@@ -348,6 +348,7 @@ def test_a_server_that_only_looked_dead_does_not_take_its_flows_back() -> None:
     victim = "east-h2"
     affected = [d for d in downloader.downloads.values() if served_by(net, d.host, d.socket_id) == [victim]]
     assert affected
+    flow_ids = {net.host(d.host).flows[d.socket_id].flow for d in affected}
     net.kill(victim)  # silent, as a stalled process
     assert net.run_while(
         lambda: not any(e.kind == "host-down" and e.target == victim for e in net.controller.events),
@@ -369,3 +370,6 @@ def test_a_server_that_only_looked_dead_does_not_take_its_flows_back() -> None:
     # Each flow stayed with the replica that took it over.
     assert all(len(h) == 2 and h[0] == victim for h in histories.values()), histories
     assert sum(net.host(d.host).drops["from-superseded-server"] for d in affected) > 0
+    # ...and the woken server was told to let go of its stale copies (RST); a copy whose
+    # client had finished before it spoke again waits for its idle timeout.
+    assert len(flow_ids & {f.flow for f in net.host(victim).flows.values()}) < len(flow_ids)

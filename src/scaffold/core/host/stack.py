@@ -253,7 +253,10 @@ class HostStack(StreamFlows, Churn):
                 self._reset_peer(flow, h, body)
                 return
             if self._superseded(flow, h, now):
+                # It lets go of its stale copy of the flow, so that a later re-resolution to
+                # it starts a fresh takeover (RESUME, with the client's offsets) instead.
                 self.drops["from-superseded-server"] += 1
+                self._reset_peer(flow, h, body)
                 return
             self._learn_peer(flow, h, now)
         flow.last_received = now
@@ -268,11 +271,11 @@ class HostStack(StreamFlows, Churn):
 
         Such a server is alive but lost the flow: it only looked dead (a stalled process)
         and another replica took the flow over; or it is a straggler from before a
-        migration, later than ``STRAGGLER_WINDOW``. Its data is not taken and it does not
-        move the flow back: a client that followed whichever server spoke last acked each
-        one's data to the other, and hung. Only once the current server has been silent for
-        ``SUPERSEDED_QUIET`` may an earlier one have the flow back (a flow migrated away and
-        back again).
+        migration, later than ``STRAGGLER_WINDOW``. Its data is not taken, it does not move
+        the flow back, and a stream gets an ``RST`` for its copy of the flow: a client that
+        followed whichever server spoke last acked each one's data to the other, and hung.
+        Only once the current server has been silent for ``SUPERSEDED_QUIET`` may an earlier
+        one have the flow back (a flow migrated away and back again).
         """
         if flow.role != Role.CLIENT or h.src_host == flow.peer_host or h.src_host not in flow.served_by:
             return False
