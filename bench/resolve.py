@@ -1,7 +1,8 @@
 """Object-switch resolutions per second with a million objects vs a plain dict lookup.
 
-An ``ObjectSwitch`` in DC 1 gets ``--objects`` objects through a real ``TableSync`` (encoded
-to MessagePack and decoded again, as the controller's TCP stream delivers it). Every object
+An ``ObjectSwitch`` in DC 1 gets ``--objects`` objects through a real ``TableSync`` in parts
+of at most ``RECORD_BUDGET`` bytes (each encoded to MessagePack and decoded again, as the
+controller's TCP stream delivers them; the switch applies them when the last one is in). Every object
 has a wide-area replica set, one of ``REPLICA_SETS`` sets of three DCs with weights, so the
 switch's interning of replica sets works as designed; the objects whose set includes DC 1
 also have a ``local`` entry, one of as many sets of three hosts.
@@ -32,7 +33,7 @@ from _common import emit, environment, median
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.ids import ObjectId
 from scaffold.wire import control
-from scaffold.wire.control import MAX_FRAME, SwitchTables, TableSync
+from scaffold.wire.control import MAX_FRAME, RECORD_BUDGET, SwitchTables, TableSync
 
 GOAL = 0.5
 OWN_DC = 1
@@ -60,34 +61,53 @@ def object_ids(count: int) -> list[bytes]:
     return [ObjectId.from_name(f"obj-{i}").raw for i in range(count)]
 
 
-def table_sync(objects: list[bytes], rng: random.Random) -> TableSync:
-    """The full table an object switch in DC ``OWN_DC`` gets from the controller."""
+#: entries per part, so that each stays well under ``RECORD_BUDGET``
+PART_ENTRIES = RECORD_BUDGET // 160
+
+
+def table_sync(objects: list[bytes], rng: random.Random) -> list[TableSync]:
+    """The full table an object switch in DC ``OWN_DC`` gets from the controller, in parts."""
     wide_sets, local_sets = replica_sets(rng)
     wide: dict[str, list[tuple[int, int]]] = {}
     local: dict[str, list[tuple[int, int]]] = {}
     for i, raw in enumerate(objects):
         key = raw.hex()
         members = wide_sets[i % REPLICA_SETS]
-        wide[key] = members
+        wide[key] = tuple(members)
         if any(dc == OWN_DC for dc, _ in members):
-            local[key] = local_sets[i % REPLICA_SETS]
-    tables = SwitchTables(wide=wide, local=local, gateway="bench-fs")
-    return TableSync(version=1, dc_id=OWN_DC, tables=tables)
+            local[key] = tuple(local_sets[i % REPLICA_SETS])
+    parts: list[TableSync] = []
+    keys = list(wide)
+    for start in range(0, len(keys), PART_ENTRIES):
+        chunk = keys[start : start + PART_ENTRIES]
+        tables = SwitchTables(
+            wide={k: wide[k] for k in chunk},
+            local={k: local[k] for k in chunk if k in local},
+            gateway="bench-fs",
+        )
+        parts.append(TableSync(version=1, dc_id=OWN_DC, tables=tables, more=True))
+    last = parts[-1]
+    parts[-1] = TableSync(last.version, last.dc_id, last.tables, more=False)
+    return parts
 
 
-def install(wire: bytes) -> ObjectSwitch:
-    """Decode a TableSync body as it comes off the control stream and apply it."""
+def install(wire: list[bytes]) -> ObjectSwitch:
+    """Decode TableSync parts as they come off the control stream and apply them."""
     switch = ObjectSwitch("bench-os", "bench")
-    switch.receive_control(control.decode(wire), 0.0)
+    for body in wire:
+        switch.receive_control(control.decode(body), 0.0)
     return switch
 
 
-def plain_dict(wire: bytes) -> dict[bytes, tuple[int, ...]]:
+def plain_dict(wire: list[bytes]) -> dict[bytes, tuple[int, ...]]:
     """The peer: Object ID -> one shared value, keys decoded from the same hex text."""
-    message = control.decode(wire)
-    assert isinstance(message, TableSync)
     value = (OWN_DC, 1)
-    return {bytes.fromhex(key): value for key in message.tables.wide}
+    table: dict[bytes, tuple[int, ...]] = {}
+    for body in wire:
+        message = control.decode(body)
+        assert isinstance(message, TableSync)
+        table.update((bytes.fromhex(key), value) for key in message.tables.wide)
+    return table
 
 
 def traced_bytes(build: Callable[[], object]) -> tuple[int, object]:
@@ -119,20 +139,21 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     objects = object_ids(args.objects)
     sync = table_sync(objects, rng)
-    wire = control.encode(sync)
+    wire = [control.encode(part) for part in sync]
     del sync
     prepare_s = time.perf_counter() - started
 
     # Install time, untraced: decode + TableSync -> receive_control -> tables_changed.
     gc.collect()
     started = time.perf_counter()
-    message = control.decode(wire)
+    messages = [control.decode(body) for body in wire]
     decoded = time.perf_counter()
     switch = ObjectSwitch("bench-os", "bench")
-    switch.receive_control(message, 0.0)
+    for message in messages:
+        switch.receive_control(message, 0.0)
     install_s = time.perf_counter() - decoded
     decode_s = decoded - started
-    del message
+    del messages
     table = plain_dict(wire)
 
     pairs = [(rng.choice(objects), rng.getrandbits(64)) for _ in range(args.lookups)]
@@ -147,10 +168,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     local_share = sum(1 for obj, flow in pairs[:10_000] if (r := switch.resolve(obj, flow)) and r[1]) / min(
         10_000, len(pairs)
     )
+    sizes = switch.table_sizes()
     stats = {
-        "wide_entries": len(switch.wide),
-        "local_entries": len(switch.local),
-        "interned_replica_sets": len(switch._interned),
+        "wide_entries": sizes["wide"],
+        "local_entries": sizes["local"],
+        "interned_replica_sets": len(switch._sets),
+        "interned_entries": len(switch._entries),
         "drops": dict(switch.drops),
     }
     del switch, table
@@ -174,8 +197,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "install_s": round(install_s, 2),
         "decode_s": round(decode_s, 2),
         "prepare_s": round(prepare_s, 2),
-        "tablesync_bytes": len(wire),
-        "tablesync_fits_max_frame": len(wire) <= MAX_FRAME,
+        "tablesync_bytes": sum(len(body) for body in wire),
+        "tablesync_parts": len(wire),
+        "largest_part_bytes": max(len(body) for body in wire),
+        "parts_fit_max_frame": max(len(body) for body in wire) <= MAX_FRAME,
         "resolved_locally": round(local_share, 3),
         "unresolved": misses,
         "samples_per_s": {

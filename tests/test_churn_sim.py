@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from churn_apps import CONTENT, Downloader, recovery, serve_content, stall
 from scaffold.core.controller.commands import Drain, Link, MigrateHost, MigrateObject, MoveHost, SetWeight
+from scaffold.core.controller.tables import COALESCE
 from scaffold.core.flow_switch import FlowSwitch
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.topology import default_topology
@@ -144,7 +145,7 @@ def test_set_weight_changes_only_new_flows() -> None:
     net.run(0.1)
     before = {k: served_by(net, d.host, d.socket_id) for k, d in downloader.downloads.items()}
     net.command(SetWeight(object="content", host="east-h1", weight=30))
-    net.run(0.01)  # the new weights reach the object switches (control-plane delay)
+    net.run(COALESCE + 0.01)  # the new weights reach the object switches (window + control delay)
     late = [downloader.open(net, CLIENTS[i % len(CLIENTS)]) for i in range(150)]
     net.run(1.0)
     for key, hosts in before.items():

@@ -24,6 +24,7 @@ def deliver(
     """Hand every queued controller record to its switch, losing the first ``lose`` deltas;
     records for other nodes go to ``others``."""
     lost = 0
+    ctl.flush_tables()  # the coalescing window closes now
     for node, message in ctl.messages_to_send():
         if node not in switches:
             if others is not None:
@@ -105,26 +106,51 @@ def test_host_ids_are_stable_across_reregistration() -> None:
     assert first != 0
 
 
-def test_missed_heartbeats_mark_a_host_down() -> None:
+def test_a_host_silent_at_its_gateway_is_reported_down_and_heard_again_up() -> None:
+    from scaffold.wire.header import presence
+
     ctl, switches = setup()
     register(ctl, switches, "east-h1", "east-fs1", 0.0)
     ctl.receive_message("east-h1", control.Bind(obj=WEB.raw.hex(), weight=1), 0.0)
     deliver(ctl, switches, 0.0)
+    gateway = switches["east-fs1"]
+    assert isinstance(gateway, FlowSwitch)
+    host_id = ctl.hosts["east-h1"].host_id
+    reports: list[control.ControlMessage] = []
+
+    def advance(now: float, *, heard: bool) -> None:
+        if heard:
+            gateway.receive_datagram(presence(1, host_id), "east-h1", now)
+        timer = gateway.get_timer()
+        if timer is not None and timer <= now:
+            gateway.handle_timer(now)
+        for message in gateway.control_to_send():
+            assert isinstance(message, control.HostLiveness)
+            if "east-h1" in message.up + message.down:  # not the topology's other hosts
+                reports.append(message)
+            ctl.receive_message("east-fs1", message, now)
+        deliver(ctl, switches, now)
+
     now = 0.0
-    for _ in range(3):
+    for _ in range(10):  # presence every 0.2 s: one "up" report, then silence at the controller
         now += 0.2
-        ctl.receive_message("east-h1", control.Heartbeat(node="east-h1", seq=1), now)
-        ctl.handle_timer(now)
+        advance(now, heard=True)
     assert ctl.hosts["east-h1"].alive
-    for _ in range(4):  # the runtime calls handle_timer at get_timer(): every 0.2 s
+    assert reports == [control.HostLiveness(node="east-fs1", up=["east-h1"])]
+    for _ in range(5):  # silent: within the timeout plus a check period, one "down" report
         now += 0.2
-        ctl.handle_timer(now)
-    deliver(ctl, switches, now)
+        advance(now, heard=False)
     assert not ctl.hosts["east-h1"].alive
+    assert reports[1:] == [control.HostLiveness(node="east-fs1", down=["east-h1"])]
     east_os = switches["east-os"]
     assert isinstance(east_os, ObjectSwitch)
     assert east_os.resolve(WEB.raw, 1) is None
-    assert ctl.hosts["east-h1"].host_id not in ctl.desired_tables("east-fs1").host_routes
+    assert host_id not in ctl.desired_tables("east-fs1").host_routes
+    advance(now + 0.2, heard=True)  # heard again: up, and back in the tables
+    assert ctl.hosts["east-h1"].alive and east_os.resolve(WEB.raw, 1) is not None
+    # Only the host's gateway speaks for it.
+    ctl.receive_message("west-fs1", control.HostLiveness(node="west-fs1", down=["east-h1"]), now)
+    assert ctl.hosts["east-h1"].alive and ctl.drops["liveness-not-gateway"] == 1
 
 
 def test_link_down_reroutes_dc_traffic() -> None:
@@ -149,24 +175,27 @@ def test_unknown_nodes_and_bad_binds_are_counted() -> None:
     assert ctl.drops["heartbeat-from-unknown"] == 1
 
 
-def test_a_stalled_controller_does_not_blame_the_hosts() -> None:
-    """A controller whose own timer ran 2 s late (a busy loop, a paused process) has not
-    read the heartbeats of that time yet: the hosts stay alive, and die only after
-    ``dead_after`` intervals of silence counted from when it runs again."""
+def test_a_stalled_gateway_does_not_blame_its_hosts() -> None:
+    """A flow switch whose own timer ran 2 s late (a busy loop, a paused process) has not read
+    the presence packets of that time yet: its hosts are not reported down, and are only after
+    ``presence_timeout`` of silence counted from when it runs again."""
+    from scaffold.wire.header import presence
+
     ctl, switches = setup()
     register(ctl, switches, "east-h1", "east-fs1", 0.0)
-    now = 0.2
-    ctl.receive_message("east-h1", control.Heartbeat(node="east-h1", seq=1), now)
-    ctl.handle_timer(now)
-    now += 2.0  # the stall
-    ctl.handle_timer(now)
-    assert ctl.hosts["east-h1"].alive
-    ctl.receive_message("east-h1", control.Heartbeat(node="east-h1", seq=2), now)  # read late
+    gateway = switches["east-fs1"]
+    assert isinstance(gateway, FlowSwitch)
+    gateway.receive_datagram(presence(1, ctl.hosts["east-h1"].host_id), "east-h1", 0.2)
+    gateway.control_to_send()
+    now = 0.2 + 2.0  # the stall
+    gateway.handle_timer(now)
+    assert gateway.control_to_send() == []
     for _ in range(2):
         now += 0.2
-        ctl.handle_timer(now)
-    assert ctl.hosts["east-h1"].alive
+        gateway.handle_timer(now)
+    assert gateway.control_to_send() == []
     for _ in range(3):
         now += 0.2
-        ctl.handle_timer(now)
-    assert not ctl.hosts["east-h1"].alive
+        gateway.handle_timer(now)
+    reports = [m for m in gateway.control_to_send() if isinstance(m, control.HostLiveness)]
+    assert any("east-h1" in m.down for m in reports)

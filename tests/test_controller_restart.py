@@ -10,7 +10,7 @@ from pathlib import Path
 import scaffold
 from scaffold.core.controller.commands import Link, Status
 from scaffold.runtime.aio import run, wait_until
-from scaffold.runtime.store import FileStore
+from scaffold.runtime.sqlite_store import SqliteStore
 
 
 async def echo(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> None:
@@ -21,7 +21,7 @@ async def echo(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> 
 
 
 def test_flows_survive_a_controller_restart_and_state_comes_back(tmp_path: Path) -> None:
-    store = FileStore(tmp_path / "controller.json")
+    store = SqliteStore(tmp_path / "controller.sqlite3")
 
     async def main() -> None:
         async with scaffold.Testbed(datacenters=2, hosts_per_datacenter=2, store=store) as net:

@@ -15,7 +15,8 @@ from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
 from scaffold.runtime.aio import ControllerRuntime, run, wait_until
 from scaffold.runtime.sim import SimNetwork
-from scaffold.runtime.store import FileStore, controller_outputs
+from scaffold.runtime.sqlite_store import SqliteStore
+from scaffold.runtime.store import controller_outputs
 from scaffold.wire import control
 
 WEB = ObjectId.from_name("web").raw.hex()
@@ -115,8 +116,8 @@ def test_a_restore_deletes_what_it_could_not_take_back() -> None:
 def test_no_record_leaves_before_the_state_it_depends_on_is_committed(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    path = blocker / "controller.json"
-    store = FileStore(path)
+    path = blocker / "controller.sqlite3"
+    store = SqliteStore(path)
     ctl = Controller(default_topology())
     ctl.receive_message("roamer", control.Hello(node="roamer", role="host", gateway="east-fs1"), 0.0)
     with pytest.raises(OSError):
@@ -125,28 +126,28 @@ def test_no_record_leaves_before_the_state_it_depends_on_is_committed(tmp_path: 
     sent = controller_outputs(ctl, store)  # the retry commits the rows again, then hands out
     welcome = [m for node, m in sent if node == "roamer"]
     assert isinstance(welcome[0], control.Welcome)
-    stored = FileStore(path).load()
+    stored = SqliteStore(path).load()
     assert stored is not None
     assert {h.name: h.host_id for h in stored.hosts}["roamer"] == welcome[0].host_id
 
 
 def test_the_sim_stores_what_the_controller_emits(tmp_path: Path) -> None:
-    store = FileStore(tmp_path / "controller.json")
+    store = SqliteStore(tmp_path / "controller.sqlite3")
     net = SimNetwork(default_topology(), seed=5, store=store)
     net.start()
     net.settle()
-    stored = FileStore(tmp_path / "controller.json").load()
+    stored = SqliteStore(tmp_path / "controller.sqlite3").load()
     assert stored is not None
     assert {h.name: h.host_id for h in stored.hosts} == {
         name: node.host_id for name, node in net.nodes.items() if node.role == "host"
     }
-    assert stored == net.controller.snapshot()
+    assert StateRows(stored).rows == StateRows(net.controller.snapshot()).rows
 
 
 def test_the_aio_controller_holds_records_back_while_its_store_cannot_write(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    store = FileStore(blocker / "controller.json")
+    store = SqliteStore(blocker / "controller.sqlite3")
 
     async def main() -> None:
         runtime = ControllerRuntime(Controller(default_topology(), heartbeat_interval=0.05), store=store)
@@ -170,7 +171,7 @@ def test_the_aio_controller_holds_records_back_while_its_store_cannot_write(tmp_
             blocker.unlink()
             message, after = await asyncio.wait_for(reading, 5)
             assert isinstance(message, control.Welcome) and after
-            stored = FileStore(blocker / "controller.json").load()
+            stored = SqliteStore(blocker / "controller.sqlite3").load()
             assert stored is not None and "roamer" in {h.name for h in stored.hosts}
         finally:
             reading.cancel()

@@ -357,7 +357,7 @@ async def _a_program_in_a_host_namespace_joins_over_its_veth(net: NetnsNetwork, 
     host = net.state.nodes["dc3-h1"]
     script = Path(net.state.run_dir) / "program.py"
     script.write_text(PROGRAM)
-    ip, port = net.controller
+    ip, port = net.controller[0]  # the one replica of this network
     # Its certificate, from the network's CA, names the address it announces.
     store = net.state.credential_store()
     credentials = str(store.node("dc3-app", "host", [host.node_ip]).directory)

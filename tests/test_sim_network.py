@@ -174,8 +174,8 @@ def test_dead_replica_leaves_the_tables_after_missed_heartbeats(net: SimNetwork)
     assert any(e.kind == "host-down" and e.target == "west-h1" for e in net.controller.events)
     for node in net.nodes.values():
         if isinstance(node, ObjectSwitch):
-            wide = node.wide.lookup(WEB.raw)
-            assert wide is not None and {dc for dc, _ in wide.members} == {net.controller.dc_ids["east"]}
+            wide = node.snapshot().wide[WEB.raw.hex()]
+            assert {dc for dc, _ in wide} == {net.controller.dc_ids["east"]}
     flows = open_flows(net, 50)
     assert all(f.served_by and net.controller.host_name(f.served_by[0]) != "west-h1" for _, f in flows)
     assert all(f.packets_received == 3 for _, f in flows)

@@ -176,7 +176,7 @@ def test_header_wrong_version(version: int) -> None:
     assert reason_of(header.parse, data) == "bad-version"
 
 
-@pytest.mark.parametrize("proto", [0, 4, 17, 255])
+@pytest.mark.parametrize("proto", [0, 5, 17, 255])
 def test_header_bad_proto(proto: int) -> None:
     data = _patched(header.encode(SAMPLE_HEADER), 1, bytes([proto]))
     assert reason_of(header.parse, data) == "bad-proto"
@@ -296,7 +296,7 @@ def test_signal_random_20_bytes_raise_only_malformed(data: bytes) -> None:
 
 NAMES = st.text(max_size=20)
 ADDRESSES = st.tuples(st.text(max_size=15), st.integers(1, 65535))  # a port is 1..65535 (§6.6)
-REPLICAS = st.lists(st.tuples(U64, U64), max_size=4)
+REPLICAS = st.lists(st.tuples(U64, U64), max_size=4).map(tuple)
 HEX_IDS = OBJECTS.map(bytes.hex)
 
 TABLES = st.builds(
@@ -353,7 +353,7 @@ SAMPLE_MESSAGES: list[control.ControlMessage] = [
     Bind(ObjectId.from_name("web").raw.hex(), 2, "web"),
     TableDelta(
         version=5,
-        upsert=SwitchTables(dc_routes={2: "west-fs1"}, wide={"ab" * 32: [(1, 1), (2, 3)]}),
+        upsert=SwitchTables(dc_routes={2: "west-fs1"}, wide={"ab" * 32: ((1, 1), (2, 3))}),
         remove=TableKeys(host_routes=[7]),
     ),
 ]

@@ -10,7 +10,7 @@ from scaffold.core.controller.commands import MigrateObject
 from scaffold.core.host import HostStack
 from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
-from scaffold.wire import control
+from scaffold.wire import control, header
 from scaffold.wire.flow_state import FlowState
 
 WEB = ObjectId.from_name("web")
@@ -43,8 +43,9 @@ def test_hostile_migrated_flow_states_fail_alone() -> None:
     assert host.drops["bad-migrated-flow"] == len(hostile)
     assert WEB.raw in host.listeners  # the replica arrived; only the flows failed
     assert not host.flows
-    host.handle_timer(2.0)  # and it keeps heartbeating
-    assert any(isinstance(m, control.Heartbeat) for m in host.control_to_send())
+    host.handle_timer(2.0)  # and it keeps telling its gateway it is alive
+    presence = header.presence(host.dc_id, host.host_id)
+    assert any(bytes(d) == presence for _, d in host.datagrams_to_send(2.0))
 
 
 def test_flow_states_travel_in_parts_that_fit_a_frame() -> None:

@@ -47,7 +47,7 @@ class JoinedNetwork:
 
     def __init__(
         self,
-        controller: Address,
+        controller: Address | list[Address],
         node: NodeRuntime[HostStack],
         status: dict[str, Any],
         operator: Credentials | None = None,
@@ -171,7 +171,7 @@ async def join(
     name: str,
     *,
     gateway: str,
-    controller: Address,
+    controller: Address | list[Address],
     credentials: Credentials | str | os.PathLike[str] | None = None,
     operator: Credentials | str | os.PathLike[str] | None = None,
     gateway_address: Address | None = None,
@@ -205,6 +205,7 @@ async def join(
     """
     own = _credentials(credentials)
     views = _credentials(operator)
+    first = controller if isinstance(controller, tuple) else controller[0]
     if own is not None and (own.name != name or own.role != "host"):
         raise ConfigError(
             f"the credentials in {own.directory} are {own.role} {own.name!r}'s, not host {name!r}'s"
@@ -212,12 +213,12 @@ async def join(
     status: dict[str, Any] = {}
     if views is not None or own is None:
         status = await admin.call(controller, Status(), timeout=timeout, credentials=views)
-        _check_joinable(status, name, gateway, controller, gateway_address)
+        _check_joinable(status, name, gateway, first, gateway_address)
     book = AddressBook()
     if gateway_address is not None:
         book.add(gateway, gateway_address)
     if bind is None:
-        bind = (local_address_towards(controller), 0)
+        bind = (local_address_towards(first), 0)
     core = HostStack(name, gateway, stream_options=stream_options)
     node = NodeRuntime(
         core,
@@ -235,9 +236,7 @@ async def join(
         try:
             await node.start()
         except OSError as exc:
-            raise ScaffoldError(
-                f"cannot reach the controller at {controller[0]}:{controller[1]}: {exc}"
-            ) from None
+            raise ScaffoldError(f"cannot reach the controller at {first[0]}:{first[1]}: {exc}") from None
         await wait_until(
             lambda: core.registered or node.refused is not None, timeout, f"{name} to register", interval=POLL
         )

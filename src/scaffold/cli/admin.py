@@ -21,31 +21,20 @@ from typing import Any
 from rich.console import Console
 
 from ..core.controller import COMMANDS, Command
-from ..deploy.address import parse_address
+from ..deploy.address import parse_addresses
 from ..deploy.state_file import DEFAULT_STATE, load_state
 from ..errors import ConfigError
 from ..runtime import admin
 from ..runtime.tls import Credentials
 
-__all__ = ["add_commands", "controller_access", "controller_address", "record_from"]
+__all__ = ["add_commands", "controller_access", "record_from"]
 
 Address = tuple[str, int]
 
 _SWITCH = {"up": True, "down": False, "true": True, "false": False, "yes": True, "no": False}
 
 
-def controller_address(args: argparse.Namespace) -> Address:
-    """The controller named by ``--controller``, else by the state file ``--state``.
-
-    Raises:
-        ConfigError: no state file there, or a bad address.
-    """
-    if getattr(args, "controller", None):
-        return parse_address(args.controller)
-    return load_state(args.state).controller
-
-
-def controller_access(args: argparse.Namespace) -> tuple[Address, Credentials]:
+def controller_access(args: argparse.Namespace) -> tuple[list[Address], Credentials]:
     """The controller and the operator credentials to reach it with: ``--controller`` and
     ``--credentials``, else what the state file ``--state`` names.
 
@@ -56,9 +45,9 @@ def controller_access(args: argparse.Namespace) -> tuple[Address, Credentials]:
     if getattr(args, "controller", None):
         if not given:
             raise ConfigError("--controller needs --credentials DIR (an operator's)")
-        return parse_address(args.controller), Credentials(given)
+        return parse_addresses(args.controller), Credentials(given)
     state = load_state(args.state)
-    return state.controller, Credentials(given) if given else state.operator()
+    return state.controller_addresses, Credentials(given) if given else state.operator()
 
 
 def _switch(text: str) -> bool:

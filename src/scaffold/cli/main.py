@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from ..errors import ScaffoldError
+from ..errors import ScaffoldError, UsageError
 
 __all__ = ["main"]
 
@@ -25,6 +25,10 @@ def _demo(args: argparse.Namespace) -> int:
     options.seed = args.seed
     if args.flows is not None:
         options.flows = args.flows
+    if args.controllers != 1:
+        if not args.netns:
+            raise UsageError("--controllers needs --netns (replicas run as processes)")
+        options.controllers = args.controllers
     if args.size is not None:
         options.size = args.size
     if args.pace is not None:
@@ -70,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot", metavar="FILE.png", help="draw per-flow goodput over time with the churn events"
     )
     demo.add_argument("--seed", type=int, default=7, help="random seed of the scenario (default 7)")
+    demo.add_argument(
+        "--controllers",
+        type=_positive,
+        default=1,
+        help="netns: replicated controllers on etcd; the leader is SIGKILLed mid-churn",
+    )
     demo.add_argument(
         "--size",
         type=_positive,

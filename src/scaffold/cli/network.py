@@ -62,6 +62,13 @@ def add_commands(sub: Any) -> None:
     up.add_argument("--detach", action="store_true", help="netns: leave the network running and return")
     up.add_argument("--controller-port", type=int, default=0, help="embedded: the controller's TCP port")
     up.add_argument(
+        "--controllers",
+        type=int,
+        default=1,
+        help="netns: replicated controllers on etcd, this many (a 3-member etcd cluster is started)",
+    )
+    up.add_argument("--etcd", default="", help="netns: the replicas use this etcd cluster (HOST:PORT,...)")
+    up.add_argument(
         "--metrics",
         type=_address,
         metavar="HOST:PORT",
@@ -151,7 +158,9 @@ def _up(args: argparse.Namespace) -> int:
         remove_state(state_path)  # a stale file from a process that is gone
     if args.netns:
         metrics_port = None if args.metrics is None else args.metrics[1] or DEFAULT_METRICS_PORT
-        return _up_netns(loaded, state_path, args.detach, metrics_port)
+        return _up_netns(loaded, state_path, args.detach, metrics_port, args.controllers, args.etcd)
+    if args.controllers != 1 or args.etcd:
+        raise UsageError("--controllers and --etcd need --netns (replicas run as processes)")
     if args.detach:
         raise UsageError("--detach needs --netns (the embedded network lives in this process)")
     from ..runtime.aio import run
@@ -181,12 +190,26 @@ def _wait_for_signal() -> asyncio.Event:
     return stop
 
 
-def _up_netns(loaded: TopologyFile, state_path: Path, detach: bool, metrics_port: int | None) -> int:
+def _up_netns(
+    loaded: TopologyFile,
+    state_path: Path,
+    detach: bool,
+    metrics_port: int | None,
+    controllers: int,
+    etcd: str,
+) -> int:
     from ..deploy.netns.network import NetnsNetwork
     from ..runtime.aio import run
 
     async def main() -> int:
-        net = NetnsNetwork(loaded, state_path=state_path, metrics_port=metrics_port)
+        endpoints = [e.strip() for e in etcd.split(",") if e.strip()]
+        net = NetnsNetwork(
+            loaded,
+            state_path=state_path,
+            metrics_port=metrics_port,
+            controllers=controllers,
+            etcd=endpoints,
+        )
         stop = _wait_for_signal()
         started = time.monotonic()
         start = asyncio.create_task(net.start())
@@ -203,7 +226,7 @@ def _up_netns(loaded: TopologyFile, state_path: Path, detach: bool, metrics_port
         _say(
             f"[green]network {state.name!r} is up[/] in namespaces sc{state.run_id}-* "
             f"({len(state.nodes)} processes, {time.monotonic() - started:.1f} s); "
-            f"controller {state.controller[0]}:{state.controller[1]}; state {state_path}; "
+            f"controller {', '.join(f'{h}:{p}' for h, p in state.controller_addresses)}; state {state_path}; "
             f"logs {state.run_dir}"
             + (f"; metrics on port {metrics_port} of each node" if metrics_port else "")
         )
@@ -394,6 +417,17 @@ def print_status(status: dict[str, Any], console: Console) -> None:
             "yes" if link["up"] else "[red]no[/]",
         )
     console.print(links)
+    replicas = status.get("controllers")
+    if replicas:
+        table = Table(title="Controller replicas", title_justify="left")
+        for column in ("replica", "address", "pid", "leads"):
+            table.add_column(column)
+        for r in replicas:
+            table.add_row(
+                r["name"], f"{r['address'][0]}:{r['address'][1]}", str(r["pid"]), "yes" if r["leader"] else ""
+            )
+        console.print(table)
+        console.print(f"etcd: {', '.join(status.get('etcd', []))}")
 
 
 # -- faults --------------------------------------------------------------------------------
@@ -434,7 +468,7 @@ async def _fault_netns(args: argparse.Namespace, state: NetworkState) -> int:
     if kind in ("link-down", "link-up"):
         net.link_down(args.a, args.b) if kind == "link-down" else net.link_up(args.a, args.b)
     elif kind in ("partition", "heal"):
-        status = await admin.call(state.controller, commands.Status(), credentials=state.operator())
+        status = await admin.call(state.controller_addresses, commands.Status(), credentials=state.operator())
         links = _backbone(status["links"])
         cut = _partition_cut(args.groups, links) if kind == "partition" else links
         for a, b in cut:
@@ -456,7 +490,7 @@ async def _fault_netns(args: argparse.Namespace, state: NetworkState) -> int:
 async def _fault_embedded(args: argparse.Namespace, state: NetworkState) -> int:
     """Embedded: our link emulation (``LinkSettings``) and the controller's link state."""
     kind = args.fault
-    controller = state.controller
+    controller = state.controller_addresses
     operator = state.operator()
     status = await admin.call(controller, commands.Status(), credentials=operator)
     dcs = set(status["datacenters"])

@@ -55,7 +55,9 @@ _DROPS = ("drops_total", "runtime_drops_total", "stream_drops_total")
 def add_commands(sub: Any) -> None:
     top = sub.add_parser("top", help="a live view: per-node rates, flows, drops and the latest churn events")
     top.add_argument("--state", default=str(DEFAULT_STATE), help="state file of `scaffold up`")
-    top.add_argument("--controller", help="the controller's HOST:PORT instead of a state file")
+    top.add_argument(
+        "--controller", help="the controller's HOST:PORT (replicas: HOST:PORT,...) instead of a state file"
+    )
     top.add_argument(
         "--credentials", metavar="DIR", help="an operator's credentials (default: the state file's)"
     )
@@ -76,7 +78,8 @@ class Poll:
 
 @dataclass(slots=True)
 class Poller:
-    controller: Address
+    #: every controller replica (admin calls follow the leader)
+    controller: list[Address]
     credentials: Credentials | None
     since: int = 0
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS_SHOWN))
@@ -224,7 +227,7 @@ def _top(args: argparse.Namespace) -> int:
     return code
 
 
-async def _main(args: argparse.Namespace, controller: Address, credentials: Credentials) -> int:
+async def _main(args: argparse.Namespace, controller: list[Address], credentials: Credentials) -> int:
     poller = Poller(controller, credentials)
     interval = max(0.1, args.interval)
     before = await poller.poll()

@@ -10,6 +10,14 @@ it cannot route on IDs go to an object switch:
   the packet is ``TO_CLIENT`` (a server's): a client is not found by object, it is dropped;
 * a Host ID that moved to another DC -> the DC ID is rewritten and the sender is told to
   refine (a ``REFINE`` signal, §5.3).
+
+It also watches the hosts it is the gateway of (``attached``): any packet from one is a sign
+of life (so a busy host whose presence packets are lost in a full queue is not taken for
+dead), and each also sends a presence packet every heartbeat interval, which the switch
+takes and drops. A host silent for
+``presence_timeout`` is reported down to the controller, a host heard again up
+(``HostLiveness``, §6.2) -- only changes, so the controller's load follows churn, not hosts.
+After a full sync every attached host is reported again (the controller may be new).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from ..errors import MalformedPacket
+from ..wire import control
 from ..wire import header as wire_header
 from ..wire import signal as wire_signal
 from ..wire.header import (
@@ -52,6 +61,13 @@ _PROTOS = frozenset(int(p) for p in Proto)
 _UNKNOWN_FLAGS = 0xFF & ~int(Flags.TRACE | Flags.REDIRECTED | Flags.TO_CLIENT)
 _TRACE = int(Flags.TRACE)
 _REDIRECTED = int(Flags.REDIRECTED)
+_PRESENCE = int(Proto.PRESENCE)
+#: checks per ``presence_timeout``: a silent host is reported at most a sixth of it late
+#: (0.7 s after its last packet with 3 x 0.2 s), before the stall probes that find a new
+#: replica (0.25 s, then 0.75 s after the data stopped, docs/protocol.md §5.1)
+CHECKS = 6
+#: presence packets from hosts not attached yet that a switch remembers (a bound)
+_EARLY_LIMIT = 1024
 _TO_CLIENT = int(Flags.TO_CLIENT)
 
 
@@ -67,6 +83,17 @@ class FlowSwitch(Switch):
         self._moved: dict[int, int] = {}
         self.forwarded = 0
         self.forwarded_bytes = 0
+        #: attached host -> when it was last heard (or started being watched)
+        self._heard: dict[str, float] = {}
+        #: attached host -> what the controller was last told (True up, False down)
+        self._reported: dict[str, bool] = {}
+        #: attached hosts not heard from yet: never reported down (one that has not started
+        #: is not dead, and a report of it could overtake its registration)
+        self._unheard: set[str] = set()
+        #: presence heard from a host before the controller said it is attached here (its
+        #: Welcome can overtake this switch's delta): taken as heard once it is attached
+        self._early: dict[str, float] = {}
+        self._check_at: float | None = None
 
     def metrics(self) -> list[Sample]:
         return [
@@ -80,6 +107,71 @@ class FlowSwitch(Switch):
         self._dc_routes = self.tables["dc_routes"]  # type: ignore[assignment]
         self._host_routes = self.tables["host_routes"]  # type: ignore[assignment]
         self._moved = self.tables["moved_hosts"]  # type: ignore[assignment]
+        if names is None or "attached" in names:
+            self._watch(full=names is None)
+
+    # -- liveness of attached hosts (docs/protocol.md §6.2) ------------------------------
+
+    def _watch(self, *, full: bool) -> None:
+        attached = self.tables["attached"]
+        for host in [h for h in self._heard if h not in attached]:
+            del self._heard[host]
+            self._reported.pop(host, None)
+            self._unheard.discard(host)
+        if full:
+            self._reported.clear()  # tell a (maybe new) controller everything again
+        for name in attached:
+            if str(name) not in self._heard:
+                early = self._early.pop(str(name), None)
+                if early is not None and self._now - early < self.presence_timeout:
+                    self._heard[str(name)] = early
+                else:
+                    self._heard[str(name)] = self._now
+                    self._unheard.add(str(name))
+        if self._heard and self.presence_timeout > 0:
+            self._check_at = self._now if full else (self._check_at or self._now)
+        else:
+            self._check_at = None
+
+    def _presence(self, port: str, now: float) -> None:
+        if port not in self._heard:
+            self.drops["presence-from-unknown"] += 1
+            if len(self._early) >= _EARLY_LIMIT:
+                self._early.clear()
+            self._early[port] = now
+            return
+        self._heard[port] = now
+        self._unheard.discard(port)
+        if self._reported.get(port) is not True:
+            self._reported[port] = True
+            self._control_out.append(control.HostLiveness(node=self.name, up=[port]))
+
+    def get_timer(self) -> float | None:
+        return self._check_at
+
+    def handle_timer(self, now: float) -> None:
+        """Report the attached hosts silent for longer than ``presence_timeout``; one heard
+        again is reported up by its next presence packet."""
+        if self._check_at is None or now < self._check_at:
+            return
+        limit = self.presence_timeout
+        late = now - self._check_at
+        if late > 2 * limit / CHECKS:
+            # The switch itself was stalled (a busy event loop, a paused process): the
+            # presence packets of that time may be waiting unread in its socket. Silence it
+            # could not hear is not the hosts' fault, so their deadlines move by the stall.
+            for host in self._heard:
+                self._heard[host] += late
+        down = [
+            host
+            for host, heard in self._heard.items()
+            if now - heard > limit and self._reported.get(host) is not False and host not in self._unheard
+        ]
+        for host in down:
+            self._reported[host] = False
+        if down:
+            self._control_out.append(control.HostLiveness(node=self.name, down=down))
+        self._check_at = now + limit / CHECKS if self._heard and limit > 0 else None
 
     def receive_datagram(self, data: Packet, port: str, now: float) -> None:
         """Route one packet that arrived from neighbour ``port``. Never raises."""
@@ -95,6 +187,12 @@ class FlowSwitch(Switch):
             return
         if flags & _UNKNOWN_FLAGS:
             self.drops["bad-flags"] += 1
+            return
+        heard = self._heard
+        if port in heard:
+            heard[port] = now  # an attached host is alive (§6.2)
+        if proto == _PRESENCE:
+            self._presence(port, now)
             return
         if ttl <= 1:
             self.drops["ttl-expired"] += 1

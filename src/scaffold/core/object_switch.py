@@ -16,19 +16,20 @@ with an explicit ``OBJECT_NOT_FOUND`` signal to the source.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import ClassVar
 
 from ..errors import MalformedPacket, UsageError
+from ..ids import OBJECT_ID_BYTES
 from ..wire import header as wire_header
 from ..wire import signal as wire_signal
+from ..wire.control import Replicas, SwitchTables, TableKeys
 from ..wire.header import DST_LOCATOR, DST_OFFSET, TTL_OFFSET, Flags, Header, Proto
 from .events import Packet, TraceHop
 from .metrics import MetricKind, Sample, define
 from .replicas import TABLE_SIZE, PrefixTable, ReplicaSet
 from .switch import Switch
 
-__all__ = ["LOCAL_SHIFT", "RESOLUTIONS", "WIDE_SHIFT", "ObjectSwitch"]
+__all__ = ["LOCAL_SHIFT", "RESOLUTIONS", "WIDE_SHIFT", "Entry", "ObjectSwitch"]
 
 RESOLUTIONS = define(
     "resolutions_total",
@@ -41,62 +42,172 @@ RESOLUTIONS = define(
 #: upper 32 bits, so for random Flow IDs the two picks are uncorrelated.
 WIDE_SHIFT = 0
 LOCAL_SHIFT = 32
+assert TABLE_SIZE == 2053 and LOCAL_SHIFT == 32  # written as literals on the hot path
+
+
+#: an entry: (wide table, local table, wide members, local members). A table is the Maglev
+#: tuple of ``ReplicaSet.table``; None means "no exact entry: ask the prefix rules"; ``False``
+#: means "no live replica" (an empty exact entry, which no prefix rule overrides).
+Entry = tuple[tuple[int, ...] | bool | None, tuple[int, ...] | bool | None, Replicas | None, Replicas | None]
+_ABSENT: Entry = (None, None, None, None)
+#: distinct replica sets and entries kept interned before the caches are rebuilt from use
+_INTERN_LIMIT = 65_536
 
 
 class ObjectSwitch(Switch):
-    """Sans-IO object switch. Feed ``receive_datagram``; drain ``datagrams_to_send``."""
+    """Sans-IO object switch. Feed ``receive_datagram``; drain ``datagrams_to_send``.
+
+    Its Object ID tables are compact (docs/protocol.md §3.2): one dict from the raw 32-byte
+    Object ID to an interned entry holding both the wide-area and the local Maglev table,
+    so a million objects on a few replica sets cost the dict and the keys, and a resolution
+    is one dict lookup. Owner-prefix rules (``prefixes``, ``local_prefixes``) answer for IDs
+    without an exact entry.
+    """
 
     role: ClassVar[str] = "object-switch"
 
     def __init__(self, name: str, dc: str) -> None:
         super().__init__(name, dc)
-        self.wide = PrefixTable()
-        self.local = PrefixTable()
         self.resolutions = 0
-        self._wide_exact: Mapping[bytes, ReplicaSet] = {}
-        self._local_exact: Mapping[bytes, ReplicaSet] = {}
-        # Replica sets are interned: a million objects on the same replicas share one table.
-        self._interned: dict[tuple[tuple[tuple[int, int], ...], int], ReplicaSet] = {}
+        self._exact: dict[bytes, Entry] = {}
+        self.wide_rules = PrefixTable()
+        self.local_rules = PrefixTable()
+        # Interned: a million objects on the same replicas share one table and one entry.
+        self._sets: dict[Replicas, ReplicaSet] = {}
+        self._entries: dict[tuple[Replicas | None, Replicas | None], Entry] = {}
+        #: exact entries with a wide part, with a local part
+        self._counts = [0, 0]
 
     # -- tables --------------------------------------------------------------------------
 
-    def tables_changed(self, names: set[str] | None) -> None:
-        if names is None or "wide" in names or "prefixes" in names:
-            self.wide = self._build(self.tables["wide"], self.tables["prefixes"], WIDE_SHIFT)
-        if names is None or "local" in names:
-            self.local = self._build(self.tables["local"], {}, LOCAL_SHIFT)
-        self._wide_exact = self.wide.exact_items()
-        self._local_exact = self.local.exact_items()
-        live = {rs.members for rs in self.wide.exact_items().values()}
-        live |= {rs.members for rs in self.local.exact_items().values()}
-        self._interned = {k: v for k, v in self._interned.items() if k[0] in live}
+    def _objects_synced(self, parts: list[SwitchTables]) -> None:
+        # Built aside and swapped in: packets meanwhile were resolved on the old tables.
+        old = self._exact, self.wide_rules, self.local_rules
+        counts = list(self._counts)
+        self._exact, self.wide_rules, self.local_rules = {}, PrefixTable(), PrefixTable()
+        self._sets, self._entries, self._counts = {}, {}, [0, 0]
+        try:
+            self._objects_changed([(part, TableKeys()) for part in parts])
+        except BaseException:
+            self._exact, self.wide_rules, self.local_rules = old
+            self._counts = counts
+            raise
 
-    def _build(self, exact: dict[object, object], prefixes: dict[object, object], shift: int) -> PrefixTable:
-        table = PrefixTable()
-        for key, members in exact.items():
-            try:
-                table.set_exact(bytes.fromhex(str(key)), self.replica_set(members, shift))  # type: ignore[arg-type]
-            except (ValueError, UsageError):
-                self.drops["bad-table-entry"] += 1
-        for key, members in prefixes.items():
-            try:
-                text, bits = str(key).split("/")
-                table.set_prefix(int(text, 16), int(bits), self.replica_set(members, shift))  # type: ignore[arg-type]
-            except (ValueError, UsageError):
-                self.drops["bad-table-entry"] += 1
-        return table
+    def _objects_changed(self, parts: list[tuple[SwitchTables, TableKeys]]) -> set[str]:
+        changed: set[str] = set()
+        for upsert, remove in parts:
+            for level, (exact, rules) in enumerate(
+                ((upsert.wide, upsert.prefixes), (upsert.local, upsert.local_prefixes))
+            ):
+                gone_exact = remove.local if level else remove.wide
+                gone_rules = remove.local_prefixes if level else remove.prefixes
+                for key in gone_exact:
+                    self._set_exact(key, level, None)
+                for key, members in exact.items():
+                    self._set_exact(key, level, members)
+                for key in gone_rules:
+                    self._set_rule(key, level, None)
+                for key, members in rules.items():
+                    self._set_rule(key, level, members)
+                if exact or gone_exact or rules or gone_rules:
+                    changed.add("local" if level else "wide")
+        if len(self._sets) > _INTERN_LIMIT or len(self._entries) > _INTERN_LIMIT:
+            self._reintern()
+        return changed
 
-    def replica_set(self, members: list[tuple[int, int]], shift: int) -> ReplicaSet:
-        key = (tuple(sorted((int(t), int(w)) for t, w in members if w > 0)), shift)
-        found = self._interned.get(key)
+    def _set_exact(self, key: str, level: int, members: Replicas | None) -> None:
+        try:
+            raw = bytes.fromhex(key)
+            if len(raw) != OBJECT_ID_BYTES:
+                raise ValueError(key)
+            before = self._members(raw)
+            wide, local = before
+            if level:
+                local = None if members is None else tuple(members)
+            else:
+                wide = None if members is None else tuple(members)
+            after = (wide, local)
+            for k in (0, 1):
+                self._counts[k] += (after[k] is not None) - (before[k] is not None)
+            if wide is None and local is None:
+                self._exact.pop(raw, None)
+            else:
+                self._exact[raw] = self._entry(wide, local)
+        except (ValueError, TypeError, UsageError):
+            self.drops["bad-table-entry"] += 1
+
+    def _set_rule(self, key: str, level: int, members: Replicas | None) -> None:
+        rules = self.local_rules if level else self.wide_rules
+        try:
+            text, bits = str(key).split("/")
+            prefix, length = int(text, 16), int(bits)
+            if members is None:
+                rules.remove_prefix(prefix, length)
+            else:
+                rules.set_prefix(prefix, length, self._set(tuple(members)))
+        except (ValueError, TypeError, UsageError):
+            self.drops["bad-table-entry"] += 1
+
+    def _members(self, raw: bytes) -> tuple[Replicas | None, Replicas | None]:
+        entry = self._exact.get(raw, _ABSENT)
+        return entry[2], entry[3]
+
+    def _entry(self, wide: Replicas | None, local: Replicas | None) -> Entry:
+        key = (wide, local)
+        found = self._entries.get(key)
         if found is None:
-            found = self._interned[key] = ReplicaSet(key[0], shift)
+            found = self._entries[key] = (self._table(wide), self._table(local), wide, local)
         return found
 
+    def _table(self, members: Replicas | None) -> tuple[int, ...] | bool | None:
+        if members is None:
+            return None
+        if not members:
+            return False
+        return self._set(members).table
+
+    def _set(self, members: Replicas) -> ReplicaSet:
+        key = tuple((int(t), int(w)) for t, w in members)
+        found = self._sets.get(key)
+        if found is None:
+            found = self._sets[key] = ReplicaSet(key)
+        return found
+
+    def _reintern(self) -> None:
+        """Drop interned sets and entries that no table uses any more (a bound on both)."""
+        live = set(self._exact.values())
+        self._entries = {(e[2], e[3]): e for e in live}
+        members = {m for e in live for m in (e[2], e[3]) if m}
+        members |= {rs.members for rs in self.wide_rules.values()}
+        members |= {rs.members for rs in self.local_rules.values()}
+        self._sets = {m: rs for m, rs in self._sets.items() if m in members}
+
     def table_sizes(self) -> dict[str, int]:
-        # What the switch holds after tables_changed: its prefix tables (exact entries and
-        # prefix rules), not the raw records they were built from.
-        return {"wide": len(self.wide), "local": len(self.local), "peers": len(self.tables["peers"])}
+        # What the switch holds: exact entries by level, and prefix rules.
+        return {
+            "wide": self._counts[0] + len(self.wide_rules),
+            "local": self._counts[1] + len(self.local_rules),
+            "peers": len(self.tables["peers"]),
+        }
+
+    def snapshot(self) -> SwitchTables:
+        """The current tables as a record (for status output and tests)."""
+        base = super().snapshot()
+        wide = {k.hex(): e[2] for k, e in self._exact.items() if e[2] is not None}
+        local = {k.hex(): e[3] for k, e in self._exact.items() if e[3] is not None}
+        return SwitchTables(
+            dc_routes=base.dc_routes,
+            host_routes=base.host_routes,
+            moved_hosts=base.moved_hosts,
+            object_switch=base.object_switch,
+            gateway=base.gateway,
+            peers=base.peers,
+            presence_timeout=base.presence_timeout,
+            wide=wide,
+            local=local,
+            prefixes=self.wide_rules.as_wire(),
+            local_prefixes=self.local_rules.as_wire(),
+        )
 
     def metrics(self) -> list[Sample]:
         return [*super().metrics(), RESOLUTIONS.sample(self.resolutions)]
@@ -107,19 +218,38 @@ class ObjectSwitch(Switch):
         """(DC ID, Host ID) for the first packet of ``flow`` to ``obj``; Host ID 0 when the
         chosen DC is another one (its own object switch fills it). None: nobody serves it.
 
-        The hot path of an object switch: an exact-match dict first, then the prefix rules;
-        one modulo and one tuple index per level (docs/protocol.md §3.2).
+        The hot path of an object switch: one dict lookup (the prefix rules only for IDs
+        without an exact entry), one modulo and one tuple index per level
+        (docs/protocol.md §3.2). 2053 is ``TABLE_SIZE`` and 32 ``LOCAL_SHIFT``, as literals.
         """
-        wide = self._wide_exact.get(obj) or self.wide.lookup(obj)
-        if wide is None:
+        entry = self._exact.get(obj)
+        if entry is None or entry[0] is None:
+            entry = self._by_rules(obj, entry or _ABSENT)
+        wide = entry[0]
+        if not wide:
             return None
-        dc = wide.table[flow % TABLE_SIZE]  # WIDE_SHIFT is 0: the whole Flow ID
+        dc = wide[flow % 2053]  # type: ignore[index]  # WIDE_SHIFT is 0: the whole Flow ID
         if dc != self.dc_id:
             return dc, 0
-        local = self._local_exact.get(obj) or self.local.lookup(obj)
+        local = entry[1]
         if local is None:
+            local = self.local_table(obj)
+        if not local:
             return None  # the tables disagree for a moment: wide lists this DC, local not yet
-        return dc, local.table[(flow >> LOCAL_SHIFT) % TABLE_SIZE]
+        return dc, local[(flow >> 32) % 2053]  # type: ignore[index]
+
+    def _by_rules(self, obj: bytes, entry: Entry) -> Entry:
+        """``entry`` with its wide level from the owner-prefix rules (no exact one)."""
+        rule = self.wide_rules.lookup(obj)
+        return (rule.table if rule is not None else None, entry[1], entry[2], entry[3])
+
+    def local_table(self, obj: bytes) -> tuple[int, ...] | None:
+        """This DC's Maglev table of hosts for ``obj`` (None: no live replica here)."""
+        local = self._exact.get(obj, _ABSENT)[1]
+        if local is None:
+            rule = self.local_rules.lookup(obj)
+            return rule.table if rule is not None else None
+        return local or None  # type: ignore[return-value]
 
     def refine(self, obj: bytes, flow: int, dc: int, host: int) -> tuple[int, int] | None:
         """Fill what is missing of a destination (docs/protocol.md §3.2).
@@ -129,9 +259,9 @@ class ObjectSwitch(Switch):
         the local table a host). None when no replica is registered.
         """
         if dc == self.dc_id and not host:
-            local = self._local_exact.get(obj) or self.local.lookup(obj)
+            local = self.local_table(obj)
             if local is not None:
-                return dc, local.table[(flow >> LOCAL_SHIFT) % TABLE_SIZE]
+                return dc, local[(flow >> LOCAL_SHIFT) % TABLE_SIZE]
             dc = 0  # no replica left in this DC: resolve at the wide-area level again
         if dc:
             return dc, host

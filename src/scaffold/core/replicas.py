@@ -152,3 +152,15 @@ class PrefixTable:
 
     def exact_items(self) -> Mapping[bytes, ReplicaSet]:
         return self._exact
+
+    def values(self) -> list[ReplicaSet]:
+        """Every prefix rule's replica set."""
+        return [rs for rules in self._prefixes.values() for rs in rules.values()]
+
+    def as_wire(self) -> dict[str, tuple[tuple[int, int], ...]]:
+        """The prefix rules as ``"hex/bits"`` -> members (the ``prefixes`` wire form)."""
+        return {
+            f"{prefix:x}/{bits}": rs.members
+            for bits, rules in self._prefixes.items()
+            for prefix, rs in rules.items()
+        }

@@ -1,8 +1,14 @@
 """What flow and object switches share: control-plane table state, events and metrics.
 
 A switch keeps forwarding on its last tables when the controller is gone (docs/protocol.md
-§6.3): nothing here expires tables; only a ``TableSync`` replaces them. Switches have no
-timers; their events tell the runtime about new tables and neighbours' addresses.
+§6.3): nothing here expires tables; only a ``TableSync`` replaces them. A sync or a delta may
+come in parts (``more``, §6.2): the parts are held until the last one arrives and then
+applied at once, so the switch forwards on its old tables until the new version is complete.
+Events tell the runtime about new tables and neighbours' addresses.
+
+The tables of routes and addresses (``ROUTE_TABLES``) are kept here as dicts; an object
+switch keeps its Object ID tables in its own compact form (``_objects_synced``,
+``_objects_changed``).
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from .engine import NodeCore
 from .events import Address, NeighboursLearned, TablesApplied
 from .metrics import MetricKind, Sample, define
 
-__all__ = ["TABLE_ENTRIES", "TABLE_VERSION", "Switch", "SwitchEvent"]
+__all__ = ["MAX_STAGED_PARTS", "ROUTE_TABLES", "TABLE_ENTRIES", "TABLE_VERSION", "Switch", "SwitchEvent"]
 
-_TABLE_NAMES = ("dc_routes", "host_routes", "moved_hosts", "wide", "local", "prefixes", "peers")
+#: the tables every switch keeps as plain dicts (object tables: ``ObjectSwitch``)
+ROUTE_TABLES = ("dc_routes", "host_routes", "moved_hosts", "attached", "peers")
+#: parts of one sync or delta a switch holds before it gives up and asks for a sync
+MAX_STAGED_PARTS = 4096
 
 SwitchEvent = TablesApplied | NeighboursLearned
 
@@ -41,9 +50,15 @@ class Switch(NodeCore[SwitchEvent]):
         self.dc_id = 0
         self.version = 0
         self.synced = False
-        self.tables: dict[str, dict[object, object]] = {n: {} for n in _TABLE_NAMES}
+        self.tables: dict[str, dict[object, object]] = {n: {} for n in ROUTE_TABLES}
+        #: parts of a sync or delta received so far (applied when the last one is in)
+        self._staged: list[TableSync | TableDelta] = []
         self.object_switch = ""
         self.gateway = ""
+        #: silence after which an attached host is reported down (flow switches; 0: never)
+        self.presence_timeout = 0.0
+        #: the time of the control record being applied (for hooks that start a clock)
+        self._now = 0.0
 
     @property
     def ready(self) -> bool:
@@ -57,40 +72,87 @@ class Switch(NodeCore[SwitchEvent]):
 
     def receive_control(self, message: ControlMessage, now: float) -> None:
         """Apply a record from the controller; a gap in versions asks for a full sync."""
-        if isinstance(message, TableSync):
-            self.dc_id = message.dc_id
-            for name in _TABLE_NAMES:
-                self.tables[name] = dict(getattr(message.tables, name))
-            self.object_switch = message.tables.object_switch
-            self.gateway = message.tables.gateway
-            self.version = message.version
-            self.synced = True
-            self.tables_changed(None)
-            self._applied(peers_changed=True)
-        elif isinstance(message, TableDelta):
-            if not self.synced or message.version != self.version + 1:
-                self.drops["stale-table-delta"] += 1
-                self._control_out.append(control.SyncRequest(node=self.name, have_version=self.version))
+        self._now = now
+        if isinstance(message, TableSync | TableDelta):
+            self._receive_part(message)
+        else:
+            self.drops["unexpected-control"] += 1
+
+    def _receive_part(self, message: TableSync | TableDelta) -> None:
+        staged = self._staged
+        if staged and (type(staged[0]) is not type(message) or staged[0].version != message.version):
+            # A sync supersedes parts of anything else; other interleavings are out of order.
+            staged.clear()
+            if isinstance(message, TableDelta):
+                self._stale()
                 return
-            changed: set[str] = set()
-            for name in _TABLE_NAMES:
+        if (
+            not staged
+            and isinstance(message, TableDelta)
+            and (not self.synced or message.version != self.version + 1)
+        ):
+            self._stale()
+            return
+        if len(staged) >= MAX_STAGED_PARTS:
+            staged.clear()
+            self._stale()
+            return
+        staged.append(message)
+        if message.more:
+            return  # forward on the old tables until the last part is in
+        self._staged = []
+        if isinstance(message, TableSync):
+            self._apply_sync([p for p in staged if isinstance(p, TableSync)])
+        else:
+            self._apply_delta([p for p in staged if isinstance(p, TableDelta)])
+
+    def _stale(self) -> None:
+        self.drops["stale-table-delta"] += 1
+        self._control_out.append(control.SyncRequest(node=self.name, have_version=self.version))
+
+    def _apply_sync(self, parts: list[TableSync]) -> None:
+        tables: dict[str, dict[object, object]] = {n: {} for n in ROUTE_TABLES}
+        for part in parts:
+            for name in ROUTE_TABLES:
+                tables[name].update(getattr(part.tables, name))
+            self.object_switch = part.tables.object_switch or self.object_switch
+            self.gateway = part.tables.gateway or self.gateway
+            self.presence_timeout = part.tables.presence_timeout or self.presence_timeout
+        self._objects_synced([p.tables for p in parts])
+        self.tables = tables
+        self.dc_id = parts[-1].dc_id
+        self.version = parts[-1].version
+        self.synced = True
+        self.tables_changed(None)
+        self._applied(peers_changed=True)
+
+    def _apply_delta(self, parts: list[TableDelta]) -> None:
+        changed: set[str] = set()
+        for part in parts:
+            for name in ROUTE_TABLES:
                 table = self.tables[name]
-                for key in getattr(message.remove, name):
+                for key in getattr(part.remove, name):
                     table.pop(key, None)
                     changed.add(name)
-                upsert = getattr(message.upsert, name)
+                upsert = getattr(part.upsert, name)
                 if upsert:
                     table.update(upsert)
                     changed.add(name)
-            if message.upsert.object_switch:
-                self.object_switch = message.upsert.object_switch
-            if message.upsert.gateway:
-                self.gateway = message.upsert.gateway
-            self.version = message.version
-            self.tables_changed(changed)
-            self._applied(peers_changed="peers" in changed)
-        else:
-            self.drops["unexpected-control"] += 1
+            if part.upsert.object_switch:
+                self.object_switch = part.upsert.object_switch
+            if part.upsert.gateway:
+                self.gateway = part.upsert.gateway
+        changed |= self._objects_changed([(p.upsert, p.remove) for p in parts])
+        self.version = parts[-1].version
+        self.tables_changed(changed)
+        self._applied(peers_changed="peers" in changed)
+
+    def _objects_synced(self, parts: list[SwitchTables]) -> None:
+        """Hook: replace the Object ID tables with those of a complete sync."""
+
+    def _objects_changed(self, parts: list[tuple[SwitchTables, control.TableKeys]]) -> set[str]:
+        """Hook: apply a complete delta to the Object ID tables; the names of those changed."""
+        return set()
 
     def tables_changed(self, names: set[str] | None) -> None:
         """Hook: rebuild derived structures after tables changed (None = everything)."""
@@ -128,7 +190,8 @@ class Switch(NodeCore[SwitchEvent]):
     def snapshot(self) -> SwitchTables:
         """The current tables as a record (for status output and tests)."""
         return SwitchTables(
-            **{n: dict(self.tables[n]) for n in _TABLE_NAMES},  # type: ignore[arg-type]
+            **{n: dict(self.tables[n]) for n in ROUTE_TABLES},  # type: ignore[arg-type]
             object_switch=self.object_switch,
             gateway=self.gateway,
+            presence_timeout=self.presence_timeout,
         )

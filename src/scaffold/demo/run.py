@@ -31,15 +31,16 @@ from typing import Any
 from ..api.host import Host
 from ..api.testbed import Testbed
 from ..core.controller import Command
-from ..core.controller.commands import Status
+from ..core.controller.commands import Counters, Status
 from ..core.metrics import DROPS, by_label, total
 from ..core.switch import TABLE_ENTRIES
 from ..core.topology import Topology, default_topology
 from ..deploy.netns.network import NetnsNetwork
 from ..deploy.netns.plan import DATA_PORT
+from ..errors import ScaffoldError
 from ..ids import ObjectId
 from ..runtime import admin
-from ..runtime.aio import Address
+from ..runtime.aio import Address, wait_until
 from ..wire import header as wire_header
 from ..wire.header import MAX_TTL, VERSION, Header, Proto
 from .scenario import FlowRun, Scenario, ScenarioNetwork
@@ -60,6 +61,9 @@ class DemoOptions:
     spacing: float = 1.4
     timeout: float = 50.0
     topology: Topology = field(default_factory=default_topology)
+    #: netns: controller replicas on etcd; with more than one, the leading replica is
+    #: SIGKILLed in the middle of the churn (``failover`` in the report)
+    controllers: int = 1
 
 
 @dataclass(slots=True)
@@ -75,6 +79,8 @@ class DemoReport:
     drops: dict[str, int]
     events: list[dict[str, Any]]
     checks: list[tuple[str, bool, str]]
+    #: netns with replicated controllers: the leader killed and who took over, how fast
+    failover: dict[str, Any] = field(default_factory=dict)
     goals: list[tuple[str, bool, str]] = field(default_factory=list)
     junk_sent: int = 0
     duration: float = 0.0
@@ -96,6 +102,7 @@ class DemoReport:
             "switches": self.switches,
             "drops": self.drops,
             "events": self.events,
+            **({"failover": self.failover} if self.failover else {}),
         }
 
 
@@ -489,6 +496,7 @@ async def run_demo_netns(
                 "web",
             ],
             extra_links=extra,
+            controllers=options.controllers,
         )
         clients: dict[str, Host] = {}
         try:
@@ -522,14 +530,38 @@ async def run_demo_netns(
 
             junk = asyncio.create_task(_inject_junk(targets, rng, options.junk_per_node))
             say(f"{len(scenario.runs)} flows downloading verified data; churn every {options.spacing} s")
+            failover: asyncio.Task[tuple[dict[str, Any], dict[str, Any]]] | None = None
+            if options.controllers > 1:
+                # After the client's move, before the server failure, which the new leader has
+                # to notice (the churn that needs a host's cooperation, a migration say, would
+                # race with the hosts reconnecting to it).
+                failover = asyncio.create_task(_kill_leader(net, 6.5 * options.spacing, say))
             await scenario.run(timeout=options.timeout, before_churn=snapshot)
             junk_sent = await junk
             entries_with_flows = await snapshots[0] if snapshots else {}
             await asyncio.sleep(1.5)  # the daemons report their counters every second
+            failed_over: dict[str, Any] = {}
+            earlier: dict[str, Any] = {}  # the counters the dead leader held
+            if failover is not None:
+                failed_over, earlier = await failover
+                # The new leader knows a node's counters only from its first report to it; one
+                # that never reports fails the checks on counters, not this wait.
+                with contextlib.suppress(TimeoutError):
+                    await wait_until(lambda: _all_reported(net, targets), 15, "all counters")
             say("flows done")
             report = await _collect_netns(
-                net, clients, scenario, junk_sent, entries_before, entries_with_flows
+                net, clients, scenario, junk_sent, entries_before, entries_with_flows, earlier
             )
+            if failover is not None:
+                report.failover = failed_over
+                took = failed_over["new_leader_after_s"]
+                report.checks.append(
+                    (
+                        "a new controller leader after the leader's SIGKILL",
+                        took is not None,
+                        f"{failed_over['killed']} -> {failed_over['leader']} in {took} s (goal 2 s)",
+                    )
+                )
         finally:
             for host in clients.values():
                 with contextlib.suppress(Exception):
@@ -537,6 +569,45 @@ async def run_demo_netns(
             await net.close()
         report.duration = loop.time() - started
         return report
+
+
+async def _all_reported(net: NetnsNetwork, nodes: dict[str, Address]) -> bool:
+    """Whether the controller holds counters of every one of ``nodes`` still alive."""
+    try:
+        counters = await admin.call(net.controller, Counters(), timeout=2.0, credentials=net.operator)
+    except ScaffoldError:
+        return False
+    return all(name in counters for name in nodes if net.alive(name))
+
+
+async def _kill_leader(
+    net: NetnsNetwork, after: float, say: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """SIGKILL the leading controller replica ``after`` seconds from now; how long until
+    another one led (asked of the survivors every 50 ms), and the nodes' counters as the dead
+    leader held them (the only ones of a node killed before it reported to the new leader)."""
+    await asyncio.sleep(after)
+    status = await admin.call(net.controller, Status(), credentials=net.operator)
+    counters = await admin.call(net.controller, Counters(), credentials=net.operator)
+    leader = next(r for r in status["controllers"] if r["leader"])
+    loop = asyncio.get_running_loop()
+    killed_at = loop.time()
+    await asyncio.to_thread(net.kill, leader["name"])  # it waits for the process to be gone
+    survivors = [tuple(r["address"]) for r in status["controllers"] if not r["leader"]]
+    say(f"controller {leader['name']} (leading) SIGKILLed")
+    while loop.time() - killed_at < 10.0:
+        try:
+            now = await admin.call(survivors, Status(), timeout=0.5, credentials=net.operator)
+        except ScaffoldError:
+            await asyncio.sleep(0.05)
+            continue
+        new = next((r["name"] for r in now["controllers"] if r["leader"]), None)
+        if new is not None and new != leader["name"]:
+            took = round(loop.time() - killed_at, 3)
+            say(f"controller {new} leads, {took} s after the kill")
+            return {"killed": leader["name"], "leader": new, "new_leader_after_s": took}, counters
+        await asyncio.sleep(0.05)
+    return {"killed": leader["name"], "leader": None, "new_leader_after_s": None}, counters
 
 
 async def _switch_entries(net: NetnsNetwork) -> dict[str, int]:
@@ -556,6 +627,7 @@ async def _collect_netns(
     junk_sent: Counter[str],
     entries_before: dict[str, int],
     entries_with_flows: dict[str, int],
+    earlier: dict[str, Any],
 ) -> DemoReport:
     topology = net.topology
     status = await net.status()
@@ -595,12 +667,16 @@ async def _collect_netns(
         for t in clients[first.client].stack.trace
         if t.flow == traced
     ]
-    for name, c in counters.items():
-        if name in clients:
-            continue
-        for flow, obj, role, dc, host, sock, ttl, at in c.get("trace", []):
-            if flow == traced:
-                hops.append((name, obj, role, dc, host, sock, ttl, at))
+    reported = {
+        (name, *hop)
+        for held in (earlier, counters)
+        for name, c in held.items()
+        if name not in clients
+        for hop in c.get("trace", [])
+    }
+    for name, flow, obj, role, dc, host, sock, ttl, at in reported:
+        if flow == traced:
+            hops.append((name, obj, role, dc, host, sock, ttl, at))
     hops.sort(key=lambda h: (-h[6], h[2] == "host" and h[0] != first.client, h[7]))
     refinement = [
         {

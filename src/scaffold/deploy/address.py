@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from ..runtime.aio import Address
 
-__all__ = ["parse_address"]
+__all__ = ["parse_address", "parse_addresses"]
 
 
 def parse_address(text: str) -> Address:
@@ -23,3 +23,15 @@ def parse_address(text: str) -> Address:
     if not sep or not 0 <= number <= 65535:
         raise ConfigError(f"not an address (want HOST:PORT): {text!r}")
     return host.strip("[]") or "127.0.0.1", number
+
+
+def parse_addresses(text: str) -> list[Address]:
+    """``"HOST:PORT,HOST:PORT"`` (every controller replica) as addresses, in order.
+
+    Raises:
+        ConfigError: an item is not an address, or there is none.
+    """
+    items = [item for item in str(text).split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"no address in {text!r}")
+    return [parse_address(item.strip()) for item in items]

@@ -43,7 +43,7 @@ class NodeState(msgspec.Struct):
     """One node of the network."""
 
     name: str
-    role: str  # "controller" | "flow-switch" | "object-switch" | "host"
+    role: str  # "controller" | "flow-switch" | "object-switch" | "host" | "etcd" | "program"
     dc: str = ""
     gateway: str = ""  # hosts
     address: Address | None = None  # data plane (controller: its control address)
@@ -78,6 +78,10 @@ class NetworkState(msgspec.Struct):
     name: str
     mode: str  # "embedded" | "netns"
     controller: Address
+    #: every controller replica, when several share the network through etcd
+    controllers: list[Address] = []
+    #: the etcd cluster of the replicas (HOST:PORT each)
+    etcd: list[str] = []
     run_id: str = ""
     topology_file: str = ""
     pid: int = 0  # the ``scaffold up`` process (embedded: it runs the whole network)
@@ -123,6 +127,11 @@ class NetworkState(msgspec.Struct):
             return CredentialStore(self.credentials)
         except OSError as exc:
             raise ConfigError(f"cannot read the credentials of network {self.name!r}: {exc}") from None
+
+    @property
+    def controller_addresses(self) -> list[Address]:
+        """Every controller replica's address (the one controller's, if not replicated)."""
+        return list(self.controllers) or [self.controller]
 
     def metrics_targets(self) -> list[Address]:
         """Every Prometheus endpoint of the network (docs/operations.md §1)."""

@@ -1,6 +1,6 @@
 """Replace a file atomically: after a crash it holds either the old bytes or the new ones.
 
-The one file writer of the project (the controller's ``FileStore``, the state file of
+The one file writer of the project (the state file of
 ``scaffold up``): write a temporary file next to the target, fsync it, rename it over the
 target, then fsync the directory so that the rename itself survives a power loss.
 """

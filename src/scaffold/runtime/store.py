@@ -3,8 +3,11 @@
 The controller core emits ``StateChange`` rows; a ``Store`` commits them (``commit``, durable
 when it returns, all of one call or none) and hands the whole state back to a starting core
 (``load``). ``MemoryStore`` lives as long as the process (the embedded default;
-``EmbeddedNetwork`` keeps one across controller restarts); ``FileStore`` keeps a JSON file,
-rewritten atomically once per commit, for a controller daemon that may be killed.
+``EmbeddedNetwork`` keeps one across controller restarts); ``SqliteStore``
+(``sqlite_store.py``) keeps one row per record on disk, for a controller that may be killed;
+``runtime/etcd/`` keeps them in etcd for replicated controllers. A store whose ``commit``
+waits for a disk or a cluster says so (``blocking``): the aio runtime commits it from a
+thread, grouping the changes made meanwhile.
 
 The rule both runtimes follow, through ``controller_outputs``: commit the core's state
 changes first, then send its records. A ``Welcome`` carrying a new Host ID therefore never
@@ -13,22 +16,19 @@ leaves before that Host ID is durable, nor a ``Drain`` before the drain is.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Protocol
-
-import msgspec
+from typing import ClassVar, Protocol
 
 from ..core.controller import Controller, ControllerState, StateChange, StateRows
-from ..errors import ConfigError
 from ..wire.control import ControlMessage
-from .atomic_file import write_atomic
 
-__all__ = ["FileStore", "MemoryStore", "Store", "controller_outputs"]
+__all__ = ["MemoryStore", "Store", "controller_outputs"]
 
 
 class Store(Protocol):
+    #: ``commit`` waits for I/O (a disk, a cluster): call it off the event loop
+    blocking: ClassVar[bool]
+
     def load(self) -> ControllerState | None:
         """Everything committed so far; None if nothing ever was."""
         ...
@@ -41,6 +41,8 @@ class Store(Protocol):
 class MemoryStore:
     """Keeps the committed rows in memory."""
 
+    blocking: ClassVar[bool] = False
+
     def __init__(self) -> None:
         self.rows = StateRows()
 
@@ -49,49 +51,6 @@ class MemoryStore:
 
     def commit(self, changes: Sequence[StateChange]) -> None:
         self.rows.apply(changes)
-
-
-class FileStore:
-    """Keeps the rows in a JSON file (a ``ControllerState``), rewritten whole and atomically
-    at each commit: one write per runtime flush however many rows changed."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._rows: StateRows | None = None
-
-    def load(self) -> ControllerState | None:
-        """The saved state, or None if there is none yet.
-
-        Raises:
-            ConfigError: the file exists but is not a controller state.
-            OSError: it cannot be read.
-        """
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            state = None
-        else:
-            try:
-                state = msgspec.json.decode(data, type=ControllerState)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise ConfigError(f"{self.path}: not a controller state file: {exc}") from None
-        self._rows = StateRows(state)
-        return state
-
-    def commit(self, changes: Sequence[StateChange]) -> None:
-        """Apply ``changes`` and rewrite the file.
-
-        Raises:
-            ConfigError: the file holds no controller state (on the first commit).
-            OSError: the file cannot be read or written.
-        """
-        if self._rows is None:
-            self.load()
-        assert self._rows is not None
-        self._rows.apply(changes)
-        state = self._rows.snapshot()
-        if state is not None:
-            write_atomic(self.path, msgspec.json.encode(state))
 
 
 def controller_outputs(core: Controller, store: Store) -> list[tuple[str, ControlMessage]]:

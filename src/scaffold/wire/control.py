@@ -46,9 +46,12 @@ __all__ = [
     "FrameDecoder",
     "Heartbeat",
     "Hello",
+    "HostLiveness",
     "LinkSettings",
     "MetricSample",
     "NodeStats",
+    "NotLeader",
+    "RECORD_BUDGET",
     "SwitchTables",
     "SyncRequest",
     "TableDelta",
@@ -59,6 +62,7 @@ __all__ = [
     "chunk_states",
     "decode",
     "encode",
+    "encode_value",
     "frame",
 ]
 
@@ -77,10 +81,15 @@ ObjectHex = Annotated[str, Meta(max_length=64)]
 Port = Annotated[int, Meta(ge=1, le=65535)]
 Address = tuple[Annotated[str, Meta(max_length=64)], Port]
 Weight = Annotated[int, Meta(ge=1, le=MAX_WEIGHT)]
-#: [target ID, weight] pairs of a replica set: DC IDs (wide area) or Host IDs (in a DC).
-Replicas = list[tuple[int, int]]
+#: [target ID, weight] pairs of a replica set: DC IDs (wide area) or Host IDs (in a DC),
+#: sorted by ID. Empty in an exact entry: "no live replica", which a prefix rule does not
+#: override (docs/protocol.md §3.2). Tuples, so a switch can intern equal sets.
+Replicas = tuple[tuple[int, int], ...]
 #: an admin argument: a scalar, never a container (so a request cannot nest)
 AdminValue = str | int | float | bool | None
+#: the largest control record the controller builds (a part of a sync or of a delta): half
+#: the frame limit, so a part always fits
+RECORD_BUDGET = 512 * 1024
 
 
 class Hello(msgspec.Struct, tag="hello", frozen=True):
@@ -138,21 +147,28 @@ class SwitchTables(msgspec.Struct, frozen=True, omit_defaults=True):
     """A switch's forwarding state; also the 'upsert' half of a delta.
 
     Flow switches use ``dc_routes`` (DC ID -> next-hop node), ``host_routes`` (Host ID ->
-    next-hop node in this DC), ``moved_hosts`` (Host ID -> its current DC, for stale DC IDs)
-    and ``object_switch`` (next hop towards this DC's object switch). Object switches use
+    next-hop node in this DC), ``moved_hosts`` (Host ID -> its current DC, for stale DC IDs),
+    ``object_switch`` (next hop towards this DC's object switch), ``attached`` (host name ->
+    Host ID of the hosts it is the gateway of, whose presence it watches) and
+    ``presence_timeout`` (seconds of silence after which such a host is reported down; 0:
+    watch nobody). Object switches use
     ``wide`` (Object ID hex -> [DC ID, weight]), ``local`` (Object ID hex -> [Host ID,
-    weight] in this DC), ``prefixes`` ("hex/bits" -> [DC ID, weight]) and ``gateway`` (the flow
-    switch they hang off). ``peers`` maps neighbour node names to UDP addresses.
+    weight] in this DC), ``prefixes`` and ``local_prefixes`` ("hex/bits" -> the same, for
+    every Object ID under an owner prefix) and ``gateway`` (the flow switch they hang off).
+    ``peers`` maps neighbour node names to UDP addresses.
     """
 
     dc_routes: dict[int, str] = {}
     host_routes: dict[int, str] = {}
     moved_hosts: dict[int, int] = {}
+    attached: dict[str, int] = {}
+    presence_timeout: float = 0.0
     object_switch: str = ""
     gateway: str = ""
     wide: dict[str, Replicas] = {}
     local: dict[str, Replicas] = {}
     prefixes: dict[str, Replicas] = {}
+    local_prefixes: dict[str, Replicas] = {}
     peers: dict[str, Address] = {}
 
 
@@ -162,26 +178,49 @@ class TableKeys(msgspec.Struct, frozen=True, omit_defaults=True):
     dc_routes: list[int] = []
     host_routes: list[int] = []
     moved_hosts: list[int] = []
+    attached: list[str] = []
     wide: list[str] = []
     local: list[str] = []
     prefixes: list[str] = []
+    local_prefixes: list[str] = []
     peers: list[str] = []
 
 
 class TableSync(msgspec.Struct, tag="sync", frozen=True):
-    """The whole table at ``version`` (sent on connect and on request)."""
+    """The whole table at ``version`` (sent on connect and on request), in parts of at most
+    ``RECORD_BUDGET`` bytes: every part but the last has ``more``; the switch applies them
+    all at once when the last arrives, forwarding on its old tables until then (§6.2)."""
 
     version: int
     dc_id: int
     tables: SwitchTables
+    more: bool = False
 
 
 class TableDelta(msgspec.Struct, tag="delta", frozen=True):
-    """The change from ``version - 1`` to ``version``."""
+    """The change from ``version - 1`` to ``version``, in parts like ``TableSync``."""
 
     version: int
     upsert: SwitchTables
     remove: TableKeys
+    more: bool = False
+
+
+class HostLiveness(msgspec.Struct, tag="liveness", frozen=True):
+    """Flow switch -> controller: hosts attached to it that fell silent (``down``) or were
+    heard again (``up``), from their presence packets (docs/protocol.md §6.2). Sent only on
+    a change, so the controller's load follows churn, not the number of hosts."""
+
+    node: Name
+    up: Annotated[list[Name], Meta(max_length=4096)] = []
+    down: Annotated[list[Name], Meta(max_length=4096)] = []
+
+
+class NotLeader(msgspec.Struct, tag="not-leader", frozen=True):
+    """A standby controller replica to a node that connected to it: go to ``leader``
+    (``None``: no replica leads right now; try the others) (docs/protocol.md §6.8)."""
+
+    leader: Address | None = None
 
 
 class SyncRequest(msgspec.Struct, tag="sync-request", frozen=True):
@@ -309,6 +348,8 @@ ControlMessage = (
     | TableSync
     | TableDelta
     | SyncRequest
+    | HostLiveness
+    | NotLeader
     | AdminRequest
     | AdminReply
     | LinkSettings
@@ -329,6 +370,12 @@ _decoder: msgspec.msgpack.Decoder[ControlMessage] = msgspec.msgpack.Decoder(Cont
 def encode(message: ControlMessage) -> bytes:
     """The record's MessagePack body (unframed)."""
     return _encoder.encode(message)
+
+
+def encode_value(value: SwitchTables | TableKeys) -> bytes:
+    """A part of a record as MessagePack, to embed in records as ``msgspec.Raw`` (the
+    controller encodes the tables every object switch gets alike only once)."""
+    return _encoder.encode(value)
 
 
 def decode(body: bytes) -> ControlMessage:

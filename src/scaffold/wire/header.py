@@ -61,6 +61,7 @@ __all__ = [
     "Proto",
     "encode",
     "parse",
+    "presence",
 ]
 
 VERSION = 1
@@ -94,6 +95,8 @@ class Proto(IntEnum):
     DATAGRAM = 1
     STREAM = 2
     SIGNAL = 3
+    #: a host tells its gateway flow switch it is alive; never forwarded (§6.2)
+    PRESENCE = 4
 
 
 class Flags(IntFlag):
@@ -170,6 +173,12 @@ def encode(header: Header, payload: bytes = b"") -> bytes:
         )
         + payload
     )
+
+
+def presence(src_dc: int, src_host: int) -> bytes:
+    """A presence packet: a header alone, proto ``PRESENCE``, only the source set. The host's
+    gateway takes it as a sign of life and drops it (docs/protocol.md §6.2)."""
+    return HEADER.pack(VERSION, Proto.PRESENCE, 0, MAX_TTL, 0, bytes(32), 0, 0, 0, src_dc, src_host, 0)
 
 
 def parse(data: bytes) -> Header:

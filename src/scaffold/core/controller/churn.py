@@ -60,7 +60,6 @@ class Churn:
             reg.set_draining(host, key, True)
             self._out.append((record.name, control.Drain(key)))
             self._events.append(ControllerEvent(now, "drain", host, self._label(key)))
-        self.tables.push()
         return [reg.object_names.get(k, k) for k in keys]
 
     def drain_done(self, node: str, key: str, now: float) -> None:
@@ -69,7 +68,6 @@ class Churn:
         if reg.remove_replica(key, node):
             reg.set_draining(node, key, False)
             self._events.append(ControllerEvent(now, "drain-complete", node, self._label(key)))
-            self.tables.push()
 
     def set_weight(self, ref: str, host: str, weight: int, now: float) -> None:
         """Load balancing: change a replica's weight; only new flows follow it.
@@ -83,7 +81,6 @@ class Churn:
             raise UsageError(f"{host} is not a replica of {ref!r}")
         reg.set_replica(key, host, weight)
         self._events.append(ControllerEvent(now, "rebalance", host, f"{ref} weight {weight}"))
-        self.tables.push()
 
     # -- object migration (docs/protocol.md §5.4) --------------------------------------------
 
@@ -127,7 +124,6 @@ class Churn:
             if message.name:
                 reg.set_name(message.obj, message.name)
             reg.set_draining(node, message.obj, False)
-            self.tables.push()
             moved = 0
         weight = reg.objects.get(message.obj, {}).get(to_host, message.weight)
         self._moved[key] = moved + len(message.states)
@@ -185,7 +181,6 @@ class Churn:
         relocate = control.Relocate(gateway, reg.dc_ids[record.dc], reg.addresses.get(gateway), announce)
         self._out.append((record.name, relocate))
         self._events.append(ControllerEvent(now, kind, record.name, f"{old} -> {gateway}"))
-        self.tables.push()
 
     # -- links and ports (docs/protocol.md §6.2, §6.5) ----------------------------------------
 
@@ -197,8 +192,6 @@ class Churn:
         """
         self.registry.set_link(a, b, up)
         self._events.append(ControllerEvent(now, "route-change", f"{a}-{b}", "up" if up else "down"))
-        self.tables.recompute_routes()
-        self.tables.push()
 
     def link_settings(
         self, a: str, b: str, delay: float | None, loss: float | None, up: bool | None

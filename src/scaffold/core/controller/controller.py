@@ -1,7 +1,8 @@
 """The controller, sans-IO: its inputs and outputs (docs/protocol.md §6).
 
-It registers hosts (assigning Host IDs) and their objects, tracks liveness by heartbeats,
-keeps every connected switch's tables and carries out operator commands. Inputs:
+It registers hosts (assigning Host IDs) and their objects, learns liveness from the hosts'
+gateway flow switches (which report changes only) and from closed control connections, keeps
+every connected switch's tables and carries out operator commands. Inputs:
 ``receive_message``, ``node_disconnected``, ``handle_timer``, ``command`` / ``admin``.
 Outputs, drained by the runtime: ``state_changes()`` (durable rows to commit) and
 ``messages_to_send()`` (records for nodes) -- committed first, then sent (§6.4). The state it
@@ -12,6 +13,7 @@ offers the engine interface (``core/engine.py``: ``ControllerEngine``): ``name``
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from typing import Any, ClassVar
 
@@ -27,13 +29,17 @@ from .churn import Churn
 from .commands import COMMANDS, Command
 from .registry import Registry, is_object_hex
 from .state import ControllerEvent, ControllerState, HostRecord, StateChange
-from .tables import SwitchState, Tables
+from .tables import COALESCE, SwitchState, Tables
 
 __all__ = ["EVENT_LOG_KEEP", "EVENT_LOG_LIMIT", "HOST_RETENTION", "Controller"]
 
 #: a host that is dead this long (seconds) and not in the topology is forgotten (§6.6)
 HOST_RETENTION = 3600.0
 
+#: objects listed by ``status`` (``object_count`` says how many there are)
+STATUS_OBJECTS = 1000
+#: records whose table changes wait for the coalescing window (registrations, in bursts)
+_COALESCED = (control.Hello, control.Bind, control.Unbind, control.Heartbeat)
 #: the event log is trimmed to its latest EVENT_LOG_KEEP entries past EVENT_LOG_LIMIT taken
 EVENT_LOG_LIMIT = 10_000
 EVENT_LOG_KEEP = 1_000
@@ -77,11 +83,15 @@ class Controller:
         #: Hellos accepted, by role
         self.registrations: Counter[str] = Counter()
         self._out: list[tuple[str, ControlMessage]] = []
+        #: when the pending table changes go out (``COALESCE`` after the first one)
+        self._flush_at: float | None = None
+        #: the next housekeeping: expired grants, departed hosts (every heartbeat interval)
         self._next_check: float | None = None
         #: Unix time minus the ``now`` the runtime passes: grants expire in Unix time
         self.wall_offset = 0.0
         self.registry = Registry(topology, saved, self.drops)
-        self.tables = Tables(self.registry, self._out)
+        self.tables = Tables(self.registry, self._out, heartbeat_interval * dead_after)
+        self.registry.watcher = self.tables
         self.churn = Churn(self.registry, self.tables, self._out, self.events)
         self.policy = BindPolicy(open=open_binding)
         for obj in topology.objects:
@@ -126,22 +136,27 @@ class Controller:
 
     def receive_message(self, node: str, message: ControlMessage, now: float) -> None:
         """Handle one record from ``node``. Unknown nodes and bad records are counted."""
-        self._start_clock(now)
+        self._housekeeping(now)
+        self._receive(node, message, now)
+        # Registrations come in bursts: they wait for the window. Churn does not wait.
+        self._schedule(now, urgent=not isinstance(message, _COALESCED))
+
+    def _receive(self, node: str, message: ControlMessage, now: float) -> None:
         reg = self.registry
         if isinstance(message, control.Hello):
             self._hello(message, now)
         elif isinstance(message, control.Heartbeat):
-            # The connection's node, never the name the record claims (§6.6).
+            # A host sends one after a (re)registration's Hello and Binds: the bindings are
+            # complete. The connection's node, never the name the record claims (§6.6).
             record = reg.hosts.get(node)
             if record is None:
                 if node not in self.tables.switches:  # a switch's keepalive is fine
                     self.drops["heartbeat-from-unknown"] += 1
                 return
-            record.last_seen = now
             if record.rebinding is not None:
                 self._finish_rebinding(record)
-            if not record.alive:
-                self._set_alive(record, True, now, "heartbeat")
+        elif isinstance(message, control.HostLiveness):
+            self._liveness(node, message, now)
         elif isinstance(message, control.Bind):
             record = reg.hosts.get(node)
             if record is None or not is_object_hex(message.obj) or message.weight <= 0:
@@ -158,10 +173,8 @@ class Controller:
             if message.name:
                 reg.set_name(message.obj, message.name)
             self.events.append(ControllerEvent(now, "bind", node, message.name or message.obj[:12]))
-            self.tables.push()
         elif isinstance(message, control.Unbind):
-            if reg.remove_replica(message.obj, node):
-                self.tables.push()
+            reg.remove_replica(message.obj, node)
         elif isinstance(message, control.FlowsOut):
             if not self.churn.flows_out(node, message, now):
                 self.drops["unexpected-flows-out"] += 1
@@ -177,33 +190,69 @@ class Controller:
             self.drops["unexpected-message"] += 1
 
     def node_disconnected(self, node: str, now: float) -> None:
-        """The control connection of ``node`` closed (a dead process, a broken path)."""
+        """The control connection of ``node`` closed (a dead process, a broken path). The
+        hosts of a flow switch that is gone are unreachable: they are down until it reports
+        them again."""
         if node in self.tables.switches:
             self.tables.switches[node].connected = False
+            for name in list(self.registry.attached.get(node, ())):
+                host = self.registry.hosts[name]
+                if host.alive:
+                    self._set_alive(host, False, now, f"gateway {node} lost")
         record = self.registry.hosts.get(node)
         if record is not None and record.alive:
             self._set_alive(record, False, now, "disconnected")
+        self._schedule(now, urgent=True)
 
     def get_timer(self) -> float | None:
-        return self._next_check
+        timers = [t for t in (self._flush_at, self._next_check) if t is not None]
+        return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> None:
-        """Declare hosts dead after ``dead_after`` missed heartbeats."""
-        self._start_clock(now)
-        if self._next_check is None or now < self._next_check:
+        """Send the table changes gathered so far when their window closes; housekeeping."""
+        if self._flush_at is not None and now >= self._flush_at:
+            self.flush_tables()
+        self._housekeeping(now)
+        self._schedule(now, urgent=True)
+
+    def flush_tables(self) -> None:
+        """Send every pending table change now (``tables.py``), without waiting for the
+        coalescing window to close."""
+        self._flush_at = None
+        self.tables.flush()
+
+    def _schedule(self, now: float, *, urgent: bool) -> None:
+        """Flush the pending table changes now (``urgent``: churn, failures, commands, whose
+        records go out with them) or when the coalescing window closes."""
+        if not self.tables.pending():
             return
-        late = now - self._next_check
-        if late > self.heartbeat_interval:
-            # The controller itself was stalled (a busy event loop, a paused process): the
-            # heartbeats of that time may be waiting unread in its sockets. Silence it could
-            # not hear is not the hosts' fault, so their deadlines move by the stall.
-            for record in self.registry.hosts.values():
-                record.last_seen += late
+        if urgent:
+            self.flush_tables()
+        elif self._flush_at is None:
+            self._flush_at = now + COALESCE
+
+    def _liveness(self, node: str, report: control.HostLiveness, now: float) -> None:
+        """A gateway flow switch reports attached hosts silent or heard again (§6.2). Only
+        the current gateway of a host speaks for it."""
+        for names, alive in ((report.down, False), (report.up, True)):
+            for name in names:
+                record = self.registry.hosts.get(name)
+                if record is None or record.gateway != node:
+                    self.drops["liveness-not-gateway"] += 1
+                    continue
+                if record.alive != alive:
+                    why = "heard at its gateway" if alive else "silent at its gateway"
+                    self._set_alive(record, alive, now, why)
+
+    def _housekeeping(self, now: float) -> None:
+        """Every heartbeat interval: withdraw replicas whose grant expired, forget departed
+        hosts (no liveness here: the gateways report it)."""
+        if self._next_check is None:
+            self._next_check = now + self.heartbeat_interval
+            return
+        if now < self._next_check:
+            return
         self._next_check = now + self.heartbeat_interval
-        limit = self.heartbeat_interval * self.dead_after
-        for record in self.registry.hosts.values():
-            if record.alive and now - record.last_seen > limit:
-                self._set_alive(record, False, now, "missed heartbeats")
         self._expire_grants(now)
         self._forget_departed(now)
 
@@ -270,8 +319,10 @@ class Controller:
             UsageError: an unknown host, object, datacenter or link; a command only the
                 runtime answers (``counters``).
         """
-        self._start_clock(now)
-        return command.run(self, now)
+        try:
+            return command.run(self, now)
+        finally:
+            self._schedule(now, urgent=True)
 
     def admin(self, request: control.AdminRequest, now: float) -> control.AdminReply:
         """Run an operator's request and answer it; an unknown command or a bad argument is
@@ -327,19 +378,27 @@ class Controller:
                 for r in reg.hosts.values()
             ],
             "switches": [
-                {"name": n, "role": st.role, "dc": st.dc, "connected": st.connected, "version": st.version}
+                {
+                    "name": n,
+                    "role": st.role,
+                    "dc": st.dc,
+                    "connected": st.connected,
+                    "version": self.tables.version_for(n),
+                }
                 for n, st in self.tables.switches.items()
             ],
+            # The first STATUS_OBJECTS objects by ID (a reply must fit a control frame).
+            "object_count": len(reg.objects),
             "objects": [
                 {
                     "object": "obj:" + obj,
                     "name": reg.object_names.get(obj, ""),
                     "replicas": [
                         {"host": h, "dc": reg.hosts[h].dc, "weight": w, "alive": reg.hosts[h].alive}
-                        for h, w in sorted(replicas.items())
+                        for h, w in sorted(reg.objects[obj].items())
                     ],
                 }
-                for obj, replicas in sorted(reg.objects.items())
+                for obj in heapq.nsmallest(STATUS_OBJECTS, reg.objects)
             ],
             "links": [
                 {"a": l.a, "b": l.b, "delay_ms": l.delay * 1000, "up": reg.links_up[frozenset((l.a, l.b))]}
@@ -368,17 +427,10 @@ class Controller:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _start_clock(self, now: float) -> None:
-        if self._next_check is None:
-            self._next_check = now + self.heartbeat_interval
-            if self.registry.restored:
-                # Hosts known before a restart get a full heartbeat deadline from now.
-                for record in self.registry.hosts.values():
-                    record.last_seen = now
-
     def _bind_refusal(self, record: HostRecord, bind: control.Bind, now: float) -> str | None:
         """Why ``record``'s host may not serve ``bind.obj`` (a drop reason), or None: an
-        owned object needs a valid grant, a plain-named one the operator's policy (§6.7)."""
+        owned object needs a valid grant, a plain-named one the operator's policy (§6.7) unless the
+        host is one of its replicas already."""
         if bind.grant:
             try:
                 grant = verify_grant(
@@ -391,6 +443,11 @@ class Controller:
             except GrantRefused as exc:
                 return exc.reason
             self.grant_expiry[(bind.obj, record.name)] = grant.expires
+            return None
+        if record.name in self.registry.objects.get(bind.obj, ()):
+            # Already one of its replicas (a re-registration, say with a new leader or a
+            # restarted controller that restored it): it was allowed when it bound, and a
+            # disallow leaves bound replicas in place.
             return None
         if not self.policy.permits(bind.obj, record.name, record.dc):
             return "bind-not-allowed"
@@ -407,7 +464,6 @@ class Controller:
                 self.registry.remove_replica(key, host)
                 self.drops["grant-expired"] += 1
                 self.events.append(ControllerEvent(now, "grant-expired", host, key[:12]))
-                self.tables.push()
 
     def _forget_departed(self, now: float) -> None:
         """Forget hosts outside the topology that are dead longer than ``retention``."""
@@ -421,8 +477,6 @@ class Controller:
         for name in gone:
             reg.forget(name)
             self.events.append(ControllerEvent(now, "host-forgotten", name))
-        if gone:
-            self.tables.push()
 
     def _hello(self, hello: control.Hello, now: float) -> None:
         reg = self.registry
@@ -431,14 +485,13 @@ class Controller:
             return
         address = None if hello.address is None else (str(hello.address[0]), int(hello.address[1]))
         if address is not None:
-            reg.addresses[hello.node] = address
+            reg.set_address(hello.node, address)
         if hello.role == "host":
             if self.tables.role(hello.gateway) != "flow-switch":
                 self.drops["hello-bad-gateway"] += 1
                 return
             record = reg.host_record(hello.node, hello.gateway)
             reg.attach(record, hello.gateway)
-            record.last_seen = now
             if address is not None:
                 reg.set_host_address(record, address)
             # A (re)registering host re-sends its bindings right after Hello. Its old ones stay
@@ -464,19 +517,15 @@ class Controller:
         state.connected = True
         self.registrations[hello.role] += 1
         self.tables.sync(hello.node)
-        # Its neighbours learn its (possibly new) address.
-        self.tables.push()
 
     def _finish_rebinding(self, record: HostRecord) -> None:
         kept = record.rebinding or set()
         record.rebinding = None
-        gone = [k for k, v in self.registry.objects.items() if record.name in v and k not in kept]
+        gone = [k for k in self.registry.host_objects.get(record.name, ()) if k not in kept]
         for key in gone:
             self.registry.remove_replica(key, record.name)
-        if gone:
-            self.tables.push()
 
     def _set_alive(self, record: HostRecord, alive: bool, now: float, why: str) -> None:
-        record.alive = alive
+        record.last_seen = now  # since then up, or down (departed hosts are forgotten later)
+        self.registry.set_alive(record, alive)
         self.events.append(ControllerEvent(now, "host-up" if alive else "host-down", record.name, why))
-        self.tables.push()

@@ -9,6 +9,7 @@ whole state. ``restore`` takes a saved ``ControllerState`` back in.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Protocol
 
 from ...errors import UsageError
 from ...ids import ObjectId
@@ -27,7 +28,21 @@ from .state import (
     StateRecord,
 )
 
-__all__ = ["Registry", "is_object_hex"]
+__all__ = ["Registry", "Watcher", "is_object_hex"]
+
+
+class Watcher(Protocol):
+    """What follows the registry's changes (the tables, ``tables.py``)."""
+
+    def object_changed(self, key: str) -> None: ...
+
+    def host_changed(self, name: str) -> None: ...
+
+    def routes_changed(self) -> None: ...
+
+    def address_changed(self, node: str, address: Address | None) -> None: ...
+
+    def attachment_changed(self, host: str, old_gateway: str | None) -> None: ...
 
 
 class Registry:
@@ -46,6 +61,13 @@ class Registry:
         self.links_up: dict[frozenset[str], bool] = {frozenset((l.a, l.b)): True for l in topology.backbone}
         #: every node's data-plane address, from its Hello
         self.addresses: dict[str, Address] = {}
+        #: indexes, so that no change walks every host or object
+        self.host_objects: dict[str, set[str]] = {}
+        self.attached: dict[str, set[str]] = {}
+        self._by_host_id: dict[int, str] = {}
+        self._by_name: dict[str, str] = {}
+        #: told of every change (set by the tables once they are built)
+        self.watcher: Watcher | None = None
         self.restored = False
         #: durable rows touched since the last ``state_changes()``, in order
         self._dirty: dict[tuple[str, str], None] = {}
@@ -80,10 +102,17 @@ class Registry:
         if record is None:
             record = HostRecord(name, self.next_host_id, self.topology.dc_of(gateway), gateway)
             self.next_host_id += 1
-            self.hosts[name] = record
+            self._add_host(record)
             self._touch(HostIdCounter.kind, "")
             self._touch(HostState.kind, name)
+            if self.watcher is not None:
+                self.watcher.host_changed(name)
         return record
+
+    def _add_host(self, record: HostRecord) -> None:
+        self.hosts[record.name] = record
+        self._by_host_id[record.host_id] = record.name
+        self.attached.setdefault(record.gateway, set()).add(record.name)
 
     def attach(self, record: HostRecord, gateway: str) -> None:
         """The host is attached to ``gateway`` now; a DC it left is remembered, so that DC's
@@ -92,8 +121,29 @@ class Registry:
         if new_dc != record.dc:
             record.previous_dcs.add(record.dc)
         record.previous_dcs.discard(new_dc)
+        old_gateway = record.gateway
+        self.attached.get(old_gateway, set()).discard(record.name)
+        self.attached.setdefault(gateway, set()).add(record.name)
         record.gateway, record.dc = gateway, new_dc
         self._touch(HostState.kind, record.name)
+        if self.watcher is not None:
+            self.watcher.host_changed(record.name)
+            if old_gateway != gateway:
+                self.watcher.attachment_changed(record.name, old_gateway)
+
+    def set_alive(self, record: HostRecord, alive: bool) -> None:
+        """The host is up or down now (not durable: liveness is learned again)."""
+        if record.alive != alive:
+            record.alive = alive
+            if self.watcher is not None:
+                self.watcher.host_changed(record.name)
+
+    def set_address(self, node: str, address: Address) -> None:
+        """Node ``node`` (a switch or a host) is reachable at ``address`` now."""
+        if self.addresses.get(node) != address:
+            self.addresses[node] = address
+            if self.watcher is not None:
+                self.watcher.address_changed(node, address)
 
     def set_host_address(self, record: HostRecord, address: Address) -> None:
         if record.address != address:
@@ -102,20 +152,24 @@ class Registry:
 
     def forget(self, name: str) -> None:
         """Remove host ``name`` and its replicas and drains (its Host ID is never reused)."""
-        if self.hosts.pop(name, None) is None:
+        record = self.hosts.get(name)
+        if record is None:
             return
+        for key in list(self.host_objects.get(name, ())):
+            self.remove_replica(key, name)
+        self.set_alive(record, False)  # its routes go
+        del self.hosts[name]
+        self._by_host_id.pop(record.host_id, None)
+        self.attached.get(record.gateway, set()).discard(name)
         self.addresses.pop(name, None)
         self._touch(HostState.kind, name)
-        for key in [k for k, replicas in self.objects.items() if name in replicas]:
-            self.remove_replica(key, name)
         if self.draining.pop(name, None) is not None:
             self._touch(DrainingObjects.kind, name)
+        if self.watcher is not None:
+            self.watcher.host_changed(name)  # no longer attached to its gateway
 
     def host_name(self, host_id: int) -> str | None:
-        for record in self.hosts.values():
-            if record.host_id == host_id:
-                return record.name
-        return None
+        return self._by_host_id.get(host_id)
 
     def dc_name(self, dc_id: int) -> str | None:
         for name, value in self.dc_ids.items():
@@ -131,9 +185,9 @@ class Registry:
         Raises:
             UsageError: no such object is registered.
         """
-        for key, name in self.object_names.items():
-            if name == ref and key in self.objects:
-                return key
+        key = self._by_name.get(ref, "")
+        if key in self.objects:
+            return key
         try:
             key = ObjectId.of(ref).raw.hex() if not is_object_hex(ref) else ref
         except UsageError:
@@ -143,8 +197,14 @@ class Registry:
         return key
 
     def set_replica(self, key: str, host: str, weight: int) -> None:
-        self.objects.setdefault(key, {})[host] = weight
+        replicas = self.objects.setdefault(key, {})
+        if replicas.get(host) == weight:
+            return
+        replicas[host] = weight
+        self.host_objects.setdefault(host, set()).add(key)
         self._touch(ObjectReplicas.kind, key)
+        if self.watcher is not None:
+            self.watcher.object_changed(key)
 
     def remove_replica(self, key: str, host: str) -> bool:
         """Take ``host`` out of ``key``'s replicas; False if it was not one."""
@@ -153,12 +213,20 @@ class Registry:
             return False
         if not replicas:
             del self.objects[key]
+        served = self.host_objects.get(host)
+        if served is not None:
+            served.discard(key)
+            if not served:
+                del self.host_objects[host]
         self._touch(ObjectReplicas.kind, key)
+        if self.watcher is not None:
+            self.watcher.object_changed(key)
         return True
 
     def set_name(self, key: str, name: str) -> None:
         if self.object_names.get(key) != name:
             self.object_names[key] = name
+            self._by_name[name] = key
             self._touch(ObjectName.kind, key)
 
     def set_draining(self, host: str, key: str, draining: bool) -> None:
@@ -166,9 +234,13 @@ class Registry:
             self.draining.setdefault(host, set()).add(key)
         elif key in self.draining.get(host, ()):
             self.draining[host].discard(key)
+            if not self.draining[host]:
+                del self.draining[host]
         else:
             return
         self._touch(DrainingObjects.kind, host)
+        if self.watcher is not None:
+            self.watcher.object_changed(key)
 
     def set_link(self, a: str, b: str, up: bool) -> None:
         """Mark the backbone link between datacenters ``a`` and ``b``.
@@ -181,6 +253,8 @@ class Registry:
             raise UsageError(f"no backbone link between {a!r} and {b!r}")
         self.links_up[key] = up
         self._touch(BackboneLink.kind, "|".join(sorted(key)))
+        if self.watcher is not None:
+            self.watcher.routes_changed()
 
     # -- durable state -------------------------------------------------------------------------
 
@@ -244,8 +318,8 @@ class Registry:
             if h.gateway not in switches:
                 drops["restore-unknown-gateway"] += 1
                 continue
-            self.hosts[h.name] = HostRecord(
-                h.name, h.host_id, h.dc, h.gateway, True, 0.0, h.address, set(h.previous_dcs)
+            self._add_host(
+                HostRecord(h.name, h.host_id, h.dc, h.gateway, True, 0.0, h.address, set(h.previous_dcs))
             )
             if h.address is not None:
                 self.addresses[h.name] = h.address
@@ -255,7 +329,10 @@ class Registry:
             kept = {n: w for n, w in replicas.items() if n in self.hosts}
             if kept:
                 self.objects[key] = kept
+                for n in kept:
+                    self.host_objects.setdefault(n, set()).add(key)
         self.object_names.update(saved.object_names)
+        self._by_name.update((name, key) for key, name in saved.object_names.items())
         for host, objects in saved.draining.items():
             if host in self.hosts:
                 self.draining[host] = set(objects)

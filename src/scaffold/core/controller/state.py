@@ -8,7 +8,7 @@ backbone link, per draining host, and one for the Host ID counter. The core neve
 anywhere: it emits ``StateChange`` records (an upsert or a delete of one row) that its runtime
 commits to a store before sending the records that depend on them, and it is handed a
 ``ControllerState`` (every row, as one snapshot) when it starts. Liveness is not stored: a
-restarted controller assumes the hosts it knew are alive and lets missed heartbeats say
+restarted controller assumes the hosts it knew are alive and lets their gateways say
 otherwise. ``StateRows`` applies changes to a snapshot, for stores and for replaying outputs.
 """
 
@@ -21,6 +21,7 @@ from typing import ClassVar
 import msgspec
 
 __all__ = [
+    "ROW_TYPES",
     "BackboneLink",
     "ControllerEvent",
     "ControllerState",
@@ -33,6 +34,8 @@ __all__ = [
     "StateChange",
     "StateRecord",
     "StateRows",
+    "decode_row",
+    "encode_row",
 ]
 
 Address = tuple[str, int]
@@ -47,6 +50,7 @@ class HostRecord:
     dc: str
     gateway: str
     alive: bool = False
+    #: when its liveness last changed (it was registered, heard, or went silent)
     last_seen: float = 0.0
     address: Address | None = None
     #: datacenters this host lived in before (their flow switches correct stale DC IDs)
@@ -151,6 +155,34 @@ class HostIdCounter(msgspec.Struct, frozen=True):
 StateRecord = HostState | ObjectReplicas | ObjectName | BackboneLink | DrainingObjects | HostIdCounter
 
 
+#: every row type by its ``kind``
+ROW_TYPES: dict[str, type[StateRecord]] = {
+    t.kind: t for t in (HostIdCounter, HostState, ObjectReplicas, ObjectName, BackboneLink, DrainingObjects)
+}
+_row_encoder = msgspec.msgpack.Encoder()
+_row_decoders = {kind: msgspec.msgpack.Decoder(t) for kind, t in ROW_TYPES.items()}
+
+
+def encode_row(record: StateRecord) -> bytes:
+    """One row as MessagePack (what SQLite and etcd stores keep)."""
+    return _row_encoder.encode(record)
+
+
+def decode_row(kind: str, data: bytes) -> StateRecord:
+    """A stored row of table ``kind``.
+
+    Raises:
+        ValueError: an unknown kind, or bytes that are not such a row.
+    """
+    decoder = _row_decoders.get(kind)
+    if decoder is None:
+        raise ValueError(f"unknown row kind {kind!r}")
+    try:
+        return decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"bad {kind} row: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class StateChange:
     """One durable row changed: ``record`` is its new value; None means the row is deleted."""
@@ -162,7 +194,7 @@ class StateChange:
 
 class ControllerState(msgspec.Struct, frozen=True):
     """Every durable row at once: what a store hands to a starting controller (and the
-    format of ``FileStore``'s JSON file)."""
+    format a store hands back)."""
 
     next_host_id: int
     hosts: list[HostState]

@@ -1,24 +1,42 @@
-"""Every switch's desired tables and the records that bring it there (docs/protocol.md §6.2).
+"""Every switch's tables, kept incrementally, and the records that bring switches there
+(docs/protocol.md §6.2).
 
-Tables are derived, never edited: after any change the controller computes each connected
-switch's desired tables from the registry (``desired``, a pure function of its state) and
-sends the difference from what it sent last as a ``TableDelta`` with the next version; a
-switch that connects or asks gets a full ``TableSync``. DC routes come from Dijkstra over the
-backbone links that are up.
+The controller holds each switch's tables once, as the canonical tables every synchronized
+switch also holds: the object switches' ``wide`` (shared by all) and each DC's ``local`` in
+``incremental.py``; each flow switch's routes and every switch's ``peers`` here. A change
+marks what it touches -- an object, a host, the routes, a node's address -- and only those
+entries are recomputed (``object_changed``, ``host_changed``, ``routes_changed``,
+``address_changed``); the difference accumulates as pending. Pending changes are *coalesced*:
+``flush`` (called by the controller ``COALESCE`` seconds after the first change, or at once
+when asked) sends each connected switch one ``TableDelta`` with everything that changed for
+it, and a switch that connected, or asked, one ``TableSync`` -- each cut into parts of at most
+``RECORD_BUDGET`` bytes, which the switch applies at once when the last part is in. A change
+therefore costs what it touches, never the number of objects, hosts or switches.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, cast
+
+import msgspec
 
 from ...wire import control
-from ...wire.control import ControlMessage, SwitchTables, TableKeys
+from ...wire.control import RECORD_BUDGET, ControlMessage, Replicas, SwitchTables, TableKeys
 from ..routing import next_hops
+from ..topology import DatacenterSpec
+from .incremental import GroupedTable, Pending
 from .registry import Registry
+from .state import HostRecord
 
-__all__ = ["SwitchState", "Tables"]
+__all__ = ["COALESCE", "FlowTables", "SwitchState", "Tables"]
 
-_KEYED = ("dc_routes", "host_routes", "moved_hosts", "wide", "local", "prefixes", "peers")
+#: how long changes are gathered into one delta per switch (seconds)
+COALESCE = 0.01
+#: what an entry costs on the wire, roughly: its key, its framing, per member (bytes)
+_ENTRY_BYTES = 80
+_MEMBER_BYTES = 12
 
 
 @dataclass(slots=True)
@@ -27,102 +45,181 @@ class SwitchState:
     dc: str
     connected: bool = False
     version: int = 0
-    sent: SwitchTables = field(default_factory=SwitchTables)
+    #: it needs a full ``TableSync`` at the next flush (it connected or asked)
+    needs_sync: bool = False
+
+
+@dataclass(slots=True)
+class FlowTables:
+    """One flow switch's canonical tables (its DC's routes and hosts)."""
+
+    dc_routes: dict[int, str] = field(default_factory=dict)
+    host_routes: dict[int, str] = field(default_factory=dict)
+    moved_hosts: dict[int, int] = field(default_factory=dict)
+    #: the hosts whose gateway it is (host name -> Host ID): it watches their presence
+    attached: dict[str, int] = field(default_factory=dict)
+    object_switch: str = ""
+
+
+@dataclass(slots=True)
+class _Changes:
+    """What changed for one switch since the last flush: key -> value or None (removed)."""
+
+    tables: dict[str, dict[Any, Any]] = field(default_factory=dict)
+
+    def put(self, table: str, key: object, value: object) -> None:
+        self.tables.setdefault(table, {})[key] = value
 
 
 class Tables:
-    """The switches' control state: connected or not, table versions, what each was sent."""
+    """The switches' control state and their canonical tables, changed incrementally."""
 
-    def __init__(self, registry: Registry, out: list[tuple[str, ControlMessage]]) -> None:
+    def __init__(
+        self, registry: Registry, out: list[tuple[str, ControlMessage]], presence_timeout: float = 0.0
+    ) -> None:
         self.registry = registry
         self._out = out
+        self.presence_timeout = presence_timeout
+        topo = registry.topology
+        self._dcs: dict[str, DatacenterSpec] = {dc.name: dc for dc in topo.datacenters}
         self.switches: dict[str, SwitchState] = {}
-        for dc in registry.topology.datacenters:
+        self.flow: dict[str, FlowTables] = {}
+        for dc in topo.datacenters:
             for fs in dc.flow_switches:
                 self.switches[fs] = SwitchState("flow-switch", dc.name)
+                self.flow[fs] = FlowTables(object_switch=dc.object_switch if fs == dc.border else dc.border)
             self.switches[dc.object_switch] = SwitchState("object-switch", dc.name)
+        #: every switch's neighbours in the topology (hosts attached later are added)
+        self._links: dict[str, set[str]] = {name: set() for name in self.switches}
+        for link in topo.node_links():
+            for a, b in ((link.a, link.b), (link.b, link.a)):
+                if a in self._links:
+                    self._links[a].add(b)
+        self.peers: dict[str, dict[str, tuple[str, int]]] = {name: {} for name in self.switches}
+        self.wide = GroupedTable()
+        self.local: dict[str, GroupedTable] = {dc.name: GroupedTable() for dc in topo.datacenters}
+        #: per switch: changes of its own tables not sent yet
+        self._changes: dict[str, _Changes] = {}
+        #: DCs whose ``local`` has pending changes; whether a switch waits for a sync
+        self._touched_local: set[str] = set()
+        self._syncs = False
+        #: where each host's routes are installed now: (DC, gateway, previous DCs)
+        self._host_at: dict[str, tuple[str, str, frozenset[str]]] = {}
+        #: DCs whose ``local`` lists each object now (the sets interned: few distinct ones)
+        self._object_dcs: dict[str, frozenset[str]] = {}
+        self._dc_sets: dict[frozenset[str], frozenset[str]] = {}
         self._routes: dict[str, dict[str, str]] = {}
-        self.recompute_routes()
+        self.routes_changed()
+        for name in registry.hosts:
+            self.host_changed(name)
+        for key in registry.objects:
+            self.object_changed(key)
+        for node, address in registry.addresses.items():
+            self.address_changed(node, address)
+
+    # -- queries -----------------------------------------------------------------------------
 
     def role(self, node: str) -> str:
         """``node``'s switch role, or "" if it is not a switch."""
         state = self.switches.get(node)
         return state.role if state is not None else ""
 
-    def desired(self, switch: str) -> SwitchTables:
-        """What ``switch``'s tables should be now (a pure function of controller state)."""
-        reg = self.registry
-        state = self.switches[switch]
-        dc = reg.topology.datacenter(state.dc)
-        border = dc.border
-        peers = {n: reg.addresses[n] for n in self.neighbours(switch) if n in reg.addresses}
-        if state.role == "object-switch":
-            wide: dict[str, list[tuple[int, int]]] = {}
-            local: dict[str, list[tuple[int, int]]] = {}
-            for obj, replicas in reg.objects.items():
-                per_dc: dict[int, int] = {}
-                for host_name, weight in replicas.items():
-                    record = reg.hosts[host_name]
-                    if not record.alive or obj in reg.draining.get(host_name, ()):
-                        continue
-                    dc_id = reg.dc_ids[record.dc]
-                    per_dc[dc_id] = per_dc.get(dc_id, 0) + weight
-                    if record.dc == dc.name:
-                        local.setdefault(obj, []).append((record.host_id, weight))
-                if per_dc:
-                    wide[obj] = sorted(per_dc.items())
-            for members in local.values():
-                members.sort()
-            return SwitchTables(wide=wide, local=local, gateway=border, peers=peers)
-        dc_routes: dict[int, str] = {}
-        for other, via in self._routes.get(dc.name, {}).items():
-            dc_routes[reg.dc_ids[other]] = reg.topology.datacenter(via).border if switch == border else border
-        host_routes: dict[int, str] = {}
-        for record in reg.hosts.values():
-            if record.alive and record.dc == dc.name:
-                if record.gateway == switch:
-                    host_routes[record.host_id] = record.name
-                else:
-                    host_routes[record.host_id] = record.gateway if switch == border else border
-        # Hosts that left this DC (VM migration, mobility): packets still naming this DC are
-        # corrected in flight and their senders told to refine (docs/protocol.md §5.3).
-        moved_hosts = {
-            r.host_id: reg.dc_ids[r.dc]
-            for r in reg.hosts.values()
-            if r.alive and r.dc != dc.name and dc.name in r.previous_dcs
-        }
-        object_switch = dc.object_switch if switch == border else border
-        return SwitchTables(
-            dc_routes=dc_routes,
-            host_routes=host_routes,
-            moved_hosts=moved_hosts,
-            object_switch=object_switch,
-            peers=peers,
-        )
+    def neighbours(self, node: str) -> set[str]:
+        """The nodes linked to ``node``: topology links, and hosts attached to it now."""
+        out = set(self._links.get(node, ()))
+        for record in self.registry.attached.get(node, ()):
+            out.add(record)
+        if node in self.registry.hosts:
+            out.add(self.registry.hosts[node].gateway)
+        return out
 
-    def sync(self, node: str) -> None:
-        """Send ``node`` its whole tables at a new version."""
+    def pending(self) -> bool:
+        """Changes wait to be sent (the next ``flush`` sends them)."""
+        return bool(self.wide.pending) or bool(self._touched_local) or bool(self._changes) or self._syncs
+
+    def version_for(self, node: str) -> int:
+        """The version of ``node``'s tables that holds everything the controller knows now:
+        its current one, or the next if something for it waits to be sent."""
         state = self.switches[node]
-        tables = self.desired(node)
-        state.version += 1
-        state.sent = tables
-        self._out.append((node, control.TableSync(state.version, self.registry.dc_ids[state.dc], tables)))
+        waiting = state.needs_sync or node in self._changes
+        if state.role == "object-switch":
+            waiting = waiting or bool(self.wide.pending) or state.dc in self._touched_local
+        return state.version + 1 if waiting and state.connected else state.version
 
-    def push(self) -> None:
-        """Send every connected switch whose desired tables changed a delta to them."""
-        for node, state in self.switches.items():
-            if not state.connected:
-                continue
-            new = self.desired(node)
-            delta = _diff(state.sent, new)
-            if delta is None:
-                continue
-            upsert, remove = delta
-            state.version += 1
-            state.sent = new
-            self._out.append((node, control.TableDelta(state.version, upsert, remove)))
+    def desired(self, switch: str) -> SwitchTables:
+        """``switch``'s whole tables as the controller holds them now (what a sync sends)."""
+        return _merge(list(self._sync_parts(switch, budget=None)))
 
-    def recompute_routes(self) -> None:
+    # -- changes -----------------------------------------------------------------------------
+
+    def object_changed(self, key: str) -> None:
+        """Recompute object ``key``'s entries (its replicas, their liveness or drain state)."""
+        reg = self.registry
+        replicas = reg.objects.get(key)
+        per_dc: dict[int, int] = {}
+        local: dict[str, list[tuple[int, int]]] = {}
+        for host_name, weight in (replicas or {}).items():
+            record = reg.hosts[host_name]
+            if not record.alive or key in reg.draining.get(host_name, ()):
+                continue
+            dc_id = reg.dc_ids[record.dc]
+            per_dc[dc_id] = per_dc.get(dc_id, 0) + weight
+            local.setdefault(record.dc, []).append((record.host_id, weight))
+        registered = replicas is not None
+        self.wide.set(key, _intern(tuple(sorted(per_dc.items()))) or None, registered=registered)
+        before = self._object_dcs.get(key, frozenset())
+        now = self._dc_sets.setdefault(frozenset(local), frozenset(local))  # interned
+        for dc in before | now:
+            self._touched_local.add(dc)
+            members = local.get(dc)
+            value = _intern(tuple(sorted(members))) if members else None
+            self.local[dc].set(key, value, registered=registered and dc in now)
+        if now:
+            self._object_dcs[key] = now
+        else:
+            self._object_dcs.pop(key, None)
+
+    def host_changed(self, name: str) -> None:
+        """Recompute host ``name``'s routes (alive, DC, gateway, previous DCs) and the entries
+        of every object it serves."""
+        reg = self.registry
+        record = reg.hosts.get(name)
+        before = self._host_at.get(name)
+        dcs: set[str] = set()
+        if before is not None:
+            dcs.add(before[0])
+            dcs |= before[2]
+        if record is not None:
+            dcs.add(record.dc)
+            dcs |= record.previous_dcs
+            self._host_at[name] = (record.dc, record.gateway, frozenset(record.previous_dcs))
+            host_id = record.host_id
+        else:
+            # Forgotten: its gateway stops watching it, its address goes.
+            gone = self._host_at.pop(name, None)
+            if gone is not None and gone[1] in self.flow:
+                self._set_flow(gone[1], "attached", name, None)
+                self._set_peer(gone[1], name, None)
+            return
+        for dc_name in dcs:
+            dc = self._dcs.get(dc_name)
+            if dc is None:
+                continue
+            for fs in dc.flow_switches:
+                self._set_flow(fs, "host_routes", host_id, self._host_route(record, fs, dc))
+                self._set_flow(fs, "moved_hosts", host_id, self._moved(record, dc))
+        if before is not None and before[1] != record.gateway and before[1] in self.flow:
+            self._set_flow(before[1], "attached", name, None)
+        if record.gateway in self.flow:
+            self._set_flow(record.gateway, "attached", name, host_id)
+        address = reg.addresses.get(name)
+        if address is not None and record.gateway in self.peers:
+            self._set_peer(record.gateway, name, address)  # its gateway reaches it there
+        for key in reg.host_objects.get(name, ()):
+            self.object_changed(key)
+
+    def routes_changed(self) -> None:
+        """Recompute DC routes (a backbone link went down or up)."""
         reg = self.registry
         edges = [
             (l.a, l.b, l.delay or 1e-6)
@@ -130,34 +227,245 @@ class Tables:
             if reg.links_up.get(frozenset((l.a, l.b)), True)
         ]
         self._routes = next_hops(reg.dc_ids, edges)
+        for dc in self._dcs.values():
+            routes = self._routes.get(dc.name, {})
+            for fs in dc.flow_switches:
+                want = {
+                    reg.dc_ids[other]: self._dcs[via].border if fs == dc.border else dc.border
+                    for other, via in routes.items()
+                }
+                have = self.flow[fs].dc_routes
+                for dc_id in have.keys() - want.keys():
+                    self._set_flow(fs, "dc_routes", dc_id, None)
+                for dc_id, hop in want.items():
+                    self._set_flow(fs, "dc_routes", dc_id, hop)
 
-    def neighbours(self, node: str) -> set[str]:
-        out = set()
-        for link in self.registry.topology.node_links():
-            if link.a == node:
-                out.add(link.b)
-            elif link.b == node:
-                out.add(link.a)
-        for record in self.registry.hosts.values():
-            if record.gateway == node:
-                out.add(record.name)
-        return out
+    def address_changed(self, node: str, address: tuple[str, int] | None) -> None:
+        """Node ``node`` is reachable at ``address`` now: its neighbour switches learn it."""
+        for switch in self.neighbours(node):
+            if switch in self.peers:
+                self._set_peer(switch, node, address)
 
+    def attachment_changed(self, host: str, old_gateway: str | None) -> None:
+        """Host ``host`` hangs off another gateway now: the old one forgets its address."""
+        if old_gateway in self.peers and host not in self._links.get(old_gateway, ()):
+            self._set_peer(old_gateway, host, None)
+        self.address_changed(host, self.registry.addresses.get(host))
 
-def _diff(old: SwitchTables, new: SwitchTables) -> tuple[SwitchTables, TableKeys] | None:
-    upsert: dict[str, object] = {}
-    remove: dict[str, object] = {}
-    for name in _KEYED:
-        a, b = getattr(old, name), getattr(new, name)
-        changed = {k: v for k, v in b.items() if a.get(k) != v}
-        gone = [k for k in a if k not in b]
-        if changed:
-            upsert[name] = changed
-        if gone:
-            remove[name] = gone
-    for name in ("object_switch", "gateway"):
-        if getattr(old, name) != getattr(new, name):
-            upsert[name] = getattr(new, name)
-    if not upsert and not remove:
+    # -- records -----------------------------------------------------------------------------
+
+    def sync(self, node: str) -> None:
+        """Send ``node`` its whole tables at the next flush."""
+        self.switches[node].needs_sync = True
+        self._syncs = True
+
+    def flush(self) -> None:
+        """Send what changed: a sync to each switch that needs one, one delta (in parts) to
+        every other connected switch whose tables changed.
+
+        The ``wide`` changes are the same for every object switch: their parts are built and
+        encoded once (``msgspec.Raw``), and each object switch's delta is those parts plus
+        its own (its DC's ``local``, its ``peers``) -- so a burst costs the size of its
+        changes once, plus a little per switch, not its size times the switches.
+        """
+        wide = self.wide.take_pending()
+        local = {dc: self.local[dc].take_pending() for dc in self._touched_local}
+        self._touched_local = set()
+        self._syncs = False
+        changes, self._changes = self._changes, {}
+        shared: list[tuple[SwitchTables, TableKeys]] | None = None
+        for node, state in self.switches.items():
+            if not state.connected:
+                state.needs_sync = False
+                continue
+            if state.needs_sync:
+                state.needs_sync = False
+                self._send_sync(node, state)
+                continue
+            own = changes.get(node)
+            parts: list[tuple[SwitchTables, TableKeys]] = []
+            if state.role == "object-switch":
+                if shared is None:
+                    shared = [_raw(upsert, remove) for upsert, remove in _delta_parts(wide, None, None)]
+                parts += shared
+                parts += _delta_parts(None, local.get(state.dc), own)
+            else:
+                parts += _delta_parts(None, None, own)
+            if not parts:
+                continue
+            state.version += 1
+            for k, (upsert, remove) in enumerate(parts):
+                more = k < len(parts) - 1
+                self._out.append((node, control.TableDelta(state.version, upsert, remove, more)))
+
+    def _send_sync(self, node: str, state: SwitchState) -> None:
+        state.version += 1
+        dc_id = self.registry.dc_ids[state.dc]
+        parts = list(self._sync_parts(node, budget=RECORD_BUDGET)) or [SwitchTables()]
+        for k, tables in enumerate(parts):
+            more = k < len(parts) - 1
+            self._out.append((node, control.TableSync(state.version, dc_id, tables, more)))
+
+    def _sync_parts(self, node: str, budget: int | None) -> Iterator[SwitchTables]:
+        state = self.switches[node]
+        dc = self._dcs[state.dc]
+        peers = dict(self.peers[node])
+        if state.role == "object-switch":
+            head = SwitchTables(gateway=dc.border, peers=peers)
+            yield from _chunks(
+                head,
+                {
+                    "wide": self.wide.exact,
+                    "prefixes": self.wide.rules,
+                    "local": self.local[dc.name].exact,
+                    "local_prefixes": self.local[dc.name].rules,
+                },
+                budget,
+            )
+            return
+        flow = self.flow[node]
+        head = SwitchTables(
+            dc_routes=dict(flow.dc_routes),
+            moved_hosts=dict(flow.moved_hosts),
+            object_switch=flow.object_switch,
+            presence_timeout=self.presence_timeout,
+            peers=peers,
+        )
+        yield from _chunks(head, {"host_routes": flow.host_routes, "attached": flow.attached}, budget)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _host_route(record: HostRecord, switch: str, dc: DatacenterSpec) -> str | None:
+        if not record.alive or record.dc != dc.name:
+            return None
+        if record.gateway == switch:
+            return record.name
+        return record.gateway if switch == dc.border else dc.border
+
+    def _moved(self, record: HostRecord, dc: DatacenterSpec) -> int | None:
+        # A host that left this DC (VM migration, mobility): packets still naming this DC
+        # are corrected in flight and their senders told to refine (docs/protocol.md §5.3).
+        if record.alive and record.dc != dc.name and dc.name in record.previous_dcs:
+            return self.registry.dc_ids[record.dc]
         return None
-    return SwitchTables(**upsert), TableKeys(**remove)  # type: ignore[arg-type]
+
+    def _set_flow(self, switch: str, table: str, key: int | str, value: Any) -> None:
+        tables: dict[int | str, Any] = getattr(self.flow[switch], table)
+        if tables.get(key) == value:
+            return
+        if value is None:
+            del tables[key]
+        else:
+            tables[key] = value
+        self._changes.setdefault(switch, _Changes()).put(table, key, value)
+
+    def _set_peer(self, switch: str, node: str, address: tuple[str, int] | None) -> None:
+        peers = self.peers[switch]
+        if peers.get(node) == address:
+            return
+        if address is None:
+            peers.pop(node, None)
+        else:
+            peers[node] = address
+        self._changes.setdefault(switch, _Changes()).put("peers", node, address)
+
+
+_interned: dict[Replicas, Replicas] = {}
+
+
+def _intern(value: Replicas) -> Replicas:
+    """One shared tuple per distinct replica set (a million objects on the same replicas
+    cost one set), so the controller's memory follows objects, not objects x members."""
+    found = _interned.get(value)
+    if found is None:
+        if len(_interned) > 1_000_000:
+            _interned.clear()  # a bound; only sharing is lost
+        found = _interned[value] = value
+    return found
+
+
+def _cost(value: object) -> int:
+    return _ENTRY_BYTES + (_MEMBER_BYTES * len(value) if isinstance(value, tuple) else 0)
+
+
+def _chunks(
+    head: SwitchTables, tables: dict[str, dict[Any, Any]], budget: int | None
+) -> Iterator[SwitchTables]:
+    """``head`` plus ``tables`` cut into ``SwitchTables`` of at most ``budget`` bytes."""
+    part: dict[str, dict[Any, Any]] = {}
+    size = 0
+    first = True
+    for name, table in tables.items():
+        for key, value in table.items():
+            cost = _cost(value)
+            if budget is not None and size + cost > budget and size:
+                yield _part(head if first else None, part)
+                first, part, size = False, {}, 0
+            part.setdefault(name, {})[key] = value
+            size += cost
+    if part or first:
+        yield _part(head if first else None, part)
+
+
+def _part(head: SwitchTables | None, tables: dict[str, dict[Any, Any]]) -> SwitchTables:
+    if head is None:
+        return SwitchTables(**tables)  # type: ignore[arg-type]
+    return SwitchTables(
+        dc_routes=head.dc_routes,
+        moved_hosts=head.moved_hosts,
+        object_switch=head.object_switch,
+        presence_timeout=head.presence_timeout,
+        gateway=head.gateway,
+        peers=head.peers,
+        **tables,
+    )
+
+
+def _delta_parts(
+    wide: Pending | None, local: Pending | None, own: _Changes | None
+) -> Iterator[tuple[SwitchTables, TableKeys]]:
+    """One switch's delta, cut into parts of at most ``RECORD_BUDGET`` bytes."""
+    sources: list[tuple[str, dict[Any, Any]]] = []
+    if wide is not None:
+        sources += [("wide", wide.exact), ("prefixes", wide.rules)]
+    if local is not None:
+        sources += [("local", local.exact), ("local_prefixes", local.rules)]
+    if own is not None:
+        sources += list(own.tables.items())
+    upsert: dict[str, dict[Any, Any]] = {}
+    remove: dict[str, list[Any]] = {}
+    size = 0
+    for name, table in sources:
+        for key, value in table.items():
+            cost = _cost(value)
+            if size + cost > RECORD_BUDGET and size:
+                yield SwitchTables(**upsert), TableKeys(**remove)  # type: ignore[arg-type]
+                upsert, remove, size = {}, {}, 0
+            if value is None:
+                remove.setdefault(name, []).append(key)
+            else:
+                upsert.setdefault(name, {})[key] = value
+            size += cost
+    if upsert or remove:
+        yield SwitchTables(**upsert), TableKeys(**remove)  # type: ignore[arg-type]
+
+
+def _raw(upsert: SwitchTables, remove: TableKeys) -> tuple[SwitchTables, TableKeys]:
+    """A part encoded once, to be embedded as it is in the records of many switches (the
+    decoder on the other side sees ordinary tables)."""
+    encoded = (msgspec.Raw(control.encode_value(upsert)), msgspec.Raw(control.encode_value(remove)))
+    return cast(tuple[SwitchTables, TableKeys], encoded)
+
+
+def _merge(parts: list[SwitchTables]) -> SwitchTables:
+    """The parts of one sync as one ``SwitchTables`` (for tests and ``desired``)."""
+    merged: dict[str, Any] = {}
+    for part in parts:
+        for name in part.__struct_fields__:
+            value = getattr(part, name)
+            if isinstance(value, dict):
+                merged.setdefault(name, {}).update(value)
+            elif value:
+                merged[name] = value
+    return SwitchTables(**merged)

@@ -73,13 +73,16 @@ class HostStack(StreamFlows, Churn):
                     obj=listener.obj.hex(), weight=listener.weight, name=listener.name, grant=listener.grant
                 )
             )
+        # The bindings are complete: the controller drops those this host did not re-send.
+        self._heartbeat_seq += 1
+        self._control_out.append(control.Heartbeat(node=self.name, seq=self._heartbeat_seq))
 
     def receive_control(self, message: ControlMessage, now: float) -> None:
         if isinstance(message, control.Welcome):
             self.host_id = message.host_id
             self.dc_id = message.dc_id
             self.heartbeat_interval = message.heartbeat_interval
-            self._timers.arm(HEARTBEAT, now + self.heartbeat_interval)
+            self._timers.arm(HEARTBEAT, now)  # the gateway hears from us at once
             self._timers.arm(SWEEP, now + self.idle_timeout)
             if message.gateway_address is not None:
                 address = (str(message.gateway_address[0]), int(message.gateway_address[1]))
@@ -114,8 +117,9 @@ class HostStack(StreamFlows, Churn):
         """Run the timers due at ``now``; only the streams that are due are touched."""
         for key in self._timers.pop_due(now):
             if key == HEARTBEAT:
-                self._heartbeat_seq += 1
-                self._control_out.append(control.Heartbeat(node=self.name, seq=self._heartbeat_seq))
+                # Alive: a presence packet to the gateway, which watches us (§6.2); the
+                # controller hears only when that changes.
+                self._out.append((self.gateway, wire_header.presence(self.dc_id, self.host_id)))
                 self._timers.arm(HEARTBEAT, now + self.heartbeat_interval)
             elif key == SWEEP:
                 self._sweep(now)

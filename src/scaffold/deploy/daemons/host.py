@@ -18,7 +18,7 @@ from ...api.join import join
 from ...api.streams import StreamReader, StreamWriter
 from ...errors import ConfigError, ScaffoldError
 from ...runtime.prometheus import Batch
-from ..address import parse_address
+from ..address import parse_address, parse_addresses
 from .jsonlog import JsonLog
 from .runner import serve_metrics
 from .switch import REPORT_RETRY, add_node_arguments, emulated_links, node_credentials, required
@@ -90,7 +90,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
     required(args, "name", "gateway", "controller")
     credentials = node_credentials(args, "host")
     services = [parse_serve(item) for item in args.serve]
-    controller = parse_address(args.controller)
+    controller = parse_addresses(args.controller)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.connect_timeout
     host: Host | None = None

@@ -29,7 +29,7 @@ from ...runtime.aio import AddressBook, EmuLink, NodeRuntime
 from ...runtime.metrics import node_summary
 from ...runtime.prometheus import Batch
 from ...runtime.tls import Credentials
-from ..address import parse_address
+from ..address import parse_address, parse_addresses
 from .jsonlog import JsonLog
 from .runner import add_metrics_argument, parse_peer_values, serve_metrics
 
@@ -52,7 +52,10 @@ _UNREACHABLE = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno
 def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags every data-plane daemon has."""
     parser.add_argument("--name", help="this node's name, as in the topology")
-    parser.add_argument("--controller", help="the controller's address (HOST:PORT)")
+    parser.add_argument(
+        "--controller",
+        help="the controller's address (HOST:PORT), or every replica's (HOST:PORT,HOST:PORT,...)",
+    )
     parser.add_argument("--credentials", help="this node's credentials directory (its certificate)")
     parser.add_argument(
         "--listen", default=f"0.0.0.0:{DEFAULT_DATA_PORT}", help="UDP address to bind (HOST:PORT)"
@@ -165,7 +168,7 @@ class PortMonitor:
         self,
         node: str,
         ports: dict[str, str],
-        controller: tuple[str, int],
+        controller: list[tuple[str, int]],
         log: JsonLog,
         credentials: Credentials | None = None,
     ) -> None:
@@ -223,7 +226,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         ScaffoldError: the controller was never reachable.
     """
     required(args, "name", "dc", "controller")
-    controller = parse_address(args.controller)
+    controller = parse_addresses(args.controller)
     core = FlowSwitch(args.name, args.dc) if args.role == "flow" else ObjectSwitch(args.name, args.dc)
     credentials = node_credentials(args, core.role)
     node = NodeRuntime(

@@ -42,7 +42,7 @@ from ..topology_file import TopologyFile, dump_topology
 from . import kernel
 from .build import create, loss_script, teardown
 from .kernel import entered
-from .plan import Octets, free_second_octet, node_command, plan
+from .plan import ETCD_CLIENT_PORT, Octets, free_second_octet, node_command, plan
 
 __all__ = ["NetnsNetwork"]
 
@@ -65,6 +65,8 @@ class NetnsNetwork:
         external_hosts: frozenset[str] | set[str] = frozenset(),
         host_options: list[str] | None = None,
         extra_links: list[tuple[str, str]] | None = None,
+        controllers: int = 1,
+        etcd: list[str] | None = None,
         metrics_port: int | None = None,
     ) -> None:
         """``external_hosts`` get their namespace and links but no process: a program joins
@@ -73,7 +75,9 @@ class NetnsNetwork:
         (host, flow switch) that are not in the topology: a veth with addresses and routes,
         unused until the host is re-attached there (``migrate-host``, ``move-host``). With
         ``metrics_port`` every daemon serves Prometheus metrics on that port of its management
-        address (``NodeState.metrics``)."""
+        address (``NodeState.metrics``). ``controllers`` > 1 replicates the controller on etcd:
+        ``etcd`` lists an existing cluster; by default a member runs in each replica's namespace
+        (docs/deployment.md §7)."""
         from ..topology_file import load_topology
 
         if isinstance(source, Topology):
@@ -96,6 +100,8 @@ class NetnsNetwork:
         self.extra_links = list(extra_links or [])
         self.metrics_port = metrics_port
         self._run_dir_given = run_dir
+        self.controllers = controllers
+        self.etcd = list(etcd or [])
         self.state: NetworkState | None = None
         self._procs: dict[str, Any] = {}
 
@@ -109,8 +115,13 @@ class NetnsNetwork:
         await self.close()
 
     @property
-    def controller(self) -> tuple[str, int]:
-        return self._state.controller
+    def controller(self) -> list[tuple[str, int]]:
+        """Every controller replica's address (one without replication)."""
+        return self._state.controller_addresses
+
+    def replicas(self) -> list[str]:
+        """The names of the controller replicas."""
+        return [n.name for n in self._state.nodes.values() if n.role == "controller"]
 
     @property
     def operator(self) -> Credentials:
@@ -142,7 +153,15 @@ class NetnsNetwork:
             path.write_text(dump_topology(self.topology, self.loaded.name))
             self.loaded = TopologyFile(self.loaded.name, self.topology, str(path))
         second = free_second_octet()
-        self.state = plan(self.topology, self.loaded.name, run_id, second, str(run_dir))
+        self.state = plan(
+            self.topology,
+            self.loaded.name,
+            run_id,
+            second,
+            str(run_dir),
+            controllers=self.controllers,
+            etcd=self.etcd,
+        )
         octets = Octets(second)
         for a, b in self.extra_links:
             k = len(self.state.links)
@@ -163,10 +182,16 @@ class NetnsNetwork:
         save_state(self.state, self.state_path)
         try:
             await asyncio.to_thread(create, self.state)
-            self._spawn(self.state.nodes[self.topology.controller])
+            if self.controllers > 1 and not self.etcd:
+                self._start_etcd()
+            for name in self.replicas():
+                self._spawn(self.state.nodes[name])
             await self._wait(self._controller_up, 15.0, "the controller to listen")
-            for node in self.state.nodes.values():
-                if node.role != "controller" and node.name not in self.external_hosts:
+            for node in list(self.state.nodes.values()):
+                if (
+                    node.role in ("host", "flow-switch", "object-switch")
+                    and node.name not in self.external_hosts
+                ):
                     self._spawn(node)
             save_state(self.state, self.state_path)
             await self.wait_ready(timeout)
@@ -243,6 +268,30 @@ class NetnsNetwork:
                 break  # it already exited; its log says why
             time.sleep(0.002)
 
+    def _start_etcd(self) -> None:
+        """One etcd member in each controller replica's namespace, on its management IP."""
+        from ..etcd import EtcdMember, member_command
+
+        state = self._state
+        token = f"sc{state.run_id}"
+        members = [
+            EtcdMember(
+                f"{token}-{name}",
+                state.nodes[name].mgmt_ip,
+                ETCD_CLIENT_PORT,
+                ETCD_CLIENT_PORT + 1,
+                str(Path(state.run_dir) / f"etcd-{name}"),
+            )
+            for name in self.replicas()
+        ]
+        for name, member in zip(self.replicas(), members, strict=True):
+            replica = state.nodes[name]
+            entry = NodeState(f"{name}:etcd", "etcd", namespace=replica.namespace, mgmt_ip=replica.mgmt_ip)
+            state.nodes[entry.name] = entry
+            argv = ["ip", "netns", "exec", replica.namespace, *member_command(member, members, token)]
+            self._spawn(entry, argv, f"{name}-etcd")
+        save_state(state, self.state_path)
+
     # -- waiting ---------------------------------------------------------------------------
 
     async def _wait(self, condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
@@ -314,7 +363,7 @@ class NetnsNetwork:
     async def restart(self, node: str) -> None:
         """Start ``node``'s process again (after ``kill``), in the same namespace."""
         state = self._state.node(node)
-        if state.role == "program":
+        if state.role in ("program", "etcd"):
             raise UsageError(f"{node} is a program started with popen; start it again with popen")
         if kernel.alive(state.pid, state.start_time):
             raise UsageError(f"{node} is still running (pid {state.pid})")

@@ -40,10 +40,21 @@ from ...errors import ConfigError, ScaffoldError
 from ..state_file import LinkState, NetworkState, NodeState
 from . import kernel
 
-__all__ = ["CONTROL_PORT", "DATA_PORT", "Octets", "free_second_octet", "mgmt_dev", "node_command", "plan"]
+__all__ = [
+    "CONTROL_PORT",
+    "DATA_PORT",
+    "ETCD_CLIENT_PORT",
+    "Octets",
+    "free_second_octet",
+    "mgmt_dev",
+    "node_command",
+    "plan",
+]
 
 DATA_PORT = 7000
 CONTROL_PORT = 7400
+#: an etcd member in a replica's namespace listens on its management IP here (and +1 for peers)
+ETCD_CLIENT_PORT = 2379
 PYTHON = sys.executable
 
 
@@ -83,11 +94,29 @@ def free_second_octet() -> int:
     raise ScaffoldError("no free 10.X.0.0/16 range for the namespace testbed")
 
 
-def plan(topology: Topology, name: str, run_id: str, second: int, run_dir: str) -> NetworkState:
-    """Names, addresses and links of a run (pure: creates nothing)."""
+def plan(
+    topology: Topology,
+    name: str,
+    run_id: str,
+    second: int,
+    run_dir: str,
+    *,
+    controllers: int = 1,
+    etcd: list[str] | None = None,
+) -> NetworkState:
+    """Names, addresses and links of a run (pure: creates nothing). With ``controllers`` > 1
+    the controller is replicated: replicas ``controller-2``... in namespaces of their own, on
+    the etcd cluster ``etcd`` (default: one member in each replica's namespace, on its
+    management IP, started by ``NetnsNetwork``).
+
+    Raises:
+        ConfigError: too many nodes, or fewer than one controller.
+    """
     octets = Octets(second)
-    if len(topology.nodes()) > 16000:
+    if len(topology.nodes()) + controllers > 16000:
         raise ConfigError("the namespace testbed takes at most 16000 nodes")
+    if controllers < 1:
+        raise ConfigError("a network needs at least one controller")
     nodes: dict[str, NodeState] = {}
     nodes[topology.controller] = NodeState(
         topology.controller,
@@ -109,6 +138,19 @@ def plan(topology: Topology, name: str, run_id: str, second: int, run_dir: str) 
             node_ip=node_ip,
             mgmt_ip=octets.mgmt(index),
         )
+    replicas = [topology.controller] + [f"{topology.controller}-{k}" for k in range(2, controllers + 1)]
+    for k, replica in enumerate(replicas[1:]):
+        index = len(topology.nodes()) + 2 + k
+        nodes[replica] = NodeState(
+            replica,
+            "controller",
+            address=(octets.mgmt(index), CONTROL_PORT),
+            namespace=f"sc{run_id}-{replica}",
+            mgmt_ip=octets.mgmt(index),
+        )
+    addresses = [nodes[r].address for r in replicas] if controllers > 1 else []
+    if controllers > 1 and not etcd:
+        etcd = [f"{nodes[r].mgmt_ip}:{ETCD_CLIENT_PORT}" for r in replicas]
     backbone = {(l.a, l.b): l for l in topology.backbone}
     links = []
     for k, link in enumerate(topology.node_links()):
@@ -131,6 +173,8 @@ def plan(topology: Topology, name: str, run_id: str, second: int, run_dir: str) 
         name=name,
         mode="netns",
         controller=(octets.mgmt(1), CONTROL_PORT),
+        controllers=[a for a in addresses if a is not None],
+        etcd=list(etcd or []) if controllers > 1 else [],
         run_id=run_id,
         pid=os.getpid(),
         created=time.time(),
@@ -157,6 +201,26 @@ def node_command(
     credentials = str(Path(state.credentials) / "nodes" / node.name)
     # Each daemon serves its metrics in its own namespace, reached on its management address.
     metrics = [] if node.metrics is None else ["--metrics", f"0.0.0.0:{node.metrics[1]}"]
+    tls = ["--credentials", credentials, "--crl", str(Path(state.credentials) / "ca" / "crl.pem")]
+    if node.role == "controller" and state.etcd:
+        return [
+            *base,
+            "controller",
+            "--name",
+            node.name,
+            "--topology",
+            topology_path,
+            "--listen",
+            f"0.0.0.0:{CONTROL_PORT}",
+            "--advertise",
+            node.mgmt_ip,
+            "--network",
+            f"{state.name}-{state.run_id}",
+            "--etcd",
+            ",".join(state.etcd),
+            *tls,
+            *metrics,
+        ]
     if node.role == "controller":
         return [
             *base,
@@ -168,14 +232,11 @@ def node_command(
             "--listen",
             f"0.0.0.0:{CONTROL_PORT}",
             "--store",
-            str(Path(state.run_dir) / "controller-store.json"),
-            "--credentials",
-            credentials,
-            "--crl",
-            str(Path(state.credentials) / "ca" / "crl.pem"),
+            str(Path(state.run_dir) / "controller.sqlite3"),
+            *tls,
             *metrics,
         ]
-    controller = f"{state.controller[0]}:{state.controller[1]}"
+    controller = ",".join(f"{h}:{p}" for h, p in state.controller_addresses)
     common = [
         "--name",
         node.name,

@@ -9,6 +9,14 @@ read deadline for a frame it has begun, an idle timeout and a bounded write buff
 number is capped. A record or connection that raises is counted and closed alone: the
 controller's timer and other connections go on.
 
+What the core declares durable is committed before the records that depend on it are sent
+(§6.4). A store that waits for I/O (``Store.blocking``: SQLite, etcd) is committed from one
+thread of its own: each flush queues its changes and its records as a batch; while a commit
+runs, later batches wait and then go into the next commit together (a group commit); when a
+commit returns, its batches' records are sent, in order. One replica of several
+(``runtime/etcd``) serves only while it leads (``promote``, ``demote``); a standby answers
+nodes with ``NotLeader`` and operators with the leader's address.
+
 Besides the core's own metrics it counts the decisions it hands on (``controller_events_total``
 by kind) and measures convergence (``runtime/convergence.py``) from the table records it sends
 and the versions the switches report in ``NodeStats``.
@@ -21,16 +29,18 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ...core.controller import Command, Controller, ControllerEvent
+from ...core.controller import Command, Controller, ControllerEvent, StateChange
 from ...core.controller.authorize import admin_refusal, hello_refusal
-from ...core.controller.commands import Counters
+from ...core.controller.commands import Counters, Status
 from ...core.metrics import MetricKind, Sample, define, total
 from ...core.switch import TABLE_VERSION
 from ...errors import MalformedPacket
 from ...wire import control
+from ..admin import NOT_LEADER
 from ..convergence import ConvergenceTracker
 from ..metrics import node_summary, runtime_metrics
 from ..prometheus import Batch
@@ -48,6 +58,10 @@ EVENTS = define(
     labels=("kind",),
 )
 _TABLE_RECORDS = (control.TableSync, control.TableDelta)
+
+#: how long a failed commit waits before it is tried again (seconds)
+RETRY_COMMIT = 0.1
+CommitBatch = tuple[list[StateChange], list[tuple[str, control.ControlMessage]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +131,16 @@ class ControllerRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: a replica of several (``runtime/etcd``) serves nodes only while it leads; else it
+        #: sends them to ``leader_address`` (``NotLeader``)
+        self.leading = True
+        self.leader_address: Address | None = None
+        #: more for the ``status`` reply (a replica's view of the replicas and etcd)
+        self.extra_status: Callable[[], dict[str, Any]] | None = None
+        #: group commits: batches waiting for a commit, and the one thread that commits
+        self._waiting: list[CommitBatch] = []
+        self._committing = False
+        self._committer: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         """Listen on ``bind_address``.
@@ -141,6 +165,8 @@ class ControllerRuntime:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
         if self._server is not None:
             self._server.close()
         for writer in list(self._writers.values()):
@@ -156,6 +182,29 @@ class ControllerRuntime:
     def now(self) -> float:
         assert self._loop is not None
         return self._loop.time()
+
+    def promote(self, core: Controller, store: Store) -> None:
+        """Lead from now on, with ``core`` (built from the replicated rows) and ``store``."""
+        if self._loop is not None:
+            core.wall_offset = time.time() - self._loop.time()
+        self.core, self.store = core, store
+        self._waiting.clear()
+        self.leading = True
+        self.leader_address = None
+        if self._loop is not None:
+            self._arm()
+
+    def demote(self) -> None:
+        """Stop leading: forget what waits to be sent and close every node's connection (the
+        nodes go to the new leader; records not committed are never sent)."""
+        self.leading = False
+        self._waiting.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for writer in list(self._writers.values()):
+            writer.close()
+        self._writers.clear()
 
     def command(self, command: Command) -> dict[str, Any]:
         """Run an operator command (``core.controller.commands``) now and send what it queued.
@@ -200,7 +249,7 @@ class ControllerRuntime:
             if name is not None and self._writers.get(name) is writer:
                 del self._writers[name]
                 self.convergence.disconnected(name)
-                if self._loop is not None and not self._loop.is_closed():
+                if self._loop is not None and not self._loop.is_closed() and self.leading:
                     self.core.node_disconnected(name, self.now())
                     self.flush()
             writer.close()
@@ -234,6 +283,8 @@ class ControllerRuntime:
 
     def _receive(self, conn: _Connection, message: control.ControlMessage) -> bool:
         """Handle one record of ``conn``; False closes the connection."""
+        if not self.leading:
+            return self._not_leader(conn, message)
         identity = conn.identity
         if isinstance(message, control.AdminRequest):
             if identity is not None:
@@ -282,6 +333,18 @@ class ControllerRuntime:
         self.core.receive_message(hello.node, hello, self.now())
         return True
 
+    def _not_leader(self, conn: _Connection, message: control.ControlMessage) -> bool:
+        """A standby answers nodes and operators with the leader's address (§6.8)."""
+        leader = self.leader_address
+        if isinstance(message, control.AdminRequest):
+            result = {"leader": list(leader) if leader is not None else None}
+            conn.writer.write(control.frame(control.AdminReply(message.id, False, result, NOT_LEADER)))
+            return True
+        if isinstance(message, control.Hello):
+            conn.writer.write(control.frame(control.NotLeader(leader)))
+            return False
+        return True
+
     def _close_revoked(self) -> None:
         for conn in list(self._connections):
             if conn.identity is not None and conn.identity.serial in self.revoked.serials:
@@ -322,22 +385,73 @@ class ControllerRuntime:
             }
             result[self.core.name] = node_summary(self.core.role, self.metrics())
             return control.AdminReply(request.id, True, result=result)
-        return self.core.admin(request, self.now())
+        reply = self.core.admin(request, self.now())
+        if request.command == Status.name and reply.ok and self.extra_status is not None:
+            reply = control.AdminReply(reply.id, True, {**reply.result, **self.extra_status()})
+        return reply
 
     def flush(self) -> None:
         """Hand the controller's events to ``on_event``, commit its state changes, then send
         its records (docs/protocol.md §6.4), and re-arm its timer. A store that cannot write
         holds the records back; the timer retries."""
+        if not self.leading:
+            return
         now = self.now()
         while (event := self.core.next_event()) is not None:
             self.event_counts[event.kind] += 1
             if self.on_event is not None:
                 self.on_event(event, now)
-        try:
-            outputs = controller_outputs(self.core, self.store)
-        except OSError:
+        if self.store.blocking:
+            changes = self.core.state_changes()
+            messages = self.core.messages_to_send()
+            if changes or messages:
+                self._waiting.append((changes, messages))
+            self._commit_waiting()
+        else:
+            try:
+                outputs = controller_outputs(self.core, self.store)
+            except OSError:
+                self.stats["store-failed"] += 1
+                outputs = []
+            self._send(outputs)
+        self._arm()
+
+    def _commit_waiting(self) -> None:
+        """Start a group commit of every waiting batch, unless one runs; a batch without
+        changes is sent at once if nothing waits ahead of it."""
+        if self._committing or not self._waiting:
+            return
+        if not any(changes for changes, _ in self._waiting):
+            batches, self._waiting = self._waiting, []
+            for _, messages in batches:
+                self._send(messages)
+            return
+        assert self._loop is not None
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="controller-store")
+        batches, self._waiting = self._waiting, []
+        changes = [c for batch_changes, _ in batches for c in batch_changes]
+        self._committing = True
+        future = self._committer.submit(self.store.commit, changes)
+        loop = self._loop
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._committed, batches, f))
+
+    def _committed(self, batches: list[CommitBatch], future: Future[None]) -> None:
+        self._committing = False
+        if not self.leading:
+            return  # stepped down meanwhile: a new leader answers these nodes
+        if future.exception() is not None:
+            # Nothing was sent: the batches wait ahead of any newer ones and are tried again.
             self.stats["store-failed"] += 1
-            outputs = []
+            self._waiting[:0] = batches
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_later(RETRY_COMMIT, self._commit_waiting)
+            return
+        for _, messages in batches:
+            self._send(messages)
+        self._commit_waiting()
+
+    def _send(self, outputs: list[tuple[str, control.ControlMessage]]) -> None:
         versions: dict[str, int] = {}
         for node, message in outputs:
             writer = self._writers.get(node)
@@ -351,11 +465,13 @@ class ControllerRuntime:
             writer.write(control.frame(message))
             if isinstance(message, _TABLE_RECORDS):
                 versions[node] = message.version
-        self.convergence.sent(versions, now)
-        self._arm()
+        if versions:
+            self.convergence.sent(versions, self.now())
 
     def _arm(self) -> None:
         assert self._loop is not None
+        if not self.leading:
+            return
         at = self.core.get_timer()
         if self._timer is not None:
             self._timer.cancel()
@@ -363,6 +479,8 @@ class ControllerRuntime:
         self._timer = self._loop.call_at(at if at is not None else self._loop.time() + 0.1, self._on_timer)
 
     def _on_timer(self) -> None:
+        if not self.leading:
+            return
         try:
             self.core.handle_timer(self.now())
             self.flush()

@@ -239,8 +239,10 @@ class EmbeddedNetwork:
             return host in replicas if host is not None else bool(replicas)
 
         await wait_until(registered, timeout, f"the controller to register {obj.short()}")
+        # The version that holds it (the next one, while the change waits in the
+        # controller's coalescing window).
         targets = {
-            name: state.version
+            name: ctl.tables.version_for(name)
             for name, state in ctl.switches.items()
             if state.role == "object-switch" and state.connected
         }

@@ -12,7 +12,7 @@ import contextlib
 import random
 import socket
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from ...core.engine import NodeEngine
@@ -27,6 +27,10 @@ from .links import Address, AddressBook, EmuLink
 __all__ = ["BATCH", "KEEPALIVE", "SOCKET_BUFFER", "ControllerRefused", "EventHandler", "NodeRuntime"]
 
 BATCH = 64
+#: how long connecting to one controller replica may take before the next is tried (s)
+CONNECT_TIMEOUT = 1.0
+#: datagrams read from the socket before a timer is handled
+TIMER_DRAIN = 4 * BATCH
 SOCKET_BUFFER = 4 * 1024 * 1024
 #: a switch says something at least this often, so the controller's idle timeout (30 s)
 #: never cuts a quiet but live control connection (docs/protocol.md §6.6)
@@ -52,7 +56,7 @@ class NodeRuntime(Generic[CoreT_co]):
         core: CoreT_co,
         book: AddressBook,
         links: dict[tuple[str, str], EmuLink],
-        controller: Address,
+        controller: Address | Sequence[Address],
         *,
         bind: Address = ("127.0.0.1", 0),
         rng: random.Random | None = None,
@@ -68,7 +72,10 @@ class NodeRuntime(Generic[CoreT_co]):
         self.name = core.name
         self.book = book
         self.links = links
-        self.controller_address = controller
+        #: every controller replica (one, or several on etcd); the one that answered last first
+        self.controllers: list[Address] = (
+            [controller] if isinstance(controller, tuple) else [tuple(a) for a in controller]  # type: ignore[misc]
+        )
         self.bind_address = bind
         #: the IP neighbours reach this node on, when it binds a wildcard address (a node
         #: in its own network namespace or on its own machine; docs/deployment.md)
@@ -89,7 +96,9 @@ class NodeRuntime(Generic[CoreT_co]):
         self.closed = False
         #: reopen a broken control connection (switches keep forwarding meanwhile)
         self.reconnect = True
-        self.reconnect_interval = 0.5
+        self.reconnect_interval = 0.25
+        #: a standby replica named the leader: go there now, not after the interval
+        self._redirected = False
         self._flushing = False
         self._again = False
 
@@ -170,24 +179,47 @@ class NodeRuntime(Generic[CoreT_co]):
         if settings.up is not None:
             link.up = settings.up
 
+    @property
+    def controller_address(self) -> Address:
+        """The controller replica this node tries first (the leader, as far as it knows)."""
+        return self.controllers[0]
+
     async def _open_control(self) -> asyncio.StreamReader:
+        """Connect to the first controller replica that accepts, trying the known leader first.
+
+        Raises:
+            ControllerRefused: the controller refused this node, or a peer is not the
+                network's controller.
+            OSError: no replica accepts.
+        """
         if self.refused is not None:
             raise ControllerRefused(f"the controller refused {self.name}: {self.refused}")
-        if self.credentials is None:
-            reader, writer = await asyncio.open_connection(*self.controller_address)
+        error: OSError | None = None
+        for k, address in enumerate(list(self.controllers)):
+            try:
+                if self.credentials is None:
+                    connecting = asyncio.open_connection(*address)
+                else:
+                    connecting = asyncio.open_connection(
+                        *address,
+                        ssl=client_context(self.credentials),
+                        ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+                    )
+                reader, writer = await asyncio.wait_for(connecting, CONNECT_TIMEOUT)
+            except (OSError, TimeoutError) as exc:
+                error = exc if isinstance(exc, OSError) else OSError(str(exc))
+                continue
+            if self.credentials is not None:
+                peer = peer_identity(writer.get_extra_info("ssl_object"))
+                if peer is None or peer.role != "controller":
+                    writer.close()
+                    self.stats["not-the-controller"] += 1
+                    raise ControllerRefused(f"the peer at {address} is not the network's controller")
+            if k:
+                self.controllers.insert(0, self.controllers.pop(k))
+            break
         else:
-            reader, writer = await asyncio.open_connection(
-                *self.controller_address,
-                ssl=client_context(self.credentials),
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-            )
-            peer = peer_identity(writer.get_extra_info("ssl_object"))
-            if peer is None or peer.role != "controller":
-                writer.close()
-                self.stats["not-the-controller"] += 1
-                raise ControllerRefused(
-                    f"the peer at {self.controller_address} is not the network's controller"
-                )
+            raise error or OSError("no controller address")
         self._writer = writer
         self.core.hello(self.address)
         self.flush()
@@ -202,7 +234,9 @@ class NodeRuntime(Generic[CoreT_co]):
             while True:
                 if self._stopping():
                     return
-                await asyncio.sleep(self.reconnect_interval)
+                if not self._redirected:
+                    await asyncio.sleep(self.reconnect_interval)
+                self._redirected = False
                 if self._stopping():
                     return
                 try:
@@ -330,8 +364,34 @@ class NodeRuntime(Generic[CoreT_co]):
         assert self._loop is not None
         self._timer = None
         self._timer_at = None
+        # What already arrived comes before what is due: a timer that fires while the loop
+        # lags behind the socket must not take packets waiting in it for silence (a gateway
+        # declaring a host dead, a sender's retransmission timeout).
+        self._read_pending()
         self.core.handle_timer(self._loop.time())
         self.flush()
+
+    def _read_pending(self) -> None:
+        """Give the core the datagrams waiting in the socket (a bounded number)."""
+        sock = self._sock
+        if sock is None or self._loop is None:
+            return
+        now = self._loop.time()
+        names = self.book.name
+        receive = self.core.receive_datagram
+        for _ in range(TIMER_DRAIN):
+            try:
+                data, address = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.stats["recv-error"] += 1
+                return
+            port = names.get(address)
+            if port is None:
+                self.stats["unknown-peer"] += 1
+                port = ""
+            receive(data, port, now)
 
     def _send_all(self, out: list[tuple[str, bytes | bytearray]], now: float) -> None:
         """Send a batch; the common case (no emulation on the link) is one ``sendto``."""
@@ -382,6 +442,18 @@ class NodeRuntime(Generic[CoreT_co]):
 
     # -- control plane -------------------------------------------------------------------
 
+    def _follow(self, message: control.NotLeader) -> None:
+        """A standby replica answered: try the leader it names first, at once (§6.8)."""
+        self.stats["controller-redirected"] += 1
+        if message.leader is not None:
+            leader = (str(message.leader[0]), int(message.leader[1]))
+            if leader in self.controllers:
+                self.controllers.remove(leader)
+            self.controllers.insert(0, leader)
+            self._redirected = True
+        else:
+            self.controllers.append(self.controllers.pop(0))  # nobody leads yet: the next one
+
     async def _read_control(self, reader: asyncio.StreamReader) -> None:
         # The controller is authenticated (TLS), but its table syncs are not chunked yet.
         decoder = control.FrameDecoder(control.MAX_FRAME_FROM_CONTROLLER)
@@ -398,6 +470,9 @@ class NodeRuntime(Generic[CoreT_co]):
                 return
             now = self._loop.time()
             for message in messages:
+                if isinstance(message, control.NotLeader):
+                    self._follow(message)
+                    return
                 try:
                     if isinstance(message, control.LinkSettings):
                         self.apply_link_settings(message)  # for the runtime's link stage, not the core

@@ -1,0 +1,325 @@
+"""The control plane at scale: the sans-IO controller and switches grown to ``--dcs``
+datacenters, ``--hosts`` hosts and ``--objects`` objects (docs/protocol.md §6).
+
+Figures, each with how it is measured:
+
+* ``bind_cost_ms_10dcs_100hosts``: the issue's own measurement -- 10 DCs, 100 hosts, every
+  switch connected: the median cost of one more ``Bind`` (with its flush) at 1k/2k/4k objects.
+* ``registrations_per_s``: ``Bind`` records fed to the sans-IO ``Controller`` (one replica
+  on a random host, three DCs' worth of hosts taking turns), its tables flushed after every
+  batch of ``--batch`` and its state changes committed to a ``SqliteStore`` (the embedded
+  default) -- the rate over the last ``--window`` registrations before each checkpoint
+  (10k, 100k, 1M). Flat rates mean a registration costs the same at any size.
+* ``controller_bytes_per_object`` / ``_per_host``: growth of the process's resident memory
+  while the objects / hosts were added, divided by their number.
+* ``object_switch_bytes_per_object``: one object switch's full sync (in parts, encoded and
+  decoded as on the wire) applied to a fresh ``ObjectSwitch``: memory growth per object.
+* ``bind_to_every_object_switch_s``: in the ``sim`` runtime on a ``--sim-dcs`` topology with
+  random backbone delays, the virtual time from a host's ``Bind`` to every object switch
+  resolving the object, next to the controller's coalescing window and the control delay.
+* ``host_death_delta``: the deltas one host's death causes: records, switches, bytes.
+* ``etcd_registrations_per_s``: with ``--etcd``, a real three-member etcd cluster on loopback
+  (Debian's etcd 3.4), the leader's ``EtcdStore`` committing the state changes of
+  ``--etcd-objects`` registrations in group commits of ``--batch``.
+
+Run: ``PYTHONPATH=src python bench/control_plane.py [--quick] [--etcd]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import emit, environment
+from scaffold.core.controller import Controller
+from scaffold.core.controller.tables import COALESCE
+from scaffold.core.object_switch import ObjectSwitch
+from scaffold.core.topology import DatacenterSpec, HostSpec, LinkSpec, Topology, make_topology
+from scaffold.ids import ObjectId
+from scaffold.runtime.sqlite_store import SqliteStore
+from scaffold.wire import control
+
+
+def rss() -> int:
+    """Resident memory of this process, bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def topology(dcs: int, hosts: int, rng: random.Random) -> Topology:
+    """``dcs`` datacenters on a ring plus random chords, ``hosts`` spread over them."""
+    per = max(1, hosts // dcs)
+    datacenters = []
+    for k in range(1, dcs + 1):
+        fs = (f"dc{k}-fs1",)
+        datacenters.append(
+            DatacenterSpec(
+                f"dc{k}", fs, f"dc{k}-os", tuple(HostSpec(f"dc{k}-h{j}", fs[0]) for j in range(per))
+            )
+        )
+    links = {(f"dc{k}", f"dc{k % dcs + 1}") for k in range(1, dcs + 1)} if dcs > 1 else set()
+    for _ in range(dcs):
+        a, b = rng.sample(range(1, dcs + 1), 2) if dcs > 2 else (1, 1)
+        if a != b and (f"dc{b}", f"dc{a}") not in links:
+            links.add((f"dc{a}", f"dc{b}"))
+    backbone = tuple(LinkSpec(a, b, rng.uniform(0.001, 0.03)) for a, b in sorted(links))
+    return Topology(tuple(datacenters), backbone)
+
+
+def connect_switches(ctl: Controller) -> list[str]:
+    switches = list(ctl.switches)
+    for name in switches:
+        state = ctl.switches[name]
+        ctl.receive_message(name, control.Hello(node=name, role=state.role, dc=state.dc), 0.0)
+    ctl.flush_tables()
+    ctl.messages_to_send()
+    return switches
+
+
+def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path) -> dict[str, Any]:
+    gc.collect()
+    base = rss()
+    topo = topology(args.dcs, args.hosts, rng)
+    ctl = Controller(topo, open_binding=True)
+    connect_switches(ctl)
+    hosts = [h.name for h in topo.hosts()]
+    for name in hosts:
+        gateway = f"{topo.dc_of(name)}-fs1"
+        ctl.receive_message(name, control.Hello(node=name, role="host", gateway=gateway), 0.0)
+        ctl.receive_message(name, control.Heartbeat(node=name, seq=1), 0.0)  # bindings complete
+    ctl.flush_tables()
+    ctl.messages_to_send()
+    store = SqliteStore(store_dir / "bench.sqlite3")
+    store.commit(ctl.state_changes())
+    gc.collect()
+    host_bytes = rss() - base
+    checkpoints = [c for c in (10_000, 100_000, 1_000_000) if c <= args.objects]
+    rates: dict[str, float] = {}
+    after_hosts = rss()
+    n = 0
+    window_start = time.perf_counter()
+    window_n = 0
+    delta_bytes = 0
+    while n < args.objects:
+        for _ in range(args.batch):
+            key = ObjectId.from_name(f"bench-{n}").raw.hex()
+            ctl.receive_message(rng.choice(hosts), control.Bind(obj=key, weight=1), 0.0)
+            n += 1
+        ctl.flush_tables()
+        delta_bytes += sum(len(control.encode(m)) for _, m in ctl.messages_to_send())
+        store.commit(ctl.state_changes())
+        if n in checkpoints or any(c - args.window == n for c in checkpoints):
+            if any(c - args.window == n for c in checkpoints):
+                window_start, window_n = time.perf_counter(), n
+            else:
+                rates[str(n)] = round((n - window_n) / (time.perf_counter() - window_start))
+    gc.collect()
+    object_bytes = rss() - after_hosts
+    # One object switch's full sync, through the wire, into a fresh switch.
+    os_name = topo.datacenters[0].object_switch
+    ctl.tables.sync(os_name)
+    ctl.flush_tables()
+    parts = [control.encode(m) for node, m in ctl.messages_to_send() if node == os_name]
+    gc.collect()
+    before = rss()
+    switch = ObjectSwitch(os_name, topo.datacenters[0].name)
+    for part in parts:
+        switch.receive_control(control.decode(part), 0.0)
+    gc.collect()
+    switch_bytes = rss() - before
+    # One host dies: what goes out.
+    victim = max(hosts, key=lambda h: len(ctl.registry.host_objects.get(h, ())))
+    ctl.node_disconnected(victim, 1.0)
+    out = ctl.messages_to_send()
+    sizes = [len(control.encode(m)) for _, m in out]
+    return {
+        "datacenters": args.dcs,
+        "hosts": len(hosts),
+        "objects": args.objects,
+        "registrations_per_s": rates,
+        "controller_bytes_per_object": round(object_bytes / args.objects),
+        "controller_bytes_per_host": round(host_bytes / len(hosts)),
+        "object_switch_bytes_per_object": round(switch_bytes / args.objects, 1),
+        "object_switch_sync": {
+            "parts": len(parts),
+            "bytes": sum(map(len, parts)),
+            "largest_part": max(map(len, parts)),
+        },
+        "delta_bytes_per_registration": round(delta_bytes / args.objects, 1),
+        "host_death_delta": {
+            "host_objects": len(ctl.registry.host_objects.get(victim, ())),
+            "records": len(out),
+            "switches": len({node for node, _ in out}),
+            "bytes_total": sum(sizes),
+            "bytes_largest": max(sizes) if sizes else 0,
+        },
+    }
+
+
+def bind_cost() -> dict[str, Any]:
+    """The issue's first measurement: 10 DCs, 100 hosts, every switch connected -- the cost of
+    one more ``Bind`` (and its flush) with 1,000, 2,000 and 4,000 objects registered."""
+    topo = make_topology(datacenters=10, hosts_per_datacenter=10)
+    ctl = Controller(topo, open_binding=True)
+    connect_switches(ctl)
+    hosts = [h for h in topo.hosts()]
+    for h in hosts:
+        ctl.receive_message(h.name, control.Hello(node=h.name, role="host", gateway=h.gateway), 0.0)
+        ctl.receive_message(h.name, control.Heartbeat(node=h.name, seq=1), 0.0)
+    out: dict[str, float] = {}
+    n = 0
+    for target in (1000, 2000, 4000):
+        while n < target:
+            ctl.receive_message(
+                hosts[n % len(hosts)].name, control.Bind(obj=ObjectId.from_name(f"c{n}").raw.hex()), 0.0
+            )
+            n += 1
+        ctl.flush_tables()
+        ctl.messages_to_send()
+        ctl.state_changes()
+        samples = []
+        for k in range(20):
+            key = ObjectId.from_name(f"extra-{target}-{k}").raw.hex()
+            started = time.perf_counter()
+            ctl.receive_message(hosts[k].name, control.Bind(obj=key), 0.0)
+            ctl.flush_tables()
+            ctl.messages_to_send()
+            ctl.state_changes()
+            samples.append(time.perf_counter() - started)
+        out[str(target)] = round(sorted(samples)[len(samples) // 2] * 1e3, 3)
+    return {"bind_cost_ms_10dcs_100hosts": out}
+
+
+def propagation(args: argparse.Namespace) -> dict[str, Any]:
+    """Virtual time from one Bind to every object switch resolving it (sim)."""
+    from scaffold.runtime.sim import SimNetwork
+
+    rng = random.Random(args.seed)
+    topo = make_topology(datacenters=args.sim_dcs, hosts_per_datacenter=1)
+    topo = Topology(
+        topo.datacenters, tuple(LinkSpec(l.a, l.b, rng.uniform(0.001, 0.03)) for l in topo.backbone)
+    )
+    net = SimNetwork(topo, seed=args.seed)
+    net.start()
+    net.settle(timeout=5.0)
+    obj = ObjectId.from_name("propagated")
+    switches = [net.switch(dc.object_switch) for dc in topo.datacenters]
+    started = net.now
+    net.act(topo.hosts()[0].name, lambda host, now: host.bind(obj, 1, "propagated"))
+    held = net.run_while(
+        lambda: not all(isinstance(s, ObjectSwitch) and s.resolve(obj.raw, 1) for s in switches), timeout=2.0
+    )
+    return {
+        "sim_datacenters": args.sim_dcs,
+        "bind_to_every_object_switch_s": round(net.now - started, 4) if held else None,
+        "coalescing_window_s": COALESCE,
+        "control_delay_s": net.control_delay,
+        "goal_s": "0.1 + propagation",
+    }
+
+
+async def etcd_rate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Registrations per second with the leader's EtcdStore on a real three-member cluster."""
+    import socket
+
+    from scaffold.core.controller import StateRows
+    from scaffold.deploy import etcd as etcd_members
+    from scaffold.runtime.etcd import Etcd, EtcdStore, Keys
+
+    def free() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    members = etcd_members.plan_cluster(
+        ["127.0.0.1"] * 3, [(free(), free()) for _ in range(3)], work, "bench"
+    )
+    procs = [
+        subprocess.Popen(
+            etcd_members.member_command(m, members, "bench"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for m in members
+    ]
+    try:
+        cluster = Etcd([("127.0.0.1", m.client_port) for m in members])
+        keys = Keys("bench")
+        for _ in range(100):
+            try:
+                await cluster.call(lambda c: c.put(keys.leader, b"bench"))
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        store = EtcdStore(cluster, keys, "bench", asyncio.get_running_loop(), StateRows())
+        topo = make_topology(datacenters=3, hosts_per_datacenter=10)
+        ctl = Controller(topo, open_binding=True)
+        connect_switches(ctl)
+        hosts = [h.name for h in topo.hosts()]
+        for h in topo.hosts():
+            ctl.receive_message(h.name, control.Hello(node=h.name, role="host", gateway=h.gateway), 0.0)
+        await store.commit_async(ctl.state_changes())
+        rng = random.Random(args.seed)
+        started = time.perf_counter()
+        for n in range(0, args.etcd_objects, args.batch):
+            for i in range(n, min(n + args.batch, args.etcd_objects)):
+                ctl.receive_message(
+                    rng.choice(hosts), control.Bind(obj=ObjectId.from_name(f"e{i}").raw.hex()), 0.0
+                )
+            ctl.flush_tables()
+            ctl.messages_to_send()
+            await store.commit_async(ctl.state_changes())
+        rate = args.etcd_objects / (time.perf_counter() - started)
+        await cluster.close()
+        return {"etcd_members": 3, "etcd_objects": args.etcd_objects, "etcd_registrations_per_s": round(rate)}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--dcs", type=int, default=1000)
+    parser.add_argument("--hosts", type=int, default=100_000)
+    parser.add_argument("--objects", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=1000, help="registrations per flush and commit")
+    parser.add_argument("--window", type=int, default=5000, help="registrations timed before each checkpoint")
+    parser.add_argument("--sim-dcs", type=int, default=50)
+    parser.add_argument("--etcd", action="store_true", help="also measure against a real 3-member etcd")
+    parser.add_argument("--etcd-objects", type=int, default=20_000)
+    parser.add_argument("--quick", action="store_true", help="100 DCs, 10,000 hosts, 100,000 objects")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    if args.quick:
+        args.dcs, args.hosts, args.objects = 100, 10_000, 100_000
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="scaffold-bench-"))
+    try:
+        report: dict[str, Any] = {"bench": "control_plane"}
+        started = time.perf_counter()
+        report.update(bind_cost())
+        report.update(registrations(args, rng, work))
+        report.update(propagation(args))
+        if args.etcd:
+            report.update(asyncio.run(etcd_rate(args, work)))
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        report["load_average"] = os.getloadavg()
+        report.update(environment())
+        emit(report)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
