@@ -88,6 +88,14 @@ def raise_file_limit(wanted: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def udp_receive_errors() -> int:
+    """The kernel's count of UDP datagrams dropped for a full receive buffer (all sockets of
+    this network namespace: other programs' too)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
 def say(record: dict[str, Any]) -> None:
     """A child's one line to its parent."""
     sys.stdout.write(json.dumps(record) + "\n")
@@ -124,11 +132,15 @@ def _on_collection(phase: str, info: dict[str, int]) -> None:
 #: the longest an event loop callback due every ``LAG_TICK`` seconds came late (a stalled loop)
 LAG = {"longest_s": 0.0}
 LAG_TICK = 0.05
+#: (wall-clock time, seconds) of every lag above 0.3 s: when, against the hosts reported down
+STALLS: list[tuple[float, float]] = []
 
 
 def _watch_lag(loop: asyncio.AbstractEventLoop, due: float) -> None:
     now = loop.time()
     LAG["longest_s"] = max(LAG["longest_s"], round(now - due, 4))
+    if now - due > 0.3 and len(STALLS) < 100:
+        STALLS.append((round(time.time(), 2), round(now - due, 3)))
     loop.call_at(now + LAG_TICK, _watch_lag, loop, now + LAG_TICK)
 
 
@@ -145,7 +157,10 @@ def set_up_collector() -> None:
 
 
 def pauses() -> dict[str, Any]:
-    return {"gc": {**PAUSES, "frozen": gc.get_freeze_count(), "loop_lag_longest_s": LAG["longest_s"]}}
+    return {
+        "gc": {**PAUSES, "frozen": gc.get_freeze_count(), "loop_lag_longest_s": LAG["longest_s"]},
+        "stalls": STALLS,
+    }
 
 
 # -- SCAFFOLD streams -------------------------------------------------------------------------
@@ -251,7 +266,10 @@ async def network_child() -> None:
         lines = await stdin_lines()
         while await lines.readline():  # until the parent closes our stdin
             # Hosts the gateways reported silent (each: its replicas withdrawn for a while).
-            downs = [e.target for e in net.controller.core.events if e.kind == "host-down"]
+            core = net.controller.core
+            downs = [
+                (e.target, round(core.wall_offset + e.at, 2)) for e in core.events if e.kind == "host-down"
+            ]
             say({**pauses(), "hosts_reported_down": downs})
 
 
@@ -350,7 +368,10 @@ def streams_separate(n: int, batch: int, settle: float, idle: float, collector: 
                 for c, server_or_client in (("server", server), ("client", client))
             },
         }
+        opening, drops = time.time(), udp_receive_errors()
         result = client.ask("open")
+        result["opened_between"] = [round(opening, 2), round(time.time(), 2)]
+        result["udp_receive_buffer_drops_while_opening"] = udp_receive_errors() - drops
         time.sleep(settle)
         reports = {"server": server.ask("report"), "client": client.ask("report")}
         after = {"network": rss(network.pid), **{k: v["rss"] for k, v in reports.items()}}
@@ -361,6 +382,7 @@ def streams_separate(n: int, batch: int, settle: float, idle: float, collector: 
             for name, c in (("network", network), ("server", server), ("client", client))
         }
         final = {"server": server.ask("report"), "client": client.ask("report")}
+        result["udp_receive_buffer_drops_in_all"] = udp_receive_errors() - drops
         opened = max(1, result["opened"])
         result.update(
             bytes_per_stream={k: round((after[k] - before[k]) / opened) for k in after},
@@ -374,6 +396,7 @@ def streams_separate(n: int, batch: int, settle: float, idle: float, collector: 
         result.update(
             gc={"network": from_network["gc"], **{e: final[e]["gc"] for e in final}},
             hosts_reported_down=from_network["hosts_reported_down"],
+            stalls={"network": from_network["stalls"], **{e: final[e]["stalls"] for e in final}},
         )
         return result
     finally:
