@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from scaffold.core.controller import Controller, ControllerState, HostState, StateChange, StateRows
-from scaffold.core.controller.commands import Drain, Link, MigrateHost, MigrateObject, MoveHost, SetWeight
+from scaffold.core.controller.commands import (
+    Allow,
+    Disallow,
+    Drain,
+    Link,
+    MigrateHost,
+    MigrateObject,
+    MoveHost,
+    SetWeight,
+)
 from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
 from scaffold.runtime.aio import ControllerRuntime, run, wait_until
@@ -63,6 +72,10 @@ def test_outputs_replayed_into_a_fresh_controller_restore_registrations_and_host
         lambda: ctl.command(MigrateHost("east-h1", "north"), 0.6),
         lambda: ctl.command(MoveHost("roamer", "west-fs2"), 0.7),
         lambda: ctl.command(Link("east", "west", False), 0.8),
+        lambda: ctl.command(Allow("session", "north"), 0.9),
+        lambda: ctl.command(Allow("web", "*"), 0.9),
+        lambda: ctl.command(Disallow("web", "*"), 0.9),
+        lambda: ctl.command(Disallow("web", "west-h1"), 0.9),
     ]
     for step in steps:
         step()
@@ -80,6 +93,7 @@ def test_outputs_replayed_into_a_fresh_controller_restore_registrations_and_host
     assert fresh.object_names == ctl.object_names
     assert fresh.registry.draining == {"east-h2": {WEB}}
     assert fresh.registry.links_up == ctl.registry.links_up
+    assert fresh.policy.allowed == ctl.policy.allowed  # the operator's rules, over the topology's
     # A clean restore rewrites nothing, and a new host gets a Host ID nobody holds.
     assert fresh.state_changes() == []
     hello(fresh, "newcomer", "east-fs1", 1.0)
@@ -179,3 +193,25 @@ def test_the_aio_controller_holds_records_back_while_its_store_cannot_write(tmp_
             await runtime.close()
 
     run(main())
+
+
+def test_the_operators_allow_and_disallow_outlive_the_controller() -> None:
+    topo = default_topology()
+    ctl = Controller(topo)
+    rows = StateRows()
+    commit(ctl, rows)
+    hello(ctl, "north-h1", "north-fs1", 0.0)
+    ctl.receive_message("north-h1", control.Bind(SESSION, 1, "session"), 0.1)
+    assert ctl.drops["bind-not-allowed"] == 1 and SESSION not in ctl.objects
+    assert ctl.command(Allow("session", "north"), 0.2) == {"object": "session", "allowed": "north"}
+    assert ctl.command(Disallow("web", "east-h1"), 0.2)["was_allowed"] is True  # the topology's
+    commit(ctl, rows)
+    saved = rows.snapshot()
+    assert saved is not None
+    fresh = Controller(topo, saved=saved)  # a restart, or a standby taking over
+    hello(fresh, "north-h1", "north-fs1", 1.0)
+    fresh.receive_message("north-h1", control.Bind(SESSION, 1, "session"), 1.1)
+    assert fresh.objects[SESSION] == {"north-h1": 1}
+    hello(fresh, "east-h1", "east-fs1", 1.0)
+    fresh.receive_message("east-h1", control.Bind(WEB, 1, "web"), 1.1)
+    assert fresh.drops["bind-not-allowed"] == 1 and WEB not in fresh.objects
