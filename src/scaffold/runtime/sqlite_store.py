@@ -1,14 +1,22 @@
 """``SqliteStore``: the controller's durable rows in SQLite, the embedded default
 (docs/protocol.md §6.4).
 
-One table, one row per durable record -- ``rows(kind, key, record)``, the record as
-MessagePack -- in WAL mode, so a commit appends to the log instead of rewriting the
-database, and readers never block the writer. ``commit`` applies a batch of ``StateChange``s
-in one transaction: durable when it returns (``synchronous=FULL``), all of it or none. The
-aio controller runtime calls it from a thread of its own and gathers every change made
-meanwhile into the next commit (a *group commit*), so the event loop never waits for the
-disk and the cost of a commit is shared by all the registrations in it
-(``runtime/aio/controller.py``).
+Two tables, each row a durable record as MessagePack: ``log(seq, kind, key, record)``, where
+every commit *appends* its changes (``record`` NULL: the row is deleted), and ``rows(kind,
+key, record)``, the base the log is folded into. A commit appends to the end of the log, so
+it writes a few pages whatever the number of rows; an upsert into a table keyed by Object ID
+would write one page per row at a random place -- its cost grows with the table (measured:
+27 ms per 1,000 rows at 20,000 rows, 100 ms at 100,000). Once the log holds as many rows as
+the base (and at least ``COMPACT_MIN``), the next commit folds it in, keys sorted, in one
+transaction: with the base doubling between folds, each row is folded a bounded number of
+times, so a registration's cost does not depend on how many there are. ``load`` reads the base
+and replays the log over it.
+
+WAL mode, ``synchronous=FULL``: a commit (and a fold) is durable when it returns, on disk
+and not only in the operating system's cache, all of it or none. The aio controller runtime
+calls ``commit`` from a thread of its own and gathers every change made meanwhile into the
+next one (a *group commit*), so the event loop never waits for the disk and one fsync
+serves all the registrations in it (``runtime/aio/controller.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,29 +32,42 @@ from ..core.controller import ControllerState, StateChange
 from ..core.controller.state import StateRecord, decode_row, encode_row
 from ..errors import ConfigError
 
-__all__ = ["SqliteStore"]
+__all__ = ["COMPACT_MIN", "SqliteStore"]
 
-_UPSERT = "INSERT OR REPLACE INTO rows (kind, key, record) VALUES (?, ?, ?)"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rows (
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    record BLOB NOT NULL,
-    PRIMARY KEY (kind, key)
-) WITHOUT ROWID
-"""
+#: the log is folded into the base once it holds this many rows and as many as the base
+COMPACT_MIN = 50_000
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS rows (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        record BLOB NOT NULL,
+        PRIMARY KEY (kind, key)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS log (
+        seq INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        record BLOB
+    )""",
+)
+Row = tuple[str, str, bytes | None]
 
 
 class SqliteStore:
-    """The controller's rows in a SQLite database file (WAL mode, one row per record)."""
+    """The controller's rows in a SQLite database file (WAL mode, an append-only log of
+    changes folded into a base table)."""
 
     #: ``commit`` waits for the disk: runtimes call it off their event loop
     blocking: ClassVar[bool] = True
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, compact_min: int = COMPACT_MIN) -> None:
         self.path = Path(path)
+        self.compact_min = compact_min
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        #: rows in the log and in the base (counted when the file is opened)
+        self._log_rows = 0
+        self._base_rows = 0
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -56,7 +77,10 @@ class SqliteStore:
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
-                conn.execute(_SCHEMA)
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                self._log_rows = conn.execute("SELECT count(*) FROM log").fetchone()[0]
+                self._base_rows = conn.execute("SELECT count(*) FROM rows").fetchone()[0]
             except BaseException:
                 conn.close()
                 raise
@@ -72,11 +96,24 @@ class SqliteStore:
         """
         with self._lock:
             try:
-                rows = self._connection().execute("SELECT kind, key, record FROM rows").fetchall()
+                conn = self._connection()
+                # One read transaction: the base and the log as of one moment.
+                conn.execute("BEGIN")
+                try:
+                    latest: dict[tuple[str, str], bytes | None] = {
+                        (kind, key): blob
+                        for kind, key, blob in conn.execute("SELECT kind, key, record FROM rows")
+                    }
+                    for kind, key, blob in conn.execute("SELECT kind, key, record FROM log ORDER BY seq"):
+                        latest[(kind, key)] = blob
+                finally:
+                    conn.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 raise ConfigError(f"{self.path}: not a controller store: {exc}") from None
         records: list[StateRecord] = []
-        for kind, _key, blob in rows:
+        for (kind, _key), blob in latest.items():
+            if blob is None:
+                continue
             try:
                 records.append(decode_row(kind, blob))
             except ValueError as exc:
@@ -84,7 +121,8 @@ class SqliteStore:
         return ControllerState.of(records) if records else None
 
     def commit(self, changes: Sequence[StateChange]) -> None:
-        """Apply ``changes`` in one transaction, durable when this returns.
+        """Append ``changes`` to the log in one transaction, durable when this returns; fold
+        the log into the base first if it has grown as large as the base.
 
         Raises:
             OSError: the database cannot be opened or written (``sqlite3.Error`` is raised
@@ -93,26 +131,55 @@ class SqliteStore:
         if not changes:
             return
         last = {(c.kind, c.key): c for c in changes}  # a group commit may touch a row twice
-        upserts = [(c.kind, c.key, encode_row(c.record)) for c in last.values() if c.record is not None]
-        deletes = [(c.kind, c.key) for c in last.values() if c.record is None]
+        rows: list[Row] = [
+            (c.kind, c.key, None if c.record is None else encode_row(c.record)) for c in last.values()
+        ]
         with self._lock:
             try:
                 conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.executemany("DELETE FROM rows WHERE kind = ? AND key = ?", deletes)
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO rows (kind, key, record) VALUES (?, ?, ?)", upserts
-                    )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+                _transaction(conn, "INSERT INTO log (kind, key, record) VALUES (?, ?, ?)", rows)
+                self._log_rows += len(rows)
+                if self._log_rows >= max(self.compact_min, self._base_rows):
+                    self._fold(conn)
             except sqlite3.Error as exc:
                 raise OSError(f"{self.path}: {exc}") from exc
+
+    def _fold(self, conn: sqlite3.Connection) -> None:
+        """Fold the log into the base: its last change of each row, in key order (each page
+        of the base written once), then empty it; one transaction."""
+        latest: dict[tuple[str, str], bytes | None] = {}
+        for kind, key, blob in conn.execute("SELECT kind, key, record FROM log ORDER BY seq"):
+            latest[(kind, key)] = blob
+        ordered = sorted(latest.items())
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "DELETE FROM rows WHERE kind = ? AND key = ?", (k for k, blob in ordered if blob is None)
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO rows (kind, key, record) VALUES (?, ?, ?)",
+                ((*k, blob) for k, blob in ordered if blob is not None),
+            )
+            conn.execute("DELETE FROM log")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._log_rows = 0
+        self._base_rows = conn.execute("SELECT count(*) FROM rows").fetchone()[0]
 
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def _transaction(conn: sqlite3.Connection, statement: str, rows: Iterable[Row]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(statement, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
