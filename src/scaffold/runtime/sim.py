@@ -312,6 +312,10 @@ class SimNetwork:
             self._flush_controller()
         elif kind == "to-node":
             dst, body = payload
+            if len(body) > control.MAX_FRAME:
+                # A stream's receiver refuses such a frame (docs/protocol.md §6.6): so does the sim.
+                self.stats[dst]["control-frame-too-large"] += 1
+                return
             if dst in self.alive:
                 self.nodes[dst].receive_control(control.decode(body), at)
                 self._flush(dst)
