@@ -50,6 +50,15 @@ _SCHEMA = (
         record BLOB
     )""",
 )
+#: the log's last change of each row (SQLite takes a bare column from the row of max(seq))
+_LAST = "SELECT kind, key, record, max(seq) FROM log GROUP BY kind, key"
+_FOLD = (
+    f"INSERT OR REPLACE INTO rows SELECT kind, key, record FROM ({_LAST}) WHERE record IS NOT NULL",
+    f"DELETE FROM rows WHERE (kind, key) IN (SELECT kind, key FROM ({_LAST}) WHERE record IS NULL)",
+    # Dropped and made anew: a DELETE would rewrite every page of the log.
+    "DROP TABLE log",
+    _SCHEMA[1],
+)
 Row = tuple[str, str, bytes | None]
 
 
@@ -77,6 +86,8 @@ class SqliteStore:
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA temp_store=MEMORY")
+                conn.execute("PRAGMA cache_size=-65536")
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 self._log_rows = conn.execute("SELECT count(*) FROM log").fetchone()[0]
@@ -145,22 +156,12 @@ class SqliteStore:
                 raise OSError(f"{self.path}: {exc}") from exc
 
     def _fold(self, conn: sqlite3.Connection) -> None:
-        """Fold the log into the base: its last change of each row, in key order (each page
-        of the base written once), then empty it; one transaction."""
-        latest: dict[tuple[str, str], bytes | None] = {}
-        for kind, key, blob in conn.execute("SELECT kind, key, record FROM log ORDER BY seq"):
-            latest[(kind, key)] = blob
-        ordered = sorted(latest.items())
+        """Fold the log into the base -- the last change of each row, in key order, so each
+        page of the base is written once -- and empty it; one transaction."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "DELETE FROM rows WHERE kind = ? AND key = ?", (k for k, blob in ordered if blob is None)
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO rows (kind, key, record) VALUES (?, ?, ?)",
-                ((*k, blob) for k, blob in ordered if blob is not None),
-            )
-            conn.execute("DELETE FROM log")
+            for statement in _FOLD:
+                conn.execute(statement)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
