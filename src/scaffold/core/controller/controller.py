@@ -99,14 +99,14 @@ class Controller:
             for where in (*(host for host, _ in obj.replicas), *obj.allow):
                 self.policy.allow(key, where)
         # The operator's rules, restored from the store, go over the topology file's (§6.7).
-        for (key, where), allowed in self.registry.policy_rules.items():
+        for (key, where), allowed in self.registry.allow_rules.items():
             try:
                 if allowed:
                     self.policy.allow(key, where)
                 else:
                     self.policy.disallow(key, where)
             except UsageError:
-                self.drops["restore-bad-policy"] += 1
+                self.drops["restore-bad-allow-rule"] += 1
         #: (object hex, host) -> Unix time its grant expires (owned objects, §6.7)
         self.grant_expiry: dict[tuple[str, str], float] = {}
 
@@ -476,7 +476,7 @@ class Controller:
             self.policy.allow(key, where)
         else:
             self.policy.disallow(key, where)
-        self.registry.set_policy_rule(key, where, allowed)
+        self.registry.set_allow_rule(key, where, allowed)
         return was
 
     def _expire_grants(self, now: float) -> None:

@@ -17,6 +17,7 @@ from ...ids import ObjectId
 from ..topology import Topology
 from .state import (
     Address,
+    AllowRule,
     BackboneLink,
     ControllerState,
     DrainingObjects,
@@ -25,7 +26,6 @@ from .state import (
     HostState,
     ObjectName,
     ObjectReplicas,
-    PolicyRule,
     StateChange,
     StateRecord,
 )
@@ -62,7 +62,7 @@ class Registry:
         self.draining: dict[str, set[str]] = {}
         self.links_up: dict[frozenset[str], bool] = {frozenset((l.a, l.b)): True for l in topology.backbone}
         #: the operator's allow/disallow rules: (object hex, where) -> allowed (§6.7)
-        self.policy_rules: dict[tuple[str, str], bool] = {}
+        self.allow_rules: dict[tuple[str, str], bool] = {}
         #: every node's data-plane address, from its Hello
         self.addresses: dict[str, Address] = {}
         #: indexes, so that no change walks every host or object
@@ -260,11 +260,11 @@ class Registry:
         if self.watcher is not None:
             self.watcher.routes_changed()
 
-    def set_policy_rule(self, key: str, where: str, allowed: bool) -> None:
+    def set_allow_rule(self, key: str, where: str, allowed: bool) -> None:
         """The operator allowed (or disallowed) ``where`` to serve object ``key``."""
-        if self.policy_rules.get((key, where)) != allowed:
-            self.policy_rules[(key, where)] = allowed
-            self._touch(PolicyRule.kind, f"{key}|{where}")
+        if self.allow_rules.get((key, where)) != allowed:
+            self.allow_rules[(key, where)] = allowed
+            self._touch(AllowRule.kind, f"{key}|{where}")
 
     # -- durable state -------------------------------------------------------------------------
 
@@ -286,7 +286,7 @@ class Registry:
             + [(ObjectName.kind, key) for key in self.object_names]
             + [(BackboneLink.kind, "|".join(sorted(link))) for link in self.links_up]
             + [(DrainingObjects.kind, host) for host in self.draining]
-            + [(PolicyRule.kind, f"{key}|{where}") for key, where in self.policy_rules]
+            + [(AllowRule.kind, f"{key}|{where}") for key, where in self.allow_rules]
         )
         for kind, key in keys:
             row = self._row(kind, key)
@@ -316,10 +316,10 @@ class Registry:
         if kind == DrainingObjects.kind:
             objects = self.draining.get(key)
             return DrainingObjects(key, sorted(objects)) if objects else None
-        if kind == PolicyRule.kind:
+        if kind == AllowRule.kind:
             obj, _, where = key.partition("|")
-            allowed = self.policy_rules.get((obj, where))
-            return PolicyRule(obj, where, allowed) if allowed is not None else None
+            allowed = self.allow_rules.get((obj, where))
+            return AllowRule(obj, where, allowed) if allowed is not None else None
         raise ValueError(f"no durable table {kind!r}")
 
     def _touch(self, kind: str, key: str) -> None:
@@ -355,9 +355,9 @@ class Registry:
             link = frozenset(key.split("|"))
             if link in self.links_up:
                 self.links_up[link] = up
-        for rule, allowed in saved.policy.items():
+        for rule, allowed in saved.allow_rules.items():
             key, _, where = rule.partition("|")
-            self.policy_rules[(key, where)] = allowed
+            self.allow_rules[(key, where)] = allowed
         self.restored = True
 
 

@@ -32,7 +32,7 @@ __all__ = [
     "HostState",
     "ObjectName",
     "ObjectReplicas",
-    "PolicyRule",
+    "AllowRule",
     "StateChange",
     "StateRecord",
     "StateRows",
@@ -154,12 +154,12 @@ class HostIdCounter(msgspec.Struct, frozen=True):
         return ""
 
 
-class PolicyRule(msgspec.Struct, frozen=True):
+class AllowRule(msgspec.Struct, frozen=True):
     """The operator's ``allow`` (or ``disallow``) of place ``where`` (a host, a datacenter or
     ``*``) for plain-named object ``object`` (hex): applied over the topology file's policy
     whenever a controller starts (§6.7)."""
 
-    kind: ClassVar[str] = "policy"
+    kind: ClassVar[str] = "allow"
     object: str
     where: str
     allowed: bool
@@ -170,14 +170,14 @@ class PolicyRule(msgspec.Struct, frozen=True):
 
 
 StateRecord = (
-    HostState | ObjectReplicas | ObjectName | BackboneLink | DrainingObjects | HostIdCounter | PolicyRule
+    HostState | ObjectReplicas | ObjectName | BackboneLink | DrainingObjects | HostIdCounter | AllowRule
 )
 
 
 #: every row type by its ``kind``
 ROW_TYPES: dict[str, type[StateRecord]] = {
     t.kind: t
-    for t in (HostIdCounter, HostState, ObjectReplicas, ObjectName, BackboneLink, DrainingObjects, PolicyRule)
+    for t in (HostIdCounter, HostState, ObjectReplicas, ObjectName, BackboneLink, DrainingObjects, AllowRule)
 }
 _row_encoder = msgspec.msgpack.Encoder()
 _row_decoders = {kind: msgspec.msgpack.Decoder(t) for kind, t in ROW_TYPES.items()}
@@ -226,7 +226,7 @@ class ControllerState(msgspec.Struct, frozen=True):
     #: hosts draining: name -> objects (hex) they drain
     draining: dict[str, list[str]] = {}
     #: the operator's allow/disallow rules: "object hex|where" -> allowed
-    policy: dict[str, bool] = {}
+    allow_rules: dict[str, bool] = {}
 
     def records(self) -> Iterator[StateRecord]:
         """The state as rows."""
@@ -241,9 +241,9 @@ class ControllerState(msgspec.Struct, frozen=True):
             yield BackboneLink(a, b, up)
         for host, objects in self.draining.items():
             yield DrainingObjects(host, list(objects))
-        for rule, allowed in self.policy.items():
+        for rule, allowed in self.allow_rules.items():
             key, _, where = rule.partition("|")
-            yield PolicyRule(key, where, allowed)
+            yield AllowRule(key, where, allowed)
 
     @classmethod
     def of(cls, records: Iterable[StateRecord]) -> ControllerState:
@@ -254,7 +254,7 @@ class ControllerState(msgspec.Struct, frozen=True):
         names: dict[str, str] = {}
         links: dict[str, bool] = {}
         draining: dict[str, list[str]] = {}
-        policy: dict[str, bool] = {}
+        allow_rules: dict[str, bool] = {}
         for record in records:
             match record:
                 case HostIdCounter():
@@ -269,9 +269,9 @@ class ControllerState(msgspec.Struct, frozen=True):
                     links[record.key] = record.up
                 case DrainingObjects():
                     draining[record.host] = list(record.objects)
-                case PolicyRule():
-                    policy[record.key] = record.allowed
-        return cls(next_host_id, hosts, objects, names, links, draining, policy)
+                case AllowRule():
+                    allow_rules[record.key] = record.allowed
+        return cls(next_host_id, hosts, objects, names, links, draining, allow_rules=allow_rules)
 
 
 class StateRows:
