@@ -112,6 +112,9 @@ class SimNetwork:
         self._queue: list[tuple[float, int, str, Any]] = []
         self._seq = itertools.count()
         self._timers: dict[str, float] = {}
+        #: stalled node -> when it runs again; what reached it meanwhile, in order
+        self._stalled: dict[str, float] = {}
+        self._held: dict[str, list[tuple[str, Any]]] = {}
         for dc in topology.datacenters:
             for fs in dc.flow_switches:
                 self._add_switch_node(FlowSwitch(fs, dc.name))
@@ -226,6 +229,16 @@ class SimNetwork:
         """Stop a node dead: it receives, sends and heartbeats nothing from now on."""
         self.alive.discard(node)
 
+    def stall(self, node: str, duration: float) -> None:
+        """Stall a node for ``duration`` virtual seconds from now, as a paused process or a
+        starved event loop: it runs nothing and sends nothing; what reaches it meanwhile waits
+        (as in its socket) and is handed to it when it runs again, before its overdue timer
+        (as the ``aio`` runtime reads its socket before a due timer)."""
+        until = max(self._stalled.get(node, self.now), self.now + duration)
+        self._stalled[node] = until
+        self._held.setdefault(node, [])
+        self._push(until, "resume", node)
+
     def inject(self, node: str, data: bytes, port: str = "") -> None:
         """Deliver raw bytes to ``node`` now, as if neighbour ``port`` sent them (fuzzing)."""
         self._push(self.now, "packet", (node, port, data))
@@ -286,6 +299,29 @@ class SimNetwork:
     def _step(self) -> None:
         at, _, kind, payload = heapq.heappop(self._queue)
         self.now = at
+        if kind == "resume":
+            self._resume(payload, at)
+            return
+        target = payload if kind == "timer" else None if kind == "to-controller" else payload[0]
+        if target in self._stalled:
+            if kind != "timer":  # a timer is looked at again when the node runs
+                self._held[target].append((kind, payload))
+            return
+        self._dispatch(kind, payload, at)
+
+    def _resume(self, name: str, at: float) -> None:
+        if self._stalled.get(name, at) > at:
+            return  # stalled again for longer: a later resume
+        self._stalled.pop(name, None)
+        for kind, payload in self._held.pop(name, []):
+            self._dispatch(kind, payload, at)
+        timer = self._timers.pop(name, None)
+        if name in self.alive and timer is not None:
+            if timer <= at:
+                self.nodes[name].handle_timer(at)
+            self._flush(name)
+
+    def _dispatch(self, kind: str, payload: Any, at: float) -> None:
         if kind == "packet":
             dst, src, data = payload
             if dst not in self.alive:

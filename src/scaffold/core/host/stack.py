@@ -135,8 +135,9 @@ class HostStack(StreamFlows, Churn):
         for key in self._timers.pop_due(now):
             if key == HEARTBEAT:
                 # Alive: a presence packet to the gateway, which watches us (§6.2); the
-                # controller hears only when that changes.
-                self._out.append((self.gateway, wire_header.presence(self.dc_id, self.host_id)))
+                # controller hears only when that changes. It goes first, before the bulk data
+                # queued in the same pass: a full send buffer drops what comes last.
+                self._out.insert(0, (self.gateway, wire_header.presence(self.dc_id, self.host_id)))
                 self._timers.arm(HEARTBEAT, now + self.heartbeat_interval)
             elif key == SWEEP:
                 self._sweep(now)
