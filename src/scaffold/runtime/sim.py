@@ -313,15 +313,18 @@ class SimNetwork:
         if self._stalled.get(name, at) > at:
             return  # stalled again for longer: a later resume
         self._stalled.pop(name, None)
+        # One pass, as the aio runtime's: what waited is read, then the overdue timer runs,
+        # then everything the node queued leaves together.
         for kind, payload in self._held.pop(name, []):
-            self._dispatch(kind, payload, at)
+            self._dispatch(kind, payload, at, flush=False)
         timer = self._timers.pop(name, None)
-        if name in self.alive and timer is not None:
-            if timer <= at:
+        if name in self.alive:
+            if timer is not None and timer <= at:
                 self.nodes[name].handle_timer(at)
             self._flush(name)
 
-    def _dispatch(self, kind: str, payload: Any, at: float) -> None:
+    def _dispatch(self, kind: str, payload: Any, at: float, *, flush: bool = True) -> None:
+        """Hand one queued event to its node and (``flush``) send what it queued."""
         if kind == "packet":
             dst, src, data = payload
             if dst not in self.alive:
@@ -329,7 +332,8 @@ class SimNetwork:
             node = self.nodes[dst]
             self.delivered += 1
             node.receive_datagram(data, src, at)
-            self._flush(dst)
+            if flush:
+                self._flush(dst)
         elif kind == "train":
             dst, src, train, size = payload
             switch = self._switches.get(dst)
@@ -337,9 +341,11 @@ class SimNetwork:
                 return
             self.delivered += (len(train) + size - 1) // size
             hop = switch.route_train(train, size, src, at)
-            if hop is not None:  # routed whole: on to the next hop, before anything else
+            if hop is not None:  # routed whole: on to the next hop, after what it queued
+                self._send(dst, switch.datagrams_to_send(at))
                 self._send(dst, [(hop, bytes(train[o : o + size])) for o in range(0, len(train), size)])
-            self._flush(dst)
+            if flush:
+                self._flush(dst)
         elif kind == "to-controller":
             src, body = payload
             if not self.controller_alive:
@@ -350,7 +356,8 @@ class SimNetwork:
             dst, body = payload
             if dst in self.alive:
                 self.nodes[dst].receive_control(control.decode(body), at)
-                self._flush(dst)
+                if flush:
+                    self._flush(dst)
         elif kind == "timer":
             name = payload
             if self._timers.get(name) != at:
