@@ -313,8 +313,11 @@ class SimNetwork:
         if self._stalled.get(name, at) > at:
             return  # stalled again for longer: a later resume
         self._stalled.pop(name, None)
-        # One pass, as the aio runtime's: what waited is read, then the overdue timer runs,
-        # then everything the node queued leaves together.
+        # One pass, as the aio runtime's: a host's overdue presence packet leaves, what
+        # waited is read, then the overdue timer runs, then what the node queued leaves.
+        beat = getattr(self.nodes[name], "beat", None)
+        if name in self.alive and beat is not None and beat(at):
+            self._send(name, self.nodes[name].datagrams_to_send(at))
         for kind, payload in self._held.pop(name, []):
             self._dispatch(kind, payload, at, flush=False)
         timer = self._timers.pop(name, None)
