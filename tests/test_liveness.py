@@ -9,6 +9,7 @@ from churn_apps import Downloader, serve_content
 from scaffold.core.flow_switch import CHECKS, FlowSwitch
 from scaffold.core.topology import default_topology
 from scaffold.runtime.sim import SimNetwork
+from scaffold.wire.header import Proto
 
 SIZE = 2 * 1024 * 1024
 REPLICAS = {"east-h1": 1, "east-h2": 2, "west-h1": 3}
@@ -105,13 +106,29 @@ def test_a_host_stalled_past_the_window_is_declared_dead_and_its_flows_move_whol
 
 
 def test_a_host_stalled_under_bulk_data_for_less_than_the_window_stays_alive() -> None:
-    """A server busy for 1.5 heartbeat intervals: on waking, its overdue presence packet
-    leaves before the data the pass queued (a full link queue would delay or drop it)."""
+    """A server busy for 1.5 heartbeat intervals, again and again: on waking, its overdue
+    presence packet is the first datagram it sends, before the data of that pass (a full
+    send buffer drops what comes last)."""
     net = network(53)
     downloader = downloads(net, 12)
+    victims = ("west-h1", "east-h2")
+    firsts: list[bytes] = []
+    send = net._send
+
+    def watch(name: str, out: list[tuple[str, bytes]]) -> None:  # observes, sends unchanged
+        if name in victims and name in resumed and out:
+            resumed.discard(name)
+            firsts.append(bytes(out[0][1]))
+        send(name, out)
+
+    resumed: set[str] = set()
+    net._send = watch  # type: ignore[method-assign]
     for _ in range(10):
-        for victim in ("west-h1", "east-h2"):
-            net.stall(victim, 0.3)
+        for victim in victims:
+            net.stall(victim, 0.3)  # it sends nothing until it runs again
+        resumed.update(victims)
         net.run(0.45)
     assert deaths(net) == []
+    assert len(firsts) == 20
+    assert all(first[1] == Proto.PRESENCE for first in firsts)
     finish_exact(net, downloader)
