@@ -233,7 +233,13 @@ class SimNetwork:
         """Stall a node for ``duration`` virtual seconds from now, as a paused process or a
         starved event loop: it runs nothing and sends nothing; what reaches it meanwhile waits
         (as in its socket) and is handed to it when it runs again, before its overdue timer
-        (as the ``aio`` runtime reads its socket before a due timer)."""
+        (as the ``aio`` runtime reads its socket before a due timer).
+
+        Raises:
+            UsageError: ``node`` is not a switch or host of the network.
+        """
+        if node not in self.nodes:
+            raise UsageError(f"no node {node!r} to stall")
         until = max(self._stalled.get(node, self.now), self.now + duration)
         self._stalled[node] = until
         self._held.setdefault(node, [])
