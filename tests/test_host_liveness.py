@@ -5,11 +5,13 @@ host is still found within the bound."""
 
 from __future__ import annotations
 
-from churn_apps import Downloader, serve_content
+from churn_apps import CONTENT, Downloader, serve_content
 from scaffold.core.flow_switch import CHECKS, FlowSwitch
 from scaffold.core.topology import default_topology
 from scaffold.runtime.sim import SimNetwork
-from scaffold.wire.header import Proto
+from scaffold.wire import header as wire_header
+from scaffold.wire import stream as wire_stream
+from scaffold.wire.header import Header, Proto
 
 SIZE = 2 * 1024 * 1024
 REPLICAS = {"east-h1": 1, "east-h2": 2, "west-h1": 3}
@@ -132,3 +134,23 @@ def test_a_host_stalled_under_bulk_data_for_less_than_the_window_stays_alive() -
     assert len(firsts) == 20
     assert all(first[1] == Proto.PRESENCE for first in firsts)
     finish_exact(net, downloader)
+
+
+def test_a_reset_for_a_host_that_looks_gone_is_not_re_resolved() -> None:
+    """A server woken from a stall speaks before its gateway's "up" reached the tables; its
+    client resets that superseded copy of the flow (§3.4). Re-resolved as an orphan, the RST
+    would reach the replica that took the flow over and kill the healthy copy (seen on
+    processes: the flow then went back to the woken server, which lacked the bytes, and
+    hung). A flow switch drops it; any other orphan is still re-resolved."""
+    net = network(54)
+    gateway = net.switch("west-fs1")
+    assert isinstance(gateway, FlowSwitch)
+    gone = 4242  # a Host ID of this DC with no route
+    header = Header(Proto.STREAM, 7, CONTENT.raw, gateway.dc_id, gone, 3, gateway.dc_id, 1, 1)
+    rst = wire_stream.encode(wire_stream.StreamSegment(wire_stream.StreamType.RST, 99))
+    data = wire_stream.encode(wire_stream.StreamSegment(wire_stream.StreamType.DATA, 99, seq=1))
+    gateway.receive_datagram(wire_header.encode(header, rst), "west-h3", net.now)
+    assert gateway.datagrams_to_send(net.now) == [] and gateway.drops["orphan-rst"] == 1
+    gateway.receive_datagram(wire_header.encode(header, data), "west-h3", net.now)
+    [(hop, _)] = gateway.datagrams_to_send(net.now)
+    assert hop == gateway.object_switch and gateway.counters["orphan-redirected"] == 1

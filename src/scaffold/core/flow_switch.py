@@ -36,6 +36,7 @@ from ..errors import MalformedPacket
 from ..wire import control
 from ..wire import header as wire_header
 from ..wire import signal as wire_signal
+from ..wire import stream as wire_stream
 from ..wire.header import (
     DST_LOCATOR,
     DST_OFFSET,
@@ -92,6 +93,10 @@ STALLED = 3
 #: presence packets from hosts not attached yet that a switch remembers (a bound)
 _EARLY_LIMIT = 1024
 _TO_CLIENT = int(Flags.TO_CLIENT)
+_STREAM = int(Proto.STREAM)
+#: where a stream segment's type is, and the type of a reset (docs/protocol.md §4.2)
+_RST_AT = HEADER_LEN + wire_stream.TYPE_OFFSET
+_RST = int(wire_stream.StreamType.RST)
 #: flags that keep a train from being forwarded whole: a traced packet is recorded alone, an
 #: unknown flag is dropped alone (a server's TO_CLIENT and REDIRECTED ride along)
 _TRAIN_FLAGS = 0xFF & ~(_REDIRECTED | _TO_CLIENT)
@@ -353,6 +358,13 @@ class FlowSwitch(Switch):
             # of the object, which would take it for a client's and "take over" the flow
             # from its own server. The server's RTO repeats it once the client is back.
             self.drops["orphan-to-client"] += 1
+            return None
+        if buf[1] == _STREAM and len(buf) > _RST_AT and buf[_RST_AT] == _RST:
+            # A client's RST for a server's copy of the flow (one it superseded, §3.4) whose
+            # host looks gone: it woke from a stall before its gateway's "up" reached the
+            # tables. Re-resolved, it would reach the replica that took the flow over and
+            # reset the healthy copy; it is meant for that one copy only.
+            self.drops["orphan-rst"] += 1
             return None
         # Orphan: keep the Object ID and Flow ID, forget where it was going (§5.1).
         self.counters["orphan-redirected"] += 1
