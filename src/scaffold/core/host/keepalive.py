@@ -139,8 +139,17 @@ class Keepalives(HostStackBase):
         waiting = None
         if bundle.type is BundleType.ANSWER:
             waiting = self._awaiting.get(bundle.bundle_id)
-            if waiting is None or waiting.peer != peer:
+            if waiting is None:
                 self.drops["unexpected-bundle"] += 1
+                return
+            if waiting.peer != peer:
+                # Answered by another host: the network re-resolved the probe, so the peer
+                # looks gone. Its entries prove nothing; the flows probe alone at once, and
+                # their own keepalives reach a surviving replica (§4.4, §5.1).
+                self.drops["unexpected-bundle"] += 1
+                del self._awaiting[bundle.bundle_id]
+                if not waiting.fell_back:
+                    self._unanswered(waiting, waiting.sockets, now)
                 return
             del self._awaiting[bundle.bundle_id]
         held: list[tuple[int, int]] = []
