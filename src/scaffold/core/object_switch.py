@@ -12,6 +12,11 @@ switch fills the Host ID. A packet naming this DC without a Host ID (a first pac
 orphan whose host is gone) is resolved locally; if this DC has no replica left, its DC ID is
 cleared and it is resolved at the wide-area level again. An object nobody serves is answered
 with an explicit ``OBJECT_NOT_FOUND`` signal to the source.
+
+The wide-area choice follows the object's policy (docs/protocol.md §3.5, ``core/locality.py``):
+under ``nearest`` (the default) the cost table ``dc_costs`` narrows the DCs to the nearest ones
+from the packet's source DC, with spill-over by the accept fractions of ``spill``; under
+``weighted`` every source shares one table by weight.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from ..wire import signal as wire_signal
 from ..wire.control import Replicas, SwitchTables, TableKeys
 from ..wire.header import DST_LOCATOR, DST_OFFSET, TTL_OFFSET, Flags, Header, Proto
 from .events import Packet, TraceHop
+from .locality import Members, Policy, TierCache, choose
 from .metrics import MetricKind, Sample, define
 from .replicas import TABLE_SIZE, PrefixTable, ReplicaSet
 from .switch import Switch
@@ -45,11 +51,20 @@ LOCAL_SHIFT = 32
 assert TABLE_SIZE == 2053 and LOCAL_SHIFT == 32  # written as literals on the hot path
 
 
-#: an entry: (wide table, local table, wide members, local members). A table is the Maglev
-#: tuple of ``ReplicaSet.table``; None means "no exact entry: ask the prefix rules"; ``False``
-#: means "no live replica" (an empty exact entry, which no prefix rule overrides).
-Entry = tuple[tuple[int, ...] | bool | None, tuple[int, ...] | bool | None, Replicas | None, Replicas | None]
-_ABSENT: Entry = (None, None, None, None)
+#: an entry: (wide table, local table, wide members, local members, locality). A table is the
+#: Maglev tuple of ``ReplicaSet.table``; None means "no exact entry: ask the prefix rules";
+#: ``False`` means "no live replica" (an empty exact entry, which no prefix rule overrides).
+#: locality is None under ``weighted``, else the accept fractions of ``nearest`` (§3.5).
+Entry = tuple[
+    tuple[int, ...] | bool | None,
+    tuple[int, ...] | bool | None,
+    Replicas | None,
+    Replicas | None,
+    Members | None,
+]
+_NEAREST: Members = ()
+_POLICIES = frozenset(p.value for p in Policy)
+_ABSENT: Entry = (None, None, None, None, _NEAREST)
 #: distinct replica sets and entries kept interned before the caches are rebuilt from use
 _INTERN_LIMIT = 65_536
 
@@ -74,28 +89,38 @@ class ObjectSwitch(Switch):
         self.local_rules = PrefixTable()
         # Interned: a million objects on the same replicas share one table and one entry.
         self._sets: dict[Replicas, ReplicaSet] = {}
-        self._entries: dict[tuple[Replicas | None, Replicas | None], Entry] = {}
+        self._entries: dict[tuple[Replicas | None, Replicas | None, Members | None], Entry] = {}
         #: exact entries with a wide part, with a local part
         self._counts = [0, 0]
+        #: source DC ID -> destination DC ID -> route cost (µs), for ``nearest`` (§3.5)
+        self.dc_costs: dict[int, dict[int, int]] = {}
+        #: objects under ``weighted``; accept fractions of objects that spill (§3.5)
+        self._weighted: dict[bytes, None] = {}
+        self._spill: dict[bytes, Members] = {}
+        self._tiers = TierCache()
 
     # -- tables --------------------------------------------------------------------------
 
     def _objects_synced(self, parts: list[SwitchTables]) -> None:
         # Built aside and swapped in: packets meanwhile were resolved on the old tables.
-        old = self._exact, self.wide_rules, self.local_rules
+        old = self._exact, self.wide_rules, self.local_rules, self.dc_costs, self._weighted, self._spill
         counts = list(self._counts)
         self._exact, self.wide_rules, self.local_rules = {}, PrefixTable(), PrefixTable()
+        self.dc_costs, self._weighted, self._spill = {}, {}, {}
+        self._tiers.clear()
         self._sets, self._entries, self._counts = {}, {}, [0, 0]
         try:
             self._objects_changed([(part, TableKeys()) for part in parts])
         except BaseException:
-            self._exact, self.wide_rules, self.local_rules = old
+            self._exact, self.wide_rules, self.local_rules, self.dc_costs, self._weighted, self._spill = old
             self._counts = counts
             raise
 
     def _objects_changed(self, parts: list[tuple[SwitchTables, TableKeys]]) -> set[str]:
         changed: set[str] = set()
         for upsert, remove in parts:
+            if self._locality_changed(upsert, remove):
+                changed.add("locality")
             for level, (exact, rules) in enumerate(
                 ((upsert.wide, upsert.prefixes), (upsert.local, upsert.local_prefixes))
             ):
@@ -115,6 +140,57 @@ class ObjectSwitch(Switch):
             self._reintern()
         return changed
 
+    def _locality_changed(self, upsert: SwitchTables, remove: TableKeys) -> bool:
+        """Apply the cost table, policies and spill fractions of one part (§3.5)."""
+        if remove.dc_costs or upsert.dc_costs:
+            for src in remove.dc_costs:
+                self.dc_costs.pop(src, None)
+            self.dc_costs.update(upsert.dc_costs)
+            self._tiers.clear()  # cascades were built on the old costs
+        touched: set[bytes] = set()
+        for key in (*remove.policies, *upsert.policies):
+            raw = self._object_key(key)
+            policy = upsert.policies.get(key, Policy.NEAREST.value)
+            if raw is None or policy not in _POLICIES:
+                self.drops["bad-table-entry"] += 1
+            elif policy == Policy.WEIGHTED:
+                self._weighted[raw] = None
+                touched.add(raw)
+            else:
+                self._weighted.pop(raw, None)
+                touched.add(raw)
+        for key in (*remove.spill, *upsert.spill):
+            raw = self._object_key(key)
+            if raw is None:
+                self.drops["bad-table-entry"] += 1
+                continue
+            fractions = upsert.spill.get(key)
+            if fractions:
+                self._spill[raw] = tuple(sorted((int(d), int(f)) for d, f in fractions))
+            else:
+                self._spill.pop(raw, None)
+            touched.add(raw)
+        for raw in touched:
+            entry = self._exact.get(raw)
+            if entry is not None:
+                self._exact[raw] = self._entry(entry[2], entry[3], self._locality(raw))
+        return bool(touched or remove.dc_costs or upsert.dc_costs)
+
+    @staticmethod
+    def _object_key(key: str) -> bytes | None:
+        """The raw Object ID of a table key, or None if it is not 64 hex digits."""
+        try:
+            raw = bytes.fromhex(key)
+        except ValueError:
+            return None
+        return raw if len(raw) == OBJECT_ID_BYTES else None
+
+    def _locality(self, raw: bytes) -> Members | None:
+        """None under ``weighted``, else the object's accept fractions (§3.5)."""
+        if raw in self._weighted:
+            return None
+        return self._spill.get(raw, _NEAREST)
+
     def _set_exact(self, key: str, level: int, members: Replicas | None) -> None:
         try:
             raw = bytes.fromhex(key)
@@ -132,7 +208,7 @@ class ObjectSwitch(Switch):
             if wide is None and local is None:
                 self._exact.pop(raw, None)
             else:
-                self._exact[raw] = self._entry(wide, local)
+                self._exact[raw] = self._entry(wide, local, self._locality(raw))
         except (ValueError, TypeError, UsageError):
             self.drops["bad-table-entry"] += 1
 
@@ -152,11 +228,11 @@ class ObjectSwitch(Switch):
         entry = self._exact.get(raw, _ABSENT)
         return entry[2], entry[3]
 
-    def _entry(self, wide: Replicas | None, local: Replicas | None) -> Entry:
-        key = (wide, local)
+    def _entry(self, wide: Replicas | None, local: Replicas | None, locality: Members | None) -> Entry:
+        key = (wide, local, locality)
         found = self._entries.get(key)
         if found is None:
-            found = self._entries[key] = (self._table(wide), self._table(local), wide, local)
+            found = self._entries[key] = (self._table(wide), self._table(local), wide, local, locality)
         return found
 
     def _table(self, members: Replicas | None) -> tuple[int, ...] | bool | None:
@@ -176,7 +252,7 @@ class ObjectSwitch(Switch):
     def _reintern(self) -> None:
         """Drop interned sets and entries that no table uses any more (a bound on both)."""
         live = set(self._exact.values())
-        self._entries = {(e[2], e[3]): e for e in live}
+        self._entries = {(e[2], e[3], e[4]): e for e in live}
         members = {m for e in live for m in (e[2], e[3]) if m}
         members |= {rs.members for rs in self.wide_rules.values()}
         members |= {rs.members for rs in self.local_rules.values()}
@@ -207,6 +283,9 @@ class ObjectSwitch(Switch):
             local=local,
             prefixes=self.wide_rules.as_wire(),
             local_prefixes=self.local_rules.as_wire(),
+            dc_costs=self.dc_costs,
+            policies={k.hex(): Policy.WEIGHTED.value for k in self._weighted},
+            spill={k.hex(): v for k, v in self._spill.items()},
         )
 
     def metrics(self) -> list[Sample]:
@@ -214,13 +293,16 @@ class ObjectSwitch(Switch):
 
     # -- resolution ----------------------------------------------------------------------
 
-    def resolve(self, obj: bytes, flow: int) -> tuple[int, int] | None:
-        """(DC ID, Host ID) for the first packet of ``flow`` to ``obj``; Host ID 0 when the
-        chosen DC is another one (its own object switch fills it). None: nobody serves it.
+    def resolve(self, obj: bytes, flow: int, src_dc: int = 0) -> tuple[int, int] | None:
+        """(DC ID, Host ID) for the first packet of ``flow`` from DC ``src_dc`` to ``obj``;
+        Host ID 0 when the chosen DC is another one (its own object switch fills it). None:
+        nobody serves it.
 
         The hot path of an object switch: one dict lookup (the prefix rules only for IDs
         without an exact entry), one modulo and one tuple index per level
-        (docs/protocol.md §3.2). 2053 is ``TABLE_SIZE`` and 32 ``LOCAL_SHIFT``, as literals.
+        (docs/protocol.md §3.2); under ``nearest`` with a cost row for ``src_dc``, the
+        wide level is the cached cascade of §3.5 instead. 2053 is ``TABLE_SIZE`` and 32
+        ``LOCAL_SHIFT``, as literals.
         """
         entry = self._exact.get(obj)
         if entry is None or entry[0] is None:
@@ -228,7 +310,12 @@ class ObjectSwitch(Switch):
         wide = entry[0]
         if not wide:
             return None
-        dc = wide[flow % 2053]  # type: ignore[index]  # WIDE_SHIFT is 0: the whole Flow ID
+        locality = entry[4]
+        if locality is not None and src_dc in self.dc_costs:
+            cascade = self._tiers.cascade(entry[2], src_dc, self.dc_costs, locality)  # type: ignore[arg-type]
+            dc = choose(flow, cascade)
+        else:
+            dc = wide[flow % 2053]  # type: ignore[index]  # WIDE_SHIFT is 0: the whole Flow ID
         if dc != self.dc_id:
             return dc, 0
         local = entry[1]
@@ -241,7 +328,9 @@ class ObjectSwitch(Switch):
     def _by_rules(self, obj: bytes, entry: Entry) -> Entry:
         """``entry`` with its wide level from the owner-prefix rules (no exact one)."""
         rule = self.wide_rules.lookup(obj)
-        return (rule.table if rule is not None else None, entry[1], entry[2], entry[3])
+        if rule is None:
+            return (None, entry[1], entry[2], entry[3], entry[4])
+        return (rule.table, entry[1], rule.members, entry[3], entry[4])
 
     def local_table(self, obj: bytes) -> tuple[int, ...] | None:
         """This DC's Maglev table of hosts for ``obj`` (None: no live replica here)."""
@@ -251,7 +340,7 @@ class ObjectSwitch(Switch):
             return rule.table if rule is not None else None
         return local or None  # type: ignore[return-value]
 
-    def refine(self, obj: bytes, flow: int, dc: int, host: int) -> tuple[int, int] | None:
+    def refine(self, obj: bytes, flow: int, dc: int, host: int, src_dc: int = 0) -> tuple[int, int] | None:
         """Fill what is missing of a destination (docs/protocol.md §3.2).
 
         A DC ID of this DC without a Host ID is resolved locally; if this DC has no replica
@@ -265,7 +354,7 @@ class ObjectSwitch(Switch):
             dc = 0  # no replica left in this DC: resolve at the wide-area level again
         if dc:
             return dc, host
-        return self.resolve(obj, flow)
+        return self.resolve(obj, flow, src_dc)
 
     def receive_datagram(self, data: Packet, port: str, now: float) -> None:
         """Refine one packet (fill DC ID and/or Host ID) and send it back. Never raises."""
@@ -283,7 +372,7 @@ class ObjectSwitch(Switch):
         if h.proto == Proto.SIGNAL:
             self.drops["signal-to-object-switch"] += 1
             return
-        refined = self.refine(h.obj, h.flow, h.dst_dc, h.dst_host)
+        refined = self.refine(h.obj, h.flow, h.dst_dc, h.dst_host, h.src_dc)
         if refined is None:
             self.drops["object-not-found"] += 1
             self._not_found(h)

@@ -156,6 +156,12 @@ class SwitchTables(msgspec.Struct, frozen=True, omit_defaults=True):
     weight] in this DC), ``prefixes`` and ``local_prefixes`` ("hex/bits" -> the same, for
     every Object ID under an owner prefix) and ``gateway`` (the flow switch they hang off).
     ``peers`` maps neighbour node names to UDP addresses.
+
+    Locality (docs/protocol.md §3.5), object switches only: ``dc_costs`` (source DC ID ->
+    destination DC ID -> route cost in microseconds), ``policies`` (Object ID hex -> policy
+    name, only for objects not under the default ``nearest``) and ``spill`` (Object ID hex ->
+    [DC ID, accept fraction out of 65536] for the replica DCs that take only part of the flows
+    offered to them).
     """
 
     dc_routes: dict[int, str] = {}
@@ -170,6 +176,9 @@ class SwitchTables(msgspec.Struct, frozen=True, omit_defaults=True):
     prefixes: dict[str, Replicas] = {}
     local_prefixes: dict[str, Replicas] = {}
     peers: dict[str, Address] = {}
+    dc_costs: dict[int, dict[int, int]] = {}
+    policies: dict[str, Annotated[str, Meta(max_length=16)]] = {}
+    spill: dict[str, Replicas] = {}
 
 
 class TableKeys(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -184,6 +193,9 @@ class TableKeys(msgspec.Struct, frozen=True, omit_defaults=True):
     prefixes: list[str] = []
     local_prefixes: list[str] = []
     peers: list[str] = []
+    dc_costs: list[int] = []
+    policies: list[str] = []
+    spill: list[str] = []
 
 
 class TableSync(msgspec.Struct, tag="sync", frozen=True):
