@@ -219,8 +219,9 @@ def plan_accept(
             load = offered.get(dc, 0.0)
             now = accept.get(dc, _FULL)
             if load > cap and now > 0:
-                # fraction of the offer the DC may take, never above what it takes now
-                want = min(now, int(now * cap / load)) if load else now
+                # a DC appears once in a source's cascade, so what it is offered does not
+                # depend on its own fraction: capacity / offered is exact (floored: under)
+                want = min(now, int(_FULL * cap / load))
                 if want < now:
                     accept[dc] = want
                     changed = True
