@@ -80,7 +80,7 @@ def test_empty_cascade_raises() -> None:
 
 def test_a_dc_accepting_a_fraction_spills_the_rest_to_the_next_tier() -> None:
     members = ((1, 1), (2, 1), (4, 1))
-    half = ((1, ACCEPT_SCALE // 2),)
+    half = ((1, 0, ACCEPT_SCALE // 2),)
     cascade = TierCache().cascade(members, 1, LINE, half)
     counts = Counter(choose(f, cascade) for f in flows(6000))
     assert counts[1] / 6000 == pytest.approx(0.5, abs=0.03)
@@ -90,7 +90,7 @@ def test_a_dc_accepting_a_fraction_spills_the_rest_to_the_next_tier() -> None:
 
 def test_the_last_tier_takes_flows_everyone_refuses() -> None:
     members = ((1, 1), (2, 1))
-    nobody = ((1, 0), (2, 0))
+    nobody = ((1, 0, 0), (2, 0, 0))
     cascade = TierCache().cascade(members, 1, LINE, nobody)
     assert {choose(f, cascade) for f in flows(200)} == {2}
 
@@ -100,13 +100,11 @@ def test_plan_keeps_every_capped_dc_within_capacity() -> None:
     demand = {1: 100.0, 2: 10.0, 3: 10.0, 4: 50.0}
     capacities = {1: 40.0, 3: 30.0}
     accept = plan_accept(members, capacities, demand, LINE)
-    assert set(accept) <= {1, 3} and accept
+    assert accept and {dc for dc, _, _ in accept} <= {1, 3}
     cache = TierCache()
     load: Counter[int] = Counter()
     for src, rate in demand.items():
-        for dc, share in expected_shares(
-            cache.cascade(members, src, LINE, tuple(sorted(accept.items())))
-        ).items():
+        for dc, share in expected_shares(cache.cascade(members, src, LINE, accept)).items():
             load[dc] += rate * share
     assert sum(load.values()) == pytest.approx(sum(demand.values()))
     for dc, cap in capacities.items():
@@ -114,9 +112,16 @@ def test_plan_keeps_every_capped_dc_within_capacity() -> None:
     assert load[1] >= 39.0  # spill-over takes only the excess, not more
 
 
+def test_a_full_dc_refuses_first_the_sources_that_lose_least() -> None:
+    # DC 1 is offered its own flows (next replica 3 hops away) and DC 2's (next one 1 hop
+    # further than DC 1): it keeps its own and refuses DC 2's
+    accept = plan_accept(((1, 1), (4, 1)), {1: 60.0}, {1: 60.0, 2: 40.0}, LINE)
+    assert accept == ((1, 2, 0),)
+
+
 def test_plan_without_caps_or_pressure_is_empty() -> None:
-    assert plan_accept(((1, 1),), {}, {1: 5.0}, LINE) == {}
-    assert plan_accept(((1, 1), (2, 1)), {1: 100.0}, {1: 5.0}, LINE) == {}
+    assert plan_accept(((1, 1),), {}, {1: 5.0}, LINE) == ()
+    assert plan_accept(((1, 1), (2, 1)), {1: 100.0}, {1: 5.0}, LINE) == ()
 
 
 def test_route_costs_are_shortest_path_sums() -> None:
@@ -205,10 +210,10 @@ def test_re_resolution_after_the_nearest_replica_dies_picks_the_next_nearest_eve
 
 def test_spill_fractions_and_policies_arrive_and_leave_by_delta() -> None:
     sw = switch(1, tables(REPLICAS, 1, dc_costs=LINE))
-    delta = SwitchTables(spill={KEY: ((1, 0),)})
+    delta = SwitchTables(spill={KEY: ((1, 0, 0),)})
     sw.receive_control(TableDelta(version=2, upsert=delta, remove=TableKeys()), 0.0)
     assert {(sw.resolve(OBJ, f, 1) or (0, 0))[0] for f in flows(100)} == {3}
-    assert sw.snapshot().spill == {KEY: ((1, 0),)}
+    assert sw.snapshot().spill == {KEY: ((1, 0, 0),)}
     sw.receive_control(TableDelta(version=3, upsert=SwitchTables(), remove=TableKeys(spill=[KEY])), 0.0)
     assert {(sw.resolve(OBJ, f, 1) or (0, 0))[0] for f in flows(100)} == {1}
     bad = SwitchTables(policies={"zz": "weighted", KEY: "fastest"})
@@ -217,6 +222,6 @@ def test_spill_fractions_and_policies_arrive_and_leave_by_delta() -> None:
 
 
 def test_locality_tables_survive_the_wire() -> None:
-    t = SwitchTables(dc_costs=LINE, policies={KEY: "weighted"}, spill={KEY: ((1, 7),)})
+    t = SwitchTables(dc_costs=LINE, policies={KEY: "weighted"}, spill={KEY: ((1, 2, 7),)})
     back = control.decode(control.encode(TableSync(version=1, dc_id=1, tables=t)))
     assert isinstance(back, TableSync) and back.tables == t

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from scaffold.core.locality import plan_accept
+from scaffold.core.locality import Spill, plan_accept
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.routing import costs
 from scaffold.wire.control import Replicas, SwitchTables, TableSync
@@ -44,7 +44,7 @@ def cost_table(edges: list[tuple[str, str, float]]) -> dict[int, dict[int, int]]
 
 
 def world(
-    spill: dict[str, Replicas] | None = None,
+    spill: dict[str, Spill] | None = None,
 ) -> tuple[dict[int, dict[int, int]], dict[str, Replicas], list[ObjectSwitch]]:
     rng = random.Random(SEED)
     table = cost_table(backbone(rng))
@@ -103,7 +103,7 @@ def test_capacity_limited_dcs_stay_within_capacity_and_stretch_stays_low() -> No
     # uncapped load per (object, replica DC) under nearest, in expectation: demand is uniform
     per_src = FLOWS / OBJECTS / DCS
     demand = {src: per_src for src in range(1, DCS + 1)}
-    spill: dict[str, Replicas] = {}
+    spill: dict[str, Spill] = {}
     capacities: dict[tuple[str, int], float] = {}
     for key, members in wide.items():
         # cap the busiest replica DC of each object at half of what nearest would send it
@@ -111,8 +111,7 @@ def test_capacity_limited_dcs_stay_within_capacity_and_stretch_stays_low() -> No
         busiest, sources = load.most_common(1)[0]
         cap = sources * per_src / 2
         capacities[key, busiest] = cap
-        accept = plan_accept(members, {busiest: cap}, demand, table)
-        spill[key] = tuple(sorted(accept.items()))
+        spill[key] = plan_accept(members, {busiest: cap}, demand, table)
     table, wide, switches = world(spill)
     picks = first_packets(switches)
     served = Counter((key, dc) for key, _, dc in picks)

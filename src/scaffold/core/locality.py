@@ -13,9 +13,11 @@ with no flow state, as under ``weighted`` (§3.2):
    only a fraction of the flows offered to it (spill-over), a second hash of the Flow ID and
    the DC ID decides; a flow it refuses tries the rest of the DCs, nearest tier first. The
    last DC tried takes the flow if every DC refuses (refusing is for load, not for liveness).
-3. ``plan_accept``: the controller turns capacities and the demand per source DC into the
-   accept fraction of each replica DC, by running the same cascade in expectation, so the
-   flows a DC accepts stay within its capacity.
+3. ``plan_accept``: the controller turns capacities and the demand per source DC into accept
+   fractions per (replica DC, source DC), by running the same cascade in expectation, so the
+   flows a DC accepts stay within its capacity. A DC over capacity refuses first the sources
+   that lose least by going to their next tier, so its own DC and those with no close
+   alternative keep it.
 
 Flow affinity: a switch chooses only for a packet with no DC ID (a first packet) or an
 orphan whose DC has no replica left (§5.1); every later packet carries the chosen DC and Host
@@ -36,6 +38,7 @@ __all__ = [
     "ACCEPT_SCALE",
     "DcCosts",
     "Members",
+    "Spill",
     "Policy",
     "Tier",
     "TierCache",
@@ -49,8 +52,11 @@ __all__ = [
 DcCosts = Mapping[int, Mapping[int, int]]
 #: (Maglev set of the tier's DCs, their accept fractions out of ``ACCEPT_SCALE``, by DC ID)
 Tier = tuple[ReplicaSet, Mapping[int, int]]
-#: (ID, integer) pairs sorted by ID: replica DCs and weights, or DCs and accept fractions
+#: (ID, integer) pairs sorted by ID: replica DCs and weights
 Members = tuple[tuple[int, int], ...]
+#: (DC ID, source DC ID, accept fraction out of ``ACCEPT_SCALE``) sorted: the flows from the
+#: source that DC takes, source 0 standing for every source without its own line
+Spill = tuple[tuple[int, int, int], ...]
 
 #: accept fractions are integers out of 2**16 (exact on the wire and in every process)
 ACCEPT_SCALE = 1 << 16
@@ -125,7 +131,7 @@ class TierCache:
     __slots__ = ("_cache", "_sets", "limit")
 
     def __init__(self, limit: int = 65_536) -> None:
-        self._cache: dict[tuple[Members, int, Members], tuple[Tier, ...]] = {}
+        self._cache: dict[tuple[Members, int, Spill], tuple[Tier, ...]] = {}
         #: one Maglev table per distinct tier, shared by every source and object that has it
         self._sets: dict[Members, ReplicaSet] = {}
         self.limit = limit
@@ -142,20 +148,21 @@ class TierCache:
         members: tuple[tuple[int, int], ...],
         src: int,
         costs: DcCosts,
-        accept: tuple[tuple[int, int], ...] = (),
+        accept: Spill = (),
         shift: int = 0,
     ) -> tuple[Tier, ...]:
         """The tiers for a flow from DC ``src`` to an object on ``members``.
 
-        ``accept`` lists (DC ID, accept fraction out of ``ACCEPT_SCALE``) for the DCs that
-        spill (absent: they take every flow offered).
+        ``accept`` lists the fractions of the DCs that spill (a DC without a line for
+        ``src`` or for source 0 takes every flow it is offered).
         """
         key = (members, src, accept)
         found = self._cache.get(key)
         if found is None:
             if len(self._cache) >= self.limit:
                 self.clear()
-            limits = dict(accept)
+            limits = {dc: f for dc, source, f in accept if source == 0}
+            limits.update({dc: f for dc, source, f in accept if source == src})
             found = tuple(
                 (self._set(tuple(group), shift), {dc: limits[dc] for dc, _ in group if dc in limits})
                 for group in tiers(members, costs.get(src))
@@ -196,50 +203,65 @@ def _walk(cascade: Sequence[Tier]) -> tuple[dict[int, float], dict[int, float]]:
 
 
 def plan_accept(
-    members: tuple[tuple[int, int], ...],
+    members: Members,
     capacities: Mapping[int, float],
     demand: Mapping[int, float],
     costs: DcCosts,
     rounds: int = 20,
-) -> dict[int, int]:
-    """Accept fractions (out of ``ACCEPT_SCALE``) so no DC takes more than its capacity.
+) -> Spill:
+    """Accept fractions per (DC, source) so no DC takes more than its capacity.
 
     ``capacities`` maps a replica DC ID to the flows it takes (absent: unlimited),
     ``demand`` a source DC ID to the flows it sends, in the same unit (flows per second, or
-    concurrent flows). Each round runs the cascade of every source in expectation and lowers
-    the fraction of each DC offered more than its capacity to capacity / offered; fractions
-    only go down, so the rounds converge, and a DC that is still over after ``rounds`` ends
-    as close as the others' capacities allow (everybody full: the excess lands somewhere).
+    concurrent flows). Each round runs the cascade of every source in expectation; a DC
+    offered more than its capacity keeps the sources with most to lose (the cost of their
+    next tier minus the cost to it, ties by source ID) and refuses the rest, the last one
+    kept in part. Fractions only go down, so the rounds converge; a DC still over after
+    ``rounds`` (every alternative full) ends as close as the others' capacities allow.
     """
-    accept: dict[int, int] = {}
+    accept: dict[tuple[int, int], int] = {}
     for _ in range(rounds):
-        offered = _offered(members, demand, costs, accept)
+        offers = _offers(members, demand, costs, accept)
         changed = False
-        for dc, cap in capacities.items():
-            load = offered.get(dc, 0.0)
-            now = accept.get(dc, _FULL)
-            if load > cap and now > 0:
-                # a DC appears once in a source's cascade, so what it is offered does not
-                # depend on its own fraction: capacity / offered is exact (floored: under)
-                want = min(now, int(_FULL * cap / load))
-                if want < now:
-                    accept[dc] = want
+        for dc, cap in sorted(capacities.items()):
+            by_source = offers.get(dc, {})
+            if sum(mass for mass, _ in by_source.values()) <= cap:
+                continue
+            room = cap
+            for src, (mass, _) in sorted(by_source.items(), key=lambda item: (-item[1][1], item[0])):
+                # floored, so the DC ends under its capacity, never over
+                fraction = _FULL if mass <= room else int(_FULL * max(room, 0.0) / mass)
+                room -= mass * fraction / _FULL
+                if fraction < accept.get((dc, src), _FULL):
+                    accept[dc, src] = fraction
                     changed = True
         if not changed:
             break
-    return {dc: f for dc, f in accept.items() if f < _FULL}
+    return tuple(sorted((dc, src, f) for (dc, src), f in accept.items()))
 
 
-def _offered(
-    members: tuple[tuple[int, int], ...],
+def _offers(
+    members: Members,
     demand: Mapping[int, float],
     costs: DcCosts,
-    accept: Mapping[int, int],
-) -> dict[int, float]:
-    """Flows offered to each DC (before its own refusal) with the current fractions."""
-    offered: dict[int, float] = {}
+    accept: Mapping[tuple[int, int], int],
+) -> dict[int, dict[int, tuple[float, float]]]:
+    """DC -> source -> (flows offered to it before its own refusal, what refusing costs
+    the source: the cost of its next tier minus the cost to this DC; infinite if none)."""
+    spill = tuple(sorted((dc, src, f) for (dc, src), f in accept.items()))
+    offers: dict[int, dict[int, tuple[float, float]]] = {}
     cache = TierCache()
-    for src, rate in demand.items():
-        for dc, share in _walk(cache.cascade(members, src, costs, tuple(sorted(accept.items()))))[1].items():
-            offered[dc] = offered.get(dc, 0.0) + rate * share
-    return offered
+    for src, rate in sorted(demand.items()):
+        row = costs.get(src)
+        cascade = cache.cascade(members, src, costs, spill)
+        _, offered = _walk(cascade)
+        for i, (rs, _) in enumerate(cascade):
+            nxt = cascade[i + 1][0].members[0][0] if i + 1 < len(cascade) else None
+            for dc, _ in rs.members:
+                if dc not in offered:
+                    continue
+                loss = float("inf")
+                if row is not None and nxt is not None and nxt in row and dc in row:
+                    loss = row[nxt] - row[dc]
+                offers.setdefault(dc, {})[src] = (rate * offered[dc], loss)
+    return offers

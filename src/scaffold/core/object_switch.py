@@ -30,7 +30,7 @@ from ..wire import signal as wire_signal
 from ..wire.control import Replicas, SwitchTables, TableKeys
 from ..wire.header import DST_LOCATOR, DST_OFFSET, TTL_OFFSET, Flags, Header, Proto
 from .events import Packet, TraceHop
-from .locality import Members, Policy, TierCache, choose
+from .locality import Policy, Spill, TierCache, choose
 from .metrics import MetricKind, Sample, define
 from .replicas import TABLE_SIZE, PrefixTable, ReplicaSet
 from .switch import Switch
@@ -60,9 +60,9 @@ Entry = tuple[
     tuple[int, ...] | bool | None,
     Replicas | None,
     Replicas | None,
-    Members | None,
+    Spill | None,
 ]
-_NEAREST: Members = ()
+_NEAREST: Spill = ()
 _POLICIES = frozenset(p.value for p in Policy)
 _ABSENT: Entry = (None, None, None, None, _NEAREST)
 #: distinct replica sets and entries kept interned before the caches are rebuilt from use
@@ -89,14 +89,14 @@ class ObjectSwitch(Switch):
         self.local_rules = PrefixTable()
         # Interned: a million objects on the same replicas share one table and one entry.
         self._sets: dict[Replicas, ReplicaSet] = {}
-        self._entries: dict[tuple[Replicas | None, Replicas | None, Members | None], Entry] = {}
+        self._entries: dict[tuple[Replicas | None, Replicas | None, Spill | None], Entry] = {}
         #: exact entries with a wide part, with a local part
         self._counts = [0, 0]
         #: source DC ID -> destination DC ID -> route cost (µs), for ``nearest`` (§3.5)
         self.dc_costs: dict[int, dict[int, int]] = {}
         #: objects under ``weighted``; accept fractions of objects that spill (§3.5)
         self._weighted: dict[bytes, None] = {}
-        self._spill: dict[bytes, Members] = {}
+        self._spill: dict[bytes, Spill] = {}
         self._tiers = TierCache()
 
     # -- tables --------------------------------------------------------------------------
@@ -166,7 +166,7 @@ class ObjectSwitch(Switch):
                 continue
             fractions = upsert.spill.get(key)
             if fractions:
-                self._spill[raw] = tuple(sorted((int(d), int(f)) for d, f in fractions))
+                self._spill[raw] = tuple(sorted((int(d), int(src), int(f)) for d, src, f in fractions))
             else:
                 self._spill.pop(raw, None)
             touched.add(raw)
@@ -185,7 +185,7 @@ class ObjectSwitch(Switch):
             return None
         return raw if len(raw) == OBJECT_ID_BYTES else None
 
-    def _locality(self, raw: bytes) -> Members | None:
+    def _locality(self, raw: bytes) -> Spill | None:
         """None under ``weighted``, else the object's accept fractions (§3.5)."""
         if raw in self._weighted:
             return None
@@ -228,7 +228,7 @@ class ObjectSwitch(Switch):
         entry = self._exact.get(raw, _ABSENT)
         return entry[2], entry[3]
 
-    def _entry(self, wide: Replicas | None, local: Replicas | None, locality: Members | None) -> Entry:
+    def _entry(self, wide: Replicas | None, local: Replicas | None, locality: Spill | None) -> Entry:
         key = (wide, local, locality)
         found = self._entries.get(key)
         if found is None:

@@ -160,8 +160,8 @@ class SwitchTables(msgspec.Struct, frozen=True, omit_defaults=True):
     Locality (docs/protocol.md §3.5), object switches only: ``dc_costs`` (source DC ID ->
     destination DC ID -> route cost in microseconds), ``policies`` (Object ID hex -> policy
     name, only for objects not under the default ``nearest``) and ``spill`` (Object ID hex ->
-    [DC ID, accept fraction out of 65536] for the replica DCs that take only part of the flows
-    offered to them).
+    [DC ID, source DC ID, accept fraction out of 65536] for the replica DCs that take only
+    part of the flows a source offers them; source 0: every source without its own line).
     """
 
     dc_routes: dict[int, str] = {}
@@ -178,7 +178,7 @@ class SwitchTables(msgspec.Struct, frozen=True, omit_defaults=True):
     peers: dict[str, Address] = {}
     dc_costs: dict[int, dict[int, int]] = {}
     policies: dict[str, Annotated[str, Meta(max_length=16)]] = {}
-    spill: dict[str, Replicas] = {}
+    spill: dict[str, tuple[tuple[int, int, int], ...]] = {}
 
 
 class TableKeys(msgspec.Struct, frozen=True, omit_defaults=True):
