@@ -141,7 +141,8 @@ def test_drain_stops_new_flows_and_lets_established_ones_finish() -> None:
 
 def test_set_weight_changes_only_new_flows() -> None:
     net = network(35)
-    downloader = start_downloads(net, 30, size=256 * 1024)
+    # the weights' global share is the ``weighted`` policy (docs/protocol.md §3.5)
+    downloader = start_downloads(net, 30, size=256 * 1024, policy="weighted")
     net.run(0.1)
     before = {k: served_by(net, d.host, d.socket_id) for k, d in downloader.downloads.items()}
     net.command(SetWeight(object="content", host="east-h1", weight=30))

@@ -330,7 +330,8 @@ class ObjectSwitch(Switch):
         rule = self.wide_rules.lookup(obj)
         if rule is None:
             return (None, entry[1], entry[2], entry[3], entry[4])
-        return (rule.table, entry[1], rule.members, entry[3], entry[4])
+        locality = entry[4] if obj in self._exact else self._locality(obj)
+        return (rule.table, entry[1], rule.members, entry[3], locality)
 
     def local_table(self, obj: bytes) -> tuple[int, ...] | None:
         """This DC's Maglev table of hosts for ``obj`` (None: no live replica here)."""

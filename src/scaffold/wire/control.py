@@ -137,6 +137,9 @@ class Bind(msgspec.Struct, tag="bind", frozen=True):
     weight: Weight = 1
     name: Text = ""  # the human name, for tables and reports
     grant: Annotated[bytes, Meta(max_length=1024)] = b""
+    #: the object's resolution policy (docs/protocol.md §3.5): "nearest", "weighted", or
+    #: "" to leave it as it is (a new object: "nearest"); the latest Bind that names one wins
+    policy: Annotated[str, Meta(max_length=16)] = ""
 
 
 class Unbind(msgspec.Struct, tag="unbind", frozen=True):

@@ -21,6 +21,7 @@ from ...errors import UsageError
 from ...ids import NODE_NAME, ObjectId
 from ...wire import control
 from ...wire.control import ControlMessage, SwitchTables
+from ..locality import Policy
 from ..metrics import DROPS, MetricKind, Sample, define
 from ..ownership import GrantRefused, verify_grant
 from ..topology import Topology
@@ -57,6 +58,9 @@ REGISTRATIONS = define(
     "role of the node (node_role: host, flow-switch, object-switch).",
     labels=("node_role",),
 )
+
+#: the policy names a Bind may give (docs/protocol.md §3.5)
+_POLICIES = frozenset(p.value for p in Policy)
 
 
 class Controller:
@@ -159,7 +163,12 @@ class Controller:
             self._liveness(node, message, now)
         elif isinstance(message, control.Bind):
             record = reg.hosts.get(node)
-            if record is None or not is_object_hex(message.obj) or message.weight <= 0:
+            if (
+                record is None
+                or not is_object_hex(message.obj)
+                or message.weight <= 0
+                or (message.policy and message.policy not in _POLICIES)
+            ):
                 self.drops["bad-bind"] += 1
                 return
             refusal = self._bind_refusal(record, message, now)
@@ -168,6 +177,8 @@ class Controller:
                 self.events.append(ControllerEvent(now, "bind-refused", node, refusal))
                 return
             reg.set_replica(message.obj, node, message.weight)
+            if message.policy:
+                reg.set_policy(message.obj, message.policy)
             if record.rebinding is not None:
                 record.rebinding.add(message.obj)
             if message.name:

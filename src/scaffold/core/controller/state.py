@@ -93,11 +93,13 @@ class HostState(msgspec.Struct, frozen=True):
 
 
 class ObjectReplicas(msgspec.Struct, frozen=True):
-    """The replica set of one object: host name -> weight."""
+    """The replica set of one object: host name -> weight, and its resolution policy
+    (docs/protocol.md §3.5; "" is the default, ``nearest``)."""
 
     kind: ClassVar[str] = "replicas"
     object: str  # Object ID hex
     replicas: dict[str, int]
+    policy: str = ""
 
     @property
     def key(self) -> str:
@@ -205,13 +207,15 @@ class ControllerState(msgspec.Struct, frozen=True):
     links: dict[str, bool]
     #: hosts draining: name -> objects (hex) they drain
     draining: dict[str, list[str]] = {}
+    #: Object ID hex -> resolution policy, for objects not under the default
+    policies: dict[str, str] = {}
 
     def records(self) -> Iterator[StateRecord]:
         """The state as rows."""
         yield HostIdCounter(self.next_host_id)
         yield from self.hosts
         for key, replicas in self.objects.items():
-            yield ObjectReplicas(key, dict(replicas))
+            yield ObjectReplicas(key, dict(replicas), self.policies.get(key, ""))
         for key, name in self.object_names.items():
             yield ObjectName(key, name)
         for link, up in self.links.items():
@@ -229,6 +233,7 @@ class ControllerState(msgspec.Struct, frozen=True):
         names: dict[str, str] = {}
         links: dict[str, bool] = {}
         draining: dict[str, list[str]] = {}
+        policies: dict[str, str] = {}
         for record in records:
             match record:
                 case HostIdCounter():
@@ -237,13 +242,15 @@ class ControllerState(msgspec.Struct, frozen=True):
                     hosts.append(record)
                 case ObjectReplicas():
                     objects[record.object] = dict(record.replicas)
+                    if record.policy:
+                        policies[record.object] = record.policy
                 case ObjectName():
                     names[record.object] = record.name
                 case BackboneLink():
                     links[record.key] = record.up
                 case DrainingObjects():
                     draining[record.host] = list(record.objects)
-        return cls(next_host_id, hosts, objects, names, links, draining)
+        return cls(next_host_id, hosts, objects, names, links, draining, policies)
 
 
 class StateRows:

@@ -24,7 +24,7 @@ import msgspec
 
 from ...wire import control
 from ...wire.control import RECORD_BUDGET, ControlMessage, Replicas, SwitchTables, TableKeys
-from ..routing import next_hops
+from ..routing import costs, next_hops
 from ..topology import DatacenterSpec
 from .incremental import GroupedTable, Pending
 from .registry import Registry
@@ -109,6 +109,13 @@ class Tables:
         self._object_dcs: dict[str, frozenset[str]] = {}
         self._dc_sets: dict[frozenset[str], frozenset[str]] = {}
         self._routes: dict[str, dict[str, str]] = {}
+        #: the object switches' shared cost table (source DC ID -> DC ID -> µs, §3.5) and
+        #: its rows changed since the last flush (None: removed)
+        self.dc_costs: dict[int, dict[int, int]] = {}
+        self._costs_pending: dict[int, dict[int, int] | None] = {}
+        #: the object switches' shared policies (objects not under ``nearest``) and changes
+        self.policies: dict[str, str] = {}
+        self._policies_pending: dict[str, str | None] = {}
         self.routes_changed()
         for name in registry.hosts:
             self.host_changed(name)
@@ -135,7 +142,14 @@ class Tables:
 
     def pending(self) -> bool:
         """Changes wait to be sent (the next ``flush`` sends them)."""
-        return bool(self.wide.pending) or bool(self._touched_local) or bool(self._changes) or self._syncs
+        return (
+            bool(self.wide.pending)
+            or bool(self._costs_pending)
+            or bool(self._policies_pending)
+            or bool(self._touched_local)
+            or bool(self._changes)
+            or self._syncs
+        )
 
     def version_for(self, node: str) -> int:
         """The version of ``node``'s tables that holds everything the controller knows now:
@@ -143,7 +157,13 @@ class Tables:
         state = self.switches[node]
         waiting = state.needs_sync or node in self._changes
         if state.role == "object-switch":
-            waiting = waiting or bool(self.wide.pending) or state.dc in self._touched_local
+            waiting = (
+                waiting
+                or bool(self.wide.pending)
+                or bool(self._costs_pending)
+                or bool(self._policies_pending)
+                or state.dc in self._touched_local
+            )
         return state.version + 1 if waiting and state.connected else state.version
 
     def desired(self, switch: str) -> SwitchTables:
@@ -166,6 +186,13 @@ class Tables:
             per_dc[dc_id] = per_dc.get(dc_id, 0) + weight
             local.setdefault(record.dc, []).append((record.host_id, weight))
         registered = replicas is not None
+        policy = reg.policies.get(key) if registered else None
+        if self.policies.get(key) != policy:
+            if policy is None:
+                del self.policies[key]
+            else:
+                self.policies[key] = policy
+            self._policies_pending[key] = policy
         self.wide.set(key, _intern(tuple(sorted(per_dc.items()))) or None, registered=registered)
         before = self._object_dcs.get(key, frozenset())
         now = self._dc_sets.setdefault(frozenset(local), frozenset(local))  # interned
@@ -227,6 +254,7 @@ class Tables:
             if reg.links_up.get(frozenset((l.a, l.b)), True)
         ]
         self._routes = next_hops(reg.dc_ids, edges)
+        self._costs_changed(costs(reg.dc_ids, edges))
         for dc in self._dcs.values():
             routes = self._routes.get(dc.name, {})
             for fs in dc.flow_switches:
@@ -239,6 +267,22 @@ class Tables:
                     self._set_flow(fs, "dc_routes", dc_id, None)
                 for dc_id, hop in want.items():
                     self._set_flow(fs, "dc_routes", dc_id, hop)
+
+    def _costs_changed(self, dist: dict[str, dict[str, float]]) -> None:
+        """Keep the shared cost table in step with the routes; only changed rows go out."""
+        ids = self.registry.dc_ids
+        want = {
+            ids[src]: {ids[dst]: max(0, round(cost * 1e6)) for dst, cost in row.items()}
+            for src, row in dist.items()
+            if src in ids
+        }
+        for src in self.dc_costs.keys() - want.keys():
+            del self.dc_costs[src]
+            self._costs_pending[src] = None
+        for src, row in want.items():
+            if self.dc_costs.get(src) != row:
+                self.dc_costs[src] = row
+                self._costs_pending[src] = row
 
     def address_changed(self, node: str, address: tuple[str, int] | None) -> None:
         """Node ``node`` is reachable at ``address`` now: its neighbour switches learn it."""
@@ -269,6 +313,8 @@ class Tables:
         changes once, plus a little per switch, not its size times the switches.
         """
         wide = self.wide.take_pending()
+        dc_costs, self._costs_pending = self._costs_pending, {}
+        policies, self._policies_pending = self._policies_pending, {}
         local = {dc: self.local[dc].take_pending() for dc in self._touched_local}
         self._touched_local = set()
         self._syncs = False
@@ -286,7 +332,12 @@ class Tables:
             parts: list[tuple[SwitchTables, TableKeys]] = []
             if state.role == "object-switch":
                 if shared is None:
-                    shared = [_raw(upsert, remove) for upsert, remove in _delta_parts(wide, None, None)]
+                    shared = [
+                        _raw(upsert, remove)
+                        for upsert, remove in _delta_parts(
+                            wide, None, None, {"dc_costs": dc_costs, "policies": policies}
+                        )
+                    ]
                 parts += shared
                 parts += _delta_parts(None, local.get(state.dc), own)
             else:
@@ -319,6 +370,8 @@ class Tables:
                     "prefixes": self.wide.rules,
                     "local": self.local[dc.name].exact,
                     "local_prefixes": self.local[dc.name].rules,
+                    "dc_costs": self.dc_costs,
+                    "policies": self.policies,
                 },
                 budget,
             )
@@ -386,7 +439,8 @@ def _intern(value: Replicas) -> Replicas:
 
 
 def _cost(value: object) -> int:
-    return _ENTRY_BYTES + (_MEMBER_BYTES * len(value) if isinstance(value, tuple) else 0)
+    # a replica set's members, or a cost row's destinations
+    return _ENTRY_BYTES + (_MEMBER_BYTES * len(value) if isinstance(value, tuple | dict) else 0)
 
 
 def _chunks(
@@ -423,10 +477,14 @@ def _part(head: SwitchTables | None, tables: dict[str, dict[Any, Any]]) -> Switc
 
 
 def _delta_parts(
-    wide: Pending | None, local: Pending | None, own: _Changes | None
+    wide: Pending | None,
+    local: Pending | None,
+    own: _Changes | None,
+    shared: dict[str, dict[Any, Any]] | None = None,
 ) -> Iterator[tuple[SwitchTables, TableKeys]]:
-    """One switch's delta, cut into parts of at most ``RECORD_BUDGET`` bytes."""
-    sources: list[tuple[str, dict[Any, Any]]] = []
+    """One switch's delta, cut into parts of at most ``RECORD_BUDGET`` bytes; ``shared``:
+    more tables every object switch gets alike (the cost table, policies)."""
+    sources: list[tuple[str, dict[Any, Any]]] = [(n, t) for n, t in (shared or {}).items() if t]
     if wide is not None:
         sources += [("wide", wide.exact), ("prefixes", wide.rules)]
     if local is not None:

@@ -37,6 +37,8 @@ class Listener:
     draining: bool = False
     #: the owner's signed grant, for an owned object (sent again on each re-registration)
     grant: bytes = b""
+    #: the object's resolution policy ("": the controller's default, docs/protocol.md §3.5)
+    policy: str = ""
 
 
 @dataclass(slots=True)

@@ -27,6 +27,7 @@ from ...wire.control import ControlMessage
 from ...wire.datagram import DatagramSegment, DatagramType
 from ...wire.header import HEADER_LEN, Flags, Header, Proto
 from ..events import Address, Datagram, NeighboursLearned, Packet, TraceHop
+from ..locality import Policy
 from ..metrics import Sample
 from .base import HEARTBEAT, SWEEP
 from .churn import Churn
@@ -67,7 +68,11 @@ class HostStack(StreamFlows, Churn):
         for listener in self.listeners.values():
             self._control_out.append(
                 control.Bind(
-                    obj=listener.obj.hex(), weight=listener.weight, name=listener.name, grant=listener.grant
+                    obj=listener.obj.hex(),
+                    weight=listener.weight,
+                    name=listener.name,
+                    grant=listener.grant,
+                    policy=listener.policy,
                 )
             )
         # The bindings are complete: the controller drops those this host did not re-send.
@@ -148,21 +153,34 @@ class HostStack(StreamFlows, Churn):
     # -- socket API (what the runtime's sockets call) ------------------------------------
 
     def bind(
-        self, obj: ObjectId, weight: int = 1, name: str = "", *, resumable: bool = False, grant: bytes = b""
+        self,
+        obj: ObjectId,
+        weight: int = 1,
+        name: str = "",
+        *,
+        resumable: bool = False,
+        grant: bytes = b"",
+        policy: str = "",
     ) -> Listener:
         """Listen on ``obj`` and register this host as a replica with ``weight``; an owned
         object needs its owner's ``grant`` (``core.ownership``, docs/protocol.md §6.7).
+        ``policy`` sets the object's resolution policy (docs/protocol.md §3.5; "": as it is).
 
         Raises:
-            UsageError: the object is already bound here, or the weight is not in 1..65535.
+            UsageError: the object is already bound here, the weight is not in 1..65535, or
+                the policy is not one of ``core.locality.Policy``.
         """
         if obj.raw in self.listeners:
             raise UsageError(f"{name or obj} is already bound on host {self.name}")
         if not 0 < weight <= control.MAX_WEIGHT:
             raise UsageError(f"weight must be in 1..{control.MAX_WEIGHT}, got {weight}")
-        listener = Listener(obj.raw, name, weight, resumable, grant=grant)
+        if policy and policy not in {p.value for p in Policy}:
+            raise UsageError(f"policy must be one of {', '.join(p.value for p in Policy)}, got {policy!r}")
+        listener = Listener(obj.raw, name, weight, resumable, grant=grant, policy=policy)
         self.listeners[obj.raw] = listener
-        self._control_out.append(control.Bind(obj=obj.raw.hex(), weight=weight, name=name, grant=grant))
+        self._control_out.append(
+            control.Bind(obj=obj.raw.hex(), weight=weight, name=name, grant=grant, policy=policy)
+        )
         return listener
 
     def unbind(self, obj: ObjectId) -> None:
