@@ -4,9 +4,13 @@ flow on the nearest survivor, byte-exact."""
 
 from __future__ import annotations
 
-from churn_apps import Download, Downloader, serve_content
-from scaffold.core.controller.commands import Link
+import pytest
+
+from churn_apps import CONTENT, Download, Downloader, serve_content
+from scaffold.core.controller.commands import Link, SetPolicy, Status
+from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.topology import default_topology
+from scaffold.errors import UsageError
 from scaffold.runtime.sim import SimNetwork
 
 SIZE = 512 * 1024
@@ -60,3 +64,23 @@ def test_re_resolution_after_a_failure_picks_the_nearest_survivor() -> None:
         # every packet after the failure went to the same survivor: the nearest one
         assert servers(net, d) == ["east-h1", "north-h2"]
         assert d.checker.ok and d.checker.offset == 4 * SIZE and d.ended == "closed"
+
+
+def test_set_policy_reaches_every_object_switch_and_status() -> None:
+    net = network(53)
+    serve_content(net, {"east-h1": 1, "west-h1": 3}, SIZE)
+    key = CONTENT.raw.hex()
+    switches = [net.switch(f"{dc}-os") for dc in ("east", "west", "north")]
+    assert all(not isinstance(sw, ObjectSwitch) or key not in sw.snapshot().policies for sw in switches)
+    net.command(SetPolicy(object="content", policy="weighted"))
+    net.run(0.05)
+    for sw in switches:
+        assert isinstance(sw, ObjectSwitch) and sw.snapshot().policies == {key: "weighted"}
+    east = net.controller.dc_ids["east"]
+    # from east, weighted shares 1:3 with west instead of keeping every flow at home
+    picks = {(switches[0].resolve(CONTENT.raw, flow, east) or (0, 0))[0] for flow in range(200)}
+    assert len(picks) == 2
+    status = net.command(Status())
+    assert next(o for o in status["objects"] if o["name"] == "content")["policy"] == "weighted"
+    with pytest.raises(UsageError):
+        SetPolicy(object="content", policy="fastest")

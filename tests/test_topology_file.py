@@ -74,7 +74,9 @@ def test_a_good_file() -> None:
 
 
 def test_dump_reads_back_exactly() -> None:
-    for topo in (default_topology(), parse_topology(GOOD).topology):
+    weighted = parse_topology(GOOD + 'policy = "weighted"\n').topology
+    assert weighted.objects[0].policy == "weighted"
+    for topo in (default_topology(), parse_topology(GOOD).topology, weighted):
         assert parse_topology(dump_topology(topo)).topology == topo
 
 
@@ -99,6 +101,7 @@ def test_dump_reads_back_exactly() -> None:
             "datacenter 'a' is defined twice",
         ),
         ('replicas = { "a-h1" = 1, "b-web" = 3 }', "replicas = []", 21, "has no replica"),
+        ("resumable = true", 'resumable = true\npolicy = "fastest"', 23, "policy must be"),
     ],
 )
 def test_malformed_files_name_the_line_and_the_reason(old: str, new: str, line: int, reason: str) -> None:

@@ -231,9 +231,16 @@ class Host:
     # -- binding -------------------------------------------------------------------------
 
     async def _bind(
-        self, obj: ObjectId, name: str, weight: int, *, resumable: bool = False, grant: bytes = b""
+        self,
+        obj: ObjectId,
+        name: str,
+        weight: int,
+        *,
+        resumable: bool = False,
+        grant: bytes = b"",
+        policy: str = "",
     ) -> None:
-        self.stack.bind(obj, weight, name, resumable=resumable, grant=grant)
+        self.stack.bind(obj, weight, name, resumable=resumable, grant=grant, policy=policy)
         self.kick()
         await self.network.wait_for_object(obj, self.name)
 
@@ -306,20 +313,24 @@ class Host:
         limit: int = STREAM_LIMIT,
         port: int = 0,
         grant: bytes | None = None,
+        policy: str = "",
     ) -> Server:
         """``asyncio.start_server`` on an object: bind ``name`` and run
         ``handler(reader, writer)`` in a task for each stream (see :meth:`create_server`,
         also for ``grant``; a resumable server's handler for a taken-over flow starts with
-        ``writer.get_extra_info("resume")`` set).
+        ``writer.get_extra_info("resume")`` set). ``policy`` sets how the network picks
+        among the object's replicas: ``"nearest"`` (the default for a new object) or
+        ``"weighted"`` (docs/protocol.md §3.5); "" leaves it as it is.
 
         Raises:
             UsageError: the object is already bound on this host, ``weight`` is not in
-                1..65535, or ``grant`` does not let this host serve the object (now).
+                1..65535, ``policy`` is not one of those, or ``grant`` does not let this
+                host serve the object (now).
         """
         obj = ObjectId.of(name)
         label = name if isinstance(name, str) else str(name)
         server = self._stream_server(obj, label, handler, resumable=resumable, limit=limit, port=port)
-        await self._serve(server, weight, grant)
+        await self._serve(server, weight, grant, policy)
         if resumable:
             self._migration_handlers[obj.raw] = handler
         return server
@@ -333,7 +344,7 @@ class Host:
         server = Server(self, obj, label, factory, resumable=resumable, port=port, handler=handler)
         return server
 
-    async def _serve(self, server: Server, weight: int, grant: bytes | None) -> None:
+    async def _serve(self, server: Server, weight: int, grant: bytes | None, policy: str = "") -> None:
         raw = server.obj.raw
         if grant is not None:
             self._check_grant(grant, server.obj)
@@ -341,7 +352,9 @@ class Host:
             raise UsageError(f"{server.name} is already bound on host {self.name}")
         self._servers[raw] = server
         try:
-            await self._bind(server.obj, server.name, weight, resumable=server.resumable, grant=grant or b"")
+            await self._bind(
+                server.obj, server.name, weight, resumable=server.resumable, grant=grant or b"", policy=policy
+            )
         except BaseException:
             self._servers.pop(raw, None)
             raise

@@ -275,7 +275,9 @@ async def _up_embedded(loaded: TopologyFile, state_path: Path, port: int, metric
         }
         for obj in loaded.topology.objects:
             for replica, weight in obj.replicas:
-                await hosts[replica].start_server(echo, obj.name, weight=weight, resumable=obj.resumable)
+                await hosts[replica].start_server(
+                    echo, obj.name, weight=weight, resumable=obj.resumable, policy=obj.policy
+                )
         state = NetworkState(
             name=loaded.name,
             mode="embedded",

@@ -66,6 +66,8 @@ class ObjectSpec:
     #: where else it may be served (operator policy, docs/protocol.md §6.7): host names,
     #: datacenter names or "*" (anywhere); the replicas above may serve it anyway
     allow: tuple[str, ...] = ()
+    #: resolution policy (docs/protocol.md §3.5): "nearest" or "weighted"; "": the default
+    policy: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +198,10 @@ class Topology:
         for obj in self.objects:
             if not obj.replicas and not obj.allow:
                 raise ConfigError(f"object {obj.name!r} has no replica")
+            if obj.policy not in ("", "nearest", "weighted"):
+                raise ConfigError(
+                    f"object {obj.name!r}: policy must be nearest or weighted, got {obj.policy!r}"
+                )
             for where in obj.allow:
                 if where != "*" and where not in index and where not in dc_names:
                     raise ConfigError(

@@ -23,6 +23,7 @@ datacenters (delay, loss, bandwidth) and objects with their replicas::
     name = "web"
     replicas = { "east-h1" = 1, "west-h1" = 3 }   # host = weight (or a list of host names)
     resumable = true             # optional: another replica may take over a stream (RESUME)
+    policy = "nearest"           # optional: "nearest" (default) or "weighted" (protocol §3.5)
 
 Hosts given by count or by name attach to the flow switches round-robin. A malformed file is
 refused with ``ConfigError("FILE:LINE: reason")``: ``tomllib`` gives the line of a syntax
@@ -47,7 +48,7 @@ __all__ = ["TopologyFile", "dump_topology", "load_topology", "parse_bandwidth", 
 _TOP_KEYS = {"name", "local_delay_ms", "controller", "datacenter", "link", "object"}
 _DC_KEYS = {"name", "flow_switches", "object_switch", "hosts"}
 _LINK_KEYS = {"a", "b", "delay_ms", "loss_percent", "bandwidth"}
-_OBJECT_KEYS = {"name", "replicas", "resumable", "allow"}
+_OBJECT_KEYS = {"name", "replicas", "resumable", "allow", "policy"}
 _UNITS = {"": 1, "bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "k": 10**3, "m": 10**6, "g": 10**9}
 _BANDWIDTH = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*$")
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
@@ -384,13 +385,19 @@ class _Reader:
                     self.line_of("object", i, "resumable"),
                     f"resumable must be true or false, got {resumable!r}",
                 )
+            policy = raw.get("policy", "")
+            if policy not in ("", "nearest", "weighted"):
+                raise self.fail(
+                    self.line_of("object", i, "policy"),
+                    f'object {name!r}: policy must be "nearest" or "weighted", got {policy!r}',
+                )
             for where in allow:
                 if where != "*" and where not in nodes and where not in self._dc_names:
                     raise self.fail(
                         self.line_of("object", i, "allow"),
                         f"object {name!r}: allow {where!r} is not a host, datacenter or '*'",
                     )
-            objects.append(ObjectSpec(name, tuple(replicas), resumable, tuple(allow)))
+            objects.append(ObjectSpec(name, tuple(replicas), resumable, tuple(allow), policy))
         return objects
 
 
@@ -434,4 +441,6 @@ def dump_topology(topology: Topology, name: str = "scaffold") -> str:
             out.append("resumable = true")
         if obj.allow:
             out.append(f"allow = [{', '.join(_quote(a) for a in obj.allow)}]")
+        if obj.policy:
+            out.append(f"policy = {_quote(obj.policy)}")
     return "\n".join(out) + "\n"

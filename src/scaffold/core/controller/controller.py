@@ -404,6 +404,7 @@ class Controller:
                 {
                     "object": "obj:" + obj,
                     "name": reg.object_names.get(obj, ""),
+                    "policy": reg.policies.get(obj, Policy.NEAREST.value),
                     "replicas": [
                         {"host": h, "dc": reg.hosts[h].dc, "weight": w, "alive": reg.hosts[h].alive}
                         for h, w in sorted(reg.objects[obj].items())
