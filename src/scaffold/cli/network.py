@@ -363,13 +363,14 @@ def print_status(status: dict[str, Any], console: Console) -> None:
     the network is escaped: never read as markup)."""
     counters: dict[str, Any] = status.get("counters", {})
     objects = Table(title="Objects and replicas", title_justify="left")
-    for column in ("object", "name", "replica", "dc", "weight", "alive"):
+    for column in ("object", "name", "policy", "replica", "dc", "weight", "alive"):
         objects.add_column(column)
     for obj in status.get("objects", []):
         for k, replica in enumerate(obj["replicas"]):
             objects.add_row(
                 escape(obj["object"][:16]) + "…" if k == 0 else "",
                 escape(obj["name"]) if k == 0 else "",
+                escape(str(obj.get("policy", ""))) if k == 0 else "",
                 escape(replica["host"]),
                 escape(replica["dc"]),
                 str(replica["weight"]),
