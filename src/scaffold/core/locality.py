@@ -128,10 +128,13 @@ class TierCache:
     distinct replica sets times source DCs, and ``limit`` bounds it outright.
     """
 
-    __slots__ = ("_cache", "_sets", "limit")
+    __slots__ = ("_cache", "_sets", "get", "limit")
 
     def __init__(self, limit: int = 65_536) -> None:
         self._cache: dict[tuple[Members, int, Spill], tuple[Tier, ...]] = {}
+        #: the cascade cached for (members, source DC, spill), or None: the hot path's
+        #: lookup, the dict's own ``get`` (the dict is only ever cleared, never replaced)
+        self.get = self._cache.get
         #: one Maglev table per distinct tier, shared by every source and object that has it
         self._sets: dict[Members, ReplicaSet] = {}
         self.limit = limit

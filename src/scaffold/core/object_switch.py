@@ -312,8 +312,12 @@ class ObjectSwitch(Switch):
             return None
         locality = entry[4]
         if locality is not None and src_dc in self.dc_costs:
-            cascade = self._tiers.cascade(entry[2], src_dc, self.dc_costs, locality)  # type: ignore[arg-type]
-            dc = choose(flow, cascade)
+            cascade = self._tiers.get((entry[2], src_dc, locality))  # type: ignore[arg-type]
+            if cascade is None:
+                cascade = self._tiers.cascade(entry[2], src_dc, self.dc_costs, locality)  # type: ignore[arg-type]
+            nearest, accept = cascade[0]
+            # the common case: the nearest tier takes every flow (one Maglev index, as weighted)
+            dc = choose(flow, cascade) if accept else nearest.table[flow % 2053]
         else:
             dc = wide[flow % 2053]  # type: ignore[index]  # WIDE_SHIFT is 0: the whole Flow ID
         if dc != self.dc_id:
