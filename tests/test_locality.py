@@ -225,3 +225,15 @@ def test_locality_tables_survive_the_wire() -> None:
     t = SwitchTables(dc_costs=LINE, policies={KEY: "weighted"}, spill={KEY: ((1, 2, 7),)})
     back = control.decode(control.encode(TableSync(version=1, dc_id=1, tables=t)))
     assert isinstance(back, TableSync) and back.tables == t
+
+
+def test_objects_under_an_owner_prefix_rule_follow_their_policy_too() -> None:
+    prefix = int.from_bytes(OBJ[:8], "big")
+    rule = {f"{prefix:x}/64": ((1, 1), (3, 2))}
+    sw = switch(2, SwitchTables(prefixes=rule, gateway="dc2-fs1", dc_costs=LINE))
+    other = OBJ[:8] + bytes(24)  # no exact entry: the rule answers
+    assert {(sw.resolve(other, f, 4) or (0, 0))[0] for f in flows(200)} == {3}
+    weighted = SwitchTables(policies={other.hex(): Policy.WEIGHTED.value})
+    sw.receive_control(TableDelta(version=2, upsert=weighted, remove=TableKeys()), 0.0)
+    assert {(sw.resolve(other, f, 4) or (0, 0))[0] for f in flows(200)} == {1, 3}
+    assert {(sw.resolve(OBJ, f, 4) or (0, 0))[0] for f in flows(200)} == {3}  # its sibling: nearest
