@@ -84,3 +84,36 @@ def test_set_policy_reaches_every_object_switch_and_status() -> None:
     assert next(o for o in status["objects"] if o["name"] == "content")["policy"] == "weighted"
     with pytest.raises(UsageError):
         SetPolicy(object="content", policy="fastest")
+
+
+def test_a_capacity_limited_dc_spills_to_the_next_nearest_by_the_controllers_plan() -> None:
+    net = network(54)
+    key = CONTENT.raw.hex()
+    # east's replica takes 30 new flows/s; west's has no limit
+    net.act("east-h1", lambda core, now: core.bind(CONTENT, 1, "content", capacity=30.0))
+    net.act("west-h1", lambda core, now: core.bind(CONTENT, 1, "content"))
+    net.run(0.05)
+    ids = net.controller.dc_ids
+    east, north = ids["east"], ids["north"]
+    # the demand seam (measured demand is not wired yet): 40/s from east, 20/s from north
+    net.controller.tables.demand_changed(key, {east: 40.0, north: 20.0})
+    net.command(Status())  # any command flushes the pending tables at once
+    net.run(0.05)
+    switches = [net.switch(f"{dc}-os") for dc in ("east", "west", "north")]
+    spill = {sw.snapshot().spill.get(key) for sw in switches if isinstance(sw, ObjectSwitch)}
+    assert len(spill) == 1 and None not in spill  # every object switch holds the same plan
+    # north sees east and west in one tier (3 ms each): a refused flow goes to the next tier,
+    # and north has none, so east keeps north's half (10/s) and refuses part of its own 40/s
+    # (their next tier, west, is 4 ms away): 20 + 10 = its 30/s
+    probe = switches[2]
+    assert isinstance(probe, ObjectSwitch)
+    flows = range(20_000)
+    from_east = sum((probe.resolve(CONTENT.raw, f, east) or (0, 0))[0] == east for f in flows)
+    from_north = sum((probe.resolve(CONTENT.raw, f, north) or (0, 0))[0] == east for f in flows)
+    accepted = 40.0 * from_east / len(flows) + 20.0 * from_north / len(flows)
+    assert 30.0 * 0.9 <= accepted <= 30.0 * 1.05, (from_east, from_north)
+    assert abs(from_north / len(flows) - 0.5) < 0.03 and abs(from_east / len(flows) - 0.5) < 0.03
+    # the replica leaves its limit: the plan goes, every switch learns it
+    net.act("east-h1", lambda core, now: core.unbind(CONTENT))
+    net.run(0.05)
+    assert all(isinstance(sw, ObjectSwitch) and key not in sw.snapshot().spill for sw in switches)

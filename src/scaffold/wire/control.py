@@ -140,6 +140,9 @@ class Bind(msgspec.Struct, tag="bind", frozen=True):
     #: the object's resolution policy (docs/protocol.md §3.5): "nearest", "weighted", or
     #: "" to leave it as it is (a new object: "nearest"); the latest Bind that names one wins
     policy: Annotated[str, Meta(max_length=16)] = ""
+    #: new flows per second this replica takes before its DC spills to the next nearest
+    #: (docs/protocol.md §3.5); 0: no limit
+    capacity: Annotated[float, Meta(ge=0, le=1e9)] = 0.0
 
 
 class Unbind(msgspec.Struct, tag="unbind", frozen=True):

@@ -179,6 +179,7 @@ class Controller:
             reg.set_replica(message.obj, node, message.weight)
             if message.policy:
                 reg.set_policy(message.obj, message.policy)
+            reg.set_capacity(message.obj, node, message.capacity)
             if record.rebinding is not None:
                 record.rebinding.add(message.obj)
             if message.name:

@@ -100,6 +100,8 @@ class ObjectReplicas(msgspec.Struct, frozen=True):
     object: str  # Object ID hex
     replicas: dict[str, int]
     policy: str = ""
+    #: host name -> new flows per second it takes (§3.5), for the replicas that declare one
+    capacities: dict[str, float] = {}
 
     @property
     def key(self) -> str:
@@ -209,13 +211,17 @@ class ControllerState(msgspec.Struct, frozen=True):
     draining: dict[str, list[str]] = {}
     #: Object ID hex -> resolution policy, for objects not under the default
     policies: dict[str, str] = {}
+    #: Object ID hex -> {host name: capacity}, for replicas that declare one
+    capacities: dict[str, dict[str, float]] = {}
 
     def records(self) -> Iterator[StateRecord]:
         """The state as rows."""
         yield HostIdCounter(self.next_host_id)
         yield from self.hosts
         for key, replicas in self.objects.items():
-            yield ObjectReplicas(key, dict(replicas), self.policies.get(key, ""))
+            yield ObjectReplicas(
+                key, dict(replicas), self.policies.get(key, ""), dict(self.capacities.get(key, {}))
+            )
         for key, name in self.object_names.items():
             yield ObjectName(key, name)
         for link, up in self.links.items():
@@ -234,6 +240,7 @@ class ControllerState(msgspec.Struct, frozen=True):
         links: dict[str, bool] = {}
         draining: dict[str, list[str]] = {}
         policies: dict[str, str] = {}
+        capacities: dict[str, dict[str, float]] = {}
         for record in records:
             match record:
                 case HostIdCounter():
@@ -244,13 +251,15 @@ class ControllerState(msgspec.Struct, frozen=True):
                     objects[record.object] = dict(record.replicas)
                     if record.policy:
                         policies[record.object] = record.policy
+                    if record.capacities:
+                        capacities[record.object] = dict(record.capacities)
                 case ObjectName():
                     names[record.object] = record.name
                 case BackboneLink():
                     links[record.key] = record.up
                 case DrainingObjects():
                     draining[record.host] = list(record.objects)
-        return cls(next_host_id, hosts, objects, names, links, draining, policies)
+        return cls(next_host_id, hosts, objects, names, links, draining, policies, capacities)
 
 
 class StateRows:

@@ -24,6 +24,7 @@ import msgspec
 
 from ...wire import control
 from ...wire.control import RECORD_BUDGET, ControlMessage, Replicas, SwitchTables, TableKeys
+from ..locality import Spill, plan_accept
 from ..routing import costs, next_hops
 from ..topology import DatacenterSpec
 from .incremental import GroupedTable, Pending
@@ -116,6 +117,11 @@ class Tables:
         #: the object switches' shared policies (objects not under ``nearest``) and changes
         self.policies: dict[str, str] = {}
         self._policies_pending: dict[str, str | None] = {}
+        #: spill-over (§3.5): the demand per object and source DC ID (new flows per second,
+        #: ``demand_changed``), the accept fractions planned from it and their changes
+        self.demand: dict[str, dict[int, float]] = {}
+        self.spill: dict[str, Spill] = {}
+        self._spill_pending: dict[str, Spill | None] = {}
         self.routes_changed()
         for name in registry.hosts:
             self.host_changed(name)
@@ -146,6 +152,7 @@ class Tables:
             bool(self.wide.pending)
             or bool(self._costs_pending)
             or bool(self._policies_pending)
+            or bool(self._spill_pending)
             or bool(self._touched_local)
             or bool(self._changes)
             or self._syncs
@@ -162,6 +169,7 @@ class Tables:
                 or bool(self.wide.pending)
                 or bool(self._costs_pending)
                 or bool(self._policies_pending)
+                or bool(self._spill_pending)
                 or state.dc in self._touched_local
             )
         return state.version + 1 if waiting and state.connected else state.version
@@ -193,7 +201,9 @@ class Tables:
             else:
                 self.policies[key] = policy
             self._policies_pending[key] = policy
-        self.wide.set(key, _intern(tuple(sorted(per_dc.items()))) or None, registered=registered)
+        wide = _intern(tuple(sorted(per_dc.items())))
+        self.wide.set(key, wide or None, registered=registered)
+        self._plan_spill(key, wide)
         before = self._object_dcs.get(key, frozenset())
         now = self._dc_sets.setdefault(frozenset(local), frozenset(local))  # interned
         for dc in before | now:
@@ -268,6 +278,43 @@ class Tables:
                 for dc_id, hop in want.items():
                     self._set_flow(fs, "dc_routes", dc_id, hop)
 
+    def demand_changed(self, key: str, rates: dict[int, float]) -> None:
+        """New flows per second to object ``key`` from each source DC ID: the spill-over
+        plan of an object whose replicas declare capacities follows it (§3.5)."""
+        if rates:
+            self.demand[key] = dict(rates)
+        else:
+            self.demand.pop(key, None)
+        self.object_changed(key)
+
+    def _plan_spill(self, key: str, members: tuple[tuple[int, int], ...]) -> None:
+        """Recompute ``key``'s accept fractions: a DC whose live replicas all declare a
+        capacity takes at most their sum; the others take everything offered."""
+        reg = self.registry
+        declared = reg.capacities.get(key, {})
+        plan: Spill = ()
+        if declared and key in self.demand and members and reg.policies.get(key) != "weighted":
+            caps: dict[int, float] = {}
+            unlimited: set[int] = set()
+            for host, _ in (reg.objects.get(key) or {}).items():
+                record = reg.hosts[host]
+                if not record.alive or key in reg.draining.get(host, ()):
+                    continue
+                dc_id = reg.dc_ids[record.dc]
+                if declared.get(host, 0.0) > 0:
+                    caps[dc_id] = caps.get(dc_id, 0.0) + declared[host]
+                else:
+                    unlimited.add(dc_id)
+            limited = {dc: cap for dc, cap in caps.items() if dc not in unlimited}
+            if limited:
+                plan = plan_accept(members, limited, self.demand[key], self.dc_costs)
+        if self.spill.get(key, ()) != plan:
+            if plan:
+                self.spill[key] = plan
+            else:
+                del self.spill[key]
+            self._spill_pending[key] = plan or None
+
     def _costs_changed(self, dist: dict[str, dict[str, float]]) -> None:
         """Keep the shared cost table in step with the routes; only changed rows go out."""
         ids = self.registry.dc_ids
@@ -279,10 +326,15 @@ class Tables:
         for src in self.dc_costs.keys() - want.keys():
             del self.dc_costs[src]
             self._costs_pending[src] = None
+        changed = False
         for src, row in want.items():
             if self.dc_costs.get(src) != row:
                 self.dc_costs[src] = row
                 self._costs_pending[src] = row
+                changed = True
+        if changed:
+            for key in list(self.registry.capacities):  # the plans read the costs
+                self.object_changed(key)
 
     def address_changed(self, node: str, address: tuple[str, int] | None) -> None:
         """Node ``node`` is reachable at ``address`` now: its neighbour switches learn it."""
@@ -315,6 +367,7 @@ class Tables:
         wide = self.wide.take_pending()
         dc_costs, self._costs_pending = self._costs_pending, {}
         policies, self._policies_pending = self._policies_pending, {}
+        spill, self._spill_pending = self._spill_pending, {}
         local = {dc: self.local[dc].take_pending() for dc in self._touched_local}
         self._touched_local = set()
         self._syncs = False
@@ -335,7 +388,7 @@ class Tables:
                     shared = [
                         _raw(upsert, remove)
                         for upsert, remove in _delta_parts(
-                            wide, None, None, {"dc_costs": dc_costs, "policies": policies}
+                            wide, None, None, {"dc_costs": dc_costs, "policies": policies, "spill": spill}
                         )
                     ]
                 parts += shared
@@ -372,6 +425,7 @@ class Tables:
                     "local_prefixes": self.local[dc.name].rules,
                     "dc_costs": self.dc_costs,
                     "policies": self.policies,
+                    "spill": self.spill,
                 },
                 budget,
             )

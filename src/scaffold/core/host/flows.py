@@ -39,6 +39,8 @@ class Listener:
     grant: bytes = b""
     #: the object's resolution policy ("": the controller's default, docs/protocol.md §3.5)
     policy: str = ""
+    #: new flows per second this replica takes before its DC spills over (0: no limit, §3.5)
+    capacity: float = 0.0
 
 
 @dataclass(slots=True)

@@ -73,6 +73,7 @@ class HostStack(StreamFlows, Churn):
                     name=listener.name,
                     grant=listener.grant,
                     policy=listener.policy,
+                    capacity=listener.capacity,
                 )
             )
         # The bindings are complete: the controller drops those this host did not re-send.
@@ -161,14 +162,17 @@ class HostStack(StreamFlows, Churn):
         resumable: bool = False,
         grant: bytes = b"",
         policy: str = "",
+        capacity: float = 0.0,
     ) -> Listener:
         """Listen on ``obj`` and register this host as a replica with ``weight``; an owned
         object needs its owner's ``grant`` (``core.ownership``, docs/protocol.md §6.7).
-        ``policy`` sets the object's resolution policy (docs/protocol.md §3.5; "": as it is).
+        ``policy`` sets the object's resolution policy (docs/protocol.md §3.5; "": as it is);
+        ``capacity`` the new flows per second this replica takes before its DC spills over to
+        the next nearest (0: no limit).
 
         Raises:
-            UsageError: the object is already bound here, the weight is not in 1..65535, or
-                the policy is not one of ``core.locality.Policy``.
+            UsageError: the object is already bound here, the weight is not in 1..65535, the
+                policy is not one of ``core.locality.Policy``, or the capacity is negative.
         """
         if obj.raw in self.listeners:
             raise UsageError(f"{name or obj} is already bound on host {self.name}")
@@ -176,10 +180,14 @@ class HostStack(StreamFlows, Churn):
             raise UsageError(f"weight must be in 1..{control.MAX_WEIGHT}, got {weight}")
         if policy and policy not in {p.value for p in Policy}:
             raise UsageError(f"policy must be one of {', '.join(p.value for p in Policy)}, got {policy!r}")
-        listener = Listener(obj.raw, name, weight, resumable, grant=grant, policy=policy)
+        if not 0 <= capacity <= 1e9:
+            raise UsageError(f"capacity must be 0 (no limit) to 1e9 flows per second, got {capacity}")
+        listener = Listener(obj.raw, name, weight, resumable, grant=grant, policy=policy, capacity=capacity)
         self.listeners[obj.raw] = listener
         self._control_out.append(
-            control.Bind(obj=obj.raw.hex(), weight=weight, name=name, grant=grant, policy=policy)
+            control.Bind(
+                obj=obj.raw.hex(), weight=weight, name=name, grant=grant, policy=policy, capacity=capacity
+            )
         )
         return listener
 
