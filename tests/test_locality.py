@@ -10,6 +10,7 @@ import pytest
 
 from scaffold.core.locality import (
     ACCEPT_SCALE,
+    SIBLINGS,
     Policy,
     TierCache,
     choose,
@@ -237,3 +238,23 @@ def test_objects_under_an_owner_prefix_rule_follow_their_policy_too() -> None:
     sw.receive_control(TableDelta(version=2, upsert=weighted, remove=TableKeys()), 0.0)
     assert {(sw.resolve(other, f, 4) or (0, 0))[0] for f in flows(200)} == {1, 3}
     assert {(sw.resolve(OBJ, f, 4) or (0, 0))[0] for f in flows(200)} == {3}  # its sibling: nearest
+
+
+def test_a_refused_flow_tries_the_other_dcs_of_its_tier_first() -> None:
+    # from DC 2, DCs 1 and 3 tie at cost 1; DC 1 takes a quarter of what it is offered
+    members = ((1, 1), (3, 1), (4, 1))
+    cascade = TierCache().cascade(members, 2, LINE, ((1, 0, ACCEPT_SCALE // 4),))
+    counts = Counter(choose(f, cascade) for f in flows(8000))
+    assert set(counts) == {1, 3}  # never DC 4, the next tier
+    expected = expected_shares(cascade)
+    assert expected == pytest.approx({1: 0.125, 3: 0.875}, abs=0.01)
+    for dc, share in expected.items():
+        assert counts[dc] / 8000 == pytest.approx(share, abs=0.02)
+
+
+def test_a_tier_larger_than_the_sibling_limit_spills_to_the_next_tier() -> None:
+    costs = {0: {dc: (1 if dc <= SIBLINGS + 1 else 2) for dc in range(1, SIBLINGS + 3)}}
+    members = tuple((dc, 1) for dc in range(1, SIBLINGS + 3))
+    nobody = tuple((dc, 0, 0) for dc in range(1, SIBLINGS + 2))
+    cascade = TierCache().cascade(members, 0, costs, nobody)
+    assert {choose(f, cascade) for f in flows(300)} == {SIBLINGS + 2}

@@ -11,13 +11,13 @@ with no flow state, as under ``weighted`` (§3.2):
 2. ``choose``: within a tier, the weighted Maglev table of its members picks a DC by the Flow
    ID (``ReplicaSet.pick``, the same table the ``weighted`` policy uses). If that DC accepts
    only a fraction of the flows offered to it (spill-over), a second hash of the Flow ID and
-   the DC ID decides; a flow it refuses tries the rest of the DCs, nearest tier first. The
-   last DC tried takes the flow if every DC refuses (refusing is for load, not for liveness).
+   the DC ID decides; a flow it refuses tries the other DCs of its tier, then the next tier.
+   The last DC tried takes the flow if every DC refuses (refusing is for load, not liveness).
 3. ``plan_accept``: the controller turns capacities and the demand per source DC into accept
    fractions per (replica DC, source DC), by running the same cascade in expectation, so the
    flows a DC accepts stay within its capacity. A DC over capacity refuses first the sources
-   that lose least by going to their next tier, so its own DC and those with no close
-   alternative keep it.
+   that lose least: those with another DC at the same cost, then those whose next tier is
+   closest; its own DC and those with no close alternative keep it.
 
 Flow affinity: a switch chooses only for a packet with no DC ID (a first packet) or an
 orphan whose DC has no replica left (§5.1); every later packet carries the chosen DC and Host
@@ -36,6 +36,7 @@ from .replicas import ReplicaSet, mix64
 
 __all__ = [
     "ACCEPT_SCALE",
+    "SIBLINGS",
     "DcCosts",
     "Members",
     "Spill",
@@ -102,10 +103,9 @@ def _accepts(flow: int, dc: int, fraction: int) -> bool:
 def choose(flow: int, cascade: Sequence[Tier]) -> int:
     """The DC serving ``flow`` from a cascade of tiers (``TierCache.cascade``).
 
-    Each tier's Maglev table picks one DC; if it refuses the flow (spill-over), the next tier
-    picks. A refused flow does not try the other DCs of the same tier: with one pick per tier
-    the controller's plan is exact and the hot path never builds a table (docs/protocol.md
-    §3.5). The last tier's pick takes the flow even if it refuses.
+    Each tier's Maglev table picks one DC; if it refuses the flow (spill-over), the tier's
+    other DCs are tried (``_sibling``, tiers of at most ``SIBLINGS``), then the next tier.
+    The last DC tried takes the flow even if it refuses (docs/protocol.md §3.5).
 
     Raises:
         UsageError: the cascade is empty.
@@ -115,9 +115,32 @@ def choose(flow: int, cascade: Sequence[Tier]) -> int:
     dc = 0
     for rs, accept in cascade:
         dc = rs.pick(flow)
-        if not accept or _accepts(flow, dc, accept.get(dc, _FULL)):
+        if not accept:
             return dc
+        rest = rs.members
+        while True:
+            if _accepts(flow, dc, accept.get(dc, _FULL)):
+                return dc
+            rest = tuple(m for m in rest if m[0] != dc)
+            if not rest or len(rs.members) > SIBLINGS:
+                break
+            dc = _sibling(flow, rest)
     return dc
+
+
+#: a tier of at most this many DCs tries its other DCs before the next tier on a refusal
+#: (the plan's expectation walks their orders: at most SIBLINGS! of them)
+SIBLINGS = 5
+
+
+def _sibling(flow: int, rest: Members) -> int:
+    """A DC of ``rest`` by weight for a refused flow: integer-only, the same everywhere."""
+    point = mix64(flow ^ (0xA5A5 + len(rest))) % sum(w for _, w in rest)
+    for dc, weight in rest:
+        if point < weight:
+            return dc
+        point -= weight
+    return rest[-1][0]  # not reached: point < the sum of the weights
 
 
 class TierCache:
@@ -187,18 +210,33 @@ def expected_shares(cascade: Sequence[Tier]) -> dict[int, float]:
 
 
 def _walk(cascade: Sequence[Tier]) -> tuple[dict[int, float], dict[int, float]]:
-    """(accepted, offered) fraction of the flows per DC, in expectation."""
+    """(accepted, offered) fraction of the flows per DC, in expectation (what ``choose``
+    does, with the Maglev shares of each tier and weight shares among siblings)."""
     accepted: dict[int, float] = {}
     offered: dict[int, float] = {}
     mass = 1.0
     for i, (rs, accept) in enumerate(cascade):
-        refused = 0.0
         last = i == len(cascade) - 1
-        for dc, share in rs.shares().items():
-            p = 1.0 if last else accept.get(dc, _FULL) / _FULL
-            offered[dc] = offered.get(dc, 0.0) + mass * share
-            accepted[dc] = accepted.get(dc, 0.0) + mass * share * p
-            refused += mass * share * (1 - p)
+        retry = len(rs.members) <= SIBLINGS
+        refused = 0.0
+        # (DC offered the flow, its mass, the tier's DCs not tried yet before it)
+        todo = [(dc, mass * share, rs.members) for dc, share in rs.shares().items()]
+        while todo:
+            dc, m, rest = todo.pop()
+            offered[dc] = offered.get(dc, 0.0) + m
+            p = accept.get(dc, _FULL) / _FULL
+            accepted[dc] = accepted.get(dc, 0.0) + m * p
+            out = m * (1 - p)
+            if out <= 0:
+                continue
+            rest = tuple(x for x in rest if x[0] != dc)
+            if retry and rest:
+                total = sum(w for _, w in rest)
+                todo += [(t, out * w / total, rest) for t, w in rest]
+            elif last:
+                accepted[dc] += out  # the last DC tried takes it
+            else:
+                refused += out
         mass = refused
         if mass <= 0:
             break
@@ -264,7 +302,9 @@ def _offers(
                 if dc not in offered:
                     continue
                 loss = float("inf")
-                if row is not None and nxt is not None and nxt in row and dc in row:
+                if 1 < len(rs.members) <= SIBLINGS:
+                    loss = 0.0  # a DC of the same tier, at the same cost, tries it next
+                elif row is not None and nxt is not None and nxt in row and dc in row:
                     loss = row[nxt] - row[dc]
                 offers.setdefault(dc, {})[src] = (rate * offered[dc], loss)
     return offers
