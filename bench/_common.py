@@ -24,8 +24,9 @@ def median(values: Sequence[float]) -> float:
     return round(statistics.median(values), 1)
 
 
-def pin_to_cpu(cpu: int) -> int | None:
-    """Pin this process to the ``cpu``-th CPU of the machine; the CPU id used, or None.
+def pin_to_cpu(cpu: int, pid: int = 0) -> int | None:
+    """Pin process ``pid`` (0: this one) to the ``cpu``-th CPU of the machine (modulo their
+    number); the CPU id used, or None.
 
     Counts over all online CPUs, not this process's affinity, so a child of a pinned
     process can still be pinned elsewhere.
@@ -36,7 +37,7 @@ def pin_to_cpu(cpu: int) -> int | None:
     if len(online) < 2:
         return None
     chosen = online[cpu % len(online)]
-    os.sched_setaffinity(0, {chosen})
+    os.sched_setaffinity(pid, {chosen})
     return chosen
 
 

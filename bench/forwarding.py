@@ -52,6 +52,8 @@ from scaffold.core.controller import Controller
 from scaffold.core.flow_switch import FlowSwitch
 from scaffold.core.topology import DatacenterSpec, HostSpec, Topology
 from scaffold.deploy.address import parse_address
+from scaffold.deploy.daemons.jsonlog import JsonLog
+from scaffold.deploy.daemons.switch_pool import start_pool
 from scaffold.ids import ObjectId
 from scaffold.runtime.aio import BATCH, SOCKET_BUFFER, AddressBook, ControllerRuntime, EmuLink, NodeRuntime
 from scaffold.runtime.aio import run as aio_run
@@ -59,8 +61,11 @@ from scaffold.runtime.metrics import node_summary
 from scaffold.wire import control
 from scaffold.wire.header import HEADER_LEN, Header, Proto, encode
 
-GOAL = 0.8
-KINDS = ("dict", "flow-switch")
+#: the goals (issue #12): one worker ahead of the per-datagram relay; two, 1.7 times it
+GOAL = 1.0
+GOAL_TWO_WORKERS = 1.7
+#: the relays: the per-datagram peer, the peer with GSO/GRO, ours; each also as ``KIND-wN``
+KINDS = ("dict", "dict-gro", "flow-switch")
 HARNESS_CPU = 0
 RELAY_CPU = 1
 #: Hosts of the bench topology never heartbeat (they are sockets in the harness), so the
@@ -69,6 +74,10 @@ HOST_HEARTBEAT_INTERVAL = 3600.0
 #: How long a window of packets may stay unanswered before it is written off as lost.
 STALL_TIMEOUT = 0.05
 DICT_RELAY_HOST_ID = 1
+# Linux constants the socket module does not name (linux/udp.h)
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
 #: set by ``--inside-netns``: what prefixes the relay command, and the two ends' addresses
 RELAY_PREFIX: list[str] = []
 HARNESS_IP = "127.0.0.1"
@@ -83,12 +92,14 @@ class _Stop(Exception):
     """Raised by the SIGTERM handler to end the dict relay's blocking loop."""
 
 
-def _udp_socket(bind: Address, *, blocking: bool) -> socket.socket:
+def _udp_socket(bind: Address, *, blocking: bool, reuse_port: bool = False) -> socket.socket:
     """A UDP socket with the buffer sizes ``NodeRuntime`` asks for."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.setblocking(blocking)
     sock.bind(bind)
     return sock
@@ -100,9 +111,12 @@ def _announce(record: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _serve_dict(listen: Address, sink: Address) -> None:
+def _serve_dict(
+    listen: Address, sink: Address, reuse_port: bool = False, sock: socket.socket | None = None
+) -> None:
     """The peer: the smallest useful Python relay, one dict lookup per packet."""
-    sock = _udp_socket(listen, blocking=True)
+    if sock is None:
+        sock = _udp_socket(listen, blocking=True, reuse_port=reuse_port)
     table = {DICT_RELAY_HOST_ID: sink}
 
     def stop(signum: int, frame: object) -> None:
@@ -122,6 +136,64 @@ def _serve_dict(listen: Address, sink: Address) -> None:
     _announce({"driver": "blocking recvfrom/sendto loop"})
 
 
+def _gro_size(ancillary: list[tuple[int, int, bytes]], n: int) -> int:
+    for level, kind, data in ancillary:
+        if level == SOL_UDP and kind == UDP_GRO:
+            return int.from_bytes(data[:4], sys.byteorder) or n
+    return n
+
+
+def _serve_dict_gro(
+    listen: Address, sink: Address, reuse_port: bool = False, sock: socket.socket | None = None
+) -> None:
+    """The peer for batching: the dict relay with the kernel's trains. It reads trains (GRO),
+    looks every datagram's dst Host ID up like ``dict`` does, and sends a train whose
+    datagrams all go to one address on in one ``sendmsg`` (GSO), else datagram by datagram."""
+    if sock is None:
+        sock = _udp_socket(listen, blocking=True, reuse_port=reuse_port)
+    sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    table = {DICT_RELAY_HOST_ID: sink}
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stop
+
+    signal.signal(signal.SIGTERM, stop)
+    _announce({"address": sock.getsockname()[:2], "dst_dc": 1, "dst_host": DICT_RELAY_HOST_ID})
+    buffer = bytearray(65536)
+    view = memoryview(buffer)
+    buffers = [buffer]
+    recvmsg_into, sendmsg, sendto = sock.recvmsg_into, sock.sendmsg, sock.sendto
+    cmsg_space = socket.CMSG_SPACE(4)
+    segment: dict[int, list[tuple[int, int, bytes]]] = {}
+    try:
+        while True:
+            n, ancillary, _, _ = recvmsg_into(buffers, cmsg_space)
+            size = _gro_size(ancillary, n) if ancillary else n
+            hop = None
+            for offset in range(48, n, size):
+                next_hop = table[int.from_bytes(view[offset : offset + 8])]
+                if hop is None:
+                    hop = next_hop
+                elif next_hop != hop:
+                    hop = None
+                    break
+            if hop is None:
+                for offset in range(0, n, size):
+                    data = view[offset : offset + size]
+                    sendto(data, table[int.from_bytes(data[48:56])])
+            elif size < n:
+                cmsg = segment.get(size)
+                if cmsg is None:
+                    cmsg = segment[size] = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
+                sendmsg([view[:n]], cmsg, 0, hop)
+            else:
+                sendto(view[:n], hop)
+    except _Stop:
+        pass
+    sock.close()
+    _announce({"driver": "blocking recvmsg_into (GRO) / sendmsg (GSO) loop, one dict lookup per datagram"})
+
+
 def bench_topology() -> Topology:
     """One DC, one flow switch; the sink and the generator are its hosts."""
     return Topology(
@@ -136,8 +208,12 @@ def bench_topology() -> Topology:
     )
 
 
-async def _serve_flow_switch(listen: Address, sink: Address, source: Address) -> None:
-    """Ours: a FlowSwitch in a NodeRuntime, tables from a real controller over TCP."""
+async def _serve_flow_switch(
+    listen: Address, sink: Address, sources: list[Address], workers: int = 1
+) -> None:
+    """Ours: a FlowSwitch in a NodeRuntime, tables from a real controller over TCP. With
+    ``workers`` > 1, what ``scaffold switch --workers N`` runs: this process supervises
+    worker processes that share the address, and holds the control connection."""
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopped.set)
@@ -152,26 +228,56 @@ async def _serve_flow_switch(listen: Address, sink: Address, source: Address) ->
     controller.flush()
     book = AddressBook()
     book.add("sink", sink)
-    book.add("source", source)
+    for i, source in enumerate(sources):
+        book.add("source" if i == 0 else f"source-{i}", source)
     # The same egress link stages EmbeddedNetwork derives from a topology.
     links: dict[tuple[str, str], EmuLink] = {}
     for link in topology.node_links():
         links[(link.a, link.b)] = EmuLink(link.delay, link.loss)
         links[(link.b, link.a)] = EmuLink(link.delay, link.loss)
     core = FlowSwitch("bench-fs", "bench")
-    node = NodeRuntime(core, book, links, controller.address, bind=listen)
-    await node.start()
+    node: NodeRuntime[FlowSwitch]
+    if workers > 1:
+        # The workers learn the sink's and sources' addresses from the controller's peers
+        # table, which their Hello records above filled in.
+        for name, address in (("sink", sink), ("source", sources[0])):
+            hello = control.Hello(node=name, role="host", gateway="bench-fs", address=address)
+            controller.core.receive_message(name, hello, controller.now())
+        controller.flush()
+        options = argparse.Namespace(
+            name="bench-fs",
+            role="flow",
+            dc="bench",
+            controller=f"{controller.address[0]}:{controller.address[1]}",
+            advertise=None,
+            link=[],
+            stats_interval=0.5,
+            workers=workers,
+            no_offload=False,
+        )
+        node = await start_pool(
+            options, core, [controller.address], listen, JsonLog("bench-fs"), asyncio.Event(), None
+        )
+        await node.start()
+    else:
+        node = NodeRuntime(core, book, links, controller.address, bind=listen)
+        await node.start()
     sink_id = controller.core.hosts["sink"].host_id
-    deadline = loop.time() + 10.0
+    deadline = loop.time() + 30.0
     while not (core.synced and core.tables["host_routes"].get(sink_id) == "sink"):
         if loop.time() > deadline:
             raise TimeoutError("the flow switch never got its TableSync")
         await asyncio.sleep(0.005)
+    if workers > 1:
+        await asyncio.sleep(1.0)  # every worker synced (they report within 0.5 s)
     _announce({"address": list(node.address), "dst_dc": core.dc_id, "dst_host": sink_id})
     await stopped.wait()
     summary = node_summary(core.role, node.metrics())
+    driver = f"NodeRuntime (uvloop, add_reader, batch {BATCH}, GSO/GRO) + ControllerRuntime over TCP"
+    if workers > 1:
+        driver = f"{workers} worker processes (scaffold switch --workers), each a NodeRuntime; " + driver
     record = {
-        "driver": f"NodeRuntime (uvloop, add_reader, batch {BATCH}) + ControllerRuntime over TCP",
+        "driver": driver,
         "forwarded": summary["forwarded"],
         "drops": summary["drops"],
         "counters": summary["counters"],
@@ -183,14 +289,52 @@ async def _serve_flow_switch(listen: Address, sink: Address, source: Address) ->
     _announce(record)
 
 
-def relay_main(kind: str, listen: Address, sink: Address, source: Address, cpu: int | None) -> None:
-    """Entry point of a relay process (``--relay``)."""
-    if cpu is not None:
+def relay_main(
+    kind: str, listen: Address, sink: Address, sources: list[Address], cpu: int | None, worker: bool = False
+) -> None:
+    """Entry point of a relay process (``--relay``). ``KIND-wN`` runs N processes on one
+    address (``SO_REUSEPORT``), unpinned: this one and N - 1 more of the peer (``worker``),
+    or the flow switch's own worker pool."""
+    base, _, count = kind.partition("-w")
+    workers = int(count or 1)
+    if cpu is not None and workers == 1:
         pin_to_cpu(cpu)
-    if kind == "dict":
-        _serve_dict(listen, sink)
-    else:
-        aio_run(_serve_flow_switch(listen, sink, source))
+    if base == "flow-switch":
+        aio_run(_serve_flow_switch(listen, sink, sources, workers))
+        return
+    serve = _serve_dict if base == "dict" else _serve_dict_gro
+    if workers == 1:
+        serve(listen, sink, worker)
+        return
+    pin_to_cpu(RELAY_CPU)
+    sock = _udp_socket(listen, blocking=True, reuse_port=True)  # its port is every worker's
+    listen = sock.getsockname()[:2]
+    others = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--relay",
+                base,
+                "--relay-worker",
+                "--listen",
+                f"{listen[0]}:{listen[1]}",
+                "--sink",
+                f"{sink[0]}:{sink[1]}",
+                "--source",
+                f"{sources[0][0]}:{sources[0][1]}",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(workers - 1)
+    ]
+    pin_workers([os.getpid(), *(other.pid for other in others)])
+    try:
+        serve(listen, sink, True, sock)
+    finally:
+        for other in others:
+            other.terminate()
+            other.wait(10)
 
 
 @dataclass
@@ -211,7 +355,7 @@ class Relay:
         self.final = json.loads(lines[-1]) if lines else {}
 
 
-def relay_command(kind: str, listen_addr: Address, sink_addr: Address, source_addr: Address) -> list[str]:
+def relay_command(kind: str, listen_addr: Address, sink_addr: Address, sources: list[Address]) -> list[str]:
     """The command that runs one relay; a wrapper (namespace, taskset) may prefix it."""
     return [
         sys.executable,
@@ -223,20 +367,20 @@ def relay_command(kind: str, listen_addr: Address, sink_addr: Address, source_ad
         "--sink",
         f"{sink_addr[0]}:{sink_addr[1]}",
         "--source",
-        f"{source_addr[0]}:{source_addr[1]}",
+        ",".join(f"{ip}:{port}" for ip, port in sources),
         "--cpu",
         str(RELAY_CPU),
     ]
 
 
-def run_relay(kind: str, listen_addr: Address, sink_addr: Address, source_addr: Address) -> Relay:
+def run_relay(kind: str, listen_addr: Address, sink_addr: Address, sources: list[Address]) -> Relay:
     """Start relay ``kind`` listening on ``listen_addr`` and forwarding to ``sink_addr``.
 
     Raises:
         RuntimeError: the relay died before announcing its address.
     """
     process = subprocess.Popen(
-        [*RELAY_PREFIX, *relay_command(kind, listen_addr, sink_addr, source_addr)],
+        [*RELAY_PREFIX, *relay_command(kind, listen_addr, sink_addr, sources)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -286,7 +430,7 @@ def packet(size: int, dst_dc: int, dst_host: int) -> bytes:
 
 
 def drive(
-    source: socket.socket,
+    sources: list[socket.socket],
     sink: socket.socket,
     target: Address,
     data: bytes,
@@ -294,10 +438,18 @@ def drive(
     window: int,
     warmup: float,
     duration: float,
+    train: int,
 ) -> Measurement:
-    """Blast ``data`` at ``target`` with at most ``window`` in flight; count arrivals at ``sink``."""
-    source.connect(target)
-    send = source.send
+    """Blast ``data`` at ``target`` with at most ``window`` in flight, round robin over the
+    ``sources`` sockets (several underlay flows), ``train`` datagrams per send (GSO) when
+    above 1; count arrivals at ``sink`` (which reads trains when it has GRO on)."""
+    for source in sources:
+        source.connect(target)
+    size = len(data)
+    burst = [data * train]
+    cmsg = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
+    sends = [source.sendmsg if train > 1 else source.send for source in sources]
+    gro = bool(sink.getsockopt(SOL_UDP, UDP_GRO))
     recv_into = sink.recv_into
     buf = bytearray(65536)
     sent = received = stalls = written_off = 0
@@ -308,20 +460,28 @@ def drive(
     mark_n = 0
     measuring = False
     last_progress = start
+    turn = 0
+    flows = len(sends)
     while True:
         credit = window - max(0, sent - received - written_off)
         try:
-            while credit > 0:
-                send(data)
-                sent += 1
-                credit -= 1
+            while credit >= train:
+                if train > 1:
+                    sends[turn](burst, cmsg)  # type: ignore[call-arg]
+                else:
+                    sends[turn](data)  # type: ignore[call-arg]
+                turn = (turn + 1) % flows
+                sent += train
+                credit -= train
         except BlockingIOError:
             pass
-        got = 0
+        got = reads = 0
         try:
-            while got < BATCH:
-                recv_into(buf)
-                got += 1
+            while reads < BATCH:
+                n = recv_into(buf)
+                # A train holds datagrams of one size: count them by length.
+                got += (n + size - 1) // size if gro else 1
+                reads += 1
         except BlockingIOError:
             pass
         received += got
@@ -343,8 +503,8 @@ def drive(
     deadline = time.perf_counter() + 0.2
     while time.perf_counter() < deadline and received + written_off < sent:
         try:
-            recv_into(buf)
-            received += 1
+            n = recv_into(buf)
+            received += (n + size - 1) // size if gro else 1
         except BlockingIOError:
             time.sleep(0.001)
     return Measurement(pps, sent, received, stalls, written_off)
@@ -361,22 +521,23 @@ def drain(sock: socket.socket) -> int:
 
 
 def measure_relay(
-    kind: str, source: socket.socket, sink: socket.socket, args: argparse.Namespace
+    kind: str, sources: list[socket.socket], sink: socket.socket, args: argparse.Namespace
 ) -> tuple[Measurement, dict[str, Any]]:
     """One run of one relay: start it, drive it, stop it."""
-    relay = run_relay(kind, (RELAY_IP, 0), sink.getsockname()[:2], source.getsockname()[:2])
+    relay = run_relay(kind, (RELAY_IP, 0), sink.getsockname()[:2], [s.getsockname()[:2] for s in sources])
     try:
         drain(sink)
         data = packet(args.size, relay.dst_dc, relay.dst_host)
         cpu_before, wall_before = process_cpu_seconds(relay.process.pid), time.perf_counter()
         result = drive(
-            source,
+            sources,
             sink,
             relay.address,
             data,
             window=args.window,
             warmup=args.warmup,
             duration=args.duration,
+            train=args.train,
         )
         result.relay_cpu = (process_cpu_seconds(relay.process.pid) - cpu_before) / (
             time.perf_counter() - wall_before
@@ -387,14 +548,31 @@ def measure_relay(
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # Fields 14 and 15 of proc(5), counted after the ")" that ends the command name.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of process ``pid`` and every process below it (a relay's
+    workers) (Linux ``/proc``; 0 elsewhere)."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # Fields 4, 14 and 15 of proc(5), counted after the ")" that ends the command name.
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    tree, total = {pid}, 0.0
+    for _ in range(4):  # a relay's process tree is at most a few levels deep
+        tree |= {child for child, (parent, _) in stats.items() if parent in tree}
+    for member in tree:
+        total += stats.get(member, (0, 0.0))[1]
+    return total
+
+
+def pin_workers(pids: list[int]) -> dict[int, int | None]:
+    """Worker ``i`` of a relay on the machine's CPU ``(RELAY_CPU + i) mod n``: the first on the
+    relay's CPU, the next on the harness's (whose GSO trains leave it room)."""
+    return {pid: pin_to_cpu(RELAY_CPU + i, pid) for i, pid in enumerate(pids)}
 
 
 def _loss(runs: list[Measurement]) -> dict[str, Any]:
@@ -411,32 +589,52 @@ def _loss(runs: list[Measurement]) -> dict[str, Any]:
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     harness_cpu = pin_to_cpu(HARNESS_CPU)
-    source = _udp_socket((HARNESS_IP, 0), blocking=False)
+    sources = [_udp_socket((HARNESS_IP, 0), blocking=False) for _ in range(args.flows)]
     sink = _udp_socket((HARNESS_IP, 0), blocking=False)
+    if args.train > 1:
+        sink.setsockopt(SOL_UDP, UDP_GRO, 1)
     # The harness alone (generator straight to sink): the ceiling of what it can measure.
     ceiling = drive(
-        source,
+        sources,
         sink,
         sink.getsockname()[:2],
         packet(args.size, 1, 1),
         window=args.window,
         warmup=0.2,
         duration=min(args.duration, 1.0),
+        train=args.train,
     )
+    for source in sources:  # connected to the sink: reopen them
+        source.close()
+    sources = [_udp_socket((HARNESS_IP, 0), blocking=False) for _ in range(args.flows)]
     drain(sink)
-    results: dict[str, list[Measurement]] = {k: [] for k in KINDS}
+    kinds = [kind if n == 1 else f"{kind}-w{n}" for n in args.workers for kind in KINDS]
+    results: dict[str, list[Measurement]] = {k: [] for k in kinds}
     finals: dict[str, dict[str, Any]] = {}
     for run in range(args.runs):
-        # Alternate the order too, so neither relay always runs on a warmer machine.
-        for kind in KINDS if run % 2 == 0 else tuple(reversed(KINDS)):
-            result, final = measure_relay(kind, source, sink, args)
+        # Alternate the order too, so no relay always runs on a warmer machine.
+        for kind in kinds if run % 2 == 0 else tuple(reversed(kinds)):
+            result, final = measure_relay(kind, sources, sink, args)
             results[kind].append(result)
             finals[kind] = final
-    source.close()
+    for source in sources:
+        source.close()
     sink.close()
-    relay_pps = median([r.pps for r in results["dict"]])
-    switch_pps = median([r.pps for r in results["flow-switch"]])
+    pps = {kind: median([r.pps for r in runs]) for kind, runs in results.items()}
+    relay_pps = pps["dict"]
+    switch_pps = pps["flow-switch"]
     fs_final = finals.get("flow-switch", {})
+    ratios = {f"{kind}_vs_dict": round(value / relay_pps, 3) for kind, value in pps.items() if kind != "dict"}
+    for n in args.workers:
+        if n > 1:
+            suffix = f"-w{n}"
+            ratios[f"flow-switch{suffix}_vs_dict{suffix}"] = round(
+                pps[f"flow-switch{suffix}"] / pps[f"dict{suffix}"], 3
+            )
+            ratios[f"flow-switch{suffix}_vs_dict-gro{suffix}"] = round(
+                pps[f"flow-switch{suffix}"] / pps[f"dict-gro{suffix}"], 3
+            )
+    ratios["flow-switch_vs_dict-gro"] = round(switch_pps / pps["dict-gro"], 3)
     return {
         "bench": "forwarding",
         "packet_size": args.size,
@@ -444,10 +642,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "warmup_s": args.warmup,
         "runs": args.runs,
         "window": args.window,
+        "train": args.train,
+        "flows": args.flows,
         "relay_pps": relay_pps,
         "flow_switch_pps": switch_pps,
         "ratio": round(switch_pps / relay_pps, 3),
         "goal": GOAL,
+        "goal_two_workers": GOAL_TWO_WORKERS,
+        "pps": pps,
+        "ratios": ratios,
         "harness_ceiling_pps": round(ceiling.pps, 1),
         "relay_vs_ceiling": round(relay_pps / ceiling.pps, 3),
         "samples_pps": {k: [round(r.pps, 1) for r in v] for k, v in results.items()},
@@ -462,7 +665,16 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 f"fed to its core in-process, host heartbeat interval {HOST_HEARTBEAT_INTERVAL:.0f} s"
             ),
         },
-        "pinning": {"harness": harness_cpu, "relay": RELAY_CPU if harness_cpu is not None else None},
+        "pinning": {
+            "harness": harness_cpu,
+            "relay": RELAY_CPU if harness_cpu is not None else None,
+            "workers": "worker i of a relay of several processes on CPU (relay + i) mod n",
+        },
+        "workers": {
+            kind: finals.get(kind, {}).get("driver", "")
+            for kind in kinds
+            if "-w" in kind and kind.startswith("flow-switch")
+        },
         "path": NETNS or {"kind": "loopback", "harness": HARNESS_IP, "relay": RELAY_IP},
         **environment(),
     }
@@ -523,7 +735,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before each run")
     parser.add_argument("--runs", type=int, default=3, help="runs per relay (medians are reported)")
     parser.add_argument("--window", type=int, default=256, help="packets in flight at most")
-    parser.add_argument("--relay", choices=KINDS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--train", type=int, default=32, help="datagrams per generator send (GSO train); 1: one by one"
+    )
+    parser.add_argument(
+        "--flows", type=int, default=8, help="generator sockets (underlay flows: workers share them by hash)"
+    )
+    parser.add_argument("--relay", help=argparse.SUPPRESS)
+    parser.add_argument("--relay-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--workers",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1, 2],
+        help="worker counts each relay runs with (default 1,2: one process, and two on one port)",
+    )
     parser.add_argument("--listen", default="127.0.0.1:0", help=argparse.SUPPRESS)
     parser.add_argument("--sink", default="", help=argparse.SUPPRESS)
     parser.add_argument("--source", default="", help=argparse.SUPPRESS)
@@ -549,8 +774,9 @@ def main(argv: list[str] | None = None) -> None:
             args.relay,
             parse_address(args.listen),
             parse_address(args.sink),
-            parse_address(args.source),
+            [parse_address(a) for a in args.source.split(",")],
             args.cpu,
+            args.relay_worker,
         )
         return
     if args.size < HEADER_LEN or args.size > 65507:

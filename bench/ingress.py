@@ -8,10 +8,15 @@ One run, the same two replicas for every setup: tiny asyncio HTTP/1.1 keep-alive
   defaults: ``inter 2s fall 3 rise 2``), ``retries 3``, no ``redispatch``; ``nbthread 1``,
   as scaffold runs on one core;
 * ``haproxy-tuned``: the same with ``check inter 200ms fall 2``;
+* ``haproxy-tuned-2t``: ``haproxy-tuned`` with ``nbthread 2`` (throughput and setup only);
 * ``scaffold-raw`` and ``scaffold-http``: one child process (``--scaffold`` mode) runs an
   embedded ``Testbed`` (one datacenter, three hosts), a ``Publisher`` per replica on two
   hosts (``check_interval 0.5 fall 2 rise 2``) and two ``Ingress`` on the third: raw TCP and
-  ``http=True``.
+  ``http=True`` -- the whole balancer on one core, like ``nbthread 1``;
+* ``scaffold-raw-wN`` and ``scaffold-http-wN`` (``--workers``, default 1 and 2; throughput
+  and setup only): the deployment's shape, every piece a process of its own -- ``scaffold
+  up`` (controller, switches), ``scaffold publish --workers N`` per replica and ``scaffold
+  ingress [--http] --workers N``, joined through the state file (object ``webN``).
 
 Measured, per setup:
 
@@ -158,12 +163,14 @@ def scaffold_state(control_port: int) -> dict[str, Any]:
     return state
 
 
-def haproxy_config(directory: Path, name: str, port: int, replicas: list[int], check: str) -> Path:
+def haproxy_config(
+    directory: Path, name: str, port: int, replicas: list[int], check: str, threads: int = 1
+) -> Path:
     servers = "\n".join(f"    server r{i} {LOCAL}:{p} {check}" for i, p in enumerate(replicas))
     path = directory / f"{name}.cfg"
     path.write_text(
         f"""global
-    nbthread 1
+    nbthread {threads}
     maxconn 4096
     stats socket {directory}/{name}.sock mode 600 level admin
 defaults
@@ -321,9 +328,14 @@ class Fleet:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
         env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent / "src"))
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            proc = subprocess.Popen(args, stdout=out, stderr=out, env=env)
+        finally:
+            if log is not None:
+                out.close()  # type: ignore[union-attr]
         self.procs.append(proc)
         return proc
 
@@ -337,6 +349,100 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+NETWORK_TOPOLOGY = """\
+name = "bench"
+
+[[datacenter]]
+name = "dc1"
+hosts = ["dc1-h1"]
+"""
+#: the operator's policy for each object: any host may serve it (the publishers join under
+#: names of their own)
+OBJECT_POLICY = """
+[[object]]
+name = "{name}"
+allow = ["*"]
+"""
+
+
+class Deployment:
+    """The scaffold side as a deployment runs it: ``scaffold up``, then ``scaffold publish``
+    per replica and ``scaffold ingress`` (raw and ``--http``) per worker count, each a
+    process of its own, joined through the network's state file."""
+
+    def __init__(self, fleet: Fleet, directory: Path, replicas: list[int], workers: list[int]) -> None:
+        self.fleet = fleet
+        self.directory = directory
+        self.replicas = replicas
+        self.workers = workers
+        self.state = directory / "state.json"
+        self.ports: dict[str, int] = {}
+        self.logs: list[Path] = []
+
+    def start(self) -> None:
+        scaffold = [sys.executable, "-m", "scaffold"]
+        topology = self.directory / "bench.toml"
+        topology.write_text(
+            NETWORK_TOPOLOGY + "".join(OBJECT_POLICY.format(name=f"web{n}") for n in self.workers)
+        )
+        up_log = self.directory / "up.log"
+        self.fleet.start(*scaffold, "up", str(topology), "--state", str(self.state), log=up_log)
+        wait_for(lambda: "is up" in up_log.read_text(), "scaffold up")
+        network = ["--network", str(self.state)]
+        for n in self.workers:
+            obj, workers = f"web{n}", ["--workers", str(n)] if n > 1 else []
+            for i, port in enumerate(self.replicas):
+                target = [
+                    "--target",
+                    f"{LOCAL}:{port}",
+                    "--check-interval",
+                    "0.5",
+                    "--fall",
+                    "2",
+                    "--rise",
+                    "2",
+                ]
+                self._start(f"publish-{obj}-{i}", *scaffold, "publish", obj, *target, *network, *workers)
+            for mode in ("raw", "http"):
+                port = free_port()
+                self.ports[f"scaffold-{mode}-w{n}"] = port
+                http = ["--http"] if mode == "http" else []
+                listen = ["--listen", f"{LOCAL}:{port}"]
+                self._start(
+                    f"ingress-{obj}-{mode}", *scaffold, "ingress", obj, *listen, *http, *network, *workers
+                )
+        wait_for(self.all_up, "the deployment's replicas", timeout=60)
+        for port in self.ports.values():
+            wait_for(lambda port=port: answers(port), f"ingress on port {port}")
+
+    def _start(self, name: str, *argv: str) -> None:
+        log = self.directory / f"{name}.log"
+        self.logs.append(log)
+        self.fleet.start(*argv, log=log)
+
+    def all_up(self) -> bool:
+        from scaffold.core.controller.commands import Status
+        from scaffold.deploy.state_file import load_state
+        from scaffold.runtime.admin import call_sync
+
+        try:
+            state = load_state(self.state)
+            status = call_sync(tuple(state.controller), Status(), timeout=2, credentials=state.operator())
+        except Exception:
+            return False
+        alive = {o["name"]: sum(r["alive"] for r in o["replicas"]) for o in status["objects"]}
+        return all(alive.get(f"web{n}", 0) == n * len(self.replicas) for n in self.workers)
+
+    def counters(self) -> list[dict[str, Any]]:
+        """The JSON lines the gateway processes printed at exit."""
+        out = []
+        for log in self.logs:
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith('{"ingress"') or line.startswith('{"publisher"'):
+                    out.append({"process": log.stem, **json.loads(line)})
+        return out
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -363,9 +469,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             for i in range(2):
                 start_replica(i)
             haproxies: dict[str, tuple[int, Path]] = {}
-            for name, check in (("haproxy-default", "check"), ("haproxy-tuned", "check inter 200ms fall 2")):
+            tuned = "check inter 200ms fall 2"
+            for name, check, threads in (
+                ("haproxy-default", "check", 1),
+                ("haproxy-tuned", tuned, 1),
+                ("haproxy-tuned-2t", tuned, 2),
+            ):
                 port = free_port()
-                config = haproxy_config(directory, name, port, replicas, check)
+                config = haproxy_config(directory, name, port, replicas, check, threads)
                 fleet.start(haproxy, "-f", str(config))
                 haproxies[name] = (port, directory / f"{name}.sock")
             control = free_port()
@@ -374,18 +485,22 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             )
             wait_for(lambda: answers(control), "the scaffold network")
             state = scaffold_state(control)
+            deployment = Deployment(fleet, directory, replicas, args.workers)
+            deployment.start()
             ports = {
                 "direct": replicas[0],
                 **{name: port for name, (port, _) in haproxies.items()},
                 "scaffold-raw": state["raw_port"],
                 "scaffold-http": state["http_port"],
+                **deployment.ports,
             }
             for name, (_, sock) in haproxies.items():
                 wait_for(lambda sock=sock: haproxy_all_up(sock), f"{name} to see both replicas")
 
             def all_up() -> bool:
                 published = all(p["healthy"] for p in scaffold_state(control)["publishers"])
-                return published and all(haproxy_all_up(sock) for _, sock in haproxies.values())
+                balancers = all(haproxy_all_up(sock) for _, sock in haproxies.values())
+                return published and balancers and deployment.all_up()
 
             throughput = {name: run_wrk(wrk, port, args.duration) for name, port in ports.items()}
             setup = {name: setup_times(port, args.setups) for name, port in ports.items()}
@@ -408,6 +523,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             final = scaffold_state(control)
         finally:
             fleet.stop_all()
+        deployment_counters = deployment.counters()
 
     def ratio(a: str, b: str) -> float | None:
         x, y = throughput[a]["requests_per_s"], throughput[b]["requests_per_s"]
@@ -423,11 +539,20 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "throughput_ratio": {
             "scaffold_raw_to_haproxy": ratio("scaffold-raw", "haproxy-tuned"),
             "scaffold_http_to_haproxy": ratio("scaffold-http", "haproxy-tuned"),
+            **{
+                f"scaffold_{mode}_w{n}_to_haproxy_{min(n, 2)}t": ratio(
+                    f"scaffold-{mode}-w{n}", "haproxy-tuned" if n == 1 else "haproxy-tuned-2t"
+                )
+                for n in args.workers
+                for mode in ("raw", "http")
+            },
             "haproxy_to_direct": ratio("haproxy-tuned", "direct"),
+            "haproxy_2t_to_1t": ratio("haproxy-tuned-2t", "haproxy-tuned"),
         },
         "setup": setup,
         "kill": kill,
         "scaffold_counters": {k: final[k] for k in ("raw", "http", "publishers")},
+        "deployment_counters": deployment_counters,
     }
 
 
@@ -439,6 +564,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kill-at", type=float, default=5.0, help="seconds into the kill run (default 5)")
     parser.add_argument("--kill-clients", type=int, default=4, help="concurrent client loops (default 4)")
     parser.add_argument("--quick", action="store_true", help="short runs: 2 s wrk, 100 setups, 8 s kill runs")
+    parser.add_argument(
+        "--workers",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1, 2],
+        help="worker counts of the deployment's ingress and publishers (default 1,2)",
+    )
     parser.add_argument("--replica", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--scaffold", help=argparse.SUPPRESS)
     parser.add_argument("--control", type=int, help=argparse.SUPPRESS)

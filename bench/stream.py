@@ -22,8 +22,17 @@ peer could have in flight anyway.
 The UDP relay's sender keeps at most ``--window`` datagrams in flight (sent, not yet at the
 sink) and tops up from the sink's reader, so no socket buffer overflows; the relay and sink
 read up to ``BATCH`` datagrams per wake-up like ``NodeRuntime``. Its byte rate counts 1200
-payload bytes per datagram (SCAFFOLD's MSS). ``udp_relay_2hop`` chains two relays, as
+payload bytes per datagram (SCAFFOLD's floor MSS). ``udp_relay_2hop`` chains two relays, as
 SCAFFOLD's data path crosses two flow switches; the headline ratios use the one-hop relay.
+
+The relay with the techniques SCAFFOLD now uses, as the strongest Python peer for each:
+``udp_relay_gso`` -- the same 1320-byte datagrams sent in GSO trains of up to 48 (one
+``sendmsg``), read as GRO trains by the relay (one dict lookup per datagram, the train sent
+on whole) and the sink; ``udp_relay_64k`` -- datagrams of 65,507 bytes (loopback's largest,
+what SCAFFOLD's path-MTU discovery finds there), counting the same 1200/1320 share of each as
+payload would be unfair to it, so it counts 65,507 - 120 bytes (SCAFFOLD's per-segment
+overhead) per datagram. ``scaffold/1-mtu1500`` is one SCAFFOLD stream whose hosts are told
+their gateway link is Ethernet (1500 bytes): 1320-byte segments, sent in GSO trains.
 
 Setup: ``--setups`` sequential connections, each timed from the call until it returns
 (SCAFFOLD: ``open_connection("sink")`` returns on SYN-ACK, after the first packet went
@@ -33,7 +42,7 @@ through both object switches; TCP: ``asyncio.open_connection`` on loopback; aioq
 Each goodput measurement runs ``--runs`` times, in a rotated order each round so machine
 noise hits every side; the report gives the median of the runs and every sample.
 
-Run: ``.venv/bin/python bench/stream.py [--duration 3] [--runs 3] [--quick] [--profile]``.
+Run: ``.venv/bin/python bench/stream.py [--duration 3] [--runs 3] [--quick] [--profile [--mtu 1500]]``.
 """
 
 from __future__ import annotations
@@ -73,6 +82,13 @@ from scaffold.wire.stream import FIXED_LEN as STREAM_HEADER_LEN
 
 MSS = 1200
 DATAGRAM = HEADER_LEN + STREAM_HEADER_LEN + MSS  # 1320: one full SCAFFOLD stream data packet
+JUMBO = 65507  # the largest UDP datagram: loopback carries it
+# Linux constants the socket module does not name (linux/udp.h)
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+#: GSO train length of the GSO relay's sender: as many 1320-byte datagrams as one send takes
+TRAIN = (JUMBO // DATAGRAM) - 1
 CHUNK = 64 * 1024
 READ_SIZE = 64 * 1024
 GOALS = {"scaffold1_vs_relay": 0.5, "scaffold1_vs_aioquic": 2.0, "setup_p50_ms": 1.0}
@@ -184,14 +200,20 @@ def scaffold_testbed() -> scaffold.Testbed:
     return scaffold.Testbed(datacenters=2, hosts_per_datacenter=2, backbone_delay=0)
 
 
-async def scaffold_goodput(streams: int, warmup: float, duration: float) -> Rate:
-    """``streams`` parallel SCAFFOLD streams from a dc2 host to a dc1 host."""
+async def scaffold_goodput(streams: int, warmup: float, duration: float, *, mtu: int | None = None) -> Rate:
+    """``streams`` parallel SCAFFOLD streams from a dc2 host to a dc1 host (``mtu``: what
+    both hosts are told of their gateway link, instead of loopback's)."""
     meter = Meter()
 
     async def handler(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> None:
         await count_until_eof(reader, meter)
 
     async with scaffold_testbed() as net:
+        if mtu is not None:
+            loop = asyncio.get_running_loop()
+            for name in (SERVER_HOST, CLIENT_HOST):
+                core = net.host(name).node.core
+                core.set_path_limit(core.gateway, mtu - 28, loop.time())
         server = await net.host(SERVER_HOST).start_server(handler, SERVICE)
         client = net.host(CLIENT_HOST)
         writers = [(await client.open_connection(SERVICE))[1] for _ in range(streams)]
@@ -260,6 +282,43 @@ def relay_reader(sock: socket.socket, table: dict[int, tuple[str, int]]) -> Call
     return on_readable
 
 
+def gro_relay_reader(sock: socket.socket, table: dict[int, tuple[str, int]]) -> Callable[[], None]:
+    """The peer with the kernel's batching: read a GRO train, one dict lookup per datagram in
+    it, send it on whole with GSO when all go to one address (else one by one)."""
+    sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    buffer = bytearray(65536)
+    view = memoryview(buffer)
+    buffers = [buffer]
+    recvmsg_into, sendmsg, sendto = sock.recvmsg_into, sock.sendmsg, sock.sendto
+    space = socket.CMSG_SPACE(4)
+
+    def on_readable() -> None:
+        for _ in range(BATCH):
+            try:
+                n, ancillary, _, _ = recvmsg_into(buffers, space)
+            except (BlockingIOError, InterruptedError):
+                return
+            size = int.from_bytes(ancillary[0][2][:4], sys.byteorder) if ancillary else n
+            hop = None
+            for offset in range(48, n, size):
+                next_hop = table[int.from_bytes(view[offset : offset + 8])]
+                if hop is not None and next_hop != hop:
+                    hop = None
+                    break
+                hop = next_hop
+            with contextlib.suppress(BlockingIOError):
+                if hop is None:
+                    for offset in range(0, n, size):
+                        data = view[offset : offset + size]
+                        sendto(data, table[int.from_bytes(data[48:56])])
+                elif size < n:
+                    sendmsg([view[:n]], [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))], 0, hop)
+                else:
+                    sendto(view[:n], hop)
+
+    return on_readable
+
+
 @dataclass
 class RelayResult:
     bytes_per_s: float
@@ -269,38 +328,51 @@ class RelayResult:
     lost: int
 
 
-async def relay_rate(hops: int, window: int, warmup: float, duration: float) -> RelayResult:
-    """Datagrams/s from a windowed sender through ``hops`` relays to a sink, one loop."""
+async def relay_rate(
+    hops: int, window: int, warmup: float, duration: float, *, gso: bool = False, size: int = DATAGRAM
+) -> RelayResult:
+    """Datagrams/s from a windowed sender through ``hops`` relays to a sink, one loop
+    (``gso``: sent, relayed and read in trains; ``size``: bytes per datagram, of which all
+    but SCAFFOLD's 120 bytes of headers count as payload)."""
     loop = asyncio.get_running_loop()
     sink, sender = udp_socket(), udp_socket()
     relays = [udp_socket() for _ in range(hops)]
-    packet = bytearray(DATAGRAM)
+    packet = bytearray(size)
     packet[48:56] = RELAY_HOST_ID.to_bytes(8, "big")
     payload = bytes(packet)
+    reader = gro_relay_reader if gso else relay_reader
     for i, relay in enumerate(relays):
         nxt = relays[i + 1] if i + 1 < hops else sink
-        loop.add_reader(relay.fileno(), relay_reader(relay, {RELAY_HOST_ID: nxt.getsockname()[:2]}))
+        loop.add_reader(relay.fileno(), reader(relay, {RELAY_HOST_ID: nxt.getsockname()[:2]}))
     first_hop = relays[0].getsockname()[:2]
     sent = received = stalls = lost = 0
-    sendto, recv = sender.sendto, sink.recv
+    sendto, sendmsg, recv = sender.sendto, sender.sendmsg, sink.recv
+    train = TRAIN if gso else 1
+    burst = [payload * train]
+    cmsg = [(SOL_UDP, UDP_SEGMENT, size.to_bytes(2, sys.byteorder))]
+    if gso:
+        sink.setsockopt(SOL_UDP, UDP_GRO, 1)
 
     def top_up() -> None:
         nonlocal sent
-        while sent - received < window:
+        while sent - received + train <= window:
             try:
-                sendto(payload, first_hop)
+                if gso:
+                    sendmsg(burst, cmsg, 0, first_hop)
+                else:
+                    sendto(payload, first_hop)
             except BlockingIOError:
                 return
-            sent += 1
+            sent += train
 
     def on_sink() -> None:
         nonlocal received
         for _ in range(BATCH):
             try:
-                recv(65535)
+                n = len(recv(65536))
             except (BlockingIOError, InterruptedError):
                 break
-            received += 1
+            received += (n + size - 1) // size
         top_up()
 
     last_seen = -1
@@ -318,15 +390,16 @@ async def relay_rate(hops: int, window: int, warmup: float, duration: float) -> 
     loop.add_reader(sink.fileno(), on_sink)
     handle = [loop.call_later(STALL_TIMEOUT, watchdog)]
     top_up()
+    counted = size - HEADER_LEN - STREAM_HEADER_LEN  # payload bytes per datagram
     try:
-        rate = await measure_window(lambda: received * MSS, warmup, duration)
+        rate = await measure_window(lambda: received * counted, warmup, duration)
     finally:
         handle[0].cancel()
         for sock in (*relays, sink):
             loop.remove_reader(sock.fileno())
         for sock in (*relays, sink, sender):
             sock.close()
-    return RelayResult(rate.bytes_per_s, rate.bytes_per_s / MSS, rate.cpu, stalls, lost)
+    return RelayResult(rate.bytes_per_s, rate.bytes_per_s / counted, rate.cpu, stalls, lost)
 
 
 # -- kernel TCP ----------------------------------------------------------------------------
@@ -514,7 +587,10 @@ async def bench(options: Options) -> dict[str, Any]:
     d, w = options.duration, options.warmup
     goodput: dict[str, Callable[[], Awaitable[Rate | RelayResult]]] = {
         "scaffold/1": lambda: scaffold_goodput(1, w, d),
+        "scaffold/1-mtu1500": lambda: scaffold_goodput(1, w, d, mtu=1500),
         "udp_relay": lambda: relay_rate(1, options.window, w, d),
+        "udp_relay_gso": lambda: relay_rate(1, options.window, w, d, gso=True),
+        "udp_relay_64k": lambda: relay_rate(1, options.window // 16, w, d, size=JUMBO),
         "tcp/1": lambda: tcp_goodput(1, w, d),
         "aioquic/1": lambda: quic_goodput(credentials, 1, w, d),
         "scaffold/8": lambda: scaffold_goodput(8, w, d),
@@ -547,9 +623,16 @@ async def bench(options: Options) -> dict[str, Any]:
     relay = samples["udp_relay"]
     relay_bps = statistics.median(r.bytes_per_s for r in relay)
     relay2_bps = statistics.median(r.bytes_per_s for r in samples["udp_relay_2hop"])
+    gso_bps = statistics.median(r.bytes_per_s for r in samples["udp_relay_gso"])
+    jumbo_bps = statistics.median(r.bytes_per_s for r in samples["udp_relay_64k"])
     sc, tcp, quic = rates("scaffold"), rates("tcp"), rates("aioquic")
+    sc1500 = round(median_rate(samples["scaffold/1-mtu1500"]))
     ratios = {
         "scaffold1_vs_relay": ratio(sc["1"], relay_bps),
+        "scaffold1_vs_relay_gso": ratio(sc["1"], gso_bps),
+        "scaffold1_vs_relay_64k": ratio(sc["1"], jumbo_bps),
+        "scaffold1_mtu1500_vs_relay": ratio(sc1500, relay_bps),
+        "scaffold1_mtu1500_vs_relay_gso": ratio(sc1500, gso_bps),
         "scaffold1_vs_relay_2hop": ratio(sc["1"], relay2_bps),
         "scaffold1_vs_aioquic": ratio(sc["1"], quic["1"]),
         "scaffold1_vs_tcp": ratio(sc["1"], tcp["1"]),
@@ -583,6 +666,9 @@ async def bench(options: Options) -> dict[str, Any]:
             "scaffold": f"{CLIENT_HOST} -> dc2-fs1 -> dc1-fs1 -> {SERVER_HOST} (2 flow-switch hops)",
             "udp_relay": "sender -> relay -> sink (1 relay hop)",
             "udp_relay_2hop": "sender -> relay -> relay -> sink (2 relay hops)",
+            "udp_relay_gso": "sender -> relay -> sink, GSO trains out, GRO trains in, 1320 B datagrams",
+            "udp_relay_64k": f"sender -> relay -> sink, {JUMBO} B datagrams",
+            "scaffold_mtu1500": "as scaffold, hosts told their gateway link has MTU 1500 (1320 B segments)",
             "tcp": "kernel TCP, 127.0.0.1",
             "aioquic": "aioquic 1.x defaults (Reno, 1200 B datagrams, 1 MiB flow-control windows), 127.0.0.1",
         },
@@ -599,6 +685,17 @@ async def bench(options: Options) -> dict[str, Any]:
             "lost": sum(r.lost for r in relay),
         },
         "udp_relay_2hop": {"bytes_per_s": round(relay2_bps), "datagrams_per_s": round(relay2_bps / MSS)},
+        "udp_relay_gso": {
+            "bytes_per_s": round(gso_bps),
+            "datagrams_per_s": round(gso_bps / MSS),
+            "train": TRAIN,
+        },
+        "udp_relay_64k": {
+            "bytes_per_s": round(jumbo_bps),
+            "datagrams_per_s": round(jumbo_bps / (JUMBO - DATAGRAM + MSS)),
+            "datagram_bytes": JUMBO,
+        },
+        "scaffold_mtu1500": {"1": sc1500},
         "tcp": tcp,
         "aioquic": quic,
         "ratios": ratios,
@@ -613,11 +710,12 @@ async def bench(options: Options) -> dict[str, Any]:
     }
 
 
-async def profile_scaffold(options: Options) -> None:
-    """cProfile the one-stream SCAFFOLD run; the top functions go to stderr."""
+async def profile_scaffold(options: Options, mtu: int | None) -> None:
+    """cProfile the one-stream SCAFFOLD run (``mtu``: the hosts' link MTU, instead of
+    loopback's); the top functions go to stderr."""
     profiler = cProfile.Profile()
     profiler.enable()
-    rate = await scaffold_goodput(1, options.warmup, options.duration)
+    rate = await scaffold_goodput(1, options.warmup, options.duration, mtu=mtu)
     profiler.disable()
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
@@ -635,12 +733,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=int, default=256, help="UDP relay datagrams in flight")
     parser.add_argument("--quick", action="store_true", help="1 s, 1 run, 50 setups")
     parser.add_argument("--profile", action="store_true", help="cProfile scaffold/1 to stderr instead")
+    parser.add_argument("--mtu", type=int, default=None, help="with --profile: the hosts' link MTU (1500)")
     args = parser.parse_args(argv)
     options = Options(args.duration, args.warmup, args.runs, args.setups, args.window)
     if args.quick:
         options = Options(1.0, 0.25, 1, 50, args.window)
     if args.profile:
-        aio_run(profile_scaffold(options))
+        aio_run(profile_scaffold(options, args.mtu))
         return
     emit(aio_run(bench(options)))
 

@@ -101,7 +101,7 @@ def test_payload_on_control_type_is_bad_length() -> None:
     assert info.value.reason == "bad-length"
 
 
-@pytest.mark.parametrize("kind", [0, 9, 255])
+@pytest.mark.parametrize("kind", [0, 11, 255])
 def test_unknown_type(kind: int) -> None:
     data = bytearray(stream.encode(SAMPLE))
     data[0] = kind

@@ -87,7 +87,7 @@ def test_retransmits_lost_segments_first() -> None:
     send.peer_right_edge = 1_000_000
     send.stream.write(bytes(8000), limit=1 << 20, force=False)
     send.write(0.0, [], Recorder())
-    assert send.on_retransmission_timeout(max_retries=3)  # everything lost, cwnd 1 MSS
+    assert send.on_retransmission_timeout(max_retries=3, now=1.0)  # everything lost, cwnd 1 MSS
     build = Recorder()
     send.write(1.0, [], build)
     assert build.segments == [(StreamType.DATA, 0, MSS)]

@@ -101,8 +101,9 @@ class Host:
         return asyncio.get_running_loop().time()
 
     def kick(self) -> None:
-        """Let the runtime send what the stack queued."""
-        self.node.flush()
+        """Let the runtime send what the stack queued (once the loop's current turn is over,
+        with whatever else the application queued in it)."""
+        self.node.flush_soon()
 
     def host_name(self, host_id: int) -> str | None:
         return self.network.host_name(host_id) if host_id else None

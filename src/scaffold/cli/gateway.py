@@ -15,6 +15,12 @@ instead starts an embedded ``Testbed`` in this process, so one command serves a 
 ``scaffold publish`` first says which replicas already serve the name (a new target joins
 them, and the network spreads flows over all of them). With ``--metrics HOST:PORT`` either
 command serves its counters and its host's to Prometheus (docs/operations.md §1).
+
+``--workers N`` (joining only) runs N worker processes under this one, each a host of its
+own (``NAME-w0``, ``NAME-w1``, ...): ingress workers share the listening address
+(``SO_REUSEPORT``: the kernel spreads the client connections), publisher workers each
+register a replica of the object on the same target. A worker that dies is restarted
+(``deploy/daemons/workers.py``; docs/gateway.md).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -80,6 +87,10 @@ def _network_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="serve Prometheus metrics here: the gateway's counters and its host's",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="joining: worker processes, each a host of its own"
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
 
 def add_commands(sub: Any) -> None:
@@ -97,7 +108,9 @@ def add_commands(sub: Any) -> None:
         help="with --testbed: also publish this TCP server as a replica (repeatable)",
     )
     _network_arguments(ingress)
-    ingress.set_defaults(func=lambda args: _run(_ingress_main(args)))
+    ingress.set_defaults(
+        func=lambda args: _run(_supervise(args, "ingress") if args.workers > 1 else _ingress_main(args))
+    )
 
     publish = sub.add_parser("publish", help="register a plain TCP server as a replica of an object")
     publish.add_argument("name", help="the object's name")
@@ -109,7 +122,9 @@ def add_commands(sub: Any) -> None:
     publish.add_argument("--wait", action="store_true", help="start even if the target does not answer yet")
     publish.add_argument("--grant", help="the owner's grant file, for an owned object (`scaffold grant`)")
     _network_arguments(publish)
-    publish.set_defaults(func=lambda args: _run(_publish_main(args)))
+    publish.set_defaults(
+        func=lambda args: _run(_supervise(args, "publish") if args.workers > 1 else _publish_main(args))
+    )
 
 
 def _run(main: Any) -> int:
@@ -119,16 +134,22 @@ def _run(main: Any) -> int:
     return code
 
 
-async def _until_signalled() -> None:
+async def _until_signalled(*, worker: bool = False) -> None:
+    """Until SIGINT or SIGTERM -- or, for a worker, until its supervisor is gone."""
+    from ..deploy.daemons.workers import until_orphaned
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    orphaned = asyncio.create_task(until_orphaned(stop)) if worker else None
     try:
         await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if orphaned is not None:
+            await orphaned
 
 
 @contextlib.asynccontextmanager
@@ -227,7 +248,9 @@ async def _ingress_main(args: argparse.Namespace) -> int:
                 Publisher(net.hosts[i % (len(net.hosts) - 1)], args.name, target)
                 for i, target in enumerate(args.publish)
             ]
-        ingress = Ingress(host, args.name, args.listen, http=args.http, grace=args.grace)
+        ingress = Ingress(
+            host, args.name, args.listen, http=args.http, grace=args.grace, reuse_port=args.worker
+        )
         gateways = [(host.name, "ingress", ingress.stats)]
         gateways += [(p.host.name, "publisher", p.stats) for p in publishers]
         with _metrics(args, host, net, gateways):
@@ -252,7 +275,7 @@ async def _serve_ingress(
         address = ingress.address
         mode = "http" if args.http else "tcp"
         _say(f"ingress {mode} {address[0]}:{address[1]} -> {args.name!r} via {host.name}")
-        await _until_signalled()
+        await _until_signalled(worker=args.worker)
     finally:
         await ingress.close()
         for publisher in publishers:
@@ -284,9 +307,84 @@ async def _publish_main(args: argparse.Namespace) -> int:
         try:
             _say(f"published {args.target[0]}:{args.target[1]} as {args.name!r} on {host.name}")
             with _metrics(args, host, net, [(host.name, "publisher", publisher.stats)]):
-                await _until_signalled()
+                await _until_signalled(worker=args.worker)
         finally:
             with contextlib.suppress(Exception):
                 await publisher.close()
         _say(json.dumps({"publisher": publisher.stats.as_json(), "withdrawals": publisher.withdrawals}))
+    return 0
+
+
+def _worker_command(args: argparse.Namespace, role: str, index: int, listen: Address | None) -> list[str]:
+    """Worker ``index``'s command line: this command's flags, as host ``BASE-wINDEX``."""
+    base = args.as_name or f"{role}-{os.getpid()}"
+    argv = [sys.executable, "-m", "scaffold", role, args.name, "--worker", "--as", f"{base}-w{index}"]
+    argv += ["--grace", str(args.grace)]
+    if args.network:
+        argv += ["--network", args.network]
+    if args.gateway:
+        argv += ["--gateway", args.gateway]
+    if role == "ingress":
+        assert listen is not None
+        argv += ["--listen", f"{listen[0]}:{listen[1]}"]
+        if args.http:
+            argv.append("--http")
+    else:
+        argv += ["--target", f"{args.target[0]}:{args.target[1]}", "--weight", str(args.weight)]
+        argv += [
+            "--check-interval",
+            str(args.check_interval),
+            "--fall",
+            str(args.fall),
+            "--rise",
+            str(args.rise),
+        ]
+        if args.wait:
+            argv.append("--wait")
+        if args.grant:
+            argv += ["--grant", args.grant]
+    return argv
+
+
+async def _supervise(args: argparse.Namespace, role: str) -> int:
+    """``--workers N``: run N worker processes until SIGINT/SIGTERM, restarting any that dies.
+
+    Raises:
+        ConfigError: ``--workers`` with ``--testbed`` (workers join a running network) or
+            with ``--metrics``.
+    """
+    from ..deploy.daemons.jsonlog import JsonLog
+    from ..deploy.daemons.workers import WorkerPool
+
+    if args.testbed:
+        raise ConfigError("--workers joins a running network: it does not go with --testbed")
+    if args.metrics is not None:
+        # Each worker is a host of its own with its own counters; one endpoint for all of
+        # them would have to gather them from the workers, which nothing does yet.
+        raise ConfigError("--metrics does not go with --workers yet")
+    listen: Address | None = None
+    hold: socket.socket | None = None
+    if role == "ingress":
+        listen = args.listen
+        assert listen is not None
+        if not listen[1]:
+            # One port for every worker: pick it now and hold it (bound, never listening,
+            # so it takes no connection) while the workers run.
+            hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            hold.bind(listen)
+            listen = (listen[0], hold.getsockname()[1])
+    pool = WorkerPool(
+        [_worker_command(args, role, i, listen) for i in range(args.workers)], JsonLog(f"{role} {args.name}")
+    )
+    try:
+        await pool.start()
+        where = f" on {listen[0]}:{listen[1]}" if listen else ""
+        _say(f"{role} {args.name!r}: {args.workers} workers{where}")
+        await _until_signalled()
+    finally:
+        await pool.stop(grace=args.grace + 2)
+        if hold is not None:
+            hold.close()
+    _say(json.dumps({"workers": args.workers, "restarts": pool.restarts}))
     return 0

@@ -52,6 +52,7 @@ def _all_metrics() -> list[Metric]:
     from ..core import flow_switch, object_switch  # noqa: F401
     from ..core.controller import controller  # noqa: F401
     from ..core.host import stats  # noqa: F401
+    from ..deploy.daemons import workers  # noqa: F401
     from ..gateway import stats as gateway_stats  # noqa: F401
     from ..runtime import convergence, metrics  # noqa: F401
     from ..runtime.aio import controller as controller_runtime  # noqa: F401

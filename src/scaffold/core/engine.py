@@ -11,7 +11,8 @@ which kind of core they drive:
 * :class:`NodeEngine` -- a node of the data plane (flow switch, object switch, host stack):
   packets in and out by neighbour name (``port``), control records in and out on its one
   connection to the controller, ``hello`` to (re)open it, ``ready`` once the controller
-  answered, and its refinement ``trace``.
+  answered, its refinement ``trace``, and ``set_path_limit`` (the largest datagram the
+  runtime can send to a neighbour).
 * :class:`ControllerEngine` -- the controller core has no packets, and its control I/O is
   per node: ``receive_message(node, message, now)``, ``node_disconnected(node, now)`` and
   ``messages_to_send()`` as ``(node, message)`` pairs; timers, events and metrics as above.
@@ -84,6 +85,12 @@ class NodeEngine(Engine, Protocol):
         """One packet from neighbour ``port`` (untrusted; never raises)."""
         ...
 
+    def set_path_limit(self, port: str, max_datagram: int, now: float) -> None:
+        """The runtime's word on the largest datagram it can send towards neighbour ``port``
+        (its interface's MTU): a host bounds its streams' path-MTU search by it
+        (docs/protocol.md §4.2.6); switches ignore it."""
+        ...
+
     def datagrams_to_send(self, now: float) -> list[Datagram]:
         """The ``(port, packet)`` pairs queued since the last call."""
         ...
@@ -144,6 +151,9 @@ class NodeCore(Generic[EventT]):
         return None
 
     def handle_timer(self, now: float) -> None:
+        return None
+
+    def set_path_limit(self, port: str, max_datagram: int, now: float) -> None:
         return None
 
     def metrics(self) -> list[Sample]:

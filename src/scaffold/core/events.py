@@ -10,10 +10,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Address", "Datagram", "HostRelocated", "NeighboursLearned", "Packet", "TablesApplied", "TraceHop"]
+__all__ = [
+    "Address",
+    "Datagram",
+    "HostRelocated",
+    "NeighboursLearned",
+    "Packet",
+    "TablesApplied",
+    "TraceHop",
+    "Train",
+]
 
 #: A packet's bytes; switches hand on a ``bytearray`` they rewrote in place.
 Packet = bytes | bytearray
+#: Packets of one size back to back (the last may be shorter), read as one train (the
+#: kernel's GRO) into a buffer a flow switch may rewrite in place before it is sent on whole.
+Train = bytearray | memoryview
 #: (port, packet): a packet to send and the neighbour node it goes to.
 Datagram = tuple[str, Packet]
 #: A UDP address (IP, port).

@@ -18,6 +18,11 @@ takes and drops. A host silent for
 ``presence_timeout`` is reported down to the controller, a host heard again up
 (``HostLiveness``, §6.2) -- only changes, so the controller's load follows churn, not hosts.
 After a full sync every attached host is reported again (the controller may be new).
+
+A runtime that reads *trains* (several datagrams of one underlay flow in one buffer, the
+kernel's GRO) hands them to ``route_train``: every header is checked as above, and when all
+of them go to one next hop the train is forwarded whole, in place (§3.3). A train is a sign
+of life of its sender like any packet; one holding a presence packet is taken apart.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from ..wire.header import (
     Flags,
     Proto,
 )
-from .events import Packet, TraceHop
+from .events import Packet, TraceHop, Train
 from .metrics import MetricKind, Sample, define
 from .switch import Switch
 
@@ -69,6 +74,9 @@ CHECKS = 6
 #: presence packets from hosts not attached yet that a switch remembers (a bound)
 _EARLY_LIMIT = 1024
 _TO_CLIENT = int(Flags.TO_CLIENT)
+#: flags that keep a train from being forwarded whole: a traced packet is recorded alone, an
+#: unknown flag is dropped alone (a server's TO_CLIENT and REDIRECTED ride along)
+_TRAIN_FLAGS = 0xFF & ~(_REDIRECTED | _TO_CLIENT)
 
 
 class FlowSwitch(Switch):
@@ -224,6 +232,65 @@ class FlowSwitch(Switch):
         self.forwarded += 1
         self.forwarded_bytes += len(buf)
         self._out.append((hop, buf))
+
+    def route_train(self, train: Train, size: int, port: str, now: float) -> str | None:
+        """Route a train from neighbour ``port``: packets of ``size`` bytes back to back (the
+        last may be shorter). Never raises.
+
+        Every header is checked as in ``receive_datagram``. If all the packets are valid and
+        go to one next hop on the plain route (no trace, no presence, orphan, stale DC or
+        signal), their TTLs are decremented in ``train`` itself, they count as forwarded, the
+        sender (if attached here) counts as heard, and that hop is returned: the caller sends
+        the train on whole, after what ``datagrams_to_send`` holds. Otherwise every packet is
+        handled one by one as ``receive_datagram`` would (queued, taken or dropped) and None
+        is returned.
+        """
+        total = len(train)
+        if not 0 < size <= total:
+            size = max(total, 1)  # one packet
+        hop: str | None = None
+        if self.synced and size >= HEADER_LEN:
+            dc_id = self.dc_id
+            host_routes = self._host_routes
+            dc_routes = self._dc_routes
+            unpack = ROUTING.unpack_from
+            for offset in range(0, total, size):
+                if total - offset < HEADER_LEN:
+                    hop = None
+                    break
+                version, proto, flags, ttl, dc, host = unpack(train, offset)
+                if (
+                    version != VERSION
+                    or proto not in _PROTOS
+                    or proto == _PRESENCE
+                    or flags & _TRAIN_FLAGS
+                    or ttl <= 1
+                ):
+                    hop = None
+                    break
+                if dc == dc_id:
+                    next_hop = host_routes.get(host) if host else self.object_switch
+                elif dc:
+                    next_hop = dc_routes.get(dc)
+                else:
+                    next_hop = self.object_switch
+                if next_hop is None or (hop is not None and next_hop != hop):
+                    hop = None
+                    break
+                hop = next_hop
+        if hop is not None:
+            heard = self._heard
+            if port in heard:
+                heard[port] = now  # an attached host is alive (§6.2), as in receive_datagram
+            for offset in range(TTL_OFFSET, total, size):
+                train[offset] -= 1
+            self.forwarded += (total + size - 1) // size
+            self.forwarded_bytes += total
+            return hop
+        receive = self.receive_datagram
+        for offset in range(0, total, size):
+            receive(bytes(train[offset : offset + size]), port, now)
+        return None
 
     def _reroute(self, buf: bytearray, host: int) -> str | None:
         """A Host ID of this DC with no route: moved away, or gone (orphaned flow)."""

@@ -61,6 +61,7 @@ class Ingress:
         connect_budget: float = 3.0,
         grace: float = 5.0,
         http_options: HttpOptions | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.host = host
         self.name = name
@@ -70,6 +71,9 @@ class Ingress:
         self.connect_budget = connect_budget
         self.grace = grace
         self.http_options = http_options or HttpOptions()
+        #: share the listening address with other processes (``--workers``: the kernel
+        #: spreads the connections over them, each one served by one process to its end)
+        self.reuse_port = reuse_port
         self.stats = GatewayStats()
         self._server: asyncio.Server | None = None
         self._clients: dict[asyncio.Task[None], _Client] = {}
@@ -102,7 +106,9 @@ class Ingress:
             raise UsageError(f"{self!r} is already started")
         address, port = self.listen
         try:
-            self._server = await asyncio.start_server(self._accept, address, port, reuse_address=True)
+            self._server = await asyncio.start_server(
+                self._accept, address, port, reuse_address=True, reuse_port=self.reuse_port or None
+            )
         except OSError as exc:
             why = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
             raise ConfigError(f"ingress for {self.name!r} cannot listen on {address}:{port}: {why}") from exc

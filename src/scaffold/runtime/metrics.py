@@ -28,11 +28,23 @@ RUNTIME_ACTIONS = define(
     "runtime_actions_total",
     MetricKind.COUNTER,
     "Events a runtime counted that lost nothing: a control connection lost, unreachable or "
-    "reconnected; a store commit that failed (its records wait for the retry).",
+    "reconnected; a store commit that failed (its records wait for the retry); trains of "
+    "datagrams read, sent, and forwarded whole; GSO turned off after the kernel refused a train.",
     labels=("action",),
 )
 #: the runtime counts that are not drops (docs/protocol.md §7, "Counters")
-_ACTIONS = frozenset({"controller-lost", "controller-unreachable", "controller-reconnected", "store-failed"})
+_ACTIONS = frozenset(
+    {
+        "controller-lost",
+        "controller-unreachable",
+        "controller-reconnected",
+        "store-failed",
+        "trains-received",
+        "trains-sent",
+        "trains-forwarded",
+        "gso-fallback",
+    }
+)
 
 
 def runtime_metrics(stats: Mapping[str, int]) -> list[Sample]:

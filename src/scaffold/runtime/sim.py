@@ -9,6 +9,10 @@ for every event a host stack emits, and anything the callback queues is sent at 
 
 Every node is driven through the one engine interface (``core/engine.py``) by one flush
 loop, ``_flush``: events, then datagrams, then control records, then the node's timer.
+Consecutive datagrams of one size from a node to a flow switch, on a plain link (no loss,
+jitter, duplication or bandwidth limit), arrive as one *train* (``FlowSwitch.route_train``),
+as the kernel's GRO hands them to the ``aio`` runtime; the switch sends a train it routed
+whole on as one.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 from ..core.controller import Command, Controller
 from ..core.engine import NodeEngine
-from ..core.events import HostRelocated
+from ..core.events import Datagram, HostRelocated, Packet
 from ..core.flow_switch import FlowSwitch
 from ..core.host import HostStack
 from ..core.metrics import Sample
@@ -38,6 +42,8 @@ __all__ = ["EventHandler", "SimLink", "SimNetwork"]
 
 SwitchCore = FlowSwitch | ObjectSwitch
 
+#: the most datagrams one train carries (the kernel's limit for GSO in the ``aio`` runtime)
+MAX_TRAIN = 64
 #: an application: called with the host's stack, each event it emits, and the time
 EventHandler = Callable[[HostStack, Any, float], None]
 
@@ -51,6 +57,9 @@ class SimLink:
     loss: float = 0.0
     duplicate: float = 0.0
     up: bool = True
+    #: the link's MTU in IP bytes: a datagram larger than it less 28 (the IPv4 and UDP
+    #: headers) is lost; 0: none
+    mtu: int = 0
     #: bits/s; None = unlimited. Packets queue behind each other (drop-tail at ``max_queue``).
     bandwidth: float | None = None
     #: longest a packet may wait in the queue before it is dropped, seconds
@@ -285,6 +294,16 @@ class SimNetwork:
             self.delivered += 1
             node.receive_datagram(data, src, at)
             self._flush(dst)
+        elif kind == "train":
+            dst, src, train, size = payload
+            switch = self._switches.get(dst)
+            if dst not in self.alive or not isinstance(switch, FlowSwitch):
+                return
+            self.delivered += (len(train) + size - 1) // size
+            hop = switch.route_train(train, size, src, at)
+            if hop is not None:  # routed whole: on to the next hop, before anything else
+                self._send(dst, [(hop, bytes(train[o : o + size])) for o in range(0, len(train), size)])
+            self._flush(dst)
         elif kind == "to-controller":
             src, body = payload
             if not self.controller_alive:
@@ -327,30 +346,71 @@ class SimNetwork:
                 self.events[name].append(event)
         for message in node.control_to_send():
             self._push(self.now + self.control_delay, "to-controller", (name, control.encode(message)))
-        for port, data in node.datagrams_to_send(self.now):
-            link = self.links.get((name, port))
-            if link is None:
-                self.stats[name]["no-link"] += 1
-                continue
-            link.sent += 1
-            if not link.up or (link.loss and self.rng.random() < link.loss):
-                link.lost += 1
-                continue
-            departure = self.now
-            if link.bandwidth:
-                start = max(self.now, link.busy_until)
-                if start - self.now > link.max_queue:
-                    link.lost += 1  # the queue is full: drop-tail
-                    continue
-                link.busy_until = departure = start + len(data) * 8 / link.bandwidth
-            copies = 2 if link.duplicate and self.rng.random() < link.duplicate else 1
-            for _ in range(copies):
-                delay = link.delay + (self.rng.random() * link.jitter if link.jitter else 0.0)
-                self._push(departure + delay, "packet", (port, name, bytes(data)))
+        self._send(name, node.datagrams_to_send(self.now))
         timer = node.get_timer()
         if timer is not None and self._timers.get(name) != timer:
             self._timers[name] = timer
             self._push(timer, "timer", name)
+
+    def _send(self, name: str, out: list[Datagram]) -> None:
+        """Put a node's datagrams on its links: trains to flow switches where the link is
+        plain, else one by one through the link's delay, jitter, loss, duplication, queue."""
+        train: list[Packet] = []
+        train_port = ""
+        for port, data in out:
+            link = self.links.get((name, port))
+            if link is None:
+                self.stats[name]["no-link"] += 1
+                continue
+            if (
+                port in self._switches
+                and link.up
+                and not (link.loss or link.jitter or link.duplicate or link.bandwidth or link.mtu)
+            ):
+                if train and (
+                    port != train_port or len(data) > len(train[0]) or len(train[-1]) < len(train[0])
+                ):
+                    self._send_train(name, train_port, train)
+                    train = []
+                train.append(data)
+                train_port = port
+                continue
+            if train:
+                self._send_train(name, train_port, train)
+                train = []
+            self._send_one(name, port, link, data)
+        if train:
+            self._send_train(name, train_port, train)
+
+    def _send_train(self, name: str, port: str, packets: list[Packet]) -> None:
+        link = self.links[(name, port)]
+        if len(packets) == 1 or not isinstance(self._switches.get(port), FlowSwitch):
+            for data in packets:
+                self._send_one(name, port, link, data)
+            return
+        link.sent += len(packets)
+        train = bytearray(b"".join(packets))
+        self._push(self.now + link.delay, "train", (port, name, train, len(packets[0])))
+
+    def _send_one(self, name: str, port: str, link: SimLink, data: Packet) -> None:
+        link.sent += 1
+        if not link.up or (link.loss and self.rng.random() < link.loss):
+            link.lost += 1
+            return
+        if link.mtu and len(data) > link.mtu - 28:
+            link.lost += 1  # too big for the link (its MTU counts the IPv4 and UDP headers)
+            return
+        departure = self.now
+        if link.bandwidth:
+            start = max(self.now, link.busy_until)
+            if start - self.now > link.max_queue:
+                link.lost += 1  # the queue is full: drop-tail
+                return
+            link.busy_until = departure = start + len(data) * 8 / link.bandwidth
+        copies = 2 if link.duplicate and self.rng.random() < link.duplicate else 1
+        for _ in range(copies):
+            delay = link.delay + (self.rng.random() * link.jitter if link.jitter else 0.0)
+            self._push(departure + delay, "packet", (port, name, bytes(data)))
 
     def _flush_controller(self) -> None:
         for dst, message in controller_outputs(self.controller, self.store):

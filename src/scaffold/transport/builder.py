@@ -68,7 +68,15 @@ class SegmentBuilder:
         self.ts_last = ts = self.timestamp(now)
         self.segments_sent += 1
         echo = self._acks.ts_recent
-        return wire.encode(StreamSegment(kind, self._nonce, seq, ack, window, flags, ts, echo, sack, payload))
+        if sack:
+            return wire.encode(
+                StreamSegment(kind, self._nonce, seq, ack, window, flags, ts, echo, sack, payload)
+            )
+        # Most segments carry no SACK option: packed straight, without a StreamSegment (the
+        # fields are ours and in range; wire.encode checks what a caller hands it).
+        return (
+            wire.FIXED.pack(kind, flags, len(payload), window, self._nonce, seq, ack, ts, echo, 0) + payload
+        )
 
     def export_state(self) -> BuilderState:
         return BuilderState(ts_last=self.ts_last, segments_sent=self.segments_sent)

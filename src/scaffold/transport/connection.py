@@ -221,6 +221,11 @@ class StreamConnection(StreamMachine):
             return 0
         return self._opt.send_buffer - stream.buffered
 
+    @property
+    def ack_due(self) -> bool:
+        """An acknowledgment (a window update after a read) must go out at once."""
+        return self._receiver.acks.immediate
+
     def read(self, max_bytes: int = -1) -> bytes:
         """Take up to ``max_bytes`` (all if negative) in-order received bytes.
 
@@ -282,6 +287,20 @@ class StreamConnection(StreamMachine):
         if isinstance(mss, bool) or not isinstance(mss, int) or not 1 <= mss <= wire.MAX_PAYLOAD:
             raise UsageError(f"mss {mss!r} out of 1..{wire.MAX_PAYLOAD}")
         self._sender.set_mss(mss)
+
+    def set_mss_ceiling(self, ceiling: int, now: float) -> None:
+        """The largest ``mss`` the host's interface towards the peer allows (what its runtime
+        says): path-MTU discovery probes up to it, from the ``mss`` option (the floor) on
+        (docs/protocol.md §4.2.6). The search starts over.
+
+        Raises:
+            UsageError: ``ceiling`` out of 1..65535.
+        """
+        if isinstance(ceiling, bool) or not isinstance(ceiling, int) or not 1 <= ceiling <= wire.MAX_PAYLOAD:
+            raise UsageError(f"mss ceiling {ceiling!r} out of 1..{wire.MAX_PAYLOAD}")
+        sender = self._sender
+        sender.set_mss(sender.pmtu.set_ceiling(ceiling, now))
+        self._timer_stale = True
 
     def next_event(self) -> StreamEvent | None:
         """Pop the oldest pending event, or None."""

@@ -10,7 +10,9 @@ scoreboard, congestion control, RTT), the peer's to :class:`~.receiver.Receiver`
 :class:`~.liveness.Liveness`. ``connection.py`` adds the application's side on top.
 
 Sequence numbers are stream offsets from 0 in each direction; the flow's nonce keeps blind
-and stale segments out (§4.2.2). Nothing here reads a clock: time comes in as ``now``.
+and stale segments out (§4.2.2). Path-MTU probes (PROBE, answered by PROBE-ACK, §4.2.6) go
+out with the segments of a synchronized connection; the search is the sender's
+(``pmtu.py``). Nothing here reads a clock: time comes in as ``now``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ _CLOSED = StreamState.CLOSED
 _TIME_WAIT = StreamState.TIME_WAIT
 _DATA = StreamType.DATA
 _FIN = StreamType.FIN
+_PROBE = StreamType.PROBE
+_PROBE_ACK = StreamType.PROBE_ACK
+#: the probe's padding: the probed segment size and room for the largest SACK option
+_SACK_ROOM = 32
 _ACK = int(StreamFlags.ACK)  # a plain int: IntFlag arithmetic builds enum members per call
 
 
@@ -67,6 +73,7 @@ class StreamMachine:
         "_liveness",
         "_nonce",
         "_opt",
+        "_probe_ack",
         "_receiver",
         "_role",
         "_rst_pending",
@@ -96,6 +103,7 @@ class StreamMachine:
         self._control: StreamType | None = None  # SYN, SYN-ACK, RESUME or RESUME-ACK to send
         self._keepalive_pending = False
         self._rst_pending = False
+        self._probe_ack = 0  # a PROBE's size to answer with PROBE-ACK
         self._closed_last = False  # we shut down after the peer's FIN: no TIME_WAIT
         self._time_wait_deadline: float | None = None
         # get_timer() caches the earliest deadline until one of our methods may change one
@@ -104,7 +112,7 @@ class StreamMachine:
 
     # -- network side ------------------------------------------------------------------------------
 
-    def receive_segment(self, data: bytes, now: float) -> None:
+    def receive_segment(self, data: bytes | memoryview, now: float) -> None:
         """Process one transport segment from the network.
 
         Never raises for bad input: malformed, wrong-nonce, out-of-window or unexpected
@@ -123,6 +131,7 @@ class StreamMachine:
             return
         self._segments_received += 1
         self._timer_stale = True
+        self._sender.pmtu.heard = True  # the path works (path-MTU probes, §4.2.6)
         kind = segment.type
         if kind is _DATA or kind is _FIN or kind is StreamType.KEEPALIVE:
             self._on_stream_segment(segment, now)
@@ -134,8 +143,10 @@ class StreamMachine:
             self._on_syn_ack(segment, now)
         elif kind is StreamType.RESUME:
             self._on_resume(segment, now)
-        else:
+        elif kind is StreamType.RESUME_ACK:
             self._on_resume_ack(segment, now)
+        else:
+            self._on_path_probe(segment, now)
 
     def segments_to_send(self, now: float) -> list[bytes]:
         """The segments to put on the wire now (window and congestion limited)."""
@@ -158,6 +169,16 @@ class StreamMachine:
             if self._keepalive_pending:
                 self._keepalive_pending = False
                 out.append(build(StreamType.KEEPALIVE, self._sender.stream.nxt, _ACK, now))
+            if self._probe_ack:
+                out.append(build(_PROBE_ACK, self._probe_ack, 0, now))
+                self._probe_ack = 0
+            sender = self._sender
+            pmtu = sender.pmtu
+            # Probe only when larger segments would carry something: more than one segment
+            # is buffered (a request and its response of a few bytes never pay for a probe).
+            if pmtu.pending and state is not _TIME_WAIT and sender.stream.buffered > sender.mss:
+                size = pmtu.next_probe(now, sender.rtt.interval())
+                out.append(build(_PROBE, size, 0, now, bytes(size + _SACK_ROOM)))
             if self._receiver.acks.immediate:
                 out.append(build(_DATA, self._sender.stream.nxt, _ACK, now))
         return out
@@ -185,6 +206,7 @@ class StreamMachine:
             self._receiver.acks.deadline,
             self._time_wait_deadline,
             self._keepalive_deadline(),
+            sender.pmtu.deadline,
         )
         return min(at for at in deadlines if at is not None)
 
@@ -203,7 +225,7 @@ class StreamMachine:
             return
         if sender.rto_deadline is not None and now >= sender.rto_deadline:
             sender.rto_deadline = None
-            self._on_retransmission_timeout()
+            self._on_retransmission_timeout(now)
             if self._state is _CLOSED:
                 return
         if sender.persist_deadline is not None and now >= sender.persist_deadline:
@@ -211,6 +233,9 @@ class StreamMachine:
                 self._terminate(TerminationReason.RETRY_LIMIT)
                 return
             self._keepalive_pending = True
+        pmtu = sender.pmtu
+        if pmtu.deadline is not None and now >= pmtu.deadline and pmtu.on_timer(now):
+            self._keepalive_pending = True  # its answer tells whether the path works
         acks = self._receiver.acks
         if acks.deadline is not None and now >= acks.deadline:
             acks.deadline = None
@@ -314,14 +339,29 @@ class StreamMachine:
         elif kind is StreamType.KEEPALIVE:
             receiver.on_probe(segment.ts_value)
 
-    def _on_retransmission_timeout(self) -> None:
+    def _on_retransmission_timeout(self, now: float) -> None:
         if self._state in HANDSHAKING:
             if self._sender.on_handshake_timeout(self._opt.max_retries):
                 self._control = HANDSHAKE_SEGMENT[self._state]
             else:
                 self._terminate(TerminationReason.HANDSHAKE_TIMEOUT)
-        elif not self._sender.on_retransmission_timeout(self._opt.max_retries):
+        elif not self._sender.on_retransmission_timeout(self._opt.max_retries, now):
             self._terminate(TerminationReason.RETRY_LIMIT)
+
+    def _on_path_probe(self, segment: StreamSegment, now: float) -> None:
+        """PROBE: answer it (its padding is dropped); PROBE-ACK: the size it names got
+        through (§4.2.6)."""
+        if self._state not in SYNCHRONIZED:
+            self._drop("not-established")
+            return
+        self._liveness.last_rx = now
+        if segment.type is _PROBE:
+            self._probe_ack = segment.seq
+            return
+        sender = self._sender
+        mss = sender.pmtu.on_probe_ack(segment.seq, now)
+        if mss is not None:
+            sender.set_mss(mss)
 
     # -- send path ---------------------------------------------------------------------------------
 

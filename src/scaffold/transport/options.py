@@ -27,7 +27,8 @@ class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
     Change one with ``msgspec.structs.replace(options, mss=1400)`` (validated again).
     """
 
-    #: largest payload per segment; the connection's starting ``mss`` (it may change later).
+    #: largest payload per segment to start with, and the floor of path-MTU discovery: every
+    #: path carries it (docs/protocol.md §4.2.6); probing may raise the ``mss`` above it.
     mss: int = 1200
     recv_buffer: int = 256 * 1024
     send_buffer: int = 256 * 1024
@@ -56,6 +57,9 @@ class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
     max_probe_interval: float = 1.0
     #: congestion control algorithm, a name registered in ``transport.congestion``.
     congestion: str = "newreno"
+    #: after a path-MTU search ended below the ceiling, try the ceiling again this often
+    #: (docs/protocol.md §4.2.6).
+    pmtu_raise_interval: float = 60.0
 
     def __post_init__(self) -> None:
         _integer("mss", self.mss, 1, MAX_PAYLOAD)
@@ -64,7 +68,14 @@ class StreamOptions(msgspec.Struct, frozen=True, kw_only=True):
         _integer("max_retries", self.max_retries, 0)
         _integer("ack_every", self.ack_every, 1)
         _integer("initial_window", self.initial_window, 1)
-        for name in ("idle_timeout", "initial_rto", "min_rto", "max_rto", "max_probe_interval"):
+        for name in (
+            "idle_timeout",
+            "initial_rto",
+            "min_rto",
+            "max_rto",
+            "max_probe_interval",
+            "pmtu_raise_interval",
+        ):
             _seconds(name, getattr(self, name), positive=True)
         for name in ("ack_delay", "time_wait"):
             _seconds(name, getattr(self, name), positive=False)

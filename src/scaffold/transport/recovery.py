@@ -119,6 +119,16 @@ class Recovery:
         self.lost_count -= 1
         self.in_flight += segment.end - segment.start
 
+    def split(self, segment: SentSegment, at: int) -> None:
+        """Cut a lost segment in two at sequence number ``at`` (the segment size shrank,
+        docs/protocol.md §4.2.6): both halves are lost and will be retransmitted."""
+        assert segment.lost and segment.start < at < segment.end and self.segments is not None
+        tail = SentSegment(at, segment.end, segment.fin, segment.pn, lost=True)
+        segment.end = at
+        segment.fin = False
+        self.segments.insert(self.segments.index(segment) + 1, tail)
+        self.lost_count += 1
+
     def on_ack(self, ack: int, una: int, nxt: int, sack: tuple[tuple[int, int], ...]) -> bool:
         """Process a cumulative ``ack`` (``una`` the previous one) and SACK blocks.
 

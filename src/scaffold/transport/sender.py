@@ -1,12 +1,15 @@
 """Our direction of the transfer: cutting segments, ACK processing, RTO and persist timers
-(docs/protocol.md §4.2.4).
+(docs/protocol.md §4.2.4), the segment size (§4.2.6).
 
 :class:`Sender` composes the send stream (``send.py``), the scoreboard (``recovery.py``),
-the congestion controller (``congestion/``) and the RTT estimator (``rtt.py``). Each call to
-:meth:`Sender.write` first retransmits segments deemed lost, oldest first, then cuts new
-data (and the FIN) into segments of at most ``mss`` bytes while ``min(cwnd, peer window)``
-has room, avoiding small segments while ACKs will open room. A zero window with nothing in
-flight is probed on the persist timer, backed off up to ``max_probe_interval``.
+the congestion controller (``congestion/``), the RTT estimator (``rtt.py``) and the
+path-MTU search (``pmtu.py``). Each call to :meth:`Sender.write` first retransmits segments
+deemed lost, oldest first -- cut to the current ``mss`` if it shrank since they were sent
+--, then cuts new data (and the FIN) into segments of at most ``mss`` bytes while
+``min(cwnd, peer window)`` has room, avoiding small segments while ACKs will open room. A
+zero window with nothing in flight is probed on the persist timer, backed off up to
+``max_probe_interval``. A retransmission timeout with ``mss`` above the floor is also a
+path-MTU black hole suspect: the ``mss`` drops to the floor (``PathMtu.on_black_hole``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from . import congestion
 from .congestion import AnyCongestionState
 from .events import EventQueue, SendSpaceAvailable
 from .options import StreamOptions
+from .pmtu import PathMtu
 from .recovery import Recovery, RecoveryState
 from .rtt import RttEstimator, RttState
 from .send import SendState, SendStream
@@ -66,6 +70,7 @@ class Sender:
         "persist_backoff",
         "persist_deadline",
         "persist_probes",
+        "pmtu",
         "recovery",
         "rto_deadline",
         "rtt",
@@ -81,6 +86,7 @@ class Sender:
         self.recovery = Recovery(self.cc)
         self.rtt = RttEstimator(options.initial_rto, options.min_rto, options.max_rto)
         self.mss = options.mss
+        self.pmtu = PathMtu(options.mss, options.pmtu_raise_interval)
         self.max_probe_interval = options.max_probe_interval
         self.peer_right_edge = 0
         self.rto_deadline: float | None = None
@@ -89,7 +95,11 @@ class Sender:
         self.persist_probes = 0
 
     def set_mss(self, mss: int) -> None:
-        self.mss = self.cc.mss = mss
+        """Cut segments of at most ``mss`` bytes from now on (the window keeps its size in
+        segments); what is outstanding is cut to it when retransmitted."""
+        if mss != self.mss:
+            self.mss = mss
+            self.cc.set_mss(mss)
 
     def arm_rto(self, now: float) -> None:
         """Start the retransmission timer unless it runs."""
@@ -147,7 +157,7 @@ class Sender:
         self.rtt.backoff += 1
         return self.rtt.backoff <= max_retries
 
-    def on_retransmission_timeout(self, max_retries: int) -> bool:
+    def on_retransmission_timeout(self, max_retries: int, now: float) -> bool:
         """The RTO expired after the handshake. False when the retry limit is exceeded."""
         if self.recovery.segments is None:
             return True  # nothing outstanding: not a failed retry
@@ -155,6 +165,9 @@ class Sender:
         if self.rtt.backoff > max_retries:
             return False
         self.recovery.on_timeout()
+        mss = self.pmtu.on_black_hole(now)
+        if mss is not None:
+            self.set_mss(mss)
         return True
 
     def on_persist_timeout(self, max_retries: int) -> bool:
@@ -168,7 +181,8 @@ class Sender:
 
     def rewind(self, window: int) -> None:
         """The peer's host lost the flow (RESUME, §4.2.5): resend everything from ``una`` on
-        a new path, with a fresh congestion controller."""
+        a new path, with a fresh congestion controller and path-MTU search."""
+        self.set_mss(self.pmtu.new_path())
         self.recovery.reset()
         self.stream.rewind()
         self.stop_timers()
@@ -179,6 +193,7 @@ class Sender:
         """A new host continues our flow (RESUME-ACK, §4.2.5): send from ``ack``; when
         ``fin_received`` the old host's FIN had already ended our direction."""
         self.on_answer()
+        self.set_mss(self.pmtu.new_path())
         stream = self.stream
         if fin_received:
             stream.data = None
@@ -195,6 +210,8 @@ class Sender:
             for segment in recovery.segments:
                 if not segment.lost:
                     continue
+                if segment.end - segment.start - segment.fin > mss:
+                    recovery.split(segment, segment.start + mss)  # the mss shrank (§4.2.6)
                 size = segment.end - segment.start
                 if recovery.in_flight and recovery.in_flight + size > cc.cwnd:
                     break
@@ -260,14 +277,16 @@ class Sender:
         )
 
     def restore(self, state: SenderState) -> None:
-        """Load a snapshot (the timers stay stopped).
+        """Load a snapshot (the timers stay stopped). The path is new (this host's): the
+        ``mss`` starts again from the floor and the search from the ceiling (§4.2.6).
 
         Raises:
             MalformedPacket: ``bad-flow-state``, the congestion state is another algorithm's.
         """
-        self.set_mss(state.mss)
+        self.mss = self.cc.mss = state.mss
         self.peer_right_edge = state.peer_right_edge
         self.stream.restore(state.stream)
         self.recovery.restore(state.recovery)
         self.rtt.restore(state.rtt)
         self.cc.restore(state.congestion)
+        self.set_mss(self.pmtu.new_path())

@@ -48,6 +48,10 @@ class StreamState(enum.Enum):
     TIME_WAIT = "time-wait"
     CLOSED = "closed"
 
+    # Members are singletons compared by identity: hash them so too, in C. (Enum hashes the
+    # name in Python, and every segment asks ``state in SYNCHRONIZED``.)
+    __hash__ = object.__hash__
+
 
 class TerminationReason:
     """The ``reason`` tokens of ``ConnectionTerminated``."""

@@ -38,8 +38,9 @@ switches, which see only first packets and re-resolutions, parse the whole heade
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
 from enum import IntEnum, IntFlag
+
+import msgspec
 
 from ..errors import MalformedPacket
 from ..ids import OBJECT_ID_BYTES
@@ -47,6 +48,7 @@ from ..ids import OBJECT_ID_BYTES
 __all__ = [
     "DST_LOCATOR",
     "DST_OFFSET",
+    "DELIVERY",
     "DST_ROUTE",
     "FLAGS_OFFSET",
     "HEADER",
@@ -78,6 +80,9 @@ HEADER_LEN = HEADER.size  # 76
 ROUTING = struct.Struct("!BBBB40xIQ")
 #: (ttl, Flow ID, Object ID, dst DC ID, dst Host ID, dst Socket ID): a trace record's fields.
 HOP = struct.Struct("!3xBQ32sIQI")
+#: (version, proto, flags, Flow ID, Object ID, dst Host ID, dst Socket ID, src DC ID, src Host
+#: ID, src Socket ID): what a host reads to deliver a segment of an established flow.
+DELIVERY = struct.Struct("!BBBxQ32s4xQIIQI")
 #: the flags byte (a node sets ``REDIRECTED`` in place) and the TTL byte (decremented per hop)
 FLAGS_OFFSET = 2
 TTL_OFFSET = 3
@@ -119,9 +124,9 @@ _PROTO_OF = {int(p): p for p in Proto}
 _FLAGS_OF = {value: Flags(value) for value in range(_KNOWN_FLAGS + 1) if not value & ~_KNOWN_FLAGS}
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
-    """A parsed SCAFFOLD header. ``obj`` is the raw 32-byte destination Object ID."""
+class Header(msgspec.Struct, frozen=True, gc=False):
+    """A parsed SCAFFOLD header. ``obj`` is the raw 32-byte destination Object ID. (An
+    immutable record: a msgspec Struct, ten times cheaper to build than a frozen dataclass.)"""
 
     proto: Proto
     flow: int
@@ -137,7 +142,7 @@ class Header:
 
     def with_dst(self, dc: int, host: int, socket: int) -> Header:
         """A copy with the destination locator replaced."""
-        return replace(self, dst_dc=dc, dst_host=host, dst_socket=socket)
+        return msgspec.structs.replace(self, dst_dc=dc, dst_host=host, dst_socket=socket)
 
     def reply(self, proto: Proto, src_dc: int, src_host: int = 0, src_socket: int = 0) -> Header:
         """A header for the same flow and object, addressed to this packet's source."""

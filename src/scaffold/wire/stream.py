@@ -33,7 +33,7 @@ A stream segment follows the SCAFFOLD header. Network byte order, a fixed 44-byt
 
 Fields:
 
-* ``type`` -- :class:`StreamType`. Only DATA and FIN may carry payload.
+* ``type`` -- :class:`StreamType`. Only DATA, FIN and PROBE (padding) may carry payload.
 * ``flags`` -- :class:`StreamFlags`; unknown bits are kept by the parser and ignored by the
   state machine (send them as zero).
 * ``receive window`` -- free receive-buffer bytes above ``ack``: the sender may have
@@ -50,7 +50,9 @@ Fields:
 * Per type: SYN has ``seq`` 0 and no ACK flag (the window is valid); SYN-ACK has ``seq`` 0,
   ``ack`` 0; RESUME has no ACK flag and ``seq`` = ``ack`` = 0 (the window is valid);
   RESUME-ACK carries the offsets in ``seq`` / ``ack`` (see ``StreamType.RESUME_ACK``); RST
-  and KEEPALIVE carry ``seq`` = the sender's next sequence number.
+  and KEEPALIVE carry ``seq`` = the sender's next sequence number; PROBE carries the probed
+  segment size in ``seq`` and padding as payload, PROBE-ACK echoes that ``seq`` and has no
+  payload (path-MTU discovery, docs/protocol.md §4.2.6).
 * SACK blocks -- up to :data:`MAX_SACK_BLOCKS` ranges ``[start, end)`` of out-of-order data
   the receiver holds (RFC 2018), encoded as 32-bit offsets above ``ack`` (the window is 32
   bits, so they always fit). SACK lets the sender repair several losses per round trip
@@ -61,8 +63,9 @@ Fields:
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import IntEnum, IntFlag
+
+import msgspec
 
 from ..errors import MalformedPacket, UsageError
 
@@ -111,6 +114,11 @@ class StreamType(IntEnum):
     #: the answer: ``seq`` = next byte the new host should expect, ``ack`` = next byte it
     #: should send (docs/protocol.md §4.2.5).
     RESUME_ACK = 8
+    #: path-MTU probe: padding as payload, ``seq`` = the segment size it tests; takes no
+    #: sequence space (docs/protocol.md §4.2.6).
+    PROBE = 9
+    #: the answer to a PROBE that arrived: ``seq`` = the size it tested.
+    PROBE_ACK = 10
 
 
 class StreamFlags(IntFlag):
@@ -125,11 +133,13 @@ class StreamFlags(IntFlag):
 
 _TYPES = frozenset(int(t) for t in StreamType)
 _TYPE_OF = {int(t): t for t in StreamType}  # a dict lookup per segment, not an enum call
-_PAYLOAD_TYPES = frozenset((StreamType.DATA, StreamType.FIN))
+_PAYLOAD_TYPES = frozenset((StreamType.DATA, StreamType.FIN, StreamType.PROBE))
 
 
-@dataclass(frozen=True, slots=True)
-class StreamSegment:
+class StreamSegment(msgspec.Struct, frozen=True, gc=False):
+    """One parsed stream segment (an immutable record; a msgspec Struct because one is built
+    per segment, and building a frozen dataclass costs ten times as much)."""
+
     type: StreamType
     nonce: int
     seq: int = 0
@@ -180,7 +190,7 @@ def encode(segment: StreamSegment) -> bytes:
     return b"".join(parts)
 
 
-def parse(data: bytes) -> StreamSegment:
+def parse(data: bytes | memoryview) -> StreamSegment:
     """Parse an untrusted stream segment.
 
     Raises:

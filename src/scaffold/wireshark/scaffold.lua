@@ -32,11 +32,13 @@ local MAX_ITEMS = 1000000     -- items of one record walked at all
 
 local scaffold = Proto("scaffold", "SCAFFOLD")
 
-local PROTOS = { [1] = "DATAGRAM", [2] = "STREAM", [3] = "SIGNAL" }
+local PROTOS = { [1] = "DATAGRAM", [2] = "STREAM", [3] = "SIGNAL", [4] = "PRESENCE" }
+local PRESENCE = 4
 local DGRAM_TYPES = { [1] = "DATA", [2] = "CLOSE", [3] = "MOVED" }
 local STREAM_TYPES = {
     [1] = "SYN", [2] = "SYN_ACK", [3] = "DATA", [4] = "FIN",
     [5] = "RST", [6] = "KEEPALIVE", [7] = "RESUME", [8] = "RESUME_ACK",
+    [9] = "PROBE", [10] = "PROBE_ACK",
 }
 local SIGNAL_TYPES = { [1] = "OBJECT_NOT_FOUND", [2] = "REFINE", [3] = "UNREACHABLE" }
 
@@ -99,7 +101,8 @@ local function is_header(tvb)
     if tvb(0, 1):uint() ~= 1 then return false end
     if PROTOS[tvb(1, 1):uint()] == nil then return false end
     if bit32.band(tvb(2, 1):uint(), 0xF8) ~= 0 then return false end
-    return tvb(12, 32):bytes():tohex() ~= ZERO_OBJECT
+    -- a presence packet names no object: only its source is set (protocol §6.2)
+    return tvb(1, 1):uint() == PRESENCE or tvb(12, 32):bytes():tohex() ~= ZERO_OBJECT
 end
 
 local function malformed(tree, pinfo, reason)
@@ -143,7 +146,8 @@ local function dissect_stream(tvb, pinfo, tree)
     local payload_at = 44 + count * 8
     if size < payload_at + length then return malformed(sub, pinfo, "truncated") end
     if size > payload_at + length then return malformed(sub, pinfo, "bad-length") end
-    if length > 0 and kind ~= 3 and kind ~= 4 then return malformed(sub, pinfo, "bad-length") end
+    -- DATA and FIN carry the stream's bytes, PROBE its padding (§4.2.6)
+    if length > 0 and kind ~= 3 and kind ~= 4 and kind ~= 9 then return malformed(sub, pinfo, "bad-length") end
     for i = 0, count - 1 do
         local at = 44 + i * 8
         local start, stop = tvb(at, 4):uint(), tvb(at + 4, 4):uint()
@@ -174,8 +178,7 @@ end
 
 local SEGMENTS = { [1] = dissect_datagram, [2] = dissect_stream, [3] = dissect_signal }
 
-local function dissect_data(tvb, pinfo, tree)
-    if not is_header(tvb) then return 0 end
+local function dissect_packet(tvb, pinfo, tree)
     pinfo.cols.protocol = "SCAFFOLD"
     local proto, flags = tvb(1, 1):uint(), tvb(2, 1):uint()
     local t = tree:add(scaffold, tvb(0, HEADER_LEN), "SCAFFOLD header")
@@ -194,6 +197,11 @@ local function dissect_data(tvb, pinfo, tree)
     t:add(f.src_dc, tvb(60, 4))
     t:add(f.src_host, tvb(64, 8))
     t:add(f.src_socket, tvb(72, 4))
+    if proto == PRESENCE then
+        -- a host's sign of life to its gateway flow switch, a header alone (protocol §6.2)
+        pinfo.cols.info = string.format("PRESENCE src=%d/%s", tvb(60, 4):uint(), tostring(tvb(64, 8):uint64()))
+        return
+    end
     -- How far the destination is refined: Obj ID -> DC ID -> Host ID -> Socket ID (§3).
     local level = "Object ID"
     if tvb(44, 4):uint() ~= 0 then level = "DC ID" end
@@ -211,7 +219,40 @@ local function dissect_data(tvb, pinfo, tree)
     else
         SEGMENTS[proto](tvb(HEADER_LEN):tvb(), pinfo, tree)
     end
+end
+
+-- The size of the SCAFFOLD packet ``tvb`` starts with, where its segment says (streams and
+-- signals); else all of ``tvb``.
+local function packet_size(tvb)
+    local proto = tvb(1, 1):uint()
+    if proto == 2 and tvb:len() >= HEADER_LEN + 44 then
+        return HEADER_LEN + 44 + tvb(HEADER_LEN + 40, 1):uint() * 8 + tvb(HEADER_LEN + 2, 2):uint()
+    elseif proto == 3 then
+        return HEADER_LEN + 20
+    elseif proto == PRESENCE then
+        return HEADER_LEN
+    end
     return tvb:len()
+end
+
+-- A capture taken where a node sends (loopback) may hold a GSO train as the kernel had it
+-- before splitting it: packets of one size back to back, the last maybe shorter (protocol
+-- §3.3). When another header follows the first packet, each is dissected on its own.
+local function dissect_data(tvb, pinfo, tree)
+    if not is_header(tvb) then return 0 end
+    local total = tvb:len()
+    local size = packet_size(tvb)
+    if size >= HEADER_LEN and size < total and total - size >= HEADER_LEN and is_header(tvb(size):tvb()) then
+        local count = 0
+        for offset = 0, total - 1, size do
+            dissect_packet(tvb(offset, math.min(size, total - offset)):tvb(), pinfo, tree)
+            count = count + 1
+        end
+        pinfo.cols.info:append(string.format(" [train of %d]", count))
+    else
+        dissect_packet(tvb, pinfo, tree)
+    end
+    return total
 end
 
 function scaffold.dissector(tvb, pinfo, tree)

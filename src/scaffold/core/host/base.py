@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from ...errors import UsageError
 from ...ids import ObjectId, new_flow_id, new_nonce
-from ...transport import ConnectionTerminated, StreamOptions
+from ...transport import ConnectionTerminated, StreamConnection, StreamOptions
 from ...wire import control
 from ...wire import header as wire_header
 from ...wire.header import Flags, Header, Proto
@@ -24,6 +24,10 @@ from .events import DrainCompleted, FlowClosed, HostEvent, StreamEventFor
 from .flows import Flow, Listener, Role
 from .stats import FLOW_PAUSE, StreamTotals
 from .timers import DeadlineHeap
+
+# plain ints: IntFlag arithmetic builds enum members on every call
+_TO_CLIENT = int(Flags.TO_CLIENT)
+_TRACE = int(Flags.TRACE)
 
 __all__ = ["HEARTBEAT", "SWEEP", "HostStackBase"]
 
@@ -82,6 +86,9 @@ class HostStackBase(NodeCore[HostEvent]):
         #: objects that migrated away: Object ID -> (new DC ID, new Host ID, expiry)
         self._forward_objects: dict[bytes, tuple[int, int, float]] = {}
         self._heartbeat_seq = 0
+        #: the largest stream ``mss`` the runtime's link to the gateway allows (0: unknown);
+        #: every stream's path-MTU search goes up to it (docs/protocol.md §4.2.6)
+        self._mss_ceiling = 0
 
     @property
     def registered(self) -> bool:
@@ -164,9 +171,32 @@ class HostStackBase(NodeCore[HostEvent]):
     def _emit(self, flow: Flow, proto: Proto, segment: bytes, now: float) -> None:
         # A server's packets say so: the network must never re-resolve them on the Object
         # ID, which finds replicas, not the client (docs/protocol.md §3.3).
-        flags = Flags.TO_CLIENT if flow.role == Role.SERVER else Flags.NONE
-        if flow.trace and flow.packets_sent == 0:
-            flags |= Flags.TRACE
+        flags = _TO_CLIENT if flow.role == Role.SERVER else 0
+        if not flow.trace or flow.packets_sent:
+            # Every packet of a flow has the same header until a locator changes: encode it
+            # once (a trace record is made for the first packet only, below).
+            key = (proto, flow.peer_dc, flow.peer_host, flow.peer_socket, self.dc_id, self.host_id)
+            cached = flow.header
+            if cached is None or cached[0] != key:
+                header = wire_header.HEADER.pack(
+                    wire_header.VERSION,
+                    proto,
+                    flags,
+                    wire_header.MAX_TTL,
+                    flow.flow,
+                    flow.obj,
+                    flow.peer_dc,
+                    flow.peer_host,
+                    flow.peer_socket,
+                    self.dc_id,
+                    self.host_id,
+                    flow.socket_id,
+                )
+                flow.header = cached = (key, header)
+            flow.packets_sent += 1
+            flow.last_active = now
+            self._out.append((self.gateway, cached[1] + segment))
+            return
         h = Header(
             proto=proto,
             flow=flow.flow,
@@ -177,25 +207,30 @@ class HostStackBase(NodeCore[HostEvent]):
             src_dc=self.dc_id,
             src_host=self.host_id,
             src_socket=flow.socket_id,
-            flags=flags,
+            flags=Flags(flags | _TRACE),
         )
-        if flags & Flags.TRACE:
-            self.trace.append(
-                TraceHop(
-                    self.name,
-                    self.role,
-                    flow.flow,
-                    flow.obj,
-                    flow.peer_dc,
-                    flow.peer_host,
-                    flow.peer_socket,
-                    h.ttl,
-                    now,
-                )
+        self.trace.append(
+            TraceHop(
+                self.name,
+                self.role,
+                flow.flow,
+                flow.obj,
+                flow.peer_dc,
+                flow.peer_host,
+                flow.peer_socket,
+                h.ttl,
+                now,
             )
+        )
         flow.packets_sent += 1
         flow.last_active = now
         self._out.append((self.gateway, wire_header.encode(h, segment)))
+
+    def _fit_path(self, transport: StreamConnection, now: float) -> StreamConnection:
+        """A new stream transport searches the path MTU up to what the gateway link allows."""
+        if self._mss_ceiling:
+            transport.set_mss_ceiling(self._mss_ceiling, now)
+        return transport
 
     def _pump(self, flow: Flow, now: float) -> None:
         """Send what a stream transport queued, surface its events, re-arm its timer.
@@ -215,6 +250,12 @@ class HostStackBase(NodeCore[HostEvent]):
             self._forget(flow, "terminated", notify=False)
         elif self._streams.get(flow.socket_id) is flow:
             self._timers.arm(flow.socket_id, transport.get_timer())
+
+    def _pump_later(self, socket_id: int, now: float) -> None:
+        """Pump a stream with the others when the runtime next takes events or datagrams: the
+        application's reads and writes in one turn of its loop leave in one batch."""
+        self._dirty[socket_id] = self.flows[socket_id]
+        self._last_now = now
 
     def _pump_dirty(self) -> None:
         dirty, self._dirty = self._dirty, {}

@@ -209,7 +209,7 @@ class Churn(HostStackBase):
             served_by=list(state.served_by),
         )
         if state.transport is not None:
-            flow.transport = StreamConnection.from_state(state.transport, now)
+            flow.transport = self._fit_path(StreamConnection.from_state(state.transport, now), now)
             flow.stats_base = StreamTotals.of(flow.transport)
         self._add_flow(flow)
         if role == Role.SERVER:

@@ -73,3 +73,6 @@ class Flow:
     peer_changed_at: float = 0.0
     #: an imported stream's transport counters on arrival: what other hosts already counted
     stats_base: StreamTotals | None = None
+    #: the header of this flow's packets, as last encoded, and the locators it was encoded
+    #: for (``HostStackBase._emit`` reuses it while they stay the same)
+    header: tuple[tuple[int, int, int, int, int, int], bytes] | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ...errors import MalformedPacket, UsageError
 from ...ids import ObjectId
+from ...transport.pmtu import SACK_ROOM
 from ...wire import control
 from ...wire import datagram as wire_datagram
 from ...wire import header as wire_header
@@ -25,7 +26,8 @@ from ...wire import signal as wire_signal
 from ...wire import stream as wire_stream
 from ...wire.control import ControlMessage
 from ...wire.datagram import DatagramSegment, DatagramType
-from ...wire.header import HEADER_LEN, Flags, Header, Proto
+from ...wire.header import DELIVERY, HEADER_LEN, VERSION, Flags, Header, Proto
+from ...wire.stream import MAX_PAYLOAD
 from ..events import Address, Datagram, NeighboursLearned, Packet, TraceHop
 from ..locality import Policy
 from ..metrics import Sample
@@ -49,6 +51,9 @@ __all__ = ["STRAGGLER_WINDOW", "HostStack"]
 _NONCE = {Proto.DATAGRAM: wire_datagram.NONCE, Proto.STREAM: wire_stream.NONCE}
 #: how long after a peer moved its old locator's packets are taken as stragglers (seconds)
 STRAGGLER_WINDOW = 0.5
+_STREAM = int(Proto.STREAM)
+_STREAM_MIN = HEADER_LEN + wire_stream.FIXED_LEN
+_TRACE = int(Flags.TRACE)
 
 
 class HostStack(StreamFlows, Churn):
@@ -104,6 +109,21 @@ class HostStack(StreamFlows, Churn):
             self._relocate(message, now)
         else:
             self.drops["unexpected-control"] += 1
+
+    def set_path_limit(self, port: str, max_datagram: int, now: float) -> None:
+        """The largest datagram the runtime sends to ``port``: towards the gateway, it bounds
+        every stream's path-MTU search (docs/protocol.md §4.2.6)."""
+        if port != self.gateway:
+            return
+        ceiling = max(1, min(max_datagram - HEADER_LEN - wire_stream.FIXED_LEN - SACK_ROOM, MAX_PAYLOAD))
+        if ceiling == self._mss_ceiling:
+            return
+        self._mss_ceiling = ceiling
+        for flow in self._streams.values():
+            if flow.transport is not None:
+                flow.transport.set_mss_ceiling(ceiling, now)
+                self._dirty[flow.socket_id] = flow
+        self._last_now = now
 
     # -- timers and events -----------------------------------------------------------------
 
@@ -236,6 +256,32 @@ class HostStack(StreamFlows, Churn):
 
     def receive_datagram(self, data: Packet, port: str, now: float) -> None:
         """Demultiplex one packet from the gateway. Never raises."""
+        if len(data) >= _STREAM_MIN:
+            # The common case first, read at fixed offsets: a stream segment of an
+            # established flow, fully refined, from the flow's current peer, with its nonce.
+            # It is exactly what the general path below concludes for such a packet.
+            version, proto, flags, flow_id, obj, dst_host, dst_socket, src_dc, src_host, src_socket = (
+                DELIVERY.unpack_from(data)
+            )
+            if version == VERSION and proto == _STREAM and not flags and dst_host == self.host_id:
+                flow = self.flows.get(dst_socket)
+                if (
+                    flow is not None
+                    and flow.transport is not None
+                    and flow.flow == flow_id
+                    and flow.peer_host == src_host
+                    and flow.peer_socket == src_socket
+                    and flow.peer_dc == src_dc
+                    and flow.obj == obj
+                    and wire_stream.NONCE.unpack_from(data, HEADER_LEN)[0] == flow.nonce
+                    and dst_host
+                ):
+                    flow.packets_received += 1
+                    flow.last_active = flow.last_received = now
+                    flow.transport.receive_segment(memoryview(data)[HEADER_LEN:], now)
+                    self._dirty[dst_socket] = flow
+                    self._last_now = now
+                    return
         try:
             h = wire_header.parse(bytes(data))
         except MalformedPacket as exc:
@@ -251,7 +297,7 @@ class HostStack(StreamFlows, Churn):
         flow = self._demux(h, data, now)
         if flow is None:
             return
-        if h.flags & Flags.TRACE:
+        if h.flags & _TRACE:
             self.trace.append(
                 TraceHop(
                     self.name, self.role, h.flow, h.obj, h.dst_dc, h.dst_host, flow.socket_id, h.ttl, now

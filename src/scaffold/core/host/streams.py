@@ -30,7 +30,7 @@ class StreamFlows(HostStackBase):
             UsageError: the host is not registered yet.
         """
         flow = self.open_flow(obj, now, proto=Proto.STREAM, trace=trace)
-        flow.transport = StreamConnection("client", flow.nonce, now, self.stream_options)
+        flow.transport = self._fit_path(StreamConnection("client", flow.nonce, now, self.stream_options), now)
         self._streams[flow.socket_id] = flow
         flow.transport.connect(now)
         self._pump(flow, now)
@@ -55,7 +55,7 @@ class StreamFlows(HostStackBase):
             UsageError: no such stream, or it was shut down.
         """
         taken = self.stream(socket_id).send(data, force=force)
-        self._pump(self.flows[socket_id], now)
+        self._pump_later(socket_id, now)
         return taken
 
     def stream_read(self, socket_id: int, max_bytes: int, now: float) -> bytes:
@@ -64,10 +64,11 @@ class StreamFlows(HostStackBase):
         Raises:
             UsageError: no such stream, or it was closed.
         """
-        data = self.stream(socket_id).read(max_bytes)
-        flow = self.flows[socket_id]
-        flow.bytes_received += len(data)
-        self._pump(flow, now)
+        transport = self.stream(socket_id)
+        data = transport.read(max_bytes)
+        self.flows[socket_id].bytes_received += len(data)
+        if transport.ack_due:  # a read changes nothing else the transport would send
+            self._pump_later(socket_id, now)
         return data
 
     def stream_shutdown(self, socket_id: int, now: float) -> None:
@@ -110,12 +111,16 @@ class StreamFlows(HostStackBase):
                 return
             listener = self.listeners.get(flow.obj)
             if segment.type == wire_stream.StreamType.SYN:
-                flow.transport = StreamConnection("server", segment.nonce, now, self.stream_options)
+                flow.transport = self._fit_path(
+                    StreamConnection("server", segment.nonce, now, self.stream_options), now
+                )
                 resumed = False
             elif listener is not None and listener.resumable and segment.type != wire_stream.StreamType.RST:
                 # A mid-flow segment of a flow whose server is gone: this replica takes it
                 # over and learns the stream offsets from the client (RESUME, §5.1).
-                flow.transport = StreamConnection.resume(segment.nonce, now, options=self.stream_options)
+                flow.transport = self._fit_path(
+                    StreamConnection.resume(segment.nonce, now, options=self.stream_options), now
+                )
                 self.counters["flow-resumed"] += 1
                 resumed = True
             else:

@@ -9,6 +9,10 @@ Port status: with ``--port PEER=DEV`` the switch watches the kernel's operationa
 the network interface that leads to ``PEER`` and reports every change to the controller
 (admin command ``port``). A border switch's port to another DC's border switch is a backbone
 link: the controller marks it down or up and recomputes the DC routes (docs/deployment.md).
+
+With ``--workers N`` (N > 1) the switch runs as N worker processes sharing its UDP address,
+supervised by this one (``switch_pool.py``, docs/deployment.md §8); ``--no-offload`` turns
+the kernel's GSO / GRO batching off (one system call per datagram).
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from ...core.flow_switch import FlowSwitch
 from ...core.object_switch import ObjectSwitch
 from ...errors import ConfigError, ScaffoldError
 from ...runtime import admin
-from ...runtime.aio import AddressBook, EmuLink, NodeRuntime
+from ...runtime.aio import Address, AddressBook, EmuLink, NodeRuntime
 from ...runtime.metrics import node_summary
 from ...runtime.prometheus import Batch
 from ...runtime.tls import Credentials
 from ..address import parse_address, parse_addresses
 from .jsonlog import JsonLog
 from .runner import add_metrics_argument, parse_peer_values, serve_metrics
+from .switch_pool import start_pool
+from .workers import until_orphaned
 
 __all__ = [
     "DEFAULT_DATA_PORT",
@@ -87,6 +93,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PEER=DEV",
         help="watch interface DEV, the port to PEER",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the UDP address (SO_REUSEPORT)"
+    )
+    parser.add_argument(
+        "--no-offload", action="store_true", help="no GSO / GRO batching: one system call per datagram"
+    )
+    parser.add_argument("--worker-of", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
 
 
 def emulated_links(name: str, items: list[str]) -> dict[tuple[str, str], EmuLink]:
@@ -226,30 +240,51 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         ScaffoldError: the controller was never reachable.
     """
     required(args, "name", "dc", "controller")
-    controller = parse_addresses(args.controller)
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: at least 1")
+    controllers = parse_addresses(args.controller)
     core = FlowSwitch(args.name, args.dc) if args.role == "flow" else ObjectSwitch(args.name, args.dc)
-    credentials = node_credentials(args, core.role)
-    node = NodeRuntime(
-        core,
-        AddressBook(),
-        emulated_links(args.name, args.link),
-        controller,
-        bind=parse_address(args.listen),
-        advertise=args.advertise,
-        credentials=credentials,
-    )
+    worker = bool(args.worker_of)
+    # A worker's controller is its supervisor's hub, a Unix socket (switch_pool.py) in a
+    # private directory, so it needs no credentials; the supervisor has the real controller,
+    # its certificate, and only it watches ports.
+    controller: str | list[Address] = args.worker_of or controllers
+    credentials = None if worker else node_credentials(args, core.role)
+    listen = parse_address(args.listen)
+    node: NodeRuntime[NodeEngine]
+    if args.workers > 1 and not worker:
+        node = await start_pool(args, core, controllers, listen, log, stop, credentials)
+    else:
+        node = NodeRuntime(
+            core,
+            AddressBook(),
+            emulated_links(args.name, args.link),
+            controller,
+            bind=listen,
+            advertise=args.advertise,
+            offload=not args.no_offload,
+            reuse_port=worker,
+            credentials=credentials,
+        )
     node.stats_interval = args.stats_interval
-    ports = parse_peer_values(args.port, "--port")
+    ports = {} if worker else parse_peer_values(args.port, "--port")
     await connect(node, args.connect_timeout, log, stop)
-    log.info("started", role=core.role, dc=args.dc, address=f"{node.address[0]}:{node.address[1]}")
+    log.info(
+        "started",
+        role=core.role,
+        dc=args.dc,
+        address=f"{node.address[0]}:{node.address[1]}",
+        **({"worker": args.worker_index} if worker else {"workers": args.workers}),
+    )
+    # A supervisor's metrics are its workers' sums (switch_pool.SupervisorRuntime.metrics).
     metrics = serve_metrics(
         args, lambda: [Batch({"node": node.name, "role": core.role}, node.metrics())], log
     )
-    monitor = (
-        asyncio.create_task(PortMonitor(args.name, ports, controller, log, credentials).run(stop))
-        if ports
-        else None
-    )
+    monitor = None
+    if ports:
+        monitor = asyncio.create_task(PortMonitor(args.name, ports, controllers, log, credentials).run(stop))
+    if worker:
+        monitor = asyncio.create_task(until_orphaned(stop))
     synced = False
     try:
         while not stop.is_set():

@@ -1,7 +1,7 @@
 """Egress link emulation and the name <-> address book shared by the nodes of one process.
 
-The kernels we run on have no ``netem``: delay, loss and cuts are an egress stage of the
-runtime (docs/architecture.md §3.2).
+The kernels we run on have no ``netem``: delay, loss, cuts and a smaller MTU are an egress
+stage of the runtime (docs/architecture.md §3.2).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ class EmuLink:
     delay: float = 0.0
     loss: float = 0.0
     up: bool = True
+    #: the link's MTU (IP bytes); a larger datagram is dropped (``link-too-big``); 0: none
+    mtu: int = 0
 
 
 class AddressBook:

@@ -171,10 +171,17 @@ class EmbeddedNetwork:
         return ControllerRuntime(core, bind, self.store, credentials=credentials, crl=crl)
 
     def set_link(
-        self, a: str, b: str, *, up: bool | None = None, delay: float | None = None, loss: float | None = None
+        self,
+        a: str,
+        b: str,
+        *,
+        up: bool | None = None,
+        delay: float | None = None,
+        loss: float | None = None,
+        mtu: int | None = None,
     ) -> None:
         """Change the emulation of the node-level link a-b, both directions (a cut cable:
-        ``up=False``).
+        ``up=False``; ``mtu``: larger datagrams are dropped, 0 for none).
 
         Raises:
             UsageError: there is no such link.
@@ -189,6 +196,8 @@ class EmbeddedNetwork:
                 link.delay = delay
             if loss is not None:
                 link.loss = loss
+            if mtu is not None:
+                link.mtu = mtu
 
     def host(self, name: str) -> NodeRuntime[HostStack]:
         """The runtime of host ``name``.

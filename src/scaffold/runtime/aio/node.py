@@ -1,8 +1,11 @@
 """``NodeRuntime``: one core (switch or host) with a UDP socket and a control connection.
 
-Its reader drains up to ``BATCH`` datagrams per wake-up straight into the core, then
-flushes: events, datagrams, control records, and one timer handle re-armed from
-``core.get_timer()`` -- the same for every kind of core (docs/architecture.md §3.2).
+Its reader drains up to ``BATCH`` reads per wake-up straight into the core, then flushes:
+events, datagrams, control records, and one timer handle re-armed from ``core.get_timer()``
+-- the same for every kind of core (docs/architecture.md §3.2). A read may be a train of
+datagrams (GRO, ``udp.py``): a flow switch routes it whole (``route_train``) when every
+datagram in it goes to one next hop, any other core gets its datagrams one by one. What the
+core sends leaves in trains too: consecutive datagrams to one neighbour, one system call.
 """
 
 from __future__ import annotations
@@ -10,28 +13,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from ...core.engine import NodeEngine
-from ...core.events import HostRelocated, NeighboursLearned, TablesApplied
+from ...core.events import HostRelocated, NeighboursLearned, Packet, TablesApplied, Train
 from ...core.metrics import Sample
 from ...errors import MalformedPacket, ScaffoldError
 from ...wire import control
 from ..metrics import runtime_metrics
 from ..tls import Credentials, client_context, peer_identity
 from .links import Address, AddressBook, EmuLink
+from .udp import MAX_DATAGRAM, SOCKET_BUFFER, UdpEndpoint, mtu_towards
 
 __all__ = ["BATCH", "KEEPALIVE", "SOCKET_BUFFER", "ControllerRefused", "EventHandler", "NodeRuntime"]
 
+#: reads per wake-up (each a datagram or a train of up to 64)
 BATCH = 64
+#: bytes a core takes datagram by datagram per wake-up: with 64 KiB segments, 64 reads
+#: would keep the event loop on one socket long enough to starve the control connections
+#: (heartbeats) and timers of every other node in the process; a flow switch routing trains
+#: whole is not held to it (forwarding a train costs the same whatever its size)
+READ_BUDGET = 512 * 1024
+#: reads (datagrams or trains) taken from the socket before a timer is handled
+TIMER_DRAIN = 4 * BATCH
 #: how long connecting to one controller replica may take before the next is tried (s)
 CONNECT_TIMEOUT = 1.0
-#: datagrams read from the socket before a timer is handled
-TIMER_DRAIN = 4 * BATCH
-SOCKET_BUFFER = 4 * 1024 * 1024
+#: IPv4 + UDP headers: an interface's MTU less this is the largest datagram it sends
+_IP_UDP = 28
 #: a switch says something at least this often, so the controller's idle timeout (30 s)
 #: never cuts a quiet but live control connection (docs/protocol.md §6.6)
 KEEPALIVE = 10.0
@@ -56,11 +66,14 @@ class NodeRuntime(Generic[CoreT_co]):
         core: CoreT_co,
         book: AddressBook,
         links: dict[tuple[str, str], EmuLink],
-        controller: Address | Sequence[Address],
+        controller: Address | str | Sequence[Address],
         *,
         bind: Address = ("127.0.0.1", 0),
         rng: random.Random | None = None,
         advertise: str | None = None,
+        offload: bool = True,
+        reuse_port: bool = False,
+        data_plane: bool = True,
         credentials: Credentials | None = None,
     ) -> None:
         """``credentials``: this node's certificate, for mutual TLS to the controller
@@ -73,14 +86,24 @@ class NodeRuntime(Generic[CoreT_co]):
         self.book = book
         self.links = links
         #: every controller replica (one, or several on etcd); the one that answered last first
-        self.controllers: list[Address] = (
-            [controller] if isinstance(controller, tuple) else [tuple(a) for a in controller]  # type: ignore[misc]
+        #: (a worker of a switch has one: its hub's Unix socket, deploy/daemons/switch_pool.py)
+        self.controllers: list[Address | str] = (
+            [controller] if isinstance(controller, tuple | str) else [tuple(a) for a in controller]  # type: ignore[misc]
         )
         self.bind_address = bind
         #: the IP neighbours reach this node on, when it binds a wildcard address (a node
         #: in its own network namespace or on its own machine; docs/deployment.md)
         self.advertise = advertise
         self.address: Address = bind
+        #: use the kernel's GSO / GRO where it has them (False: a system call per datagram)
+        self.offload = offload
+        #: share the UDP address with other processes (worker processes of one switch)
+        self.reuse_port = reuse_port
+        #: False: no UDP socket, only the control connection (the supervisor of a switch's
+        #: worker processes, which binds nothing and announces ``bind`` as the workers' address)
+        self.data_plane = data_plane
+        #: called with every record from the controller before the core takes it
+        self.on_control: Callable[[control.ControlMessage], None] | None = None
         self.stats: Counter[str] = Counter()
         self.on_event: EventHandler[CoreT_co] | None = None
         #: send ``NodeStats`` to the controller this often (seconds); None = never
@@ -88,7 +111,7 @@ class NodeRuntime(Generic[CoreT_co]):
         self._stats_task: asyncio.Task[None] | None = None
         self._rng = rng or random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sock: socket.socket | None = None
+        self._udp: UdpEndpoint | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._control_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -101,24 +124,38 @@ class NodeRuntime(Generic[CoreT_co]):
         self._redirected = False
         self._flushing = False
         self._again = False
+        self._flush_scheduled = False
+        #: neighbours whose path limit the core was told, by the address it was measured to
+        self._limits: dict[str, Address] = {}
 
     # -- life cycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Bind the UDP socket and connect to the controller.
+
+        Raises:
+            OSError: the address cannot be bound, or the controller cannot be reached now.
+        """
         self._loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-        sock.bind(self.bind_address)
-        self._sock = sock
-        self.address = sock.getsockname()[:2]
+        if self.data_plane:
+            udp = UdpEndpoint(self.bind_address, self.stats, offload=self.offload, reuse_port=self.reuse_port)
+            self._udp = udp
+            self.address = udp.address
+            self._loop.add_reader(udp.fileno(), self._on_readable)
         if self.advertise is not None:
             self.address = (self.advertise, self.address[1])
         self.book.add(self.name, self.address)
-        self._loop.add_reader(sock.fileno(), self._on_readable)
         await self.connect_controller()
+
+    @property
+    def gso(self) -> bool:
+        """Whether this node sends trains (the kernel has GSO and offload is on)."""
+        return self._udp is not None and self._udp.gso
+
+    @property
+    def gro(self) -> bool:
+        """Whether this node reads trains (the kernel has GRO and offload is on)."""
+        return self._udp is not None and self._udp.gro
 
     async def connect_controller(self) -> None:
         """Open the control connection and say hello; if it breaks later, keep trying to
@@ -151,18 +188,18 @@ class NodeRuntime(Generic[CoreT_co]):
         """This node's metrics: its core's and its runtime's (``stats``)."""
         return [*self.core.metrics(), *runtime_metrics(self.stats)]
 
+    def trace(self) -> list[tuple[int, str, str, int, int, int, int, float]]:
+        """This node's latest refinement trace hops, as ``NodeStats`` carries them."""
+        return [
+            (t.flow, t.obj.hex(), t.role, t.dc, t.host, t.socket, t.ttl, t.at) for t in self.core.trace[-32:]
+        ]
+
     def send_stats(self) -> None:
         """Send this node's metrics to the controller (``NodeStats``), if connected."""
         if self._writer is None or self._writer.is_closing():
             return
         record = control.NodeStats(
-            node=self.name,
-            role=self.core.role,
-            metrics=self.metrics(),
-            trace=[
-                (t.flow, t.obj.hex(), t.role, t.dc, t.host, t.socket, t.ttl, t.at)
-                for t in self.core.trace[-32:]
-            ],
+            node=self.name, role=self.core.role, metrics=self.metrics(), trace=self.trace()
         )
         self._writer.write(control.frame(record))
 
@@ -180,7 +217,7 @@ class NodeRuntime(Generic[CoreT_co]):
             link.up = settings.up
 
     @property
-    def controller_address(self) -> Address:
+    def controller_address(self) -> Address | str:
         """The controller replica this node tries first (the leader, as far as it knows)."""
         return self.controllers[0]
 
@@ -197,7 +234,11 @@ class NodeRuntime(Generic[CoreT_co]):
         error: OSError | None = None
         for k, address in enumerate(list(self.controllers)):
             try:
-                if self.credentials is None:
+                if isinstance(address, str):
+                    # A Unix socket: the hub of a switch's workers (deploy/daemons/switch_pool.py),
+                    # in a directory only this user may enter -- no TLS there
+                    connecting = asyncio.open_unix_connection(address)
+                elif self.credentials is None:
                     connecting = asyncio.open_connection(*address)
                 else:
                     connecting = asyncio.open_connection(
@@ -209,7 +250,7 @@ class NodeRuntime(Generic[CoreT_co]):
             except (OSError, TimeoutError) as exc:
                 error = exc if isinstance(exc, OSError) else OSError(str(exc))
                 continue
-            if self.credentials is not None:
+            if self.credentials is not None and not isinstance(address, str):
                 peer = peer_identity(writer.get_extra_info("ssl_object"))
                 if peer is None or peer.role != "controller":
                     writer.close()
@@ -261,9 +302,9 @@ class NodeRuntime(Generic[CoreT_co]):
             self._stats_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._stats_task
-        if self._sock is not None and self._loop is not None:
-            self._loop.remove_reader(self._sock.fileno())
-            self._sock.close()
+        if self._udp is not None and self._loop is not None:
+            self._loop.remove_reader(self._udp.fileno())
+            self._udp.close()
         if self._control_task is not None:
             self._control_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
@@ -276,26 +317,65 @@ class NodeRuntime(Generic[CoreT_co]):
     # -- data plane ----------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        assert self._sock is not None and self._loop is not None
+        if self._udp is not None and self._loop is not None:
+            self._drain(BATCH)
+            self.flush()
+
+    def _drain(self, reads: int) -> None:
+        """Give the core up to ``reads`` reads from the socket (``READ_BUDGET`` bytes of
+        them taken datagram by datagram); a flow switch routes each train whole if it can."""
+        udp = self._udp
+        assert udp is not None and self._loop is not None
         now = self._loop.time()
-        recvfrom = self._sock.recvfrom
+        read = udp.read
         receive = self.core.receive_datagram
+        route_train = getattr(self.core, "route_train", None)
         names = self.book.name
-        for _ in range(BATCH):
-            try:
-                data, address = recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
+        budget = READ_BUDGET
+        for _ in range(reads):
+            if budget <= 0:
                 break
-            except OSError:
-                self.stats["recv-error"] += 1
+            got = read()
+            if got is None:
                 break
+            data, size, address = got
             port = names.get(address)
             if port is None:
                 # Still parsed and counted by the core, which trusts no bytes anyway.
                 self.stats["unknown-peer"] += 1
                 port = ""
-            receive(data, port, now)
-        self.flush()
+            if not size:
+                budget -= len(data)
+                receive(bytes(data), port, now)
+                continue
+            self.stats["trains-received"] += 1
+            if route_train is not None:
+                hop = route_train(data, size, port, now)
+                if hop is not None:
+                    self._forward_train(hop, data, size, now)
+                continue
+            budget -= len(data)
+            for offset in range(0, len(data), size):
+                receive(bytes(data[offset : offset + size]), port, now)
+
+    def _forward_train(self, hop: str, train: Train, size: int, now: float) -> None:
+        """Send on a train the core routed whole, after what it queued before it (order)."""
+        out = self.core.datagrams_to_send(now)
+        if out:
+            self._send_all(out, now)
+        udp = self._udp
+        assert udp is not None
+        address = self.book.address.get(hop)
+        if address is None:
+            self.stats["no-address"] += (len(train) + size - 1) // size
+            return
+        link = self.links.get((self.name, hop))
+        if link is not None and (link.delay or link.loss or not link.up or link.mtu):
+            for offset in range(0, len(train), size):  # the link stage works per datagram
+                self._emulate(link, bytes(train[offset : offset + size]), address, now)
+            return
+        udp.send_train([train], size, address)
+        self.stats["trains-forwarded"] += 1
 
     def flush(self) -> None:
         """Send what the core queued, dispatch its events and re-arm its timer.
@@ -316,6 +396,19 @@ class NodeRuntime(Generic[CoreT_co]):
                 self._flush_once()
         finally:
             self._flushing = False
+
+    def flush_soon(self) -> None:
+        """Flush once the event loop's current turn is over: what the application queued in
+        that turn (many streams' writes and reads) leaves in one flush, in trains."""
+        if self._flushing:
+            self._again = True
+        elif not self._flush_scheduled and self._loop is not None and not self.closed:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
 
     def _flush_once(self) -> None:
         assert self._loop is not None
@@ -348,9 +441,16 @@ class NodeRuntime(Generic[CoreT_co]):
             self.send_stats()  # so waiters on "tables applied" need not wait a period
 
     def _learn_addresses(self, addresses: Mapping[str, Address]) -> None:
-        for name, address in addresses.items():
+        for name, address in list(addresses.items()):
             if self.book.address.get(name) != address:
                 self.book.add(name, address)
+            if name != self.name and self._limits.get(name) != address:
+                # The largest datagram the interface towards that neighbour sends: a host
+                # bounds its streams' path-MTU search by it (docs/protocol.md §4.2.6).
+                self._limits[name] = address
+                mtu = mtu_towards(address)
+                if mtu is not None and self._loop is not None:
+                    self.core.set_path_limit(name, min(mtu - _IP_UDP, MAX_DATAGRAM), self._loop.time())
 
     def _plug_into(self, event: HostRelocated) -> None:
         """The host moved to another gateway: reach it, with the same link emulation as
@@ -372,54 +472,39 @@ class NodeRuntime(Generic[CoreT_co]):
         self.flush()
 
     def _read_pending(self) -> None:
-        """Give the core the datagrams waiting in the socket (a bounded number)."""
-        sock = self._sock
-        if sock is None or self._loop is None:
-            return
-        now = self._loop.time()
-        names = self.book.name
-        receive = self.core.receive_datagram
-        for _ in range(TIMER_DRAIN):
-            try:
-                data, address = sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.stats["recv-error"] += 1
-                return
-            port = names.get(address)
-            if port is None:
-                self.stats["unknown-peer"] += 1
-                port = ""
-            receive(data, port, now)
+        """Give the core what waits in the socket (a bounded number of reads)."""
+        if self._udp is not None and self._loop is not None:
+            self._drain(TIMER_DRAIN)
 
-    def _send_all(self, out: list[tuple[str, bytes | bytearray]], now: float) -> None:
-        """Send a batch; the common case (no emulation on the link) is one ``sendto``."""
+    def _send_all(self, out: list[tuple[str, Packet]], now: float) -> None:
+        """Send a batch: consecutive datagrams to one neighbour go out as one train (one
+        system call); a link with emulation gets its datagrams one by one."""
         addresses = self.book.address
         links = self.links
         name = self.name
-        sock = self._sock
-        assert sock is not None
+        udp = self._udp
+        assert udp is not None
+        push = udp.push
         for port, data in out:
             address = addresses.get(port)
             if address is None:
                 self.stats["no-address"] += 1
                 continue
             link = links.get((name, port))
-            if link is not None and (link.delay or link.loss or not link.up):
+            if link is not None and (link.delay or link.loss or not link.up or link.mtu):
+                udp.flush()  # what was queued before it goes first
                 self._emulate(link, data, address, now)
                 continue
-            try:
-                sock.sendto(data, address)
-            except BlockingIOError:
-                self.stats["send-buffer-full"] += 1
-            except OSError:
-                self.stats["send-error"] += 1
+            push(data, address)
+        udp.flush()
 
-    def _emulate(self, link: EmuLink, data: bytes | bytearray, address: Address, now: float) -> None:
-        """The egress link stage: cut, random loss, then delay (docs/architecture.md §3)."""
+    def _emulate(self, link: EmuLink, data: Packet, address: Address, now: float) -> None:
+        """The egress link stage: cut, MTU, random loss, then delay (docs/architecture.md §3)."""
         if not link.up:
             self.stats["link-down"] += 1
+            return
+        if link.mtu and len(data) + _IP_UDP > link.mtu:
+            self.stats["link-too-big"] += 1
             return
         if link.loss and self._rng.random() < link.loss:
             self.stats["link-loss"] += 1
@@ -430,15 +515,10 @@ class NodeRuntime(Generic[CoreT_co]):
             return
         self._sendto(data, address)
 
-    def _sendto(self, data: bytes | bytearray, address: Address) -> None:
-        if self._sock is None or self.closed:
+    def _sendto(self, data: Packet, address: Address) -> None:
+        if self._udp is None or self.closed:
             return
-        try:
-            self._sock.sendto(data, address)
-        except BlockingIOError:
-            self.stats["send-buffer-full"] += 1
-        except OSError:
-            self.stats["send-error"] += 1
+        self._udp.send(data, address)
 
     # -- control plane -------------------------------------------------------------------
 
@@ -474,6 +554,8 @@ class NodeRuntime(Generic[CoreT_co]):
                     self._follow(message)
                     return
                 try:
+                    if self.on_control is not None:
+                        self.on_control(message)
                     if isinstance(message, control.LinkSettings):
                         self.apply_link_settings(message)  # for the runtime's link stage, not the core
                     elif isinstance(message, control.Refused):

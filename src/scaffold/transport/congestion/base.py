@@ -38,7 +38,7 @@ class CongestionState(msgspec.Struct, frozen=True, kw_only=True, tag_field="algo
 class CongestionControl(abc.ABC):
     """One connection's congestion controller.
 
-    ``mss`` is read on every decision, so a path-MTU change only needs ``cc.mss = new``.
+    ``mss`` is read on every decision; a path-MTU change goes through :meth:`set_mss`.
     """
 
     __slots__ = ("cwnd", "initial_window", "mss", "recovery_start", "ssthresh")
@@ -56,6 +56,14 @@ class CongestionControl(abc.ABC):
         self.ssthresh: int | None = None
         #: transmission number at which the current recovery episode began.
         self.recovery_start = 0
+
+    def set_mss(self, mss: int) -> None:
+        """The segment size changed (path-MTU discovery, §4.2.6): the window keeps its size in
+        segments, as the slow-start threshold does."""
+        old, self.mss = self.mss, mss
+        self.cwnd = max(mss, self.cwnd * mss // old)
+        if self.ssthresh is not None:
+            self.ssthresh = max(2 * mss, self.ssthresh * mss // old)
 
     @abc.abstractmethod
     def on_ack(self, acked: int, in_flight_before: int) -> None:

@@ -1,0 +1,316 @@
+"""Worker processes (docs/deployment.md §8): a flow switch run as ``--workers 2`` carries
+streams while each of its workers is SIGKILLed in turn -- every byte arrives, the pool
+restarts them -- and the ingress spreads over workers that share its port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import scaffold
+from scaffold.core.controller.commands import Counters, Status
+from scaffold.deploy.daemons.workers import WorkerPool, pool_metrics
+from scaffold.runtime import admin
+from scaffold.runtime.aio import run, wait_until
+from scaffold.runtime.tls import Credentials, CredentialStore
+from scaffold.wire.control import MetricSample
+
+TOPOLOGY = """\
+name = "one"
+
+[[datacenter]]
+name = "dc1"
+hosts = ["dc1-h1", "dc1-h2"]
+
+[[object]]
+name = "echo"
+replicas = ["dc1-h1"]
+"""
+
+
+class Daemons:
+    """Daemon processes of one test, each stopped by its pid."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        #: the network's CA and every daemon's credentials
+        self.credentials = CredentialStore(tmp / "credentials")
+        self.operator = self.credentials.operator()
+
+    def creds(self, name: str, role: str) -> list[str]:
+        """The ``--credentials`` flag of daemon ``name`` in ``role``."""
+        return ["--credentials", str(self.credentials.node(name, role).directory)]
+
+    def start(self, name: str, *argv: str) -> None:
+        with open(self.tmp / f"{name}.log", "wb") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "scaffold", *argv],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                cwd=self.tmp,  # a controller's default store (.scaffold/) is the test's own
+            )
+
+    def log(self, name: str) -> list[dict[str, object]]:
+        lines = (self.tmp / f"{name}.log").read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def stop_all(self) -> dict[str, int]:
+        for proc in reversed(self.procs.values()):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = {}
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait(timeout=5)
+        return codes
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    d = Daemons(tmp_path)
+    try:
+        yield d
+    finally:
+        d.stop_all()
+
+
+def worker_pids(daemons: Daemons, name: str) -> dict[int, int]:
+    """The pid of each worker of ``name``, from its supervisor's log (the latest start)."""
+    pids: dict[int, int] = {}
+    for record in daemons.log(name):
+        if record["msg"] == "worker started":
+            pids[int(record["worker"])] = int(record["pid"])  # type: ignore[call-overload]
+    return pids
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_a_flow_switch_worker_killed_under_load_loses_no_byte(daemons: Daemons, tmp_path: Path) -> None:
+    (tmp_path / "one.toml").write_text(TOPOLOGY)
+    controller = ("127.0.0.1", free_port())
+    ctl = f"{controller[0]}:{controller[1]}"
+    daemons.start(
+        "controller",
+        "controller",
+        "--topology",
+        str(tmp_path / "one.toml"),
+        "--listen",
+        ctl,
+        *daemons.creds("controller", "controller"),
+    )
+    node = ["--controller", ctl, "--listen", "127.0.0.1:0", "--stats-interval", "0.2"]
+    fs = ["--name", "dc1-fs1", "--dc", "dc1", "--workers", "2", *daemons.creds("dc1-fs1", "flow-switch")]
+    daemons.start("dc1-fs1", "switch", "--role", "flow", *fs, *node)
+    os_ = ["--name", "dc1-os", "--dc", "dc1", *daemons.creds("dc1-os", "object-switch")]
+    daemons.start("dc1-os", "switch", "--role", "object", *os_, *node)
+    h1 = ["--name", "dc1-h1", "--gateway", "dc1-fs1", "--serve", "echo", *daemons.creds("dc1-h1", "host")]
+    daemons.start("dc1-h1", "host", *h1, *node)
+    operator = daemons.operator
+
+    async def scenario() -> tuple[list[bool], dict[str, object]]:
+        async def ready() -> bool:
+            try:
+                status = await admin.call(controller, Status(), timeout=1.0, credentials=operator)
+            except Exception:
+                return False
+            return any(o["name"] == "echo" and o["replicas"][0]["alive"] for o in status["objects"]) and all(
+                sw["connected"] for sw in status["switches"]
+            )
+
+        await wait_until(ready, 60, "the daemons to come up", interval=0.1)
+        h2 = daemons.credentials.node("dc1-h2", "host")
+        async with await scaffold.join(
+            "dc1-h2", gateway="dc1-fs1", controller=controller, credentials=h2, operator=operator
+        ) as host:
+
+            async def echo(size: int) -> bool:
+                reader, writer = await host.open_connection("echo")
+                payload = os.urandom(size)
+                got = bytearray()
+
+                async def read() -> None:
+                    while len(got) < size and (data := await reader.read(1 << 20)):
+                        got.extend(data)
+
+                reading = asyncio.ensure_future(read())
+                for offset in range(0, size, 32 * 1024):  # paced: the load lasts through the kills
+                    writer.write(payload[offset : offset + 32 * 1024])
+                    await writer.drain()
+                    await asyncio.sleep(0.004)
+                await asyncio.wait_for(reading, 60)
+                writer.close()
+                return bytes(got) == payload
+
+            streams = [asyncio.ensure_future(echo(3 << 20)) for _ in range(3)]
+            for worker in (0, 1):  # each worker in turn, while the streams run
+                await asyncio.sleep(0.4)
+                pids = worker_pids(daemons, "dc1-fs1")
+                os.kill(pids[worker], signal.SIGKILL)
+                await wait_until(
+                    lambda w=worker, p=pids[worker]: worker_pids(daemons, "dc1-fs1")[w] != p, 10, "restart"
+                )
+            exact = await asyncio.gather(*streams)
+
+            summary: dict[str, object] = {}
+
+            async def restarted() -> bool:  # the supervisor reports its workers' sums every 0.2 s
+                counters = await admin.call(controller, Counters(), credentials=operator)
+                summary.update(counters["dc1-fs1"])
+                metrics = {m[0]: m[1] for m in summary["metrics"] if not m[2]}  # type: ignore[attr-defined]
+                return metrics.get("worker_restarts_total") == 2 and metrics.get("workers") == 2
+
+            await wait_until(restarted, 10, "the switch to report 2 restarts of 2 workers", interval=0.1)
+        return exact, summary
+
+    exact, summary = run(scenario())
+    assert exact == [True, True, True]
+    assert summary["forwarded"] > 0 and summary["version"] >= 1
+    died = [r for r in daemons.log("dc1-fs1") if r["msg"] == "worker died"]
+    assert [r["worker"] for r in died] == [0, 1] and all(r["code"] == -signal.SIGKILL for r in died)
+    codes = daemons.stop_all()
+    assert codes == dict.fromkeys(codes, 0), codes
+
+
+def test_pool_metrics_sum_counters_and_keep_the_largest_gauge() -> None:
+    a = [MetricSample("forwarded_packets_total", 5), MetricSample("table_version", 3)]
+    b = [MetricSample("forwarded_packets_total", 7), MetricSample("table_version", 4)]
+    samples = {(s.name, tuple(s.labels.items())): s.value for s in pool_metrics([a, b], 2, 1)}
+    assert samples[("forwarded_packets_total", ())] == 12
+    assert samples[("table_version", ())] == 4
+    assert samples[("workers", ())] == 2 and samples[("worker_restarts_total", ())] == 1
+
+
+def test_a_worker_pool_restarts_the_dead_and_stops_the_rest_by_pid(tmp_path: Path) -> None:
+    from scaffold.deploy.daemons.jsonlog import JsonLog
+
+    async def scenario() -> tuple[int, int]:
+        sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+        with open(tmp_path / "pool.log", "w") as out:
+            pool = WorkerPool([sleeper, sleeper], JsonLog("pool", out))
+            await pool.start()
+            first = pool.pids
+            os.kill(first[0], signal.SIGKILL)
+            await wait_until(lambda: pool.restarts == 1 and pool.alive == 2, 10, "a restart")
+            assert pool.pids[1] == first[1] and pool.pids[0] != first[0]
+            await pool.stop(grace=5)
+            return pool.alive, pool.restarts
+
+    assert run(scenario()) == (0, 1)
+
+
+GATEWAY_TOPOLOGY = """\
+name = "gateway"
+
+[[datacenter]]
+name = "dc1"
+hosts = ["dc1-h1"]
+
+# The operator's policy: any host may serve `web` (each publisher worker is a host of its own).
+[[object]]
+name = "web"
+allow = ["*"]
+"""
+
+
+def get(port: int) -> bytes:
+    """One HTTP GET on a fresh connection; the body."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/hello.txt")
+        return conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_ingress_and_publisher_workers_share_the_load_and_survive_a_killed_worker(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    (tmp_path / "gateway.toml").write_text(GATEWAY_TOPOLOGY)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "hello.txt").write_text("hello\n")
+    web = free_port()
+    http_server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(web), "--bind", "127.0.0.1", "--directory", "site"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    state = str(tmp_path / "state.json")
+    try:
+        daemons.start("up", "up", str(tmp_path / "gateway.toml"), "--state", state)
+        wait_for_log(daemons, "up", "is up")
+        daemons.start(
+            "publish", "publish", "web", "--target", f"127.0.0.1:{web}", "--network", state, "--workers", "2"
+        )
+        daemons.start(
+            "ingress", "ingress", "web", "--listen", "127.0.0.1:0", "--network", state, "--workers", "2"
+        )
+        wait_for_log(daemons, "ingress", "ingress tcp", count=2)
+        wait_for_log(daemons, "publish", "published", count=2)
+        port = int((tmp_path / "ingress.log").read_text().split("2 workers on 127.0.0.1:")[1].split()[0])
+        assert all(get(port) == b"hello\n" for _ in range(6))
+        pids = worker_pids(daemons, "ingress")
+        os.kill(pids[0], signal.SIGKILL)
+        # Once it is gone the kernel hands its share of new connections to worker 1 (those
+        # it had queued died with it, as with any dead server).
+        wait_for_log(daemons, "ingress", "worker died")
+        assert all(get(port) == b"hello\n" for _ in range(6))
+        wait_for_log(daemons, "ingress", "ingress tcp", count=3)  # worker 0 is back
+        assert all(get(port) == b"hello\n" for _ in range(6))
+        hosts = run(admin.call(load_controller(state), Status(), credentials=operator(state)))["hosts"]
+        names = {h["name"] for h in hosts if h["alive"]}
+        assert {n for n in names if n.startswith(("ingress-", "publish-"))} >= {
+            f"{kind}-{daemons.procs[kind].pid}-w{i}" for kind in ("ingress", "publish") for i in (0, 1)
+        }
+    finally:
+        http_server.terminate()
+        http_server.wait(10)
+    codes = daemons.stop_all()
+    assert codes == dict.fromkeys(codes, 0), codes
+
+
+def wait_for_log(daemons: Daemons, name: str, text: str, *, count: int = 1, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    path = daemons.tmp / f"{name}.log"
+    while path.read_text().count(text) < count:
+        assert daemons.procs[name].poll() is None, path.read_text()
+        assert time.monotonic() < deadline, f"no {count} x {text!r} in:\n{path.read_text()}"
+        time.sleep(0.05)
+
+
+def operator(state: str) -> Credentials:
+    """The operator credentials of the ``scaffold up`` network whose state file is ``state``."""
+    from scaffold.deploy.state_file import load_state
+
+    return load_state(Path(state)).operator()
+
+
+def load_controller(state: str) -> tuple[str, int]:
+    from scaffold.deploy.state_file import load_state
+
+    address = load_state(Path(state)).controller
+    return (str(address[0]), int(address[1]))
