@@ -8,6 +8,8 @@ from collections import Counter
 
 import pytest
 
+from scaffold.core.controller import Controller
+from scaffold.core.controller.demand import DemandBook
 from scaffold.core.locality import (
     ACCEPT_SCALE,
     SIBLINGS,
@@ -20,7 +22,8 @@ from scaffold.core.locality import (
 )
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.routing import costs
-from scaffold.errors import UsageError
+from scaffold.core.topology import default_topology
+from scaffold.errors import MalformedPacket, UsageError
 from scaffold.wire import control
 from scaffold.wire import header as wire_header
 from scaffold.wire.control import SwitchTables, TableDelta, TableKeys, TableSync
@@ -258,3 +261,71 @@ def test_a_tier_larger_than_the_sibling_limit_spills_to_the_next_tier() -> None:
     nobody = tuple((dc, 0, 0) for dc in range(1, SIBLINGS + 2))
     cascade = TierCache().cascade(members, 0, costs, nobody)
     assert {choose(f, cascade) for f in flows(300)} == {SIBLINGS + 2}
+
+
+# -- measured demand ---------------------------------------------------------------------------
+
+
+def first_packet(src: int, flow: int, obj: bytes = OBJ) -> bytes:
+    return wire_header.encode(Header(Proto.DATAGRAM, flow, obj, src_dc=src, src_host=7))
+
+
+def test_an_object_switch_counts_first_packets_of_watched_objects_and_reports_them() -> None:
+    other = bytes([9] * 32)
+    wide = {**REPLICAS, other.hex(): ((1, 1),)}
+    sw = switch(2, tables(wide, 2, dc_costs=LINE, spill={KEY: ()}))
+    assert sw.get_timer() is None
+    for k, src in enumerate((1, 1, 4, 99)):  # 99: no DC the cost table knows; not counted
+        sw.receive_datagram(first_packet(src, k), "dc2-fs1", 10.0)
+    sw.receive_datagram(first_packet(1, 7, other), "dc2-fs1", 10.0)  # not watched
+    # a packet that already names its DC is not a new flow's choice
+    placed = wire_header.encode(Header(Proto.DATAGRAM, 8, OBJ, dst_dc=3, src_dc=1, src_host=7))
+    sw.receive_datagram(placed, "dc2-fs1", 10.0)
+    assert sw.get_timer() == 11.0
+    sw.handle_timer(11.0)
+    (report,) = sw.control_to_send()
+    assert report == control.Demand(node=sw.name, interval=1.0, flows={KEY: {1: 2, 4: 1}})
+    # idle: one empty report, then silence
+    sw.handle_timer(12.0)
+    assert sw.control_to_send() == [control.Demand(node=sw.name, interval=1.0, flows={})]
+    assert sw.get_timer() is None
+    # the entry goes: nothing counted any more
+    sw.receive_control(TableDelta(version=2, upsert=SwitchTables(), remove=TableKeys(spill=[KEY])), 0.0)
+    sw.receive_datagram(first_packet(1, 9), "dc2-fs1", 13.0)
+    assert sw.get_timer() is None
+
+
+def test_demand_reports_are_bounded_by_the_decoder() -> None:
+    many = {f"{k:064x}": {1: 1} for k in range(control.DEMAND_OBJECTS + 1)}
+    body = control.encode(control.Demand(node="x", interval=1.0, flows=many))
+    with pytest.raises(MalformedPacket):
+        control.decode(body)
+    with pytest.raises(MalformedPacket):
+        control.decode(control.encode(control.Demand(node="x", interval=0.0)))
+
+
+def test_the_demand_book_sums_switches_and_replans_only_on_a_real_move() -> None:
+    book = DemandBook(lambda key: key == KEY)
+    first = book.report(
+        "a-os", control.Demand(node="a-os", interval=2.0, flows={KEY: {1: 80}, "ff" * 32: {1: 5}})
+    )
+    assert first == {KEY: {1: 40.0}}  # objects nobody plans for are ignored
+    assert book.report("b-os", control.Demand(node="b-os", interval=1.0, flows={KEY: {2: 20}})) == {
+        KEY: {1: 40.0, 2: 20.0}
+    }
+    # counting noise under the hysteresis: no replan
+    assert book.report("a-os", control.Demand(node="a-os", interval=1.0, flows={KEY: {1: 43}})) == {}
+    assert book.report("a-os", control.Demand(node="a-os", interval=1.0, flows={KEY: {1: 60}})) == {
+        KEY: {1: 60.0, 2: 20.0}
+    }
+    assert book.forget("b-os") == {KEY: {1: 60.0}}
+    assert book.report("a-os", control.Demand(node="a-os", interval=1.0)) == {KEY: {}}
+    assert book.published == {}
+
+
+def test_only_object_switches_report_demand() -> None:
+    ctl = Controller(default_topology())
+    report = control.Demand(node="east-fs1", interval=1.0, flows={KEY: {1: 1_000_000}})
+    for node in ("east-fs1", "east-h1", "nobody"):
+        ctl.receive_message(node, report, 0.0)
+    assert ctl.drops["demand-not-object-switch"] == 3 and not ctl.tables.measured.published

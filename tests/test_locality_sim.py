@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from churn_apps import CONTENT, Download, Downloader, serve_content
+from churn_apps import CONTENT, ContentServer, Download, Downloader, serve_content
 from scaffold.core.controller.commands import Link, SetPolicy, Status
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.topology import default_topology
@@ -86,33 +86,54 @@ def test_set_policy_reaches_every_object_switch_and_status() -> None:
         SetPolicy(object="content", policy="fastest")
 
 
-def test_a_capacity_limited_dc_spills_to_the_next_nearest_by_the_controllers_plan() -> None:
+def test_a_capacity_limited_dc_spills_by_the_demand_the_object_switches_measure() -> None:
     net = network(54)
     key = CONTENT.raw.hex()
     # east's replica takes 30 new flows/s; west's has no limit
-    net.act("east-h1", lambda core, now: core.bind(CONTENT, 1, "content", capacity=30.0))
-    net.act("west-h1", lambda core, now: core.bind(CONTENT, 1, "content"))
-    net.run(0.05)
-    ids = net.controller.dc_ids
-    east, north = ids["east"], ids["north"]
-    # the demand seam (measured demand is not wired yet): 40/s from east, 20/s from north
-    net.controller.tables.demand_changed(key, {east: 40.0, north: 20.0})
-    net.command(Status())  # any command flushes the pending tables at once
+    serve = ContentServer(4096)
+    for host, capacity in (("east-h1", 30.0), ("west-h1", 0.0)):
+        net.act(host, lambda core, now, c=capacity: core.bind(CONTENT, 1, "content", capacity=c))
+        net.on_event(host, serve)
     net.run(0.05)
     switches = [net.switch(f"{dc}-os") for dc in ("east", "west", "north")]
-    spill = {sw.snapshot().spill.get(key) for sw in switches if isinstance(sw, ObjectSwitch)}
-    assert len(spill) == 1 and None not in spill  # every object switch holds the same plan
+    assert all(isinstance(sw, ObjectSwitch) for sw in switches)
+    # a capacity and no demand yet: every switch counts the object, nothing spills
+    assert {sw.snapshot().spill.get(key) for sw in switches} == {()}  # type: ignore[union-attr]
+    ids = net.controller.dc_ids
+    east, north = ids["east"], ids["north"]
+    # real flows: 40/s from east's clients, 20/s from north's, for 3 s
+    downloader = Downloader()
+    clients = ("east-h3", "east-h4", "north-h1")
+    flows = []
+    for i in range(180):
+        flows.append((net.now, downloader.open(net, clients[i % 3])))
+        net.run(1 / 60)
+    measured = net.controller.tables.demand[key]
+    assert measured.keys() == {east, north}
+    assert abs(measured[east] - 40) <= 6 and abs(measured[north] - 20) <= 4, measured
+    spill = {sw.snapshot().spill.get(key) for sw in switches}  # type: ignore[union-attr]
+    assert len(spill) == 1 and None not in spill and () not in spill  # one plan everywhere
     # north sees east and west in one tier (3 ms each): a flow east refuses tries west at no
     # extra cost, so east refuses north's first and keeps 30/s of its own 40/s
     probe = switches[2]
     assert isinstance(probe, ObjectSwitch)
-    flows = range(20_000)
-    from_east = sum((probe.resolve(CONTENT.raw, f, east) or (0, 0))[0] == east for f in flows)
-    from_north = sum((probe.resolve(CONTENT.raw, f, north) or (0, 0))[0] == east for f in flows)
-    accepted = 40.0 * from_east / len(flows) + 20.0 * from_north / len(flows)
-    assert 30.0 * 0.9 <= accepted <= 30.0 * 1.05, (from_east, from_north)
-    assert from_north == 0 and abs(from_east / len(flows) - 0.75) < 0.03
-    # the replica leaves its limit: the plan goes, every switch learns it
+    sample = range(20_000)
+    from_east = sum((probe.resolve(CONTENT.raw, f, east) or (0, 0))[0] == east for f in sample)
+    from_north = sum((probe.resolve(CONTENT.raw, f, north) or (0, 0))[0] == east for f in sample)
+    accepted = measured[east] * from_east / len(sample) + measured[north] * from_north / len(sample)
+    assert 30.0 * 0.9 <= accepted <= 30.0 * 1.05, (from_east, from_north, measured)
+    assert from_north == 0
+    assert net.run_while(lambda: not downloader.done(), timeout=30)
+    late = [d for t, d in flows if t >= 2.0 + flows[0][0]]
+    # the real flows after the plan: north's all went to west, east's partly stayed home
+    assert {servers(net, d)[0] for d in late if d.host.startswith("north")} == {"west-h1"}
+    assert {servers(net, d)[0] for d in late if d.host.startswith("east")} == {"east-h1", "west-h1"}
+    assert all(d.checker.ok and d.checker.offset == 4096 for _, d in flows)
+    # the flows stop: one empty report each, the demand goes and the plan with it
+    net.run(2.5)
+    assert key not in net.controller.tables.demand
+    assert {sw.snapshot().spill.get(key) for sw in switches} == {()}  # type: ignore[union-attr]
+    # the replica leaves its limit: the entry goes, every switch learns it
     net.act("east-h1", lambda core, now: core.unbind(CONTENT))
     net.run(0.05)
     assert all(isinstance(sw, ObjectSwitch) and key not in sw.snapshot().spill for sw in switches)

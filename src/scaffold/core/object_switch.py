@@ -16,7 +16,10 @@ with an explicit ``OBJECT_NOT_FOUND`` signal to the source.
 The wide-area choice follows the object's policy (docs/protocol.md §3.5, ``core/locality.py``):
 under ``nearest`` (the default) the cost table ``dc_costs`` narrows the DCs to the nearest ones
 from the packet's source DC, with spill-over by the accept fractions of ``spill``; under
-``weighted`` every source shares one table by weight.
+``weighted`` every source shares one table by weight. For the objects that have a ``spill``
+entry (their replicas declare a capacity) it counts first packets per source DC and reports
+them to the controller about once a second (``Demand``), so the spill-over plan follows the
+measured load.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from typing import ClassVar
 
 from ..errors import MalformedPacket, UsageError
 from ..ids import OBJECT_ID_BYTES
+from ..wire import control
 from ..wire import header as wire_header
 from ..wire import signal as wire_signal
-from ..wire.control import Replicas, SwitchTables, TableKeys
+from ..wire.control import DEMAND_OBJECTS, Replicas, SwitchTables, TableKeys
 from ..wire.header import DST_LOCATOR, DST_OFFSET, TTL_OFFSET, Flags, Header, Proto
 from .events import Packet, TraceHop
 from .locality import Policy, Spill, TierCache, choose
@@ -35,13 +39,16 @@ from .metrics import MetricKind, Sample, define
 from .replicas import TABLE_SIZE, PrefixTable, ReplicaSet
 from .switch import Switch
 
-__all__ = ["LOCAL_SHIFT", "RESOLUTIONS", "WIDE_SHIFT", "Entry", "ObjectSwitch"]
+__all__ = ["DEMAND_INTERVAL", "LOCAL_SHIFT", "RESOLUTIONS", "WIDE_SHIFT", "Entry", "ObjectSwitch"]
 
 RESOLUTIONS = define(
     "resolutions_total",
     MetricKind.COUNTER,
     "Packets an object switch refined (first packets and re-resolutions, docs/protocol.md §3.2).",
 )
+
+#: how often an object switch reports the demand for objects that may spill (seconds, §3.5)
+DEMAND_INTERVAL = 1.0
 
 #: How far the Flow ID is shifted before the Maglev index at each level (docs/protocol.md
 #: §3.2): the wide-area pick uses the whole ID modulo the table size, the in-DC pick only its
@@ -98,6 +105,13 @@ class ObjectSwitch(Switch):
         self._weighted: dict[bytes, None] = {}
         self._spill: dict[bytes, Spill] = {}
         self._tiers = TierCache()
+        #: first packets resolved at the wide-area level since the last report, per object
+        #: with a spill entry and source DC ID (``Demand``, §3.5); the window's start; when
+        #: the next report is due (None: nothing to report); whether the last one had flows
+        self._demand: dict[bytes, dict[int, int]] = {}
+        self._window = 0.0
+        self._report_at: float | None = None
+        self._reported = False
 
     # -- tables --------------------------------------------------------------------------
 
@@ -165,10 +179,13 @@ class ObjectSwitch(Switch):
                 self.drops["bad-table-entry"] += 1
                 continue
             fractions = upsert.spill.get(key)
-            if fractions:
+            if fractions is not None:
+                # an entry, even empty: the object's replicas declare a capacity, so its
+                # demand is counted and reported (``Demand``)
                 self._spill[raw] = tuple(sorted((int(d), int(src), int(f)) for d, src, f in fractions))
             else:
                 self._spill.pop(raw, None)
+                self._demand.pop(raw, None)
             touched.add(raw)
         for raw in touched:
             entry = self._exact.get(raw)
@@ -384,12 +401,47 @@ class ObjectSwitch(Switch):
             return
         dc, host = refined
         self.resolutions += 1
+        if not h.dst_dc and h.obj in self._spill:
+            self._count(h.obj, h.src_dc, now)
         buf = bytearray(data)
         buf[TTL_OFFSET] = h.ttl - 1
         DST_LOCATOR.pack_into(buf, DST_OFFSET, dc, host, 0)
         if h.flags & Flags.TRACE:
             self.trace.append(TraceHop(self.name, self.role, h.flow, h.obj, dc, host, 0, h.ttl - 1, now))
         self._out.append((self.gateway or port, buf))
+
+    # -- demand (docs/protocol.md §3.5) ---------------------------------------------------
+
+    def _count(self, obj: bytes, src_dc: int, now: float) -> None:
+        """Count a new flow to ``obj`` from ``src_dc``. Bounded: known source DCs only (the
+        cost table's), at most ``DEMAND_OBJECTS`` objects per report."""
+        if src_dc not in self.dc_costs:
+            return
+        counts = self._demand.get(obj)
+        if counts is None:
+            if len(self._demand) >= DEMAND_OBJECTS:
+                return
+            counts = self._demand[obj] = {}
+            if self._report_at is None:
+                self._window, self._report_at = now, now + DEMAND_INTERVAL
+        counts[src_dc] = counts.get(src_dc, 0) + 1
+
+    def get_timer(self) -> float | None:
+        return self._report_at
+
+    def handle_timer(self, now: float) -> None:
+        """Report the demand counted since the last report (``Demand``); one empty report
+        after the flows stop, then silence until the next one."""
+        if self._report_at is None or now < self._report_at:
+            return
+        flows = {raw.hex(): counts for raw, counts in self._demand.items()}
+        self._demand = {}
+        if flows or self._reported:
+            interval = max(now - self._window, 1e-3)
+            self._control_out.append(control.Demand(node=self.name, interval=interval, flows=flows))
+        self._reported = bool(flows)
+        self._window = now
+        self._report_at = now + DEMAND_INTERVAL if flows else None
 
     def _not_found(self, h: Header) -> None:
         if not h.src_dc or not h.src_host:

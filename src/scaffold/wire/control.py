@@ -37,6 +37,8 @@ __all__ = [
     "Bind",
     "ControlMessage",
     "Drain",
+    "DEMAND_OBJECTS",
+    "Demand",
     "DrainDone",
     "FlowsOut",
     "MigrateIn",
@@ -234,6 +236,25 @@ class HostLiveness(msgspec.Struct, tag="liveness", frozen=True):
     down: Annotated[list[Name], Meta(max_length=4096)] = []
 
 
+#: objects one ``Demand`` report lists at most (a switch counts no more than that)
+DEMAND_OBJECTS = 1024
+
+
+class Demand(msgspec.Struct, tag="demand", frozen=True):
+    """Object switch -> controller: the first packets it resolved at the wide-area level
+    in the last ``interval`` seconds, per object and source DC ID, for the objects whose
+    replicas declare a capacity (those with a ``spill`` entry; docs/protocol.md §3.5).
+    Sent about once a second while there are any, and once more with ``flows`` empty when
+    they stop; the controller's spill-over plan follows the sum over the object switches."""
+
+    node: Name
+    interval: Annotated[float, Meta(gt=0, le=3600)]
+    flows: Annotated[
+        dict[ObjectHex, Annotated[dict[int, Annotated[int, Meta(ge=0, le=1 << 32)]], Meta(max_length=4096)]],
+        Meta(max_length=DEMAND_OBJECTS),
+    ] = {}
+
+
 class NotLeader(msgspec.Struct, tag="not-leader", frozen=True):
     """A standby controller replica to a node that connected to it: go to ``leader``
     (``None``: no replica leads right now; try the others) (docs/protocol.md §6.8)."""
@@ -367,6 +388,7 @@ ControlMessage = (
     | TableDelta
     | SyncRequest
     | HostLiveness
+    | Demand
     | NotLeader
     | AdminRequest
     | AdminReply

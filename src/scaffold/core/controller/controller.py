@@ -40,7 +40,7 @@ HOST_RETENTION = 3600.0
 #: objects listed by ``status`` (``object_count`` says how many there are)
 STATUS_OBJECTS = 1000
 #: records whose table changes wait for the coalescing window (registrations, in bursts)
-_COALESCED = (control.Hello, control.Bind, control.Unbind, control.Heartbeat)
+_COALESCED = (control.Hello, control.Bind, control.Unbind, control.Heartbeat, control.Demand)
 #: the event log is trimmed to its latest EVENT_LOG_KEEP entries past EVENT_LOG_LIMIT taken
 EVENT_LOG_LIMIT = 10_000
 EVENT_LOG_KEEP = 1_000
@@ -192,6 +192,11 @@ class Controller:
                 self.drops["unexpected-flows-out"] += 1
         elif isinstance(message, control.DrainDone):
             self.churn.drain_done(node, message.obj, now)
+        elif isinstance(message, control.Demand):
+            if self.tables.role(node) != "object-switch":
+                self.drops["demand-not-object-switch"] += 1
+                return
+            self.tables.demand_reported(node, message)
         elif isinstance(message, control.SyncRequest):
             state = self.tables.switches.get(node)
             if state is None or not state.connected:
@@ -207,6 +212,7 @@ class Controller:
         them again."""
         if node in self.tables.switches:
             self.tables.switches[node].connected = False
+            self.tables.switch_lost(node)
             for name in list(self.registry.attached.get(node, ())):
                 host = self.registry.hosts[name]
                 if host.alive:

@@ -23,10 +23,11 @@ from typing import Any, cast
 import msgspec
 
 from ...wire import control
-from ...wire.control import RECORD_BUDGET, ControlMessage, Replicas, SwitchTables, TableKeys
+from ...wire.control import RECORD_BUDGET, ControlMessage, Demand, Replicas, SwitchTables, TableKeys
 from ..locality import Spill, plan_accept
 from ..routing import costs, next_hops
 from ..topology import DatacenterSpec
+from .demand import DemandBook
 from .incremental import GroupedTable, Pending
 from .registry import Registry
 from .state import HostRecord
@@ -121,6 +122,8 @@ class Tables:
         #: ``demand_changed``), the accept fractions planned from it and their changes
         self.demand: dict[str, dict[int, float]] = {}
         self.spill: dict[str, Spill] = {}
+        #: the object switches' reports of it, summed (``Demand``)
+        self.measured = DemandBook(self.spill.__contains__)
         self._spill_pending: dict[str, Spill | None] = {}
         self.routes_changed()
         for name in registry.hosts:
@@ -278,6 +281,17 @@ class Tables:
                 for dc_id, hop in want.items():
                     self._set_flow(fs, "dc_routes", dc_id, hop)
 
+    def demand_reported(self, switch: str, report: Demand) -> None:
+        """Object switch ``switch`` counted first packets (``Demand``): replan the objects
+        whose summed demand moved (``demand.py``)."""
+        for key, rates in self.measured.report(switch, report).items():
+            self.demand_changed(key, rates)
+
+    def switch_lost(self, switch: str) -> None:
+        """``switch``'s control connection closed: its share of the demand goes."""
+        for key, rates in self.measured.forget(switch).items():
+            self.demand_changed(key, rates)
+
     def demand_changed(self, key: str, rates: dict[int, float]) -> None:
         """New flows per second to object ``key`` from each source DC ID: the spill-over
         plan of an object whose replicas declare capacities follows it (§3.5)."""
@@ -288,12 +302,14 @@ class Tables:
         self.object_changed(key)
 
     def _plan_spill(self, key: str, members: tuple[tuple[int, int], ...]) -> None:
-        """Recompute ``key``'s accept fractions: a DC whose live replicas all declare a
+        """Recompute ``key``'s spill entry: present (so object switches count its demand)
+        when a live replica declares a capacity under ``nearest``; its accept fractions
+        planned from the demand once there is some. A DC whose live replicas all declare a
         capacity takes at most their sum; the others take everything offered."""
         reg = self.registry
         declared = reg.capacities.get(key, {})
-        plan: Spill = ()
-        if declared and key in self.demand and members and reg.policies.get(key) != "weighted":
+        plan: Spill | None = None
+        if declared and members and reg.policies.get(key) != "weighted":
             caps: dict[int, float] = {}
             unlimited: set[int] = set()
             for host, _ in (reg.objects.get(key) or {}).items():
@@ -307,13 +323,16 @@ class Tables:
                     unlimited.add(dc_id)
             limited = {dc: cap for dc, cap in caps.items() if dc not in unlimited}
             if limited:
-                plan = plan_accept(members, limited, self.demand[key], self.dc_costs)
-        if self.spill.get(key, ()) != plan:
-            if plan:
-                self.spill[key] = plan
-            else:
+                demand = self.demand.get(key)
+                plan = plan_accept(members, limited, demand, self.dc_costs) if demand else ()
+        if self.spill.get(key) != plan:
+            if plan is None:
                 del self.spill[key]
-            self._spill_pending[key] = plan or None
+                self.demand.pop(key, None)  # no longer counted: what was measured is stale
+                self.measured.published.pop(key, None)
+            else:
+                self.spill[key] = plan
+            self._spill_pending[key] = plan
 
     def _costs_changed(self, dist: dict[str, dict[str, float]]) -> None:
         """Keep the shared cost table in step with the routes; only changed rows go out."""
