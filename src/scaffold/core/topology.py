@@ -68,6 +68,13 @@ class ObjectSpec:
     allow: tuple[str, ...] = ()
     #: resolution policy (docs/protocol.md §3.5): "nearest" or "weighted"; "": the default
     policy: str = ""
+    #: (replica host, new flows per second it takes) for the replicas that declare a
+    #: capacity (docs/protocol.md §3.5); the others take every flow
+    capacities: tuple[tuple[str, float], ...] = ()
+
+    def capacity_of(self, host: str) -> float:
+        """The capacity ``host`` declares for this object (0: no limit)."""
+        return dict(self.capacities).get(host, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +214,12 @@ class Topology:
                     raise ConfigError(
                         f"object {obj.name!r}: allow {where!r} is not a host, datacenter or '*'"
                     )
+            replicas = {host for host, _ in obj.replicas}
+            for replica, capacity in obj.capacities:
+                if replica not in replicas:
+                    raise ConfigError(f"object {obj.name!r}: capacity of {replica!r}, not a replica")
+                if not 0 < capacity <= 1e9:
+                    raise ConfigError(f"object {obj.name!r}: capacity of {replica!r} must be in (0, 1e9]")
             for replica, weight in obj.replicas:
                 if index.get(replica, ("", ""))[0] != "host":
                     raise ConfigError(f"object {obj.name!r}: replica {replica!r} is not a host")

@@ -226,7 +226,12 @@ class Scenario:
             handler = content_service(self.size, self.pace)
             for host, weight in obj.replicas:
                 await self.net.host(host).start_server(
-                    handler, obj.name, weight=weight, resumable=obj.resumable, policy=obj.policy
+                    handler,
+                    obj.name,
+                    weight=weight,
+                    resumable=obj.resumable,
+                    policy=obj.policy,
+                    capacity=obj.capacity_of(host),
                 )
         self.net.host("west-h4").serve_migrations(content_service(self.size, self.pace), "web")
 

@@ -413,9 +413,20 @@ class Controller:
                     "name": reg.object_names.get(obj, ""),
                     "policy": reg.policies.get(obj, Policy.NEAREST.value),
                     "replicas": [
-                        {"host": h, "dc": reg.hosts[h].dc, "weight": w, "alive": reg.hosts[h].alive}
+                        {
+                            "host": h,
+                            "dc": reg.hosts[h].dc,
+                            "weight": w,
+                            "alive": reg.hosts[h].alive,
+                            "capacity": reg.capacities.get(obj, {}).get(h, 0.0),
+                        }
                         for h, w in sorted(reg.objects[obj].items())
                     ],
+                    # measured new flows per second by source DC (§3.5): objects that spill
+                    "demand": {
+                        self.dc_name(src) or str(src): round(rate, 1)
+                        for src, rate in sorted(self.tables.demand.get(obj, {}).items())
+                    },
                 }
                 for obj in heapq.nsmallest(STATUS_OBJECTS, reg.objects)
             ],
