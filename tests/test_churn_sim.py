@@ -343,3 +343,42 @@ def test_a_client_that_only_looked_dead_gets_its_flows_back_from_their_servers()
     assert sum(net.host(h).counters["flow-resumed"] for h in REPLICAS) == 0  # no replica died
     switches = [n for n in net.nodes.values() if isinstance(n, FlowSwitch)]
     assert sum(sw.drops["orphan-to-client"] for sw in switches) > 0
+
+
+def test_a_server_that_only_looked_dead_does_not_take_its_flows_back() -> None:
+    # A busy server process misses heartbeats: the controller withdraws it, its clients'
+    # probes are re-resolved and a surviving replica takes their flows over (RESUME). Then
+    # the server wakes up and goes on sending: two live servers for one flow. A client that
+    # followed whichever spoke last flipped between them (served_by east-h2, east-h1,
+    # east-h2, ...), acking each one's data to the other, until its flows hung.
+    net = network(37)
+    downloader = start_downloads(net, 8, size=2 * SIZE)
+    net.run(0.3)
+    victim = "east-h2"
+    affected = [d for d in downloader.downloads.values() if served_by(net, d.host, d.socket_id) == [victim]]
+    assert affected
+    flow_ids = {net.host(d.host).flows[d.socket_id].flow for d in affected}
+    net.kill(victim)  # silent, as a stalled process
+    assert net.run_while(
+        lambda: not any(e.kind == "host-down" and e.target == victim for e in net.controller.events),
+        timeout=2.0,
+    )
+    assert net.run_while(
+        lambda: any(len(served_by(net, d.host, d.socket_id)) < 2 for d in affected), timeout=3.0
+    )
+    net.alive.add(victim)  # it wakes up and retransmits what it had in flight
+    net.act(victim, lambda core, now: None)
+    histories: dict[tuple[str, int], list[str]] = {}
+    while not downloader.done() and net.now < 40:
+        net.run(0.1)
+        for d in affected:
+            if d.socket_id in net.host(d.host).flows:
+                histories[d.host, d.socket_id] = served_by(net, d.host, d.socket_id)
+    assert_exact(downloader, 2 * SIZE)
+    assert all(d.ended == "closed" for d in downloader.downloads.values())
+    # Each flow stayed with the replica that took it over.
+    assert all(len(h) == 2 and h[0] == victim for h in histories.values()), histories
+    assert sum(net.host(d.host).drops["from-superseded-server"] for d in affected) > 0
+    # ...and the woken server was told to let go of its stale copies (RST); a copy whose
+    # client had finished before it spoke again waits for its idle timeout.
+    assert len(flow_ids & {f.flow for f in net.host(victim).flows.values()}) < len(flow_ids)

@@ -498,15 +498,16 @@ async def run_demo_netns(
             await scenario.run(timeout=options.timeout, before_churn=snapshot)
             junk_sent = await junk
             entries_with_flows = await snapshots[0] if snapshots else {}
-            await asyncio.sleep(1.5)  # the daemons report their counters every second
             failed_over: dict[str, Any] = {}
             earlier: dict[str, Any] = {}  # the counters the dead leader held
             if failover is not None:
                 failed_over, earlier = await failover
-                # The new leader knows a node's counters only from its first report to it; one
-                # that never reports fails the checks on counters, not this wait.
-                with contextlib.suppress(TimeoutError):
-                    await wait_until(lambda: _all_reported(net, targets), 15, "all counters")
+            # The daemons report their counters every second, and a new leader knows a node's
+            # counters only from its first report to it: wait (bounded) until every node still
+            # alive has reported the drops of the junk it was sent. One that never does fails
+            # the check on counters, not this wait.
+            with contextlib.suppress(TimeoutError):
+                await wait_until(lambda: _all_reported(net, targets, clients, junk_sent), 15, "all counters")
             say("flows done")
             report = await _collect_netns(
                 net, clients, scenario, junk_sent, entries_before, entries_with_flows, earlier
@@ -530,13 +531,21 @@ async def run_demo_netns(
         return report
 
 
-async def _all_reported(net: NetnsNetwork, nodes: dict[str, Address]) -> bool:
-    """Whether the controller holds counters of every one of ``nodes`` still alive."""
+async def _all_reported(
+    net: NetnsNetwork, nodes: dict[str, Address], clients: dict[str, Host], sent: Counter[str]
+) -> bool:
+    """Whether the controller holds counters of every one of ``nodes`` still alive (the
+    demo's own client hosts excepted: their counters are read in-process), each with at
+    least as many drops as the junk ``sent`` to it."""
     try:
         counters = await admin.call(net.controller, Counters(), timeout=2.0, credentials=net.operator)
     except ScaffoldError:
         return False
-    return all(name in counters for name in nodes if net.alive(name))
+    return all(
+        name in counters and sum(counters[name].get("drops", {}).values()) >= sent[name]
+        for name in nodes
+        if name not in clients and net.alive(name)
+    )
 
 
 async def _kill_leader(

@@ -14,8 +14,9 @@ from ...transport import StreamConnection
 from ...wire import control
 from ...wire import datagram as wire_datagram
 from ...wire import flow_state as wire_flow_state
+from ...wire import stream as wire_stream
 from ...wire.datagram import DatagramSegment, DatagramType
-from ...wire.header import DST_OFFSET, DST_ROUTE, FLAGS_OFFSET, Flags, Header, Proto
+from ...wire.header import DST_OFFSET, DST_ROUTE, FLAGS_OFFSET, HEADER_LEN, Flags, Header, Proto
 from ..events import HostRelocated, NeighboursLearned
 from .base import HostStackBase
 from .events import FlowAccepted, FlowsMigrated
@@ -231,6 +232,16 @@ class Churn(HostStackBase):
             target = self._forward_objects.get(h.obj)
         if target is None or target[2] < now:
             return False
+        if (
+            h.proto == Proto.STREAM
+            and len(data) > HEADER_LEN
+            and data[HEADER_LEN + wire_stream.TYPE_OFFSET] == wire_stream.StreamType.RST
+        ):
+            # A client's RST for this host's copy of the flow: it heard a late straggler from
+            # here and took it for a superseded server (docs/protocol.md §3.4). It is not
+            # meant for the host the flow moved to.
+            self.drops["rst-for-moved-flow"] += 1
+            return True
         buf = bytearray(data)
         DST_ROUTE.pack_into(buf, DST_OFFSET, target[0], target[1])
         buf[FLAGS_OFFSET] |= Flags.REDIRECTED

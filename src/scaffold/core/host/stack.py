@@ -45,12 +45,15 @@ from .flows import Flow, Listener, Role
 from .stats import snapshot
 from .streams import StreamFlows
 
-__all__ = ["STRAGGLER_WINDOW", "HostStack"]
+__all__ = ["STRAGGLER_WINDOW", "SUPERSEDED_QUIET", "HostStack"]
 
 #: where the flow nonce sits in each transport segment (docs/protocol.md §4)
 _NONCE = {Proto.DATAGRAM: wire_datagram.NONCE, Proto.STREAM: wire_stream.NONCE}
 #: how long after a peer moved its old locator's packets are taken as stragglers (seconds)
 STRAGGLER_WINDOW = 0.5
+#: how long a client flow's current server must have been silent before a server it had
+#: earlier may have the flow back (seconds, docs/protocol.md §3.4)
+SUPERSEDED_QUIET = 2.0
 _STREAM = int(Proto.STREAM)
 _STREAM_MIN = HEADER_LEN + wire_stream.FIXED_LEN
 _TRACE = int(Flags.TRACE)
@@ -325,12 +328,40 @@ class HostStack(StreamFlows, Churn):
                 self.drops["duplicate-handshake"] += 1
                 self._reset_peer(flow, h, body)
                 return
+            if self._superseded(flow, h, now):
+                # It lets go of its stale copy of the flow, so that a later re-resolution to
+                # it starts a fresh takeover (RESUME, with the client's offsets) instead.
+                self.drops["from-superseded-server"] += 1
+                self._reset_peer(flow, h, body)
+                return
             self._learn_peer(flow, h, now)
         flow.last_received = now
         if h.proto == Proto.DATAGRAM:
             self._receive_datagram_segment(flow, h, body, now)
         else:
             self._receive_stream_segment(flow, h, body, now)
+
+    def _superseded(self, flow: Flow, h: Header, now: float) -> bool:
+        """Is this a packet from a server the client flow had before its current one, while
+        the current one still speaks?
+
+        Such a server is alive but lost the flow: it only looked dead (a stalled process)
+        and another replica took the flow over; or it is a straggler from before a
+        migration, later than ``STRAGGLER_WINDOW``. Its data is not taken, it does not move
+        the flow back, and a stream gets an ``RST`` for its copy of the flow: a client that
+        followed whichever server spoke last acked each one's data to the other, and hung.
+        Only once the current server has been silent for ``SUPERSEDED_QUIET`` may an earlier
+        one have the flow back (a flow migrated away and back again).
+        """
+        if flow.role != Role.CLIENT or h.src_host == flow.peer_host or h.src_host not in flow.served_by:
+            return False
+        if (
+            h.src_dc,
+            h.src_host,
+            h.src_socket,
+        ) == flow.previous_peer and now - flow.peer_changed_at < STRAGGLER_WINDOW:
+            return False  # a straggler, sent before the flow moved: its data is good (_learn_peer)
+        return now - flow.last_received < SUPERSEDED_QUIET
 
     def _learn_peer(self, flow: Flow, h: Header, now: float) -> None:
         """The peer's current locator is the source of its latest authentic packet -- except
