@@ -305,11 +305,10 @@ def test_demand_reports_are_bounded_by_the_decoder() -> None:
 
 
 def test_the_demand_book_sums_switches_and_replans_only_on_a_real_move() -> None:
-    book = DemandBook(lambda key: key == KEY)
-    first = book.report(
-        "a-os", control.Demand(node="a-os", interval=2.0, flows={KEY: {1: 80}, "ff" * 32: {1: 5}})
-    )
-    assert first == {KEY: {1: 40.0}}  # objects nobody plans for are ignored
+    book = DemandBook(lambda key: key == KEY, {1, 2})
+    flows = {KEY: {1: 80, 7: 9}, "ff" * 32: {1: 5}}
+    first = book.report("a-os", control.Demand(node="a-os", interval=2.0, flows=flows))
+    assert first == {KEY: {1: 40.0}}  # objects nobody plans for, sources that are no DC: ignored
     assert book.report("b-os", control.Demand(node="b-os", interval=1.0, flows={KEY: {2: 20}})) == {
         KEY: {1: 40.0, 2: 20.0}
     }

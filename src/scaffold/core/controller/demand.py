@@ -7,13 +7,13 @@ object switch only, so the demand of an object is the sum over the switches' lat
 ``report`` keeps each switch's latest rates and answers the objects whose summed demand moved
 by more than ``HYSTERESIS`` since it was last handed out: the controller replans only those
 (``Tables.demand_changed``), so counting noise does not make every report a table change.
-Bounded: the reports are (``DEMAND_OBJECTS`` objects, known DC IDs); objects not watched are
-ignored.
+Bounded: a report lists at most ``DEMAND_OBJECTS`` objects; objects not watched and sources
+that are no DC are ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from ...wire.control import Demand
 
@@ -29,9 +29,12 @@ Rates = dict[int, float]
 class DemandBook:
     """Every object switch's latest demand and the sums handed out to the planner."""
 
-    def __init__(self, watched: Callable[[str], bool]) -> None:
+    def __init__(self, watched: Callable[[str], bool], sources: Container[int]) -> None:
         #: whether an object is planned for (it has a spill entry): others are ignored
         self._watched = watched
+        #: the DC IDs a source may be (a report's other keys are ignored: the plan's work
+        #: grows with the sources)
+        self._sources = sources
         #: switch -> object -> source DC ID -> new flows per second
         self._by_switch: dict[str, dict[str, Rates]] = {}
         #: object -> the summed rates last handed out
@@ -40,7 +43,11 @@ class DemandBook:
     def report(self, switch: str, demand: Demand) -> dict[str, Rates]:
         """Take ``switch``'s report; the objects whose demand changed enough, with it."""
         rates = {
-            key: {src: count / demand.interval for src, count in counts.items() if count}
+            key: {
+                src: count / demand.interval
+                for src, count in counts.items()
+                if count and src in self._sources
+            }
             for key, counts in demand.flows.items()
             if self._watched(key)
         }

@@ -123,7 +123,7 @@ class Tables:
         self.demand: dict[str, dict[int, float]] = {}
         self.spill: dict[str, Spill] = {}
         #: the object switches' reports of it, summed (``Demand``)
-        self.measured = DemandBook(self.spill.__contains__)
+        self.measured = DemandBook(self.spill.__contains__, self.dc_costs)
         self._spill_pending: dict[str, Spill | None] = {}
         self.routes_changed()
         for name in registry.hosts:
