@@ -249,6 +249,9 @@ class Demand(msgspec.Struct, tag="demand", frozen=True):
 
     node: Name
     interval: Annotated[float, Meta(gt=0, le=3600)]
+    #: which worker process of a switch run as several (``--workers``) counted it, from 1;
+    #: 0: the switch itself. The controller sums the latest report of each.
+    worker: Annotated[int, Meta(ge=0, le=4096)] = 0
     flows: Annotated[
         dict[ObjectHex, Annotated[dict[int, Annotated[int, Meta(ge=0, le=1 << 32)]], Meta(max_length=4096)]],
         Meta(max_length=DEMAND_OBJECTS),

@@ -1,9 +1,10 @@
 """The measured demand per object: the object switches' reports, summed (docs/protocol.md §3.5).
 
-Each object switch reports, about once a second, the first packets it resolved at the
-wide-area level per object and source DC (``Demand``): only for objects whose replicas declare
-a capacity, which it knows from their ``spill`` entry. The first packet of a flow reaches one
-object switch only, so the demand of an object is the sum over the switches' latest reports.
+Each object switch (each worker process of one run as several, ``Demand.worker``) reports,
+about once a second, the first packets it resolved at the wide-area level per object and
+source DC (``Demand``): only for objects whose replicas declare a capacity, which it knows
+from their ``spill`` entry. The first packet of a flow reaches one object switch only, so the
+demand of an object is the sum over the switches' latest reports.
 ``report`` keeps each switch's latest rates and answers the objects whose summed demand moved
 by more than ``HYSTERESIS`` since it was last handed out: the controller replans only those
 (``Tables.demand_changed``), so counting noise does not make every report a table change.
@@ -35,8 +36,8 @@ class DemandBook:
         #: the DC IDs a source may be (a report's other keys are ignored: the plan's work
         #: grows with the sources)
         self._sources = sources
-        #: switch -> object -> source DC ID -> new flows per second
-        self._by_switch: dict[str, dict[str, Rates]] = {}
+        #: (switch, worker) -> object -> source DC ID -> new flows per second
+        self._by_switch: dict[tuple[str, int], dict[str, Rates]] = {}
         #: object -> the summed rates last handed out
         self.published: dict[str, Rates] = {}
 
@@ -51,16 +52,20 @@ class DemandBook:
             for key, counts in demand.flows.items()
             if self._watched(key)
         }
-        before = self._by_switch.get(switch, {})
+        origin = (switch, demand.worker)
+        before = self._by_switch.get(origin, {})
         if rates:
-            self._by_switch[switch] = rates
+            self._by_switch[origin] = rates
         else:
-            self._by_switch.pop(switch, None)
+            self._by_switch.pop(origin, None)
         return self._changed(before.keys() | rates.keys())
 
     def forget(self, switch: str) -> dict[str, Rates]:
-        """``switch`` is gone: its share of the demand goes with it."""
-        return self._changed(set(self._by_switch.pop(switch, {})))
+        """``switch`` is gone: its share of the demand (all its workers') goes with it."""
+        keys: set[str] = set()
+        for origin in [o for o in self._by_switch if o[0] == switch]:
+            keys |= self._by_switch.pop(origin).keys()
+        return self._changed(keys)
 
     def _changed(self, keys: set[str]) -> dict[str, Rates]:
         out: dict[str, Rates] = {}
