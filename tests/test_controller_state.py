@@ -5,12 +5,22 @@ before they send the records that depend on it."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from scaffold.core.controller import Controller, ControllerState, HostState, StateChange, StateRows
-from scaffold.core.controller.commands import Drain, Link, MigrateHost, MigrateObject, MoveHost, SetWeight
+from scaffold.core.controller.commands import (
+    Allow,
+    Disallow,
+    Drain,
+    Link,
+    MigrateHost,
+    MigrateObject,
+    MoveHost,
+    SetWeight,
+)
 from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
 from scaffold.runtime.aio import ControllerRuntime, run, wait_until
@@ -63,6 +73,10 @@ def test_outputs_replayed_into_a_fresh_controller_restore_registrations_and_host
         lambda: ctl.command(MigrateHost("east-h1", "north"), 0.6),
         lambda: ctl.command(MoveHost("roamer", "west-fs2"), 0.7),
         lambda: ctl.command(Link("east", "west", False), 0.8),
+        lambda: ctl.command(Allow("session", "north"), 0.9),
+        lambda: ctl.command(Allow("web", "*"), 0.9),
+        lambda: ctl.command(Disallow("web", "*"), 0.9),
+        lambda: ctl.command(Disallow("web", "west-h1"), 0.9),
     ]
     for step in steps:
         step()
@@ -80,6 +94,7 @@ def test_outputs_replayed_into_a_fresh_controller_restore_registrations_and_host
     assert fresh.object_names == ctl.object_names
     assert fresh.registry.draining == {"east-h2": {WEB}}
     assert fresh.registry.links_up == ctl.registry.links_up
+    assert fresh.policy.allowed == ctl.policy.allowed  # the operator's rules, over the topology's
     # A clean restore rewrites nothing, and a new host gets a Host ID nobody holds.
     assert fresh.state_changes() == []
     hello(fresh, "newcomer", "east-fs1", 1.0)
@@ -179,3 +194,51 @@ def test_the_aio_controller_holds_records_back_while_its_store_cannot_write(tmp_
             await runtime.close()
 
     run(main())
+
+
+def test_the_operators_allow_and_disallow_outlive_the_controller() -> None:
+    topo = default_topology()
+    ctl = Controller(topo)
+    rows = StateRows()
+    commit(ctl, rows)
+    hello(ctl, "north-h1", "north-fs1", 0.0)
+    ctl.receive_message("north-h1", control.Bind(SESSION, 1, "session"), 0.1)
+    assert ctl.drops["bind-not-allowed"] == 1 and SESSION not in ctl.objects
+    assert ctl.command(Allow("session", "north"), 0.2) == {"object": "session", "allowed": "north"}
+    assert ctl.command(Disallow("web", "east-h1"), 0.2)["was_allowed"] is True  # the topology's
+    commit(ctl, rows)
+    saved = rows.snapshot()
+    assert saved is not None
+    fresh = Controller(topo, saved=saved)  # a restart, or a standby taking over
+    hello(fresh, "north-h1", "north-fs1", 1.0)
+    fresh.receive_message("north-h1", control.Bind(SESSION, 1, "session"), 1.1)
+    assert fresh.objects[SESSION] == {"north-h1": 1}
+    hello(fresh, "east-h1", "east-fs1", 1.0)
+    fresh.receive_message("east-h1", control.Bind(WEB, 1, "web"), 1.1)
+    assert fresh.drops["bind-not-allowed"] == 1 and WEB not in fresh.objects
+
+
+def test_the_sqlite_log_folds_into_its_base_and_loads_the_same_rows(tmp_path: Path) -> None:
+    # A registration appends to the log; once it is as large as the base it is folded in.
+    # Whether a row was last written before or after a fold, a reopened store loads it.
+    path = tmp_path / "controller.sqlite3"
+    store = SqliteStore(path, compact_min=4)
+    ctl = Controller(default_topology(), open_binding=True)
+    rows = StateRows()
+    hello(ctl, "north-h1", "north-fs1", 0.0)
+    for k in range(40):
+        key = ObjectId.from_name(f"o{k}").raw.hex()
+        ctl.receive_message("north-h1", control.Bind(key, 1 + k % 3), 0.1)
+        if k % 3 == 0:
+            ctl.receive_message("north-h1", control.Unbind(ObjectId.from_name(f"o{k // 2}").raw.hex()), 0.1)
+        changes = ctl.state_changes()
+        rows.apply(changes)
+        store.commit(changes)
+        loaded = SqliteStore(path).load()
+        assert loaded is not None and StateRows(loaded).rows == rows.rows
+        store.wait_fold()  # folds run in a thread: loads are the same before and after
+        loaded = SqliteStore(path).load()
+        assert loaded is not None and StateRows(loaded).rows == rows.rows
+    with sqlite3.connect(store.base_path) as base:
+        assert base.execute("SELECT count(*) FROM rows").fetchone()[0] > 40 // 2  # folded
+    assert StateRows(store.load()).rows == StateRows(ctl.snapshot()).rows

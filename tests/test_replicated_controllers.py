@@ -1,7 +1,8 @@
 """Replicated controllers on a real three-member etcd cluster, every part its own process over
 loopback: the leading replica SIGKILLed while a stream runs -- a standby leads (within 2 s on
 an idle machine; not asserted), no byte is lost or duplicated, no Host ID is reused, every
-registration is still there; then one etcd member killed -- nothing a user can see changes."""
+registration is still there, and so is the operator's policy; then one etcd member killed --
+nothing a user can see changes."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import scaffold
-from scaffold.core.controller.commands import Status
+from scaffold.core.controller.commands import Allow, Status
 from scaffold.deploy import etcd
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run, wait_until
@@ -139,6 +140,8 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
 
     async def scenario() -> None:
         await wait_until(up, 40, "the replicated network to come up", interval=0.1)
+        # The topology lets nobody serve `extra`: the operator lets dc1-h1, on the first leader.
+        await admin.call(cluster.controllers, Allow("extra", "dc1-h1"), credentials=cluster.operator)
         before = await status()
         first = leader(before)
         joined = {"controller": cluster.controllers, "operator": cluster.operator}
@@ -180,6 +183,12 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
             ids = {h["name"]: h["host_id"] for h in before["hosts"]}  # type: ignore[attr-defined]
             assert {h["name"]: h["host_id"] for h in after["hosts"] if h["name"] in ids} == ids
             assert any(o["name"] == "echo" for o in after["objects"])
+            # The new leader has the allow (it is stored): dc1-h1's Bind of `extra` is taken.
+            await host.start_server(_close, "extra")
+            served = await admin.call(alive, Status(), credentials=cluster.operator)
+            assert [r["host"] for o in served["objects"] if o["name"] == "extra" for r in o["replicas"]] == [
+                "dc1-h1"
+            ]
             # One etcd member dies: the stream and the control plane go on.
             cluster.kill(cluster.members[0].name)
             await asyncio.sleep(1.0)
@@ -195,3 +204,7 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
             writer.close()
 
     run(scenario())
+
+
+async def _close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()

@@ -1,6 +1,6 @@
 """A controller daemon keeping 100,000 registrations in SQLite is SIGKILLed and restarted from
 its store: Host IDs and registrations are intact, and a new host gets a Host ID never handed
-out before (docs/protocol.md §6.4)."""
+out before (docs/protocol.md §6.4). So are the operator's allow and disallow rules (§6.7)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.core.controller.commands import Status
+from scaffold.core.controller.commands import Allow, Disallow, Status
 from scaffold.ids import ObjectId
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run, wait_until
@@ -22,8 +22,8 @@ from test_daemons import TOPOLOGY, free_port
 
 OBJECTS = 100_000
 pytestmark = pytest.mark.slow
-#: the controller process: a ControllerRuntime over a SqliteStore (plain TCP, any host may
-#: bind: what is tested is the store, not identity)
+#: the controller process: a ControllerRuntime over a SqliteStore (plain TCP: what is tested is
+#: the store, not identity; any host may bind unless argv[4] is "policy")
 CONTROLLER = """
 import asyncio, sys
 from scaffold.core.controller import Controller
@@ -33,7 +33,8 @@ from scaffold.runtime.sqlite_store import SqliteStore
 
 async def main():
     store = SqliteStore(sys.argv[2])
-    core = Controller(load_topology(sys.argv[1]).topology, saved=store.load(), open_binding=True)
+    topology = load_topology(sys.argv[1]).topology
+    core = Controller(topology, saved=store.load(), open_binding=sys.argv[4:] != ["policy"])
     runtime = ControllerRuntime(core, ("127.0.0.1", int(sys.argv[3])), store)
     await runtime.start()
     await asyncio.Event().wait()
@@ -60,28 +61,46 @@ async def register(address: tuple[str, int], name: str, gateway: str, binds: lis
     raise AssertionError("no Welcome")
 
 
-def test_a_killed_controller_restarts_from_sqlite_with_its_registrations(tmp_path: Path) -> None:
-    topo = tmp_path / "pair.toml"
-    topo.write_text(TOPOLOGY)
-    store = tmp_path / "controller.sqlite3"
-    address = ("127.0.0.1", free_port())
-    argv = [sys.executable, "-c", CONTROLLER, str(topo), str(store), str(address[1])]
-    keys = [ObjectId.from_name(f"file-{i}").raw.hex() for i in range(OBJECTS)]
+class Daemon:
+    """The controller process over its SQLite file, started (again) on demand."""
 
-    def start() -> subprocess.Popen[bytes]:
-        with open(tmp_path / "controller.log", "ab") as log:
-            return subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    def __init__(self, tmp_path: Path, *extra: str) -> None:
+        topo = tmp_path / "pair.toml"
+        topo.write_text(TOPOLOGY)
+        self.tmp_path = tmp_path
+        self.store = tmp_path / "controller.sqlite3"
+        self.address = ("127.0.0.1", free_port())
+        self.argv = [sys.executable, "-c", CONTROLLER, str(topo), str(self.store), str(self.address[1])]
+        self.argv += extra
 
-    async def reachable() -> bool:
+    def start(self) -> subprocess.Popen[bytes]:
+        with open(self.tmp_path / "controller.log", "ab") as log:
+            proc = subprocess.Popen(
+                self.argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=self.tmp_path
+            )
+        run(wait_until(self.reachable, 20, "the controller to listen", interval=0.05))
+        return proc
+
+    async def reachable(self) -> bool:
         try:
-            await admin.call(address, Status(), timeout=1.0, credentials=None)
+            await admin.call(self.address, Status(), timeout=1.0, credentials=None)
         except Exception:
             return False
         return True
 
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def test_a_killed_controller_restarts_from_sqlite_with_its_registrations(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path)
+    address, store, start = daemon.address, daemon.store, daemon.start
+    keys = [ObjectId.from_name(f"file-{i}").raw.hex() for i in range(OBJECTS)]
     proc = start()
     try:
-        run(wait_until(reachable, 20, "the controller to listen", interval=0.05))
         ids = run(_register_all(address, keys))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=5)
@@ -89,16 +108,40 @@ def test_a_killed_controller_restarts_from_sqlite_with_its_registrations(tmp_pat
         assert saved is not None and len(saved.objects) == OBJECTS
         assert {h.name: h.host_id for h in saved.hosts if h.name in ids} == ids
         proc = start()
-        run(wait_until(reachable, 20, "the restarted controller to listen", interval=0.05))
         status = run(admin.call(address, Status(), credentials=None))
         assert status["object_count"] == OBJECTS
         assert {h["name"]: h["host_id"] for h in status["hosts"] if h["name"] in ids} == ids
         newcomer = run(register(address, "newcomer", "dc1-fs1", []))
         assert newcomer > max(ids.values())
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+        kill(proc)
+
+
+def test_the_operators_allow_and_disallow_survive_a_killed_controller(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path, "policy")
+    extra, echo = ObjectId.from_name("extra").raw.hex(), ObjectId.from_name("echo").raw.hex()
+    proc = daemon.start()
+    try:
+        # The topology lets dc2-h1 serve echo, nobody serve extra: the operator turns both round.
+        run(admin.call(daemon.address, Allow("extra", "dc1-h1"), credentials=None))
+        run(admin.call(daemon.address, Disallow("echo", "dc2-h1"), credentials=None))
+        kill(proc)
+        proc = daemon.start()  # from its SQLite file
+        run(register(daemon.address, "dc1-h1", "dc1-fs1", [extra]))
+        run(register(daemon.address, "dc2-h1", "dc2-fs1", [echo]))
+
+        async def decided() -> bool:
+            status = await admin.call(daemon.address, Status(), credentials=None)
+            return bool(status["drops"].get("bind-not-allowed")) and bool(status["objects"])
+
+        run(wait_until(decided, 20, "both Binds to be decided", interval=0.05))
+        status = run(admin.call(daemon.address, Status(), credentials=None))
+        assert {o["object"]: [r["host"] for r in o["replicas"]] for o in status["objects"]} == {
+            "obj:" + extra: ["dc1-h1"]
+        }
+        assert status["drops"]["bind-not-allowed"] == 1
+    finally:
+        kill(proc)
 
 
 async def _register_all(address: tuple[str, int], keys: list[str]) -> dict[str, int]:

@@ -2,7 +2,9 @@
 
 Links have delay, jitter (which reorders), loss, duplication and can be cut; everything
 random comes from one seeded ``random.Random``, so a run is deterministic. Control records go
-through their real MessagePack encoding on the way, so the sim exercises the wire too.
+through their real MessagePack encoding on the way, so the sim exercises the wire too; a
+record to a node over ``MAX_FRAME`` is refused as a stream's receiver refuses its frame
+(counted ``control-frame-too-large``).
 
 Applications are callbacks: ``net.on_event(host, fn)`` calls ``fn(host_stack, event, now)``
 for every event a host stack emits, and anything the callback queues is sent at once.
@@ -312,6 +314,10 @@ class SimNetwork:
             self._flush_controller()
         elif kind == "to-node":
             dst, body = payload
+            if len(body) > control.MAX_FRAME:
+                # A stream's receiver refuses such a frame (docs/protocol.md §6.6): so does the sim.
+                self.stats[dst]["control-frame-too-large"] += 1
+                return
             if dst in self.alive:
                 self.nodes[dst].receive_control(control.decode(body), at)
                 self._flush(dst)

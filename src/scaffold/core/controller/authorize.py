@@ -88,21 +88,33 @@ class BindPolicy:
         Raises:
             UsageError: ``where`` is not a name.
         """
-        if where != ANYWHERE and NODE_NAME.fullmatch(where) is None:
-            raise UsageError(f"not a host or datacenter name: {where!r:.80}")
+        _check_place(where)
         self.allowed.setdefault(key, set()).add(where)
 
-    def disallow(self, key: str, where: str) -> bool:
+    def disallow(self, key: str, where: str) -> None:
+        """Take back an allow of ``where`` for object ``key`` (nothing if there was none).
+
+        Raises:
+            UsageError: ``where`` is not a name.
+        """
+        _check_place(where)
         places = self.allowed.get(key)
-        if places is None or where not in places:
-            return False
-        places.discard(where)
-        if not places:
-            del self.allowed[key]
-        return True
+        if places is not None and where in places:
+            places.discard(where)
+            if not places:
+                del self.allowed[key]
+
+    def allows(self, key: str, where: str) -> bool:
+        """Is ``where`` itself (a host, a datacenter or ``ANYWHERE``) on object ``key``'s list?"""
+        return where in self.allowed.get(key, ())
 
     def permits(self, key: str, host: str, dc: str) -> bool:
         if self.open:
             return True
         places = self.allowed.get(key, ())
         return ANYWHERE in places or host in places or dc in places
+
+
+def _check_place(where: str) -> None:
+    if where != ANYWHERE and NODE_NAME.fullmatch(where) is None:
+        raise UsageError(f"not a host or datacenter name: {where!r:.80}")

@@ -323,24 +323,26 @@ _WHERE = "a host, a datacenter, or * for anywhere"
 
 
 class Allow(Command, frozen=True):
-    """Policy: let a host or datacenter serve a plain-named object (owned ones need a grant)."""
+    """Policy: let a host or datacenter serve a plain-named object (owned ones need a grant);
+    stored, so it outlives a restart or a failover."""
 
     name = "allow"
     object: Annotated[str, Meta(description="the object: its name or obj: text")]
     where: Annotated[str, Meta(description=_WHERE)]
 
     def run(self, controller: Controller, now: float) -> Result:
-        controller.policy.allow(ObjectId.of(self.object).raw.hex(), self.where)
+        controller.set_policy(ObjectId.of(self.object).raw.hex(), self.where, True)
         return {"object": self.object, "allowed": self.where}
 
 
 class Disallow(Command, frozen=True):
-    """Policy: take back an allow (replicas already bound stay until they leave)."""
+    """Policy: take back an allow, stored like one (replicas already bound stay until they
+    leave)."""
 
     name = "disallow"
     object: Annotated[str, Meta(description="the object: its name or obj: text")]
     where: Annotated[str, Meta(description=_WHERE)]
 
     def run(self, controller: Controller, now: float) -> Result:
-        removed = controller.policy.disallow(ObjectId.of(self.object).raw.hex(), self.where)
+        removed = controller.set_policy(ObjectId.of(self.object).raw.hex(), self.where, False)
         return {"object": self.object, "disallowed": self.where, "was_allowed": removed}

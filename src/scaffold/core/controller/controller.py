@@ -102,6 +102,15 @@ class Controller:
             key = ObjectId.from_name(obj.name).raw.hex()
             for where in (*(host for host, _ in obj.replicas), *obj.allow):
                 self.policy.allow(key, where)
+        # The operator's rules, restored from the store, go over the topology file's (§6.7).
+        for (key, where), allowed in self.registry.allow_rules.items():
+            try:
+                if allowed:
+                    self.policy.allow(key, where)
+                else:
+                    self.policy.disallow(key, where)
+            except UsageError:
+                self.drops["restore-bad-allow-rule"] += 1
         #: (object hex, host) -> Unix time its grant expires (owned objects, §6.7)
         self.grant_expiry: dict[tuple[str, str], float] = {}
 
@@ -476,12 +485,29 @@ class Controller:
             return None
         if record.name in self.registry.objects.get(bind.obj, ()):
             # Already one of its replicas (a re-registration, say with a new leader or a
-            # restarted controller that restored it): it was allowed when it bound, and a
-            # disallow leaves bound replicas in place.
+            # restarted controller that restored it): it was allowed when it bound or the
+            # operator put it there (migrate-object), and a disallow leaves bound replicas in
+            # place until they leave. The policy itself is stored (set_policy).
             return None
         if not self.policy.permits(bind.obj, record.name, record.dc):
             return "bind-not-allowed"
         return None
+
+    def set_policy(self, key: str, where: str, allowed: bool) -> bool:
+        """The operator lets ``where`` (a host, a datacenter or ``ANYWHERE``) serve plain-named
+        object ``key`` -- or no longer (``allowed`` False): the rule is stored, so it outlives
+        this controller (§6.7). Returns whether ``where`` was allowed before.
+
+        Raises:
+            UsageError: ``where`` is not a name.
+        """
+        was = self.policy.allows(key, where)
+        if allowed:
+            self.policy.allow(key, where)
+        else:
+            self.policy.disallow(key, where)
+        self.registry.set_allow_rule(key, where, allowed)
+        return was
 
     def _expire_grants(self, now: float) -> None:
         """Withdraw replicas whose grant expired (and forget grants of replicas gone)."""

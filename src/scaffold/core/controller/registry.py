@@ -1,5 +1,6 @@
-"""What the controller knows: hosts and their Host IDs, objects and their replicas, drains and
-backbone link states -- and which durable rows of it changed (docs/protocol.md §6.2, §6.4).
+"""What the controller knows: hosts and their Host IDs, objects and their replicas, drains,
+backbone link states and the operator's allow/disallow rules -- and which durable rows of it
+changed (docs/protocol.md §6.2, §6.4, §6.7).
 
 Every change to durable state goes through a method here that marks the row it touched, so
 ``state_changes()`` can say exactly which rows to upsert or delete, without a diff of the
@@ -16,6 +17,7 @@ from ...ids import ObjectId
 from ..topology import Topology
 from .state import (
     Address,
+    AllowRule,
     BackboneLink,
     ControllerState,
     DrainingObjects,
@@ -63,6 +65,8 @@ class Registry:
         #: host -> objects (hex) it is draining: no new flows go there
         self.draining: dict[str, set[str]] = {}
         self.links_up: dict[frozenset[str], bool] = {frozenset((l.a, l.b)): True for l in topology.backbone}
+        #: the operator's allow/disallow rules: (object hex, where) -> allowed (§6.7)
+        self.allow_rules: dict[tuple[str, str], bool] = {}
         #: every node's data-plane address, from its Hello
         self.addresses: dict[str, Address] = {}
         #: indexes, so that no change walks every host or object
@@ -295,6 +299,12 @@ class Registry:
         if self.watcher is not None:
             self.watcher.routes_changed()
 
+    def set_allow_rule(self, key: str, where: str, allowed: bool) -> None:
+        """The operator allowed (or disallowed) ``where`` to serve object ``key``."""
+        if self.allow_rules.get((key, where)) != allowed:
+            self.allow_rules[(key, where)] = allowed
+            self._touch(AllowRule.kind, f"{key}|{where}")
+
     # -- durable state -------------------------------------------------------------------------
 
     def state_changes(self) -> list[StateChange]:
@@ -315,6 +325,7 @@ class Registry:
             + [(ObjectName.kind, key) for key in self.object_names]
             + [(BackboneLink.kind, "|".join(sorted(link))) for link in self.links_up]
             + [(DrainingObjects.kind, host) for host in self.draining]
+            + [(AllowRule.kind, f"{key}|{where}") for key, where in self.allow_rules]
         )
         for kind, key in keys:
             row = self._row(kind, key)
@@ -348,6 +359,10 @@ class Registry:
         if kind == DrainingObjects.kind:
             objects = self.draining.get(key)
             return DrainingObjects(key, sorted(objects)) if objects else None
+        if kind == AllowRule.kind:
+            obj, _, where = key.partition("|")
+            allowed = self.allow_rules.get((obj, where))
+            return AllowRule(obj, where, allowed) if allowed is not None else None
         raise ValueError(f"no durable table {kind!r}")
 
     def _touch(self, kind: str, key: str) -> None:
@@ -388,6 +403,9 @@ class Registry:
             link = frozenset(key.split("|"))
             if link in self.links_up:
                 self.links_up[link] = up
+        for rule, allowed in saved.allow_rules.items():
+            key, _, where = rule.partition("|")
+            self.allow_rules[(key, where)] = allowed
         self.restored = True
 
 

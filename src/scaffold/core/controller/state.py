@@ -4,7 +4,8 @@ it must not forget (docs/protocol.md §6.4).
 A restarted controller that had forgotten its hosts would push empty tables and cut every
 flow; one that had forgotten Host IDs would hand out new ones under live flows. So the
 registrations are durable: one row per host, per object's replica set, per object name, per
-backbone link, per draining host, and one for the Host ID counter. The core never writes them
+backbone link, per draining host, per operator allow/disallow rule (§6.7), and one for the Host
+ID counter. The core never writes them
 anywhere: it emits ``StateChange`` records (an upsert or a delete of one row) that its runtime
 commits to a store before sending the records that depend on them, and it is handed a
 ``ControllerState`` (every row, as one snapshot) when it starts. Liveness is not stored: a
@@ -31,6 +32,7 @@ __all__ = [
     "HostState",
     "ObjectName",
     "ObjectReplicas",
+    "AllowRule",
     "StateChange",
     "StateRecord",
     "StateRows",
@@ -156,12 +158,30 @@ class HostIdCounter(msgspec.Struct, frozen=True):
         return ""
 
 
-StateRecord = HostState | ObjectReplicas | ObjectName | BackboneLink | DrainingObjects | HostIdCounter
+class AllowRule(msgspec.Struct, frozen=True):
+    """The operator's ``allow`` (or ``disallow``) of place ``where`` (a host, a datacenter or
+    ``*``) for plain-named object ``object`` (hex): applied over the topology file's policy
+    whenever a controller starts (§6.7)."""
+
+    kind: ClassVar[str] = "allow"
+    object: str
+    where: str
+    allowed: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.object}|{self.where}"
+
+
+StateRecord = (
+    HostState | ObjectReplicas | ObjectName | BackboneLink | DrainingObjects | HostIdCounter | AllowRule
+)
 
 
 #: every row type by its ``kind``
 ROW_TYPES: dict[str, type[StateRecord]] = {
-    t.kind: t for t in (HostIdCounter, HostState, ObjectReplicas, ObjectName, BackboneLink, DrainingObjects)
+    t.kind: t
+    for t in (HostIdCounter, HostState, ObjectReplicas, ObjectName, BackboneLink, DrainingObjects, AllowRule)
 }
 _row_encoder = msgspec.msgpack.Encoder()
 _row_decoders = {kind: msgspec.msgpack.Decoder(t) for kind, t in ROW_TYPES.items()}
@@ -213,6 +233,8 @@ class ControllerState(msgspec.Struct, frozen=True):
     policies: dict[str, str] = {}
     #: Object ID hex -> {host name: capacity}, for replicas that declare one
     capacities: dict[str, dict[str, float]] = {}
+    #: the operator's allow/disallow rules: "object hex|where" -> allowed
+    allow_rules: dict[str, bool] = {}
 
     def records(self) -> Iterator[StateRecord]:
         """The state as rows."""
@@ -229,6 +251,9 @@ class ControllerState(msgspec.Struct, frozen=True):
             yield BackboneLink(a, b, up)
         for host, objects in self.draining.items():
             yield DrainingObjects(host, list(objects))
+        for rule, allowed in self.allow_rules.items():
+            key, _, where = rule.partition("|")
+            yield AllowRule(key, where, allowed)
 
     @classmethod
     def of(cls, records: Iterable[StateRecord]) -> ControllerState:
@@ -241,6 +266,7 @@ class ControllerState(msgspec.Struct, frozen=True):
         draining: dict[str, list[str]] = {}
         policies: dict[str, str] = {}
         capacities: dict[str, dict[str, float]] = {}
+        allow_rules: dict[str, bool] = {}
         for record in records:
             match record:
                 case HostIdCounter():
@@ -259,7 +285,19 @@ class ControllerState(msgspec.Struct, frozen=True):
                     links[record.key] = record.up
                 case DrainingObjects():
                     draining[record.host] = list(record.objects)
-        return cls(next_host_id, hosts, objects, names, links, draining, policies, capacities)
+                case AllowRule():
+                    allow_rules[record.key] = record.allowed
+        return cls(
+            next_host_id,
+            hosts,
+            objects,
+            names,
+            links,
+            draining,
+            policies,
+            capacities,
+            allow_rules=allow_rules,
+        )
 
 
 class StateRows:

@@ -61,7 +61,9 @@ _TABLE_RECORDS = (control.TableSync, control.TableDelta)
 
 #: how long a failed commit waits before it is tried again (seconds)
 RETRY_COMMIT = 0.1
-CommitBatch = tuple[list[StateChange], list[tuple[str, control.ControlMessage]]]
+#: a record for a node (by name), or an admin reply for the connection that asked for it
+Outgoing = tuple[str | asyncio.StreamWriter, control.ControlMessage]
+CommitBatch = tuple[list[StateChange], list[Outgoing]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,9 @@ class ControllerRuntime:
         self.extra_status: Callable[[], dict[str, Any]] | None = None
         #: group commits: batches waiting for a commit, and the one thread that commits
         self._waiting: list[CommitBatch] = []
+        #: admin replies that go out with the records of the next flush: after the state
+        #: their command changed is committed, like every record (§6.4)
+        self._replies: list[Outgoing] = []
         self._committing = False
         self._committer: ThreadPoolExecutor | None = None
 
@@ -189,6 +194,7 @@ class ControllerRuntime:
             core.wall_offset = time.time() - self._loop.time()
         self.core, self.store = core, store
         self._waiting.clear()
+        self._replies.clear()
         self.leading = True
         self.leader_address = None
         if self._loop is not None:
@@ -199,6 +205,7 @@ class ControllerRuntime:
         nodes go to the new leader; records not committed are never sent)."""
         self.leading = False
         self._waiting.clear()
+        self._replies.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -296,7 +303,9 @@ class ControllerRuntime:
                     )
                     conn.writer.write(control.frame(reply))
                     return True
-            conn.writer.write(control.frame(self._admin(message)))
+            # Answered once what the command changed is committed (``flush``): an operator
+            # told "done" can count on it surviving a crash.
+            self._replies.append((conn.writer, self._admin(message)))
             return True
         if isinstance(message, control.NodeStats):
             if conn.name is None or message.node != conn.name:
@@ -403,13 +412,15 @@ class ControllerRuntime:
                 self.on_event(event, now)
         if self.store.blocking:
             changes = self.core.state_changes()
-            messages = self.core.messages_to_send()
+            messages: list[Outgoing] = [*self.core.messages_to_send(), *self._replies]
+            self._replies = []
             if changes or messages:
                 self._waiting.append((changes, messages))
             self._commit_waiting()
         else:
             try:
-                outputs = controller_outputs(self.core, self.store)
+                outputs: list[Outgoing] = [*controller_outputs(self.core, self.store), *self._replies]
+                self._replies = []
             except OSError:
                 self.stats["store-failed"] += 1
                 outputs = []
@@ -451,9 +462,13 @@ class ControllerRuntime:
             self._send(messages)
         self._commit_waiting()
 
-    def _send(self, outputs: list[tuple[str, control.ControlMessage]]) -> None:
+    def _send(self, outputs: list[Outgoing]) -> None:
         versions: dict[str, int] = {}
         for node, message in outputs:
+            if not isinstance(node, str):  # an admin reply, to the connection that asked
+                if not node.is_closing():
+                    node.write(control.frame(message))
+                continue
             writer = self._writers.get(node)
             if writer is None or writer.is_closing():
                 self.stats["to-disconnected"] += 1
