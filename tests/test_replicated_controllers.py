@@ -192,6 +192,15 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
             # One etcd member dies: the stream and the control plane go on.
             cluster.kill(cluster.members[0].name)
             await asyncio.sleep(1.0)
+
+            async def reconnected() -> bool:  # a host joins through a gateway the leader knows
+                try:
+                    s = await admin.call(alive, Status(), timeout=0.5, credentials=cluster.operator)
+                except scaffold.ScaffoldError:
+                    return False
+                return all(sw["connected"] for sw in s["switches"])
+
+            await wait_until(reconnected, 20, "the switches to reach the new leader", interval=0.1)
             late_creds = cluster.creds("latecomer", "host")
             async with await scaffold.join(
                 "latecomer", gateway="dc1-fs1", credentials=late_creds, **joined

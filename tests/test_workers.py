@@ -12,13 +12,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import scaffold
-from scaffold.core.controller.commands import Counters, Status
+from scaffold.apps.pattern import PatternChecker
+from scaffold.core.controller.commands import Counters, Events, Status
 from scaffold.core.controller.demand import DemandBook
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.deploy.daemons.jsonlog import JsonLog
@@ -320,6 +321,168 @@ def load_controller(state: str) -> tuple[str, int]:
 
     address = load_state(Path(state)).controller
     return (str(address[0]), int(address[1]))
+
+
+LIVENESS_TOPOLOGY = """\
+name = "liveness"
+
+[[datacenter]]
+name = "dc1"
+hosts = ["dc1-h1", "dc1-h2", "dc1-h3"]
+
+[[object]]
+name = "content"
+replicas = ["dc1-h1", "dc1-h3"]
+"""
+#: bytes per download: about 4 s at the pace below, so the two stalls fall inside them
+DOWNLOAD = 4 << 20
+
+
+@pytest.mark.slow
+def test_liveness_behind_worker_processes_survives_a_stalled_watcher_and_finds_a_stalled_host(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    """A flow switch of two workers watches its hosts (docs/protocol.md §6.2): both workers
+    SIGSTOPped for 1 s declare nobody dead; a replica SIGSTOPped for 2 s (its control
+    connection still open) is declared dead through the workers' reports, its downloads move
+    to the other replica without losing a byte, and nobody else is ever declared dead."""
+    (tmp_path / "liveness.toml").write_text(LIVENESS_TOPOLOGY)
+    controller = ("127.0.0.1", free_port())
+    ctl = f"{controller[0]}:{controller[1]}"
+    daemons.start(
+        "controller", "controller", "--topology", str(tmp_path / "liveness.toml"), "--listen", ctl,
+        *daemons.creds("controller", "controller"),
+    )  # fmt: skip
+    node = ["--controller", ctl, "--listen", "127.0.0.1:0", "--stats-interval", "0.2"]
+    fs = ["--name", "dc1-fs1", "--dc", "dc1", "--workers", "2", *daemons.creds("dc1-fs1", "flow-switch")]
+    daemons.start("dc1-fs1", "switch", "--role", "flow", *fs, *node)
+    os_ = ["--name", "dc1-os", "--dc", "dc1", *daemons.creds("dc1-os", "object-switch")]
+    daemons.start("dc1-os", "switch", "--role", "object", *os_, *node)
+    for name in ("dc1-h1", "dc1-h3"):
+        serve = ["--serve", "content:1:resume", "--service", "pattern", "--pattern-size", str(DOWNLOAD)]
+        pace = ["--pattern-pace", "0.004"]
+        daemons.start(name, "host", "--name", name, "--gateway", "dc1-fs1", *serve, *pace,
+                      *daemons.creds(name, "host"), *node)  # fmt: skip
+    operator = daemons.operator
+
+    since = 0  # events up to this one belong to the start (hosts that join before their gateway)
+
+    async def deaths() -> list[str]:
+        nonlocal since
+        events = await admin.call(controller, Events(since=since, limit=1000), credentials=operator)
+        if not since:
+            since = events["last"]
+            return []
+        return [e["target"] for e in events["events"] if e["kind"] == "host-down"]
+
+    async def scenario() -> tuple[list[PatternChecker], dict[str, str], str, list[str], dict[str, float]]:
+        async def ready() -> bool:
+            try:
+                status = await admin.call(controller, Status(), timeout=1.0, credentials=operator)
+            except Exception:
+                return False
+            replicas = [r for o in status["objects"] if o["name"] == "content" for r in o["replicas"]]
+            switches = all(sw["connected"] for sw in status["switches"])
+            return len(replicas) == 2 and all(r["alive"] for r in replicas) and switches
+
+        await wait_until(ready, 60, "the daemons to come up", interval=0.1)
+        h2 = daemons.credentials.node("dc1-h2", "host")
+        async with await scaffold.join(
+            "dc1-h2", gateway="dc1-fs1", controller=controller, credentials=h2, operator=operator
+        ) as host:
+            checkers = [PatternChecker() for _ in range(6)]
+            writers = []
+            readers = []
+            for _ in checkers:
+                reader, writer = await host.open_connection("content")
+                readers.append(reader)
+                writers.append(writer)
+
+            async def download(k: int) -> None:
+                try:
+                    while data := await asyncio.wait_for(readers[k].read(65536), 20):
+                        checkers[k].feed(data)
+                except TimeoutError:
+                    info = {n: writers[k].get_extra_info(n) for n in ("served_by", "state", "stats")}
+                    raise AssertionError(f"download {k} stalled at {checkers[k].offset}: {info}") from None
+                writers[k].close()
+
+            downloading = asyncio.gather(*(download(k) for k in range(len(checkers))))
+            await wait_until(lambda: all(c.offset for c in checkers), 20, "every download to start")
+            assert await deaths() == []  # from here on
+            first = {str(k): str(w.get_extra_info("peer_host")) for k, w in enumerate(writers)}
+            # The watcher stalls: both workers paused for 1 s, the hosts all alive.
+            workers = list(worker_pids(daemons, "dc1-fs1").values())
+            for pid in workers:
+                os.kill(pid, signal.SIGSTOP)
+            await asyncio.sleep(1.0)  # the stall itself, not a wait for state
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+            # A replica stalls past the window: declared dead, its downloads move.
+            victim = first["0"]
+            loop = asyncio.get_running_loop()
+            stopped = loop.time()
+            os.kill(daemons.procs[victim].pid, signal.SIGSTOP)
+            try:
+                await wait_until(lambda: _has(deaths, victim), 10, f"{victim} declared dead", interval=0.1)
+                # Paused 2 s in all: its downloads' stall probes find the other replica meanwhile.
+                await asyncio.sleep(max(0.0, stopped + 2.0 - loop.time()))
+            finally:
+                os.kill(daemons.procs[victim].pid, signal.SIGCONT)
+            await asyncio.wait_for(downloading, 60)
+            moved = [k for k, name in first.items() if name == victim]
+            after = {k: "/".join(writers[int(k)].get_extra_info("served_by")) for k in moved}
+            summary: dict[str, float] = {}
+
+            async def forgiven() -> bool:
+                counters = await admin.call(controller, Counters(), credentials=operator)
+                summary.update({m[0]: m[1] for m in counters["dc1-fs1"]["metrics"] if not m[2]})
+                return summary.get("liveness_stalls_forgiven_total", 0) >= 1
+
+            await wait_until(forgiven, 10, "the workers to report the forgiven stall", interval=0.2)
+            died = await deaths()  # (before this client leaves, which is a death of its own)
+        return checkers, after, victim, died, summary
+
+    checkers, after, victim, died, summary = run(scenario())
+    assert all(c.ok and c.offset == DOWNLOAD for c in checkers), [c.__dict__ for c in checkers]
+    survivor = "dc1-h3" if victim == "dc1-h1" else "dc1-h1"
+    # Taken over by the survivor, for good: the victim, running again, still holds copies of
+    # those flows, which their clients reset (and its gateway keeps those resets from the
+    # survivor while the tables still have the victim dead: orphan-rst, protocol.md §3.3).
+    assert after and set(after.values()) == {f"{victim}/{survivor}"}, after
+    assert died == [victim]  # nobody else, not during the watcher's stall either
+    assert summary["hosts_reported_down_total"] >= 1
+    codes = daemons.stop_all()
+    assert codes == dict.fromkeys(codes, 0), codes
+
+
+async def _has(deaths: Callable[[], Awaitable[list[str]]], name: str) -> bool:
+    return name in await deaths()
+
+
+def test_the_workers_liveness_is_merged_per_host() -> None:
+    from scaffold.deploy.daemons.switch_pool import LivenessMerge
+    from scaffold.wire.control import HostLiveness
+
+    merge = LivenessMerge("fs")
+    a, b = object(), object()
+
+    def said(worker: object, up: list[str] = [], down: list[str] = []) -> HostLiveness | None:  # noqa: B006
+        return merge.report(worker, HostLiveness(node="fs", up=up, down=down))
+
+    assert said(a, up=["h1", "h2"]) == HostLiveness(node="fs", up=["h1", "h2"])
+    assert said(b, up=["h1"]) is None  # already up: the controller hears changes only
+    assert said(a, down=["h1"]) is None  # b still hears it
+    assert said(b, down=["h1"]) == HostLiveness(node="fs", down=["h1"])  # lost by all
+    # A worker that goes away: the hosts only it heard wait the timeout for another worker.
+    merge.forget(a, now=10.0, timeout=0.6)
+    assert merge.next_expiry() == 10.6 and merge.expire(10.5) is None
+    assert merge.expire(10.6) == HostLiveness(node="fs", down=["h2"])
+    assert said(b, up=["h2"]) == HostLiveness(node="fs", up=["h2"])
+    merge.forget(b, now=20.0, timeout=0.6)
+    assert said(a, up=["h2"]) is None and merge.expire(21.0) is None  # heard again in time
+    merge.reset()  # a full sync: every host is reported again
+    assert said(a, up=["h2"]) == HostLiveness(node="fs", up=["h2"])
 
 
 def test_the_hub_passes_object_switch_workers_demand_on_numbered_and_withdraws_a_gone_ones() -> None:

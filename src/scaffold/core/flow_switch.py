@@ -18,6 +18,9 @@ takes and drops. A host silent for
 ``presence_timeout`` is reported down to the controller, a host heard again up
 (``HostLiveness``, §6.2) -- only changes, so the controller's load follows churn, not hosts.
 After a full sync every attached host is reported again (the controller may be new).
+Silence the switch could not hear is not the hosts' fault: a check that runs late (its own
+loop or process stalled) sweeps nothing, moves every deadline by the stalled time and sweeps
+at the next check, once the runtime has read what waited (``liveness_stalls_forgiven_total``).
 
 A runtime that reads *trains* (several datagrams of one underlay flow in one buffer, the
 kernel's GRO) hands them to ``route_train``: every header is checked as above, and when all
@@ -33,6 +36,7 @@ from ..errors import MalformedPacket
 from ..wire import control
 from ..wire import header as wire_header
 from ..wire import signal as wire_signal
+from ..wire import stream as wire_stream
 from ..wire.header import (
     DST_LOCATOR,
     DST_OFFSET,
@@ -50,10 +54,21 @@ from .events import Packet, TraceHop, Train
 from .metrics import MetricKind, Sample, define
 from .switch import Switch
 
-__all__ = ["FORWARDED", "FORWARDED_BYTES", "FlowSwitch"]
+__all__ = ["CHECKS", "FORWARDED", "FORWARDED_BYTES", "HOSTS_REPORTED_DOWN", "STALLS_FORGIVEN", "FlowSwitch"]
 
 FORWARDED = define(
     "forwarded_packets_total", MetricKind.COUNTER, "Packets a flow switch sent on.", unit="packets"
+)
+STALLS_FORGIVEN = define(
+    "liveness_stalls_forgiven_total",
+    MetricKind.COUNTER,
+    "Liveness checks of a flow switch that ran late (its own loop or process stalled): the "
+    "stalled time was not counted as its hosts' silence (docs/protocol.md §6.2).",
+)
+HOSTS_REPORTED_DOWN = define(
+    "hosts_reported_down_total",
+    MetricKind.COUNTER,
+    "Attached hosts a flow switch reported silent to the controller (docs/protocol.md §6.2).",
 )
 FORWARDED_BYTES = define(
     "forwarded_bytes_total",
@@ -71,9 +86,17 @@ _PRESENCE = int(Proto.PRESENCE)
 #: (0.7 s after its last packet with 3 x 0.2 s), before the stall probes that find a new
 #: replica (0.25 s, then 0.75 s after the data stopped, docs/protocol.md §5.1)
 CHECKS = 6
+#: a check more than this many check periods after the previous one ran late: the switch
+#: itself was stalled (0.3 s with the defaults; a check that is merely late by less still
+#: sweeps, so a switch that is always a little late still detects the dead)
+STALLED = 3
 #: presence packets from hosts not attached yet that a switch remembers (a bound)
 _EARLY_LIMIT = 1024
 _TO_CLIENT = int(Flags.TO_CLIENT)
+_STREAM = int(Proto.STREAM)
+#: where a stream segment's type is, and the type of a reset (docs/protocol.md §4.2)
+_RST_AT = HEADER_LEN + wire_stream.TYPE_OFFSET
+_RST = int(wire_stream.StreamType.RST)
 #: flags that keep a train from being forwarded whole: a traced packet is recorded alone, an
 #: unknown flag is dropped alone (a server's TO_CLIENT and REDIRECTED ride along)
 _TRAIN_FLAGS = 0xFF & ~(_REDIRECTED | _TO_CLIENT)
@@ -83,6 +106,9 @@ class FlowSwitch(Switch):
     """Sans-IO flow switch. Feed ``receive_datagram``; drain ``datagrams_to_send``."""
 
     role: ClassVar[str] = "flow-switch"
+    #: its timer is the liveness check: a runtime reads everything waiting in its socket
+    #: before it (what already arrived is not silence, docs/protocol.md §6.2)
+    drain_before_timer: ClassVar[bool] = True
 
     def __init__(self, name: str, dc: str) -> None:
         super().__init__(name, dc)
@@ -102,12 +128,18 @@ class FlowSwitch(Switch):
         #: Welcome can overtake this switch's delta): taken as heard once it is attached
         self._early: dict[str, float] = {}
         self._check_at: float | None = None
+        #: when the previous liveness check ran (None: the checks are off)
+        self._last_check: float | None = None
+        self.stalls_forgiven = 0
+        self.reported_down = 0
 
     def metrics(self) -> list[Sample]:
         return [
             *super().metrics(),
             FORWARDED.sample(self.forwarded),
             FORWARDED_BYTES.sample(self.forwarded_bytes),
+            STALLS_FORGIVEN.sample(self.stalls_forgiven),
+            HOSTS_REPORTED_DOWN.sample(self.reported_down),
         ]
 
     def tables_changed(self, names: set[str] | None) -> None:
@@ -137,6 +169,8 @@ class FlowSwitch(Switch):
                     self._heard[str(name)] = self._now
                     self._unheard.add(str(name))
         if self._heard and self.presence_timeout > 0:
+            if self._check_at is None:  # the checks start (again): as if one ran just now
+                self._last_check = self._now - self.presence_timeout / CHECKS
             self._check_at = self._now if full else (self._check_at or self._now)
         else:
             self._check_at = None
@@ -159,27 +193,40 @@ class FlowSwitch(Switch):
 
     def handle_timer(self, now: float) -> None:
         """Report the attached hosts silent for longer than ``presence_timeout``; one heard
-        again is reported up by its next presence packet."""
+        again is reported up by its next presence packet.
+
+        A check that comes more than ``STALLED`` check periods after the previous one means
+        the switch itself was stalled (a busy event loop, a paused process, a starved CPU):
+        the packets of that time may still wait unread in its socket. It reports nothing
+        then: every deadline moves by the stalled time (the excess over one period), and the
+        next check, one period later, sweeps -- after the runtime has read what waited.
+        """
         if self._check_at is None or now < self._check_at:
             return
         limit = self.presence_timeout
-        late = now - self._check_at
-        if late > 2 * limit / CHECKS:
-            # The switch itself was stalled (a busy event loop, a paused process): the
-            # presence packets of that time may be waiting unread in its socket. Silence it
-            # could not hear is not the hosts' fault, so their deadlines move by the stall.
-            for host in self._heard:
-                self._heard[host] += late
-        down = [
-            host
-            for host, heard in self._heard.items()
-            if now - heard > limit and self._reported.get(host) is not False and host not in self._unheard
-        ]
-        for host in down:
-            self._reported[host] = False
-        if down:
-            self._control_out.append(control.HostLiveness(node=self.name, down=down))
-        self._check_at = now + limit / CHECKS if self._heard and limit > 0 else None
+        period = limit / CHECKS
+        last, self._last_check = self._last_check, now
+        heard = self._heard
+        if last is not None and now - last > STALLED * period:
+            stalled = now - last - period
+            for host, at in heard.items():
+                heard[host] = min(at + stalled, now)
+            self.stalls_forgiven += 1
+        else:
+            down = [
+                host
+                for host, at in heard.items()
+                if now - at > limit and self._reported.get(host) is not False and host not in self._unheard
+            ]
+            for host in down:
+                self._reported[host] = False
+            if down:
+                self.reported_down += len(down)
+                self._control_out.append(control.HostLiveness(node=self.name, down=down))
+        if heard and limit > 0:
+            self._check_at = now + period
+        else:
+            self._check_at = self._last_check = None
 
     def receive_datagram(self, data: Packet, port: str, now: float) -> None:
         """Route one packet that arrived from neighbour ``port``. Never raises."""
@@ -311,6 +358,13 @@ class FlowSwitch(Switch):
             # of the object, which would take it for a client's and "take over" the flow
             # from its own server. The server's RTO repeats it once the client is back.
             self.drops["orphan-to-client"] += 1
+            return None
+        if buf[1] == _STREAM and len(buf) > _RST_AT and buf[_RST_AT] == _RST:
+            # A client's RST for a server's copy of the flow (one it superseded, §3.4) whose
+            # host looks gone: it woke from a stall before its gateway's "up" reached the
+            # tables. Re-resolved, it would reach the replica that took the flow over and
+            # reset the healthy copy; it is meant for that one copy only.
+            self.drops["orphan-rst"] += 1
             return None
         # Orphan: keep the Object ID and Flow ID, forget where it was going (§5.1).
         self.counters["orphan-redirected"] += 1

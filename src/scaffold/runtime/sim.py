@@ -114,6 +114,9 @@ class SimNetwork:
         self._queue: list[tuple[float, int, str, Any]] = []
         self._seq = itertools.count()
         self._timers: dict[str, float] = {}
+        #: stalled node -> when it runs again; what reached it meanwhile, in order
+        self._stalled: dict[str, float] = {}
+        self._held: dict[str, list[tuple[str, Any]]] = {}
         for dc in topology.datacenters:
             for fs in dc.flow_switches:
                 self._add_switch_node(FlowSwitch(fs, dc.name))
@@ -228,6 +231,22 @@ class SimNetwork:
         """Stop a node dead: it receives, sends and heartbeats nothing from now on."""
         self.alive.discard(node)
 
+    def stall(self, node: str, duration: float) -> None:
+        """Stall a node for ``duration`` virtual seconds from now, as a paused process or a
+        starved event loop: it runs nothing and sends nothing; what reaches it meanwhile waits
+        (as in its socket) and is handed to it when it runs again, before its overdue timer
+        (as the ``aio`` runtime reads its socket before a due timer).
+
+        Raises:
+            UsageError: ``node`` is not a switch or host of the network.
+        """
+        if node not in self.nodes:
+            raise UsageError(f"no node {node!r} to stall")
+        until = max(self._stalled.get(node, self.now), self.now + duration)
+        self._stalled[node] = until
+        self._held.setdefault(node, [])
+        self._push(until, "resume", node)
+
     def inject(self, node: str, data: bytes, port: str = "") -> None:
         """Deliver raw bytes to ``node`` now, as if neighbour ``port`` sent them (fuzzing)."""
         self._push(self.now, "packet", (node, port, data))
@@ -288,6 +307,35 @@ class SimNetwork:
     def _step(self) -> None:
         at, _, kind, payload = heapq.heappop(self._queue)
         self.now = at
+        if kind == "resume":
+            self._resume(payload, at)
+            return
+        target = payload if kind == "timer" else None if kind == "to-controller" else payload[0]
+        if target in self._stalled:
+            if kind != "timer":  # a timer is looked at again when the node runs
+                self._held[target].append((kind, payload))
+            return
+        self._dispatch(kind, payload, at)
+
+    def _resume(self, name: str, at: float) -> None:
+        if self._stalled.get(name, at) > at:
+            return  # stalled again for longer: a later resume
+        self._stalled.pop(name, None)
+        # One pass, as the aio runtime's: a host's overdue presence packet leaves, what
+        # waited is read, then the overdue timer runs, then what the node queued leaves.
+        beat = getattr(self.nodes[name], "beat", None)
+        if name in self.alive and beat is not None and beat(at):
+            self._send(name, self.nodes[name].datagrams_to_send(at))
+        for kind, payload in self._held.pop(name, []):
+            self._dispatch(kind, payload, at, flush=False)
+        timer = self._timers.pop(name, None)
+        if name in self.alive:
+            if timer is not None and timer <= at:
+                self.nodes[name].handle_timer(at)
+            self._flush(name)
+
+    def _dispatch(self, kind: str, payload: Any, at: float, *, flush: bool = True) -> None:
+        """Hand one queued event to its node and (``flush``) send what it queued."""
         if kind == "packet":
             dst, src, data = payload
             if dst not in self.alive:
@@ -295,7 +343,8 @@ class SimNetwork:
             node = self.nodes[dst]
             self.delivered += 1
             node.receive_datagram(data, src, at)
-            self._flush(dst)
+            if flush:
+                self._flush(dst)
         elif kind == "train":
             dst, src, train, size = payload
             switch = self._switches.get(dst)
@@ -303,9 +352,11 @@ class SimNetwork:
                 return
             self.delivered += (len(train) + size - 1) // size
             hop = switch.route_train(train, size, src, at)
-            if hop is not None:  # routed whole: on to the next hop, before anything else
+            if hop is not None:  # routed whole: on to the next hop, after what it queued
+                self._send(dst, switch.datagrams_to_send(at))
                 self._send(dst, [(hop, bytes(train[o : o + size])) for o in range(0, len(train), size)])
-            self._flush(dst)
+            if flush:
+                self._flush(dst)
         elif kind == "to-controller":
             src, body = payload
             if not self.controller_alive:
@@ -320,7 +371,8 @@ class SimNetwork:
                 return
             if dst in self.alive:
                 self.nodes[dst].receive_control(control.decode(body), at)
-                self._flush(dst)
+                if flush:
+                    self._flush(dst)
         elif kind == "timer":
             name = payload
             if self._timers.get(name) != at:

@@ -143,10 +143,7 @@ class HostStack(StreamFlows, Churn):
         """Run the timers due at ``now``; only the streams that are due are touched."""
         for key in self._timers.pop_due(now):
             if key == HEARTBEAT:
-                # Alive: a presence packet to the gateway, which watches us (§6.2); the
-                # controller hears only when that changes.
-                self._out.append((self.gateway, wire_header.presence(self.dc_id, self.host_id)))
-                self._timers.arm(HEARTBEAT, now + self.heartbeat_interval)
+                self._presence(now)
             elif key == SWEEP:
                 self._sweep(now)
                 self._timers.arm(SWEEP, now + self.idle_timeout)
@@ -155,6 +152,26 @@ class HostStack(StreamFlows, Churn):
                 if flow is not None and flow.transport is not None:
                     flow.transport.handle_timer(now)
                     self._pump(flow, now)
+
+    def beat(self, now: float) -> bool:
+        """Queue the presence packet now if it is due; returns whether it did.
+
+        A runtime calls it when a timer fires, before it reads what waits in its socket (which
+        comes before the timer itself): a loop busy with bulk data does not hold the host's
+        sign of life behind that work (§6.2).
+        """
+        due = self._timers.get(HEARTBEAT)
+        if due is None or due > now:
+            return False
+        self._presence(now)
+        return True
+
+    def _presence(self, now: float) -> None:
+        # Alive: a presence packet to the gateway, which watches us (§6.2); the controller
+        # hears only when that changes. It goes first, before the bulk data queued in the
+        # same pass: a full send buffer drops what comes last.
+        self._out.insert(0, (self.gateway, wire_header.presence(self.dc_id, self.host_id)))
+        self._timers.arm(HEARTBEAT, now + self.heartbeat_interval)
 
     def _sweep(self, now: float) -> None:
         idle = [f for f in self._datagrams.values() if now - f.last_active > self.idle_timeout]

@@ -13,6 +13,9 @@ directory only this user may enter, speaking the same framed records. The hub
   ``LinkSettings``) to every worker, in order;
 * keeps each worker's latest ``NodeStats``; the supervisor reports their sum
   (``workers.pool_metrics``) as the switch's own, and a dead worker's last counters stay in it;
+* merges the workers' ``HostLiveness`` reports (each worker watches the hosts whose packets
+  the kernel hands it) into one per host for the controller (:class:`LivenessMerge`,
+  docs/protocol.md §6.2);
 * passes an object switch worker's ``Demand`` on to the controller, numbered by worker (the
   controller sums them, docs/protocol.md §3.5), and an empty one when that worker goes.
 
@@ -45,12 +48,96 @@ from ...wire import control
 from .jsonlog import JsonLog
 from .workers import WorkerPool, pool_metrics
 
-__all__ = ["ControlHub", "SupervisorRuntime", "reserve_port", "start_pool", "worker_command"]
+__all__ = [
+    "ControlHub",
+    "LivenessMerge",
+    "SupervisorRuntime",
+    "reserve_port",
+    "start_pool",
+    "worker_command",
+]
 
 #: how long the supervisor waits for every worker's first ``Hello``
 WORKERS_READY = 30.0
 Trace = tuple[int, str, str, int, int, int, int, float]
 SwitchCore = FlowSwitch | ObjectSwitch
+
+
+class LivenessMerge:
+    """The hosts' liveness as the workers of one flow switch see it, merged (§6.2).
+
+    The kernel hands each host's packets to one worker (``SO_REUSEPORT`` hashes the 4-tuple),
+    which reports it up; a worker that never heard a host says nothing of it. So a host is
+    up if any worker reports it up, and down once a worker reports it down and none up. The
+    controller hears only changes. A worker that goes away takes its view with it; a host it
+    alone had up is given ``presence_timeout`` (the kernel hands its packets to another
+    worker, which reports it up) before it is reported down. A full sync from the controller
+    (maybe a new one) starts over: the workers, synced too, report again.
+    """
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        #: each worker's view: host -> up
+        self._views: dict[object, dict[str, bool]] = {}
+        #: what the controller was told: host -> up
+        self._told: dict[str, bool] = {}
+        #: hosts whose only "up" left with a worker: when they are reported down unless heard
+        self._grace: dict[str, float] = {}
+
+    def report(self, worker: object, message: control.HostLiveness) -> control.HostLiveness | None:
+        """A worker's report; returns what the controller must be told (None: nothing)."""
+        view = self._views.setdefault(worker, {})
+        for name in message.up:
+            view[name] = True
+        for name in message.down:
+            view[name] = False
+        return self._changes([*message.up, *message.down])
+
+    def forget(self, worker: object, now: float, timeout: float) -> None:
+        """A worker is gone: the hosts it alone had up wait ``timeout`` before they count down."""
+        for name, up in self._views.pop(worker, {}).items():
+            if up and self._state(name) is not True:
+                self._grace[name] = now + timeout
+
+    def expire(self, now: float) -> control.HostLiveness | None:
+        """Hosts whose grace ran out with no worker hearing them: reported down."""
+        due = [name for name, at in self._grace.items() if at <= now]
+        for name in due:
+            del self._grace[name]
+        down = [name for name in due if self._state(name) is not True and self._told.get(name) is True]
+        for name in down:
+            self._told[name] = False
+        return control.HostLiveness(node=self.node, down=down) if down else None
+
+    def next_expiry(self) -> float | None:
+        return min(self._grace.values(), default=None)
+
+    def reset(self) -> None:
+        """A full sync: everything is reported again as the workers report it."""
+        self._views.clear()
+        self._told.clear()
+        self._grace.clear()
+
+    def _state(self, name: str) -> bool | None:
+        seen = [view[name] for view in self._views.values() if name in view]
+        if not seen:
+            return None
+        return any(seen)
+
+    def _changes(self, names: Sequence[str]) -> control.HostLiveness | None:
+        up: list[str] = []
+        down: list[str] = []
+        for name in dict.fromkeys(names):
+            state = self._state(name)
+            if state is True:
+                self._grace.pop(name, None)
+            elif name in self._grace:
+                continue  # its worker left: the grace decides
+            if state is None or self._told.get(name) is state:
+                continue
+            self._told[name] = state
+            (up if state else down).append(name)
+        return control.HostLiveness(node=self.node, up=up, down=down) if up or down else None
 
 
 class ControlHub:
@@ -74,6 +161,10 @@ class ControlHub:
         self._retired: list[Sample] = []
         self._hello = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.liveness = LivenessMerge(mirror.name)
+        #: sends a merged ``HostLiveness`` to the controller (the supervisor's connection)
+        self.on_liveness: Callable[[control.HostLiveness], None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
 
     @property
     def connected(self) -> int:
@@ -102,6 +193,8 @@ class ControlHub:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._expiry is not None:
+            self._expiry.cancel()
         for writer in list(self._workers):
             writer.close()
         if self._tasks:
@@ -110,6 +203,8 @@ class ControlHub:
 
     def relay(self, message: control.ControlMessage) -> None:
         """A record from the controller: every worker gets it (the mirror takes it next)."""
+        if isinstance(message, control.TableSync) and not message.more:
+            self.liveness.reset()  # the workers report every host again after this sync
         if isinstance(message, control.TableSync | control.TableDelta | control.LinkSettings):
             frame = control.frame(message)
             for writer in self._workers:
@@ -142,6 +237,8 @@ class ControlHub:
                         self._workers[writer] = message
                     elif isinstance(message, control.Demand) and writer in self._workers:
                         self._demand(writer, message)
+                    elif isinstance(message, control.HostLiveness) and writer in self._workers:
+                        self._tell(self.liveness.report(writer, message))
         except ConnectionError:
             pass
         finally:
@@ -150,6 +247,9 @@ class ControlHub:
             if writer in self._demand_sent:  # its counts go with it
                 self._demand(writer, control.Demand(node=self.mirror.name, interval=1.0))
             self._numbers.pop(writer, None)
+            loop = asyncio.get_running_loop()
+            self.liveness.forget(writer, loop.time(), self.mirror.presence_timeout)
+            self._arm_expiry()
             last = self._workers.pop(writer, None)
             if last is not None:
                 self._retired = _counters(pool_metrics([self._retired, last.metrics], 0, 0))
@@ -166,6 +266,23 @@ class ControlHub:
             self._demand_sent.discard(writer)
         if self.upstream is not None:
             self.upstream(msgspec.structs.replace(report, node=self.mirror.name, worker=number))
+
+    def _tell(self, report: control.HostLiveness | None) -> None:
+        if report is not None and self.on_liveness is not None:
+            self.on_liveness(report)
+
+    def _arm_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        at = self.liveness.next_expiry()
+        if at is not None:
+            self._expiry = asyncio.get_running_loop().call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        self._tell(self.liveness.expire(asyncio.get_running_loop().time()))
+        self._arm_expiry()
 
     def reports(self) -> list[Sequence[Sample]]:
         """The latest metrics of each worker, and the summed counters of departed ones."""
@@ -218,13 +335,8 @@ class SupervisorRuntime(NodeRuntime[SwitchCore]):
         self.hub = hub
         self.pool = pool
         self.on_control = hub.relay
+        hub.on_liveness = self.send_control
         hub.upstream = self.send_control
-
-    def send_control(self, message: control.ControlMessage) -> None:
-        """Send a record of the workers' to the controller, if connected (else it is lost:
-        a report is superseded by the next one anyway)."""
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(control.frame(message))
 
     def metrics(self) -> list[Sample]:
         # The tables' gauges are the mirror's: it holds what every worker holds, always.

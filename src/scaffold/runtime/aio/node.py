@@ -38,6 +38,9 @@ BATCH = 64
 READ_BUDGET = 512 * 1024
 #: reads (datagrams or trains) taken from the socket before a timer is handled
 TIMER_DRAIN = 4 * BATCH
+#: for a core whose timer judges silence (a flow switch's liveness check), rounds of
+#: ``TIMER_DRAIN`` reads until the socket is empty: more than its buffer holds
+SILENCE_DRAIN_ROUNDS = 16
 #: how long connecting to one controller replica may take before the next is tried (s)
 CONNECT_TIMEOUT = 1.0
 #: IPv4 + UDP headers: an interface's MTU less this is the largest datagram it sends
@@ -203,6 +206,12 @@ class NodeRuntime(Generic[CoreT_co]):
         )
         self._writer.write(control.frame(record))
 
+    def send_control(self, message: control.ControlMessage) -> None:
+        """Send one record to the controller now, if connected (else it is lost: what matters
+        is sent again after the full sync a reconnection brings)."""
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(control.frame(message))
+
     def apply_link_settings(self, settings: control.LinkSettings) -> None:
         """Change the egress emulation towards one neighbour (``scaffold fault delay``)."""
         key = (self.name, settings.peer)
@@ -321,9 +330,10 @@ class NodeRuntime(Generic[CoreT_co]):
             self._drain(BATCH)
             self.flush()
 
-    def _drain(self, reads: int) -> None:
+    def _drain(self, reads: int) -> bool:
         """Give the core up to ``reads`` reads from the socket (``READ_BUDGET`` bytes of
-        them taken datagram by datagram); a flow switch routes each train whole if it can."""
+        them taken datagram by datagram); a flow switch routes each train whole if it can.
+        Returns False once the socket is empty."""
         udp = self._udp
         assert udp is not None and self._loop is not None
         now = self._loop.time()
@@ -337,7 +347,7 @@ class NodeRuntime(Generic[CoreT_co]):
                 break
             got = read()
             if got is None:
-                break
+                return False
             data, size, address = got
             port = names.get(address)
             if port is None:
@@ -357,6 +367,7 @@ class NodeRuntime(Generic[CoreT_co]):
             budget -= len(data)
             for offset in range(0, len(data), size):
                 receive(bytes(data[offset : offset + size]), port, now)
+        return True
 
     def _forward_train(self, hop: str, train: Train, size: int, now: float) -> None:
         """Send on a train the core routed whole, after what it queued before it (order)."""
@@ -464,6 +475,12 @@ class NodeRuntime(Generic[CoreT_co]):
         assert self._loop is not None
         self._timer = None
         self._timer_at = None
+        # A host's presence packet leaves before anything else: reading what waits may take
+        # a busy loop a while, and its gateway judges it by when it hears it (§6.2).
+        beat = getattr(self.core, "beat", None)
+        now = self._loop.time()
+        if beat is not None and beat(now):
+            self._send_all(self.core.datagrams_to_send(now), now)
         # What already arrived comes before what is due: a timer that fires while the loop
         # lags behind the socket must not take packets waiting in it for silence (a gateway
         # declaring a host dead, a sender's retransmission timeout).
@@ -472,9 +489,19 @@ class NodeRuntime(Generic[CoreT_co]):
         self.flush()
 
     def _read_pending(self) -> None:
-        """Give the core what waits in the socket (a bounded number of reads)."""
-        if self._udp is not None and self._loop is not None:
-            self._drain(TIMER_DRAIN)
+        """Give the core what waits in the socket (a bounded number of reads). A core whose
+        timer judges silence (``drain_before_timer``: a gateway's liveness check, §6.2) gets
+        everything that waits, sending what it forwards between rounds: a presence packet
+        queued behind a burst of data is still a sign of life."""
+        if self._udp is None or self._loop is None:
+            return
+        rounds = SILENCE_DRAIN_ROUNDS if getattr(self.core, "drain_before_timer", False) else 1
+        for _ in range(rounds):
+            if not self._drain(TIMER_DRAIN):
+                return
+            out = self.core.datagrams_to_send(self._loop.time())
+            if out:
+                self._send_all(out, self._loop.time())
 
     def _send_all(self, out: list[tuple[str, Packet]], now: float) -> None:
         """Send a batch: consecutive datagrams to one neighbour go out as one train (one
