@@ -10,7 +10,11 @@ also have a ``local`` entry, one of as many sets of three hosts.
 The timed loops have the same shape: a for-loop over one pre-built list of (Object ID,
 Flow ID) pairs -- random objects, random 64-bit flows -- calling a bound method, either
 ``switch.resolve(obj, flow)`` or ``table.get(obj)`` on a plain dict with the same keys.
-Both tables hold their own key objects (decoded from hex), as the switch does.
+Both tables hold their own key objects (decoded from hex), as the switch does. The first
+loop passes no source DC, so it is the ``weighted`` pick (one Maglev index, docs/protocol.md
+§3.2); a third loop, ``nearest``, passes a random source DC of the sync's cost table
+(``dc_costs``, DCs on a line), the default policy's cascade of §3.5
+(``switch.resolve(obj, flow, src)``), and reports its ratio to the same dict loop.
 
 Memory is the growth of traced Python allocations (``tracemalloc``) while building each
 table from its wire form, divided by the number of objects; install time is measured on a
@@ -28,6 +32,8 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
+
+import msgspec
 
 from _common import emit, environment, median
 from scaffold.core.object_switch import ObjectSwitch
@@ -88,6 +94,11 @@ def table_sync(objects: list[bytes], rng: random.Random) -> list[TableSync]:
         parts.append(TableSync(version=1, dc_id=OWN_DC, tables=tables, more=True))
     last = parts[-1]
     parts[-1] = TableSync(last.version, last.dc_id, last.tables, more=False)
+    # the cost table the nearest policy reads: DCs 1..DCS on a line, 1 ms per hop
+    first = parts[0]
+    costs = {a: {b: 1000 * abs(a - b) for b in range(1, DCS + 1)} for a in range(1, DCS + 1)}
+    tables = msgspec.structs.replace(first.tables, dc_costs=costs)
+    parts[0] = TableSync(first.version, first.dc_id, tables, more=first.more)
     return parts
 
 
@@ -134,6 +145,14 @@ def time_loop(call: Callable[..., object], pairs: list[tuple[bytes, int]], *, wi
     return len(pairs) / (time.perf_counter() - start)
 
 
+def time_nearest(call: Callable[..., object], triples: list[tuple[bytes, int, int]]) -> float:
+    """Calls per second of ``call(obj, flow, src)`` over ``triples`` (the loop shape above)."""
+    start = time.perf_counter()
+    for obj, flow, src in triples:
+        call(obj, flow, src)
+    return len(triples) / (time.perf_counter() - start)
+
+
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     started = time.perf_counter()
@@ -158,13 +177,17 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     pairs = [(rng.choice(objects), rng.getrandbits(64)) for _ in range(args.lookups)]
     misses = sum(switch.resolve(obj, flow) is None for obj, flow in pairs[:10_000])
+    triples = [(obj, flow, rng.randint(1, DCS)) for obj, flow in pairs]
     resolve_rates: list[float] = []
     get_rates: list[float] = []
+    nearest_rates: list[float] = []
     for _ in range(args.repeats):
         resolve_rates.append(time_loop(switch.resolve, pairs, with_flow=True))
         get_rates.append(time_loop(table.get, pairs, with_flow=False))
+        nearest_rates.append(time_nearest(switch.resolve, triples))
     resolve_per_s = median(resolve_rates)
     get_per_s = median(get_rates)
+    nearest_per_s = median(nearest_rates)
     local_share = sum(1 for obj, flow in pairs[:10_000] if (r := switch.resolve(obj, flow)) and r[1]) / min(
         10_000, len(pairs)
     )
@@ -191,6 +214,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "dict_get_per_s": get_per_s,
         "ratio": round(resolve_per_s / get_per_s, 3),
         "goal": GOAL,
+        "nearest_per_s": nearest_per_s,
+        "nearest_ratio": round(nearest_per_s / get_per_s, 3),
         "bytes_per_object": round(switch_bytes / args.objects, 1),
         "dict_bytes_per_object": round(dict_bytes / args.objects, 1),
         "memory_ratio": round(switch_bytes / dict_bytes, 2),
@@ -206,6 +231,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "samples_per_s": {
             "resolve": [round(r) for r in resolve_rates],
             "dict_get": [round(r) for r in get_rates],
+            "nearest": [round(r) for r in nearest_rates],
         },
         "switch": stats,
         **environment(),

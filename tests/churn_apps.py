@@ -107,11 +107,14 @@ class Downloader:
 
 
 def serve_content(
-    net: SimNetwork, replicas: dict[str, int], size: int, *, resumable: bool = True
+    net: SimNetwork, replicas: dict[str, int], size: int, *, resumable: bool = True, policy: str = ""
 ) -> ContentServer:
     server = ContentServer(size)
     for host, weight in replicas.items():
-        net.act(host, lambda core, now, w=weight: core.bind(CONTENT, w, "content", resumable=resumable))
+        net.act(
+            host,
+            lambda core, now, w=weight: core.bind(CONTENT, w, "content", resumable=resumable, policy=policy),
+        )
         net.on_event(host, server)
     net.run(0.05)
     return server

@@ -4,6 +4,7 @@ that the incremental tables (``core/controller/tables.py``) must always agree wi
 from __future__ import annotations
 
 from scaffold.core.controller import Controller
+from scaffold.core.routing import costs
 from scaffold.wire.control import SwitchTables
 
 
@@ -30,7 +31,9 @@ def full_tables(ctl: Controller, switch: str) -> SwitchTables:
             if per_dc:
                 wide[obj] = tuple(sorted(per_dc.items()))
         local_sorted = {k: tuple(sorted(v)) for k, v in local.items()}
-        return SwitchTables(wide=wide, local=local_sorted, gateway=border, peers=peers)
+        return SwitchTables(
+            wide=wide, local=local_sorted, gateway=border, peers=peers, dc_costs=dc_costs(ctl)
+        )
     dc_routes: dict[int, str] = {}
     for other, via in ctl.tables._routes.get(dc.name, {}).items():
         dc_routes[reg.dc_ids[other]] = reg.topology.datacenter(via).border if switch == border else border
@@ -55,3 +58,17 @@ def full_tables(ctl: Controller, switch: str) -> SwitchTables:
         object_switch=dc.object_switch if switch == border else border,
         peers=peers,
     )
+
+
+def dc_costs(ctl: Controller) -> dict[int, dict[int, int]]:
+    """Route costs between DCs (µs) over the backbone links that are up (docs/protocol.md §3.5)."""
+    reg = ctl.registry
+    edges = [
+        (link.a, link.b, link.delay or 1e-6)
+        for link in reg.topology.backbone
+        if reg.links_up.get(frozenset((link.a, link.b)), True)
+    ]
+    ids = reg.dc_ids
+    return {
+        ids[a]: {ids[b]: round(cost * 1e6) for b, cost in row.items()} for a, row in costs(ids, edges).items()
+    }

@@ -256,3 +256,16 @@ def test_blocking_socket_api_from_threads() -> None:
             scaffold.socket(scaffold.SOCK_STREAM, host=b).connect("missing")
         for sock in (listener, udp_server, client, idle):
             sock.close()
+
+
+def test_start_server_sets_the_objects_policy_and_its_replicas_capacity() -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        await net.host("dc1-h1").start_server(echo, "local-echo", policy="weighted", capacity=25.0)
+        ctl = net.controller.core
+        key = scaffold.ObjectId.from_name("local-echo").raw.hex()
+        assert ctl.registry.policies[key] == "weighted"
+        assert ctl.registry.capacities[key] == {"dc1-h1": 25.0}
+        with pytest.raises(scaffold.UsageError):
+            await net.host("dc1-h2").start_server(echo, "local-echo", policy="fastest")
+
+    with_testbed(main)

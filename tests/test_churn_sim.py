@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from churn_apps import CONTENT, Downloader, recovery, serve_content, stall
+from churn_apps import CONTENT, Download, Downloader, recovery, serve_content, stall
 from scaffold.core.controller.commands import Drain, Link, MigrateHost, MigrateObject, MoveHost, SetWeight
 from scaffold.core.controller.tables import COALESCE
 from scaffold.core.flow_switch import FlowSwitch
@@ -141,7 +141,8 @@ def test_drain_stops_new_flows_and_lets_established_ones_finish() -> None:
 
 def test_set_weight_changes_only_new_flows() -> None:
     net = network(35)
-    downloader = start_downloads(net, 30, size=256 * 1024)
+    # the weights' global share is the ``weighted`` policy (docs/protocol.md §3.5)
+    downloader = start_downloads(net, 30, size=256 * 1024, policy="weighted")
     net.run(0.1)
     before = {k: served_by(net, d.host, d.socket_id) for k, d in downloader.downloads.items()}
     net.command(SetWeight(object="content", host="east-h1", weight=30))
@@ -257,19 +258,26 @@ def test_route_failure_reroutes_around_a_cut_backbone_link() -> None:
     net = network(40)
     downloader = start_downloads(net, 14, size=4 * SIZE)
     net.run(0.3)
-    net.set_link("east-fs1", "west-fs1", up=False)  # the cable is cut...
-    net.command(Link(a="east", b="west", up=False))  # ...and the controller learns it
-    started = net.now
-    finish(net, downloader)
-    assert_exact(downloader, 4 * SIZE)
-    west = net.controller.dc_ids["west"]
-    assert net.switch("east-fs1").tables["dc_routes"][west] == "north-fs1"
+
+    # Under nearest, east's and west's clients are served at home; north's share east and
+    # west (3 ms each): the flows from north served in east cross the north-east link.
+    def dc_served(d: Download) -> str:
+        return net.topology.dc_of(net.controller.host_name(d.servers[0]) or "?")
+
     crossing = [
         d
         for d in downloader.downloads.values()
-        if net.topology.dc_of(d.host) in ("east", "west")
-        and {net.topology.dc_of(d.host), "west" if net.topology.dc_of(d.host) == "east" else "east"}
+        if net.topology.dc_of(d.host) == "north" and dc_served(d) == "east"
     ]
+    assert crossing
+    net.set_link("north-fs1", "east-fs1", up=False)  # the cable is cut...
+    net.command(Link(a="north", b="east", up=False))  # ...and the controller learns it
+    started = net.now
+    finish(net, downloader)
+    assert_exact(downloader, 4 * SIZE)
+    north = net.controller.dc_ids["north"]
+    assert net.switch("east-fs1").tables["dc_routes"][north] == "west-fs1"
+    assert all(dc_served(d) == "east" for d in crossing)  # placed flows keep their replica
     assert all(stall(d, started) < 1.0 for d in crossing)
 
 

@@ -8,7 +8,16 @@ import pytest
 from scaffold.cli.admin import record_from
 from scaffold.cli.main import build_parser
 from scaffold.core.controller import COMMANDS, Command, Controller
-from scaffold.core.controller.commands import Drain, Events, Link, LinkSettings, MigrateHost, Port, SetWeight
+from scaffold.core.controller.commands import (
+    Drain,
+    Events,
+    Link,
+    LinkSettings,
+    MigrateHost,
+    Port,
+    SetPolicy,
+    SetWeight,
+)
 from scaffold.core.topology import default_topology
 from scaffold.errors import UsageError
 from scaffold.ids import ObjectId
@@ -40,6 +49,7 @@ def test_every_command_has_an_admin_name_and_a_cli_subcommand_with_its_help(
         "port",
         "drain",
         "set-weight",
+        "set-policy",
         "migrate-object",
         "migrate-host",
         "move-host",
@@ -64,6 +74,7 @@ def test_the_cli_usage_of_the_churn_commands_builds_their_records() -> None:
         (["drain", "east-h1"], Drain("east-h1")),
         (["drain", "east-h1", "web"], Drain("east-h1", "web")),
         (["set-weight", "web", "east-h1", "4"], SetWeight("web", "east-h1", 4)),
+        (["set-policy", "web", "weighted"], SetPolicy("web", "weighted")),
         (
             ["migrate-host", "east-h2", "north", "--gateway", "north-fs1"],
             MigrateHost("east-h2", "north", "north-fs1"),

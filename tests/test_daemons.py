@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,10 +179,10 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
         "--listen",
         "127.0.0.1:0",
         "--serve",
-        "echo:2",
+        "echo:2:policy=weighted:capacity=40",
     )
 
-    async def scenario() -> tuple[bytes, str, dict[str, object]]:
+    async def scenario() -> tuple[bytes, str, dict[str, object], dict[str, Any]]:
         deadline = time.monotonic() + 30
         while True:  # until the replica is registered (the daemons start in parallel)
             try:
@@ -218,10 +219,13 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
                 if (forwarded > 0 and reporters <= set(counters)) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
-        return (got == payload and b"ok") or b"bad", served, counters
+        return (got == payload and b"ok") or b"bad", served, counters, status
 
-    ok, served, counters = run(scenario())
+    ok, served, counters, status = run(scenario())
     assert ok == b"ok"
+    # the --serve spec's policy and capacity reached the controller
+    (echo,) = [o for o in status["objects"] if o["name"] == "echo"]
+    assert echo["policy"] == "weighted" and echo["replicas"][0]["capacity"] == 40.0
     assert served == "dc2-h1"
     assert {"dc1-fs1", "dc2-fs1", "dc1-os", "dc2-os", "dc2-h1"} <= set(counters)
     assert counters["dc1-fs1"]["forwarded"] > 0  # type: ignore[index]

@@ -9,7 +9,18 @@ from pathlib import Path
 
 import pytest
 
-TOP_KEYS = {"ok", "runtime", "topology", "objects", "flows", "refinement", "switches", "drops", "events"}
+TOP_KEYS = {
+    "ok",
+    "runtime",
+    "topology",
+    "objects",
+    "flows",
+    "refinement",
+    "switches",
+    "drops",
+    "events",
+    "locality",
+}
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -35,6 +46,13 @@ def test_demo_json_shape(demo_json: dict) -> None:  # type: ignore[type-arg]
     assert doc["ok"] is True and doc["runtime"] == "aio"
     topo = doc["topology"]
     assert topo["datacenters"] >= 2 and topo["object_switches"] >= 2 and topo["flow_switches"] >= 2
+
+
+def test_demo_serves_flows_locally_under_nearest(demo_json: dict) -> None:  # type: ignore[type-arg]
+    loc = demo_json["locality"]
+    assert loc["could_be_local"] >= 10 and loc["served_locally"] == loc["could_be_local"]
+    assert loc["served_by_a_nearest_dc"] == len(loc["flows"])
+    assert all(r["served_dc"] == r["client_dc"] for r in loc["flows"] if r["replica_in_client_dc"])
 
 
 def test_demo_object_has_three_weighted_replicas_in_two_dcs(demo_json: dict) -> None:  # type: ignore[type-arg]

@@ -432,7 +432,9 @@ def test_the_demos_capture_dissects_and_its_ids_match_the_refinement_trace(tmp_p
     report = json.loads(demo.stdout)
     rows = tshark(capture)
     ours = [r for r in rows if r["scaffold.proto"] or r["scaffold_control.type"]]
-    assert len(ours) > 10_000
+    # the demo's traffic was captured (about 9,600 packets: under nearest most flows stay in
+    # their DC, fewer hops than the weighted choice's, which passed 10,000)
+    assert len(ours) > 5_000
     for r in ours:  # Wireshark's own note on a UDP port in traceroute's range is about no SCAFFOLD field
         r["_ws.expert.message"] = TRACEROUTE_NOTE.sub("", r["_ws.expert.message"]).strip(",")
     # Every SCAFFOLD packet dissects; the only ones flagged are the demo's junk (Flow ID 1 to

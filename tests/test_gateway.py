@@ -108,13 +108,15 @@ async def http_server(procs: Processes, root: Path, label: str) -> tuple[int, su
 async def published_web(
     net: scaffold.Testbed, procs: Processes, root: Path, *, http: bool, **checks: float
 ) -> AsyncIterator[tuple[Ingress, list[Publisher], list[subprocess.Popen[bytes]]]]:
-    """Two http.server replicas published from hosts in two DCs, an ingress on a third host."""
+    """Two http.server replicas published from hosts in two DCs, an ingress on a third host.
+    Under ``weighted``: the ingress shares its connections over both, not only over the one
+    in its own DC (``nearest``, docs/protocol.md §3.5)."""
     publishers: list[Publisher] = []
     servers: list[subprocess.Popen[bytes]] = []
     for label, host in (("replica-a", "dc1-h1"), ("replica-b", "dc2-h1")):
         port, proc = await http_server(procs, root, label)
         servers.append(proc)
-        publisher = Publisher(net.host(host), "web", (LOCAL, port), **checks)  # type: ignore[arg-type]
+        publisher = Publisher(net.host(host), "web", (LOCAL, port), policy="weighted", **checks)  # type: ignore[arg-type]
         await publisher.start()
         publishers.append(publisher)
     ingress = Ingress(net.host("dc1-h3"), "web", (LOCAL, 0), http=http)
@@ -403,8 +405,8 @@ def test_redis_cli_and_benchmark_through_ingress_and_publishers(procs: Processes
             )
         for port in ports:
             await wait_until(lambda port=port: answers(port), 10, f"redis-server on {port}")
-        publishers = [
-            Publisher(net.host(host), "redis", (LOCAL, port))
+        publishers = [  # weighted: both replicas take connections (§3.5), as checked below
+            Publisher(net.host(host), "redis", (LOCAL, port), policy="weighted")
             for host, port in zip(("dc1-h1", "dc2-h1"), ports, strict=True)
         ]
         for publisher in publishers:

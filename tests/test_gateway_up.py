@@ -148,6 +148,10 @@ def _serve_and_fetch(tmp_path: Path, spawn: Any, scaffold: list[str]) -> None:
         f"127.0.0.1:{web_port}",
         "--gateway",
         "dc1-fs1",
+        "--policy",
+        "weighted",
+        "--capacity",
+        "50",
     )
     wait_for(publish_log, "published", publish)
     ingress, ingress_log = spawn(
@@ -175,6 +179,8 @@ def _serve_and_fetch(tmp_path: Path, spawn: Any, scaffold: list[str]) -> None:
         [*scaffold, "status", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False
     )
     assert '"web"' in status.stdout and "publish-" in status.stdout
+    (web,) = [o for o in json.loads(status.stdout)["objects"] if o["name"] == "web"]
+    assert web["policy"] == "weighted" and web["replicas"][0]["capacity"] == 50.0  # --policy, --capacity
     for proc in (ingress, publish):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0

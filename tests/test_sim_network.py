@@ -53,7 +53,17 @@ def server_view(net: SimNetwork) -> dict[int, dict[str, int]]:
     return seen
 
 
-def test_weighted_shares_and_flow_affinity(net: SimNetwork) -> None:
+#: each replica's share under ``nearest`` (docs/protocol.md §3.5), for the clients round-robin:
+#: east's 2 clients stay in east (east-h1:east-h2 = 1:2), west's 3 in west (west-h1), and
+#: north's 2 see east and west at the same cost (3 ms), shared by DC weight 3:3
+NEAREST_SHARES = {
+    "east-h1": (2 / 7) * (1 / 3) + (2 / 7) * (1 / 2) * (1 / 3),
+    "east-h2": (2 / 7) * (2 / 3) + (2 / 7) * (1 / 2) * (2 / 3),
+    "west-h1": 3 / 7 + (2 / 7) * (1 / 2),
+}
+
+
+def test_nearest_shares_and_flow_affinity(net: SimNetwork) -> None:
     flows = open_flows(net, 1000)
     seen = server_view(net)
     assert len(seen) == 1000
@@ -64,10 +74,13 @@ def test_weighted_shares_and_flow_affinity(net: SimNetwork) -> None:
         assert len(flow.served_by) == 1
         assert flow.packets_received == 3  # all three echoes came back
     counts = Counter(next(iter(v)) for v in seen.values())
-    total_weight = sum(REPLICAS.values())
-    for host, weight in REPLICAS.items():
-        share = weight / total_weight
+    for host, share in NEAREST_SHARES.items():
         assert abs(counts[host] / 1000 - share) <= 0.1 * share, (host, counts[host])
+    # and every flow from a DC with a replica was served in that DC
+    for client, flow in flows:
+        served = net.topology.dc_of(next(iter(seen[flow.flow])))
+        if net.topology.dc_of(client) in ("east", "west"):
+            assert served == net.topology.dc_of(client), (client, served)
 
 
 def _state_size(switch: FlowSwitch | ObjectSwitch) -> int:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from scaffold.core.topology import default_topology
+from scaffold.deploy.daemons.host import Service, parse_serve
+from scaffold.deploy.netns.plan import node_command, plan
 from scaffold.deploy.topology_file import dump_topology, load_topology, parse_bandwidth, parse_topology
 from scaffold.errors import ConfigError
 
@@ -74,7 +76,11 @@ def test_a_good_file() -> None:
 
 
 def test_dump_reads_back_exactly() -> None:
-    for topo in (default_topology(), parse_topology(GOOD).topology):
+    weighted = parse_topology(GOOD + 'policy = "weighted"\ncapacity = { "b-web" = 2.5 }\n').topology
+    assert weighted.objects[0].policy == "weighted"
+    assert weighted.objects[0].capacities == (("b-web", 2.5),)
+    assert weighted.objects[0].capacity_of("b-web") == 2.5 and weighted.objects[0].capacity_of("a-h1") == 0
+    for topo in (default_topology(), parse_topology(GOOD).topology, weighted):
         assert parse_topology(dump_topology(topo)).topology == topo
 
 
@@ -99,6 +105,10 @@ def test_dump_reads_back_exactly() -> None:
             "datacenter 'a' is defined twice",
         ),
         ('replicas = { "a-h1" = 1, "b-web" = 3 }', "replicas = []", 21, "has no replica"),
+        ("resumable = true", 'resumable = true\npolicy = "fastest"', 23, "policy must be"),
+        ("resumable = true", 'resumable = true\ncapacity = { "a-h2" = 5 }', 23, "'a-h2', which is not"),
+        ("resumable = true", 'resumable = true\ncapacity = { "a-h1" = 0 }', 23, "must be a number of new"),
+        ("resumable = true", "resumable = true\ncapacity = 5", 23, "capacity must be {replica"),
     ],
 )
 def test_malformed_files_name_the_line_and_the_reason(old: str, new: str, line: int, reason: str) -> None:
@@ -131,3 +141,19 @@ def test_bandwidth_units() -> None:
     for bad in ("0mbit", True, "1 parsec", -3):
         with pytest.raises(ConfigError):
             parse_bandwidth(bad)
+
+
+def test_the_namespace_plan_hands_each_replica_its_policy_and_capacity() -> None:
+    topo = parse_topology(GOOD + 'policy = "weighted"\ncapacity = { "b-web" = 2.5 }\n').topology
+    state = plan(topo, "t", "abc123", 77, "/tmp/run")
+    argv = {n: node_command(state, state.nodes[n], topo, "t.toml", False) for n in ("a-h1", "b-web")}
+    serves = {
+        n: [parse_serve(a.split("=", 1)[1]) for a in v if a.startswith("--serve=")] for n, v in argv.items()
+    }
+    assert serves == {
+        "a-h1": [Service("web", 1, True, "weighted", 0.0)],
+        "b-web": [Service("web", 3, True, "weighted", 2.5)],
+    }
+    for bad in ("web:policy=fastest", "web:capacity=-1", "web:2:colour=red", "web:0"):
+        with pytest.raises(ConfigError, match="--serve: want"):
+            parse_serve(bad)

@@ -5,6 +5,7 @@ restarts them -- and the ingress spreads over workers that share its port."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -19,10 +20,15 @@ import pytest
 import scaffold
 from scaffold.apps.pattern import PatternChecker
 from scaffold.core.controller.commands import Counters, Events, Status
+from scaffold.core.controller.demand import DemandBook
+from scaffold.core.object_switch import ObjectSwitch
+from scaffold.deploy.daemons.jsonlog import JsonLog
+from scaffold.deploy.daemons.switch_pool import ControlHub
 from scaffold.deploy.daemons.workers import WorkerPool, pool_metrics
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run, wait_until
 from scaffold.runtime.tls import Credentials, CredentialStore
+from scaffold.wire import control
 from scaffold.wire.control import MetricSample
 
 TOPOLOGY = """\
@@ -477,3 +483,39 @@ def test_the_workers_liveness_is_merged_per_host() -> None:
     assert said(a, up=["h2"]) is None and merge.expire(21.0) is None  # heard again in time
     merge.reset()  # a full sync: every host is reported again
     assert said(a, up=["h2"]) == HostLiveness(node="fs", up=["h2"])
+
+
+def test_the_hub_passes_object_switch_workers_demand_on_numbered_and_withdraws_a_gone_ones() -> None:
+    key = "ab" * 32
+    sent: list[control.ControlMessage] = []
+
+    async def main() -> None:
+        hub = ControlHub(ObjectSwitch("dc1-os", "dc1"), JsonLog("dc1-os", io.StringIO()))
+        hub.upstream = sent.append
+        await hub.start()
+        try:
+            workers = [await asyncio.open_unix_connection(hub.address) for _ in range(2)]
+            for k, (_, writer) in enumerate(workers):
+                report = control.Demand(node="dc1-os", interval=1.0, flows={key: {1: 10 * (k + 1)}})
+                writer.write(control.frame(control.Hello(node="dc1-os", role="object-switch")))
+                writer.write(control.frame(report))
+            await wait_until(lambda: len(sent) == 2, 10, "both workers' reports")
+            workers[0][1].close()  # the first worker dies: its counts go with it
+            await wait_until(lambda: len(sent) == 3, 10, "the dead worker's empty report")
+            workers[1][1].close()
+            await wait_until(lambda: len(sent) == 4, 10, "the other one's")
+        finally:
+            await hub.close()
+
+    run(main())
+    assert [(m.worker, m.flows) for m in sent if isinstance(m, control.Demand)] == [
+        (1, {key: {1: 10}}),
+        (2, {key: {1: 20}}),
+        (1, {}),
+        (2, {}),
+    ]
+    # the controller sums a switch's workers, and forgets them all with the switch
+    book = DemandBook(lambda k: k == key, {1})
+    changes = [book.report("dc1-os", m) for m in sent[:3] if isinstance(m, control.Demand)]
+    assert changes == [{key: {1: 10.0}}, {key: {1: 30.0}}, {key: {1: 20.0}}]
+    assert book.forget("dc1-os") == {key: {}}  # every worker's share goes with the switch

@@ -232,9 +232,17 @@ class Host:
     # -- binding -------------------------------------------------------------------------
 
     async def _bind(
-        self, obj: ObjectId, name: str, weight: int, *, resumable: bool = False, grant: bytes = b""
+        self,
+        obj: ObjectId,
+        name: str,
+        weight: int,
+        *,
+        resumable: bool = False,
+        grant: bytes = b"",
+        policy: str = "",
+        capacity: float = 0.0,
     ) -> None:
-        self.stack.bind(obj, weight, name, resumable=resumable, grant=grant)
+        self.stack.bind(obj, weight, name, resumable=resumable, grant=grant, policy=policy, capacity=capacity)
         self.kick()
         await self.network.wait_for_object(obj, self.name)
 
@@ -307,20 +315,27 @@ class Host:
         limit: int = STREAM_LIMIT,
         port: int = 0,
         grant: bytes | None = None,
+        policy: str = "",
+        capacity: float = 0.0,
     ) -> Server:
         """``asyncio.start_server`` on an object: bind ``name`` and run
         ``handler(reader, writer)`` in a task for each stream (see :meth:`create_server`,
         also for ``grant``; a resumable server's handler for a taken-over flow starts with
-        ``writer.get_extra_info("resume")`` set).
+        ``writer.get_extra_info("resume")`` set). ``policy`` sets how the network picks
+        among the object's replicas: ``"nearest"`` (the default for a new object) or
+        ``"weighted"`` (docs/protocol.md §3.5); "" leaves it as it is. ``capacity``: the new
+        flows per second this replica takes before its datacenter spills new flows over to
+        the next nearest (0: no limit).
 
         Raises:
             UsageError: the object is already bound on this host, ``weight`` is not in
-                1..65535, or ``grant`` does not let this host serve the object (now).
+                1..65535, ``policy`` is not one of those, ``capacity`` is negative, or
+                ``grant`` does not let this host serve the object (now).
         """
         obj = ObjectId.of(name)
         label = name if isinstance(name, str) else str(name)
         server = self._stream_server(obj, label, handler, resumable=resumable, limit=limit, port=port)
-        await self._serve(server, weight, grant)
+        await self._serve(server, weight, grant, policy, capacity)
         if resumable:
             self._migration_handlers[obj.raw] = handler
         return server
@@ -334,7 +349,9 @@ class Host:
         server = Server(self, obj, label, factory, resumable=resumable, port=port, handler=handler)
         return server
 
-    async def _serve(self, server: Server, weight: int, grant: bytes | None) -> None:
+    async def _serve(
+        self, server: Server, weight: int, grant: bytes | None, policy: str = "", capacity: float = 0.0
+    ) -> None:
         raw = server.obj.raw
         if grant is not None:
             self._check_grant(grant, server.obj)
@@ -342,7 +359,15 @@ class Host:
             raise UsageError(f"{server.name} is already bound on host {self.name}")
         self._servers[raw] = server
         try:
-            await self._bind(server.obj, server.name, weight, resumable=server.resumable, grant=grant or b"")
+            await self._bind(
+                server.obj,
+                server.name,
+                weight,
+                resumable=server.resumable,
+                grant=grant or b"",
+                policy=policy,
+                capacity=capacity,
+            )
         except BaseException:
             self._servers.pop(raw, None)
             raise

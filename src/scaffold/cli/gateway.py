@@ -134,6 +134,20 @@ def add_commands(sub: Any) -> None:
     publish.add_argument("name", help="the object's name")
     publish.add_argument("--target", type=_address, required=True, metavar="HOST:PORT")
     publish.add_argument("--weight", type=int, default=1)
+    publish.add_argument(
+        "--policy",
+        choices=("nearest", "weighted"),
+        default="",
+        help="how the network picks among the object's replicas (default: leave it; a new object: nearest)",
+    )
+    publish.add_argument(
+        "--capacity",
+        type=float,
+        default=0.0,
+        metavar="FLOWS/S",
+        help="new flows per second this target takes; its datacenter spills the rest to the next "
+        "nearest (split evenly over --workers)",
+    )
     publish.add_argument("--check-interval", type=float, default=0.5, help="seconds between health checks")
     publish.add_argument("--fall", type=int, default=2, help="failed checks that withdraw the replica")
     publish.add_argument("--rise", type=int, default=2, help="passed checks that register it again")
@@ -325,7 +339,7 @@ async def _publish_main(args: argparse.Namespace) -> int:
         if others:
             _say(
                 f"note: {args.name!r} is already served by {_describe(others)}; this target joins them "
-                "and the network spreads new flows over all of them by weight"
+                "and the network spreads new flows over them: the nearest first, by weight among equals"
             )
         else:
             _say(f"{args.name!r} has no replica yet: this target will serve it alone")
@@ -334,6 +348,8 @@ async def _publish_main(args: argparse.Namespace) -> int:
             args.name,
             args.target,
             weight=args.weight,
+            policy=args.policy,
+            capacity=args.capacity,
             check_interval=args.check_interval,
             fall=args.fall,
             rise=args.rise,
@@ -386,6 +402,10 @@ def _worker_command(args: argparse.Namespace, role: str, index: int, listen: Add
             argv.append("--wait")
         if args.grant:
             argv += ["--grant", args.grant]
+        if args.policy:
+            argv += ["--policy", args.policy]
+        if args.capacity:
+            argv += ["--capacity", repr(args.capacity / args.workers)]
     return argv
 
 

@@ -276,7 +276,14 @@ async def _up_embedded(loaded: TopologyFile, state_path: Path, port: int, metric
         }
         for obj in loaded.topology.objects:
             for replica, weight in obj.replicas:
-                await hosts[replica].start_server(echo, obj.name, weight=weight, resumable=obj.resumable)
+                await hosts[replica].start_server(
+                    echo,
+                    obj.name,
+                    weight=weight,
+                    resumable=obj.resumable,
+                    policy=obj.policy,
+                    capacity=obj.capacity_of(replica),
+                )
         state = NetworkState(
             name=loaded.name,
             mode="embedded",
@@ -362,16 +369,23 @@ def print_status(status: dict[str, Any], console: Console) -> None:
     the network is escaped: never read as markup)."""
     counters: dict[str, Any] = status.get("counters", {})
     objects = Table(title="Objects and replicas", title_justify="left")
-    for column in ("object", "name", "replica", "dc", "weight", "alive"):
+    for column in ("object", "name", "policy", "replica", "dc", "weight", "capacity", "alive"):
         objects.add_column(column)
     for obj in status.get("objects", []):
+        demand = obj.get("demand") or {}
+        policy = str(obj.get("policy", ""))
+        if demand:  # measured new flows/s per source DC, for an object that spills (§3.5)
+            policy += " (demand " + ", ".join(f"{dc} {rate}/s" for dc, rate in demand.items()) + ")"
         for k, replica in enumerate(obj["replicas"]):
+            capacity = replica.get("capacity") or 0
             objects.add_row(
                 escape(obj["object"][:16]) + "…" if k == 0 else "",
                 escape(obj["name"]) if k == 0 else "",
+                escape(policy) if k == 0 else "",
                 escape(replica["host"]),
                 escape(replica["dc"]),
                 str(replica["weight"]),
+                f"{capacity:g}/s" if capacity else "",
                 "yes" if replica["alive"] else "[red]no[/]",
             )
     console.print(objects)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-__all__ = ["next_hops"]
+__all__ = ["costs", "next_hops"]
 
 
 def next_hops(nodes: Iterable[str], edges: Iterable[tuple[str, str, float]]) -> dict[str, dict[str, str]]:
@@ -15,21 +15,34 @@ def next_hops(nodes: Iterable[str], edges: Iterable[tuple[str, str, float]]) -> 
     the order of ``nodes`` or ``edges`` (neighbours are explored in name order and the first
     shortest path found is kept), so every controller replica computes the same routes.
     """
+    return {source: first for source, (first, _) in _shortest(nodes, edges).items()}
+
+
+def costs(nodes: Iterable[str], edges: Iterable[tuple[str, str, float]]) -> dict[str, dict[str, float]]:
+    """For every source, the cost of a shortest path to every reachable destination (0 to
+    itself): the distances the ``nearest`` policy compares (docs/protocol.md §3.5)."""
+    return {source: dist for source, (_, dist) in _shortest(nodes, edges).items()}
+
+
+def _shortest(
+    nodes: Iterable[str], edges: Iterable[tuple[str, str, float]]
+) -> dict[str, tuple[dict[str, str], dict[str, float]]]:
+    """Dijkstra from every node: (first hop, distance) to every reachable destination."""
     graph: dict[str, list[tuple[float, str]]] = {n: [] for n in nodes}
     for a, b, cost in edges:
         graph.setdefault(a, []).append((cost, b))
         graph.setdefault(b, []).append((cost, a))
-    result: dict[str, dict[str, str]] = {}
+    result: dict[str, tuple[dict[str, str], dict[str, float]]] = {}
     for source in graph:
         first: dict[str, str] = {}
         dist = {source: 0.0}
+        final: dict[str, float] = {}
         heap: list[tuple[float, str, str]] = [(0.0, "", source)]
-        done: set[str] = set()
         while heap:
             d, via, node = heapq.heappop(heap)
-            if node in done:
+            if node in final:
                 continue
-            done.add(node)
+            final[node] = d
             if node != source:
                 first[node] = via
             for cost, neighbour in sorted(graph[node]):
@@ -38,5 +51,5 @@ def next_hops(nodes: Iterable[str], edges: Iterable[tuple[str, str, float]]) -> 
                 if neighbour not in dist or nd < dist[neighbour]:
                     dist[neighbour] = nd
                     heapq.heappush(heap, (nd, hop, neighbour))
-        result[source] = first
+        result[source] = (first, final)
     return result

@@ -66,6 +66,15 @@ class ObjectSpec:
     #: where else it may be served (operator policy, docs/protocol.md §6.7): host names,
     #: datacenter names or "*" (anywhere); the replicas above may serve it anyway
     allow: tuple[str, ...] = ()
+    #: resolution policy (docs/protocol.md §3.5): "nearest" or "weighted"; "": the default
+    policy: str = ""
+    #: (replica host, new flows per second it takes) for the replicas that declare a
+    #: capacity (docs/protocol.md §3.5); the others take every flow
+    capacities: tuple[tuple[str, float], ...] = ()
+
+    def capacity_of(self, host: str) -> float:
+        """The capacity ``host`` declares for this object (0: no limit)."""
+        return dict(self.capacities).get(host, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,11 +205,21 @@ class Topology:
         for obj in self.objects:
             if not obj.replicas and not obj.allow:
                 raise ConfigError(f"object {obj.name!r} has no replica")
+            if obj.policy not in ("", "nearest", "weighted"):
+                raise ConfigError(
+                    f"object {obj.name!r}: policy must be nearest or weighted, got {obj.policy!r}"
+                )
             for where in obj.allow:
                 if where != "*" and where not in index and where not in dc_names:
                     raise ConfigError(
                         f"object {obj.name!r}: allow {where!r} is not a host, datacenter or '*'"
                     )
+            replicas = {host for host, _ in obj.replicas}
+            for replica, capacity in obj.capacities:
+                if replica not in replicas:
+                    raise ConfigError(f"object {obj.name!r}: capacity of {replica!r}, not a replica")
+                if not 0 < capacity <= 1e9:
+                    raise ConfigError(f"object {obj.name!r}: capacity of {replica!r} must be in (0, 1e9]")
             for replica, weight in obj.replicas:
                 if index.get(replica, ("", ""))[0] != "host":
                     raise ConfigError(f"object {obj.name!r}: replica {replica!r} is not a host")

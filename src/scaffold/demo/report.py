@@ -63,6 +63,13 @@ def print_demo(report: DemoReport, console: Console) -> None:
             result,
         )
     console.print(flows)
+    loc = report.locality
+    if loc:
+        console.print(
+            f"Locality (nearest, docs/protocol.md §3.5): {loc['served_locally']} of "
+            f"{loc['could_be_local']} flows whose client's datacenter holds a replica were served there; "
+            f"{loc['served_by_a_nearest_dc']} of {len(loc['flows'])} by a nearest datacenter"
+        )
 
     trace = Table(
         title="Refinement of one first packet (destination as each hop sent it on)", title_justify="left"

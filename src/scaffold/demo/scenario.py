@@ -226,7 +226,12 @@ class Scenario:
             handler = content_service(self.size, self.pace)
             for host, weight in obj.replicas:
                 await self.net.host(host).start_server(
-                    handler, obj.name, weight=weight, resumable=obj.resumable
+                    handler,
+                    obj.name,
+                    weight=weight,
+                    resumable=obj.resumable,
+                    policy=obj.policy,
+                    capacity=obj.capacity_of(host),
                 )
         self.net.host("west-h4").serve_migrations(content_service(self.size, self.pace), "web")
 
@@ -300,8 +305,10 @@ class Scenario:
 
         async def route_failure() -> tuple[str, str, list[FlowRun], Act]:
             hosts = await net.controller_hosts()  # one admin call, not one per flow
-            crossing = [r for r in self.runs if self._dcs(r, hosts) == {"east", "west"}]
-            return "route-failure", "east-west", crossing, lambda: net.cut_link("east", "west")
+            # under nearest (§3.5) east's and west's clients are served at home: the flows on
+            # the backbone are north's, and this link carries those served from east
+            crossing = [r for r in self.runs if self._dcs(r, hosts) == {"north", "east"}]
+            return "route-failure", "north-east", crossing, lambda: net.cut_link("north", "east")
 
         async def rebalance() -> tuple[str, str, list[FlowRun], Act]:
             # Established flows are not affected: only new flows follow the new weight.

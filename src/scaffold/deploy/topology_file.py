@@ -23,6 +23,8 @@ datacenters (delay, loss, bandwidth) and objects with their replicas::
     name = "web"
     replicas = { "east-h1" = 1, "west-h1" = 3 }   # host = weight (or a list of host names)
     resumable = true             # optional: another replica may take over a stream (RESUME)
+    policy = "nearest"           # optional: "nearest" (default) or "weighted" (protocol §3.5)
+    capacity = { "east-h1" = 30 }  # optional: new flows/s a replica takes; its DC spills the rest
 
 Hosts given by count or by name attach to the flow switches round-robin. A malformed file is
 refused with ``ConfigError("FILE:LINE: reason")``: ``tomllib`` gives the line of a syntax
@@ -47,7 +49,7 @@ __all__ = ["TopologyFile", "dump_topology", "load_topology", "parse_bandwidth", 
 _TOP_KEYS = {"name", "local_delay_ms", "controller", "datacenter", "link", "object"}
 _DC_KEYS = {"name", "flow_switches", "object_switch", "hosts"}
 _LINK_KEYS = {"a", "b", "delay_ms", "loss_percent", "bandwidth"}
-_OBJECT_KEYS = {"name", "replicas", "resumable", "allow"}
+_OBJECT_KEYS = {"name", "replicas", "resumable", "allow", "policy", "capacity"}
 _UNITS = {"": 1, "bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9, "k": 10**3, "m": 10**6, "g": 10**9}
 _BANDWIDTH = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*$")
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
@@ -384,13 +386,41 @@ class _Reader:
                     self.line_of("object", i, "resumable"),
                     f"resumable must be true or false, got {resumable!r}",
                 )
+            policy = raw.get("policy", "")
+            if policy not in ("", "nearest", "weighted"):
+                raise self.fail(
+                    self.line_of("object", i, "policy"),
+                    f'object {name!r}: policy must be "nearest" or "weighted", got {policy!r}',
+                )
+            capacity_raw = raw.get("capacity", {})
+            if not isinstance(capacity_raw, dict):
+                raise self.fail(
+                    self.line_of("object", i, "capacity"),
+                    f"object {name!r}: capacity must be {{replica = new flows per second, ...}}",
+                )
+            capacities: list[tuple[str, float]] = []
+            for host, value in capacity_raw.items():
+                if host not in dict(replicas):
+                    raise self.fail(
+                        self.line_of("object", i, "capacity", str(host)),
+                        f"object {name!r}: capacity of {host!r}, which is not one of its replicas",
+                    )
+                if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1e9:
+                    raise self.fail(
+                        self.line_of("object", i, "capacity", str(host)),
+                        f"object {name!r}: capacity of {host!r} must be a number of new flows per "
+                        f"second > 0, got {value!r}",
+                    )
+                capacities.append((host, float(value)))
             for where in allow:
                 if where != "*" and where not in nodes and where not in self._dc_names:
                     raise self.fail(
                         self.line_of("object", i, "allow"),
                         f"object {name!r}: allow {where!r} is not a host, datacenter or '*'",
                     )
-            objects.append(ObjectSpec(name, tuple(replicas), resumable, tuple(allow)))
+            objects.append(
+                ObjectSpec(name, tuple(replicas), resumable, tuple(allow), policy, tuple(capacities))
+            )
         return objects
 
 
@@ -434,4 +464,9 @@ def dump_topology(topology: Topology, name: str = "scaffold") -> str:
             out.append("resumable = true")
         if obj.allow:
             out.append(f"allow = [{', '.join(_quote(a) for a in obj.allow)}]")
+        if obj.policy:
+            out.append(f"policy = {_quote(obj.policy)}")
+        if obj.capacities:
+            caps = ", ".join(f"{_quote(h)} = {c!r}" for h, c in obj.capacities)
+            out.append(f"capacity = {{ {caps} }}")
     return "\n".join(out) + "\n"

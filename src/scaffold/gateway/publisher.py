@@ -52,23 +52,33 @@ class Publisher:
         wait_for_target: bool = False,
         grant: bytes | None = None,
         max_connections: int = 10_000,
+        policy: str = "",
+        capacity: float = 0.0,
     ) -> None:
         """Publish ``target`` as a replica of ``name`` on ``host``; at most
         ``max_connections`` streams are carried at once (more are reset,
         ``errors["over-capacity"]``). ``grant``: the owner's signed grant, when ``name`` is an
-        owned object (``owner:KEY/NAME`` or ``obj:`` text; docs/protocol.md §6.7).
+        owned object (``owner:KEY/NAME`` or ``obj:`` text; docs/protocol.md §6.7). ``policy``
+        and ``capacity`` as for ``Host.start_server`` (docs/protocol.md §3.5).
 
         Raises:
-            UsageError: a count or interval is not positive.
+            UsageError: a count or interval is not positive, ``policy`` is not "", "nearest"
+                or "weighted", or ``capacity`` is negative.
         """
         if weight <= 0 or fall <= 0 or rise <= 0 or check_interval <= 0 or max_connections <= 0:
             raise UsageError("weight, fall, rise, check_interval and max_connections must be positive")
+        if policy not in ("", "nearest", "weighted") or not 0 <= capacity <= 1e9:
+            raise UsageError(
+                f"policy must be nearest or weighted and capacity in [0, 1e9], got {policy!r}, {capacity!r}"
+            )
         self.max_connections = max_connections
         self.host = host
         self.name = name
         self.target = target
         self.weight = weight
         self.grant = grant
+        self.policy = policy
+        self.capacity = capacity
         self.check_interval = check_interval
         self.fall = fall
         self.rise = rise
@@ -187,7 +197,12 @@ class Publisher:
 
     async def _register(self) -> None:
         self.server = await self.host.start_server(
-            self._handle, self.name, weight=self.weight, grant=self.grant
+            self._handle,
+            self.name,
+            weight=self.weight,
+            grant=self.grant,
+            policy=self.policy,
+            capacity=self.capacity,
         )
         self.healthy = True
 

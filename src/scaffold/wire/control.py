@@ -37,6 +37,8 @@ __all__ = [
     "Bind",
     "ControlMessage",
     "Drain",
+    "DEMAND_OBJECTS",
+    "Demand",
     "DrainDone",
     "FlowsOut",
     "MigrateIn",
@@ -137,6 +139,12 @@ class Bind(msgspec.Struct, tag="bind", frozen=True):
     weight: Weight = 1
     name: Text = ""  # the human name, for tables and reports
     grant: Annotated[bytes, Meta(max_length=1024)] = b""
+    #: the object's resolution policy (docs/protocol.md §3.5): "nearest", "weighted", or
+    #: "" to leave it as it is (a new object: "nearest"); the latest Bind that names one wins
+    policy: Annotated[str, Meta(max_length=16)] = ""
+    #: new flows per second this replica takes before its DC spills to the next nearest
+    #: (docs/protocol.md §3.5); 0: no limit
+    capacity: Annotated[float, Meta(ge=0, le=1e9)] = 0.0
 
 
 class Unbind(msgspec.Struct, tag="unbind", frozen=True):
@@ -156,6 +164,12 @@ class SwitchTables(msgspec.Struct, frozen=True, omit_defaults=True):
     weight] in this DC), ``prefixes`` and ``local_prefixes`` ("hex/bits" -> the same, for
     every Object ID under an owner prefix) and ``gateway`` (the flow switch they hang off).
     ``peers`` maps neighbour node names to UDP addresses.
+
+    Locality (docs/protocol.md §3.5), object switches only: ``dc_costs`` (source DC ID ->
+    destination DC ID -> route cost in microseconds), ``policies`` (Object ID hex -> policy
+    name, only for objects not under the default ``nearest``) and ``spill`` (Object ID hex ->
+    [DC ID, source DC ID, accept fraction out of 65536] for the replica DCs that take only
+    part of the flows a source offers them; source 0: every source without its own line).
     """
 
     dc_routes: dict[int, str] = {}
@@ -170,6 +184,9 @@ class SwitchTables(msgspec.Struct, frozen=True, omit_defaults=True):
     prefixes: dict[str, Replicas] = {}
     local_prefixes: dict[str, Replicas] = {}
     peers: dict[str, Address] = {}
+    dc_costs: dict[int, dict[int, int]] = {}
+    policies: dict[str, Annotated[str, Meta(max_length=16)]] = {}
+    spill: dict[str, tuple[tuple[int, int, int], ...]] = {}
 
 
 class TableKeys(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -184,6 +201,9 @@ class TableKeys(msgspec.Struct, frozen=True, omit_defaults=True):
     prefixes: list[str] = []
     local_prefixes: list[str] = []
     peers: list[str] = []
+    dc_costs: list[int] = []
+    policies: list[str] = []
+    spill: list[str] = []
 
 
 class TableSync(msgspec.Struct, tag="sync", frozen=True):
@@ -214,6 +234,28 @@ class HostLiveness(msgspec.Struct, tag="liveness", frozen=True):
     node: Name
     up: Annotated[list[Name], Meta(max_length=4096)] = []
     down: Annotated[list[Name], Meta(max_length=4096)] = []
+
+
+#: objects one ``Demand`` report lists at most (a switch counts no more than that)
+DEMAND_OBJECTS = 1024
+
+
+class Demand(msgspec.Struct, tag="demand", frozen=True):
+    """Object switch -> controller: the first packets it resolved at the wide-area level
+    in the last ``interval`` seconds, per object and source DC ID, for the objects whose
+    replicas declare a capacity (those with a ``spill`` entry; docs/protocol.md §3.5).
+    Sent about once a second while there are any, and once more with ``flows`` empty when
+    they stop; the controller's spill-over plan follows the sum over the object switches."""
+
+    node: Name
+    interval: Annotated[float, Meta(gt=0, le=3600)]
+    #: which worker process of a switch run as several (``--workers``) counted it, from 1;
+    #: 0: the switch itself. The controller sums the latest report of each.
+    worker: Annotated[int, Meta(ge=0, le=4096)] = 0
+    flows: Annotated[
+        dict[ObjectHex, Annotated[dict[int, Annotated[int, Meta(ge=0, le=1 << 32)]], Meta(max_length=4096)]],
+        Meta(max_length=DEMAND_OBJECTS),
+    ] = {}
 
 
 class NotLeader(msgspec.Struct, tag="not-leader", frozen=True):
@@ -349,6 +391,7 @@ ControlMessage = (
     | TableDelta
     | SyncRequest
     | HostLiveness
+    | Demand
     | NotLeader
     | AdminRequest
     | AdminReply

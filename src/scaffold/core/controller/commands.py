@@ -23,6 +23,7 @@ from msgspec import Meta
 from ...errors import UsageError
 from ...ids import ObjectId
 from ...wire.control import MAX_WEIGHT
+from ..locality import Policy
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -43,6 +44,7 @@ __all__ = [
     "MigrateObject",
     "MoveHost",
     "Port",
+    "SetPolicy",
     "SetWeight",
     "Status",
 ]
@@ -247,6 +249,28 @@ class SetWeight(Command, frozen=True):
     def run(self, controller: Controller, now: float) -> Result:
         controller.churn.set_weight(self.object, self.host, self.weight, now)
         return {"object": self.object, "host": self.host, "weight": self.weight}
+
+
+class SetPolicy(Command, frozen=True):
+    """Resolution policy of an object: nearest replica first, or one share by weight
+    (docs/protocol.md §3.5); only new flows follow it."""
+
+    name = "set-policy"
+    top_level = True
+    object: Object
+    policy: Annotated[str, Meta(description="nearest or weighted")]
+
+    def __post_init__(self) -> None:
+        if self.policy not in {p.value for p in Policy}:
+            raise UsageError(
+                f"policy must be one of {', '.join(p.value for p in Policy)}, got {self.policy!r}"
+            )
+
+    def run(self, controller: Controller, now: float) -> Result:
+        reg = controller.registry
+        key = reg.object_key(self.object)
+        reg.set_policy(key, self.policy)
+        return {"object": self.object, "policy": self.policy}
 
 
 class MigrateObject(Command, frozen=True):

@@ -21,6 +21,7 @@ from ...errors import UsageError
 from ...ids import NODE_NAME, ObjectId
 from ...wire import control
 from ...wire.control import ControlMessage, SwitchTables
+from ..locality import Policy
 from ..metrics import DROPS, MetricKind, Sample, define
 from ..ownership import GrantRefused, verify_grant
 from ..topology import Topology
@@ -39,7 +40,7 @@ HOST_RETENTION = 3600.0
 #: objects listed by ``status`` (``object_count`` says how many there are)
 STATUS_OBJECTS = 1000
 #: records whose table changes wait for the coalescing window (registrations, in bursts)
-_COALESCED = (control.Hello, control.Bind, control.Unbind, control.Heartbeat)
+_COALESCED = (control.Hello, control.Bind, control.Unbind, control.Heartbeat, control.Demand)
 #: the event log is trimmed to its latest EVENT_LOG_KEEP entries past EVENT_LOG_LIMIT taken
 EVENT_LOG_LIMIT = 10_000
 EVENT_LOG_KEEP = 1_000
@@ -57,6 +58,9 @@ REGISTRATIONS = define(
     "role of the node (node_role: host, flow-switch, object-switch).",
     labels=("node_role",),
 )
+
+#: the policy names a Bind may give (docs/protocol.md §3.5)
+_POLICIES = frozenset(p.value for p in Policy)
 
 
 class Controller:
@@ -168,7 +172,12 @@ class Controller:
             self._liveness(node, message, now)
         elif isinstance(message, control.Bind):
             record = reg.hosts.get(node)
-            if record is None or not is_object_hex(message.obj) or message.weight <= 0:
+            if (
+                record is None
+                or not is_object_hex(message.obj)
+                or message.weight <= 0
+                or (message.policy and message.policy not in _POLICIES)
+            ):
                 self.drops["bad-bind"] += 1
                 return
             refusal = self._bind_refusal(record, message, now)
@@ -177,6 +186,9 @@ class Controller:
                 self.events.append(ControllerEvent(now, "bind-refused", node, refusal))
                 return
             reg.set_replica(message.obj, node, message.weight)
+            if message.policy:
+                reg.set_policy(message.obj, message.policy)
+            reg.set_capacity(message.obj, node, message.capacity)
             if record.rebinding is not None:
                 record.rebinding.add(message.obj)
             if message.name:
@@ -189,6 +201,11 @@ class Controller:
                 self.drops["unexpected-flows-out"] += 1
         elif isinstance(message, control.DrainDone):
             self.churn.drain_done(node, message.obj, now)
+        elif isinstance(message, control.Demand):
+            if self.tables.role(node) != "object-switch":
+                self.drops["demand-not-object-switch"] += 1
+                return
+            self.tables.demand_reported(node, message)
         elif isinstance(message, control.SyncRequest):
             state = self.tables.switches.get(node)
             if state is None or not state.connected:
@@ -204,6 +221,7 @@ class Controller:
         them again."""
         if node in self.tables.switches:
             self.tables.switches[node].connected = False
+            self.tables.switch_lost(node)
             for name in list(self.registry.attached.get(node, ())):
                 host = self.registry.hosts[name]
                 if host.alive:
@@ -402,10 +420,22 @@ class Controller:
                 {
                     "object": "obj:" + obj,
                     "name": reg.object_names.get(obj, ""),
+                    "policy": reg.policies.get(obj, Policy.NEAREST.value),
                     "replicas": [
-                        {"host": h, "dc": reg.hosts[h].dc, "weight": w, "alive": reg.hosts[h].alive}
+                        {
+                            "host": h,
+                            "dc": reg.hosts[h].dc,
+                            "weight": w,
+                            "alive": reg.hosts[h].alive,
+                            "capacity": reg.capacities.get(obj, {}).get(h, 0.0),
+                        }
                         for h, w in sorted(reg.objects[obj].items())
                     ],
+                    # measured new flows per second by source DC (§3.5): objects that spill
+                    "demand": {
+                        self.dc_name(src) or str(src): round(rate, 1)
+                        for src, rate in sorted(self.tables.demand.get(obj, {}).items())
+                    },
                 }
                 for obj in heapq.nsmallest(STATUS_OBJECTS, reg.objects)
             ],

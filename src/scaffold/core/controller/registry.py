@@ -57,6 +57,10 @@ class Registry:
         self.next_host_id = 1
         #: object hex -> {host name: weight}
         self.objects: dict[str, dict[str, int]] = {}
+        #: Object ID hex -> resolution policy, for objects not under ``nearest`` (§3.5)
+        self.policies: dict[str, str] = {}
+        #: Object ID hex -> {host name: new flows per second it takes} (§3.5)
+        self.capacities: dict[str, dict[str, float]] = {}
         self.object_names: dict[str, str] = {}
         #: host -> objects (hex) it is draining: no new flows go there
         self.draining: dict[str, set[str]] = {}
@@ -210,13 +214,48 @@ class Registry:
         if self.watcher is not None:
             self.watcher.object_changed(key)
 
+    def set_capacity(self, key: str, host: str, capacity: float) -> None:
+        """Replica ``host`` of ``key`` takes ``capacity`` new flows per second (0: no limit)."""
+        caps = self.capacities.get(key, {})
+        if caps.get(host, 0.0) == capacity:
+            return
+        if capacity > 0:
+            self.capacities.setdefault(key, {})[host] = capacity
+        elif key in self.capacities:
+            caps.pop(host, None)
+            if not caps:
+                del self.capacities[key]
+        self._touch(ObjectReplicas.kind, key)
+        if self.watcher is not None:
+            self.watcher.object_changed(key)
+
+    def set_policy(self, key: str, policy: str) -> None:
+        """Object ``key``'s resolution policy (docs/protocol.md §3.5); "" or ``nearest``: the
+        default. Kept on its replicas row, so it goes with the object's last replica."""
+        policy = "" if policy == "nearest" else policy
+        if self.policies.get(key, "") == policy:
+            return
+        if policy:
+            self.policies[key] = policy
+        else:
+            self.policies.pop(key, None)
+        self._touch(ObjectReplicas.kind, key)
+        if self.watcher is not None:
+            self.watcher.object_changed(key)
+
     def remove_replica(self, key: str, host: str) -> bool:
         """Take ``host`` out of ``key``'s replicas; False if it was not one."""
         replicas = self.objects.get(key)
         if replicas is None or replicas.pop(host, None) is None:
             return False
+        caps = self.capacities.get(key)
+        if caps is not None:
+            caps.pop(host, None)
+            if not caps:
+                del self.capacities[key]
         if not replicas:
             del self.objects[key]
+            self.policies.pop(key, None)
         served = self.host_objects.get(host)
         if served is not None:
             served.discard(key)
@@ -305,7 +344,11 @@ class Registry:
             return HostState(r.name, r.host_id, r.dc, r.gateway, r.address, sorted(r.previous_dcs))
         if kind == ObjectReplicas.kind:
             replicas = self.objects.get(key)
-            return ObjectReplicas(key, dict(replicas)) if replicas else None
+            if not replicas:
+                return None
+            return ObjectReplicas(
+                key, dict(replicas), self.policies.get(key, ""), dict(self.capacities.get(key, {}))
+            )
         if kind == ObjectName.kind:
             name = self.object_names.get(key)
             return ObjectName(key, name) if name is not None else None
@@ -346,6 +389,11 @@ class Registry:
                 self.objects[key] = kept
                 for n in kept:
                     self.host_objects.setdefault(n, set()).add(key)
+                if key in saved.policies:
+                    self.policies[key] = saved.policies[key]
+                caps = {n: c for n, c in saved.capacities.get(key, {}).items() if n in kept}
+                if caps:
+                    self.capacities[key] = caps
         self.object_names.update(saved.object_names)
         self._by_name.update((name, key) for key, name in saved.object_names.items())
         for host, objects in saved.draining.items():

@@ -95,11 +95,15 @@ class HostState(msgspec.Struct, frozen=True):
 
 
 class ObjectReplicas(msgspec.Struct, frozen=True):
-    """The replica set of one object: host name -> weight."""
+    """The replica set of one object: host name -> weight, and its resolution policy
+    (docs/protocol.md §3.5; "" is the default, ``nearest``)."""
 
     kind: ClassVar[str] = "replicas"
     object: str  # Object ID hex
     replicas: dict[str, int]
+    policy: str = ""
+    #: host name -> new flows per second it takes (§3.5), for the replicas that declare one
+    capacities: dict[str, float] = {}
 
     @property
     def key(self) -> str:
@@ -225,6 +229,10 @@ class ControllerState(msgspec.Struct, frozen=True):
     links: dict[str, bool]
     #: hosts draining: name -> objects (hex) they drain
     draining: dict[str, list[str]] = {}
+    #: Object ID hex -> resolution policy, for objects not under the default
+    policies: dict[str, str] = {}
+    #: Object ID hex -> {host name: capacity}, for replicas that declare one
+    capacities: dict[str, dict[str, float]] = {}
     #: the operator's allow/disallow rules: "object hex|where" -> allowed
     allow_rules: dict[str, bool] = {}
 
@@ -233,7 +241,9 @@ class ControllerState(msgspec.Struct, frozen=True):
         yield HostIdCounter(self.next_host_id)
         yield from self.hosts
         for key, replicas in self.objects.items():
-            yield ObjectReplicas(key, dict(replicas))
+            yield ObjectReplicas(
+                key, dict(replicas), self.policies.get(key, ""), dict(self.capacities.get(key, {}))
+            )
         for key, name in self.object_names.items():
             yield ObjectName(key, name)
         for link, up in self.links.items():
@@ -254,6 +264,8 @@ class ControllerState(msgspec.Struct, frozen=True):
         names: dict[str, str] = {}
         links: dict[str, bool] = {}
         draining: dict[str, list[str]] = {}
+        policies: dict[str, str] = {}
+        capacities: dict[str, dict[str, float]] = {}
         allow_rules: dict[str, bool] = {}
         for record in records:
             match record:
@@ -263,6 +275,10 @@ class ControllerState(msgspec.Struct, frozen=True):
                     hosts.append(record)
                 case ObjectReplicas():
                     objects[record.object] = dict(record.replicas)
+                    if record.policy:
+                        policies[record.object] = record.policy
+                    if record.capacities:
+                        capacities[record.object] = dict(record.capacities)
                 case ObjectName():
                     names[record.object] = record.name
                 case BackboneLink():
@@ -271,7 +287,17 @@ class ControllerState(msgspec.Struct, frozen=True):
                     draining[record.host] = list(record.objects)
                 case AllowRule():
                     allow_rules[record.key] = record.allowed
-        return cls(next_host_id, hosts, objects, names, links, draining, allow_rules=allow_rules)
+        return cls(
+            next_host_id,
+            hosts,
+            objects,
+            names,
+            links,
+            draining,
+            policies,
+            capacities,
+            allow_rules=allow_rules,
+        )
 
 
 class StateRows:

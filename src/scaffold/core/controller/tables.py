@@ -23,9 +23,11 @@ from typing import Any, cast
 import msgspec
 
 from ...wire import control
-from ...wire.control import RECORD_BUDGET, ControlMessage, Replicas, SwitchTables, TableKeys
-from ..routing import next_hops
+from ...wire.control import RECORD_BUDGET, ControlMessage, Demand, Replicas, SwitchTables, TableKeys
+from ..locality import Spill, plan_accept
+from ..routing import costs, next_hops
 from ..topology import DatacenterSpec
+from .demand import DemandBook
 from .incremental import GroupedTable, Pending
 from .registry import Registry
 from .state import HostRecord
@@ -109,6 +111,20 @@ class Tables:
         self._object_dcs: dict[str, frozenset[str]] = {}
         self._dc_sets: dict[frozenset[str], frozenset[str]] = {}
         self._routes: dict[str, dict[str, str]] = {}
+        #: the object switches' shared cost table (source DC ID -> DC ID -> µs, §3.5) and
+        #: its rows changed since the last flush (None: removed)
+        self.dc_costs: dict[int, dict[int, int]] = {}
+        self._costs_pending: dict[int, dict[int, int] | None] = {}
+        #: the object switches' shared policies (objects not under ``nearest``) and changes
+        self.policies: dict[str, str] = {}
+        self._policies_pending: dict[str, str | None] = {}
+        #: spill-over (§3.5): the demand per object and source DC ID (new flows per second,
+        #: ``demand_changed``), the accept fractions planned from it and their changes
+        self.demand: dict[str, dict[int, float]] = {}
+        self.spill: dict[str, Spill] = {}
+        #: the object switches' reports of it, summed (``Demand``)
+        self.measured = DemandBook(self.spill.__contains__, self.dc_costs)
+        self._spill_pending: dict[str, Spill | None] = {}
         self.routes_changed()
         for name in registry.hosts:
             self.host_changed(name)
@@ -135,7 +151,15 @@ class Tables:
 
     def pending(self) -> bool:
         """Changes wait to be sent (the next ``flush`` sends them)."""
-        return bool(self.wide.pending) or bool(self._touched_local) or bool(self._changes) or self._syncs
+        return (
+            bool(self.wide.pending)
+            or bool(self._costs_pending)
+            or bool(self._policies_pending)
+            or bool(self._spill_pending)
+            or bool(self._touched_local)
+            or bool(self._changes)
+            or self._syncs
+        )
 
     def version_for(self, node: str) -> int:
         """The version of ``node``'s tables that holds everything the controller knows now:
@@ -143,7 +167,14 @@ class Tables:
         state = self.switches[node]
         waiting = state.needs_sync or node in self._changes
         if state.role == "object-switch":
-            waiting = waiting or bool(self.wide.pending) or state.dc in self._touched_local
+            waiting = (
+                waiting
+                or bool(self.wide.pending)
+                or bool(self._costs_pending)
+                or bool(self._policies_pending)
+                or bool(self._spill_pending)
+                or state.dc in self._touched_local
+            )
         return state.version + 1 if waiting and state.connected else state.version
 
     def desired(self, switch: str) -> SwitchTables:
@@ -166,7 +197,16 @@ class Tables:
             per_dc[dc_id] = per_dc.get(dc_id, 0) + weight
             local.setdefault(record.dc, []).append((record.host_id, weight))
         registered = replicas is not None
-        self.wide.set(key, _intern(tuple(sorted(per_dc.items()))) or None, registered=registered)
+        policy = reg.policies.get(key) if registered else None
+        if self.policies.get(key) != policy:
+            if policy is None:
+                del self.policies[key]
+            else:
+                self.policies[key] = policy
+            self._policies_pending[key] = policy
+        wide = _intern(tuple(sorted(per_dc.items())))
+        self.wide.set(key, wide or None, registered=registered)
+        self._plan_spill(key, wide)
         before = self._object_dcs.get(key, frozenset())
         now = self._dc_sets.setdefault(frozenset(local), frozenset(local))  # interned
         for dc in before | now:
@@ -227,6 +267,7 @@ class Tables:
             if reg.links_up.get(frozenset((l.a, l.b)), True)
         ]
         self._routes = next_hops(reg.dc_ids, edges)
+        self._costs_changed(costs(reg.dc_ids, edges))
         for dc in self._dcs.values():
             routes = self._routes.get(dc.name, {})
             for fs in dc.flow_switches:
@@ -239,6 +280,80 @@ class Tables:
                     self._set_flow(fs, "dc_routes", dc_id, None)
                 for dc_id, hop in want.items():
                     self._set_flow(fs, "dc_routes", dc_id, hop)
+
+    def demand_reported(self, switch: str, report: Demand) -> None:
+        """Object switch ``switch`` counted first packets (``Demand``): replan the objects
+        whose summed demand moved (``demand.py``)."""
+        for key, rates in self.measured.report(switch, report).items():
+            self.demand_changed(key, rates)
+
+    def switch_lost(self, switch: str) -> None:
+        """``switch``'s control connection closed: its share of the demand goes."""
+        for key, rates in self.measured.forget(switch).items():
+            self.demand_changed(key, rates)
+
+    def demand_changed(self, key: str, rates: dict[int, float]) -> None:
+        """New flows per second to object ``key`` from each source DC ID: the spill-over
+        plan of an object whose replicas declare capacities follows it (§3.5)."""
+        if rates:
+            self.demand[key] = dict(rates)
+        else:
+            self.demand.pop(key, None)
+        self.object_changed(key)
+
+    def _plan_spill(self, key: str, members: tuple[tuple[int, int], ...]) -> None:
+        """Recompute ``key``'s spill entry: present (so object switches count its demand)
+        when a live replica declares a capacity under ``nearest``; its accept fractions
+        planned from the demand once there is some. A DC whose live replicas all declare a
+        capacity takes at most their sum; the others take everything offered."""
+        reg = self.registry
+        declared = reg.capacities.get(key, {})
+        plan: Spill | None = None
+        if declared and members and reg.policies.get(key) != "weighted":
+            caps: dict[int, float] = {}
+            unlimited: set[int] = set()
+            for host, _ in (reg.objects.get(key) or {}).items():
+                record = reg.hosts[host]
+                if not record.alive or key in reg.draining.get(host, ()):
+                    continue
+                dc_id = reg.dc_ids[record.dc]
+                if declared.get(host, 0.0) > 0:
+                    caps[dc_id] = caps.get(dc_id, 0.0) + declared[host]
+                else:
+                    unlimited.add(dc_id)
+            limited = {dc: cap for dc, cap in caps.items() if dc not in unlimited}
+            if limited:
+                demand = self.demand.get(key)
+                plan = plan_accept(members, limited, demand, self.dc_costs) if demand else ()
+        if self.spill.get(key) != plan:
+            if plan is None:
+                del self.spill[key]
+                self.demand.pop(key, None)  # no longer counted: what was measured is stale
+                self.measured.published.pop(key, None)
+            else:
+                self.spill[key] = plan
+            self._spill_pending[key] = plan
+
+    def _costs_changed(self, dist: dict[str, dict[str, float]]) -> None:
+        """Keep the shared cost table in step with the routes; only changed rows go out."""
+        ids = self.registry.dc_ids
+        want = {
+            ids[src]: {ids[dst]: max(0, round(cost * 1e6)) for dst, cost in row.items()}
+            for src, row in dist.items()
+            if src in ids
+        }
+        for src in self.dc_costs.keys() - want.keys():
+            del self.dc_costs[src]
+            self._costs_pending[src] = None
+        changed = False
+        for src, row in want.items():
+            if self.dc_costs.get(src) != row:
+                self.dc_costs[src] = row
+                self._costs_pending[src] = row
+                changed = True
+        if changed:
+            for key in list(self.registry.capacities):  # the plans read the costs
+                self.object_changed(key)
 
     def address_changed(self, node: str, address: tuple[str, int] | None) -> None:
         """Node ``node`` is reachable at ``address`` now: its neighbour switches learn it."""
@@ -269,6 +384,9 @@ class Tables:
         changes once, plus a little per switch, not its size times the switches.
         """
         wide = self.wide.take_pending()
+        dc_costs, self._costs_pending = self._costs_pending, {}
+        policies, self._policies_pending = self._policies_pending, {}
+        spill, self._spill_pending = self._spill_pending, {}
         local = {dc: self.local[dc].take_pending() for dc in self._touched_local}
         self._touched_local = set()
         self._syncs = False
@@ -286,7 +404,12 @@ class Tables:
             parts: list[tuple[SwitchTables, TableKeys]] = []
             if state.role == "object-switch":
                 if shared is None:
-                    shared = [_raw(upsert, remove) for upsert, remove in _delta_parts(wide, None, None)]
+                    shared = [
+                        _raw(upsert, remove)
+                        for upsert, remove in _delta_parts(
+                            wide, None, None, {"dc_costs": dc_costs, "policies": policies, "spill": spill}
+                        )
+                    ]
                 parts += shared
                 parts += _delta_parts(None, local.get(state.dc), own)
             else:
@@ -319,6 +442,9 @@ class Tables:
                     "prefixes": self.wide.rules,
                     "local": self.local[dc.name].exact,
                     "local_prefixes": self.local[dc.name].rules,
+                    "dc_costs": self.dc_costs,
+                    "policies": self.policies,
+                    "spill": self.spill,
                 },
                 budget,
             )
@@ -386,7 +512,8 @@ def _intern(value: Replicas) -> Replicas:
 
 
 def _cost(value: object) -> int:
-    return _ENTRY_BYTES + (_MEMBER_BYTES * len(value) if isinstance(value, tuple) else 0)
+    # a replica set's members, or a cost row's destinations
+    return _ENTRY_BYTES + (_MEMBER_BYTES * len(value) if isinstance(value, tuple | dict) else 0)
 
 
 def _chunks(
@@ -423,10 +550,14 @@ def _part(head: SwitchTables | None, tables: dict[str, dict[Any, Any]]) -> Switc
 
 
 def _delta_parts(
-    wide: Pending | None, local: Pending | None, own: _Changes | None
+    wide: Pending | None,
+    local: Pending | None,
+    own: _Changes | None,
+    shared: dict[str, dict[Any, Any]] | None = None,
 ) -> Iterator[tuple[SwitchTables, TableKeys]]:
-    """One switch's delta, cut into parts of at most ``RECORD_BUDGET`` bytes."""
-    sources: list[tuple[str, dict[Any, Any]]] = []
+    """One switch's delta, cut into parts of at most ``RECORD_BUDGET`` bytes; ``shared``:
+    more tables every object switch gets alike (the cost table, policies)."""
+    sources: list[tuple[str, dict[Any, Any]]] = [(n, t) for n, t in (shared or {}).items() if t]
     if wide is not None:
         sources += [("wide", wide.exact), ("prefixes", wide.rules)]
     if local is not None:

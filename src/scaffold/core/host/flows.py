@@ -37,6 +37,10 @@ class Listener:
     draining: bool = False
     #: the owner's signed grant, for an owned object (sent again on each re-registration)
     grant: bytes = b""
+    #: the object's resolution policy ("": the controller's default, docs/protocol.md §3.5)
+    policy: str = ""
+    #: new flows per second this replica takes before its DC spills over (0: no limit, §3.5)
+    capacity: float = 0.0
 
 
 @dataclass(slots=True)

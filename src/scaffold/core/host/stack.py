@@ -30,6 +30,7 @@ from ...wire.datagram import DatagramSegment, DatagramType
 from ...wire.header import DELIVERY, HEADER_LEN, VERSION, Flags, Header, Proto
 from ...wire.stream import MAX_PAYLOAD
 from ..events import Address, Datagram, NeighboursLearned, Packet, TraceHop
+from ..locality import Policy
 from ..metrics import Sample
 from .base import BUNDLES, HEARTBEAT, LIVENESS_BATCH, SWEEP
 from .churn import Churn
@@ -77,7 +78,12 @@ class HostStack(StreamFlows, Keepalives, Churn):
         for listener in self.listeners.values():
             self._control_out.append(
                 control.Bind(
-                    obj=listener.obj.hex(), weight=listener.weight, name=listener.name, grant=listener.grant
+                    obj=listener.obj.hex(),
+                    weight=listener.weight,
+                    name=listener.name,
+                    grant=listener.grant,
+                    policy=listener.policy,
+                    capacity=listener.capacity,
                 )
             )
         # The bindings are complete: the controller drops those this host did not re-send.
@@ -201,21 +207,41 @@ class HostStack(StreamFlows, Keepalives, Churn):
     # -- socket API (what the runtime's sockets call) ------------------------------------
 
     def bind(
-        self, obj: ObjectId, weight: int = 1, name: str = "", *, resumable: bool = False, grant: bytes = b""
+        self,
+        obj: ObjectId,
+        weight: int = 1,
+        name: str = "",
+        *,
+        resumable: bool = False,
+        grant: bytes = b"",
+        policy: str = "",
+        capacity: float = 0.0,
     ) -> Listener:
         """Listen on ``obj`` and register this host as a replica with ``weight``; an owned
         object needs its owner's ``grant`` (``core.ownership``, docs/protocol.md §6.7).
+        ``policy`` sets the object's resolution policy (docs/protocol.md §3.5; "": as it is);
+        ``capacity`` the new flows per second this replica takes before its DC spills over to
+        the next nearest (0: no limit).
 
         Raises:
-            UsageError: the object is already bound here, or the weight is not in 1..65535.
+            UsageError: the object is already bound here, the weight is not in 1..65535, the
+                policy is not one of ``core.locality.Policy``, or the capacity is negative.
         """
         if obj.raw in self.listeners:
             raise UsageError(f"{name or obj} is already bound on host {self.name}")
         if not 0 < weight <= control.MAX_WEIGHT:
             raise UsageError(f"weight must be in 1..{control.MAX_WEIGHT}, got {weight}")
-        listener = Listener(obj.raw, name, weight, resumable, grant=grant)
+        if policy and policy not in {p.value for p in Policy}:
+            raise UsageError(f"policy must be one of {', '.join(p.value for p in Policy)}, got {policy!r}")
+        if not 0 <= capacity <= 1e9:
+            raise UsageError(f"capacity must be 0 (no limit) to 1e9 flows per second, got {capacity}")
+        listener = Listener(obj.raw, name, weight, resumable, grant=grant, policy=policy, capacity=capacity)
         self.listeners[obj.raw] = listener
-        self._control_out.append(control.Bind(obj=obj.raw.hex(), weight=weight, name=name, grant=grant))
+        self._control_out.append(
+            control.Bind(
+                obj=obj.raw.hex(), weight=weight, name=name, grant=grant, policy=policy, capacity=capacity
+            )
+        )
         return listener
 
     def unbind(self, obj: ObjectId) -> None:

@@ -4,7 +4,9 @@ It joins the network through its gateway flow switch (``join``), and with ``--se
 NAME[:WEIGHT]`` runs an echo service on object ``NAME`` (streams: every byte read is written
 back), registering itself as a replica with that weight. With ``:resume`` the listener is
 resumable: when another replica dies, this one takes over its streams (docs/protocol.md
-§4.2.5) -- echo keeps no state, so it can.
+§4.2.5) -- echo keeps no state, so it can. ``:policy=nearest|weighted`` and ``:capacity=C``
+(new flows per second) choose the object's resolution policy and this replica's capacity
+(docs/protocol.md §3.5).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from typing import NamedTuple
 
 from ...api.host import Host, StreamHandler
 from ...api.join import join
@@ -23,7 +26,7 @@ from .jsonlog import JsonLog
 from .runner import serve_metrics
 from .switch import REPORT_RETRY, add_node_arguments, emulated_links, node_credentials, required
 
-__all__ = ["add_arguments", "echo", "serve"]
+__all__ = ["Service", "add_arguments", "echo", "parse_serve", "serve"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--serve",
         action="append",
         default=[],
-        metavar="NAME[:WEIGHT][:resume]",
-        help="serve this object; ':resume': take over streams of a failed replica",
+        metavar="NAME[:WEIGHT][:resume][:policy=P][:capacity=C]",
+        help="serve this object; ':resume': take over streams of a failed replica; ':policy=': "
+        "nearest or weighted (protocol §3.5); ':capacity=': new flows/s this replica takes",
     )
     parser.add_argument(
         "--service",
@@ -60,24 +64,52 @@ async def echo(reader: StreamReader, writer: StreamWriter) -> None:
         await writer.drain()
 
 
-def parse_serve(item: str) -> tuple[str, int, bool]:
-    """``NAME[:WEIGHT][:resume]`` as (name, weight, resumable).
+class Service(NamedTuple):
+    """One ``--serve`` item: an object this host serves, and how."""
+
+    name: str
+    weight: int = 1
+    resumable: bool = False
+    #: "nearest", "weighted", or "" (leave the object's as it is; docs/protocol.md §3.5)
+    policy: str = ""
+    #: new flows per second this replica takes (0: no limit; §3.5)
+    capacity: float = 0.0
+
+
+def parse_serve(item: str) -> Service:
+    """``NAME[:WEIGHT][:resume][:policy=P][:capacity=C]`` as a ``Service``.
 
     Raises:
-        ConfigError: the weight is not a whole number > 0, or a part is unknown.
+        ConfigError: the weight is not a whole number > 0, the policy not nearest or
+            weighted, the capacity not a number >= 0, or a part is unknown.
     """
+    usage = f"--serve: want NAME[:WEIGHT][:resume][:policy=nearest|weighted][:capacity=FLOWS/S], got {item!r}"
     parts = str(item).split(":")
+    options: dict[str, str] = {}
+    while len(parts) > 1 and "=" in parts[-1]:
+        key, _, text = parts.pop().partition("=")
+        if key not in ("policy", "capacity") or key in options:
+            raise ConfigError(usage)
+        options[key] = text
     resumable = parts[-1] == "resume"
     if resumable:
         parts.pop()
     name, weight = parts[0], parts[1] if len(parts) > 1 else "1"
     try:
-        value = int(weight)
+        count = int(weight)
+        capacity = float(options.get("capacity", "0"))
     except ValueError:
-        value = 0
-    if not name or value <= 0 or len(parts) > 2:
-        raise ConfigError(f"--serve: want NAME[:WEIGHT][:resume] with a weight > 0, got {item!r}")
-    return name, value, resumable
+        raise ConfigError(usage) from None
+    policy = options.get("policy", "")
+    if (
+        not name
+        or count <= 0
+        or len(parts) > 2
+        or policy not in ("", "nearest", "weighted")
+        or not 0 <= capacity <= 1e9
+    ):
+        raise ConfigError(usage)
+    return Service(name, count, resumable, policy, capacity)
 
 
 async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> None:
@@ -128,9 +160,23 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
             handler = content_service(args.pattern_size, args.pattern_pace)
         for name in args.accept_migrations:
             host.serve_migrations(handler, name)
-        for name, weight, resumable in services:
-            await host.start_server(handler, name, weight=weight, resumable=resumable)
-            log.info("serving", object=name, weight=weight, resumable=resumable)
+        for service in services:
+            await host.start_server(
+                handler,
+                service.name,
+                weight=service.weight,
+                resumable=service.resumable,
+                policy=service.policy,
+                capacity=service.capacity,
+            )
+            log.info(
+                "serving",
+                object=service.name,
+                weight=service.weight,
+                resumable=service.resumable,
+                policy=service.policy,
+                capacity=service.capacity,
+            )
         await stop.wait()
     finally:
         if metrics is not None:

@@ -15,7 +15,9 @@ directory only this user may enter, speaking the same framed records. The hub
   (``workers.pool_metrics``) as the switch's own, and a dead worker's last counters stay in it;
 * merges the workers' ``HostLiveness`` reports (each worker watches the hosts whose packets
   the kernel hands it) into one per host for the controller (:class:`LivenessMerge`,
-  docs/protocol.md §6.2).
+  docs/protocol.md §6.2);
+* passes an object switch worker's ``Demand`` on to the controller, numbered by worker (the
+  controller sums them, docs/protocol.md §3.5), and an empty one when that worker goes.
 
 The ``WorkerPool`` restarts a worker that dies; the new one binds the same address, says
 ``Hello`` to the hub and forwards on the current tables at once.
@@ -32,6 +34,8 @@ import socket
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+
+import msgspec
 
 from ...core.flow_switch import FlowSwitch
 from ...core.metrics import CATALOGUE, MetricKind, Sample
@@ -147,6 +151,12 @@ class ControlHub:
         self.address = os.path.join(self._directory, "hub")
         self._server: asyncio.Server | None = None
         self._workers: dict[asyncio.StreamWriter, control.NodeStats | None] = {}
+        #: where a worker's ``Demand`` goes (the supervisor's control connection), and the
+        #: number each worker's reports carry (from 1, never reused: a restarted worker is new)
+        self.upstream: Callable[[control.ControlMessage], None] | None = None
+        self._numbers: dict[asyncio.StreamWriter, int] = {}
+        self._last_number = 0
+        self._demand_sent: set[asyncio.StreamWriter] = set()
         #: the counters of workers that are gone, summed (they stay in the switch's totals)
         self._retired: list[Sample] = []
         self._hello = asyncio.Event()
@@ -225,6 +235,8 @@ class ControlHub:
                             writer.write(control.frame(self._sync()))
                     elif isinstance(message, control.NodeStats) and writer in self._workers:
                         self._workers[writer] = message
+                    elif isinstance(message, control.Demand) and writer in self._workers:
+                        self._demand(writer, message)
                     elif isinstance(message, control.HostLiveness) and writer in self._workers:
                         self._tell(self.liveness.report(writer, message))
         except ConnectionError:
@@ -232,6 +244,9 @@ class ControlHub:
         finally:
             if task is not None:
                 self._tasks.discard(task)
+            if writer in self._demand_sent:  # its counts go with it
+                self._demand(writer, control.Demand(node=self.mirror.name, interval=1.0))
+            self._numbers.pop(writer, None)
             loop = asyncio.get_running_loop()
             self.liveness.forget(writer, loop.time(), self.mirror.presence_timeout)
             self._arm_expiry()
@@ -239,6 +254,18 @@ class ControlHub:
             if last is not None:
                 self._retired = _counters(pool_metrics([self._retired, last.metrics], 0, 0))
             writer.close()
+
+    def _demand(self, writer: asyncio.StreamWriter, report: control.Demand) -> None:
+        number = self._numbers.get(writer)
+        if number is None:
+            self._last_number += 1
+            number = self._numbers[writer] = self._last_number
+        if report.flows:
+            self._demand_sent.add(writer)
+        else:
+            self._demand_sent.discard(writer)
+        if self.upstream is not None:
+            self.upstream(msgspec.structs.replace(report, node=self.mirror.name, worker=number))
 
     def _tell(self, report: control.HostLiveness | None) -> None:
         if report is not None and self.on_liveness is not None:
@@ -309,6 +336,7 @@ class SupervisorRuntime(NodeRuntime[SwitchCore]):
         self.pool = pool
         self.on_control = hub.relay
         hub.on_liveness = self.send_control
+        hub.upstream = self.send_control
 
     def metrics(self) -> list[Sample]:
         # The tables' gauges are the mirror's: it holds what every worker holds, always.

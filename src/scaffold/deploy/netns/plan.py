@@ -259,6 +259,8 @@ def node_command(
     if node.role == "host":
         serve = [
             f"--serve={obj.name}:{weight}{':resume' if obj.resumable else ''}"
+            + (f":policy={obj.policy}" if obj.policy else "")
+            + (f":capacity={obj.capacity_of(host):g}" if obj.capacity_of(host) else "")
             for obj in topology.objects
             for host, weight in obj.replicas
             if host == node.name
