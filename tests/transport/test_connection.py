@@ -32,6 +32,7 @@ class Link:
         self.now = 0.0
         self.count = 0
         self.sent: list[list[bytes]] = [[], []]
+        self.deaf: set[int] = set()  # ends that receive nothing
 
     def step(self) -> None:
         for index, conn in enumerate(self.ends):
@@ -48,7 +49,8 @@ class Link:
         self.now = max(self.now, min(times))
         while self.queue and self.queue[0][0] <= self.now:
             _, _, to, segment = heapq.heappop(self.queue)
-            self.ends[to].receive_segment(segment, self.now)
+            if to not in self.deaf:
+                self.ends[to].receive_segment(segment, self.now)
         for conn in self.ends:
             timer = conn.get_timer()
             if timer is not None and timer <= self.now:
@@ -150,3 +152,32 @@ def test_public_surface() -> None:
     ]
     for name in scaffold.transport.__all__:
         assert getattr(scaffold.transport, name) is not None
+
+
+def test_a_closing_stream_whose_fin_alone_goes_unacknowledged_ends_closed() -> None:
+    # All data went both ways; the server took the client's FIN and forgot the stream after
+    # TIME_WAIT, and every acknowledgment it sent back was lost (a congested path).
+    link = Link()
+    client, server = link.ends
+    for _ in range(200):
+        if client.state is StreamState.ESTABLISHED and server.state is StreamState.ESTABLISHED:
+            break
+        link.step()
+    client.send(b"request")
+    server.send(b"x" * 5000)
+    server.shutdown(link.now)
+    for _ in range(2000):
+        if client.state is StreamState.CLOSE_WAIT and client.stats.bytes_acked == len(b"request"):
+            break
+        link.step()
+    assert client.state is StreamState.CLOSE_WAIT
+    client.shutdown(link.now)
+    link.deaf.add(0)
+    for _ in range(2000):
+        if client.state is StreamState.CLOSED:
+            break
+        link.step()
+    assert server.state in (StreamState.TIME_WAIT, StreamState.CLOSED)  # it had everything
+    assert client.state is StreamState.CLOSED
+    assert client.error is None
+    assert client.drops.get("fin-unacknowledged") == 1

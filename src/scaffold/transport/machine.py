@@ -481,7 +481,15 @@ class StreamMachine:
             else:
                 self._terminate(TerminationReason.HANDSHAKE_TIMEOUT)
         elif not self._sender.on_retransmission_timeout(self._opt.max_retries, now):
-            self._terminate(TerminationReason.RETRY_LIMIT)
+            stream = self._sender.stream
+            if self._state is StreamState.CLOSING and stream.fin_sent and not stream.buffered:
+                # Every byte went both ways and only our FIN's acknowledgment is missing: the
+                # peer that had it forgot the stream after TIME_WAIT (its ACKs lost on a
+                # congested path). Nothing was lost, so the stream ends closed (§4.2.3).
+                self._drop("fin-unacknowledged")
+                self._terminate(TerminationReason.CLOSED)
+            else:
+                self._terminate(TerminationReason.RETRY_LIMIT)
 
     def _on_path_probe(self, segment: StreamSegment, now: float) -> None:
         """PROBE: answer it (its padding is dropped); PROBE-ACK: the size it names got
