@@ -305,10 +305,16 @@ class Scenario:
 
         async def route_failure() -> tuple[str, str, list[FlowRun], Act]:
             hosts = await net.controller_hosts()  # one admin call, not one per flow
-            # under nearest (§3.5) east's and west's clients are served at home: the flows on
-            # the backbone are north's, and this link carries those served from east
-            crossing = [r for r in self.runs if self._dcs(r, hosts) == {"north", "east"}]
-            return "route-failure", "north-east", crossing, lambda: net.cut_link("north", "east")
+            # Under nearest (§3.5) east's and west's clients are served at home: the flows on
+            # the backbone are north's, shared by weight between east and west (both 3 ms
+            # away). Cut the one of north's two links that carries more of them (by the draw
+            # of Flow IDs, either may carry none).
+            crossing: dict[str, list[FlowRun]] = {
+                far: [r for r in self.runs if self._dcs(r, hosts) == {"north", far}]
+                for far in ("east", "west")
+            }
+            far = max(crossing, key=lambda dc: len(crossing[dc]))
+            return "route-failure", f"north-{far}", crossing[far], lambda: net.cut_link("north", far)
 
         async def rebalance() -> tuple[str, str, list[FlowRun], Act]:
             # Established flows are not affected: only new flows follow the new weight.
