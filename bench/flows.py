@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,17 @@ async def echo_and_hold(reader: Any, writer: Any) -> None:
 
 async def open_streams(host: Any, n: int, batch: int, held: list[Any]) -> dict[str, Any]:
     """Open ``n`` streams ``batch`` at a time, each echoing once; keep them in ``held``."""
+    return await open_echoes(lambda: host.open_connection("echo", timeout=30), n, batch, held)
+
+
+async def open_echoes(
+    connect: Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]],
+    n: int,
+    batch: int,
+    held: list[Any],
+) -> dict[str, Any]:
+    """Open ``n`` connections with ``connect``, ``batch`` at a time, each echoing once; keep
+    them in ``held`` as ``(reader, writer)``; the opened and failed counts and the rate."""
     failures: dict[str, int] = {}
     remaining = n
 
@@ -184,7 +196,7 @@ async def open_streams(host: Any, n: int, batch: int, held: list[Any]) -> dict[s
         while remaining > 0:
             remaining -= 1
             try:
-                reader, writer = await host.open_connection("echo", timeout=30)
+                reader, writer = await connect()
                 writer.write(MESSAGE)
                 await writer.drain()
                 if await asyncio.wait_for(reader.readexactly(len(MESSAGE)), 30) != MESSAGE:
@@ -460,38 +472,10 @@ async def ingress_child(backend: int) -> None:
 async def tcp_clients(port: int, n: int, batch: int) -> None:
     """Child ``tcp-clients``: ``n`` connections, each echoing once and then held."""
     raise_file_limit(4 * 65536)
-    held: list[asyncio.StreamWriter] = []
-    failures: dict[str, int] = {}
-    remaining = n
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(LOCAL, port), 30)
-                writer.write(MESSAGE)
-                await writer.drain()
-                if await asyncio.wait_for(reader.readexactly(len(MESSAGE)), 30) != MESSAGE:
-                    raise OSError("wrong echo")
-                held.append(writer)
-            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-                failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(min(batch, n))))
-    seconds = time.perf_counter() - start
-    say(
-        {
-            "opened": len(held),
-            "failed": sum(failures.values()),
-            "failures": failures,
-            "seconds": round(seconds, 2),
-            "per_s": round(len(held) / seconds, 1) if seconds else None,
-        }
-    )
+    held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    say(await open_echoes(lambda: asyncio.wait_for(asyncio.open_connection(LOCAL, port), 30), n, batch, held))
     await (await stdin_lines()).read()
-    for writer in held:
+    for _, writer in held:
         writer.close()
 
 
