@@ -569,7 +569,15 @@ class NodeRuntime(Generic[CoreT_co]):
         decoder = control.FrameDecoder(control.MAX_FRAME_FROM_CONTROLLER)
         assert self._loop is not None
         while True:
-            chunk = await reader.read(65536)
+            try:
+                chunk = await reader.read(65536)
+            except OSError:
+                # Reset rather than closed: a controller killed while this node's reports
+                # sat unread in its socket answers with RST, not FIN (and TLS may fail in
+                # the middle of a record). The connection is as gone as after an EOF; were
+                # the error left to end the control task, the node would never reconnect
+                # -- never report to the next leader, never hear of a table change again.
+                chunk = b""
             if not chunk:
                 self.stats["controller-lost"] += 1
                 return  # keep forwarding on the last tables (docs/protocol.md §6.3)
