@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
+import struct
 from pathlib import Path
 
 import scaffold
@@ -63,6 +65,38 @@ def test_flows_survive_a_controller_restart_and_state_comes_back(tmp_path: Path)
             w2.write(b"after restart")
             w2.write_eof()
             assert await r2.read(-1) == b"after restart"
+
+    run(main())
+
+
+def test_nodes_reconnect_after_the_controller_resets_their_connections() -> None:
+    """A controller killed while a node's reports wait unread in its socket resets that
+    connection (RST, not FIN): the node's read fails rather than ending, and it must reconnect
+    as after an EOF -- else it never reports to the next leader (netns demo, leader SIGKILLed)."""
+
+    async def main() -> None:
+        async with scaffold.Testbed(datacenters=2, hosts_per_datacenter=1) as net:
+            ctl = net.network.controller
+            nodes = list(net.network.nodes.values())
+            await wait_until(lambda: set(ctl._writers) == {n.name for n in nodes}, 10, "every node connected")
+            for writer in list(ctl._writers.values()):
+                # linger 0: closing sends RST, as the kernel does for a dead process's socket
+                # with data unread
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+            await wait_until(
+                lambda: all(n.stats["controller-reconnected"] >= 1 for n in nodes),
+                10,
+                "every node to reconnect",
+            )
+            assert all(n.stats["controller-lost"] >= 1 for n in nodes)
+            # and the control plane works again: a new object is served and reached
+            await net.host("dc1-h1").start_server(echo, "echo")
+            reader, writer = await net.host("dc2-h1").open_connection("echo")
+            writer.write(b"after the reset")
+            writer.write_eof()
+            assert await reader.read(-1) == b"after the reset"
 
     run(main())
 
