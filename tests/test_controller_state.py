@@ -242,3 +242,21 @@ def test_the_sqlite_log_folds_into_its_base_and_loads_the_same_rows(tmp_path: Pa
     with sqlite3.connect(store.base_path) as base:
         assert base.execute("SELECT count(*) FROM rows").fetchone()[0] > 40 // 2  # folded
     assert StateRows(store.load()).rows == StateRows(ctl.snapshot()).rows
+
+
+def test_a_restored_controller_takes_only_hosts_that_registered_as_alive() -> None:
+    # A standby that takes over right after the first leader started (its lease lost on a
+    # loaded machine) restores every topology host's row: one that never said Hello must not
+    # pass for a live node, or it could never join (netns demo: "already has a live node").
+    topo = default_topology()
+    ctl = Controller(topo)
+    ctl.receive_message(
+        "east-h1",
+        control.Hello(node="east-h1", role="host", gateway="east-fs1", address=("10.0.0.5", 7000)),
+        0.0,
+    )
+    saved = ctl.snapshot()
+    fresh = Controller(topo, saved=saved)
+    assert fresh.hosts["east-h1"].alive
+    assert not fresh.hosts["north-h1"].alive  # in the topology, never registered
+    assert fresh.hosts["north-h1"].host_id == ctl.hosts["north-h1"].host_id

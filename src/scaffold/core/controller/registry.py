@@ -376,8 +376,13 @@ class Registry:
             if h.gateway not in switches:
                 drops["restore-unknown-gateway"] += 1
                 continue
+            # A host the rows know by address registered once: assumed alive until its
+            # gateway says otherwise. One without (a topology host that never said Hello) is
+            # not: no gateway reports a host it never heard, so it would stay "alive" --
+            # and unjoinable, a live node of that name -- under every later leader.
+            alive = h.address is not None
             self._add_host(
-                HostRecord(h.name, h.host_id, h.dc, h.gateway, True, 0.0, h.address, set(h.previous_dcs))
+                HostRecord(h.name, h.host_id, h.dc, h.gateway, alive, 0.0, h.address, set(h.previous_dcs))
             )
             if h.address is not None:
                 self.addresses[h.name] = h.address

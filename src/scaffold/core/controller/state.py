@@ -9,8 +9,8 @@ ID counter. The core never writes them
 anywhere: it emits ``StateChange`` records (an upsert or a delete of one row) that its runtime
 commits to a store before sending the records that depend on them, and it is handed a
 ``ControllerState`` (every row, as one snapshot) when it starts. Liveness is not stored: a
-restarted controller assumes the hosts it knew are alive and lets their gateways say
-otherwise. ``StateRows`` applies changes to a snapshot, for stores and for replaying outputs.
+restarted controller assumes the hosts that had registered are alive and lets their gateways
+say otherwise. ``StateRows`` applies changes to a snapshot, for stores and for replaying outputs.
 """
 
 from __future__ import annotations
