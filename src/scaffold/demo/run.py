@@ -176,7 +176,7 @@ def _collect(
         node_drops = by_label(samples, DROPS.name, "reason")
         drops.update({reason: int(n) for reason, n in node_drops.items()})
         if sum(node_drops.values()) < junk_sent[name] and not node.closed:
-            uncounted.append(name)
+            uncounted.append(f"{name} ({sum(node_drops.values())} of {junk_sent[name]})")
         if node.core.role != "host":
             entries = int(total(samples, TABLE_ENTRIES.name))
             switches.append(
@@ -632,7 +632,9 @@ async def _collect_netns(
             # the kernel drops and counts those datagrams before the node could see them.
             counted += _kernel_udp_drops(net.state.node(name).pid, DATA_PORT)
         if counted < junk_sent[name]:
-            uncounted.append(name)
+            # "no report": the controller never heard from a node it believes alive
+            seen = "" if name in clients or name in counters else ", no report"
+            uncounted.append(f"{name} ({counted} of {junk_sent[name]}{seen})")
     # Table sizes as the switch processes report them (NodeStats.table_entries).
     switches = [
         {
