@@ -561,6 +561,31 @@ def test_keepalive_and_idle_timeout() -> None:
     assert isinstance(server.error, BrokenPathError)
 
 
+@pytest.mark.parametrize("in_syn", [True, False])
+def test_a_client_probes_soon_when_its_acknowledged_request_gets_no_answer(in_syn: bool) -> None:
+    """The server's host dies after acknowledging a request, before answering it: the client
+    stall-probes (0.25 s, 0.75 s, ...), as it would mid-response, so the network can re-resolve
+    the flow (§5.1) -- not a 15 s keepalive later. Whether the request rode in the SYN or not."""
+    client = StreamConnection("client", NONCE, 0.0, StreamOptions())
+    server = StreamConnection("server", NONCE, 0.0, StreamOptions())
+    if in_syn:
+        client.send(b"GET /slow")  # data on SYN (§4.2.7), as the HTTP ingress sends
+    client.connect(0.0)
+    net = Network(client, server)
+    if not in_syn:
+        net.run(lambda: net.client.has(Connected))
+        net.client.to_send = b"GET /slow"
+    net.run(lambda: net.server.received == b"GET /slow" and client.deadlines()[0] is None)
+    acked = net.now  # nothing of the client's is outstanding; the server stays silent
+    net.trace = [Counter(), Counter()]
+    net.run(lambda: net.now >= acked + 2.0)
+    assert net.trace[0][StreamType.KEEPALIVE] >= 2  # 0.25 s, 0.75 s (1.75 s) after the ACK
+    # An answer, then its FIN: the exchange is over, a plain keepalive (15 s) follows.
+    net.server.to_send, net.server.shutdown_when_sent = b"200 OK", True
+    net.run(lambda: net.client.received == b"200 OK" and client.state is StreamState.CLOSE_WAIT)
+    assert client.deadlines()[1] == pytest.approx(net.now + 15.0, abs=0.1)
+
+
 # -- RESUME ----------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,10 @@ broken path, EOF before a complete response, a malformed response, no answer wit
 OPTIONS, TRACE), the request is sent again on a *new* SCAFFOLD stream: a new Flow ID, which
 the network anycasts over the replicas it still believes alive. A failed replica needs up to
 about a second to be withdrawn (missed heartbeats, or the publisher's health check), so
-retries back off (``backoff`` doubling up to ``max_backoff``) within ``retry_budget`` seconds.
+retries back off (``backoff`` doubling up to ``max_backoff``) within ``retry_budget`` seconds
+of the first failure -- not of the first attempt: a replica whose host died while it served a
+request is found out only by the transport's stall probe, a second or more later (§5.1), and
+that request still gets its retries.
 A failure to *open* a stream is retried for every method, since nothing was sent. Otherwise
 the client gets 502; no replica at all is 503; a failure after the response started (more
 than ``buffer_limit`` bytes already relayed) can only cut the client connection.
@@ -59,7 +62,7 @@ OpenUpstream = Callable[[bytes], Awaitable[tuple[StreamReader, StreamWriter]]]
 
 @dataclass(frozen=True, slots=True)
 class HttpOptions:
-    retry_budget: float = 3.0  # seconds from the first attempt during which retries may start
+    retry_budget: float = 3.0  # seconds from the first failure during which retries may start
     max_attempts: int = 16
     backoff: float = 0.05  # first pause between attempts; doubles up to max_backoff
     max_backoff: float = 0.4
@@ -252,7 +255,7 @@ class HttpSession:
         upstream_request = self._upstream_request(request, body)
         idempotent = request.method in IDEMPOTENT_METHODS
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.retry_budget
+        deadline: float | None = None  # retry_budget counts from the first failure
         backoff = self.options.backoff
         attempt = 0
         self.stats.requests += 1
@@ -284,6 +287,8 @@ class HttpSession:
                 log.info("%s: response broke after it started (%s); cutting the client", self.name, failure)
                 raise ClientCut
             retryable = idempotent or not sent
+            if deadline is None:
+                deadline = loop.time() + self.options.retry_budget
             if not retryable or attempt >= self.options.max_attempts or loop.time() + backoff > deadline:
                 self.stats.error(failure.reason)
                 await self._send_error(502, f"the replica of {self.name!r} failed: {failure}\n")

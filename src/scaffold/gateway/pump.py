@@ -80,6 +80,11 @@ async def _pump(reader: ByteReader, writer: ByteWriter, count: Callable[[int], N
         writer.write_eof()
 
 
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def abort(writer: ByteWriter) -> None:
     """Cut a connection: RST for TCP, a stream reset for SCAFFOLD (not a clean EOF); both
     are asyncio stream writers."""
@@ -172,5 +177,8 @@ async def pump_both(
         for task in (forward, backward):
             if not task.done():
                 task.cancel()
+            # Cancelled from outside (a publisher or ingress closing), a direction may still
+            # end in an error (the peer's reset): taken here, not logged as "never retrieved".
+            task.add_done_callback(_retrieve)
         client_writer.close()
         service_writer.close()

@@ -213,6 +213,8 @@ class StreamConnection(StreamMachine):
         self._control = StreamType.SYN
         self._syn_data = min(self._sender.mss, self._sender.stream.buffered)
         self._liveness.last_rx = now
+        if self._syn_data:
+            self._liveness.on_payload()  # a request in the SYN: its answer is awaited (§5.1)
         self._timer_stale = True
 
     def send(self, data: bytes, *, force: bool = False) -> int:

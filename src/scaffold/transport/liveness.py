@@ -1,12 +1,15 @@
 """Liveness: the idle timeout, keepalives and the stall probe (docs/protocol.md §4.2.4, §5.1).
 
 A synchronized connection with nothing outstanding and no persist timer sends a KEEPALIVE
-``keepalive`` seconds after it last received (or probed). A client whose peer was sending
-data (payload seen, no FIN yet) uses ``stall_probe`` instead: shortly after the last
-segment, doubling after each probe up to ``keepalive``, answered or not (a peer alive at one
-probe may be dead at the next), reset when data arrives.
+``keepalive`` seconds after it last received (or probed). A client in an exchange -- it sent
+data (a request awaiting its answer) or its peer was sending data, and no FIN came yet --
+uses ``stall_probe`` instead: shortly after the last segment, doubling after each probe up
+to ``keepalive``, answered or not (a peer alive at one probe may be dead at the next), reset
+when data goes either way.
 That probe is what reaches a surviving replica after the peer's host died and starts the
-takeover (§5.1). Nothing received for ``idle_timeout`` ends the connection.
+takeover (§5.1) -- or draws its reset, on which a proxy retries: without it, a client whose
+request was acknowledged just before its server's host died would wait a whole
+``keepalive`` for the answer. Nothing received for ``idle_timeout`` ends the connection.
 """
 
 from __future__ import annotations
@@ -40,12 +43,13 @@ class Liveness:
         self._idle_timeout = options.idle_timeout
         self.last_rx = now
         self.last_keepalive = -math.inf
-        #: the peer was sending data: a silence is suspicious.
+        #: in an exchange (data sent or received, no FIN yet): a silence is suspicious.
         self.stall_probing = False
         self.stall_probes = 0
 
     def on_payload(self) -> None:
-        """Data arrived: the peer sends, and is alive."""
+        """Data arrived, or a client's request went out: an answer is due, and a silence
+        from now on is suspicious."""
         self.stall_probing = True
         self.stall_probes = 0
 

@@ -195,7 +195,12 @@ class StreamMachine:
             self._sender.write(now, out, build)
         elif state in SYNCHRONIZED:
             if state is not _TIME_WAIT:
+                sent = self._sender.stream.nxt
                 self._sender.write(now, out, build)
+                if self._role == "client" and self._sender.stream.nxt > sent:
+                    # A request went out: its answer is awaited, and a silence once it is
+                    # acknowledged is as suspicious as one mid-response (§5.1).
+                    self._liveness.on_payload()
             if self._keepalive_pending:
                 self._keepalive_pending = False
                 out.append(build(StreamType.KEEPALIVE, self._sender.stream.nxt, _ACK, now))
@@ -462,6 +467,7 @@ class StreamMachine:
             if payload and self._role == "client":
                 # The peer (a replica) sends data: watch for it going silent. Only a client's
                 # probe can reach another replica (§5.1); a server's would come back to it.
+                # (Sending data starts the watch too: segments_to_send, connect.)
                 self._liveness.on_payload()
             outcome = receiver.on_data(segment, now)
             if outcome == BAD_FIN:
