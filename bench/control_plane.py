@@ -21,6 +21,12 @@ Figures, each with how it is measured:
   random backbone delays, the virtual time from a host's ``Bind`` to every object switch
   resolving the object, next to the controller's coalescing window and the control delay.
 * ``host_death_delta``: the deltas one host's death causes: records, switches, bytes.
+* ``restore``: at 100k and 1M objects (one replica each, on a random host of the same
+  topology), how long a controller takes to start from them: ``sqlite_s``, a restart
+  (``SqliteStore.load`` and the ``Controller`` built from it, as ``scaffold controller
+  --store`` does), and ``promote_s``, a standby taking the lead (its mirror's snapshot and the
+  ``Controller`` built from it, as ``ControllerReplica`` does) -- each in wall-clock and CPU
+  seconds, and per object. ``--restore-only`` measures only these.
 * ``etcd_registrations_per_s``: with ``--etcd``, a real three-member etcd cluster on loopback
   (Debian's etcd 3.4), the leader's ``EtcdStore`` committing the state changes of
   ``--etcd-objects`` registrations in group commits of ``--batch``.
@@ -39,15 +45,18 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from _common import emit, environment
-from scaffold.core.controller import Controller
+from scaffold.core.controller import Controller, ControllerState, StateChange, StateRows
+from scaffold.core.controller.state import HostState
 from scaffold.core.controller.tables import COALESCE
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.topology import DatacenterSpec, HostSpec, LinkSpec, Topology, make_topology
 from scaffold.ids import ObjectId
+from scaffold.runtime.aio import paused_collector
 from scaffold.runtime.sqlite_store import SqliteStore
 from scaffold.wire import control
 
@@ -175,6 +184,48 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
             "bytes_largest": max(sizes) if sizes else 0,
         },
     }
+
+
+def restore(args: argparse.Namespace, store_dir: Path) -> dict[str, Any]:
+    """How long a controller takes to start from 100k and 1M saved objects: restarted from
+    SQLite, and promoted from a standby's mirror of the rows (etcd)."""
+    rng = random.Random(args.seed)
+    topo = topology(args.dcs, args.hosts, rng)
+    hosts = topo.hosts()
+    host_rows = [HostState(h.name, k + 1, topo.dc_of(h.gateway), h.gateway) for k, h in enumerate(hosts)]
+    out: dict[str, Any] = {}
+    for count in (c for c in (100_000, 1_000_000) if c <= args.objects):
+        objects = {
+            ObjectId.from_name(f"bench-{n}").raw.hex(): {rng.choice(hosts).name: 1} for n in range(count)
+        }
+        state = ControllerState(len(hosts) + 1, host_rows, objects, {}, {})
+        path = store_dir / f"restore-{count}.sqlite3"
+        store = SqliteStore(path)
+        store.commit([StateChange(r.kind, r.key, r) for r in state.records()])
+        store.close()
+        mirror = StateRows(state)
+        del state, objects
+        sqlite = _start_timed(topo, SqliteStore(path).load, count)
+        promote = _start_timed(topo, mirror.snapshot, count)
+        del mirror
+        out[str(count)] = {f"sqlite_{k}": v for k, v in sqlite.items()} | {
+            f"promote_{k}": v for k, v in promote.items()
+        }
+    return {"restore": out}
+
+
+def _start_timed(topo: Topology, load: Callable[[], ControllerState | None], count: int) -> dict[str, float]:
+    """Wall-clock and CPU seconds of ``load()`` and a ``Controller`` built from it, under the
+    collector pause the controller's runtimes start a core under."""
+    gc.collect()
+    wall, cpu = time.perf_counter(), time.process_time()
+    with paused_collector():
+        ctl = Controller(topo, saved=load())
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert len(ctl.objects) == count
+    del ctl
+    gc.unfreeze()  # what the pause froze is garbage now
+    return {"s": round(wall, 2), "cpu_s": round(cpu, 2), "us_per_object": round(wall / count * 1e6, 1)}
 
 
 def bind_cost() -> dict[str, Any]:
@@ -311,6 +362,7 @@ def main() -> None:
     parser.add_argument("--etcd", action="store_true", help="also measure against a real 3-member etcd")
     parser.add_argument("--etcd-objects", type=int, default=20_000)
     parser.add_argument("--quick", action="store_true", help="100 DCs, 10,000 hosts, 100,000 objects")
+    parser.add_argument("--restore-only", action="store_true", help="only the restore figures")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     if args.quick:
@@ -320,9 +372,11 @@ def main() -> None:
     try:
         report: dict[str, Any] = {"bench": "control_plane"}
         started = time.perf_counter()
-        report.update(bind_cost())
-        report.update(registrations(args, rng, work))
-        report.update(propagation(args))
+        if not args.restore_only:
+            report.update(bind_cost())
+            report.update(registrations(args, rng, work))
+            report.update(propagation(args))
+        report.update(restore(args, work))
         if args.etcd:
             report.update(asyncio.run(etcd_rate(args, work)))
         report["seconds"] = round(time.perf_counter() - started, 1)

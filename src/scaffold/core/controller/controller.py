@@ -111,8 +111,6 @@ class Controller:
                     self.policy.disallow(key, where)
             except UsageError:
                 self.drops["restore-bad-allow-rule"] += 1
-        #: (object hex, host) -> Unix time its grant expires (owned objects, §6.7)
-        self.grant_expiry: dict[tuple[str, str], float] = {}
 
     # -- the registry's state, read through ---------------------------------------------------
 
@@ -481,7 +479,7 @@ class Controller:
                 )
             except GrantRefused as exc:
                 return exc.reason
-            self.grant_expiry[(bind.obj, record.name)] = grant.expires
+            self.registry.set_grant_expiry(bind.obj, record.name, grant.expires)
             return None
         if record.name in self.registry.objects.get(bind.obj, ()):
             # Already one of its replicas (a re-registration, say with a new leader or a
@@ -512,12 +510,16 @@ class Controller:
     def _expire_grants(self, now: float) -> None:
         """Withdraw replicas whose grant expired (and forget grants of replicas gone)."""
         wall = now + self.wall_offset
-        for (key, host), expires in list(self.grant_expiry.items()):
-            if host not in self.registry.objects.get(key, {}):
-                del self.grant_expiry[(key, host)]
-            elif wall >= expires:
-                del self.grant_expiry[(key, host)]
-                self.registry.remove_replica(key, host)
+        reg = self.registry
+        expired = [
+            (key, host)
+            for key, hosts in reg.grant_expiry.items()
+            for host, expires in hosts.items()
+            if wall >= expires
+        ]
+        for key, host in expired:
+            reg.set_grant_expiry(key, host, None)
+            if reg.remove_replica(key, host):
                 self.drops["grant-expired"] += 1
                 self.events.append(ControllerEvent(now, "grant-expired", host, key[:12]))
 

@@ -62,6 +62,8 @@ class Registry:
         self.policies: dict[str, str] = {}
         #: Object ID hex -> {host name: new flows per second it takes} (§3.5)
         self.capacities: dict[str, dict[str, float]] = {}
+        #: Object ID hex -> {host name: Unix time its owner's grant expires} (§6.7)
+        self.grant_expiry: dict[str, dict[str, float]] = {}
         self.object_names: dict[str, str] = {}
         #: host -> objects (hex) it is draining: no new flows go there
         self.draining: dict[str, set[str]] = {}
@@ -229,6 +231,21 @@ class Registry:
         if self.watcher is not None:
             self.watcher.object_changed(key)
 
+    def set_grant_expiry(self, key: str, host: str, expires: float | None) -> None:
+        """Replica ``host`` of ``key`` serves under an owner grant until ``expires`` (Unix
+        time; None: no grant). Kept on the object's replicas row, so a restarted or new
+        leader withdraws it on time."""
+        expiry = self.grant_expiry.get(key, {})
+        if expiry.get(host) == expires:
+            return
+        if expires is not None:
+            self.grant_expiry.setdefault(key, {})[host] = expires
+        elif key in self.grant_expiry:
+            expiry.pop(host, None)
+            if not expiry:
+                del self.grant_expiry[key]
+        self._touch(ObjectReplicas.kind, key)
+
     def set_policy(self, key: str, policy: str) -> None:
         """Object ``key``'s resolution policy (docs/protocol.md §3.5); "" or ``nearest``: the
         default. Kept on its replicas row, so it goes with the object's last replica."""
@@ -248,11 +265,12 @@ class Registry:
         replicas = self.objects.get(key)
         if replicas is None or replicas.pop(host, None) is None:
             return False
-        caps = self.capacities.get(key)
-        if caps is not None:
-            caps.pop(host, None)
-            if not caps:
-                del self.capacities[key]
+        for per_host in (self.capacities, self.grant_expiry):
+            values = per_host.get(key)
+            if values is not None:
+                values.pop(host, None)
+                if not values:
+                    del per_host[key]
         if not replicas:
             del self.objects[key]
             self.policies.pop(key, None)
@@ -345,7 +363,11 @@ class Registry:
             if not replicas:
                 return None
             return ObjectReplicas(
-                key, dict(replicas), self.policies.get(key, ""), dict(self.capacities.get(key, {}))
+                key,
+                dict(replicas),
+                self.policies.get(key, ""),
+                dict(self.capacities.get(key, {})),
+                dict(self.grant_expiry.get(key, {})),
             )
         if kind == ObjectName.kind:
             name = self.object_names.get(key)
@@ -403,12 +425,16 @@ class Registry:
             policy = saved.policies.get(key)
             if policy:
                 self.policies[key] = policy
-            if saved_caps:
-                caps = {n: c for n, c in saved_caps.items() if n in kept}
-                if caps:
-                    self.capacities[key] = caps
-                if caps != saved_caps:
-                    self._touch(ObjectReplicas.kind, key)
+            for saved_per_host, per_host in (
+                (saved_caps, self.capacities),
+                (saved.grant_expiry.get(key), self.grant_expiry),
+            ):
+                if saved_per_host:
+                    values = {n: v for n, v in saved_per_host.items() if n in kept}
+                    if values:
+                        per_host[key] = values
+                    if values != saved_per_host:
+                        self._touch(ObjectReplicas.kind, key)
         self.object_names.update(saved.object_names)
         self._by_name.update((name, key) for key, name in saved.object_names.items())
         for host, objects in saved.draining.items():

@@ -15,7 +15,7 @@ import asyncio
 from ...core.controller import Controller
 from ...core.topology import Topology
 from ...errors import ConfigError, ScaffoldError
-from ...runtime.aio import ControllerRuntime
+from ...runtime.aio import ControllerRuntime, calm_collector, paused_collector
 from ...runtime.sqlite_store import SqliteStore
 from ...runtime.store import MemoryStore, Store
 from ...runtime.tls import Credentials
@@ -87,11 +87,20 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
     if args.etcd:
         await _serve_replica(args, loaded.topology, args.network or loaded.name, credentials, log, stop)
         return
+    # A controller holds an object's rows for good: collections must not walk them all again
+    # and again, neither while a million are restored nor as registrations come.
+    calm_collector()
     store: Store = MemoryStore() if args.store in ("", ":memory:") else SqliteStore(args.store)
-    saved = store.load()
-    core = Controller(
-        loaded.topology, heartbeat_interval=args.heartbeat_interval, dead_after=args.dead_after, saved=saved
-    )
+    with paused_collector():
+        saved = store.load()
+        core = Controller(
+            loaded.topology,
+            heartbeat_interval=args.heartbeat_interval,
+            dead_after=args.dead_after,
+            saved=saved,
+        )
+        restored = saved is not None
+        del saved  # the core holds what it needs of it
     runtime = ControllerRuntime(
         core, parse_address(args.listen), store, credentials=credentials, crl=args.crl
     )
@@ -103,7 +112,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         network=loaded.name,
         nodes=len(loaded.topology.nodes()),
         store=args.store if isinstance(store, SqliteStore) else "memory",
-        restored=saved is not None,
+        restored=restored,
     )
     metrics = serve_metrics(args, lambda: runtime.metric_batches(nodes=args.metrics_nodes), log)
     try:
@@ -129,6 +138,7 @@ async def _serve_replica(
         endpoints = parse_endpoints(args.etcd)
     except ScaffoldError as exc:
         raise ConfigError(str(exc)) from None
+    calm_collector()
     replica = ControllerReplica(
         args.name,
         topology,

@@ -26,6 +26,7 @@ import msgspec
 from ...core.controller import Controller, ControllerState, StateRows
 from ...core.controller.state import StateChange, decode_row
 from ...core.topology import Topology
+from ..aio.collector import paused_collector
 from ..aio.controller import ControllerRuntime
 from ..aio.links import Address
 from ..store import MemoryStore
@@ -185,8 +186,9 @@ class ControllerReplica:
         self.rows = StateRows()
         self.replicas.clear()
         self.leader = None
-        for kv in result:
-            self._apply(kv.key, kv.value)
+        with paused_collector():
+            for kv in result:
+                self._apply(kv.key, kv.value)
         self.revision = result.header.revision
 
     async def _watch(self) -> None:
@@ -273,9 +275,9 @@ class ControllerReplica:
         if self.revision < revision:
             self._log("mirror-behind", revision=self.revision, needed=revision)
             await self._load()
-        saved = self.rows.snapshot()
-        core = self._core(saved)
-        store = EtcdStore(self.etcd, self.keys, self.name, loop, StateRows(saved))
+        with paused_collector():  # a million rows become the core's tables: no collection
+            core = self._core(self.rows.snapshot())
+        store = EtcdStore(self.etcd, self.keys, self.name, loop, self.rows)
         self.leading = True
         self.terms += 1
         self.runtime.promote(core, store)
