@@ -27,6 +27,9 @@ Figures, each with how it is measured:
   --store`` does), and ``promote_s``, a standby taking the lead (its mirror's snapshot and the
   ``Controller`` built from it, as ``ControllerReplica`` does) -- each in wall-clock and CPU
   seconds, and per object. ``--restore-only`` measures only these.
+* ``new_leader_after_kill_s``: with ``--etcd``, three ``scaffold controller --etcd`` processes
+  on a real three-member cluster: the seconds from a SIGKILL of the leader to a survivor
+  answering ``status`` as the leader, ``--failovers`` times (``--failover-only``: just these).
 * ``etcd_registrations_per_s``: with ``--etcd``, a real three-member etcd cluster on loopback
   (Debian's etcd 3.4), the leader's ``EtcdStore`` committing the state changes of
   ``--etcd-objects`` registrations in group commits of ``--batch``.
@@ -43,6 +46,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -351,6 +355,102 @@ async def etcd_rate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             p.wait(timeout=10)
 
 
+def failover(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Seconds from a SIGKILL of the leading controller replica (a process of its own, on a
+    real three-member etcd cluster) to a survivor answering ``status`` as the leader,
+    ``--failovers`` times (the killed replica is started again each time)."""
+    import socket
+
+    from scaffold.core.controller.commands import Status
+    from scaffold.deploy import etcd as etcd_members
+    from scaffold.runtime import admin
+    from scaffold.runtime.aio import wait_until
+    from scaffold.runtime.tls import CredentialStore
+
+    def free() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    topo_file = work / "failover.toml"
+    topo_file.write_text(
+        'name = "failover"\n[[datacenter]]\nname = "dc1"\nhosts = ["dc1-h1"]\n'
+        '[[datacenter]]\nname = "dc2"\nhosts = ["dc2-h1"]\n[[link]]\na = "dc1"\nb = "dc2"\n'
+    )
+    members = etcd_members.plan_cluster(
+        ["127.0.0.1"] * 3, [(free(), free()) for _ in range(3)], work / "failover", "failover"
+    )
+    endpoints = ",".join(m.endpoint for m in members)
+    credentials = CredentialStore(work / "credentials")
+    operator = credentials.operator()
+    addresses = {f"ctl{k}": ("127.0.0.1", free()) for k in (1, 2, 3)}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(name: str, argv: list[str]) -> None:
+        procs[name] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start_replica(name: str) -> None:
+        host, port = addresses[name]
+        start(name, [
+            sys.executable, "-m", "scaffold", "controller", "--name", name, "--topology", str(topo_file),
+            "--listen", f"{host}:{port}", "--etcd", endpoints,
+            "--credentials", str(credentials.node(name, "controller").directory),
+        ])  # fmt: skip
+
+    async def leader(among: list[str], replicas: int) -> str | None:
+        """The leader a replica of ``among`` names, once ``replicas`` are registered."""
+        try:
+            status = await admin.call(
+                [addresses[n] for n in among], Status(), timeout=2.0, credentials=operator
+            )
+        except Exception:
+            return None
+        if len(status.get("controllers", ())) < replicas:
+            return None
+        return next((r["name"] for r in status["controllers"] if r["leader"]), None)
+
+    async def await_leader(among: list[str], other_than: str | None, replicas: int) -> str:
+        found: list[str] = []
+
+        async def led() -> bool:
+            name = await leader(among, replicas)
+            if name is not None and name != other_than:
+                found.append(name)
+            return bool(found)
+
+        await wait_until(led, 60, "a leader", interval=0.02)
+        return found[0]
+
+    async def run_all() -> list[float]:
+        took: list[float] = []
+        for _ in range(args.failovers):
+            first = await await_leader(list(addresses), None, len(addresses))  # every one up
+            procs[first].kill()
+            started = time.perf_counter()
+            procs[first].wait()
+            await await_leader([n for n in addresses if n != first], first, 0)
+            took.append(round(time.perf_counter() - started, 2))
+            start_replica(first)  # back, as a standby
+        return took
+
+    try:
+        for m in members:
+            start(m.name, etcd_members.member_command(m, members, "failover"))
+        for name in addresses:
+            start_replica(name)
+        took = asyncio.run(run_all())
+    finally:
+        for proc in procs.values():
+            proc.kill()
+        for proc in procs.values():
+            proc.wait(timeout=10)
+    return {
+        "new_leader_after_kill_s": took,
+        "new_leader_after_kill_median_s": sorted(took)[len(took) // 2],
+        "failover_load_average": os.getloadavg(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--dcs", type=int, default=1000)
@@ -363,6 +463,8 @@ def main() -> None:
     parser.add_argument("--etcd-objects", type=int, default=20_000)
     parser.add_argument("--quick", action="store_true", help="100 DCs, 10,000 hosts, 100,000 objects")
     parser.add_argument("--restore-only", action="store_true", help="only the restore figures")
+    parser.add_argument("--failovers", type=int, default=5, help="leader kills timed with --etcd")
+    parser.add_argument("--failover-only", action="store_true", help="only the leader kills (etcd)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     if args.quick:
@@ -372,13 +474,17 @@ def main() -> None:
     try:
         report: dict[str, Any] = {"bench": "control_plane"}
         started = time.perf_counter()
-        if not args.restore_only:
-            report.update(bind_cost())
-            report.update(registrations(args, rng, work))
-            report.update(propagation(args))
-        report.update(restore(args, work))
-        if args.etcd:
-            report.update(asyncio.run(etcd_rate(args, work)))
+        if args.failover_only:
+            report.update(failover(args, work))
+        else:
+            if not args.restore_only:
+                report.update(bind_cost())
+                report.update(registrations(args, rng, work))
+                report.update(propagation(args))
+            report.update(restore(args, work))
+            if args.etcd:
+                report.update(asyncio.run(etcd_rate(args, work)))
+                report.update(failover(args, work))
         report["seconds"] = round(time.perf_counter() - started, 1)
         report["load_average"] = os.getloadavg()
         report.update(environment())
