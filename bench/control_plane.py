@@ -26,10 +26,10 @@ Figures, each with how it is measured:
   (``SqliteStore.load`` and the ``Controller`` built from it, as ``scaffold controller
   --store`` does), and ``promote_s``, a standby taking the lead (its mirror's snapshot and the
   ``Controller`` built from it, as ``ControllerReplica`` does) -- each in wall-clock and CPU
-  seconds, and per object. ``--restore-only`` measures only these.
+  seconds, and per object. ``--only restore`` measures only these.
 * ``new_leader_after_kill_s``: with ``--etcd``, three ``scaffold controller --etcd`` processes
   on a real three-member cluster: the seconds from a SIGKILL of the leader to a survivor
-  answering ``status`` as the leader, ``--failovers`` times (``--failover-only``: just these).
+  answering ``status`` as the leader, ``--failovers`` times (``--only failover``: just these).
 * ``etcd_registrations_per_s``: with ``--etcd``, a real three-member etcd cluster on loopback
   (Debian's etcd 3.4), the leader's ``EtcdStore`` committing the state changes of
   ``--etcd-objects`` registrations in group commits of ``--batch``.
@@ -462,9 +462,10 @@ def main() -> None:
     parser.add_argument("--etcd", action="store_true", help="also measure against a real 3-member etcd")
     parser.add_argument("--etcd-objects", type=int, default=20_000)
     parser.add_argument("--quick", action="store_true", help="100 DCs, 10,000 hosts, 100,000 objects")
-    parser.add_argument("--restore-only", action="store_true", help="only the restore figures")
     parser.add_argument("--failovers", type=int, default=5, help="leader kills timed with --etcd")
-    parser.add_argument("--failover-only", action="store_true", help="only the leader kills (etcd)")
+    parser.add_argument(
+        "--only", choices=("restore", "failover"), help="only the restore figures, or the leader kills (etcd)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     if args.quick:
@@ -474,10 +475,10 @@ def main() -> None:
     try:
         report: dict[str, Any] = {"bench": "control_plane"}
         started = time.perf_counter()
-        if args.failover_only:
+        if args.only == "failover":
             report.update(failover(args, work))
         else:
-            if not args.restore_only:
+            if args.only is None:
                 report.update(bind_cost())
                 report.update(registrations(args, rng, work))
                 report.update(propagation(args))
