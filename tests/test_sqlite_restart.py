@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from cli_processes import free_port
 from scaffold.core.controller.commands import Allow, Disallow, Status
 from scaffold.core.ownership import owner_public_key, sign_grant
 from scaffold.ids import ObjectId
@@ -22,7 +23,7 @@ from scaffold.runtime import admin
 from scaffold.runtime.aio import run, wait_until
 from scaffold.runtime.sqlite_store import SqliteStore
 from scaffold.wire import control
-from test_daemons import TOPOLOGY, free_port
+from test_daemons import TOPOLOGY
 
 OBJECTS = 100_000
 pytestmark = pytest.mark.slow
