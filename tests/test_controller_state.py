@@ -224,7 +224,7 @@ def test_the_sqlite_log_folds_into_its_base_and_loads_the_same_rows(tmp_path: Pa
     # A registration appends to the log; once it is as large as the base it is folded in.
     # Whether a row was last written before or after a fold, a reopened store loads it.
     path = tmp_path / "controller.sqlite3"
-    store = SqliteStore(path, compact_min=4)
+    store = SqliteStore(path, compact_min=4, drop_chunk=3)  # a folded part dropped in steps
     ctl = Controller(default_topology(), open_binding=True)
     rows = StateRows()
     hello(ctl, "north-h1", "north-fs1", 0.0)
@@ -243,6 +243,8 @@ def test_the_sqlite_log_folds_into_its_base_and_loads_the_same_rows(tmp_path: Pa
         assert loaded is not None and StateRows(loaded).rows == rows.rows
     with sqlite3.connect(store.base_path) as base:
         assert base.execute("SELECT count(*) FROM rows").fetchone()[0] > 40 // 2  # folded
+    with sqlite3.connect(path) as log:
+        assert log.execute("SELECT count(*) FROM log").fetchone()[0] < 40  # and dropped
     assert StateRows(store.load()).rows == StateRows(ctl.snapshot()).rows
 
 
