@@ -29,7 +29,7 @@ import gc
 import weakref
 from collections.abc import Iterator
 
-__all__ = ["FREEZE_INTERVAL", "calm_collector", "paused_collector"]
+__all__ = ["FREEZE_INTERVAL", "calm_collector", "freeze_survivors", "paused_collector"]
 
 #: seconds between two freezes: a full collection walks at most this long's survivors
 FREEZE_INTERVAL = 1.0
@@ -53,9 +53,16 @@ def calm_collector(interval: float = FREEZE_INTERVAL) -> None:
     loop.call_later(interval, _freeze, loop, interval)
 
 
-def _freeze(loop: asyncio.AbstractEventLoop, interval: float) -> None:
-    gc.collect(1)  # the young generations: cheap, and their cycles are not frozen
+def freeze_survivors() -> None:
+    """Collect the young generations (cheap; their cycles are not kept) and freeze what
+    survived: what ``calm_collector`` does every interval (a loop without asyncio, such as a
+    benchmark's, calls it itself)."""
+    gc.collect(1)
     gc.freeze()
+
+
+def _freeze(loop: asyncio.AbstractEventLoop, interval: float) -> None:
+    freeze_survivors()
     loop.call_later(interval, _freeze, loop, interval)
 
 
