@@ -15,7 +15,7 @@ import asyncio
 from ...core.controller import Controller
 from ...core.topology import Topology
 from ...errors import ConfigError, ScaffoldError
-from ...runtime.aio import ControllerRuntime, calm_collector, paused_collector
+from ...runtime.aio import ControllerRuntime, paused_collector
 from ...runtime.sqlite_store import SqliteStore
 from ...runtime.store import MemoryStore, Store
 from ...runtime.tls import Credentials
@@ -87,11 +87,8 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
     if args.etcd:
         await _serve_replica(args, loaded.topology, args.network or loaded.name, credentials, log, stop)
         return
-    # A controller holds an object's rows for good: collections must not walk them all again
-    # and again, neither while a million are restored nor as registrations come.
-    calm_collector()
     store: Store = MemoryStore() if args.store in ("", ":memory:") else SqliteStore(args.store)
-    with paused_collector():
+    with paused_collector():  # a million restored rows: no collection walks them as they come
         saved = store.load()
         core = Controller(
             loaded.topology,
@@ -138,7 +135,6 @@ async def _serve_replica(
         endpoints = parse_endpoints(args.etcd)
     except ScaffoldError as exc:
         raise ConfigError(str(exc)) from None
-    calm_collector()
     replica = ControllerReplica(
         args.name,
         topology,
