@@ -34,7 +34,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -112,18 +112,25 @@ class SqliteStore:
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute(_LOG)
                 self._log_rows = conn.execute("SELECT count(*) FROM log").fetchone()[0]
-                self._attach_base(conn)
-                self._base_rows = conn.execute("SELECT count(*) FROM base.rows").fetchone()[0]
+                with self._base(conn):
+                    self._base_rows = conn.execute("SELECT count(*) FROM base.rows").fetchone()[0]
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
         return self._conn
 
-    def _attach_base(self, conn: sqlite3.Connection) -> None:
-        """Attach the base file as ``base`` (made empty if there is none yet)."""
+    @contextlib.contextmanager
+    def _base(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """The base file attached as ``base`` (made empty if there is none yet) in this block
+        only: a commit's transaction never holds a lock on it (a fold reads it meanwhile, and
+        renames another file over it)."""
         conn.execute("ATTACH DATABASE ? AS base", (str(self.base_path),))
-        conn.execute(_ROWS.replace("EXISTS rows", "EXISTS base.rows"))
+        try:
+            conn.execute(_ROWS.replace("EXISTS rows", "EXISTS base.rows"))
+            yield
+        finally:
+            conn.execute("DETACH DATABASE base")
 
     def load(self) -> ControllerState | None:
         """Every committed row as one state; None if nothing was ever committed.
@@ -136,16 +143,17 @@ class SqliteStore:
             try:
                 conn = self._connection()
                 # One read transaction: the base and the log as of one moment.
-                conn.execute("BEGIN")
-                try:
-                    latest: dict[tuple[str, str], bytes | None] = {
-                        (kind, key): blob
-                        for kind, key, blob in conn.execute("SELECT kind, key, record FROM base.rows")
-                    }
-                    for kind, key, blob in conn.execute("SELECT kind, key, record FROM log ORDER BY seq"):
-                        latest[(kind, key)] = blob
-                finally:
-                    conn.execute("COMMIT")
+                with self._base(conn):
+                    conn.execute("BEGIN")
+                    try:
+                        latest: dict[tuple[str, str], bytes | None] = {
+                            (kind, key): blob
+                            for kind, key, blob in conn.execute("SELECT kind, key, record FROM base.rows")
+                        }
+                        for kind, key, blob in conn.execute("SELECT kind, key, record FROM log ORDER BY seq"):
+                            latest[(kind, key)] = blob
+                    finally:
+                        conn.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 raise ConfigError(f"{self.path}: not a controller store: {exc}") from None
         records: list[StateRecord] = []
@@ -175,12 +183,9 @@ class SqliteStore:
             try:
                 conn = self._connection()
                 folded = self._folded
-                if folded is not None:
-                    # The base file was replaced: see the new one; its part of the log goes.
+                if folded is not None:  # the base file was replaced: its part of the log goes
                     self._folded = None
                     self._drop_upto, self._base_rows = folded[0], folded[2]
-                    conn.execute("DETACH DATABASE base")
-                    self._attach_base(conn)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     dropped, upto = 0, 0
