@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 from collections.abc import Callable
 from typing import Any
@@ -240,6 +241,8 @@ class ControllerReplica:
             info = self.replicas.get(leader or "")
             if self.leading or info is None or not lease or leader == self.name:
                 continue
+            if _unspecified(info.address[0]):
+                continue  # 0.0.0.0 names no machine: a refusal here would say nothing of it
             try:
                 async with asyncio.timeout(5 * PROBE_INTERVAL):
                     _, writer = await asyncio.open_connection(*info.address)
@@ -356,3 +359,10 @@ class ControllerReplica:
             ],
             "etcd": [f"{host}:{port}" for host, port in self.etcd.endpoints],
         }
+
+
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False  # a host name
