@@ -484,7 +484,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 DCs, 10,000 hosts, 100,000 objects")
     parser.add_argument("--failovers", type=int, default=5, help="leader kills timed with --etcd")
     parser.add_argument(
-        "--only", choices=("restore", "failover"), help="only the restore figures, or the leader kills (etcd)"
+        "--only",
+        choices=("registrations", "restore", "failover"),
+        help="only the registration figures, the restore figures, or the leader kills (etcd)",
     )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -497,6 +499,8 @@ def main() -> None:
         started = time.perf_counter()
         if args.only == "failover":
             report.update(failover(args, work))
+        elif args.only == "registrations":
+            report.update(registrations(args, rng, work))
         else:
             if args.only is None:
                 report.update(bind_cost())
