@@ -160,6 +160,7 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
                 cpu_rates[str(n)] = round((n - window_n) / (time.process_time() - window_cpu))
                 mean_rates[f"{span_n}-{n}"] = round((n - span_n) / (now - span_start))
                 span_start, span_n = now, n
+    gc.unfreeze()  # the figures below as without the freezes (their cyclic garbage collected)
     gc.collect()
     object_bytes = rss() - after_hosts
     # One object switch's full sync, through the wire, into a fresh switch.
