@@ -12,7 +12,10 @@ Figures, each with how it is measured:
   (10k, 100k, 1M). Flat rates mean a registration costs the same at any size.
   ``registrations_per_cpu_s``: the same windows per CPU-second of this process (what other
   work on the machine does not change); ``registrations_per_s_mean``: the wall-clock rate
-  over each whole span between checkpoints, the store's folds included (``SqliteStore``).
+  over each whole span between checkpoints, the store's folds included (``SqliteStore``);
+  ``registrations_per_s_min``: the slowest of the ``--window`` windows over the whole run.
+  The survivors are frozen every second, as the controller daemon's ``calm_collector`` does
+  (without it, full collections walking every object took a third of the run).
 * ``controller_bytes_per_object`` / ``_per_host``: growth of the process's resident memory
   while the objects / hosts were added, divided by their number.
 * ``object_switch_bytes_per_object``: one object switch's full sync (in parts, encoded and
@@ -21,6 +24,15 @@ Figures, each with how it is measured:
   random backbone delays, the virtual time from a host's ``Bind`` to every object switch
   resolving the object, next to the controller's coalescing window and the control delay.
 * ``host_death_delta``: the deltas one host's death causes: records, switches, bytes.
+* ``restore``: at 100k and 1M objects (one replica each, on a random host of the same
+  topology), how long a controller takes to start from them: ``sqlite_s``, a restart
+  (``SqliteStore.load`` and the ``Controller`` built from it, as ``scaffold controller
+  --store`` does), and ``promote_s``, a standby taking the lead (its mirror's snapshot and the
+  ``Controller`` built from it, as ``ControllerReplica`` does) -- each in wall-clock and CPU
+  seconds, and per object. ``--only restore`` measures only these.
+* ``new_leader_after_kill_s``: with ``--etcd``, three ``scaffold controller --etcd`` processes
+  on a real three-member cluster: the seconds from a SIGKILL of the leader to a survivor
+  answering ``status`` as the leader, ``--failovers`` times (``--only failover``: just these).
 * ``etcd_registrations_per_s``: with ``--etcd``, a real three-member etcd cluster on loopback
   (Debian's etcd 3.4), the leader's ``EtcdStore`` committing the state changes of
   ``--etcd-objects`` registrations in group commits of ``--batch``.
@@ -37,17 +49,22 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from _common import emit, environment
-from scaffold.core.controller import Controller
+from scaffold.core.controller import Controller, ControllerState, StateChange, StateRows
+from scaffold.core.controller.state import HostState
 from scaffold.core.controller.tables import COALESCE
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.topology import DatacenterSpec, HostSpec, LinkSpec, Topology, make_topology
 from scaffold.ids import ObjectId
+from scaffold.runtime.aio import paused_collector
+from scaffold.runtime.aio.collector import FREEZE_INTERVAL, freeze_survivors
 from scaffold.runtime.sqlite_store import SqliteStore
 from scaffold.wire import control
 
@@ -115,7 +132,14 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
     window_cpu = time.process_time()
     window_n = span_n = 0
     delta_bytes = 0
+    frozen_at = time.perf_counter()
+    #: every --window registrations of the run: (wall, CPU) rate -- the slowest is reported
+    every: list[tuple[float, float]] = []
+    every_start, every_cpu, every_n = time.perf_counter(), time.process_time(), 0
     while n < args.objects:
+        if time.perf_counter() - frozen_at >= FREEZE_INTERVAL:
+            freeze_survivors()  # as the controller daemon's calm_collector does
+            frozen_at = time.perf_counter()
         for _ in range(args.batch):
             key = ObjectId.from_name(f"bench-{n}").raw.hex()
             ctl.receive_message(rng.choice(hosts), control.Bind(obj=key, weight=1), 0.0)
@@ -123,6 +147,10 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
         ctl.flush_tables()
         delta_bytes += sum(len(control.encode(m)) for _, m in ctl.messages_to_send())
         store.commit(ctl.state_changes())
+        if n - every_n >= args.window:
+            now, cpu = time.perf_counter(), time.process_time()
+            every.append(((n - every_n) / (now - every_start), (n - every_n) / (cpu - every_cpu)))
+            every_start, every_cpu, every_n = now, cpu, n
         if n in checkpoints or any(c - args.window == n for c in checkpoints):
             if any(c - args.window == n for c in checkpoints):
                 window_start, window_cpu, window_n = time.perf_counter(), time.process_time(), n
@@ -132,6 +160,7 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
                 cpu_rates[str(n)] = round((n - window_n) / (time.process_time() - window_cpu))
                 mean_rates[f"{span_n}-{n}"] = round((n - span_n) / (now - span_start))
                 span_start, span_n = now, n
+    gc.unfreeze()  # the figures below as without the freezes (their cyclic garbage collected)
     gc.collect()
     object_bytes = rss() - after_hosts
     # One object switch's full sync, through the wire, into a fresh switch.
@@ -158,6 +187,11 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
         "registrations_per_s": rates,
         "registrations_per_cpu_s": cpu_rates,
         "registrations_per_s_mean": mean_rates,
+        "registrations_per_s_min": {
+            "wall": round(min(w for w, _ in every)),
+            "cpu": round(min(c for _, c in every)),
+            "windows": len(every),
+        },
         "controller_bytes_per_object": round(object_bytes / args.objects),
         "controller_bytes_per_host": round(host_bytes / len(hosts)),
         "object_switch_bytes_per_object": round(switch_bytes / args.objects, 1),
@@ -175,6 +209,48 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
             "bytes_largest": max(sizes) if sizes else 0,
         },
     }
+
+
+def restore(args: argparse.Namespace, store_dir: Path) -> dict[str, Any]:
+    """How long a controller takes to start from 100k and 1M saved objects: restarted from
+    SQLite, and promoted from a standby's mirror of the rows (etcd)."""
+    rng = random.Random(args.seed)
+    topo = topology(args.dcs, args.hosts, rng)
+    hosts = topo.hosts()
+    host_rows = [HostState(h.name, k + 1, topo.dc_of(h.gateway), h.gateway) for k, h in enumerate(hosts)]
+    out: dict[str, Any] = {}
+    for count in (c for c in (100_000, 1_000_000) if c <= args.objects):
+        objects = {
+            ObjectId.from_name(f"bench-{n}").raw.hex(): {rng.choice(hosts).name: 1} for n in range(count)
+        }
+        state = ControllerState(len(hosts) + 1, host_rows, objects, {}, {})
+        path = store_dir / f"restore-{count}.sqlite3"
+        store = SqliteStore(path)
+        store.commit([StateChange(r.kind, r.key, r) for r in state.records()])
+        store.close()
+        mirror = StateRows(state)
+        del state, objects
+        sqlite = _start_timed(topo, SqliteStore(path).load, count)
+        promote = _start_timed(topo, mirror.snapshot, count)
+        del mirror
+        out[str(count)] = {f"sqlite_{k}": v for k, v in sqlite.items()} | {
+            f"promote_{k}": v for k, v in promote.items()
+        }
+    return {"restore": out}
+
+
+def _start_timed(topo: Topology, load: Callable[[], ControllerState | None], count: int) -> dict[str, float]:
+    """Wall-clock and CPU seconds of ``load()`` and a ``Controller`` built from it, under the
+    collector pause the controller's runtimes start a core under."""
+    gc.collect()
+    wall, cpu = time.perf_counter(), time.process_time()
+    with paused_collector():
+        ctl = Controller(topo, saved=load())
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert len(ctl.objects) == count
+    del ctl
+    gc.unfreeze()  # what the pause froze is garbage now
+    return {"s": round(wall, 2), "cpu_s": round(cpu, 2), "us_per_object": round(wall / count * 1e6, 1)}
 
 
 def bind_cost() -> dict[str, Any]:
@@ -300,6 +376,102 @@ async def etcd_rate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             p.wait(timeout=10)
 
 
+def failover(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Seconds from a SIGKILL of the leading controller replica (a process of its own, on a
+    real three-member etcd cluster) to a survivor answering ``status`` as the leader,
+    ``--failovers`` times (the killed replica is started again each time)."""
+    import socket
+
+    from scaffold.core.controller.commands import Status
+    from scaffold.deploy import etcd as etcd_members
+    from scaffold.runtime import admin
+    from scaffold.runtime.aio import wait_until
+    from scaffold.runtime.tls import CredentialStore
+
+    def free() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    topo_file = work / "failover.toml"
+    topo_file.write_text(
+        'name = "failover"\n[[datacenter]]\nname = "dc1"\nhosts = ["dc1-h1"]\n'
+        '[[datacenter]]\nname = "dc2"\nhosts = ["dc2-h1"]\n[[link]]\na = "dc1"\nb = "dc2"\n'
+    )
+    members = etcd_members.plan_cluster(
+        ["127.0.0.1"] * 3, [(free(), free()) for _ in range(3)], work / "failover", "failover"
+    )
+    endpoints = ",".join(m.endpoint for m in members)
+    credentials = CredentialStore(work / "credentials")
+    operator = credentials.operator()
+    addresses = {f"ctl{k}": ("127.0.0.1", free()) for k in (1, 2, 3)}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(name: str, argv: list[str]) -> None:
+        procs[name] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start_replica(name: str) -> None:
+        host, port = addresses[name]
+        start(name, [
+            sys.executable, "-m", "scaffold", "controller", "--name", name, "--topology", str(topo_file),
+            "--listen", f"{host}:{port}", "--etcd", endpoints,
+            "--credentials", str(credentials.node(name, "controller").directory),
+        ])  # fmt: skip
+
+    async def leader(among: list[str], replicas: int) -> str | None:
+        """The leader a replica of ``among`` names, once ``replicas`` are registered."""
+        try:
+            status = await admin.call(
+                [addresses[n] for n in among], Status(), timeout=2.0, credentials=operator
+            )
+        except Exception:
+            return None
+        if len(status.get("controllers", ())) < replicas:
+            return None
+        return next((r["name"] for r in status["controllers"] if r["leader"]), None)
+
+    async def await_leader(among: list[str], other_than: str | None, replicas: int) -> str:
+        found: list[str] = []
+
+        async def led() -> bool:
+            name = await leader(among, replicas)
+            if name is not None and name != other_than:
+                found.append(name)
+            return bool(found)
+
+        await wait_until(led, 60, "a leader", interval=0.02)
+        return found[0]
+
+    async def run_all() -> list[float]:
+        took: list[float] = []
+        for _ in range(args.failovers):
+            first = await await_leader(list(addresses), None, len(addresses))  # every one up
+            procs[first].kill()
+            started = time.perf_counter()
+            procs[first].wait()
+            await await_leader([n for n in addresses if n != first], first, 0)
+            took.append(round(time.perf_counter() - started, 2))
+            start_replica(first)  # back, as a standby
+        return took
+
+    try:
+        for m in members:
+            start(m.name, etcd_members.member_command(m, members, "failover"))
+        for name in addresses:
+            start_replica(name)
+        took = asyncio.run(run_all())
+    finally:
+        for proc in procs.values():
+            proc.kill()
+        for proc in procs.values():
+            proc.wait(timeout=10)
+    return {
+        "new_leader_after_kill_s": took,
+        "new_leader_after_kill_median_s": sorted(took)[len(took) // 2],
+        "failover_load_average": os.getloadavg(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--dcs", type=int, default=1000)
@@ -311,6 +483,12 @@ def main() -> None:
     parser.add_argument("--etcd", action="store_true", help="also measure against a real 3-member etcd")
     parser.add_argument("--etcd-objects", type=int, default=20_000)
     parser.add_argument("--quick", action="store_true", help="100 DCs, 10,000 hosts, 100,000 objects")
+    parser.add_argument("--failovers", type=int, default=5, help="leader kills timed with --etcd")
+    parser.add_argument(
+        "--only",
+        choices=("registrations", "restore", "failover"),
+        help="only the registration figures, the restore figures, or the leader kills (etcd)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     if args.quick:
@@ -320,11 +498,19 @@ def main() -> None:
     try:
         report: dict[str, Any] = {"bench": "control_plane"}
         started = time.perf_counter()
-        report.update(bind_cost())
-        report.update(registrations(args, rng, work))
-        report.update(propagation(args))
-        if args.etcd:
-            report.update(asyncio.run(etcd_rate(args, work)))
+        if args.only == "failover":
+            report.update(failover(args, work))
+        elif args.only == "registrations":
+            report.update(registrations(args, rng, work))
+        else:
+            if args.only is None:
+                report.update(bind_cost())
+                report.update(registrations(args, rng, work))
+                report.update(propagation(args))
+            report.update(restore(args, work))
+            if args.etcd:
+                report.update(asyncio.run(etcd_rate(args, work)))
+                report.update(failover(args, work))
         report["seconds"] = round(time.perf_counter() - started, 1)
         report["load_average"] = os.getloadavg()
         report.update(environment())

@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from scaffold.core.controller import Controller, ControllerState, HostState, StateChange, StateRows
 from scaffold.core.controller.commands import (
@@ -21,6 +22,7 @@ from scaffold.core.controller.commands import (
     MoveHost,
     SetWeight,
 )
+from scaffold.core.ownership import owner_public_key, sign_grant
 from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
 from scaffold.runtime.aio import ControllerRuntime, run, wait_until
@@ -222,7 +224,7 @@ def test_the_sqlite_log_folds_into_its_base_and_loads_the_same_rows(tmp_path: Pa
     # A registration appends to the log; once it is as large as the base it is folded in.
     # Whether a row was last written before or after a fold, a reopened store loads it.
     path = tmp_path / "controller.sqlite3"
-    store = SqliteStore(path, compact_min=4)
+    store = SqliteStore(path, compact_min=4, drop_chunk=3)  # a folded part dropped in steps
     ctl = Controller(default_topology(), open_binding=True)
     rows = StateRows()
     hello(ctl, "north-h1", "north-fs1", 0.0)
@@ -241,6 +243,8 @@ def test_the_sqlite_log_folds_into_its_base_and_loads_the_same_rows(tmp_path: Pa
         assert loaded is not None and StateRows(loaded).rows == rows.rows
     with sqlite3.connect(store.base_path) as base:
         assert base.execute("SELECT count(*) FROM rows").fetchone()[0] > 40 // 2  # folded
+    with sqlite3.connect(path) as log:
+        assert log.execute("SELECT count(*) FROM log").fetchone()[0] < 40  # and dropped
     assert StateRows(store.load()).rows == StateRows(ctl.snapshot()).rows
 
 
@@ -260,3 +264,32 @@ def test_a_restored_controller_takes_only_hosts_that_registered_as_alive() -> No
     assert fresh.hosts["east-h1"].alive
     assert not fresh.hosts["north-h1"].alive  # in the topology, never registered
     assert fresh.hosts["north-h1"].host_id == ctl.hosts["north-h1"].host_id
+
+
+def test_a_grant_expiry_is_durable_and_a_core_built_from_the_rows_withdraws_on_time() -> None:
+    """An owned replica's grant expiry is on its replicas row: the core a restart or a new
+    leader builds from the committed rows (§6.8) withdraws the replica when the grant expires,
+    though its host never binds again (§6.7)."""
+    topo = default_topology()
+    ctl = Controller(topo)
+    ctl.wall_offset = 1000.0  # Unix time is the runtime's clock plus this
+    rows = StateRows()
+    commit(ctl, rows)
+    owner = ed25519.Ed25519PrivateKey.generate()
+    key = ObjectId.from_owner(owner_public_key(owner), "owned").raw.hex()
+    hello(ctl, "east-h1", "east-fs1", 0.0)
+    grant = sign_grant(owner, expires=1010.0, host="east-h1")
+    ctl.receive_message("east-h1", control.Bind(obj=key, grant=grant), 1.0)
+    commit(ctl, rows)
+    assert_committed_is_everything(ctl, rows)
+    assert rows.rows[("replicas", key)].expires == {"east-h1": 1010.0}  # type: ignore[union-attr]
+
+    new = Controller(topo, saved=rows.snapshot())
+    new.wall_offset = 1000.0
+    for now in (2.0, 9.9):  # checked every heartbeat interval: not expired yet
+        new.handle_timer(now)
+    assert "east-h1" in new.objects[key]
+    new.handle_timer(10.5)
+    assert key not in new.objects and new.drops["grant-expired"] == 1
+    commit(new, rows)
+    assert ("replicas", key) not in rows.rows

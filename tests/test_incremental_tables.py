@@ -193,3 +193,50 @@ def test_grouped_table_rule_follows_the_most_common_entry() -> None:
     for key in keys:
         table.set(key, None, registered=False)
     assert not table.rules and not table.exact
+
+
+def test_a_restored_controller_starts_with_the_tables_built_one_change_at_a_time() -> None:
+    """A starting controller loads every object at once (``Tables._load_objects``,
+    ``GroupedTable.load``: each object computed once) and ends where the incremental tables
+    are: owner groups under their rule, a member off the rule, drains, a policy."""
+    ctl, switches = network()
+    hosts = ctl.topology.hosts()
+    for h in hosts:
+        register(ctl, h.name, h.gateway)
+        ctl.receive_message(h.name, control.Heartbeat(node=h.name, seq=1), 0.0)
+    grouped = [ObjectId.from_owner(b"\x01" * 32, f"g{i}").raw.hex() for i in range(4)]
+    plain = [ObjectId.from_name(f"p{i}").raw.hex() for i in range(20)]
+    for key in grouped[:3]:
+        ctl.receive_message(hosts[0].name, control.Bind(obj=key), 0.0)
+    ctl.receive_message(hosts[-1].name, control.Bind(obj=grouped[3]), 0.0)  # off the rule
+    for i, key in enumerate(plain):
+        ctl.receive_message(hosts[i % len(hosts)].name, control.Bind(obj=key, weight=1 + i % 3), 0.0)
+        if i % 2:
+            ctl.receive_message(hosts[(i + 3) % len(hosts)].name, control.Bind(obj=key), 0.0)
+    ctl.receive_message(hosts[0].name, control.Bind(obj=plain[0], policy="weighted"), 0.0)
+    ctl.command(Drain(hosts[1].name, plain[1]), 0.0)
+    deliver(ctl, switches)
+    assert ctl.tables.wide.rules  # the owner's rule is there to restore
+
+    restored, fresh = network_restored(ctl)
+    for name in switches:
+        assert restored.tables.desired(name) == ctl.tables.desired(name), name
+        assert fresh[name].snapshot() == switches[name].snapshot(), name
+    assert restored.tables._object_dcs == ctl.tables._object_dcs
+    assert restored.tables.policies == ctl.tables.policies
+
+
+def network_restored(ctl: Controller) -> tuple[Controller, Switches]:
+    """A controller started from ``ctl``'s rows, and new switches connected to it."""
+    restored = Controller(ctl.topology, saved=ctl.snapshot(), open_binding=True)
+    switches: Switches = {}
+    for dc in ctl.topology.datacenters:
+        for fs in dc.flow_switches:
+            switches[fs] = FlowSwitch(fs, dc.name)
+        switches[dc.object_switch] = ObjectSwitch(dc.object_switch, dc.name)
+    for sw in switches.values():
+        sw.hello(("127.0.0.1", 1000 + len(sw.name)))
+        for message in sw.control_to_send():
+            restored.receive_message(sw.name, message, 0.0)
+    deliver(restored, switches)
+    return restored, switches

@@ -1,6 +1,7 @@
 """A controller daemon keeping 100,000 registrations in SQLite is SIGKILLed and restarted from
 its store: Host IDs and registrations are intact, and a new host gets a Host ID never handed
-out before (docs/protocol.md §6.4). So are the operator's allow and disallow rules (§6.7)."""
+out before (docs/protocol.md §6.4). So are the operator's allow and disallow rules and the
+expiries of owner grants (§6.7)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from cli_processes import free_port
 from scaffold.core.controller.commands import Allow, Disallow, Status
+from scaffold.core.ownership import owner_public_key, sign_grant
 from scaffold.ids import ObjectId
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run, wait_until
@@ -44,12 +48,19 @@ run(main())
 """
 
 
-async def register(address: tuple[str, int], name: str, gateway: str, binds: list[str]) -> int:
-    """Register host ``name`` and its ``binds`` over a control connection; its Host ID. The
-    Welcome of a later host proves the rows before it committed (commit, then send)."""
+async def register(
+    address: tuple[str, int],
+    name: str,
+    gateway: str,
+    binds: list[str],
+    grants: dict[str, bytes] | None = None,
+) -> int:
+    """Register host ``name`` and its ``binds`` (with their owner ``grants``) over a control
+    connection; its Host ID. The Welcome of a later host proves the rows before it committed
+    (commit, then send)."""
     reader, writer = await asyncio.open_connection(*address)
     frames = [control.frame(control.Hello(node=name, role="host", gateway=gateway))]
-    frames += [control.frame(control.Bind(obj=key)) for key in binds]
+    frames += [control.frame(control.Bind(obj=key, grant=(grants or {}).get(key, b""))) for key in binds]
     frames.append(control.frame(control.Heartbeat(node=name, seq=1)))
     writer.write(b"".join(frames))
     decoder = control.FrameDecoder()
@@ -141,6 +152,48 @@ def test_the_operators_allow_and_disallow_survive_a_killed_controller(tmp_path: 
             "obj:" + extra: ["dc1-h1"]
         }
         assert status["drops"]["bind-not-allowed"] == 1
+    finally:
+        kill(proc)
+
+
+def test_owner_grant_expiries_survive_a_killed_controller(tmp_path: Path) -> None:
+    """A replica bound with an owner grant is withdrawn when the grant expires, by the
+    restarted controller, though its host never registers again; one whose grant runs on
+    stays (docs/protocol.md §6.7)."""
+    daemon = Daemon(tmp_path)
+    owner = ed25519.Ed25519PrivateKey.generate()
+    short = ObjectId.from_owner(owner_public_key(owner), "short").raw.hex()
+    lasting = ObjectId.from_owner(owner_public_key(owner), "lasting").raw.hex()
+    # Long enough for the Bind to reach the controller before it expires on a loaded machine.
+    expires = time.time() + 8
+    grants = {
+        short: sign_grant(owner, expires=expires, host="dc1-h1"),
+        lasting: sign_grant(owner, expires=time.time() + 3600, host="dc1-h1"),
+    }
+    proc = daemon.start()
+    try:
+        run(register(daemon.address, "dc1-h1", "dc1-fs1", [short, lasting], grants))
+
+        async def both_bound() -> bool:
+            status = await admin.call(daemon.address, Status(), credentials=None)
+            return bool(status["object_count"] == 2)
+
+        run(wait_until(both_bound, 30, "both owned objects to be bound", interval=0.05))
+        run(register(daemon.address, "marker", "dc2-fs1", []))  # the Binds are committed
+        kill(proc)
+        saved = SqliteStore(daemon.store).load()
+        assert saved is not None and saved.grant_expiry[short] == {"dc1-h1": expires}
+        proc = daemon.start()  # from its SQLite file; dc1-h1 does not come back
+
+        async def withdrawn() -> bool:
+            status = await admin.call(daemon.address, Status(), credentials=None)
+            return short not in {o["object"].removeprefix("obj:") for o in status["objects"]}
+
+        run(wait_until(withdrawn, 60, "the expired replica to be withdrawn", interval=0.1))
+        assert time.time() >= expires  # never before its grant expired
+        status = run(admin.call(daemon.address, Status(), credentials=None))
+        assert status["drops"]["grant-expired"] == 1
+        assert {o["object"].removeprefix("obj:") for o in status["objects"]} == {lasting}
     finally:
         kill(proc)
 

@@ -97,6 +97,9 @@ class Controller:
         self.tables = Tables(self.registry, self._out, heartbeat_interval * dead_after)
         self.registry.watcher = self.tables
         self.churn = Churn(self.registry, self.tables, self._out, self.events)
+        #: (Unix time, object hex, host) of every grant expiry, soonest first: a check pops
+        #: what expired, never walks them all (an entry no longer in the registry is skipped)
+        self._expiries = self._expiry_heap()
         self.policy = BindPolicy(open=open_binding)
         for obj in topology.objects:
             key = ObjectId.from_name(obj.name).raw.hex()
@@ -111,8 +114,6 @@ class Controller:
                     self.policy.disallow(key, where)
             except UsageError:
                 self.drops["restore-bad-allow-rule"] += 1
-        #: (object hex, host) -> Unix time its grant expires (owned objects, §6.7)
-        self.grant_expiry: dict[tuple[str, str], float] = {}
 
     # -- the registry's state, read through ---------------------------------------------------
 
@@ -481,7 +482,10 @@ class Controller:
                 )
             except GrantRefused as exc:
                 return exc.reason
-            self.grant_expiry[(bind.obj, record.name)] = grant.expires
+            self.registry.set_grant_expiry(bind.obj, record.name, grant.expires)
+            heapq.heappush(self._expiries, (grant.expires, bind.obj, record.name))
+            if len(self._expiries) > 2 * len(self.registry.grant_expiry) + 1024:
+                self._expiries = self._expiry_heap()  # renewals left stale entries: bounded
             return None
         if record.name in self.registry.objects.get(bind.obj, ()):
             # Already one of its replicas (a re-registration, say with a new leader or a
@@ -509,15 +513,25 @@ class Controller:
         self.registry.set_allow_rule(key, where, allowed)
         return was
 
+    def _expiry_heap(self) -> list[tuple[float, str, str]]:
+        heap = [
+            (expires, key, host)
+            for key, hosts in self.registry.grant_expiry.items()
+            for host, expires in hosts.items()
+        ]
+        heapq.heapify(heap)
+        return heap
+
     def _expire_grants(self, now: float) -> None:
         """Withdraw replicas whose grant expired (and forget grants of replicas gone)."""
         wall = now + self.wall_offset
-        for (key, host), expires in list(self.grant_expiry.items()):
-            if host not in self.registry.objects.get(key, {}):
-                del self.grant_expiry[(key, host)]
-            elif wall >= expires:
-                del self.grant_expiry[(key, host)]
-                self.registry.remove_replica(key, host)
+        reg = self.registry
+        while self._expiries and self._expiries[0][0] <= wall:
+            expires, key, host = heapq.heappop(self._expiries)
+            if reg.grant_expiry.get(key, {}).get(host) != expires:
+                continue  # renewed by a later grant, or the replica left
+            reg.set_grant_expiry(key, host, None)
+            if reg.remove_replica(key, host):
                 self.drops["grant-expired"] += 1
                 self.events.append(ControllerEvent(now, "grant-expired", host, key[:12]))
 

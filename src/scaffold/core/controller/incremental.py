@@ -20,6 +20,7 @@ group, and moves only when another entry is held by strictly more members.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ...wire.control import Replicas
@@ -96,6 +97,22 @@ class GroupedTable:
             group = self._groups[prefix] = _Group({first}, Counter({self._values.pop(first): 1}))
             del self._single[prefix]
         self._set_in_group(prefix, group, key, value, registered)
+
+    def load(self, entries: Iterable[tuple[str, Replicas | None]]) -> None:
+        """Fill this empty table with registered objects' entries, as ``set`` would but
+        leaving nothing pending: for a table no switch holds yet (each gets it whole). An
+        object alone under its owner prefix -- nearly all of them -- costs two dict stores."""
+        single, values, exact, groups = self._single, self._values, self.exact, self._groups
+        for key, value in entries:
+            prefix = int(key[:_PREFIX_HEX], 16)
+            if prefix in single or prefix in groups:
+                self.set(key, value)  # another object of this owner: a group, with its rule
+                continue
+            single[prefix] = key
+            values[key] = value
+            if value:
+                exact[key] = value
+        self.pending = Pending()
 
     def _set_alone(self, prefix: int, key: str, value: Replicas | None, registered: bool) -> None:
         if not registered:

@@ -10,6 +10,7 @@ whole state. ``restore`` takes a saved ``ControllerState`` back in.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import Protocol
 
 from ...errors import UsageError
@@ -61,6 +62,8 @@ class Registry:
         self.policies: dict[str, str] = {}
         #: Object ID hex -> {host name: new flows per second it takes} (§3.5)
         self.capacities: dict[str, dict[str, float]] = {}
+        #: Object ID hex -> {host name: Unix time its owner's grant expires} (§6.7)
+        self.grant_expiry: dict[str, dict[str, float]] = {}
         self.object_names: dict[str, str] = {}
         #: host -> objects (hex) it is draining: no new flows go there
         self.draining: dict[str, set[str]] = {}
@@ -79,17 +82,16 @@ class Registry:
         self.restored = False
         #: durable rows touched since the last ``state_changes()``, in order
         self._dirty: dict[tuple[str, str], None] = {}
+        # The first changes are what differs from the saved state: every row for a new
+        # controller; for a restored one, what the topology added and what it could not take
+        # back (unknown gateways, links, replicas of skipped hosts: deleted), marked as they
+        # are found -- nothing else, and no walk comparing every row.
         if saved is not None:
             self._restore(saved, drops)
         for spec in topology.hosts():
             self.host_record(spec.name, spec.gateway)
-        # The first changes are what differs from the saved state: every row for a new
-        # controller; for a restored one, what the topology added and what it could not take
-        # back (unknown gateways, links, replicas of skipped hosts: deleted). Nothing else.
-        was = {} if saved is None else {(r.kind, r.key): r for r in saved.records()}
-        now = {(r.kind, r.key): r for r in self.snapshot().records()}
-        changed = [k for k, r in now.items() if was.get(k) != r] + [k for k in was if k not in now]
-        self._dirty = dict.fromkeys(changed)
+        if saved is None:
+            self._dirty = dict.fromkeys(self._row_keys())
 
     # -- hosts -------------------------------------------------------------------------------
 
@@ -229,6 +231,21 @@ class Registry:
         if self.watcher is not None:
             self.watcher.object_changed(key)
 
+    def set_grant_expiry(self, key: str, host: str, expires: float | None) -> None:
+        """Replica ``host`` of ``key`` serves under an owner grant until ``expires`` (Unix
+        time; None: no grant). Kept on the object's replicas row, so a restarted or new
+        leader withdraws it on time."""
+        expiry = self.grant_expiry.get(key, {})
+        if expiry.get(host) == expires:
+            return
+        if expires is not None:
+            self.grant_expiry.setdefault(key, {})[host] = expires
+        elif key in self.grant_expiry:
+            expiry.pop(host, None)
+            if not expiry:
+                del self.grant_expiry[key]
+        self._touch(ObjectReplicas.kind, key)
+
     def set_policy(self, key: str, policy: str) -> None:
         """Object ``key``'s resolution policy (docs/protocol.md §3.5); "" or ``nearest``: the
         default. Kept on its replicas row, so it goes with the object's last replica."""
@@ -248,11 +265,12 @@ class Registry:
         replicas = self.objects.get(key)
         if replicas is None or replicas.pop(host, None) is None:
             return False
-        caps = self.capacities.get(key)
-        if caps is not None:
-            caps.pop(host, None)
-            if not caps:
-                del self.capacities[key]
+        for per_host in (self.capacities, self.grant_expiry):
+            values = per_host.get(key)
+            if values is not None:
+                values.pop(host, None)
+                if not values:
+                    del per_host[key]
         if not replicas:
             del self.objects[key]
             self.policies.pop(key, None)
@@ -318,20 +336,18 @@ class Registry:
 
     def snapshot(self) -> ControllerState:
         """Every durable row now."""
-        rows: list[StateRecord] = [HostIdCounter(self.next_host_id)]
-        keys = (
-            [(HostState.kind, name) for name in self.hosts]
-            + [(ObjectReplicas.kind, key) for key in self.objects]
-            + [(ObjectName.kind, key) for key in self.object_names]
-            + [(BackboneLink.kind, "|".join(sorted(link))) for link in self.links_up]
-            + [(DrainingObjects.kind, host) for host in self.draining]
-            + [(AllowRule.kind, f"{key}|{where}") for key, where in self.allow_rules]
-        )
-        for kind, key in keys:
-            row = self._row(kind, key)
-            if row is not None:
-                rows.append(row)
-        return ControllerState.of(rows)
+        rows = [self._row(kind, key) for kind, key in self._row_keys()]
+        return ControllerState.of(row for row in rows if row is not None)
+
+    def _row_keys(self) -> Iterator[tuple[str, str]]:
+        """The (kind, key) of every durable row the registry holds."""
+        yield (HostIdCounter.kind, "")
+        yield from ((HostState.kind, name) for name in self.hosts)
+        yield from ((ObjectReplicas.kind, key) for key in self.objects)
+        yield from ((ObjectName.kind, key) for key in self.object_names)
+        yield from ((BackboneLink.kind, "|".join(sorted(link))) for link in self.links_up)
+        yield from ((DrainingObjects.kind, host) for host in self.draining)
+        yield from ((AllowRule.kind, f"{key}|{where}") for key, where in self.allow_rules)
 
     def _row(self, kind: str, key: str) -> StateRecord | None:
         """Row ``key`` of table ``kind`` as the registry holds it now (None: no such row)."""
@@ -347,7 +363,11 @@ class Registry:
             if not replicas:
                 return None
             return ObjectReplicas(
-                key, dict(replicas), self.policies.get(key, ""), dict(self.capacities.get(key, {}))
+                key,
+                dict(replicas),
+                self.policies.get(key, ""),
+                dict(self.capacities.get(key, {})),
+                dict(self.grant_expiry.get(key, {})),
             )
         if kind == ObjectName.kind:
             name = self.object_names.get(key)
@@ -369,12 +389,15 @@ class Registry:
         self._dirty[(kind, key)] = None
 
     def _restore(self, saved: ControllerState, drops: Counter[str]) -> None:
+        """Take ``saved`` back in, marking the rows that differ from it (what cannot be kept)."""
         switches = {
             name for dc in self.topology.datacenters for name in (*dc.flow_switches, dc.object_switch)
         }
+        hosts = self.hosts
         for h in saved.hosts:
             if h.gateway not in switches:
                 drops["restore-unknown-gateway"] += 1
+                self._touch(HostState.kind, h.name)  # deleted
                 continue
             # A host the rows know by address registered once: assumed alive until its
             # gateway says otherwise. One without (a topology host that never said Hello) is
@@ -387,27 +410,51 @@ class Registry:
             if h.address is not None:
                 self.addresses[h.name] = h.address
         # Never hand out a Host ID that a restored host holds.
-        self.next_host_id = max([saved.next_host_id, *(r.host_id + 1 for r in self.hosts.values())])
+        self.next_host_id = max([saved.next_host_id, *(r.host_id + 1 for r in hosts.values())])
+        if self.next_host_id != saved.next_host_id:
+            self._touch(HostIdCounter.kind, "")
+        host_objects = self.host_objects
         for key, replicas in saved.objects.items():
-            kept = {n: w for n, w in replicas.items() if n in self.hosts}
-            if kept:
-                self.objects[key] = kept
-                for n in kept:
-                    self.host_objects.setdefault(n, set()).add(key)
-                if key in saved.policies:
-                    self.policies[key] = saved.policies[key]
-                caps = {n: c for n, c in saved.capacities.get(key, {}).items() if n in kept}
-                if caps:
-                    self.capacities[key] = caps
+            kept = {n: w for n, w in replicas.items() if n in hosts}
+            saved_caps = saved.capacities.get(key)
+            if len(kept) != len(replicas):
+                self._touch(ObjectReplicas.kind, key)  # replicas of hosts not kept: gone
+            if not kept:
+                continue
+            self.objects[key] = kept
+            for n in kept:
+                served = host_objects.get(n)
+                if served is None:
+                    served = host_objects[n] = set()
+                served.add(key)
+            policy = saved.policies.get(key)
+            if policy:
+                self.policies[key] = policy
+            for saved_per_host, per_host in (
+                (saved_caps, self.capacities),
+                (saved.grant_expiry.get(key), self.grant_expiry),
+            ):
+                if saved_per_host:
+                    values = {n: v for n, v in saved_per_host.items() if n in kept}
+                    if values:
+                        per_host[key] = values
+                    if values != saved_per_host:
+                        self._touch(ObjectReplicas.kind, key)
         self.object_names.update(saved.object_names)
         self._by_name.update((name, key) for key, name in saved.object_names.items())
         for host, objects in saved.draining.items():
-            if host in self.hosts:
+            if host in hosts and objects:
                 self.draining[host] = set(objects)
+            else:
+                self._touch(DrainingObjects.kind, host)  # deleted
         for key, up in saved.links.items():
             link = frozenset(key.split("|"))
             if link in self.links_up:
                 self.links_up[link] = up
+            else:
+                self._touch(BackboneLink.kind, key)  # not in the topology any more: deleted
+        for link in self.links_up.keys() - {frozenset(key.split("|")) for key in saved.links}:
+            self._touch(BackboneLink.kind, "|".join(sorted(link)))  # new in the topology
         for rule, allowed in saved.allow_rules.items():
             key, _, where = rule.partition("|")
             self.allow_rules[(key, where)] = allowed

@@ -104,6 +104,9 @@ class ObjectReplicas(msgspec.Struct, frozen=True):
     policy: str = ""
     #: host name -> new flows per second it takes (§3.5), for the replicas that declare one
     capacities: dict[str, float] = {}
+    #: host name -> Unix time its owner's grant expires (§6.7), for replicas bound with one:
+    #: withdrawn then, by whichever controller leads
+    expires: dict[str, float] = {}
 
     @property
     def key(self) -> str:
@@ -235,6 +238,8 @@ class ControllerState(msgspec.Struct, frozen=True):
     capacities: dict[str, dict[str, float]] = {}
     #: the operator's allow/disallow rules: "object hex|where" -> allowed
     allow_rules: dict[str, bool] = {}
+    #: Object ID hex -> {host name: Unix time its grant expires}, for replicas bound with one
+    grant_expiry: dict[str, dict[str, float]] = {}
 
     def records(self) -> Iterator[StateRecord]:
         """The state as rows."""
@@ -242,7 +247,11 @@ class ControllerState(msgspec.Struct, frozen=True):
         yield from self.hosts
         for key, replicas in self.objects.items():
             yield ObjectReplicas(
-                key, dict(replicas), self.policies.get(key, ""), dict(self.capacities.get(key, {}))
+                key,
+                dict(replicas),
+                self.policies.get(key, ""),
+                dict(self.capacities.get(key, {})),
+                dict(self.grant_expiry.get(key, {})),
             )
         for key, name in self.object_names.items():
             yield ObjectName(key, name)
@@ -267,6 +276,7 @@ class ControllerState(msgspec.Struct, frozen=True):
         policies: dict[str, str] = {}
         capacities: dict[str, dict[str, float]] = {}
         allow_rules: dict[str, bool] = {}
+        grant_expiry: dict[str, dict[str, float]] = {}
         for record in records:
             match record:
                 case HostIdCounter():
@@ -279,6 +289,8 @@ class ControllerState(msgspec.Struct, frozen=True):
                         policies[record.object] = record.policy
                     if record.capacities:
                         capacities[record.object] = dict(record.capacities)
+                    if record.expires:
+                        grant_expiry[record.object] = dict(record.expires)
                 case ObjectName():
                     names[record.object] = record.name
                 case BackboneLink():
@@ -297,6 +309,7 @@ class ControllerState(msgspec.Struct, frozen=True):
             policies,
             capacities,
             allow_rules=allow_rules,
+            grant_expiry=grant_expiry,
         )
 
 

@@ -25,7 +25,7 @@ import msgspec
 from ...wire import control
 from ...wire.control import RECORD_BUDGET, ControlMessage, Demand, Replicas, SwitchTables, TableKeys
 from ..locality import Spill, plan_accept
-from ..routing import costs, next_hops
+from ..routing import shortest_paths
 from ..topology import DatacenterSpec
 from .demand import DemandBook
 from .incremental import GroupedTable, Pending
@@ -125,13 +125,16 @@ class Tables:
         #: the object switches' reports of it, summed (``Demand``)
         self.measured = DemandBook(self.spill.__contains__, self.dc_costs)
         self._spill_pending: dict[str, Spill | None] = {}
+        # A starting controller (restored from its store: a million objects, perhaps) computes
+        # every object once, straight into tables no switch holds yet -- each gets them whole
+        # when it connects -- so nothing is pending after this.
+        self._load_objects()
         self.routes_changed()
         for name in registry.hosts:
-            self.host_changed(name)
-        for key in registry.objects:
-            self.object_changed(key)
+            self._host_routes(name)
         for node, address in registry.addresses.items():
             self.address_changed(node, address)
+        self._forget_pending()
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -187,15 +190,7 @@ class Tables:
         """Recompute object ``key``'s entries (its replicas, their liveness or drain state)."""
         reg = self.registry
         replicas = reg.objects.get(key)
-        per_dc: dict[int, int] = {}
-        local: dict[str, list[tuple[int, int]]] = {}
-        for host_name, weight in (replicas or {}).items():
-            record = reg.hosts[host_name]
-            if not record.alive or key in reg.draining.get(host_name, ()):
-                continue
-            dc_id = reg.dc_ids[record.dc]
-            per_dc[dc_id] = per_dc.get(dc_id, 0) + weight
-            local.setdefault(record.dc, []).append((record.host_id, weight))
+        wide, local = self._entries(key, replicas)
         registered = replicas is not None
         policy = reg.policies.get(key) if registered else None
         if self.policies.get(key) != policy:
@@ -204,24 +199,87 @@ class Tables:
             else:
                 self.policies[key] = policy
             self._policies_pending[key] = policy
-        wide = _intern(tuple(sorted(per_dc.items())))
         self.wide.set(key, wide or None, registered=registered)
         self._plan_spill(key, wide)
         before = self._object_dcs.get(key, frozenset())
         now = self._dc_sets.setdefault(frozenset(local), frozenset(local))  # interned
         for dc in before | now:
             self._touched_local.add(dc)
-            members = local.get(dc)
-            value = _intern(tuple(sorted(members))) if members else None
-            self.local[dc].set(key, value, registered=registered and dc in now)
+            self.local[dc].set(key, local.get(dc), registered=registered and dc in now)
         if now:
             self._object_dcs[key] = now
         else:
             self._object_dcs.pop(key, None)
 
+    def _entries(self, key: str, replicas: dict[str, int] | None) -> tuple[Replicas, dict[str, Replicas]]:
+        """Object ``key``'s ``wide`` entry (DC ID -> the weights of its live replicas there)
+        and its ``local`` entry in each DC that has one (Host ID -> weight), interned."""
+        reg = self.registry
+        per_dc: dict[int, int] = {}
+        members: dict[str, list[tuple[int, int]]] = {}
+        for host_name, weight in (replicas or {}).items():
+            record = reg.hosts[host_name]
+            if not record.alive or key in reg.draining.get(host_name, ()):
+                continue
+            dc_id = reg.dc_ids[record.dc]
+            per_dc[dc_id] = per_dc.get(dc_id, 0) + weight
+            members.setdefault(record.dc, []).append((record.host_id, weight))
+        local = {dc: _intern(tuple(sorted(m))) for dc, m in members.items()}
+        return _intern(tuple(sorted(per_dc.items()))), local
+
+    def _load_objects(self) -> None:
+        """Every registered object's entries, each computed once, into the empty tables of a
+        starting controller (``GroupedTable.load``: no pending changes). Objects on the same
+        replicas share their entries: they are computed once per replica set."""
+        reg = self.registry
+        wide: list[tuple[str, Replicas | None]] = []
+        local: dict[str, list[tuple[str, Replicas | None]]] = {dc: [] for dc in self.local}
+        drained = set().union(*reg.draining.values())  # their entries depend on the object
+        computed: dict[tuple[tuple[str, int], ...], tuple[Replicas, dict[str, Replicas], frozenset[str]]] = {}
+        dc_sets, object_dcs = self._dc_sets, self._object_dcs
+        for key, replicas in reg.objects.items():
+            members = tuple(replicas.items())
+            found = None if key in drained else computed.get(members)
+            if found is None:
+                entry, here = self._entries(key, replicas)
+                dcs = frozenset(here)
+                found = (entry, here, dc_sets.setdefault(dcs, dcs))
+                if key not in drained:
+                    computed[members] = found
+            entry, here, dcs = found
+            wide.append((key, entry or None))
+            for dc, value in here.items():
+                local[dc].append((key, value))
+            if dcs:
+                object_dcs[key] = dcs
+        self.wide.load(wide)
+        for dc, entries in local.items():
+            self.local[dc].load(entries)
+        self.policies = {key: policy for key, policy in reg.policies.items() if key in reg.objects}
+        for key in reg.capacities:
+            if key in reg.objects:
+                self._plan_spill(key, self._entries(key, reg.objects[key])[0])
+
+    def _forget_pending(self) -> None:
+        """Drop every pending change: no switch is connected (each gets a full sync when it
+        connects)."""
+        self.wide.take_pending()
+        for table in self.local.values():
+            table.take_pending()
+        self._touched_local.clear()
+        self._costs_pending.clear()
+        self._policies_pending.clear()
+        self._spill_pending.clear()
+        self._changes.clear()
+
     def host_changed(self, name: str) -> None:
         """Recompute host ``name``'s routes (alive, DC, gateway, previous DCs) and the entries
         of every object it serves."""
+        self._host_routes(name)
+        for key in self.registry.host_objects.get(name, ()):
+            self.object_changed(key)
+
+    def _host_routes(self, name: str) -> None:
         reg = self.registry
         record = reg.hosts.get(name)
         before = self._host_at.get(name)
@@ -255,8 +313,6 @@ class Tables:
         address = reg.addresses.get(name)
         if address is not None and record.gateway in self.peers:
             self._set_peer(record.gateway, name, address)  # its gateway reaches it there
-        for key in reg.host_objects.get(name, ()):
-            self.object_changed(key)
 
     def routes_changed(self) -> None:
         """Recompute DC routes (a backbone link went down or up)."""
@@ -266,8 +322,8 @@ class Tables:
             for l in reg.topology.backbone
             if reg.links_up.get(frozenset((l.a, l.b)), True)
         ]
-        self._routes = next_hops(reg.dc_ids, edges)
-        self._costs_changed(costs(reg.dc_ids, edges))
+        self._routes, dist = shortest_paths(reg.dc_ids, edges)
+        self._costs_changed(dist)
         for dc in self._dcs.values():
             routes = self._routes.get(dc.name, {})
             for fs in dc.flow_switches:
@@ -275,6 +331,9 @@ class Tables:
                     reg.dc_ids[other]: self._dcs[via].border if fs == dc.border else dc.border
                     for other, via in routes.items()
                 }
+                if not self.switches[fs].connected:
+                    self.flow[fs].dc_routes = want  # it gets them all when it connects
+                    continue
                 have = self.flow[fs].dc_routes
                 for dc_id in have.keys() - want.keys():
                     self._set_flow(fs, "dc_routes", dc_id, None)
@@ -484,7 +543,8 @@ class Tables:
             del tables[key]
         else:
             tables[key] = value
-        self._changes.setdefault(switch, _Changes()).put(table, key, value)
+        if self.switches[switch].connected:  # else it gets its whole tables when it connects
+            self._changes.setdefault(switch, _Changes()).put(table, key, value)
 
     def _set_peer(self, switch: str, node: str, address: tuple[str, int] | None) -> None:
         peers = self.peers[switch]
@@ -494,7 +554,8 @@ class Tables:
             peers.pop(node, None)
         else:
             peers[node] = address
-        self._changes.setdefault(switch, _Changes()).put("peers", node, address)
+        if self.switches[switch].connected:
+            self._changes.setdefault(switch, _Changes()).put("peers", node, address)
 
 
 _interned: dict[Replicas, Replicas] = {}

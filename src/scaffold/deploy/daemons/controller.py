@@ -15,7 +15,7 @@ import asyncio
 from ...core.controller import Controller
 from ...core.topology import Topology
 from ...errors import ConfigError, ScaffoldError
-from ...runtime.aio import ControllerRuntime
+from ...runtime.aio import ControllerRuntime, paused_collector
 from ...runtime.sqlite_store import SqliteStore
 from ...runtime.store import MemoryStore, Store
 from ...runtime.tls import Credentials
@@ -88,10 +88,16 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         await _serve_replica(args, loaded.topology, args.network or loaded.name, credentials, log, stop)
         return
     store: Store = MemoryStore() if args.store in ("", ":memory:") else SqliteStore(args.store)
-    saved = store.load()
-    core = Controller(
-        loaded.topology, heartbeat_interval=args.heartbeat_interval, dead_after=args.dead_after, saved=saved
-    )
+    with paused_collector():  # a million restored rows: no collection walks them as they come
+        saved = store.load()
+        core = Controller(
+            loaded.topology,
+            heartbeat_interval=args.heartbeat_interval,
+            dead_after=args.dead_after,
+            saved=saved,
+        )
+        restored = saved is not None
+        del saved  # the core holds what it needs of it
     runtime = ControllerRuntime(
         core, parse_address(args.listen), store, credentials=credentials, crl=args.crl
     )
@@ -103,7 +109,7 @@ async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> 
         network=loaded.name,
         nodes=len(loaded.topology.nodes()),
         store=args.store if isinstance(store, SqliteStore) else "memory",
-        restored=saved is not None,
+        restored=restored,
     )
     metrics = serve_metrics(args, lambda: runtime.metric_batches(nodes=args.metrics_nodes), log)
     try:

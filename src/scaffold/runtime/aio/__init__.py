@@ -6,7 +6,7 @@ egress stage of our own, because the kernels we run on have no ``netem`` (``link
 ``EmbeddedNetwork`` (``network.py``) runs a whole topology in one process over loopback.
 """
 
-from .collector import calm_collector
+from .collector import calm_collector, paused_collector
 from .controller import ConnectionLimits, ControllerRuntime
 from .links import Address, AddressBook, EmuLink
 from .loop import call_from_thread, new_event_loop, run, wait_until
@@ -27,6 +27,7 @@ __all__ = [
     "calm_collector",
     "call_from_thread",
     "new_event_loop",
+    "paused_collector",
     "run",
     "wait_until",
 ]

@@ -11,21 +11,30 @@ every row written before), builds its controller core from the mirror, and serve
 nodes, which know every replica, reconnect to it (a standby answers them ``NotLeader``).
 While leading it writes through ``EtcdStore``, fenced by the leader key; if its lease is
 lost, it stops serving at once and campaigns again.
+
+A leader whose process died would lead on until its lease expires (``LEASE_TTL``, plus up to
+half a second before etcd checks it). So each standby also knocks at the leader's control port
+every ``PROBE_INTERVAL``: a refused connection means no process listens there any more, and the
+standby revokes the leader's lease at once. Nothing else counts -- a timeout, a reset, an
+accepted connection: a leader that hangs or is cut off is left to its lease.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 from collections.abc import Callable
 from typing import Any
 
+import aetcd.exceptions
 import msgspec
 
 from ...core.controller import Controller, ControllerState, StateRows
 from ...core.controller.state import StateChange, decode_row
 from ...core.topology import Topology
+from ..aio.collector import paused_collector
 from ..aio.controller import ControllerRuntime
 from ..aio.links import Address
 from ..store import MemoryStore
@@ -33,10 +42,12 @@ from ..tls import Credentials
 from .client import Etcd, EtcdError, Keys
 from .store import EtcdStore
 
-__all__ = ["LEASE_TTL", "ControllerReplica", "ReplicaInfo"]
+__all__ = ["LEASE_TTL", "PROBE_INTERVAL", "ControllerReplica", "ReplicaInfo"]
 
 #: seconds a replica's lease lives without a keep-alive: how long a dead leader leads
 LEASE_TTL = 1
+#: seconds between two probes of the leader's control port by a standby (``_probe_leader``)
+PROBE_INTERVAL = 0.1
 
 
 class ReplicaInfo(msgspec.Struct, frozen=True):
@@ -81,6 +92,8 @@ class ControllerReplica:
         self.rows = StateRows()
         self.revision = 0
         self.leader: str | None = None
+        #: the lease the leader key is attached to (0: none known)
+        self.leader_lease = 0
         self.replicas: dict[str, ReplicaInfo] = {}
         self.leading = False
         self._seen = asyncio.Event()  # a watch event arrived (revision moved)
@@ -149,6 +162,7 @@ class ControllerReplica:
             await self.etcd.call(lambda c: c.put(self.keys.replica(self.name), info, lease=lease))
             await self._load()
             tasks.append(asyncio.create_task(self._watch()))
+            tasks.append(asyncio.create_task(self._probe_leader()))
             while not self._lease_lost.is_set() and not self._stopping.is_set():
                 won, revision = await self._campaign(lease)
                 if won:
@@ -185,8 +199,9 @@ class ControllerReplica:
         self.rows = StateRows()
         self.replicas.clear()
         self.leader = None
-        for kv in result:
-            self._apply(kv.key, kv.value)
+        with paused_collector():
+            for kv in result:
+                self._apply(kv.key, kv.value, kv.lease)
         self.revision = result.header.revision
 
     async def _watch(self) -> None:
@@ -197,7 +212,7 @@ class ControllerReplica:
                 watch = await self.etcd.call(self._open_watch)
                 async for event in watch:
                     kv = event.kv
-                    self._apply(kv.key, None if event.kind == "DELETE" else kv.value)
+                    self._apply(kv.key, None if event.kind == "DELETE" else kv.value, kv.lease)
                     self.revision = max(self.revision, kv.mod_revision)
                     self._seen.set()
             except EtcdError:
@@ -216,9 +231,39 @@ class ControllerReplica:
     def _open_watch(self, client: Any) -> Any:
         return client.watch_prefix(self.keys.root, start_revision=self.revision + 1)
 
-    def _apply(self, key: bytes, value: bytes | None) -> None:
+    async def _probe_leader(self) -> None:
+        """(While standing by.) Revoke the lease of a leader whose control port refuses
+        connections: its process is gone, and waiting for the lease to expire would leave the
+        network without a leader for up to 1.5 s."""
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            leader, lease = self.leader, self.leader_lease
+            info = self.replicas.get(leader or "")
+            if self.leading or info is None or not lease or leader == self.name:
+                continue
+            if _unspecified(info.address[0]):
+                continue  # 0.0.0.0 names no machine: a refusal here would say nothing of it
+            try:
+                async with asyncio.timeout(5 * PROBE_INTERVAL):
+                    _, writer = await asyncio.open_connection(*info.address)
+            except ConnectionRefusedError:
+                if (self.leader, self.leader_lease) == (leader, lease):
+                    self._log("leader-gone", leader=leader)
+                    await self._revoke(lease)
+                continue
+            except (OSError, TimeoutError):
+                continue  # proves nothing: the lease decides
+            writer.close()
+
+    async def _revoke(self, lease: int) -> None:
+        """Revoke ``lease``; one that expired meanwhile (etcd: not found) is as good."""
+        with contextlib.suppress(EtcdError, aetcd.exceptions.ClientError):
+            await self.etcd.call(lambda c: c.revoke_lease(lease))
+
+    def _apply(self, key: bytes, value: bytes | None, lease: int = 0) -> None:
         if key == self.keys.leader:
             self.leader = value.decode() if value is not None else None
+            self.leader_lease = lease if value is not None else 0
             if value is None:
                 self._leader_gone.set()
             self._point_to_leader()
@@ -273,9 +318,9 @@ class ControllerReplica:
         if self.revision < revision:
             self._log("mirror-behind", revision=self.revision, needed=revision)
             await self._load()
-        saved = self.rows.snapshot()
-        core = self._core(saved)
-        store = EtcdStore(self.etcd, self.keys, self.name, loop, StateRows(saved))
+        with paused_collector():  # a million rows become the core's tables: no collection
+            core = self._core(self.rows.snapshot())
+        store = EtcdStore(self.etcd, self.keys, self.name, loop, self.rows)
         self.leading = True
         self.terms += 1
         self.runtime.promote(core, store)
@@ -314,3 +359,10 @@ class ControllerReplica:
             ],
             "etcd": [f"{host}:{port}" for host, port in self.etcd.endpoints],
         }
+
+
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False  # a host name

@@ -41,7 +41,8 @@ class EtcdStore:
         self.keys = keys
         self.name = name
         self.loop = loop
-        #: the rows as last read (the replica's mirror at promotion); ``load`` returns them
+        #: the replica's mirror of the rows, kept by its watch (which sees this store's writes
+        #: too): ``load`` returns them
         self.rows = rows
         counter = rows.rows.get((HostIdCounter.kind, ""))
         self._counter: bytes | None = encode_row(counter) if counter is not None else None
@@ -69,7 +70,6 @@ class EtcdStore:
         counter_row = last.get((HostIdCounter.kind, ""))
         for start in range(0, len(ordered), TXN_OPS):
             await self._transaction(ordered[start : start + TXN_OPS], counter_row if start == 0 else None)
-        self.rows.apply(ordered)
 
     async def _transaction(self, changes: Sequence[StateChange], counter: StateChange | None) -> None:
         def txn(client: Any) -> Any:
