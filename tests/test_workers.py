@@ -319,9 +319,8 @@ def test_ingress_and_publisher_workers_share_the_load_and_survive_a_killed_worke
         ingress_urls = re.findall(r"^metrics (http://\S+)$", (tmp_path / "ingress.log").read_text(), re.M)
         assert len(set(ingress_urls)) == 2, ingress_urls
         publish_urls = [f"http://127.0.0.1:{base + i}/metrics" for i in (0, 1)]
-        assert set(re.findall(r"^metrics (http://\S+)$", (tmp_path / "publish.log").read_text(), re.M)) == set(
-            publish_urls
-        )
+        said = re.findall(r"^metrics (http://\S+)$", (tmp_path / "publish.log").read_text(), re.M)
+        assert set(said) == set(publish_urls)
         assert sum(connections(url, "ingress") for url in ingress_urls) == 6
         assert sum(connections(url, "publisher") for url in publish_urls) == 6
         pids = worker_pids(daemons, "ingress")

@@ -429,7 +429,8 @@ async def _supervise(args: argparse.Namespace, role: str) -> int:
     if args.testbed:
         raise ConfigError("--workers joins a running network: it does not go with --testbed")
     if args.metrics is not None and args.metrics[1] and args.metrics[1] + args.workers - 1 > 65535:
-        raise ConfigError(f"--metrics: {args.workers} workers need ports {args.metrics[1]} and up, past 65535")
+        first = args.metrics[1]
+        raise ConfigError(f"--metrics: {args.workers} workers need ports {first} and up, past 65535")
     listen: Address | None = None
     hold: socket.socket | None = None
     if role == "ingress":

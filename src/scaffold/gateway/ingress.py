@@ -5,7 +5,8 @@ becomes one SCAFFOLD stream to the object, opened with ``Host.open_connection``:
 ID per TCP connection, so the network anycasts each connection to a replica and keeps all of
 it there (flow affinity). Several ingresses may serve one object; they share nothing.
 
-Raw mode (the default) pumps bytes both ways (``pump.pump_both``: half-close and
+Raw mode (the default) splices the client's TCP connection and the stream at the protocol
+level (``splice.Splice``: each side's bytes written straight to the other, half-close and
 backpressure carried through). The client's first bytes -- whatever it sent within
 ``first_data_wait`` of connecting -- ride in the stream's SYN (data on SYN, docs/protocol.md
 §4.2.7), so the replica has them one round trip earlier. Opening the stream is retried within
@@ -27,18 +28,19 @@ must arrive within ``header_timeout``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import errno
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ..api.streams import StreamReader, StreamWriter
 from ..errors import ConfigError, ObjectNotFound, PathError, UsageError
 from .http import HttpOptions, HttpSession
-from .pump import CHUNK, abort, pump_both, reason_of
+from .pump import reason_of
+from .splice import Splice
 from .stats import GatewayStats
 
 if TYPE_CHECKING:
@@ -48,10 +50,12 @@ __all__ = ["Ingress"]
 
 log = logging.getLogger("scaffold.gateway")
 
+T = TypeVar("T")
+
 
 @dataclass(slots=True)
 class _Client:
-    writer: asyncio.StreamWriter | None = None
+    transport: asyncio.WriteTransport | None = None
     session: HttpSession | None = None
 
 
@@ -213,15 +217,15 @@ class Ingress:
         for client in self._clients.values():
             if client.session is not None:
                 client.session.closing = True
-                if not client.session.busy and client.writer is not None:
-                    client.writer.close()
+                if not client.session.busy and client.transport is not None:
+                    client.transport.close()
         tasks = list(self._clients)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.grace if grace is None else grace)
             for task in pending:
-                writer = self._clients[task].writer
-                if writer is not None:
-                    abort(writer)
+                transport = self._clients[task].transport
+                if transport is not None:
+                    transport.abort()
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
@@ -244,6 +248,17 @@ class Ingress:
             ObjectNotFound: no replica is registered.
             PathError, TimeoutError: no handshake succeeded within ``connect_budget``.
         """
+        return await self._retrying(
+            lambda timeout: self.host.open_connection(self.name, timeout=timeout, data=data)
+        )
+
+    async def _retrying(self, attempt: Callable[[float], Awaitable[T]]) -> T:
+        """``attempt(timeout)`` until one opens a stream, within ``connect_budget``.
+
+        Raises:
+            ObjectNotFound: no replica is registered.
+            PathError, TimeoutError: no handshake succeeded within ``connect_budget``.
+        """
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self.connect_budget
@@ -251,7 +266,7 @@ class Ingress:
         while True:
             timeout = max(0.05, min(self.connect_timeout, deadline - loop.time()))
             try:
-                opened = await self.host.open_connection(self.name, timeout=timeout, data=data)
+                opened = await attempt(timeout)
                 self.stats.connect_latency.observe(loop.time() - started)
                 return opened
             except ObjectNotFound:
@@ -264,58 +279,72 @@ class Ingress:
             pause = min(pause * 2, 0.4)
 
     async def _serve_socket(self, conn: socket.socket, client: _Client) -> None:
+        self.stats.connections += 1
+        self.stats.active += 1
+        try:
+            if self.http:
+                await self._serve_http(conn, client)
+            else:
+                await self._serve_raw(conn, client)
+        except Exception as exc:  # one client's failure must never stop the ingress
+            self.stats.error("internal")
+            log.exception("%r: connection failed: %s", self, exc)
+            if client.transport is not None:
+                client.transport.abort()
+        finally:
+            self.stats.active -= 1
+
+    async def _serve_http(self, conn: socket.socket, client: _Client) -> None:
         try:
             reader, writer = await asyncio.open_connection(sock=conn)
         except OSError:
             conn.close()
             self.stats.error("client-gone")
             return
-        client.writer = writer
-        if self.http:
-            client.session = HttpSession(
-                reader, writer, self.open_upstream, self.stats, self.name, self.http_options
-            )
-        await self._serve(reader, writer, client.session)
+        client.transport = writer.transport
+        session = HttpSession(reader, writer, self.open_upstream, self.stats, self.name, self.http_options)
+        client.session = session
+        await session.run()
 
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: HttpSession | None
-    ) -> None:
-        self.stats.connections += 1
-        self.stats.active += 1
+    async def _serve_raw(self, conn: socket.socket, client: _Client) -> None:
+        loop = asyncio.get_running_loop()
+        splice = Splice(self.stats, idle_timeout=self.idle_timeout)
         try:
-            if session is not None:
-                await session.run()
-            else:
-                await self._serve_raw(reader, writer)
-        except Exception as exc:  # one client's failure must never stop the ingress
-            self.stats.error("internal")
-            log.exception("%r: connection failed: %s", self, exc)
-            abort(writer)
-        finally:
-            self.stats.active -= 1
-
-    async def _serve_raw(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        first = b""
-        if self.syn_data:
-            # A client that speaks first has usually sent its first bytes by now: they go in
-            # the SYN. One that waits for the server gets its stream after the short wait.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.first_data_wait):
-                    first = await reader.read(CHUNK)
-            if not first and reader.at_eof():
-                writer.close()  # gone before it said anything
+            transport, _ = await loop.connect_accepted_socket(lambda: splice.client, sock=conn)
+        except OSError:
+            conn.close()
+            self.stats.error("client-gone")
+            return
+        client.transport = transport
+        try:
+            first = b""
+            if self.syn_data:
+                # A client that speaks first has usually sent its first bytes by now: they go
+                # in the SYN. One that waits for the server gets its stream after the short wait.
+                first = await splice.first_bytes(self.first_data_wait)
+                if not first and (splice.client.eof or splice.client.lost):
+                    transport.close()  # gone before it said anything
+                    return
+            try:
+                await self._retrying(
+                    lambda timeout: self.host.create_connection(
+                        lambda: splice.service, self.name, timeout=timeout, data=first
+                    )
+                )
+            except ObjectNotFound as exc:
+                self.stats.error("object-not-found")
+                log.warning("%r: %s", self, exc)
+                transport.close()
                 return
-            self.stats.bytes_in += len(first)
-        try:
-            up_reader, up_writer = await self.open_upstream(first)
-        except ObjectNotFound as exc:
-            self.stats.error("object-not-found")
-            log.warning("%r: %s", self, exc)
-            writer.close()
-            return
-        except (PathError, TimeoutError, OSError) as exc:
-            self.stats.error("connect-" + reason_of(exc))
-            abort(writer)
-            return
-
-        await pump_both(reader, writer, up_reader, up_writer, self.stats, idle_timeout=self.idle_timeout)
+            except (PathError, TimeoutError, OSError) as exc:
+                self.stats.error("connect-" + reason_of(exc))
+                transport.abort()
+                return
+            if splice.client.lost:  # the client left while the stream opened
+                splice.abort()
+                return
+            splice.link()
+            await splice.done
+        finally:
+            if not splice.done.done():  # cancelled (close): cut what is left
+                splice.abort()
