@@ -32,6 +32,7 @@ import dataclasses
 import errno
 import logging
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, TypeVar
 from ..api.streams import StreamReader, StreamWriter
 from ..errors import ConfigError, ObjectNotFound, PathError, UsageError
 from .http import HttpOptions, HttpSession
-from .pump import reason_of
+from .pump import CHUNK, reason_of
 from .splice import Splice
 from .stats import GatewayStats
 
@@ -307,39 +308,91 @@ class Ingress:
         await session.run()
 
     async def _serve_raw(self, conn: socket.socket, client: _Client) -> None:
-        loop = asyncio.get_running_loop()
         splice = Splice(self.stats, idle_timeout=self.idle_timeout)
+        first = b""
+        if self.syn_data:
+            # A client that speaks first has usually sent its first bytes by the time it is
+            # accepted: read them off the socket now, so the SYN carrying them leaves before
+            # the client's transport is even made (two turns of the loop sooner).
+            try:
+                first = conn.recv(CHUNK)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                first = b""
+            else:
+                if not first:  # gone before it said anything
+                    conn.close()
+                    return
+                self.stats.bytes_in += len(first)
+        if first:
+            try:
+                opened = await self._open_service(splice, first, conn)
+            except BaseException:  # cancelled (close): nothing else holds the socket
+                conn.close()
+                raise
+            if opened:
+                if await self._client_transport(splice, conn, client) is not None:
+                    await self._carry(splice)
+                else:
+                    splice.abort()
+            return
+        transport = await self._client_transport(splice, conn, client)
+        if transport is None:
+            return
+        if self.syn_data:
+            # One whose bytes were not there yet gets the short wait; one that waits for the
+            # server gets its stream after it.
+            first = await splice.first_bytes(self.first_data_wait)
+            if not first and (splice.client.eof or splice.client.lost):
+                transport.close()  # gone before it said anything
+                return
+        if await self._open_service(splice, first, transport):
+            await self._carry(splice)
+
+    async def _client_transport(
+        self, splice: Splice, conn: socket.socket, client: _Client
+    ) -> asyncio.Transport | None:
+        """The client's socket as the splice's client end (None if it is gone)."""
         try:
-            transport, _ = await loop.connect_accepted_socket(lambda: splice.client, sock=conn)
+            transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: splice.client, sock=conn
+            )
         except OSError:
             conn.close()
             self.stats.error("client-gone")
-            return
+            return None
         client.transport = transport
+        return transport
+
+    async def _open_service(
+        self, splice: Splice, first: bytes, client: asyncio.Transport | socket.socket
+    ) -> bool:
+        """Open the stream as the splice's service end with ``first`` in its SYN; if that
+        fails, close the client (an ``ObjectNotFound``) or cut it (anything else)."""
         try:
-            first = b""
-            if self.syn_data:
-                # A client that speaks first has usually sent its first bytes by now: they go
-                # in the SYN. One that waits for the server gets its stream after the short wait.
-                first = await splice.first_bytes(self.first_data_wait)
-                if not first and (splice.client.eof or splice.client.lost):
-                    transport.close()  # gone before it said anything
-                    return
-            try:
-                await self._retrying(
-                    lambda timeout: self.host.create_connection(
-                        lambda: splice.service, self.name, timeout=timeout, data=first
-                    )
+            await self._retrying(
+                lambda timeout: self.host.create_connection(
+                    lambda: splice.service, self.name, timeout=timeout, data=first
                 )
-            except ObjectNotFound as exc:
-                self.stats.error("object-not-found")
-                log.warning("%r: %s", self, exc)
-                transport.close()
-                return
-            except (PathError, TimeoutError, OSError) as exc:
-                self.stats.error("connect-" + reason_of(exc))
-                transport.abort()
-                return
+            )
+        except ObjectNotFound as exc:
+            self.stats.error("object-not-found")
+            log.warning("%r: %s", self, exc)
+            client.close()
+            return False
+        except (PathError, TimeoutError, OSError) as exc:
+            self.stats.error("connect-" + reason_of(exc))
+            if isinstance(client, socket.socket):  # RST: linger 0, then close
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+            else:
+                client.abort()
+            return False
+        return True
+
+    async def _carry(self, splice: Splice) -> None:
+        try:
             if splice.client.lost:  # the client left while the stream opened
                 splice.abort()
                 return
