@@ -296,16 +296,39 @@ class Ingress:
             self.stats.active -= 1
 
     async def _serve_http(self, conn: socket.socket, client: _Client) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        first = self._read_now(conn)
+        if first is None:
+            return
+        reader.feed_data(first)  # the session parses it at once: no turn of the loop waiting
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         try:
-            reader, writer = await asyncio.open_connection(sock=conn)
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=conn)
         except OSError:
             conn.close()
             self.stats.error("client-gone")
             return
-        client.transport = writer.transport
+        client.transport = transport
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         session = HttpSession(reader, writer, self.open_upstream, self.stats, self.name, self.http_options)
         client.session = session
         await session.run()
+
+    def _read_now(self, conn: socket.socket) -> bytes | None:
+        """What the client already sent, without waiting (b"" if nothing yet); None, with the
+        socket closed, if it has gone (EOF, or a reset: counted as ``client-gone``)."""
+        try:
+            data = conn.recv(CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except OSError:
+            self.stats.error("client-gone")
+            data = b""
+        if not data:
+            conn.close()
+            return None
+        return data
 
     async def _serve_raw(self, conn: socket.socket, client: _Client) -> None:
         splice = Splice(self.stats, idle_timeout=self.idle_timeout)
@@ -314,17 +337,11 @@ class Ingress:
             # A client that speaks first has usually sent its first bytes by the time it is
             # accepted: read them off the socket now, so the SYN carrying them leaves before
             # the client's transport is even made (two turns of the loop sooner).
-            try:
-                first = conn.recv(CHUNK)
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                first = b""
-            else:
-                if not first:  # gone before it said anything
-                    conn.close()
-                    return
-                self.stats.bytes_in += len(first)
+            now = self._read_now(conn)
+            if now is None:  # gone before it said anything
+                return
+            first = now
+            self.stats.bytes_in += len(first)
         if first:
             try:
                 opened = await self._open_service(splice, first, conn)
