@@ -102,6 +102,7 @@ class Splice:
         "_first",
         "_on_made",
         "client",
+        "closing",
         "done",
         "idle",
         "idle_timeout",
@@ -125,6 +126,8 @@ class Splice:
         self.client = End(self, inbound=True)
         self.service = End(self, inbound=False)
         self.linked = False
+        #: ``close()`` was called: the ends going now is no failure
+        self.closing = False
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._first: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
@@ -152,10 +155,11 @@ class Splice:
 
     def ended(self, end: End, exc: Exception | None) -> None:
         other = self.service if end is self.client else self.client
-        if exc is not None or not end.eof or not (other.eof or other.transport is None):
-            # A failure, or this side went away before both said EOF: cut the other side too,
-            # so neither peer mistakes it for a clean end. (A clean close after both EOFs is
-            # the other branch.)
+        clean = self.closing or (end.eof and (other.eof or other.transport is None))
+        if exc is not None or not clean:
+            # A failure, or this side went away before both said EOF and unasked: cut the
+            # other side too, so neither peer mistakes it for a clean end. (A clean close --
+            # after both EOFs, or ours on an idle timeout -- is the other branch.)
             if exc is not None and self._error is None:
                 self._error = exc
                 self.stats.error(reason_of(exc))
@@ -207,6 +211,7 @@ class Splice:
 
     def close(self) -> None:
         """Close both sides (FIN after what was written)."""
+        self.closing = True
         for end in (self.client, self.service):
             if end.transport is not None and not end.lost:
                 end.transport.close()
