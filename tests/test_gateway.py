@@ -185,6 +185,35 @@ def test_raw_ingress_half_close_and_unknown_object() -> None:
     with_testbed(main)
 
 
+def test_raw_ingress_carries_a_server_that_speaks_first() -> None:
+    """A protocol where the server greets first (SMTP, say): the raw ingress finds no bytes to
+    put in the SYN, opens the stream after its short wait, and the greeting gets through."""
+
+    async def main(net: scaffold.Testbed) -> None:
+        async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 hello\r\n")
+            await writer.drain()
+            writer.write((await reader.readline()).upper())
+            await writer.drain()
+            writer.close()
+
+        target = await asyncio.start_server(greet, LOCAL, 0)
+        async with (
+            Publisher(net.host("dc2-h1"), "smtp", target.sockets[0].getsockname()[:2]),
+            Ingress(net.host("dc1-h1"), "smtp", (LOCAL, 0)) as ingress,
+        ):
+            reader, writer = await asyncio.open_connection(*ingress.address)
+            assert await reader.readline() == b"220 hello\r\n"
+            writer.write(b"helo me\r\n")
+            assert await reader.readline() == b"HELO ME\r\n"
+            assert await reader.read() == b""
+            writer.close()
+            assert ingress.stats.errors == {}
+        target.close()
+
+    with_testbed(main)
+
+
 def test_a_slow_client_holds_back_the_target_through_the_splices() -> None:
     """Backpressure end to end (gateway/splice.py): a target sends 32 MiB as fast as it can to a
     client that reads slowly; the ingress and the publisher hold at most a few chunks each in
