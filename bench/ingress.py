@@ -414,6 +414,15 @@ class Deployment:
                     f"ingress-{obj}-{mode}", *scaffold, "ingress", obj, *listen, *http, *network, *workers
                 )
         wait_for(self.all_up, "the deployment's replicas", timeout=60)
+        # Every worker listening, not just one: wrk's 20 keep-alive connections are spread by
+        # the kernel over the workers listening when it connects, and stay there, so a worker
+        # still joining would get none of them (the others all of them).
+        for n in self.workers:
+            for mode in ("raw", "http"):
+                log = self.directory / f"ingress-web{n}-{mode}.log"
+                said = f"ingress {'http' if mode == 'http' else 'tcp'} "
+                listening = lambda log=log, said=said, n=n: log.read_text().count(said) >= n  # noqa: E731
+                wait_for(listening, f"every worker of {log.stem}")
         for port in self.ports.values():
             wait_for(lambda port=port: answers(port), f"ingress on port {port}")
 

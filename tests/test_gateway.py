@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -182,6 +183,90 @@ def test_raw_ingress_half_close_and_unknown_object() -> None:
             await wait_until(lambda: ingress.stats.errors["object-not-found"] == 1, 10, "the error count")
 
     with_testbed(main)
+
+
+def test_raw_ingress_carries_a_server_that_speaks_first() -> None:
+    """A protocol where the server greets first (SMTP, say): the raw ingress finds no bytes to
+    put in the SYN, opens the stream after its short wait, and the greeting gets through."""
+
+    async def main(net: scaffold.Testbed) -> None:
+        async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 hello\r\n")
+            await writer.drain()
+            writer.write((await reader.readline()).upper())
+            await writer.drain()
+            writer.close()
+
+        target = await asyncio.start_server(greet, LOCAL, 0)
+        async with (
+            Publisher(net.host("dc2-h1"), "smtp", target.sockets[0].getsockname()[:2]),
+            Ingress(net.host("dc1-h1"), "smtp", (LOCAL, 0)) as ingress,
+        ):
+            reader, writer = await asyncio.open_connection(*ingress.address)
+            assert await reader.readline() == b"220 hello\r\n"
+            writer.write(b"helo me\r\n")
+            assert await reader.readline() == b"HELO ME\r\n"
+            assert await reader.read() == b""
+            writer.close()
+            assert ingress.stats.errors == {}
+        target.close()
+
+    with_testbed(main)
+
+
+def test_a_slow_client_holds_back_the_target_through_the_splices() -> None:
+    """Backpressure end to end (gateway/splice.py): a target sends 32 MiB as fast as it can to a
+    client that reads slowly; the ingress and the publisher hold at most a few chunks each in
+    user space (without it they would hold what the client has not read: megabytes)."""
+    size, step = 32 << 20, 1 << 16
+    most = {"ingress": 0, "publisher": 0}
+
+    async def main(net: scaffold.Testbed) -> None:
+        async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            block = bytes(range(256)) * (step // 256)
+            for _ in range(size // step):
+                writer.write(block)
+                await writer.drain()
+            writer.close()
+
+        target = await asyncio.start_server(flood, LOCAL, 0)
+        loop = asyncio.get_running_loop()
+        async with (
+            Publisher(net.host("dc2-h1"), "flood", target.sockets[0].getsockname()[:2]) as publisher,
+            Ingress(net.host("dc1-h1"), "flood", (LOCAL, 0), syn_data=False) as ingress,
+        ):
+
+            def sample() -> None:  # every millisecond: what each gateway holds in user space
+                for client in ingress._clients.values():
+                    if client.transport is not None:
+                        most["ingress"] = max(most["ingress"], client.transport.get_write_buffer_size())
+                for server in [publisher.server] if publisher.server is not None else []:
+                    for transport in server.connections.values():
+                        most["publisher"] = max(most["publisher"], transport.get_write_buffer_size())
+                sampler[0] = loop.call_later(0.001, sample)
+
+            sampler = [loop.call_later(0.001, sample)]
+
+            def slow_client() -> int:
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, step)
+                    s.settimeout(30)
+                    s.connect(ingress.address)
+                    received = 0
+                    while chunk := s.recv(step):
+                        received += len(chunk)
+                        time.sleep(0.0005)  # paces the reader (a slow client), waits for nothing
+                    return received
+
+            try:
+                assert await asyncio.to_thread(slow_client) == size
+            finally:
+                sampler[0].cancel()
+        target.close()
+
+    with_testbed(main, timeout=120)
+    # asyncio's high-water mark (64 KiB) plus one chunk handed over in a callback (256 KiB)
+    assert most["ingress"] < 1 << 20 and most["publisher"] < 1 << 20, most
 
 
 def test_port_in_use_and_target_refused_are_clear_errors() -> None:

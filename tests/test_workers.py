@@ -1,16 +1,20 @@
 """Worker processes (docs/deployment.md §8): a flow switch run as ``--workers 2`` carries
 streams while each of its workers is SIGKILLed in turn -- every byte arrives, the pool
-restarts them -- and the ingress spreads over workers that share its port."""
+restarts them -- and the ingress spreads over workers that share its port, each worker
+serving its own metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -205,6 +209,32 @@ def get(port: int) -> bytes:
         conn.close()
 
 
+def two_free_ports() -> int:
+    """A port that is free, and the next one too."""
+    import socket
+
+    for _ in range(100):
+        port = free_port()
+        with contextlib.suppress(OSError), socket.socket() as s:
+            s.bind(("127.0.0.1", port + 1))
+            return port
+    raise AssertionError("no two free ports in a row")
+
+
+def connections(url: str, role: str) -> float:
+    """``scaffold_gateway_connections_total`` of the gateway with ``role`` at ``url``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "scaffold_gateway_connections_total" and sample.labels.get("role") == role
+    )
+
+
 @pytest.mark.slow
 def test_ingress_and_publisher_workers_share_the_load_and_survive_a_killed_worker(
     daemons: Daemons, tmp_path: Path
@@ -223,16 +253,29 @@ def test_ingress_and_publisher_workers_share_the_load_and_survive_a_killed_worke
     try:
         daemons.start("up", "up", str(tmp_path / "gateway.toml"), "--state", state)
         wait_for_log(daemons, "up", "is up")
+        base = two_free_ports()  # the publisher's workers serve metrics on base and base + 1
         daemons.start(
-            "publish", "publish", "web", "--target", f"127.0.0.1:{web}", "--network", state, "--workers", "2"
+            "publish",
+            *("publish", "web", "--target", f"127.0.0.1:{web}", "--network", state, "--workers", "2"),
+            *("--metrics", f"127.0.0.1:{base}"),
         )
-        daemons.start(
-            "ingress", "ingress", "web", "--listen", "127.0.0.1:0", "--network", state, "--workers", "2"
+        daemons.start(  # the ingress's workers each pick a port for their metrics
+            "ingress",
+            *("ingress", "web", "--listen", "127.0.0.1:0", "--network", state, "--workers", "2"),
+            *("--metrics", "127.0.0.1:0"),
         )
         wait_for_log(daemons, "ingress", "ingress tcp", count=2)
-        wait_for_log(daemons, "publish", "published", count=2)
+        wait_for_log(daemons, "publish", "metrics http", count=2)
         port = int((tmp_path / "ingress.log").read_text().split("2 workers on 127.0.0.1:")[1].split()[0])
         assert all(get(port) == b"hello\n" for _ in range(6))
+        # Every connection is counted by the one worker that carried it, on its own endpoint.
+        ingress_urls = re.findall(r"^metrics (http://\S+)$", (tmp_path / "ingress.log").read_text(), re.M)
+        assert len(set(ingress_urls)) == 2, ingress_urls
+        publish_urls = [f"http://127.0.0.1:{base + i}/metrics" for i in (0, 1)]
+        said = re.findall(r"^metrics (http://\S+)$", (tmp_path / "publish.log").read_text(), re.M)
+        assert set(said) == set(publish_urls)
+        assert sum(connections(url, "ingress") for url in ingress_urls) == 6
+        assert sum(connections(url, "publisher") for url in publish_urls) == 6
         pids = worker_pids(daemons, "ingress")
         os.kill(pids[0], signal.SIGKILL)
         # Once it is gone the kernel hands its share of new connections to worker 1 (those

@@ -281,9 +281,12 @@ class Host:
         resumable: bool = False,
         port: int = 0,
         grant: bytes | None = None,
+        policy: str = "",
+        capacity: float = 0.0,
     ) -> Server:
         """Bind object ``name`` on this host and serve each stream with a new protocol from
         ``protocol_factory`` (``loop.create_server``'s shape; any asyncio protocol).
+        ``policy`` and ``capacity`` as for :meth:`start_server`.
 
         With ``resumable`` any replica can continue a stream given its offsets: when a
         replica dies, its streams are taken over by another one, whose protocol is made
@@ -297,12 +300,13 @@ class Host:
 
         Raises:
             UsageError: the object is already bound on this host, ``weight`` is not in
-                1..65535, or ``grant`` does not let this host serve the object (now).
+                1..65535, ``policy`` or ``capacity`` is not valid (see :meth:`start_server`),
+                or ``grant`` does not let this host serve the object (now).
         """
         obj = ObjectId.of(name)
         label = name if isinstance(name, str) else str(name)
         server = Server(self, obj, label, protocol_factory, resumable=resumable, port=port)
-        await self._serve(server, weight, grant)
+        await self._serve(server, weight, grant, policy, capacity)
         return server
 
     async def start_server(

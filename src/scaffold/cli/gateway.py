@@ -20,7 +20,9 @@ command serves its counters and its host's to Prometheus (docs/operations.md §1
 own (``NAME-w0``, ``NAME-w1``, ...): ingress workers share the listening address
 (``SO_REUSEPORT``: the kernel spreads the client connections), publisher workers each
 register a replica of the object on the same target. A worker that dies is restarted
-(``deploy/daemons/workers.py``; docs/gateway.md).
+(``deploy/daemons/workers.py``; docs/gateway.md). With ``--metrics HOST:PORT`` worker ``i``
+serves its own counters on ``PORT + i`` (port 0: each picks one and prints it), as a
+Prometheus target of its own.
 """
 
 from __future__ import annotations
@@ -380,6 +382,11 @@ def _worker_command(args: argparse.Namespace, role: str, index: int, listen: Add
         argv += ["--network", args.network]
     if args.gateway:
         argv += ["--gateway", args.gateway]
+    if args.metrics is not None:
+        # Each worker is a host of its own and serves its own counters: worker i on the
+        # command's port + i (port 0: each picks a free one and says which).
+        host, port = args.metrics
+        argv += ["--metrics", f"{host}:{port + index if port else 0}"]
     if role == "ingress":
         assert listen is not None
         argv += ["--listen", f"{listen[0]}:{listen[1]}"]
@@ -413,18 +420,17 @@ async def _supervise(args: argparse.Namespace, role: str) -> int:
     """``--workers N``: run N worker processes until SIGINT/SIGTERM, restarting any that dies.
 
     Raises:
-        ConfigError: ``--workers`` with ``--testbed`` (workers join a running network) or
-            with ``--metrics``.
+        ConfigError: ``--workers`` with ``--testbed`` (workers join a running network), or
+            ``--metrics`` ports beyond 65535.
     """
     from ..deploy.daemons.jsonlog import JsonLog
     from ..deploy.daemons.workers import WorkerPool
 
     if args.testbed:
         raise ConfigError("--workers joins a running network: it does not go with --testbed")
-    if args.metrics is not None:
-        # Each worker is a host of its own with its own counters; one endpoint for all of
-        # them would have to gather them from the workers, which nothing does yet.
-        raise ConfigError("--metrics does not go with --workers yet")
+    if args.metrics is not None and args.metrics[1] and args.metrics[1] + args.workers - 1 > 65535:
+        first = args.metrics[1]
+        raise ConfigError(f"--metrics: {args.workers} workers need ports {first} and up, past 65535")
     listen: Address | None = None
     hold: socket.socket | None = None
     if role == "ingress":
@@ -444,6 +450,10 @@ async def _supervise(args: argparse.Namespace, role: str) -> int:
         await pool.start()
         where = f" on {listen[0]}:{listen[1]}" if listen else ""
         _say(f"{role} {args.name!r}: {args.workers} workers{where}")
+        if args.metrics is not None and args.metrics[1]:
+            host, port = args.metrics
+            urls = ", ".join(f"http://{host}:{port + i}/metrics" for i in range(args.workers))
+            _say(f"metrics of the workers: {urls}")
         await _until_signalled()
     finally:
         await pool.stop(grace=args.grace + 2)

@@ -214,8 +214,10 @@ class HttpSession:
             else:
                 raise h11.RemoteProtocolError("connection closed inside a request", error_status_hint=400)
 
-    async def _write(self, event: h11.Event) -> None:
-        data = self.conn.send(event)
+    async def _write(self, *events: h11.Event) -> None:
+        """Send ``events`` to the client in one write (one system call for a whole small
+        response, not one per head, body and end)."""
+        data = b"".join(self.conn.send(event) or b"" for event in events)
         if data:
             self.writer.write(data)
             self.stats.bytes_out += len(data)
@@ -233,9 +235,8 @@ class HttpSession:
         if self.closing or self.conn.their_state is h11.ERROR:
             headers.append((b"connection", b"close"))
         with contextlib.suppress(h11.LocalProtocolError, ConnectionError, OSError):
-            await self._write(h11.Response(status_code=status, headers=headers))
-            await self._write(h11.Data(data=body))
-            await self._write(h11.EndOfMessage())
+            response = h11.Response(status_code=status, headers=headers)
+            await self._write(response, h11.Data(data=body), h11.EndOfMessage())
 
     # -- one request, with retries -------------------------------------------------------
 
@@ -355,8 +356,7 @@ class HttpSession:
             done = isinstance(event, h11.EndOfMessage)
             if done or self._committed or held_bytes > self.options.buffer_limit:
                 self._committed = True
-                for item in held:
-                    await self._write(item)
+                await self._write(*held)
                 held.clear()
             if done:
                 break

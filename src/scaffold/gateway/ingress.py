@@ -5,7 +5,8 @@ becomes one SCAFFOLD stream to the object, opened with ``Host.open_connection``:
 ID per TCP connection, so the network anycasts each connection to a replica and keeps all of
 it there (flow affinity). Several ingresses may serve one object; they share nothing.
 
-Raw mode (the default) pumps bytes both ways (``pump.pump_both``: half-close and
+Raw mode (the default) splices the client's TCP connection and the stream at the protocol
+level (``splice.Splice``: each side's bytes written straight to the other, half-close and
 backpressure carried through). The client's first bytes -- whatever it sent within
 ``first_data_wait`` of connecting -- ride in the stream's SYN (data on SYN, docs/protocol.md
 §4.2.7), so the replica has them one round trip earlier. Opening the stream is retried within
@@ -27,18 +28,20 @@ must arrive within ``header_timeout``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import errno
 import logging
 import socket
+import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ..api.streams import StreamReader, StreamWriter
 from ..errors import ConfigError, ObjectNotFound, PathError, UsageError
 from .http import HttpOptions, HttpSession
-from .pump import CHUNK, abort, pump_both, reason_of
+from .pump import CHUNK, reason_of
+from .splice import Splice
 from .stats import GatewayStats
 
 if TYPE_CHECKING:
@@ -48,10 +51,12 @@ __all__ = ["Ingress"]
 
 log = logging.getLogger("scaffold.gateway")
 
+T = TypeVar("T")
+
 
 @dataclass(slots=True)
 class _Client:
-    writer: asyncio.StreamWriter | None = None
+    transport: asyncio.WriteTransport | None = None
     session: HttpSession | None = None
 
 
@@ -213,15 +218,15 @@ class Ingress:
         for client in self._clients.values():
             if client.session is not None:
                 client.session.closing = True
-                if not client.session.busy and client.writer is not None:
-                    client.writer.close()
+                if not client.session.busy and client.transport is not None:
+                    client.transport.close()
         tasks = list(self._clients)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.grace if grace is None else grace)
             for task in pending:
-                writer = self._clients[task].writer
-                if writer is not None:
-                    abort(writer)
+                transport = self._clients[task].transport
+                if transport is not None:
+                    transport.abort()
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
@@ -244,6 +249,17 @@ class Ingress:
             ObjectNotFound: no replica is registered.
             PathError, TimeoutError: no handshake succeeded within ``connect_budget``.
         """
+        return await self._retrying(
+            lambda timeout: self.host.open_connection(self.name, timeout=timeout, data=data)
+        )
+
+    async def _retrying(self, attempt: Callable[[float], Awaitable[T]]) -> T:
+        """``attempt(timeout)`` until one opens a stream, within ``connect_budget``.
+
+        Raises:
+            ObjectNotFound: no replica is registered.
+            PathError, TimeoutError: no handshake succeeded within ``connect_budget``.
+        """
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self.connect_budget
@@ -251,7 +267,7 @@ class Ingress:
         while True:
             timeout = max(0.05, min(self.connect_timeout, deadline - loop.time()))
             try:
-                opened = await self.host.open_connection(self.name, timeout=timeout, data=data)
+                opened = await attempt(timeout)
                 self.stats.connect_latency.observe(loop.time() - started)
                 return opened
             except ObjectNotFound:
@@ -264,58 +280,141 @@ class Ingress:
             pause = min(pause * 2, 0.4)
 
     async def _serve_socket(self, conn: socket.socket, client: _Client) -> None:
+        self.stats.connections += 1
+        self.stats.active += 1
         try:
-            reader, writer = await asyncio.open_connection(sock=conn)
+            if self.http:
+                await self._serve_http(conn, client)
+            else:
+                await self._serve_raw(conn, client)
+        except Exception as exc:  # one client's failure must never stop the ingress
+            self.stats.error("internal")
+            log.exception("%r: connection failed: %s", self, exc)
+            if client.transport is not None:
+                client.transport.abort()
+        finally:
+            self.stats.active -= 1
+
+    async def _serve_http(self, conn: socket.socket, client: _Client) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        first = self._read_now(conn)
+        if first is None:
+            return
+        reader.feed_data(first)  # the session parses it at once: no turn of the loop waiting
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=conn)
         except OSError:
             conn.close()
             self.stats.error("client-gone")
             return
-        client.writer = writer
-        if self.http:
-            client.session = HttpSession(
-                reader, writer, self.open_upstream, self.stats, self.name, self.http_options
-            )
-        await self._serve(reader, writer, client.session)
+        client.transport = transport
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        session = HttpSession(reader, writer, self.open_upstream, self.stats, self.name, self.http_options)
+        client.session = session
+        await session.run()
 
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, session: HttpSession | None
-    ) -> None:
-        self.stats.connections += 1
-        self.stats.active += 1
+    def _read_now(self, conn: socket.socket) -> bytes | None:
+        """What the client already sent, without waiting (b"" if nothing yet); None, with the
+        socket closed, if it has gone (EOF, or a reset: counted as ``client-gone``)."""
         try:
-            if session is not None:
-                await session.run()
-            else:
-                await self._serve_raw(reader, writer)
-        except Exception as exc:  # one client's failure must never stop the ingress
-            self.stats.error("internal")
-            log.exception("%r: connection failed: %s", self, exc)
-            abort(writer)
-        finally:
-            self.stats.active -= 1
+            data = conn.recv(CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except OSError:
+            self.stats.error("client-gone")
+            data = b""
+        if not data:
+            conn.close()
+            return None
+        return data
 
-    async def _serve_raw(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve_raw(self, conn: socket.socket, client: _Client) -> None:
+        splice = Splice(self.stats, idle_timeout=self.idle_timeout)
         first = b""
         if self.syn_data:
-            # A client that speaks first has usually sent its first bytes by now: they go in
-            # the SYN. One that waits for the server gets its stream after the short wait.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.first_data_wait):
-                    first = await reader.read(CHUNK)
-            if not first and reader.at_eof():
-                writer.close()  # gone before it said anything
+            # A client that speaks first has usually sent its first bytes by the time it is
+            # accepted: read them off the socket now, so the SYN carrying them leaves before
+            # the client's transport is even made (two turns of the loop sooner).
+            now = self._read_now(conn)
+            if now is None:  # gone before it said anything
                 return
+            first = now
             self.stats.bytes_in += len(first)
+        if first:
+            try:
+                opened = await self._open_service(splice, first, conn)
+            except BaseException:  # cancelled (close): nothing else holds the socket
+                conn.close()
+                raise
+            if opened:
+                if await self._client_transport(splice, conn, client) is not None:
+                    await self._carry(splice)
+                else:
+                    splice.abort()
+            return
+        transport = await self._client_transport(splice, conn, client)
+        if transport is None:
+            return
+        if self.syn_data:
+            # One whose bytes were not there yet gets the short wait; one that waits for the
+            # server gets its stream after it.
+            first = await splice.first_bytes(self.first_data_wait)
+            if not first and (splice.client.eof or splice.client.lost):
+                transport.close()  # gone before it said anything
+                return
+        if await self._open_service(splice, first, transport):
+            await self._carry(splice)
+
+    async def _client_transport(
+        self, splice: Splice, conn: socket.socket, client: _Client
+    ) -> asyncio.Transport | None:
+        """The client's socket as the splice's client end (None if it is gone)."""
         try:
-            up_reader, up_writer = await self.open_upstream(first)
+            transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: splice.client, sock=conn
+            )
+        except OSError:
+            conn.close()
+            self.stats.error("client-gone")
+            return None
+        client.transport = transport
+        return transport
+
+    async def _open_service(
+        self, splice: Splice, first: bytes, client: asyncio.Transport | socket.socket
+    ) -> bool:
+        """Open the stream as the splice's service end with ``first`` in its SYN; if that
+        fails, close the client (an ``ObjectNotFound``) or cut it (anything else)."""
+        try:
+            await self._retrying(
+                lambda timeout: self.host.create_connection(
+                    lambda: splice.service, self.name, timeout=timeout, data=first
+                )
+            )
         except ObjectNotFound as exc:
             self.stats.error("object-not-found")
             log.warning("%r: %s", self, exc)
-            writer.close()
-            return
+            client.close()
+            return False
         except (PathError, TimeoutError, OSError) as exc:
             self.stats.error("connect-" + reason_of(exc))
-            abort(writer)
-            return
+            if isinstance(client, socket.socket):  # RST: linger 0, then close
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+            else:
+                client.abort()
+            return False
+        return True
 
-        await pump_both(reader, writer, up_reader, up_writer, self.stats, idle_timeout=self.idle_timeout)
+    async def _carry(self, splice: Splice) -> None:
+        try:
+            if splice.client.lost:  # the client left while the stream opened
+                splice.abort()
+                return
+            splice.link()
+            await splice.done
+        finally:
+            if not splice.done.done():  # cancelled (close): cut what is left
+                splice.abort()

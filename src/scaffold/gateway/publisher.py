@@ -1,7 +1,8 @@
 """The publisher: an unmodified TCP server registered as a replica of an object.
 
-``Publisher`` binds the object on its host (``Host.start_server``) and carries each SCAFFOLD
-stream it is given to the target as one TCP connection (``pump.pump_both``). A health checker
+``Publisher`` binds the object on its host (``Host.create_server``) and carries each SCAFFOLD
+stream it is given to the target as one TCP connection, spliced to it at the protocol level
+(``splice.Splice``). A health checker
 connects to the target every ``check_interval`` seconds: after ``fall`` failures in a row the
 replica is withdrawn (``Server.close()``: object switches stop choosing it for new flows),
 after ``rise`` successes in a row it is registered again. A stream whose TCP connection to
@@ -18,9 +19,9 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from ..api.streams import StreamReader, StreamWriter
 from ..errors import PathError, ScaffoldError, UsageError
-from .pump import abort, pump_both, reason_of
+from .pump import reason_of
+from .splice import End, Splice
 from .stats import GatewayStats
 
 if TYPE_CHECKING:
@@ -196,8 +197,8 @@ class Publisher:
             self._probing = None
 
     async def _register(self) -> None:
-        self.server = await self.host.start_server(
-            self._handle,
+        self.server = await self.host.create_server(
+            self._new_stream,
             self.name,
             weight=self.weight,
             grant=self.grant,
@@ -219,36 +220,43 @@ class Publisher:
 
     # -- streams -----------------------------------------------------------------------------
 
-    async def _handle(self, reader: StreamReader, writer: StreamWriter) -> None:
+    def _new_stream(self) -> End:
+        """The protocol of a stream the network gives this replica: one end of a splice."""
+        return Splice(self.stats, on_made=self._handle).client
+
+    def _handle(self, splice: Splice) -> None:
         if len(self._streams) >= self.max_connections:
             self.stats.error("over-capacity")
-            abort(writer)  # a reset: an HTTP ingress retries it elsewhere
+            splice.abort()  # a reset: an HTTP ingress retries it elsewhere
             return
-        task = asyncio.current_task()
-        assert task is not None
+        task = asyncio.get_running_loop().create_task(self._carry(splice))
         self._streams.add(task)
+        task.add_done_callback(self._streams.discard)
+
+    async def _carry(self, splice: Splice) -> None:
         self.stats.connections += 1
         self.stats.active += 1
-        try:
-            await self._carry(reader, writer)
-        finally:
-            self.stats.active -= 1
-            self._streams.discard(task)
-
-    async def _carry(self, reader: StreamReader, writer: StreamWriter) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                target_reader, target_writer = await asyncio.open_connection(*self.target)
-            self.stats.connect_latency.observe(loop.time() - started)
-        except (OSError, TimeoutError) as exc:
-            self.stats.error("target-" + reason_of(exc))
-            self._check_failed(f"refused a connection ({exc})")  # a passive health check...
-            if self.healthy and self._probing is None:
-                # ...confirmed at once by an active one, so a dead target is withdrawn now.
-                self._probing = asyncio.get_running_loop().create_task(self._confirm_failure())
-            abort(writer)  # a reset, not an EOF: an HTTP ingress then retries elsewhere
-            return
-
-        await pump_both(reader, writer, target_reader, target_writer, self.stats)
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    await loop.create_connection(lambda: splice.service, *self.target)
+                self.stats.connect_latency.observe(loop.time() - started)
+            except (OSError, TimeoutError) as exc:
+                self.stats.error("target-" + reason_of(exc))
+                self._check_failed(f"refused a connection ({exc})")  # a passive health check...
+                if self.healthy and self._probing is None:
+                    # ...confirmed at once by an active one, so a dead target is withdrawn now.
+                    self._probing = loop.create_task(self._confirm_failure())
+                splice.abort()  # a reset, not an EOF: an HTTP ingress then retries elsewhere
+                return
+            if splice.client.lost:  # the stream ended while the target answered
+                splice.abort()
+                return
+            splice.link()
+            await splice.done
+        finally:
+            self.stats.active -= 1
+            if not splice.done.done():  # cancelled (close): cut what is left
+                splice.abort()

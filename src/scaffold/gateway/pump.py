@@ -1,31 +1,23 @@
-"""Carrying bytes between a kernel TCP connection and a SCAFFOLD stream, both ways.
+"""What the gateway's connections share: the idle timer, cutting a connection, error tokens.
 
-Both sides have the asyncio stream shape (``read``, ``write``, ``drain``, ``write_eof``), so
-one ``pump`` serves the ingress (TCP client -> SCAFFOLD) and the publisher (SCAFFOLD -> TCP
-target). Each direction reads a chunk, writes it and waits on ``drain()`` before reading more,
-so a slow receiver slows the sender down (backpressure end to end). EOF on one side becomes a
-half-close (``write_eof``) on the other; a reset or a broken path on either side cuts both.
-With an idle timeout, a connection that carried no byte either way for that long is closed:
-one timer per connection, re-armed only when it fires (``IdleWatch``), not a poll.
+``splice.Splice`` carries the raw ingress's and the publisher's bytes and closes a connection
+that carried no byte either way for its idle timeout: one timer per connection, re-armed only
+when it fires (``IdleWatch``), not a poll. ``http.HttpSession`` carries the HTTP ingress's and
+reads ``CHUNK`` at a time. Both cut a failed connection (``abort``: TCP RST, stream reset)
+and count errors by ``reason_of``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
 from ..errors import PathError
-from .stats import GatewayStats
 
-__all__ = ["CHUNK", "ByteReader", "ByteWriter", "IdleWatch", "abort", "pump_both", "reason_of"]
+__all__ = ["CHUNK", "ByteWriter", "IdleWatch", "abort", "reason_of"]
 
 CHUNK = 64 * 1024
-
-
-class ByteReader(Protocol):
-    async def read(self, n: int = -1) -> bytes: ...
 
 
 class ByteWriter(Protocol):
@@ -71,20 +63,6 @@ class IdleWatch:
             self._handle = None
 
 
-async def _pump(reader: ByteReader, writer: ByteWriter, count: Callable[[int], None]) -> None:
-    while data := await reader.read(CHUNK):
-        writer.write(data)
-        await writer.drain()
-        count(len(data))
-    with contextlib.suppress(RuntimeError):  # uvloop: the other side already closed the transport
-        writer.write_eof()
-
-
-def _retrieve(task: asyncio.Future[None]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
 def abort(writer: ByteWriter) -> None:
     """Cut a connection: RST for TCP, a stream reset for SCAFFOLD (not a clean EOF); both
     are asyncio stream writers."""
@@ -105,80 +83,3 @@ def reason_of(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return "os-error"
     return type(exc).__name__
-
-
-async def pump_both(
-    client_reader: ByteReader,
-    client_writer: ByteWriter,
-    service_reader: ByteReader,
-    service_writer: ByteWriter,
-    stats: GatewayStats,
-    *,
-    idle_timeout: float | None = None,
-) -> None:
-    """Pump client -> service and service -> client until both directions ended, counting
-    the bytes (``bytes_in`` towards the service, ``bytes_out`` back) and the first error, if
-    any, by reason in ``stats``.
-
-    On an error in either direction both connections are cut (``abort``), so neither peer
-    mistakes a failure for a clean end of stream. With ``idle_timeout``, a connection idle
-    that long both ways is closed (``errors["idle-timeout"]``). Both writers are closed on
-    return.
-    """
-    idle: IdleWatch | None = None
-    idled = False
-
-    def count_in(n: int) -> None:
-        stats.bytes_in += n
-        if idle is not None:
-            idle.touch()
-
-    def count_out(n: int) -> None:
-        stats.bytes_out += n
-        if idle is not None:
-            idle.touch()
-
-    forward = asyncio.ensure_future(_pump(client_reader, service_writer, count_in))
-    backward = asyncio.ensure_future(_pump(service_reader, client_writer, count_out))
-
-    def expire() -> None:
-        nonlocal idled
-        idled = True
-        forward.cancel()
-        backward.cancel()
-
-    if idle_timeout is not None:
-        idle = IdleWatch(idle_timeout, expire)
-    error: BaseException | None = None
-    try:
-        pending: set[asyncio.Future[None]] = {forward, backward}
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                exc = None if task.cancelled() else task.exception()
-                if exc is not None and error is None:
-                    error = exc
-            if idled:
-                stats.error("idle-timeout")
-                return
-            if error is not None:
-                for task in pending:
-                    task.cancel()
-                for task in pending:
-                    with contextlib.suppress(BaseException):
-                        await task
-                abort(client_writer)
-                abort(service_writer)
-                stats.error(reason_of(error))
-                return
-    finally:
-        if idle is not None:
-            idle.cancel()
-        for task in (forward, backward):
-            if not task.done():
-                task.cancel()
-            # Cancelled from outside (a publisher or ingress closing), a direction may still
-            # end in an error (the peer's reset): taken here, not logged as "never retrieved".
-            task.add_done_callback(_retrieve)
-        client_writer.close()
-        service_writer.close()

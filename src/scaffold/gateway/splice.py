@@ -1,0 +1,233 @@
+"""Splicing two asyncio transports at the protocol level: a kernel TCP connection and a
+SCAFFOLD stream, bytes carried both ways with no task and no stream reader in between.
+
+The raw ingress (TCP client -> SCAFFOLD stream) and the publisher (SCAFFOLD stream -> TCP
+target) each hand one connection's two ends to a :class:`Splice`. An end is an
+``asyncio.Protocol`` whose ``data_received`` writes straight to the other end's transport, so
+a request costs two callbacks, not the wake-ups of two reader tasks and their ``drain()``
+(``pump.pump_both`` did that; the profile of ``bench/ingress.py`` put most of the ingress's
+Python time there). The rules are ``pump``'s (docs/gateway.md): backpressure end to end --
+when one transport's buffer is over its limit (``pause_writing``) the other stops reading
+until it drained (``resume_writing``); EOF on one side becomes a half-close (``write_eof``) on
+the other; a reset or broken path on either side cuts both (``abort``: TCP RST, stream
+reset); a connection idle both ways for ``idle_timeout`` is closed (``pump.IdleWatch``).
+
+An end may start before its peer exists (the ingress opens its stream with the client's
+first bytes; the publisher connects to its target once a stream arrived): what it receives
+meanwhile is held, and after the first chunk it stops reading, so at most one chunk waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import cast
+
+from .pump import IdleWatch, reason_of
+from .stats import GatewayStats
+
+__all__ = ["End", "Splice"]
+
+
+class End(asyncio.Protocol):
+    """One side of a :class:`Splice`: ``inbound`` for the client's side (its bytes count as
+    ``bytes_in``), else the service's side."""
+
+    __slots__ = ("eof", "held", "inbound", "lost", "peer", "splice", "transport")
+
+    def __init__(self, splice: Splice, inbound: bool) -> None:
+        self.splice = splice
+        self.inbound = inbound
+        self.transport: asyncio.Transport | None = None
+        self.peer: End | None = None
+        #: bytes received before the peer's transport was there
+        self.held: list[bytes] = []
+        self.eof = False
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods
+        self.transport = cast(asyncio.Transport, transport)
+        self.splice.started(self)
+
+    def data_received(self, data: bytes) -> None:
+        splice = self.splice
+        if self.inbound:
+            splice.stats.bytes_in += len(data)
+        else:
+            splice.stats.bytes_out += len(data)
+        if splice.idle is not None:
+            splice.idle.touch()
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+            return
+        self.held.append(data)
+        assert self.transport is not None
+        self.transport.pause_reading()  # one chunk waits for the peer, no more
+        splice.arrived(self)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            self.splice.forward_eof(peer)
+        self.splice.arrived(self)
+        return True  # the other direction goes on
+
+    def pause_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None and not peer.transport.is_closing():
+            peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.splice.ended(self, exc)
+
+
+class Splice:
+    """One connection carried between two transports; ``done`` completes once both ends
+    are lost. ``client`` and ``service`` are the two ends' protocols, to give to
+    ``loop.connect_accepted_socket`` / ``create_connection`` / ``Host.create_connection``
+    (or a server's protocol factory); :meth:`link` joins them once both are made."""
+
+    __slots__ = (
+        "_error",
+        "_first",
+        "_on_made",
+        "client",
+        "closing",
+        "done",
+        "idle",
+        "idle_timeout",
+        "linked",
+        "service",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        stats: GatewayStats,
+        *,
+        idle_timeout: float | None = None,
+        on_made: Callable[[Splice], None] | None = None,
+    ) -> None:
+        """``on_made(splice)`` runs when the client's end is made (a server's new stream)."""
+        self.stats = stats
+        self._on_made = on_made
+        self.idle_timeout = idle_timeout
+        self.idle: IdleWatch | None = None
+        self.client = End(self, inbound=True)
+        self.service = End(self, inbound=False)
+        self.linked = False
+        #: ``close()`` was called: the ends going now is no failure
+        self.closing = False
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._first: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+
+    # -- from the ends --------------------------------------------------------------------
+
+    def started(self, end: End) -> None:
+        if self.idle is None and self.idle_timeout is not None:
+            self.idle = IdleWatch(self.idle_timeout, self._expire)
+        if end is self.client and self._on_made is not None:
+            self._on_made(self)
+
+    def arrived(self, end: End) -> None:
+        """Bytes or EOF came to ``end`` before the splice was linked."""
+        if self._first is not None and not self._first.done():
+            self._first.set_result(None)
+
+    def forward_eof(self, to: End) -> None:
+        assert to.transport is not None
+        if not to.transport.is_closing():
+            with contextlib.suppress(OSError, RuntimeError):  # the socket just went: lost follows
+                to.transport.write_eof()
+        if self.client.eof and self.service.eof:
+            self.close()
+
+    def ended(self, end: End, exc: Exception | None) -> None:
+        other = self.service if end is self.client else self.client
+        clean = self.closing or (end.eof and (other.eof or other.transport is None))
+        if exc is not None or not clean:
+            # A failure, or this side went away before both said EOF and unasked: cut the
+            # other side too, so neither peer mistakes it for a clean end. (A clean close --
+            # after both EOFs, or ours on an idle timeout -- is the other branch.)
+            if exc is not None and self._error is None:
+                self._error = exc
+                self.stats.error(reason_of(exc))
+            if not other.lost and other.transport is not None:
+                other.transport.abort()
+        elif not other.lost and other.transport is not None:
+            other.transport.close()
+        self._settle()
+
+    # -- from the owner -------------------------------------------------------------------
+
+    async def first_bytes(self, timeout: float) -> bytes:
+        """What the client sent within ``timeout`` seconds of connecting (b"" if nothing, or
+        EOF), taken out of the held bytes so it can ride in the SYN."""
+        if not self.client.held and not self.client.eof and not self.client.lost:
+            self._first = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._first
+            except TimeoutError:
+                pass
+            finally:
+                self._first = None
+        held, self.client.held = self.client.held, []
+        return b"".join(held)
+
+    def link(self) -> None:
+        """Join the ends (both made): held bytes and EOFs go over, reading resumes."""
+        client, service = self.client, self.service
+        client.peer, service.peer = service, client
+        self.linked = True
+        for end in (client, service):
+            peer = end.peer
+            assert peer is not None and peer.transport is not None and end.transport is not None
+            if end.held:
+                held, end.held = end.held, []
+                peer.transport.write(b"".join(held))
+            if end.eof:
+                self.forward_eof(peer)
+            elif not end.lost and not end.transport.is_closing():
+                end.transport.resume_reading()
+
+    def abort(self) -> None:
+        """Cut both sides (RST, stream reset)."""
+        for end in (self.client, self.service):
+            if end.transport is not None and not end.lost:
+                end.transport.abort()
+        self._settle()
+
+    def close(self) -> None:
+        """Close both sides (FIN after what was written)."""
+        self.closing = True
+        for end in (self.client, self.service):
+            if end.transport is not None and not end.lost:
+                end.transport.close()
+        self._settle()
+
+    def _expire(self) -> None:
+        self.idle = None
+        self.stats.error("idle-timeout")
+        self.close()
+
+    def _settle(self) -> None:
+        if (self.client.lost or self.client.transport is None) and (
+            self.service.lost or self.service.transport is None
+        ):
+            if self.idle is not None:
+                self.idle.cancel()
+                self.idle = None
+            if not self.done.done():
+                self.done.set_result(None)
