@@ -90,6 +90,28 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
         self.writer: StreamWriter | None = None
         self._on_connect = on_connect
 
+    # asyncio makes each protocol the future ``wait_closed`` awaits at once, about 150 bytes
+    # kept by every idle stream end; here it is made when first asked for (``wait_closed``,
+    # or the connection lost), and the one asyncio's ``__init__`` assigns is dropped.
+    _closed_future: asyncio.Future[None] | None = None
+
+    @property
+    def _closed(self) -> asyncio.Future[None]:
+        if self._closed_future is None:
+            loop: asyncio.AbstractEventLoop = self._loop  # type: ignore[attr-defined]  # asyncio's own
+            self._closed_future = loop.create_future()
+        return self._closed_future
+
+    @_closed.setter
+    def _closed(self, _made_by_asyncio: asyncio.Future[None]) -> None:
+        pass
+
+    def __del__(self) -> None:
+        # asyncio's reads the future (marks its exception retrieved): not one to make now.
+        closed = self._closed_future
+        if closed is not None and closed.done() and not closed.cancelled():
+            closed.exception()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         assert isinstance(transport, asyncio.Transport)
