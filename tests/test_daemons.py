@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,12 +17,12 @@ from typing import Any
 import pytest
 
 import scaffold
+from cli_processes import Daemons
 from scaffold.core.controller.commands import Counters, Status
 from scaffold.deploy.joining import join_from_state
 from scaffold.errors import ConfigError
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run
-from scaffold.runtime.tls import CredentialStore
 
 TOPOLOGY = """\
 name = "pair"
@@ -46,56 +44,6 @@ delay_ms = 2
 name = "echo"
 replicas = ["dc2-h1"]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Daemons:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.port = free_port()
-        self.controller = ("127.0.0.1", self.port)
-        #: the network's CA and every daemon's credentials
-        self.credentials = CredentialStore(tmp / "credentials")
-        self.operator = self.credentials.operator()
-
-    def creds(self, name: str, role: str) -> str:
-        """The credentials directory of daemon ``name`` in ``role``."""
-        return str(self.credentials.node(name, role).directory)
-
-    def start(self, name: str, *argv: str) -> None:
-        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed by the Popen's owner
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "scaffold", *argv],
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            cwd=self.tmp,
-        )
-        log.close()
-
-    def log(self, name: str) -> list[dict[str, object]]:
-        lines = (self.tmp / f"{name}.log").read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
-
-    def stop_all(self) -> dict[str, int | None]:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = {}
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes[name] = proc.wait(timeout=5)
-        return codes
 
 
 @pytest.fixture

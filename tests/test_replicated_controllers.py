@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 
 import scaffold
+from cli_processes import free_port
 from scaffold.core.controller.commands import Allow, Status
 from scaffold.deploy import etcd
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run, wait_until
 from scaffold.runtime.tls import CredentialStore
-from test_daemons import TOPOLOGY, free_port
+from test_daemons import TOPOLOGY
 
 pytestmark = [
     pytest.mark.slow,

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from cli_processes import free_port
 from scaffold.core.controller.commands import Allow, Disallow, Status
 from scaffold.ids import ObjectId
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run, wait_until
 from scaffold.runtime.sqlite_store import SqliteStore
 from scaffold.wire import control
-from test_daemons import TOPOLOGY, free_port
+from test_daemons import TOPOLOGY
 
 OBJECTS = 100_000
 pytestmark = pytest.mark.slow

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import scaffold
+from cli_processes import Daemons, free_port
 from scaffold.apps.pattern import PatternChecker
 from scaffold.core.controller.commands import Counters, Events, Status
 from scaffold.core.controller.demand import DemandBook
@@ -27,7 +27,7 @@ from scaffold.deploy.daemons.switch_pool import ControlHub
 from scaffold.deploy.daemons.workers import WorkerPool, pool_metrics
 from scaffold.runtime import admin
 from scaffold.runtime.aio import run, wait_until
-from scaffold.runtime.tls import Credentials, CredentialStore
+from scaffold.runtime.tls import Credentials
 from scaffold.wire import control
 from scaffold.wire.control import MetricSample
 
@@ -44,48 +44,6 @@ replicas = ["dc1-h1"]
 """
 
 
-class Daemons:
-    """Daemon processes of one test, each stopped by its pid."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        #: the network's CA and every daemon's credentials
-        self.credentials = CredentialStore(tmp / "credentials")
-        self.operator = self.credentials.operator()
-
-    def creds(self, name: str, role: str) -> list[str]:
-        """The ``--credentials`` flag of daemon ``name`` in ``role``."""
-        return ["--credentials", str(self.credentials.node(name, role).directory)]
-
-    def start(self, name: str, *argv: str) -> None:
-        with open(self.tmp / f"{name}.log", "wb") as log:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "scaffold", *argv],
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                cwd=self.tmp,  # a controller's default store (.scaffold/) is the test's own
-            )
-
-    def log(self, name: str) -> list[dict[str, object]]:
-        lines = (self.tmp / f"{name}.log").read_text().splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
-    def stop_all(self) -> dict[str, int]:
-        for proc in reversed(self.procs.values()):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = {}
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes[name] = proc.wait(timeout=5)
-        return codes
-
-
 @pytest.fixture
 def daemons(tmp_path: Path) -> Iterator[Daemons]:
     d = Daemons(tmp_path)
@@ -98,18 +56,10 @@ def daemons(tmp_path: Path) -> Iterator[Daemons]:
 def worker_pids(daemons: Daemons, name: str) -> dict[int, int]:
     """The pid of each worker of ``name``, from its supervisor's log (the latest start)."""
     pids: dict[int, int] = {}
-    for record in daemons.log(name):
+    for record in daemons.log(name, only_json=False):
         if record["msg"] == "worker started":
             pids[int(record["worker"])] = int(record["pid"])  # type: ignore[call-overload]
     return pids
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
@@ -124,14 +74,17 @@ def test_a_flow_switch_worker_killed_under_load_loses_no_byte(daemons: Daemons, 
         str(tmp_path / "one.toml"),
         "--listen",
         ctl,
-        *daemons.creds("controller", "controller"),
+        "--credentials",
+        daemons.creds("controller", "controller"),
     )
     node = ["--controller", ctl, "--listen", "127.0.0.1:0", "--stats-interval", "0.2"]
-    fs = ["--name", "dc1-fs1", "--dc", "dc1", "--workers", "2", *daemons.creds("dc1-fs1", "flow-switch")]
+    fs = ["--name", "dc1-fs1", "--dc", "dc1", "--workers", "2"]
+    fs += ["--credentials", daemons.creds("dc1-fs1", "flow-switch")]
     daemons.start("dc1-fs1", "switch", "--role", "flow", *fs, *node)
-    os_ = ["--name", "dc1-os", "--dc", "dc1", *daemons.creds("dc1-os", "object-switch")]
+    os_ = ["--name", "dc1-os", "--dc", "dc1", "--credentials", daemons.creds("dc1-os", "object-switch")]
     daemons.start("dc1-os", "switch", "--role", "object", *os_, *node)
-    h1 = ["--name", "dc1-h1", "--gateway", "dc1-fs1", "--serve", "echo", *daemons.creds("dc1-h1", "host")]
+    h1 = ["--name", "dc1-h1", "--gateway", "dc1-fs1", "--serve", "echo"]
+    h1 += ["--credentials", daemons.creds("dc1-h1", "host")]
     daemons.start("dc1-h1", "host", *h1, *node)
     operator = daemons.operator
 
@@ -351,18 +304,19 @@ def test_liveness_behind_worker_processes_survives_a_stalled_watcher_and_finds_a
     ctl = f"{controller[0]}:{controller[1]}"
     daemons.start(
         "controller", "controller", "--topology", str(tmp_path / "liveness.toml"), "--listen", ctl,
-        *daemons.creds("controller", "controller"),
+        "--credentials", daemons.creds("controller", "controller"),
     )  # fmt: skip
     node = ["--controller", ctl, "--listen", "127.0.0.1:0", "--stats-interval", "0.2"]
-    fs = ["--name", "dc1-fs1", "--dc", "dc1", "--workers", "2", *daemons.creds("dc1-fs1", "flow-switch")]
+    fs = ["--name", "dc1-fs1", "--dc", "dc1", "--workers", "2"]
+    fs += ["--credentials", daemons.creds("dc1-fs1", "flow-switch")]
     daemons.start("dc1-fs1", "switch", "--role", "flow", *fs, *node)
-    os_ = ["--name", "dc1-os", "--dc", "dc1", *daemons.creds("dc1-os", "object-switch")]
+    os_ = ["--name", "dc1-os", "--dc", "dc1", "--credentials", daemons.creds("dc1-os", "object-switch")]
     daemons.start("dc1-os", "switch", "--role", "object", *os_, *node)
     for name in ("dc1-h1", "dc1-h3"):
         serve = ["--serve", "content:1:resume", "--service", "pattern", "--pattern-size", str(DOWNLOAD)]
         pace = ["--pattern-pace", "0.004"]
         daemons.start(name, "host", "--name", name, "--gateway", "dc1-fs1", *serve, *pace,
-                      *daemons.creds(name, "host"), *node)  # fmt: skip
+                      "--credentials", daemons.creds(name, "host"), *node)  # fmt: skip
     operator = daemons.operator
 
     since = 0  # events up to this one belong to the start (hosts that join before their gateway)
