@@ -16,7 +16,11 @@ Two parts, each with its peer in the same run:
   state); CPU of every process over ``--idle`` seconds once the streams are idle (after
   ``--settle`` seconds), as a share of one core; and how the keepalives went out meanwhile
   (bundled or alone, docs/protocol.md §4.4). The ratio ``open_rate_ratio`` is the open rate at
-  each N over the rate at the smallest N (goal at 50k: >= 0.8).
+  each N over the rate at the smallest N (goal at 50k: >= 0.8); ``cpu_us_per_open`` is each
+  process's CPU per stream opened, and ``open_cpu_ratio`` the same comparison by work (CPU
+  per open at the smallest N over CPU per open at N), which the machine's load distorts less;
+  ``late_over_early`` the rate of 1,000 opens with nearly N held over that of 1,000 opens
+  with a few hundred held, in the same run.
 
 * ``ingress``: ``--clients`` (10k) concurrent TCP clients, each sending 5 bytes, reading the
   echo and holding its connection, through ``scaffold ingress`` (raw, one process: a
@@ -57,6 +61,8 @@ from _common import emit, environment
 LOCAL = "127.0.0.1"
 MESSAGE = b"hello"
 PAGE = os.sysconf("SC_PAGE_SIZE")
+#: opens per window of the early and late open rates (``open_echoes``)
+WINDOW = 1000
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -187,9 +193,15 @@ async def open_echoes(
     held: list[Any],
 ) -> dict[str, Any]:
     """Open ``n`` connections with ``connect``, ``batch`` at a time, each echoing once; keep
-    them in ``held`` as ``(reader, writer)``; the opened and failed counts and the rate."""
+    them in ``held`` as ``(reader, writer)``; the opened and failed counts and the rate.
+
+    With enough streams, also the rate of ``WINDOW`` opens early (just after the first
+    ``batch``) and late (just before the last ``batch``, when nearly ``n`` are held): the same
+    processes at nearly the same moment, so the two compare the cost of an open with few and
+    with many streams held open like for like (no start-up in either, nor the tail)."""
     failures: dict[str, int] = {}
     remaining = n
+    done: list[float] = []
 
     async def worker() -> None:
         nonlocal remaining
@@ -202,19 +214,29 @@ async def open_echoes(
                 if await asyncio.wait_for(reader.readexactly(len(MESSAGE)), 30) != MESSAGE:
                     raise OSError("wrong echo")
                 held.append((reader, writer))
+                done.append(time.perf_counter())
             except Exception as exc:
                 failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(min(batch, n))))
     seconds = time.perf_counter() - start
-    return {
+    result: dict[str, Any] = {
         "opened": len(held),
         "failed": sum(failures.values()),
         "failures": failures,
         "seconds": round(seconds, 2),
         "per_s": round(len(held) / seconds, 1) if seconds else None,
     }
+    if len(done) >= 2 * (batch + WINDOW):
+        early = done[batch + WINDOW] - done[batch]
+        late = done[-batch - 1] - done[-batch - 1 - WINDOW]
+        result.update(
+            per_s_early=round(WINDOW / early, 1),
+            per_s_late=round(WINDOW / late, 1),
+            late_over_early=round(early / late, 3),
+        )
+    return result
 
 
 def host_counters(host: Any) -> dict[str, int]:
@@ -233,7 +255,9 @@ async def streams_one(n: int, batch: int, settle: float, idle: float) -> None:
         gc.collect()
         before = rss()
         held: list[Any] = []
+        cpu = cpu_seconds()
         result = await open_streams(client, n, batch, held)
+        result["cpu_us_per_open"] = {"one": round((cpu_seconds() - cpu) / max(1, len(held)) * 1e6, 1)}
         await asyncio.sleep(settle)
         gc.collect()
         grown = rss() - before
@@ -381,7 +405,14 @@ def streams_separate(n: int, batch: int, settle: float, idle: float, collector: 
             },
         }
         opening, drops = time.time(), udp_receive_errors()
+        cpu = {c.pid: cpu_seconds(c.pid) for c in children}
         result = client.ask("open")
+        # CPU per stream opened, per process: the work of an open, which the machine's load
+        # does not stretch as it does the open rate.
+        result["cpu_us_per_open"] = {
+            name: round((cpu_seconds(c.pid) - cpu[c.pid]) / max(1, result["opened"]) * 1e6, 1)
+            for name, c in (("network", network), ("server", server), ("client", client))
+        }
         result["opened_between"] = [round(opening, 2), round(time.time(), 2)]
         result["udp_receive_buffer_drops_while_opening"] = udp_receive_errors() - drops
         time.sleep(settle)
@@ -593,10 +624,15 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 streams.setdefault(key, {})[str(n)] = run(n, args.batch, args.settle, args.idle, collector)
         for results in streams.values():
             base = results[str(counts[0])].get("per_s")
+            base_cpu = sum(results[str(counts[0])]["cpu_us_per_open"].values())
             for result in results.values():
                 result["open_rate_ratio"] = (
                     round(result["per_s"] / base, 3) if base and result.get("per_s") else None
                 )
+                # The same comparison by work: the CPU an open costs at the smallest N over
+                # its cost at this N (all processes), which load stretches less than time.
+                cpu = sum(result["cpu_us_per_open"].values())
+                result["open_cpu_ratio"] = round(base_cpu / cpu, 3) if cpu else None
     report: dict[str, Any] = {
         "benchmark": "flows",
         "environment": environment(),

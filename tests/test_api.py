@@ -209,6 +209,37 @@ def test_server_learns_flow_and_host() -> None:
     with_testbed(main)
 
 
+def test_start_server_counts_how_handlers_end_and_closes_their_streams() -> None:
+    """A handler that returns, one that raises and one whose client resets the stream: each
+    is counted, each stream is closed by the server (the client reads EOF), none is kept."""
+
+    async def main(net: scaffold.Testbed) -> None:
+        async def handler(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> None:
+            request = await reader.readexactly(4)
+            if request == b"fail":
+                raise ValueError("refused")
+            writer.write(request)
+            if request == b"hold":
+                await reader.read()  # until the client goes: a reset raises here
+            # Neither the handler nor the client closes: the server closes once it returns.
+
+        server = await net.host("dc1-h1").start_server(handler, "counted")
+        client = net.host("dc2-h1")
+        for request in (b"okay", b"fail"):
+            reader, writer = await client.open_connection("counted")
+            writer.write(request)
+            assert await asyncio.wait_for(reader.read(-1), 30) == (b"" if request == b"fail" else request)
+        reader, writer = await client.open_connection("counted")
+        writer.write(b"hold")
+        assert await asyncio.wait_for(reader.readexactly(4), 30) == b"hold"
+        writer.transport.abort()
+        await wait_until(lambda: not server.tasks and not server.connections, 30, "every handler ended")
+        assert (server.handled, server.failed) == (1, 2)
+        assert server.errors == ["ValueError: refused"]
+
+    with_testbed(main)
+
+
 def test_blocking_socket_api_from_threads() -> None:
     with scaffold.Testbed.threaded(datacenters=2, hosts_per_datacenter=2) as net:
         a, b = net.hosts[0], net.hosts[-1]

@@ -179,7 +179,7 @@ class Host:
                 self,
                 event.socket_id,
                 connected=not event.resumed or established,
-                sockname=(server.name, server.port),
+                sockname=server.sockname,
                 peername=(self.host_name(flow.peer_host) or "", flow.peer_socket),
             )
             self._transports[event.socket_id] = transport
@@ -348,9 +348,10 @@ class Host:
         self, obj: ObjectId, label: str, handler: StreamHandler, *, resumable: bool, limit: int, port: int = 0
     ) -> Server:
         def factory() -> StreamProtocol:
-            return StreamProtocol(limit, server._spawn)
+            return StreamProtocol(limit, spawn)
 
         server = Server(self, obj, label, factory, resumable=resumable, port=port, handler=handler)
+        spawn = server._spawn  # one bound method for every stream's protocol, not one each
         return server
 
     async def _serve(

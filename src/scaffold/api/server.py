@@ -54,7 +54,7 @@ class Server(asyncio.AbstractServer):
         #: accepted connections not lost yet, by Socket ID
         self.connections: dict[int, StreamTransport] = {}
         #: running handler tasks (``start_server``), by Socket ID
-        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.tasks: dict[int, asyncio.Future[None]] = {}
         self.serving = True
         #: set once a drain finished: the replica left and its last flow ended
         self.drained = asyncio.Event()
@@ -64,6 +64,10 @@ class Server(asyncio.AbstractServer):
         self.errors: list[str] = []
         self._changed = asyncio.Event()
         self._forever: asyncio.Future[None] | None = None
+        #: every handler task's name: one string, not one per stream
+        self._task_name = f"serve:{name}"
+        #: every accepted stream's ``sockname``: one tuple, not one per stream
+        self.sockname = (name, port)
 
     def __repr__(self) -> str:
         return (
@@ -106,38 +110,33 @@ class Server(asyncio.AbstractServer):
     # -- start_server's handlers -------------------------------------------------------------
 
     def _spawn(self, reader: asyncio.StreamReader, writer: StreamWriter) -> None:
-        """Run the handler on a new stream (``StreamProtocol.on_connect``)."""
+        """Run the handler on a new stream (``StreamProtocol.on_connect``).
+
+        The handler's coroutine is the task itself, and its end is seen by one small
+        callback: a wrapping coroutine and a closure would be kept by every stream held open
+        (about half a kilobyte each, with tens of thousands of idle streams).
+        """
         assert self.handler is not None
         transport = writer.transport
         assert isinstance(transport, StreamTransport)
-        task = self.host.loop.create_task(
-            self._run(self.handler, reader, writer, transport), name=f"serve:{self.name}"
-        )
+        try:
+            running = self.handler(reader, writer)
+            task: asyncio.Future[None] = (
+                self.host.loop.create_task(running, name=self._task_name)
+                if asyncio.iscoroutine(running)
+                else asyncio.ensure_future(running, loop=self.host.loop)
+            )
+        except Exception as exc:  # not a coroutine function, and it raised or returned no awaitable
+            self._failed(exc, transport)
+            transport.close()
+            return
         self.tasks[transport.socket_id] = task
-        task.add_done_callback(lambda _: self._ended(transport.socket_id, task))
+        task.add_done_callback(_HandlerEnded(self, transport))
 
-    def _ended(self, socket_id: int, task: asyncio.Task[None]) -> None:
+    def _ended(self, socket_id: int, task: asyncio.Future[None]) -> None:
         if self.tasks.get(socket_id) is task:
             del self.tasks[socket_id]
         self._changed.set()
-
-    async def _run(
-        self,
-        handler: StreamHandler,
-        reader: asyncio.StreamReader,
-        writer: StreamWriter,
-        transport: StreamTransport,
-    ) -> None:
-        try:
-            await handler(reader, writer)
-            self.handled += 1
-        except ConnectionResetError:  # BrokenPathError, or asyncio's "Connection lost"
-            self.failed += 1  # the client went away; nothing to report to anyone
-        except Exception as exc:
-            self._failed(exc, transport)
-        finally:
-            if not transport.migrated:
-                writer.close()
 
     # -- asyncio.AbstractServer --------------------------------------------------------------
 
@@ -202,3 +201,28 @@ class Server(asyncio.AbstractServer):
     def sockets(self) -> tuple[FlowSocket, ...]:
         """One stand-in listening socket: ``getsockname()`` is ``(name, port)``."""
         return (FlowSocket((self.name, self.port), None),)
+
+
+class _HandlerEnded:
+    """A ``start_server`` handler's task ended: count how, close its stream (unless the
+    stream migrated away with its state), forget the task."""
+
+    __slots__ = ("server", "transport")
+
+    def __init__(self, server: Server, transport: StreamTransport) -> None:
+        self.server = server
+        self.transport = transport
+
+    def __call__(self, task: asyncio.Future[None]) -> None:
+        server, transport = self.server, self.transport
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is None:
+                server.handled += 1
+            elif isinstance(exc, ConnectionResetError):  # BrokenPathError, or "Connection lost"
+                server.failed += 1  # the client went away; nothing to report to anyone
+            elif isinstance(exc, Exception):
+                server._failed(exc, transport)
+        if not transport.migrated:
+            transport.close()  # what the handler's writer.close() does
+        server._ended(transport.socket_id, task)

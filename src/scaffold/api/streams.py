@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,8 +27,31 @@ NO_TLS = "SCAFFOLD streams do not carry TLS: start_tls() and ssl= need a kernel 
 StreamReader = asyncio.StreamReader
 
 
+#: one finished future per event loop, which every writer on it shares (``StreamWriter``)
+_FINISHED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Future[None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class StreamWriter(asyncio.StreamWriter):
     """``asyncio.StreamWriter`` on a SCAFFOLD stream."""
+
+    def __init__(
+        self,
+        transport: asyncio.WriteTransport,
+        protocol: asyncio.BaseProtocol,
+        reader: asyncio.StreamReader | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(transport, protocol, reader, loop)
+        # asyncio (3.11 to 3.13) gives every writer a finished future of its own, which it
+        # never awaits: about 150 bytes kept by each of tens of thousands of idle streams.
+        # One per loop does whatever a later asyncio might do with it.
+        finished = _FINISHED.get(loop)
+        if finished is None:
+            finished = _FINISHED[loop] = loop.create_future()
+            finished.set_result(None)
+        self._complete_fut = finished
 
     async def start_tls(
         self,
@@ -65,6 +89,28 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
         self._drain_waiters: Any = []
         self.writer: StreamWriter | None = None
         self._on_connect = on_connect
+
+    # asyncio makes each protocol the future ``wait_closed`` awaits at once, about 150 bytes
+    # kept by every idle stream end; here it is made when first asked for (``wait_closed``,
+    # or the connection lost), and the one asyncio's ``__init__`` assigns is dropped.
+    _closed_future: asyncio.Future[None] | None = None
+
+    @property
+    def _closed(self) -> asyncio.Future[None]:
+        if self._closed_future is None:
+            loop: asyncio.AbstractEventLoop = self._loop  # type: ignore[attr-defined]  # asyncio's own
+            self._closed_future = loop.create_future()
+        return self._closed_future
+
+    @_closed.setter
+    def _closed(self, _made_by_asyncio: asyncio.Future[None]) -> None:
+        pass
+
+    def __del__(self) -> None:
+        # asyncio's reads the future (marks its exception retrieved): not one to make now.
+        closed = self._closed_future
+        if closed is not None and closed.done() and not closed.cancelled():
+            closed.exception()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

@@ -18,6 +18,7 @@ out with the segments of a synchronized connection; the search is the sender's
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from ..errors import BrokenPathError, MalformedPacket, ObjectNotFound, ScaffoldError
@@ -65,6 +66,9 @@ _PACKET_OVERHEAD = 76 + wire.FIXED_LEN
 _AMPLIFICATION = 3
 #: RETRYs a client follows per connection (each one costs the server nothing)
 _MAX_RETRIES_FOLLOWED = 3
+#: ``_coarse`` when only the liveness deadline may have moved (a keepalive went out, a
+#: bundle answered): ``deadlines`` recomputes that one alone. No deadline is ever -inf.
+_COARSE_STALE = -math.inf
 
 
 class StreamMachine:
@@ -237,6 +241,8 @@ class StreamMachine:
         if self._timer_stale:
             self._timer, self._coarse = self._next_deadlines()
             self._timer_stale = False
+        elif self._coarse == _COARSE_STALE:
+            self._coarse = self._next_coarse()
         return self._timer, self._coarse
 
     def _next_deadlines(self) -> tuple[float | None, float | None]:
@@ -254,11 +260,17 @@ class StreamMachine:
         ):
             if at is not None and (exact is None or at < exact):
                 exact = at
+        return exact, self._next_coarse()
+
+    def _next_coarse(self) -> float | None:
+        state = self._state
+        if state is _CLOSED or state is _IDLE:
+            return None
         coarse = self._liveness.idle_deadline()
         keepalive = self._keepalive_deadline()
         if keepalive is not None and keepalive < coarse:
             coarse = keepalive
-        return exact, coarse
+        return coarse
 
     def handle_timer(self, now: float, *, liveness: bool = True) -> None:
         """Run every timer that expired at ``now``; with ``liveness=False`` all but the
@@ -303,10 +315,13 @@ class StreamMachine:
         state = self._state
         if state is _CLOSED or state is _IDLE:
             return False
-        self._timer_stale = True
         if now >= self._liveness.idle_deadline():
+            self._timer_stale = True
             self._terminate(TerminationReason.IDLE_TIMEOUT)
             return False
+        # Only the liveness deadline moves: a host runs this for every idle stream at each
+        # keepalive, and the exact deadlines stay as cached.
+        self._coarse = _COARSE_STALE
         keepalive = self._keepalive_deadline()
         if keepalive is not None and now >= keepalive:
             self._liveness.on_keepalive(now)
@@ -321,8 +336,10 @@ class StreamMachine:
             return
         liveness = self._liveness
         liveness.last_rx = max(liveness.last_rx, at)
-        self._suspect = None
-        self._timer_stale = True
+        self._coarse = _COARSE_STALE
+        if self._suspect is not None:
+            self._suspect = None
+            self._timer_stale = True
 
     def suspect(self, reason: str, now: float) -> None:
         """A signal says the object or the path is gone (``reason``: ``object-not-found`` or

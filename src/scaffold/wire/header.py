@@ -92,6 +92,9 @@ DST_OFFSET = 44
 DST_ROUTE = struct.Struct("!IQ")
 #: (dst DC ID, dst Host ID, dst Socket ID): rewritten by object switches.
 DST_LOCATOR = struct.Struct("!IQI")
+#: (dst DC ID, dst Host ID, dst Socket ID, src DC ID, src Host ID): the locators a host's
+#: cached header of a flow was encoded for (``HostStackBase._emit`` compares them in place).
+LOCATORS = struct.Struct("!IQIIQ")
 
 
 class Proto(IntEnum):

@@ -30,6 +30,8 @@ from .timers import DeadlineHeap, TimerWheel
 # plain ints: IntFlag arithmetic builds enum members on every call
 _TO_CLIENT = int(Flags.TO_CLIENT)
 _TRACE = int(Flags.TRACE)
+_LOCATORS = wire_header.LOCATORS
+_DST_OFFSET = wire_header.DST_OFFSET
 
 __all__ = ["BUNDLES", "HEARTBEAT", "LIVENESS_BATCH", "LIVENESS_TICK", "SWEEP", "HostStackBase"]
 
@@ -214,11 +216,19 @@ class HostStackBase(NodeCore[HostEvent]):
         flags = _TO_CLIENT if flow.role == Role.SERVER else 0
         if not flow.trace or flow.packets_sent:
             # Every packet of a flow has the same header until a locator changes: encode it
-            # once (a trace record is made for the first packet only, below).
-            key = (proto, flow.peer_dc, flow.peer_host, flow.peer_socket, self.dc_id, self.host_id)
+            # once (a trace record is made for the first packet only, below). The header is
+            # its own cache key: its locators are compared in place, so an idle flow keeps
+            # only the header's bytes.
             cached = flow.header
-            if cached is None or cached[0] != key:
-                header = wire_header.HEADER.pack(
+            if (
+                cached is None
+                or cached[1] != proto
+                or not cached.startswith(
+                    _LOCATORS.pack(flow.peer_dc, flow.peer_host, flow.peer_socket, self.dc_id, self.host_id),
+                    _DST_OFFSET,
+                )
+            ):
+                flow.header = cached = wire_header.HEADER.pack(
                     wire_header.VERSION,
                     proto,
                     flags,
@@ -232,10 +242,9 @@ class HostStackBase(NodeCore[HostEvent]):
                     self.host_id,
                     flow.socket_id,
                 )
-                flow.header = cached = (key, header)
             flow.packets_sent += 1
             flow.last_active = now
-            self._out.append((self.gateway, cached[1] + segment))
+            self._out.append((self.gateway, cached + segment))
             return
         h = Header(
             proto=proto,

@@ -74,9 +74,9 @@ class Flow:
     peer_changed_at: float = 0.0
     #: an imported stream's transport counters on arrival: what other hosts already counted
     stats_base: StreamTotals | None = None
-    #: the header of this flow's packets, as last encoded, and the locators it was encoded
-    #: for (``HostStackBase._emit`` reuses it while they stay the same)
-    header: tuple[tuple[int, int, int, int, int, int], bytes] | None = None
+    #: the header of this flow's packets, as last encoded (``HostStackBase._emit`` reuses it
+    #: while the locators in it stay the flow's)
+    header: bytes | None = None
     #: a server stream still in its handshake: counted against its listener's half-open
     #: limit until it is established or gone (docs/protocol.md §4.2.8)
     half_open: bool = False
