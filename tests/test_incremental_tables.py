@@ -60,7 +60,11 @@ def assert_consistent(ctl: Controller, switches: Switches) -> None:
 
 
 def register(ctl: Controller, host: str, gateway: str) -> None:
-    ctl.receive_message(host, control.Hello(node=host, role="host", gateway=gateway), 0.0)
+    # With an address, as a runtime's host says Hello: a restored controller takes only hosts
+    # that registered with one as alive (docs/protocol.md §6.4).
+    port = 7000 + sum(host.encode()) % 1000
+    hello = control.Hello(node=host, role="host", gateway=gateway, address=("127.0.0.1", port))
+    ctl.receive_message(host, hello, 0.0)
 
 
 def test_random_churn_keeps_incremental_tables_equal_to_tables_from_scratch() -> None:
