@@ -60,11 +60,7 @@ def test_flows_survive_a_controller_restart_and_state_comes_back(tmp_path: Path)
             assert all(r.alive for r in ctl.hosts.values())
             assert any(ctl.objects.values())  # the replica of "echo" is known again
             # and the restarted controller serves new registrations and connections
-            await net.host("dc2-h1").start_server(echo, "echo2")
-            r2, w2 = await net.host("dc1-h2").open_connection("echo2")
-            w2.write(b"after restart")
-            w2.write_eof()
-            assert await r2.read(-1) == b"after restart"
+            await echo_served_and_reached(net, "dc2-h1", "dc1-h2", "echo2", b"after restart")
 
     run(main())
 
@@ -92,13 +88,20 @@ def test_nodes_reconnect_after_the_controller_resets_their_connections() -> None
             )
             assert all(n.stats["controller-lost"] >= 1 for n in nodes)
             # and the control plane works again: a new object is served and reached
-            await net.host("dc1-h1").start_server(echo, "echo")
-            reader, writer = await net.host("dc2-h1").open_connection("echo")
-            writer.write(b"after the reset")
-            writer.write_eof()
-            assert await reader.read(-1) == b"after the reset"
+            await echo_served_and_reached(net, "dc1-h1", "dc2-h1", "echo", b"after the reset")
 
     run(main())
+
+
+async def echo_served_and_reached(
+    net: scaffold.Testbed, server: str, client: str, name: str, payload: bytes
+) -> None:
+    """``server`` serves ``name`` (an echo), and ``payload`` sent from ``client`` comes back."""
+    await net.host(server).start_server(echo, name)
+    reader, writer = await net.host(client).open_connection(name)
+    writer.write(payload)
+    writer.write_eof()
+    assert await reader.read(-1) == payload
 
 
 def test_admin_commands_over_the_control_port() -> None:

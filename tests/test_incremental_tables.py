@@ -21,10 +21,14 @@ Switches = dict[str, FlowSwitch | ObjectSwitch]
 
 
 def network(topo=None) -> tuple[Controller, Switches]:  # type: ignore[no-untyped-def]
-    topo = topo or default_topology()
-    ctl = Controller(topo, open_binding=True)
+    ctl = Controller(topo or default_topology(), open_binding=True)
+    return ctl, connect(ctl)
+
+
+def connect(ctl: Controller) -> Switches:
+    """A switch for every one of ``ctl``'s topology, each said Hello and holding its tables."""
     switches: Switches = {}
-    for dc in topo.datacenters:
+    for dc in ctl.topology.datacenters:
         for fs in dc.flow_switches:
             switches[fs] = FlowSwitch(fs, dc.name)
         switches[dc.object_switch] = ObjectSwitch(dc.object_switch, dc.name)
@@ -33,7 +37,7 @@ def network(topo=None) -> tuple[Controller, Switches]:  # type: ignore[no-untype
         for message in sw.control_to_send():
             ctl.receive_message(sw.name, message, 0.0)
     deliver(ctl, switches)
-    return ctl, switches
+    return switches
 
 
 def deliver(ctl: Controller, switches: Switches) -> dict[str, list[control.ControlMessage]]:
@@ -233,14 +237,4 @@ def test_a_restored_controller_starts_with_the_tables_built_one_change_at_a_time
 def network_restored(ctl: Controller) -> tuple[Controller, Switches]:
     """A controller started from ``ctl``'s rows, and new switches connected to it."""
     restored = Controller(ctl.topology, saved=ctl.snapshot(), open_binding=True)
-    switches: Switches = {}
-    for dc in ctl.topology.datacenters:
-        for fs in dc.flow_switches:
-            switches[fs] = FlowSwitch(fs, dc.name)
-        switches[dc.object_switch] = ObjectSwitch(dc.object_switch, dc.name)
-    for sw in switches.values():
-        sw.hello(("127.0.0.1", 1000 + len(sw.name)))
-        for message in sw.control_to_send():
-            restored.receive_message(sw.name, message, 0.0)
-    deliver(restored, switches)
-    return restored, switches
+    return restored, connect(restored)
