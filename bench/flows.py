@@ -20,7 +20,10 @@ Two parts, each with its peer in the same run:
   process's CPU per stream opened, and ``open_cpu_ratio`` the same comparison by work (CPU
   per open at the smallest N over CPU per open at N), which the machine's load distorts less;
   ``late_over_early`` the rate of 1,000 opens with nearly N held over that of 1,000 opens
-  with a few hundred held, in the same run.
+  with a few hundred held, in the same run; ``keepalives_while_opening`` the client's
+  keepalives and stall probes sent while it opened (each held stream, having had its echo and
+  no FIN, stall-probes 0.25 s after it, then 0.5, 1, 2 ... s later, up to the 15-s
+  keepalive: docs/protocol.md §5.1).
 
 * ``ingress``: ``--clients`` (10k) concurrent TCP clients, each sending 5 bytes, reading the
   echo and holding its connection, through ``scaffold ingress`` (raw, one process: a
@@ -326,7 +329,12 @@ async def host_child(role: str, controller: str, credentials: str, n: int, batch
     say({"ready": True})
     while line := (await lines.readline()).decode().strip():
         if line == "open":
-            say(await open_streams(host, n, batch, held))
+            before = host_counters(host)
+            result = await open_streams(host, n, batch, held)
+            # The held streams' keepalives and stall probes sent meanwhile (docs/protocol.md
+            # §4.4, §5.1): liveness work that grows with how long the streams were held.
+            result["keepalives_while_opening"] = {k: v - before[k] for k, v in host_counters(host).items()}
+            say(result)
         elif line == "report":
             gc.collect()
             say({"rss": rss(), **host_counters(host), **pauses()})

@@ -264,3 +264,42 @@ def test_a_keepalive_fires_on_time_among_ten_thousand_idle_streams() -> None:
     alive = sum(f.transport is not None and f.transport.state is StreamState.ESTABLISHED for f in flows)
     assert alive == 10_000 and len(server.flows) == 10_000
     assert client.counters["keepalive-alone"] == server.counters["keepalive-alone"] == 0
+
+
+def test_a_held_streams_stall_probe_computes_its_liveness_deadline_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Streams that got their answer and are held (no FIN) stall-probe at 0.25 s, 0.5 s, 1 s
+    ... (docs/protocol.md §5.1): with many held, that is most of a busy client's liveness
+    work. Each probe costs one ``handle_liveness``, whose result the host's ``deadlines()``
+    then reads from the cache: no second computation of the liveness deadline per probe."""
+    calls: Counter[str] = Counter()
+    for name in ("handle_liveness", "_next_coarse", "_keepalive_deadline"):
+        real = getattr(StreamConnection, name)
+
+        def counting(
+            self: StreamConnection, *args: Any, _real: Any = real, _name: str = name, **kw: Any
+        ) -> Any:
+            calls[_name] += 1
+            return _real(self, *args, **kw)
+
+        monkeypatch.setattr(StreamConnection, name, counting)
+    net = network()
+    client = net.host(CLIENT)
+    flows = [net.act(CLIENT, lambda core, now: core.open_stream(WEB, now)) for _ in range(200)]
+    net.run(0.5)
+    for flow in flows:
+        net.act(CLIENT, lambda core, now, f=flow: core.stream_send(f.socket_id, b"hello", now))
+    net.run(0.2)  # every echo back: each stream is held, stall-probing
+    calls.clear()
+    bundled = client.counters["keepalives-bundled"]
+    net.run(4.0)  # probes at about 0.25, 0.75, 1.75 and 3.75 s after each echo
+    probes = client.counters["keepalives-bundled"] - bundled
+    assert probes >= 4 * len(flows)
+    assert client.counters["keepalive-alone"] == 0
+    assert calls["handle_liveness"] == probes  # one wake-up per probe, none wasted
+    assert calls["_next_coarse"] == 0, calls
+    assert calls["_keepalive_deadline"] == probes, calls
+    # (Not the server: a bundle moves its flows' idle timeouts later, and the wheel refiles
+    # them lazily, when their old tick comes.)
+    check_timers(client)

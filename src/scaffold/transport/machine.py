@@ -315,18 +315,23 @@ class StreamMachine:
         state = self._state
         if state is _CLOSED or state is _IDLE:
             return False
-        if now >= self._liveness.idle_deadline():
+        liveness = self._liveness
+        idle = liveness.idle_deadline()
+        if now >= idle:
             self._timer_stale = True
             self._terminate(TerminationReason.IDLE_TIMEOUT)
             return False
         # Only the liveness deadline moves: a host runs this for every idle stream at each
-        # keepalive, and the exact deadlines stay as cached.
-        self._coarse = _COARSE_STALE
+        # keepalive (and every held stream's stall probes), and the exact deadlines stay as
+        # cached. The new coarse deadline is cached here, from the values at hand, so the
+        # host's ``deadlines()`` right after does not compute it all again.
         keepalive = self._keepalive_deadline()
-        if keepalive is not None and now >= keepalive:
-            self._liveness.on_keepalive(now)
-            return True
-        return False
+        due = keepalive is not None and now >= keepalive
+        if due:
+            liveness.on_keepalive(now)
+            keepalive = liveness.keepalive_deadline(self._receiver.stream.peer_fin is not None)
+        self._coarse = idle if keepalive is None or idle <= keepalive else keepalive
+        return due
 
     def peer_alive(self, at: float) -> None:
         """The peer proved, with the nonce, that it held this flow at time ``at`` (a liveness

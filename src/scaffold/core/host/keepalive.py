@@ -50,22 +50,28 @@ class Keepalives(HostStackBase):
         streams, timers, wheel = self._streams, self._timers, self._wheel
         for key in keys:
             flow = streams.get(key)
-            if flow is None or flow.transport is None:
+            if flow is None:
                 continue
             transport = flow.transport
-            due = transport.handle_liveness(now)
-            if transport.state is StreamState.CLOSED:
-                self._pump(flow, now)  # the idle timeout: its events, then it is forgotten
+            if transport is None:
                 continue
-            if due:
+            if transport.handle_liveness(now):
                 if flow.peer_host and flow.peer_socket:
-                    probes.setdefault((flow.peer_dc, flow.peer_host), []).append(flow)
+                    peer = (flow.peer_dc, flow.peer_host)
+                    bundle = probes.get(peer)
+                    if bundle is None:
+                        probes[peer] = [flow]
+                    else:
+                        bundle.append(flow)
                 else:
                     transport.probe(now)
                     self._pump(flow, now)
                     continue
-            # Nothing to send, no event: only its deadlines to file again (most keys here
-            # were refreshed by a bundle since they were filed, and are not due at all).
+            elif transport.state is StreamState.CLOSED:
+                self._pump(flow, now)  # the idle timeout: its events, then it is forgotten
+                continue
+            # Its deadlines to file again (probed in a bundle, or not due: refreshed by a
+            # bundle since it was filed). ``handle_liveness`` cached the new coarse one.
             exact, coarse = transport.deadlines()
             timers.arm(key, exact)
             wheel.arm(key, coarse)
