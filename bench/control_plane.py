@@ -8,8 +8,12 @@ Figures, each with how it is measured:
 * ``registrations_per_s``: ``Bind`` records fed to the sans-IO ``Controller`` (one replica
   on a random host, three DCs' worth of hosts taking turns), its tables flushed after every
   batch of ``--batch`` and its state changes committed to a ``SqliteStore`` (the embedded
-  default) -- the rate over the last ``--window`` registrations before each checkpoint
-  (10k, 100k, 1M). Flat rates mean a registration costs the same at any size.
+  default) as the controller daemon commits them: from a thread of its own, the batches
+  flushed while a commit runs going into the next one together (``GroupCommitter``) -- the
+  rate over the last ``--window`` registrations before each checkpoint (10k, 100k, 1M; the
+  last one ends once every commit has returned). Flat rates mean a registration costs the
+  same at any size. ``commit_lag_s_max``: the longest a batch waited, from its flush to its
+  commit returning (what a node waits for its answer beyond the core's work).
   ``registrations_per_cpu_s``: the same windows per CPU-second of this process (what other
   work on the machine does not change); ``registrations_per_s_mean``: the wall-clock rate
   over each whole span between checkpoints, the store's folds included (``SqliteStore``);
