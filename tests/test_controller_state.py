@@ -27,7 +27,7 @@ from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
 from scaffold.runtime.aio import ControllerRuntime, run, wait_until
 from scaffold.runtime.sim import SimNetwork
-from scaffold.runtime.sqlite_store import SqliteStore
+from scaffold.runtime.sqlite_store import INSERT_ROWS, SqliteStore
 from scaffold.runtime.store import controller_outputs
 from scaffold.wire import control
 
@@ -293,3 +293,29 @@ def test_a_grant_expiry_is_durable_and_a_core_built_from_the_rows_withdraws_on_t
     assert key not in new.objects and new.drops["grant-expired"] == 1
     commit(new, rows)
     assert ("replicas", key) not in rows.rows
+
+
+def test_a_sqlite_commit_appends_its_rows_in_a_few_statements_whatever_their_number(tmp_path: Path) -> None:
+    # Each statement hands the GIL back and forth: a commit from the daemon's store thread,
+    # beside a busy event loop, waited for it once per row. Counted, not timed: the INSERTs
+    # of a commit are one per INSERT_ROWS rows, and what they store loads back the same.
+    path = tmp_path / "controller.sqlite3"
+    store = SqliteStore(path)
+    ctl = Controller(default_topology(), open_binding=True)
+    rows = StateRows()
+    hello(ctl, "north-h1", "north-fs1", 0.0)
+    statements: list[str] = []
+    for count in (1, 2 * INSERT_ROWS + 7):
+        for k in range(count):
+            ctl.receive_message("north-h1", control.Bind(ObjectId.from_name(f"{count}-{k}").raw.hex()), 0.1)
+        ctl.receive_message("north-h1", control.Unbind(ObjectId.from_name("1-0").raw.hex()), 0.1)
+        changes = ctl.state_changes()
+        rows.apply(changes)
+        store._connection().set_trace_callback(statements.append)
+        store.commit(changes)
+        store._connection().set_trace_callback(None)
+        inserts = [s for s in statements if s.startswith("INSERT")]
+        assert len(inserts) == -(-len({(c.kind, c.key) for c in changes}) // INSERT_ROWS)
+        statements.clear()
+    loaded = SqliteStore(path).load()
+    assert loaded is not None and StateRows(loaded).rows == rows.rows == StateRows(ctl.snapshot()).rows
