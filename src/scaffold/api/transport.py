@@ -253,9 +253,12 @@ class StreamTransport(asyncio.Transport):
         self._schedule()
 
     def start(self, protocol: asyncio.BaseProtocol) -> None:
-        """Serve the flow with ``protocol``: ``connection_made`` once the flow is connected."""
+        """Serve the flow with ``protocol``: ``connection_made`` (and what already arrived)
+        now if the flow is connected, else once it is. Called outside the host's flush
+        (``Server`` makes protocols in a callback of its own), so the callbacks may run in
+        this call rather than a turn of the loop later."""
         self._protocol = protocol
-        self._schedule()
+        self._process()
 
     def start_now(self, protocol: asyncio.BaseProtocol) -> None:
         """As :meth:`start`, calling ``connection_made`` at once (``create_connection``
