@@ -7,7 +7,8 @@ contract (docs/architecture.md §7):
 * protocol callbacks never run inside the host's flush or inside a transport call: an event
   of the flow only schedules ``_process`` with ``call_soon``, which then calls
   ``connection_made``, ``data_received``, ``eof_received``, ``resume_writing`` and
-  ``connection_lost`` in that order, from what the flow's state is then (level-triggered);
+  ``connection_lost`` in that order, from what the flow's state is then (level-triggered); a
+  server's new stream runs ``_process`` in the callback that made its protocol (``start``);
 * reading: received bytes stay in the stream transport's receive buffer until delivered,
   so ``pause_reading`` closes the peer's window (flow control end to end, docs/protocol.md
   §4.2.4); ``eof_received`` returning false closes the transport;
