@@ -256,15 +256,22 @@ def one_setup(port: int) -> float:
     return elapsed
 
 
-def setup_times(port: int, count: int, spacing: float = 0.005) -> dict[str, Any]:
+def setup_times(name: str, port: int, count: int, spacing: float = 0.005) -> dict[str, Any]:
     """``count`` connections, ``spacing`` s apart: each sample is one connection's setup, not
-    also the teardown of the one before (the whole scaffold network shares one core)."""
-    for _ in range(10):
-        one_setup(port)
+    also the teardown of the one before (the whole scaffold network shares one core).
+
+    Raises:
+        OSError: a connection failed or closed before answering (naming the setup).
+    """
     samples = []
-    for _ in range(count):
-        time.sleep(spacing)
-        samples.append(one_setup(port) * 1000)
+    try:
+        for _ in range(10):
+            one_setup(port)
+        for _ in range(count):
+            time.sleep(spacing)
+            samples.append(one_setup(port) * 1000)
+    except OSError as exc:
+        raise OSError(f"{name}: connection {len(samples) + 1} of {count}: {exc}") from exc
     samples.sort()
     return {
         "samples": count,
@@ -512,7 +519,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 return published and balancers and deployment.all_up()
 
             throughput = {name: run_wrk(wrk, port, args.duration) for name, port in ports.items()}
-            setup = {name: setup_times(port, args.setups) for name, port in ports.items()}
+            setup = {name: setup_times(name, port, args.setups) for name, port in ports.items()}
             for result in setup.values():
                 result["overhead_p50_ms"] = round(result["p50_ms"] - setup["direct"]["p50_ms"], 3)
                 result["overhead_p99_ms"] = round(result["p99_ms"] - setup["direct"]["p99_ms"], 3)

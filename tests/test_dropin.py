@@ -298,3 +298,58 @@ def test_buffered_protocols_and_a_failing_protocol_as_asyncio_treats_them() -> N
         loop.set_exception_handler(None)
 
     with_testbed(main)
+
+
+def test_a_connect_sends_its_syn_at_once_and_a_server_makes_its_protocol_in_one_turn() -> None:
+    """Latency of a stream's setup, counted in turns of the loop rather than timed: the SYN
+    leaves while ``create_connection`` starts (not after the turn it was called in), and a
+    server's protocol hears ``connection_made`` and the SYN's data in the callback that made
+    it (not a turn later)."""
+
+    async def main(net: scaffold.Testbed) -> None:
+        a, b = net.host("dc1-h1"), net.host("dc2-h1")
+        served: list[Recorder] = []
+        made_in_start: list[list[str]] = []
+
+        def serving() -> Recorder:
+            served.append(Recorder(keep_open=True))
+            return served[-1]
+
+        server = await a.create_server(serving, "turns")
+        start = server._start
+
+        def start_and_look(transport: scaffold.StreamTransport) -> None:
+            start(transport)
+            made_in_start.append(list(served[-1].calls))
+
+        server._start = start_and_look  # type: ignore[method-assign]
+        loop = asyncio.get_running_loop()
+        connecting = asyncio.ensure_future(b.create_connection(Recorder, "turns", data=b"hello"))
+        await asyncio.sleep(0)  # the connect's first step ran; no flush of the host since
+        assert len(b.stack.flows) == 1 and b.stack.datagrams_to_send(loop.time()) == []
+        transport, _ = await asyncio.wait_for(connecting, 5)
+        await wait_until(lambda: bool(made_in_start), 5, "the server's protocol")
+        assert made_in_start == [["made", "data"]] and served[0].data == b"hello"
+        transport.close()
+        server.close()
+
+    with_testbed(main)
+
+
+def test_a_connect_nobody_answers_times_out_and_leaves_nothing_behind() -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        a, b = net.host("dc1-h1"), net.host("dc2-h1")
+        await a.start_server(echo, "silent")
+        links = [link for (src, _), link in b.node.links.items() if src == b.name]
+        assert links
+        for link in links:
+            link.up = False  # the SYN and its retransmissions never leave b
+        with pytest.raises(TimeoutError):
+            await b.create_connection(Recorder, "silent", timeout=0.2)
+        assert not b.stack.flows and not b._connecting and not b._transports
+        for link in links:
+            link.up = True
+        transport, _ = await b.create_connection(Recorder, "silent", timeout=5)
+        transport.close()
+
+    with_testbed(main)

@@ -424,9 +424,14 @@ class Host:
         )
         self._connecting[socket_id] = future
         self._transports[socket_id] = transport
-        self.kick()
+        # The SYN leaves now, not after this turn of the loop: a connect is latency, not
+        # bulk (each turn of a busy loop runs every other node's work too).
+        self.node.flush()
         try:
-            await asyncio.wait_for(future, timeout)
+            # Awaited directly, not through wait_for (whose inner future wakes this task a
+            # turn later than the handshake completed).
+            async with asyncio.timeout(timeout):
+                await future
             protocol = protocol_factory()
         except BaseException:
             self._connecting.pop(socket_id, None)

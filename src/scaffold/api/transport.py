@@ -7,7 +7,8 @@ contract (docs/architecture.md §7):
 * protocol callbacks never run inside the host's flush or inside a transport call: an event
   of the flow only schedules ``_process`` with ``call_soon``, which then calls
   ``connection_made``, ``data_received``, ``eof_received``, ``resume_writing`` and
-  ``connection_lost`` in that order, from what the flow's state is then (level-triggered);
+  ``connection_lost`` in that order, from what the flow's state is then (level-triggered); a
+  server's new stream runs ``_process`` in the callback that made its protocol (``start``);
 * reading: received bytes stay in the stream transport's receive buffer until delivered,
   so ``pause_reading`` closes the peer's window (flow control end to end, docs/protocol.md
   §4.2.4); ``eof_received`` returning false closes the transport;
@@ -253,9 +254,12 @@ class StreamTransport(asyncio.Transport):
         self._schedule()
 
     def start(self, protocol: asyncio.BaseProtocol) -> None:
-        """Serve the flow with ``protocol``: ``connection_made`` once the flow is connected."""
+        """Serve the flow with ``protocol``: ``connection_made`` (and what already arrived)
+        now if the flow is connected, else once it is. Called outside the host's flush
+        (``Server`` makes protocols in a callback of its own), so the callbacks may run in
+        this call rather than a turn of the loop later."""
         self._protocol = protocol
-        self._schedule()
+        self._process()
 
     def start_now(self, protocol: asyncio.BaseProtocol) -> None:
         """As :meth:`start`, calling ``connection_made`` at once (``create_connection``
