@@ -183,6 +183,54 @@ def test_a_worker_pool_restarts_the_dead_and_stops_the_rest_by_pid(tmp_path: Pat
     assert run(scenario()) == (0, 1)
 
 
+def test_a_pools_workers_die_with_their_supervisor_even_before_they_serve(tmp_path: Path) -> None:
+    """A supervisor SIGKILLed while its workers are still starting (they never reach the
+    serving loop that watches for it): the kernel stops them (``follow_supervisor``)."""
+    worker = (
+        "import time; from scaffold.deploy.daemons import workers; "
+        "workers.follow_supervisor(); time.sleep(60)"
+    )
+    supervisor = f"""
+import asyncio, sys
+from scaffold.deploy.daemons.jsonlog import JsonLog
+from scaffold.deploy.daemons.workers import WorkerPool
+
+async def main():
+    pool = WorkerPool([[sys.executable, "-c", {worker!r}]] * 2, JsonLog("pool", sys.stderr))
+    await pool.start()
+    print(*pool.pids, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+    process = subprocess.Popen([sys.executable, "-c", supervisor], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        pids = [int(pid) for pid in process.stdout.readline().split()]
+        assert len(pids) == 2
+        time.sleep(0.5)  # the workers are past follow_supervisor
+        assert all(running(pid) for pid in pids)
+        process.kill()
+        process.wait(10)
+        deadline = time.monotonic() + 10
+        while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(running(pid) for pid in pids)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie nobody reaped yet does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 GATEWAY_TOPOLOGY = """\
 name = "gateway"
 

@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ..deploy.daemons.workers import follow_supervisor
+
+    follow_supervisor()  # a pool's worker never outlives its supervisor
     try:
         code: int = args.func(args)
     except ScaffoldError as exc:

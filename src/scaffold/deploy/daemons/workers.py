@@ -18,15 +18,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ...core.metrics import CATALOGUE, MetricKind, Sample, define
 from .jsonlog import JsonLog
 
-__all__ = ["RESTARTS", "WORKERS", "WorkerPool", "pool_metrics", "until_orphaned"]
+__all__ = [
+    "RESTARTS",
+    "SUPERVISOR_ENV",
+    "WORKERS",
+    "WorkerPool",
+    "follow_supervisor",
+    "pool_metrics",
+    "until_orphaned",
+]
 
 WORKERS = define("workers", MetricKind.GAUGE, "Worker processes of a node running now.")
 RESTARTS = define("worker_restarts_total", MetricKind.COUNTER, "Worker processes restarted after they died.")
@@ -37,6 +47,9 @@ MAX_BACKOFF = 5.0
 STABLE = 10.0
 #: how often a worker looks whether its supervisor is still there
 PARENT_POLL = 0.5
+#: the environment variable in which a pool tells its workers the supervisor's pid
+SUPERVISOR_ENV = "SCAFFOLD_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(slots=True)
@@ -89,7 +102,10 @@ class WorkerPool:
             self._watchers.append(asyncio.create_task(self._watch(worker), name=f"worker-{worker.index}"))
 
     async def _spawn(self, worker: _Worker) -> None:
-        worker.process = await asyncio.create_subprocess_exec(*worker.argv, stdin=asyncio.subprocess.DEVNULL)
+        env = dict(os.environ, **{SUPERVISOR_ENV: str(os.getpid())})
+        worker.process = await asyncio.create_subprocess_exec(
+            *worker.argv, stdin=asyncio.subprocess.DEVNULL, env=env
+        )
         worker.started = asyncio.get_running_loop().time()
         self.log.info("worker started", worker=worker.index, pid=worker.process.pid)
 
@@ -134,6 +150,26 @@ class WorkerPool:
             for future in late:
                 with contextlib.suppress(Exception):
                     await future
+
+
+def follow_supervisor() -> None:
+    """In a pool's worker (``SUPERVISOR_ENV`` set): have the kernel send this process SIGTERM
+    when its supervisor dies (Linux ``PR_SET_PDEATHSIG``), and exit if it is gone already.
+
+    :func:`until_orphaned` only watches once a worker serves; a supervisor killed while its
+    worker was still joining the network or waiting for its target left that worker running
+    (seen after a ``bench/ingress.py`` run). Outside a pool: nothing.
+
+    Raises:
+        SystemExit: the supervisor died before this worker started.
+    """
+    supervisor = os.environ.pop(SUPERVISOR_ENV, None)
+    if supervisor is None:
+        return
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if str(os.getppid()) != supervisor:
+        raise SystemExit(f"worker {os.getpid()}: its supervisor {supervisor} is gone")
 
 
 async def until_orphaned(stop: asyncio.Event) -> None:
