@@ -190,8 +190,14 @@ def test_a_stream_deadline_moving_earlier_and_later_many_times() -> None:
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     """Counts calls of the real transport's timer methods (the methods still run)."""
+    yield count_calls(monkeypatch, "get_timer", "deadlines", "handle_timer", "handle_liveness")
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, *names: str) -> Counter[str]:
+    """Calls of ``StreamConnection``'s methods ``names`` from now on, counted by name (the
+    real methods still run)."""
     calls: Counter[str] = Counter()
-    for name in ("get_timer", "deadlines", "handle_timer", "handle_liveness"):
+    for name in names:
         real = getattr(StreamConnection, name)
 
         def counting(
@@ -201,7 +207,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
             return _real(self, *args, **kw)
 
         monkeypatch.setattr(StreamConnection, name, counting)
-    yield calls
+    return calls
 
 
 def work_per_event(idle_streams: int, calls: Counter[str]) -> tuple[Counter[str], int]:
@@ -273,17 +279,7 @@ def test_a_held_streams_stall_probe_computes_its_liveness_deadline_once(
     ... (docs/protocol.md §5.1): with many held, that is most of a busy client's liveness
     work. Each probe costs one ``handle_liveness``, whose result the host's ``deadlines()``
     then reads from the cache: no second computation of the liveness deadline per probe."""
-    calls: Counter[str] = Counter()
-    for name in ("handle_liveness", "_next_coarse", "_keepalive_deadline"):
-        real = getattr(StreamConnection, name)
-
-        def counting(
-            self: StreamConnection, *args: Any, _real: Any = real, _name: str = name, **kw: Any
-        ) -> Any:
-            calls[_name] += 1
-            return _real(self, *args, **kw)
-
-        monkeypatch.setattr(StreamConnection, name, counting)
+    calls = count_calls(monkeypatch, "handle_liveness", "_next_coarse", "_keepalive_deadline")
     net = network()
     client = net.host(CLIENT)
     flows = [net.act(CLIENT, lambda core, now: core.open_stream(WEB, now)) for _ in range(200)]
