@@ -350,7 +350,7 @@ class Ingress:
                 raise
             if opened:
                 if await self._client_transport(splice, conn, client) is not None:
-                    await self._carry(splice)
+                    await splice.carry()  # the client may have left while the stream opened
                 else:
                     splice.abort()
             return
@@ -365,7 +365,7 @@ class Ingress:
                 transport.close()  # gone before it said anything
                 return
         if await self._open_service(splice, first, transport):
-            await self._carry(splice)
+            await splice.carry()  # the client may have left while the stream opened
 
     async def _client_transport(
         self, splice: Splice, conn: socket.socket, client: _Client
@@ -407,14 +407,3 @@ class Ingress:
                 client.abort()
             return False
         return True
-
-    async def _carry(self, splice: Splice) -> None:
-        try:
-            if splice.client.lost:  # the client left while the stream opened
-                splice.abort()
-                return
-            splice.link()
-            await splice.done
-        finally:
-            if not splice.done.done():  # cancelled (close): cut what is left
-                splice.abort()

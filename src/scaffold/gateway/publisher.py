@@ -251,11 +251,7 @@ class Publisher:
                     self._probing = loop.create_task(self._confirm_failure())
                 splice.abort()  # a reset, not an EOF: an HTTP ingress then retries elsewhere
                 return
-            if splice.client.lost:  # the stream ended while the target answered
-                splice.abort()
-                return
-            splice.link()
-            await splice.done
+            await splice.carry()  # the stream may have ended while the target answered
         finally:
             self.stats.active -= 1
             if not splice.done.done():  # cancelled (close): cut what is left

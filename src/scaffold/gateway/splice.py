@@ -202,6 +202,19 @@ class Splice:
             elif not end.lost and not end.transport.is_closing():
                 end.transport.resume_reading()
 
+    async def carry(self) -> None:
+        """Link the ends (both made) and wait until the splice ends; if the client's end was
+        lost while its peer was made, or this is cancelled (a gateway closing), cut both."""
+        try:
+            if self.client.lost:
+                self.abort()
+                return
+            self.link()
+            await self.done
+        finally:
+            if not self.done.done():
+                self.abort()
+
     def abort(self) -> None:
         """Cut both sides (RST, stream reset)."""
         for end in (self.client, self.service):
