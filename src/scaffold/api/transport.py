@@ -40,6 +40,7 @@ from ..errors import BrokenPathError, ObjectNotFound, PathError
 from ..transport import (
     Connected,
     ConnectionTerminated,
+    DataReceived,
     EndOfStream,
     Reset,
     Resumed,
@@ -212,7 +213,9 @@ class StreamTransport(asyncio.Transport):
 
     def on_event(self, event: StreamEvent) -> None:
         """Record an event of the flow's stream transport; the protocol hears of it soon."""
-        if isinstance(event, Connected):
+        if isinstance(event, DataReceived):
+            pass  # the common one, first: nothing to record (``_deliver`` reads the bytes)
+        elif isinstance(event, Connected):
             self.connected = True
         elif isinstance(event, Resumed):
             self.connected = True
@@ -279,6 +282,10 @@ class StreamTransport(asyncio.Transport):
     def _stream(self) -> StreamConnection | None:
         return self._flow.transport
 
+    def _readable(self) -> int:
+        stream = self._flow.transport
+        return stream.readable if stream is not None else 0
+
     def _take(self, n: int) -> bytes:
         stream = self._flow.transport
         if stream is None or stream.readable == 0:
@@ -286,7 +293,7 @@ class StreamTransport(asyncio.Transport):
         if not self._live():
             # The flow ended (both sides closed) with bytes still unread: they are ours.
             return stream.read(n)
-        data = self._host.stack.stream_read(self.socket_id, n, self._host.now())
+        data = self._host.stack.stream_read(self.socket_id, n, self._loop.time())
         self._host.kick()  # reading may have opened the peer's window: a window update goes
         return data
 
@@ -328,24 +335,25 @@ class StreamTransport(asyncio.Transport):
         if not isinstance(protocol, asyncio.Protocol | asyncio.BufferedProtocol):
             self._fatal_error(TypeError(f"{protocol!r} is not a stream protocol"), "wrong protocol")
             return False
-        while not self._reading_paused and not self._closing:
+        more = True
+        while more and not self._reading_paused and not self._closing:
             data = self._take(READ_CHUNK)
             if not data:
                 break
+            # A short read took every readable byte: no second ``_take`` to learn it (bytes
+            # that arrive during the callback schedule another ``_process``).
+            more = len(data) == READ_CHUNK
             if isinstance(protocol, asyncio.BufferedProtocol):
                 if not self._call(self._fill, protocol, data):
                     return False
             elif not self._call(protocol.data_received, data):
                 return False
-        stream = self._stream
-        ended = self._peer_eof or self.terminated
-        readable = stream.readable if stream is not None else 0
         if (
-            ended
+            (self._peer_eof or self.terminated)
             and not self._eof_delivered
             and not self._reading_paused
             and not self._closing
-            and not readable
+            and not self._readable()
         ):
             self._eof_delivered = True
             try:
@@ -538,10 +546,15 @@ class StreamTransport(asyncio.Transport):
                 )
             return
         self._host.stack.stream_send(
-            self.socket_id, data if isinstance(data, bytes) else bytes(data), self._host.now(), force=True
+            self.socket_id, data if isinstance(data, bytes) else bytes(data), self._loop.time(), force=True
         )
         self._host.kick()
-        self._maybe_pause_protocol()
+        if not self._writing_paused:
+            # The flow is live (checked above; a send ends none): the pause check without
+            # get_write_buffer_size's lookups, once per write.
+            stream = self._flow.transport
+            if stream is not None and stream.buffered - stream.options.send_buffer > self._high:
+                self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))

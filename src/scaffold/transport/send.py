@@ -105,13 +105,15 @@ class SendStream:
 
     def acknowledge(self, ack: int) -> None:
         """The peer acknowledged every sequence number below ``ack`` (> ``una``)."""
-        data_end = self.data_end
         data = self.data
+        una = self.una
+        # ``data_end`` inline (per acknowledgment: no property and ``buffered`` calls)
+        data_end = una + (len(data) if data is not None else 0) if not self.fin_acked else una - 1
         if data is not None:
-            del data[: min(ack, data_end) - self.una]
+            del data[: min(ack, data_end) - una]
             if not data:
                 self.data = None
-        self.bytes_acked += ack - self.una
+        self.bytes_acked += ack - una
         self.una = ack
         if self.fin_sent and ack > data_end:
             self.fin_acked = True

@@ -224,9 +224,10 @@ class Sender:
                     break
         # 2. New data, then the FIN, within min(cwnd, peer window).
         window_blocked = False
+        # Sending moves only ``nxt``: where the buffered data ends holds for the whole loop.
+        data_end = stream.una + stream.buffered if not stream.fin_sent else 0
         while not stream.fin_sent:
             nxt = stream.nxt
-            data_end = stream.una + stream.buffered
             left = data_end - nxt
             if left <= 0 and not stream.shutdown:
                 break
