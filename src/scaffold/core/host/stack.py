@@ -59,6 +59,7 @@ SUPERSEDED_QUIET = 2.0
 _STREAM = int(Proto.STREAM)
 _STREAM_MIN = HEADER_LEN + wire_stream.FIXED_LEN
 _TRACE = int(Flags.TRACE)
+_TO_CLIENT = int(Flags.TO_CLIENT)
 
 
 class HostStack(StreamFlows, Keepalives, Churn):
@@ -292,11 +293,18 @@ class HostStack(StreamFlows, Keepalives, Churn):
         if len(data) >= _STREAM_MIN:
             # The common case first, read at fixed offsets: a stream segment of an
             # established flow, fully refined, from the flow's current peer, with its nonce.
-            # It is exactly what the general path below concludes for such a packet.
+            # It is exactly what the general path below concludes for such a packet. A
+            # server's segments to a client carry TO_CLIENT, which only switches read: the
+            # client end of every flow takes this path too.
             version, proto, flags, flow_id, obj, dst_host, dst_socket, src_dc, src_host, src_socket = (
                 DELIVERY.unpack_from(data)
             )
-            if version == VERSION and proto == _STREAM and not flags and dst_host == self.host_id:
+            if (
+                version == VERSION
+                and proto == _STREAM
+                and (not flags or flags == _TO_CLIENT)
+                and dst_host == self.host_id
+            ):
                 flow = self.flows.get(dst_socket)
                 if (
                     flow is not None

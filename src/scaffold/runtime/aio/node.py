@@ -45,6 +45,8 @@ SILENCE_DRAIN_ROUNDS = 16
 CONNECT_TIMEOUT = 1.0
 #: IPv4 + UDP headers: an interface's MTU less this is the largest datagram it sends
 _IP_UDP = 28
+#: the core events the runtime itself acts on (the rest only go to ``on_event``)
+_NODE_EVENTS = (NeighboursLearned, HostRelocated, TablesApplied)
 #: a switch says something at least this often, so the controller's idle timeout (30 s)
 #: never cuts a quiet but live control connection (docs/protocol.md §6.6)
 KEEPALIVE = 10.0
@@ -428,12 +430,13 @@ class NodeRuntime(Generic[CoreT_co]):
         handler = self.on_event
         tables_applied = False
         while (event := core.next_event()) is not None:
-            if isinstance(event, NeighboursLearned):
-                self._learn_addresses(event.addresses)
-            elif isinstance(event, HostRelocated):
-                self._plug_into(event)
-            elif isinstance(event, TablesApplied):
-                tables_applied = True
+            if isinstance(event, _NODE_EVENTS):  # one test for the many that are the handler's
+                if isinstance(event, NeighboursLearned):
+                    self._learn_addresses(event.addresses)
+                elif isinstance(event, HostRelocated):
+                    self._plug_into(event)
+                else:
+                    tables_applied = True
             if handler is not None:
                 handler(core, event, now)
         out = core.datagrams_to_send(now)
