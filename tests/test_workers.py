@@ -188,7 +188,7 @@ def test_a_pools_workers_die_with_their_supervisor_even_before_they_serve(tmp_pa
     serving loop that watches for it): the kernel stops them (``follow_supervisor``)."""
     worker = (
         "import time; from scaffold.deploy.daemons import workers; "
-        "workers.follow_supervisor(); time.sleep(60)"
+        "workers.follow_supervisor(); print('following', flush=True); time.sleep(60)"
     )
     supervisor = f"""
 import asyncio, sys
@@ -206,9 +206,12 @@ asyncio.run(main())
     process = subprocess.Popen([sys.executable, "-c", supervisor], stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
-        pids = [int(pid) for pid in process.stdout.readline().split()]
+        # The supervisor's line of pids and each worker's once it follows (a dead worker says
+        # nothing; the supervisor's end, at most 60 s on, ends the reads).
+        lines = [process.stdout.readline() for _ in range(3)]
+        assert lines.count("following\n") == 2, lines
+        pids = [int(pid) for line in lines if line != "following\n" for pid in line.split()]
         assert len(pids) == 2
-        time.sleep(0.5)  # the workers are past follow_supervisor
         assert all(running(pid) for pid in pids)
         process.kill()
         process.wait(10)
