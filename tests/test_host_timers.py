@@ -13,7 +13,8 @@ import pytest
 
 from conftest import WEB
 from scaffold.core.host import HostEvent, HostStack, StreamEventFor
-from scaffold.core.host.base import BUNDLES, HEARTBEAT, LIVENESS_TICK, SWEEP
+from scaffold.core.host.base import BUNDLES, HEARTBEAT, LIVENESS_TICK, SWEEP, WATCHES
+from scaffold.core.host.flows import Flow
 from scaffold.core.host.timers import DeadlineHeap, TimerWheel
 from scaffold.core.topology import default_topology, make_topology
 from scaffold.runtime.sim import SimNetwork
@@ -143,7 +144,7 @@ def check_timers(stack: HostStack) -> None:
     rounded up; the wheel may wake the host early (a deadline that moved later is refiled
     when its old tick comes), never late.
     """
-    exact = [stack._timers.get(key) for key in (HEARTBEAT, SWEEP, BUNDLES)]
+    exact = [stack._timers.get(key) for key in (HEARTBEAT, SWEEP, BUNDLES, WATCHES)]
     ticks = []
     tick = stack._wheel.tick
     for flow in stack.flows.values():
@@ -272,30 +273,68 @@ def test_a_keepalive_fires_on_time_among_ten_thousand_idle_streams() -> None:
     assert client.counters["keepalive-alone"] == server.counters["keepalive-alone"] == 0
 
 
-def test_a_held_streams_stall_probe_computes_its_liveness_deadline_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Streams that got their answer and are held (no FIN) stall-probe at 0.25 s, 0.5 s, 1 s
-    ... (docs/protocol.md §5.1): with many held, that is most of a busy client's liveness
-    work. Each probe costs one ``handle_liveness``, whose result the host's ``deadlines()``
-    then reads from the cache: no second computation of the liveness deadline per probe."""
-    calls = count_calls(monkeypatch, "handle_liveness", "_next_coarse", "_keepalive_deadline")
-    net = network()
-    client = net.host(CLIENT)
-    flows = [net.act(CLIENT, lambda core, now: core.open_stream(WEB, now)) for _ in range(200)]
+def held_streams(net: SimNetwork, count: int) -> list[Flow]:
+    """``count`` streams from the client that sent a request, got its echo and are held (no
+    FIN): each is in an exchange, stall-probing (docs/protocol.md §5.1)."""
+    flows = [net.act(CLIENT, lambda core, now: core.open_stream(WEB, now)) for _ in range(count)]
     net.run(0.5)
     for flow in flows:
         net.act(CLIENT, lambda core, now, f=flow: core.stream_send(f.socket_id, b"hello", now))
-    net.run(0.2)  # every echo back: each stream is held, stall-probing
+    net.run(0.2)  # every echo back
+    return flows
+
+
+def test_held_streams_hand_their_stall_probes_to_one_watch_of_the_peer_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """400 held streams over 15 s of silence: each sends its first stall probe (0.25 s) and
+    hands the later ones (0.75, 1.75, 3.75, 7.75 s) to the watch of its peer host, one entry
+    per probe for all of them (§4.4) -- about 400 entries and wake-ups, not 2,000 (the work
+    that grew with the streams held while a busy client opens more). Each wake-up computes
+    its liveness deadline once (``deadlines()`` reads the cache)."""
+    calls = count_calls(monkeypatch, "handle_liveness", "_next_coarse", "_keepalive_deadline")
+    net = network()
+    client, server = net.host(CLIENT), net.host(SERVER)
+    flows = held_streams(net, 400)
     calls.clear()
-    bundled = client.counters["keepalives-bundled"]
-    net.run(4.0)  # probes at about 0.25, 0.75, 1.75 and 3.75 s after each echo
-    probes = client.counters["keepalives-bundled"] - bundled
-    assert probes >= 4 * len(flows)
-    assert client.counters["keepalive-alone"] == 0
-    assert calls["handle_liveness"] == probes  # one wake-up per probe, none wasted
+    bundled, served = client.counters["keepalives-bundled"], dict(server.drops)
+    net.run(15.0)
+    entries = client.counters["keepalives-bundled"] - bundled
+    assert client.counters["peer-watch-probes"] == 4  # 0.75, 1.75, 3.75 and 7.75 s
+    assert entries == len(flows) + 4, entries  # was 5 x 400: every stream's own probes
+    assert calls["handle_liveness"] == len(flows)  # one wake-up per stream, none wasted
     assert calls["_next_coarse"] == 0, calls
-    assert calls["_keepalive_deadline"] == probes, calls
-    # (Not the server: a bundle moves its flows' idle timeouts later, and the wheel refiles
-    # them lazily, when their old tick comes.)
+    assert calls["_keepalive_deadline"] == len(flows), calls
+    assert client.counters["keepalive-alone"] == 0 and dict(server.drops) == served
+    assert all(f.transport is not None and f.transport.state is StreamState.ESTABLISHED for f in flows)
+    # Then each stream's own keepalive, 15 s after its first probe (but the watch's entry,
+    # answered at 7.75 s: 15 s after that).
+    net.run(1.0)
+    assert client.counters["keepalives-bundled"] - bundled == 2 * len(flows) + 4 - 1
     check_timers(client)
+
+
+def test_held_streams_reach_a_survivor_when_their_watched_peer_host_dies() -> None:
+    """Held streams of two replicas; one's host dies 3 s into the silence, after the streams
+    handed their stall probes to the watch: the watch's next probe (3.75 s) is re-resolved to
+    the survivor, whose answer sends every stream of the dead host to probe alone -- reset
+    (the listener is not resumable, §5.1) no later than its own stall probe would have found
+    it; the survivor's streams stay."""
+    net = network()
+    net.act("west-h1", lambda core, now: core.bind(WEB, 1, "web"))
+    net.on_event("west-h1", echo_streams)
+    net.run(0.5)
+    client = net.host(CLIENT)
+    flows = held_streams(net, 100)
+    quiet = net.now - 0.1  # about when the echoes came
+    victim = net.host(SERVER).host_id
+    lost = [f for f in flows if f.peer_host == victim]
+    kept = [f for f in flows if f.peer_host != victim]
+    assert lost and kept
+    net.run(3.0)
+    assert client.counters["keepalives-bundled"] < 2 * len(flows)  # the watch probes, not each
+    net.kill(SERVER)
+    net.run(quiet + 3.75 + 1.0 - net.now)  # its next probe; the controller knew at once
+    assert all(f.socket_id not in client.flows for f in lost)  # reset by the survivor
+    assert all(f.transport is not None and f.transport.state is StreamState.ESTABLISHED for f in kept)
+    assert client.counters["peer-watch-lost"] == 1

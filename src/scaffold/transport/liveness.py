@@ -15,10 +15,23 @@ request was acknowledged just before its server's host died would wait a whole
 from __future__ import annotations
 
 import math
+from enum import IntEnum
 
 from .options import StreamOptions
 
-__all__ = ["Liveness"]
+__all__ = ["Due", "Liveness"]
+
+
+class Due(IntEnum):
+    """What a liveness timer asks the caller to send (false when nothing)."""
+
+    NONE = 0
+    #: a keepalive, or a stall probe of the connection's own schedule
+    KEEPALIVE = 1
+    #: the first stall probe of a silence, whose later ones the host's watch of the peer
+    #: host takes over (``handover``): the caller sends it and joins the watch
+    HANDED_OVER = 2
+
 
 #: the stall probe's interval doubles at most this many times (then ``keepalive`` caps it).
 MAX_STALL_DOUBLINGS = 16
@@ -69,8 +82,15 @@ class Liveness:
             interval = min(interval, stall_probe * 2**self.stall_probes)
         return max(self.last_rx, self.last_keepalive) + interval
 
-    def on_keepalive(self, now: float) -> None:
-        """A probe is going out."""
+    def on_keepalive(self, now: float, peer_fin_known: bool, handover: bool = False) -> Due:
+        """A probe is going out. With ``handover`` (a host that watches peer hosts) the first
+        stall probe of a silence is also this connection's last: the next one of its own is
+        the keepalive, and ``Due.HANDED_OVER`` tells the caller to watch the peer host."""
         self.last_keepalive = now
-        if self.stall_probing:
-            self.stall_probes = min(self.stall_probes + 1, MAX_STALL_DOUBLINGS)
+        if not self.stall_probing:
+            return Due.KEEPALIVE
+        if handover and self.stall_probes == 0 and self._stall_probe is not None and not peer_fin_known:
+            self.stall_probes = MAX_STALL_DOUBLINGS  # the interval is ``keepalive`` from here
+            return Due.HANDED_OVER
+        self.stall_probes = min(self.stall_probes + 1, MAX_STALL_DOUBLINGS)
+        return Due.KEEPALIVE

@@ -27,7 +27,7 @@ from ..wire.stream import StreamFlags, StreamSegment, StreamType
 from . import resume
 from .builder import SegmentBuilder
 from .events import Connected, ConnectionTerminated, EndOfStream, EventQueue, Reset
-from .liveness import Liveness
+from .liveness import Due, Liveness
 from .options import StreamOptions
 from .receiver import BAD_FIN, FIN_ARRIVED, Receiver
 from .sender import Sender
@@ -308,28 +308,31 @@ class StreamMachine:
             acks.deadline = None
             acks.immediate = True
 
-    def handle_liveness(self, now: float) -> bool:
+    def handle_liveness(self, now: float, *, handover: bool = False) -> Due:
         """Run the liveness timers due at ``now``: end an idle connection, and tell whether a
-        keepalive (or stall probe) is due -- True: the caller sends it, as a KEEPALIVE
-        (:meth:`probe`) or in a liveness bundle (docs/protocol.md §4.4)."""
+        keepalive (or stall probe) is due -- true: the caller sends it, as a KEEPALIVE
+        (:meth:`probe`) or in a liveness bundle (docs/protocol.md §4.4). With ``handover``
+        the caller watches the peer host for held streams: ``Due.HANDED_OVER`` says this
+        was the first stall probe of a silence and its later ones are the watch's (§4.4)."""
         state = self._state
         if state is _CLOSED or state is _IDLE:
-            return False
+            return Due.NONE
         liveness = self._liveness
         idle = liveness.idle_deadline()
         if now >= idle:
             self._timer_stale = True
             self._terminate(TerminationReason.IDLE_TIMEOUT)
-            return False
+            return Due.NONE
         # Only the liveness deadline moves: a host runs this for every idle stream at each
         # keepalive (and every held stream's stall probes), and the exact deadlines stay as
         # cached. The new coarse deadline is cached here, from the values at hand, so the
         # host's ``deadlines()`` right after does not compute it all again.
         keepalive = self._keepalive_deadline()
-        due = keepalive is not None and now >= keepalive
-        if due:
-            liveness.on_keepalive(now)
-            keepalive = liveness.keepalive_deadline(self._receiver.stream.peer_fin is not None)
+        due = Due.NONE
+        if keepalive is not None and now >= keepalive:
+            peer_fin_known = self._receiver.stream.peer_fin is not None
+            due = liveness.on_keepalive(now, peer_fin_known, handover)
+            keepalive = liveness.keepalive_deadline(peer_fin_known)
         self._coarse = idle if keepalive is None or idle <= keepalive else keepalive
         return due
 

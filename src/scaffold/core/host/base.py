@@ -23,7 +23,7 @@ from ..engine import NodeCore
 from ..events import TraceHop
 from ..metrics import Histogram
 from .events import DrainCompleted, FlowClosed, HostEvent, StreamEventFor
-from .flows import Flow, Listener, PendingBundle, Role
+from .flows import Flow, Listener, PeerWatch, PendingBundle, Role
 from .stats import FLOW_PAUSE, StreamTotals
 from .timers import DeadlineHeap, TimerWheel
 
@@ -33,13 +33,15 @@ _TRACE = int(Flags.TRACE)
 _LOCATORS = wire_header.LOCATORS
 _DST_OFFSET = wire_header.DST_OFFSET
 
-__all__ = ["BUNDLES", "HEARTBEAT", "LIVENESS_BATCH", "LIVENESS_TICK", "SWEEP", "HostStackBase"]
+__all__ = ["BUNDLES", "HEARTBEAT", "LIVENESS_BATCH", "LIVENESS_TICK", "SWEEP", "WATCHES", "HostStackBase"]
 
 #: keys of the host's own timers in its ``DeadlineHeap``; stream flows use their Socket ID (> 0)
 HEARTBEAT = -1
 SWEEP = -2
 #: the expiry of the oldest liveness bundle waiting for its answer (``keepalive.py``)
 BUNDLES = -3
+#: the next probe of a watched peer host (``keepalive.py``)
+WATCHES = -4
 #: granularity of keepalives, stall probes and idle timeouts (seconds): the timer wheel's tick
 LIVENESS_TICK = 0.05
 #: streams whose liveness timers one ``handle_timer`` call runs, at most
@@ -101,6 +103,8 @@ class HostStackBase(NodeCore[HostEvent]):
         #: liveness PROBEs sent and not answered yet, by bundle id (``keepalive.py``)
         self._awaiting: dict[int, PendingBundle] = {}
         self._bundle_seq = 0
+        #: peer hosts watched for held streams, by (DC ID, Host ID) (``keepalive.py``)
+        self._watches: dict[tuple[int, int], PeerWatch] = {}
         #: the key of this host's retry tokens (``streams.py``), drawn when first needed
         self._token_key: bytes | None = None
         #: transport counters of streams this host no longer holds (metrics stay monotonic)

@@ -13,7 +13,7 @@ from ...transport import StreamConnection, StreamState
 from ...wire.header import Proto
 from .stats import StreamTotals
 
-__all__ = ["MIGRATABLE", "Flow", "Listener", "PendingBundle", "Role"]
+__all__ = ["MIGRATABLE", "Flow", "Listener", "PendingBundle", "PeerWatch", "Role"]
 
 #: stream states in which a flow can move to another host (docs/protocol.md §5.4)
 MIGRATABLE = frozenset(
@@ -96,3 +96,23 @@ class PendingBundle:
     expiry: float
     #: its flows already probed alone
     fell_back: bool = False
+    #: a probe of a ``PeerWatch``: its answer speaks for every held stream with this peer
+    watch: bool = False
+
+
+@dataclass(slots=True)
+class PeerWatch:
+    """A peer host probed for the held streams that handed their stall probes over
+    (docs/protocol.md §4.4): one probe on the stall schedule of the latest to join."""
+
+    #: the latest stream to join: its Flow ID, Object ID and entry head the watch's probes
+    about: Flow
+    #: the gap to the next probe, doubling as for one stream's stall probes
+    interval: float
+    due: float
+    #: the latest joiner's own keepalive: no probe of the watch is due after it
+    until: float
+    #: the bundle id of its probe awaiting an answer (0: none)
+    pending: int = 0
+    #: its probes in a row that went unanswered
+    misses: int = 0

@@ -21,13 +21,14 @@ only flows whose peer is exactly the bundle's source.
 from __future__ import annotations
 
 from ...errors import MalformedPacket
-from ...transport import StreamState
+from ...transport import StreamOptions, StreamState
+from ...transport.liveness import Due
 from ...wire import header as wire_header
 from ...wire import liveness as wire_liveness
 from ...wire.header import Flags, Header, Proto
 from ...wire.liveness import MAX_ENTRIES, Bundle, BundleType
-from .base import BUNDLES, HostStackBase
-from .flows import Flow, PendingBundle
+from .base import BUNDLES, WATCHES, HostStackBase
+from .flows import Flow, PeerWatch, PendingBundle
 
 __all__ = ["BUNDLE_ANSWER_MIN", "Keepalives"]
 
@@ -39,6 +40,8 @@ BUNDLE_ANSWER_MIN = 0.5
 BUNDLE_LATE = 5.0
 #: bundles waiting for their answer, at most (each holds at most MAX_ENTRIES Socket IDs)
 MAX_AWAITING = 4096
+#: a watched peer host's probes unanswered in a row before its streams probe alone
+WATCH_MISSES = 3
 
 
 class Keepalives(HostStackBase):
@@ -55,14 +58,18 @@ class Keepalives(HostStackBase):
             transport = flow.transport
             if transport is None:
                 continue
-            if transport.handle_liveness(now):
-                if flow.peer_host and flow.peer_socket:
+            bundled = bool(flow.peer_host and flow.peer_socket)
+            due = transport.handle_liveness(now, handover=bundled)
+            if due:
+                if bundled:
                     peer = (flow.peer_dc, flow.peer_host)
                     bundle = probes.get(peer)
                     if bundle is None:
                         probes[peer] = [flow]
                     else:
                         bundle.append(flow)
+                    if due is Due.HANDED_OVER:
+                        self._join_watch(peer, flow, transport.options, now)
                 else:
                     transport.probe(now)
                     self._pump(flow, now)
@@ -79,12 +86,14 @@ class Keepalives(HostStackBase):
             for start in range(0, len(flows), MAX_ENTRIES):
                 self._send_probe(peer, flows[start : start + MAX_ENTRIES], now)
 
-    def _send_probe(self, peer: tuple[int, int], flows: list[Flow], now: float) -> None:
+    def _send_probe(self, peer: tuple[int, int], flows: list[Flow], now: float, watch: bool = False) -> int:
+        """Send one PROBE listing ``flows``; its bundle id (0: none went, the flows probed
+        alone)."""
         if len(self._awaiting) >= MAX_AWAITING:
             # Unanswered bundles pile up (the peer is gone): probe each flow the old way.
             for flow in flows:
                 self._probe_alone(flow, now)
-            return
+            return 0
         self._bundle_seq = self._bundle_seq % 0xFFFFFFFF + 1
         bundle = Bundle(BundleType.PROBE, self._bundle_seq, [(f.peer_socket, f.nonce) for f in flows])
         about = flows[0]  # a header names a flow and an Object ID: one of the bundle's
@@ -100,10 +109,75 @@ class Keepalives(HostStackBase):
         self._out.append((self.gateway, wire_header.encode(h, wire_liveness.encode(bundle))))
         srtt = max((f.transport.smoothed_rtt or 0.0 for f in flows if f.transport is not None), default=0.0)
         expiry = now + max(BUNDLE_ANSWER_MIN, 4 * srtt)
-        self._awaiting[bundle.bundle_id] = PendingBundle(peer, [f.socket_id for f in flows], now, expiry)
+        sockets = [f.socket_id for f in flows]
+        self._awaiting[bundle.bundle_id] = PendingBundle(peer, sockets, now, expiry, watch=watch)
         if self._timers.get(BUNDLES) is None:
             self._timers.arm(BUNDLES, expiry)
         self.counters["keepalives-bundled"] += len(flows)
+        return bundle.bundle_id
+
+    # -- watching peer hosts for held streams --------------------------------------------------
+
+    def _join_watch(self, peer: tuple[int, int], flow: Flow, options: StreamOptions, now: float) -> None:
+        """A held stream's first stall probe of a silence went out: its later ones are the
+        watch's of its peer host, which restarts its schedule for it (the newest joiner
+        sets the pace, so every member is probed at least as often as its own schedule
+        would: docs/protocol.md §4.4)."""
+        stall, keepalive = options.stall_probe, options.keepalive
+        assert stall is not None and keepalive is not None  # HANDED_OVER needs both
+        first = now + 2 * stall
+        watch = self._watches.get(peer)
+        if watch is None:
+            self._watches[peer] = watch = PeerWatch(flow, 2 * stall, first, now + keepalive)
+        else:
+            watch.about, watch.interval, watch.until = flow, 2 * stall, now + keepalive
+            watch.due = min(watch.due, first)
+        armed = self._timers.get(WATCHES)
+        if armed is None or first < armed:
+            self._timers.arm(WATCHES, first)
+
+    def _watches_due(self, now: float) -> None:
+        """Probe the watched peer hosts whose turn it is, one entry each; end the watches
+        whose members' own keepalives have taken over."""
+        for peer, watch in list(self._watches.items()):
+            if watch.due > now:
+                continue
+            if now >= watch.until:
+                del self._watches[peer]
+                continue
+            if not watch.pending:  # else the one out is still awaited: its expiry retries
+                self._probe_watch(peer, watch, now)
+            watch.interval *= 2
+            watch.due = now + watch.interval
+        if self._watches:
+            self._timers.arm(WATCHES, min(w.due for w in self._watches.values()))
+
+    def _probe_watch(self, peer: tuple[int, int], watch: PeerWatch, now: float) -> None:
+        watch.pending = self._send_probe(peer, [watch.about], now, watch=True)
+        self.counters["peer-watch-probes"] += 1
+
+    def _watch_missed(self, waiting: PendingBundle, bundle_id: int, now: float) -> None:
+        """A watch's probe went unanswered: probe again at once -- a dead host's probe is
+        re-resolved (and answered by another host) once the controller removed it (§5.1);
+        after ``WATCH_MISSES`` in a row, every stream with that peer probes alone."""
+        watch = self._watches.get(waiting.peer)
+        if watch is None or watch.pending != bundle_id:
+            return
+        watch.pending = 0
+        watch.misses += 1
+        if watch.misses >= WATCH_MISSES:
+            self._peer_gone(waiting.peer, now)
+        else:
+            self._probe_watch(waiting.peer, watch, now)
+
+    def _peer_gone(self, peer: tuple[int, int], now: float) -> None:
+        """The watched peer host looks gone: every stream with it probes alone, and each
+        probe is re-resolved by its own Flow ID to the replica that takes it over (§5.1)."""
+        del self._watches[peer]
+        self.counters["peer-watch-lost"] += 1
+        for flow in list(self._streams.values()):
+            if flow.peer_host == peer[1] and flow.peer_dc == peer[0]:
+                self._probe_alone(flow, now)
 
     def _probe_alone(self, flow: Flow, now: float) -> None:
         """A keepalive of the flow's own (a KEEPALIVE segment), which the network re-resolves
@@ -125,6 +199,8 @@ class Keepalives(HostStackBase):
                 waiting.fell_back = True
                 waiting.expiry = now + BUNDLE_LATE
                 self._unanswered(waiting, waiting.sockets, now)
+                if waiting.watch:
+                    self._watch_missed(waiting, bundle_id, now)
         if self._awaiting:
             self._timers.arm(BUNDLES, min(w.expiry for w in self._awaiting.values()))
 
@@ -154,10 +230,17 @@ class Keepalives(HostStackBase):
                 # their own keepalives reach a surviving replica (§4.4, §5.1).
                 self.drops["unexpected-bundle"] += 1
                 del self._awaiting[bundle.bundle_id]
-                if not waiting.fell_back:
+                if waiting.peer in self._watches:
+                    # Its held streams wait on the watch: they all probe now.
+                    self._peer_gone(waiting.peer, now)
+                elif not waiting.fell_back:
                     self._unanswered(waiting, waiting.sockets, now)
                 return
             del self._awaiting[bundle.bundle_id]
+            if waiting.watch:
+                watch = self._watches.get(peer)
+                if watch is not None and watch.pending == bundle.bundle_id:
+                    watch.pending = watch.misses = 0
         held: list[tuple[int, int]] = []
         streams = self._streams
         for socket_id, nonce in bundle.entries:

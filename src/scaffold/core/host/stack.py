@@ -32,7 +32,7 @@ from ...wire.stream import MAX_PAYLOAD
 from ..events import Address, Datagram, NeighboursLearned, Packet, TraceHop
 from ..locality import Policy
 from ..metrics import Sample
-from .base import BUNDLES, HEARTBEAT, LIVENESS_BATCH, SWEEP
+from .base import BUNDLES, HEARTBEAT, LIVENESS_BATCH, SWEEP, WATCHES
 from .churn import Churn
 from .events import (
     DatagramReceived,
@@ -156,6 +156,8 @@ class HostStack(StreamFlows, Keepalives, Churn):
                 self._timers.arm(SWEEP, now + self.idle_timeout)
             elif key == BUNDLES:
                 self._bundles_expired(now)
+            elif key == WATCHES:
+                self._watches_due(now)
             else:
                 flow = self._streams.get(key)
                 if flow is not None and flow.transport is not None:
