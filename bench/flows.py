@@ -244,7 +244,7 @@ async def open_echoes(
 
 def host_counters(host: Any) -> dict[str, int]:
     counters = host.stack.counters
-    return {k: counters.get(k, 0) for k in ("keepalives-bundled", "keepalive-alone")}
+    return {k: counters.get(k, 0) for k in ("keepalives-bundled", "keepalive-alone", "peer-watch-probes")}
 
 
 async def streams_one(n: int, batch: int, settle: float, idle: float) -> None:

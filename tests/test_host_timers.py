@@ -338,3 +338,21 @@ def test_held_streams_reach_a_survivor_when_their_watched_peer_host_dies() -> No
     assert all(f.socket_id not in client.flows for f in lost)  # reset by the survivor
     assert all(f.transport is not None and f.transport.state is StreamState.ESTABLISHED for f in kept)
     assert client.counters["peer-watch-lost"] == 1
+
+
+def test_a_watch_unanswered_three_times_sends_its_streams_to_probe_alone() -> None:
+    """The peer host dies with no controller to remove it: the watch's probes are lost, not
+    re-resolved. Each is tried again when its answer is overdue (0.5 s); after 3 misses every
+    stream with that host probes alone (§4.4), as the streams of an unanswered bundle do."""
+    net = network()
+    client = net.host(CLIENT)
+    flows = held_streams(net, 50)
+    quiet = net.now - 0.1
+    net.run(1.0)  # the first stall probes went, the watch took over
+    net.stop_controller()
+    net.kill(SERVER)
+    net.run(quiet + 1.75 - net.now)  # the watch's probe: lost
+    assert client.counters["keepalive-alone"] == 0
+    net.run(3 * 0.5 + 0.1)  # two more, each after the last was overdue
+    assert client.counters["peer-watch-lost"] == 1
+    assert client.counters["keepalive-alone"] >= len(flows)

@@ -1,4 +1,4 @@
-"""Liveness: the idle timeout, keepalives and the stall probe (docs/protocol.md §4.2.4, §5.1).
+"""Liveness: the idle timeout, keepalives and the stall probe (docs/protocol.md §4.2.4, §4.4, §5.1).
 
 A synchronized connection with nothing outstanding and no persist timer sends a KEEPALIVE
 ``keepalive`` seconds after it last received (or probed). A client in an exchange -- it sent
@@ -10,6 +10,15 @@ That probe is what reaches a surviving replica after the peer's host died and st
 takeover (§5.1) -- or draws its reset, on which a proxy retries: without it, a client whose
 request was acknowledged just before its server's host died would wait a whole
 ``keepalive`` for the answer. Nothing received for ``idle_timeout`` ends the connection.
+
+Under a host the schedule past the first stall probe is not the connection's (``handover``):
+past it, a probe's job is to notice the peer *host* dying, and one probe shows that for all
+the streams a client holds with it -- the host's watch of the peer host (§4.4) probes on the
+newest stream's doubling schedule, so each stream is probed at least as often as here, and a
+sign that the host is gone sends every one of them to probe alone. The stream's own next
+probe is then its keepalive: 1 entry per held stream instead of ~5 in its first 15 s, which
+was the work that grew with the streams a busy client holds. Run alone, a connection keeps
+the whole doubling schedule.
 """
 
 from __future__ import annotations

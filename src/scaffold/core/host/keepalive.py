@@ -16,6 +16,12 @@ died (§5.1). Every PROBE is answered, even by a host that holds none of its flo
 for a dead host is re-resolved to a surviving replica, whose empty answer sends the prober's
 flows to their takeover at once). An answer that comes late still counts. A bundle answers
 only flows whose peer is exactly the bundle's source.
+
+Held streams (a client in an exchange, §4.2.4) send only their first stall probe of a silence
+as their own entry; the later ones are one ``PeerWatch`` per peer host: a one-entry PROBE on
+the newest joiner's doubling schedule. Answered by the peer, it covers them all; answered by
+another host (re-resolved: the peer is gone), or unanswered three times in a row, every
+stream with that peer probes alone, each re-resolved by its own Flow ID (§4.4, §5.1).
 """
 
 from __future__ import annotations
