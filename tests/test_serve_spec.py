@@ -44,6 +44,8 @@ def test_options_are_read_from_the_right_and_the_rest_is_the_name(item: str, ser
     [
         "",
         ":2",  # no name
+        "web:",
+        "web::2",
         "web:0",
         "web:65536",  # weights are 1..65535
         "web:policy=fastest",

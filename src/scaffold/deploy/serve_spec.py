@@ -50,7 +50,7 @@ def parse_serve(item: str) -> Service:
     Raises:
         ConfigError: the weight is not a whole number in 1..65535, the policy not nearest or
             weighted, the capacity not a number >= 0, a ``key=value`` part unknown or given
-            twice, the name empty or a malformed ``obj:``/``owner:`` text; or the input is
+            twice, the name empty, ending in ':' or a malformed ``obj:``/``owner:`` text; or the input is
             ambiguous: the name left ends in an option (``resume``, ``key=value``), as
             options out of order leave it (``web:resume:2``).
     """
@@ -74,6 +74,8 @@ def parse_serve(item: str) -> Service:
             "the options in the order NAME[:WEIGHT][:resume][:policy=P][:capacity=C], or serve "
             f"a name like that by its Object ID ({ObjectId.from_name(name)})"
         )
+    if not parts[-1]:  # "web:" or "web::2": an empty part is a slip, not a name
+        raise ConfigError(usage)
     try:
         count = int(weight)
         capacity = float(options.get("capacity", "0"))
