@@ -156,6 +156,51 @@ class GroupCommitter:
             self._lag = max(self._lag, time.perf_counter() - waiting[0][1])
 
 
+class Window:
+    """One ``--window`` of registrations: its rates and what ran in it -- the collector (time
+    per generation), the bench's freezes, a fold of the store, the longest flush -- so that
+    the slowest window says what made it slow."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self._open(0)
+
+    def _open(self, n: int) -> None:
+        self.n, self.wall, self.cpu = n, time.perf_counter(), time.process_time()
+        self.core_cpu = time.thread_time()  # the core's own thread (the store's run beside it)
+        self.gc_s = [0.0, 0.0, 0.0]
+        self._gc_started = 0.0
+        self.freeze_s = self.flush_s_max = 0.0
+        self.folding = self.store.folding
+        self.folds = self.store.folds
+
+    def collected(self, phase: str, info: dict[str, int]) -> None:
+        """``gc.callbacks``: time each collection, by generation."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_s[info["generation"]] += time.perf_counter() - self._gc_started
+
+    def close(self, n: int) -> dict[str, Any]:
+        """This window's figures (registrations up to ``n``); the next one starts."""
+        count = n - self.n
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        out = {
+            "at": n,
+            "per_s": round(count / wall),
+            "per_cpu_s": round(count / cpu),
+            "per_core_cpu_s": round(count / max(time.thread_time() - self.core_cpu, 1e-9)),
+            "cpu_share": round(cpu / wall, 2),
+            "gc_s": [round(s, 3) for s in self.gc_s],
+            "freeze_s": round(self.freeze_s, 3),
+            "flush_s_max": round(self.flush_s_max, 3),
+            "folding": self.folding or self.store.folds > self.folds,
+            "load": round(os.getloadavg()[0], 1),
+        }
+        self._open(n)
+        return out
+
+
 def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path) -> dict[str, Any]:
     gc.collect()
     base = rss()
@@ -188,24 +233,28 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
     window_n = span_n = 0
     delta_bytes = 0
     frozen_at = time.perf_counter()
-    #: every --window registrations of the run: (wall, CPU) rate -- the slowest is reported
-    every: list[tuple[float, float]] = []
-    every_start, every_cpu, every_n = time.perf_counter(), time.process_time(), 0
+    #: every --window registrations of the run: its rates and what ran in it (``Window``)
+    every: list[dict[str, Any]] = []
+    window = Window(store)
+    gc.callbacks.append(window.collected)
     while n < args.objects:
         if time.perf_counter() - frozen_at >= FREEZE_INTERVAL:
+            started = time.perf_counter()
             freeze_survivors()  # as the controller daemon's calm_collector does
             frozen_at = time.perf_counter()
+            window.freeze_s += frozen_at - started
         for _ in range(args.batch):
             key = ObjectId.from_name(f"bench-{n}").raw.hex()
             ctl.receive_message(rng.choice(hosts), control.Bind(obj=key, weight=1), 0.0)
             n += 1
+        started = time.perf_counter()
         ctl.flush_tables()
         delta_bytes += sum(len(control.encode(m)) for _, m in ctl.messages_to_send())
+        window.flush_s_max = max(window.flush_s_max, time.perf_counter() - started)
         committer.queue(ctl.state_changes())  # committed meanwhile, as the daemon does
-        if n - every_n >= args.window:
-            now, cpu = time.perf_counter(), time.process_time()
-            every.append(((n - every_n) / (now - every_start), (n - every_n) / (cpu - every_cpu)))
-            every_start, every_cpu, every_n = now, cpu, n
+        window.folding |= store.folding
+        if n - window.n >= args.window:
+            every.append(window.close(n))
         if n in checkpoints or any(c - args.window == n for c in checkpoints):
             if any(c - args.window == n for c in checkpoints):
                 window_start, window_cpu, window_n = time.perf_counter(), time.process_time(), n
@@ -217,6 +266,7 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
                 cpu_rates[str(n)] = round((n - window_n) / (time.process_time() - window_cpu))
                 mean_rates[f"{span_n}-{n}"] = round((n - span_n) / (now - span_start))
                 span_start, span_n = now, n
+    gc.callbacks.remove(window.collected)
     commit_lag = committer.finish()
     gc.unfreeze()  # the figures below as without the freezes (their cyclic garbage collected)
     gc.collect()
@@ -246,9 +296,13 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
         "registrations_per_cpu_s": cpu_rates,
         "registrations_per_s_mean": mean_rates,
         "registrations_per_s_min": {
-            "wall": round(min(w for w, _ in every)),
-            "cpu": round(min(c for _, c in every)),
+            "wall": min(w["per_s"] for w in every),
+            "cpu": min(w["per_cpu_s"] for w in every),
+            "core_cpu": min(w["per_core_cpu_s"] for w in every),
             "windows": len(every),
+            "windows_below_10k": sum(w["per_s"] < 10_000 for w in every),
+            #: the slowest windows (wall), with what ran in each
+            "slowest": sorted(every, key=lambda w: w["per_s"])[:3],
         },
         "commit_lag_s_max": round(commit_lag, 3),
         "controller_bytes_per_object": round(object_bytes / args.objects),

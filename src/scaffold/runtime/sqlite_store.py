@@ -111,6 +111,8 @@ class SqliteStore:
         #: after a failed fold, the next waits until the log is this long (no retry storm)
         self._fold_at = 0
         self.fold_error: BaseException | None = None
+        #: folds finished so far (for reports)
+        self.folds = 0
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -251,6 +253,7 @@ class SqliteStore:
             os.replace(fresh, self.base_path)
             _fsync_directory(self.base_path.parent)
             self._folded = (upto, count, base_rows)
+            self.folds += 1
         except (sqlite3.Error, OSError) as exc:
             self.fold_error = exc
             self._fold_at = 2 * count
@@ -258,6 +261,11 @@ class SqliteStore:
                 fresh.unlink(missing_ok=True)
         finally:
             self._fold = None
+
+    @property
+    def folding(self) -> bool:
+        """A fold is under way (in its thread)."""
+        return self._fold is not None
 
     def wait_fold(self, timeout: float | None = None) -> None:
         """Wait until the fold under way (if any) is done (for tests and ``close``)."""
