@@ -189,7 +189,8 @@ class Controller:
             reg.set_replica(message.obj, node, message.weight)
             if message.policy:
                 reg.set_policy(message.obj, message.policy)
-            reg.set_capacity(message.obj, node, message.capacity)
+            if message.capacity or message.obj in reg.capacities:
+                reg.set_capacity(message.obj, node, message.capacity)
             if record.rebinding is not None:
                 record.rebinding.add(message.obj)
             if message.name:
@@ -252,6 +253,8 @@ class Controller:
     def _schedule(self, now: float, *, urgent: bool) -> None:
         """Flush the pending table changes now (``urgent``: churn, failures, commands, whose
         records go out with them) or when the coalescing window closes."""
+        if not urgent and self._flush_at is not None:
+            return  # the window is open already (checked first: a burst of Binds comes here)
         if not self.tables.pending():
             return
         if urgent:
