@@ -123,7 +123,7 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue[tuple[list[StateChange], float] | None] = queue.SimpleQueue()
         self._lag = 0.0
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="bench-commits")
+        self._thread = threading.Thread(target=self._run, name="bench-commits", daemon=True)
         self._thread.start()
 
     def queue(self, changes: list[StateChange]) -> None:
