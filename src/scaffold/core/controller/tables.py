@@ -483,9 +483,9 @@ class Tables:
                 mine = local.get(state.dc)
                 # Most object switches get the shared parts alone (a burst touches a few
                 # DCs' ``local``): no parts of their own to build.
-                parts = shared if not mine and own is None else [*shared, *_delta_parts(None, mine, own)]
+                parts = shared if not mine and own is None else shared + _delta_parts(None, mine, own)
             elif own is not None:
-                parts = list(_delta_parts(None, None, own))
+                parts = _delta_parts(None, None, own)
             else:
                 continue
             if not parts:
@@ -632,7 +632,7 @@ def _delta_parts(
     local: Pending | None,
     own: _Changes | None,
     shared: dict[str, dict[Any, Any]] | None = None,
-) -> Iterator[tuple[SwitchTables, TableKeys]]:
+) -> list[tuple[SwitchTables, TableKeys]]:
     """One switch's delta, cut into parts of at most ``RECORD_BUDGET`` bytes; ``shared``:
     more tables every object switch gets alike (the cost table, policies)."""
     sources: list[tuple[str, dict[Any, Any]]] = [(n, t) for n, t in (shared or {}).items() if t]
@@ -641,23 +641,33 @@ def _delta_parts(
     if local is not None:
         sources += [("local", local.exact), ("local_prefixes", local.rules)]
     if own is not None:
-        sources += list(own.tables.items())
+        sources += own.tables.items()
+    parts: list[tuple[SwitchTables, TableKeys]] = []
     upsert: dict[str, dict[Any, Any]] = {}
     remove: dict[str, list[Any]] = {}
     size = 0
     for name, table in sources:
+        if not table:
+            continue
+        ups: dict[Any, Any] | None = None
+        rms: list[Any] | None = None
         for key, value in table.items():
             cost = _cost(value)
             if size + cost > RECORD_BUDGET and size:
-                yield SwitchTables(**upsert), TableKeys(**remove)  # type: ignore[arg-type]
-                upsert, remove, size = {}, {}, 0
+                parts.append((SwitchTables(**upsert), TableKeys(**remove)))  # type: ignore[arg-type]
+                upsert, remove, size, ups, rms = {}, {}, 0, None, None
             if value is None:
-                remove.setdefault(name, []).append(key)
+                if rms is None:
+                    rms = remove[name] = []
+                rms.append(key)
             else:
-                upsert.setdefault(name, {})[key] = value
+                if ups is None:
+                    ups = upsert[name] = {}
+                ups[key] = value
             size += cost
     if upsert or remove:
-        yield SwitchTables(**upsert), TableKeys(**remove)  # type: ignore[arg-type]
+        parts.append((SwitchTables(**upsert), TableKeys(**remove)))  # type: ignore[arg-type]
+    return parts
 
 
 def _raw(upsert: SwitchTables, remove: TableKeys) -> tuple[SwitchTables, TableKeys]:
