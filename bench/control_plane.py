@@ -18,7 +18,11 @@ Figures, each with how it is measured:
   ``registrations_per_cpu_s``: the same windows per CPU-second of this process (what other
   work on the machine does not change); ``registrations_per_s_mean``: the wall-clock rate
   over each whole span between checkpoints, the store's folds included (``SqliteStore``);
-  ``registrations_per_s_min``: the slowest of the ``--window`` windows over the whole run.
+  ``registrations_per_s_min``: the slowest of the ``--window`` windows over the whole run
+  (``wall``; ``cpu`` per CPU-second of the process, ``core_cpu`` of the core's own thread),
+  how many fell below 10,000/s, and the three slowest with what ran in each (``Window``:
+  collections by generation, the freezes, a fold of the store, the longest flush, the share
+  of a CPU the process got).
   The survivors are frozen every second, as the controller daemon's ``calm_collector`` does
   (without it, full collections walking every object took a third of the run).
 * ``controller_bytes_per_object`` / ``_per_host``: growth of the process's resident memory
