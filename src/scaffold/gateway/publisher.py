@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -93,7 +94,8 @@ class Publisher:
         self._successes = 0
         self._checker: asyncio.Task[None] | None = None
         self._probing: asyncio.Task[None] | None = None
-        self._streams: set[asyncio.Task[None]] = set()
+        #: the streams carried now, each with its connection attempt to the target
+        self._streams: dict[Splice, asyncio.Task[object]] = {}
         self._state_lock = asyncio.Lock()
         self._closed = False
 
@@ -134,10 +136,11 @@ class Publisher:
         if self._probing is not None:
             self._probing.cancel()
         self._withdraw(None)
-        for task in list(self._streams):
-            task.cancel()
+        for splice, connecting in list(self._streams.items()):
+            connecting.cancel()
+            splice.abort()
         if self._streams:
-            await asyncio.wait(list(self._streams), timeout=2.0)
+            await asyncio.wait([splice.done for splice in self._streams], timeout=2.0)
 
     async def __aenter__(self) -> Publisher:
         await self.start()
@@ -229,30 +232,43 @@ class Publisher:
             self.stats.error("over-capacity")
             splice.abort()  # a reset: an HTTP ingress retries it elsewhere
             return
-        task = asyncio.get_running_loop().create_task(self._carry(splice))
-        self._streams.add(task)
-        task.add_done_callback(self._streams.discard)
-
-    async def _carry(self, splice: Splice) -> None:
         self.stats.connections += 1
         self.stats.active += 1
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    await loop.create_connection(lambda: splice.service, *self.target)
-                self.stats.connect_latency.observe(loop.time() - started)
-            except (OSError, TimeoutError) as exc:
-                self.stats.error("target-" + reason_of(exc))
-                self._check_failed(f"refused a connection ({exc})")  # a passive health check...
-                if self.healthy and self._probing is None:
-                    # ...confirmed at once by an active one, so a dead target is withdrawn now.
-                    self._probing = loop.create_task(self._confirm_failure())
-                splice.abort()  # a reset, not an EOF: an HTTP ingress then retries elsewhere
-                return
-            await splice.carry()  # the stream may have ended while the target answered
-        finally:
-            self.stats.active -= 1
-            if not splice.done.done():  # cancelled (close): cut what is left
+        # The target's connection starts from the callback that made the stream, and its
+        # end links the splice: no task or coroutine of ours per stream (Python calls on
+        # every setup's path).
+        connecting = loop.create_task(loop.create_connection(lambda: splice.service, *self.target))
+        self._streams[splice] = connecting
+        timer = loop.call_later(self.connect_timeout, connecting.cancel)
+        connecting.add_done_callback(functools.partial(self._connected, splice, timer, loop.time()))
+        splice.done.add_done_callback(functools.partial(self._ended, splice))
+
+    def _connected(
+        self, splice: Splice, timer: asyncio.TimerHandle, started: float, connecting: asyncio.Task[object]
+    ) -> None:
+        """The target answered (link the splice) or not (a failed check; reset the stream)."""
+        timer.cancel()
+        if connecting.cancelled():
+            if self._closed:
                 splice.abort()
+                return
+            error: BaseException | None = TimeoutError(f"no answer within {self.connect_timeout} s")
+        else:
+            error = connecting.exception()
+        if error is None:
+            self.stats.connect_latency.observe(asyncio.get_running_loop().time() - started)
+            splice.join()  # cut both if the stream ended while the target answered
+            return
+        self.stats.error("target-" + reason_of(error))
+        splice.abort()  # a reset, not an EOF: an HTTP ingress then retries elsewhere
+        if not isinstance(error, OSError | TimeoutError) or self._closed:
+            return
+        self._check_failed(f"refused a connection ({error})")  # a passive health check...
+        if self.healthy and self._probing is None:
+            # ...confirmed at once by an active one, so a dead target is withdrawn now.
+            self._probing = asyncio.get_running_loop().create_task(self._confirm_failure())
+
+    def _ended(self, splice: Splice, _: object) -> None:
+        self.stats.active -= 1
+        self._streams.pop(splice, None)
