@@ -323,6 +323,55 @@ def test_publisher_resets_a_stream_whose_target_is_gone() -> None:
     with_testbed(main)
 
 
+def test_publisher_pool_is_bounded_and_gives_each_connection_to_one_stream() -> None:
+    """``pool=2``: the target sees two connections before any stream and never more idle ones;
+    each stream takes one (its SYN's bytes reach the target at once) and one replaces it; an
+    idle connection the target closes is dropped, never handed out; closing keeps none."""
+
+    async def main(net: scaffold.Testbed) -> None:
+        accepted: list[asyncio.StreamWriter] = []  # every connection, the start's check too
+        live: set[asyncio.StreamWriter] = set()
+
+        async def upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)
+            live.add(writer)
+            while data := await reader.read(65536):
+                writer.write(data.upper())
+                await writer.drain()
+            writer.close()
+            live.discard(writer)
+
+        target = await asyncio.start_server(upper, LOCAL, 0)
+        address = target.sockets[0].getsockname()[:2]
+        publisher = Publisher(net.host("dc2-h1"), "pooled", address, pool=2, check_interval=60)
+        await publisher.start()
+        pool = publisher.pool
+        assert pool is not None
+        await wait_until(lambda: len(pool.idle) == 2 and len(live) == 2, 10, "two idle connections")
+
+        async def exchange() -> None:
+            reader, writer = await net.host("dc1-h1").open_connection("pooled", data=b"hello")
+            assert await reader.readexactly(5) == b"HELLO"
+            writer.close()
+
+        for _ in range(3):
+            await exchange()
+        await wait_until(lambda: len(pool.idle) == 2 and len(live) == 2, 10, "the pool refilled")
+        assert pool.taken == 3 and len(accepted) == 1 + 2 + 3  # one replacement per stream, no more
+        for writer in list(live):  # the target closes its idle connections
+            writer.close()
+        await wait_until(lambda: not pool.idle and pool.dropped_count == 2, 10, "the closed ones dropped")
+        await exchange()  # connects on its own; the pool refills
+        await wait_until(lambda: len(pool.idle) == 2, 10, "the pool refilled again")
+        assert pool.taken == 3 and publisher.stats.errors == {}
+        await publisher.close()
+        assert not pool.idle and not pool.enabled
+        await wait_until(lambda: not live, 10, "the target to see them closed")
+        target.close()
+
+    with_testbed(main)
+
+
 def test_http_ingress_answers_a_malformed_request_from_the_socket() -> None:
     """The HTTP ingress parses a client's first bytes before it makes the client's transport:
     a malformed request is answered (400) and closed from the socket, with no transport made

@@ -21,6 +21,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..errors import PathError, ScaffoldError, UsageError
+from .pool import TargetPool
 from .pump import reason_of
 from .splice import End, Splice
 from .stats import GatewayStats
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
 __all__ = ["Publisher", "TargetUnavailable"]
 
 log = logging.getLogger("scaffold.gateway")
+
+
+#: the most idle connections a publisher keeps to its target
+MAX_POOL = 64
 
 
 class TargetUnavailable(PathError):
@@ -56,19 +61,24 @@ class Publisher:
         max_connections: int = 10_000,
         policy: str = "",
         capacity: float = 0.0,
+        pool: int = 0,
     ) -> None:
         """Publish ``target`` as a replica of ``name`` on ``host``; at most
         ``max_connections`` streams are carried at once (more are reset,
         ``errors["over-capacity"]``). ``grant``: the owner's signed grant, when ``name`` is an
         owned object (``owner:KEY/NAME`` or ``obj:`` text; docs/protocol.md §6.7). ``policy``
-        and ``capacity`` as for ``Host.start_server`` (docs/protocol.md §3.5).
+        and ``capacity`` as for ``Host.start_server`` (docs/protocol.md §3.5). ``pool``: idle
+        connections to the target kept ready for new streams (``pool.TargetPool``; 0: each
+        stream connects when it arrives).
 
         Raises:
-            UsageError: a count or interval is not positive, ``policy`` is not "", "nearest"
-                or "weighted", or ``capacity`` is negative.
+            UsageError: a count or interval is not positive, ``pool`` is not in [0, MAX_POOL],
+                ``policy`` is not "", "nearest" or "weighted", or ``capacity`` is negative.
         """
         if weight <= 0 or fall <= 0 or rise <= 0 or check_interval <= 0 or max_connections <= 0:
             raise UsageError("weight, fall, rise, check_interval and max_connections must be positive")
+        if not 0 <= pool <= MAX_POOL:
+            raise UsageError(f"pool must be in [0, {MAX_POOL}], got {pool!r}")
         if policy not in ("", "nearest", "weighted") or not 0 <= capacity <= 1e9:
             raise UsageError(
                 f"policy must be nearest or weighted and capacity in [0, 1e9], got {policy!r}, {capacity!r}"
@@ -95,7 +105,8 @@ class Publisher:
         self._checker: asyncio.Task[None] | None = None
         self._probing: asyncio.Task[None] | None = None
         #: the streams carried now, each with its connection attempt to the target
-        self._streams: dict[Splice, asyncio.Task[object]] = {}
+        self._streams: dict[Splice, asyncio.Task[object] | None] = {}
+        self.pool = TargetPool(target, pool, connect_timeout) if pool else None
         self._state_lock = asyncio.Lock()
         self._closed = False
 
@@ -137,7 +148,8 @@ class Publisher:
             self._probing.cancel()
         self._withdraw(None)
         for splice, connecting in list(self._streams.items()):
-            connecting.cancel()
+            if connecting is not None:
+                connecting.cancel()
             splice.abort()
         if self._streams:
             await asyncio.wait([splice.done for splice in self._streams], timeout=2.0)
@@ -179,6 +191,9 @@ class Publisher:
     async def _check_passed(self) -> None:
         self._failures = 0
         self._successes += 1
+        if self.pool is not None and self.healthy:
+            self.pool.enabled = True  # refilled again after a failed attempt
+            self.pool.expire(asyncio.get_running_loop().time())
         if not self.healthy and self._successes >= self.rise and not self._closed:
             async with self._state_lock:
                 if not self.healthy and not self._closed:
@@ -209,12 +224,16 @@ class Publisher:
             capacity=self.capacity,
         )
         self.healthy = True
+        if self.pool is not None:
+            self.pool.enable()
 
     def _withdraw(self, why: str | None) -> None:
         """Withdraw the replica: because the target failed (``why``), or on close (None)."""
         if self.server is not None:
             self.server.close()
             self.server = None
+        if self.pool is not None:
+            self.pool.disable()
         if self.healthy:
             self.healthy = False
             if why is not None:
@@ -235,6 +254,12 @@ class Publisher:
         self.stats.connections += 1
         self.stats.active += 1
         loop = asyncio.get_running_loop()
+        if self.pool is not None and self.pool.take(splice.service, loop.time()):
+            # A connection made before: the stream's first bytes go to the target now.
+            self._streams[splice] = None
+            splice.done.add_done_callback(functools.partial(self._ended, splice))
+            splice.join()
+            return
         # The target's connection starts from the callback that made the stream, and its
         # end links the splice: no task or coroutine of ours per stream (Python calls on
         # every setup's path).
