@@ -10,6 +10,8 @@ the target is refused counts as a failed check too (a passive check), so a dead 
 withdrawn after ``fall`` refused connections without waiting for the next timer, and the
 stream is reset so an HTTP ingress retries elsewhere; one refused connection triggers an
 immediate active check, so with ``fall=2`` a dead target is withdrawn at the first refusal.
+The target's connection is started from the callback that made the stream, or -- with
+``pool=N`` -- taken from idle ones made before (``pool.TargetPool``).
 """
 
 from __future__ import annotations
