@@ -129,7 +129,11 @@ class ClientSide:
     async def _attach(self) -> asyncio.StreamWriter:
         loop = asyncio.get_running_loop()
         protocol = asyncio.StreamReaderProtocol(self.reader, loop=loop)
-        transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=self.sock)
+        try:
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=self.sock)
+        except OSError:
+            self.sock.close()  # the client went: nothing else holds the socket
+            raise
         self.transport = transport
         self.writer = asyncio.StreamWriter(transport, protocol, self.reader, loop)
         if self._aborted:
