@@ -7,8 +7,9 @@ Figures, each with how it is measured:
   switch connected: the median cost of one more ``Bind`` (with its flush) at 1k/2k/4k objects.
 * ``registrations_per_s``: ``Bind`` records fed to the sans-IO ``Controller`` (one replica
   on a random host, three DCs' worth of hosts taking turns), its tables flushed after every
-  batch of ``--batch`` and its state changes committed to a ``SqliteStore`` (the embedded
-  default) as the controller daemon commits them: from a thread of its own, the batches
+  batch of ``--batch``, its events taken (the daemon hands them on, and the core keeps only
+  the latest) and its state changes committed to a ``SqliteStore`` (the embedded default) as
+  the controller daemon commits them: from a thread of its own, the batches
   flushed while a commit runs going into the next one together (``GroupCommitter``) -- the
   rate over the last ``--window`` registrations before each checkpoint (10k, 100k, 1M; the
   last one ends once every commit has returned). Flat rates mean a registration costs the
@@ -17,7 +18,11 @@ Figures, each with how it is measured:
   ``registrations_per_cpu_s``: the same windows per CPU-second of this process (what other
   work on the machine does not change); ``registrations_per_s_mean``: the wall-clock rate
   over each whole span between checkpoints, the store's folds included (``SqliteStore``);
-  ``registrations_per_s_min``: the slowest of the ``--window`` windows over the whole run.
+  ``registrations_per_s_min``: the slowest of the ``--window`` windows over the whole run
+  (``wall``; ``cpu`` per CPU-second of the process, ``core_cpu`` of the core's own thread),
+  how many fell below 10,000/s, and the three slowest with what ran in each (``Window``:
+  collections by generation, the freezes, a fold of the store, the longest flush, the share
+  of a CPU the process got).
   The survivors are frozen every second, as the controller daemon's ``calm_collector`` does
   (without it, full collections walking every object took a third of the run).
 * ``controller_bytes_per_object`` / ``_per_host``: growth of the process's resident memory
@@ -122,7 +127,7 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue[tuple[list[StateChange], float] | None] = queue.SimpleQueue()
         self._lag = 0.0
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="bench-commits")
+        self._thread = threading.Thread(target=self._run, name="bench-commits", daemon=True)
         self._thread.start()
 
     def queue(self, changes: list[StateChange]) -> None:
@@ -154,6 +159,51 @@ class GroupCommitter:
                 self._error = exc
                 return
             self._lag = max(self._lag, time.perf_counter() - waiting[0][1])
+
+
+class Window:
+    """One ``--window`` of registrations: its rates and what ran in it -- the collector (time
+    per generation), the bench's freezes, a fold of the store, the longest flush -- so that
+    the slowest window says what made it slow."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self._open(0)
+
+    def _open(self, n: int) -> None:
+        self.n, self.wall, self.cpu = n, time.perf_counter(), time.process_time()
+        self.core_cpu = time.thread_time()  # the core's own thread (the store's run beside it)
+        self.gc_s = [0.0, 0.0, 0.0]
+        self._gc_started = 0.0
+        self.freeze_s = self.flush_s_max = 0.0
+        self.folding = self.store.folding
+        self.folds = self.store.folds
+
+    def collected(self, phase: str, info: dict[str, int]) -> None:
+        """``gc.callbacks``: time each collection, by generation."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_s[info["generation"]] += time.perf_counter() - self._gc_started
+
+    def close(self, n: int) -> dict[str, Any]:
+        """This window's figures (registrations up to ``n``); the next one starts."""
+        count = n - self.n
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        out = {
+            "at": n,
+            "per_s": round(count / wall),
+            "per_cpu_s": round(count / cpu),
+            "per_core_cpu_s": round(count / max(time.thread_time() - self.core_cpu, 1e-9)),
+            "cpu_share": round(cpu / wall, 2),
+            "gc_s": [round(s, 3) for s in self.gc_s],
+            "freeze_s": round(self.freeze_s, 3),
+            "flush_s_max": round(self.flush_s_max, 3),
+            "folding": self.folding or self.store.folds > self.folds,
+            "load": round(os.getloadavg()[0], 1),
+        }
+        self._open(n)
+        return out
 
 
 def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path) -> dict[str, Any]:
@@ -188,24 +238,30 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
     window_n = span_n = 0
     delta_bytes = 0
     frozen_at = time.perf_counter()
-    #: every --window registrations of the run: (wall, CPU) rate -- the slowest is reported
-    every: list[tuple[float, float]] = []
-    every_start, every_cpu, every_n = time.perf_counter(), time.process_time(), 0
+    #: every --window registrations of the run: its rates and what ran in it (``Window``)
+    every: list[dict[str, Any]] = []
+    window = Window(store)
+    gc.callbacks.append(window.collected)
     while n < args.objects:
         if time.perf_counter() - frozen_at >= FREEZE_INTERVAL:
+            started = time.perf_counter()
             freeze_survivors()  # as the controller daemon's calm_collector does
             frozen_at = time.perf_counter()
+            window.freeze_s += frozen_at - started
         for _ in range(args.batch):
             key = ObjectId.from_name(f"bench-{n}").raw.hex()
             ctl.receive_message(rng.choice(hosts), control.Bind(obj=key, weight=1), 0.0)
             n += 1
+        started = time.perf_counter()
         ctl.flush_tables()
+        while ctl.next_event() is not None:  # handed on as the daemon's flush does (log kept bounded)
+            pass
         delta_bytes += sum(len(control.encode(m)) for _, m in ctl.messages_to_send())
+        window.flush_s_max = max(window.flush_s_max, time.perf_counter() - started)
         committer.queue(ctl.state_changes())  # committed meanwhile, as the daemon does
-        if n - every_n >= args.window:
-            now, cpu = time.perf_counter(), time.process_time()
-            every.append(((n - every_n) / (now - every_start), (n - every_n) / (cpu - every_cpu)))
-            every_start, every_cpu, every_n = now, cpu, n
+        window.folding |= store.folding
+        if n - window.n >= args.window:
+            every.append(window.close(n))
         if n in checkpoints or any(c - args.window == n for c in checkpoints):
             if any(c - args.window == n for c in checkpoints):
                 window_start, window_cpu, window_n = time.perf_counter(), time.process_time(), n
@@ -217,6 +273,7 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
                 cpu_rates[str(n)] = round((n - window_n) / (time.process_time() - window_cpu))
                 mean_rates[f"{span_n}-{n}"] = round((n - span_n) / (now - span_start))
                 span_start, span_n = now, n
+    gc.callbacks.remove(window.collected)
     commit_lag = committer.finish()
     gc.unfreeze()  # the figures below as without the freezes (their cyclic garbage collected)
     gc.collect()
@@ -246,9 +303,13 @@ def registrations(args: argparse.Namespace, rng: random.Random, store_dir: Path)
         "registrations_per_cpu_s": cpu_rates,
         "registrations_per_s_mean": mean_rates,
         "registrations_per_s_min": {
-            "wall": round(min(w for w, _ in every)),
-            "cpu": round(min(c for _, c in every)),
+            "wall": min(w["per_s"] for w in every),
+            "cpu": min(w["per_cpu_s"] for w in every),
+            "core_cpu": min(w["per_core_cpu_s"] for w in every),
             "windows": len(every),
+            "windows_below_10k": sum(w["per_s"] < 10_000 for w in every),
+            #: the slowest windows (wall), with what ran in each
+            "slowest": sorted(every, key=lambda w: w["per_s"])[:3],
         },
         "commit_lag_s_max": round(commit_lag, 3),
         "controller_bytes_per_object": round(object_bytes / args.objects),

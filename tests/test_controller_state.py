@@ -5,7 +5,9 @@ before they send the records that depend on it."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,7 @@ from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
 from scaffold.runtime.aio import ControllerRuntime, run, wait_until
 from scaffold.runtime.sim import SimNetwork
-from scaffold.runtime.sqlite_store import INSERT_ROWS, SqliteStore
+from scaffold.runtime.sqlite_store import FOLD_NICE, INSERT_ROWS, SqliteStore
 from scaffold.runtime.store import controller_outputs
 from scaffold.wire import control
 
@@ -224,6 +226,7 @@ def test_the_sqlite_log_folds_into_its_base_and_loads_the_same_rows(tmp_path: Pa
     # A registration appends to the log; once it is as large as the base it is folded in.
     # Whether a row was last written before or after a fold, a reopened store loads it.
     path = tmp_path / "controller.sqlite3"
+    nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     store = SqliteStore(path, compact_min=4, drop_chunk=3)  # a folded part dropped in steps
     ctl = Controller(default_topology(), open_binding=True)
     rows = StateRows()
@@ -246,6 +249,10 @@ def test_the_sqlite_log_folds_into_its_base_and_loads_the_same_rows(tmp_path: Pa
     with sqlite3.connect(path) as log:
         assert log.execute("SELECT count(*) FROM log").fetchone()[0] < 40  # and dropped
     assert StateRows(store.load()).rows == StateRows(ctl.snapshot()).rows
+    # The folds ran at the lowest CPU priority, in their own thread only: the caller's (the
+    # core's, in a daemon) is as it was.
+    assert store.folds >= 2 and store.fold_nice == FOLD_NICE
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == nice
 
 
 def test_a_restored_controller_takes_only_hosts_that_registered_as_alive() -> None:

@@ -5,6 +5,7 @@ parts that a switch applies at once; owner-prefix rules cover an owner's objects
 from __future__ import annotations
 
 import random
+import sys
 
 from oracle_tables import full_tables
 from scaffold.core.controller import Controller
@@ -238,3 +239,43 @@ def network_restored(ctl: Controller) -> tuple[Controller, Switches]:
     """A controller started from ``ctl``'s rows, and new switches connected to it."""
     restored = Controller(ctl.topology, saved=ctl.snapshot(), open_binding=True)
     return restored, connect(restored)
+
+
+def test_a_registration_costs_the_same_work_at_any_number_of_objects() -> None:
+    # Work counted, not timed: the Python calls of a burst of Binds, its flush to every switch
+    # and its state changes, at 2,000 and at 20,000 objects registered (docs/protocol.md §6.2).
+    # A walk over the objects, or over switches per registration, would show here.
+    ctl = Controller(make_topology(datacenters=8, hosts_per_datacenter=4), open_binding=True)
+    hosts = [h for h in ctl.topology.hosts()]
+    for h in hosts:
+        register(ctl, h.name, h.gateway)
+    connect(ctl)
+
+    def burst(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            host = hosts[i % len(hosts)].name
+            ctl.receive_message(host, control.Bind(obj=ObjectId.from_name(f"o{i}").raw.hex()), 1.0)
+        ctl.flush_tables()
+        ctl.messages_to_send()
+        ctl.state_changes()
+
+    def calls(first: int, count: int) -> int:
+        counted = 0
+
+        def count_call(frame: object, event: str, arg: object) -> None:
+            nonlocal counted
+            counted += event in ("call", "c_call")
+
+        sys.setprofile(count_call)
+        try:
+            burst(first, count)
+        finally:
+            sys.setprofile(None)
+        return counted
+
+    burst(0, 2_000)
+    small = calls(2_000, 500)
+    burst(2_500, 17_500)
+    large = calls(20_000, 500)
+    assert abs(large - small) <= small // 50, (small, large)
+    assert small / 500 < 80  # per registration, its flush and its state changes

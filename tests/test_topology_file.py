@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from scaffold.core.topology import default_topology
-from scaffold.deploy.daemons.host import Service, parse_serve
 from scaffold.deploy.netns.plan import node_command, plan
+from scaffold.deploy.serve_spec import Service, parse_serve
 from scaffold.deploy.topology_file import dump_topology, load_topology, parse_bandwidth, parse_topology
 from scaffold.errors import ConfigError
 

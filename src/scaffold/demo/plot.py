@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ..errors import UsageError
 
 if TYPE_CHECKING:
-    from .run import DemoReport
+    from .results import DemoReport
 
 __all__ = ["plot_goodput"]
 

@@ -7,7 +7,7 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
-from .run import DemoReport
+from .results import DemoReport
 
 __all__ = ["print_demo"]
 

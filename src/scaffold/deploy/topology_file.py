@@ -43,6 +43,7 @@ from typing import Any
 
 from ..core.topology import DatacenterSpec, HostSpec, LinkSpec, ObjectSpec, Topology
 from ..errors import ConfigError
+from .serve_spec import Service, format_serve
 
 __all__ = ["TopologyFile", "dump_topology", "load_topology", "parse_bandwidth", "parse_topology"]
 
@@ -349,6 +350,10 @@ class _Reader:
             name = self._text(raw, "name", "object", i)
             if name in names:
                 raise self.fail(self.line_of("object", i, "name"), f"object {name!r} is defined twice")
+            try:  # its replicas' daemons are told to serve it (netns/plan.py)
+                format_serve(Service(name))
+            except ConfigError as exc:
+                raise self.fail(self.line_of("object", i, "name"), f"object {name!r}: {exc}") from None
             names.add(name)
             allow = raw.get("allow", [])
             if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):

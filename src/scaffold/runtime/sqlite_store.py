@@ -19,7 +19,10 @@ nothing, so a crash at any point loads the same rows -- and so the folded part i
 little at a time: each commit deletes at most ``DROP_CHUNK`` of its rows (deleting 400,000 at
 once stalled that commit 1.2 s, most of it writing and fsyncing the freed pages). With the base
 doubling between folds, a row is folded a bounded number of times: a registration's cost does
-not depend on how many there are.
+not depend on how many there are. The fold's thread runs at the lowest CPU priority
+(``FOLD_NICE``): its seconds of CPU (3-4 per 400,000 rows) would otherwise be taken from the
+core's thread beside it whenever the machine is busy -- the threads of a process share one
+scheduling group -- and the registrations of those seconds would wait.
 
 **Many rows per statement.** A commit inserts its rows ``INSERT_ROWS`` to a statement, not one
 statement per row: SQLite runs without the GIL, so each statement hands it back and forth, and
@@ -50,13 +53,15 @@ from ..core.controller import ControllerState, StateChange
 from ..core.controller.state import StateRecord, decode_row, encode_row
 from ..errors import ConfigError
 
-__all__ = ["COMPACT_MIN", "DROP_CHUNK", "INSERT_ROWS", "SqliteStore"]
+__all__ = ["COMPACT_MIN", "DROP_CHUNK", "FOLD_NICE", "INSERT_ROWS", "SqliteStore"]
 
 #: the log is folded into the base once it holds this many rows and as many as the base
 COMPACT_MIN = 50_000
 #: at most this many folded rows are dropped from the log per commit (more than a commit
 #: usually appends, so the log shrinks between folds)
 DROP_CHUNK = 5_000
+#: the nice value a fold's thread runs at (the lowest priority): it yields the CPU to the core
+FOLD_NICE = 19
 #: rows appended per ``INSERT`` statement (3 variables each: SQLite before 3.32 allowed 999)
 INSERT_ROWS = 1_000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 333
 _ROWS = """CREATE TABLE IF NOT EXISTS rows (
@@ -111,6 +116,9 @@ class SqliteStore:
         #: after a failed fold, the next waits until the log is this long (no retry storm)
         self._fold_at = 0
         self.fold_error: BaseException | None = None
+        #: folds finished so far, and the nice value the last one ran at (for reports)
+        self.folds = 0
+        self.fold_nice: int | None = None
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -228,6 +236,7 @@ class SqliteStore:
         file, fsync it and rename it over the base; the next commit drops that part of the
         log. A failure leaves the base and the log as they were (``fold_error``)."""
         fresh = self.base_path.with_name(self.base_path.name + ".new")
+        self.fold_nice = _yield_cpu()
         try:
             fresh.unlink(missing_ok=True)
             conn = sqlite3.connect(fresh, isolation_level=None)
@@ -251,6 +260,7 @@ class SqliteStore:
             os.replace(fresh, self.base_path)
             _fsync_directory(self.base_path.parent)
             self._folded = (upto, count, base_rows)
+            self.folds += 1
         except (sqlite3.Error, OSError) as exc:
             self.fold_error = exc
             self._fold_at = 2 * count
@@ -258,6 +268,11 @@ class SqliteStore:
                 fresh.unlink(missing_ok=True)
         finally:
             self._fold = None
+
+    @property
+    def folding(self) -> bool:
+        """A fold is under way (in its thread)."""
+        return self._fold is not None
 
     def wait_fold(self, timeout: float | None = None) -> None:
         """Wait until the fold under way (if any) is done (for tests and ``close``)."""
@@ -277,6 +292,18 @@ class SqliteStore:
 def _insert_statement(rows: int) -> str:
     """An ``INSERT`` of ``rows`` rows into the log, in one statement."""
     return "INSERT INTO log (kind, key, record) VALUES " + ", ".join(["(?, ?, ?)"] * rows)
+
+
+def _yield_cpu() -> int | None:
+    """Run the calling thread (a fold) at the lowest CPU priority, ``FOLD_NICE``, and return
+    its nice value now (None where threads have none). Linux keeps a nice value per thread,
+    so the rest of the process keeps its own; if the system refuses, the fold runs as it is."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, FOLD_NICE)
+        return os.getpriority(os.PRIO_PROCESS, tid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _fsync_directory(path: Path) -> None:

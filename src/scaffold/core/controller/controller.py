@@ -157,7 +157,9 @@ class Controller:
 
     def _receive(self, node: str, message: ControlMessage, now: float) -> None:
         reg = self.registry
-        if isinstance(message, control.Hello):
+        if isinstance(message, control.Bind):  # the most frequent record: tested first
+            self._bind(node, message, now)
+        elif isinstance(message, control.Hello):
             self._hello(message, now)
         elif isinstance(message, control.Heartbeat):
             # A host sends one after a (re)registration's Hello and Binds: the bindings are
@@ -171,30 +173,6 @@ class Controller:
                 self._finish_rebinding(record)
         elif isinstance(message, control.HostLiveness):
             self._liveness(node, message, now)
-        elif isinstance(message, control.Bind):
-            record = reg.hosts.get(node)
-            if (
-                record is None
-                or not is_object_hex(message.obj)
-                or message.weight <= 0
-                or (message.policy and message.policy not in _POLICIES)
-            ):
-                self.drops["bad-bind"] += 1
-                return
-            refusal = self._bind_refusal(record, message, now)
-            if refusal is not None:
-                self.drops[refusal] += 1
-                self.events.append(ControllerEvent(now, "bind-refused", node, refusal))
-                return
-            reg.set_replica(message.obj, node, message.weight)
-            if message.policy:
-                reg.set_policy(message.obj, message.policy)
-            reg.set_capacity(message.obj, node, message.capacity)
-            if record.rebinding is not None:
-                record.rebinding.add(message.obj)
-            if message.name:
-                reg.set_name(message.obj, message.name)
-            self.events.append(ControllerEvent(now, "bind", node, message.name or message.obj[:12]))
         elif isinstance(message, control.Unbind):
             reg.remove_replica(message.obj, node)
         elif isinstance(message, control.FlowsOut):
@@ -215,6 +193,34 @@ class Controller:
             self.tables.sync(node)
         else:
             self.drops["unexpected-message"] += 1
+
+    def _bind(self, node: str, message: control.Bind, now: float) -> None:
+        """Host ``node`` serves a replica of ``message.obj``, if it may (docs/protocol.md §6.7)."""
+        reg = self.registry
+        record = reg.hosts.get(node)
+        if (
+            record is None
+            or not is_object_hex(message.obj)
+            or message.weight <= 0
+            or (message.policy and message.policy not in _POLICIES)
+        ):
+            self.drops["bad-bind"] += 1
+            return
+        refusal = self._bind_refusal(record, message, now)
+        if refusal is not None:
+            self.drops[refusal] += 1
+            self.events.append(ControllerEvent(now, "bind-refused", node, refusal))
+            return
+        reg.set_replica(message.obj, node, message.weight)
+        if message.policy:
+            reg.set_policy(message.obj, message.policy)
+        if message.capacity or message.obj in reg.capacities:
+            reg.set_capacity(message.obj, node, message.capacity)
+        if record.rebinding is not None:
+            record.rebinding.add(message.obj)
+        if message.name:
+            reg.set_name(message.obj, message.name)
+        self.events.append(ControllerEvent(now, "bind", node, message.name or message.obj[:12]))
 
     def node_disconnected(self, node: str, now: float) -> None:
         """The control connection of ``node`` closed (a dead process, a broken path). The
@@ -252,6 +258,8 @@ class Controller:
     def _schedule(self, now: float, *, urgent: bool) -> None:
         """Flush the pending table changes now (``urgent``: churn, failures, commands, whose
         records go out with them) or when the coalescing window closes."""
+        if not urgent and self._flush_at is not None:
+            return  # the window is open already (checked first: a burst of Binds comes here)
         if not self.tables.pending():
             return
         if urgent:

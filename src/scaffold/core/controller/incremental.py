@@ -71,21 +71,20 @@ class GroupedTable:
         #: owner-prefix rules: "hex/64" -> entry
         self.rules: dict[str, Replicas] = {}
         self.pending = Pending()
-        #: owner prefix -> the one registered object under it (until a second one comes)
+        #: owner prefix -> the one registered object under it (until a second one comes);
+        #: its entry is its exact one (an entry is never empty: None means no replica)
         self._single: dict[int, str] = {}
         #: owner prefix -> its group, once two or more registered objects share it
         self._groups: dict[int, _Group] = {}
-        #: the entry of every registered object alone under its prefix (None: no replica)
-        self._values: dict[str, Replicas | None] = {}
 
     def __len__(self) -> int:
         return len(self.exact) + len(self.rules)
 
     def set(self, key: str, value: Replicas | None, *, registered: bool = True) -> None:
-        """Object ``key``'s entry is now ``value`` (None: no live replica). An object that is
-        not ``registered`` any more leaves its owner group."""
+        """Object ``key``'s entry is now ``value`` (None: no live replica; never empty). An
+        object that is not ``registered`` any more leaves its owner group."""
         prefix = int(key[:_PREFIX_HEX], 16)  # an int: smaller than the text
-        group = self._groups.get(prefix)
+        group = self._groups.get(prefix) if self._groups else None
         if group is None:
             first = self._single.get(prefix)
             if first is None or first == key:
@@ -94,7 +93,7 @@ class GroupedTable:
             if not registered:
                 return  # not known here: nothing to remove
             # A second object under this prefix: from now on they form a group.
-            group = self._groups[prefix] = _Group({first}, Counter({self._values.pop(first): 1}))
+            group = self._groups[prefix] = _Group({first}, Counter({self.exact.get(first): 1}))
             del self._single[prefix]
         self._set_in_group(prefix, group, key, value, registered)
 
@@ -102,14 +101,13 @@ class GroupedTable:
         """Fill this empty table with registered objects' entries, as ``set`` would but
         leaving nothing pending: for a table no switch holds yet (each gets it whole). An
         object alone under its owner prefix -- nearly all of them -- costs two dict stores."""
-        single, values, exact, groups = self._single, self._values, self.exact, self._groups
+        single, exact, groups = self._single, self.exact, self._groups
         for key, value in entries:
             prefix = int(key[:_PREFIX_HEX], 16)
             if prefix in single or prefix in groups:
                 self.set(key, value)  # another object of this owner: a group, with its rule
                 continue
             single[prefix] = key
-            values[key] = value
             if value:
                 exact[key] = value
         self.pending = Pending()
@@ -117,11 +115,9 @@ class GroupedTable:
     def _set_alone(self, prefix: int, key: str, value: Replicas | None, registered: bool) -> None:
         if not registered:
             self._single.pop(prefix, None)
-            self._values.pop(key, None)
             self._put(key, None)
             return
         self._single[prefix] = key
-        self._values[key] = value
         self._put(key, value or None)
 
     def _set_in_group(

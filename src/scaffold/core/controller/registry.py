@@ -207,11 +207,16 @@ class Registry:
         return key
 
     def set_replica(self, key: str, host: str, weight: int) -> None:
-        replicas = self.objects.setdefault(key, {})
-        if replicas.get(host) == weight:
+        replicas = self.objects.get(key)
+        if replicas is None:
+            replicas = self.objects[key] = {}
+        elif replicas.get(host) == weight:
             return
         replicas[host] = weight
-        self.host_objects.setdefault(host, set()).add(key)
+        served = self.host_objects.get(host)
+        if served is None:
+            served = self.host_objects[host] = set()
+        served.add(key)
         self._touch(ObjectReplicas.kind, key)
         if self.watcher is not None:
             self.watcher.object_changed(key)
@@ -362,12 +367,13 @@ class Registry:
             replicas = self.objects.get(key)
             if not replicas:
                 return None
+            capacities, expires = self.capacities.get(key), self.grant_expiry.get(key)
             return ObjectReplicas(
                 key,
                 dict(replicas),
                 self.policies.get(key, ""),
-                dict(self.capacities.get(key, {})),
-                dict(self.grant_expiry.get(key, {})),
+                {} if capacities is None else dict(capacities),
+                {} if expires is None else dict(expires),
             )
         if kind == ObjectName.kind:
             name = self.object_names.get(key)

@@ -192,32 +192,44 @@ class Tables:
         replicas = reg.objects.get(key)
         wide, local = self._entries(key, replicas)
         registered = replicas is not None
-        policy = reg.policies.get(key) if registered else None
-        if self.policies.get(key) != policy:
-            if policy is None:
-                del self.policies[key]
-            else:
-                self.policies[key] = policy
-            self._policies_pending[key] = policy
+        if key in self.policies or key in reg.policies:
+            policy = reg.policies.get(key) if registered else None
+            if self.policies.get(key) != policy:
+                if policy is None:
+                    del self.policies[key]
+                else:
+                    self.policies[key] = policy
+                self._policies_pending[key] = policy
         self.wide.set(key, wide or None, registered=registered)
-        self._plan_spill(key, wide)
-        before = self._object_dcs.get(key, frozenset())
-        now = self._dc_sets.setdefault(frozenset(local), frozenset(local))  # interned
-        for dc in before | now:
+        if key in self.spill or key in reg.capacities:  # else it has no spill entry, before or now
+            self._plan_spill(key, wide)
+        before = self._object_dcs.get(key)
+        dcs = frozenset(local)
+        now = self._dc_sets.setdefault(dcs, dcs)  # interned
+        for dc in now if before is None else before | now:
             self._touched_local.add(dc)
             self.local[dc].set(key, local.get(dc), registered=registered and dc in now)
         if now:
             self._object_dcs[key] = now
-        else:
-            self._object_dcs.pop(key, None)
+        elif before is not None:
+            del self._object_dcs[key]
 
     def _entries(self, key: str, replicas: dict[str, int] | None) -> tuple[Replicas, dict[str, Replicas]]:
         """Object ``key``'s ``wide`` entry (DC ID -> the weights of its live replicas there)
         and its ``local`` entry in each DC that has one (Host ID -> weight), interned."""
+        if not replicas:
+            return (), {}
         reg = self.registry
+        if len(replicas) == 1:  # most objects: no sums, no sorting
+            for host_name, weight in replicas.items():
+                record = reg.hosts[host_name]
+                if not record.alive or (reg.draining and key in reg.draining.get(host_name, ())):
+                    return (), {}
+                dc_id = reg.dc_ids[record.dc]
+                return _intern(((dc_id, weight),)), {record.dc: _intern(((record.host_id, weight),))}
         per_dc: dict[int, int] = {}
         members: dict[str, list[tuple[int, int]]] = {}
-        for host_name, weight in (replicas or {}).items():
+        for host_name, weight in replicas.items():
             record = reg.hosts[host_name]
             if not record.alive or key in reg.draining.get(host_name, ()):
                 continue
@@ -460,7 +472,6 @@ class Tables:
                 self._send_sync(node, state)
                 continue
             own = changes.get(node)
-            parts: list[tuple[SwitchTables, TableKeys]] = []
             if state.role == "object-switch":
                 if shared is None:
                     shared = [
@@ -469,16 +480,22 @@ class Tables:
                             wide, None, None, {"dc_costs": dc_costs, "policies": policies, "spill": spill}
                         )
                     ]
-                parts += shared
-                parts += _delta_parts(None, local.get(state.dc), own)
+                mine = local.get(state.dc)
+                # Most object switches get the shared parts alone (a burst touches a few
+                # DCs' ``local``): no parts of their own to build.
+                parts = shared if not mine and own is None else shared + _delta_parts(None, mine, own)
+            elif own is not None:
+                parts = _delta_parts(None, None, own)
             else:
-                parts += _delta_parts(None, None, own)
+                continue
             if not parts:
                 continue
             state.version += 1
-            for k, (upsert, remove) in enumerate(parts):
-                more = k < len(parts) - 1
-                self._out.append((node, control.TableDelta(state.version, upsert, remove, more)))
+            last = len(parts) - 1
+            self._out.extend(
+                (node, control.TableDelta(state.version, upsert, remove, k < last))
+                for k, (upsert, remove) in enumerate(parts)
+            )
 
     def _send_sync(self, node: str, state: SwitchState) -> None:
         state.version += 1
@@ -615,7 +632,7 @@ def _delta_parts(
     local: Pending | None,
     own: _Changes | None,
     shared: dict[str, dict[Any, Any]] | None = None,
-) -> Iterator[tuple[SwitchTables, TableKeys]]:
+) -> list[tuple[SwitchTables, TableKeys]]:
     """One switch's delta, cut into parts of at most ``RECORD_BUDGET`` bytes; ``shared``:
     more tables every object switch gets alike (the cost table, policies)."""
     sources: list[tuple[str, dict[Any, Any]]] = [(n, t) for n, t in (shared or {}).items() if t]
@@ -624,23 +641,33 @@ def _delta_parts(
     if local is not None:
         sources += [("local", local.exact), ("local_prefixes", local.rules)]
     if own is not None:
-        sources += list(own.tables.items())
+        sources += own.tables.items()
+    parts: list[tuple[SwitchTables, TableKeys]] = []
     upsert: dict[str, dict[Any, Any]] = {}
     remove: dict[str, list[Any]] = {}
     size = 0
     for name, table in sources:
+        if not table:
+            continue
+        ups: dict[Any, Any] | None = None
+        rms: list[Any] | None = None
         for key, value in table.items():
             cost = _cost(value)
             if size + cost > RECORD_BUDGET and size:
-                yield SwitchTables(**upsert), TableKeys(**remove)  # type: ignore[arg-type]
-                upsert, remove, size = {}, {}, 0
+                parts.append((SwitchTables(**upsert), TableKeys(**remove)))  # type: ignore[arg-type]
+                upsert, remove, size, ups, rms = {}, {}, 0, None, None
             if value is None:
-                remove.setdefault(name, []).append(key)
+                if rms is None:
+                    rms = remove[name] = []
+                rms.append(key)
             else:
-                upsert.setdefault(name, {})[key] = value
+                if ups is None:
+                    ups = upsert[name] = {}
+                ups[key] = value
             size += cost
     if upsert or remove:
-        yield SwitchTables(**upsert), TableKeys(**remove)  # type: ignore[arg-type]
+        parts.append((SwitchTables(**upsert), TableKeys(**remove)))  # type: ignore[arg-type]
+    return parts
 
 
 def _raw(upsert: SwitchTables, remove: TableKeys) -> tuple[SwitchTables, TableKeys]:

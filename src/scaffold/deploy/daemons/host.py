@@ -6,7 +6,7 @@ back), registering itself as a replica with that weight. With ``:resume`` the li
 resumable: when another replica dies, this one takes over its streams (docs/protocol.md
 §4.2.5) -- echo keeps no state, so it can. ``:policy=nearest|weighted`` and ``:capacity=C``
 (new flows per second) choose the object's resolution policy and this replica's capacity
-(docs/protocol.md §3.5).
+(docs/protocol.md §3.5). A name may hold ':'; how the spec is read is ``deploy/serve_spec.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from typing import NamedTuple
 
 from ...api.host import Host, StreamHandler
 from ...api.join import join
@@ -22,11 +21,12 @@ from ...api.streams import StreamReader, StreamWriter
 from ...errors import ConfigError, ScaffoldError
 from ...runtime.prometheus import Batch
 from ..address import parse_address, parse_addresses
+from ..serve_spec import parse_serve
 from .jsonlog import JsonLog
 from .runner import serve_metrics
 from .switch import REPORT_RETRY, add_node_arguments, emulated_links, node_credentials, required
 
-__all__ = ["Service", "add_arguments", "echo", "parse_serve", "serve"]
+__all__ = ["add_arguments", "echo", "serve"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME[:WEIGHT][:resume][:policy=P][:capacity=C]",
         help="serve this object; ':resume': take over streams of a failed replica; ':policy=': "
-        "nearest or weighted (protocol §3.5); ':capacity=': new flows/s this replica takes",
+        "nearest or weighted (protocol §3.5); ':capacity=': new flows/s this replica takes. "
+        "Options are read from the right, so NAME may hold ':' (a name ending in ':N' needs "
+        "its weight: web:8080:1)",
     )
     parser.add_argument(
         "--service",
@@ -62,54 +64,6 @@ async def echo(reader: StreamReader, writer: StreamWriter) -> None:
     while data := await reader.read(65536):
         writer.write(data)
         await writer.drain()
-
-
-class Service(NamedTuple):
-    """One ``--serve`` item: an object this host serves, and how."""
-
-    name: str
-    weight: int = 1
-    resumable: bool = False
-    #: "nearest", "weighted", or "" (leave the object's as it is; docs/protocol.md §3.5)
-    policy: str = ""
-    #: new flows per second this replica takes (0: no limit; §3.5)
-    capacity: float = 0.0
-
-
-def parse_serve(item: str) -> Service:
-    """``NAME[:WEIGHT][:resume][:policy=P][:capacity=C]`` as a ``Service``.
-
-    Raises:
-        ConfigError: the weight is not a whole number > 0, the policy not nearest or
-            weighted, the capacity not a number >= 0, or a part is unknown.
-    """
-    usage = f"--serve: want NAME[:WEIGHT][:resume][:policy=nearest|weighted][:capacity=FLOWS/S], got {item!r}"
-    parts = str(item).split(":")
-    options: dict[str, str] = {}
-    while len(parts) > 1 and "=" in parts[-1]:
-        key, _, text = parts.pop().partition("=")
-        if key not in ("policy", "capacity") or key in options:
-            raise ConfigError(usage)
-        options[key] = text
-    resumable = parts[-1] == "resume"
-    if resumable:
-        parts.pop()
-    name, weight = parts[0], parts[1] if len(parts) > 1 else "1"
-    try:
-        count = int(weight)
-        capacity = float(options.get("capacity", "0"))
-    except ValueError:
-        raise ConfigError(usage) from None
-    policy = options.get("policy", "")
-    if (
-        not name
-        or count <= 0
-        or len(parts) > 2
-        or policy not in ("", "nearest", "weighted")
-        or not 0 <= capacity <= 1e9
-    ):
-        raise ConfigError(usage)
-    return Service(name, count, resumable, policy, capacity)
 
 
 async def serve(args: argparse.Namespace, log: JsonLog, stop: asyncio.Event) -> None:

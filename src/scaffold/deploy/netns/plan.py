@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ...core.topology import Topology
 from ...errors import ConfigError, ScaffoldError
+from ..serve_spec import Service, format_serve
 from ..state_file import LinkState, NetworkState, NodeState
 from . import kernel
 
@@ -258,9 +259,8 @@ def node_command(
     common += metrics
     if node.role == "host":
         serve = [
-            f"--serve={obj.name}:{weight}{':resume' if obj.resumable else ''}"
-            + (f":policy={obj.policy}" if obj.policy else "")
-            + (f":capacity={obj.capacity_of(host):g}" if obj.capacity_of(host) else "")
+            "--serve="
+            + format_serve(Service(obj.name, weight, obj.resumable, obj.policy, obj.capacity_of(host)))
             for obj in topology.objects
             for host, weight in obj.replicas
             if host == node.name

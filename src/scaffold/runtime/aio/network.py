@@ -26,10 +26,10 @@ from ...transport import StreamOptions
 from ..prometheus import Batch
 from ..store import MemoryStore, Store
 from ..tls import Credentials, CredentialStore
-from .controller import ControllerRuntime
+from .controller import ConnectionLimits, ControllerRuntime
 from .links import Address, AddressBook, EmuLink
 from .loop import wait_until
-from .node import NodeRuntime
+from .node import KEEPALIVE, NodeRuntime
 
 __all__ = ["EmbeddedNetwork"]
 
@@ -61,8 +61,12 @@ class EmbeddedNetwork:
         tls: bool = True,
         open_binding: bool = True,
         controller_address: Address = ("127.0.0.1", 0),
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.topology = topology
+        #: the controller's connection bounds; every node keeps its connection alive within
+        #: a third of their idle timeout (docs/protocol.md §6.6)
+        self.limits = limits or ConnectionLimits()
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
         self.credentials: CredentialStore | None = None
         if tls:
@@ -118,9 +122,11 @@ class EmbeddedNetwork:
     def _node(self, core: CoreT) -> NodeRuntime[CoreT]:
         rng = random.Random(self._rng.getrandbits(64))
         credentials = self.node_credentials(core.name, core.role)
-        return NodeRuntime(
+        node = NodeRuntime(
             core, self.book, self.links, self.controller.address, rng=rng, credentials=credentials
         )
+        node.keepalive = min(KEEPALIVE, self.limits.idle_timeout / 3)
+        return node
 
     async def _start_host(self, name: str, gateway: str) -> NodeRuntime[HostStack]:
         # With a seed, Flow IDs and nonces (hence replica choices) repeat from run to run.
@@ -168,7 +174,7 @@ class EmbeddedNetwork:
         core = Controller(self.topology, saved=self.store.load(), **self._controller_options)
         credentials = self.node_credentials(self.topology.controller, "controller")
         crl = str(self.credentials.ca.crl_path) if self.credentials is not None else None
-        return ControllerRuntime(core, bind, self.store, credentials=credentials, crl=crl)
+        return ControllerRuntime(core, bind, self.store, credentials=credentials, crl=crl, limits=self.limits)
 
     def set_link(
         self,

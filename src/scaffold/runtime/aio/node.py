@@ -47,8 +47,8 @@ CONNECT_TIMEOUT = 1.0
 _IP_UDP = 28
 #: the core events the runtime itself acts on (the rest only go to ``on_event``)
 _NODE_EVENTS = (NeighboursLearned, HostRelocated, TablesApplied)
-#: a switch says something at least this often, so the controller's idle timeout (30 s)
-#: never cuts a quiet but live control connection (docs/protocol.md §6.6)
+#: a node (switch or host) says something at least this often, so the controller's idle
+#: timeout (30 s) never cuts a quiet but live control connection (docs/protocol.md §6.6)
 KEEPALIVE = 10.0
 HANDSHAKE_TIMEOUT = 5.0
 
@@ -115,6 +115,9 @@ class NodeRuntime(Generic[CoreT_co]):
         self.on_event: EventHandler[CoreT_co] | None = None
         #: send ``NodeStats`` to the controller this often (seconds); None = never
         self.stats_interval: float | None = None
+        #: without ``stats_interval``, send a ``Heartbeat`` at least this often (seconds), well
+        #: within the controller's idle timeout (docs/protocol.md §6.6)
+        self.keepalive = KEEPALIVE
         self._stats_task: asyncio.Task[None] | None = None
         self._rng = rng or random.Random()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -177,17 +180,23 @@ class NodeRuntime(Generic[CoreT_co]):
             self._stats_task = asyncio.create_task(self._report_stats(), name=f"stats:{self.name}")
 
     async def _report_stats(self) -> None:
-        """Send ``NodeStats`` every ``stats_interval``; a switch without one still sends a
-        keepalive ``Heartbeat`` every ``KEEPALIVE`` seconds (hosts heartbeat anyway)."""
+        """Send ``NodeStats`` every ``stats_interval``; a node without one still sends a
+        keepalive ``Heartbeat`` every ``keepalive`` seconds.
+
+        Hosts too: their liveness goes to their gateway as presence packets (§6.2), so a host
+        that binds nothing new says nothing to the controller, whose idle timeout (§6.6) would
+        close its connection -- and a closed connection marks the host dead, taking its
+        replicas out of the tables until it has registered again.
+        """
         quiet = 0.0
         while not self.closed:
             if self.stats_interval is not None:
                 self.send_stats()
-            elif self.core.role != "host" and quiet >= KEEPALIVE:
+            elif quiet >= self.keepalive:
                 quiet = 0.0
                 if self._writer is not None and not self._writer.is_closing():
                     self._writer.write(control.frame(control.Heartbeat(self.name, 0)))
-            period = self.stats_interval if self.stats_interval is not None else KEEPALIVE / 4
+            period = self.stats_interval if self.stats_interval is not None else self.keepalive / 4
             quiet += period
             await asyncio.sleep(period)
 
