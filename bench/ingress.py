@@ -13,6 +13,9 @@ One run, the same two replicas for every setup: tiny asyncio HTTP/1.1 keep-alive
   embedded ``Testbed`` (one datacenter, three hosts), a ``Publisher`` per replica on two
   hosts (``check_interval 0.5 fall 2 rise 2``) and two ``Ingress`` on the third: raw TCP and
   ``http=True`` -- the whole balancer on one core, like ``nbthread 1``;
+* ``scaffold-raw-pool`` and ``scaffold-http-pool`` (throughput and setup only): the same
+  process, the same replicas published again as object ``webpool`` with ``pool=POOL`` (4)
+  idle connections per publisher (``gateway/pool.py``: no connect on a setup's path);
 * ``scaffold-raw-wN`` and ``scaffold-http-wN`` (``--workers``, default 1 and 2; throughput
   and setup only): the deployment's shape, every piece a process of its own -- ``scaffold
   up`` (controller, switches), ``scaffold publish --workers N`` per replica and ``scaffold
@@ -59,6 +62,8 @@ from typing import Any
 from _common import emit, environment
 
 LOCAL = "127.0.0.1"
+#: idle connections each publisher of the ``-pool`` setups keeps to its replica
+POOL = 4
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 
 
@@ -103,14 +108,26 @@ async def scaffold_main(targets: list[int], control_port: int) -> None:
             await publisher.start()
         raw = Ingress(net.hosts[2], "web", (LOCAL, 0))
         web = Ingress(net.hosts[2], "web", (LOCAL, 0), http=True)
-        await raw.start()
-        await web.start()
+        # The same replicas as object "webpool", published with POOL idle connections each.
+        pooled = [
+            Publisher(net.hosts[i], "webpool", (LOCAL, port), check_interval=0.5, fall=2, rise=2, pool=POOL)
+            for i, port in enumerate(targets)
+        ]
+        for publisher in pooled:
+            await publisher.start()
+        raw_pool = Ingress(net.hosts[2], "webpool", (LOCAL, 0))
+        web_pool = Ingress(net.hosts[2], "webpool", (LOCAL, 0), http=True)
+        ingresses = (raw, web, raw_pool, web_pool)
+        for ingress in ingresses:
+            await ingress.start()
 
         async def control(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             state = {
                 "raw_port": raw.address[1],
                 "http_port": web.address[1],
-                "publishers": [{"healthy": p.healthy, **p.stats.as_json()} for p in publishers],
+                "raw_pool_port": raw_pool.address[1],
+                "http_pool_port": web_pool.address[1],
+                "publishers": [{"healthy": p.healthy, **p.stats.as_json()} for p in publishers + pooled],
                 "raw": raw.stats.as_json(),
                 "http": web.stats.as_json(),
             }
@@ -123,9 +140,9 @@ async def scaffold_main(targets: list[int], control_port: int) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         async with server:
             await stop.wait()
-        await raw.close(grace=0.5)
-        await web.close(grace=0.5)
-        for publisher in publishers:
+        for ingress in ingresses:
+            await ingress.close(grace=0.5)
+        for publisher in publishers + pooled:
             await publisher.close()
 
 
@@ -508,6 +525,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 **{name: port for name, (port, _) in haproxies.items()},
                 "scaffold-raw": state["raw_port"],
                 "scaffold-http": state["http_port"],
+                "scaffold-raw-pool": state["raw_pool_port"],
+                "scaffold-http-pool": state["http_pool_port"],
                 **deployment.ports,
             }
             for name, (_, sock) in haproxies.items():
@@ -555,6 +574,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "throughput_ratio": {
             "scaffold_raw_to_haproxy": ratio("scaffold-raw", "haproxy-tuned"),
             "scaffold_http_to_haproxy": ratio("scaffold-http", "haproxy-tuned"),
+            "scaffold_raw_pool_to_haproxy": ratio("scaffold-raw-pool", "haproxy-tuned"),
+            "scaffold_http_pool_to_haproxy": ratio("scaffold-http-pool", "haproxy-tuned"),
             **{
                 f"scaffold_{mode}_w{n}_to_haproxy_{min(n, 2)}t": ratio(
                     f"scaffold-{mode}-w{n}", "haproxy-tuned" if n == 1 else "haproxy-tuned-2t"

@@ -26,6 +26,8 @@ import pytest
 
 import scaffold
 from scaffold.gateway import Ingress, Publisher, TargetUnavailable
+from scaffold.gateway.http import ClientSide, HttpOptions, HttpSession
+from scaffold.gateway.stats import GatewayStats
 from scaffold.runtime.aio import run, wait_until
 
 Main = Callable[[scaffold.Testbed], Awaitable[None]]
@@ -293,6 +295,112 @@ def test_port_in_use_and_target_refused_are_clear_errors() -> None:
         finally:
             await waiting.close()
             server.close()
+
+    with_testbed(main)
+
+
+def test_publisher_resets_a_stream_whose_target_is_gone() -> None:
+    """The target's connection starts from the stream's callback (no task of the publisher's):
+    refused, it resets the stream (not an EOF: an HTTP ingress retries elsewhere), counts as
+    a failed check confirmed at once by an active one, and leaves nothing behind."""
+
+    async def main(net: scaffold.Testbed) -> None:
+        target = await asyncio.start_server(lambda r, w: w.close(), LOCAL, 0)
+        address = target.sockets[0].getsockname()[:2]
+        publisher = Publisher(net.host("dc2-h1"), "gone", address, check_interval=60)  # no timer check
+        await publisher.start()
+        target.close()
+        await target.wait_closed()
+        reader, writer = await net.host("dc1-h1").open_connection("gone", data=b"hello")
+        with pytest.raises((ConnectionError, scaffold.PathError)):
+            await asyncio.wait_for(reader.read(), 10)
+        await wait_until(lambda: not publisher.healthy, 10, "the replica to be withdrawn")
+        assert publisher.stats.errors == {"target-os-error": 1}, publisher.stats.errors
+        assert publisher.stats.active == 0 and not publisher._streams
+        writer.close()
+        await publisher.close()
+
+    with_testbed(main)
+
+
+def test_publisher_pool_is_bounded_and_gives_each_connection_to_one_stream() -> None:
+    """``pool=2``: the target sees two connections before any stream and never more idle ones;
+    each stream takes one (its SYN's bytes reach the target at once) and one replaces it; an
+    idle connection the target closes is dropped, never handed out; closing keeps none."""
+
+    async def main(net: scaffold.Testbed) -> None:
+        accepted: list[asyncio.StreamWriter] = []  # every connection, the start's check too
+        live: set[asyncio.StreamWriter] = set()
+
+        async def upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)
+            live.add(writer)
+            while data := await reader.read(65536):
+                writer.write(data.upper())
+                await writer.drain()
+            writer.close()
+            live.discard(writer)
+
+        target = await asyncio.start_server(upper, LOCAL, 0)
+        address = target.sockets[0].getsockname()[:2]
+        publisher = Publisher(net.host("dc2-h1"), "pooled", address, pool=2, check_interval=60)
+        await publisher.start()
+        pool = publisher.pool
+        assert pool is not None
+        await wait_until(lambda: len(pool.idle) == 2 and len(live) == 2, 10, "two idle connections")
+
+        async def exchange() -> None:
+            reader, writer = await net.host("dc1-h1").open_connection("pooled", data=b"hello")
+            assert await reader.readexactly(5) == b"HELLO"
+            writer.close()
+
+        for _ in range(3):
+            await exchange()
+        await wait_until(lambda: len(pool.idle) == 2 and len(live) == 2, 10, "the pool refilled")
+        assert pool.taken == 3 and len(accepted) == 1 + 2 + 3  # one replacement per stream, no more
+        for writer in list(live):  # the target closes its idle connections
+            writer.close()
+        await wait_until(lambda: not pool.idle and pool.dropped_count == 2, 10, "the closed ones dropped")
+        await exchange()  # connects on its own; the pool refills
+        await wait_until(lambda: len(pool.idle) == 2, 10, "the pool refilled again")
+        assert pool.taken == 3 and publisher.stats.errors == {}
+        await publisher.close()
+        assert not pool.idle and not pool.enabled
+        await wait_until(lambda: not live, 10, "the target to see them closed")
+        target.close()
+
+    with_testbed(main)
+
+
+def test_http_ingress_answers_a_malformed_request_from_the_socket() -> None:
+    """The HTTP ingress parses a client's first bytes before it makes the client's transport:
+    a malformed request is answered (400) and closed from the socket, with no transport made
+    and no stream opened."""
+
+    async def main(net: scaffold.Testbed) -> None:
+        async with Ingress(net.host("dc1-h1"), "web", (LOCAL, 0), http=True) as ingress:
+            reader, writer = await asyncio.open_connection(*ingress.address)
+            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+            assert (await reader.read()).startswith(b"HTTP/1.1 400 ")
+            writer.close()
+            assert ingress.stats.errors == {"bad-request": 1} and ingress.stats.requests == 0
+        # The same session on its own, to see what it made: a socket pair, the real network.
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        opened: list[bytes] = []
+
+        async def open_upstream(data: bytes) -> tuple[scaffold.StreamReader, scaffold.StreamWriter]:
+            opened.append(data)
+            return await net.host("dc1-h1").open_connection("web", data=data)
+
+        session = HttpSession(
+            ClientSide(ours), b"GET / HTTP/9\r\n\r\n", open_upstream, GatewayStats(), "web", HttpOptions()
+        )
+        await session.run()
+        assert session.client.transport is None and session.client.closed and not opened
+        with theirs:
+            theirs.settimeout(5)
+            assert theirs.recv(65536).startswith(b"HTTP/1.1 400 ") and theirs.recv(65536) == b""
 
     with_testbed(main)
 

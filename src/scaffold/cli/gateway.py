@@ -161,6 +161,13 @@ def add_commands(sub: Any) -> None:
         default=10_000,
         help="streams at once (over all --workers); more are reset (10000)",
     )
+    publish.add_argument(
+        "--pool",
+        type=int,
+        default=0,
+        metavar="N",
+        help="idle connections to the target kept ready for new streams, per worker (0: none)",
+    )
     _network_arguments(publish)
     publish.set_defaults(
         func=lambda args: _run(_supervise(args, "publish") if args.workers > 1 else _publish_main(args))
@@ -358,6 +365,7 @@ async def _publish_main(args: argparse.Namespace) -> int:
             wait_for_target=args.wait,
             grant=_read_grant(args.grant),
             max_connections=args.max_connections,
+            pool=args.pool,
         )
         await publisher.start()
         try:
@@ -404,6 +412,8 @@ def _worker_command(args: argparse.Namespace, role: str, index: int, listen: Add
             str(args.fall),
             "--rise",
             str(args.rise),
+            "--pool",
+            str(args.pool),
         ]
         if args.wait:
             argv.append("--wait")

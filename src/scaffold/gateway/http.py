@@ -36,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -46,7 +48,7 @@ from ..errors import ObjectNotFound, PathError
 from .pump import CHUNK, abort, reason_of
 from .stats import GatewayStats
 
-__all__ = ["IDEMPOTENT_METHODS", "HttpOptions", "HttpSession"]
+__all__ = ["IDEMPOTENT_METHODS", "ClientSide", "HttpOptions", "HttpSession"]
 
 log = logging.getLogger("scaffold.gateway")
 
@@ -100,20 +102,114 @@ class Upstream:
     conn: h11.Connection
 
 
+class ClientSide:
+    """The client's accepted socket, made an asyncio transport only once the session needs
+    one: to read more than the bytes already read, or to write. A request that arrived whole
+    is parsed and its stream opened (the SYN sent) before the transport is made, and a
+    malformed one is answered from the socket and closed with no transport made at all."""
+
+    __slots__ = ("_aborted", "_attaching", "closed", "reader", "sock", "transport", "writer")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = asyncio.StreamReader(loop=asyncio.get_running_loop())
+        self.transport: asyncio.Transport | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self._attaching: asyncio.Task[asyncio.StreamWriter] | None = None
+        #: close() (or abort()) was called: a transport made after it is closed (cut) at once
+        self.closed = False
+        self._aborted = False
+
+    def start(self) -> None:
+        """Start making the transport (once), while the caller goes on."""
+        if self._attaching is None and not self.closed:
+            self._attaching = asyncio.get_running_loop().create_task(self._attach())
+            self._attaching.add_done_callback(_retrieve)
+
+    async def _attach(self) -> asyncio.StreamWriter:
+        loop = asyncio.get_running_loop()
+        protocol = asyncio.StreamReaderProtocol(self.reader, loop=loop)
+        try:
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=self.sock)
+        except OSError:
+            self.sock.close()  # the client went: nothing else holds the socket
+            raise
+        self.transport = transport
+        self.writer = asyncio.StreamWriter(transport, protocol, self.reader, loop)
+        if self._aborted:
+            transport.abort()
+        elif self.closed:
+            transport.close()
+        return self.writer
+
+    async def attached(self) -> asyncio.StreamWriter:
+        """The client's writer, its transport made first if it is not yet.
+
+        Raises:
+            ConnectionError: the connection was closed before it had a transport.
+            OSError: the socket could not be made a transport (the client went).
+        """
+        if self.writer is not None:
+            return self.writer
+        if self._attaching is None and self.closed:
+            raise ConnectionAbortedError("client connection closed")
+        self.start()
+        assert self._attaching is not None
+        return await self._attaching
+
+    def send_now(self, data: bytes) -> bool:
+        """Write ``data`` straight to the socket if no transport is made or being made (a
+        short error answer before closing: what the socket does not take at once is
+        dropped); whether it did."""
+        if self._attaching is not None or self.closed:
+            return False
+        with contextlib.suppress(OSError):
+            self.sock.send(data)
+        return True
+
+    def close(self) -> None:
+        """Close after what was written (FIN); the reader sees EOF."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+        elif self._attaching is None:
+            self.sock.close()
+            self.reader.feed_eof()
+
+    def abort(self) -> None:
+        """Cut the connection (RST)."""
+        self.closed = self._aborted = True
+        if self.transport is not None:
+            self.transport.abort()
+        elif self._attaching is None and self.sock.fileno() >= 0:
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.sock.close()
+            self.reader.feed_eof()
+
+
+def _retrieve(task: asyncio.Task[asyncio.StreamWriter]) -> None:
+    """A transport that could not be made (the client went) is the session's concern when it
+    awaits it -- and nobody's if it never does: not an unretrieved-exception warning."""
+    if not task.cancelled():
+        task.exception()
+
+
 class HttpSession:
-    """One client connection of the HTTP ingress."""
+    """One client connection of the HTTP ingress; ``first``: the bytes already read from it."""
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        client: ClientSide,
+        first: bytes,
         open_upstream: OpenUpstream,
         stats: GatewayStats,
         name: str,
         options: HttpOptions,
     ) -> None:
-        self.reader = reader
-        self.writer = writer
+        self.client = client
         self.open_upstream = open_upstream
         self.stats = stats
         self.name = name
@@ -125,6 +221,10 @@ class HttpSession:
         self.busy = False  # a request is being read or answered (not idle between requests)
         self.closing = False  # the ingress is closing: answer the current request, then stop
         self._committed = False
+        # Parsed from here, before the client's transport is made (ClientSide).
+        if first:  # (h11 takes b"" for EOF)
+            stats.bytes_in += len(first)
+            self.conn.receive_data(first)
 
     async def run(self) -> None:
         """Serve requests until the client or the ingress ends the connection."""
@@ -133,6 +233,7 @@ class HttpSession:
                 request = await self._read_request()
                 if request is None:
                     break
+                self.client.start()  # made while the request's stream opens
                 started = asyncio.get_running_loop().time()
                 await self._answer(*request)
                 self.stats.request_latency.observe(asyncio.get_running_loop().time() - started)
@@ -146,7 +247,7 @@ class HttpSession:
             self.stats.error("bad-request")
             await self._send_error(exc.error_status_hint, f"bad request: {exc}\n")
         except ClientCut:
-            abort(self.writer)
+            self.client.abort()
         except ClientSlow as exc:
             self.stats.error(exc.reason)
             if exc.reason == "header-timeout":
@@ -155,7 +256,7 @@ class HttpSession:
             self.stats.error("client-gone")
         finally:
             self._drop_upstream()
-            self.writer.close()
+            self.client.close()
 
     # -- the client side -----------------------------------------------------------------
 
@@ -173,7 +274,9 @@ class HttpSession:
             timeout, reason = self.options.idle_timeout, "idle-timeout"
         try:
             async with asyncio.timeout(timeout):
-                data = await self.reader.read(CHUNK)
+                if self.client.writer is None:
+                    await self.client.attached()
+                data = await self.client.reader.read(CHUNK)
         except TimeoutError:
             raise ClientSlow(reason) from None
         if data and self._head_deadline is None and not self.busy:
@@ -217,11 +320,14 @@ class HttpSession:
     async def _write(self, *events: h11.Event) -> None:
         """Send ``events`` to the client in one write (one system call for a whole small
         response, not one per head, body and end)."""
-        data = b"".join(self.conn.send(event) or b"" for event in events)
+        await self._send(b"".join(self.conn.send(event) or b"" for event in events))
+
+    async def _send(self, data: bytes) -> None:
         if data:
-            self.writer.write(data)
+            writer = self.client.writer or await self.client.attached()
+            writer.write(data)
             self.stats.bytes_out += len(data)
-            await self.writer.drain()
+            await writer.drain()
 
     async def _send_error(self, status: int, text: str) -> None:
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
@@ -236,7 +342,13 @@ class HttpSession:
             headers.append((b"connection", b"close"))
         with contextlib.suppress(h11.LocalProtocolError, ConnectionError, OSError):
             response = h11.Response(status_code=status, headers=headers)
-            await self._write(response, h11.Data(data=body), h11.EndOfMessage())
+            events = (response, h11.Data(data=body), h11.EndOfMessage())
+            data = b"".join(self.conn.send(event) or b"" for event in events)
+            # A malformed first request is answered from the socket: no transport made.
+            if self.conn.their_state is h11.ERROR and self.client.send_now(data):
+                self.stats.bytes_out += len(data)
+                return
+            await self._send(data)
 
     # -- one request, with retries -------------------------------------------------------
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..api.streams import StreamReader, StreamWriter
 from ..errors import ConfigError, ObjectNotFound, PathError, UsageError
-from .http import HttpOptions, HttpSession
+from .http import ClientSide, HttpOptions, HttpSession
 from .pump import CHUNK, reason_of
 from .splice import Splice
 from .stats import GatewayStats
@@ -58,6 +58,13 @@ T = TypeVar("T")
 class _Client:
     transport: asyncio.WriteTransport | None = None
     session: HttpSession | None = None
+
+    def abort(self) -> None:
+        """Cut the client's connection (RST)."""
+        if self.session is not None:
+            self.session.client.abort()
+        elif self.transport is not None:
+            self.transport.abort()
 
 
 #: defaults of the bounds
@@ -218,15 +225,13 @@ class Ingress:
         for client in self._clients.values():
             if client.session is not None:
                 client.session.closing = True
-                if not client.session.busy and client.transport is not None:
-                    client.transport.close()
+                if not client.session.busy:
+                    client.session.client.close()
         tasks = list(self._clients)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.grace if grace is None else grace)
             for task in pending:
-                transport = self._clients[task].transport
-                if transport is not None:
-                    transport.abort()
+                self._clients[task].abort()
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
@@ -290,28 +295,19 @@ class Ingress:
         except Exception as exc:  # one client's failure must never stop the ingress
             self.stats.error("internal")
             log.exception("%r: connection failed: %s", self, exc)
-            if client.transport is not None:
-                client.transport.abort()
+            client.abort()
         finally:
             self.stats.active -= 1
 
     async def _serve_http(self, conn: socket.socket, client: _Client) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(loop=loop)
         first = self._read_now(conn)
         if first is None:
             return
-        reader.feed_data(first)  # the session parses it at once: no turn of the loop waiting
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-        try:
-            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=conn)
-        except OSError:
-            conn.close()
-            self.stats.error("client-gone")
-            return
-        client.transport = transport
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        session = HttpSession(reader, writer, self.open_upstream, self.stats, self.name, self.http_options)
+        # Parsed at once, before the client's transport is made (http.ClientSide): a whole
+        # request's stream opens first, a malformed one is answered with no transport.
+        session = HttpSession(
+            ClientSide(conn), first, self.open_upstream, self.stats, self.name, self.http_options
+        )
         client.session = session
         await session.run()
 

@@ -10,16 +10,20 @@ the target is refused counts as a failed check too (a passive check), so a dead 
 withdrawn after ``fall`` refused connections without waiting for the next timer, and the
 stream is reset so an HTTP ingress retries elsewhere; one refused connection triggers an
 immediate active check, so with ``fall=2`` a dead target is withdrawn at the first refusal.
+The target's connection is started from the callback that made the stream, or -- with
+``pool=N`` -- taken from idle ones made before (``pool.TargetPool``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import TYPE_CHECKING
 
 from ..errors import PathError, ScaffoldError, UsageError
+from .pool import TargetPool
 from .pump import reason_of
 from .splice import End, Splice
 from .stats import GatewayStats
@@ -30,6 +34,10 @@ if TYPE_CHECKING:
 __all__ = ["Publisher", "TargetUnavailable"]
 
 log = logging.getLogger("scaffold.gateway")
+
+
+#: the most idle connections a publisher keeps to its target
+MAX_POOL = 64
 
 
 class TargetUnavailable(PathError):
@@ -55,19 +63,24 @@ class Publisher:
         max_connections: int = 10_000,
         policy: str = "",
         capacity: float = 0.0,
+        pool: int = 0,
     ) -> None:
         """Publish ``target`` as a replica of ``name`` on ``host``; at most
         ``max_connections`` streams are carried at once (more are reset,
         ``errors["over-capacity"]``). ``grant``: the owner's signed grant, when ``name`` is an
         owned object (``owner:KEY/NAME`` or ``obj:`` text; docs/protocol.md §6.7). ``policy``
-        and ``capacity`` as for ``Host.start_server`` (docs/protocol.md §3.5).
+        and ``capacity`` as for ``Host.start_server`` (docs/protocol.md §3.5). ``pool``: idle
+        connections to the target kept ready for new streams (``pool.TargetPool``; 0: each
+        stream connects when it arrives).
 
         Raises:
-            UsageError: a count or interval is not positive, ``policy`` is not "", "nearest"
-                or "weighted", or ``capacity`` is negative.
+            UsageError: a count or interval is not positive, ``pool`` is not in [0, MAX_POOL],
+                ``policy`` is not "", "nearest" or "weighted", or ``capacity`` is negative.
         """
         if weight <= 0 or fall <= 0 or rise <= 0 or check_interval <= 0 or max_connections <= 0:
             raise UsageError("weight, fall, rise, check_interval and max_connections must be positive")
+        if not 0 <= pool <= MAX_POOL:
+            raise UsageError(f"pool must be in [0, {MAX_POOL}], got {pool!r}")
         if policy not in ("", "nearest", "weighted") or not 0 <= capacity <= 1e9:
             raise UsageError(
                 f"policy must be nearest or weighted and capacity in [0, 1e9], got {policy!r}, {capacity!r}"
@@ -93,7 +106,9 @@ class Publisher:
         self._successes = 0
         self._checker: asyncio.Task[None] | None = None
         self._probing: asyncio.Task[None] | None = None
-        self._streams: set[asyncio.Task[None]] = set()
+        #: the streams carried now, each with its connection attempt to the target
+        self._streams: dict[Splice, asyncio.Task[object] | None] = {}
+        self.pool = TargetPool(target, pool, connect_timeout) if pool else None
         self._state_lock = asyncio.Lock()
         self._closed = False
 
@@ -134,10 +149,12 @@ class Publisher:
         if self._probing is not None:
             self._probing.cancel()
         self._withdraw(None)
-        for task in list(self._streams):
-            task.cancel()
+        for splice, connecting in list(self._streams.items()):
+            if connecting is not None:
+                connecting.cancel()
+            splice.abort()
         if self._streams:
-            await asyncio.wait(list(self._streams), timeout=2.0)
+            await asyncio.wait([splice.done for splice in self._streams], timeout=2.0)
 
     async def __aenter__(self) -> Publisher:
         await self.start()
@@ -176,6 +193,9 @@ class Publisher:
     async def _check_passed(self) -> None:
         self._failures = 0
         self._successes += 1
+        if self.pool is not None and self.healthy:
+            self.pool.enabled = True  # refilled again after a failed attempt
+            self.pool.expire(asyncio.get_running_loop().time())
         if not self.healthy and self._successes >= self.rise and not self._closed:
             async with self._state_lock:
                 if not self.healthy and not self._closed:
@@ -206,12 +226,16 @@ class Publisher:
             capacity=self.capacity,
         )
         self.healthy = True
+        if self.pool is not None:
+            self.pool.enable()
 
     def _withdraw(self, why: str | None) -> None:
         """Withdraw the replica: because the target failed (``why``), or on close (None)."""
         if self.server is not None:
             self.server.close()
             self.server = None
+        if self.pool is not None:
+            self.pool.disable()
         if self.healthy:
             self.healthy = False
             if why is not None:
@@ -229,30 +253,49 @@ class Publisher:
             self.stats.error("over-capacity")
             splice.abort()  # a reset: an HTTP ingress retries it elsewhere
             return
-        task = asyncio.get_running_loop().create_task(self._carry(splice))
-        self._streams.add(task)
-        task.add_done_callback(self._streams.discard)
-
-    async def _carry(self, splice: Splice) -> None:
         self.stats.connections += 1
         self.stats.active += 1
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    await loop.create_connection(lambda: splice.service, *self.target)
-                self.stats.connect_latency.observe(loop.time() - started)
-            except (OSError, TimeoutError) as exc:
-                self.stats.error("target-" + reason_of(exc))
-                self._check_failed(f"refused a connection ({exc})")  # a passive health check...
-                if self.healthy and self._probing is None:
-                    # ...confirmed at once by an active one, so a dead target is withdrawn now.
-                    self._probing = loop.create_task(self._confirm_failure())
-                splice.abort()  # a reset, not an EOF: an HTTP ingress then retries elsewhere
-                return
-            await splice.carry()  # the stream may have ended while the target answered
-        finally:
-            self.stats.active -= 1
-            if not splice.done.done():  # cancelled (close): cut what is left
+        if self.pool is not None and self.pool.take(splice.service, loop.time()):
+            # A connection made before: the stream's first bytes go to the target now.
+            self._streams[splice] = None
+            splice.done.add_done_callback(functools.partial(self._ended, splice))
+            splice.join()
+            return
+        # The target's connection starts from the callback that made the stream, and its
+        # end links the splice: no task or coroutine of ours per stream (Python calls on
+        # every setup's path).
+        connecting = loop.create_task(loop.create_connection(lambda: splice.service, *self.target))
+        self._streams[splice] = connecting
+        timer = loop.call_later(self.connect_timeout, connecting.cancel)
+        connecting.add_done_callback(functools.partial(self._connected, splice, timer, loop.time()))
+        splice.done.add_done_callback(functools.partial(self._ended, splice))
+
+    def _connected(
+        self, splice: Splice, timer: asyncio.TimerHandle, started: float, connecting: asyncio.Task[object]
+    ) -> None:
+        """The target answered (link the splice) or not (a failed check; reset the stream)."""
+        timer.cancel()
+        if connecting.cancelled():
+            if self._closed:
                 splice.abort()
+                return
+            error: BaseException | None = TimeoutError(f"no answer within {self.connect_timeout} s")
+        else:
+            error = connecting.exception()
+        if error is None:
+            self.stats.connect_latency.observe(asyncio.get_running_loop().time() - started)
+            splice.join()  # cut both if the stream ended while the target answered
+            return
+        self.stats.error("target-" + reason_of(error))
+        splice.abort()  # a reset, not an EOF: an HTTP ingress then retries elsewhere
+        if not isinstance(error, OSError | TimeoutError) or self._closed:
+            return
+        self._check_failed(f"refused a connection ({error})")  # a passive health check...
+        if self.healthy and self._probing is None:
+            # ...confirmed at once by an active one, so a dead target is withdrawn now.
+            self._probing = asyncio.get_running_loop().create_task(self._confirm_failure())
+
+    def _ended(self, splice: Splice, _: object) -> None:
+        self.stats.active -= 1
+        self._streams.pop(splice, None)

@@ -55,19 +55,21 @@ class RttEstimator:
         """Fold in one RTT sample (seconds)."""
         srtt = self.srtt
         rttvar = self.rttvar
+        # Comparisons, not abs/max/min: this runs for every acknowledgment with a sample.
         if srtt is None or rttvar is None:
             srtt = rtt
             rttvar = rtt / 2
         else:
-            rttvar = 0.75 * rttvar + 0.25 * abs(srtt - rtt)
+            rttvar = 0.75 * rttvar + 0.25 * (srtt - rtt if srtt > rtt else rtt - srtt)
             srtt = 0.875 * srtt + 0.125 * rtt
         self.srtt = srtt
         self.rttvar = rttvar
         min_rtt = self.min_rtt
         if min_rtt is None or rtt < min_rtt:
             self.min_rtt = rtt
-        rto = srtt + max(4 * rttvar, GRANULARITY)
-        self.rto = min(max(rto, self.min_rto), self.max_rto)
+        spread = 4 * rttvar
+        rto = srtt + (spread if spread > GRANULARITY else GRANULARITY)
+        self.rto = self.min_rto if rto < self.min_rto else self.max_rto if rto > self.max_rto else rto
 
     def interval(self) -> float:
         """The timer to arm now: RTO doubled per backoff step, at most ``max_rto``."""

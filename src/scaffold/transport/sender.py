@@ -225,7 +225,8 @@ class Sender:
         # 2. New data, then the FIN, within min(cwnd, peer window).
         window_blocked = False
         # Sending moves only ``nxt``: where the buffered data ends holds for the whole loop.
-        data_end = stream.una + stream.buffered if not stream.fin_sent else 0
+        data = stream.data  # (``stream.buffered`` inline: once per pump of every stream)
+        data_end = stream.una + (len(data) if data is not None else 0) if not stream.fin_sent else 0
         while not stream.fin_sent:
             nxt = stream.nxt
             left = data_end - nxt

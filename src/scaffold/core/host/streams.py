@@ -64,9 +64,13 @@ class StreamFlows(HostStackBase):
         Raises:
             UsageError: no such flow, or not a stream flow.
         """
-        flow = self._flow(socket_id)
-        if flow.transport is None:
-            raise UsageError(f"socket {socket_id} is not a stream flow")
+        flow = self.flows.get(socket_id)  # (``_flow`` inline: on every read and write)
+        if flow is None or flow.transport is None:
+            raise UsageError(
+                f"no flow with socket {socket_id} on host {self.name}"
+                if flow is None
+                else f"socket {socket_id} is not a stream flow"
+            )
         return flow.transport
 
     def stream_send(self, socket_id: int, data: bytes, now: float, *, force: bool = False) -> int:

@@ -84,6 +84,8 @@ class NodeRuntime(Generic[CoreT_co]):
         """``credentials``: this node's certificate, for mutual TLS to the controller
         (None: plain TCP, for a controller without credentials)."""
         self.core = core
+        #: a flow switch's whole-train router, looked up once (not per wake-up)
+        self._route_train = getattr(core, "route_train", None)
         self.credentials = credentials
         #: why the controller refused this node (then it stops reconnecting)
         self.refused: str | None = None
@@ -350,7 +352,7 @@ class NodeRuntime(Generic[CoreT_co]):
         now = self._loop.time()
         read = udp.read
         receive = self.core.receive_datagram
-        route_train = getattr(self.core, "route_train", None)
+        route_train = self._route_train
         names = self.book.name
         budget = READ_BUDGET
         for _ in range(reads):
@@ -526,7 +528,9 @@ class NodeRuntime(Generic[CoreT_co]):
         name = self.name
         udp = self._udp
         assert udp is not None
-        push = udp.push
+        # One datagram (a setup's segments, a request's): sent at once, no train to build.
+        train = len(out) > 1
+        push = udp.push if train else udp.send
         for port, data in out:
             address = addresses.get(port)
             if address is None:
@@ -538,7 +542,8 @@ class NodeRuntime(Generic[CoreT_co]):
                 self._emulate(link, data, address, now)
                 continue
             push(data, address)
-        udp.flush()
+        if train:
+            udp.flush()
 
     def _emulate(self, link: EmuLink, data: Packet, address: Address, now: float) -> None:
         """The egress link stage: cut, MTU, random loss, then delay (docs/architecture.md §3)."""
