@@ -30,9 +30,18 @@ Measured, per setup:
   overhead over ``direct``);
 * ``kill``: ``--kill-duration`` seconds of ``--kill-clients`` client loops, each doing one GET
   per fresh connection (2 s timeout); replica 0 is SIGKILLed ``--kill-at`` seconds in.
-  Failed requests (refused, reset, timed out, not 200) and the time from the kill to the
-  last failure. Replica 0 is restarted, and every balancer sees it up again, before the next
-  setup.
+  Failed requests (refused, reset, timed out, not 200), the time from the kill to the
+  last failure, the requests that failed or took over 0.5 s (each with the time it took to
+  connect and to the response's first byte) and how many of those over 1 s were away from
+  the kill (``stalled_away_from_kill``), and the kernel's TCP/UDP drop and retransmission
+  counters over the run. Replica 0 is restarted, and every balancer sees it up again, before
+  the next setup.
+
+``--kill-only`` runs only the kill runs (of ``--kill-setups``; ``--no-kill`` keeps the
+replica alive); ``--trace DIR`` also writes every request, the kernel's counters each 0.25 s
+(and which UDP socket dropped datagrams), and the scaffold process's event-loop lags over
+20 ms and garbage collections over 5 ms, as JSON lines with wall-clock times, to lay side by
+side (docs/gateway.md, "Fifth round").
 
 Prints ONE JSON document. Run: ``PYTHONPATH=src .venv/bin/python bench/ingress.py [--quick]``.
 """
@@ -178,6 +187,7 @@ async def scaffold_main(targets: list[int], control_port: int, trace: Path | Non
             }
             if trace is not None:
                 state["nodes"] = node_counters(net.network.nodes)
+                state["udp_ports"] = {name: node.address[1] for name, node in net.network.nodes.items()}
             writer.write(json.dumps(state).encode())
             await writer.drain()
             writer.close()
@@ -494,6 +504,12 @@ async def kill_run(
         "failure_kinds": kinds,
         "first_failure_after_kill_s": round(min(t for t, _ in failures) - kill_at, 3) if failures else None,
         "last_failure_after_kill_s": round(last - kill_at, 3) if last is not None else None,
+        # A stall that is not the kill's: a request that failed or took over a second, begun
+        # before the kill or more than 3 s after it (the withdrawal window). Each used to be
+        # a host cut by the controller's idle timeout (docs/gateway.md, "Fifth round").
+        "stalled_away_from_kill": sum(
+            1 for r in slow if (r["ms"] > 1000 or not r["ok"]) and not kill_at - 0.1 <= r["t"] <= kill_at + 3
+        ),
         "slow_or_failed": slow[:50],
         "kernel": {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)},
     }
@@ -769,7 +785,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         },
         "setup": setup,
         "kill": kill,
-        "scaffold_counters": {k: final[k] for k in ("raw", "http", "publishers", "nodes") if k in final},
+        "scaffold_counters": {
+            k: final[k] for k in ("raw", "http", "publishers", "nodes", "udp_ports") if k in final
+        },
         "deployment_counters": deployment_counters,
     }
 
