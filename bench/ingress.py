@@ -462,7 +462,7 @@ async def kill_run(
                     "ms": round(took * 1000, 1),
                     "ok": ok,
                     "why": why,
-                    **{f"{k}_ms": round((v - started) * 1000, 1) for k, v in stages.items() if k != "start"},
+                    **{f"{k}_ms": round((v - started) * 1000, 1) for k, v in stages.items()},
                 }
                 if took > 0.5 or not ok:
                     slow.append(record)
@@ -482,14 +482,15 @@ async def kill_run(
             by_port = {str(p): n - dropped.get(p, 0) for p, n in dropping.items() if n != dropped.get(p, 0)}
             if by_port:
                 changed["udp_drops_by_port"] = by_port  # type: ignore[assignment]
-            if changed and out is not None:
+            if changed and out is not None and not out.closed:
                 out.write(json.dumps({"kernel": changed, "at": round(time.time(), 3)}) + "\n")
             before, dropped = now, dropping
 
     before = kernel_counters()
-    watcher = asyncio.create_task(counters())
+    watcher = asyncio.create_task(counters()) if out is not None else None
     await asyncio.gather(killer(), *(client(i) for i in range(clients)))
-    watcher.cancel()
+    if watcher is not None:
+        watcher.cancel()
     after = kernel_counters()
     if out is not None:
         out.close()
