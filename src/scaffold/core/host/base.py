@@ -24,7 +24,7 @@ from ..events import TraceHop
 from ..metrics import Histogram
 from .events import DrainCompleted, FlowClosed, HostEvent, StreamEventFor
 from .flows import Flow, Listener, PeerWatch, PendingBundle, Role
-from .stats import FLOW_PAUSE, StreamTotals
+from .stats import FLOW_PAUSE, FlowTotals
 from .timers import DeadlineHeap, TimerWheel
 
 # plain ints: IntFlag arithmetic builds enum members on every call
@@ -107,8 +107,9 @@ class HostStackBase(NodeCore[HostEvent]):
         self._watches: dict[tuple[int, int], PeerWatch] = {}
         #: the key of this host's retry tokens (``streams.py``), drawn when first needed
         self._token_key: bytes | None = None
-        #: transport counters of streams this host no longer holds (metrics stay monotonic)
-        self._ended_streams = StreamTotals()
+        #: the metrics' sums over the flows, kept as flows come, go and are pumped
+        self._totals = FlowTotals()
+        self._touched = self._totals.touched
         #: the pause of flows whose peer changed, by what changed (host, dc)
         self.pauses = {change: Histogram(FLOW_PAUSE, change=change) for change in ("host", "dc")}
         #: migrated-away flows: socket id -> (Flow ID, new DC ID, new Host ID, expiry)
@@ -163,6 +164,7 @@ class HostStackBase(NodeCore[HostEvent]):
 
     def _add_flow(self, flow: Flow) -> None:
         self.flows[flow.socket_id] = flow
+        self._totals.opened(flow)
         if flow.proto is Proto.DATAGRAM:
             self._datagrams[flow.socket_id] = flow
         if flow.role is Role.SERVER:
@@ -180,11 +182,11 @@ class HostStackBase(NodeCore[HostEvent]):
             return  # forgotten already
         del self.flows[flow.socket_id]
         self._datagrams.pop(flow.socket_id, None)
-        if self._streams.pop(flow.socket_id, None) is not None:
+        held_stream = self._streams.pop(flow.socket_id, None) is not None
+        if held_stream:
             self._timers.arm(flow.socket_id, None)
             self._wheel.arm(flow.socket_id, None)
-            if flow.transport is not None and reason != "exported":
-                self._ended_streams.add(flow.transport, flow.stats_base)
+        self._totals.closed(flow, ended=held_stream and reason != "exported")
         self._by_flow.pop((flow.flow, flow.peer_host), None)
         self._settle_half_open(flow)
         if notify:
@@ -293,6 +295,7 @@ class HostStackBase(NodeCore[HostEvent]):
         """
         transport = flow.transport
         assert transport is not None
+        self._touched[flow.socket_id] = flow  # its counters and state are recounted (stats.py)
         for segment in transport.segments_to_send(now):
             self._emit(flow, Proto.STREAM, segment, now)
         terminated = False

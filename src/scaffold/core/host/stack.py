@@ -44,7 +44,6 @@ from .events import (
 )
 from .flows import Flow, Listener, Role
 from .keepalive import Keepalives
-from .stats import snapshot
 from .streams import StreamFlows
 
 __all__ = ["STRAGGLER_WINDOW", "SUPERSEDED_QUIET", "HostStack"]
@@ -203,7 +202,7 @@ class HostStack(StreamFlows, Keepalives, Churn):
     def metrics(self) -> list[Sample]:
         return [
             *super().metrics(),
-            *snapshot(self.flows.values(), len(self.listeners), self._ended_streams),
+            *self._totals.snapshot(self.flows, len(self.listeners), self._dirty),
             *(sample for pauses in self.pauses.values() for sample in pauses.samples()),
         ]
 

@@ -1,8 +1,9 @@
 """A host's metrics: flows by state, listeners, and its streams' transport counters summed.
 
-Each stream transport counts for itself (``StreamConnection.stats``); the host adds them up
-only when a snapshot is asked for, over its live streams plus the totals of the streams it
-no longer holds, so the sums never go down (docs/protocol.md §7). ``FLOW_PAUSE`` is the one
+Each stream transport counts for itself (``StreamConnection.stats``); the host keeps the sums
+over its live streams as they change (``FlowTotals``: a snapshot recounts only the streams
+touched since the last one), plus the totals of the streams it no longer holds, so the sums
+never go down (docs/protocol.md §7). ``FLOW_PAUSE`` is the one
 latency a host measures itself: how long a flow heard nothing from its peer before the peer
 changed (a failover or an object migration: another host; a VM migration or a move: the
 same host in another datacenter).
@@ -10,8 +11,10 @@ same host in another datacenter).
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...transport import StreamConnection
@@ -21,7 +24,7 @@ from ..metrics import LATENCY_BUCKETS, MetricKind, Sample, define
 if TYPE_CHECKING:
     from .flows import Flow
 
-__all__ = ["FLOWS", "FLOW_PAUSE", "LISTENERS", "StreamTotals", "snapshot"]
+__all__ = ["FLOWS", "FLOW_PAUSE", "LISTENERS", "FlowTotals", "StreamTotals"]
 
 FLOWS = define(
     "flows",
@@ -89,6 +92,7 @@ _STREAM_COUNTERS = {
         ),
     )
 }
+_FIELDS = tuple(_STREAM_COUNTERS)
 
 
 class StreamTotals:
@@ -116,33 +120,154 @@ class StreamTotals:
             self.drops.subtract(base.drops)
 
 
-def snapshot(flows: Iterable[Flow], listeners: int, ended: StreamTotals) -> list[Sample]:
-    """The host's metrics over its live ``flows`` plus the streams that ``ended`` here."""
-    by_state: Counter[tuple[str, str]] = Counter()
-    live = StreamTotals()
-    rtts: list[float] = []
-    min_rtts: list[float] = []
-    for flow in flows:
+#: a double times 2**1074 is an integer: the smoothed RTTs are summed exactly, as integers
+_EXACT = 1074
+
+
+def _exact(value: float) -> int:
+    numerator, denominator = value.as_integer_ratio()  # the denominator: a power of two
+    return numerator * ((1 << _EXACT) // denominator)
+
+
+@dataclass(slots=True)
+class _Held:
+    """What one flow adds to the totals now (taken back when it is recounted or goes)."""
+
+    state: tuple[str, str]
+    counters: tuple[int, ...] | None = None
+    drops: Counter[str] | None = None
+    srtt: int | None = None
+    min_rtt: float | None = None
+
+
+class FlowTotals:
+    """The host's metrics over its flows, kept as the flows change (docs/protocol.md §7).
+
+    A host may hold 50,000 streams, most of them idle, and reports its metrics every second:
+    a snapshot must not visit them all. A flow is counted when it is added (``opened``),
+    recounted when its transport was touched (the stack's ``_pump`` files it in ``touched``),
+    and taken out when it goes (``closed``), its final counters then added to ``ended`` so
+    the sums never go down. ``snapshot`` recounts only the flows touched since the previous
+    one: its cost follows the flows that were busy, the states and the drop reasons, never the
+    flows held. The mean smoothed RTT is summed exactly (as integers), so it does not depend
+    on the order flows came and went; the lowest RTT is the top of a heap of the live ones.
+    """
+
+    def __init__(self) -> None:
+        #: flows whose transport may have changed since they were last counted (socket ID ->
+        #: flow); ``HostStackBase._pump`` fills it
+        self.touched: dict[int, Flow] = {}
+        #: transport counters of streams this host no longer holds
+        self.ended = StreamTotals()
+        self._held: dict[int, _Held] = {}
+        self._states: Counter[tuple[str, str]] = Counter()
+        self._live = StreamTotals()
+        self._srtt_sum = 0
+        self._srtt_count = 0
+        #: the live streams' lowest RTTs: how many hold each, and a heap of them (a value
+        #: no stream holds any more stays in both, counted 0, until the top is pruned)
+        self._min_rtt_count: dict[float, int] = {}
+        self._min_rtts: list[float] = []
+
+    def opened(self, flow: Flow) -> None:
+        """``flow`` is the host's now: it is counted at the next snapshot."""
+        self.touched[flow.socket_id] = flow
+
+    def closed(self, flow: Flow, *, ended: bool) -> None:
+        """``flow`` is no longer the host's; ``ended``: its stream ended here (not exported),
+        so its counters stay in the sums."""
+        self.touched.pop(flow.socket_id, None)
+        held = self._held.pop(flow.socket_id, None)
+        if held is not None:
+            self._take_back(held)
+        if ended and flow.transport is not None:
+            self.ended.add(flow.transport, flow.stats_base)
+
+    def snapshot(
+        self, flows: Mapping[int, Flow], listeners: int, pending: Mapping[int, Flow]
+    ) -> list[Sample]:
+        """The host's metrics: ``flows`` it holds (socket ID -> flow), of which those in
+        ``touched`` or ``pending`` (received on, not pumped yet) are recounted first."""
+        for touched in (self.touched, pending):
+            for socket_id, flow in touched.items():
+                if flows.get(socket_id) is flow:
+                    held = self._held.get(socket_id)
+                    if held is not None:
+                        self._take_back(held)
+                    self._held[socket_id] = self._count(flow)
+        self.touched.clear()
+        live, ended = self._live, self.ended
+        samples = [
+            FLOWS.sample(n, proto=proto, state=state) for (proto, state), n in sorted(self._states.items())
+        ]
+        samples.append(LISTENERS.sample(listeners))
+        samples += [
+            metric.sample(live.counters[n] + ended.counters[n]) for n, metric in _STREAM_COUNTERS.items()
+        ]
+        samples += STREAM_DROPS.by(live.drops + ended.drops)
+        if self._srtt_count:
+            # int / int is rounded once: the exact mean, whatever order the flows came in
+            samples.append(SMOOTHED_RTT.sample(self._srtt_sum / (self._srtt_count << _EXACT)))
+        heap, counts = self._min_rtts, self._min_rtt_count
+        while heap and not counts[heap[0]]:
+            del counts[heapq.heappop(heap)]
+        if heap:
+            samples.append(MIN_RTT.sample(heap[0]))
+        return samples
+
+    def _count(self, flow: Flow) -> _Held:
         transport = flow.transport
         if transport is None:
-            by_state["datagram" if flow.proto == Proto.DATAGRAM else "stream", "open"] += 1
-            continue
-        by_state["stream", transport.state.value] += 1
-        live.add(transport, flow.stats_base)
-        stats = transport.stats
+            held = _Held(("datagram" if flow.proto == Proto.DATAGRAM else "stream", "open"))
+            self._states[held.state] += 1
+            return held
+        held = _Held(("stream", transport.state.value))
+        self._states[held.state] += 1
+        stats, base, live = transport.stats, flow.stats_base, self._live.counters
+        held.counters = tuple(
+            getattr(stats, name) - (base.counters[name] if base is not None else 0) for name in _FIELDS
+        )
+        for name, value in zip(_FIELDS, held.counters, strict=True):
+            live[name] += value
+        if transport.drops or (base is not None and base.drops):
+            held.drops = Counter(transport.drops)
+            if base is not None:
+                held.drops.subtract(base.drops)
+            self._live.drops.update(held.drops)
         if stats.srtt is not None:
-            rtts.append(stats.srtt)
+            held.srtt = _exact(stats.srtt)
+            self._srtt_sum += held.srtt
+            self._srtt_count += 1
         if stats.min_rtt is not None:
-            min_rtts.append(stats.min_rtt)
-    samples = [FLOWS.sample(n, proto=proto, state=state) for (proto, state), n in sorted(by_state.items())]
-    samples.append(LISTENERS.sample(listeners))
-    samples += [
-        metric.sample(live.counters[name] + ended.counters[name]) for name, metric in _STREAM_COUNTERS.items()
-    ]
-    drops = live.drops + ended.drops
-    samples += STREAM_DROPS.by(drops)
-    if rtts:
-        samples.append(SMOOTHED_RTT.sample(sum(rtts) / len(rtts)))
-    if min_rtts:
-        samples.append(MIN_RTT.sample(min(min_rtts)))
-    return samples
+            held.min_rtt = min_rtt = stats.min_rtt
+            counts = self._min_rtt_count
+            if min_rtt not in counts:
+                counts[min_rtt] = 0
+                heapq.heappush(self._min_rtts, min_rtt)
+            counts[min_rtt] += 1
+        return held
+
+    def _take_back(self, held: _Held) -> None:
+        self._states[held.state] -= 1
+        if not self._states[held.state]:
+            del self._states[held.state]
+        if held.counters is not None:
+            live = self._live.counters
+            for name, value in zip(_FIELDS, held.counters, strict=True):
+                live[name] -= value
+        if held.drops is not None:
+            self._live.drops.subtract(held.drops)
+        if held.srtt is not None:
+            self._srtt_sum -= held.srtt
+            self._srtt_count -= 1
+        if held.min_rtt is not None:
+            self._min_rtt_count[held.min_rtt] -= 1
+            if len(self._min_rtts) > 2 * len(self._held) + 64:
+                self._compact_min_rtts()
+
+    def _compact_min_rtts(self) -> None:
+        """Drop the values no stream holds: the heap stays within twice the flows held."""
+        counts = {value: n for value, n in self._min_rtt_count.items() if n}
+        self._min_rtt_count = counts
+        self._min_rtts = list(counts)
+        heapq.heapify(self._min_rtts)
