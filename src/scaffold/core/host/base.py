@@ -70,6 +70,9 @@ class HostStackBase(NodeCore[HostEvent]):
         self.host_id = 0
         self.dc_id = 0
         self.heartbeat_interval = 0.0
+        #: how long the controller lets this host's control connection be silent (from
+        #: ``Welcome``; 0: not said): the runtime keeps it alive every third of it (§6.6)
+        self.control_idle_timeout = 0.0
         self.idle_timeout = idle_timeout
         if stream_options is not None and not isinstance(stream_options, StreamOptions):
             raise UsageError(f"stream_options must be a StreamOptions, not {type(stream_options).__name__}")

@@ -95,6 +95,7 @@ class HostStack(StreamFlows, Keepalives, Churn):
             self.host_id = message.host_id
             self.dc_id = message.dc_id
             self.heartbeat_interval = message.heartbeat_interval
+            self.control_idle_timeout = message.idle_timeout
             self._timers.arm(HEARTBEAT, now)  # the gateway hears from us at once
             self._timers.arm(SWEEP, now + self.idle_timeout)
             if message.gateway_address is not None:
