@@ -12,9 +12,10 @@ same host in another datacenter).
 from __future__ import annotations
 
 import heapq
+import math
+import struct
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...transport import StreamConnection
@@ -93,6 +94,7 @@ _STREAM_COUNTERS = {
     )
 }
 _FIELDS = tuple(_STREAM_COUNTERS)
+_ZEROS = (0,) * len(_FIELDS)
 
 
 class StreamTotals:
@@ -129,15 +131,13 @@ def _exact(value: float) -> int:
     return numerator * ((1 << _EXACT) // denominator)
 
 
-@dataclass(slots=True)
-class _Held:
-    """What one flow adds to the totals now (taken back when it is recounted or goes)."""
-
-    state: tuple[str, str]
-    counters: tuple[int, ...] | None = None
-    drops: Counter[str] | None = None
-    srtt: int | None = None
-    min_rtt: float | None = None
+#: what one flow adds to the totals, kept per flow held (so packed: ~120 bytes a flow): its
+#: state's index (``FlowTotals._keys``), its counters, its smoothed and lowest RTT (NaN: none)
+_HELD = struct.Struct(f"<H{len(_FIELDS)}qdd")
+_NONE = math.nan
+#: the state of a flow without a stream transport
+_DATAGRAM_OPEN = ("datagram", "open")
+_STREAM_OPEN = ("stream", "open")
 
 
 class FlowTotals:
@@ -159,8 +159,13 @@ class FlowTotals:
         self.touched: dict[int, Flow] = {}
         #: transport counters of streams this host no longer holds
         self.ended = StreamTotals()
-        self._held: dict[int, _Held] = {}
-        self._states: Counter[tuple[str, str]] = Counter()
+        #: what each flow counted adds (``_HELD``), and its drops if it has any
+        self._held: dict[int, bytes] = {}
+        self._held_drops: dict[int, Counter[str]] = {}
+        #: flows by (proto, state): the keys, each one's index, how many hold each
+        self._keys: list[tuple[str, str]] = []
+        self._key_index: dict[object, int] = {}
+        self._counts: list[int] = []
         self._live = StreamTotals()
         self._srtt_sum = 0
         self._srtt_count = 0
@@ -176,10 +181,11 @@ class FlowTotals:
     def closed(self, flow: Flow, *, ended: bool) -> None:
         """``flow`` is no longer the host's; ``ended``: its stream ended here (not exported),
         so its counters stay in the sums."""
-        self.touched.pop(flow.socket_id, None)
-        held = self._held.pop(flow.socket_id, None)
+        socket_id = flow.socket_id
+        self.touched.pop(socket_id, None)
+        held = self._held.pop(socket_id, None)
         if held is not None:
-            self._take_back(held)
+            self._take_back(socket_id, held)
         if ended and flow.transport is not None:
             self.ended.add(flow.transport, flow.stats_base)
 
@@ -193,13 +199,12 @@ class FlowTotals:
                 if flows.get(socket_id) is flow:
                     held = self._held.get(socket_id)
                     if held is not None:
-                        self._take_back(held)
-                    self._held[socket_id] = self._count(flow)
+                        self._take_back(socket_id, held)
+                    self._held[socket_id] = self._count(socket_id, flow)
         self.touched.clear()
         live, ended = self._live, self.ended
-        samples = [
-            FLOWS.sample(n, proto=proto, state=state) for (proto, state), n in sorted(self._states.items())
-        ]
+        counts = sorted((key, n) for key, n in zip(self._keys, self._counts, strict=True) if n)
+        samples = [FLOWS.sample(n, proto=proto, state=state) for (proto, state), n in counts]
         samples.append(LISTENERS.sample(listeners))
         samples += [
             metric.sample(live.counters[n] + ended.counters[n]) for n, metric in _STREAM_COUNTERS.items()
@@ -208,60 +213,69 @@ class FlowTotals:
         if self._srtt_count:
             # int / int is rounded once: the exact mean, whatever order the flows came in
             samples.append(SMOOTHED_RTT.sample(self._srtt_sum / (self._srtt_count << _EXACT)))
-        heap, counts = self._min_rtts, self._min_rtt_count
-        while heap and not counts[heap[0]]:
-            del counts[heapq.heappop(heap)]
+        heap, min_counts = self._min_rtts, self._min_rtt_count
+        while heap and not min_counts[heap[0]]:
+            del min_counts[heapq.heappop(heap)]
         if heap:
             samples.append(MIN_RTT.sample(heap[0]))
         return samples
 
-    def _count(self, flow: Flow) -> _Held:
+    def _index(self, state: object, key: tuple[str, str]) -> int:
+        index = self._key_index.get(state)
+        if index is None:
+            index = self._key_index[state] = len(self._keys)
+            self._keys.append(key)
+            self._counts.append(0)
+        return index
+
+    def _count(self, socket_id: int, flow: Flow) -> bytes:
         transport = flow.transport
         if transport is None:
-            held = _Held(("datagram" if flow.proto == Proto.DATAGRAM else "stream", "open"))
-            self._states[held.state] += 1
-            return held
-        held = _Held(("stream", transport.state.value))
-        self._states[held.state] += 1
+            key = _DATAGRAM_OPEN if flow.proto == Proto.DATAGRAM else _STREAM_OPEN
+            index = self._index(key, key)
+            self._counts[index] += 1
+            return _HELD.pack(index, *_ZEROS, _NONE, _NONE)
+        index = self._index(transport.state, ("stream", transport.state.value))
+        self._counts[index] += 1
         stats, base, live = transport.stats, flow.stats_base, self._live.counters
-        held.counters = tuple(
+        counters = [
             getattr(stats, name) - (base.counters[name] if base is not None else 0) for name in _FIELDS
-        )
-        for name, value in zip(_FIELDS, held.counters, strict=True):
+        ]
+        for name, value in zip(_FIELDS, counters, strict=True):
             live[name] += value
         if transport.drops or (base is not None and base.drops):
-            held.drops = Counter(transport.drops)
+            drops = self._held_drops[socket_id] = Counter(transport.drops)
             if base is not None:
-                held.drops.subtract(base.drops)
-            self._live.drops.update(held.drops)
-        if stats.srtt is not None:
-            held.srtt = _exact(stats.srtt)
-            self._srtt_sum += held.srtt
+                drops.subtract(base.drops)
+            self._live.drops.update(drops)
+        srtt, min_rtt = stats.srtt, stats.min_rtt
+        if srtt is not None:
+            self._srtt_sum += _exact(srtt)
             self._srtt_count += 1
-        if stats.min_rtt is not None:
-            held.min_rtt = min_rtt = stats.min_rtt
-            counts = self._min_rtt_count
-            if min_rtt not in counts:
-                counts[min_rtt] = 0
+        if min_rtt is not None:
+            min_counts = self._min_rtt_count
+            if min_rtt not in min_counts:
+                min_counts[min_rtt] = 0
                 heapq.heappush(self._min_rtts, min_rtt)
-            counts[min_rtt] += 1
-        return held
+            min_counts[min_rtt] += 1
+        return _HELD.pack(
+            index, *counters, _NONE if srtt is None else srtt, _NONE if min_rtt is None else min_rtt
+        )
 
-    def _take_back(self, held: _Held) -> None:
-        self._states[held.state] -= 1
-        if not self._states[held.state]:
-            del self._states[held.state]
-        if held.counters is not None:
-            live = self._live.counters
-            for name, value in zip(_FIELDS, held.counters, strict=True):
-                live[name] -= value
-        if held.drops is not None:
-            self._live.drops.subtract(held.drops)
-        if held.srtt is not None:
-            self._srtt_sum -= held.srtt
+    def _take_back(self, socket_id: int, held: bytes) -> None:
+        index, *counters, srtt, min_rtt = _HELD.unpack(held)
+        self._counts[index] -= 1
+        live = self._live.counters
+        for name, value in zip(_FIELDS, counters, strict=True):
+            live[name] -= value
+        drops = self._held_drops.pop(socket_id, None)
+        if drops is not None:
+            self._live.drops.subtract(drops)
+        if not math.isnan(srtt):
+            self._srtt_sum -= _exact(srtt)
             self._srtt_count -= 1
-        if held.min_rtt is not None:
-            self._min_rtt_count[held.min_rtt] -= 1
+        if not math.isnan(min_rtt):
+            self._min_rtt_count[min_rtt] -= 1
             if len(self._min_rtts) > 2 * len(self._held) + 64:
                 self._compact_min_rtts()
 
