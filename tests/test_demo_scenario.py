@@ -1,16 +1,19 @@
 """The churn scenario's own judging: a flow that has not ended by the timeout is named, with
 where it stands (bytes, replica, transport state), not a bare TimeoutError; an event's flows
-are judged until the next event that affects them, not until any next event."""
+are judged until the next event that affects them, not until any next event, and the
+schedule gives them a full spacing of time in which the process ran."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 
 import pytest
 
 from scaffold.api.testbed import Testbed
 from scaffold.demo.run import DemoOptions
-from scaffold.demo.scenario import ChurnEvent, FlowRun, Scenario
+from scaffold.demo.scenario import WAIT_STEP, ChurnEvent, FlowRun, Scenario
 from scaffold.runtime.aio import run
 
 
@@ -70,3 +73,21 @@ def test_an_event_that_does_not_touch_a_flow_does_not_end_its_judging() -> None:
     assert (drain["flows_affected"], drain["flows_recovered"]) == (3, 2)
     assert drain["recovery_ms"]["max"] == pytest.approx(1850, abs=1)  # the stall is reported
     assert (migration["flows_recovered"], mobility["flows_recovered"]) == (1, 1)
+
+
+def test_the_schedule_waits_longer_by_the_time_the_process_was_not_run() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        scenario = Scenario(Testbed(topology=DemoOptions().topology), flows=0, session_flows=0)
+        scenario.t0 = loop.time()
+        # The event loop does not run for 0.5 s from t=0.1 (what a machine that does not
+        # schedule the process does to it): the flows had 0.5 s less to show progress.
+        watch = asyncio.create_task(scenario.watch_stalls())
+        loop.call_later(0.1, time.sleep, 0.5)
+        await scenario.wait_running(0.0, 0.3)
+        watch.cancel()
+        assert scenario.now() >= 0.3 + 0.5 - WAIT_STEP
+        [(at, stalled)] = scenario.stalls
+        assert 0.0 <= at <= 0.1 + WAIT_STEP and stalled >= 0.5 - WAIT_STEP
+
+    run(main())

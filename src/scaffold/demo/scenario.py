@@ -89,6 +89,11 @@ class TestbedNetwork:
 #: a churn event's action
 Act = Callable[[], Awaitable[Any]]
 
+#: the scenario ticks this often (seconds)...
+WAIT_STEP = 0.05
+#: ...and a tick this much late means the process was not run meanwhile
+STALL = 0.2
+
 
 @dataclass
 class FlowRun:
@@ -213,6 +218,9 @@ class Scenario:
         self.t0 = 0.0
         self.runs: list[FlowRun] = []
         self.events: list[ChurnEvent] = []
+        #: (t, seconds): the process was not run (``watch_stalls``)
+        self.stalls: list[tuple[float, float]] = []
+        self._last_tick = 0.0
         clients = ["north-h1", "east-h3", "west-h2", "north-h2", "east-h4", "west-h3"]
         for i in range(flows):
             self.runs.append(FlowRun(i, clients[i % len(clients)], "web", True, size, trace=(i == 0)))
@@ -273,12 +281,14 @@ class Scenario:
         self.t0 = self.loop.time()
         tasks = [asyncio.create_task(self._download(r)) for r in self.runs]
         # Each event's flows are judged until the next event that affects them, so the next
-        # event comes a full spacing after this one: on a loaded machine choosing an event's
-        # flows (an admin call) can take seconds, and a schedule fixed in advance would then
-        # leave the flows no time at all to show they recovered.
+        # event comes a full spacing of running time after this one: on a loaded machine
+        # choosing an event's flows (an admin call) can take seconds, or the process may not
+        # be run for seconds, and a schedule fixed in advance would then leave the flows no
+        # time at all to show they recovered.
+        watch = asyncio.create_task(self.watch_stalls())
         last = 0.0
         for i, step in enumerate(self._schedule()):
-            await asyncio.sleep(max(0.0, last + self.spacing - self.now()))
+            await self.wait_running(last, last + self.spacing)
             if i == 0 and before_churn is not None:
                 before_churn()
             kind, target, affected, act = await step()
@@ -286,6 +296,7 @@ class Scenario:
             await act()
             self.events.append(ChurnEvent(at, kind, target, affected))
             self.say(f"t={at:5.2f}s  {kind:<17} {target:<24} {len(affected)} flows affected")
+        watch.cancel()
         done, pending = await asyncio.wait(tasks, timeout=timeout)
         if pending:
             # Say which flows are stuck, and how, before cancelling them.
@@ -296,6 +307,36 @@ class Scenario:
             raise TimeoutError(f"{len(stuck)} flows unfinished after {timeout} s: " + "; ".join(stuck))
         for task in done:
             task.result()
+
+    async def watch_stalls(self) -> None:
+        """Tick every ``WAIT_STEP`` s until cancelled; a tick more than ``STALL`` s late means
+        the process was not run meanwhile (``stalls``)."""
+        self._last_tick = self.now()
+        while True:
+            await asyncio.sleep(WAIT_STEP)
+            self._tick()
+
+    def _tick(self) -> None:
+        now = self.now()
+        if (late := now - self._last_tick - WAIT_STEP) > STALL:
+            self.stalls.append((round(self._last_tick, 3), round(late, 3)))
+            self.say(
+                f"t={self._last_tick:5.2f}s  process not run for {late:.2f} s: the schedule waits as long"
+            )
+        self._last_tick = now
+
+    async def wait_running(self, since: float, until: float) -> None:
+        """Wait until ``until`` (seconds since the flows started), and longer by the stalls
+        ``watch_stalls`` saw since ``since``: the flows were not run then either."""
+        while True:
+            self._tick()  # a stall that has just ended (in an event's action, say) counts too
+            if (left := until + self.stalled(since) - self.now()) <= 0:
+                return
+            await asyncio.sleep(left)
+
+    def stalled(self, since: float) -> float:
+        """Seconds of the stalls seen after ``since``."""
+        return sum(max(0.0, min(late, at + late - since)) for at, late in self.stalls)
 
     Step = Callable[[], Awaitable[tuple[str, str, list[FlowRun], "Act"]]]
 
