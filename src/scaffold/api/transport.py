@@ -553,7 +553,7 @@ class StreamTransport(asyncio.Transport):
             # The flow is live (checked above; a send ends none): the pause check without
             # get_write_buffer_size's lookups, once per write.
             stream = self._flow.transport
-            if stream is not None and stream.buffered - stream.options.send_buffer > self._high:
+            if stream is not None and stream.send_backlog > self._high:
                 self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Any) -> None:

@@ -17,7 +17,7 @@ from ..errors import BrokenPathError, ScaffoldError, UsageError
 from ..wire import stream as wire
 from ..wire.stream import StreamType
 from . import snapshot as snapshots
-from .events import StreamEvent, StreamStats
+from .events import StreamStats
 from .machine import Role, StreamMachine
 from .options import StreamOptions
 from .snapshot import SNAPSHOT_VERSION, StreamSnapshot
@@ -190,6 +190,13 @@ class StreamConnection(StreamMachine):
         return self._sender.stream.buffered
 
     @property
+    def send_backlog(self) -> int:
+        """Bytes held beyond the send buffer's size (negative: room left): what a transport
+        compares with its write-buffer limits after each write."""
+        data = self._sender.stream.data  # ``buffered`` inline (per write)
+        return (len(data) if data is not None else 0) - self._opt.send_buffer
+
+    @property
     def readable(self) -> int:
         """In-order bytes waiting for :meth:`read`."""
         return self._receiver.stream.readable
@@ -319,10 +326,6 @@ class StreamConnection(StreamMachine):
         sender = self._sender
         sender.set_mss(sender.pmtu.set_ceiling(ceiling, now))
         self._timer_stale = True
-
-    def next_event(self) -> StreamEvent | None:
-        """Pop the oldest pending event, or None."""
-        return self._events.pop()
 
     # -- migration (§4.2.5, §5.4) ------------------------------------------------------------------
 
