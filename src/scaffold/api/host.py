@@ -119,7 +119,9 @@ class Host:
                 if transport.terminated:
                     self._transports.pop(event.socket_id, None)
                     self._settle_connect(event.socket_id, transport.error)
-                elif transport.connected:
+                elif transport.connected and not was_connected:
+                    # Only the event that connected it settles a connect or a resume (both
+                    # wait on a transport created unconnected): not every event after it.
                     self._settle_connect(event.socket_id, None)
                     waiting = self._resuming.pop(event.socket_id, None)
                     if waiting is not None and not was_connected:

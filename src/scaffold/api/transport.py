@@ -5,7 +5,9 @@ Any asyncio protocol runs on it unchanged -- asyncio's own ``StreamReaderProtoco
 contract (docs/architecture.md §7):
 
 * protocol callbacks never run inside the host's flush or inside a transport call: an event
-  of the flow only schedules ``_process`` with ``call_soon``, which then calls
+  of the flow only schedules ``_process`` (the runtime's ``soon``: right after the flush
+  when the runtime flushed for a datagram or a timer, so what arrived reaches the protocol
+  before the loop's other waiting callbacks; else with ``call_soon``), which then calls
   ``connection_made``, ``data_received``, ``eof_received``, ``resume_writing`` and
   ``connection_lost`` in that order, from what the flow's state is then (level-triggered); a
   server's new stream runs ``_process`` in the callback that made its protocol (``start``);
@@ -302,7 +304,7 @@ class StreamTransport(asyncio.Transport):
     def _schedule(self) -> None:
         if not self._scheduled and self._protocol is not None and not self._lost:
             self._scheduled = True
-            self._loop.call_soon(self._process)
+            self._host.node.soon(self._process)
 
     def _process(self) -> None:
         self._scheduled = False
@@ -343,10 +345,18 @@ class StreamTransport(asyncio.Transport):
             # A short read took every readable byte: no second ``_take`` to learn it (bytes
             # that arrive during the callback schedule another ``_process``).
             more = len(data) == READ_CHUNK
-            if isinstance(protocol, asyncio.BufferedProtocol):
-                if not self._call(self._fill, protocol, data):
-                    return False
-            elif not self._call(protocol.data_received, data):
+            try:  # ``_call`` inline (per delivery)
+                if isinstance(protocol, asyncio.BufferedProtocol):
+                    self._fill(protocol, data)
+                else:
+                    protocol.data_received(data)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                buffered = isinstance(protocol, asyncio.BufferedProtocol)
+                self._fatal_error(
+                    exc, f"protocol.{'buffer_updated' if buffered else 'data_received'}() call failed"
+                )
                 return False
         if (
             (self._peer_eof or self.terminated)

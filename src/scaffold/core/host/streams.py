@@ -98,9 +98,12 @@ class StreamFlows(HostStackBase):
         Raises:
             UsageError: no such stream, or it was closed.
         """
-        transport = self.stream(socket_id)
+        flow = self.flows.get(socket_id)  # ``stream`` inline (per read)
+        if flow is None or flow.transport is None:
+            raise self._not_a_stream(socket_id, flow)
+        transport = flow.transport
         data = transport.read(max_bytes)
-        self.flows[socket_id].bytes_received += len(data)
+        flow.bytes_received += len(data)
         if transport.ack_due:  # a read changes nothing else the transport would send
             self._pump_later(socket_id, now)
         return data
