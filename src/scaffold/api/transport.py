@@ -292,7 +292,8 @@ class StreamTransport(asyncio.Transport):
         stream = self._flow.transport
         if stream is None or stream.readable == 0:
             return b""
-        if not self._live():
+        # ``not self._live()`` inline (per delivery)
+        if self.terminated or self._host.stack.flows.get(self.socket_id) is not self._flow:
             # The flow ended (both sides closed) with bytes still unread: they are ours.
             return stream.read(n)
         data = self._host.stack.stream_read(self.socket_id, n, self._loop.time())
@@ -548,7 +549,8 @@ class StreamTransport(asyncio.Transport):
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data:
             return
-        if self._closing or not self._live():
+        # ``_live`` inline (per write)
+        if self._closing or self.terminated or self._host.stack.flows.get(self.socket_id) is not self._flow:
             self._lost_writes += 1
             if self._lost_writes >= _LOG_LOST_WRITES:
                 log.warning(

@@ -199,7 +199,8 @@ class StreamConnection(StreamMachine):
     @property
     def readable(self) -> int:
         """In-order bytes waiting for :meth:`read`."""
-        return self._receiver.stream.readable
+        data = self._receiver.stream.data  # the stream's ``readable`` inline (per delivery)
+        return len(data) if data is not None else 0
 
     # -- application API ---------------------------------------------------------------------------
 
