@@ -17,7 +17,7 @@ from ..errors import BrokenPathError, ScaffoldError, UsageError
 from ..wire import stream as wire
 from ..wire.stream import StreamType
 from . import snapshot as snapshots
-from .events import StreamStats
+from .events import StreamEvent, StreamStats
 from .machine import Role, StreamMachine
 from .options import StreamOptions
 from .snapshot import SNAPSHOT_VERSION, StreamSnapshot
@@ -327,6 +327,10 @@ class StreamConnection(StreamMachine):
         sender = self._sender
         sender.set_mss(sender.pmtu.set_ceiling(ceiling, now))
         self._timer_stale = True
+
+    def next_event(self) -> StreamEvent | None:
+        """Pop the oldest pending event, or None."""
+        return self._events.pop()
 
     # -- migration (§4.2.5, §5.4) ------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ out with the segments of a synchronized connection; the search is the sender's
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Literal
 
 from ..errors import BrokenPathError, MalformedPacket, ObjectNotFound, ScaffoldError
@@ -27,7 +26,7 @@ from ..wire import stream as wire
 from ..wire.stream import StreamFlags, StreamSegment, StreamType
 from . import resume
 from .builder import SegmentBuilder
-from .events import Connected, ConnectionTerminated, EndOfStream, EventQueue, Reset, StreamEvent
+from .events import Connected, ConnectionTerminated, EndOfStream, EventQueue, Reset
 from .liveness import Due, Liveness
 from .options import StreamOptions
 from .receiver import BAD_FIN, FIN_ARRIVED, Receiver
@@ -103,7 +102,6 @@ class StreamMachine:
         "_timer_stale",
         "_token",
         "drops",
-        "next_event",
     )
 
     def __init__(self, role: Role, nonce: int, now: float, options: StreamOptions) -> None:
@@ -112,9 +110,6 @@ class StreamMachine:
         self._opt = options
         self._state = _IDLE
         self._events = EventQueue()
-        #: pop the oldest pending event, or None: the queue's own method, so a host pumping
-        #: its streams pays no wrapper call per event
-        self.next_event: Callable[[], StreamEvent | None] = self._events.pop
         self.drops: dict[str, int] = {}
         self._error: ScaffoldError | None = None
         self._error_reason: str | None = None
