@@ -43,7 +43,16 @@ replica alive); ``--trace DIR`` also writes every request, the kernel's counters
 20 ms and garbage collections over 5 ms, as JSON lines with wall-clock times, to lay side by
 side (docs/gateway.md, "Fifth round").
 
-Prints ONE JSON document. Run: ``PYTHONPATH=src .venv/bin/python bench/ingress.py [--quick]``.
+Counted instead of timed (``--profile-setups N`` or ``--profile-requests SECONDS``, with
+``--profile-mode raw|http``): Python calls per setup (N sequential setups, 5 ms apart) or per
+keep-alive request (wrk for SECONDS) in the one-process ``--scaffold`` child, by cProfile,
+switched on and off over its control port: the calls of that window minus an idle window's
+(heartbeats, health checks) scaled to its length, by module and by function. Deterministic
+to a few calls where wall time on a shared machine is not; ``--profile-dump DIR`` keeps the
+two dumps for ``pstats``.
+
+Prints ONE JSON document. Run: ``PYTHONPATH=src .venv/bin/python bench/ingress.py [--quick]``,
+``... bench/ingress.py --profile-setups 1000``, ``... --profile-requests 5``.
 """
 
 from __future__ import annotations
@@ -51,11 +60,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import csv
 import gc
 import io
 import json
 import os
+import pstats
 import re
 import shutil
 import signal
@@ -175,7 +186,20 @@ async def scaffold_main(targets: list[int], control_port: int, trace: Path | Non
         for ingress in ingresses:
             await ingress.start()
 
+        profiler: cProfile.Profile | None = None
+
         async def control(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal profiler
+            # One command a connection: "state", "profile-start" or "profile-stop PATH"
+            # (--profile-setups/--profile-requests count the calls between the last two).
+            command, _, argument = (await reader.readline()).decode().strip().partition(" ")
+            if command == "profile-start":
+                profiler = cProfile.Profile()
+                profiler.enable()
+            elif command == "profile-stop" and profiler is not None:
+                profiler.disable()
+                profiler.dump_stats(argument)
+                profiler = None
             state = {
                 "raw_port": raw.address[1],
                 "http_port": web.address[1],
@@ -228,8 +252,9 @@ def answers(port: int) -> bool:
         return False
 
 
-def scaffold_state(control_port: int) -> dict[str, Any]:
+def scaffold_state(control_port: int, command: str = "state") -> dict[str, Any]:
     with socket.create_connection((LOCAL, control_port), timeout=5) as s:
+        s.sendall(command.encode() + b"\n")
         data = b""
         while chunk := s.recv(65536):
             data += chunk
@@ -793,6 +818,101 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _calls(path: Path) -> dict[tuple[str, int, str], int]:
+    """Calls by function (builtins included) in one cProfile dump."""
+    stats: dict[tuple[str, int, str], tuple[Any, ...]] = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    return {function: row[1] for function, row in stats.items()}
+
+
+def _module(filename: str) -> str:
+    """``core/host/stack.py``, ``stdlib/selectors.py``, ``uvloop`` or ``builtin``."""
+    if filename == "~":
+        return "builtin"
+    if "/src/scaffold/" in filename:
+        return filename.split("/src/scaffold/", 1)[1]
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1].split("/", 1)[0]
+    return "stdlib/" + filename.rsplit("/", 1)[-1]
+
+
+def profile_calls(args: argparse.Namespace) -> dict[str, Any]:
+    """Python calls per setup (``--profile-setups N``) or per keep-alive request under wrk
+    (``--profile-requests SECONDS``) in the one-process ``--scaffold`` child, by cProfile:
+    the calls of the measured window minus those of an idle window of the child (heartbeats,
+    health checks) scaled to the same length, divided by setups or requests. Deterministic to
+    a few calls, where wall time on a shared machine is not."""
+    fleet = Fleet()
+    me = str(Path(__file__).resolve())
+    replicas = [free_port(), free_port()]
+    control = free_port()
+    with tempfile.TemporaryDirectory(prefix="scaffold-profile-") as tmp:
+        directory = Path(args.profile_dump or tmp)
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            for port in replicas:
+                fleet.start(sys.executable, me, "--replica", str(port))
+                wait_for(lambda port=port: answers(port), f"replica on port {port}")
+            fleet.start(
+                sys.executable, me, "--scaffold", ",".join(map(str, replicas)), "--control", str(control)
+            )
+            wait_for(lambda: answers(control), "the scaffold network")
+            wait_for(lambda: all(p["healthy"] for p in scaffold_state(control)["publishers"]), "publishers")
+            port = scaffold_state(control)[f"{args.profile_mode}_port"]
+            for _ in range(20):  # warm: first-use imports and caches out of the window
+                one_setup(port)
+
+            def window(
+                name: str, work: Callable[[], int]
+            ) -> tuple[dict[tuple[str, int, str], int], float, int]:
+                scaffold_state(control, "profile-start")
+                start = time.perf_counter()
+                units = work()
+                elapsed = time.perf_counter() - start
+                scaffold_state(control, f"profile-stop {directory / name}")
+                return _calls(directory / name), elapsed, units
+
+            def idle() -> int:
+                time.sleep(args.profile_idle)
+                return 0
+
+            def setups() -> int:
+                for _ in range(args.profile_setups):
+                    time.sleep(0.005)
+                    one_setup(port)
+                return int(args.profile_setups)
+
+            def requests() -> int:
+                result = run_wrk(shutil.which("wrk") or "wrk", port, args.profile_requests)
+                return int(result["requests"] or 0)
+
+            quiet, quiet_seconds, _ = window("idle.prof", idle)
+            busy, seconds, units = window("busy.prof", setups if args.profile_setups else requests)
+        finally:
+            fleet.stop_all()
+    if not units:
+        raise SystemExit("bench/ingress.py: nothing measured (wrk missing or no request served)")
+    scale = seconds / quiet_seconds
+    per_function = {f: (n - quiet.get(f, 0) * scale) / units for f, n in busy.items()}
+    by_module: dict[str, float] = {}
+    for (filename, _, _), n in per_function.items():
+        by_module[_module(filename)] = by_module.get(_module(filename), 0.0) + n
+    top = sorted(per_function.items(), key=lambda item: -item[1])[: args.profile_top]
+    return {
+        "benchmark": "ingress-calls",
+        "environment": environment(),
+        "mode": args.profile_mode,
+        "unit": "setup" if args.profile_setups else "keep-alive request under wrk -t2 -c20",
+        "units": units,
+        "seconds": round(seconds, 2),
+        "background_calls_per_s": round(sum(quiet.values()) / quiet_seconds),
+        "calls_per_unit": round(sum(per_function.values()), 1),
+        "by_module": {m: round(n, 1) for m, n in sorted(by_module.items(), key=lambda item: -item[1])[:30]},
+        "by_function": [
+            [round(n, 2), f"{_module(filename)}:{line} {name}"] for (filename, line, name), n in top
+        ],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of each wrk run (default 5)")
@@ -823,6 +943,28 @@ def main(argv: list[str] | None = None) -> None:
         default=[1, 2],
         help="worker counts of the deployment's ingress and publishers (default 1,2)",
     )
+    parser.add_argument(
+        "--profile-setups",
+        type=int,
+        metavar="N",
+        help="instead: Python calls per setup, N setups",
+    )
+    parser.add_argument(
+        "--profile-requests",
+        type=float,
+        metavar="SECONDS",
+        help="instead: Python calls per keep-alive request, SECONDS of wrk",
+    )
+    parser.add_argument(
+        "--profile-mode", choices=("raw", "http"), default="raw", help="which ingress to profile"
+    )
+    parser.add_argument(
+        "--profile-idle", type=float, default=5.0, help="seconds of the idle window (default 5)"
+    )
+    parser.add_argument("--profile-top", type=int, default=40, help="functions listed (default 40)")
+    parser.add_argument(
+        "--profile-dump", metavar="DIR", help="keep the cProfile dumps (idle.prof, busy.prof) in DIR"
+    )
     parser.add_argument("--replica", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--scaffold", help=argparse.SUPPRESS)
     parser.add_argument("--control", type=int, help=argparse.SUPPRESS)
@@ -839,6 +981,9 @@ def main(argv: list[str] | None = None) -> None:
         from scaffold.runtime.aio import run
 
         run(scaffold_main([int(p) for p in args.scaffold.split(",")], args.control, args.trace))
+        return
+    if args.profile_setups or args.profile_requests:
+        emit(profile_calls(args))
         return
     if args.quick:
         args.duration, args.setups, args.kill_duration, args.kill_at = 2.0, 100, 8.0, 2.0

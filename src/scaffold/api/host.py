@@ -69,6 +69,10 @@ class Host:
         self.network = network
         self.node = node
         self.stack: HostStack = node.core
+        #: let the runtime send what the stack queued (once the loop's current turn is over,
+        #: with whatever else the application queued in it): the runtime's own method, so a
+        #: stream's every write and read pays no wrapper call
+        self.kick: Callable[[], None] = node.flush_soon
         self.name = node.name
         self.dc = network.dc_of(node.name)
         self._servers: dict[bytes, Server] = {}
@@ -100,11 +104,6 @@ class Host:
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def kick(self) -> None:
-        """Let the runtime send what the stack queued (once the loop's current turn is over,
-        with whatever else the application queued in it)."""
-        self.node.flush_soon()
-
     def host_name(self, host_id: int) -> str | None:
         return self.network.host_name(host_id) if host_id else None
 
@@ -120,7 +119,9 @@ class Host:
                 if transport.terminated:
                     self._transports.pop(event.socket_id, None)
                     self._settle_connect(event.socket_id, transport.error)
-                elif transport.connected:
+                elif transport.connected and not was_connected:
+                    # Only the event that connected it settles a connect or a resume (both
+                    # wait on a transport created unconnected): not every event after it.
                     self._settle_connect(event.socket_id, None)
                     waiting = self._resuming.pop(event.socket_id, None)
                     if waiting is not None and not was_connected:

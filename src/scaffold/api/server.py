@@ -77,8 +77,9 @@ class Server(asyncio.AbstractServer):
     # -- from the host -----------------------------------------------------------------------
 
     def _accept(self, transport: StreamTransport) -> None:
-        """A stream to serve; its protocol is made outside the host's flush."""
-        self.host.loop.call_soon(self._start, transport)
+        """A stream to serve; its protocol is made outside the host's flush (right after it,
+        when the runtime flushed for the SYN: ``NodeRuntime.soon``)."""
+        self.host.node.soon(self._start, transport)
 
     def _start(self, transport: StreamTransport) -> None:
         if transport.is_closing() or transport.terminated:

@@ -5,7 +5,9 @@ Any asyncio protocol runs on it unchanged -- asyncio's own ``StreamReaderProtoco
 contract (docs/architecture.md §7):
 
 * protocol callbacks never run inside the host's flush or inside a transport call: an event
-  of the flow only schedules ``_process`` with ``call_soon``, which then calls
+  of the flow only schedules ``_process`` (the runtime's ``soon``: right after the flush
+  when the runtime flushed for a datagram or a timer, so what arrived reaches the protocol
+  before the loop's other waiting callbacks; else with ``call_soon``), which then calls
   ``connection_made``, ``data_received``, ``eof_received``, ``resume_writing`` and
   ``connection_lost`` in that order, from what the flow's state is then (level-triggered); a
   server's new stream runs ``_process`` in the callback that made its protocol (``start``);
@@ -290,7 +292,8 @@ class StreamTransport(asyncio.Transport):
         stream = self._flow.transport
         if stream is None or stream.readable == 0:
             return b""
-        if not self._live():
+        # ``not self._live()`` inline (per delivery)
+        if self.terminated or self._host.stack.flows.get(self.socket_id) is not self._flow:
             # The flow ended (both sides closed) with bytes still unread: they are ours.
             return stream.read(n)
         data = self._host.stack.stream_read(self.socket_id, n, self._loop.time())
@@ -302,7 +305,7 @@ class StreamTransport(asyncio.Transport):
     def _schedule(self) -> None:
         if not self._scheduled and self._protocol is not None and not self._lost:
             self._scheduled = True
-            self._loop.call_soon(self._process)
+            self._host.node.soon(self._process)
 
     def _process(self) -> None:
         self._scheduled = False
@@ -343,10 +346,18 @@ class StreamTransport(asyncio.Transport):
             # A short read took every readable byte: no second ``_take`` to learn it (bytes
             # that arrive during the callback schedule another ``_process``).
             more = len(data) == READ_CHUNK
-            if isinstance(protocol, asyncio.BufferedProtocol):
-                if not self._call(self._fill, protocol, data):
-                    return False
-            elif not self._call(protocol.data_received, data):
+            try:  # ``_call`` inline (per delivery)
+                if isinstance(protocol, asyncio.BufferedProtocol):
+                    self._fill(protocol, data)
+                else:
+                    protocol.data_received(data)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                buffered = isinstance(protocol, asyncio.BufferedProtocol)
+                self._fatal_error(
+                    exc, f"protocol.{'buffer_updated' if buffered else 'data_received'}() call failed"
+                )
                 return False
         if (
             (self._peer_eof or self.terminated)
@@ -538,7 +549,8 @@ class StreamTransport(asyncio.Transport):
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data:
             return
-        if self._closing or not self._live():
+        # ``_live`` inline (per write)
+        if self._closing or self.terminated or self._host.stack.flows.get(self.socket_id) is not self._flow:
             self._lost_writes += 1
             if self._lost_writes >= _LOG_LOST_WRITES:
                 log.warning(
@@ -553,7 +565,7 @@ class StreamTransport(asyncio.Transport):
             # The flow is live (checked above; a send ends none): the pause check without
             # get_write_buffer_size's lookups, once per write.
             stream = self._flow.transport
-            if stream is not None and stream.buffered - stream.options.send_buffer > self._high:
+            if stream is not None and stream.send_backlog > self._high:
                 self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Any) -> None:

@@ -52,7 +52,8 @@ class SegmentBuilder:
         future (not ours, or a clock jump)."""
         if not ts_echo:
             return None
-        elapsed = (self.timestamp(now) - ts_echo) & _TS_MASK
+        # ``timestamp`` inline (per segment received)
+        elapsed = ((((int(now * 1_000_000) + self._ts_offset) & _TS_MASK) or 1) - ts_echo) & _TS_MASK
         return elapsed / 1_000_000 if elapsed < 1 << 31 else None
 
     def build(
@@ -69,7 +70,8 @@ class SegmentBuilder:
             self._acks.on_sent(ack + window)
             if receive.out_of_order is not None:
                 sack = receive.sack_blocks()
-        self.ts_last = ts = self.timestamp(now)
+        # ``timestamp`` inline (per segment sent)
+        self.ts_last = ts = ((int(now * 1_000_000) + self._ts_offset) & _TS_MASK) or 1
         self.segments_sent += 1
         echo = self._acks.ts_recent
         if sack:

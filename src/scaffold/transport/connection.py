@@ -190,9 +190,17 @@ class StreamConnection(StreamMachine):
         return self._sender.stream.buffered
 
     @property
+    def send_backlog(self) -> int:
+        """Bytes held beyond the send buffer's size (negative: room left): what a transport
+        compares with its write-buffer limits after each write."""
+        data = self._sender.stream.data  # ``buffered`` inline (per write)
+        return (len(data) if data is not None else 0) - self._opt.send_buffer
+
+    @property
     def readable(self) -> int:
         """In-order bytes waiting for :meth:`read`."""
-        return self._receiver.stream.readable
+        data = self._receiver.stream.data  # the stream's ``readable`` inline (per delivery)
+        return len(data) if data is not None else 0
 
     # -- application API ---------------------------------------------------------------------------
 

@@ -215,7 +215,12 @@ class StreamMachine:
             pmtu = sender.pmtu
             # Probe only when larger segments would carry something: more than one segment
             # is buffered (a request and its response of a few bytes never pay for a probe).
-            if pmtu.pending and state is not _TIME_WAIT and sender.stream.buffered > sender.mss:
+            if (
+                pmtu.pending
+                and state is not _TIME_WAIT
+                and (data := sender.stream.data) is not None  # ``buffered`` inline
+                and len(data) > sender.mss
+            ):
                 size = pmtu.next_probe(now, sender.rtt.interval())
                 out.append(build(_PROBE, size, 0, now, bytes(size + _SACK_ROOM)))
             if self._receiver.acks.immediate:
@@ -260,7 +265,20 @@ class StreamMachine:
         ):
             if at is not None and (exact is None or at < exact):
                 exact = at
-        return exact, self._next_coarse()
+        # ``_next_coarse`` and ``_keepalive_deadline`` inline: this runs at every pump of
+        # every stream, and mostly a stream is busy (no keepalive to compute).
+        liveness = self._liveness
+        coarse = liveness.idle_deadline()
+        if (
+            self._role == "client"
+            and state in SENDING
+            and sender.recovery.segments is None
+            and sender.persist_deadline is None
+        ):
+            keepalive = liveness.keepalive_deadline(self._receiver.stream.peer_fin is not None)
+            if keepalive is not None and keepalive < coarse:
+                coarse = keepalive
+        return exact, coarse
 
     def _next_coarse(self) -> float | None:
         state = self._state
@@ -369,7 +387,8 @@ class StreamMachine:
     def _keepalive_deadline(self) -> float | None:
         # Only idle synchronized clients probe: nothing outstanding, no persist timer. The
         # client's probe (and its answer) keeps both ends' idle timers fresh; a server's could
-        # not reach another replica of its peer, so it only waits (§4.2.4).
+        # not reach another replica of its peer, so it only waits (§4.2.4). (Inline in
+        # ``_next_deadlines``: keep the two in step.)
         sender = self._sender
         if (
             self._role == "client"

@@ -80,7 +80,8 @@ class SendStream:
 
     def write(self, data: bytes, limit: int, force: bool) -> int:
         """Append up to ``limit - buffered`` bytes (all with ``force``); how many were taken."""
-        space = limit - self.buffered
+        held = self.data  # ``buffered`` inline (per write)
+        space = limit - (len(held) if held is not None else 0)
         size = len(data)
         if space < size and not force:
             self.blocked = True

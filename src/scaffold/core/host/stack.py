@@ -343,7 +343,7 @@ class HostStack(StreamFlows, Keepalives, Churn):
         flow = self._demux(h, data, now)
         if flow is None:
             return
-        if h.flags & _TRACE:
+        if int(h.flags) & _TRACE:  # an int test: ``IntFlag.__and__`` builds a flag (Python calls)
             self.trace.append(
                 TraceHop(
                     self.name, self.role, h.flow, h.obj, h.dst_dc, h.dst_host, flow.socket_id, h.ttl, now

@@ -66,12 +66,15 @@ class StreamFlows(HostStackBase):
         """
         flow = self.flows.get(socket_id)  # (``_flow`` inline: on every read and write)
         if flow is None or flow.transport is None:
-            raise UsageError(
-                f"no flow with socket {socket_id} on host {self.name}"
-                if flow is None
-                else f"socket {socket_id} is not a stream flow"
-            )
+            raise self._not_a_stream(socket_id, flow)
         return flow.transport
+
+    def _not_a_stream(self, socket_id: int, flow: Flow | None) -> UsageError:
+        return UsageError(
+            f"no flow with socket {socket_id} on host {self.name}"
+            if flow is None
+            else f"socket {socket_id} is not a stream flow"
+        )
 
     def stream_send(self, socket_id: int, data: bytes, now: float, *, force: bool = False) -> int:
         """Queue ``data`` on a stream; returns the bytes the send buffer took (all of them
@@ -80,8 +83,13 @@ class StreamFlows(HostStackBase):
         Raises:
             UsageError: no such stream, or it was shut down.
         """
-        taken = self.stream(socket_id).send(data, force=force)
-        self._pump_later(socket_id, now)
+        # ``stream`` and ``_pump_later`` inline: once per write of every stream
+        flow = self.flows.get(socket_id)
+        if flow is None or flow.transport is None:
+            raise self._not_a_stream(socket_id, flow)
+        taken = flow.transport.send(data, force=force)
+        self._dirty[socket_id] = flow
+        self._last_now = now
         return taken
 
     def stream_read(self, socket_id: int, max_bytes: int, now: float) -> bytes:
@@ -90,9 +98,12 @@ class StreamFlows(HostStackBase):
         Raises:
             UsageError: no such stream, or it was closed.
         """
-        transport = self.stream(socket_id)
+        flow = self.flows.get(socket_id)  # ``stream`` inline (per read)
+        if flow is None or flow.transport is None:
+            raise self._not_a_stream(socket_id, flow)
+        transport = flow.transport
         data = transport.read(max_bytes)
-        self.flows[socket_id].bytes_received += len(data)
+        flow.bytes_received += len(data)
         if transport.ack_due:  # a read changes nothing else the transport would send
             self._pump_later(socket_id, now)
         return data

@@ -135,6 +135,11 @@ class NodeRuntime(Generic[CoreT_co]):
         self._flushing = False
         self._again = False
         self._flush_scheduled = False
+        #: callbacks ``soon`` put off while a flush ran (an application's protocol callbacks)
+        self._deferred: list[tuple[Callable[..., object], tuple[object, ...]]] = []
+        self._delivering = False
+        self._deliver_scheduled = False
+        self._flush_wanted = False
         #: neighbours whose path limit the core was told, by the address it was measured to
         self._limits: dict[str, Address] = {}
 
@@ -349,7 +354,7 @@ class NodeRuntime(Generic[CoreT_co]):
     def _on_readable(self) -> None:
         if self._udp is not None and self._loop is not None:
             self._drain(BATCH)
-            self.flush()
+            self.flush(deliver=True)
 
     def _drain(self, reads: int) -> bool:
         """Give the core up to ``reads`` reads from the socket (``READ_BUDGET`` bytes of
@@ -409,11 +414,14 @@ class NodeRuntime(Generic[CoreT_co]):
         udp.send_train([train], size, address)
         self.stats["trains-forwarded"] += 1
 
-    def flush(self) -> None:
+    def flush(self, *, deliver: bool = False) -> None:
         """Send what the core queued, dispatch its events and re-arm its timer.
 
         Event handlers may call the core and then ``flush`` again; a nested call only
-        asks the running one to go round once more.
+        asks the running one to go round once more. What the handlers put off with
+        ``soon`` runs after it: at once with ``deliver`` (the runtime's own callbacks: a
+        datagram, a timer, a control record), else in the loop's next turn (a flush an
+        application's call asked for runs no other application code inside that call).
         """
         if self.closed or self._loop is None:
             return
@@ -428,19 +436,65 @@ class NodeRuntime(Generic[CoreT_co]):
                 self._flush_once()
         finally:
             self._flushing = False
+        if self._deferred and not self._delivering:
+            if deliver:
+                self._deliver()
+            elif not self._deliver_scheduled:
+                self._deliver_scheduled = True
+                self._loop.call_soon(self._scheduled_deliver)
+
+    def soon(self, callback: Callable[..., object], *args: object) -> None:
+        """Run ``callback(*args)`` outside the flush under way, as soon as it is over: when
+        the runtime flushes for what arrived, in the same callback -- an application's
+        protocol hears of a segment before the loop runs the other callbacks waiting (other
+        nodes' datagrams, in one process), and what it writes leaves in the flush that
+        follows; with no flush under way, in the loop's next turn (``call_soon``)."""
+        if self._flushing or self._delivering:
+            self._deferred.append((callback, args))
+        elif self._loop is not None:
+            self._loop.call_soon(callback, *args)
+
+    def _deliver(self) -> None:
+        """Run the callbacks ``soon`` put off (and those they put off), then flush what they
+        queued, until none is left."""
+        assert self._loop is not None
+        self._delivering = True
+        try:
+            while self._deferred:
+                deferred, self._deferred = self._deferred, []
+                for callback, args in deferred:
+                    try:
+                        callback(*args)
+                    except Exception as exc:  # one application's failure stops no other's
+                        self._loop.call_exception_handler(
+                            {"message": f"{self.name}: callback {callback!r} failed", "exception": exc}
+                        )
+                if self._flush_wanted:
+                    self._flush_wanted = False
+                    self.flush()
+        finally:
+            self._delivering = False
+
+    def _scheduled_deliver(self) -> None:
+        self._deliver_scheduled = False
+        if not self._flushing and not self._delivering:
+            self._deliver()
 
     def flush_soon(self) -> None:
         """Flush once the event loop's current turn is over: what the application queued in
-        that turn (many streams' writes and reads) leaves in one flush, in trains."""
+        that turn (many streams' writes and reads) leaves in one flush, in trains. Asked
+        from a callback ``soon`` put off, the flush follows those callbacks at once."""
         if self._flushing:
             self._again = True
+        elif self._delivering:
+            self._flush_wanted = True
         elif not self._flush_scheduled and self._loop is not None and not self.closed:
             self._flush_scheduled = True
             self._loop.call_soon(self._scheduled_flush)
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
-        self.flush()
+        self.flush(deliver=True)
 
     def _flush_once(self) -> None:
         assert self._loop is not None
@@ -511,7 +565,7 @@ class NodeRuntime(Generic[CoreT_co]):
         # declaring a host dead, a sender's retransmission timeout).
         self._read_pending()
         self.core.handle_timer(self._loop.time())
-        self.flush()
+        self.flush(deliver=True)
 
     def _read_pending(self) -> None:
         """Give the core what waits in the socket (a bounded number of reads). A core whose
