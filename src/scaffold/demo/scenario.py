@@ -162,20 +162,16 @@ class ChurnEvent:
     affected: list[FlowRun]
     detail: str = ""
 
-    def report(self, later: list[ChurnEvent]) -> dict[str, Any]:
-        """The event's outcome for each affected flow, judged until the first of the
-        ``later`` events that affects that flow, so that a flow hit twice is not charged
-        twice. An event that does not touch the flow does not end its judging: the process
-        may not have run at all between the two events (a machine that did not schedule it
-        for seconds), which says nothing about how the flow recovered."""
+    def report(self, until: float) -> dict[str, Any]:
+        """The event's outcome for each affected flow, judged before ``until`` (the next
+        event), so that a flow hit twice is not charged twice."""
         recovered = failed = 0
         delays = []
         for run in self.affected:
-            end = next((e.at for e in later if any(r is run for r in e.affected)), float("inf"))
-            if run.error and run.error_at < end:
+            if run.error and run.error_at < until:
                 failed += 1 if run.checker.ok else 0
                 continue
-            pause = run.longest_pause(self.at, end)
+            pause = run.longest_pause(self.at, until)
             if run.checker.ok and pause is not None:
                 recovered += 1
                 delays.append(pause * 1000)
@@ -280,11 +276,10 @@ class Scenario:
         """
         self.t0 = self.loop.time()
         tasks = [asyncio.create_task(self._download(r)) for r in self.runs]
-        # Each event's flows are judged until the next event that affects them, so the next
-        # event comes a full spacing of running time after this one: on a loaded machine
-        # choosing an event's flows (an admin call) can take seconds, or the process may not
-        # be run for seconds, and a schedule fixed in advance would then leave the flows no
-        # time at all to show they recovered.
+        # Each event is judged until the next one, so the next one comes a full spacing of
+        # running time after it: on a loaded machine choosing an event's flows (an admin
+        # call) can take seconds, or the process may not be run for seconds, and a schedule
+        # fixed in advance would then leave the flows no time at all to show they recovered.
         watch = asyncio.create_task(self.watch_stalls())
         last = 0.0
         for i, step in enumerate(self._schedule()):
@@ -431,4 +426,5 @@ class Scenario:
         return {hosts[run.client], hosts[server]}
 
     def event_reports(self) -> list[dict[str, Any]]:
-        return [event.report(self.events[i + 1 :]) for i, event in enumerate(self.events)]
+        ends = [e.at for e in self.events[1:]] + [float("inf")]
+        return [e.report(until) for e, until in zip(self.events, ends, strict=True)]
