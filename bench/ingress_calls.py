@@ -91,7 +91,9 @@ def run_requests(port: int, count: int) -> None:
 
 
 def short(path: str, line: int, name: str) -> str:
-    where = path.split("/src/")[-1].split("/python3.11/")[-1].split("site-packages/")[-1]
+    where = path
+    for prefix in ("/src/", "/python3.11/", "site-packages/"):
+        where = where.rsplit(prefix, maxsplit=1)[-1]
     return f"{where}:{line} {name}" if path != "~" else name
 
 
@@ -126,9 +128,10 @@ async def profiled(window: Any, *args: Any) -> tuple[tuple[Counter[str], Counter
     return calls_by_function(profile), time.monotonic() - started
 
 
-def net_per_unit(
-    window: tuple[Counter[str], Counter[str]], elapsed: float, idle: tuple[Counter[str], Counter[str]], idle_for: float, count: int
-) -> tuple[Counter[str], Counter[str]]:
+Counts = tuple[Counter[str], Counter[str]]
+
+
+def net_per_unit(window: Counts, elapsed: float, idle: Counts, idle_for: float, count: int) -> Counts:
     """Calls of ``window`` minus the idle rate over its ``elapsed`` seconds, per unit."""
     scale = elapsed / idle_for
     return tuple(  # type: ignore[return-value]
@@ -189,9 +192,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25, help="functions and files listed (default 25)")
     args = parser.parse_args()
     replicas = [free_port(), free_port()]
-    procs = [
-        subprocess.Popen([sys.executable, str(BENCH / "ingress.py"), "--replica", str(port)]) for port in replicas
-    ]
+    replica = [sys.executable, str(BENCH / "ingress.py"), "--replica"]
+    procs = [subprocess.Popen([*replica, str(port)]) for port in replicas]
     try:
         deadline = time.monotonic() + 30
         for port in replicas:
