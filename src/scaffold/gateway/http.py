@@ -459,12 +459,12 @@ class HttpSession:
             if responses.ended:
                 break
             if self._committed or held_bytes > self.options.buffer_limit:
+                first = b""
                 if not self._committed:  # the head goes first: the length is not known yet
                     self._committed = True
                     chunked = head.framing != b"length" and request.version == "1.1"
-                    held.insert(0, self._client_head(head, None, chunked))
-                    held_bytes = 0
-                await self._send(b"".join([chunk(piece) for piece in held] if chunked else held))
+                    first = self._client_head(head, None, chunked)
+                await self._send(first + b"".join([chunk(piece) for piece in held] if chunked else held))
                 held.clear()
         if self._committed:
             end = b"0\r\n\r\n" if chunked else b""
