@@ -11,6 +11,7 @@ or break the rules.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import itertools
 import socket
@@ -117,6 +118,24 @@ def test_bytes_after_a_closing_request_are_ignored_and_errors_wait_their_turn() 
     assert first is not None and first.target == b"/1"
     with pytest.raises(HttpError):
         parser.next()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(min_value=0, max_value=len(PIPELINED)), st.booleans())
+def test_hostile_bytes_give_requests_or_one_error(noise: bytes, at: int, eof: bool) -> None:
+    """Whatever arrives -- noise alone, or spliced into valid requests -- the parsers give
+    whole requests (responses) or raise HttpError; nothing else escapes."""
+    for data in (noise, PIPELINED[:at] + noise + PIPELINED[at:]):
+        requests = RequestParser(body_limit=1000)
+        responses = ResponseParser()
+        responses.expect(head_only=False)
+        for parser in (requests, responses):
+            with contextlib.suppress(HttpError):
+                parser.feed(data)
+                parser.feed(b"" if eof else b"\r\n")
+        with contextlib.suppress(HttpError):
+            while requests.next() is not None:
+                pass
 
 
 CHUNKED_RESPONSE = (

@@ -1,19 +1,20 @@
 """HTTP/1.1 messages for the HTTP ingress: requests and responses parsed by llhttp, heads written.
 
-Parsing is llhttp's (the C parser of Node.js, through ``httptools``), in its strict mode: no
+Parsing is llhttp's (the C parser of Node.js, through ``httptools``) in its strict mode: no
 obs-fold, no duplicate or conflicting ``Content-Length``, no ``Content-Length`` beside
-``Transfer-Encoding``, no bare LF, no control characters in a field. What llhttp does not bound,
-this module does: a head (request or status line and fields, and a chunked body's trailers) may
-take ``HEAD_LIMIT`` bytes, a request body ``body_limit``; either is refused once it is over,
-whatever the reads it came in. Every refusal is one ``HttpError`` with the status to answer
-(``400``, ``413``, ``431``, ``505``; a method llhttp does not know is a ``400``) -- for a response from a replica, its text is the
-reason the response is bad. Sans-IO: bytes in, records out.
+``Transfer-Encoding``, no bare LF, no control characters in a field, only the methods llhttp
+knows. What llhttp does not bound, this module does: a head (start line and fields, or a
+chunked body's trailers) may take ``HEAD_LIMIT`` bytes -- counted per field as llhttp hands
+them over, and across reads for a field that spans them, so at most one read more is held --
+and a request body ``body_limit``. Every refusal is one ``HttpError`` with the status a client
+gets for it (``400``, ``413``, ``431``, ``505``; ``502`` for a replica's response) and the error
+counter's token. Sans-IO: bytes in, records out.
 
 ``RequestParser`` turns a client's bytes into whole ``Request`` records (body buffered, to be
 resent on a retry); pipelined requests queue up, bounded by the read that brought them.
 ``ResponseParser`` turns a replica's bytes into a head, body pieces and an end, so a large
-response can be relayed before it is complete; it knows when a response ends at EOF (an
-HTTP/1.0 server without ``Content-Length``) and that a response to ``HEAD`` has no body.
+response can be relayed before it is whole; it knows when a response ends at EOF (an HTTP/1.0
+server without ``Content-Length``) and that a response to ``HEAD`` has no body.
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ class RequestParser(_Bounded):
         except httptools.HttpParserUpgrade:
             # Only CONNECT or an Upgrade: the request is whole and goes on with its Upgrade
             # dropped (hop-by-hop); the connection ends after it.
-            self.ready[-1].keep_alive = False
+            if self.ready:
+                self.ready[-1].keep_alive = False
             self.done = True
         except HttpError as exc:
             # llhttp refuses bytes after a request that closes the connection: they are ignored.
