@@ -17,6 +17,10 @@ calls of each function, builtins included) and ``by_file`` the same summed per s
 (a builtin counted in the file of its caller).
 Counts are deterministic to a few calls, unlike wall time on a shared machine.
 
+``--alternate N`` times instead (no profiler): N fresh connections each to the replica, the raw
+ingress and the HTTP ingress of one such process, in turn, from a client process -- the HTTP
+ingress's setup next to the raw one's under the same noise.
+
 Prints ONE JSON document. Run: ``PYTHONPATH=src .venv/bin/python bench/ingress_calls.py --mode http``.
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import json
 import pstats
 import signal
 import socket
@@ -183,14 +188,87 @@ async def measure(args: argparse.Namespace, replicas: list[int]) -> dict[str, An
     }
 
 
+def timed_setups(ports: dict[str, int], count: int) -> dict[str, Any]:
+    """``count`` fresh connections to each port in turn, 5 ms apart: connect() to the first
+    response byte, as ``bench/ingress.py`` times a setup (run in the ``--client`` process)."""
+    samples: dict[str, list[float]] = {name: [] for name in ports}
+    for i in range(count * len(ports)):
+        name = list(ports)[i % len(ports)]
+        time.sleep(0.005)
+        started = time.perf_counter()
+        with socket.create_connection((LOCAL, ports[name]), timeout=5) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.sendall(SETUP_REQUEST)
+            if not s.recv(1):
+                raise RuntimeError(f"{name}: closed before an answer")
+            samples[name].append((time.perf_counter() - started) * 1000)
+            while s.recv(65536):
+                pass
+    result = {}
+    for name, times in samples.items():
+        times.sort()
+        result[name] = {
+            "p50_ms": round(times[len(times) // 2], 3),
+            "p90_ms": round(times[len(times) * 9 // 10], 3),
+        }
+    return result
+
+
+async def alternate(args: argparse.Namespace, replicas: list[int]) -> dict[str, Any]:
+    """Both ingresses in this process, the client in another, setups alternating between the
+    raw ingress, the HTTP ingress and the replica itself: the HTTP ingress's own setup cost
+    next to the raw one's under the same noise."""
+    import scaffold
+    from scaffold.gateway import Ingress, Publisher
+
+    async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=3) as net:
+        publishers = [
+            Publisher(net.hosts[i], "web", (LOCAL, port), check_interval=0.5, fall=2, rise=2)
+            for i, port in enumerate(replicas)
+        ]
+        for publisher in publishers:
+            await publisher.start()
+        async with (
+            Ingress(net.hosts[2], "web", (LOCAL, 0)) as raw,
+            Ingress(net.hosts[2], "web", (LOCAL, 0), http=True) as web,
+        ):
+            ports = {"direct": replicas[0], "raw": raw.address[1], "http": web.address[1]}
+            client = await asyncio.create_subprocess_exec(
+                sys.executable,
+                __file__,
+                "--client",
+                json.dumps(ports),
+                "--alternate",
+                str(args.alternate),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await client.communicate()
+        for publisher in publishers:
+            await publisher.close()
+    result: dict[str, Any] = json.loads(out)
+    for name in ("raw", "http"):
+        result[name]["overhead_p50_ms"] = round(result[name]["p50_ms"] - result["direct"]["p50_ms"], 3)
+    return {"alternating_setups": args.alternate, **result}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("raw", "http"), default="http")
+    parser.add_argument(
+        "--alternate",
+        type=int,
+        default=0,
+        help="time N setups each: direct, raw, HTTP",
+    )
+    parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--setups", type=int, default=500, help="fresh connections (default 500)")
     parser.add_argument("--requests", type=int, default=2000, help="keep-alive requests (default 2000)")
     parser.add_argument("--idle", type=float, default=3.0, help="seconds of the idle window (default 3)")
     parser.add_argument("--top", type=int, default=25, help="functions and files listed (default 25)")
     args = parser.parse_args()
+    if args.client:
+        print(json.dumps(timed_setups(json.loads(args.client), args.alternate)))
+        return
     replicas = [free_port(), free_port()]
     replica = [sys.executable, str(BENCH / "ingress.py"), "--replica"]
     procs = [subprocess.Popen([*replica, str(port)]) for port in replicas]
@@ -200,7 +278,7 @@ def main() -> None:
             wait_answering(port, deadline)
         from scaffold.runtime.aio import run
 
-        result = run(measure(args, replicas))
+        result = run(alternate(args, replicas) if args.alternate else measure(args, replicas))
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
