@@ -460,7 +460,7 @@ def test_control_accepts_a_frame_of_exactly_max_frame_length_prefix() -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        b"",
+        # (an empty frame is the keepalive, no record: tests/test_control_keepalive.py)
         b"\xc1",  # a byte MessagePack never uses
         b"\x01",  # an integer, not a record
         b"\x80",  # an empty map: no type tag

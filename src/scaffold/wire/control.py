@@ -7,6 +7,9 @@ Typed records (msgspec ``Struct``) encoded as MessagePack and framed on a byte s
     |        frame length (32)          |  msgpack record (length)   |
     +--------+--------+--------+--------+----------------------------+
 
+A frame of length 0 carries no record: it is the keepalive (``KEEPALIVE_FRAME``), which a
+reader takes as a sign of life and nothing else (§6.6).
+
 Every record carries its type as a tag (``{"type": "hello", ...}``), so one decoder reads
 them all. Object IDs travel as hex text, IDs as integers, addresses as ``[ip, port]``.
 
@@ -29,6 +32,7 @@ from ..errors import MalformedPacket
 
 __all__ = [
     "FRAME",
+    "KEEPALIVE_FRAME",
     "AdminReply",
     "AdminRequest",
     "MAX_FRAME",
@@ -69,6 +73,8 @@ __all__ = [
 ]
 
 FRAME = struct.Struct("!I")
+#: an empty frame: a node's keepalive, which only keeps its connection from going idle (§6.6)
+KEEPALIVE_FRAME = FRAME.pack(0)
 #: the largest record body; a longer length prefix closes the connection (§6.6)
 MAX_FRAME = 1024 * 1024
 #: what a node or an operator accepts from the controller it verified by its certificate:
@@ -115,6 +121,9 @@ class Welcome(msgspec.Struct, tag="welcome", frozen=True):
     gateway_address: Address | None = None
     heartbeat_interval: float = 0.2
     dc: str = ""  # the name of DC ``dc_id``
+    #: the controller cuts this host's control connection when it is silent this long (s);
+    #: the host keeps it alive every third of it (0: not said, the node's default, §6.6)
+    idle_timeout: float = 0.0
 
 
 class Refused(msgspec.Struct, tag="refused", frozen=True):
@@ -462,7 +471,8 @@ def chunk_states(states: list[bytes], limit: int = MAX_FRAME - _PART_OVERHEAD) -
 class FrameDecoder:
     """Reassembles framed records from stream chunks (sans-IO).
 
-    ``feed(chunk)`` returns the complete records. A length prefix over ``MAX_FRAME`` raises
+    ``feed(chunk)`` returns the complete records; an empty frame (``KEEPALIVE_FRAME``) is
+    none, and is passed over without a decode. A length prefix over ``MAX_FRAME`` raises
     ``MalformedPacket("bad-length")`` as soon as its 4 bytes are in, so at most one frame
     plus one chunk is ever buffered; an undecodable record raises ``bad-control``. The
     caller closes the connection on either.
@@ -488,6 +498,9 @@ class FrameDecoder:
             end = FRAME.size + length
             if len(self._buffer) < end:
                 break
+            if not length:  # a keepalive: it only had to arrive
+                del self._buffer[:end]
+                continue
             body = bytes(self._buffer[FRAME.size : end])
             del self._buffer[:end]
             out.append(decode(body))

@@ -5,8 +5,8 @@
 --   * the datagram segment (proto 1, §4.1), the stream segment (proto 2, §4.2), the signal
 --     (proto 3, §4.3) or the liveness bundle (proto 5, §4.4);
 --   * the control connection's framing and records (§6.1): a 4-byte length, then one
---     MessagePack map whose "type" names the record. Control connections protected by TLS
---     cannot be read this way (Wireshark shows them as TLS).
+--     MessagePack map whose "type" names the record (an empty frame: a keepalive). Control
+--     connections protected by TLS cannot be read this way (Wireshark shows them as TLS).
 --
 -- Ports are ephemeral (loopback, namespaces), so both dissectors are heuristic: a UDP datagram
 -- is SCAFFOLD if its header parses (version 1, a known proto, no unknown flag, a non-zero
@@ -432,6 +432,13 @@ local function dissect_frame(tvb, pinfo, tree)
     local size = tvb(0, 4):uint()
     local t = tree:add(control, tvb, "SCAFFOLD control record")
     t:add(c.length, tvb(0, 4))
+    if size == 0 then   -- an empty frame: a node's keepalive, no record (§6.1, §6.6)
+        t:append_text(" (keepalive)")
+        local info = pinfo.cols.info
+        if tostring(info):find("^SCAFFOLD control") == nil then info:set("SCAFFOLD control:") end
+        info:append(" keepalive")
+        return tvb:len()
+    end
     local name = record_type(tvb, 4, size)
     if name == nil then
         t:add_proto_expert_info(ef_control_malformed, "not a scaffold record")

@@ -93,6 +93,9 @@ class Controller:
         self._next_check: float | None = None
         #: Unix time minus the ``now`` the runtime passes: grants expire in Unix time
         self.wall_offset = 0.0
+        #: how long the runtime lets a host's control connection be silent, told to each
+        #: host in ``Welcome`` (its keepalive follows it; 0: not said, docs/protocol.md §6.6)
+        self.host_idle_timeout = 0.0
         self.registry = Registry(topology, saved, self.drops)
         self.tables = Tables(self.registry, self._out, heartbeat_interval * dead_after)
         self.registry.watcher = self.tables
@@ -583,6 +586,7 @@ class Controller:
                 gateway_address=reg.addresses.get(hello.gateway),
                 heartbeat_interval=self.heartbeat_interval,
                 dc=record.dc,
+                idle_timeout=self.host_idle_timeout,
             )
             self._out.append((hello.node, welcome))
             self.registrations[hello.role] += 1

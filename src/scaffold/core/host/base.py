@@ -24,7 +24,7 @@ from ..events import TraceHop
 from ..metrics import Histogram
 from .events import DrainCompleted, FlowClosed, HostEvent, StreamEventFor
 from .flows import Flow, Listener, PeerWatch, PendingBundle, Role
-from .stats import FLOW_PAUSE, StreamTotals
+from .stats import FLOW_PAUSE, FlowTotals
 from .timers import DeadlineHeap, TimerWheel
 
 # plain ints: IntFlag arithmetic builds enum members on every call
@@ -70,6 +70,9 @@ class HostStackBase(NodeCore[HostEvent]):
         self.host_id = 0
         self.dc_id = 0
         self.heartbeat_interval = 0.0
+        #: how long the controller lets this host's control connection be silent (from
+        #: ``Welcome``; 0: not said): the runtime keeps it alive every third of it (§6.6)
+        self.control_idle_timeout = 0.0
         self.idle_timeout = idle_timeout
         if stream_options is not None and not isinstance(stream_options, StreamOptions):
             raise UsageError(f"stream_options must be a StreamOptions, not {type(stream_options).__name__}")
@@ -107,8 +110,9 @@ class HostStackBase(NodeCore[HostEvent]):
         self._watches: dict[tuple[int, int], PeerWatch] = {}
         #: the key of this host's retry tokens (``streams.py``), drawn when first needed
         self._token_key: bytes | None = None
-        #: transport counters of streams this host no longer holds (metrics stay monotonic)
-        self._ended_streams = StreamTotals()
+        #: the metrics' sums over the flows, kept as flows come, go and are pumped
+        self._totals = FlowTotals()
+        self._touched = self._totals.touched
         #: the pause of flows whose peer changed, by what changed (host, dc)
         self.pauses = {change: Histogram(FLOW_PAUSE, change=change) for change in ("host", "dc")}
         #: migrated-away flows: socket id -> (Flow ID, new DC ID, new Host ID, expiry)
@@ -163,6 +167,7 @@ class HostStackBase(NodeCore[HostEvent]):
 
     def _add_flow(self, flow: Flow) -> None:
         self.flows[flow.socket_id] = flow
+        self._totals.opened(flow)
         if flow.proto is Proto.DATAGRAM:
             self._datagrams[flow.socket_id] = flow
         if flow.role is Role.SERVER:
@@ -180,11 +185,11 @@ class HostStackBase(NodeCore[HostEvent]):
             return  # forgotten already
         del self.flows[flow.socket_id]
         self._datagrams.pop(flow.socket_id, None)
-        if self._streams.pop(flow.socket_id, None) is not None:
+        held_stream = self._streams.pop(flow.socket_id, None) is not None
+        if held_stream:
             self._timers.arm(flow.socket_id, None)
             self._wheel.arm(flow.socket_id, None)
-            if flow.transport is not None and reason != "exported":
-                self._ended_streams.add(flow.transport, flow.stats_base)
+        self._totals.closed(flow, ended=held_stream and reason != "exported")
         self._by_flow.pop((flow.flow, flow.peer_host), None)
         self._settle_half_open(flow)
         if notify:
@@ -293,6 +298,7 @@ class HostStackBase(NodeCore[HostEvent]):
         """
         transport = flow.transport
         assert transport is not None
+        self._touched[flow.socket_id] = flow  # its counters and state are recounted (stats.py)
         for segment in transport.segments_to_send(now):
             self._emit(flow, Proto.STREAM, segment, now)
         terminated = False

@@ -44,7 +44,6 @@ from .events import (
 )
 from .flows import Flow, Listener, Role
 from .keepalive import Keepalives
-from .stats import snapshot
 from .streams import StreamFlows
 
 __all__ = ["STRAGGLER_WINDOW", "SUPERSEDED_QUIET", "HostStack"]
@@ -96,6 +95,7 @@ class HostStack(StreamFlows, Keepalives, Churn):
             self.host_id = message.host_id
             self.dc_id = message.dc_id
             self.heartbeat_interval = message.heartbeat_interval
+            self.control_idle_timeout = message.idle_timeout
             self._timers.arm(HEARTBEAT, now)  # the gateway hears from us at once
             self._timers.arm(SWEEP, now + self.idle_timeout)
             if message.gateway_address is not None:
@@ -203,7 +203,7 @@ class HostStack(StreamFlows, Keepalives, Churn):
     def metrics(self) -> list[Sample]:
         return [
             *super().metrics(),
-            *snapshot(self.flows.values(), len(self.listeners), self._ended_streams),
+            *self._totals.snapshot(self.flows, len(self.listeners), self._dirty),
             *(sample for pauses in self.pauses.values() for sample in pauses.samples()),
         ]
 

@@ -76,15 +76,18 @@ class ConnectionLimits:
     handshake_timeout: float = 5.0
     #: a frame once begun must be complete within this (``read-timeout``)
     read_timeout: float = 5.0
-    #: a connection with no complete record for this long is closed (``idle-timeout``);
-    #: nodes send at least a heartbeat every ``KEEPALIVE`` seconds
+    #: a connection with nothing read for this long is closed (``idle-timeout``); nodes
+    #: send at least a keepalive (an empty frame) every ``KEEPALIVE`` seconds
     idle_timeout: float = 30.0
+    #: the same for a host's connection once it said ``Hello``: told to the host in
+    #: ``Welcome``, which keeps alive every third of it -- hosts are many, switches few
+    host_idle_timeout: float = 120.0
     #: bytes queued towards a peer that does not read; beyond, it is closed (``write-buffer-full``)
     max_write_buffer: int = 32 * 1024 * 1024
 
 
 class _Connection:
-    __slots__ = ("identity", "name", "peer_ip", "writer")
+    __slots__ = ("decoder", "expired", "heard", "identity", "idle", "name", "peer_ip", "timer", "writer")
 
     def __init__(self, writer: asyncio.StreamWriter, identity: Identity | None, peer_ip: str | None) -> None:
         self.writer = writer
@@ -92,6 +95,14 @@ class _Connection:
         self.peer_ip = peer_ip
         #: the node this connection said Hello for
         self.name: str | None = None
+        self.decoder = control.FrameDecoder()
+        #: when its last chunk was read (a loop time): its deadlines count from there
+        self.heard = 0.0
+        #: its idle timeout (a host's is longer once it said ``Hello``)
+        self.idle = 0.0
+        #: the timer that checks its deadlines, and what cut it when one passed
+        self.timer: asyncio.TimerHandle | None = None
+        self.expired = ""
 
 
 class ControllerRuntime:
@@ -115,6 +126,7 @@ class ControllerRuntime:
         self.core = core
         self.credentials = credentials
         self.limits = limits or ConnectionLimits()
+        core.host_idle_timeout = self.limits.host_idle_timeout
         self.revoked = RevocationList(crl)
         self.store: Store = store if store is not None else MemoryStore()
         self.bind_address = bind
@@ -192,6 +204,7 @@ class ControllerRuntime:
         """Lead from now on, with ``core`` (built from the replicated rows) and ``store``."""
         if self._loop is not None:
             core.wall_offset = time.time() - self._loop.time()
+        core.host_idle_timeout = self.limits.host_idle_timeout
         self.core, self.store = core, store
         self._waiting.clear()
         self._replies.clear()
@@ -262,31 +275,68 @@ class ControllerRuntime:
             writer.close()
 
     async def _read(self, reader: asyncio.StreamReader, conn: _Connection) -> None:
-        decoder = control.FrameDecoder()
-        limits = self.limits
-        while True:
-            partial = decoder.partial
-            try:
-                chunk = await asyncio.wait_for(
-                    reader.read(65536), limits.read_timeout if partial else limits.idle_timeout
-                )
-            except TimeoutError:
-                self.stats["read-timeout" if partial else "idle-timeout"] += 1
-                return
-            if not chunk:
-                return
-            try:
-                messages = decoder.feed(chunk)
-            except MalformedPacket as exc:
-                self.stats[f"control-{exc.reason}"] += 1
-                return
-            for message in messages:
+        """Read ``conn``'s records until it closes, breaks the protocol or passes a deadline:
+        ``idle_timeout`` without a chunk, or ``read_timeout`` without one while a frame is
+        begun (``_deadline``)."""
+        loop = asyncio.get_running_loop()
+        decoder = conn.decoder
+        task = asyncio.current_task()
+        assert task is not None
+        conn.heard = loop.time()
+        conn.idle = self.limits.idle_timeout
+        conn.timer = loop.call_at(conn.heard + conn.idle, self._deadline, conn, task)
+        try:
+            while True:
                 try:
-                    if not self._receive(conn, message):
-                        return
-                except Exception:
-                    self.stats["record-error"] += 1
-            self.flush()
+                    chunk = await reader.read(65536)
+                except asyncio.CancelledError:
+                    if not conn.expired:
+                        raise
+                    task.uncancel()  # our own deadline, not a cancellation from outside
+                    self.stats[conn.expired] += 1
+                    return
+                if not chunk:
+                    return
+                conn.heard = loop.time()  # all a keepalive does (its empty frame decodes to nothing)
+                was_partial = decoder.partial
+                try:
+                    messages = decoder.feed(chunk)
+                except MalformedPacket as exc:
+                    self.stats[f"control-{exc.reason}"] += 1
+                    return
+                if decoder.partial and not was_partial:  # the shorter deadline starts
+                    conn.timer.cancel()
+                    due = conn.heard + self.limits.read_timeout
+                    conn.timer = loop.call_at(due, self._deadline, conn, task)
+                if messages and not self._handle(conn, messages):
+                    return
+        finally:
+            conn.timer.cancel()
+
+    def _deadline(self, conn: _Connection, task: asyncio.Task[None]) -> None:
+        """``conn``'s timer: cut it if its deadline passed, else wait for the deadline as it
+        stands now. Reads only note when they were (``heard``), so a connection that keeps
+        talking costs one timer per deadline's length, not one per chunk."""
+        assert self._loop is not None
+        limits = self.limits
+        partial = conn.decoder.partial
+        due = conn.heard + (limits.read_timeout if partial else conn.idle)
+        if self._loop.time() >= due:
+            conn.expired = "read-timeout" if partial else "idle-timeout"
+            task.cancel()
+        else:
+            conn.timer = self._loop.call_at(due, self._deadline, conn, task)
+
+    def _handle(self, conn: _Connection, messages: list[control.ControlMessage]) -> bool:
+        """Handle ``conn``'s records, then flush; False closes the connection."""
+        for message in messages:
+            try:
+                if not self._receive(conn, message):
+                    return False
+            except Exception:
+                self.stats["record-error"] += 1
+        self.flush()
+        return True
 
     def _receive(self, conn: _Connection, message: control.ControlMessage) -> bool:
         """Handle one record of ``conn``; False closes the connection."""
@@ -339,6 +389,9 @@ class ControllerRuntime:
             return False
         conn.name = hello.node
         self._writers[hello.node] = conn.writer
+        if hello.role == "host":
+            # Its deadline moves later lazily: the armed timer re-arms when it fires.
+            conn.idle = self.limits.host_idle_timeout
         self.core.receive_message(hello.node, hello, self.now())
         return True
 

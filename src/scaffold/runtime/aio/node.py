@@ -115,7 +115,7 @@ class NodeRuntime(Generic[CoreT_co]):
         self.on_event: EventHandler[CoreT_co] | None = None
         #: send ``NodeStats`` to the controller this often (seconds); None = never
         self.stats_interval: float | None = None
-        #: without ``stats_interval``, send a ``Heartbeat`` at least this often (seconds), well
+        #: without ``stats_interval``, send a keepalive at least this often (seconds), well
         #: within the controller's idle timeout (docs/protocol.md §6.6)
         self.keepalive = KEEPALIVE
         self._stats_task: asyncio.Task[None] | None = None
@@ -181,7 +181,7 @@ class NodeRuntime(Generic[CoreT_co]):
 
     async def _report_stats(self) -> None:
         """Send ``NodeStats`` every ``stats_interval``; a node without one still sends a
-        keepalive ``Heartbeat`` every ``keepalive`` seconds.
+        keepalive (an empty frame, ``KEEPALIVE_FRAME``) every ``keepalive`` seconds.
 
         Hosts too: their liveness goes to their gateway as presence packets (§6.2), so a host
         that binds nothing new says nothing to the controller, whose idle timeout (§6.6) would
@@ -190,15 +190,23 @@ class NodeRuntime(Generic[CoreT_co]):
         """
         quiet = 0.0
         while not self.closed:
+            keepalive = self.keepalive_interval()
             if self.stats_interval is not None:
                 self.send_stats()
-            elif quiet >= self.keepalive:
+            elif quiet >= keepalive:
                 quiet = 0.0
                 if self._writer is not None and not self._writer.is_closing():
-                    self._writer.write(control.frame(control.Heartbeat(self.name, 0)))
-            period = self.stats_interval if self.stats_interval is not None else self.keepalive / 4
+                    self._writer.write(control.KEEPALIVE_FRAME)  # no record: nothing to handle
+            period = self.stats_interval if self.stats_interval is not None else keepalive / 4
             quiet += period
             await asyncio.sleep(period)
+
+    def keepalive_interval(self) -> float:
+        """How often a quiet node keeps its control connection alive: a third of the idle
+        timeout the controller announced to this host (``Welcome.idle_timeout``, §6.6), else
+        ``keepalive``."""
+        announced: float = getattr(self.core, "control_idle_timeout", 0.0)
+        return announced / 3 if announced > 0 else self.keepalive
 
     def metrics(self) -> list[Sample]:
         """This node's metrics: its core's and its runtime's (``stats``)."""
