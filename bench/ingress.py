@@ -30,9 +30,18 @@ Measured, per setup:
   overhead over ``direct``);
 * ``kill``: ``--kill-duration`` seconds of ``--kill-clients`` client loops, each doing one GET
   per fresh connection (2 s timeout); replica 0 is SIGKILLed ``--kill-at`` seconds in.
-  Failed requests (refused, reset, timed out, not 200) and the time from the kill to the
-  last failure. Replica 0 is restarted, and every balancer sees it up again, before the next
-  setup.
+  Failed requests (refused, reset, timed out, not 200), the time from the kill to the
+  last failure, the requests that failed or took over 0.5 s (each with the time it took to
+  connect and to the response's first byte) and how many of those over 1 s were away from
+  the kill (``stalled_away_from_kill``), and the kernel's TCP/UDP drop and retransmission
+  counters over the run. Replica 0 is restarted, and every balancer sees it up again, before
+  the next setup.
+
+``--kill-only`` runs only the kill runs (of ``--kill-setups``; ``--no-kill`` keeps the
+replica alive); ``--trace DIR`` also writes every request, the kernel's counters each 0.25 s
+(and which UDP socket dropped datagrams), and the scaffold process's event-loop lags over
+20 ms and garbage collections over 5 ms, as JSON lines with wall-clock times, to lay side by
+side (docs/gateway.md, "Fifth round").
 
 Prints ONE JSON document. Run: ``PYTHONPATH=src .venv/bin/python bench/ingress.py [--quick]``.
 """
@@ -43,6 +52,7 @@ import argparse
 import asyncio
 import contextlib
 import csv
+import gc
 import io
 import json
 import os
@@ -94,11 +104,55 @@ async def replica_main(port: int) -> None:
         await server.serve_forever()
 
 
-async def scaffold_main(targets: list[int], control_port: int) -> None:
+def watch_loop(path: Path) -> None:
+    """Log (JSON lines, wall-clock times) each event-loop turn of this process that ran over
+    20 ms late, and each garbage collection over 5 ms: what a shared stall of the scaffold
+    process would look like from inside it (``--trace``)."""
+    out = open(path, "a", buffering=1)  # noqa: SIM115 - for the life of the process
+    loop = asyncio.get_running_loop()
+    period = 0.01
+    gc_started: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[:] = [time.perf_counter()]
+        elif gc_started:
+            took = time.perf_counter() - gc_started[0]
+            if took > 0.005:
+                record = {"gc": info["generation"], "at": time.time(), "ms": round(took * 1000, 1)}
+                out.write(json.dumps(record) + "\n")
+
+    gc.callbacks.append(on_gc)
+
+    def tick(due: float) -> None:
+        late = loop.time() - due
+        if late > 0.02:
+            out.write(json.dumps({"lag_ms": round(late * 1000, 1), "at": time.time()}) + "\n")
+        loop.call_at(loop.time() + period, tick, loop.time() + period)
+
+    loop.call_at(loop.time() + period, tick, loop.time() + period)
+
+
+def node_counters(nodes: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Every node's non-zero metrics, ``name{label=value}`` to value."""
+    out: dict[str, dict[str, float]] = {}
+    for node_name, node in nodes.items():
+        values: dict[str, float] = {}
+        for sample in node.metrics():
+            if sample.value:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(dict(sample.labels).items()))
+                values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        out[node_name] = values
+    return out
+
+
+async def scaffold_main(targets: list[int], control_port: int, trace: Path | None = None) -> None:
     """Testbed + publishers + ingresses; a control port answers with their state as JSON."""
     import scaffold
     from scaffold.gateway import Ingress, Publisher
 
+    if trace is not None:
+        watch_loop(trace / "scaffold-loop.jsonl")
     async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=3) as net:
         publishers = [
             Publisher(net.hosts[i], "web", (LOCAL, port), check_interval=0.5, fall=2, rise=2)
@@ -131,6 +185,9 @@ async def scaffold_main(targets: list[int], control_port: int) -> None:
                 "raw": raw.stats.as_json(),
                 "http": web.stats.as_json(),
             }
+            if trace is not None:
+                state["nodes"] = node_counters(net.network.nodes)
+                state["udp_ports"] = {name: node.address[1] for name, node in net.network.nodes.items()}
             writer.write(json.dumps(state).encode())
             await writer.drain()
             writer.close()
@@ -297,38 +354,146 @@ def setup_times(name: str, port: int, count: int, spacing: float = 0.005) -> dic
     }
 
 
+#: kernel counters (``/proc/net/netstat``, ``/proc/net/snmp``) a kill run records, whose
+#: changes would show the kernel dropping or retransmitting a connection's packets
+KERNEL_COUNTERS = (
+    "TcpExt:ListenOverflows",
+    "TcpExt:ListenDrops",
+    "TcpExt:TCPTimeouts",
+    "TcpExt:TCPSynRetrans",
+    "TcpExt:TW",
+    "TcpExt:TWRecycled",
+    "TcpExt:TCPTimeWaitOverflow",
+    "TcpExt:TCPReqQFullDrop",
+    "TcpExt:TCPReqQFullDoCookies",
+    "TcpExt:SyncookiesSent",
+    "TcpExt:PAWSEstab",
+    "TcpExt:TCPChallengeACK",
+    "TcpExt:TCPAbortOnData",
+    "Tcp:RetransSegs",
+    "Tcp:AttemptFails",
+    "Tcp:EstabResets",
+    "Tcp:OutRsts",
+    "Udp:RcvbufErrors",
+    "Udp:SndbufErrors",
+    "Udp:InErrors",
+)
+
+
+def kernel_counters() -> dict[str, int]:
+    """The ``KERNEL_COUNTERS`` of this network namespace, now."""
+    values: dict[str, int] = {}
+    for path in ("/proc/net/netstat", "/proc/net/snmp"):
+        with contextlib.suppress(OSError), open(path) as f:
+            lines = f.read().splitlines()
+        for names, numbers in zip(lines[::2], lines[1::2], strict=False):
+            prefix, _, keys = names.partition(" ")
+            for key, value in zip(keys.split(), numbers.split()[1:], strict=False):
+                name = f"{prefix.rstrip(':')}:{key}"
+                if name in KERNEL_COUNTERS:
+                    values[name] = int(value)
+    return values
+
+
+def udp_drops() -> dict[int, int]:
+    """Datagrams each UDP socket of this network namespace dropped (full receive buffer), by
+    local port: which process lost them (``/proc/net/udp``'s ``drops`` column)."""
+    drops: dict[int, int] = {}
+    with contextlib.suppress(OSError), open("/proc/net/udp") as f:
+        for line in f.read().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 12 and fields[12] != "0":
+                drops[int(fields[1].rpartition(":")[2], 16)] = int(fields[12])
+    return drops
+
+
 async def kill_run(
-    port: int, duration: float, kill_at: float, clients: int, kill: Callable[[], None]
+    port: int,
+    duration: float,
+    kill_at: float,
+    clients: int,
+    kill: Callable[[], None],
+    trace: Path | None = None,
 ) -> dict[str, Any]:
-    """Client loops of one GET per fresh connection; ``kill`` runs ``kill_at`` s in."""
+    """Client loops of one GET per fresh connection; ``kill`` runs ``kill_at`` s in.
+
+    With ``trace``, every request (start, stage times, outcome) and the kernel's counters each
+    0.25 s go there as JSON lines, wall-clock times, to be laid beside the scaffold process's
+    loop log."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     outcomes: list[tuple[float, bool, str]] = []
+    slow: list[dict[str, Any]] = []
+    out = open(trace, "w", buffering=1) if trace is not None else None  # noqa: SIM115
+    wall = time.time() - start  # loop time + wall = wall-clock time
 
-    async def get() -> None:
+    async def get(stages: dict[str, float]) -> None:
         reader, writer = await asyncio.open_connection(LOCAL, port)
+        stages["connected"] = loop.time()
         try:
             writer.write(REQUEST)
             await writer.drain()
-            reply = await reader.read()
+            reply = await reader.read(1)
+            stages["first_byte"] = loop.time()
+            reply += await reader.read()
+            stages["eof"] = loop.time()
             if not reply.startswith(b"HTTP/1.1 200") or not reply.endswith(b"\n"):
                 raise OSError(f"bad reply {reply[:40]!r}")
         finally:
             writer.close()
 
-    async def client() -> None:
+    async def client(index: int) -> None:
         while (now := loop.time() - start) < duration:
+            started = loop.time()
+            stages: dict[str, float] = {}
             try:
-                await asyncio.wait_for(get(), 2.0)
-                outcomes.append((now, True, ""))
+                await asyncio.wait_for(get(stages), 2.0)
+                ok, why = True, ""
             except (OSError, TimeoutError) as exc:
-                outcomes.append((now, False, type(exc).__name__))
+                ok, why = False, type(exc).__name__
+            outcomes.append((now, ok, why))
+            took = loop.time() - started
+            if took > 0.5 or not ok or out is not None:
+                # The stage that took the time: the last one reached before it ended.
+                record = {
+                    "client": index,
+                    "at": round(started + wall, 4),
+                    "t": round(now, 4),
+                    "ms": round(took * 1000, 1),
+                    "ok": ok,
+                    "why": why,
+                    **{f"{k}_ms": round((v - started) * 1000, 1) for k, v in stages.items()},
+                }
+                if took > 0.5 or not ok:
+                    slow.append(record)
+                if out is not None:
+                    out.write(json.dumps(record) + "\n")
 
     async def killer() -> None:
         await asyncio.sleep(kill_at)
         kill()
 
-    await asyncio.gather(killer(), *(client() for _ in range(clients)))
+    async def counters() -> None:
+        before, dropped = kernel_counters(), udp_drops()
+        while loop.time() - start < duration + 2.5:
+            await asyncio.sleep(0.25)
+            now, dropping = kernel_counters(), udp_drops()
+            changed = {k: v - before.get(k, 0) for k, v in now.items() if v != before.get(k, 0)}
+            by_port = {str(p): n - dropped.get(p, 0) for p, n in dropping.items() if n != dropped.get(p, 0)}
+            if by_port:
+                changed["udp_drops_by_port"] = by_port  # type: ignore[assignment]
+            if changed and out is not None and not out.closed:
+                out.write(json.dumps({"kernel": changed, "at": round(time.time(), 3)}) + "\n")
+            before, dropped = now, dropping
+
+    before = kernel_counters()
+    watcher = asyncio.create_task(counters()) if out is not None else None
+    await asyncio.gather(killer(), *(client(i) for i in range(clients)))
+    if watcher is not None:
+        watcher.cancel()
+    after = kernel_counters()
+    if out is not None:
+        out.close()
     failures = [(t, why) for t, ok, why in outcomes if not ok]
     last = max((t for t, _ in failures), default=None)
     kinds: dict[str, int] = {}
@@ -340,6 +505,14 @@ async def kill_run(
         "failure_kinds": kinds,
         "first_failure_after_kill_s": round(min(t for t, _ in failures) - kill_at, 3) if failures else None,
         "last_failure_after_kill_s": round(last - kill_at, 3) if last is not None else None,
+        # A stall that is not the kill's: a request that failed or took over a second, begun
+        # before the kill or more than 3 s after it (the withdrawal window). Each used to be
+        # a host cut by the controller's idle timeout (docs/gateway.md, "Fifth round").
+        "stalled_away_from_kill": sum(
+            1 for r in slow if (r["ms"] > 1000 or not r["ok"]) and not kill_at - 0.1 <= r["t"] <= kill_at + 3
+        ),
+        "slow_or_failed": slow[:50],
+        "kernel": {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)},
     }
 
 
@@ -460,6 +633,8 @@ class Deployment:
         from scaffold.deploy.state_file import load_state
         from scaffold.runtime.admin import call_sync
 
+        if not self.workers:
+            return True
         try:
             state = load_state(self.state)
             status = call_sync(tuple(state.controller), Status(), timeout=2, credentials=state.operator())
@@ -513,13 +688,21 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 fleet.start(haproxy, "-f", str(config))
                 haproxies[name] = (port, directory / f"{name}.sock")
             control = free_port()
+            trace = ["--trace", str(args.trace)] if args.trace else []
             fleet.start(
-                sys.executable, me, "--scaffold", ",".join(map(str, replicas)), "--control", str(control)
+                sys.executable,
+                me,
+                "--scaffold",
+                ",".join(map(str, replicas)),
+                "--control",
+                str(control),
+                *trace,
             )
             wait_for(lambda: answers(control), "the scaffold network")
             state = scaffold_state(control)
-            deployment = Deployment(fleet, directory, replicas, args.workers)
-            deployment.start()
+            deployment = Deployment(fleet, directory, replicas, [] if args.kill_only else args.workers)
+            if deployment.workers:
+                deployment.start()
             ports = {
                 "direct": replicas[0],
                 **{name: port for name, (port, _) in haproxies.items()},
@@ -537,37 +720,52 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 balancers = all(haproxy_all_up(sock) for _, sock in haproxies.values())
                 return published and balancers and deployment.all_up()
 
-            throughput = {name: run_wrk(wrk, port, args.duration) for name, port in ports.items()}
-            setup = {name: setup_times(name, port, args.setups) for name, port in ports.items()}
-            for result in setup.values():
-                result["overhead_p50_ms"] = round(result["p50_ms"] - setup["direct"]["p50_ms"], 3)
-                result["overhead_p99_ms"] = round(result["p99_ms"] - setup["direct"]["p99_ms"], 3)
+            throughput: dict[str, Any] = {}
+            setup: dict[str, Any] = {}
+            if not args.kill_only:
+                throughput = {name: run_wrk(wrk, port, args.duration) for name, port in ports.items()}
+                setup = {name: setup_times(name, port, args.setups) for name, port in ports.items()}
+                for result in setup.values():
+                    result["overhead_p50_ms"] = round(result["p50_ms"] - setup["direct"]["p50_ms"], 3)
+                    result["overhead_p99_ms"] = round(result["p99_ms"] - setup["direct"]["p99_ms"], 3)
 
             kill: dict[str, Any] = {}
-            for name in ("haproxy-default", "haproxy-tuned", "scaffold-raw", "scaffold-http"):
+            for name in args.kill_setups:
                 wait_for(all_up, "every balancer to see both replicas", timeout=60)
 
                 def kill_replica() -> None:
-                    replica_procs[0].kill()
+                    if not args.no_kill:
+                        replica_procs[0].kill()
 
+                trace_file = args.trace / f"kill-{name}.jsonl" if args.trace else None
                 kill[name] = asyncio.run(
-                    kill_run(ports[name], args.kill_duration, args.kill_at, args.kill_clients, kill_replica)
+                    kill_run(
+                        ports[name],
+                        args.kill_duration,
+                        args.kill_at,
+                        args.kill_clients,
+                        kill_replica,
+                        trace_file,
+                    )
                 )
-                replica_procs[0].wait(5)
-                start_replica(0)
+                if not args.no_kill:
+                    replica_procs[0].wait(5)
+                    start_replica(0)
             final = scaffold_state(control)
         finally:
             fleet.stop_all()
         deployment_counters = deployment.counters()
 
     def ratio(a: str, b: str) -> float | None:
+        if a not in throughput or b not in throughput:
+            return None
         x, y = throughput[a]["requests_per_s"], throughput[b]["requests_per_s"]
         return round(x / y, 3) if x and y else None
 
     return {
         "benchmark": "ingress",
         "environment": environment(),
-        "options": vars(args),
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "replicas": "2 x tiny asyncio HTTP/1.1 keep-alive server (bench/ingress.py --replica)",
         "scaffold": "Testbed(datacenters=1, hosts_per_datacenter=3); Publisher check 0.5 s fall 2 rise 2",
         "throughput": throughput,
@@ -588,7 +786,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         },
         "setup": setup,
         "kill": kill,
-        "scaffold_counters": {k: final[k] for k in ("raw", "http", "publishers")},
+        "scaffold_counters": {
+            k: final[k] for k in ("raw", "http", "publishers", "nodes", "udp_ports") if k in final
+        },
         "deployment_counters": deployment_counters,
     }
 
@@ -600,6 +800,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kill-duration", type=float, default=20.0, help="seconds of each kill run")
     parser.add_argument("--kill-at", type=float, default=5.0, help="seconds into the kill run (default 5)")
     parser.add_argument("--kill-clients", type=int, default=4, help="concurrent client loops (default 4)")
+    parser.add_argument(
+        "--kill-only", action="store_true", help="only the kill runs (no wrk, no setups, no deployment)"
+    )
+    parser.add_argument(
+        "--kill-setups",
+        type=lambda text: text.split(","),
+        default=["haproxy-default", "haproxy-tuned", "scaffold-raw", "scaffold-http"],
+        help="setups of the kill runs (default haproxy-default,haproxy-tuned,scaffold-raw,scaffold-http)",
+    )
+    parser.add_argument("--no-kill", action="store_true", help="kill runs without killing the replica")
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        help="directory for per-request logs of the kill runs, kernel counters and the scaffold "
+        "process's loop lag and GC pauses (JSON lines)",
+    )
     parser.add_argument("--quick", action="store_true", help="short runs: 2 s wrk, 100 setups, 8 s kill runs")
     parser.add_argument(
         "--workers",
@@ -611,6 +827,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scaffold", help=argparse.SUPPRESS)
     parser.add_argument("--control", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.trace is not None:
+        args.trace.mkdir(parents=True, exist_ok=True)
     if args.replica is not None:
         with contextlib.suppress(KeyboardInterrupt):
             from scaffold.runtime.aio import run
@@ -620,7 +838,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.scaffold is not None:
         from scaffold.runtime.aio import run
 
-        run(scaffold_main([int(p) for p in args.scaffold.split(",")], args.control))
+        run(scaffold_main([int(p) for p in args.scaffold.split(",")], args.control, args.trace))
         return
     if args.quick:
         args.duration, args.setups, args.kill_duration, args.kill_at = 2.0, 100, 8.0, 2.0
