@@ -187,9 +187,12 @@ def test_a_pools_workers_die_with_their_supervisor_even_before_they_serve(tmp_pa
     """A supervisor SIGKILLed while its workers are still starting (they never reach the
     serving loop that watches for it): the kernel stops them (``follow_supervisor``)."""
     worker = (
-        "import time; from scaffold.deploy.daemons import workers; "
-        "workers.follow_supervisor(); print('following', flush=True); time.sleep(60)"
+        "import os, time; from scaffold.deploy.daemons import workers; "
+        "workers.follow_supervisor(); os.write(1, b'following\\n'); time.sleep(60)"
     )
+    # One write(2) per line: both workers share the pipe, and a write of less than PIPE_BUF
+    # is atomic, where print() may write the text and its newline apart (an unbuffered
+    # stdout does), and two workers' lines then interleave ("followingfollowing\n").
     supervisor = f"""
 import asyncio, sys
 from scaffold.deploy.daemons.jsonlog import JsonLog

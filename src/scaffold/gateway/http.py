@@ -1,11 +1,13 @@
 """The HTTP-aware ingress: HTTP/1.1 with keep-alive in front, retries on a broken replica.
 
-One ``HttpSession`` serves one client TCP connection with h11 (``h11.SERVER``): many
-requests in turn (keep-alive, pipelining as h11 allows). Each request goes to the object over
-a SCAFFOLD stream, spoken to with a second h11 state machine (``h11.CLIENT``); the stream is
-reused for the next request while the replica keeps it open, and a new one is opened after a
-failure or when the replica closes (HTTP/1.0 servers such as ``python -m http.server`` do so
-after every response).
+One ``HttpSession`` serves one client TCP connection: many requests in turn (keep-alive,
+pipelining), parsed by llhttp (``http1.RequestParser``). Each request goes to the object over
+a SCAFFOLD stream, whose responses ``http1.ResponseParser`` reads; the stream is reused for
+the next request while the replica keeps it open, and a new one is opened after a failure or
+when the replica closes (HTTP/1.0 servers such as ``python -m http.server`` do so after every
+response). Heads are written here: hop-by-hop fields dropped both ways, a whole response sent
+with its length, one relayed before it is whole chunked to an HTTP/1.1 client (or, to an
+HTTP/1.0 one, ended by closing the connection).
 
 Retries. The response is held back until it is complete or bigger than ``buffer_limit``;
 until then nothing of it reached the client. If the stream breaks in that time (a reset, a
@@ -28,7 +30,10 @@ sooner. Other requests are sent after the handshake, so they reach at most one r
 
 Slow clients are bounded: a request's head must arrive within ``header_timeout`` (else
 ``408``, ``errors["header-timeout"]``), and a connection that stays silent between requests
-for ``idle_timeout`` is closed (``errors["idle-timeout"]``).
+for ``idle_timeout`` is closed (``errors["idle-timeout"]``). Malformed or oversized requests
+get ``400``/``413``/``431``/``505`` and a closed connection (``errors["bad-request"]``,
+``errors["body-too-large"]``); a malformed response from a replica is a failed attempt
+(``bad-response``).
 """
 
 from __future__ import annotations
@@ -39,12 +44,12 @@ import logging
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-
-import h11
+from dataclasses import dataclass, field
+from http import HTTPStatus
 
 from ..api.streams import StreamReader, StreamWriter
 from ..errors import ObjectNotFound, PathError
+from .http1 import HOP_BY_HOP, HttpError, Request, RequestParser, ResponseHead, ResponseParser, chunk
 from .pump import CHUNK, abort, reason_of
 from .stats import GatewayStats
 
@@ -53,10 +58,9 @@ __all__ = ["IDEMPOTENT_METHODS", "ClientSide", "HttpOptions", "HttpSession"]
 log = logging.getLogger("scaffold.gateway")
 
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"TRACE"})
-#: Connection-level headers (RFC 9110 §7.6.1): they describe one hop, never forwarded.
-HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
-)
+#: not forwarded to the replica: hop-by-hop, answered here, or redone from the buffered body
+_NOT_UPSTREAM = HOP_BY_HOP | {b"expect", b"content-length"}
+_WITH_BODY = frozenset({b"POST", b"PUT", b"PATCH"})
 
 #: opens a stream to the object; the bytes ride in its SYN (docs/protocol.md §4.2.7)
 OpenUpstream = Callable[[bytes], Awaitable[tuple[StreamReader, StreamWriter]]]
@@ -99,7 +103,8 @@ class ClientSlow(Exception):
 class Upstream:
     reader: StreamReader
     writer: StreamWriter
-    conn: h11.Connection
+    responses: ResponseParser = field(default_factory=ResponseParser)
+    idle: bool = True  # no request outstanding: closing it loses nothing (else it is reset)
 
 
 class ClientSide:
@@ -214,43 +219,47 @@ class HttpSession:
         self.stats = stats
         self.name = name
         self.options = options
-        self.conn = h11.Connection(h11.SERVER)
+        self.requests = RequestParser(options.body_limit)
         self.upstream: Upstream | None = None
         #: when the head of the request being read must be complete (loop time), or None
         self._head_deadline: float | None = asyncio.get_running_loop().time() + options.header_timeout
         self.busy = False  # a request is being read or answered (not idle between requests)
         self.closing = False  # the ingress is closing: answer the current request, then stop
-        self._committed = False
+        self._committed = False  # part of the current response went to the client
+        self._keep_alive = True  # the current request leaves the connection open
         # Parsed from here, before the client's transport is made (ClientSide).
-        if first:  # (h11 takes b"" for EOF)
+        if first:  # (b"" is EOF)
             stats.bytes_in += len(first)
-            self.conn.receive_data(first)
+            self.requests.feed(first)
 
     async def run(self) -> None:
         """Serve requests until the client or the ingress ends the connection."""
+        loop = asyncio.get_running_loop()
         try:
             while not self.closing:
                 request = await self._read_request()
                 if request is None:
                     break
                 self.client.start()  # made while the request's stream opens
-                started = asyncio.get_running_loop().time()
-                await self._answer(*request)
-                self.stats.request_latency.observe(asyncio.get_running_loop().time() - started)
-                if self.conn.our_state is not h11.DONE or self.conn.their_state is not h11.DONE:
+                started = loop.time()
+                await self._answer(request)
+                self.stats.request_latency.observe(loop.time() - started)
+                if not self._keep_alive:
                     break
-                self.conn.start_next_cycle()
-                if self.conn.trailing_data[0]:
+                self._committed = False
+                if self.requests.started:
                     # A pipelined request is already here: its head has header_timeout.
-                    self._head_deadline = asyncio.get_running_loop().time() + self.options.header_timeout
-        except h11.RemoteProtocolError as exc:
-            self.stats.error("bad-request")
-            await self._send_error(exc.error_status_hint, f"bad request: {exc}\n")
+                    self._head_deadline = loop.time() + self.options.header_timeout
+        except HttpError as exc:
+            self.stats.error(exc.reason)
+            self._keep_alive = False
+            await self._send_error(exc.status, f"bad request: {exc}\n", from_socket=True)
         except ClientCut:
             self.client.abort()
         except ClientSlow as exc:
             self.stats.error(exc.reason)
             if exc.reason == "header-timeout":
+                self._keep_alive = False
                 await self._send_error(408, "request header timeout\n")
         except (ConnectionError, OSError):
             self.stats.error("client-gone")
@@ -283,89 +292,78 @@ class HttpSession:
             # The first byte of the next request: its head has header_timeout from now.
             self._head_deadline = loop.time() + self.options.header_timeout
         self.stats.bytes_in += len(data)
-        self.conn.receive_data(data)
+        self.requests.feed(data)
 
-    async def _read_request(self) -> tuple[h11.Request, bytes] | None:
+    async def _read_request(self) -> Request | None:
+        """The client's next whole request, or None when it sent its last.
+
+        Raises:
+            HttpError: the client broke HTTP/1.1 or a bound.
+            ClientSlow: the head or the body did not come in time.
+        """
         self.busy = False
-        while True:
-            event = self.conn.next_event()
-            if event is h11.NEED_DATA:
-                if self.closing:
-                    return None
-                await self._receive()
-            elif isinstance(event, h11.Request):
-                break
-            else:  # ConnectionClosed (or PAUSED, which cannot happen between cycles)
+        requests = self.requests
+        while (request := requests.next()) is None:
+            if requests.done:
                 return None
+            if requests.head_done:
+                self.busy = True
+                self._head_deadline = None  # the body is read under the idle timeout
+                if requests.waiting_for_100_continue and not requests.continue_sent:
+                    requests.continue_sent = True
+                    await self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            elif self.closing:
+                return None
+            await self._receive()
         self.busy = True
-        self._head_deadline = None  # the body is read under the idle timeout
-        body = bytearray()
-        while True:
-            if self.conn.they_are_waiting_for_100_continue:
-                await self._write(h11.InformationalResponse(status_code=100, headers=[]))
-            part = self.conn.next_event()
-            if part is h11.NEED_DATA:
-                await self._receive()
-            elif isinstance(part, h11.Data):
-                body += part.data
-                if len(body) > self.options.body_limit:
-                    self.stats.error("body-too-large")
-                    await self._send_error(413, f"request body larger than {self.options.body_limit} bytes\n")
-                    raise ClientCut
-            elif isinstance(part, h11.EndOfMessage):
-                return event, bytes(body)
-            else:
-                raise h11.RemoteProtocolError("connection closed inside a request", error_status_hint=400)
-
-    async def _write(self, *events: h11.Event) -> None:
-        """Send ``events`` to the client in one write (one system call for a whole small
-        response, not one per head, body and end)."""
-        await self._send(b"".join(self.conn.send(event) or b"" for event in events))
+        self._head_deadline = None
+        self._keep_alive = request.keep_alive
+        return request
 
     async def _send(self, data: bytes) -> None:
-        if data:
-            writer = self.client.writer or await self.client.attached()
-            writer.write(data)
-            self.stats.bytes_out += len(data)
-            await writer.drain()
+        writer = self.client.writer or await self.client.attached()
+        writer.write(data)
+        self.stats.bytes_out += len(data)
+        await writer.drain()
 
-    async def _send_error(self, status: int, text: str) -> None:
-        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+    async def _send_error(self, status: int, text: str, from_socket: bool = False) -> None:
+        """Answer ``status`` with ``text`` unless part of a response went already;
+        ``from_socket``: straight from the socket if the client has no transport yet."""
+        if self._committed:
             return
         body = text.encode()
-        headers = [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-            (b"via", b"1.1 scaffold-ingress"),
-        ]
-        if self.closing or self.conn.their_state is h11.ERROR:
-            headers.append((b"connection", b"close"))
-        with contextlib.suppress(h11.LocalProtocolError, ConnectionError, OSError):
-            response = h11.Response(status_code=status, headers=headers)
-            events = (response, h11.Data(data=body), h11.EndOfMessage())
-            data = b"".join(self.conn.send(event) or b"" for event in events)
-            # A malformed first request is answered from the socket: no transport made.
-            if self.conn.their_state is h11.ERROR and self.client.send_now(data):
-                self.stats.bytes_out += len(data)
-                return
+        keep = self._keep_alive and not self.closing
+        data = b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % (
+            status,
+            HTTPStatus(status).phrase.encode(),
+            len(body),
+        )
+        data += b"via: 1.1 scaffold-ingress\r\n%s\r\n%s" % (b"" if keep else b"connection: close\r\n", body)
+        self._keep_alive = keep
+        # A malformed first request is answered from the socket: no transport made.
+        if from_socket and self.client.send_now(data):
+            self.stats.bytes_out += len(data)
+            return
+        with contextlib.suppress(ConnectionError, OSError):
             await self._send(data)
 
     # -- one request, with retries -------------------------------------------------------
 
-    def _upstream_request(self, request: h11.Request, body: bytes) -> h11.Request:
-        headers = [
-            (name, value)
-            for name, value in request.headers
-            if name not in HOP_BY_HOP and name not in (b"expect", b"content-length")
-        ]
-        if not any(name == b"host" for name, _ in headers):
-            headers.append((b"host", self.name.encode()))
-        if body or request.method in (b"POST", b"PUT", b"PATCH"):
-            headers.append((b"content-length", str(len(body)).encode()))
-        return h11.Request(method=request.method, target=request.target, headers=headers)
+    def _upstream_request(self, request: Request) -> bytes:
+        """``request`` as the replica gets it: HTTP/1.1, hop-by-hop fields dropped, a
+        ``Host`` (the object's name if the client sent none), the buffered body's length."""
+        body = request.body
+        head = b"%s %s HTTP/1.1\r\n" % (request.method, request.target) + b"".join(
+            [name + b": " + value + b"\r\n" for name, value in request.headers if name not in _NOT_UPSTREAM]
+        )
+        if not request.has_host:
+            head += b"host: %s\r\n" % self.name.encode()
+        if body or request.method in _WITH_BODY:
+            head += b"content-length: %d\r\n" % len(body)
+        return head + b"\r\n" + body
 
-    async def _answer(self, request: h11.Request, body: bytes) -> None:
-        upstream_request = self._upstream_request(request, body)
+    async def _answer(self, request: Request) -> None:
+        upstream_request = self._upstream_request(request)
         idempotent = request.method in IDEMPOTENT_METHODS
         loop = asyncio.get_running_loop()
         deadline: float | None = None  # retry_budget counts from the first failure
@@ -374,11 +372,10 @@ class HttpSession:
         self.stats.requests += 1
         while True:
             attempt += 1
-            self._committed = False
             sent = False
             failure: UpstreamFailed
             try:
-                upstream, sent = await self._get_upstream(upstream_request, body, idempotent)
+                upstream, sent = await self._get_upstream(upstream_request, idempotent)
             except ObjectNotFound as exc:
                 self.stats.error("object-not-found")
                 await self._send_error(503, f"no replica of {self.name!r} is registered: {exc}\n")
@@ -389,7 +386,7 @@ class HttpSession:
             else:
                 try:
                     # Errors writing to the client are not caught here: they end the session.
-                    await self._exchange(upstream, upstream_request, body, sent)
+                    await self._exchange(upstream, request, upstream_request, sent)
                     return
                 except UpstreamFailed as exc:
                     failure = exc
@@ -411,35 +408,25 @@ class HttpSession:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.options.max_backoff)
 
-    async def _get_upstream(
-        self, request: h11.Request, body: bytes, idempotent: bool
-    ) -> tuple[Upstream, bool]:
+    async def _get_upstream(self, request: bytes, idempotent: bool) -> tuple[Upstream, bool]:
         """The stream to send ``request`` on: the open one, or a new one; whether the request
         already went (in the new stream's SYN: only an idempotent one may, §4.2.7)."""
         if self.upstream is not None:
             return self.upstream, False
-        conn = h11.Connection(h11.CLIENT)
-        early = self._request_bytes(conn, request, body) if idempotent else b""
+        early = request if idempotent else b""
         reader, writer = await self.open_upstream(early)
-        self.upstream = Upstream(reader, writer, conn)
+        self.upstream = Upstream(reader, writer)
         return self.upstream, bool(early)
-
-    @staticmethod
-    def _request_bytes(conn: h11.Connection, request: h11.Request, body: bytes) -> bytes:
-        data = conn.send(request)
-        if body:
-            data += conn.send(h11.Data(data=body))
-        return data + conn.send(h11.EndOfMessage())
 
     def _drop_upstream(self) -> None:
         upstream, self.upstream = self.upstream, None
         if upstream is not None:
-            if upstream.conn.our_state is h11.IDLE and upstream.conn.their_state is h11.IDLE:
+            if upstream.idle:
                 upstream.writer.close()
             else:
                 abort(upstream.writer)
 
-    async def _exchange(self, upstream: Upstream, request: h11.Request, body: bytes, sent: bool) -> None:
+    async def _exchange(self, upstream: Upstream, request: Request, data: bytes, sent: bool) -> None:
         """Send one request on ``upstream`` (unless it was ``sent`` in the SYN) and relay its
         response to the client.
 
@@ -447,67 +434,82 @@ class HttpSession:
             UpstreamFailed: the stream to the replica failed (``self._committed`` tells
                 whether part of the response already went to the client).
         """
-        conn = upstream.conn
+        responses = upstream.responses
+        responses.expect(head_only=request.method == b"HEAD")
+        upstream.idle = False
         try:
             if not sent:
-                upstream.writer.write(self._request_bytes(conn, request, body))
+                upstream.writer.write(data)
             await upstream.writer.drain()
         except (PathError, OSError) as exc:
             raise UpstreamFailed("send-" + reason_of(exc), str(exc)) from exc
-        held: list[h11.Event] = []
+        held: list[bytes] = []
         held_bytes = 0
+        chunked = False  # the body goes to the client as chunks
         while True:
-            event = await self._next_response_event(upstream)
-            if isinstance(event, h11.InformationalResponse):
-                continue  # 1xx: between this proxy and the replica
-            if isinstance(event, h11.Response):
-                event = self._client_response(event)
-            elif isinstance(event, h11.Data):
-                held_bytes += len(event.data)
-            held.append(event)
-            done = isinstance(event, h11.EndOfMessage)
-            if done or self._committed or held_bytes > self.options.buffer_limit:
-                self._committed = True
-                await self._write(*held)
-                held.clear()
-            if done:
+            await self._read_response(upstream)
+            head = responses.head
+            if head is None:
+                continue
+            body = responses.body
+            if body:
+                held += body
+                held_bytes += sum(map(len, body))
+                body.clear()
+            if responses.ended:
                 break
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()  # the replica keeps the stream open: reuse it
+            if self._committed or held_bytes > self.options.buffer_limit:
+                first = b""
+                if not self._committed:  # the head goes first: the length is not known yet
+                    self._committed = True
+                    chunked = head.framing != b"length" and request.version == "1.1"
+                    first = self._client_head(head, None, chunked)
+                await self._send(first + b"".join([chunk(piece) for piece in held] if chunked else held))
+                held.clear()
+        if self._committed:
+            end = b"0\r\n\r\n" if chunked else b""
+            await self._send(b"".join([chunk(piece) for piece in held] if chunked else held) + end)
         else:
+            self._committed = True
+            await self._send(self._client_head(head, held_bytes, False) + b"".join(held))
+        if responses.reusable:
+            upstream.idle = True  # the replica keeps the stream open: reuse it
+        else:
+            upstream.idle = True
             self._drop_upstream()
 
-    async def _next_response_event(self, upstream: Upstream) -> h11.Event:
-        conn = upstream.conn
-        eof = False
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                if eof:
-                    raise UpstreamFailed("closed-mid-response", "replica closed inside a response") from exc
-                raise UpstreamFailed("bad-response", f"malformed response: {exc}") from exc
-            if event is h11.NEED_DATA:
-                try:
-                    async with asyncio.timeout(self.options.response_timeout):
-                        data = await upstream.reader.read(CHUNK)
-                except TimeoutError as exc:
-                    raise UpstreamFailed("response-timeout", "no response in time") from exc
-                except (PathError, OSError) as exc:
-                    raise UpstreamFailed(reason_of(exc), str(exc)) from exc
-                eof = not data
-                try:
-                    conn.receive_data(data)
-                except h11.RemoteProtocolError as exc:
-                    raise UpstreamFailed("bad-response", f"malformed response: {exc}") from exc
-                continue
-            if isinstance(event, h11.ConnectionClosed):
-                raise UpstreamFailed("closed-before-response", "replica closed before a response")
-            assert isinstance(event, h11.Event)
-            return event
+    async def _read_response(self, upstream: Upstream) -> None:
+        """Read and parse the next bytes of the replica's response.
 
-    def _client_response(self, response: h11.Response) -> h11.Response:
-        headers = [(name, value) for name, value in response.headers if name not in HOP_BY_HOP]
+        Raises:
+            UpstreamFailed: the stream broke, stayed silent, or the response is malformed.
+        """
+        try:
+            async with asyncio.timeout(self.options.response_timeout):
+                data = await upstream.reader.read(CHUNK)
+        except TimeoutError as exc:
+            raise UpstreamFailed("response-timeout", "no response in time") from exc
+        except (PathError, OSError) as exc:
+            raise UpstreamFailed(reason_of(exc), str(exc)) from exc
+        try:
+            upstream.responses.feed(data)
+        except HttpError as exc:
+            raise UpstreamFailed(exc.reason, f"malformed response: {exc}") from None
+
+    def _client_head(self, head: ResponseHead, length: int | None, chunked: bool) -> bytes:
+        """The head of ``head``'s response to the client: ``length`` bytes of body when it is
+        whole, else ``chunked`` or (to an HTTP/1.0 client) ended by closing."""
         if self.closing:
-            headers.append((b"connection", b"close"))
-        return h11.Response(status_code=response.status_code, headers=headers, reason=response.reason)
+            self._keep_alive = False
+        fields = [name + b": " + value + b"\r\n" for name, value in head.headers if name not in HOP_BY_HOP]
+        framing = head.framing
+        if framing in {b"chunked", b"eof"}:  # (b"length" keeps its field)
+            if length is not None:
+                fields.append(b"content-length: %d\r\n" % length)
+            elif chunked:
+                fields.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self._keep_alive = False  # an HTTP/1.0 client: the body ends with the connection
+        if not self._keep_alive:
+            fields.append(b"connection: close\r\n")
+        return b"HTTP/1.1 %d %s\r\n%s\r\n" % (head.status, head.reason, b"".join(fields))

@@ -1,0 +1,326 @@
+"""The HTTP ingress's parsing and framing: what a parser change could alter.
+
+First ``gateway/http1.py`` on its own (sans-IO: bytes in, records out), with requests and
+responses split at every byte and hostile heads, bodies and framings; then one embedded
+network where a scripted replica answers in the ways a real server may (chunked in pieces,
+larger than ``buffer_limit``, ended by closing, malformed once or always, to ``HEAD``) and
+raw-socket clients send a request a byte at a time, pipeline two, ask for ``100 Continue``
+or break the rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import itertools
+import socket
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import scaffold
+from scaffold.gateway import Ingress, Publisher
+from scaffold.gateway.http import HttpOptions
+from scaffold.gateway.http1 import HEAD_LIMIT, HttpError, Request, RequestParser, ResponseParser
+from scaffold.runtime.aio import run
+
+LOCAL = "127.0.0.1"
+PIPELINED = (
+    b"POST /a?x=1 HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n"
+    b"PUT /b HTTP/1.1\r\nHost: web\r\nContent-Length: 4\r\nX-Y: z\r\n\r\nwxyz"
+    b"GET /c HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
+)
+
+
+def parse_requests(pieces: list[bytes]) -> list[Request]:
+    parser = RequestParser(body_limit=1 << 20)
+    requests = []
+    for piece in pieces:
+        parser.feed(piece)
+        while (request := parser.next()) is not None:
+            requests.append(request)
+    return requests
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({0, len(data), *(cut % (len(data) + 1) for cut in cuts)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=30))
+def test_pipelined_requests_parse_the_same_however_they_are_split(cuts: list[int]) -> None:
+    requests = parse_requests(split(PIPELINED, cuts))
+    assert [(r.method, r.target, bytes(r.body), r.keep_alive) for r in requests] == [
+        (b"POST", b"/a?x=1", b"abcde", True),
+        (b"PUT", b"/b", b"wxyz", True),
+        (b"GET", b"/c", b"", False),
+    ]
+    assert requests[1].headers == [(b"host", b"web"), (b"content-length", b"4"), (b"x-y", b"z")]
+
+
+def test_a_request_a_byte_at_a_time() -> None:
+    data = PIPELINED.split(b"PUT")[0]
+    requests = parse_requests([data[i : i + 1] for i in range(len(data))])
+    assert len(requests) == 1 and bytes(requests[0].body) == b"abcde"
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400),  # obs-fold
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na", 400),
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (b"GET / HTTP/1.1\nHost: a\n\n", 400),  # bare LF
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host (RFC 9112 §3.2)
+        (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"x" * HEAD_LIMIT + b"\r\n\r\n", 431),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000, 413),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX: 1", 400),  # then EOF inside the head
+    ],
+)
+def test_requests_that_break_the_rules_are_refused(data: bytes, status: int) -> None:
+    parser = RequestParser(body_limit=1000)
+    parser.feed(data)
+    parser.feed(b"")
+    with pytest.raises(HttpError) as refused:
+        parser.next()
+    assert refused.value.status == status
+
+
+def test_a_head_trickled_in_small_reads_is_bounded() -> None:
+    """llhttp (through httptools) keeps a field that spans reads; the parser refuses the
+    head once it holds more than HEAD_LIMIT bytes, not when the field ends."""
+    parser = RequestParser(body_limit=1000)
+    parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: ")
+    with pytest.raises(HttpError) as refused:
+        for _ in range(HEAD_LIMIT // 100 + 2):
+            parser.feed(b"x" * 100)
+            parser.next()
+    assert refused.value.status == 431
+
+
+def test_bytes_after_a_closing_request_are_ignored_and_errors_wait_their_turn() -> None:
+    parser = RequestParser(body_limit=1000)
+    parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /more HTTP/1.1\r\n\r\n")
+    first = parser.next()
+    assert first is not None and not first.keep_alive and parser.done and parser.next() is None
+    parser = RequestParser(body_limit=1000)
+    parser.feed(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nX: a\r\n b\r\n\r\n")
+    first = parser.next()
+    assert first is not None and first.target == b"/1"
+    with pytest.raises(HttpError):
+        parser.next()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.integers(min_value=0, max_value=len(PIPELINED)), st.booleans())
+def test_hostile_bytes_give_requests_or_one_error(noise: bytes, at: int, eof: bool) -> None:
+    """Whatever arrives -- noise alone, or spliced into valid requests -- the parsers give
+    whole requests (responses) or raise HttpError; nothing else escapes."""
+    for data in (noise, PIPELINED[:at] + noise + PIPELINED[at:]):
+        requests = RequestParser(body_limit=1000)
+        responses = ResponseParser()
+        responses.expect(head_only=False)
+        for parser in (requests, responses):
+            with contextlib.suppress(HttpError):
+                parser.feed(data)
+                parser.feed(b"" if eof else b"\r\n")
+        with contextlib.suppress(HttpError):
+            while requests.next() is not None:
+                pass
+
+
+CHUNKED_RESPONSE = (
+    b"HTTP/1.1 100 Continue\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n"
+    b"5\r\nhello\r\n6\r\n world\r\n0\r\nT: x\r\n\r\n"
+)
+
+
+def read_response(parser: ResponseParser, pieces: list[bytes]) -> bytes:
+    body = b""
+    for piece in pieces:
+        parser.feed(piece)
+        body += b"".join(parser.body)
+        parser.body.clear()
+    return body
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=30))
+def test_a_chunked_response_parses_the_same_however_it_is_split(cuts: list[int]) -> None:
+    parser = ResponseParser()
+    parser.expect(head_only=False)
+    assert read_response(parser, split(CHUNKED_RESPONSE, cuts)) == b"hello world"
+    assert parser.ended and parser.reusable and parser.head is not None
+    assert (parser.head.status, parser.head.framing, parser.head.headers) == (
+        200,
+        b"chunked",
+        [(b"transfer-encoding", b"chunked"), (b"x-a", b"b")],
+    )
+
+
+def test_response_framings_and_failures() -> None:
+    head_only = ResponseParser()
+    head_only.expect(head_only=True)
+    head_only.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+    assert head_only.ended and head_only.head is not None and head_only.head.framing == b"none"
+    assert not head_only.reusable  # llhttp waits for the five bytes: the stream is not reused
+
+    until_eof = ResponseParser()
+    until_eof.expect(head_only=False)
+    assert read_response(until_eof, [b"HTTP/1.0 200 OK\r\n\r\nsome", b" body", b""]) == b"some body"
+    assert until_eof.ended and not until_eof.reusable
+
+    def failure(*pieces: bytes) -> str:
+        parser = ResponseParser()
+        parser.expect(head_only=False)
+        with pytest.raises(HttpError) as failed:
+            read_response(parser, list(pieces))
+        return failed.value.reason
+
+    assert failure(b"") == "closed-before-response"
+    assert failure(b"HTTP/1.1 200 OK\r\nContent-Le", b"") == "closed-mid-response"
+    assert failure(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort", b"") == "closed-mid-response"
+    assert failure(b"NOT HTTP\r\n\r\n") == "bad-response"
+    assert failure(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n") == "bad-response"
+    assert failure(b"HTTP/1.1 200 OK\r\n", b"X: " + b"x" * HEAD_LIMIT) == "bad-response"
+    assert (
+        failure(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
+        == "bad-response"
+    )
+
+
+# -- through an ingress ------------------------------------------------------------------------
+
+BIG = bytes(range(256)) * 1600  # 400 KiB: more than buffer_limit (256 KiB)
+
+
+async def scripted_replica(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers each request by its path, the ways a real server may."""
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            break
+        method, path = head.split(b" ")[:2]
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                await reader.readexactly(int(line.split(b":")[1]))
+        if path == b"/chunked":
+            for piece in (
+                b"HTTP/1.1 200 OK\r\nTransfer-",
+                b"Encoding: chunked\r\n\r\n4\r\nab",
+                b"cd\r\n0\r\n\r\n",
+            ):
+                writer.write(piece)
+                await writer.drain()
+        elif path == b"/big-chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for i in range(0, len(BIG), 65536):
+                writer.write(b"%x\r\n%b\r\n" % (len(BIG[i : i + 65536]), BIG[i : i + 65536]))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+        elif path == b"/eof":  # an HTTP/1.0 server: no length, the body ends with the connection
+            writer.write(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")
+            break
+        elif path == b"/bad":
+            writer.write(b"NOT A RESPONSE\r\n\r\n")
+            break
+        elif method == b"HEAD":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        else:
+            body = b"%s %s" % (method, path)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nKeep-Alive: timeout=5\r\n\r\n%b"
+                % (len(body), body)
+            )
+        await writer.drain()
+    writer.close()
+
+
+def exchange(port: int, data: bytes, *, byte_at_a_time: bool = False) -> bytes:
+    """Send ``data`` on a fresh connection, half-close, and read everything back."""
+    with socket.create_connection((LOCAL, port), timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(data)) if byte_at_a_time else [None]:
+            s.sendall(data if i is None else data[i : i + 1])
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_framing_retries_and_refusals_through_the_ingress() -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(scripted_replica, LOCAL, 0)
+        async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=2) as net:
+            publisher = Publisher(net.hosts[0], "web", server.sockets[0].getsockname())
+            await publisher.start()
+            options = HttpOptions(retry_budget=0.3)  # the malformed replica: 502 after ~4 attempts
+            async with Ingress(net.hosts[1], "web", (LOCAL, 0), http=True, http_options=options) as ingress:
+                port = ingress.address[1]
+                await asyncio.to_thread(through, port)
+                errors = dict(ingress.stats.errors)
+            await publisher.close()
+        server.close()
+        assert errors == {"bad-response": 1, "bad-request": 2}
+
+    def through(port: int) -> None:
+        conn = http.client.HTTPConnection(LOCAL, port, timeout=10)
+        # A chunked response in three segments: whole, so the client gets its length.
+        conn.request("GET", "/chunked")
+        response = conn.getresponse()
+        assert (response.status, response.read(), response.getheader("content-length")) == (200, b"abcd", "4")
+        # Larger than buffer_limit: relayed as it comes, chunked to an HTTP/1.1 client ...
+        conn.request("GET", "/big-chunked")
+        response = conn.getresponse()
+        assert response.getheader("transfer-encoding") == "chunked" and response.read() == BIG
+        # ... HEAD has no body; the connection goes on (on a new stream).
+        conn.request("HEAD", "/x")
+        response = conn.getresponse()
+        assert response.getheader("content-length") == "5" and response.read() == b""
+        conn.request("POST", "/form", body=b"a=1", headers={"Expect": "100-continue"})
+        assert conn.getresponse().read() == b"POST /form"
+        # Ended by the replica's close: the client gets its length and keeps its connection.
+        conn.request("GET", "/eof")
+        response = conn.getresponse()
+        assert response.read() == b"until the end" and response.getheader("content-length") == "13"
+        # A malformed response, every attempt: 502 after the retries, counted once.
+        conn.request("GET", "/bad")
+        assert conn.getresponse().status == 502
+        conn.close()
+        # To an HTTP/1.0 client, a response of unknown length ends with the connection.
+        answer = exchange(port, b"GET /big-chunked HTTP/1.0\r\n\r\n")
+        assert answer.endswith(b"\r\n\r\n" + BIG) and b"connection: close" in answer.lower()
+        # Expect: 100-continue is answered by the ingress before the body is sent.
+        with socket.create_connection((LOCAL, port), timeout=10) as s:
+            s.sendall(b"PUT /form HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+            assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            s.sendall(b"a=1")
+            assert s.recv(1000).endswith(b"PUT /form")
+        # A request a byte at a time, then two pipelined: answered in order.
+        answer = exchange(port, b"GET /slow HTTP/1.1\r\nHost: web\r\n\r\n", byte_at_a_time=True)
+        assert answer.endswith(b"GET /slow")
+        answer = exchange(
+            port, b"GET /1 HTTP/1.1\r\nHost: web\r\n\r\nDELETE /2 HTTP/1.1\r\nHost: web\r\n\r\n"
+        )
+        assert answer.count(b"HTTP/1.1 200 ") == 2 and answer.index(b"GET /1") < answer.index(b"DELETE /2")
+        assert b"keep-alive: timeout" not in answer.lower()  # hop-by-hop: dropped
+        # obs-fold and a duplicate Content-Length: 400, counted, the connection closed.
+        for bad in (
+            b"GET / HTTP/1.1\r\nHost: web\r\nX: a\r\n b\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na",
+        ):
+            assert exchange(port, bad).startswith(b"HTTP/1.1 400 ")
+
+    run(main())
