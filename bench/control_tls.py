@@ -68,8 +68,8 @@ async def controller_child(store_dir: str, tls: bool) -> None:
     await runtime.close()
 
 
-async def register(port: int, name: str, context: ssl.SSLContext | None) -> float:
-    started = time.perf_counter()
+async def registered_host(port: int, name: str, context: ssl.SSLContext | None) -> asyncio.StreamWriter:
+    """A host's control connection, its ``Hello`` answered (also used by ``keepalive.py``)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
     writer.write(control.frame(control.Hello(name, "host", gateway="dc1-fs1", address=("127.0.0.1", 9))))
     decoder = control.FrameDecoder(control.MAX_FRAME_FROM_CONTROLLER)
@@ -78,7 +78,12 @@ async def register(port: int, name: str, context: ssl.SSLContext | None) -> floa
         if not chunk:
             raise RuntimeError(f"{name}: closed before Welcome")
         if any(isinstance(m, control.Welcome) for m in decoder.feed(chunk)):
-            break
+            return writer
+
+
+async def register(port: int, name: str, context: ssl.SSLContext | None) -> float:
+    started = time.perf_counter()
+    writer = await registered_host(port, name, context)
     elapsed = time.perf_counter() - started
     writer.close()
     return elapsed

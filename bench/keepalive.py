@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import emit, environment
+from control_tls import registered_host
 from scaffold.core.controller import Controller
 from scaffold.core.topology import make_topology
 from scaffold.runtime.aio import ControllerRuntime, run, wait_until
@@ -68,19 +68,6 @@ async def controller_child(store_dir: str | None) -> None:
     await runtime.close()
 
 
-async def register(port: int, name: str, context: ssl.SSLContext | None) -> asyncio.StreamWriter:
-    """A host's control connection, its ``Hello`` answered."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
-    writer.write(control.frame(control.Hello(name, "host", gateway="dc1-fs1", address=("127.0.0.1", 9))))
-    decoder = control.FrameDecoder(control.MAX_FRAME_FROM_CONTROLLER)
-    while True:
-        chunk = await reader.read(65536)
-        if not chunk:
-            raise RuntimeError(f"{name}: closed before Welcome")
-        if any(isinstance(m, control.Welcome) for m in decoder.feed(chunk)):
-            return writer
-
-
 async def send_phase(
     writers: list[asyncio.StreamWriter], payloads: list[bytes], rate: int, seconds: float
 ) -> int:
@@ -108,7 +95,7 @@ async def measure(args: argparse.Namespace, store: CredentialStore | None) -> di
         port = int(child.stdout.readline())
         names = [f"h{i}" for i in range(args.hosts)]
         contexts = [client_context(store.node(n, "host")) if store else None for n in names]
-        writers = [await register(port, n, c) for n, c in zip(names, contexts, strict=True)]
+        writers = [await registered_host(port, n, c) for n, c in zip(names, contexts, strict=True)]
         phases = {"record": [control.frame(control.Heartbeat(n, 0)) for n in names]}
         if KEEPALIVE_FRAME is not None:
             phases["frame"] = [KEEPALIVE_FRAME] * len(names)
@@ -140,7 +127,7 @@ async def count_calls(count: int) -> dict[str, dict[str, float]]:
     loop too, and the sender's few (the same in every phase)."""
     runtime = new_controller(None)
     await runtime.start()
-    writer = await register(runtime.address[1], "h0", None)
+    writer = await registered_host(runtime.address[1], "h0", None)
     out: dict[str, dict[str, float]] = {}
     payloads = {"record": control.frame(control.Heartbeat("h0", 0))}
     if KEEPALIVE_FRAME is not None:

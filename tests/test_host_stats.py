@@ -4,20 +4,17 @@ flows held (docs/protocol.md §7)."""
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from fractions import Fraction
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import WEB, echo
-from scaffold.core.host import DatagramReceived, HostEvent, HostStack, StreamEventFor
+from conftest import WEB, count_calls, echo, echo_streams, stream_network
+from scaffold.core.host import DatagramReceived, HostEvent, HostStack
 from scaffold.core.host.stats import _STREAM_COUNTERS, FLOWS, LISTENERS, MIN_RTT, SMOOTHED_RTT, STREAM_DROPS
 from scaffold.core.metrics import Sample
-from scaffold.core.topology import default_topology
 from scaffold.runtime.sim import SimNetwork
-from scaffold.transport import DataReceived
 from scaffold.wire.header import Proto
 
 SERVER = "east-h1"
@@ -70,33 +67,12 @@ def serve(stack: HostStack, event: HostEvent, now: float) -> None:
     """Server: echo datagrams and what a stream brings."""
     if isinstance(event, DatagramReceived):
         echo(stack, event, now)
-    elif (
-        isinstance(event, StreamEventFor)
-        and isinstance(event.event, DataReceived)
-        and event.socket_id in stack.flows
-    ):
-        stack.stream_send(event.socket_id, stack.stream_read(event.socket_id, -1, now), now, force=True)
-
-
-def drain(stack: HostStack, event: HostEvent, now: float) -> None:
-    """Client: read what comes back, so windows stay open."""
-    if (
-        isinstance(event, StreamEventFor)
-        and isinstance(event.event, DataReceived)
-        and event.socket_id in stack.flows
-    ):
-        stack.stream_read(event.socket_id, -1, now)
+    else:
+        echo_streams(stack, event, now)
 
 
 def network() -> SimNetwork:
-    net = SimNetwork(default_topology(), seed=7)
-    net.start()
-    net.settle()
-    net.act(SERVER, lambda core, now: core.bind(WEB, 1, "web"))
-    net.on_event(SERVER, serve)
-    net.on_event(CLIENT, drain)
-    net.run(0.05)
-    return net
+    return stream_network(SERVER, CLIENT, seed=7, serve=serve)
 
 
 OPS = ("stream", "datagram", "send", "send", "close", "abort", "close-datagram", "run", "run", "loss")
@@ -153,17 +129,8 @@ def test_a_snapshot_costs_the_busy_flows_not_the_flows_held() -> None:
         reported(client)  # the first one counts every stream
         for flow in flows[:5]:
             net.act(CLIENT, lambda core, now, s=flow.socket_id: core.stream_send(s, b"data", now, force=True))
-        counted = 0
-
-        def count_call(frame: object, event: str, arg: object) -> None:
-            nonlocal counted
-            counted += event in ("call", "c_call")
-
-        sys.setprofile(count_call)
-        try:
-            samples = reported(client)
-        finally:
-            sys.setprofile(None)
+        samples: list[Sample] = []
+        counted = count_calls(lambda: samples.extend(reported(client)))
         assert samples == recount(client)
         return counted
 

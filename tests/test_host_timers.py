@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from conftest import WEB
-from scaffold.core.host import HostEvent, HostStack, StreamEventFor
+from conftest import WEB, echo_streams, stream_network
+from scaffold.core.host import HostStack
 from scaffold.core.host.base import BUNDLES, HEARTBEAT, LIVENESS_TICK, SWEEP, WATCHES
 from scaffold.core.host.flows import Flow
 from scaffold.core.host.timers import DeadlineHeap, TimerWheel
-from scaffold.core.topology import default_topology, make_topology
+from scaffold.core.topology import make_topology
 from scaffold.runtime.sim import SimNetwork
-from scaffold.transport import DataReceived, StreamConnection, StreamState
+from scaffold.transport import StreamConnection, StreamState
 
 SERVER = "east-h1"
 CLIENT = "north-h1"
@@ -105,36 +105,8 @@ def test_a_deadline_moving_later_costs_no_heap_entry() -> None:
 # -- the host ---------------------------------------------------------------------------------------
 
 
-def echo_streams(stack: HostStack, event: HostEvent, now: float) -> None:
-    """Server: write back whatever a stream brings."""
-    if (
-        isinstance(event, StreamEventFor)
-        and isinstance(event.event, DataReceived)
-        and event.socket_id in stack.flows
-    ):
-        data = stack.stream_read(event.socket_id, -1, now)
-        stack.stream_send(event.socket_id, data, now, force=True)
-
-
-def drain_replies(stack: HostStack, event: HostEvent, now: float) -> None:
-    """Client: read what comes back, so windows stay open."""
-    if (
-        isinstance(event, StreamEventFor)
-        and isinstance(event.event, DataReceived)
-        and event.socket_id in stack.flows
-    ):
-        stack.stream_read(event.socket_id, -1, now)
-
-
 def network() -> SimNetwork:
-    net = SimNetwork(default_topology(), seed=5)
-    net.start()
-    net.settle()
-    net.act(SERVER, lambda core, now: core.bind(WEB, 1, "web"))
-    net.on_event(SERVER, echo_streams)
-    net.on_event(CLIENT, drain_replies)
-    net.run(0.05)
-    return net
+    return stream_network(SERVER, CLIENT, seed=5)
 
 
 def check_timers(stack: HostStack) -> None:

@@ -5,8 +5,8 @@ parts that a switch applies at once; owner-prefix rules cover an owner's objects
 from __future__ import annotations
 
 import random
-import sys
 
+from conftest import count_calls
 from oracle_tables import full_tables
 from scaffold.core.controller import Controller
 from scaffold.core.controller.commands import Drain, Link, MigrateHost, MoveHost, SetWeight
@@ -260,18 +260,7 @@ def test_a_registration_costs_the_same_work_at_any_number_of_objects() -> None:
         ctl.state_changes()
 
     def calls(first: int, count: int) -> int:
-        counted = 0
-
-        def count_call(frame: object, event: str, arg: object) -> None:
-            nonlocal counted
-            counted += event in ("call", "c_call")
-
-        sys.setprofile(count_call)
-        try:
-            burst(first, count)
-        finally:
-            sys.setprofile(None)
-        return counted
+        return count_calls(lambda: burst(first, count))
 
     burst(0, 2_000)
     small = calls(2_000, 500)
