@@ -339,6 +339,9 @@ class Ingress:
             first = now
             self.stats.bytes_in += len(first)
         if first:
+            # The response may come before the client's transport is made: the socket takes
+            # it at once meanwhile (End.sock).
+            splice.client.sock = conn
             try:
                 opened = await self._open_service(splice, first, conn)
             except BaseException:  # cancelled (close): nothing else holds the socket

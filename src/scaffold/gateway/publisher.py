@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
+import ipaddress
 import logging
+import socket
 from typing import TYPE_CHECKING
 
 from ..errors import PathError, ScaffoldError, UsageError
@@ -109,6 +112,12 @@ class Publisher:
         #: the streams carried now, each with its connection attempt to the target
         self._streams: dict[Splice, asyncio.Task[object] | None] = {}
         self.pool = TargetPool(target, pool, connect_timeout) if pool else None
+        #: the target's address family when it is an address (connected without the loop's
+        #: resolver, _connect_now); None for a name
+        self._family: socket.AddressFamily | None = None
+        with contextlib.suppress(ValueError):
+            version = ipaddress.ip_address(target[0]).version
+            self._family = socket.AF_INET if version == 4 else socket.AF_INET6
         self._state_lock = asyncio.Lock()
         self._closed = False
 
@@ -263,13 +272,63 @@ class Publisher:
             splice.join()
             return
         # The target's connection starts from the callback that made the stream, and its
-        # end links the splice: no task or coroutine of ours per stream (Python calls on
-        # every setup's path).
-        connecting = loop.create_task(loop.create_connection(lambda: splice.service, *self.target))
+        # end links the splice. Connected in the call (a target on this machine), the socket
+        # takes the stream's first bytes at once (End.sock), while the loop makes its
+        # transport.
+        sock = self._connect_now()
+        if sock is None:
+            connecting = loop.create_task(loop.create_connection(lambda: splice.service, *self.target))
+        else:
+            splice.service.sock = sock
+            connecting = loop.create_task(self._adopt(sock, splice.service))
         self._streams[splice] = connecting
         timer = loop.call_later(self.connect_timeout, connecting.cancel)
         connecting.add_done_callback(functools.partial(self._connected, splice, timer, loop.time()))
         splice.done.add_done_callback(functools.partial(self._ended, splice))
+
+    def _connect_now(self) -> socket.socket | None:
+        """A non-blocking socket whose connect to the target has started (and, to a target on
+        this machine, ended) in this call; None when the target is a name to resolve or the
+        connect failed at once (``loop.create_connection`` then does it, with its errors)."""
+        if self._family is None:
+            return None
+        try:
+            sock = socket.socket(self._family, socket.SOCK_STREAM)
+        except OSError:
+            return None
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            error = sock.connect_ex(self.target)
+        except OSError:
+            error = -1
+        if error not in (0, errno.EINPROGRESS):
+            sock.close()
+            return None
+        return sock
+
+    async def _adopt(self, sock: socket.socket, end: End) -> tuple[asyncio.BaseTransport, End]:
+        """``sock``'s connect finished (waited for if it is still on its way) and made into
+        ``end``'s transport.
+
+        Raises:
+            OSError: the target refused or did not answer.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                sock.getpeername()
+            except OSError:  # still connecting: the loop waits for it (EALREADY, then SO_ERROR)
+                try:
+                    await loop.sock_connect(sock, self.target)
+                except OSError as exc:
+                    if exc.errno != errno.EISCONN:  # it connected in between
+                        raise
+            return await loop.create_connection(lambda: end, sock=sock)
+        except BaseException:
+            end.sock = None
+            sock.close()
+            raise
 
     def _connected(
         self, splice: Splice, timer: asyncio.TimerHandle, started: float, connecting: asyncio.Task[object]

@@ -15,11 +15,18 @@ reset); a connection idle both ways for ``idle_timeout`` is closed (``pump.IdleW
 An end may start before its peer exists (the ingress opens its stream with the client's
 first bytes; the publisher connects to its target once a stream arrived): what it receives
 meanwhile is held, and after the first chunk it stops reading, so at most one chunk waits.
+Unless the peer's kernel socket is already connected (``End.sock``: the ingress's accepted
+client, the publisher's target once its ``connect`` returned): then the bytes go straight to
+that socket while the loop still makes its transport -- on a setup's path that is the
+request reaching the target, and the response reaching the client, several turns of the loop
+sooner (docs/gateway.md, "Seventh round"). Only what the socket took at once is sent so; the
+rest is held, in order, for the transport.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import cast
 
@@ -33,7 +40,7 @@ class End(asyncio.Protocol):
     """One side of a :class:`Splice`: ``inbound`` for the client's side (its bytes count as
     ``bytes_in``), else the service's side."""
 
-    __slots__ = ("eof", "held", "inbound", "lost", "peer", "splice", "transport")
+    __slots__ = ("eof", "held", "inbound", "lost", "peer", "sock", "splice", "transport")
 
     def __init__(self, splice: Splice, inbound: bool) -> None:
         self.splice = splice
@@ -44,10 +51,14 @@ class End(asyncio.Protocol):
         self.held: list[bytes] = []
         self.eof = False
         self.lost = False
+        #: this end's connected kernel socket while its transport is being made: bytes for
+        #: it are sent straight to the socket meanwhile (None once the transport is there)
+        self.sock: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods
         self.transport = cast(asyncio.Transport, transport)
+        self.sock = None
         self.splice.started(self)
 
     def data_received(self, data: bytes) -> None:
@@ -62,10 +73,26 @@ class End(asyncio.Protocol):
         if peer is not None and peer.transport is not None:
             peer.transport.write(data)
             return
+        if not self.held:  # nothing may overtake held bytes
+            other = splice.service if self.inbound else splice.client
+            if other.sock is not None and other.transport is None:
+                data = other.send_early(data)
+                if not data:
+                    return
         self.held.append(data)
         assert self.transport is not None
         self.transport.pause_reading()  # one chunk waits for the peer, no more
         splice.arrived(self)
+
+    def send_early(self, data: bytes) -> bytes:
+        """Send ``data`` on this end's socket before its transport is made; what it did not
+        take (all of it if it would block or failed: the transport finds the failure)."""
+        assert self.sock is not None
+        try:
+            sent = self.sock.send(data)
+        except OSError:  # would block, still connecting, reset: held for the transport
+            return data
+        return data[sent:]
 
     def eof_received(self) -> bool:
         self.eof = True
