@@ -711,3 +711,57 @@ def test_ingress_command_serves_curl_and_exits_cleanly(procs: Processes, tmp_pat
         )
 
     run(main())
+
+
+def test_publisher_reaches_a_target_by_name_and_one_whose_connect_takes_a_while() -> None:
+    """A target on this machine is connected in the stream's callback and gets the SYN's
+    bytes at once (``End.sock``); one given by name goes through the loop's resolver; one
+    whose connect is still on its way (here: its accept queue is full, so the kernel drops
+    the SYN and retries it a second later) gets them once it connected."""
+
+    async def main(net: scaffold.Testbed) -> None:
+        async def echo_upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write((await reader.read(100)).upper())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(echo_upper, LOCAL, 0)
+        port = server.sockets[0].getsockname()[1]
+        client = net.host("dc1-h1")
+        for name, target in (("by-address", (LOCAL, port)), ("by-name", ("localhost", port))):
+            async with Publisher(net.host("dc2-h1"), name, target, check_interval=60):
+                reader, writer = await client.open_connection(name, data=b"hello")
+                assert await asyncio.wait_for(reader.read(), 10) == b"HELLO"
+                writer.close()
+        server.close()
+
+        slow = socket.socket()
+        slow.bind((LOCAL, 0))
+        slow.listen(0)  # one connection waits to be accepted; SYNs beyond it are dropped
+        slow.settimeout(10)
+        address = slow.getsockname()[:2]
+        publisher = Publisher(net.host("dc2-h1"), "slow", address, check_interval=60, connect_timeout=8)
+        starting = asyncio.create_task(publisher.start())
+        probe, _ = await asyncio.to_thread(slow.accept)  # its health check
+        probe.close()
+        await starting
+        filler = socket.create_connection(address)  # the accept queue is full now
+        try:
+            reader, writer = await client.open_connection("slow", data=b"hello")
+            await asyncio.sleep(0.3)
+            assert publisher.stats.active == 1  # its connect is on its way
+            (await asyncio.to_thread(slow.accept))[0].close()  # the filler: room again
+            conn, _ = await asyncio.to_thread(slow.accept)  # the publisher's, retried by the kernel
+            with conn:
+                conn.settimeout(10)
+                assert await asyncio.to_thread(conn.recv, 100) == b"hello"
+                conn.sendall(b"world")
+            assert await asyncio.wait_for(reader.read(), 10) == b"world"
+            writer.close()
+            assert publisher.stats.errors == {}, publisher.stats.errors
+        finally:
+            filler.close()
+            slow.close()
+            await publisher.close()
+
+    with_testbed(main)

@@ -307,7 +307,7 @@ class Publisher:
             return None
         return sock
 
-    async def _adopt(self, sock: socket.socket, end: End) -> tuple[asyncio.BaseTransport, End]:
+    async def _adopt(self, sock: socket.socket, end: End) -> tuple[asyncio.Transport, End]:
         """``sock``'s connect finished (waited for if it is still on its way) and made into
         ``end``'s transport.
 

@@ -40,7 +40,7 @@ class End(asyncio.Protocol):
     """One side of a :class:`Splice`: ``inbound`` for the client's side (its bytes count as
     ``bytes_in``), else the service's side."""
 
-    __slots__ = ("eof", "held", "inbound", "lost", "peer", "sock", "splice", "transport")
+    __slots__ = ("eof", "full", "held", "inbound", "lost", "peer", "sock", "splice", "transport")
 
     def __init__(self, splice: Splice, inbound: bool) -> None:
         self.splice = splice
@@ -51,6 +51,8 @@ class End(asyncio.Protocol):
         self.held: list[bytes] = []
         self.eof = False
         self.lost = False
+        #: this end's transport is over its high-water mark (the other end stops reading)
+        self.full = False
         #: this end's connected kernel socket while its transport is being made: bytes for
         #: it are sent straight to the socket meanwhile (None once the transport is there)
         self.sock: socket.socket | None = None
@@ -75,7 +77,10 @@ class End(asyncio.Protocol):
             return
         if not self.held:  # nothing may overtake held bytes
             other = splice.service if self.inbound else splice.client
-            if other.sock is not None and other.transport is None:
+            if other.transport is not None:  # made, not linked yet: it takes them now
+                other.transport.write(data)
+                return
+            if other.sock is not None:
                 data = other.send_early(data)
                 if not data:
                     return
@@ -103,14 +108,18 @@ class End(asyncio.Protocol):
         return True  # the other direction goes on
 
     def pause_writing(self) -> None:
-        peer = self.peer
-        if peer is not None and peer.transport is not None:
-            peer.transport.pause_reading()
+        # The other end, linked or not: bytes may come here before the link (data_received).
+        self.full = True
+        other = self.splice.service if self.inbound else self.splice.client
+        if other.transport is not None:
+            other.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        peer = self.peer
-        if peer is not None and peer.transport is not None and not peer.transport.is_closing():
-            peer.transport.resume_reading()
+        self.full = False
+        other = self.splice.service if self.inbound else self.splice.client
+        # (held bytes keep it paused until the link writes them)
+        if other.transport is not None and not other.transport.is_closing() and not other.held:
+            other.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -228,7 +237,7 @@ class Splice:
                 peer.transport.write(b"".join(held))
             if end.eof:
                 self.forward_eof(peer)
-            elif not end.lost and not end.transport.is_closing():
+            elif not end.lost and not end.transport.is_closing() and not peer.full:
                 end.transport.resume_reading()
 
     def join(self) -> bool:
