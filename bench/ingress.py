@@ -25,9 +25,10 @@ Measured, per setup:
 
 * ``throughput``: ``wrk -t2 -c20 -d{--duration}s --latency`` (keep-alive connections):
   requests/s, p50/p99 latency, socket errors, non-2xx responses;
-* ``setup``: ``--setups`` sequential fresh connections, 5 ms apart, each timed from
-  ``connect()`` until the first byte of the response to a tiny GET (p50/p99, and the
-  overhead over ``direct``);
+* ``setup``: ``--setups`` sequential fresh connections to each setup, 5 ms apart, the setups
+  taken in turn (one connection to each, then the next round, so a drift of the machine's
+  speed hits them alike), each timed from ``connect()`` until the first byte of the response
+  to a tiny GET (p50/p99, and the overhead over ``direct``);
 * ``kill``: ``--kill-duration`` seconds of ``--kill-clients`` client loops, each doing one GET
   per fresh connection (2 s timeout); replica 0 is SIGKILLed ``--kill-at`` seconds in.
   Failed requests (refused, reset, timed out, not 200), the time from the kill to the
@@ -355,28 +356,36 @@ def one_setup(port: int) -> float:
     return elapsed
 
 
-def setup_times(name: str, port: int, count: int, spacing: float = 0.005) -> dict[str, Any]:
-    """``count`` connections, ``spacing`` s apart: each sample is one connection's setup, not
-    also the teardown of the one before (the whole scaffold network shares one core).
+def setup_times(ports: dict[str, int], count: int, spacing: float = 0.005) -> dict[str, Any]:
+    """``count`` connections to each setup, ``spacing`` s apart, taken in turn (one to each
+    setup, then the next round): a drift of the machine's speed over the run -- a shared
+    machine's other work, CPU states -- hits every setup alike, so each one's overhead over
+    ``direct`` compares samples of the same moments. Spaced, each sample is one connection's
+    setup, not also the teardown of the one before (the whole scaffold network shares one
+    core).
 
     Raises:
         OSError: a connection failed or closed before answering (naming the setup).
     """
-    samples = []
-    try:
-        for _ in range(10):
-            one_setup(port)
-        for _ in range(count):
+    samples: dict[str, list[float]] = {name: [] for name in ports}
+    for round_ in range(-10, count):  # ten rounds of warm-up first
+        for name, port in ports.items():
             time.sleep(spacing)
-            samples.append(one_setup(port) * 1000)
-    except OSError as exc:
-        raise OSError(f"{name}: connection {len(samples) + 1} of {count}: {exc}") from exc
-    samples.sort()
-    return {
-        "samples": count,
-        "p50_ms": round(statistics.median(samples), 3),
-        "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 3),
-    }
+            try:
+                elapsed = one_setup(port) * 1000
+            except OSError as exc:
+                raise OSError(f"{name}: connection {round_ + 11} of {count + 10}: {exc}") from exc
+            if round_ >= 0:
+                samples[name].append(elapsed)
+    results = {}
+    for name, times in samples.items():
+        times.sort()
+        results[name] = {
+            "samples": count,
+            "p50_ms": round(statistics.median(times), 3),
+            "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 3),
+        }
+    return results
 
 
 #: kernel counters (``/proc/net/netstat``, ``/proc/net/snmp``) a kill run records, whose
@@ -749,7 +758,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             setup: dict[str, Any] = {}
             if not args.kill_only:
                 throughput = {name: run_wrk(wrk, port, args.duration) for name, port in ports.items()}
-                setup = {name: setup_times(name, port, args.setups) for name, port in ports.items()}
+                setup = setup_times(ports, args.setups)
                 for result in setup.values():
                     result["overhead_p50_ms"] = round(result["p50_ms"] - setup["direct"]["p50_ms"], 3)
                     result["overhead_p99_ms"] = round(result["p99_ms"] - setup["direct"]["p99_ms"], 3)
