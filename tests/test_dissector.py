@@ -132,6 +132,23 @@ def tshark(capture: Path) -> list[dict[str, str]]:
     return [dict(zip(FIELDS, line.split("\t"), strict=True)) for line in result.stdout.splitlines()]
 
 
+def test_the_dissectors_type_names_are_the_wire_modules() -> None:
+    """Each table of type names in the Lua file lists exactly the wire module's types: a new
+    segment or signal type cannot be left out of the dissector."""
+    lua = dissector_path().read_text(encoding="utf-8")
+    tables = {
+        "DGRAM_TYPES": wire_datagram.DatagramType,
+        "STREAM_TYPES": wire_stream.StreamType,
+        "BUNDLE_TYPES": wire_liveness.BundleType,
+        "SIGNAL_TYPES": wire_signal.SignalType,
+    }
+    for table, kinds in tables.items():
+        found = re.search(rf"^local {table} = {{(.*?)}}$", lua, re.MULTILINE | re.DOTALL)
+        assert found is not None, table
+        names = {int(k): v for k, v in re.findall(r'\[(\d+)\] = "(\w+)"', found[1])}
+        assert names == {int(kind): kind.name for kind in kinds}, table
+
+
 # -- a capture file written by hand ---------------------------------------------------------------
 
 
@@ -232,8 +249,8 @@ def test_every_segment_and_control_record_dissects_and_malformed_ones_are_named(
         "bad-sack": packet(Proto.STREAM, stream_fixed[:40] + b"\x05" + stream_fixed[41:], **refined),
         "bad-length": packet(Proto.STREAM, stream_fixed + b"!", **refined),
         "bad-stream-type": packet(
-            Proto.STREAM, b"\x0c" + stream_fixed[1:], **refined
-        ),  # 9-11: PROBE(-ACK), RETRY
+            Proto.STREAM, b"\x0d" + stream_fixed[1:], **refined
+        ),  # 9-12: PROBE(-ACK), RETRY, NOT_HERE
         "truncated": wire_header.encode(Header(Proto.SIGNAL, flow, WEB)),
     }
     signal_wrong_length = packet(
@@ -330,30 +347,33 @@ def test_presence_packets_alone_and_at_the_end_of_a_train_dissect(tmp_path: Path
     assert rows[0]["scaffold.src.host"] == "9" and rows[0]["scaffold.dst.obj"] == "00" * 32
 
 
-def test_data_on_syn_retry_and_liveness_bundles_dissect(tmp_path: Path) -> None:
-    """A SYN carrying the first bytes (protocol §4.2.7), a RETRY (§4.2.8), and a liveness
-    PROBE with its ANSWER (proto 5, §4.4), one after another in one datagram."""
+def test_data_on_syn_retry_not_here_and_liveness_bundles_dissect(tmp_path: Path) -> None:
+    """A SYN carrying the first bytes (protocol §4.2.7), a RETRY (§4.2.8), a NOT_HERE
+    (§4.2.9), and a liveness PROBE with its ANSWER (proto 5, §4.4), one after another in one
+    datagram."""
     ids = dict(flow=0x77, dst_dc=1, dst_host=4, src_dc=3, src_host=9, src_socket=1)
     syn = wire_stream.StreamSegment(wire_stream.StreamType.SYN, 5, window=1 << 20, payload=b"GET / HTTP/1.1")
     retry = wire_stream.StreamSegment(wire_stream.StreamType.RETRY, 5, ack=0x1234)
+    not_here = wire_stream.StreamSegment(wire_stream.StreamType.NOT_HERE, 5)
     probe = wire_liveness.Bundle(wire_liveness.BundleType.PROBE, 8, [(7, 5), (8, 6)])
     answer = wire_liveness.Bundle(wire_liveness.BundleType.ANSWER, 8, [(1, 5)])
     packets = [
         packet(Proto.STREAM, wire_stream.encode(syn), **ids),
         packet(Proto.STREAM, wire_stream.encode(retry), flags=Flags.TO_CLIENT, **ids),
+        packet(Proto.STREAM, wire_stream.encode(not_here), flags=Flags.TO_CLIENT, **ids),
         packet(Proto.LIVENESS, wire_liveness.encode(probe), **ids),
         packet(Proto.LIVENESS, wire_liveness.encode(answer), flags=Flags.TO_CLIENT, **ids),
     ]
     capture = tmp_path / "hostpath.pcap"
-    write_pcap(capture, [udp(p) for p in packets] + [udp(b"".join(packets[2:]))])
+    write_pcap(capture, [udp(p) for p in packets] + [udp(b"".join(packets[3:]))])
     rows = tshark(capture)
-    assert [r["scaffold.stream.type"] for r in rows[:2]] == ["1", "11"]
+    assert [r["scaffold.stream.type"] for r in rows[:3]] == ["1", "11", "12"]
     assert rows[0]["scaffold.stream.len"] == "14"
-    assert [(r["scaffold.liveness.type"], r["scaffold.liveness.count"]) for r in rows[2:4]] == [
+    assert [(r["scaffold.liveness.type"], r["scaffold.liveness.count"]) for r in rows[3:5]] == [
         ("1", "2"),
         ("2", "1"),
     ]
-    assert rows[4]["scaffold.proto"] == "5,5"  # two bundles back to back: a GSO train's
+    assert rows[5]["scaffold.proto"] == "5,5"  # two bundles back to back: a GSO train's
     assert all(r["_ws.malformed"] == "" and r["_ws.expert.message"] == "" for r in rows), rows
 
 

@@ -1,11 +1,13 @@
-"""Handshakes in a whole simulated network (docs/protocol.md §4.2.7, §4.2.8, §4.3): data on SYN
-across a replica's death, RETRY under load, bounded answers to forged sources, signals that
-are only hints."""
+"""Handshakes in a whole simulated network (docs/protocol.md §4.2.7 - §4.2.9, §4.3): data on SYN
+across a replica's death, RETRY under load, NOT_HERE from a host whose listener just went,
+bounded answers to forged sources, signals that are only hints."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
+
+import pytest
 
 from scaffold.core.host import HostStack, StreamEventFor
 from scaffold.core.object_switch import ObjectSwitch
@@ -16,7 +18,7 @@ from scaffold.transport import ConnectionTerminated, DataReceived, StreamState
 from scaffold.wire import header as wire_header
 from scaffold.wire import signal as wire_signal
 from scaffold.wire import stream as wire_stream
-from scaffold.wire.header import Header, Proto
+from scaffold.wire.header import HEADER_LEN, Flags, Header, Proto
 from scaffold.wire.stream import StreamSegment, StreamType
 
 WEB = ObjectId.from_name("web")
@@ -118,6 +120,114 @@ def test_under_load_a_syn_gets_state_only_with_the_retry_token_and_keeps_its_dat
     assert sorted(client.echo.values()) == sorted(b"data-%d" % i for i in range(5))
     assert sum(echo.received.values()) == 5  # each taken once, after the token
     assert all(f.transport is not None and f.transport.state is StreamState.ESTABLISHED for f in flows)
+
+
+def test_a_syn_to_a_host_whose_listener_just_closed_reaches_the_other_replica_in_milliseconds() -> None:
+    """The replica on east-h1 is withdrawn: its listener closes at once, but the object
+    switches learn it only when the controller's tables arrive (here 0.1 s later). The SYNs
+    they send to east-h1 meanwhile are answered NOT_HERE, not dropped until the client's
+    1 s retransmission timeout."""
+    net, echo, client = network(("east-h1", "east-h2"))
+    net.control_delay = 0.05  # host -> controller -> object switches: 0.1 s of stale tables
+    east_os = net.switch("east-os")
+    assert isinstance(east_os, ObjectSwitch)
+    gone = net.host("east-h1")
+    net.act("east-h1", lambda core, now: core.unbind(WEB))
+    start = net.now
+    flows = {}
+    for i in range(16):
+        flow = net.act(CLIENT, lambda core, now, i=i: core.open_stream(WEB, now, data=b"request-%d" % i))
+        flows[flow.socket_id] = (flow, b"request-%d" % i)
+    stale = sum(east_os.resolve(WEB.raw, f.flow)[1] == gone.host_id for f, _ in flows.values())
+    assert stale  # some SYNs go to the host that has no listener any more
+    assert net.run_while(lambda: len(client.echo) < len(flows), timeout=5)
+    assert net.now - start < 0.5  # without the answer: 1 s, the SYN's retransmission timeout
+    for socket_id, (_, request) in flows.items():
+        assert client.echo[socket_id] == request
+    assert {name for name, _ in echo.received} == {"east-h2"}
+    assert sum(echo.received.values()) == len(flows)  # each request taken once
+    assert gone.counters["no-listener-answered"] >= stale
+    assert not gone.drops.get("no-listener") and not net.host(CLIENT).drops
+    assert not any(f.proto is Proto.STREAM for f in gone.flows.values())  # it kept no state
+
+
+def not_here_answer(net: SimNetwork, host: str, syn: bytes) -> list[bytes]:
+    """What ``host`` sends, at once, for ``syn``."""
+    stack = net.host(host)
+    stack.receive_datagram(syn, stack.gateway, net.now)
+    return [data for _, data in stack.datagrams_to_send(net.now)]
+
+
+def test_not_here_is_stateless_no_larger_than_its_syn_and_carries_its_nonce() -> None:
+    net, _, _ = network(("east-h1",))
+    rng = random.Random(5)
+    syn = forged_syn(net, "east-h2", "west-h3", rng)  # east-h2 has no listener for web
+    (answer,) = not_here_answer(net, "east-h2", syn)
+    h, body = wire_header.parse(answer), wire_stream.parse(answer[HEADER_LEN:])
+    asked = wire_header.parse(syn)
+    assert body == StreamSegment(StreamType.NOT_HERE, wire_stream.parse(syn[HEADER_LEN:]).nonce)
+    assert len(answer) <= len(syn)  # no amplification
+    assert h.flags == Flags.TO_CLIENT and (h.flow, h.obj) == (asked.flow, asked.obj)
+    assert (h.dst_dc, h.dst_host, h.dst_socket) == (asked.src_dc, asked.src_host, asked.src_socket)
+    stack = net.host("east-h2")
+    assert stack.counters["no-listener-answered"] == 1 and not stack.flows
+    # Anything else for no listener is dropped silently, as before: not a SYN, no source.
+    raw = bytearray(syn)
+    raw[HEADER_LEN] = StreamType.DATA
+    assert not_here_answer(net, "east-h2", bytes(raw)) == []
+    sourceless = wire_header.encode(
+        Header(Proto.STREAM, 9, WEB.raw, dst_dc=stack.dc_id, dst_host=stack.host_id),
+        syn[HEADER_LEN:],
+    )
+    assert not_here_answer(net, "east-h2", sourceless) == []
+    assert stack.drops["no-listener"] == 2 and stack.counters["no-listener-answered"] == 1
+
+
+def test_a_not_here_with_the_wrong_nonce_does_not_hurry_the_client() -> None:
+    net, _, _ = network(("east-h1",))
+    server = net.host("east-h1")
+    net.kill("east-h1")  # the SYN goes unanswered: only what we inject comes back
+    start = net.now
+    flow = net.act(CLIENT, lambda core, now: core.open_stream(WEB, now))
+    stack = net.host(CLIENT)
+    h = Header(
+        Proto.STREAM,
+        flow.flow,
+        WEB.raw,
+        dst_dc=stack.dc_id,
+        dst_host=stack.host_id,
+        dst_socket=flow.socket_id,
+        src_dc=server.dc_id,
+        src_host=server.host_id,
+        flags=Flags.TO_CLIENT,
+    )
+    net.run(0.1)
+    forged = StreamSegment(StreamType.NOT_HERE, flow.nonce ^ 1)  # an off-path guess
+    net.inject(stack.gateway, wire_header.encode(h, wire_stream.encode(forged)))
+    net.run(0.1)
+    assert stack.drops["bad-nonce"] == 1 and flow.peer_host == 0
+    assert flow.transport is not None and flow.transport.state is StreamState.SYN_SENT
+    assert flow.transport.get_timer() == pytest.approx(start + 1.0)  # the RTO, unchanged
+    # The client's own answer (its nonce) would have hurried it.
+    genuine = StreamSegment(StreamType.NOT_HERE, flow.nonce)
+    net.inject(stack.gateway, wire_header.encode(h, wire_stream.encode(genuine)))
+    net.run(0.001)
+    assert flow.transport.get_timer() == pytest.approx(start + 0.2 + 0.015)
+    assert flow.peer_host == 0  # it names no peer: the SYN is re-resolved
+
+
+def test_a_host_that_answers_not_here_forever_ends_the_connect_in_its_usual_time() -> None:
+    net, _, client = network(("east-h1",))
+    server = net.host("east-h1")
+    server.listeners.pop(WEB.raw)  # gone, but the tables will never learn it
+    start = net.now
+    flow = net.act(CLIENT, lambda core, now: core.open_stream(WEB, now, data=b"hello?"))
+    assert net.run_while(lambda: flow.socket_id not in client.ended, timeout=60)
+    assert client.ended[flow.socket_id] == "handshake-timeout"
+    assert 39.0 < net.now - start < 40.0  # as without any answer: 39 s, and a half
+    # The first SYN, five fast retries, then the RTO's ten: each answered once.
+    assert server.counters["no-listener-answered"] == 16
+    assert flow.transport is not None and flow.transport.drops == {"not-here-ignored": 11}
 
 
 def forged_syn(net: SimNetwork, server: str, victim: str, rng: random.Random) -> bytes:

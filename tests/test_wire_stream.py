@@ -101,7 +101,23 @@ def test_payload_on_control_type_is_bad_length() -> None:
     assert info.value.reason == "bad-length"
 
 
-@pytest.mark.parametrize("kind", [0, 12, 255])
+def test_not_here_round_trips_as_a_bare_segment_and_refuses_payload() -> None:
+    """NOT_HERE (docs/protocol.md §4.2.9): the SYN's nonce and nothing else, exactly as
+    large as the smallest SYN; every type is also in the round-trip and hostile-bytes
+    properties above and below (``segments`` draws from all of ``StreamType``)."""
+    segment = StreamSegment(StreamType.NOT_HERE, nonce=0x0123456789ABCDEF)
+    data = stream.encode(segment)
+    assert data[0] == StreamType.NOT_HERE == 12 and len(data) == stream.FIXED_LEN
+    assert len(data) == len(stream.encode(StreamSegment(StreamType.SYN, nonce=1)))
+    assert stream.parse(data) == segment
+    raw = bytearray(data)
+    struct.pack_into("!H", raw, 2, 1)
+    with pytest.raises(MalformedPacket) as info:
+        stream.parse(bytes(raw) + b"x")
+    assert info.value.reason == "bad-length"
+
+
+@pytest.mark.parametrize("kind", [0, 13, 255])
 def test_unknown_type(kind: int) -> None:
     data = bytearray(stream.encode(SAMPLE))
     data[0] = kind

@@ -1,7 +1,10 @@
-"""The opening handshake's extras (docs/protocol.md §4.2.3, §4.2.7, §4.2.8, §4.3): data on SYN,
-the anti-amplification budget, bounded SYN-ACK retransmissions, RETRY, verified signals."""
+"""The opening handshake's extras (docs/protocol.md §4.2.3, §4.2.7 - §4.2.9, §4.3): data on SYN,
+the anti-amplification budget, bounded SYN-ACK retransmissions, RETRY, NOT_HERE, verified
+signals."""
 
 from __future__ import annotations
+
+import itertools
 
 import pytest
 
@@ -142,6 +145,63 @@ def test_retry_makes_the_client_send_its_syn_again_with_the_token_and_its_data()
     client.receive_segment(wire.encode(retry), 0.003)
     client.receive_segment(wire.encode(StreamSegment(StreamType.RETRY, NONCE + 1, ack=5)), 0.003)
     assert client.drops == {"unexpected": 1, "bad-nonce": 1}
+
+
+NOT_HERE = wire.encode(StreamSegment(StreamType.NOT_HERE, NONCE))
+
+
+def test_not_here_makes_the_client_send_its_syn_again_soon_with_its_data() -> None:
+    client, server = open_with(REQUEST)
+    (syn,) = send(client, None, 0.0)  # it reached a host whose listener just closed
+    assert len(NOT_HERE) <= len(wire.encode(syn))  # the answer is never the larger
+    client.receive_segment(NOT_HERE, 0.001)
+    assert client.get_timer() == pytest.approx(0.016)  # in milliseconds, not the 1 s RTO
+    client.handle_timer(0.01)
+    assert send(client, server, 0.01) == []
+    client.handle_timer(0.016)
+    (again,) = send(client, server, 0.016)  # re-resolved by the object switches, to a replica
+    assert again.type is StreamType.SYN and again.payload == REQUEST and again.ack == 0
+    assert server.read() == REQUEST
+    send(server, client, 0.017)
+    assert client.state is StreamState.ESTABLISHED and Connected() in events(client)
+    assert client.drops == {}
+
+
+def test_not_here_with_another_nonce_in_another_state_or_to_a_server_is_dropped() -> None:
+    client, server = open_with(b"")
+    send(client, server, 0.0)
+    client.receive_segment(wire.encode(StreamSegment(StreamType.NOT_HERE, NONCE + 1)), 0.001)
+    assert client.get_timer() == pytest.approx(1.0)  # nothing changed: the RTO runs
+    server.receive_segment(NOT_HERE, 0.001)  # a server sent no SYN
+    assert server.drops == {"unexpected": 1} and server.state is StreamState.SYN_RECEIVED
+    send(server, client, 0.002)
+    client.receive_segment(NOT_HERE, 0.003)  # established: too late to mean anything
+    assert client.drops == {"bad-nonce": 1, "unexpected": 1}
+    assert client.state is StreamState.ESTABLISHED
+
+
+def test_a_host_that_answers_not_here_forever_gets_a_bounded_number_of_syns() -> None:
+    """A few fast retries, then the SYN's usual schedule: the connect fails as it would
+    have without any answer, only about half a second later."""
+    client, _ = open_with(REQUEST)
+    syns: list[float] = []
+    now = 0.0
+    while client.state is not StreamState.CLOSED and now < 60:
+        for segment in send(client, None, now):
+            assert segment.type is StreamType.SYN and segment.payload == REQUEST
+            syns.append(now)
+            client.receive_segment(NOT_HERE, now + 0.001)  # answered at once, every time
+        timer = client.get_timer()
+        assert timer is not None and timer > now
+        now = timer
+        client.handle_timer(now)
+    fast = [b - a for a, b in itertools.pairwise(syns) if b - a < 0.5]
+    assert fast == pytest.approx([0.016, 0.031, 0.061, 0.121, 0.241])
+    assert len(syns) == 1 + 5 + 10  # the first, five fast retries, max_retries on the RTO
+    assert client.drops == {"not-here-ignored": 11}
+    assert ConnectionTerminated("handshake-timeout") in events(client)
+    assert isinstance(client.error, BrokenPathError)
+    assert 39.0 < now < 40.0  # 39 s without any answer
 
 
 def established(**options: object) -> tuple[StreamConnection, StreamConnection]:

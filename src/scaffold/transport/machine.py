@@ -4,11 +4,12 @@ Segments in (:meth:`~StreamMachine.receive_segment`), segments out
 (:meth:`~StreamMachine.segments_to_send`), timers (:meth:`~StreamMachine.get_timer`,
 :meth:`~StreamMachine.handle_timer`) and the moves through the state tables of
 ``state.py``: the handshake (§4.2.3), RESUME (§4.2.5, ``resume.py``), the close (§4.2.3),
-liveness (§4.2.4), data on SYN and RETRY (§4.2.7, §4.2.8), signals verified before they
-end the stream (§4.3). It delegates our direction to :class:`~.sender.Sender` (send stream,
-scoreboard, congestion control, RTT), the peer's to :class:`~.receiver.Receiver`
-(reassembly, ACK policy), encoding to :class:`~.builder.SegmentBuilder` and keepalives to
-:class:`~.liveness.Liveness`. ``connection.py`` adds the application's side on top.
+liveness (§4.2.4), data on SYN, RETRY and NOT_HERE (§4.2.7 - §4.2.9), signals verified
+before they end the stream (§4.3). It delegates our direction to :class:`~.sender.Sender`
+(send stream, scoreboard, congestion control, RTT), the peer's to
+:class:`~.receiver.Receiver` (reassembly, ACK policy), encoding to
+:class:`~.builder.SegmentBuilder` and keepalives to :class:`~.liveness.Liveness`.
+``connection.py`` adds the application's side on top.
 
 Sequence numbers are stream offsets from 0 in each direction; the flow's nonce keeps blind
 and stale segments out (§4.2.2). Path-MTU probes (PROBE, answered by PROBE-ACK, §4.2.6) go
@@ -66,6 +67,11 @@ _PACKET_OVERHEAD = 76 + wire.FIXED_LEN
 _AMPLIFICATION = 3
 #: RETRYs a client follows per connection (each one costs the server nothing)
 _MAX_RETRIES_FOLLOWED = 3
+#: NOT_HEREs a client follows per connection, and the delay before the first one's SYN,
+#: doubling: 15, 30, 60, 120, 240 ms -- the tables catch up within milliseconds, and a host
+#: that answers forever cannot make the client loop: after these, the RTO's schedule (§4.2.9)
+_MAX_NOT_HERE_FOLLOWED = 5
+_NOT_HERE_DELAY = 0.015
 #: ``_coarse`` when only the liveness deadline may have moved (a keepalive went out, a
 #: bundle answered): ``deadlines`` recomputes that one alone. No deadline is ever -inf.
 _COARSE_STALE = -math.inf
@@ -86,9 +92,11 @@ class StreamMachine:
         "_keepalive_pending",
         "_liveness",
         "_nonce",
+        "_not_here_followed",
         "_opt",
         "_probe_ack",
         "_receiver",
+        "_resyn_at",
         "_retries_followed",
         "_role",
         "_rst_pending",
@@ -134,6 +142,9 @@ class StreamMachine:
         #: the server's retry token our SYN carries (RETRY, §4.2.8); 0: none
         self._token = 0
         self._retries_followed = 0
+        #: NOT_HEREs followed, and when the SYN they asked for goes out (§4.2.9)
+        self._not_here_followed = 0
+        self._resyn_at: float | None = None
         #: a signal under verification: (termination reason, deadline) (§4.3)
         self._suspect: tuple[str, float] | None = None
 
@@ -158,9 +169,13 @@ class StreamMachine:
             return
         self._segments_received += 1
         self._timer_stale = True
+        kind = segment.type
+        if kind is StreamType.NOT_HERE:
+            # From a host that is not the peer (no replica there): it refutes no signal.
+            self._on_not_here(now)
+            return
         self._suspect = None  # an authentic segment: the peer is there, whatever a signal said
         self._sender.pmtu.heard = True  # the path works (path-MTU probes, §4.2.6)
-        kind = segment.type
         if kind is _DATA or kind is _FIN or kind is StreamType.KEEPALIVE:
             self._on_stream_segment(segment, now)
         elif kind is StreamType.RST:
@@ -262,6 +277,7 @@ class StreamMachine:
             self._time_wait_deadline,
             self._suspect[1] if self._suspect is not None else None,
             sender.pmtu.deadline,
+            self._resyn_at,
         ):
             if at is not None and (exact is None or at < exact):
                 exact = at
@@ -308,6 +324,9 @@ class StreamMachine:
             self._keepalive_pending = True
         if self._state is _CLOSED:
             return
+        if self._resyn_at is not None and now >= self._resyn_at:
+            self._resyn_at = None
+            self._control = StreamType.SYN  # the SYN a NOT_HERE asked for (§4.2.9)
         if sender.rto_deadline is not None and now >= sender.rto_deadline:
             sender.rto_deadline = None
             self._on_retransmission_timeout(now)
@@ -482,6 +501,20 @@ class StreamMachine:
         self._control = StreamType.SYN  # at once, and with a fresh retransmission timer
         self._sender.rto_deadline = None
 
+    def _on_not_here(self, now: float) -> None:
+        """The host our SYN reached has no listener for the object (§4.2.9): the tables that
+        sent it there were stale. Send the SYN again soon, through the object switches
+        again; a few times only, then the SYN's retransmission timer governs."""
+        if self._role != "client" or self._state is not StreamState.SYN_SENT:
+            self._drop("unexpected")
+            return
+        if self._resyn_at is not None or self._not_here_followed >= _MAX_NOT_HERE_FOLLOWED:
+            self._drop("not-here-ignored")  # a duplicate, or one too many: the RTO runs
+            return
+        self._resyn_at = now + _NOT_HERE_DELAY * (1 << self._not_here_followed)
+        self._not_here_followed += 1
+        self._sender.rto_deadline = None  # re-armed when that SYN goes out
+
     def _on_stream_segment(self, segment: StreamSegment, now: float) -> None:
         state = self._state
         if state is StreamState.SYN_RECEIVED and segment.flags & _ACK:
@@ -561,6 +594,7 @@ class StreamMachine:
     def _send_control(self, kind: StreamType, now: float, out: list[bytes]) -> None:
         build = self._builder.build
         if kind is StreamType.SYN:
+            self._resyn_at = None  # whatever sends the SYN, a NOT_HERE's wait is over
             payload = self._sender.stream.payload(0, self._syn_data) if self._syn_data else b""
             out.append(build(kind, 0, StreamFlags.NONE, now, payload, self._token))
         elif kind is StreamType.RESUME:
@@ -627,6 +661,7 @@ class StreamMachine:
         self._control = None
         self._keepalive_pending = False
         self._suspect = None
+        self._resyn_at = None
         self._error_reason = reason
         if reason == TerminationReason.OBJECT_NOT_FOUND and opening:
             self._error = ObjectNotFound(f"stream flow {self._nonce:#018x}: no replica is registered")

@@ -50,11 +50,12 @@ Fields:
 * Per type: SYN has ``seq`` 0 and no ACK flag (the window is valid); it may carry the first
   bytes of the stream (data on SYN, docs/protocol.md §4.2.7) and, in ``ack``, a retry token
   (0: none). SYN-ACK has ``seq`` 0 and ``ack`` = the SYN bytes the server took. RETRY has no
-  ACK flag and the token in ``ack``. RESUME has no ACK flag and ``seq`` = ``ack`` = 0 (the
-  window is valid); RESUME-ACK carries the offsets in ``seq`` / ``ack`` (see
-  ``StreamType.RESUME_ACK``); RST and KEEPALIVE carry ``seq`` = the sender's next sequence
-  number; PROBE carries the probed segment size in ``seq`` and padding as payload, PROBE-ACK
-  echoes that ``seq`` and has no payload (path-MTU discovery, docs/protocol.md §4.2.6).
+  ACK flag and the token in ``ack``; NOT_HERE has nothing but the SYN's nonce. RESUME has no
+  ACK flag and ``seq`` = ``ack`` = 0 (the window is valid); RESUME-ACK carries the offsets
+  in ``seq`` / ``ack`` (see ``StreamType.RESUME_ACK``); RST and KEEPALIVE carry ``seq`` = the
+  sender's next sequence number; PROBE carries the probed segment size in ``seq`` and padding
+  as payload, PROBE-ACK echoes that ``seq`` and has no payload (path-MTU discovery,
+  docs/protocol.md §4.2.6).
 * SACK blocks -- up to :data:`MAX_SACK_BLOCKS` ranges ``[start, end)`` of out-of-order data
   the receiver holds (RFC 2018), encoded as 32-bit offsets above ``ack`` (the window is 32
   bits, so they always fit). SACK lets the sender repair several losses per round trip
@@ -125,6 +126,9 @@ class StreamType(IntEnum):
     #: server -> client, instead of state for a SYN: send the SYN again with the token in
     #: ``ack`` (docs/protocol.md §4.2.8).
     RETRY = 11
+    #: host -> client, instead of state for a SYN: no listener for the object here (the
+    #: tables were stale); send the SYN again soon, re-resolved (docs/protocol.md §4.2.9).
+    NOT_HERE = 12
 
 
 class StreamFlags(IntFlag):

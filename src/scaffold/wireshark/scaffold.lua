@@ -39,7 +39,7 @@ local DGRAM_TYPES = { [1] = "DATA", [2] = "CLOSE", [3] = "MOVED" }
 local STREAM_TYPES = {
     [1] = "SYN", [2] = "SYN_ACK", [3] = "DATA", [4] = "FIN",
     [5] = "RST", [6] = "KEEPALIVE", [7] = "RESUME", [8] = "RESUME_ACK",
-    [9] = "PROBE", [10] = "PROBE_ACK", [11] = "RETRY",
+    [9] = "PROBE", [10] = "PROBE_ACK", [11] = "RETRY", [12] = "NOT_HERE",
 }
 local BUNDLE_TYPES = { [1] = "PROBE", [2] = "ANSWER" }
 local SIGNAL_TYPES = { [1] = "OBJECT_NOT_FOUND", [2] = "REFINE", [3] = "UNREACHABLE" }

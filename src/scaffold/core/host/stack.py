@@ -5,7 +5,8 @@ Sockets bind on Object IDs (listeners) and flows are demultiplexed, in this orde
 1. the destination Socket ID, checked against the Flow ID (an established flow);
 2. (Flow ID, source Host ID) -- later packets of a flow whose first reply has not arrived
    yet still carry Socket ID 0 and reach this host through the object switches again;
-3. the destination Object ID -- a first packet for a listener starts a new flow.
+3. the destination Object ID -- a first packet for a listener starts a new flow; a SYN for
+   an object nobody here listens on is answered NOT_HERE (docs/protocol.md §4.2.9).
 
 Every reply carries this host's full source locator, so the peer's later packets are fully
 refined. A flow's nonce, chosen by the initiator, must match on every packet.
@@ -59,6 +60,8 @@ _STREAM = int(Proto.STREAM)
 _STREAM_MIN = HEADER_LEN + wire_stream.FIXED_LEN
 _TRACE = int(Flags.TRACE)
 _TO_CLIENT = int(Flags.TO_CLIENT)
+#: stream segments a host sends for a SYN it keeps no state for (§4.2.8, §4.2.9)
+_STATELESS_ANSWERS = frozenset((int(wire_stream.StreamType.RETRY), int(wire_stream.StreamType.NOT_HERE)))
 
 
 class HostStack(StreamFlows, Keepalives, Churn):
@@ -373,9 +376,10 @@ class HostStack(StreamFlows, Keepalives, Churn):
                 self.drops["from-superseded-server"] += 1
                 self._reset_peer(flow, h, body)
                 return
-            if kind != wire_stream.StreamType.RETRY:
-                # (A RETRY comes from a replica that keeps no state yet: the SYN it asks for
-                # goes through the object switches again, as the first one did, §4.2.8.)
+            if kind not in _STATELESS_ANSWERS:
+                # (A RETRY comes from a replica that keeps no state yet, a NOT_HERE from a host
+                # that is no replica: the SYN they ask for goes through the object switches
+                # again, as the first one did, §4.2.8, §4.2.9.)
                 self._learn_peer(flow, h, now)
         flow.last_received = now
         if h.proto == Proto.DATAGRAM:
@@ -457,7 +461,8 @@ class HostStack(StreamFlows, Keepalives, Churn):
                     # that arrives (forwarded) before the replica it is for lands is parked.
                     if self._forward_moved(h, data, now) or self._park(h, data, now):
                         return None
-                    self.drops["no-listener"] += 1
+                    if not self._not_here(h, data):
+                        self.drops["no-listener"] += 1
                     return None
                 flow = self._accept(listener, h, now)
                 if flow is None:

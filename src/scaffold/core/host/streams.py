@@ -2,7 +2,8 @@
 
 Each stream flow owns a ``StreamConnection``; the host hands it segments and pumps it
 (``HostStackBase._pump``) exactly the way a runtime drives a core. A first segment of an unknown
-flow is a SYN, a takeover by a resumable replica (RESUME), or refused with an RST.
+flow is a SYN, a takeover by a resumable replica (RESUME), or refused with an RST; a SYN for
+an object with no listener here is answered NOT_HERE, statelessly (§4.2.9).
 
 Half-open streams are bounded per object (§4.2.8): above ``retry_above`` of them a SYN gets
 state only if it carries a retry token -- a keyed hash of its flow and source that this host
@@ -21,7 +22,8 @@ from ...ids import ObjectId
 from ...transport import StreamConnection
 from ...wire import header as wire_header
 from ...wire import stream as wire_stream
-from ...wire.header import Flags, Header, Proto
+from ...wire.header import HEADER_LEN, Flags, Header, Proto
+from ..events import Packet
 from .base import HostStackBase
 from .events import FlowAccepted
 from .flows import Flow
@@ -206,6 +208,35 @@ class StreamFlows(HostStackBase):
         rst = wire_stream.StreamSegment(wire_stream.StreamType.RST, segment.nonce, seq=segment.ack)
         reply = h.reply(Proto.STREAM, self.dc_id, self.host_id, flow.socket_id)
         self._out.append((self.gateway, wire_header.encode(reply, wire_stream.encode(rst))))
+
+    def _not_here(self, h: Header, data: Packet) -> bool:
+        """Answer a stream SYN for an object nobody here listens on with NOT_HERE (§4.2.9);
+        False if the packet is not such a SYN (it is then dropped ``no-listener``).
+
+        The object switches still sent it here: the listener just went (a replica withdrawn,
+        migrated, drained) and the tables have not caught up. The client re-sends its SYN
+        within milliseconds, re-resolved, instead of after its 1 s retransmission timeout.
+        Stateless, no larger than the SYN (both are a header and a fixed segment at least),
+        and it echoes the SYN's nonce: only the client that sent the SYN can act on it.
+        """
+        if (
+            h.proto != Proto.STREAM
+            or h.dst_socket
+            or not (h.src_dc and h.src_host and h.src_socket)
+            or len(data) < HEADER_LEN + wire_stream.FIXED_LEN
+            or data[HEADER_LEN + wire_stream.TYPE_OFFSET] != wire_stream.StreamType.SYN
+        ):
+            return False
+        try:
+            syn = wire_stream.parse(memoryview(data)[HEADER_LEN:])
+        except MalformedPacket:
+            return False
+        self.counters["no-listener-answered"] += 1
+        answer = wire_stream.StreamSegment(wire_stream.StreamType.NOT_HERE, syn.nonce)
+        # From no socket (no state), and a server's packet to a client (TO_CLIENT, §3.3).
+        reply = h.reply(Proto.STREAM, self.dc_id, self.host_id, flags=Flags.TO_CLIENT)
+        self._out.append((self.gateway, wire_header.encode(reply, wire_stream.encode(answer))))
+        return True
 
     # -- half-open streams and retry tokens (§4.2.8) ---------------------------------------------
 
