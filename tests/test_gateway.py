@@ -282,6 +282,8 @@ def test_port_in_use_and_target_refused_are_clear_errors() -> None:
             ingress = Ingress(net.hosts[0], "web", (LOCAL, port))
             with pytest.raises(scaffold.ConfigError, match=f"{LOCAL}:{port}: address already in use"):
                 await ingress.start()
+        with pytest.raises(scaffold.UsageError, match="object name must not be empty"):
+            Ingress(net.hosts[0], "", (LOCAL, 0))  # at once, not at each client
         closed = free_port()
         publisher = Publisher(net.hosts[0], "web", (LOCAL, closed))
         with pytest.raises(TargetUnavailable, match=f"target {LOCAL}:{closed} refused"):
