@@ -282,6 +282,8 @@ def test_port_in_use_and_target_refused_are_clear_errors() -> None:
             ingress = Ingress(net.hosts[0], "web", (LOCAL, port))
             with pytest.raises(scaffold.ConfigError, match=f"{LOCAL}:{port}: address already in use"):
                 await ingress.start()
+        with pytest.raises(scaffold.UsageError, match="object name must not be empty"):
+            Ingress(net.hosts[0], "", (LOCAL, 0))  # at once, not at each client
         closed = free_port()
         publisher = Publisher(net.hosts[0], "web", (LOCAL, closed))
         with pytest.raises(TargetUnavailable, match=f"target {LOCAL}:{closed} refused"):
@@ -403,6 +405,53 @@ def test_http_ingress_answers_a_malformed_request_from_the_socket() -> None:
         with theirs:
             theirs.settimeout(5)
             assert theirs.recv(65536).startswith(b"HTTP/1.1 400 ") and theirs.recv(65536) == b""
+
+    with_testbed(main)
+
+
+def test_http_ingress_answers_a_closing_client_from_the_socket_with_no_transport() -> None:
+    """A first response goes straight to the client's socket: a client that asked to close
+    gets its whole answer and a FIN with no transport ever made (none was needed), even when
+    it sent more bytes that nobody reads (they are read off before the close, so it is no
+    reset); a keep-alive client gets its transport once the session reads on."""
+
+    async def main(net: scaffold.Testbed) -> None:
+        async def hello(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> None:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")
+
+        await net.host("dc2-h1").start_server(hello, "web")
+
+        async def open_upstream(data: bytes) -> tuple[scaffold.StreamReader, scaffold.StreamWriter]:
+            return await net.host("dc1-h1").open_connection("web", data=data)
+
+        for pipelined, keep_alive in (
+            (b"", False),
+            (b"GET /more HTTP/1.1\r\nHost: x\r\n\r\n", False),
+            (b"", True),
+        ):
+            ours, theirs = socket.socketpair()
+            ours.setblocking(False)
+            close = b"" if keep_alive else b"Connection: close\r\n"
+            first = b"GET / HTTP/1.1\r\nHost: x\r\n" + close + b"\r\n"
+            theirs.sendall(pipelined)  # waits in the socket, unread
+            session = HttpSession(
+                ClientSide(ours), first, open_upstream, GatewayStats(), "web", HttpOptions()
+            )
+            running = asyncio.create_task(session.run())
+            theirs.settimeout(5)
+            answer = await asyncio.to_thread(theirs.recv, 65536)
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"hello"), answer
+            if keep_alive:
+                await wait_until(
+                    lambda session=session: session.client.transport is not None, 5, "the client's transport"
+                )
+                theirs.shutdown(socket.SHUT_WR)
+            await asyncio.wait_for(running, 5)
+            if not keep_alive:
+                assert session.client.transport is None and session.client.closed
+            assert await asyncio.to_thread(theirs.recv, 65536) == b""  # a FIN, not a reset
+            theirs.close()
 
     with_testbed(main)
 

@@ -452,10 +452,11 @@ class Host:
         trace: bool = False,
         limit: int = STREAM_LIMIT,
         data: bytes = b"",
+        peername: tuple[str, int] | None = None,
     ) -> tuple[asyncio.StreamReader, StreamWriter]:
         """``asyncio.open_connection`` to a replica of object ``name``: asyncio's
-        ``StreamReader`` and a ``StreamWriter`` over a :class:`StreamTransport`; ``data`` as
-        in :meth:`create_connection` (data on SYN).
+        ``StreamReader`` and a ``StreamWriter`` over a :class:`StreamTransport`; ``data`` and
+        ``peername`` as in :meth:`create_connection` (data on SYN).
 
         Raises:
             ObjectNotFound: no replica is registered (an object switch answered).
@@ -463,7 +464,9 @@ class Host:
             TimeoutError: no answer within ``timeout`` seconds.
         """
         protocol = StreamProtocol(limit)
-        await self.create_connection(lambda: protocol, name, timeout=timeout, trace=trace, data=data)
+        await self.create_connection(
+            lambda: protocol, name, timeout=timeout, trace=trace, data=data, peername=peername
+        )
         assert protocol.writer is not None
         return protocol.reader, protocol.writer
 

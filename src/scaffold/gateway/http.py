@@ -107,6 +107,10 @@ class Upstream:
     idle: bool = True  # no request outstanding: closing it loses nothing (else it is reset)
 
 
+#: reads of unread client bytes before a socket with no transport is closed (ClientSide.close)
+_DISCARD_READS = 16
+
+
 class ClientSide:
     """The client's accepted socket, made an asyncio transport only once the session needs
     one: to read more than the bytes already read, or to write. A request that arrived whole
@@ -162,6 +166,18 @@ class ClientSide:
         assert self._attaching is not None
         return await self._attaching
 
+    def send_early(self, data: bytes) -> bytes:
+        """Send ``data`` straight to the socket while no transport is made or being made;
+        what it did not take at once (all of it once a transport is on its way: from then on
+        everything goes through the transport, in order)."""
+        if self._attaching is not None or self.closed:
+            return data
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return data
+        return data[sent:]
+
     def send_now(self, data: bytes) -> bool:
         """Write ``data`` straight to the socket if no transport is made or being made (a
         short error answer before closing: what the socket does not take at once is
@@ -180,6 +196,15 @@ class ClientSide:
         if self.transport is not None:
             self.transport.close()
         elif self._attaching is None:
+            # Bytes the client sent that nobody read would make the close a reset, which may
+            # cost the client the answer still on its way: read them off first (as a
+            # transport would have), a bounded number of times.
+            for _ in range(_DISCARD_READS):
+                try:
+                    if not self.sock.recv(CHUNK):
+                        break
+                except OSError:  # nothing waiting (would block), or gone
+                    break
             self.sock.close()
             self.reader.feed_eof()
 
@@ -240,7 +265,6 @@ class HttpSession:
                 request = await self._read_request()
                 if request is None:
                     break
-                self.client.start()  # made while the request's stream opens
                 started = loop.time()
                 await self._answer(request)
                 self.stats.request_latency.observe(loop.time() - started)
@@ -321,9 +345,16 @@ class HttpSession:
         return request
 
     async def _send(self, data: bytes) -> None:
-        writer = self.client.writer or await self.client.attached()
-        writer.write(data)
         self.stats.bytes_out += len(data)
+        writer = self.client.writer
+        if writer is None:
+            # No transport yet: the socket takes what it can now (a first response, usually
+            # all of it); the transport is made only for the rest, or to read on.
+            data = self.client.send_early(data)
+            if not data:
+                return
+            writer = await self.client.attached()
+        writer.write(data)
         await writer.drain()
 
     async def _send_error(self, status: int, text: str, from_socket: bool = False) -> None:

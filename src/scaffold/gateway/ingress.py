@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..api.streams import StreamReader, StreamWriter
 from ..errors import ConfigError, ObjectNotFound, PathError, UsageError
+from ..ids import ObjectId
 from .http import ClientSide, HttpOptions, HttpSession
 from .pump import CHUNK, reason_of
 from .splice import Splice
@@ -106,8 +107,10 @@ class Ingress:
         """An ingress for object ``name`` through ``host``, listening on ``listen``.
 
         Raises:
-            UsageError: a bound is not positive.
+            UsageError: a bound is not positive, or ``name`` is not an object name.
         """
+        #: resolved once (a hash per connection otherwise); a bad name fails here, not per client
+        self._object = ObjectId.of(name)
         if max_connections < 1 or header_timeout <= 0 or (idle_timeout is not None and idle_timeout <= 0):
             raise UsageError("max_connections, header_timeout and idle_timeout must be positive")
         self.host = host
@@ -255,7 +258,9 @@ class Ingress:
             PathError, TimeoutError: no handshake succeeded within ``connect_budget``.
         """
         return await self._retrying(
-            lambda timeout: self.host.open_connection(self.name, timeout=timeout, data=data)
+            lambda timeout: self.host.open_connection(
+                self._object, timeout=timeout, data=data, peername=(self.name, 0)
+            )
         )
 
     async def _retrying(self, attempt: Callable[[float], Awaitable[T]]) -> T:
@@ -389,7 +394,7 @@ class Ingress:
         try:
             await self._retrying(
                 lambda timeout: self.host.create_connection(
-                    lambda: splice.service, self.name, timeout=timeout, data=first
+                    lambda: splice.service, self._object, timeout=timeout, data=first, peername=(self.name, 0)
                 )
             )
         except ObjectNotFound as exc:

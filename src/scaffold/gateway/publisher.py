@@ -11,7 +11,10 @@ withdrawn after ``fall`` refused connections without waiting for the next timer,
 stream is reset so an HTTP ingress retries elsewhere; one refused connection triggers an
 immediate active check, so with ``fall=2`` a dead target is withdrawn at the first refusal.
 The target's connection is started from the callback that made the stream, or -- with
-``pool=N`` -- taken from idle ones made before (``pool.TargetPool``).
+``pool=N`` -- taken from idle ones made before (``pool.TargetPool``). A target given as an
+address is connected in that callback itself; to a target on the same machine the connect has
+finished when it returns, and the stream's first bytes (its SYN's) go to the socket at once,
+before the loop has made the socket a transport (docs/gateway.md, "Seventh round").
 """
 
 from __future__ import annotations
