@@ -343,17 +343,29 @@ def run_wrk(wrk: str, port: int, duration: float) -> dict[str, Any]:
 
 def one_setup(port: int) -> float:
     """Seconds from connect() to the first byte of the response."""
-    start = time.perf_counter()
+    start, first = timed_setup(port)
+    return (first - start) / 1e9
+
+
+def timed_setup(port: int) -> tuple[int, int]:
+    """One fresh connection and a tiny GET: when ``connect()`` began and when the response's
+    first byte came (``time.perf_counter_ns``, the monotonic clock other processes read too);
+    the rest of the response is read to its end.
+
+    Raises:
+        OSError: the connection failed or closed before answering.
+    """
+    start = time.perf_counter_ns()
     with socket.create_connection((LOCAL, port), timeout=5) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         s.sendall(REQUEST)
-        first = s.recv(1)
-        elapsed = time.perf_counter() - start
-        if not first:
+        got = s.recv(1)
+        first = time.perf_counter_ns()
+        if not got:
             raise OSError("closed before answering")
         while s.recv(65536):
             pass
-    return elapsed
+    return start, first
 
 
 def setup_times(ports: dict[str, int], count: int, spacing: float = 0.005) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import Any
 
 import scaffold
 from _common import emit, environment
-from ingress import LOCAL, answers, free_port
+from ingress import LOCAL, answers, free_port, timed_setup
 from scaffold.gateway import Ingress, Publisher
 from scaffold.gateway import splice as splice_module
 from scaffold.runtime.aio import run, udp, wait_until
@@ -46,27 +46,6 @@ Event = tuple[int, str, str, int]
 EVENTS: list[Event] = []
 NODES: dict[int, str] = {}  # UDP port -> node name
 GATEWAYS: dict[int, str] = {}  # id(stats) -> "ingress" / "publisher"
-
-CLIENT = r"""
-import json, socket, sys, time
-port, count = int(sys.argv[1]), int(sys.argv[2])
-request = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
-times = []
-for i in range(count + 10):
-    time.sleep(0.005)
-    start = time.perf_counter_ns()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        s.sendall(request)
-        if not s.recv(1):
-            raise SystemExit("closed before answering")
-        first = time.perf_counter_ns()
-        while s.recv(65536):
-            pass
-    if i >= 10:
-        times.append((start, first))
-print(json.dumps(times))
-"""
 
 
 def stamp(what: str, where: str = "", size: int = 0) -> None:
@@ -174,8 +153,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 EVENTS.clear()
                 client = await asyncio.create_subprocess_exec(
                     sys.executable,
-                    "-c",
-                    CLIENT,
+                    __file__,
+                    "--client",
                     str(ingress.address[1]),
                     str(args.setups),
                     stdout=subprocess.PIPE,
@@ -223,7 +202,18 @@ def main() -> None:
     parser.add_argument("--http", action="store_true", help="the HTTP ingress (default: raw)")
     parser.add_argument("--setups", type=int, default=300, help="timed connections (default 300)")
     parser.add_argument("--pool", type=int, default=0, help="the publisher's idle connections (default 0)")
+    parser.add_argument("--client", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.client is not None:  # the client process: PORT COUNT, times as JSON
+        port, count = args.client
+        times = []
+        for i in range(count + 10):  # ten to warm up
+            time.sleep(0.005)
+            start, first = timed_setup(port)
+            if i >= 10:
+                times.append((start, first))
+        print(json.dumps(times))
+        return
     if args.setups < 1 or not 0 <= args.pool <= 64:
         parser.error("--setups must be positive and --pool in [0, 64]")
     instrument()

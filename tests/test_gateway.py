@@ -797,8 +797,9 @@ def test_publisher_reaches_a_target_by_name_and_one_whose_connect_takes_a_while(
         filler = socket.create_connection(address)  # the accept queue is full now
         try:
             reader, writer = await client.open_connection("slow", data=b"hello")
-            await asyncio.sleep(0.3)
-            assert publisher.stats.active == 1  # its connect is on its way
+            # The stream arrived and its connect started (the kernel dropped that SYN)...
+            await wait_until(lambda: publisher.stats.active == 1, 10, "the stream at the publisher")
+            assert not any(task is not None and task.done() for task in publisher._streams.values())
             (await asyncio.to_thread(slow.accept))[0].close()  # the filler: room again
             conn, _ = await asyncio.to_thread(slow.accept)  # the publisher's, retried by the kernel
             with conn:

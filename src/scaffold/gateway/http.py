@@ -50,7 +50,7 @@ from http import HTTPStatus
 from ..api.streams import StreamReader, StreamWriter
 from ..errors import ObjectNotFound, PathError
 from .http1 import HOP_BY_HOP, HttpError, Request, RequestParser, ResponseHead, ResponseParser, chunk
-from .pump import CHUNK, abort, reason_of
+from .pump import CHUNK, abort, reason_of, send_some
 from .stats import GatewayStats
 
 __all__ = ["IDEMPOTENT_METHODS", "ClientSide", "HttpOptions", "HttpSession"]
@@ -172,11 +172,7 @@ class ClientSide:
         everything goes through the transport, in order)."""
         if self._attaching is not None or self.closed:
             return data
-        try:
-            sent = self.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            return data
-        return data[sent:]
+        return send_some(self.sock, data)
 
     def send_now(self, data: bytes) -> bool:
         """Write ``data`` straight to the socket if no transport is made or being made (a
@@ -185,7 +181,7 @@ class ClientSide:
         if self._attaching is not None or self.closed:
             return False
         with contextlib.suppress(OSError):
-            self.sock.send(data)
+            send_some(self.sock, data)
         return True
 
     def close(self) -> None:

@@ -10,12 +10,13 @@ and count errors by ``reason_of``.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import Protocol
 
 from ..errors import PathError
 
-__all__ = ["CHUNK", "ByteWriter", "IdleWatch", "abort", "reason_of"]
+__all__ = ["CHUNK", "ByteWriter", "IdleWatch", "abort", "reason_of", "send_some"]
 
 CHUNK = 64 * 1024
 
@@ -70,6 +71,20 @@ def abort(writer: ByteWriter) -> None:
         writer.transport.abort()
     else:  # pragma: no cover - only asyncio writers are pumped
         writer.close()
+
+
+def send_some(sock: socket.socket, data: bytes) -> bytes:
+    """Send what a non-blocking socket takes of ``data`` at once; the rest (all of it if it
+    would block).
+
+    Raises:
+        OSError: the socket failed (a reset, say), not just full.
+    """
+    try:
+        sent = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        return data
+    return data[sent:]
 
 
 def reason_of(exc: BaseException) -> str:

@@ -30,7 +30,7 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
-from .pump import IdleWatch, reason_of
+from .pump import IdleWatch, reason_of, send_some
 from .stats import GatewayStats
 
 __all__ = ["End", "Splice"]
@@ -94,10 +94,9 @@ class End(asyncio.Protocol):
         take (all of it if it would block or failed: the transport finds the failure)."""
         assert self.sock is not None
         try:
-            sent = self.sock.send(data)
-        except OSError:  # would block, still connecting, reset: held for the transport
+            return send_some(self.sock, data)
+        except OSError:  # still connecting, reset: held for the transport
             return data
-        return data[sent:]
 
     def eof_received(self) -> bool:
         self.eof = True
