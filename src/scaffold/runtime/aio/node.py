@@ -135,11 +135,12 @@ class NodeRuntime(Generic[CoreT_co]):
         self._flushing = False
         self._again = False
         self._flush_scheduled = False
+        #: ``flush_soon`` flushed at once in this turn of the loop (its next asks wait for the
+        #: turn's end)
+        self._flushed_this_turn = False
         #: callbacks ``soon`` put off while a flush ran (an application's protocol callbacks)
         self._deferred: list[tuple[Callable[..., object], tuple[object, ...]]] = []
-        self._delivering = False
         self._deliver_scheduled = False
-        self._flush_wanted = False
         #: neighbours whose path limit the core was told, by the address it was measured to
         self._limits: dict[str, Address] = {}
 
@@ -415,13 +416,16 @@ class NodeRuntime(Generic[CoreT_co]):
         self.stats["trains-forwarded"] += 1
 
     def flush(self, *, deliver: bool = False) -> None:
-        """Send what the core queued, dispatch its events and re-arm its timer.
+        """Dispatch the core's events, send what it queued and re-arm its timer.
 
         Event handlers may call the core and then ``flush`` again; a nested call only
         asks the running one to go round once more. What the handlers put off with
-        ``soon`` runs after it: at once with ``deliver`` (the runtime's own callbacks: a
-        datagram, a timer, a control record), else in the loop's next turn (a flush an
-        application's call asked for runs no other application code inside that call).
+        ``soon`` (the application's protocol callbacks) runs once the events are
+        dispatched: with ``deliver`` (the runtime's own callbacks: a datagram, a timer),
+        before the datagrams are sent -- so what arrived reaches the application first and
+        what it writes in answer leaves in the same flush, with the acknowledgment it
+        carries; else in the loop's next turn (a flush an application's call asked for runs
+        no other application code inside that call).
         """
         if self.closed or self._loop is None:
             return
@@ -433,73 +437,77 @@ class NodeRuntime(Generic[CoreT_co]):
             self._again = True
             while self._again:
                 self._again = False
-                self._flush_once()
+                self._flush_once(deliver)
         finally:
             self._flushing = False
-        if self._deferred and not self._delivering:
-            if deliver:
-                self._deliver()
-            elif not self._deliver_scheduled:
-                self._deliver_scheduled = True
-                self._loop.call_soon(self._scheduled_deliver)
+        if self._deferred and not self._deliver_scheduled:
+            self._deliver_scheduled = True
+            self._loop.call_soon(self._scheduled_deliver)
 
     def soon(self, callback: Callable[..., object], *args: object) -> None:
-        """Run ``callback(*args)`` outside the flush under way, as soon as it is over: when
-        the runtime flushes for what arrived, in the same callback -- an application's
-        protocol hears of a segment before the loop runs the other callbacks waiting (other
-        nodes' datagrams, in one process), and what it writes leaves in the flush that
-        follows; with no flush under way, in the loop's next turn (``call_soon``)."""
-        if self._flushing or self._delivering:
+        """Run ``callback(*args)`` outside the core's event dispatch: in a flush for what
+        arrived (``flush(deliver=True)``), once its events are dispatched and before its
+        datagrams leave -- an application's protocol hears of a segment before the loop runs
+        the other callbacks waiting (other nodes' datagrams, in one process), and what it
+        writes leaves in that flush; with no such flush under way, in the loop's next turn
+        (``call_soon``)."""
+        if self._flushing:
             self._deferred.append((callback, args))
         elif self._loop is not None:
             self._loop.call_soon(callback, *args)
 
     def _deliver(self) -> None:
-        """Run the callbacks ``soon`` put off (and those they put off), then flush what they
-        queued, until none is left."""
+        """Run the callbacks ``soon`` put off, and those they put off, until none is left.
+        Their calls to the core only ask the flush under way to go round once more."""
         assert self._loop is not None
-        self._delivering = True
-        try:
-            while self._deferred:
-                deferred, self._deferred = self._deferred, []
-                for callback, args in deferred:
-                    try:
-                        callback(*args)
-                    except Exception as exc:  # one application's failure stops no other's
-                        self._loop.call_exception_handler(
-                            {"message": f"{self.name}: callback {callback!r} failed", "exception": exc}
-                        )
-                if self._flush_wanted:
-                    self._flush_wanted = False
-                    self.flush()
-        finally:
-            self._delivering = False
+        while self._deferred:
+            deferred, self._deferred = self._deferred, []
+            for callback, args in deferred:
+                try:
+                    callback(*args)
+                except Exception as exc:  # one application's failure stops no other's
+                    self._loop.call_exception_handler(
+                        {"message": f"{self.name}: callback {callback!r} failed", "exception": exc}
+                    )
 
     def _scheduled_deliver(self) -> None:
         self._deliver_scheduled = False
-        if not self._flushing and not self._delivering:
-            self._deliver()
+        if self._deferred:
+            self.flush(deliver=True)
 
     def flush_soon(self) -> None:
-        """Flush once the event loop's current turn is over: what the application queued in
-        that turn (many streams' writes and reads) leaves in one flush, in trains. Asked
-        from a callback ``soon`` put off, the flush follows those callbacks at once."""
+        """Flush what the application queued: the first time a turn of the event loop asks,
+        at once (as an asyncio socket transport sends on ``write`` when nothing waits: a lone
+        write -- a response, a connection's first bytes -- is latency, and the loop's next
+        turn runs every other node's work first); after that, once the turn is over, so the
+        many streams' writes and reads of a busy turn leave in one flush, in trains. Asked
+        from a callback ``soon`` put off, the flush follows those callbacks at once.
+
+        The flush at once runs no application callback: what it has for them waits for the
+        loop's next turn, as ever (``flush``)."""
         if self._flushing:
             self._again = True
-        elif self._delivering:
-            self._flush_wanted = True
         elif not self._flush_scheduled and self._loop is not None and not self.closed:
+            if not self._flushed_this_turn:
+                self._flushed_this_turn = True
+                self._loop.call_soon(self._next_turn)
+                self.flush()
+                return
             self._flush_scheduled = True
             self._loop.call_soon(self._scheduled_flush)
+
+    def _next_turn(self) -> None:
+        self._flushed_this_turn = False
 
     def _scheduled_flush(self) -> None:
         self._flush_scheduled = False
         self.flush(deliver=True)
 
-    def _flush_once(self) -> None:
-        assert self._loop is not None
+    def _flush_once(self, deliver: bool) -> None:
+        loop = self._loop
+        assert loop is not None
         core = self.core
-        now = self._loop.time()
+        now = loop.time()
         handler = self.on_event
         tables_applied = False
         while (event := core.next_event()) is not None:
@@ -512,6 +520,11 @@ class NodeRuntime(Generic[CoreT_co]):
                     tables_applied = True
             if handler is not None:
                 handler(core, event, now)
+        if deliver and self._deferred:
+            self._deliver()
+            now = loop.time()
+            if self._again:  # the callbacks' events first (their datagrams go with these)
+                return
         out = core.datagrams_to_send(now)
         if out:
             self._send_all(out, now)
