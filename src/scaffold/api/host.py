@@ -69,9 +69,9 @@ class Host:
         self.network = network
         self.node = node
         self.stack: HostStack = node.core
-        #: let the runtime send what the stack queued (once the loop's current turn is over,
-        #: with whatever else the application queued in it): the runtime's own method, so a
-        #: stream's every write and read pays no wrapper call
+        #: let the runtime send what the stack queued (at once the first time in a turn of the
+        #: loop, then once the turn is over, with whatever else the application queued in it):
+        #: the runtime's own method, so a stream's every write and read pays no wrapper call
         self.kick: Callable[[], None] = node.flush_soon
         self.name = node.name
         self.dc = network.dc_of(node.name)
@@ -79,7 +79,9 @@ class Host:
         self._endpoints: dict[bytes, DatagramEndpoint] = {}
         self._transports: dict[int, StreamTransport] = {}
         self._datagram_flows: dict[int, DatagramEndpoint] = {}
-        self._connecting: dict[int, asyncio.Future[None]] = {}
+        #: streams being opened by ``create_connection``: the future it awaits (the protocol
+        #: once made), the protocol factory and the transport, by Socket ID
+        self._connecting: dict[int, tuple[asyncio.Future[Any], ProtocolFactory, StreamTransport]] = {}
         self._resuming: dict[int, Server] = {}
         self._migration_handlers: dict[bytes, StreamHandler] = {}
         node.on_event = self._on_event
@@ -223,12 +225,30 @@ class Host:
         self._settle_connect(socket_id, error)
 
     def _settle_connect(self, socket_id: int, error: BaseException | None) -> None:
-        future = self._connecting.pop(socket_id, None)
-        if future is not None and not future.done():
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
+        pending = self._connecting.pop(socket_id, None)
+        if pending is None or pending[0].done():
+            return
+        if error is not None:
+            pending[0].set_exception(error)
+        else:  # the protocol is made once the events are dispatched (outside the flush)
+            self.node.soon(self._connected, *pending)
+
+    def _connected(
+        self, future: asyncio.Future[Any], factory: ProtocolFactory, transport: StreamTransport
+    ) -> None:
+        """A stream ``create_connection`` opens is connected: its protocol is made now, so
+        what came with the handshake's answer (a response to data on SYN) reaches it in this
+        callback, not once the awaiting task runs -- a turn of the loop later, behind whatever
+        else the loop queued."""
+        if future.done():  # cancelled meanwhile: the awaiting call aborts the flow
+            return
+        try:
+            protocol = factory()
+        except Exception as exc:  # the awaiting call raises it and aborts the flow
+            future.set_exception(exc)
+            return
+        transport.start_now(protocol)
+        future.set_result(protocol)
 
     # -- binding -------------------------------------------------------------------------
 
@@ -402,8 +422,11 @@ class Host:
     ) -> tuple[StreamTransport, P]:
         """Open a reliable stream to a replica of object ``name`` and run a protocol from
         ``protocol_factory`` on it (``loop.create_connection``'s shape): its
-        ``connection_made`` has run when this returns. ``peername`` is what the transport
-        reports as its peer (default ``(name, 0)``).
+        ``connection_made`` has run when this returns -- in the runtime's callback that
+        completed the handshake, so what came with the answer reaches the protocol at once.
+        Cancelled after that, the transport is aborted and the protocol hears
+        ``connection_lost``, as with asyncio. ``peername`` is what the transport reports as
+        its peer (default ``(name, 0)``).
 
         ``data`` is written first; up to one segment of it rides in the SYN (data on SYN,
         docs/protocol.md §4.2.7), so the replica's handler reads it a round trip earlier. A
@@ -416,14 +439,14 @@ class Host:
             TimeoutError: no answer within ``timeout`` seconds.
         """
         obj = ObjectId.of(name)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[P] = asyncio.get_running_loop().create_future()
         flow = self.stack.open_stream(obj, self.now(), trace=trace, data=bytes(data))
         socket_id = flow.socket_id
         label = name if isinstance(name, str) else str(name)
         transport = StreamTransport(
             self, socket_id, connected=False, sockname=(self.name, socket_id), peername=peername or (label, 0)
         )
-        self._connecting[socket_id] = future
+        self._connecting[socket_id] = (future, protocol_factory, transport)
         self._transports[socket_id] = transport
         # The SYN leaves now, not after this turn of the loop: a connect is latency, not
         # bulk (each turn of a busy loop runs every other node's work too).
@@ -432,16 +455,16 @@ class Host:
             # Awaited directly, not through wait_for (whose inner future wakes this task a
             # turn later than the handshake completed).
             async with asyncio.timeout(timeout):
-                await future
-            protocol = protocol_factory()
+                protocol = await future
         except BaseException:
             self._connecting.pop(socket_id, None)
             self._transports.pop(socket_id, None)
-            if socket_id in self.stack.flows:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                transport.abort()  # made, then cancelled: connection_lost follows
+            elif socket_id in self.stack.flows:
                 self.stack.stream_abort(socket_id, self.now())
                 self.kick()
             raise
-        transport.start_now(protocol)
         return transport, protocol
 
     async def open_connection(
@@ -463,12 +486,14 @@ class Host:
             BrokenPathError: the handshake timed out or the path broke.
             TimeoutError: no answer within ``timeout`` seconds.
         """
-        protocol = StreamProtocol(limit)
+        # The writer as made: the protocol lets go of it once the connection is lost, which
+        # may come before this returns (a stream reset right after its handshake).
+        made: list[StreamWriter] = []
+        protocol = StreamProtocol(limit, lambda _, writer: made.append(writer))
         await self.create_connection(
             lambda: protocol, name, timeout=timeout, trace=trace, data=data, peername=peername
         )
-        assert protocol.writer is not None
-        return protocol.reader, protocol.writer
+        return protocol.reader, made[0]
 
     async def datagram_endpoint(
         self, bind: str | ObjectId | None = None, *, weight: int = 1

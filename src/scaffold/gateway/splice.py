@@ -30,7 +30,7 @@ import socket
 from collections.abc import Callable
 from typing import cast
 
-from .pump import IdleWatch, reason_of, send_some
+from .pump import CHUNK, IdleWatch, reason_of, send_some
 from .stats import GatewayStats
 
 __all__ = ["End", "Splice"]
@@ -83,6 +83,7 @@ class End(asyncio.Protocol):
             if other.sock is not None:
                 data = other.send_early(data)
                 if not data:
+                    other.receive_early()
                     return
         self.held.append(data)
         assert self.transport is not None
@@ -97,6 +98,22 @@ class End(asyncio.Protocol):
             return send_some(self.sock, data)
         except OSError:  # still connecting, reset: held for the transport
             return data
+
+    def receive_early(self) -> None:
+        """Pass on what this end's socket already holds, before its transport is made, if the
+        other end can take it now: a target on this machine often answers while the send to
+        it runs (the kernel runs the target on this CPU), and its answer would otherwise wait
+        behind every callback the loop has queued meanwhile. EOF and errors are left for the
+        transport to find."""
+        other = self.splice.client if not self.inbound else self.splice.service
+        if self.sock is None or other.transport is None or other.full:
+            return
+        try:
+            data = self.sock.recv(CHUNK)
+        except OSError:  # nothing yet (BlockingIOError), or a failure the transport finds
+            return
+        if data:
+            self.data_received(data)
 
     def eof_received(self) -> bool:
         self.eof = True

@@ -536,7 +536,7 @@ class NodeRuntime(Generic[CoreT_co]):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = at
-            self._timer = self._loop.call_at(at, self._on_timer) if at is not None else None
+            self._timer = loop.call_at(at, self._on_timer) if at is not None else None
         if tables_applied and self.stats_interval is not None:
             self.send_stats()  # so waiters on "tables applied" need not wait a period
 
