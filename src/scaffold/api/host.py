@@ -486,14 +486,14 @@ class Host:
             BrokenPathError: the handshake timed out or the path broke.
             TimeoutError: no answer within ``timeout`` seconds.
         """
-        # The writer as made: the protocol lets go of it once the connection is lost, which
-        # may come before this returns (a stream reset right after its handshake).
-        made: list[StreamWriter] = []
-        protocol = StreamProtocol(limit, lambda _, writer: made.append(writer))
-        await self.create_connection(
+        protocol = StreamProtocol(limit)
+        transport, _ = await self.create_connection(
             lambda: protocol, name, timeout=timeout, trace=trace, data=data, peername=peername
         )
-        return protocol.reader, made[0]
+        writer = protocol.writer
+        if writer is None:  # lost already (reset right after its handshake): the protocol let go
+            writer = StreamWriter(transport, protocol, protocol.reader, asyncio.get_running_loop())
+        return protocol.reader, writer
 
     async def datagram_endpoint(
         self, bind: str | ObjectId | None = None, *, weight: int = 1
