@@ -77,8 +77,8 @@ class Server(asyncio.AbstractServer):
     # -- from the host -----------------------------------------------------------------------
 
     def _accept(self, transport: StreamTransport) -> None:
-        """A stream to serve; its protocol is made outside the host's flush (right after it,
-        when the runtime flushed for the SYN: ``NodeRuntime.soon``)."""
+        """A stream to serve; its protocol is made outside the host's event dispatch (in the
+        flush for the SYN, before its SYN-ACK leaves: ``NodeRuntime.soon``)."""
         self.host.node.soon(self._start, transport)
 
     def _start(self, transport: StreamTransport) -> None:

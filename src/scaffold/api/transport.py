@@ -4,10 +4,11 @@ Any asyncio protocol runs on it unchanged -- asyncio's own ``StreamReaderProtoco
 ``StreamReader`` / ``StreamWriter``), aiohttp's, anyio's -- because it keeps asyncio's
 contract (docs/architecture.md §7):
 
-* protocol callbacks never run inside the host's flush or inside a transport call: an event
-  of the flow only schedules ``_process`` (the runtime's ``soon``: right after the flush
-  when the runtime flushed for a datagram or a timer, so what arrived reaches the protocol
-  before the loop's other waiting callbacks; else with ``call_soon``), which then calls
+* protocol callbacks never run inside the host's event dispatch or inside a transport call:
+  an event of the flow only schedules ``_process`` (the runtime's ``soon``: in the flush,
+  once its events are dispatched and before its datagrams leave, when the runtime flushed
+  for a datagram or a timer, so what arrived reaches the protocol before the loop's other
+  waiting callbacks and an answer leaves with its ACK; else with ``call_soon``), which calls
   ``connection_made``, ``data_received``, ``eof_received``, ``resume_writing`` and
   ``connection_lost`` in that order, from what the flow's state is then (level-triggered); a
   server's new stream runs ``_process`` in the callback that made its protocol (``start``);
