@@ -8,6 +8,7 @@ empty.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -128,6 +129,14 @@ class EventQueue:
             events[-1] = DataReceived(events[-1].length + length)
         else:
             self.push(DataReceived(length))
+
+    def pop_all(self) -> Sequence[StreamEvent]:
+        """Every pending event, oldest first; the queue is empty after."""
+        events = self._events
+        if events is None:
+            return ()
+        self._events = None
+        return events
 
     def pop(self) -> StreamEvent | None:
         events = self._events
