@@ -41,8 +41,6 @@ _DEFAULT_OPTIONS = StreamOptions()
 _IDLE = StreamState.IDLE
 _CLOSED = StreamState.CLOSED
 _TIME_WAIT = StreamState.TIME_WAIT
-#: where connect() moves an idle client (looked up once: an enum tuple's hash is Python code)
-_OPENING = HANDSHAKE[_IDLE, Happening.CONNECT]
 
 
 class StreamConnection(StreamMachine):
@@ -239,7 +237,7 @@ class StreamConnection(StreamMachine):
         """
         if self._role != "client" or self._state is not _IDLE:
             raise UsageError(f"connect() on a {self._role} in state {self._state.value}")
-        self._state = _OPENING
+        self._state = HANDSHAKE[_IDLE, Happening.CONNECT]
         self._control = StreamType.SYN
         sender = self._sender
         data = sender.stream.data  # ``buffered`` inline

@@ -125,10 +125,12 @@ class EventQueue:
     def data_received(self, length: int) -> None:
         """``length`` more bytes are readable: grow a :class:`DataReceived` not popped yet."""
         events = self._events
-        if events and isinstance(events[-1], DataReceived):
+        if events is None:  # ``push`` inline (per delivery)
+            self._events = [DataReceived(length)]
+        elif events and isinstance(events[-1], DataReceived):
             events[-1] = DataReceived(events[-1].length + length)
         else:
-            self.push(DataReceived(length))
+            events.append(DataReceived(length))
 
     def pop_all(self) -> Sequence[StreamEvent]:
         """Every pending event, oldest first; the queue is empty after."""

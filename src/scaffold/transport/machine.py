@@ -61,8 +61,6 @@ _SACK_ROOM = 32
 _ACK = int(StreamFlags.ACK)  # a plain int: IntFlag arithmetic builds enum members per call
 _NO_FLAGS = 0
 _SYN_RECEIVED = StreamState.SYN_RECEIVED
-#: where a SYN moves an idle server (looked up once: an enum tuple's hash is Python code)
-_ACCEPTING = HANDSHAKE[_IDLE, Happening.SYN]
 #: header + fixed segment bytes of a packet: what an answer to an unproven source costs
 _PACKET_OVERHEAD = 76 + wire.FIXED_LEN
 #: before the client proved its address (its ACK), the server sends at most this many times
@@ -126,7 +124,7 @@ class StreamMachine:
         self.drops: dict[str, int] = {}
         self._error: ScaffoldError | None = None
         self._error_reason: str | None = None
-        self._sender = Sender(options, self._events, mss_ceiling)
+        self._sender = Sender(options, self._events, now, mss_ceiling)
         self._receiver = receiver = Receiver(options, self._events)
         self._builder = SegmentBuilder(nonce, options.recv_buffer, receiver.stream, receiver.acks)
         self._liveness = Liveness(options, now)
@@ -444,7 +442,7 @@ class StreamMachine:
             self._drop("unexpected")
             return
         if self._state is _IDLE:
-            self._state = _ACCEPTING
+            self._state = HANDSHAKE[_IDLE, Happening.SYN]
             # Until the client's ACK proves its address, answer at most _AMPLIFICATION times
             # what the SYN brought: the window we may use is capped to that (§4.2.7).
             budget = _AMPLIFICATION * (_PACKET_OVERHEAD + len(segment.payload)) - 2 * _PACKET_OVERHEAD
@@ -648,7 +646,11 @@ class StreamMachine:
         if self._state not in SENDING:
             return
         stream = self._sender.stream
-        state = after_close_step(stream.shutdown, self._receiver.stream.fin_consumed, stream.fin_acked)
+        receive = self._receiver.stream
+        peer_fin = receive.peer_fin  # ``fin_consumed`` inline (at every acknowledgment)
+        state = after_close_step(
+            stream.shutdown, peer_fin is not None and receive.rcv_nxt > peer_fin, stream.fin_acked
+        )
         if state is not _TIME_WAIT:
             self._state = state
         elif self._closed_last:

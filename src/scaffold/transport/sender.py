@@ -80,7 +80,9 @@ class Sender:
         "stream",
     )
 
-    def __init__(self, options: StreamOptions, events: EventQueue, mss_ceiling: int = 0) -> None:
+    def __init__(
+        self, options: StreamOptions, events: EventQueue, now: float = 0.0, mss_ceiling: int = 0
+    ) -> None:
         self.events = events
         self.options = options
         self.send_buffer = options.send_buffer
@@ -96,7 +98,7 @@ class Sender:
         #: search started from the floor is this number alone
         self.search_ceiling = 0
         if mss_ceiling:
-            self.set_ceiling(mss_ceiling, 0.0)  # (``now`` matters only to a search that is over)
+            self.set_ceiling(mss_ceiling, now)
         self.max_probe_interval = options.max_probe_interval
         self.peer_right_edge = 0
         self.rto_deadline: float | None = None
@@ -111,7 +113,8 @@ class Sender:
         if search is None:
             search = self.search = PathMtu(self.options.mss, self.options.pmtu_raise_interval)
             if self.search_ceiling:
-                # Deferred at its start (see ``set_ceiling``), so it starts as it would have.
+                # Deferred at its start (see ``set_ceiling``): it starts as it would have then
+                # (pending its first probe, with no timer: ``now`` plays no part).
                 search.set_ceiling(self.search_ceiling, 0.0)
                 self.search_ceiling = 0
         return search

@@ -153,7 +153,10 @@ class StreamFlows(HostStackBase):
                 return
             listener = self.listeners.get(flow.obj)
             if segment.type == wire_stream.StreamType.SYN:
-                if not self._admit_syn(flow, h, segment, now):
+                half_open = self._half_open.get(flow.obj, 0)
+                if half_open >= self.retry_above and not self._admit_syn_under_load(
+                    flow, h, segment, half_open, now
+                ):
                     return
                 flow.transport = StreamConnection(
                     "server", segment.nonce, now, self.stream_options, mss_ceiling=self._mss_ceiling
@@ -245,11 +248,12 @@ class StreamFlows(HostStackBase):
 
     # -- half-open streams and retry tokens (§4.2.8) ---------------------------------------------
 
-    def _admit_syn(self, flow: Flow, h: Header, segment: wire_stream.StreamSegment, now: float) -> bool:
-        """Whether a SYN may have state; if not, the flow is forgotten (and answered RETRY)."""
-        half_open = self._half_open.get(flow.obj, 0)
-        if half_open < self.retry_above:
-            return True
+    def _admit_syn_under_load(
+        self, flow: Flow, h: Header, segment: wire_stream.StreamSegment, half_open: int, now: float
+    ) -> bool:
+        """Whether a SYN that finds ``half_open`` (at least ``retry_above``) half-open streams
+        of its object may have state; if not, the flow is forgotten (and answered RETRY).
+        Below ``retry_above`` every SYN is admitted, without a call."""
         if not self._token_valid(segment.ack, h, segment.nonce, now):
             # Under load, state only for a source that proved it receives at its locator.
             self._forget(flow, "retry", notify=False)
