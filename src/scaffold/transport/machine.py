@@ -218,8 +218,12 @@ class StreamMachine:
             self._control = None
         if state is _SYN_RECEIVED:
             # Data before the client's ACK (an answer to data on SYN, §4.2.7), within the
-            # anti-amplification budget ``_on_syn`` set as the peer's window.
-            self._sender.write(now, out, build)
+            # anti-amplification budget ``_on_syn`` set as the peer's window. (Before the
+            # application wrote or shut down, there is nothing to send nor any timer to set:
+            # the SYN-ACK goes alone, without a call.)
+            stream = self._sender.stream
+            if stream.data is not None or stream.shutdown:
+                self._sender.write(now, out, build)
         elif state in SYNCHRONIZED:
             if state is not _TIME_WAIT:
                 sent = self._sender.stream.nxt

@@ -167,7 +167,7 @@ class HostStackBase(NodeCore[HostEvent]):
 
     def _add_flow(self, flow: Flow) -> None:
         self.flows[flow.socket_id] = flow
-        self._totals.opened(flow)
+        self._touched[flow.socket_id] = flow  # counted at the next snapshot (stats.py)
         if flow.proto is Proto.DATAGRAM:
             self._datagrams[flow.socket_id] = flow
         if flow.role is Role.SERVER:
