@@ -17,6 +17,7 @@ from conftest import WEB
 from scaffold.core.host import HostStack
 from scaffold.core.topology import default_topology
 from scaffold.runtime.sim import SimNetwork
+from scaffold.transport import StreamConnection
 from scaffold.wire import header as wire_header
 from scaffold.wire import stream as wire_stream
 from scaffold.wire.header import HEADER_LEN
@@ -104,3 +105,36 @@ def test_accepting_a_stream_and_answering_its_syn_touches_few_functions() -> Non
     assert syn_ack.type is wire_stream.StreamType.SYN_ACK and syn_ack.ack == len(REQUEST)
     stream = next(reversed(server.flows.values())).transport
     assert stream is not None and stream.readable == len(REQUEST)  # the SYN's data was taken
+
+
+def test_a_stream_builds_its_path_mtu_search_at_its_first_probe_as_it_would_have_begun() -> None:
+    # A ceiling known when the stream starts only defers the search (docs/protocol.md §4.2.6):
+    # until a probe is due nothing differs from a search begun at once, on the wire or in time.
+    def exchange(deferred: bool) -> tuple[list[bytes], list[tuple[float | None, float | None]]]:
+        client = StreamConnection("client", 7, NOW, mss_ceiling=8000 if deferred else 0)
+        if not deferred:
+            assert client._sender.pmtu is not None  # built before its ceiling, then given it
+            client.set_mss_ceiling(8000, NOW)
+        assert (client._sender.search is None) is deferred
+        server = StreamConnection("server", 7, NOW)
+        client.send(bytes(5000))
+        client.connect(NOW)
+        segments: list[bytes] = []
+        deadlines = []
+        now = NOW
+        for _ in range(8):
+            now += 0.01
+            for segment in client.segments_to_send(now):
+                segments.append(segment)
+                server.receive_segment(segment, now)
+            for segment in server.segments_to_send(now):
+                segments.append(segment)
+                client.receive_segment(segment, now)
+            server.read()
+            deadlines.append(client.deadlines())
+        assert client._sender.search is not None  # more than a segment to send: it probed
+        return segments, deadlines
+
+    deferred = exchange(deferred=True)
+    assert any(wire_stream.parse(s).type is wire_stream.StreamType.PROBE for s in deferred[0])
+    assert deferred == exchange(deferred=False)
