@@ -62,7 +62,9 @@ class SegmentBuilder:
         """One segment; without the ACK flag its ``ack`` field carries ``token`` (a SYN's
         retry token, docs/protocol.md §4.2.8)."""
         receive = self._receive
-        window = receive.window(self._recv_buffer)
+        # ``receive.window`` inline (per segment sent)
+        window = receive.read_offset + self._recv_buffer - receive.rcv_nxt
+        window = window if window > 0 else 0
         ack = token
         sack: tuple[tuple[int, int], ...] = ()
         if flags & _ACK:

@@ -13,6 +13,8 @@ close, abort, §4.2.3), its properties and statistics, and the typed snapshot
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..errors import BrokenPathError, ScaffoldError, UsageError
 from ..wire import stream as wire
 from ..wire.stream import StreamType
@@ -50,7 +52,17 @@ class StreamConnection(StreamMachine):
 
     __slots__ = ()
 
-    def __init__(self, role: Role, nonce: int, now: float, options: StreamOptions | None = None) -> None:
+    def __init__(
+        self,
+        role: Role,
+        nonce: int,
+        now: float,
+        options: StreamOptions | None = None,
+        *,
+        mss_ceiling: int = 0,
+    ) -> None:
+        """``mss_ceiling``: as :meth:`set_mss_ceiling` right after, for a host that knows its
+        interface's limit when the stream starts (0: none)."""
         if role not in ("client", "server"):
             raise UsageError(f"role must be 'client' or 'server', not {role!r}")
         if isinstance(nonce, bool) or not isinstance(nonce, int) or not 0 <= nonce < 2**64:
@@ -59,13 +71,21 @@ class StreamConnection(StreamMachine):
             options = _DEFAULT_OPTIONS
         elif not isinstance(options, StreamOptions):
             raise UsageError(f"options must be a StreamOptions, not {type(options).__name__}")
-        super().__init__(role, nonce, now, options)
+        if mss_ceiling:
+            _check_ceiling(mss_ceiling)
+        super().__init__(role, nonce, now, options, mss_ceiling)
 
     # -- alternative constructors ------------------------------------------------------------------
 
     @classmethod
     def resume(
-        cls, nonce: int, now: float, role: Role = "server", options: StreamOptions | None = None
+        cls,
+        nonce: int,
+        now: float,
+        role: Role = "server",
+        options: StreamOptions | None = None,
+        *,
+        mss_ceiling: int = 0,
     ) -> StreamConnection:
         """A connection for a flow this host does not know (docs/protocol.md §4.2.5).
 
@@ -76,7 +96,7 @@ class StreamConnection(StreamMachine):
         Raises:
             UsageError: invalid arguments.
         """
-        conn = cls(role, nonce, now, options)
+        conn = cls(role, nonce, now, options, mss_ceiling=mss_ceiling)
         conn._state = HANDSHAKE[_IDLE, Happening.RESUME]
         conn._control = StreamType.RESUME
         return conn
@@ -219,7 +239,9 @@ class StreamConnection(StreamMachine):
             raise UsageError(f"connect() on a {self._role} in state {self._state.value}")
         self._state = HANDSHAKE[_IDLE, Happening.CONNECT]
         self._control = StreamType.SYN
-        self._syn_data = min(self._sender.mss, self._sender.stream.buffered)
+        sender = self._sender
+        data = sender.stream.data  # ``buffered`` inline
+        self._syn_data = min(sender.mss, len(data)) if data is not None else 0
         self._liveness.last_rx = now
         if self._syn_data:
             self._liveness.on_payload()  # a request in the SYN: its answer is awaited (§5.1)
@@ -322,15 +344,17 @@ class StreamConnection(StreamMachine):
         Raises:
             UsageError: ``ceiling`` out of 1..65535.
         """
-        if isinstance(ceiling, bool) or not isinstance(ceiling, int) or not 1 <= ceiling <= wire.MAX_PAYLOAD:
-            raise UsageError(f"mss ceiling {ceiling!r} out of 1..{wire.MAX_PAYLOAD}")
-        sender = self._sender
-        sender.set_mss(sender.pmtu.set_ceiling(ceiling, now))
+        _check_ceiling(ceiling)
+        self._sender.set_ceiling(ceiling, now)
         self._timer_stale = True
 
     def next_event(self) -> StreamEvent | None:
         """Pop the oldest pending event, or None."""
         return self._events.pop()
+
+    def pop_events(self) -> Sequence[StreamEvent]:
+        """Pop every pending event, oldest first (what a host does after each step)."""
+        return self._events.pop_all()
 
     # -- migration (§4.2.5, §5.4) ------------------------------------------------------------------
 
@@ -377,3 +401,8 @@ class StreamConnection(StreamMachine):
             self._receiver.acks.immediate = True
             if self._sender.recovery.segments is not None:
                 self._sender.arm_rto(now)
+
+
+def _check_ceiling(ceiling: int) -> None:
+    if isinstance(ceiling, bool) or not isinstance(ceiling, int) or not 1 <= ceiling <= wire.MAX_PAYLOAD:
+        raise UsageError(f"mss ceiling {ceiling!r} out of 1..{wire.MAX_PAYLOAD}")

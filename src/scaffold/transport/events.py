@@ -8,6 +8,7 @@ empty.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -124,10 +125,20 @@ class EventQueue:
     def data_received(self, length: int) -> None:
         """``length`` more bytes are readable: grow a :class:`DataReceived` not popped yet."""
         events = self._events
-        if events and isinstance(events[-1], DataReceived):
+        if events is None:  # ``push`` inline (per delivery)
+            self._events = [DataReceived(length)]
+        elif events and isinstance(events[-1], DataReceived):
             events[-1] = DataReceived(events[-1].length + length)
         else:
-            self.push(DataReceived(length))
+            events.append(DataReceived(length))
+
+    def pop_all(self) -> Sequence[StreamEvent]:
+        """Every pending event, oldest first; the queue is empty after."""
+        events = self._events
+        if events is None:
+            return ()
+        self._events = None
+        return events
 
     def pop(self) -> StreamEvent | None:
         events = self._events

@@ -50,9 +50,9 @@ class Liveness:
     """When one connection last heard from its peer, and when it should probe."""
 
     __slots__ = (
-        "_idle_timeout",
         "_keepalive",
         "_stall_probe",
+        "idle_timeout",
         "last_keepalive",
         "last_rx",
         "stall_probes",
@@ -62,7 +62,7 @@ class Liveness:
     def __init__(self, options: StreamOptions, now: float) -> None:
         self._keepalive = options.keepalive
         self._stall_probe = options.stall_probe
-        self._idle_timeout = options.idle_timeout
+        self.idle_timeout = options.idle_timeout
         self.last_rx = now
         self.last_keepalive = -math.inf
         #: in an exchange (data sent or received, no FIN yet): a silence is suspicious.
@@ -76,7 +76,7 @@ class Liveness:
         self.stall_probes = 0
 
     def idle_deadline(self) -> float:
-        return self.last_rx + self._idle_timeout
+        return self.last_rx + self.idle_timeout
 
     def keepalive_deadline(self, peer_fin_known: bool) -> float | None:
         """When to probe an otherwise idle connection, or None (keepalives are off)."""

@@ -59,6 +59,7 @@ _PROBE_ACK = StreamType.PROBE_ACK
 #: the probe's padding: the probed segment size and room for the largest SACK option
 _SACK_ROOM = 32
 _ACK = int(StreamFlags.ACK)  # a plain int: IntFlag arithmetic builds enum members per call
+_NO_FLAGS = 0
 _SYN_RECEIVED = StreamState.SYN_RECEIVED
 #: header + fixed segment bytes of a packet: what an answer to an unproven source costs
 _PACKET_OVERHEAD = 76 + wire.FIXED_LEN
@@ -112,7 +113,9 @@ class StreamMachine:
         "drops",
     )
 
-    def __init__(self, role: Role, nonce: int, now: float, options: StreamOptions) -> None:
+    def __init__(
+        self, role: Role, nonce: int, now: float, options: StreamOptions, mss_ceiling: int = 0
+    ) -> None:
         self._role: Role = role
         self._nonce = nonce
         self._opt = options
@@ -121,7 +124,7 @@ class StreamMachine:
         self.drops: dict[str, int] = {}
         self._error: ScaffoldError | None = None
         self._error_reason: str | None = None
-        self._sender = Sender(options, self._events)
+        self._sender = Sender(options, self._events, now, mss_ceiling)
         self._receiver = receiver = Receiver(options, self._events)
         self._builder = SegmentBuilder(nonce, options.recv_buffer, receiver.stream, receiver.acks)
         self._liveness = Liveness(options, now)
@@ -150,17 +153,21 @@ class StreamMachine:
 
     # -- network side ------------------------------------------------------------------------------
 
-    def receive_segment(self, data: bytes | memoryview, now: float) -> None:
-        """Process one transport segment from the network.
+    def receive_segment(self, data: bytes | memoryview | StreamSegment, now: float) -> None:
+        """Process one transport segment from the network: its bytes, or the segment parsed
+        already (a host that read a new flow's SYN to admit it hands it over as it is).
 
         Never raises for bad input: malformed, wrong-nonce, out-of-window or unexpected
         segments are dropped and counted in :attr:`drops` by reason.
         """
-        try:
-            segment = wire.parse(data)
-        except MalformedPacket as exc:
-            self._drop(exc.reason)
-            return
+        if isinstance(data, StreamSegment):
+            segment = data
+        else:
+            try:
+                segment = wire.parse(data)
+            except MalformedPacket as exc:
+                self._drop(exc.reason)
+                return
         if segment.nonce != self._nonce:
             self._drop("bad-nonce")
             return
@@ -175,7 +182,8 @@ class StreamMachine:
             self._on_not_here(now)
             return
         self._suspect = None  # an authentic segment: the peer is there, whatever a signal said
-        self._sender.pmtu.heard = True  # the path works (path-MTU probes, §4.2.6)
+        if (search := self._sender.search) is not None:
+            search.heard = True  # the path works (path-MTU probes, §4.2.6)
         if kind is _DATA or kind is _FIN or kind is StreamType.KEEPALIVE:
             self._on_stream_segment(segment, now)
         elif kind is StreamType.RST:
@@ -210,8 +218,12 @@ class StreamMachine:
             self._control = None
         if state is _SYN_RECEIVED:
             # Data before the client's ACK (an answer to data on SYN, §4.2.7), within the
-            # anti-amplification budget ``_on_syn`` set as the peer's window.
-            self._sender.write(now, out, build)
+            # anti-amplification budget ``_on_syn`` set as the peer's window. (Before the
+            # application wrote or shut down, there is nothing to send nor any timer to set:
+            # the SYN-ACK goes alone, without a call.)
+            stream = self._sender.stream
+            if stream.data is not None or stream.shutdown:
+                self._sender.write(now, out, build)
         elif state in SYNCHRONIZED:
             if state is not _TIME_WAIT:
                 sent = self._sender.stream.nxt
@@ -227,16 +239,15 @@ class StreamMachine:
                 out.append(build(_PROBE_ACK, self._probe_ack, 0, now))
                 self._probe_ack = 0
             sender = self._sender
-            pmtu = sender.pmtu
             # Probe only when larger segments would carry something: more than one segment
             # is buffered (a request and its response of a few bytes never pay for a probe).
             if (
-                pmtu.pending
-                and state is not _TIME_WAIT
+                state is not _TIME_WAIT
                 and (data := sender.stream.data) is not None  # ``buffered`` inline
                 and len(data) > sender.mss
+                and sender.probe_pending()
             ):
-                size = pmtu.next_probe(now, sender.rtt.interval())
+                size = sender.pmtu.next_probe(now, sender.rtt.interval())
                 out.append(build(_PROBE, size, 0, now, bytes(size + _SACK_ROOM)))
             if self._receiver.acks.immediate:
                 out.append(build(_DATA, self._sender.stream.nxt, _ACK, now))
@@ -276,7 +287,7 @@ class StreamMachine:
             self._receiver.acks.deadline,
             self._time_wait_deadline,
             self._suspect[1] if self._suspect is not None else None,
-            sender.pmtu.deadline,
+            search.deadline if (search := sender.search) is not None else None,
             self._resyn_at,
         ):
             if at is not None and (exact is None or at < exact):
@@ -284,7 +295,7 @@ class StreamMachine:
         # ``_next_coarse`` and ``_keepalive_deadline`` inline: this runs at every pump of
         # every stream, and mostly a stream is busy (no keepalive to compute).
         liveness = self._liveness
-        coarse = liveness.idle_deadline()
+        coarse = liveness.last_rx + liveness.idle_timeout  # ``idle_deadline`` inline
         if (
             self._role == "client"
             and state in SENDING
@@ -337,8 +348,8 @@ class StreamMachine:
                 self._terminate(TerminationReason.RETRY_LIMIT)
                 return
             self._keepalive_pending = True
-        pmtu = sender.pmtu
-        if pmtu.deadline is not None and now >= pmtu.deadline and pmtu.on_timer(now):
+        pmtu = sender.search
+        if pmtu is not None and pmtu.deadline is not None and now >= pmtu.deadline and pmtu.on_timer(now):
             self._keepalive_pending = True  # its answer tells whether the path works
         acks = self._receiver.acks
         if acks.deadline is not None and now >= acks.deadline:
@@ -596,9 +607,9 @@ class StreamMachine:
         if kind is StreamType.SYN:
             self._resyn_at = None  # whatever sends the SYN, a NOT_HERE's wait is over
             payload = self._sender.stream.payload(0, self._syn_data) if self._syn_data else b""
-            out.append(build(kind, 0, StreamFlags.NONE, now, payload, self._token))
+            out.append(build(kind, 0, _NO_FLAGS, now, payload, self._token))
         elif kind is StreamType.RESUME:
-            out.append(build(kind, 0, StreamFlags.NONE, now))
+            out.append(build(kind, 0, _NO_FLAGS, now))
         elif kind is StreamType.SYN_ACK:
             out.append(build(kind, 0, _ACK, now))
         else:  # RESUME_ACK: not retransmitted, the peer's RESUME is
@@ -639,7 +650,11 @@ class StreamMachine:
         if self._state not in SENDING:
             return
         stream = self._sender.stream
-        state = after_close_step(stream.shutdown, self._receiver.stream.fin_consumed, stream.fin_acked)
+        receive = self._receiver.stream
+        peer_fin = receive.peer_fin  # ``fin_consumed`` inline (at every acknowledgment)
+        state = after_close_step(
+            stream.shutdown, peer_fin is not None and receive.rcv_nxt > peer_fin, stream.fin_acked
+        )
         if state is not _TIME_WAIT:
             self._state = state
         elif self._closed_last:

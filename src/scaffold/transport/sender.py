@@ -23,7 +23,7 @@ from . import congestion
 from .congestion import AnyCongestionState
 from .events import EventQueue, SendSpaceAvailable
 from .options import StreamOptions
-from .pmtu import PathMtu
+from .pmtu import SEARCH_GRANULARITY, PathMtu
 from .recovery import Recovery, RecoveryState
 from .rtt import RttEstimator, RttState
 from .send import SendState, SendStream
@@ -66,33 +66,82 @@ class Sender:
         "events",
         "max_probe_interval",
         "mss",
+        "options",
         "peer_right_edge",
         "persist_backoff",
         "persist_deadline",
         "persist_probes",
-        "pmtu",
         "recovery",
         "rto_deadline",
         "rtt",
+        "search",
+        "search_ceiling",
         "send_buffer",
         "stream",
     )
 
-    def __init__(self, options: StreamOptions, events: EventQueue) -> None:
+    def __init__(
+        self, options: StreamOptions, events: EventQueue, now: float = 0.0, mss_ceiling: int = 0
+    ) -> None:
         self.events = events
+        self.options = options
         self.send_buffer = options.send_buffer
         self.stream = SendStream()
         self.cc = congestion.create(options.congestion, options.mss, options.initial_window)
         self.recovery = Recovery(self.cc)
         self.rtt = RttEstimator(options.initial_rto, options.min_rto, options.max_rto)
         self.mss = options.mss
-        self.pmtu = PathMtu(options.mss, options.pmtu_raise_interval)
+        #: the path-MTU search (§4.2.6), built when first needed (:attr:`pmtu`): most streams
+        #: never probe -- a short request and its answer fit in one segment each
+        self.search: PathMtu | None = None
+        #: a ceiling whose search has not begun yet (0: none): until its first probe, a
+        #: search started from the floor is this number alone
+        self.search_ceiling = 0
+        if mss_ceiling:
+            self.set_ceiling(mss_ceiling, now)
         self.max_probe_interval = options.max_probe_interval
         self.peer_right_edge = 0
         self.rto_deadline: float | None = None
         self.persist_deadline: float | None = None
         self.persist_backoff = 0
         self.persist_probes = 0
+
+    @property
+    def pmtu(self) -> PathMtu:
+        """The path-MTU search, built now if it was not yet."""
+        search = self.search
+        if search is None:
+            search = self.search = PathMtu(self.options.mss, self.options.pmtu_raise_interval)
+            if self.search_ceiling:
+                # Deferred at its start (see ``set_ceiling``): it starts as it would have then
+                # (pending its first probe, with no timer: ``now`` plays no part).
+                search.set_ceiling(self.search_ceiling, 0.0)
+                self.search_ceiling = 0
+        return search
+
+    def set_ceiling(self, ceiling: int, now: float) -> None:
+        """The largest ``mss`` the host's interface towards the peer allows: the search
+        starts over from the floor, up to it (docs/protocol.md §4.2.6)."""
+        floor = self.options.mss
+        if self.search is None and ceiling - floor >= SEARCH_GRANULARITY:
+            # A search from the floor with room to search is only pending until its first
+            # probe (no timer, nothing sent): keep its ceiling, build it then.
+            self.search_ceiling = ceiling
+            if self.mss != floor:
+                self.set_mss(floor)
+            return
+        self.set_mss(self.pmtu.set_ceiling(ceiling, now))
+
+    def probe_pending(self) -> bool:
+        """A path-MTU probe should go out with the next segments."""
+        search = self.search
+        return search.pending if search is not None else self.search_ceiling != 0
+
+    def _new_path(self) -> None:
+        """The flow continues on another path: the ``mss`` restarts from the floor and the
+        search from the ceiling (a search not begun is at that start already)."""
+        search = self.search
+        self.set_mss(search.new_path() if search is not None else self.options.mss)
 
     def set_mss(self, mss: int) -> None:
         """Cut segments of at most ``mss`` bytes from now on (the window keeps its size in
@@ -165,8 +214,8 @@ class Sender:
         if self.rtt.backoff > max_retries:
             return False
         self.recovery.on_timeout()
-        mss = self.pmtu.on_black_hole(now)
-        if mss is not None:
+        # (A search not begun has its ``mss`` at the floor: no black hole to suspect.)
+        if self.search is not None and (mss := self.search.on_black_hole(now)) is not None:
             self.set_mss(mss)
         return True
 
@@ -182,7 +231,7 @@ class Sender:
     def rewind(self, window: int) -> None:
         """The peer's host lost the flow (RESUME, §4.2.5): resend everything from ``una`` on
         a new path, with a fresh congestion controller and path-MTU search."""
-        self.set_mss(self.pmtu.new_path())
+        self._new_path()
         self.recovery.reset()
         self.stream.rewind()
         self.stop_timers()
@@ -193,7 +242,7 @@ class Sender:
         """A new host continues our flow (RESUME-ACK, §4.2.5): send from ``ack``; when
         ``fin_received`` the old host's FIN had already ended our direction."""
         self.on_answer()
-        self.set_mss(self.pmtu.new_path())
+        self._new_path()
         stream = self.stream
         if fin_received:
             stream.data = None
@@ -291,4 +340,4 @@ class Sender:
         self.recovery.restore(state.recovery)
         self.rtt.restore(state.rtt)
         self.cc.restore(state.congestion)
-        self.set_mss(self.pmtu.new_path())
+        self._new_path()

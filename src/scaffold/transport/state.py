@@ -115,6 +115,9 @@ class Happening(enum.Enum):
     RESUME = "resume"  # created for a flow this host does not know (§4.2.5)
     RESUME_ACK = "resume-ack"  # the peer told the offsets (§4.2.5)
 
+    # Hashed by identity, in C, as ``StreamState``: every ``HANDSHAKE`` lookup hashes one.
+    __hash__ = object.__hash__
+
 
 HANDSHAKE: dict[tuple[StreamState, Happening], StreamState] = {
     (StreamState.IDLE, Happening.CONNECT): StreamState.SYN_SENT,

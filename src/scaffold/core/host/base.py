@@ -144,7 +144,7 @@ class HostStackBase(NodeCore[HostEvent]):
         Raises:
             UsageError: the host is not registered with the controller yet.
         """
-        if not self.registered:
+        if not self.host_id:  # ``registered`` inline
             raise UsageError(f"host {self.name} is not registered yet")
         flow = Flow(
             socket_id=self._allocate_socket(),
@@ -167,11 +167,12 @@ class HostStackBase(NodeCore[HostEvent]):
 
     def _add_flow(self, flow: Flow) -> None:
         self.flows[flow.socket_id] = flow
-        self._totals.opened(flow)
+        self._touched[flow.socket_id] = flow  # counted at the next snapshot (stats.py)
         if flow.proto is Proto.DATAGRAM:
             self._datagrams[flow.socket_id] = flow
         if flow.role is Role.SERVER:
-            self._server_flows[flow.obj] += 1
+            # (``get``: a Counter's missing key is a Python call, ``__missing__``)
+            self._server_flows[flow.obj] = self._server_flows.get(flow.obj, 0) + 1
 
     def _allocate_socket(self) -> int:
         while True:
@@ -285,7 +286,8 @@ class HostStackBase(NodeCore[HostEvent]):
         self._out.append((self.gateway, wire_header.encode(h, segment)))
 
     def _fit_path(self, transport: StreamConnection, now: float) -> StreamConnection:
-        """A new stream transport searches the path MTU up to what the gateway link allows."""
+        """A stream transport restored here searches the path MTU up to what the gateway link
+        allows (a new one is given the ceiling when it is made: ``mss_ceiling``)."""
         if self._mss_ceiling:
             transport.set_mss_ceiling(self._mss_ceiling, now)
         return transport
@@ -302,7 +304,7 @@ class HostStackBase(NodeCore[HostEvent]):
         for segment in transport.segments_to_send(now):
             self._emit(flow, Proto.STREAM, segment, now)
         terminated = False
-        while (event := transport.next_event()) is not None:
+        for event in transport.pop_events():
             self._events.append(StreamEventFor(flow.socket_id, event))
             if isinstance(event, ConnectionTerminated):
                 terminated = True

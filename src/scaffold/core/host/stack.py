@@ -333,7 +333,7 @@ class HostStack(StreamFlows, Keepalives, Churn):
         except MalformedPacket as exc:
             self.drops[exc.reason] += 1
             return
-        if h.dst_host != self.host_id or not self.registered:
+        if h.dst_host != self.host_id or not self.host_id:  # (``registered`` inline)
             self.drops["not-for-this-host"] += 1
             return
         body = bytes(data[HEADER_LEN:])

@@ -144,10 +144,10 @@ class FlowTotals:
     """The host's metrics over its flows, kept as the flows change (docs/protocol.md §7).
 
     A host may hold 50,000 streams, most of them idle, and reports its metrics every second:
-    a snapshot must not visit them all. A flow is counted when it is added (``opened``),
-    recounted when its transport was touched (the stack's ``_pump`` files it in ``touched``),
-    and taken out when it goes (``closed``), its final counters then added to ``ended`` so
-    the sums never go down. ``snapshot`` recounts only the flows touched since the previous
+    a snapshot must not visit them all. A flow is counted when it is added and recounted
+    when its transport was touched (the stack files it in ``touched`` then, and at each
+    ``_pump``), and taken out when it goes (``closed``), its final counters then added to
+    ``ended`` so the sums never go down. ``snapshot`` recounts only the flows touched since the previous
     one: its cost follows the flows that were busy, the states and the drop reasons, never the
     flows held. The mean smoothed RTT is summed exactly (as integers), so it does not depend
     on the order flows came and went; the lowest RTT is the top of a heap of the live ones.
@@ -173,10 +173,6 @@ class FlowTotals:
         #: no stream holds any more stays in both, counted 0, until the top is pruned)
         self._min_rtt_count: dict[float, int] = {}
         self._min_rtts: list[float] = []
-
-    def opened(self, flow: Flow) -> None:
-        """``flow`` is the host's now: it is counted at the next snapshot."""
-        self.touched[flow.socket_id] = flow
 
     def closed(self, flow: Flow, *, ended: bool) -> None:
         """``flow`` is no longer the host's; ``ended``: its stream ended here (not exported),

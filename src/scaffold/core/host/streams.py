@@ -52,11 +52,13 @@ class StreamFlows(HostStackBase):
             UsageError: the host is not registered yet.
         """
         flow = self.open_flow(obj, now, proto=Proto.STREAM, trace=trace)
-        flow.transport = self._fit_path(StreamConnection("client", flow.nonce, now, self.stream_options), now)
+        flow.transport = transport = StreamConnection(
+            "client", flow.nonce, now, self.stream_options, mss_ceiling=self._mss_ceiling
+        )
         self._streams[flow.socket_id] = flow
         if data:
-            flow.transport.send(data, force=True)
-        flow.transport.connect(now)
+            transport.send(data, force=True)
+        transport.connect(now)
         self._pump(flow, now)
         return flow
 
@@ -140,6 +142,7 @@ class StreamFlows(HostStackBase):
     # -- receiving -----------------------------------------------------------------------------
 
     def _receive_stream_segment(self, flow: Flow, h: Header, body: bytes, now: float) -> None:
+        segment: wire_stream.StreamSegment | None = None  # parsed here only for a new flow
         if flow.transport is None:
             # A new server-side flow: only a SYN may open it (docs/protocol.md §4.2.3).
             try:
@@ -150,22 +153,25 @@ class StreamFlows(HostStackBase):
                 return
             listener = self.listeners.get(flow.obj)
             if segment.type == wire_stream.StreamType.SYN:
-                if not self._admit_syn(flow, h, segment, now):
+                half_open = self._half_open.get(flow.obj, 0)
+                if half_open >= self.retry_above and not self._admit_syn_under_load(
+                    flow, h, segment, half_open, now
+                ):
                     return
-                flow.transport = self._fit_path(
-                    StreamConnection("server", segment.nonce, now, self.stream_options), now
+                flow.transport = StreamConnection(
+                    "server", segment.nonce, now, self.stream_options, mss_ceiling=self._mss_ceiling
                 )
                 resumed = False
             elif listener is not None and listener.resumable and segment.type != wire_stream.StreamType.RST:
                 # A mid-flow segment of a flow whose server is gone: this replica takes it
                 # over and learns the stream offsets from the client (RESUME, §5.1). It answers
                 # a source not proven yet, so it counts as half-open, and is not retried.
-                if self._half_open[flow.obj] >= self.retry_above:
+                if self._half_open.get(flow.obj, 0) >= self.retry_above:
                     self._forget(flow, "half-open-full", notify=False)
                     self.drops["half-open-full"] += 1
                     return
-                flow.transport = self._fit_path(
-                    StreamConnection.resume(segment.nonce, now, options=self.stream_options), now
+                flow.transport = StreamConnection.resume(
+                    segment.nonce, now, options=self.stream_options, mss_ceiling=self._mss_ceiling
                 )
                 self.counters["flow-resumed"] += 1
                 resumed = True
@@ -178,7 +184,8 @@ class StreamFlows(HostStackBase):
                     self._reset_unknown(flow, segment, now)
                 return
             flow.half_open = True
-            self._half_open[flow.obj] += 1
+            # (``get``: a Counter's missing key is a Python call, ``__missing__``)
+            self._half_open[flow.obj] = self._half_open.get(flow.obj, 0) + 1
             flow.nonce = segment.nonce
             self._streams[flow.socket_id] = flow
             self._events.append(FlowAccepted(flow.socket_id, flow.obj, flow.flow, resumed))
@@ -187,7 +194,8 @@ class StreamFlows(HostStackBase):
                 return
         flow.packets_received += 1
         flow.last_active = now
-        flow.transport.receive_segment(body, now)
+        # A new flow's SYN goes to its transport as parsed above, not parsed again.
+        flow.transport.receive_segment(body if segment is None else segment, now)
         # Pumped once per batch of input (next_event / datagrams_to_send), so a burst of
         # segments for one flow is acknowledged by one ACK, not one per delayed-ACK pair.
         self._dirty[flow.socket_id] = flow
@@ -240,11 +248,12 @@ class StreamFlows(HostStackBase):
 
     # -- half-open streams and retry tokens (§4.2.8) ---------------------------------------------
 
-    def _admit_syn(self, flow: Flow, h: Header, segment: wire_stream.StreamSegment, now: float) -> bool:
-        """Whether a SYN may have state; if not, the flow is forgotten (and answered RETRY)."""
-        half_open = self._half_open[flow.obj]
-        if half_open < self.retry_above:
-            return True
+    def _admit_syn_under_load(
+        self, flow: Flow, h: Header, segment: wire_stream.StreamSegment, half_open: int, now: float
+    ) -> bool:
+        """Whether a SYN that finds ``half_open`` (at least ``retry_above``) half-open streams
+        of its object may have state; if not, the flow is forgotten (and answered RETRY).
+        Below ``retry_above`` every SYN is admitted, without a call."""
         if not self._token_valid(segment.ack, h, segment.nonce, now):
             # Under load, state only for a source that proved it receives at its locator.
             self._forget(flow, "retry", notify=False)
