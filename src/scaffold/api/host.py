@@ -69,9 +69,9 @@ class Host:
         self.network = network
         self.node = node
         self.stack: HostStack = node.core
-        #: let the runtime send what the stack queued (at once the first time in a turn of the
-        #: loop, then once the turn is over, with whatever else the application queued in it):
-        #: the runtime's own method, so a stream's every write and read pays no wrapper call
+        #: let the runtime send what the stack queued (once the loop's current turn is over,
+        #: with whatever else the application queued in it): the runtime's own method, so a
+        #: stream's every write and read pays no wrapper call
         self.kick: Callable[[], None] = node.flush_soon
         self.name = node.name
         self.dc = network.dc_of(node.name)
