@@ -126,3 +126,32 @@ def test_bytes_for_a_made_end_go_to_its_transport_before_the_link_with_backpress
         await splice.done
 
     run(main())
+
+
+def test_what_the_target_answered_during_the_send_goes_on_before_its_transport_is_made() -> None:
+    """The publisher's case: the stream (client end) is made, the target's socket connected
+    but its transport not yet; the request goes to the socket, and an answer already waiting
+    there (a target on this machine answers while the send runs it) is passed on at once."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        splice = Splice(GatewayStats())
+        client, client_peer = pair()
+        service, service_peer = pair()
+        splice.service.sock = service  # as the publisher does with its target's socket
+        service_peer.sendall(b"answer")  # there before the request is even sent
+        await loop.connect_accepted_socket(lambda: splice.client, sock=client)
+        client_peer.sendall(b"request")
+        assert await asyncio.to_thread(read_exactly, service_peer, 7) == b"request"
+        # The answer reached the client with no transport made on the target's socket.
+        assert await asyncio.to_thread(read_exactly, client_peer, 6) == b"answer"
+        assert splice.service.transport is None and not splice.client.held
+        assert splice.stats.bytes_out == 6 and splice.stats.bytes_in == 7
+        await loop.connect_accepted_socket(lambda: splice.service, sock=service)
+        carrying = loop.create_task(splice.carry())
+        service_peer.sendall(b"more")
+        assert await asyncio.to_thread(read_exactly, client_peer, 4) == b"more"
+        splice.close()
+        await carrying
+
+    run(main())

@@ -1,6 +1,7 @@
-"""When a stream's protocol hears of what arrived (``NodeRuntime.soon``): right after the
-runtime's flush for the datagram, before the loop's other waiting callbacks; outside a
-flush, in the loop's next turn (``call_soon``)."""
+"""When a stream's protocol hears of what arrived (``NodeRuntime.soon``): in the runtime's
+flush for the datagram, once its events are dispatched and before its datagrams leave (and
+before the loop's other waiting callbacks); outside a flush, in the loop's next turn
+(``call_soon``). A stream ``create_connection`` opens gets its protocol the same way."""
 
 from __future__ import annotations
 
@@ -69,5 +70,41 @@ def test_soon_outside_a_flush_runs_in_the_next_turn() -> None:
             assert ran == []
             await asyncio.sleep(0)
             assert ran == [1]
+
+    run(main())
+
+
+class Answer(asyncio.Protocol):
+    """A server that answers each request at once."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(b"pong:" + data)
+
+
+class Collect(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.received = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+
+
+def test_an_answer_to_data_on_syn_reaches_the_protocol_before_create_connection_returns() -> None:
+    """The server's protocol hears the SYN's data before the flush's datagrams leave, so its
+    answer goes with the SYN-ACK; the client makes its protocol in the flush that completed
+    the handshake, so the answer is delivered there -- before the awaiting call resumes."""
+
+    async def main() -> None:
+        async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=2) as net:
+            server, client = net.host("dc1-h1"), net.host("dc1-h2")
+            await server.create_server(Answer, "answer")
+            for _ in range(3):
+                transport, protocol = await client.create_connection(Collect, "answer", data=b"ping")
+                assert protocol.received == b"pong:ping"  # no await since it returned
+                transport.close()
 
     run(main())
