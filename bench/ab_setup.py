@@ -51,8 +51,8 @@ def checkout_of(text: str) -> Path:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     checkouts = [checkout_of(c) for c in args.checkouts.split(",")]
-    names = [c.name if c.name not in ("", ".") else str(c) for c in checkouts]
-    if len(set(names)) != len(names):
+    names = [c.name or str(c) for c in checkouts]
+    if len(set(names)) != len(names):  # two trees of one name: their whole paths
         names = [str(c) for c in checkouts]
     procs: list[subprocess.Popen[bytes]] = []
 

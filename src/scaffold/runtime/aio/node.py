@@ -505,23 +505,27 @@ class NodeRuntime(Generic[CoreT_co]):
                     tables_applied = True
             if handler is not None:
                 handler(core, event, now)
+        # What the callbacks' calls to the core raised is dispatched first, in the round they
+        # asked for (``_again``): their datagrams then leave with this round's, and the timer
+        # is set once, from the state after them.
+        later = False
         if deliver and self._deferred:
             self._deliver()
             now = loop.time()
-            if self._again:  # the callbacks' events first (their datagrams go with these)
-                return
-        out = core.datagrams_to_send(now)
-        if out:
-            self._send_all(out, now)
+            later = self._again
+        if not later:
+            out = core.datagrams_to_send(now)
+            if out:
+                self._send_all(out, now)
+            at = core.get_timer()
+            if at != self._timer_at:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer_at = at
+                self._timer = loop.call_at(at, self._on_timer) if at is not None else None
         messages = core.control_to_send()
         if messages and self._writer is not None and not self._writer.is_closing():
             self._writer.write(b"".join(control.frame(m) for m in messages))
-        at = core.get_timer()
-        if at != self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = at
-            self._timer = loop.call_at(at, self._on_timer) if at is not None else None
         if tables_applied and self.stats_interval is not None:
             self.send_stats()  # so waiters on "tables applied" need not wait a period
 
