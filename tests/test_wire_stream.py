@@ -27,7 +27,7 @@ def segments(draw: st.DrawFn) -> StreamSegment:
         end = draw(st.integers(start + 1, 2**32 - 1))
         blocks.append((ack + start, ack + end))
     payload = b""
-    if kind in (StreamType.SYN, StreamType.DATA, StreamType.FIN):
+    if kind in (StreamType.SYN, StreamType.SYN_ACK, StreamType.DATA, StreamType.FIN):
         payload = draw(st.binary(max_size=1500))
     return StreamSegment(
         type=kind,
@@ -95,10 +95,19 @@ def test_trailing_bytes_are_bad_length() -> None:
 
 def test_payload_on_control_type_is_bad_length() -> None:
     data = bytearray(stream.encode(SAMPLE))
+    for kind in (StreamType.RST, StreamType.KEEPALIVE, StreamType.PROBE_ACK, StreamType.NOT_HERE):
+        data[0] = kind
+        with pytest.raises(MalformedPacket) as info:
+            stream.parse(bytes(data))
+        assert info.value.reason == "bad-length"
+
+
+def test_a_syn_ack_may_carry_the_first_bytes_of_the_answer() -> None:
+    """§4.2.7: the server's first segment of data rides in its SYN-ACK."""
+    data = bytearray(stream.encode(SAMPLE))
     data[0] = StreamType.SYN_ACK
-    with pytest.raises(MalformedPacket) as info:
-        stream.parse(bytes(data))
-    assert info.value.reason == "bad-length"
+    parsed = stream.parse(bytes(data))
+    assert parsed.type is StreamType.SYN_ACK and parsed.payload == SAMPLE.payload
 
 
 def test_not_here_round_trips_as_a_bare_segment_and_refuses_payload() -> None:

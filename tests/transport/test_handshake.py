@@ -57,15 +57,78 @@ def test_data_on_syn_reaches_the_server_before_the_handshake_completes() -> None
     assert server.read() == REQUEST
     # The server answers at once, before the client's ACK, within its budget.
     server.send(b"HTTP/1.1 200 OK\r\n\r\n")
-    syn_ack, answer = send(server, client, 0.001)
+    # ... and the answer rides in the SYN-ACK: one datagram.
+    (syn_ack,) = send(server, client, 0.001)
     assert syn_ack.type is StreamType.SYN_ACK and syn_ack.ack == len(REQUEST)
-    assert answer.type is StreamType.DATA and answer.payload == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert syn_ack.seq == 0 and syn_ack.payload == b"HTTP/1.1 200 OK\r\n\r\n"
     assert client.state is StreamState.ESTABLISHED and client.read() == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert events(client)[:2] == [Connected(), DataReceived(19)]
     # The SYN's bytes are acknowledged: the client never sends them again.
     assert client.outstanding == 0 and client.buffered == 0
     later = send(client, server, 0.002)
     assert all(not s.payload for s in later)
     assert server.state is StreamState.ESTABLISHED
+
+
+def test_an_answer_larger_than_a_segment_starts_in_the_syn_ack_and_goes_on_as_data() -> None:
+    answer = bytes(range(256)) * 10  # 2560 bytes, mss 1200
+    client, server = open_with(b"x" * 1200)  # a budget (3x the SYN) for all of it at once
+    send(client, server, 0.0)
+    server.send(answer)
+    first = send(server, client, 0.001)
+    assert [s.type for s in first] == [StreamType.SYN_ACK, StreamType.DATA, StreamType.DATA]
+    assert [s.seq for s in first] == [0, 1200, 2400] and len(first[0].payload) == 1200
+    assert client.read() == answer
+    send(client, server, 0.002)  # the ACK: everything arrived, nothing is sent again
+    assert server.state is StreamState.ESTABLISHED and server.outstanding == 0
+
+
+def test_a_lost_syn_ack_with_data_is_retransmitted_bare_and_its_data_follows_the_ack() -> None:
+    client, server = open_with(REQUEST)
+    send(client, server, 0.0)
+    server.send(b"answer")
+    (lost,) = send(server, None, 0.001)
+    assert lost.type is StreamType.SYN_ACK and lost.payload == b"answer"
+    timer = server.get_timer()
+    assert timer is not None
+    server.handle_timer(timer)  # the handshake's RTO: the SYN-ACK again, bare
+    (again,) = send(server, client, timer)
+    assert again.type is StreamType.SYN_ACK and again.payload == b""
+    assert client.state is StreamState.ESTABLISHED and client.read() == b""
+    send(client, server, timer)  # the client's ACK: the server is established
+    assert server.state is StreamState.ESTABLISHED and server.outstanding == len(b"answer")
+    now = timer
+    while not client.readable and now < timer + 10:  # the data's RTO resends it as DATA
+        next_timer = server.get_timer()
+        assert next_timer is not None
+        now = next_timer
+        server.handle_timer(now)
+        resent = send(server, client, now)
+        assert all(s.type is StreamType.DATA for s in resent)
+    assert client.read() == b"answer"
+
+
+def test_a_duplicated_syn_ack_with_data_is_taken_once() -> None:
+    client, server = open_with(REQUEST)
+    send(client, server, 0.0)
+    server.send(b"answer")
+    (raw,) = server.segments_to_send(0.001)
+    client.receive_segment(raw, 0.001)
+    client.receive_segment(raw, 0.002)  # the network delivered it twice
+    assert client.read() == b"answer" and client.read() == b""
+    assert client.stats.duplicate_segments == 1
+
+
+def test_an_answer_that_ends_in_its_first_segment_goes_after_a_bare_syn_ack() -> None:
+    """The SYN-ACK carries data but not a FIN: a whole answer and its end (``shutdown``
+    before the SYN-ACK left) go as a FIN segment after it."""
+    client, server = open_with(REQUEST)
+    send(client, server, 0.0)
+    server.send(b"bye")
+    server.shutdown(0.001)
+    first = send(server, client, 0.001)
+    assert [(s.type, s.payload) for s in first] == [(StreamType.SYN_ACK, b""), (StreamType.FIN, b"bye")]
+    assert client.read() == b"bye" and client.state is StreamState.CLOSE_WAIT
 
 
 def test_a_retransmitted_syn_carries_the_same_bytes_and_is_taken_once() -> None:

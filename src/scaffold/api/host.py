@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..core.host import (
     DatagramReceived,
@@ -40,7 +40,7 @@ from .server import ProtocolFactory, Server
 from .streams import StreamHandler, StreamProtocol, StreamWriter
 from .transport import StreamTransport
 
-__all__ = ["Host", "Server", "StreamHandler", "create_connection"]
+__all__ = ["Connecting", "Host", "Server", "StreamHandler", "create_connection"]
 
 #: asyncio's default ``limit`` of a ``StreamReader``
 STREAM_LIMIT = 2**16
@@ -438,8 +438,27 @@ class Host:
             BrokenPathError: the handshake timed out or the path broke.
             TimeoutError: no answer within ``timeout`` seconds.
         """
+        return await self.start_connection(
+            protocol_factory, name, trace=trace, peername=peername, data=data
+        ).result(timeout)
+
+    def start_connection(
+        self,
+        protocol_factory: Callable[[], P],
+        name: str | ObjectId,
+        *,
+        trace: bool = False,
+        peername: tuple[str, int] | None = None,
+        data: bytes = b"",
+    ) -> Connecting[P]:
+        """:meth:`create_connection`'s first half, from a plain callback: the SYN (with
+        ``data``) leaves before this returns; ``await connecting.result(timeout)`` for the
+        rest. For a caller that has no task yet -- the ingress opens a client's stream in the
+        callback that accepted it, not a turn of the loop later in the task it starts for it.
+        A ``Connecting`` never awaited must be ``cancel()``-ed.
+        """
         obj = ObjectId.of(name)
-        future: asyncio.Future[P] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[P] = self.loop.create_future()
         flow = self.stack.open_stream(obj, self.now(), trace=trace, data=bytes(data))
         socket_id = flow.socket_id
         label = name if isinstance(name, str) else str(name)
@@ -451,21 +470,7 @@ class Host:
         # The SYN leaves now, not after this turn of the loop: a connect is latency, not
         # bulk (each turn of a busy loop runs every other node's work too).
         self.node.flush()
-        try:
-            # Awaited directly, not through wait_for (whose inner future wakes this task a
-            # turn later than the handshake completed).
-            async with asyncio.timeout(timeout):
-                protocol = await future
-        except BaseException:
-            self._connecting.pop(socket_id, None)
-            self._transports.pop(socket_id, None)
-            if future.done() and not future.cancelled() and future.exception() is None:
-                transport.abort()  # made, then cancelled: connection_lost follows
-            elif socket_id in self.stack.flows:
-                self.stack.stream_abort(socket_id, self.now())
-                self.kick()
-            raise
-        return transport, protocol
+        return Connecting(self, socket_id, future, transport)
 
     async def open_connection(
         self,
@@ -526,6 +531,53 @@ class Host:
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "dc": self.dc, "host_id": self.stack.host_id}
+
+
+class Connecting(Generic[P]):
+    """A stream :meth:`Host.start_connection` is opening: its SYN has left."""
+
+    __slots__ = ("_future", "_host", "_socket_id", "transport")
+
+    def __init__(
+        self, host: Host, socket_id: int, future: asyncio.Future[P], transport: StreamTransport
+    ) -> None:
+        self._host = host
+        self._socket_id = socket_id
+        self._future = future
+        self.transport = transport
+
+    async def result(self, timeout: float | None = 10.0) -> tuple[StreamTransport, P]:
+        """The transport and its protocol once the handshake completes (``connection_made``
+        has run). Cancelled or timed out, the stream is aborted, as :meth:`cancel` does.
+
+        Raises:
+            ObjectNotFound: no replica is registered (an object switch answered).
+            BrokenPathError: the handshake timed out or the path broke.
+            TimeoutError: no answer within ``timeout`` seconds.
+        """
+        try:
+            # Awaited directly, not through wait_for (whose inner future wakes this task a
+            # turn later than the handshake completed).
+            async with asyncio.timeout(timeout):
+                protocol = await self._future
+        except BaseException:
+            self.cancel()
+            raise
+        return self.transport, protocol
+
+    def cancel(self) -> None:
+        """Give the stream up: aborted if it is still opening; if its protocol was made
+        already, its transport is aborted and the protocol hears ``connection_lost``."""
+        host, socket_id, future = self._host, self._socket_id, self._future
+        host._connecting.pop(socket_id, None)
+        host._transports.pop(socket_id, None)
+        if future.done() and not future.cancelled() and future.exception() is None:
+            self.transport.abort()  # made: connection_lost follows
+            return
+        future.cancel()  # not made yet: Host._connected will not make it
+        if socket_id in host.stack.flows:
+            host.stack.stream_abort(socket_id, host.now())
+            host.kick()
 
 
 async def create_connection(

@@ -46,7 +46,8 @@ from .splice import Splice
 from .stats import GatewayStats
 
 if TYPE_CHECKING:
-    from ..api.host import Host
+    from ..api.host import Connecting, Host
+    from .splice import End as SpliceEnd
 
 __all__ = ["Ingress"]
 
@@ -59,9 +60,14 @@ T = TypeVar("T")
 class _Client:
     transport: asyncio.WriteTransport | None = None
     session: HttpSession | None = None
+    #: the stream opened in the accept callback, until the client's task takes it
+    connecting: Connecting[SpliceEnd] | None = None
 
     def abort(self) -> None:
         """Cut the client's connection (RST)."""
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
         if self.session is not None:
             self.session.client.abort()
         elif self.transport is not None:
@@ -204,7 +210,16 @@ class Ingress:
                 return
             conn.setblocking(False)
             client = _Client()
-            task = self._loop.create_task(self._serve_socket(conn, client))
+            early = None
+            if self.syn_data and not self.http:
+                # A client that speaks first has usually sent its first bytes by the time it
+                # is accepted: the SYN carrying them leaves now, before the client's task
+                # even starts (a turn of the loop, behind every other node's work in it).
+                opened = self._open_early(conn, client)
+                if opened is None:  # gone before it said anything
+                    continue
+                early = opened or None
+            task = self._loop.create_task(self._serve_socket(conn, client, early))
             self._clients[task] = client
             task.add_done_callback(self._done)
 
@@ -289,14 +304,40 @@ class Ingress:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.4)
 
-    async def _serve_socket(self, conn: socket.socket, client: _Client) -> None:
+    def _open_early(self, conn: socket.socket, client: _Client) -> tuple[Splice, bytes] | tuple[()] | None:
+        """In the callback that accepted ``conn``: what the client already sent, and the SYN
+        of its stream carrying that sent now (``client.connecting``, the first attempt); ``()``
+        if it has said nothing yet (its task waits ``first_data_wait`` for it); None, counted,
+        if it has gone."""
+        now = self._read_now(conn)
+        if now is None:
+            self.stats.connections += 1
+            return None
+        if not now:
+            return ()
+        self.stats.bytes_in += len(now)
+        splice = Splice(self.stats, idle_timeout=self.idle_timeout)
+        # The response may come before the client's transport is made: the socket takes it at
+        # once meanwhile (End.sock).
+        splice.client.sock = conn
+        try:
+            client.connecting = self.host.start_connection(
+                lambda: splice.service, self._object, data=now, peername=(self.name, 0)
+            )
+        except Exception:  # the task's attempts meet it again and count it
+            client.connecting = None
+        return splice, now
+
+    async def _serve_socket(
+        self, conn: socket.socket, client: _Client, early: tuple[Splice, bytes] | None = None
+    ) -> None:
         self.stats.connections += 1
         self.stats.active += 1
         try:
             if self.http:
                 await self._serve_http(conn, client)
             else:
-                await self._serve_raw(conn, client)
+                await self._serve_raw(conn, client, early)
         except Exception as exc:  # one client's failure must never stop the ingress
             self.stats.error("internal")
             log.exception("%r: connection failed: %s", self, exc)
@@ -331,24 +372,13 @@ class Ingress:
             return None
         return data
 
-    async def _serve_raw(self, conn: socket.socket, client: _Client) -> None:
-        splice = Splice(self.stats, idle_timeout=self.idle_timeout)
-        first = b""
-        if self.syn_data:
-            # A client that speaks first has usually sent its first bytes by the time it is
-            # accepted: read them off the socket now, so the SYN carrying them leaves before
-            # the client's transport is even made (two turns of the loop sooner).
-            now = self._read_now(conn)
-            if now is None:  # gone before it said anything
-                return
-            first = now
-            self.stats.bytes_in += len(first)
-        if first:
-            # The response may come before the client's transport is made: the socket takes
-            # it at once meanwhile (End.sock).
-            splice.client.sock = conn
+    async def _serve_raw(
+        self, conn: socket.socket, client: _Client, early: tuple[Splice, bytes] | None
+    ) -> None:
+        if early is not None:  # its first bytes read, and its stream's SYN sent, at the accept
+            splice, first = early
             try:
-                opened = await self._open_service(splice, first, conn)
+                opened = await self._open_service(splice, first, conn, started=client)
             except BaseException:  # cancelled (close): nothing else holds the socket
                 conn.close()
                 raise
@@ -358,9 +388,11 @@ class Ingress:
                 else:
                     splice.abort()
             return
+        splice = Splice(self.stats, idle_timeout=self.idle_timeout)
         transport = await self._client_transport(splice, conn, client)
         if transport is None:
             return
+        first = b""
         if self.syn_data:
             # One whose bytes were not there yet gets the short wait; one that waits for the
             # server gets its stream after it.
@@ -387,16 +419,26 @@ class Ingress:
         return transport
 
     async def _open_service(
-        self, splice: Splice, first: bytes, client: asyncio.Transport | socket.socket
+        self,
+        splice: Splice,
+        first: bytes,
+        client: asyncio.Transport | socket.socket,
+        started: _Client | None = None,
     ) -> bool:
-        """Open the stream as the splice's service end with ``first`` in its SYN; if that
-        fails, close the client (an ``ObjectNotFound``) or cut it (anything else)."""
-        try:
-            await self._retrying(
-                lambda timeout: self.host.create_connection(
-                    lambda: splice.service, self._object, timeout=timeout, data=first, peername=(self.name, 0)
-                )
+        """Open the stream as the splice's service end with ``first`` in its SYN (the first
+        attempt is ``started.connecting`` if the accept callback began it); if that fails,
+        close the client (an ``ObjectNotFound``) or cut it (anything else)."""
+
+        async def attempt(timeout: float) -> object:
+            if started is not None and started.connecting is not None:
+                connecting, started.connecting = started.connecting, None
+                return await connecting.result(timeout)
+            return await self.host.create_connection(
+                lambda: splice.service, self._object, timeout=timeout, data=first, peername=(self.name, 0)
             )
+
+        try:
+            await self._retrying(attempt)
         except ObjectNotFound as exc:
             self.stats.error("object-not-found")
             log.warning("%r: %s", self, exc)

@@ -56,6 +56,7 @@ _DATA = StreamType.DATA
 _FIN = StreamType.FIN
 _PROBE = StreamType.PROBE
 _PROBE_ACK = StreamType.PROBE_ACK
+_SYN_ACK = StreamType.SYN_ACK
 #: the probe's padding: the probed segment size and room for the largest SACK option
 _SACK_ROOM = 32
 _ACK = int(StreamFlags.ACK)  # a plain int: IntFlag arithmetic builds enum members per call
@@ -213,16 +214,29 @@ class StreamMachine:
             return out
         self._timer_stale = True
         build = self._builder.build
-        if self._control is not None:
-            self._send_control(self._control, now, out)
+        control = self._control
+        if control is not None:
             self._control = None
+            stream = self._sender.stream
+            if (
+                control is _SYN_ACK
+                and state is _SYN_RECEIVED
+                and stream.nxt == 0
+                and (stream.data is not None or stream.shutdown)
+            ):
+                pass  # the first SYN-ACK, with data before the client's ACK: ``_answer_syn``
+            else:
+                self._send_control(control, now, out)
+                control = None
         if state is _SYN_RECEIVED:
             # Data before the client's ACK (an answer to data on SYN, §4.2.7), within the
             # anti-amplification budget ``_on_syn`` set as the peer's window. (Before the
             # application wrote or shut down, there is nothing to send nor any timer to set:
             # the SYN-ACK goes alone, without a call.)
             stream = self._sender.stream
-            if stream.data is not None or stream.shutdown:
+            if control is not None:
+                self._answer_syn(now, out)
+            elif stream.data is not None or stream.shutdown:
                 self._sender.write(now, out, build)
         elif state in SYNCHRONIZED:
             if state is not _TIME_WAIT:
@@ -484,6 +498,10 @@ class StreamMachine:
         elif self._state not in SYNCHRONIZED:
             self._drop("unexpected")
             return
+        if segment.payload:
+            # The first bytes of the server's answer rode in it (§4.2.7); a duplicate of a
+            # SYN-ACK we took already brings them again and is counted as one.
+            self._receiver.on_data(segment, now)
         # Acknowledge (again, if our ACK was lost and the server retransmitted).
         self._receiver.on_probe(segment.ts_value)
         self._liveness.last_rx = now
@@ -601,6 +619,28 @@ class StreamMachine:
             sender.set_mss(mss)
 
     # -- send path ---------------------------------------------------------------------------------
+
+    def _answer_syn(self, now: float, out: list[bytes]) -> None:
+        """The first SYN-ACK when data was written (or the stream shut down) before it left:
+        the first segment of that data rides in it (``seq`` 0, §4.2.7) -- one datagram fewer
+        each way when a service answers at once. A segment that ends the stream does not (the
+        SYN-ACK carries no FIN). A retransmitted SYN-ACK goes bare: its data is retransmitted
+        as ``DATA`` once the client's ACK came, like any unacknowledged byte."""
+        sender = self._sender
+        first = len(out)
+        build = self._builder.build
+
+        def first_in_syn_ack(
+            kind: StreamType, seq: int, flags: int, now: float, payload: bytes = b"", token: int = 0
+        ) -> bytes:
+            if kind is _DATA and seq == 0 and len(out) == first:
+                kind = _SYN_ACK
+            return build(kind, seq, flags, now, payload, token)
+
+        sender.write(now, out, first_in_syn_ack)
+        if len(out) == first or out[first][0] != _SYN_ACK:
+            out.insert(first, self._builder.build(_SYN_ACK, 0, _ACK, now))
+        sender.arm_rto(now)
 
     def _send_control(self, kind: StreamType, now: float, out: list[bytes]) -> None:
         build = self._builder.build

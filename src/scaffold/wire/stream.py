@@ -33,7 +33,8 @@ A stream segment follows the SCAFFOLD header. Network byte order, a fixed 44-byt
 
 Fields:
 
-* ``type`` -- :class:`StreamType`. Only SYN, DATA, FIN and PROBE (padding) may carry payload.
+* ``type`` -- :class:`StreamType`. Only SYN, SYN-ACK, DATA, FIN and PROBE (padding) may carry
+  payload.
 * ``flags`` -- :class:`StreamFlags`; unknown bits are kept by the parser and ignored by the
   state machine (send them as zero).
 * ``receive window`` -- free receive-buffer bytes above ``ack``: the sender may have
@@ -143,7 +144,9 @@ class StreamFlags(IntFlag):
 
 _TYPES = frozenset(int(t) for t in StreamType)
 _TYPE_OF = {int(t): t for t in StreamType}  # a dict lookup per segment, not an enum call
-_PAYLOAD_TYPES = frozenset((StreamType.SYN, StreamType.DATA, StreamType.FIN, StreamType.PROBE))
+_PAYLOAD_TYPES = frozenset(
+    (StreamType.SYN, StreamType.SYN_ACK, StreamType.DATA, StreamType.FIN, StreamType.PROBE)
+)
 
 
 class StreamSegment(msgspec.Struct, frozen=True, gc=False):

@@ -89,6 +89,9 @@ class HostStackBase(NodeCore[HostEvent]):
         self._datagrams: dict[int, Flow] = {}
         #: stream flows that received segments since they were last pumped
         self._dirty: dict[int, Flow] = {}
+        #: server streams whose events were surfaced before their first SYN-ACK was built
+        #: (``_pump_dirty``): pumped with the next datagrams
+        self._answering: dict[int, Flow] = {}
         self._last_now = 0.0
         self._next_socket = 1
         #: exact deadlines: each stream's transport timers (by Socket ID), heartbeat, sweep
@@ -303,6 +306,14 @@ class HostStackBase(NodeCore[HostEvent]):
         self._touched[flow.socket_id] = flow  # its counters and state are recounted (stats.py)
         for segment in transport.segments_to_send(now):
             self._emit(flow, Proto.STREAM, segment, now)
+        if self._surface(flow, transport):
+            exact, coarse = transport.deadlines()
+            self._timers.arm(flow.socket_id, exact)
+            self._wheel.arm(flow.socket_id, coarse)
+
+    def _surface(self, flow: Flow, transport: StreamConnection) -> bool:
+        """Queue a stream transport's events as the host's; False if it terminated (the
+        flow is forgotten) or is no longer the host's."""
         terminated = False
         for event in transport.pop_events():
             self._events.append(StreamEventFor(flow.socket_id, event))
@@ -312,10 +323,8 @@ class HostStackBase(NodeCore[HostEvent]):
                 self._settle_half_open(flow)
         if terminated:
             self._forget(flow, "terminated", notify=False)
-        elif self._streams.get(flow.socket_id) is flow:
-            exact, coarse = transport.deadlines()
-            self._timers.arm(flow.socket_id, exact)
-            self._wheel.arm(flow.socket_id, coarse)
+            return False
+        return self._streams.get(flow.socket_id) is flow
 
     def _pump_later(self, socket_id: int, now: float) -> None:
         """Pump a stream with the others when the runtime next takes events or datagrams: the
@@ -323,8 +332,21 @@ class HostStackBase(NodeCore[HostEvent]):
         self._dirty[socket_id] = self.flows[socket_id]
         self._last_now = now
 
-    def _pump_dirty(self) -> None:
+    def _pump_dirty(self, *, for_events: bool = False) -> None:
+        """Pump the streams touched since the last time. ``for_events``: the runtime asks for
+        events before it asks for datagrams (``next_event``), so a server stream whose first
+        SYN-ACK has not left yet only surfaces its events now and stays dirty: the
+        application's answer to them, written before the datagrams are taken, rides in that
+        SYN-ACK (docs/protocol.md §4.2.7)."""
         dirty, self._dirty = self._dirty, {}
+        if self._answering and not for_events:
+            dirty.update(self._answering)
+            self._answering = {}
         for socket_id, flow in dirty.items():
-            if self.flows.get(socket_id) is flow and flow.transport is not None:
-                self._pump(flow, self._last_now)
+            transport = flow.transport
+            if self.flows.get(socket_id) is flow and transport is not None:
+                if for_events and transport.answer_pending:
+                    if self._surface(flow, transport):
+                        self._answering[socket_id] = flow
+                else:
+                    self._pump(flow, self._last_now)

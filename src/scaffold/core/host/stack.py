@@ -200,13 +200,13 @@ class HostStack(StreamFlows, Keepalives, Churn):
 
     def next_event(self) -> HostEvent | None:
         if self._dirty:
-            self._pump_dirty()
+            self._pump_dirty(for_events=True)
         return self._events.popleft() if self._events else None
 
     def metrics(self) -> list[Sample]:
         return [
             *super().metrics(),
-            *self._totals.snapshot(self.flows, len(self.listeners), self._dirty),
+            *self._totals.snapshot(self.flows, len(self.listeners), {**self._answering, **self._dirty}),
             *(sample for pauses in self.pauses.values() for sample in pauses.samples()),
         ]
 
@@ -288,7 +288,7 @@ class HostStack(StreamFlows, Keepalives, Churn):
     # -- data plane ----------------------------------------------------------------------
 
     def datagrams_to_send(self, now: float) -> list[Datagram]:
-        if self._dirty:
+        if self._dirty or self._answering:
             self._pump_dirty()
         out, self._out = self._out, []
         return out
