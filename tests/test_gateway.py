@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 
 import scaffold
+from scaffold.api.host import Connecting
+from scaffold.api.streams import StreamProtocol
 from scaffold.gateway import Ingress, Publisher, TargetUnavailable
 from scaffold.gateway.http import ClientSide, HttpOptions, HttpSession
 from scaffold.gateway.stats import GatewayStats
@@ -393,7 +395,10 @@ def test_http_ingress_answers_a_malformed_request_from_the_socket() -> None:
         ours.setblocking(False)
         opened: list[bytes] = []
 
-        async def open_upstream(data: bytes) -> tuple[scaffold.StreamReader, scaffold.StreamWriter]:
+        async def open_upstream(
+            data: bytes, opening: Connecting[StreamProtocol] | None
+        ) -> tuple[scaffold.StreamReader, scaffold.StreamWriter]:
+            assert opening is None  # nothing began it (HttpSession.begin)
             opened.append(data)
             return await net.host("dc1-h1").open_connection("web", data=data)
 
@@ -422,8 +427,15 @@ def test_http_ingress_answers_a_closing_client_from_the_socket_with_no_transport
 
         await net.host("dc2-h1").start_server(hello, "web")
 
-        async def open_upstream(data: bytes) -> tuple[scaffold.StreamReader, scaffold.StreamWriter]:
+        async def open_upstream(
+            data: bytes, opening: Connecting[StreamProtocol] | None
+        ) -> tuple[scaffold.StreamReader, scaffold.StreamWriter]:
+            if opening is not None:
+                begun.append(data)
+                return await opening.streams(5)
             return await net.host("dc1-h1").open_connection("web", data=data)
+
+        begun: list[bytes] = []
 
         for pipelined, keep_alive in (
             (b"", False),
@@ -438,6 +450,9 @@ def test_http_ingress_answers_a_closing_client_from_the_socket_with_no_transport
             session = HttpSession(
                 ClientSide(ours), first, open_upstream, GatewayStats(), "web", HttpOptions()
             )
+            # Its stream begun before the session runs, as the ingress's accept callback does
+            # (HttpSession.begin): the session takes it as its first attempt.
+            session.begin(lambda data: net.host("dc1-h1").start_open_connection("web", data=data))
             running = asyncio.create_task(session.run())
             theirs.settimeout(5)
             answer = await asyncio.to_thread(theirs.recv, 65536)
@@ -452,6 +467,7 @@ def test_http_ingress_answers_a_closing_client_from_the_socket_with_no_transport
                 assert session.client.transport is None and session.client.closed
             assert await asyncio.to_thread(theirs.recv, 65536) == b""  # a FIN, not a reset
             theirs.close()
+        assert begun == [b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"] * 3  # each went in the begun SYN
 
     with_testbed(main)
 

@@ -108,3 +108,58 @@ def test_an_answer_to_data_on_syn_reaches_the_protocol_before_create_connection_
                 transport.close()
 
     run(main())
+
+
+def test_an_answer_written_in_the_callback_that_heard_the_syn_rides_in_the_syn_ack() -> None:
+    """The server host surfaces the new stream's events before it builds the SYN-ACK, so the
+    answer its protocol writes goes in the SYN-ACK: one datagram, not a SYN-ACK and then a
+    data segment (docs/protocol.md §4.2.7)."""
+
+    async def main() -> None:
+        async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=2) as net:
+            server, client = net.host("dc1-h1"), net.host("dc1-h2")
+            await server.create_server(Answer, "answer")
+            for _ in range(3):
+                transport, protocol = await client.create_connection(Collect, "answer", data=b"ping")
+                assert protocol.received == b"pong:ping"
+                socket_id = transport.get_extra_info("sockname")[1]
+                served = [f for f in server.stack.flows.values() if f.transport is not None]
+                assert len(served) == 1 and served[0].packets_sent == 1, [f.packets_sent for f in served]
+                assert client.stack.flows[socket_id].packets_received == 1
+                transport.close()
+                await wait_until(lambda: not server.stack.flows, 5, "the server to forget the stream")
+
+    run(main())
+
+
+def test_start_connection_sends_the_syn_before_it_returns_and_cancel_lets_the_stream_go() -> None:
+    """``Host.start_connection`` (the ingress's accept callback): the SYN is on its way when it
+    returns, with no task; ``result`` completes it; ``cancel`` aborts a stream still opening,
+    and cuts one whose protocol was made (``connection_lost``)."""
+
+    async def main() -> None:
+        async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=2) as net:
+            server, client = net.host("dc1-h1"), net.host("dc1-h2")
+            await server.create_server(Answer, "answer")
+            opening = client.start_connection(Collect, "answer", data=b"ping")
+            socket_id = opening.transport.get_extra_info("sockname")[1]
+            assert client.stack.flows[socket_id].packets_sent == 1  # the SYN left already
+            transport, protocol = await opening.result(5)
+            assert protocol.received == b"pong:ping" and not transport.is_closing()
+            opening.cancel()  # made: cut
+            assert transport.is_closing()
+            # Given up while opening: the flow is aborted, the protocol never made.
+            made: list[Collect] = []
+
+            def factory() -> Collect:
+                made.append(Collect())
+                return made[-1]
+
+            opening = client.start_connection(factory, "answer", data=b"ping")
+            socket_id = opening.transport.get_extra_info("sockname")[1]
+            opening.cancel()
+            assert socket_id not in client.stack.flows
+            await asyncio.sleep(0.05)  # the SYN-ACK, if it came, finds no stream
+            assert made == [] and socket_id not in client.stack.flows
+
+    run(main())

@@ -491,14 +491,24 @@ class Host:
             BrokenPathError: the handshake timed out or the path broke.
             TimeoutError: no answer within ``timeout`` seconds.
         """
+        return await self.start_open_connection(
+            name, trace=trace, limit=limit, data=data, peername=peername
+        ).streams(timeout)
+
+    def start_open_connection(
+        self,
+        name: str | ObjectId,
+        *,
+        trace: bool = False,
+        limit: int = STREAM_LIMIT,
+        data: bytes = b"",
+        peername: tuple[str, int] | None = None,
+    ) -> Connecting[StreamProtocol]:
+        """:meth:`open_connection`'s first half (as :meth:`start_connection`): the SYN has
+        left when this returns; ``await connecting.streams(timeout)`` for the reader and
+        writer."""
         protocol = StreamProtocol(limit)
-        transport, _ = await self.create_connection(
-            lambda: protocol, name, timeout=timeout, trace=trace, data=data, peername=peername
-        )
-        writer = protocol.writer
-        if writer is None:  # lost already (reset right after its handshake): the protocol let go
-            writer = StreamWriter(transport, protocol, protocol.reader, asyncio.get_running_loop())
-        return protocol.reader, writer
+        return self.start_connection(lambda: protocol, name, trace=trace, data=data, peername=peername)
 
     async def datagram_endpoint(
         self, bind: str | ObjectId | None = None, *, weight: int = 1
@@ -555,15 +565,37 @@ class Connecting(Generic[P]):
             BrokenPathError: the handshake timed out or the path broke.
             TimeoutError: no answer within ``timeout`` seconds.
         """
+        future = self._future
         try:
             # Awaited directly, not through wait_for (whose inner future wakes this task a
             # turn later than the handshake completed).
             async with asyncio.timeout(timeout):
-                protocol = await self._future
+                protocol = await future
+        except TimeoutError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                # Made in the very turn the timeout fired: a working stream is not thrown away
+                # (a caller that retries would make its protocol a second time).
+                return self.transport, future.result()
+            self.cancel()
+            raise
         except BaseException:
             self.cancel()
             raise
         return self.transport, protocol
+
+    async def streams(
+        self: Connecting[StreamProtocol], timeout: float | None = 10.0
+    ) -> tuple[asyncio.StreamReader, StreamWriter]:
+        """:meth:`result` as asyncio's reader and writer (:meth:`Host.start_open_connection`).
+
+        Raises:
+            ObjectNotFound, BrokenPathError, TimeoutError: as :meth:`result`.
+        """
+        transport, protocol = await self.result(timeout)
+        writer = protocol.writer
+        if writer is None:  # lost already (reset right after its handshake): the protocol let go
+            writer = StreamWriter(transport, protocol, protocol.reader, asyncio.get_running_loop())
+        return protocol.reader, writer
 
     def cancel(self) -> None:
         """Give the stream up: aborted if it is still opening; if its protocol was made

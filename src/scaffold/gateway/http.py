@@ -46,12 +46,17 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from ..api.streams import StreamReader, StreamWriter
 from ..errors import ObjectNotFound, PathError
 from .http1 import HOP_BY_HOP, HttpError, Request, RequestParser, ResponseHead, ResponseParser, chunk
 from .pump import CHUNK, abort, reason_of, send_some
 from .stats import GatewayStats
+
+if TYPE_CHECKING:
+    from ..api.host import Connecting
+    from ..api.streams import StreamProtocol
 
 __all__ = ["IDEMPOTENT_METHODS", "ClientSide", "HttpOptions", "HttpSession"]
 
@@ -62,8 +67,14 @@ IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", 
 _NOT_UPSTREAM = HOP_BY_HOP | {b"expect", b"content-length"}
 _WITH_BODY = frozenset({b"POST", b"PUT", b"PATCH"})
 
-#: opens a stream to the object; the bytes ride in its SYN (docs/protocol.md §4.2.7)
-OpenUpstream = Callable[[bytes], Awaitable[tuple[StreamReader, StreamWriter]]]
+#: opens a stream to the object; the bytes ride in its SYN (docs/protocol.md §4.2.7); its first
+#: attempt is the second argument if that is not None (one ``StartUpstream`` began)
+OpenUpstream = Callable[
+    [bytes, "Connecting[StreamProtocol] | None"], Awaitable[tuple[StreamReader, StreamWriter]]
+]
+#: begins opening such a stream from a plain callback: its SYN leaves before it returns (None:
+#: it could not begin; the session's ``OpenUpstream`` tries again and reports why)
+StartUpstream = Callable[[bytes], "Connecting[StreamProtocol] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,10 +259,32 @@ class HttpSession:
         self.closing = False  # the ingress is closing: answer the current request, then stop
         self._committed = False  # part of the current response went to the client
         self._keep_alive = True  # the current request leaves the connection open
+        #: the first request, its bytes upstream and its stream begun by ``begin``
+        self._begun: tuple[Request, bytes, Connecting[StreamProtocol]] | None = None
         # Parsed from here, before the client's transport is made (ClientSide).
         if first:  # (b"" is EOF)
             stats.bytes_in += len(first)
             self.requests.feed(first)
+
+    def begin(self, start: StartUpstream) -> None:
+        """From the callback that accepted the client: if its first request is here whole
+        and may ride in a SYN (idempotent), its stream begins opening now -- not a turn of the
+        loop later, when the session's task first runs (``run`` takes it as its first
+        attempt)."""
+        ready = self.requests.ready
+        if not ready or ready[0].method not in IDEMPOTENT_METHODS:
+            return
+        request = ready[0]
+        data = self._upstream_request(request)
+        opening = start(data)
+        if opening is not None:
+            self._begun = (request, data, opening)
+
+    def cancel_begun(self) -> None:
+        """Give up the stream ``begin`` began, if no request took it."""
+        begun, self._begun = self._begun, None
+        if begun is not None:
+            begun[2].cancel()
 
     async def run(self) -> None:
         """Serve requests until the client or the ingress ends the connection."""
@@ -284,6 +317,7 @@ class HttpSession:
         except (ConnectionError, OSError):
             self.stats.error("client-gone")
         finally:
+            self.cancel_begun()
             self._drop_upstream()
             self.client.close()
 
@@ -390,7 +424,10 @@ class HttpSession:
         return head + b"\r\n" + body
 
     async def _answer(self, request: Request) -> None:
-        upstream_request = self._upstream_request(request)
+        begun = self._begun
+        upstream_request = (
+            begun[1] if begun is not None and begun[0] is request else self._upstream_request(request)
+        )
         idempotent = request.method in IDEMPOTENT_METHODS
         loop = asyncio.get_running_loop()
         deadline: float | None = None  # retry_budget counts from the first failure
@@ -441,7 +478,14 @@ class HttpSession:
         if self.upstream is not None:
             return self.upstream, False
         early = request if idempotent else b""
-        reader, writer = await self.open_upstream(early)
+        begun, self._begun = self._begun, None
+        opening = None
+        if begun is not None:
+            if begun[1] is request:
+                opening = begun[2]
+            else:
+                begun[2].cancel()
+        reader, writer = await self.open_upstream(early, opening)
         self.upstream = Upstream(reader, writer)
         return self.upstream, bool(early)
 

@@ -47,6 +47,7 @@ from .stats import GatewayStats
 
 if TYPE_CHECKING:
     from ..api.host import Connecting, Host
+    from ..api.streams import StreamProtocol
     from .splice import End as SpliceEnd
 
 __all__ = ["Ingress"]
@@ -69,6 +70,7 @@ class _Client:
             self.connecting.cancel()
             self.connecting = None
         if self.session is not None:
+            self.session.cancel_begun()
             self.session.client.abort()
         elif self.transport is not None:
             self.transport.abort()
@@ -211,7 +213,11 @@ class Ingress:
             conn.setblocking(False)
             client = _Client()
             early = None
-            if self.syn_data and not self.http:
+            if self.http:
+                # Its first request is parsed, and its stream begun, here (HttpSession.begin).
+                if not self._session_early(conn, client):
+                    continue
+            elif self.syn_data:
                 # A client that speaks first has usually sent its first bytes by the time it
                 # is accepted: the SYN carrying them leaves now, before the client's task
                 # even starts (a turn of the loop, behind every other node's work in it).
@@ -264,19 +270,37 @@ class Ingress:
 
     # -- connections ---------------------------------------------------------------------
 
-    async def open_upstream(self, data: bytes = b"") -> tuple[StreamReader, StreamWriter]:
+    async def open_upstream(
+        self, data: bytes = b"", opening: Connecting[StreamProtocol] | None = None
+    ) -> tuple[StreamReader, StreamWriter]:
         """Open a SCAFFOLD stream to the object, retrying broken or silent handshakes;
-        ``data`` rides in the SYN (of each attempt).
+        ``data`` rides in the SYN (of each attempt). ``opening``: the first attempt, begun
+        already (:meth:`start_upstream`).
 
         Raises:
             ObjectNotFound: no replica is registered.
             PathError, TimeoutError: no handshake succeeded within ``connect_budget``.
         """
-        return await self._retrying(
-            lambda timeout: self.host.open_connection(
+
+        def attempt(timeout: float) -> Awaitable[tuple[StreamReader, StreamWriter]]:
+            nonlocal opening
+            if opening is not None:
+                first, opening = opening, None
+                return first.streams(timeout)
+            return self.host.open_connection(
                 self._object, timeout=timeout, data=data, peername=(self.name, 0)
             )
-        )
+
+        return await self._retrying(attempt)
+
+    def start_upstream(self, data: bytes) -> Connecting[StreamProtocol] | None:
+        """Begin opening a stream to the object with ``data`` in its SYN, from a plain
+        callback: the SYN leaves before this returns. None if it cannot begin (the host
+        closing, say): :meth:`open_upstream` tries again and raises what is wrong."""
+        try:
+            return self.host.start_open_connection(self._object, data=data, peername=(self.name, 0))
+        except Exception:
+            return None
 
     async def _retrying(self, attempt: Callable[[float], Awaitable[T]]) -> T:
         """``attempt(timeout)`` until one opens a stream, within ``connect_budget``.
@@ -345,16 +369,27 @@ class Ingress:
         finally:
             self.stats.active -= 1
 
-    async def _serve_http(self, conn: socket.socket, client: _Client) -> None:
+    def _session_early(self, conn: socket.socket, client: _Client) -> bool:
+        """In the callback that accepted ``conn``: its session (``client.session``), with what
+        the client already sent parsed, before the client's transport is made
+        (http.ClientSide) -- a malformed request is answered with no transport -- and a whole
+        first request's stream begun (``HttpSession.begin``). False, counted, if the client
+        has gone."""
         first = self._read_now(conn)
         if first is None:
-            return
-        # Parsed at once, before the client's transport is made (http.ClientSide): a whole
-        # request's stream opens first, a malformed one is answered with no transport.
+            self.stats.connections += 1
+            return False
         session = HttpSession(
             ClientSide(conn), first, self.open_upstream, self.stats, self.name, self.http_options
         )
         client.session = session
+        if first:
+            session.begin(self.start_upstream)
+        return True
+
+    async def _serve_http(self, conn: socket.socket, client: _Client) -> None:
+        session = client.session
+        assert session is not None  # made in the accept callback (_session_early)
         await session.run()
 
     def _read_now(self, conn: socket.socket) -> bytes | None:
