@@ -349,10 +349,13 @@ def test_presence_packets_alone_and_at_the_end_of_a_train_dissect(tmp_path: Path
 
 def test_data_on_syn_retry_not_here_and_liveness_bundles_dissect(tmp_path: Path) -> None:
     """A SYN carrying the first bytes (protocol §4.2.7), a RETRY (§4.2.8), a NOT_HERE
-    (§4.2.9), and a liveness PROBE with its ANSWER (proto 5, §4.4), one after another in one
-    datagram."""
+    (§4.2.9), a SYN-ACK carrying the answer's first bytes (§4.2.7), and a liveness PROBE with
+    its ANSWER (proto 5, §4.4), one after another in one datagram."""
     ids = dict(flow=0x77, dst_dc=1, dst_host=4, src_dc=3, src_host=9, src_socket=1)
     syn = wire_stream.StreamSegment(wire_stream.StreamType.SYN, 5, window=1 << 20, payload=b"GET / HTTP/1.1")
+    syn_ack = wire_stream.StreamSegment(
+        wire_stream.StreamType.SYN_ACK, 5, ack=14, flags=1, window=1 << 20, payload=b"HTTP/1.1 200 OK\r\n\r\n"
+    )
     retry = wire_stream.StreamSegment(wire_stream.StreamType.RETRY, 5, ack=0x1234)
     not_here = wire_stream.StreamSegment(wire_stream.StreamType.NOT_HERE, 5)
     probe = wire_liveness.Bundle(wire_liveness.BundleType.PROBE, 8, [(7, 5), (8, 6)])
@@ -361,19 +364,21 @@ def test_data_on_syn_retry_not_here_and_liveness_bundles_dissect(tmp_path: Path)
         packet(Proto.STREAM, wire_stream.encode(syn), **ids),
         packet(Proto.STREAM, wire_stream.encode(retry), flags=Flags.TO_CLIENT, **ids),
         packet(Proto.STREAM, wire_stream.encode(not_here), flags=Flags.TO_CLIENT, **ids),
+        packet(Proto.STREAM, wire_stream.encode(syn_ack), flags=Flags.TO_CLIENT, **ids),
         packet(Proto.LIVENESS, wire_liveness.encode(probe), **ids),
         packet(Proto.LIVENESS, wire_liveness.encode(answer), flags=Flags.TO_CLIENT, **ids),
     ]
     capture = tmp_path / "hostpath.pcap"
-    write_pcap(capture, [udp(p) for p in packets] + [udp(b"".join(packets[3:]))])
+    write_pcap(capture, [udp(p) for p in packets] + [udp(b"".join(packets[4:]))])
     rows = tshark(capture)
-    assert [r["scaffold.stream.type"] for r in rows[:3]] == ["1", "11", "12"]
+    assert [r["scaffold.stream.type"] for r in rows[:4]] == ["1", "11", "12", "2"]
     assert rows[0]["scaffold.stream.len"] == "14"
-    assert [(r["scaffold.liveness.type"], r["scaffold.liveness.count"]) for r in rows[3:5]] == [
+    assert rows[3]["scaffold.stream.len"] == "19"  # the answer's first bytes in the SYN-ACK
+    assert [(r["scaffold.liveness.type"], r["scaffold.liveness.count"]) for r in rows[4:6]] == [
         ("1", "2"),
         ("2", "1"),
     ]
-    assert rows[5]["scaffold.proto"] == "5,5"  # two bundles back to back: a GSO train's
+    assert rows[6]["scaffold.proto"] == "5,5"  # two bundles back to back: a GSO train's
     assert all(r["_ws.malformed"] == "" and r["_ws.expert.message"] == "" for r in rows), rows
 
 

@@ -154,8 +154,8 @@ local function dissect_stream(tvb, pinfo, tree)
     local payload_at = 44 + count * 8
     if size < payload_at + length then return malformed(sub, pinfo, "truncated") end
     if size > payload_at + length then return malformed(sub, pinfo, "bad-length") end
-    -- DATA and FIN carry the stream's bytes, a SYN its first ones (§4.2.7), PROBE its padding (§4.2.6)
-    if length > 0 and kind ~= 1 and kind ~= 3 and kind ~= 4 and kind ~= 9 then return malformed(sub, pinfo, "bad-length") end
+    -- DATA and FIN carry the stream's bytes, a SYN and a SYN_ACK their first ones (§4.2.7), PROBE its padding (§4.2.6)
+    if length > 0 and kind ~= 1 and kind ~= 2 and kind ~= 3 and kind ~= 4 and kind ~= 9 then return malformed(sub, pinfo, "bad-length") end
     for i = 0, count - 1 do
         local at = 44 + i * 8
         local start, stop = tvb(at, 4):uint(), tvb(at + 4, 4):uint()
