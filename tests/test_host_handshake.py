@@ -11,7 +11,9 @@ import pytest
 
 from scaffold.core.host import HostStack, StreamEventFor
 from scaffold.core.object_switch import ObjectSwitch
+from scaffold.core.ratelimit import TokenBucket
 from scaffold.core.topology import default_topology
+from scaffold.errors import UsageError
 from scaffold.ids import ObjectId
 from scaffold.runtime.sim import SimNetwork
 from scaffold.transport import ConnectionTerminated, DataReceived, StreamState
@@ -181,6 +183,44 @@ def test_not_here_is_stateless_no_larger_than_its_syn_and_carries_its_nonce() ->
     )
     assert not_here_answer(net, "east-h2", sourceless) == []
     assert stack.drops["no-listener"] == 2 and stack.counters["no-listener-answered"] == 1
+
+
+def test_not_here_answers_are_rate_limited_and_resume_as_the_bucket_refills() -> None:
+    """NOT_HERE goes to a source nothing verified (a forged SYN's victim): at most
+    ``not_here_burst`` at once and ``not_here_rate`` a second; a SYN beyond is dropped,
+    counted, with no answer and no state."""
+    net, _, _ = network(("east-h1",))
+    stack = net.host("east-h2")  # no listener for web
+    stack.not_here_budget = TokenBucket(100.0, 20)
+    rng = random.Random(11)
+    syns = [forged_syn(net, "east-h2", "west-h3", rng) for _ in range(60)]
+    now = net.now
+    answers = 0
+    for syn in syns:  # 60 at the same instant: the burst only
+        stack.receive_datagram(syn, stack.gateway, now)
+        answers += len(stack.datagrams_to_send(now))
+    assert answers == 20 and stack.counters["no-listener-answered"] == 20
+    assert stack.drops["not-here-rate-limited"] == 40 and not stack.flows
+    # 0.105 s later, 10.5 more tokens (100 a second): 10 more answers of 20 SYNs.
+    answers = 0
+    for syn in syns[:20]:
+        stack.receive_datagram(syn, stack.gateway, now + 0.105)
+        answers += len(stack.datagrams_to_send(now + 0.105))
+    assert answers == 10 and stack.drops["not-here-rate-limited"] == 50
+
+
+def test_a_token_bucket_refuses_a_bad_rate_and_never_holds_more_than_its_burst() -> None:
+    with pytest.raises(UsageError):
+        TokenBucket(-1.0, 5)
+    with pytest.raises(UsageError):
+        TokenBucket(float("nan"), 5)
+    with pytest.raises(UsageError):
+        TokenBucket(10.0, 0)
+    bucket = TokenBucket(10.0, 3)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert [bucket.take(100.0) for _ in range(4)] == [True, True, True, False]  # capped at 3
+    assert not bucket.take(99.0)  # time going back refills nothing
+    assert [bucket.take(100.25) for _ in range(3)] == [True, True, False]  # 0.25 s: 2.5 tokens
 
 
 def test_a_not_here_with_the_wrong_nonce_does_not_hurry_the_client() -> None:

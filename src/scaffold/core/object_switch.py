@@ -38,6 +38,7 @@ from ..wire.header import DST_LOCATOR, DST_OFFSET, TTL_OFFSET, Flags, Header, Pr
 from .events import Packet, TraceHop
 from .locality import Policy, Spill, TierCache, choose
 from .metrics import MetricKind, Sample, define
+from .ratelimit import TokenBucket
 from .replicas import TABLE_SIZE, PrefixTable, ReplicaSet
 from .switch import Switch
 
@@ -99,13 +100,9 @@ class ObjectSwitch(Switch):
         Raises:
             UsageError: the rate is negative or the burst below 1.
         """
-        if not not_found_rate >= 0 or not_found_burst < 1:
-            raise UsageError("not_found_rate must be >= 0 and not_found_burst >= 1")
+        #: the OBJECT_NOT_FOUND answers' budget (``not_found_rate``, ``not_found_burst``)
+        self.not_found_budget = TokenBucket(not_found_rate, not_found_burst)
         super().__init__(name, dc)
-        self.not_found_rate = not_found_rate
-        self.not_found_burst = not_found_burst
-        self._not_found_tokens = float(not_found_burst)
-        self._not_found_at = 0.0
         self.resolutions = 0
         self._exact: dict[bytes, Entry] = {}
         self.wide_rules = PrefixTable()
@@ -412,7 +409,7 @@ class ObjectSwitch(Switch):
             return
         refined = self.refine(h.obj, h.flow, h.dst_dc, h.dst_host, h.src_dc)
         if refined is None:
-            if self._take_not_found_token(now):
+            if self.not_found_budget.take(now):
                 self.drops["object-not-found"] += 1
                 self._not_found(h)
             else:
@@ -428,17 +425,6 @@ class ObjectSwitch(Switch):
         if h.flags & Flags.TRACE:
             self.trace.append(TraceHop(self.name, self.role, h.flow, h.obj, dc, host, 0, h.ttl - 1, now))
         self._out.append((self.gateway or port, buf))
-
-    def _take_not_found_token(self, now: float) -> bool:
-        """The token bucket of OBJECT_NOT_FOUND answers: refilled at ``not_found_rate``."""
-        elapsed = max(0.0, now - self._not_found_at)
-        self._not_found_at = now
-        tokens = min(float(self.not_found_burst), self._not_found_tokens + elapsed * self.not_found_rate)
-        if tokens < 1.0:
-            self._not_found_tokens = tokens
-            return False
-        self._not_found_tokens = tokens - 1.0
-        return True
 
     # -- demand (docs/protocol.md §3.5) ---------------------------------------------------
 

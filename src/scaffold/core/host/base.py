@@ -22,6 +22,7 @@ from ...wire.header import Flags, Header, Proto
 from ..engine import NodeCore
 from ..events import TraceHop
 from ..metrics import Histogram
+from ..ratelimit import TokenBucket
 from .events import DrainCompleted, FlowClosed, HostEvent, StreamEventFor
 from .flows import Flow, Listener, PeerWatch, PendingBundle, Role
 from .stats import FLOW_PAUSE, FlowTotals
@@ -64,6 +65,8 @@ class HostStackBase(NodeCore[HostEvent]):
         liveness_tick: float = LIVENESS_TICK,
         retry_above: int = 512,
         half_open_limit: int = 4096,
+        not_here_rate: float = 1000.0,
+        not_here_burst: int = 100,
     ) -> None:
         super().__init__(name)
         self.gateway = gateway
@@ -106,6 +109,10 @@ class HostStackBase(NodeCore[HostEvent]):
         self._half_open: Counter[bytes] = Counter()
         self.retry_above = retry_above
         self.half_open_limit = half_open_limit
+        #: NOT_HERE answers (§4.2.9) go to a source nothing verified: at most
+        #: ``not_here_rate`` a second, ``not_here_burst`` at once; a SYN beyond that is dropped
+        #: (counted ``not-here-rate-limited``) and its client's retransmission timer resends it
+        self.not_here_budget = TokenBucket(not_here_rate, not_here_burst)
         #: liveness PROBEs sent and not answered yet, by bundle id (``keepalive.py``)
         self._awaiting: dict[int, PendingBundle] = {}
         self._bundle_seq = 0

@@ -461,7 +461,7 @@ class HostStack(StreamFlows, Keepalives, Churn):
                     # that arrives (forwarded) before the replica it is for lands is parked.
                     if self._forward_moved(h, data, now) or self._park(h, data, now):
                         return None
-                    if not self._not_here(h, data):
+                    if not self._not_here(h, data, now):
                         self.drops["no-listener"] += 1
                     return None
                 flow = self._accept(listener, h, now)

@@ -217,7 +217,7 @@ class StreamFlows(HostStackBase):
         reply = h.reply(Proto.STREAM, self.dc_id, self.host_id, flow.socket_id)
         self._out.append((self.gateway, wire_header.encode(reply, wire_stream.encode(rst))))
 
-    def _not_here(self, h: Header, data: Packet) -> bool:
+    def _not_here(self, h: Header, data: Packet, now: float) -> bool:
         """Answer a stream SYN for an object nobody here listens on with NOT_HERE (§4.2.9);
         False if the packet is not such a SYN (it is then dropped ``no-listener``).
 
@@ -225,7 +225,9 @@ class StreamFlows(HostStackBase):
         migrated, drained) and the tables have not caught up. The client re-sends its SYN
         within milliseconds, re-resolved, instead of after its 1 s retransmission timeout.
         Stateless, no larger than the SYN (both are a header and a fixed segment at least),
-        and it echoes the SYN's nonce: only the client that sent the SYN can act on it.
+        and it echoes the SYN's nonce: only the client that sent the SYN can act on it. Its
+        source is not verified, so the answers are rate-limited (``not_here_budget``): a SYN
+        beyond that is dropped and counted, and its client resends it on its timer.
         """
         if (
             h.proto != Proto.STREAM
@@ -239,6 +241,9 @@ class StreamFlows(HostStackBase):
             syn = wire_stream.parse(memoryview(data)[HEADER_LEN:])
         except MalformedPacket:
             return False
+        if not self.not_here_budget.take(now):
+            self.drops["not-here-rate-limited"] += 1
+            return True
         self.counters["no-listener-answered"] += 1
         answer = wire_stream.StreamSegment(wire_stream.StreamType.NOT_HERE, syn.nonce)
         # From no socket (no state), and a server's packet to a client (TO_CLIENT, §3.3).
