@@ -378,6 +378,50 @@ def test_publisher_pool_is_bounded_and_gives_each_connection_to_one_stream() -> 
     with_testbed(main)
 
 
+@pytest.mark.parametrize("in_http", [False, True], ids=["raw", "http"])
+def test_a_failure_in_the_accept_callback_cuts_that_client_only(
+    monkeypatch: pytest.MonkeyPatch, in_http: bool
+) -> None:
+    """What the ingress does for a client in the callback that accepted it (its first bytes
+    read, its stream begun) is guarded as its task is: an unexpected error there cuts that
+    client, counted ``internal``, and the ingress goes on accepting the next ones."""
+    name = "_session_early" if in_http else "_open_early"
+    early = getattr(Ingress, name)
+    calls: list[int] = []
+
+    def failing(self: Ingress, conn: socket.socket, client: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the accept callback")
+        return early(self, conn, client)
+
+    monkeypatch.setattr(Ingress, name, failing)
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+    async def main(net: scaffold.Testbed) -> None:
+        async def echo(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        await net.host("dc2-h1").start_server(echo, "web")
+        async with Ingress(net.host("dc1-h1"), "web", (LOCAL, 0), http=in_http) as ingress:
+            answers = []
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection(*ingress.address)
+                writer.write(request)
+                try:
+                    answers.append(await asyncio.wait_for(reader.read(), 10))
+                except ConnectionResetError:
+                    answers.append(b"")
+                writer.close()
+            assert answers[0] == b"" and answers[1].startswith(b"HTTP/1.1 200 ")  # cut, then served
+            assert ingress.stats.errors == {"internal": 1} and ingress.stats.connections == 2
+
+    with_testbed(main)
+
+
 def test_http_ingress_answers_a_malformed_request_from_the_socket() -> None:
     """The HTTP ingress parses a client's first bytes before it makes the client's transport:
     a malformed request is answered (400) and closed from the socket, with no transport made

@@ -213,18 +213,26 @@ class Ingress:
             conn.setblocking(False)
             client = _Client()
             early = None
-            if self.http:
-                # Its first request is parsed, and its stream begun, here (HttpSession.begin).
-                if not self._session_early(conn, client):
-                    continue
-            elif self.syn_data:
-                # A client that speaks first has usually sent its first bytes by the time it
-                # is accepted: the SYN carrying them leaves now, before the client's task
-                # even starts (a turn of the loop, behind every other node's work in it).
-                opened = self._open_early(conn, client)
-                if opened is None:  # gone before it said anything
-                    continue
-                early = opened or None
+            try:
+                if self.http:
+                    # Its first request is parsed, and its stream begun, here (HttpSession.begin).
+                    if not self._session_early(conn, client):
+                        continue
+                elif self.syn_data:
+                    # A client that speaks first has usually sent its first bytes by the time
+                    # it is accepted: the SYN carrying them leaves now, before the client's
+                    # task even starts (a turn of the loop, behind every other node's work).
+                    opened = self._open_early(conn, client)
+                    if opened is None:  # gone before it said anything
+                        continue
+                    early = opened or None
+            except Exception as exc:  # one client's failure must never stop the accepting
+                self.stats.connections += 1
+                self.stats.error("internal")
+                log.exception("%r: connection failed: %s", self, exc)
+                client.abort()
+                conn.close()
+                continue
             task = self._loop.create_task(self._serve_socket(conn, client, early))
             self._clients[task] = client
             task.add_done_callback(self._done)
