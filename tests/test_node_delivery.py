@@ -93,10 +93,12 @@ class Collect(asyncio.Protocol):
         self.received += data
 
 
-def test_an_answer_to_data_on_syn_reaches_the_protocol_before_create_connection_returns() -> None:
-    """The server's protocol hears the SYN's data before the flush's datagrams leave, so its
-    answer goes with the SYN-ACK; the client makes its protocol in the flush that completed
-    the handshake, so the answer is delivered there -- before the awaiting call resumes."""
+def test_an_answer_to_data_on_syn_rides_in_the_syn_ack_and_is_read_before_create_connection_returns() -> None:
+    """The server's protocol hears the SYN's data before the flush's datagrams leave, and the
+    server host surfaces the new stream's events before it builds the SYN-ACK, so the answer
+    rides in the SYN-ACK: one datagram, not a SYN-ACK and then a data segment
+    (docs/protocol.md §4.2.7). The client makes its protocol in the flush that completed the
+    handshake, so the answer is delivered there -- before the awaiting call resumes."""
 
     async def main() -> None:
         async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=2) as net:
@@ -105,23 +107,6 @@ def test_an_answer_to_data_on_syn_reaches_the_protocol_before_create_connection_
             for _ in range(3):
                 transport, protocol = await client.create_connection(Collect, "answer", data=b"ping")
                 assert protocol.received == b"pong:ping"  # no await since it returned
-                transport.close()
-
-    run(main())
-
-
-def test_an_answer_written_in_the_callback_that_heard_the_syn_rides_in_the_syn_ack() -> None:
-    """The server host surfaces the new stream's events before it builds the SYN-ACK, so the
-    answer its protocol writes goes in the SYN-ACK: one datagram, not a SYN-ACK and then a
-    data segment (docs/protocol.md §4.2.7)."""
-
-    async def main() -> None:
-        async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=2) as net:
-            server, client = net.host("dc1-h1"), net.host("dc1-h2")
-            await server.create_server(Answer, "answer")
-            for _ in range(3):
-                transport, protocol = await client.create_connection(Collect, "answer", data=b"ping")
-                assert protocol.received == b"pong:ping"
                 socket_id = transport.get_extra_info("sockname")[1]
                 served = [f for f in server.stack.flows.values() if f.transport is not None]
                 assert len(served) == 1 and served[0].packets_sent == 1, [f.packets_sent for f in served]
