@@ -144,7 +144,11 @@ def test_start_connection_sends_the_syn_before_it_returns_and_cancel_lets_the_st
             socket_id = opening.transport.get_extra_info("sockname")[1]
             opening.cancel()
             assert socket_id not in client.stack.flows
-            await asyncio.sleep(0.05)  # the SYN-ACK, if it came, finds no stream
+            # A second stream, opened after it on the same path: once it is answered, whatever
+            # the server answered the first one came back too, and found no stream.
+            transport, protocol = await client.create_connection(Collect, "answer", data=b"ping")
+            assert protocol.received == b"pong:ping"
+            transport.close()
             assert made == [] and socket_id not in client.stack.flows
 
     run(main())

@@ -572,7 +572,7 @@ class Connecting(Generic[P]):
             async with asyncio.timeout(timeout):
                 protocol = await future
         except TimeoutError:
-            if future.done() and not future.cancelled() and future.exception() is None:
+            if self._made():
                 # Made in the very turn the timeout fired: a working stream is not thrown away
                 # (a caller that retries would make its protocol a second time).
                 return self.transport, future.result()
@@ -597,14 +597,19 @@ class Connecting(Generic[P]):
             writer = StreamWriter(transport, protocol, protocol.reader, asyncio.get_running_loop())
         return protocol.reader, writer
 
+    def _made(self) -> bool:
+        """The protocol was made (the handshake completed and ``connection_made`` ran)."""
+        future = self._future
+        return future.done() and not future.cancelled() and future.exception() is None
+
     def cancel(self) -> None:
         """Give the stream up: aborted if it is still opening; if its protocol was made
         already, its transport is aborted and the protocol hears ``connection_lost``."""
         host, socket_id, future = self._host, self._socket_id, self._future
         host._connecting.pop(socket_id, None)
         host._transports.pop(socket_id, None)
-        if future.done() and not future.cancelled() and future.exception() is None:
-            self.transport.abort()  # made: connection_lost follows
+        if self._made():
+            self.transport.abort()  # connection_lost follows
             return
         future.cancel()  # not made yet: Host._connected will not make it
         if socket_id in host.stack.flows:

@@ -26,12 +26,13 @@ class TokenBucket:
         self._at: float | None = None
 
     def take(self, now: float) -> bool:
-        """Spend a token if one is there (refilled for the time since the last call)."""
-        if self._at is not None:
-            elapsed = now - self._at
-            if elapsed > 0:
-                self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
-        if self._at is None or now > self._at:
+        """Spend a token if one is there (refilled for the time since the last call; a
+        clock that went back refills nothing)."""
+        at = self._at
+        if at is None:
+            self._at = now
+        elif now > at:
+            self._tokens = min(float(self.burst), self._tokens + (now - at) * self.rate)
             self._at = now
         if self._tokens < 1.0:
             return False

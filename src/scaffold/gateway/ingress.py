@@ -214,18 +214,19 @@ class Ingress:
             client = _Client()
             early = None
             try:
-                if self.http:
-                    # Its first request is parsed, and its stream begun, here (HttpSession.begin).
-                    if not self._session_early(conn, client):
-                        continue
-                elif self.syn_data:
+                if self.http or self.syn_data:
                     # A client that speaks first has usually sent its first bytes by the time
-                    # it is accepted: the SYN carrying them leaves now, before the client's
-                    # task even starts (a turn of the loop, behind every other node's work).
-                    opened = self._open_early(conn, client)
-                    if opened is None:  # gone before it said anything
+                    # it is accepted: they are taken now, and the stream carrying them begun,
+                    # before the client's task even starts (a turn of the loop, behind every
+                    # other node's work in it).
+                    first = self._read_now(conn)
+                    if first is None:  # gone before it said anything
+                        self.stats.connections += 1
                         continue
-                    early = opened or None
+                    if self.http:
+                        client.session = self._session_early(conn, first)
+                    elif first:
+                        early = self._open_early(conn, client, first)
             except Exception as exc:  # one client's failure must never stop the accepting
                 self.stats.connections += 1
                 self.stats.error("internal")
@@ -336,29 +337,22 @@ class Ingress:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.4)
 
-    def _open_early(self, conn: socket.socket, client: _Client) -> tuple[Splice, bytes] | tuple[()] | None:
-        """In the callback that accepted ``conn``: what the client already sent, and the SYN
-        of its stream carrying that sent now (``client.connecting``, the first attempt); ``()``
-        if it has said nothing yet (its task waits ``first_data_wait`` for it); None, counted,
-        if it has gone."""
-        now = self._read_now(conn)
-        if now is None:
-            self.stats.connections += 1
-            return None
-        if not now:
-            return ()
-        self.stats.bytes_in += len(now)
+    def _open_early(self, conn: socket.socket, client: _Client, first: bytes) -> tuple[Splice, bytes]:
+        """In the callback that accepted ``conn``: the splice for it, and the SYN of its
+        stream carrying ``first`` (what the client already sent) sent now
+        (``client.connecting``, the first attempt)."""
+        self.stats.bytes_in += len(first)
         splice = Splice(self.stats, idle_timeout=self.idle_timeout)
         # The response may come before the client's transport is made: the socket takes it at
         # once meanwhile (End.sock).
         splice.client.sock = conn
         try:
             client.connecting = self.host.start_connection(
-                lambda: splice.service, self._object, data=now, peername=(self.name, 0)
+                lambda: splice.service, self._object, data=first, peername=(self.name, 0)
             )
         except Exception:  # the task's attempts meet it again and count it
             client.connecting = None
-        return splice, now
+        return splice, first
 
     async def _serve_socket(
         self, conn: socket.socket, client: _Client, early: tuple[Splice, bytes] | None = None
@@ -377,23 +371,17 @@ class Ingress:
         finally:
             self.stats.active -= 1
 
-    def _session_early(self, conn: socket.socket, client: _Client) -> bool:
-        """In the callback that accepted ``conn``: its session (``client.session``), with what
-        the client already sent parsed, before the client's transport is made
-        (http.ClientSide) -- a malformed request is answered with no transport -- and a whole
-        first request's stream begun (``HttpSession.begin``). False, counted, if the client
-        has gone."""
-        first = self._read_now(conn)
-        if first is None:
-            self.stats.connections += 1
-            return False
+    def _session_early(self, conn: socket.socket, first: bytes) -> HttpSession:
+        """In the callback that accepted ``conn``: its session, with ``first`` (what the
+        client already sent) parsed before the client's transport is made (http.ClientSide)
+        -- a malformed request is answered with no transport -- and a whole first request's
+        stream begun (``HttpSession.begin``)."""
         session = HttpSession(
             ClientSide(conn), first, self.open_upstream, self.stats, self.name, self.http_options
         )
-        client.session = session
         if first:
             session.begin(self.start_upstream)
-        return True
+        return session
 
     async def _serve_http(self, conn: socket.socket, client: _Client) -> None:
         session = client.session

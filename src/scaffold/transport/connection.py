@@ -41,8 +41,6 @@ _DEFAULT_OPTIONS = StreamOptions()
 _IDLE = StreamState.IDLE
 _CLOSED = StreamState.CLOSED
 _TIME_WAIT = StreamState.TIME_WAIT
-_SYN_RECEIVED = StreamState.SYN_RECEIVED
-_SYN_ACK = StreamType.SYN_ACK
 
 
 class StreamConnection(StreamMachine):
@@ -353,13 +351,6 @@ class StreamConnection(StreamMachine):
     def next_event(self) -> StreamEvent | None:
         """Pop the oldest pending event, or None."""
         return self._events.pop()
-
-    @property
-    def answer_pending(self) -> bool:
-        """A server whose first SYN-ACK has not left yet: what the application writes before
-        :meth:`segments_to_send` rides in it (§4.2.7). A host that surfaces this stream's
-        events first takes its segments after the application saw them."""
-        return self._control is _SYN_ACK and self._state is _SYN_RECEIVED and self._sender.stream.nxt == 0
 
     def pop_events(self) -> Sequence[StreamEvent]:
         """Pop every pending event, oldest first (what a host does after each step)."""

@@ -214,27 +214,24 @@ class StreamMachine:
             return out
         self._timer_stale = True
         build = self._builder.build
-        control = self._control
-        if control is not None:
-            self._control = None
-            stream = self._sender.stream
+        stream = self._sender.stream
+        answer = False  # the first SYN-ACK carries the first segment written before it left
+        if self._control is not None:
             if (
-                control is _SYN_ACK
-                and state is _SYN_RECEIVED
-                and stream.nxt == 0
+                state is _SYN_RECEIVED
                 and (stream.data is not None or stream.shutdown)
+                and self.answer_pending
             ):
-                pass  # the first SYN-ACK, with data before the client's ACK: ``_answer_syn``
+                answer = True
             else:
-                self._send_control(control, now, out)
-                control = None
+                self._send_control(self._control, now, out)
+            self._control = None
         if state is _SYN_RECEIVED:
             # Data before the client's ACK (an answer to data on SYN, §4.2.7), within the
             # anti-amplification budget ``_on_syn`` set as the peer's window. (Before the
             # application wrote or shut down, there is nothing to send nor any timer to set:
             # the SYN-ACK goes alone, without a call.)
-            stream = self._sender.stream
-            if control is not None:
+            if answer:
                 self._answer_syn(now, out)
             elif stream.data is not None or stream.shutdown:
                 self._sender.write(now, out, build)
@@ -619,6 +616,13 @@ class StreamMachine:
             sender.set_mss(mss)
 
     # -- send path ---------------------------------------------------------------------------------
+
+    @property
+    def answer_pending(self) -> bool:
+        """A server whose first SYN-ACK has not left yet: what the application writes before
+        :meth:`segments_to_send` rides in it (§4.2.7). A host that surfaces this stream's
+        events first takes its segments after the application saw them."""
+        return self._control is _SYN_ACK and self._state is _SYN_RECEIVED and self._sender.stream.nxt == 0
 
     def _answer_syn(self, now: float, out: list[bytes]) -> None:
         """The first SYN-ACK when data was written (or the stream shut down) before it left:

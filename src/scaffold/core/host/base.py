@@ -302,8 +302,10 @@ class HostStackBase(NodeCore[HostEvent]):
             transport.set_mss_ceiling(self._mss_ceiling, now)
         return transport
 
-    def _pump(self, flow: Flow, now: float) -> None:
-        """Send what a stream transport queued, surface its events, re-arm its timers.
+    def _pump(self, flow: Flow, now: float, *, segments: bool = True) -> bool:
+        """Send what a stream transport queued, surface its events, re-arm its timers; with
+        ``segments=False`` only surface its events (``_pump_dirty``). False if the flow is
+        gone (it terminated: forgotten).
 
         The transport's deadlines are compared with the ones on file, so the timer heap and
         wheel only change when a deadline did (``timers.py``).
@@ -311,16 +313,9 @@ class HostStackBase(NodeCore[HostEvent]):
         transport = flow.transport
         assert transport is not None
         self._touched[flow.socket_id] = flow  # its counters and state are recounted (stats.py)
-        for segment in transport.segments_to_send(now):
-            self._emit(flow, Proto.STREAM, segment, now)
-        if self._surface(flow, transport):
-            exact, coarse = transport.deadlines()
-            self._timers.arm(flow.socket_id, exact)
-            self._wheel.arm(flow.socket_id, coarse)
-
-    def _surface(self, flow: Flow, transport: StreamConnection) -> bool:
-        """Queue a stream transport's events as the host's; False if it terminated (the
-        flow is forgotten) or is no longer the host's."""
+        if segments:
+            for segment in transport.segments_to_send(now):
+                self._emit(flow, Proto.STREAM, segment, now)
         terminated = False
         for event in transport.pop_events():
             self._events.append(StreamEventFor(flow.socket_id, event))
@@ -331,7 +326,13 @@ class HostStackBase(NodeCore[HostEvent]):
         if terminated:
             self._forget(flow, "terminated", notify=False)
             return False
-        return self._streams.get(flow.socket_id) is flow
+        if self._streams.get(flow.socket_id) is not flow:
+            return False
+        if segments:
+            exact, coarse = transport.deadlines()
+            self._timers.arm(flow.socket_id, exact)
+            self._wheel.arm(flow.socket_id, coarse)
+        return True
 
     def _pump_later(self, socket_id: int, now: float) -> None:
         """Pump a stream with the others when the runtime next takes events or datagrams: the
@@ -352,8 +353,9 @@ class HostStackBase(NodeCore[HostEvent]):
         for socket_id, flow in dirty.items():
             transport = flow.transport
             if self.flows.get(socket_id) is flow and transport is not None:
-                if for_events and transport.answer_pending:
-                    if self._surface(flow, transport):
+                # (``half_open`` first: only a server stream in its handshake can be answering)
+                if for_events and flow.half_open and transport.answer_pending:
+                    if self._pump(flow, self._last_now, segments=False):
                         self._answering[socket_id] = flow
                 else:
                     self._pump(flow, self._last_now)
