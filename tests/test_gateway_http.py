@@ -24,7 +24,7 @@ import scaffold
 from scaffold.gateway import Ingress, Publisher
 from scaffold.gateway.http import HttpOptions
 from scaffold.gateway.http1 import HEAD_LIMIT, HttpError, Request, RequestParser, ResponseParser
-from scaffold.runtime.aio import run
+from scaffold.runtime.aio import run, wait_until
 
 LOCAL = "127.0.0.1"
 PIPELINED = (
@@ -322,5 +322,148 @@ def test_framing_retries_and_refusals_through_the_ingress() -> None:
             b"POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na",
         ):
             assert exchange(port, bad).startswith(b"HTTP/1.1 400 ")
+
+    run(main())
+
+
+# -- streams reused across clients (gateway/upstream.py) ---------------------------------------
+
+
+class CountingReplica:
+    """A keep-alive replica that counts its connections and answers by path: ``/junk`` then
+    says more while idle, ``/bye`` then closes the idle connection, ``/drop`` on a
+    connection that answered before closes it unanswered (as a server whose keep-alive
+    timeout fires as a request comes)."""
+
+    def __init__(self) -> None:
+        self.connections = 0  # that carried a request (the publisher's health checks do not)
+        self.closed = 0  # of those, the ones that ended (either side)
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        number = answered = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not number:
+                    self.connections += 1
+                    number = self.connections
+                method, path = head.split(b" ")[:2]
+                if b"content-length: 1\r\n" in head.lower():
+                    method += b" " + await reader.readexactly(1)
+                if path == b"/drop" and answered:
+                    break
+                body = b"%s %s #%d" % (method, path, number)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+                await writer.drain()
+                answered += 1
+                if path == b"/junk":
+                    await asyncio.sleep(0.02)
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nfake")
+                    await writer.drain()
+                elif path == b"/bye":
+                    await asyncio.sleep(0.02)
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.closed += number > 0
+            writer.close()
+
+
+def get(port: int, path: str, method: str = "GET") -> bytes:
+    """One request on a fresh client connection that asks to close after it; the body."""
+    head = b"%s %s HTTP/1.1\r\nHost: web\r\nConnection: close\r\n" % (method.encode(), path.encode())
+    answer = exchange(port, head + (b"Content-Length: 1\r\n\r\nx" if method == "POST" else b"\r\n"))
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 200 "), answer
+    return body
+
+
+def two_at_once(port: int) -> None:
+    """Two keep-alive clients, each answered before either closes."""
+    conns = [http.client.HTTPConnection(LOCAL, port, timeout=10) for _ in range(2)]
+    for conn in conns:
+        conn.request("GET", "/")
+        assert conn.getresponse().read().startswith(b"GET / #")
+    for conn in conns:
+        conn.close()
+
+
+def test_a_stream_outlives_its_client_and_carries_the_next_clients_idempotent_requests() -> None:
+    async def main() -> None:
+        replica = CountingReplica()
+        server = await asyncio.start_server(replica.serve, LOCAL, 0)
+        options = HttpOptions(reuse_idle_timeout=0.3)
+        async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=2) as net:
+            publisher = Publisher(net.hosts[0], "web", server.sockets[0].getsockname())
+            await publisher.start()
+            async with Ingress(net.hosts[1], "web", (LOCAL, 0), http=True, http_options=options) as ingress:
+                port = ingress.address[1]
+                idle = ingress.idle_upstreams
+                assert idle is not None
+
+                # Five clients one after another, each closing after its request: one stream.
+                for _ in range(5):
+                    assert await asyncio.to_thread(get, port, "/") == b"GET / #1"
+                assert (replica.connections, ingress.stats.reused, publisher.stats.connections) == (1, 4, 1)
+                # A request that is not idempotent opens a stream of its own.
+                assert await asyncio.to_thread(get, port, "/form", "POST") == b"POST x /form #2"
+                assert ingress.stats.reused == 4 and len(idle) == 2
+
+                # A stream that spoke while idle, or that the replica closed, is not reused:
+                # the next client's answer is its own, on a new stream.
+                assert await asyncio.to_thread(get, port, "/junk") == b"GET /junk #2"
+                await asyncio.sleep(0.1)
+                assert await asyncio.to_thread(get, port, "/") == b"GET / #1"
+                assert await asyncio.to_thread(get, port, "/bye") == b"GET /bye #1"
+                await asyncio.sleep(0.1)
+                assert await asyncio.to_thread(get, port, "/") == b"GET / #3"
+                assert replica.connections == 3 and ingress.stats.errors == {}
+                assert ingress.stats.retries == 0
+
+                # Two clients at once, then neither: two idle streams. The replica closes the
+                # reused one as a request comes: the request goes again at once, on a new
+                # stream (not the other idle one), and is answered.
+                await asyncio.to_thread(two_at_once, port)
+                await wait_until(lambda: len(idle) == 2, 5.0, "both clients' streams idle")
+                assert replica.connections == 4
+                assert await asyncio.to_thread(get, port, "/drop") == b"GET /drop #5"
+                assert ingress.stats.retries == 1 and ingress.stats.errors == {}
+
+                # Idle longer than reuse_idle_timeout: closed.
+                before = replica.closed
+                await asyncio.sleep(0.5)
+                assert len(idle) == 0 and replica.closed > before
+                assert await asyncio.to_thread(get, port, "/") == b"GET / #6"
+            # Closing the ingress closes its idle streams.
+            await asyncio.sleep(0.1)
+            assert replica.closed == replica.connections
+            await publisher.close()
+        server.close()
+
+    run(main())
+
+
+def test_reuse_is_bounded_by_its_limit_and_off_at_zero() -> None:
+    async def main() -> None:
+        replica = CountingReplica()
+        server = await asyncio.start_server(replica.serve, LOCAL, 0)
+        async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=2) as net:
+            publisher = Publisher(net.hosts[0], "web", server.sockets[0].getsockname())
+            await publisher.start()
+            options = HttpOptions(reuse=1)
+            async with Ingress(net.hosts[1], "web", (LOCAL, 0), http=True, http_options=options) as ingress:
+                idle = ingress.idle_upstreams
+                assert idle is not None
+                await asyncio.to_thread(two_at_once, ingress.address[1])
+                await wait_until(lambda: replica.closed == 1, 5.0, "the stream over the limit closed")
+                assert len(idle) == 1
+            options = HttpOptions(reuse=0)
+            async with Ingress(net.hosts[1], "web", (LOCAL, 0), http=True, http_options=options) as ingress:
+                for n in (3, 4, 5):
+                    assert await asyncio.to_thread(get, ingress.address[1], "/") == b"GET / #%d" % n
+                assert ingress.stats.reused == 0
+            await publisher.close()
+        server.close()
 
     run(main())

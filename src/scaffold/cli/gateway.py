@@ -42,6 +42,7 @@ from ..core.controller.commands import Status
 from ..deploy.address import parse_address
 from ..deploy.state_file import DEFAULT_STATE, load_state
 from ..errors import ConfigError, ScaffoldError
+from ..gateway.http import HttpOptions
 from ..gateway.ingress import Ingress
 from ..gateway.publisher import Publisher
 from ..gateway.stats import GatewayStats
@@ -112,6 +113,13 @@ def add_commands(sub: Any) -> None:
     )
     ingress.add_argument(
         "--header-timeout", type=float, default=10.0, help="--http: seconds a request's head may take (10)"
+    )
+    ingress.add_argument(
+        "--reuse",
+        type=int,
+        default=32,
+        metavar="N",
+        help="--http: idle streams kept for later clients' requests, per worker (32; 0: none)",
     )
     ingress.add_argument(
         "--no-syn-data",
@@ -308,6 +316,7 @@ async def _ingress_main(args: argparse.Namespace) -> int:
             max_connections=args.max_connections,
             idle_timeout=args.idle_timeout,
             header_timeout=args.header_timeout,
+            http_options=HttpOptions(reuse=args.reuse),
             syn_data=args.syn_data,
             reuse_port=args.worker,
         )
@@ -401,6 +410,7 @@ def _worker_command(args: argparse.Namespace, role: str, index: int, listen: Add
         if args.http:
             argv.append("--http")
         argv += ["--idle-timeout", str(args.idle_timeout), "--header-timeout", str(args.header_timeout)]
+        argv += ["--reuse", str(args.reuse)]
         if not args.syn_data:
             argv.append("--no-syn-data")
     else:

@@ -44,15 +44,16 @@ import logging
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from ..api.streams import StreamReader, StreamWriter
 from ..errors import ObjectNotFound, PathError
-from .http1 import HOP_BY_HOP, HttpError, Request, RequestParser, ResponseHead, ResponseParser, chunk
-from .pump import CHUNK, abort, reason_of, send_some
+from .http1 import HOP_BY_HOP, HttpError, Request, RequestParser, ResponseHead, chunk
+from .pump import CHUNK, reason_of, send_some
 from .stats import GatewayStats
+from .upstream import IdleUpstreams, Upstream
 
 if TYPE_CHECKING:
     from ..api.host import Connecting
@@ -88,6 +89,11 @@ class HttpOptions:
     buffer_limit: int = 256 * 1024  # response bytes held back before committing to the client
     header_timeout: float = 10.0  # a request's head must arrive within this (from its first byte)
     idle_timeout: float | None = 120.0  # silent this long between requests: the connection closes
+    #: idle streams kept for later clients' requests (upstream.IdleUpstreams; 0: none), each
+    #: closed after reuse_idle_timeout seconds idle, and reused within reuse_max_age of opening
+    reuse: int = 32
+    reuse_idle_timeout: float = 2.0
+    reuse_max_age: float = 30.0
 
 
 class UpstreamFailed(Exception):
@@ -111,11 +117,22 @@ class ClientSlow(Exception):
 
 
 @dataclass(slots=True)
-class Upstream:
-    reader: StreamReader
-    writer: StreamWriter
-    responses: ResponseParser = field(default_factory=ResponseParser)
-    idle: bool = True  # no request outstanding: closing it loses nothing (else it is reset)
+class _Begun:
+    """The first request's upstream, begun in the callback that accepted the client
+    (``HttpSession.begin``): ``data`` is the request as the replica gets it, sent on a reused
+    ``upstream`` or riding in the SYN of ``opening``."""
+
+    request: Request
+    data: bytes
+    opening: Connecting[StreamProtocol] | None = None
+    upstream: Upstream | None = None
+
+    def cancel(self) -> None:
+        if self.opening is not None:
+            self.opening.cancel()
+        if self.upstream is not None:  # its request went: the answer would be nobody's
+            self.upstream.idle = False
+            self.upstream.close()
 
 
 #: reads of unread client bytes before a socket with no transport is closed (ClientSide.close)
@@ -245,6 +262,7 @@ class HttpSession:
         stats: GatewayStats,
         name: str,
         options: HttpOptions,
+        idle: IdleUpstreams | None = None,
     ) -> None:
         self.client = client
         self.open_upstream = open_upstream
@@ -253,14 +271,17 @@ class HttpSession:
         self.options = options
         self.requests = RequestParser(options.body_limit)
         self.upstream: Upstream | None = None
+        #: the ingress's idle streams: this session's requests may take one, and its stream
+        #: goes there when the session ends
+        self.idle = idle
         #: when the head of the request being read must be complete (loop time), or None
         self._head_deadline: float | None = asyncio.get_running_loop().time() + options.header_timeout
         self.busy = False  # a request is being read or answered (not idle between requests)
         self.closing = False  # the ingress is closing: answer the current request, then stop
         self._committed = False  # part of the current response went to the client
         self._keep_alive = True  # the current request leaves the connection open
-        #: the first request, its bytes upstream and its stream begun by ``begin``
-        self._begun: tuple[Request, bytes, Connecting[StreamProtocol]] | None = None
+        #: the first request's upstream, begun by ``begin``
+        self._begun: _Begun | None = None
         # Parsed from here, before the client's transport is made (ClientSide).
         if first:  # (b"" is EOF)
             stats.bytes_in += len(first)
@@ -268,23 +289,37 @@ class HttpSession:
 
     def begin(self, start: StartUpstream) -> None:
         """From the callback that accepted the client: if its first request is here whole
-        and may ride in a SYN (idempotent), its stream begins opening now -- not a turn of the
-        loop later, when the session's task first runs (``run`` takes it as its first
-        attempt)."""
+        and idempotent, it goes now -- on an idle stream if there is one, else in the SYN of
+        a stream that begins opening -- not a turn of the loop later, when the session's task
+        first runs (``run`` takes it as its first attempt)."""
         ready = self.requests.ready
         if not ready or ready[0].method not in IDEMPOTENT_METHODS:
             return
         request = ready[0]
         data = self._upstream_request(request)
+        upstream = self._take_idle()
+        if upstream is not None:
+            upstream.writer.write(data)
+            self._begun = _Begun(request, data, upstream=upstream)
+            return
         opening = start(data)
         if opening is not None:
-            self._begun = (request, data, opening)
+            self._begun = _Begun(request, data, opening)
 
     def cancel_begun(self) -> None:
-        """Give up the stream ``begin`` began, if no request took it."""
+        """Give up the upstream ``begin`` began, if no request took it."""
         begun, self._begun = self._begun, None
         if begun is not None:
-            begun[2].cancel()
+            begun.cancel()
+
+    def _take_idle(self) -> Upstream | None:
+        """An idle stream of the ingress's, counted, or None."""
+        if self.idle is None or self.closing:
+            return None
+        upstream = self.idle.take(asyncio.get_running_loop().time())
+        if upstream is not None:
+            self.stats.reused += 1
+        return upstream
 
     async def run(self) -> None:
         """Serve requests until the client or the ingress ends the connection."""
@@ -318,7 +353,7 @@ class HttpSession:
             self.stats.error("client-gone")
         finally:
             self.cancel_begun()
-            self._drop_upstream()
+            self._drop_upstream(keep=True)
             self.client.close()
 
     # -- the client side -----------------------------------------------------------------
@@ -426,20 +461,21 @@ class HttpSession:
     async def _answer(self, request: Request) -> None:
         begun = self._begun
         upstream_request = (
-            begun[1] if begun is not None and begun[0] is request else self._upstream_request(request)
+            begun.data if begun is not None and begun.request is request else self._upstream_request(request)
         )
         idempotent = request.method in IDEMPOTENT_METHODS
         loop = asyncio.get_running_loop()
         deadline: float | None = None  # retry_budget counts from the first failure
         backoff = self.options.backoff
         attempt = 0
+        fresh = False  # a new stream, not an idle one (after a reused one failed)
         self.stats.requests += 1
         while True:
             attempt += 1
-            sent = False
+            sent = reused = False
             failure: UpstreamFailed
             try:
-                upstream, sent = await self._get_upstream(upstream_request, idempotent)
+                upstream, sent = await self._get_upstream(upstream_request, idempotent, fresh)
             except ObjectNotFound as exc:
                 self.stats.error("object-not-found")
                 await self._send_error(503, f"no replica of {self.name!r} is registered: {exc}\n")
@@ -448,6 +484,7 @@ class HttpSession:
                 failure = UpstreamFailed("connect-" + reason_of(exc), str(exc))
                 sent = idempotent  # an idempotent request went in the SYN
             else:
+                reused = upstream.reused
                 try:
                     # Errors writing to the client are not caught here: they end the session.
                     await self._exchange(upstream, request, upstream_request, sent)
@@ -469,33 +506,49 @@ class HttpSession:
                 return
             self.stats.retries += 1
             log.debug("%s: retrying %s after %s", self.name, request.method.decode(), failure)
+            if reused and not fresh:
+                # A reused stream the replica closed as the request went, most likely (not a
+                # replica that failed): at once, on a new stream.
+                fresh = True
+                continue
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.options.max_backoff)
 
-    async def _get_upstream(self, request: bytes, idempotent: bool) -> tuple[Upstream, bool]:
-        """The stream to send ``request`` on: the open one, or a new one; whether the request
-        already went (in the new stream's SYN: only an idempotent one may, §4.2.7)."""
+    async def _get_upstream(self, request: bytes, idempotent: bool, fresh: bool) -> tuple[Upstream, bool]:
+        """The stream to send ``request`` on: the open one, an idle one of the ingress's (an
+        idempotent request's, unless ``fresh``), or a new one; whether the request already
+        went (begun on it from the accept, or in the new stream's SYN: only an idempotent one
+        may ride there, §4.2.7)."""
         if self.upstream is not None:
             return self.upstream, False
-        early = request if idempotent else b""
         begun, self._begun = self._begun, None
         opening = None
         if begun is not None:
-            if begun[1] is request:
-                opening = begun[2]
+            if begun.data is not request:
+                begun.cancel()
+            elif begun.upstream is not None:
+                self.upstream = begun.upstream
+                return self.upstream, True
             else:
-                begun[2].cancel()
+                opening = begun.opening
+        if idempotent and not fresh and opening is None and (upstream := self._take_idle()) is not None:
+            self.upstream = upstream
+            return upstream, False
+        early = request if idempotent else b""
+        loop = asyncio.get_running_loop()
         reader, writer = await self.open_upstream(early, opening)
-        self.upstream = Upstream(reader, writer)
+        self.upstream = Upstream(reader, writer, opened=loop.time())
         return self.upstream, bool(early)
 
-    def _drop_upstream(self) -> None:
+    def _drop_upstream(self, keep: bool = False) -> None:
+        """Let go of the stream: ``keep``, to the ingress's idle streams if it may serve a
+        later client's request (else closed)."""
         upstream, self.upstream = self.upstream, None
-        if upstream is not None:
-            if upstream.idle:
-                upstream.writer.close()
-            else:
-                abort(upstream.writer)
+        if upstream is None:
+            return
+        idle = None if self.closing or not keep else self.idle
+        if idle is None or not idle.give(upstream, asyncio.get_running_loop().time()):
+            upstream.close()
 
     async def _exchange(self, upstream: Upstream, request: Request, data: bytes, sent: bool) -> None:
         """Send one request on ``upstream`` (unless it was ``sent`` in the SYN) and relay its
@@ -543,10 +596,8 @@ class HttpSession:
         else:
             self._committed = True
             await self._send(self._client_head(head, held_bytes, False) + b"".join(held))
-        if responses.reusable:
-            upstream.idle = True  # the replica keeps the stream open: reuse it
-        else:
-            upstream.idle = True
+        upstream.idle = True
+        if not responses.reusable:  # (else the replica keeps the stream open: reuse it)
             self._drop_upstream()
 
     async def _read_response(self, upstream: Upstream) -> None:

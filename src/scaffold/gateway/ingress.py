@@ -44,6 +44,7 @@ from .http import ClientSide, HttpOptions, HttpSession
 from .pump import CHUNK, reason_of
 from .splice import Splice
 from .stats import GatewayStats
+from .upstream import IdleUpstreams
 
 if TYPE_CHECKING:
     from ..api.host import Connecting, Host
@@ -132,8 +133,12 @@ class Ingress:
         self.idle_timeout = idle_timeout
         self.syn_data = syn_data
         self.first_data_wait = first_data_wait
-        self.http_options = dataclasses.replace(
+        self.http_options = options = dataclasses.replace(
             http_options or HttpOptions(), header_timeout=header_timeout, idle_timeout=idle_timeout
+        )
+        #: with ``http``: the idle streams the sessions share (upstream.IdleUpstreams)
+        self.idle_upstreams = (
+            IdleUpstreams(options.reuse, options.reuse_idle_timeout, options.reuse_max_age) if http else None
         )
         #: share the listening address with other processes (``--workers``: the kernel
         #: spreads the connections over them, each one served by one process to its end)
@@ -255,6 +260,8 @@ class Ingress:
         self._closing = True
         if self._sock is not None:
             self._sock.close()
+        if self.idle_upstreams is not None:
+            self.idle_upstreams.close()
         for client in self._clients.values():
             if client.session is not None:
                 client.session.closing = True
@@ -377,7 +384,13 @@ class Ingress:
         -- a malformed request is answered with no transport -- and a whole first request's
         stream begun (``HttpSession.begin``)."""
         session = HttpSession(
-            ClientSide(conn), first, self.open_upstream, self.stats, self.name, self.http_options
+            ClientSide(conn),
+            first,
+            self.open_upstream,
+            self.stats,
+            self.name,
+            self.http_options,
+            self.idle_upstreams,
         )
         if first:
             session.begin(self.start_upstream)

@@ -35,6 +35,11 @@ RETRIES = define(
     MetricKind.COUNTER,
     "HTTP requests sent again on a new stream after a broken one.",
 )
+REUSED = define(
+    "gateway_reused_streams_total",
+    MetricKind.COUNTER,
+    "HTTP ingress: requests sent on an idle stream that an earlier client connection opened.",
+)
 ERRORS = define(
     "gateway_errors_total",
     MetricKind.COUNTER,
@@ -69,6 +74,7 @@ class GatewayStats:
     bytes_out: int = 0  # back to the client (replica -> client)
     requests: int = 0  # HTTP requests answered (HTTP ingress only)
     retries: int = 0  # HTTP requests sent again on a new stream after a broken one
+    reused: int = 0  # HTTP requests sent on an idle stream an earlier client connection opened
     errors: Counter[str] = field(default_factory=Counter)
     connect_latency: Histogram = field(default_factory=lambda: Histogram(CONNECT_LATENCY))
     request_latency: Histogram = field(default_factory=lambda: Histogram(REQUEST_LATENCY))
@@ -85,6 +91,7 @@ class GatewayStats:
             TRANSFERRED.sample(self.bytes_out, direction="to-client"),
             REQUESTS.sample(self.requests),
             RETRIES.sample(self.retries),
+            REUSED.sample(self.reused),
             *ERRORS.by(self.errors),
             *self.connect_latency.samples(),
             *self.request_latency.samples(),
@@ -98,5 +105,6 @@ class GatewayStats:
             "bytes_out": self.bytes_out,
             "requests": self.requests,
             "retries": self.retries,
+            "reused": self.reused,
             "errors": dict(sorted(self.errors.items())),
         }
