@@ -3,9 +3,10 @@
 One ``HttpSession`` serves one client TCP connection: many requests in turn (keep-alive,
 pipelining), parsed by llhttp (``http1.RequestParser``). Each request goes to the object over
 a SCAFFOLD stream, whose responses ``http1.ResponseParser`` reads; the stream is reused for
-the next request while the replica keeps it open, and a new one is opened after a failure or
-when the replica closes (HTTP/1.0 servers such as ``python -m http.server`` do so after every
-response). Heads are written here: hop-by-hop fields dropped both ways, a whole response sent
+the next request while the replica keeps it open -- this client's, or once this client has
+gone, a later client's idempotent one (``upstream.IdleUpstreams``) -- and a new one is opened
+after a failure or when the replica closes (HTTP/1.0 servers such as ``python -m
+http.server`` do so after every response). Heads are written here: hop-by-hop fields dropped both ways, a whole response sent
 with its length, one relayed before it is whole chunked to an HTTP/1.1 client (or, to an
 HTTP/1.0 one, ended by closing the connection).
 
