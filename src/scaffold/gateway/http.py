@@ -6,9 +6,9 @@ a SCAFFOLD stream, whose responses ``http1.ResponseParser`` reads; the stream is
 the next request while the replica keeps it open -- this client's, or once this client has
 gone, a later client's idempotent one (``upstream.IdleUpstreams``) -- and a new one is opened
 after a failure or when the replica closes (HTTP/1.0 servers such as ``python -m
-http.server`` do so after every response). Heads are written here: hop-by-hop fields dropped both ways, a whole response sent
-with its length, one relayed before it is whole chunked to an HTTP/1.1 client (or, to an
-HTTP/1.0 one, ended by closing the connection).
+http.server`` do so after every response). Heads are written here: hop-by-hop fields
+dropped both ways, a whole response sent with its length, one relayed before it is whole
+chunked to an HTTP/1.1 client (or, to an HTTP/1.0 one, ended by closing the connection).
 
 Retries. The response is held back until it is complete or bigger than ``buffer_limit``;
 until then nothing of it reached the client. If the stream breaks in that time (a reset, a
