@@ -16,6 +16,9 @@ One run, the same two replicas for every setup: tiny asyncio HTTP/1.1 keep-alive
 * ``scaffold-raw-pool`` and ``scaffold-http-pool`` (throughput and setup only): the same
   process, the same replicas published again as object ``webpool`` with ``pool=POOL`` (4)
   idle connections per publisher (``gateway/pool.py``: no connect on a setup's path);
+* ``scaffold-raw-warm`` (throughput and setup only): the same process, a raw ``Ingress`` for
+  ``web`` with ``preconnect=WARM`` (4) streams opened ahead of its clients
+  (``gateway/warm.py``: no stream opened on a setup's path);
 * ``scaffold-raw-wN`` and ``scaffold-http-wN`` (``--workers``, default 1 and 2; throughput
   and setup only): the deployment's shape, every piece a process of its own -- ``scaffold
   up`` (controller, switches), ``scaffold publish --workers N`` per replica and ``scaffold
@@ -86,6 +89,8 @@ from _common import emit, environment
 LOCAL = "127.0.0.1"
 #: idle connections each publisher of the ``-pool`` setups keeps to its replica
 POOL = 4
+#: streams the ``scaffold-raw-warm`` ingress keeps open ahead of its clients
+WARM = 4
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 
 
@@ -183,7 +188,8 @@ async def scaffold_main(targets: list[int], control_port: int, trace: Path | Non
             await publisher.start()
         raw_pool = Ingress(net.hosts[2], "webpool", (LOCAL, 0))
         web_pool = Ingress(net.hosts[2], "webpool", (LOCAL, 0), http=True)
-        ingresses = (raw, web, raw_pool, web_pool)
+        raw_warm = Ingress(net.hosts[2], "web", (LOCAL, 0), preconnect=WARM)
+        ingresses = (raw, web, raw_pool, web_pool, raw_warm)
         for ingress in ingresses:
             await ingress.start()
 
@@ -206,6 +212,7 @@ async def scaffold_main(targets: list[int], control_port: int, trace: Path | Non
                 "http_port": web.address[1],
                 "raw_pool_port": raw_pool.address[1],
                 "http_pool_port": web_pool.address[1],
+                "raw_warm_port": raw_warm.address[1],
                 "publishers": [{"healthy": p.healthy, **p.stats.as_json()} for p in publishers + pooled],
                 "raw": raw.stats.as_json(),
                 "http": web.stats.as_json(),
@@ -756,6 +763,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "scaffold-http": state["http_port"],
                 "scaffold-raw-pool": state["raw_pool_port"],
                 "scaffold-http-pool": state["http_pool_port"],
+                "scaffold-raw-warm": state["raw_warm_port"],
                 **deployment.ports,
             }
             for name, (_, sock) in haproxies.items():
@@ -820,6 +828,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "scaffold_http_to_haproxy": ratio("scaffold-http", "haproxy-tuned"),
             "scaffold_raw_pool_to_haproxy": ratio("scaffold-raw-pool", "haproxy-tuned"),
             "scaffold_http_pool_to_haproxy": ratio("scaffold-http-pool", "haproxy-tuned"),
+            "scaffold_raw_warm_to_haproxy": ratio("scaffold-raw-warm", "haproxy-tuned"),
             **{
                 f"scaffold_{mode}_w{n}_to_haproxy_{min(n, 2)}t": ratio(
                     f"scaffold-{mode}-w{n}", "haproxy-tuned" if n == 1 else "haproxy-tuned-2t"

@@ -27,6 +27,7 @@ import pytest
 import scaffold
 from scaffold.api.host import Connecting
 from scaffold.api.streams import StreamProtocol
+from scaffold.errors import UsageError
 from scaffold.gateway import Ingress, Publisher, TargetUnavailable
 from scaffold.gateway.http import ClientSide, HttpOptions, HttpSession
 from scaffold.gateway.stats import GatewayStats
@@ -376,6 +377,106 @@ def test_publisher_pool_is_bounded_and_gives_each_connection_to_one_stream() -> 
         target.close()
 
     with_testbed(main)
+
+
+class Greeter:
+    """A target that greets first (``220 hello``), then answers each line in upper case;
+    ``live`` holds its open connections, ``accepted`` counts them all."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.live: set[asyncio.StreamWriter] = set()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.live.add(writer)
+        writer.write(b"220 hello\r\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+            while line := await reader.readline():
+                writer.write(line.upper())
+                await writer.drain()
+        writer.close()
+        self.live.discard(writer)
+
+
+async def greeted(port: int, line: bytes = b"helo me\r\n") -> None:
+    """A client that speaks at once: the greeting, then its line answered."""
+    reader, writer = await asyncio.open_connection(LOCAL, port)
+    writer.write(line)
+    assert await reader.readline() == b"220 hello\r\n"
+    assert await reader.readline() == line.upper()
+    writer.close()
+
+
+def test_raw_ingress_preconnect_gives_clients_streams_opened_ahead() -> None:
+    """``preconnect=2``: the first client opens its own stream and two are opened ahead; the
+    next clients take them -- their bytes go at once, the target's greeting, said while the
+    stream waited, reaches them first -- and one is opened per take; streams the target
+    closed while waiting are never taken; closing the ingress closes the waiting ones."""
+
+    async def main(net: scaffold.Testbed) -> None:
+        target = Greeter()
+        server = await asyncio.start_server(target.serve, LOCAL, 0)
+        address = server.sockets[0].getsockname()[:2]
+        async with Publisher(net.host("dc2-h1"), "smtp", address, check_interval=60) as publisher:
+            ingress = Ingress(net.host("dc1-h1"), "smtp", (LOCAL, 0), preconnect=2)
+            await ingress.start()
+            warm = ingress.warm
+            assert warm is not None and len(warm) == 0  # none before a client came
+            checks = target.accepted  # the publisher's start check
+            port = ingress.address[1]
+            await greeted(port)  # found none: its own stream; two opened ahead
+            await wait_until(lambda: warm.ready() == 2, 10, "two streams opened ahead")
+            for _ in range(3):
+                await greeted(port)
+            await wait_until(lambda: warm.ready() == 2, 10, "one opened per take")
+            assert (warm.taken, target.accepted - checks) == (3, 1 + 2 + 3)
+            await wait_until(lambda: len(target.live) == 2, 10, "the clients' connections closed")
+            for writer in list(target.live):  # the target closes the waiting ones
+                writer.close()
+            await wait_until(lambda: warm.ready() == 0, 10, "the closed ones seen")
+            await greeted(port)  # none usable: its own stream, and two more ahead
+            await wait_until(lambda: warm.ready() == 2, 10, "two more opened ahead")
+            assert (warm.taken, warm.dropped) == (3, 2)
+            assert ingress.stats.errors == {} and publisher.stats.errors == {}
+            await ingress.close()
+            await wait_until(lambda: not target.live, 10, "closing keeps none")
+        server.close()
+
+    with_testbed(main)
+
+
+def test_streams_opened_ahead_expire_when_no_client_comes() -> None:
+    async def main(net: scaffold.Testbed) -> None:
+        target = Greeter()
+        server = await asyncio.start_server(target.serve, LOCAL, 0)
+        address = server.sockets[0].getsockname()[:2]
+        async with (
+            Publisher(net.host("dc2-h1"), "smtp", address, check_interval=60),
+            Ingress(net.host("dc1-h1"), "smtp", (LOCAL, 0), preconnect=2) as ingress,
+        ):
+            warm = ingress.warm
+            assert warm is not None
+            warm.idle_timeout = 0.3
+            checks = target.accepted
+            await greeted(ingress.address[1])
+            await wait_until(lambda: target.accepted - checks == 3, 10, "two streams opened ahead")
+            await wait_until(lambda: len(warm) == 0 and not target.live, 10, "expired and closed")
+            await asyncio.sleep(0.5)
+            assert target.accepted - checks == 3 and warm.dropped == 2  # none opened while idle
+        server.close()
+
+    with_testbed(main)
+
+    async def refused() -> None:
+        async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=1) as net:
+            with pytest.raises(UsageError, match="raw mode"):
+                Ingress(net.hosts[0], "web", (LOCAL, 0), http=True, preconnect=1)
+            with pytest.raises(UsageError, match="preconnect must be"):
+                Ingress(net.hosts[0], "web", (LOCAL, 0), preconnect=65)
+
+    run(refused())
 
 
 @pytest.mark.parametrize("in_http", [False, True], ids=["raw", "http"])

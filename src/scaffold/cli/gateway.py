@@ -122,6 +122,14 @@ def add_commands(sub: Any) -> None:
         help="--http: idle streams kept for later clients' requests, per worker (32; 0: none)",
     )
     ingress.add_argument(
+        "--preconnect",
+        type=int,
+        default=0,
+        metavar="N",
+        help="raw mode: streams kept open ahead of the clients, per worker (0: none; the target"
+        " then sees idle connections)",
+    )
+    ingress.add_argument(
         "--no-syn-data",
         dest="syn_data",
         action="store_false",
@@ -319,6 +327,7 @@ async def _ingress_main(args: argparse.Namespace) -> int:
             http_options=HttpOptions(reuse=args.reuse),
             syn_data=args.syn_data,
             reuse_port=args.worker,
+            preconnect=args.preconnect,
         )
         gateways = [(host.name, "ingress", ingress.stats)]
         gateways += [(p.host.name, "publisher", p.stats) for p in publishers]
@@ -410,7 +419,7 @@ def _worker_command(args: argparse.Namespace, role: str, index: int, listen: Add
         if args.http:
             argv.append("--http")
         argv += ["--idle-timeout", str(args.idle_timeout), "--header-timeout", str(args.header_timeout)]
-        argv += ["--reuse", str(args.reuse)]
+        argv += ["--reuse", str(args.reuse), "--preconnect", str(args.preconnect)]
         if not args.syn_data:
             argv.append("--no-syn-data")
     else:

@@ -45,6 +45,7 @@ from .pump import CHUNK, reason_of
 from .splice import Splice
 from .stats import GatewayStats
 from .upstream import IdleUpstreams
+from .warm import WarmStreams
 
 if TYPE_CHECKING:
     from ..api.host import Connecting, Host
@@ -64,12 +65,20 @@ class _Client:
     session: HttpSession | None = None
     #: the stream opened in the accept callback, until the client's task takes it
     connecting: Connecting[SpliceEnd] | None = None
+    #: the stream opened ahead that the client took (WarmStreams), until its task carries it
+    warm: Splice | None = None
+    #: bytes read at the accept that no stream took yet (no SYN data: they go after the
+    #: handshake)
+    unsent: bytes = b""
 
     def abort(self) -> None:
         """Cut the client's connection (RST)."""
         if self.connecting is not None:
             self.connecting.cancel()
             self.connecting = None
+        if self.warm is not None:
+            self.warm.abort()
+            self.warm = None
         if self.session is not None:
             self.session.cancel_begun()
             self.session.client.abort()
@@ -112,11 +121,16 @@ class Ingress:
         syn_data: bool = True,
         first_data_wait: float = FIRST_DATA_WAIT,
         reuse_port: bool = False,
+        preconnect: int = 0,
     ) -> None:
         """An ingress for object ``name`` through ``host``, listening on ``listen``.
 
+        ``preconnect``: raw mode keeps that many streams open ahead of its clients
+        (gateway/warm.py; off by default: the target then sees idle connections).
+
         Raises:
-            UsageError: a bound is not positive, or ``name`` is not an object name.
+            UsageError: a bound is not positive, ``preconnect`` out of range or given with
+                ``http`` (which reuses idle streams instead), or ``name`` is not an object name.
         """
         #: resolved once (a hash per connection otherwise); a bad name fails here, not per client
         self._object = ObjectId.of(name)
@@ -136,6 +150,23 @@ class Ingress:
         self.http_options = options = dataclasses.replace(
             http_options or HttpOptions(), header_timeout=header_timeout, idle_timeout=idle_timeout
         )
+        self.stats = GatewayStats()
+        if preconnect and http:
+            raise UsageError("preconnect is for raw mode; with http=True idle streams are reused (--reuse)")
+        #: raw mode: streams opened ahead of the clients (warm.WarmStreams), or None
+        self.warm = (
+            WarmStreams(
+                host,
+                self._object,
+                self.stats,
+                preconnect,
+                connect_timeout=connect_timeout,
+                splice_idle_timeout=idle_timeout,
+                peername=(name, 0),
+            )
+            if preconnect
+            else None
+        )
         #: with ``http``: the idle streams the sessions share (upstream.IdleUpstreams)
         self.idle_upstreams = (
             IdleUpstreams(options.reuse, options.reuse_idle_timeout, options.reuse_max_age) if http else None
@@ -143,7 +174,6 @@ class Ingress:
         #: share the listening address with other processes (``--workers``: the kernel
         #: spreads the connections over them, each one served by one process to its end)
         self.reuse_port = reuse_port
-        self.stats = GatewayStats()
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
@@ -219,19 +249,24 @@ class Ingress:
             client = _Client()
             early = None
             try:
-                if self.http or self.syn_data:
+                if self.http or self.syn_data or self.warm is not None:
                     # A client that speaks first has usually sent its first bytes by the time
-                    # it is accepted: they are taken now, and the stream carrying them begun,
-                    # before the client's task even starts (a turn of the loop, behind every
-                    # other node's work in it).
+                    # it is accepted: they are taken now, and sent (in a SYN, or on a stream
+                    # opened ahead), before the client's task even starts (a turn of the loop,
+                    # behind every other node's work in it).
                     first = self._read_now(conn)
                     if first is None:  # gone before it said anything
                         self.stats.connections += 1
                         continue
                     if self.http:
                         client.session = self._session_early(conn, first)
-                    elif first:
+                    elif self.warm is not None and (warm := self.warm.take()) is not None:
+                        client.warm = warm
+                        early = self._take_warm(conn, warm, first)
+                    elif first and self.syn_data:
                         early = self._open_early(conn, client, first)
+                    else:
+                        client.unsent = first
             except Exception as exc:  # one client's failure must never stop the accepting
                 self.stats.connections += 1
                 self.stats.error("internal")
@@ -262,6 +297,8 @@ class Ingress:
             self._sock.close()
         if self.idle_upstreams is not None:
             self.idle_upstreams.close()
+        if self.warm is not None:
+            self.warm.close()
         for client in self._clients.values():
             if client.session is not None:
                 client.session.closing = True
@@ -344,6 +381,16 @@ class Ingress:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.4)
 
+    def _take_warm(self, conn: socket.socket, splice: Splice, first: bytes) -> tuple[Splice, bytes]:
+        """In the callback that accepted ``conn``: a stream opened ahead as its splice's
+        service end, and ``first`` (what the client already sent) written on it now."""
+        splice.client.sock = conn  # (what the stream brings goes straight to the socket)
+        if first:
+            self.stats.bytes_in += len(first)
+            assert splice.service.transport is not None  # (taken open)
+            splice.service.transport.write(first)
+        return splice, first
+
     def _open_early(self, conn: socket.socket, client: _Client, first: bytes) -> tuple[Splice, bytes]:
         """In the callback that accepted ``conn``: the splice for it, and the SYN of its
         stream carrying ``first`` (what the client already sent) sent now
@@ -419,10 +466,13 @@ class Ingress:
     async def _serve_raw(
         self, conn: socket.socket, client: _Client, early: tuple[Splice, bytes] | None
     ) -> None:
-        if early is not None:  # its first bytes read, and its stream's SYN sent, at the accept
+        if early is not None:  # its first bytes read and sent (SYN, or a stream opened ahead)
             splice, first = early
             try:
-                opened = await self._open_service(splice, first, conn, started=client)
+                opened = client.warm is not None or await self._open_service(
+                    splice, first, conn, started=client
+                )
+                client.warm = None  # (from here the splice's own rules close it)
             except BaseException:  # cancelled (close): nothing else holds the socket
                 conn.close()
                 raise
@@ -433,6 +483,10 @@ class Ingress:
                     splice.abort()
             return
         splice = Splice(self.stats, idle_timeout=self.idle_timeout)
+        if client.unsent:  # read at the accept: held for the stream, ahead of what follows
+            self.stats.bytes_in += len(client.unsent)
+            splice.client.held.append(client.unsent)
+            client.unsent = b""
         transport = await self._client_transport(splice, conn, client)
         if transport is None:
             return
