@@ -956,8 +956,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--kill-setups",
         type=lambda text: text.split(","),
-        default=["haproxy-default", "haproxy-tuned", "scaffold-raw", "scaffold-http"],
-        help="setups of the kill runs (default haproxy-default,haproxy-tuned,scaffold-raw,scaffold-http)",
+        default=["haproxy-default", "haproxy-tuned", "scaffold-raw", "scaffold-raw-warm", "scaffold-http"],
+        help="setups of the kill runs (default haproxy-default,haproxy-tuned,scaffold-raw,"
+        "scaffold-raw-warm,scaffold-http)",
     )
     parser.add_argument("--no-kill", action="store_true", help="kill runs without killing the replica")
     parser.add_argument(
