@@ -14,9 +14,11 @@ backpressure carried through). The client's first bytes -- whatever it sent with
 and the network has not withdrawn it yet; the first bytes go again on the new stream (a
 replica that died before answering may have seen them: at least once, as with TCP Fast Open;
 ``syn_data=False`` opens empty and sends nothing before the handshake). Once bytes flowed, a
-broken stream cuts the client connection (RST), as a failed server would. With ``http=True``
-each connection is an ``http.HttpSession`` instead (keep-alive, retries of idempotent
-requests on a new stream).
+broken stream cuts the client connection (RST), as a failed server would. With
+``preconnect=N`` raw mode keeps N streams open ahead of its clients (``warm.WarmStreams``; off
+by default: the target sees idle connections). With ``http=True`` each connection is an
+``http.HttpSession`` instead (keep-alive, retries of idempotent requests on a new stream, and
+idle streams shared with later clients: ``upstream.IdleUpstreams``).
 
 Bounds (docs/gateway.md): at most ``max_connections`` clients at once -- at the cap the
 ingress stops accepting (``errors["over-capacity"]`` counts each time) and further clients
