@@ -24,6 +24,7 @@ import scaffold
 from scaffold.gateway import Ingress, Publisher
 from scaffold.gateway.http import HttpOptions
 from scaffold.gateway.http1 import HEAD_LIMIT, HttpError, Request, RequestParser, ResponseParser
+from scaffold.gateway.upstream import IdleUpstreams, Upstream
 from scaffold.runtime.aio import run, wait_until
 
 LOCAL = "127.0.0.1"
@@ -465,5 +466,80 @@ def test_reuse_is_bounded_by_its_limit_and_off_at_zero() -> None:
                 assert ingress.stats.reused == 0
             await publisher.close()
         server.close()
+
+    run(main())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=3),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["give", "give-old", "take", "wait", "speak", "end"]),
+            st.integers(min_value=0, max_value=7),
+        ),
+        max_size=40,
+    ),
+)
+def test_idle_streams_keep_their_bounds_and_give_back_only_quiet_fresh_ones(
+    limit: int, steps: list[tuple[str, int]]
+) -> None:
+    """``IdleUpstreams`` against a model, on real stream pairs: never more than ``limit``
+    idle, the oldest closed at the limit; ``take`` gives the newest one neither expired
+    (``idle_timeout``) nor spoken on or ended while idle, and closes those it passes; ``give``
+    refuses one past ``max_age`` or not quiet; ``close`` closes all."""
+
+    async def main() -> None:
+        pairs = [socket.socketpair() for _ in range(8)]
+        upstreams = []
+        for ours, _ in pairs:
+            reader, writer = await asyncio.open_connection(sock=ours)
+            upstreams.append(Upstream(reader, writer))  # type: ignore[arg-type]  # asyncio's writer
+        now = asyncio.get_running_loop().time()  # (no await below: the sweep never runs)
+        idle = IdleUpstreams(limit, idle_timeout=1.0, max_age=5.0)
+        model: list[tuple[float, int]] = []  # (when given, index), oldest first
+        noisy: set[int] = set()  # spoke or ended: never quiet again
+        for action, index in steps:
+            upstream = upstreams[index]
+            held = any(i == index for _, i in model)
+            if action in ("give", "give-old") and not held and not upstream.writer.is_closing():
+                upstream.opened = now - (6.0 if action == "give-old" else 0.0)
+                kept = idle.give(upstream, now)
+                assert kept == (limit > 0 and action == "give" and index not in noisy)
+                if not kept:
+                    upstream.close()  # as a session does
+                    continue
+                model.append((now, index))
+                if len(model) > limit:
+                    _, oldest = model.pop(0)
+                    assert upstreams[oldest].writer.is_closing()
+            elif action == "take":
+                expected, passed = None, []
+                while model:
+                    since, newest = model.pop()
+                    if now - since < 1.0 and newest not in noisy:
+                        expected = newest
+                        break
+                    passed.append(newest)
+                taken = idle.take(now)
+                assert (None if taken is None else upstreams.index(taken)) == expected
+                assert all(upstreams[i].writer.is_closing() for i in passed)
+                assert taken is None or (taken.reused and not taken.writer.is_closing())
+            elif action == "wait":
+                now += 0.4
+            elif action == "speak":
+                upstream.reader.feed_data(b"x")
+                noisy.add(index)
+            else:  # "end": the replica closed it
+                upstream.reader.feed_eof()
+                noisy.add(index)
+            assert len(idle) == len(model) <= limit
+            assert not any(upstreams[i].writer.is_closing() for _, i in model)
+        idle.close()
+        assert all(upstreams[i].writer.is_closing() for _, i in model) and len(idle) == 0
+        for upstream in upstreams:
+            upstream.writer.close()
+        for _, theirs in pairs:
+            theirs.close()
 
     run(main())
