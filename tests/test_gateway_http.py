@@ -17,7 +17,7 @@ import itertools
 import socket
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import scaffold
@@ -481,6 +481,9 @@ def test_reuse_is_bounded_by_its_limit_and_off_at_zero() -> None:
         max_size=40,
     ),
 )
+@example(limit=2, steps=[("give", 0), ("give", 1), ("take", 0)])  # the newest first
+@example(limit=1, steps=[("give", 0), ("wait", 0), ("wait", 0), ("wait", 0), ("take", 0)])  # expired
+@example(limit=3, steps=[("give", 0), ("give", 1), ("speak", 1), ("give", 2), ("end", 2), ("take", 0)])
 def test_idle_streams_keep_their_bounds_and_give_back_only_quiet_fresh_ones(
     limit: int, steps: list[tuple[str, int]]
 ) -> None:
@@ -499,10 +502,13 @@ def test_idle_streams_keep_their_bounds_and_give_back_only_quiet_fresh_ones(
         idle = IdleUpstreams(limit, idle_timeout=1.0, max_age=5.0)
         model: list[tuple[float, int]] = []  # (when given, index), oldest first
         noisy: set[int] = set()  # spoke or ended: never quiet again
+        ended: set[int] = set()
         for action, index in steps:
             upstream = upstreams[index]
             held = any(i == index for _, i in model)
-            if action in ("give", "give-old") and not held and not upstream.writer.is_closing():
+            if action in ("give", "give-old"):
+                if held or upstream.writer.is_closing():
+                    continue
                 upstream.opened = now - (6.0 if action == "give-old" else 0.0)
                 kept = idle.give(upstream, now)
                 assert kept == (limit > 0 and action == "give" and index not in noisy)
@@ -527,12 +533,15 @@ def test_idle_streams_keep_their_bounds_and_give_back_only_quiet_fresh_ones(
                 assert taken is None or (taken.reused and not taken.writer.is_closing())
             elif action == "wait":
                 now += 0.4
+            elif upstream.writer.is_closing() or index in ended:
+                continue  # (let go of, or ended: nothing more comes on it)
             elif action == "speak":
                 upstream.reader.feed_data(b"x")
                 noisy.add(index)
             else:  # "end": the replica closed it
                 upstream.reader.feed_eof()
                 noisy.add(index)
+                ended.add(index)
             assert len(idle) == len(model) <= limit
             assert not any(upstreams[i].writer.is_closing() for _, i in model)
         idle.close()
