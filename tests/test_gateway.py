@@ -440,6 +440,10 @@ def test_raw_ingress_preconnect_gives_clients_streams_opened_ahead() -> None:
             await wait_until(lambda: warm.ready() == 2, 10, "two more opened ahead")
             assert (warm.taken, warm.dropped) == (3, 2)
             assert ingress.stats.errors == {} and publisher.stats.errors == {}
+            # Five clients' greetings and answers; the waiting streams' greetings count once
+            # a client has them.
+            assert ingress.stats.bytes_out == 5 * len(b"220 hello\r\nHELO ME\r\n")
+            assert not warm.waiting_stats.errors
             await ingress.close()
             await wait_until(lambda: not target.live, 10, "closing keeps none")
         server.close()

@@ -333,11 +333,13 @@ async def _ingress_main(args: argparse.Namespace) -> int:
         gateways += [(p.host.name, "publisher", p.stats) for p in publishers]
         with _metrics(args, host, net, gateways):
             await _serve_ingress(args, host, ingress, publishers)
-        _say(
-            json.dumps(
-                {"ingress": ingress.stats.as_json(), "publishers": [p.stats.as_json() for p in publishers]}
-            )
-        )
+        summary: dict[str, Any] = {"ingress": ingress.stats.as_json()}
+        warm = ingress.warm
+        if warm is not None:  # --preconnect: streams given to clients, closed unused, failed
+            errors = dict(sorted(warm.waiting_stats.errors.items()))
+            summary["preconnect"] = {"taken": warm.taken, "dropped": warm.dropped, "errors": errors}
+        summary["publishers"] = [p.stats.as_json() for p in publishers]
+        _say(json.dumps(summary))
     return 0
 
 

@@ -83,6 +83,9 @@ class WarmStreams:
         self._refilling: asyncio.TimerHandle | None = None
         self.taken = 0  # given to clients
         self.dropped = 0  # closed unused: ended, broke or expired while waiting
+        #: what the waiting streams did (a banner's bytes, a reset): they count in ``stats``
+        #: only once a client has them (then their held bytes too)
+        self.waiting_stats = GatewayStats()
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -110,6 +113,8 @@ class WarmStreams:
             if _usable(splice) and now - began < self.idle_timeout:
                 taken = splice
                 self.taken += 1
+                splice.stats = self.stats
+                self.stats.bytes_out += sum(map(len, splice.service.held))
                 break
             self._drop(splice)
         if taken is None:
@@ -134,11 +139,11 @@ class WarmStreams:
             self._sweeping = loop.call_at(now + self.idle_timeout, self._sweep)
 
     def _open_one(self, loop: asyncio.AbstractEventLoop, now: float) -> bool:
-        splice = Splice(self.stats, idle_timeout=self.splice_idle_timeout)
+        splice = Splice(self.waiting_stats, idle_timeout=self.splice_idle_timeout)
         try:
             connecting = self.host.start_connection(lambda: splice.service, self.obj, peername=self.peername)
         except Exception as exc:  # the host closing, say: the next take tries again
-            self.stats.error("preconnect-" + reason_of(exc))
+            self.waiting_stats.error(reason_of(exc))
             return False
         opening: asyncio.Task[object] = loop.create_task(connecting.result(self.connect_timeout))
         opening.add_done_callback(functools.partial(self._opened, splice))
@@ -152,7 +157,7 @@ class WarmStreams:
         if error is not None:
             # No replica, or none answered: the waiting slot goes; the next client opens its
             # own stream (and retries as every client does) and a take tries again.
-            self.stats.error("preconnect-" + reason_of(error))
+            self.waiting_stats.error(reason_of(error))
             self._discard(splice)
 
     def _discard(self, splice: Splice) -> None:
