@@ -94,7 +94,7 @@ class HttpOptions:
     #: closed after reuse_idle_timeout seconds idle, and reused within reuse_max_age of opening
     reuse: int = 32
     reuse_idle_timeout: float = 2.0
-    reuse_max_age: float = 30.0
+    reuse_max_age: float = 10.0
 
 
 class UpstreamFailed(Exception):

@@ -19,7 +19,9 @@ What keeps it safe (docs/gateway.md, "Streams reused across clients"):
 * bounded: at most ``limit`` idle streams, each idle at most ``idle_timeout`` seconds (below
   the usual servers' keep-alive timeouts) and reused only within ``max_age`` seconds of its
   opening, so a replica that is drained or reweighted stops getting reused streams' requests
-  within that time.
+  within that time -- and clients that come one at a time are balanced over the replicas
+  ``max_age`` by ``max_age``, not one by one (the network balances streams; a reused stream
+  carries the requests of clients in turn, as a keep-alive client's carries all of its own).
 """
 
 from __future__ import annotations
