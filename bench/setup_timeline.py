@@ -17,6 +17,10 @@ Prints JSON: per stage, the median time from ``connect()`` (µs), the median gap
 before it, and the whole event list of the median setup.
 
     PYTHONPATH=src .venv/bin/python bench/setup_timeline.py [--http] [--setups 300] [--pool N]
+        [--preconnect N]
+
+With a stream that is already open -- reused across clients (``--http``, by default) or opened
+ahead (``--preconnect``) -- the ``syn-*`` stages are the request's first datagram.
 """
 
 from __future__ import annotations
@@ -145,7 +149,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             publisher = Publisher(
                 net.host("dc1-h1"), "web", (LOCAL, port), check_interval=0.5, fall=2, rise=2, pool=args.pool
             )
-            ingress = Ingress(net.host("dc1-h3"), "web", (LOCAL, 0), http=args.http)
+            ingress = Ingress(
+                net.host("dc1-h3"), "web", (LOCAL, 0), http=args.http, preconnect=args.preconnect
+            )
             GATEWAYS[id(publisher.stats)] = "publisher"
             GATEWAYS[id(ingress.stats)] = "ingress"
             async with publisher, ingress:
@@ -187,6 +193,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "environment": environment(),
         "mode": "http" if args.http else "raw",
         "pool": args.pool,
+        "preconnect": args.preconnect,
         "setups": len(setups),
         "setup_p50_us": round(statistics.median(s[0] for s in setups) / 1000, 1),
         "events_p50": statistics.median(len(s[2]) for s in setups),
@@ -202,6 +209,9 @@ def main() -> None:
     parser.add_argument("--http", action="store_true", help="the HTTP ingress (default: raw)")
     parser.add_argument("--setups", type=int, default=300, help="timed connections (default 300)")
     parser.add_argument("--pool", type=int, default=0, help="the publisher's idle connections (default 0)")
+    parser.add_argument(
+        "--preconnect", type=int, default=0, help="raw: streams the ingress opens ahead (default 0)"
+    )
     parser.add_argument("--client", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client is not None:  # the client process: PORT COUNT, times as JSON
@@ -214,8 +224,10 @@ def main() -> None:
                 times.append((start, first))
         print(json.dumps(times))
         return
-    if args.setups < 1 or not 0 <= args.pool <= 64:
-        parser.error("--setups must be positive and --pool in [0, 64]")
+    if args.setups < 1 or not 0 <= args.pool <= 64 or not 0 <= args.preconnect <= 64:
+        parser.error("--setups must be positive, --pool and --preconnect in [0, 64]")
+    if args.http and args.preconnect:
+        parser.error("--preconnect is for raw mode (--http reuses idle streams)")
     instrument()
     emit(run(measure(args)))
 
