@@ -432,6 +432,7 @@ def test_raw_ingress_preconnect_gives_clients_streams_opened_ahead() -> None:
                 await greeted(port)
             await wait_until(lambda: warm.ready() == 2, 10, "one opened per take")
             assert (warm.taken, target.accepted - checks) == (3, 1 + 2 + 3)
+            assert ingress.stats.preconnected == 3
             await wait_until(lambda: len(target.live) == 2, 10, "the clients' connections closed")
             for writer in list(target.live):  # the target closes the waiting ones
                 writer.close()

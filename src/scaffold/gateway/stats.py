@@ -40,6 +40,11 @@ REUSED = define(
     MetricKind.COUNTER,
     "HTTP ingress: requests sent on an idle stream that an earlier client connection opened.",
 )
+PRECONNECTED = define(
+    "gateway_preconnected_total",
+    MetricKind.COUNTER,
+    "Raw ingress: client connections given a stream opened ahead of them (--preconnect).",
+)
 ERRORS = define(
     "gateway_errors_total",
     MetricKind.COUNTER,
@@ -75,6 +80,7 @@ class GatewayStats:
     requests: int = 0  # HTTP requests answered (HTTP ingress only)
     retries: int = 0  # HTTP requests sent again on a new stream after a broken one
     reused: int = 0  # HTTP requests sent on an idle stream an earlier client connection opened
+    preconnected: int = 0  # raw clients given a stream opened ahead of them
     errors: Counter[str] = field(default_factory=Counter)
     connect_latency: Histogram = field(default_factory=lambda: Histogram(CONNECT_LATENCY))
     request_latency: Histogram = field(default_factory=lambda: Histogram(REQUEST_LATENCY))
@@ -92,6 +98,7 @@ class GatewayStats:
             REQUESTS.sample(self.requests),
             RETRIES.sample(self.retries),
             REUSED.sample(self.reused),
+            PRECONNECTED.sample(self.preconnected),
             *ERRORS.by(self.errors),
             *self.connect_latency.samples(),
             *self.request_latency.samples(),
@@ -106,5 +113,6 @@ class GatewayStats:
             "requests": self.requests,
             "retries": self.retries,
             "reused": self.reused,
+            "preconnected": self.preconnected,
             "errors": dict(sorted(self.errors.items())),
         }

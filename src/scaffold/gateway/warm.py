@@ -113,6 +113,7 @@ class WarmStreams:
             if _usable(splice) and now - began < self.idle_timeout:
                 taken = splice
                 self.taken += 1
+                self.stats.preconnected += 1
                 splice.stats = self.stats
                 self.stats.bytes_out += sum(map(len, splice.service.held))
                 break
