@@ -474,6 +474,26 @@ def test_streams_opened_ahead_expire_when_no_client_comes() -> None:
 
     with_testbed(main)
 
+    async def no_replica() -> None:
+        # Openings that fail (no replica) stop the opening ahead for RETRY_AFTER: five clients
+        # cost at most one round of N doomed streams, not one each.
+        async with (
+            scaffold.Testbed(datacenters=1, hosts_per_datacenter=2) as net,
+            Ingress(net.hosts[0], "nobody", (LOCAL, 0), preconnect=4) as ingress,
+        ):
+            warm = ingress.warm
+            assert warm is not None
+            for _ in range(5):
+                reader, writer = await asyncio.open_connection(*ingress.address)
+                writer.write(b"hello")
+                assert await reader.read() == b""  # closed: no replica of "nobody"
+                writer.close()
+                await wait_until(lambda: len(warm) == 0, 5.0, "the openings failed")
+            assert sum(warm.waiting_stats.errors.values()) == 4, warm.waiting_stats.errors
+            assert warm.taken == 0
+
+    run(no_replica())
+
     async def refused() -> None:
         async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=1) as net:
             with pytest.raises(UsageError, match="raw mode"):

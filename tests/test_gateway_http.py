@@ -413,11 +413,12 @@ def test_a_stream_outlives_its_client_and_carries_the_next_clients_idempotent_re
 
                 # A stream that spoke while idle, or that the replica closed, is not reused:
                 # the next client's answer is its own, on a new stream.
+                loop = asyncio.get_running_loop()
                 assert await asyncio.to_thread(get, port, "/junk") == b"GET /junk #2"
-                await asyncio.sleep(0.1)
+                await wait_until(lambda: idle.ready(loop.time()) == 1, 5.0, "the stream that spoke seen")
                 assert await asyncio.to_thread(get, port, "/") == b"GET / #1"
                 assert await asyncio.to_thread(get, port, "/bye") == b"GET /bye #1"
-                await asyncio.sleep(0.1)
+                await wait_until(lambda: idle.ready(loop.time()) == 0, 5.0, "the closed stream seen")
                 assert await asyncio.to_thread(get, port, "/") == b"GET / #3"
                 assert replica.connections == 3 and ingress.stats.errors == {}
                 assert ingress.stats.retries == 0
@@ -433,12 +434,10 @@ def test_a_stream_outlives_its_client_and_carries_the_next_clients_idempotent_re
 
                 # Idle longer than reuse_idle_timeout: closed.
                 before = replica.closed
-                await asyncio.sleep(0.5)
-                assert len(idle) == 0 and replica.closed > before
+                await wait_until(lambda: not idle and replica.closed > before, 5.0, "the idle one closed")
                 assert await asyncio.to_thread(get, port, "/") == b"GET / #6"
             # Closing the ingress closes its idle streams.
-            await asyncio.sleep(0.1)
-            assert replica.closed == replica.connections
+            await wait_until(lambda: replica.closed == replica.connections, 5.0, "every stream closed")
             await publisher.close()
         server.close()
 

@@ -94,13 +94,20 @@ class IdleUpstreams:
     def __len__(self) -> int:
         return len(self._idle)
 
+    def ready(self, now: float) -> int:
+        """How many a request could take at ``now`` (quiet, not expired)."""
+        return sum(1 for since, upstream in self._idle if self._fresh(since, upstream, now))
+
+    def _fresh(self, since: float, upstream: Upstream, now: float) -> bool:
+        return now - since < self.idle_timeout and upstream.quiet()
+
     def take(self, now: float) -> Upstream | None:
         """An idle stream to send a request on (marked ``reused``), or None; the ones found
         expired or not quiet on the way are closed."""
         idle = self._idle
         while idle:
             since, upstream = idle.pop()
-            if now - since < self.idle_timeout and upstream.quiet():
+            if self._fresh(since, upstream, now):
                 upstream.reused = True
                 return upstream
             upstream.close()
@@ -125,7 +132,7 @@ class IdleUpstreams:
         now = asyncio.get_running_loop().time()
         kept: deque[tuple[float, Upstream]] = deque()
         for since, upstream in self._idle:
-            if now - since < self.idle_timeout and upstream.quiet():
+            if self._fresh(since, upstream, now):
                 kept.append((since, upstream))
             else:
                 upstream.close()

@@ -17,7 +17,9 @@ What it changes, and why it is off by default (docs/gateway.md, "Streams opened 
   sent again on another stream if it breaks -- the client is cut, as any broken stream cuts
   it once bytes flowed;
 * traffic keeps them: a stream waits at most ``idle_timeout`` seconds, and only a take (or a
-  client that found none) opens more, so an idle ingress holds none.
+  client that found none) opens more, so an idle ingress holds none; after an opening failed
+  (no replica registered, say) none is opened ahead for ``RETRY_AFTER``, so clients cannot
+  make the ingress open ``count`` doomed streams each.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ MAX_PRECONNECT = 64
 #: new stream's opening -- its SYN, the replica's accept, its publisher's connect -- would run
 #: between the taken stream's request and its response otherwise (one loop; two CPUs)
 REFILL_DELAY = 0.002
+#: after an opening failed (no replica, none answered), none is opened ahead for this long (s):
+#: clients arriving meanwhile open their own streams, and none makes the ingress open ``count``
+#: more that would fail alike
+RETRY_AFTER = 1.0
 
 
 class WarmStreams:
@@ -81,6 +87,8 @@ class WarmStreams:
         self._sweeping: asyncio.TimerHandle | None = None
         self.closed = False
         self._refilling: asyncio.TimerHandle | None = None
+        #: loop time before which nothing is opened ahead (RETRY_AFTER a failed opening)
+        self._failed_until = 0.0
         self.taken = 0  # given to clients
         self.dropped = 0  # closed unused: ended, broke or expired while waiting
         #: what the waiting streams did (a banner's bytes, a reset): they count in ``stats``
@@ -93,6 +101,10 @@ class WarmStreams:
     def ready(self) -> int:
         """How many are open now (handshake done, nothing ended)."""
         return sum(1 for _, splice, _ in self._waiting if _usable(splice))
+
+    def _fresh(self, began: float, splice: Splice, opening: asyncio.Task[object], now: float) -> bool:
+        """Still worth keeping: opening, or open and usable, within ``idle_timeout``."""
+        return now - began < self.idle_timeout and (not opening.done() or _usable(splice))
 
     def take(self) -> Splice | None:
         """An open stream's splice for a client (whose socket the caller attaches), or None;
@@ -110,7 +122,7 @@ class WarmStreams:
             if not opening.done():
                 waiting.append(entry)  # still opening: it keeps its place among the waiting
                 continue
-            if _usable(splice) and now - began < self.idle_timeout:
+            if self._fresh(began, splice, opening, now):
                 taken = splice
                 self.taken += 1
                 self.stats.preconnected += 1
@@ -130,10 +142,10 @@ class WarmStreams:
 
     def fill(self) -> None:
         """Open streams until ``count`` are open or opening."""
-        if self.closed:
-            return
         loop = asyncio.get_running_loop()
         now = loop.time()
+        if self.closed or now < self._failed_until:
+            return
         while len(self._waiting) < self.count and self._open_one(loop, now):
             pass
         if self._sweeping is None and self._waiting:
@@ -159,6 +171,7 @@ class WarmStreams:
             # No replica, or none answered: the waiting slot goes; the next client opens its
             # own stream (and retries as every client does) and a take tries again.
             self.waiting_stats.error(reason_of(error))
+            self._failed_until = asyncio.get_running_loop().time() + RETRY_AFTER
             self._discard(splice)
 
     def _discard(self, splice: Splice) -> None:
@@ -180,12 +193,11 @@ class WarmStreams:
         now = loop.time()
         kept: deque[tuple[float, Splice, asyncio.Task[object]]] = deque()
         for entry in self._waiting:
-            began, splice, opening = entry
-            if now - began < self.idle_timeout and (not opening.done() or _usable(splice)):
+            if self._fresh(*entry, now):
                 kept.append(entry)
             else:
-                opening.cancel()  # (still opening: the stream is given up)
-                self._drop(splice)
+                entry[2].cancel()  # (still opening: the stream is given up)
+                self._drop(entry[1])
         self._waiting = kept
         if kept:
             self._sweeping = loop.call_at(kept[0][0] + self.idle_timeout, self._sweep)
