@@ -9,6 +9,10 @@ One run, the same two replicas for every setup: tiny asyncio HTTP/1.1 keep-alive
   as scaffold runs on one core;
 * ``haproxy-tuned``: the same with ``check inter 200ms fall 2``;
 * ``haproxy-tuned-2t``: ``haproxy-tuned`` with ``nbthread 2`` (throughput and setup only);
+* ``haproxy-http``: ``haproxy-tuned`` in ``mode http`` (throughput and setup only): HAProxy
+  parsing every request and response, keep-alive on both sides, idle server connections
+  shared across clients (``http-reuse safe``, its default) -- the like-for-like peer of
+  ``scaffold-http``;
 * ``scaffold-raw`` and ``scaffold-http``: one child process (``--scaffold`` mode) runs an
   embedded ``Testbed`` (one datacenter, three hosts), a ``Publisher`` per replica on two
   hosts (``check_interval 0.5 fall 2 rise 2``) and two ``Ingress`` on the third: raw TCP and
@@ -271,8 +275,16 @@ def scaffold_state(control_port: int, command: str = "state") -> dict[str, Any]:
 
 
 def haproxy_config(
-    directory: Path, name: str, port: int, replicas: list[int], check: str, threads: int = 1
+    directory: Path,
+    name: str,
+    port: int,
+    replicas: list[int],
+    check: str,
+    threads: int = 1,
+    mode: str = "tcp",
 ) -> Path:
+    """``mode http`` keeps HAProxy's HTTP defaults: keep-alive both sides, ``http-reuse safe``
+    (idle server connections shared across clients), ``retries`` of failed connections."""
     servers = "\n".join(f"    server r{i} {LOCAL}:{p} {check}" for i, p in enumerate(replicas))
     path = directory / f"{name}.cfg"
     path.write_text(
@@ -281,11 +293,11 @@ def haproxy_config(
     maxconn 4096
     stats socket {directory}/{name}.sock mode 600 level admin
 defaults
-    mode tcp
+    mode {mode}
     timeout connect 2s
     timeout client 30s
     timeout server 30s
-    retries 3
+{"    timeout http-request 10s" + chr(10) if mode == "http" else ""}    retries 3
 frontend fe
     bind {LOCAL}:{port}
     default_backend be
@@ -731,13 +743,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 start_replica(i)
             haproxies: dict[str, tuple[int, Path]] = {}
             tuned = "check inter 200ms fall 2"
-            for name, check, threads in (
-                ("haproxy-default", "check", 1),
-                ("haproxy-tuned", tuned, 1),
-                ("haproxy-tuned-2t", tuned, 2),
+            for name, check, threads, mode in (
+                ("haproxy-default", "check", 1, "tcp"),
+                ("haproxy-tuned", tuned, 1, "tcp"),
+                ("haproxy-tuned-2t", tuned, 2, "tcp"),
+                ("haproxy-http", tuned, 1, "http"),
             ):
                 port = free_port()
-                config = haproxy_config(directory, name, port, replicas, check, threads)
+                config = haproxy_config(directory, name, port, replicas, check, threads, mode)
                 fleet.start(haproxy, "-f", str(config))
                 haproxies[name] = (port, directory / f"{name}.sock")
             control = free_port()
@@ -826,6 +839,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "throughput_ratio": {
             "scaffold_raw_to_haproxy": ratio("scaffold-raw", "haproxy-tuned"),
             "scaffold_http_to_haproxy": ratio("scaffold-http", "haproxy-tuned"),
+            "scaffold_http_to_haproxy_http": ratio("scaffold-http", "haproxy-http"),
             "scaffold_raw_pool_to_haproxy": ratio("scaffold-raw-pool", "haproxy-tuned"),
             "scaffold_http_pool_to_haproxy": ratio("scaffold-http-pool", "haproxy-tuned"),
             "scaffold_raw_warm_to_haproxy": ratio("scaffold-raw-warm", "haproxy-tuned"),
@@ -837,6 +851,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 for mode in ("raw", "http")
             },
             "haproxy_to_direct": ratio("haproxy-tuned", "direct"),
+            "haproxy_http_to_tcp": ratio("haproxy-http", "haproxy-tuned"),
             "haproxy_2t_to_1t": ratio("haproxy-tuned-2t", "haproxy-tuned"),
         },
         "setup": setup,
