@@ -452,6 +452,71 @@ def test_raw_ingress_preconnect_gives_clients_streams_opened_ahead() -> None:
     with_testbed(main)
 
 
+class Answerer:
+    """A target that waits for its client: each line answered in upper case, except
+    a line ``bye``, on which it hangs up without a word; ``lines`` holds every line it
+    read, ``live`` its open connections."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.live: set[asyncio.StreamWriter] = set()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.live.add(writer)
+        with contextlib.suppress(ConnectionError):
+            while line := await reader.readline():
+                self.lines.append(line)
+                if line == b"bye\r\n":
+                    break
+                writer.write(line.upper())
+                await writer.drain()
+        writer.close()
+        self.live.discard(writer)
+
+
+def test_a_taken_stream_that_ends_before_its_bytes_arrived_sends_them_on_a_new_one() -> None:
+    """The target closes a waiting stream's connection just as a client takes the stream:
+    the FIN (50 ms of backbone away) comes back before the client's line reached the
+    replica's host -- none of it acknowledged -- so the line goes again in a new stream's
+    SYN and the client gets its answer; the target reads it once. A line the target read
+    and hung up on is acknowledged: that client gets the end of the stream, not a replay."""
+
+    async def main(net: scaffold.Testbed) -> None:
+        target = Answerer()
+        server = await asyncio.start_server(target.serve, LOCAL, 0)
+        address = server.sockets[0].getsockname()[:2]
+        async with Publisher(net.host("dc2-h1"), "echo", address, check_interval=60):
+            ingress = Ingress(net.host("dc1-h1"), "echo", (LOCAL, 0), preconnect=1)
+            await ingress.start()
+            warm = ingress.warm
+            assert warm is not None
+            port = ingress.address[1]
+
+            async def ask(line: bytes) -> bytes:
+                reader, writer = await asyncio.open_connection(LOCAL, port)
+                writer.write(line)
+                answer = await asyncio.wait_for(reader.readline(), 10)
+                writer.close()
+                return answer
+
+            assert await ask(b"one\r\n") == b"ONE\r\n"  # its own stream; one opened ahead
+            await wait_until(lambda: warm.ready() == 1 and len(target.live) == 1, 10, "one waiting")
+            next(iter(target.live)).close()  # its FIN is on its way; a client takes the stream
+            assert await ask(b"two\r\n") == b"TWO\r\n"
+            assert (warm.taken, ingress.stats.retries) == (1, 1)
+            assert target.lines == [b"one\r\n", b"two\r\n"]  # the replayed line read once
+
+            await wait_until(lambda: warm.ready() == 1, 10, "one waiting again")
+            assert await ask(b"bye\r\n") == b""  # read, then hung up on: no replay
+            assert (warm.taken, ingress.stats.retries) == (2, 1)
+            assert target.lines == [b"one\r\n", b"two\r\n", b"bye\r\n"]
+            assert ingress.stats.errors == {}
+            await ingress.close()
+        server.close()
+
+    with_testbed(main, backbone_delay=0.05)
+
+
 def test_streams_opened_ahead_expire_when_no_client_comes() -> None:
     async def main(net: scaffold.Testbed) -> None:
         target = Greeter()

@@ -47,7 +47,7 @@ from .pump import CHUNK, reason_of
 from .splice import Splice
 from .stats import GatewayStats
 from .upstream import IdleUpstreams
-from .warm import WarmStreams
+from .warm import Replay, WarmStreams
 
 if TYPE_CHECKING:
     from ..api.host import Connecting, Host
@@ -169,6 +169,8 @@ class Ingress:
             if preconnect
             else None
         )
+        #: taken streams' replays opening their new streams (Replay, _replay)
+        self._replays: set[asyncio.Task[None]] = set()
         #: with ``http``: the idle streams the sessions share (upstream.IdleUpstreams)
         self.idle_upstreams = (
             IdleUpstreams(options.reuse, options.reuse_idle_timeout, options.reuse_max_age) if http else None
@@ -301,6 +303,8 @@ class Ingress:
             self.idle_upstreams.close()
         if self.warm is not None:
             self.warm.close()
+        for replay in self._replays:
+            replay.cancel()
         for client in self._clients.values():
             if client.session is not None:
                 client.session.closing = True
@@ -387,11 +391,33 @@ class Ingress:
         """In the callback that accepted ``conn``: a stream opened ahead as its splice's
         service end, and ``first`` (what the client already sent) written on it now."""
         splice.client.sock = conn  # (what the stream brings goes straight to the socket)
+        if self.syn_data and not splice.service.held:
+            # Until the service's first byte, the client's bytes are kept: if the stream
+            # ends or breaks before any reached the replica's host, they go on a new one.
+            splice.replay = Replay(splice, first, self._reopen)
         if first:
             self.stats.bytes_in += len(first)
             assert splice.service.transport is not None  # (taken open)
             splice.service.transport.write(first)
         return splice, first
+
+    def _reopen(self, splice: Splice, data: bytes) -> None:
+        """A taken stream ended or broke before answering (Replay): a new one, ``data`` in
+        its SYN, as the splice's service end."""
+        self.stats.retries += 1
+        task = asyncio.get_running_loop().create_task(self._replay(splice, data))
+        self._replays.add(task)
+        task.add_done_callback(self._replays.discard)
+
+    async def _replay(self, splice: Splice, data: bytes) -> None:
+        client = splice.client
+        to = client.transport if client.transport is not None else client.sock
+        if to is None or not await self._open_service(splice, data, to):
+            return  # (the client closed, or cut: what _open_service does when it fails)
+        if splice.done.done() or client.lost:
+            splice.abort()  # the client left meanwhile
+        elif client.transport is not None:
+            splice.link()  # (else the client's task links it once its transport is made)
 
     def _open_early(self, conn: socket.socket, client: _Client, first: bytes) -> tuple[Splice, bytes]:
         """In the callback that accepted ``conn``: the splice for it, and the SYN of its

@@ -21,6 +21,11 @@ that socket while the loop still makes its transport -- on a setup's path that i
 request reaching the target, and the response reaching the client, several turns of the loop
 sooner (docs/gateway.md, "Seventh round"). Only what the socket took at once is sent so; the
 rest is held, in order, for the transport.
+
+A splice may carry a :class:`ReplayHook` (the raw ingress's stream opened ahead, ``gateway/warm.py``):
+until the service's first byte, what the client sent is kept, and a service end that ends or
+breaks is offered to it first; if it takes over, a new service end replaces the old one (whose
+later callbacks are ignored) and links once its stream is made.
 """
 
 from __future__ import annotations
@@ -28,12 +33,24 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 
 from .pump import CHUNK, IdleWatch, reason_of, send_some
 from .stats import GatewayStats
 
-__all__ = ["End", "Splice"]
+__all__ = ["End", "ReplayHook", "Splice"]
+
+
+class ReplayHook(Protocol):
+    """What a splice tells of its client's bytes and its service's end until the service's
+    first byte (:attr:`Splice.replay`); it unsets itself when it gives up."""
+
+    def sent(self, data: bytes) -> None:
+        """The client sent ``data`` on to the service."""
+
+    def failed(self, end: End, exc: Exception | None) -> bool:
+        """The service ``end`` ended (``exc`` None: EOF) before answering: whether the
+        replay took the splice over (then nothing else is done for it)."""
 
 
 class End(asyncio.Protocol):
@@ -67,7 +84,13 @@ class End(asyncio.Protocol):
         splice = self.splice
         if self.inbound:
             splice.stats.bytes_in += len(data)
+            if splice.replay is not None:
+                splice.replay.sent(data)
         else:
+            if splice.replay is not None or self is not splice.service:
+                if self is not splice.service:
+                    return  # a service end a replay replaced: what it says is not heard
+                splice.replay = None  # the service answered: no replay from here
             splice.stats.bytes_out += len(data)
         if splice.idle is not None:
             splice.idle.touch()
@@ -116,6 +139,8 @@ class End(asyncio.Protocol):
             self.data_received(data)
 
     def eof_received(self) -> bool:
+        if not self.inbound and self._taken_over(None):
+            return True  # (the replay cut it)
         self.eof = True
         peer = self.peer
         if peer is not None and peer.transport is not None:
@@ -139,7 +164,18 @@ class End(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if not self.inbound and self._taken_over(exc):
+            return
         self.splice.ended(self, exc)
+
+    def _taken_over(self, exc: Exception | None) -> bool:
+        """This service end was replaced by a replay, or one takes it over now that it ended
+        (``exc`` None: EOF): what it does is no longer the splice's."""
+        splice = self.splice
+        if self is not splice.service:
+            return True
+        replay = splice.replay
+        return replay is not None and replay.failed(self, exc)
 
 
 class Splice:
@@ -158,6 +194,7 @@ class Splice:
         "idle",
         "idle_timeout",
         "linked",
+        "replay",
         "service",
         "stats",
     )
@@ -177,6 +214,8 @@ class Splice:
         self.client = End(self, inbound=True)
         self.service = End(self, inbound=False)
         self.linked = False
+        #: while set, the client's bytes and the service end's failure go to it first
+        self.replay: ReplayHook | None = None
         #: ``close()`` was called: the ends going now is no failure
         self.closing = False
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -258,12 +297,26 @@ class Splice:
 
     def join(self) -> bool:
         """Link the ends (both made) -- or cut both if the client's end was lost while its
-        peer was made; whether it linked."""
+        peer was made; whether it linked, or will: a service end being replaced
+        (:meth:`replace_service`) links once its stream is made."""
         if self.client.lost:
             self.abort()
             return False
+        if self.service.transport is None:
+            return True
         self.link()
         return True
+
+    def replace_service(self) -> End:
+        """A new service end in place of the current one, which is cut (what it does from
+        now on is ignored); the client's bytes from here are held for the new one."""
+        old = self.service
+        self.service = End(self, inbound=False)
+        self.client.peer = None
+        self.linked = False
+        if old.transport is not None and not old.lost:
+            old.transport.abort()
+        return self.service
 
     async def carry(self) -> None:
         """Join the ends and wait until the splice ends; cancelled (a gateway closing), cut

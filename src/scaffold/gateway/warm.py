@@ -13,9 +13,12 @@ What it changes, and why it is off by default (docs/gateway.md, "Streams opened 
   (as with the publisher's ``pool``). What a target says first (a banner) waits in the splice
   and reaches the client that takes the stream, in order; a stream that ended or broke while
   waiting is closed and never taken;
-* a taken stream is an open one: a client's first bytes do not ride in a SYN, so they are not
-  sent again on another stream if it breaks -- the client is cut, as any broken stream cuts
-  it once bytes flowed;
+* a taken stream is an open one, so what a client sends on it is kept (:class:`Replay`, up
+  to ``REPLAY_LIMIT``) until the service's first byte: if the stream ends or breaks before
+  then and the replica's host acknowledged none of it, it goes again in a new stream's SYN,
+  as a SYN's first bytes do after a failed handshake (at least once, as with TCP Fast Open);
+  once the replica's host acknowledged a byte, or the service answered, a break cuts the
+  client, as any broken stream cuts it once bytes flowed;
 * traffic keeps them: a stream waits at most ``idle_timeout`` seconds, and only a take (or a
   client that found none) opens more, so an idle ingress holds none; after an opening failed
   (no replica registered, say) none is opened ahead for ``RETRY_AFTER``, so clients cannot
@@ -27,18 +30,19 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from .pump import reason_of
-from .splice import Splice
+from .splice import End, Splice
 from .stats import GatewayStats
 
 if TYPE_CHECKING:
     from ..api.host import Host
     from ..ids import ObjectId
 
-__all__ = ["WarmStreams"]
+__all__ = ["REPLAY_LIMIT", "Replay", "WarmStreams"]
 
 #: most streams kept open ahead
 MAX_PRECONNECT = 64
@@ -50,6 +54,8 @@ REFILL_DELAY = 0.002
 #: clients arriving meanwhile open their own streams, and none makes the ingress open ``count``
 #: more that would fail alike
 RETRY_AFTER = 1.0
+#: most bytes of a client's kept for a replay (more before the service's first byte: none)
+REPLAY_LIMIT = 64 * 1024
 
 
 class WarmStreams:
@@ -221,3 +227,46 @@ def _usable(splice: Splice) -> bool:
     """Open and nothing ended: the stream's end is made and has seen no EOF or loss."""
     service = splice.service
     return service.transport is not None and not service.eof and not service.lost and not splice.done.done()
+
+
+class Replay:
+    """A taken stream's client bytes, kept until the service's first byte (the splice's
+    :attr:`~.splice.Splice.replay`). If the stream ends (EOF) or breaks before that byte and
+    the replica's host had acknowledged none of them -- an EOF then means the target closed
+    its idle connection before they came -- ``reopen(splice, data)`` sends them again, in a
+    new stream's SYN, as the splice's new service end. Once only: the new stream's failures
+    are a SYN's."""
+
+    __slots__ = ("kept", "reopen", "size", "splice")
+
+    def __init__(self, splice: Splice, first: bytes, reopen: Callable[[Splice, bytes], None]) -> None:
+        self.splice = splice
+        self.reopen = reopen
+        self.kept = [first] if first else []
+        self.size = len(first)
+
+    def sent(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > REPLAY_LIMIT:  # too much to keep: a break from here cuts the client
+            self.splice.replay = None
+            self.kept = []
+        else:
+            self.kept.append(data)
+
+    def failed(self, end: End, exc: Exception | None) -> bool:
+        splice = self.splice
+        splice.replay = None
+        if splice.closing or splice.client.lost or end.transport is None:
+            return False
+        stats = end.transport.get_extra_info("stats")
+        # A stream opened ahead sends nothing before its take: any byte acknowledged is the
+        # client's, and may have reached the target.
+        if stats is None or stats.bytes_acked:
+            return False
+        data = b"".join(self.kept)
+        self.kept = []
+        # What the client sent is all in ``data`` (kept as it came): none is held twice.
+        splice.client.held.clear()
+        splice.replace_service()
+        self.reopen(splice, data)
+        return True
