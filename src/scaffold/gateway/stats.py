@@ -33,7 +33,8 @@ REQUESTS = define("gateway_requests_total", MetricKind.COUNTER, "HTTP requests a
 RETRIES = define(
     "gateway_retries_total",
     MetricKind.COUNTER,
-    "HTTP requests sent again on a new stream after a broken one.",
+    "HTTP requests sent again on a new stream after a broken one; raw ingress: a stream opened "
+    "ahead that ended before answering, its client's bytes sent again on a new one.",
 )
 REUSED = define(
     "gateway_reused_streams_total",
@@ -78,7 +79,7 @@ class GatewayStats:
     bytes_in: int = 0  # towards the service (client -> replica)
     bytes_out: int = 0  # back to the client (replica -> client)
     requests: int = 0  # HTTP requests answered (HTTP ingress only)
-    retries: int = 0  # HTTP requests sent again on a new stream after a broken one
+    retries: int = 0  # requests (HTTP) or a client's first bytes (raw, Replay) sent again
     reused: int = 0  # HTTP requests sent on an idle stream an earlier client connection opened
     preconnected: int = 0  # raw clients given a stream opened ahead of them
     errors: Counter[str] = field(default_factory=Counter)
