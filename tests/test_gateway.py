@@ -31,6 +31,7 @@ from scaffold.errors import UsageError
 from scaffold.gateway import Ingress, Publisher, TargetUnavailable
 from scaffold.gateway.http import ClientSide, HttpOptions, HttpSession
 from scaffold.gateway.stats import GatewayStats
+from scaffold.gateway.warm import REPLAY_LIMIT
 from scaffold.runtime.aio import run, wait_until
 
 Main = Callable[[scaffold.Testbed], Awaitable[None]]
@@ -479,7 +480,8 @@ def test_a_taken_stream_that_ends_before_its_bytes_arrived_sends_them_on_a_new_o
     the FIN (50 ms of backbone away) comes back before the client's line reached the
     replica's host -- none of it acknowledged -- so the line goes again in a new stream's
     SYN and the client gets its answer; the target reads it once. A line the target read
-    and hung up on is acknowledged: that client gets the end of the stream, not a replay."""
+    and hung up on is acknowledged: that client gets the end of the stream, not a replay;
+    nor does one that sent more than REPLAY_LIMIT before the race."""
 
     async def main(net: scaffold.Testbed) -> None:
         target = Answerer()
@@ -510,6 +512,14 @@ def test_a_taken_stream_that_ends_before_its_bytes_arrived_sends_them_on_a_new_o
             assert await ask(b"bye\r\n") == b""  # read, then hung up on: no replay
             assert (warm.taken, ingress.stats.retries) == (2, 1)
             assert target.lines == [b"one\r\n", b"two\r\n", b"bye\r\n"]
+
+            # More than REPLAY_LIMIT sent before the service's first byte: none kept, so the
+            # same race cuts the client.
+            await wait_until(lambda: warm.ready() == 1 and len(target.live) == 1, 10, "one waiting")
+            next(iter(target.live)).close()
+            assert await ask(b"x" * (REPLAY_LIMIT + 1) + b"\r\n") == b""
+            assert (warm.taken, ingress.stats.retries) == (3, 1)
+            assert len(target.lines) == 3
             assert ingress.stats.errors == {}
             await ingress.close()
         server.close()
