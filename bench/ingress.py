@@ -286,6 +286,7 @@ def haproxy_config(
     """``mode http`` keeps HAProxy's HTTP defaults: keep-alive both sides, ``http-reuse safe``
     (idle server connections shared across clients), ``retries`` of failed connections."""
     servers = "\n".join(f"    server r{i} {LOCAL}:{p} {check}" for i, p in enumerate(replicas))
+    http_request = "    timeout http-request 10s\n" if mode == "http" else ""
     path = directory / f"{name}.cfg"
     path.write_text(
         f"""global
@@ -297,7 +298,7 @@ defaults
     timeout connect 2s
     timeout client 30s
     timeout server 30s
-{"    timeout http-request 10s" + chr(10) if mode == "http" else ""}    retries 3
+{http_request}    retries 3
 frontend fe
     bind {LOCAL}:{port}
     default_backend be

@@ -477,7 +477,7 @@ class Answerer:
 
 def test_a_taken_stream_that_ends_before_its_bytes_arrived_sends_them_on_a_new_one() -> None:
     """The target closes a waiting stream's connection just as a client takes the stream:
-    the FIN (50 ms of backbone away) comes back before the client's line reached the
+    the FIN (150 ms of backbone away: the margin the take has) comes back before the client's line reached the
     replica's host -- none of it acknowledged -- so the line goes again in a new stream's
     SYN and the client gets its answer; the target reads it once. A line the target read
     and hung up on is acknowledged: that client gets the end of the stream, not a replay;
@@ -524,7 +524,7 @@ def test_a_taken_stream_that_ends_before_its_bytes_arrived_sends_them_on_a_new_o
             await ingress.close()
         server.close()
 
-    with_testbed(main, backbone_delay=0.05)
+    with_testbed(main, backbone_delay=0.15)
 
 
 def test_streams_opened_ahead_expire_when_no_client_comes() -> None:

@@ -412,7 +412,10 @@ class Ingress:
     async def _replay(self, splice: Splice, data: bytes) -> None:
         client = splice.client
         to = client.transport if client.transport is not None else client.sock
-        if to is None or not await self._open_service(splice, data, to):
+        if to is None:  # (no socket to answer: nothing to replay for)
+            splice.abort()
+            return
+        if not await self._open_service(splice, data, to):
             return  # (the client closed, or cut: what _open_service does when it fails)
         if splice.done.done() or client.lost:
             splice.abort()  # the client left meanwhile

@@ -87,10 +87,9 @@ class End(asyncio.Protocol):
             if splice.replay is not None:
                 splice.replay.sent(data)
         else:
-            if splice.replay is not None or self is not splice.service:
-                if self is not splice.service:
-                    return  # a service end a replay replaced: what it says is not heard
-                splice.replay = None  # the service answered: no replay from here
+            if self is not splice.service:
+                return  # a service end a replay replaced: what it says is not heard
+            splice.replay = None  # the service answered: no replay from here
             splice.stats.bytes_out += len(data)
         if splice.idle is not None:
             splice.idle.touch()
