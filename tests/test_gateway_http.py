@@ -233,6 +233,10 @@ async def scripted_replica(reader: asyncio.StreamReader, writer: asyncio.StreamW
         elif path == b"/eof":  # an HTTP/1.0 server: no length, the body ends with the connection
             writer.write(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")
             break
+        elif path == b"/silent":  # never answers; reads until the ingress gives up the stream
+            while await reader.read(65536):
+                pass
+            break
         elif path == b"/bad":
             writer.write(b"NOT A RESPONSE\r\n\r\n")
             break
@@ -325,6 +329,41 @@ def test_framing_retries_and_refusals_through_the_ingress() -> None:
             assert exchange(port, bad).startswith(b"HTTP/1.1 400 ")
 
     run(main())
+
+
+def test_a_replica_that_never_answers_gets_the_response_timeout_then_502() -> None:
+    """``response_timeout`` bounds each read of a response (``pump.Deadline``): a replica
+    that takes the request and says nothing fails the attempt, the retries fail alike, and
+    the client gets 502 -- while a request before and after it on the same connection is
+    answered."""
+
+    async def main() -> tuple[dict[str, int], int]:
+        server = await asyncio.start_server(scripted_replica, LOCAL, 0)
+        async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=2) as net:
+            publisher = Publisher(net.hosts[0], "web", server.sockets[0].getsockname())
+            await publisher.start()
+            options = HttpOptions(response_timeout=0.3, retry_budget=0.2, backoff=0.05)
+            async with Ingress(net.hosts[1], "web", (LOCAL, 0), http=True, http_options=options) as ingress:
+                await asyncio.to_thread(through, ingress.address[1])
+                errors, retries = dict(ingress.stats.errors), ingress.stats.retries
+            await publisher.close()
+        server.close()
+        return errors, retries
+
+    def through(port: int) -> None:
+        conn = http.client.HTTPConnection(LOCAL, port, timeout=10)
+        conn.request("GET", "/before")
+        assert conn.getresponse().read() == b"GET /before"
+        conn.request("GET", "/silent")
+        response = conn.getresponse()
+        assert response.status == 502 and b"no response in time" in response.read()
+        conn.request("GET", "/after")
+        assert conn.getresponse().read() == b"GET /after"
+        conn.close()
+
+    errors, retries = run(main())
+    # The first timeout starts the 0.2 s budget; the retry after 0.05 s times out 0.35 s later.
+    assert errors == {"response-timeout": 1} and retries == 1
 
 
 # -- streams reused across clients (gateway/upstream.py) ---------------------------------------

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 from ..api.streams import StreamReader, StreamWriter
 from ..errors import ObjectNotFound, PathError
 from .http1 import HOP_BY_HOP, HttpError, Request, RequestParser, ResponseHead, chunk
-from .pump import CHUNK, reason_of, send_some
+from .pump import CHUNK, Deadline, reason_of, send_some
 from .stats import GatewayStats
 from .upstream import IdleUpstreams, Upstream
 
@@ -255,6 +255,9 @@ def _retrieve(task: asyncio.Task[asyncio.StreamWriter]) -> None:
 class HttpSession:
     """One client connection of the HTTP ingress; ``first``: the bytes already read from it."""
 
+    #: bounds each wait for the client or the replica (made when ``run`` starts, in its task)
+    _deadline: Deadline
+
     def __init__(
         self,
         client: ClientSide,
@@ -325,6 +328,7 @@ class HttpSession:
     async def run(self) -> None:
         """Serve requests until the client or the ingress ends the connection."""
         loop = asyncio.get_running_loop()
+        self._deadline = Deadline()
         try:
             while not self.closing:
                 request = await self._read_request()
@@ -353,6 +357,7 @@ class HttpSession:
         except (ConnectionError, OSError):
             self.stats.error("client-gone")
         finally:
+            self._deadline.cancel()
             self.cancel_begun()
             self._drop_upstream(keep=True)
             self.client.close()
@@ -366,18 +371,24 @@ class HttpSession:
             ClientSlow: neither came in time.
         """
         loop = asyncio.get_running_loop()
+        deadline = self._deadline
         if self._head_deadline is not None:
-            timeout: float | None = self._head_deadline - loop.time()
+            deadline.arm(self._head_deadline)
             reason = "header-timeout"
         else:
-            timeout, reason = self.options.idle_timeout, "idle-timeout"
+            idle = self.options.idle_timeout
+            deadline.arm(None if idle is None else loop.time() + idle)
+            reason = "idle-timeout"
         try:
-            async with asyncio.timeout(timeout):
-                if self.client.writer is None:
-                    await self.client.attached()
-                data = await self.client.reader.read(CHUNK)
-        except TimeoutError:
-            raise ClientSlow(reason) from None
+            if self.client.writer is None:
+                await self.client.attached()
+            data = await self.client.reader.read(CHUNK)
+        except asyncio.CancelledError:
+            if deadline.expired():
+                raise ClientSlow(reason) from None
+            raise
+        finally:
+            deadline.disarm()
         if data and self._head_deadline is None and not self.busy:
             # The first byte of the next request: its head has header_timeout from now.
             self._head_deadline = loop.time() + self.options.header_timeout
@@ -607,13 +618,18 @@ class HttpSession:
         Raises:
             UpstreamFailed: the stream broke, stayed silent, or the response is malformed.
         """
+        deadline = self._deadline
+        deadline.arm(asyncio.get_running_loop().time() + self.options.response_timeout)
         try:
-            async with asyncio.timeout(self.options.response_timeout):
-                data = await upstream.reader.read(CHUNK)
-        except TimeoutError as exc:
-            raise UpstreamFailed("response-timeout", "no response in time") from exc
+            data = await upstream.reader.read(CHUNK)
+        except asyncio.CancelledError:
+            if deadline.expired():
+                raise UpstreamFailed("response-timeout", "no response in time") from None
+            raise
         except (PathError, OSError) as exc:
             raise UpstreamFailed(reason_of(exc), str(exc)) from exc
+        finally:
+            deadline.disarm()
         try:
             upstream.responses.feed(data)
         except HttpError as exc:
