@@ -432,7 +432,8 @@ class HttpSession:
                 return
             writer = await self.client.attached()
         writer.write(data)
-        await writer.drain()
+        if writer.transport.get_write_buffer_size():  # (else drain has nothing to wait for)
+            await writer.drain()
 
     async def _send_error(self, status: int, text: str, from_socket: bool = False) -> None:
         """Answer ``status`` with ``text`` unless part of a response went already;
@@ -487,7 +488,10 @@ class HttpSession:
             sent = reused = False
             failure: UpstreamFailed
             try:
-                upstream, sent = await self._get_upstream(upstream_request, idempotent, fresh)
+                if self.upstream is not None:  # the open stream (the keep-alive path: no await)
+                    upstream, sent = self.upstream, False
+                else:
+                    upstream, sent = await self._get_upstream(upstream_request, idempotent, fresh)
             except ObjectNotFound as exc:
                 self.stats.error("object-not-found")
                 await self._send_error(503, f"no replica of {self.name!r} is registered: {exc}\n")
@@ -574,9 +578,12 @@ class HttpSession:
         responses.expect(head_only=request.method == b"HEAD")
         upstream.idle = False
         try:
+            writer = upstream.writer
             if not sent:
-                upstream.writer.write(data)
-            await upstream.writer.drain()
+                writer.write(data)
+            # Only a full buffer waits (a stream that already broke fails the read below).
+            if writer.transport.get_write_buffer_size():
+                await writer.drain()
         except (PathError, OSError) as exc:
             raise UpstreamFailed("send-" + reason_of(exc), str(exc)) from exc
         held: list[bytes] = []
