@@ -713,9 +713,11 @@ def test_http_ingress_answers_a_closing_client_from_the_socket_with_no_transport
             answer = await asyncio.to_thread(theirs.recv, 65536)
             assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"hello"), answer
             if keep_alive:
-                await wait_until(
-                    lambda session=session: session.client.transport is not None, 5, "the client's transport"
-                )
+
+                def attached(session: HttpSession = session) -> bool:
+                    return session.client.transport is not None
+
+                await wait_until(attached, 5, "the client's transport")
                 theirs.shutdown(socket.SHUT_WR)
             await asyncio.wait_for(running, 5)
             if not keep_alive:
@@ -922,7 +924,11 @@ def test_redis_cli_and_benchmark_through_ingress_and_publishers(procs: Processes
                 redis_server, "--port", str(port), "--bind", LOCAL, "--save", "", "--appendonly", "no"
             )
         for port in ports:
-            await wait_until(lambda port=port: answers(port), 10, f"redis-server on {port}")
+
+            def up(port: int = port) -> bool:
+                return answers(port)
+
+            await wait_until(up, 10, f"redis-server on {port}")
         publishers = [  # weighted: both replicas take connections (§3.5), as checked below
             Publisher(net.host(host), "redis", (LOCAL, port), policy="weighted")
             for host, port in zip(("dc1-h1", "dc2-h1"), ports, strict=True)
@@ -932,11 +938,11 @@ def test_redis_cli_and_benchmark_through_ingress_and_publishers(procs: Processes
         ingress = Ingress(net.host("dc2-h3"), "redis", (LOCAL, 0))
         await ingress.start()
         try:
-            port = str(ingress.address[1])
+            address = str(ingress.address[1])
 
             def cli(*args: str, stdin: bytes | None = None) -> str:
                 result = subprocess.run(
-                    [redis_cli, "-h", LOCAL, "-p", port, *args],
+                    [redis_cli, "-h", LOCAL, "-p", address, *args],
                     input=stdin,
                     capture_output=True,
                     timeout=20,
@@ -961,12 +967,16 @@ def test_redis_cli_and_benchmark_through_ingress_and_publishers(procs: Processes
             ]
             assert sum(sizes) == 12 and all(sizes), sizes  # both replicas were used
 
-            result = await asyncio.to_thread(
-                subprocess.run,
-                [redis_benchmark, "-h", LOCAL, "-p", port, "-n", "2000", "-c", "10", "-t", "set,get", "-q"],
-                capture_output=True,
-                timeout=60,
-            )
+            def benchmark() -> subprocess.CompletedProcess[bytes]:
+                load = ["-n", "2000", "-c", "10", "-t", "set,get", "-q"]
+                return subprocess.run(
+                    [redis_benchmark, "-h", LOCAL, "-p", address, *load],
+                    capture_output=True,
+                    timeout=60,
+                    check=False,
+                )
+
+            result = await asyncio.to_thread(benchmark)
             out = result.stdout.decode(errors="replace")
             assert result.returncode == 0, result.stderr
             assert "SET:" in out and "GET:" in out, out
