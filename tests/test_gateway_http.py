@@ -233,6 +233,10 @@ async def scripted_replica(reader: asyncio.StreamReader, writer: asyncio.StreamW
         elif path == b"/eof":  # an HTTP/1.0 server: no length, the body ends with the connection
             writer.write(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")
             break
+        elif path.startswith(b"/slow"):  # answers after 0.3 s
+            await asyncio.sleep(0.3)
+            body = b"%s %s" % (method, path)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
         elif path == b"/silent":  # never answers; reads until the ingress gives up the stream
             while await reader.read(65536):
                 pass
@@ -352,8 +356,9 @@ def test_a_replica_that_never_answers_gets_the_response_timeout_then_502() -> No
 
     def through(port: int) -> None:
         conn = http.client.HTTPConnection(LOCAL, port, timeout=10)
-        conn.request("GET", "/before")
-        assert conn.getresponse().read() == b"GET /before"
+        for path in ("/before", "/before-2"):  # then /silent is the callbacks' (see below)
+            conn.request("GET", path)
+            assert conn.getresponse().read() == b"GET %s" % path.encode()
         conn.request("GET", "/silent")
         response = conn.getresponse()
         assert response.status == 502 and b"no response in time" in response.read()
@@ -364,6 +369,120 @@ def test_a_replica_that_never_answers_gets_the_response_timeout_then_502() -> No
     errors, retries = run(main())
     # The first timeout starts the 0.2 s budget; the retry after 0.05 s times out 0.35 s later.
     assert errors == {"response-timeout": 1} and retries == 1
+
+
+def get_line(path: str) -> bytes:
+    return b"GET %s HTTP/1.1\r\nHost: web\r\n\r\n" % path.encode()
+
+
+def read_responses(s: socket.socket, count: int) -> list[bytes]:
+    """``count`` whole responses (each with Content-Length) from ``s``, heads and bodies; no
+    byte more."""
+    data = b""
+    bodies: list[bytes] = []
+    while len(bodies) < count:
+        while b"\r\n\r\n" not in data:
+            piece = s.recv(65536)
+            assert piece, (data, bodies)
+            data += piece
+        head, data = data.split(b"\r\n\r\n", 1)
+        fields = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
+        length = int(fields[b"content-length"])
+        while len(data) < length:
+            piece = s.recv(65536)
+            assert piece, (head, data)
+            data += piece
+        bodies.append(head + b"\r\n\r\n" + data[:length])
+        data = data[length:]
+    assert not data
+    return bodies
+
+
+def test_keep_alive_requests_go_through_callbacks_and_the_task_takes_over_the_rest() -> None:
+    """A keep-alive request that comes whole and alone on a connection whose stream is open
+    is answered in the protocols' callbacks (``HttpSession._client_bytes``); whatever those
+    cannot finish is handed to the session's task, in order: a request in two writes, two
+    at once, a request that comes while one is in flight, a half-close, a malformed
+    response (retried, then 502), the ingress closing mid-response."""
+
+    async def main() -> None:
+        server = await asyncio.start_server(scripted_replica, LOCAL, 0)
+        async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=2) as net:
+            publisher = Publisher(net.hosts[0], "web", server.sockets[0].getsockname())
+            await publisher.start()
+            options = HttpOptions(retry_budget=0.2)
+            ingress = Ingress(net.hosts[1], "web", (LOCAL, 0), http=True, http_options=options)
+            await ingress.start()
+            stats = ingress.stats
+            port = ingress.address[1]
+            with socket.create_connection((LOCAL, port), timeout=10) as s:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                # The first request opens the stream (the task), and its answer goes before
+                # the client's transport is made; the second may come before the task waits
+                # on that transport. From then on, a request whole and alone is the callbacks'.
+                for i in range(7):
+                    if i == 2:
+                        warm = stats.in_callbacks
+                    await asyncio.to_thread(s.sendall, get_line(f"/{i}"))
+                    [answer] = await asyncio.to_thread(read_responses, s, 1)
+                    assert answer.endswith(b"GET /%d" % i), answer
+                assert warm in (0, 1) and stats.in_callbacks == warm + 5
+                calls = stats.in_callbacks
+                # In two writes: the callbacks parse the head's first part, the task the rest.
+                line = get_line("/split")
+                await asyncio.to_thread(s.sendall, line[:10])
+                await asyncio.sleep(0.05)
+                await asyncio.to_thread(s.sendall, line[10:])
+                assert (await asyncio.to_thread(read_responses, s, 1))[0].endswith(b"GET /split")
+                # Two at once: the task, in order.
+                await asyncio.to_thread(s.sendall, get_line("/a") + get_line("/b"))
+                answers = await asyncio.to_thread(read_responses, s, 2)
+                assert [a.rsplit(b" ", 1)[1] for a in answers] == [b"/a", b"/b"]
+                assert stats.in_callbacks == calls
+                # One in flight in the callbacks (the replica answers in 0.3 s) when the next
+                # comes: the task takes the first over and answers both, in order.
+                await asyncio.to_thread(s.sendall, get_line("/slow"))
+                await asyncio.sleep(0.1)
+                await asyncio.to_thread(s.sendall, get_line("/after-slow"))
+                answers = await asyncio.to_thread(read_responses, s, 2)
+                assert [a.rsplit(b" ", 1)[1] for a in answers] == [b"/slow", b"/after-slow"]
+                # A malformed response to the callbacks' exchange: the task retries it on new
+                # streams (malformed again), then 502; the connection goes on.
+                await asyncio.to_thread(s.sendall, get_line("/bad"))
+                [answer] = await asyncio.to_thread(read_responses, s, 1)
+                assert answer.startswith(b"HTTP/1.1 502 ") and b"malformed response" in answer
+                await asyncio.to_thread(s.sendall, get_line("/ok"))  # (a new stream: the task)
+                assert (await asyncio.to_thread(read_responses, s, 1))[0].endswith(b"GET /ok")
+                # The client half-closes while the callbacks' exchange is in flight: answered,
+                # then closed.
+                await asyncio.to_thread(s.sendall, get_line("/slow-then-eof"))
+                await asyncio.sleep(0.1)
+                s.shutdown(socket.SHUT_WR)
+                [answer] = await asyncio.to_thread(read_responses, s, 1)
+                assert answer.endswith(b"GET /slow-then-eof")
+                assert await asyncio.to_thread(s.recv, 100) == b""
+            assert stats.errors == {"bad-response": 1}
+            # None more: /slow, /bad and /slow-then-eof began in callbacks and were taken over.
+            assert stats.in_callbacks == calls
+            # The ingress closes while the callbacks carry an exchange: it is answered with
+            # ``connection: close``, then the connection ends.
+            with socket.create_connection((LOCAL, port), timeout=10) as s:
+                for path in ("/open", "/open-2"):  # (as above: the second may be the task's)
+                    await asyncio.to_thread(s.sendall, get_line(path))
+                    await asyncio.to_thread(read_responses, s, 1)
+                before = stats.in_callbacks
+                await asyncio.to_thread(s.sendall, get_line("/slow-at-close"))
+                await asyncio.sleep(0.1)
+                closing = asyncio.create_task(ingress.close(grace=60))
+                [answer] = await asyncio.to_thread(read_responses, s, 1)
+                assert answer.endswith(b"GET /slow-at-close") and b"connection: close" in answer.lower()
+                assert await asyncio.to_thread(s.recv, 100) == b""
+                await asyncio.wait_for(closing, 10)  # (ended by the session, not the grace)
+                assert stats.in_callbacks == before + 1
+            await publisher.close()
+        server.close()
+
+    run(main())
 
 
 # -- streams reused across clients (gateway/upstream.py) ---------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["NO_TLS", "StreamHandler", "StreamProtocol", "StreamReader", "StreamWriter"]
+__all__ = ["NO_TLS", "StreamHandler", "StreamProtocol", "StreamReader", "StreamWriter", "Tap"]
 
 #: why ``start_tls`` (and ``ssl=`` on a name) is refused
 NO_TLS = "SCAFFOLD streams do not carry TLS: start_tls() and ssl= need a kernel TCP socket"
@@ -73,10 +73,23 @@ class StreamWriter(asyncio.StreamWriter):
 StreamHandler = Callable[[asyncio.StreamReader, StreamWriter], Awaitable[None]]
 
 
+#: sees a stream's bytes before its reader (``StreamProtocol.tap``): a chunk, or None once the
+#: stream ended or broke (the reader has the EOF or the error by then); True: it took the chunk
+Tap = Callable[[bytes | None], bool]
+
+
 class StreamProtocol(asyncio.StreamReaderProtocol):
     """asyncio's ``StreamReaderProtocol`` with a :class:`StreamWriter`: ``reader`` and
     ``writer`` are set once the connection is made, then ``on_connect(reader, writer)``
-    runs (a server's handler starts there)."""
+    runs (a server's handler starts there).
+
+    ``tap``, if set, sees each chunk before the reader and keeps the ones it takes from it,
+    and is told when the stream ends or breaks: a consumer that parses in the callback that
+    has the bytes (the HTTP ingress's keep-alive exchanges) instead of in a task woken for
+    each chunk. Unset, the reader gets everything, as asyncio's does.
+    """
+
+    tap: Tap | None = None
 
     def __init__(
         self, limit: int, on_connect: Callable[[asyncio.StreamReader, StreamWriter], None] | None = None
@@ -119,8 +132,22 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
         if self._on_connect is not None:
             self._on_connect(self.reader, self.writer)
 
+    def data_received(self, data: bytes) -> None:
+        tap = self.tap
+        if tap is None or not tap(data):
+            super().data_received(data)
+
+    def eof_received(self) -> bool | None:
+        keep_open = super().eof_received()
+        if self.tap is not None:
+            self.tap(None)
+        return keep_open
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        tap, self.tap = self.tap, None
+        if tap is not None:
+            tap(None)
         # The writer refers back to this protocol: without this the pair would be a reference
         # cycle, freed only by a full collection -- never, among frozen objects
         # (runtime/aio/collector.py). The application still holds its own reader and writer.

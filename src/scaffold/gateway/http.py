@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from ..api.streams import StreamReader, StreamWriter
+from ..api.streams import StreamProtocol, StreamReader, StreamWriter
 from ..errors import ObjectNotFound, PathError
 from .http1 import HOP_BY_HOP, HttpError, Request, RequestParser, ResponseHead, chunk
 from .pump import CHUNK, Deadline, reason_of, send_some
@@ -58,7 +58,6 @@ from .upstream import IdleUpstreams, Upstream
 
 if TYPE_CHECKING:
     from ..api.host import Connecting
-    from ..api.streams import StreamProtocol
 
 __all__ = ["IDEMPOTENT_METHODS", "ClientSide", "HttpOptions", "HttpSession"]
 
@@ -136,8 +135,44 @@ class _Begun:
             self.upstream.close()
 
 
+@dataclass(slots=True)
+class _Fast:
+    """An exchange the protocols' callbacks carry (``HttpSession._client_bytes``): the
+    request, as the replica got it (``data``) and when it came; ``failure``: what broke it,
+    for the task that takes it over."""
+
+    request: Request
+    data: bytes
+    started: float
+    failure: UpstreamFailed | None = None
+    received: int = 0  # bytes of the response the callbacks parsed
+
+
 #: reads of unread client bytes before a socket with no transport is closed (ClientSide.close)
 _DISCARD_READS = 16
+
+
+class _ClientReader(asyncio.StreamReader):
+    """asyncio's reader, which the session can also wake with nothing to read."""
+
+    def wake(self) -> None:
+        """Wake a ``read`` waiting for bytes: it returns ``b""`` with ``at_eof()`` false --
+        "look again" (the bytes went to the session's parser in the callback)."""
+        self._wakeup_waiter()  # type: ignore[attr-defined]  # asyncio's own (3.4 to 3.13)
+
+
+class _ClientProtocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol whose ``tap`` sees each chunk first and keeps the ones it
+    takes from the reader (``HttpSession._client_bytes``)."""
+
+    def __init__(self, reader: asyncio.StreamReader, tap: Callable[[bytes], bool] | None) -> None:
+        super().__init__(reader)
+        self.tap = tap
+
+    def data_received(self, data: bytes) -> None:
+        tap = self.tap
+        if tap is None or not tap(data):
+            super().data_received(data)
 
 
 class ClientSide:
@@ -146,11 +181,13 @@ class ClientSide:
     is parsed and its stream opened (the SYN sent) before the transport is made, and a
     malformed one is answered from the socket and closed with no transport made at all."""
 
-    __slots__ = ("_aborted", "_attaching", "closed", "reader", "sock", "transport", "writer")
+    __slots__ = ("_aborted", "_attaching", "closed", "reader", "sock", "tap", "transport", "writer")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.reader = asyncio.StreamReader(loop=asyncio.get_running_loop())
+        self.reader = _ClientReader(loop=asyncio.get_running_loop())
+        #: sees the client's bytes before the reader once the transport is made (the session)
+        self.tap: Callable[[bytes], bool] | None = None
         self.transport: asyncio.Transport | None = None
         self.writer: asyncio.StreamWriter | None = None
         self._attaching: asyncio.Task[asyncio.StreamWriter] | None = None
@@ -166,7 +203,7 @@ class ClientSide:
 
     async def _attach(self) -> asyncio.StreamWriter:
         loop = asyncio.get_running_loop()
-        protocol = asyncio.StreamReaderProtocol(self.reader, loop=loop)
+        protocol = _ClientProtocol(self.reader, self.tap)
         try:
             transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=self.sock)
         except OSError:
@@ -286,6 +323,14 @@ class HttpSession:
         self._keep_alive = True  # the current request leaves the connection open
         #: the first request's upstream, begun by ``begin``
         self._begun: _Begun | None = None
+        #: the task waits in ``_receive`` with no unread byte: the callbacks may carry the next
+        #: exchange (``_client_bytes``, ``_upstream_bytes``)
+        self._parked = False
+        self._fast: _Fast | None = None  # the exchange they carry
+        self._handed: _Fast | None = None  # one they began, which the task finishes
+        self._tapped: Upstream | None = None  # the stream whose protocol's tap is ours
+        self._upstream_tap = self._upstream_bytes  # (one bound method, set on each stream)
+        client.tap = self._client_bytes
         # Parsed from here, before the client's transport is made (ClientSide).
         if first:  # (b"" is EOF)
             stats.bytes_in += len(first)
@@ -330,12 +375,13 @@ class HttpSession:
         loop = asyncio.get_running_loop()
         self._deadline = Deadline()
         try:
-            while not self.closing:
+            while not self.closing or self._handed is not None:
                 request = await self._read_request()
                 if request is None:
                     break
-                started = loop.time()
-                await self._answer(request)
+                handed, self._handed = self._handed, None
+                started = loop.time() if handed is None else handed.started
+                await self._answer(request, handed)
                 self.stats.request_latency.observe(loop.time() - started)
                 if not self._keep_alive:
                     break
@@ -358,6 +404,7 @@ class HttpSession:
             self.stats.error("client-gone")
         finally:
             self._deadline.cancel()
+            self._fast = self._handed = None
             self.cancel_begun()
             self._drop_upstream(keep=True)
             self.client.close()
@@ -382,13 +429,24 @@ class HttpSession:
         try:
             if self.client.writer is None:
                 await self.client.attached()
+            self._parked = True
             data = await self.client.reader.read(CHUNK)
         except asyncio.CancelledError:
             if deadline.expired():
-                raise ClientSlow(reason) from None
+                handed = self._take_over() or self._handed
+                if handed is None:
+                    raise ClientSlow(reason) from None
+                # The deadline was the callbacks' exchange's (armed for its response).
+                if handed.failure is None:
+                    handed.failure = UpstreamFailed("response-timeout", "no response in time")
+                return
             raise
         finally:
+            self._parked = False
             deadline.disarm()
+        self._take_over()
+        if not data and not self.client.reader.at_eof():
+            return  # woken by the callbacks: what they parsed is in self.requests
         if data and self._head_deadline is None and not self.busy:
             # The first byte of the next request: its head has header_timeout from now.
             self._head_deadline = loop.time() + self.options.header_timeout
@@ -404,7 +462,14 @@ class HttpSession:
         """
         self.busy = False
         requests = self.requests
-        while (request := requests.next()) is None:
+        request: Request | None
+        while True:
+            if self._handed is not None:  # begun by the callbacks: before anything after it
+                request = self._handed.request
+                break
+            request = requests.next()
+            if request is not None:
+                break
             if requests.done:
                 return None
             if requests.head_done:
@@ -456,6 +521,135 @@ class HttpSession:
         with contextlib.suppress(ConnectionError, OSError):
             await self._send(data)
 
+    # -- the keep-alive exchange in callbacks ---------------------------------------------
+
+    def _client_bytes(self, data: bytes) -> bool:
+        """The client's bytes, in the callback that has them (``ClientSide.tap``); whether
+        they were taken from the reader.
+
+        While the task waits for the next request with the stream open and idle, a request
+        that came whole and alone goes to the replica from here, and its response to the
+        client from ``_upstream_bytes``: the task is not woken, its coroutines not resumed,
+        about a fifth of a request's CPU. Anything else is the task's -- part of a request,
+        two, a malformed one, one that ends the connection, a client not reading its
+        responses, bytes while an exchange is in flight: the bytes go to its reader, or,
+        once parsed here, it is woken to take them from the parser."""
+        if not self._parked:
+            return False
+        upstream = self.upstream
+        requests = self.requests
+        writer = self.client.writer
+        if (
+            self._fast is not None
+            or upstream is None
+            or not upstream.idle
+            or self.closing
+            or not requests.empty()
+            or self._head_deadline is not None
+            or writer is None
+            or writer.transport.get_write_buffer_size()
+            or (self._tapped is not upstream and not self._tap(upstream))
+        ):
+            self._parked = False  # the reader wakes the task (which takes over an exchange)
+            return False
+        self.stats.bytes_in += len(data)
+        requests.feed(data)
+        loop = asyncio.get_running_loop()
+        request = requests.alone()
+        if request is None or not request.keep_alive:
+            if requests.started:  # (its head has header_timeout, as _receive gives it)
+                self._head_deadline = loop.time() + self.options.header_timeout
+            self._parked = False
+            self.client.reader.wake()
+            return True
+        requests.next()
+        now = loop.time()
+        data = self._upstream_request(request)
+        upstream.responses.expect(head_only=request.method == b"HEAD")
+        upstream.idle = False
+        self.busy = True
+        self._keep_alive = True
+        self._fast = _Fast(request, data, now)
+        self.stats.requests += 1
+        upstream.writer.write(data)
+        self._deadline.arm(now + self.options.response_timeout)
+        return True
+
+    def _tap(self, upstream: Upstream) -> bool:
+        """Make ``_upstream_bytes`` the tap of ``upstream``'s protocol; whether it could."""
+        protocol = upstream.writer.transport.get_protocol()
+        if not isinstance(protocol, StreamProtocol) or protocol.tap is not None:
+            return False
+        protocol.tap = self._upstream_tap
+        self._tapped = upstream
+        return True
+
+    def _upstream_bytes(self, data: bytes | None) -> bool:
+        """The replica's bytes (None: the stream ended or broke), in the callback that has
+        them (``StreamProtocol.tap``); whether they were taken from the reader. A response to
+        the callbacks' exchange that is whole goes to the client from here; one that breaks,
+        is malformed, or grows past ``buffer_limit`` is handed to the task, which goes on
+        from what the parser holds (``_exchange``)."""
+        fast = self._fast
+        upstream = self.upstream
+        if fast is None or upstream is None:
+            return False
+        if data is None:  # (the task finds the EOF or the error in the reader)
+            self._hand_over()
+            return False
+        fast.received += len(data)
+        if fast.received > self.options.buffer_limit:
+            # Larger than what is held back: relayed as it comes, by the task, which reads
+            # it from here (the reader gets this chunk).
+            self._hand_over()
+            return False
+        responses = upstream.responses
+        try:
+            responses.feed(data)
+        except HttpError as exc:
+            fast.failure = UpstreamFailed(exc.reason, f"malformed response: {exc}")
+            self._hand_over()
+            return True
+        head = responses.head
+        if head is None or not responses.ended:
+            return True
+        body = b"".join(responses.body)
+        responses.body.clear()
+        out = self._client_head(head, len(body), False) + body
+        writer = self.client.writer
+        assert writer is not None  # (no exchange begins here without it)
+        self.stats.bytes_out += len(out)
+        writer.write(out)
+        now = asyncio.get_running_loop().time()
+        self.stats.request_latency.observe(now - fast.started)
+        self.stats.in_callbacks += 1
+        self._fast = None
+        upstream.idle = True
+        self.busy = False
+        if not responses.reusable:
+            self._drop_upstream()
+        if self._keep_alive:
+            idle = self.options.idle_timeout
+            self._deadline.arm(None if idle is None else now + idle)
+        else:  # the ingress is closing (_client_head): the task ends the connection
+            self._parked = False
+            self.client.reader.wake()
+        return True
+
+    def _hand_over(self) -> None:
+        """The callbacks' exchange is the task's from here: it is woken to finish it."""
+        self._handed, self._fast = self._fast, None
+        self._parked = False
+        self.client.reader.wake()
+
+    def _take_over(self) -> _Fast | None:
+        """The task runs: an exchange the callbacks carry is its to finish (the one it
+        returns, if any)."""
+        fast = self._fast
+        if fast is not None:
+            self._handed, self._fast = fast, None
+        return fast
+
     # -- one request, with retries -------------------------------------------------------
 
     def _upstream_request(self, request: Request) -> bytes:
@@ -471,24 +665,33 @@ class HttpSession:
             head += b"content-length: %d\r\n" % len(body)
         return head + b"\r\n" + body
 
-    async def _answer(self, request: Request) -> None:
+    async def _answer(self, request: Request, handed: _Fast | None = None) -> None:
+        """Answer ``request``, retrying as the module says; ``handed``: the callbacks sent it
+        on ``self.upstream`` already (and took what came back so far)."""
         begun = self._begun
-        upstream_request = (
-            begun.data if begun is not None and begun.request is request else self._upstream_request(request)
-        )
+        if handed is not None:
+            upstream_request = handed.data
+        elif begun is not None and begun.request is request:
+            upstream_request = begun.data
+        else:
+            upstream_request = self._upstream_request(request)
         idempotent = request.method in IDEMPOTENT_METHODS
         loop = asyncio.get_running_loop()
         deadline: float | None = None  # retry_budget counts from the first failure
         backoff = self.options.backoff
         attempt = 0
         fresh = False  # a new stream, not an idle one (after a reused one failed)
-        self.stats.requests += 1
+        if handed is None:  # (else the callbacks counted it)
+            self.stats.requests += 1
         while True:
             attempt += 1
             sent = reused = False
             failure: UpstreamFailed
             try:
-                if self.upstream is not None:  # the open stream (the keep-alive path: no await)
+                if handed is not None:
+                    assert self.upstream is not None  # (the callbacks drop it only once answered)
+                    upstream, sent = self.upstream, True
+                elif self.upstream is not None:  # the open stream (the keep-alive path: no await)
                     upstream, sent = self.upstream, False
                 else:
                     upstream, sent = await self._get_upstream(upstream_request, idempotent, fresh)
@@ -503,11 +706,12 @@ class HttpSession:
                 reused = upstream.reused
                 try:
                     # Errors writing to the client are not caught here: they end the session.
-                    await self._exchange(upstream, request, upstream_request, sent)
+                    await self._exchange(upstream, request, upstream_request, sent, handed)
                     return
                 except UpstreamFailed as exc:
                     failure = exc
                 sent = True
+            handed = None
             self._drop_upstream()
             if self._committed:
                 self.stats.error("broken-mid-response")
@@ -562,35 +766,49 @@ class HttpSession:
         upstream, self.upstream = self.upstream, None
         if upstream is None:
             return
+        if self._tapped is upstream:
+            self._tapped = None
+            protocol = upstream.writer.transport.get_protocol()
+            if isinstance(protocol, StreamProtocol):
+                protocol.tap = None
         idle = None if self.closing or not keep else self.idle
         if idle is None or not idle.give(upstream, asyncio.get_running_loop().time()):
             upstream.close()
 
-    async def _exchange(self, upstream: Upstream, request: Request, data: bytes, sent: bool) -> None:
-        """Send one request on ``upstream`` (unless it was ``sent`` in the SYN) and relay its
-        response to the client.
+    async def _exchange(
+        self, upstream: Upstream, request: Request, data: bytes, sent: bool, handed: _Fast | None = None
+    ) -> None:
+        """Send one request on ``upstream`` (unless it was ``sent`` in the SYN, or by the
+        callbacks that ``handed`` it over) and relay its response to the client.
 
         Raises:
             UpstreamFailed: the stream to the replica failed (``self._committed`` tells
                 whether part of the response already went to the client).
         """
         responses = upstream.responses
-        responses.expect(head_only=request.method == b"HEAD")
-        upstream.idle = False
-        try:
-            writer = upstream.writer
-            if not sent:
-                writer.write(data)
-            # Only a full buffer waits (a stream that already broke fails the read below).
-            if writer.transport.get_write_buffer_size():
-                await writer.drain()
-        except (PathError, OSError) as exc:
-            raise UpstreamFailed("send-" + reason_of(exc), str(exc)) from exc
+        if handed is None:
+            responses.expect(head_only=request.method == b"HEAD")
+            upstream.idle = False
+            try:
+                writer = upstream.writer
+                if not sent:
+                    writer.write(data)
+                # Only a full buffer waits (a stream that already broke fails the read below).
+                if writer.transport.get_write_buffer_size():
+                    await writer.drain()
+            except (PathError, OSError) as exc:
+                raise UpstreamFailed("send-" + reason_of(exc), str(exc)) from exc
+        elif handed.failure is not None:
+            raise handed.failure
         held: list[bytes] = []
         held_bytes = 0
         chunked = False  # the body goes to the client as chunks
+        parsed = handed is not None  # the parser holds what the callbacks fed it: look first
         while True:
-            await self._read_response(upstream)
+            if parsed:
+                parsed = False
+            else:
+                await self._read_response(upstream)
             head = responses.head
             if head is None:
                 continue

@@ -210,6 +210,19 @@ class RequestParser(_Bounded):
             raise self._error
         return None
 
+    def empty(self) -> bool:
+        """Nothing is here or to come from before: no request begun or whole, no error, no
+        EOF."""
+        return self._current is None and not self.ready and not self.done
+
+    def alone(self) -> Request | None:
+        """The next whole request if it is all the parser holds -- no request after it, none
+        begun, no error, no EOF -- not taken (``next`` takes it); else None."""
+        ready = self.ready
+        if len(ready) == 1 and self._current is None and self._error is None and not self.done:
+            return ready[0]
+        return None
+
     # -- llhttp's callbacks --------------------------------------------------------------
 
     def on_message_begin(self) -> None:

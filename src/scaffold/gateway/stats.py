@@ -41,6 +41,12 @@ REUSED = define(
     MetricKind.COUNTER,
     "HTTP ingress: requests sent on an idle stream that an earlier client connection opened.",
 )
+IN_CALLBACKS = define(
+    "gateway_callback_requests_total",
+    MetricKind.COUNTER,
+    "HTTP ingress: keep-alive requests answered in the protocols' callbacks, with no task "
+    "woken (a request that came whole and alone, on an open idle stream).",
+)
 PRECONNECTED = define(
     "gateway_preconnected_total",
     MetricKind.COUNTER,
@@ -81,6 +87,7 @@ class GatewayStats:
     requests: int = 0  # HTTP requests answered (HTTP ingress only)
     retries: int = 0  # requests (HTTP) or a client's first bytes (raw, Replay) sent again
     reused: int = 0  # HTTP requests sent on an idle stream an earlier client connection opened
+    in_callbacks: int = 0  # HTTP requests answered in the protocols' callbacks (no task woken)
     preconnected: int = 0  # raw clients given a stream opened ahead of them
     errors: Counter[str] = field(default_factory=Counter)
     connect_latency: Histogram = field(default_factory=lambda: Histogram(CONNECT_LATENCY))
@@ -99,6 +106,7 @@ class GatewayStats:
             REQUESTS.sample(self.requests),
             RETRIES.sample(self.retries),
             REUSED.sample(self.reused),
+            IN_CALLBACKS.sample(self.in_callbacks),
             PRECONNECTED.sample(self.preconnected),
             *ERRORS.by(self.errors),
             *self.connect_latency.samples(),
@@ -114,6 +122,7 @@ class GatewayStats:
             "requests": self.requests,
             "retries": self.retries,
             "reused": self.reused,
+            "in_callbacks": self.in_callbacks,
             "preconnected": self.preconnected,
             "errors": dict(sorted(self.errors.items())),
         }
