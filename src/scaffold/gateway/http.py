@@ -29,6 +29,15 @@ A stream is opened only once a whole request has arrived, and an idempotent requ
 the stream's SYN (data on SYN, docs/protocol.md §4.2.7): the replica answers one round trip
 sooner. Other requests are sent after the handshake, so they reach at most one replica.
 
+Keep-alive exchanges in callbacks. The session's task reads requests and responses; but
+while it waits for the next request with its stream open and idle, a request that arrives
+whole and alone is sent on from the client protocol's callback, and its response, once
+whole, to the client from the stream protocol's (``StreamProtocol.tap``): no task woken, no
+coroutine resumed, a fifth of a request's CPU (``gateway_callback_requests_total`` counts
+them). Whatever the callbacks cannot finish they hand to the task, which goes on from what
+the parsers hold: part of a request or two, bytes during an exchange, a broken or malformed
+or late response, one larger than ``buffer_limit``, the ingress closing.
+
 Slow clients are bounded: a request's head must arrive within ``header_timeout`` (else
 ``408``, ``errors["header-timeout"]``), and a connection that stays silent between requests
 for ``idle_timeout`` is closed (``errors["idle-timeout"]``). Malformed or oversized requests
