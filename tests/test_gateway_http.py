@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import http.client
 import itertools
+import random
 import socket
 
 import pytest
@@ -479,6 +480,59 @@ def test_keep_alive_requests_go_through_callbacks_and_the_task_takes_over_the_re
                 assert await asyncio.to_thread(s.recv, 100) == b""
                 await asyncio.wait_for(closing, 10)  # (ended by the session, not the grace)
                 assert stats.in_callbacks == before + 1
+            await publisher.close()
+        server.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_any_mix_of_whole_split_pipelined_and_slow_requests_is_answered_in_order(seed: int) -> None:
+    """Requests whole, in two writes, two at once, or sent while a slow one is in flight,
+    in a random order on one keep-alive connection: each answered once, in order, whichever
+    of the callbacks and the task carried it (``_client_bytes`` and the hand-overs)."""
+    rng = random.Random(seed)
+
+    async def main() -> None:
+        server = await asyncio.start_server(scripted_replica, LOCAL, 0)
+        async with scaffold.Testbed(datacenters=1, hosts_per_datacenter=2) as net:
+            publisher = Publisher(net.hosts[0], "web", server.sockets[0].getsockname())
+            await publisher.start()
+            async with Ingress(net.hosts[1], "web", (LOCAL, 0), http=True) as ingress:
+                with socket.create_connection((LOCAL, ingress.address[1]), timeout=10) as s:
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    sent = 0
+                    for i in range(25):
+                        kind = rng.choice(["whole", "whole", "split", "pair", "slow", "post"])
+                        expected: list[bytes] = []
+                        if kind == "whole":
+                            await asyncio.to_thread(s.sendall, get_line(f"/w{i}"))
+                            expected = [b"GET /w%d" % i]
+                        elif kind == "split":
+                            line = get_line(f"/s{i}")
+                            cut = rng.randrange(1, len(line))
+                            await asyncio.to_thread(s.sendall, line[:cut])
+                            await asyncio.sleep(0.02)
+                            await asyncio.to_thread(s.sendall, line[cut:])
+                            expected = [b"GET /s%d" % i]
+                        elif kind == "pair":
+                            await asyncio.to_thread(s.sendall, get_line(f"/a{i}") + get_line(f"/b{i}"))
+                            expected = [b"GET /a%d" % i, b"GET /b%d" % i]
+                        elif kind == "slow":
+                            await asyncio.to_thread(s.sendall, get_line(f"/slow{i}"))
+                            await asyncio.sleep(rng.choice([0.0, 0.05, 0.15]))
+                            await asyncio.to_thread(s.sendall, get_line(f"/n{i}"))
+                            expected = [b"GET /slow%d" % i, b"GET /n%d" % i]
+                        else:
+                            body = b"x" * rng.randrange(0, 3000)
+                            head = b"POST /p%d HTTP/1.1\r\nHost: web\r\nContent-Length: %d\r\n\r\n"
+                            await asyncio.to_thread(s.sendall, head % (i, len(body)) + body)
+                            expected = [b"POST /p%d" % i]
+                        answers = await asyncio.to_thread(read_responses, s, len(expected))
+                        assert [a.split(b"\r\n\r\n", 1)[1] for a in answers] == expected, (kind, answers)
+                        sent += len(expected)
+                assert ingress.stats.requests == sent and not ingress.stats.errors
+                assert ingress.stats.in_callbacks > 0
             await publisher.close()
         server.close()
 
