@@ -161,6 +161,11 @@ class _Fast:
 _DISCARD_READS = 16
 
 
+#: asyncio's reader can be woken with nothing to read (its ``_wakeup_waiter``, 3.4 to 3.13):
+#: without it, no exchange is carried in callbacks (the task carries them all, as before)
+_CAN_WAKE = callable(getattr(asyncio.StreamReader, "_wakeup_waiter", None))
+
+
 class _ClientReader(asyncio.StreamReader):
     """asyncio's reader, which the session can also wake with nothing to read."""
 
@@ -339,7 +344,7 @@ class HttpSession:
         self._handed: _Fast | None = None  # one they began, which the task finishes
         self._tapped: Upstream | None = None  # the stream whose protocol's tap is ours
         self._upstream_tap = self._upstream_bytes  # (one bound method, set on each stream)
-        client.tap = self._client_bytes
+        client.tap = self._client_bytes if _CAN_WAKE else None
         # Parsed from here, before the client's transport is made (ClientSide).
         if first:  # (b"" is EOF)
             stats.bytes_in += len(first)
