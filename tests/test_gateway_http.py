@@ -416,6 +416,14 @@ def test_keep_alive_requests_go_through_callbacks_and_the_task_takes_over_the_re
             await ingress.start()
             stats = ingress.stats
             port = ingress.address[1]
+
+            async def send_and_wait_for_it(s: socket.socket, path: str) -> None:
+                """Send a request and wait until the ingress has taken it (the callbacks count
+                a request as they send it on): its exchange is in flight."""
+                taken = stats.requests + 1
+                await asyncio.to_thread(s.sendall, get_line(path))
+                await wait_until(lambda: stats.requests == taken, 5, f"{path} taken")
+
             with socket.create_connection((LOCAL, port), timeout=10) as s:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 # The first request opens the stream (the task), and its answer goes before
@@ -431,8 +439,9 @@ def test_keep_alive_requests_go_through_callbacks_and_the_task_takes_over_the_re
                 calls = stats.in_callbacks
                 # In two writes: the callbacks parse the head's first part, the task the rest.
                 line = get_line("/split")
+                read = stats.bytes_in + 10
                 await asyncio.to_thread(s.sendall, line[:10])
-                await asyncio.sleep(0.05)
+                await wait_until(lambda: stats.bytes_in == read, 5, "the first part read")
                 await asyncio.to_thread(s.sendall, line[10:])
                 assert (await asyncio.to_thread(read_responses, s, 1))[0].endswith(b"GET /split")
                 # Two at once: the task, in order.
@@ -442,8 +451,7 @@ def test_keep_alive_requests_go_through_callbacks_and_the_task_takes_over_the_re
                 assert stats.in_callbacks == calls
                 # One in flight in the callbacks (the replica answers in 0.3 s) when the next
                 # comes: the task takes the first over and answers both, in order.
-                await asyncio.to_thread(s.sendall, get_line("/slow"))
-                await asyncio.sleep(0.1)
+                await send_and_wait_for_it(s, "/slow")
                 await asyncio.to_thread(s.sendall, get_line("/after-slow"))
                 answers = await asyncio.to_thread(read_responses, s, 2)
                 assert [a.rsplit(b" ", 1)[1] for a in answers] == [b"/slow", b"/after-slow"]
@@ -456,8 +464,7 @@ def test_keep_alive_requests_go_through_callbacks_and_the_task_takes_over_the_re
                 assert (await asyncio.to_thread(read_responses, s, 1))[0].endswith(b"GET /ok")
                 # The client half-closes while the callbacks' exchange is in flight: answered,
                 # then closed.
-                await asyncio.to_thread(s.sendall, get_line("/slow-then-eof"))
-                await asyncio.sleep(0.1)
+                await send_and_wait_for_it(s, "/slow-then-eof")
                 s.shutdown(socket.SHUT_WR)
                 [answer] = await asyncio.to_thread(read_responses, s, 1)
                 assert answer.endswith(b"GET /slow-then-eof")
@@ -472,8 +479,7 @@ def test_keep_alive_requests_go_through_callbacks_and_the_task_takes_over_the_re
                     await asyncio.to_thread(s.sendall, get_line(path))
                     await asyncio.to_thread(read_responses, s, 1)
                 before = stats.in_callbacks
-                await asyncio.to_thread(s.sendall, get_line("/slow-at-close"))
-                await asyncio.sleep(0.1)
+                await send_and_wait_for_it(s, "/slow-at-close")
                 closing = asyncio.create_task(ingress.close(grace=60))
                 [answer] = await asyncio.to_thread(read_responses, s, 1)
                 assert answer.endswith(b"GET /slow-at-close") and b"connection: close" in answer.lower()

@@ -213,13 +213,13 @@ class RequestParser(_Bounded):
     def empty(self) -> bool:
         """Nothing is here or to come from before: no request begun or whole, no error, no
         EOF."""
-        return self._current is None and not self.ready and not self.done
+        return not self.started and not self.done
 
     def alone(self) -> Request | None:
         """The next whole request if it is all the parser holds -- no request after it, none
         begun, no error, no EOF -- not taken (``next`` takes it); else None."""
         ready = self.ready
-        if len(ready) == 1 and self._current is None and self._error is None and not self.done:
+        if len(ready) == 1 and self._current is None and not self.done:  # (an error sets done)
             return ready[0]
         return None
 
