@@ -31,7 +31,15 @@ One run, the same two replicas for every setup: tiny asyncio HTTP/1.1 keep-alive
 Measured, per setup:
 
 * ``throughput``: ``wrk -t2 -c20 -d{--duration}s --latency`` (keep-alive connections):
-  requests/s, p50/p99 latency, socket errors, non-2xx responses;
+  requests/s, p50/p99 latency, socket errors, non-2xx responses, and the CPU spent per
+  request (``cpu_us_per_request``, user + system from ``/proc``) by the balancer (every
+  process of the setup: HAProxy's, the one-process child, or ``up`` + the publishers + the
+  ingress with their ``--workers``), the two replicas, wrk itself and the whole machine;
+* ``cpu_budget``: for each of issue #12's throughput goals (``GOALS``: 0.25x HAProxy with one
+  worker, 0.45x with two), whether this machine has the CPU for it -- at the goal's rate, what
+  wrk and the replicas take leaves the balancer a budget per request (at most its cores),
+  against what it spent (``cost``): a goal over budget is out of reach here however quiet
+  the machine;
 * ``setup``: ``--setups`` sequential fresh connections to each setup, 5 ms apart, the setups
   taken in turn (one connection to each, then the next round, so a drift of the machine's
   speed hits them alike), each timed from ``connect()`` until the first byte of the response
@@ -83,6 +91,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -350,15 +359,68 @@ def parse_wrk(text: str) -> dict[str, Any]:
     }
 
 
-def run_wrk(wrk: str, port: int, duration: float) -> dict[str, Any]:
-    result = subprocess.run(
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its live descendants (a ``--workers``
+    supervisor's workers), each with all its threads; 0 for a process gone."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / TICK
+        children = [
+            int(child)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()
+        ]
+    except (OSError, IndexError, ValueError):
+        return total
+    return total + sum(tree_cpu(child) for child in children)
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent not idle so far (``/proc/stat``)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    values = [int(x) for x in fields]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    busy = sum(values[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / TICK
+
+
+def run_wrk(
+    wrk: str, port: int, duration: float, watch: dict[str, list[int]] | None = None
+) -> dict[str, Any]:
+    """wrk's figures; with ``watch`` (a role -> its pids), also the CPU each role spent per
+    request over the run (``cpu_us_per_request``: those, wrk's own and the machine's)."""
+    before = {role: sum(map(tree_cpu, pids)) for role, pids in (watch or {}).items()}
+    busy = machine_busy()
+    proc = subprocess.Popen(
         [wrk, "-t2", "-c20", f"-d{duration:g}s", "--latency", f"http://{LOCAL}:{port}/"],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
-        timeout=duration + 30,
-        check=False,
     )
-    return parse_wrk(result.stdout)
+    assert proc.stdout is not None
+    stop = threading.Timer(duration + 30, proc.kill)  # (a wrk that hangs is cut)
+    stop.start()
+    try:
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)  # reaped here, with its CPU time
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        stop.cancel()
+        proc.stdout.close()
+    result = parse_wrk(out)
+    if watch is None:
+        return result
+    spent = {role: sum(map(tree_cpu, pids)) - before[role] for role, pids in watch.items()}
+    spent["wrk"] = usage.ru_utime + usage.ru_stime
+    spent["machine"] = machine_busy() - busy
+    requests = result["requests"] or 0
+    if requests:
+        result["cpu_us_per_request"] = {role: round(cpu / requests * 1e6, 1) for role, cpu in spent.items()}
+    return result
 
 
 def one_setup(port: int) -> float:
@@ -643,6 +705,8 @@ class Deployment:
         self.state = directory / "state.json"
         self.ports: dict[str, int] = {}
         self.logs: list[Path] = []
+        #: every process it started, by name (``up``, ``publish-webN-i``, ``ingress-webN-MODE``)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
         scaffold = [sys.executable, "-m", "scaffold"]
@@ -651,7 +715,9 @@ class Deployment:
             NETWORK_TOPOLOGY + "".join(OBJECT_POLICY.format(name=f"web{n}") for n in self.workers)
         )
         up_log = self.directory / "up.log"
-        self.fleet.start(*scaffold, "up", str(topology), "--state", str(self.state), log=up_log)
+        self.procs["up"] = self.fleet.start(
+            *scaffold, "up", str(topology), "--state", str(self.state), log=up_log
+        )
         wait_for(lambda: "is up" in up_log.read_text(), "scaffold up")
         network = ["--network", str(self.state)]
         for n in self.workers:
@@ -692,7 +758,14 @@ class Deployment:
     def _start(self, name: str, *argv: str) -> None:
         log = self.directory / f"{name}.log"
         self.logs.append(log)
-        self.fleet.start(*argv, log=log)
+        self.procs[name] = self.fleet.start(*argv, log=log)
+
+    def pids(self, setup: str) -> list[int]:
+        """The processes serving ``scaffold-MODE-wN``: the network's, webN's publishers
+        and that ingress (a ``--workers`` supervisor's workers are its children)."""
+        mode, n = setup.removeprefix("scaffold-").split("-w")
+        names = ["up", f"ingress-web{n}-{mode}", *(f"publish-web{n}-{i}" for i in range(len(self.replicas)))]
+        return [self.procs[name].pid for name in names if name in self.procs]
 
     def all_up(self) -> bool:
         from scaffold.core.controller.commands import Status
@@ -719,6 +792,46 @@ class Deployment:
         return out
 
 
+#: the issue's throughput goals (#12): a setup at ``ratio`` x its peer's requests/s, its
+#: balancer on ``cores`` cores (one worker: one event loop; two: two)
+GOALS = (
+    ("scaffold-raw", "haproxy-tuned", 0.25, 1),
+    ("scaffold-http", "haproxy-tuned", 0.25, 1),
+    ("scaffold-http", "haproxy-http", 0.25, 1),
+    ("scaffold-raw-w1", "haproxy-tuned", 0.25, 1),
+    ("scaffold-http-w1", "haproxy-tuned", 0.25, 1),
+    ("scaffold-raw-w2", "haproxy-tuned-2t", 0.45, 2),
+    ("scaffold-http-w2", "haproxy-tuned-2t", 0.45, 2),
+)
+
+
+def cpu_budget(throughput: dict[str, Any], cpus: int) -> dict[str, Any]:
+    """For each goal, whether this machine has the CPU for it: at the goal's rate R, the
+    client (wrk) and the replicas take R x their CPU per request (as measured in the setup's
+    own run), and the balancer may spend what is left -- at most its cores -- so its budget
+    per request is ``min(cores, cpus - R x others) / R``; ``cost`` is what it spent per
+    request (every process of it, from ``/proc``). A goal whose cost is over budget cannot
+    be met on this machine by making the run longer or the machine quieter."""
+    out: dict[str, Any] = {}
+    for setup, peer, ratio, cores in GOALS:
+        mine, theirs = throughput.get(setup), throughput.get(peer)
+        if not mine or not theirs or "cpu_us_per_request" not in mine or not theirs.get("requests_per_s"):
+            continue
+        cpu = mine["cpu_us_per_request"]
+        rate = ratio * theirs["requests_per_s"]
+        others = cpu["wrk"] + cpu["replicas"]
+        budget = max(0.0, min(cores, cpus - rate * others / 1e6)) / rate * 1e6
+        out[f"{setup}/{peer}"] = {
+            "goal_ratio": ratio,
+            "target_requests_per_s": round(rate),
+            "others_us_per_request": round(others, 1),
+            "budget_us_per_request": round(budget, 1),
+            "cost_us_per_request": cpu["balancer"],
+            "fits": cpu["balancer"] <= budget,
+        }
+    return out
+
+
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     wrk = shutil.which("wrk")
     haproxy = shutil.which("haproxy")
@@ -743,6 +856,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             for i in range(2):
                 start_replica(i)
             haproxies: dict[str, tuple[int, Path]] = {}
+            balancers: dict[str, list[int]] = {"direct": []}  # each setup's processes, for CPU
             tuned = "check inter 200ms fall 2"
             for name, check, threads, mode in (
                 ("haproxy-default", "check", 1, "tcp"),
@@ -752,11 +866,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             ):
                 port = free_port()
                 config = haproxy_config(directory, name, port, replicas, check, threads, mode)
-                fleet.start(haproxy, "-f", str(config))
+                balancers[name] = [fleet.start(haproxy, "-f", str(config)).pid]
                 haproxies[name] = (port, directory / f"{name}.sock")
             control = free_port()
             trace = ["--trace", str(args.trace)] if args.trace else []
-            fleet.start(
+            scaffold = fleet.start(
                 sys.executable,
                 me,
                 "--scaffold",
@@ -791,7 +905,17 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             throughput: dict[str, Any] = {}
             setup: dict[str, Any] = {}
             if not args.kill_only:
-                throughput = {name: run_wrk(wrk, port, args.duration) for name, port in ports.items()}
+                for name in ports:
+                    if name.startswith("scaffold-"):
+                        deployed = re.fullmatch(r"scaffold-\w+-w\d+", name) is not None
+                        balancers[name] = deployment.pids(name) if deployed else [scaffold.pid]
+
+                def watch(name: str) -> dict[str, list[int]]:
+                    return {"balancer": balancers[name], "replicas": [proc.pid for proc in replica_procs]}
+
+                throughput = {
+                    name: run_wrk(wrk, port, args.duration, watch(name)) for name, port in ports.items()
+                }
                 setup = setup_times(ports, args.setups)
                 for result in setup.values():
                     result["overhead_p50_ms"] = round(result["p50_ms"] - setup["direct"]["p50_ms"], 3)
@@ -855,6 +979,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "haproxy_http_to_tcp": ratio("haproxy-http", "haproxy-tuned"),
             "haproxy_2t_to_1t": ratio("haproxy-tuned-2t", "haproxy-tuned"),
         },
+        "cpu_budget": cpu_budget(throughput, os.cpu_count() or 1),
         "setup": setup,
         "kill": kill,
         "scaffold_counters": {
