@@ -74,7 +74,12 @@ def test_a_goal_fits_when_its_cost_is_within_what_the_others_leave(cost: float, 
     assert budget["target_requests_per_s"] == 10_000
     assert budget["budget_us_per_request"] == pytest.approx(100.0)
     assert budget["fits"] is fits
-    # Two workers at 0.45x of 50k/s: 22.5k/s, the others take 0.9 CPU, 1.1 left: 48.9 µs.
+    # The deployment's processes may use both CPUs: (2 - 0.4) / 10k = 160 µs a request.
+    runs = {"haproxy-tuned": throughput(40_000, 15.0), "scaffold-raw-w1": throughput(9_000, cost, 40.0)}
+    deployed = bench_ingress.cpu_budget(runs, cpus=2)["scaffold-raw-w1/haproxy-tuned"]
+    assert deployed["budget_us_per_request"] == pytest.approx(160.0)
+    assert deployed["fits"] is True
+    # A deployment at 0.45x of 50k/s: 22.5k/s, the others take 0.9 CPU, 1.1 left: 48.9 µs.
     runs = {"haproxy-tuned-2t": throughput(50_000, 15.0), "scaffold-raw-w2": throughput(6_000, cost, 40.0)}
     two = bench_ingress.cpu_budget(runs, cpus=2)["scaffold-raw-w2/haproxy-tuned-2t"]
     assert two["budget_us_per_request"] == pytest.approx(1.1 / 22_500 * 1e6, abs=0.1)
