@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Address", "emit", "environment", "median", "pin_to_cpu"]
+__all__ = ["Address", "emit", "environment", "median", "pin_to_cpu", "process_cpu_seconds"]
 
 Address = tuple[str, int]
 
@@ -22,6 +22,29 @@ Address = tuple[str, int]
 def median(values: Sequence[float]) -> float:
     """The median, rounded for a readable report."""
     return round(statistics.median(values), 1)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of process ``pid`` and every process below it (a relay's
+    workers, a ``--workers`` supervisor's) (Linux ``/proc``; 0 elsewhere, or for a process
+    gone)."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # Fields 4, 14 and 15 of proc(5), counted after the ")" that ends the command name.
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    tree, total = {pid}, 0.0
+    for _ in range(4):  # a relay's or a pool's process tree is at most a few levels deep
+        tree |= {child for child, (parent, _) in stats.items() if parent in tree}
+    for member in tree:
+        total += stats.get(member, (0, 0.0))[1]
+    return total
 
 
 def pin_to_cpu(cpu: int, pid: int = 0) -> int | None:

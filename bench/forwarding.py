@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from _common import Address, emit, environment, median, pin_to_cpu
+from _common import Address, emit, environment, median, pin_to_cpu, process_cpu_seconds
 from scaffold.core.controller import Controller
 from scaffold.core.flow_switch import FlowSwitch
 from scaffold.core.topology import DatacenterSpec, HostSpec, Topology
@@ -545,28 +545,6 @@ def measure_relay(
     finally:
         relay.stop()
     return result, relay.final
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time so far of process ``pid`` and every process below it (a relay's
-    workers) (Linux ``/proc``; 0 elsewhere)."""
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # Fields 4, 14 and 15 of proc(5), counted after the ")" that ends the command name.
-        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
-    tree, total = {pid}, 0.0
-    for _ in range(4):  # a relay's process tree is at most a few levels deep
-        tree |= {child for child, (parent, _) in stats.items() if parent in tree}
-    for member in tree:
-        total += stats.get(member, (0, 0.0))[1]
-    return total
 
 
 def pin_workers(pids: list[int]) -> dict[int, int | None]:

@@ -98,7 +98,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import emit, environment
+from _common import emit, environment, process_cpu_seconds
 
 LOCAL = "127.0.0.1"
 #: idle connections each publisher of the ``-pool`` setups keeps to its replica
@@ -363,23 +363,6 @@ def parse_wrk(text: str) -> dict[str, Any]:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` and its live descendants (a ``--workers``
-    supervisor's workers), each with all its threads; 0 for a process gone."""
-    total = 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / TICK
-        children = [
-            int(child)
-            for task in Path(f"/proc/{pid}/task").iterdir()
-            for child in (task / "children").read_text().split()
-        ]
-    except (OSError, IndexError, ValueError):
-        return total
-    return total + sum(tree_cpu(child) for child in children)
-
-
 def machine_busy() -> float:
     """CPU seconds the whole machine spent not idle so far (``/proc/stat``)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
@@ -394,7 +377,7 @@ def run_wrk(
 ) -> dict[str, Any]:
     """wrk's figures; with ``watch`` (a role -> its pids), also the CPU each role spent per
     request over the run (``cpu_us_per_request``: those, wrk's own and the machine's)."""
-    before = {role: sum(map(tree_cpu, pids)) for role, pids in (watch or {}).items()}
+    before = {role: sum(map(process_cpu_seconds, pids)) for role, pids in (watch or {}).items()}
     busy = machine_busy()
     proc = subprocess.Popen(
         [wrk, "-t2", "-c20", f"-d{duration:g}s", "--latency", f"http://{LOCAL}:{port}/"],
@@ -415,7 +398,7 @@ def run_wrk(
     result = parse_wrk(out)
     if watch is None:
         return result
-    spent = {role: sum(map(tree_cpu, pids)) - before[role] for role, pids in watch.items()}
+    spent = {role: sum(map(process_cpu_seconds, pids)) - before[role] for role, pids in watch.items()}
     spent["wrk"] = usage.ru_utime + usage.ru_stime
     spent["machine"] = machine_busy() - busy
     requests = result["requests"] or 0

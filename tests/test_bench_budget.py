@@ -4,7 +4,10 @@ machine's CPUs."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 bench_ingress = importlib.import_module("ingress")  # bench/ingress.py (bench/ is no package)
+bench_common = importlib.import_module("_common")
 
 #: a parent that starts a child burning CPU for ``BURN`` seconds, then both wait to be stopped
 BURN = 0.4
@@ -36,14 +40,15 @@ def test_a_process_tree_counts_its_childrens_cpu() -> None:
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
         assert parent.stdout.readline().strip() == "done"
-        whole, alone = bench_ingress.tree_cpu(parent.pid), bench_ingress.tree_cpu(child)
+        whole, alone = bench_common.process_cpu_seconds(parent.pid), bench_common.process_cpu_seconds(child)
         assert alone >= BURN * 0.9  # the child's burn
         assert whole >= alone  # the parent's own start-up on top
-        assert bench_ingress.tree_cpu(2**22 + 7) == 0.0  # (no such process)
+        assert bench_common.process_cpu_seconds(2**22 + 7) == 0.0  # (no such process)
     finally:
         for pid in (child, parent.pid):
             if pid:
-                subprocess.run(["kill", str(pid)], check=False)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
         parent.wait(10)
 
 
