@@ -749,12 +749,12 @@ class HttpSession:
             backoff = min(backoff * 2, self.options.max_backoff)
 
     async def _get_upstream(self, request: bytes, idempotent: bool, fresh: bool) -> tuple[Upstream, bool]:
-        """The stream to send ``request`` on: the open one, an idle one of the ingress's (an
-        idempotent request's, unless ``fresh``), or a new one; whether the request already
-        went (begun on it from the accept, or in the new stream's SYN: only an idempotent one
-        may ride there, §4.2.7)."""
-        if self.upstream is not None:
-            return self.upstream, False
+        """With no stream open (``_answer`` takes an open one itself, without a coroutine):
+        the stream to send ``request`` on -- the one begun from the accept, an idle one of the
+        ingress's (an idempotent request's, unless ``fresh``), or a new one; whether the
+        request already went (begun on it from the accept, or in the new stream's SYN: only an
+        idempotent one may ride there, §4.2.7)."""
+        assert self.upstream is None
         begun, self._begun = self._begun, None
         opening = None
         if begun is not None:
