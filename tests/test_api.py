@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 import scaffold
+from scaffold.api.streams import StreamProtocol
 from scaffold.runtime.aio import run, wait_until
 
 Main = Callable[[scaffold.Testbed], Awaitable[None]]
@@ -205,6 +206,38 @@ def test_server_learns_flow_and_host() -> None:
         reader, writer = await net.host("dc2-h3").open_connection("who")
         assert await reader.read(-1) == b"hi"
         assert seen == {"flow": writer.get_extra_info("flow"), "host": "dc1-h2", "peer": "dc2-h3"}
+
+    with_testbed(main)
+
+
+def test_a_streams_tap_sees_its_bytes_first_and_is_told_of_the_end_once() -> None:
+    """``StreamProtocol.tap`` (what the HTTP ingress parses responses with): each chunk
+    before the reader, which keeps the ones the tap leaves; None once at the end -- at
+    EOF, not again when the connection is then lost."""
+
+    async def main(net: scaffold.Testbed) -> None:
+        async def greet(reader: scaffold.StreamReader, writer: scaffold.StreamWriter) -> None:
+            await reader.readexactly(1)
+            writer.write(b"hello")
+            writer.close()
+
+        await net.host("dc1-h2").start_server(greet, "greet")
+        reader, writer = await net.host("dc2-h3").open_connection("greet")
+        protocol = writer.transport.get_protocol()
+        assert isinstance(protocol, StreamProtocol)
+        seen: list[bytes | None] = []
+
+        def tap(data: bytes | None) -> bool:
+            seen.append(data)
+            return False  # left to the reader
+
+        protocol.tap = tap
+        writer.write(b"?")
+        assert await asyncio.wait_for(reader.read(), 30) == b"hello"
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), 30)
+        assert b"".join(d for d in seen if d is not None) == b"hello"
+        assert seen[-1] is None and seen.count(None) == 1
 
     with_testbed(main)
 

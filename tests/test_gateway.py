@@ -30,6 +30,7 @@ from scaffold.api.streams import StreamProtocol
 from scaffold.errors import UsageError
 from scaffold.gateway import Ingress, Publisher, TargetUnavailable
 from scaffold.gateway.http import ClientSide, HttpOptions, HttpSession
+from scaffold.gateway.splice import Splice
 from scaffold.gateway.stats import GatewayStats
 from scaffold.gateway.warm import REPLAY_LIMIT
 from scaffold.runtime.aio import run, wait_until
@@ -525,6 +526,35 @@ def test_a_taken_stream_that_ends_before_its_bytes_arrived_sends_them_on_a_new_o
         server.close()
 
     with_testbed(main, backbone_delay=0.15)
+
+
+def test_a_replay_that_cannot_open_closes_a_client_whose_transport_was_made_meanwhile() -> None:
+    """A taken stream's replay (``gateway/warm.py``) that finds no replica closes its client
+    at once -- also when the client's task made its transport while the new stream was
+    opening. uvloop then holds the connection, and closing the socket object the replay
+    began with would leave the client waiting for the idle timeout. (The race: the taken
+    stream's FIN handled in the accept's turn of the loop, before the client's task ran;
+    here the replay is begun by hand in that state.)"""
+
+    async def main(net: scaffold.Testbed) -> None:
+        loop = asyncio.get_running_loop()
+        async with Ingress(net.host("dc1-h1"), "nobody", (LOCAL, 0), idle_timeout=30) as ingress:
+            with socket.create_server((LOCAL, 0)) as listener:
+                listener.setblocking(False)
+                reader, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+                conn, _ = await loop.sock_accept(listener)
+                splice = Splice(ingress.stats, idle_timeout=30)
+                splice.client.sock = conn
+                replay = loop.create_task(ingress._replay(splice, b"hello"))
+                await asyncio.sleep(0)
+                assert not replay.done()  # its stream is opening
+                await loop.connect_accepted_socket(lambda: splice.client, sock=conn)
+                await replay
+                assert await asyncio.wait_for(reader.read(), 5) == b""  # closed now, not in 30 s
+                assert ingress.stats.errors == {"object-not-found": 1}
+                writer.close()
+
+    with_testbed(main)
 
 
 def test_streams_opened_ahead_expire_when_no_client_comes() -> None:

@@ -139,8 +139,10 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
 
     def eof_received(self) -> bool | None:
         keep_open = super().eof_received()
-        if self.tap is not None:
-            self.tap(None)
+        # Told once: no byte follows an EOF, and connection_lost finds the tap gone.
+        tap, self.tap = self.tap, None
+        if tap is not None:
+            tap(None)
         return keep_open
 
     def connection_lost(self, exc: Exception | None) -> None:

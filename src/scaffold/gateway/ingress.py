@@ -44,7 +44,7 @@ from ..errors import ConfigError, ObjectNotFound, PathError, UsageError
 from ..ids import ObjectId
 from .http import ClientSide, HttpOptions, HttpSession
 from .pump import CHUNK, reason_of
-from .splice import Splice
+from .splice import End, Splice
 from .stats import GatewayStats
 from .upstream import IdleUpstreams
 from .warm import Replay, WarmStreams
@@ -52,7 +52,6 @@ from .warm import Replay, WarmStreams
 if TYPE_CHECKING:
     from ..api.host import Connecting, Host
     from ..api.streams import StreamProtocol
-    from .splice import End as SpliceEnd
 
 __all__ = ["Ingress"]
 
@@ -66,7 +65,7 @@ class _Client:
     transport: asyncio.WriteTransport | None = None
     session: HttpSession | None = None
     #: the stream opened in the accept callback, until the client's task takes it
-    connecting: Connecting[SpliceEnd] | None = None
+    connecting: Connecting[End] | None = None
     #: the stream opened ahead that the client took (WarmStreams), until its task carries it
     warm: Splice | None = None
     #: bytes read at the accept that no stream took yet (no SYN data: they go after the
@@ -411,11 +410,12 @@ class Ingress:
 
     async def _replay(self, splice: Splice, data: bytes) -> None:
         client = splice.client
-        to = client.transport if client.transport is not None else client.sock
-        if to is None:  # (no socket to answer: nothing to replay for)
+        if client.transport is None and client.sock is None:  # (nothing to answer: no replay)
             splice.abort()
             return
-        if not await self._open_service(splice, data, to):
+        # The client's end, not its socket: its task may make the transport while the new
+        # stream opens, and a failure must close what holds the connection by then.
+        if not await self._open_service(splice, data, client):
             return  # (the client closed, or cut: what _open_service does when it fails)
         if splice.done.done() or client.lost:
             splice.abort()  # the client left meanwhile
@@ -536,6 +536,8 @@ class Ingress:
         self, splice: Splice, conn: socket.socket, client: _Client
     ) -> asyncio.Transport | None:
         """The client's socket as the splice's client end (None if it is gone)."""
+        if conn.fileno() < 0:  # closed by a replay that could not open (its error counted)
+            return None
         try:
             transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
                 lambda: splice.client, sock=conn
@@ -551,12 +553,15 @@ class Ingress:
         self,
         splice: Splice,
         first: bytes,
-        client: asyncio.Transport | socket.socket,
+        client: asyncio.Transport | socket.socket | End,
         started: _Client | None = None,
     ) -> bool:
         """Open the stream as the splice's service end with ``first`` in its SYN (the first
         attempt is ``started.connecting`` if the accept callback began it); if that fails,
-        close the client (an ``ObjectNotFound``) or cut it (anything else)."""
+        close the client (an ``ObjectNotFound``) or cut it (anything else). A client given as
+        its splice :class:`End` is closed by what holds its connection when that happens: the
+        transport once made -- uvloop adopted the socket, and closing the socket object would
+        leave the connection open -- else the socket."""
 
         async def attempt(timeout: float) -> object:
             if started is not None and started.connecting is not None:
@@ -571,10 +576,11 @@ class Ingress:
         except ObjectNotFound as exc:
             self.stats.error("object-not-found")
             log.warning("%r: %s", self, exc)
-            client.close()
+            _holder(client).close()
             return False
         except (PathError, TimeoutError, OSError) as exc:
             self.stats.error("connect-" + reason_of(exc))
+            client = _holder(client)
             if isinstance(client, socket.socket):  # RST: linger 0, then close
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 client.close()
@@ -582,3 +588,13 @@ class Ingress:
                 client.abort()
             return False
         return True
+
+
+def _holder(client: asyncio.Transport | socket.socket | End) -> asyncio.Transport | socket.socket:
+    """What holds a client's connection now (``Ingress._open_service``)."""
+    if not isinstance(client, End):
+        return client
+    if client.transport is not None:
+        return client.transport
+    assert client.sock is not None  # (_replay checked that it has one of the two)
+    return client.sock

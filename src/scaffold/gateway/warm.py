@@ -235,7 +235,8 @@ class Replay:
     the replica's host had acknowledged none of them -- an EOF then means the target closed
     its idle connection before they came -- ``reopen(splice, data)`` sends them again, in a
     new stream's SYN, as the splice's new service end. Once only: the new stream's failures
-    are a SYN's."""
+    are a SYN's. (A target that half-closes before it reads, and reads on, may read them
+    twice: docs/gateway.md, "Streams opened ahead".)"""
 
     __slots__ = ("kept", "reopen", "size", "splice")
 
