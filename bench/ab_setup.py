@@ -28,17 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import emit, environment
+from _common import cpu_seconds, emit, environment
 from ingress import answers, free_port, one_setup, scaffold_state, wait_for
 
 BENCH = Path(__file__).resolve().parent
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def checkout_of(text: str) -> Path:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import ssl
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import emit, environment
+from _common import cpu_seconds, emit, environment
 from scaffold.core.controller import Controller
 from scaffold.core.topology import make_topology
 from scaffold.runtime.aio import ControllerRuntime, run
@@ -41,12 +40,6 @@ from scaffold.runtime.tls import CredentialStore, client_context
 from scaffold.wire import control
 
 BIG = 8 * 1024 * 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (robust to a busy machine)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss(pid: int) -> int:

@@ -59,14 +59,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from _common import emit, environment
+from _common import cpu_seconds, emit, environment
 
 LOCAL = "127.0.0.1"
 MESSAGE = b"hello"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 #: opens per window of the early and late open rates (``open_echoes``)
 WINDOW = 1000
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # -- measuring a process ---------------------------------------------------------------------
@@ -76,13 +75,6 @@ def rss(pid: int | str = "self") -> int:
     """Resident bytes of a process."""
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * PAGE
-
-
-def cpu_seconds(pid: int | str = "self") -> float:
-    """User + system CPU seconds a process used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def raise_file_limit(wanted: int) -> int:

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import emit, environment
+from _common import cpu_seconds, emit, environment
 from control_tls import registered_host
 from scaffold.core.controller import Controller
 from scaffold.core.topology import make_topology
@@ -46,12 +46,6 @@ from scaffold.wire import control
 SCAFFOLD = str(Path(control.__file__).resolve().parents[1])
 #: the empty keepalive frame; None in a tree from before it (only ``record`` is measured)
 KEEPALIVE_FRAME: bytes | None = getattr(control, "KEEPALIVE_FRAME", None)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def new_controller(store_dir: str | None) -> ControllerRuntime:
