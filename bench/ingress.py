@@ -26,7 +26,11 @@ One run, the same two replicas for every setup: tiny asyncio HTTP/1.1 keep-alive
 * ``scaffold-raw-wN`` and ``scaffold-http-wN`` (``--workers``, default 1 and 2; throughput
   and setup only): the deployment's shape, every piece a process of its own -- ``scaffold
   up`` (controller, switches), ``scaffold publish --workers N`` per replica and ``scaffold
-  ingress [--http] --workers N``, joined through the state file (object ``webN``).
+  ingress [--http] --workers N``, joined through the state file (object ``webN``);
+* ``floor-1p`` and ``floor-3p`` (throughput and setup only): ``bench/floor.py``, the floor
+  under them -- a client's bytes carried ingress -> switch -> publisher -> replica and back,
+  TCP and UDP on uvloop, with no transport, names or failover at all: what any Python
+  program of that shape spends, in one process and as three.
 
 Measured, per setup:
 
@@ -254,6 +258,12 @@ async def scaffold_main(targets: list[int], control_port: int, trace: Path | Non
 
 def free_port() -> int:
     with socket.socket() as s:
+        s.bind((LOCAL, 0))
+        return int(s.getsockname()[1])
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((LOCAL, 0))
         return int(s.getsockname()[1])
 
@@ -676,6 +686,25 @@ allow = ["*"]
 """
 
 
+def start_floors(fleet: Fleet, replicas: list[int]) -> dict[str, tuple[int, dict[str, list[int]]]]:
+    """``bench/floor.py``, the least a Python pipeline of the deployment's shape does, in one
+    process (``floor-1p``) and as three (``floor-3p``: ingress, switch, publisher): each
+    setup's port and processes by part."""
+    floor = [sys.executable, str(Path(__file__).resolve().parent / "floor.py")]
+    targets = ["--replicas", ",".join(map(str, replicas))]
+    one = free_port()
+    out = {"floor-1p": (one, {"floor": [fleet.start(*floor, "--listen", str(one), *targets).pid]})}
+    port, udp = free_port(), {role: free_udp_port() for role in ("switch", "ingress", "publisher")}
+    hops = [arg for role, p in udp.items() for arg in (f"--{role}", str(p))]
+    parts = {
+        "ingress": [fleet.start(*floor, "--role", "ingress", "--listen", str(port), *hops).pid],
+        "switch": [fleet.start(*floor, "--role", "switch", *hops).pid],
+        "publisher": [fleet.start(*floor, "--role", "publisher", *targets, *hops).pid],
+    }
+    out["floor-3p"] = (port, parts)
+    return out
+
+
 class Deployment:
     """The scaffold side as a deployment runs it: ``scaffold up``, then ``scaffold publish``
     per replica and ``scaffold ingress`` (raw and ``--http``) per worker count, each a
@@ -805,6 +834,10 @@ GOALS: tuple[tuple[str, str, float, int | None], ...] = (
     ("scaffold-http-w1", "haproxy-tuned", 0.25, None),
     ("scaffold-raw-w2", "haproxy-tuned-2t", 0.45, None),
     ("scaffold-http-w2", "haproxy-tuned-2t", 0.45, None),
+    # the floor under the same budgets (bench/floor.py): what no Python program of the
+    # deployment's shape spends less than
+    ("floor-1p", "haproxy-tuned", 0.25, 1),
+    ("floor-3p", "haproxy-tuned-2t", 0.45, None),
 )
 
 
@@ -889,6 +922,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             deployment = Deployment(fleet, directory, replicas, [] if args.kill_only else args.workers)
             if deployment.workers:
                 deployment.start()
+            floors = {} if args.kill_only else start_floors(fleet, replicas)
             ports = {
                 "direct": replicas[0],
                 **{name: port for name, (port, _) in haproxies.items()},
@@ -898,9 +932,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "scaffold-http-pool": state["http_pool_port"],
                 "scaffold-raw-warm": state["raw_warm_port"],
                 **deployment.ports,
+                **{name: port for name, (port, _) in floors.items()},
             }
             for name, (_, sock) in haproxies.items():
                 wait_for(lambda sock=sock: haproxy_all_up(sock), f"{name} to see both replicas")
+            for name, (port, _) in floors.items():
+                wait_for(lambda port=port: answers(port), f"{name} on port {port}")
 
             def all_up() -> bool:
                 published = all(p["healthy"] for p in scaffold_state(control)["publishers"])
@@ -917,6 +954,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         balancers[name] = [pid for group in parts[name].values() for pid in group]
                     elif name.startswith("scaffold-"):
                         balancers[name] = [scaffold.pid]
+                    elif name in floors:
+                        parts[name] = floors[name][1]
+                        balancers[name] = [pid for group in parts[name].values() for pid in group]
 
                 def watch(name: str) -> dict[str, list[int]]:
                     replicas = [proc.pid for proc in replica_procs]
@@ -984,6 +1024,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 for n in args.workers
                 for mode in ("raw", "http")
             },
+            "floor_1p_to_haproxy": ratio("floor-1p", "haproxy-tuned"),
+            "floor_3p_to_haproxy_2t": ratio("floor-3p", "haproxy-tuned-2t"),
+            "scaffold_raw_to_floor_1p": ratio("scaffold-raw", "floor-1p"),
+            "scaffold_raw_w1_to_floor_3p": ratio("scaffold-raw-w1", "floor-3p"),
             "haproxy_to_direct": ratio("haproxy-tuned", "direct"),
             "haproxy_http_to_tcp": ratio("haproxy-http", "haproxy-tuned"),
             "haproxy_2t_to_1t": ratio("haproxy-tuned-2t", "haproxy-tuned"),

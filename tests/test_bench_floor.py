@@ -1,0 +1,98 @@
+"""``bench/floor.py``, the floor peer of ``bench/ingress.py``: it must carry what it is given
+both ways, and the ends of connections, or the requests/s and CPU per request it reports
+mean nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from scaffold.runtime.aio import run
+
+FLOOR = str(Path(__file__).resolve().parent.parent / "bench" / "floor.py")
+LOCAL = "127.0.0.1"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((LOCAL, 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def floor(shape: str, replicas: list[int]) -> AsyncIterator[int]:
+    """The floor in one process (``1p``) or as three (``3p``); yields its client port."""
+    port = free_port()
+    targets = ["--replicas", ",".join(map(str, replicas))]
+    if shape == "1p":
+        argvs = [["--listen", str(port), *targets]]
+    else:
+        udp = {role: free_port(socket.SOCK_DGRAM) for role in ("switch", "ingress", "publisher")}
+        hops = [arg for role, p in udp.items() for arg in (f"--{role}", str(p))]
+        argvs = [
+            ["--role", "switch", *hops],
+            ["--role", "publisher", *targets, *hops],
+            ["--role", "ingress", "--listen", str(port), *hops],
+        ]
+    procs = [subprocess.Popen([sys.executable, FLOOR, *argv]) for argv in argvs]
+    try:
+        for _ in range(200):  # until the ingress listens (bounded: 10 s)
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection(LOCAL, port)
+                writer.close()
+                break
+            await asyncio.sleep(0.05)
+        yield port
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(10)
+
+
+@pytest.mark.parametrize("shape", ["1p", "3p"])
+def test_the_floor_carries_bytes_both_ways_and_the_ends_of_connections(shape: str) -> None:
+    async def main() -> None:
+        ended = 0
+
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal ended
+            while (data := await reader.read(65536)) and data != b"bye":
+                writer.write(data.upper())
+            writer.close()
+            ended += 1
+
+        echoes = [await asyncio.start_server(echo, LOCAL, 0) for _ in range(2)]
+        replicas = [server.sockets[0].getsockname()[1] for server in echoes]
+        big = bytes(range(97, 123)) * 10_000  # 260 kB: several datagrams each way
+        async with floor(shape, replicas) as port:
+            for _ in range(3):  # round-robin over both replicas
+                reader, writer = await asyncio.open_connection(LOCAL, port)
+                writer.write(b"hello")
+                assert await asyncio.wait_for(reader.readexactly(5), 10) == b"HELLO"
+                writer.write(big)
+                assert await asyncio.wait_for(reader.readexactly(len(big)), 10) == big.upper()
+                writer.close()
+            # A client that leaves closes its replica's connection...
+            for _ in range(100):
+                if ended == 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert ended == 3
+            # ... and a replica that hangs up ends its client's.
+            reader, writer = await asyncio.open_connection(LOCAL, port)
+            writer.write(b"bye")
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            writer.close()
+        for server in echoes:
+            server.close()
+
+    run(main())
