@@ -111,10 +111,11 @@ def serve_content(
 ) -> ContentServer:
     server = ContentServer(size)
     for host, weight in replicas.items():
-        net.act(
-            host,
-            lambda core, now, w=weight: core.bind(CONTENT, w, "content", resumable=resumable, policy=policy),
-        )
+
+        def bind(core: HostStack, now: float, w: int = weight) -> None:
+            core.bind(CONTENT, w, "content", resumable=resumable, policy=policy)
+
+        net.act(host, bind)
         net.on_event(host, server)
     net.run(0.05)
     return server

@@ -6,10 +6,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cli_processes import Processes
+from scaffold.core.engine import NodeCore, NodeEngine
 from scaffold.core.host import DatagramReceived, HostEvent, HostStack, StreamEventFor
 from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
@@ -59,6 +61,13 @@ def stream_network(
     return net
 
 
+def node_core(node: NodeEngine) -> NodeCore[Any]:
+    """``node`` as the ``NodeCore`` every node core is, for its ``drops`` and ``counters``
+    (the runtime's interface, ``NodeEngine``, has neither)."""
+    assert isinstance(node, NodeCore)
+    return node
+
+
 def count_calls(action: Callable[[], object]) -> int:
     """Python and builtin calls made while ``action`` runs (``sys.setprofile``): a cost that
     does not depend on the machine's speed."""
@@ -81,7 +90,13 @@ def serve_objects(net: SimNetwork) -> None:
     for obj in net.topology.objects:
         oid = ObjectId.from_name(obj.name)
         for host, weight in obj.replicas:
-            net.act(host, lambda core, now, oid=oid, w=weight, n=obj.name: core.bind(oid, w, n))
+
+            def bind(
+                core: HostStack, now: float, oid: ObjectId = oid, w: int = weight, n: str = obj.name
+            ) -> None:
+                core.bind(oid, w, n)
+
+            net.act(host, bind)
             net.on_event(host, echo)
     net.run(0.05)
 

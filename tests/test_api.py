@@ -146,7 +146,8 @@ def test_a_host_that_closes_leaves_the_network_and_its_replica_is_withdrawn() ->
         await staying.start_server(echo, "echo")
         async with leaving:  # leaves at the end of the block
             assert not leaving.node.closed
-        assert leaving.node.closed
+        node = leaving.node  # read afresh: mypy holds the attribute at "not closed", asserted above
+        assert node.closed
         ctl = net.controller
         await wait_until(lambda: not ctl.hosts["dc1-h1"].alive, 5.0, "dc1-h1 declared dead")
         # the withdrawal went out with the death: once the object switches applied it...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from churn_apps import CONTENT, Download, Downloader, recovery, serve_content, stall
+from conftest import node_core
 from scaffold.core.controller.commands import Drain, Link, MigrateHost, MigrateObject, MoveHost, SetWeight
 from scaffold.core.controller.tables import COALESCE
 from scaffold.core.flow_switch import FlowSwitch
@@ -27,8 +28,10 @@ def network(seed: int) -> SimNetwork:
     return net
 
 
-def start_downloads(net: SimNetwork, count: int, size: int = SIZE, **kw: object) -> Downloader:
-    serve_content(net, REPLICAS, size, **kw)  # type: ignore[arg-type]
+def start_downloads(
+    net: SimNetwork, count: int, size: int = SIZE, *, resumable: bool = True, policy: str = ""
+) -> Downloader:
+    serve_content(net, REPLICAS, size, resumable=resumable, policy=policy)
     downloader = Downloader()
     for i in range(count):
         downloader.open(net, CLIENTS[i % len(CLIENTS)])
@@ -39,6 +42,14 @@ def served_by(net: SimNetwork, host: str, socket_id: int) -> list[str]:
     flow = net.host(host).flows.get(socket_id)
     assert flow is not None
     return [net.controller.host_name(h) or "?" for h in flow.served_by]
+
+
+def refined(sw: ObjectSwitch, flow: int, dc: int) -> tuple[int, int]:
+    """The (DC ID, Host ID) ``sw`` fills in for a packet of ``flow`` to the content naming DC
+    ``dc`` (0: none) and no host."""
+    choice = sw.refine(CONTENT.raw, flow, dc, 0)
+    assert choice is not None
+    return choice
 
 
 def finish(net: SimNetwork, downloader: Downloader, timeout: float = 60) -> None:
@@ -103,17 +114,17 @@ def test_re_resolution_is_stateless_across_object_switches() -> None:
     net.run(1.0)  # the controller withdrew it everywhere
     switches = [n for n in net.nodes.values() if isinstance(n, ObjectSwitch)]
     for flow in range(1, 20_000, 997):
-        picks = {sw.refine(CONTENT.raw, flow, 0, 0)[0] for sw in switches}  # type: ignore[index]
+        picks = {refined(sw, flow, 0)[0] for sw in switches}
         assert len(picks) == 1  # every object switch picks the same DC for the same flow
         east = net.controller.dc_ids["east"]
         hosts = {sw.refine(CONTENT.raw, flow, east, 0) for sw in switches if sw.dc_id == east}
         assert len(hosts) == 1
     # and two orphaned packets of one flow, refined by two different object switches
     flow_id = 0x1234_5678_9ABC
-    picks = {
+    orphans = {
         sw.refine(CONTENT.raw, flow_id, 0, 0) for sw in switches if sw.dc_id != net.controller.dc_ids["east"]
     }
-    assert len({p[0] for p in picks if p}) == 1
+    assert len({p[0] for p in orphans if p}) == 1
 
 
 def test_drain_stops_new_flows_and_lets_established_ones_finish() -> None:
@@ -198,7 +209,7 @@ def test_vm_migration_keeps_the_host_id_and_flows() -> None:
     assert_exact(downloader, 4 * SIZE)
     assert net.host(vm).host_id == host_id and net.host(vm).gateway == gateway
     assert net.host(vm).dc_id == net.controller.dc_ids["north"]
-    corrected = sum(n.counters["stale-dc-corrected"] for n in net.nodes.values())
+    corrected = sum(node_core(n).counters["stale-dc-corrected"] for n in net.nodes.values())
     assert corrected > 0  # packets still naming east were fixed in flight
     for d in moving:
         assert stall(d, started) < 0.5

@@ -127,7 +127,7 @@ def test_the_cli_usage_of_the_churn_commands_builds_their_records() -> None:
         ("frobnicate", {}, "unknown command 'frobnicate'"),
     ],
 )
-def test_a_bad_argument_is_an_error_reply(name: str, args: dict[str, object], error: str) -> None:
+def test_a_bad_argument_is_an_error_reply(name: str, args: dict[str, control.AdminValue], error: str) -> None:
     ctl = Controller(default_topology())
     ctl.receive_message("east-h1", control.Hello(node="east-h1", role="host", gateway="east-fs1"), 0.0)
     ctl.receive_message("east-h1", control.Bind(WEB, 1, "web"), 0.0)

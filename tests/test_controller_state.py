@@ -8,6 +8,7 @@ import asyncio
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from scaffold.core.controller.commands import (
     MoveHost,
     SetWeight,
 )
+from scaffold.core.controller.state import ObjectReplicas
 from scaffold.core.ownership import owner_public_key, sign_grant
 from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
@@ -61,7 +63,7 @@ def test_outputs_replayed_into_a_fresh_controller_restore_registrations_and_host
     for host, gateway in (("east-h1", "east-fs1"), ("east-h2", "east-fs2"), ("west-h1", "west-fs1")):
         hello(ctl, host, gateway, 0.0)
     hello(ctl, "roamer", "north-fs1", 0.0)  # not in the topology: the next Host ID
-    steps = [
+    steps: list[Callable[[], object]] = [
         lambda: ctl.receive_message("east-h1", control.Bind(WEB, 1, "web"), 0.1),
         lambda: ctl.receive_message("east-h2", control.Bind(WEB, 2, "web"), 0.1),
         lambda: ctl.receive_message("west-h1", control.Bind(WEB, 3, "web"), 0.1),
@@ -158,7 +160,7 @@ def test_the_sim_stores_what_the_controller_emits(tmp_path: Path) -> None:
     stored = SqliteStore(tmp_path / "controller.sqlite3").load()
     assert stored is not None
     assert {h.name: h.host_id for h in stored.hosts} == {
-        name: node.host_id for name, node in net.nodes.items() if node.role == "host"
+        name: net.host(name).host_id for name, node in net.nodes.items() if node.role == "host"
     }
     assert StateRows(stored).rows == StateRows(net.controller.snapshot()).rows
 
@@ -289,7 +291,8 @@ def test_a_grant_expiry_is_durable_and_a_core_built_from_the_rows_withdraws_on_t
     ctl.receive_message("east-h1", control.Bind(obj=key, grant=grant), 1.0)
     commit(ctl, rows)
     assert_committed_is_everything(ctl, rows)
-    assert rows.rows[("replicas", key)].expires == {"east-h1": 1010.0}  # type: ignore[union-attr]
+    replicas = rows.rows[("replicas", key)]
+    assert isinstance(replicas, ObjectReplicas) and replicas.expires == {"east-h1": 1010.0}
 
     new = Controller(topo, saved=rows.snapshot())
     new.wall_offset = 1000.0

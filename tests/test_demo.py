@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,13 +35,15 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
 
 
 @pytest.fixture(scope="module")
-def demo_json() -> dict:  # type: ignore[type-arg]
+def demo_json() -> dict[str, Any]:
     proc = run_cli("demo", "--json")
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    return json.loads(proc.stdout)  # stdout holds exactly one JSON document
+    doc = json.loads(proc.stdout)  # stdout holds exactly one JSON document
+    assert isinstance(doc, dict)
+    return doc
 
 
-def test_demo_json_shape(demo_json: dict) -> None:  # type: ignore[type-arg]
+def test_demo_json_shape(demo_json: dict[str, Any]) -> None:
     doc = demo_json
     assert set(doc) == TOP_KEYS
     assert doc["ok"] is True and doc["runtime"] == "aio"
@@ -48,14 +51,14 @@ def test_demo_json_shape(demo_json: dict) -> None:  # type: ignore[type-arg]
     assert topo["datacenters"] >= 2 and topo["object_switches"] >= 2 and topo["flow_switches"] >= 2
 
 
-def test_demo_serves_flows_locally_under_nearest(demo_json: dict) -> None:  # type: ignore[type-arg]
+def test_demo_serves_flows_locally_under_nearest(demo_json: dict[str, Any]) -> None:
     loc = demo_json["locality"]
     assert loc["could_be_local"] >= 10 and loc["served_locally"] == loc["could_be_local"]
     assert loc["served_by_a_nearest_dc"] == len(loc["flows"])
     assert all(r["served_dc"] == r["client_dc"] for r in loc["flows"] if r["replica_in_client_dc"])
 
 
-def test_demo_object_has_three_weighted_replicas_in_two_dcs(demo_json: dict) -> None:  # type: ignore[type-arg]
+def test_demo_object_has_three_weighted_replicas_in_two_dcs(demo_json: dict[str, Any]) -> None:
     obj = demo_json["objects"][0]
     assert obj["object"].startswith("obj:") and len(obj["object"]) == 4 + 64
     replicas = obj["replicas"]
@@ -64,7 +67,7 @@ def test_demo_object_has_three_weighted_replicas_in_two_dcs(demo_json: dict) -> 
     assert len({r["weight"] for r in replicas}) >= 2
 
 
-def test_demo_flows_are_verified_and_served_by_named_replicas(demo_json: dict) -> None:  # type: ignore[type-arg]
+def test_demo_flows_are_verified_and_served_by_named_replicas(demo_json: dict[str, Any]) -> None:
     replica_hosts = {r["host"] for o in demo_json["objects"] for r in o["replicas"]} | {"west-h4"}
     flows = demo_json["flows"]
     assert len(flows) >= 20
@@ -99,7 +102,7 @@ KINDS = {
 }
 
 
-def test_demo_churn_events_lose_nothing(demo_json: dict) -> None:  # type: ignore[type-arg]
+def test_demo_churn_events_lose_nothing(demo_json: dict[str, Any]) -> None:
     events = demo_json["events"]
     assert {e["kind"] for e in events} == KINDS
     for e in events:
@@ -116,7 +119,7 @@ def test_demo_churn_events_lose_nothing(demo_json: dict) -> None:  # type: ignor
     assert by_kind["server-failure"]["flows_failed_cleanly"] > 0  # non-resumable ones did not
 
 
-def test_demo_refinement_trace(demo_json: dict) -> None:  # type: ignore[type-arg]
+def test_demo_refinement_trace(demo_json: dict[str, Any]) -> None:
     hops = demo_json["refinement"]
     first, last = hops[0], hops[-1]
     assert first["role"] == "host" and first["dst"]["dc"] is None and first["dst"]["host"] is None
@@ -130,7 +133,7 @@ def test_demo_refinement_trace(demo_json: dict) -> None:  # type: ignore[type-ar
     assert roles == {"host", "flow-switch", "object-switch"}
 
 
-def test_demo_switches_hold_no_flow_state_and_count_drops(demo_json: dict) -> None:  # type: ignore[type-arg]
+def test_demo_switches_hold_no_flow_state_and_count_drops(demo_json: dict[str, Any]) -> None:
     switches = demo_json["switches"]
     assert {s["role"] for s in switches} == {"object", "flow"}
     assert all(s["per_flow_entries"] == 0 and s["table_entries"] > 0 for s in switches)

@@ -155,7 +155,7 @@ def test_the_dissectors_type_names_are_the_wire_modules() -> None:
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -259,12 +259,12 @@ def test_every_segment_and_control_record_dissects_and_malformed_ones_are_named(
         **refined,
     )
     not_ours = bytes([2]) + good[0][1:]  # version 2: the heuristic leaves it alone
-    records = [
+    records: list[control.ControlMessage] = [
         control.Hello(node="east-h1", role="host", gateway="east-fs1", address=("127.0.0.1", 40001)),
         control.TableSync(
             version=3,
             dc_id=1,
-            tables=control.SwitchTables(dc_routes={2: "west-fs1"}, wide={WEB.hex(): [(1, 1), (2, 3)]}),
+            tables=control.SwitchTables(dc_routes={2: "west-fs1"}, wide={WEB.hex(): ((1, 1), (2, 3))}),
         ),
         control.NodeStats(
             node="east-fs1",

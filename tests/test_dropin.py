@@ -166,7 +166,10 @@ def test_names_reach_objects_and_leave_every_other_destination_alone() -> None:
 
             # a resolver gets a loopback address, which leads to the object as well
             infos = await loop.getaddrinfo("ECHO.scaffold.", "http")
-            address, port = infos[0][4]
+            sockaddr = infos[0][4]
+            assert len(sockaddr) == 2  # IPv4: (address, port)
+            address, port = sockaddr
+            assert isinstance(address, str) and isinstance(port, int)
             assert ipaddress_in_block(address) and port == 80
             reader, writer = await asyncio.open_connection(address, port)
             writer.write(b"x")

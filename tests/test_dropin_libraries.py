@@ -137,7 +137,7 @@ def test_redis_asyncio_commands_pipelines_pubsub_across_a_killed_redis(servers: 
             async def resubscribed() -> bool:
                 with contextlib.suppress(redis.ConnectionError):
                     await pubsub.get_message(timeout=0.05)
-                numsub: list[object] = await client.pubsub_numsub("news")
+                numsub = await client.pubsub_numsub("news")
                 return numsub == [(b"news", 1)]
 
             await wait_until(resubscribed, 15, "the subscription re-made on the survivor")
@@ -180,7 +180,9 @@ def test_aiohttp_client_and_servers_on_an_object_across_a_host_failure() -> None
         # one replica from aiohttp's own TCPSite on a name, one from Host.create_server
         with scaffold.names(net.host("dc1-h1")):
             await web.TCPSite(runners["dc1-h1"], "api.scaffold", 8080).start()
-        await net.host("dc2-h1").create_server(runners["dc2-h1"].server, "api")
+        server = runners["dc2-h1"].server
+        assert server is not None  # made by setup() above
+        await net.host("dc2-h1").create_server(server, "api")
 
         client_host = net.host("dc1-h2")
         with scaffold.names(client_host) as binding:

@@ -27,14 +27,15 @@ from scaffold.wire.control import MetricSample, NodeStats, SwitchTables, TableDe
 
 def test_every_core_offers_the_engine_interface() -> None:
     topology = default_topology()
-    nodes = [FlowSwitch("fs", "east"), ObjectSwitch("os", "east"), HostStack("h", "fs")]
+    nodes: list[NodeEngine] = [FlowSwitch("fs", "east"), ObjectSwitch("os", "east"), HostStack("h", "fs")]
     for core in nodes:
         assert isinstance(core, NodeEngine), core
         assert core.get_timer() is None and core.next_event() is None and not core.ready
     controller = Controller(topology)
     assert isinstance(controller, ControllerEngine) and isinstance(controller, Engine)
     assert not isinstance(controller, NodeEngine)  # its control I/O is per node, it has no packets
-    assert [c.role for c in (*nodes, controller)] == ["flow-switch", "object-switch", "host", "controller"]
+    engines: list[Engine] = [*nodes, controller]
+    assert [c.role for c in engines] == ["flow-switch", "object-switch", "host", "controller"]
 
 
 def test_a_switch_tells_its_runtime_about_tables_and_neighbours() -> None:
@@ -87,7 +88,9 @@ def test_every_node_reports_defined_metrics_of_what_happened(net: SimNetwork) ->
         samples_are_well_formed(samples)
         assert by_label(samples, "drops_total", "reason")["bad-version"] >= 1, name
         if node.role == "flow-switch":
-            assert total(samples, "forwarded_packets_total") == net.switch(name).forwarded
+            flow_switch = net.switch(name)
+            assert isinstance(flow_switch, FlowSwitch)
+            assert total(samples, "forwarded_packets_total") == flow_switch.forwarded
         if node.role != "host":
             switch = net.switch(name)
             assert total(samples, "table_version") == switch.version > 0
@@ -122,6 +125,7 @@ def test_node_stats_carry_samples_and_the_summary_keeps_status_keys(net: SimNetw
     assert decoded == record
     summary = node_summary("flow-switch", samples)
     switch = net.switch("east-fs1")
+    assert isinstance(switch, FlowSwitch)
     assert summary["drops"] == dict(switch.drops)
     assert summary["forwarded"] == switch.forwarded
     assert summary["version"] == switch.version

@@ -47,8 +47,9 @@ def test_the_response_reaches_a_connected_client_before_its_transport_is_made() 
         assert data == b"response"
         assert splice.client.transport is None and not splice.service.held
         transport, _ = await loop.connect_accepted_socket(lambda: splice.client, sock=client)
-        assert splice.client.sock is None  # the transport writes from now on
-        assert splice.client.transport is transport
+        end = splice.client  # read afresh: mypy holds the attributes at what was set and asserted
+        assert end.sock is None  # the transport writes from now on
+        assert end.transport is transport
         carrying = loop.create_task(splice.carry())
         client_peer.sendall(b"more request")
         assert await asyncio.to_thread(read_exactly, service_peer, 12) == b"more request"

@@ -9,13 +9,13 @@ from collections import Counter
 
 import pytest
 
-from scaffold.core.host import HostStack, StreamEventFor
+from scaffold.core.host import Flow, HostStack, StreamEventFor
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.ratelimit import TokenBucket
 from scaffold.core.topology import default_topology
 from scaffold.errors import UsageError
 from scaffold.ids import ObjectId
-from scaffold.runtime.sim import SimNetwork
+from scaffold.runtime.sim import EventHandler, SimNetwork
 from scaffold.transport import ConnectionTerminated, DataReceived, StreamState
 from scaffold.wire import header as wire_header
 from scaffold.wire import signal as wire_signal
@@ -33,7 +33,7 @@ class Echo:
     def __init__(self) -> None:
         self.received: Counter[tuple[str, bytes]] = Counter()
 
-    def handler(self, name: str):  # type: ignore[no-untyped-def]
+    def handler(self, name: str) -> EventHandler:
         def on_event(stack: HostStack, event: object, now: float) -> None:
             if (
                 isinstance(event, StreamEventFor)
@@ -79,6 +79,23 @@ def network(replicas: tuple[str, ...], seed: int = 3) -> tuple[SimNetwork, Echo,
     return net, echo, client
 
 
+def choice(switch: ObjectSwitch, flow: int) -> tuple[int, int]:
+    """The (DC ID, Host ID) ``switch`` picks for the first packet of ``flow`` to web."""
+    picked = switch.resolve(WEB.raw, flow)
+    assert picked is not None
+    return picked
+
+
+def open_stream(net: SimNetwork, data: bytes) -> Flow:
+    """The client opens a stream to web with ``data`` on its SYN."""
+
+    def act(core: HostStack, now: float) -> Flow:
+        return core.open_stream(WEB, now, data=data)
+
+    flow: Flow = net.act(CLIENT, act)
+    return flow
+
+
 def test_data_on_syn_reaches_a_surviving_replica_when_the_first_dies_before_answering() -> None:
     net, echo, client = network(("east-h1", "east-h2"))
     east_os = net.switch("east-os")
@@ -87,10 +104,10 @@ def test_data_on_syn_reaches_a_surviving_replica_when_the_first_dies_before_answ
     net.kill("east-h1")  # silent from now on: SYNs sent to it are never answered
     flows = {}
     for i in range(16):
-        flow = net.act(CLIENT, lambda core, now, i=i: core.open_stream(WEB, now, data=b"request-%d" % i))
+        flow = open_stream(net, b"request-%d" % i)
         flows[flow.socket_id] = flow
     # Before the controller notices, the tables still send some of these SYNs to the dead one.
-    first_choice = [east_os.resolve(WEB.raw, f.flow) for f in flows.values()]
+    first_choice = [choice(east_os, f.flow) for f in flows.values()]
     assert any(host == dead_id for _, host in first_choice if host)
     assert net.run_while(lambda: len(client.echo) < len(flows), timeout=10)
     for socket_id in flows:
@@ -113,10 +130,7 @@ def test_under_load_a_syn_gets_state_only_with_the_retry_token_and_keeps_its_dat
     net, echo, client = network(("east-h1",))
     server = net.host("east-h1")
     server.retry_above = 0  # as if flooded: every SYN must prove its source first
-    flows = [
-        net.act(CLIENT, lambda core, now, i=i: core.open_stream(WEB, now, data=b"data-%d" % i))
-        for i in range(5)
-    ]
+    flows = [open_stream(net, b"data-%d" % i) for i in range(5)]
     assert net.run_while(lambda: len(client.echo) < 5, timeout=5)
     assert server.counters["syn-retry"] == 5
     assert sorted(client.echo.values()) == sorted(b"data-%d" % i for i in range(5))
@@ -138,9 +152,9 @@ def test_a_syn_to_a_host_whose_listener_just_closed_reaches_the_other_replica_in
     start = net.now
     flows = {}
     for i in range(16):
-        flow = net.act(CLIENT, lambda core, now, i=i: core.open_stream(WEB, now, data=b"request-%d" % i))
+        flow = open_stream(net, b"request-%d" % i)
         flows[flow.socket_id] = (flow, b"request-%d" % i)
-    stale = sum(east_os.resolve(WEB.raw, f.flow)[1] == gone.host_id for f, _ in flows.values())
+    stale = sum(choice(east_os, f.flow)[1] == gone.host_id for f, _ in flows.values())
     assert stale  # some SYNs go to the host that has no listener any more
     assert net.run_while(lambda: len(client.echo) < len(flows), timeout=5)
     assert net.now - start < 0.5  # without the answer: 1 s, the SYN's retransmission timeout
@@ -157,7 +171,7 @@ def not_here_answer(net: SimNetwork, host: str, syn: bytes) -> list[bytes]:
     """What ``host`` sends, at once, for ``syn``."""
     stack = net.host(host)
     stack.receive_datagram(syn, stack.gateway, net.now)
-    return [data for _, data in stack.datagrams_to_send(net.now)]
+    return [bytes(data) for _, data in stack.datagrams_to_send(net.now)]
 
 
 def test_not_here_is_stateless_no_larger_than_its_syn_and_carries_its_nonce() -> None:

@@ -6,6 +6,7 @@ host is still found within the bound."""
 from __future__ import annotations
 
 from churn_apps import CONTENT, Downloader, serve_content
+from scaffold.core.events import Datagram
 from scaffold.core.flow_switch import CHECKS, FlowSwitch
 from scaffold.core.topology import default_topology
 from scaffold.runtime.sim import SimNetwork
@@ -117,7 +118,7 @@ def test_a_host_stalled_under_bulk_data_for_less_than_the_window_stays_alive() -
     firsts: list[bytes] = []
     send = net._send
 
-    def watch(name: str, out: list[tuple[str, bytes]]) -> None:  # observes, sends unchanged
+    def watch(name: str, out: list[Datagram]) -> None:  # observes, sends unchanged
         if name in victims and name in resumed and out:
             resumed.discard(name)
             firsts.append(bytes(out[0][1]))

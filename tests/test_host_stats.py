@@ -5,6 +5,7 @@ flows held (docs/protocol.md §7)."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from fractions import Fraction
 
 from hypothesis import given, settings
@@ -75,6 +76,11 @@ def network() -> SimNetwork:
     return stream_network(SERVER, CLIENT, seed=7, serve=serve)
 
 
+def on_client(net: SimNetwork, method: Callable[[HostStack, int, float], object], socket_id: int) -> None:
+    """``method(stack, socket_id, now)`` on the client's stack, as an application call."""
+    net.act(CLIENT, lambda core, now: method(core, socket_id, now))
+
+
 OPS = ("stream", "datagram", "send", "send", "close", "abort", "close-datagram", "run", "run", "loss")
 
 
@@ -91,21 +97,29 @@ def test_the_kept_sums_equal_a_recount_after_any_opens_closes_and_data(steps: li
             net.act(CLIENT, lambda core, now: core.open_stream(WEB, now, data=b"hello"))
         elif op == "datagram":
             flow = net.act(CLIENT, lambda core, now: core.open_flow(WEB, now))
-            net.act(CLIENT, lambda core, now, s=flow.socket_id: core.send_datagram(s, b"ping", now))
+
+            def ping(core: HostStack, now: float, s: int = flow.socket_id) -> None:
+                core.send_datagram(s, b"ping", now)
+
+            net.act(CLIENT, ping)
         elif op == "send" and streams:
             sid = streams[n % len(streams)]
             data = b"x" * (1 + n * 7)
-            net.act(CLIENT, lambda core, now, s=sid, d=data: core.stream_send(s, d, now, force=True))
+
+            def send(core: HostStack, now: float, s: int = sid, d: bytes = data) -> None:
+                core.stream_send(s, d, now, force=True)
+
+            net.act(CLIENT, send)
         elif op in ("close", "abort") and streams:
             sid = streams[n % len(streams)]
             closed.add(sid)
             if op == "close":
-                net.act(CLIENT, lambda core, now, s=sid: core.stream_close(s, now))
+                on_client(net, HostStack.stream_close, sid)
             else:
-                net.act(CLIENT, lambda core, now, s=sid: core.stream_abort(s, now))
+                on_client(net, HostStack.stream_abort, sid)
         elif op == "close-datagram" and datagrams:
             sid = datagrams[n % len(datagrams)]
-            net.act(CLIENT, lambda core, now, s=sid: core.close_flow(s, now))
+            on_client(net, HostStack.close_flow, sid)
         elif op == "run":
             # from one round trip to several retransmission timeouts
             net.run((0.002, 0.05, 0.5, 3.0)[n % 4])
@@ -128,7 +142,11 @@ def test_a_snapshot_costs_the_busy_flows_not_the_flows_held() -> None:
         flows = net.act(CLIENT, lambda core, now: [core.open_stream(WEB, now) for _ in range(held)])
         reported(client)  # the first one counts every stream
         for flow in flows[:5]:
-            net.act(CLIENT, lambda core, now, s=flow.socket_id: core.stream_send(s, b"data", now, force=True))
+
+            def send(core: HostStack, now: float, s: int = flow.socket_id) -> None:
+                core.stream_send(s, b"data", now, force=True)
+
+            net.act(CLIENT, send)
         samples: list[Sample] = []
         counted = count_calls(lambda: samples.extend(reported(client)))
         assert samples == recount(client)

@@ -109,6 +109,15 @@ def network() -> SimNetwork:
     return stream_network(SERVER, CLIENT, seed=5)
 
 
+def client_send(net: SimNetwork, flow: Flow, data: bytes) -> None:
+    """The client writes ``data`` on its stream ``flow``."""
+
+    def act(core: HostStack, now: float) -> None:
+        core.stream_send(flow.socket_id, data, now)
+
+    net.act(CLIENT, act)
+
+
 def check_timers(stack: HostStack) -> None:
     """The host's deadlines against the slow way: every stream's transport, asked directly.
 
@@ -130,7 +139,8 @@ def check_timers(stack: HostStack) -> None:
     if ticks:
         wheel = stack._wheel.next()
         assert wheel is not None and wheel <= min(ticks) + 1e-9
-        assert stack.get_timer() <= min(ticks) + 1e-9
+        timer = stack.get_timer()
+        assert timer is not None and timer <= min(ticks) + 1e-9
 
 
 def test_a_stream_deadline_moving_earlier_and_later_many_times() -> None:
@@ -145,9 +155,7 @@ def test_a_stream_deadline_moving_earlier_and_later_many_times() -> None:
         # Data in flight arms the retransmission timer (earlier); its acknowledgement clears it
         # and the keepalive is next (later); sometimes several sends before the echo returns.
         for _ in range(rng.randrange(1, 3)):
-            net.act(
-                CLIENT, lambda core, now, n=i: core.stream_send(flow.socket_id, b"x" * (1 + n % 500), now)
-            )
+            client_send(net, flow, b"x" * (1 + i % 500))
             deadlines.append(flow.transport.get_timer())
             check_timers(client)
         net.run(rng.choice([0.001, 0.005, 0.05, 0.2]))
@@ -195,7 +203,7 @@ def work_per_event(idle_streams: int, calls: Counter[str]) -> tuple[Counter[str]
     calls.clear()
     delivered = net.delivered
     for i in range(50):
-        net.act(CLIENT, lambda core, now, n=i: core.stream_send(active.socket_id, b"y" * (100 + n), now))
+        client_send(net, active, b"y" * (100 + i))
         net.run(0.2)
     return Counter(calls), net.delivered - delivered
 
@@ -251,7 +259,7 @@ def held_streams(net: SimNetwork, count: int) -> list[Flow]:
     flows = [net.act(CLIENT, lambda core, now: core.open_stream(WEB, now)) for _ in range(count)]
     net.run(0.5)
     for flow in flows:
-        net.act(CLIENT, lambda core, now, f=flow: core.stream_send(f.socket_id, b"hello", now))
+        client_send(net, flow, b"hello")
     net.run(0.2)  # every echo back
     return flows
 

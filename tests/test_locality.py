@@ -4,7 +4,7 @@ them by the packet's source DC, with every switch agreeing (docs/protocol.md §3
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, defaultdict
 
 import pytest
 
@@ -14,6 +14,7 @@ from scaffold.core.locality import (
     ACCEPT_SCALE,
     SIBLINGS,
     Policy,
+    Spill,
     TierCache,
     choose,
     expected_shares,
@@ -106,7 +107,7 @@ def test_plan_keeps_every_capped_dc_within_capacity() -> None:
     accept = plan_accept(members, capacities, demand, LINE)
     assert accept and {dc for dc, _, _ in accept} <= {1, 3}
     cache = TierCache()
-    load: Counter[int] = Counter()
+    load: defaultdict[int, float] = defaultdict(float)
     for src, rate in demand.items():
         for dc, share in expected_shares(cache.cascade(members, src, LINE, accept)).items():
             load[dc] += rate * share
@@ -144,12 +145,28 @@ def switch(dc_id: int, tables: SwitchTables) -> ObjectSwitch:
     return sw
 
 
-def tables(wide: dict[str, control.Replicas], dc_id: int, **extra: object) -> SwitchTables:
-    local = {KEY: ((100 * dc_id + 1, 1),)} if any(d == dc_id for d, _ in wide.get(KEY, ())) else {}
-    return SwitchTables(wide=wide, local=local, gateway=f"dc{dc_id}-fs1", **extra)  # type: ignore[arg-type]
+def tables(
+    wide: dict[str, control.Replicas],
+    dc_id: int,
+    *,
+    dc_costs: dict[int, dict[int, int]] | None = None,
+    policies: dict[str, str] | None = None,
+    spill: dict[str, Spill] | None = None,
+) -> SwitchTables:
+    local: dict[str, control.Replicas] = (
+        {KEY: ((100 * dc_id + 1, 1),)} if any(d == dc_id for d, _ in wide.get(KEY, ())) else {}
+    )
+    return SwitchTables(
+        wide=wide,
+        local=local,
+        gateway=f"dc{dc_id}-fs1",
+        dc_costs=dc_costs or {},
+        policies=policies or {},
+        spill=spill or {},
+    )
 
 
-REPLICAS = {KEY: ((1, 1), (3, 2))}
+REPLICAS: dict[str, control.Replicas] = {KEY: ((1, 1), (3, 2))}
 
 
 def test_switches_send_first_packets_to_the_nearest_replica_and_agree() -> None:
@@ -196,7 +213,7 @@ def test_a_placed_flow_keeps_its_replica_when_costs_change() -> None:
 
 
 def test_re_resolution_after_the_nearest_replica_dies_picks_the_next_nearest_everywhere() -> None:
-    three = {KEY: ((1, 1), (3, 1), (4, 1))}
+    three: dict[str, control.Replicas] = {KEY: ((1, 1), (3, 1), (4, 1))}
     switches = [switch(d, tables(three, d, dc_costs=LINE)) for d in (1, 2, 3, 4)]
     flow = 99
     assert (switches[0].resolve(OBJ, flow, 3) or (0, 0))[0] == 3
@@ -233,7 +250,7 @@ def test_locality_tables_survive_the_wire() -> None:
 
 def test_objects_under_an_owner_prefix_rule_follow_their_policy_too() -> None:
     prefix = int.from_bytes(OBJ[:8], "big")
-    rule = {f"{prefix:x}/64": ((1, 1), (3, 2))}
+    rule: dict[str, control.Replicas] = {f"{prefix:x}/64": ((1, 1), (3, 2))}
     sw = switch(2, SwitchTables(prefixes=rule, gateway="dc2-fs1", dc_costs=LINE))
     other = OBJ[:8] + bytes(24)  # no exact entry: the rule answers
     assert {(sw.resolve(other, f, 4) or (0, 0))[0] for f in flows(200)} == {3}

@@ -8,6 +8,7 @@ import pytest
 
 from churn_apps import CONTENT, ContentServer, Download, Downloader, serve_content
 from scaffold.core.controller.commands import Link, SetPolicy, Status
+from scaffold.core.host import HostStack
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.topology import default_topology
 from scaffold.errors import UsageError
@@ -78,7 +79,9 @@ def test_set_policy_reaches_every_object_switch_and_status() -> None:
         assert isinstance(sw, ObjectSwitch) and sw.snapshot().policies == {key: "weighted"}
     east = net.controller.dc_ids["east"]
     # from east, weighted shares 1:3 with west instead of keeping every flow at home
-    picks = {(switches[0].resolve(CONTENT.raw, flow, east) or (0, 0))[0] for flow in range(200)}
+    east_os = switches[0]
+    assert isinstance(east_os, ObjectSwitch)
+    picks = {(east_os.resolve(CONTENT.raw, flow, east) or (0, 0))[0] for flow in range(200)}
     assert len(picks) == 2
     status = net.command(Status())
     assert next(o for o in status["objects"] if o["name"] == "content")["policy"] == "weighted"
@@ -92,13 +95,17 @@ def test_a_capacity_limited_dc_spills_by_the_demand_the_object_switches_measure(
     # east's replica takes 30 new flows/s; west's has no limit
     serve = ContentServer(4096)
     for host, capacity in (("east-h1", 30.0), ("west-h1", 0.0)):
-        net.act(host, lambda core, now, c=capacity: core.bind(CONTENT, 1, "content", capacity=c))
+
+        def bind(core: HostStack, now: float, c: float = capacity) -> None:
+            core.bind(CONTENT, 1, "content", capacity=c)
+
+        net.act(host, bind)
         net.on_event(host, serve)
     net.run(0.05)
     switches = [net.switch(f"{dc}-os") for dc in ("east", "west", "north")]
     assert all(isinstance(sw, ObjectSwitch) for sw in switches)
     # a capacity and no demand yet: every switch counts the object, nothing spills
-    assert {sw.snapshot().spill.get(key) for sw in switches} == {()}  # type: ignore[union-attr]
+    assert {sw.snapshot().spill.get(key) for sw in switches} == {()}
     ids = net.controller.dc_ids
     east, north = ids["east"], ids["north"]
     # real flows: 40/s from east's clients, 20/s from north's, for 3 s
@@ -111,7 +118,7 @@ def test_a_capacity_limited_dc_spills_by_the_demand_the_object_switches_measure(
     measured = net.controller.tables.demand[key]
     assert measured.keys() == {east, north}
     assert abs(measured[east] - 40) <= 6 and abs(measured[north] - 20) <= 4, measured
-    spill = {sw.snapshot().spill.get(key) for sw in switches}  # type: ignore[union-attr]
+    spill = {sw.snapshot().spill.get(key) for sw in switches}
     assert len(spill) == 1 and None not in spill and () not in spill  # one plan everywhere
     # north sees east and west in one tier (3 ms each): a flow east refuses tries west at no
     # extra cost, so east refuses north's first and keeps 30/s of its own 40/s
@@ -132,7 +139,7 @@ def test_a_capacity_limited_dc_spills_by_the_demand_the_object_switches_measure(
     # the flows stop: one empty report each, the demand goes and the plan with it
     net.run(2.5)
     assert key not in net.controller.tables.demand
-    assert {sw.snapshot().spill.get(key) for sw in switches} == {()}  # type: ignore[union-attr]
+    assert {sw.snapshot().spill.get(key) for sw in switches} == {()}
     # the replica leaves its limit: the entry goes, every switch learns it
     net.act("east-h1", lambda core, now: core.unbind(CONTENT))
     net.run(0.05)

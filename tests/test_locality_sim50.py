@@ -8,7 +8,9 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+from scaffold.core.host import Flow, HostStack
 from scaffold.core.host.flows import Role
+from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.topology import DatacenterSpec, HostSpec, LinkSpec, Topology
 from scaffold.ids import ObjectId
 from scaffold.runtime.sim import SimNetwork
@@ -28,8 +30,35 @@ def topology(rng: random.Random) -> Topology:
     while len(edges) < 2 * DCS:
         a, b = rng.sample(range(1, DCS + 1), 2)
         edges.setdefault(frozenset((f"dc{a}", f"dc{b}")), rng.uniform(0.001, 0.020))
-    links = tuple(LinkSpec(*sorted(e), delay=d) for e, d in sorted(edges.items(), key=lambda x: sorted(x[0])))
+    links = tuple(link(e, d) for e, d in sorted(edges.items(), key=lambda x: sorted(x[0])))
     return Topology(dcs, links)
+
+
+def link(ends: frozenset[str], delay: float) -> LinkSpec:
+    a, b = sorted(ends)
+    return LinkSpec(a, b, delay=delay)
+
+
+def bind(net: SimNetwork, host: str, obj: ObjectId) -> None:
+    def act(core: HostStack, now: float) -> None:
+        core.bind(obj, 1, str(obj))
+
+    net.act(host, act)
+
+
+def open_flow(net: SimNetwork, host: str, raw: bytes) -> Flow:
+    def act(core: HostStack, now: float) -> Flow:
+        return core.open_flow(ObjectId(raw), now)
+
+    flow: Flow = net.act(host, act)
+    return flow
+
+
+def send(net: SimNetwork, host: str, flow: Flow) -> None:
+    def act(core: HostStack, now: float) -> None:
+        core.send_datagram(flow.socket_id, b"hi", now)
+
+    net.act(host, act)
 
 
 def test_first_packets_reach_the_nearest_replica_on_50_datacenters() -> None:
@@ -43,13 +72,13 @@ def test_first_packets_reach_the_nearest_replica_on_50_datacenters() -> None:
         replicas = sorted(rng.sample(range(1, DCS + 1), 5))
         objects[obj.raw] = replicas
         for dc in replicas:
-            net.act(f"dc{dc}-h1", lambda core, now, o=obj: core.bind(o, 1, str(o)))
+            bind(net, f"dc{dc}-h1", obj)
     net.run(0.1)
     flows = []
     for src in range(1, DCS + 1):
         for raw in objects:
-            flow = net.act(f"dc{src}-h1", lambda core, now, r=raw: core.open_flow(ObjectId(r), now))
-            net.act(f"dc{src}-h1", lambda core, now, f=flow: core.send_datagram(f.socket_id, b"hi", now))
+            flow = open_flow(net, f"dc{src}-h1", raw)
+            send(net, f"dc{src}-h1", flow)
             flows.append((src, raw, flow.flow))
     net.run(0.5)
     served: dict[int, set[int]] = defaultdict(set)
@@ -57,7 +86,9 @@ def test_first_packets_reach_the_nearest_replica_on_50_datacenters() -> None:
         for f in net.host(f"dc{dc}-h1").flows.values():
             if f.role == Role.SERVER:
                 served[f.flow].add(dc)
-    costs = net.switch("dc1-os").dc_costs  # type: ignore[union-attr]
+    dc1_os = net.switch("dc1-os")
+    assert isinstance(dc1_os, ObjectSwitch)
+    costs = dc1_os.dc_costs
     ids = net.controller.dc_ids
     stretch = []
     for src, raw, flow_id in flows:

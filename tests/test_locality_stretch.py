@@ -55,7 +55,9 @@ def world(
     switches = []
     for dc in range(1, DCS + 1):
         sw = ObjectSwitch(f"dc{dc}-os", f"dc{dc}")
-        local = {k: ((1000 * dc + 1, 1),) for k, members in wide.items() if dc in dict(members)}
+        local: dict[str, Replicas] = {
+            k: ((1000 * dc + 1, 1),) for k, members in wide.items() if dc in dict(members)
+        }
         tables = SwitchTables(
             wide=wide, local=local, dc_costs=table, spill=spill or {}, gateway=f"dc{dc}-fs1"
         )

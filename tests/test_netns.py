@@ -247,7 +247,7 @@ async def _a_cut_backbone_link_reroutes_live_flows(net: NetnsNetwork, client: Ho
     flow = Exchange(reader, writer)
     for _ in range(5):
         await flow.round()
-    before = (await net.status())["counters"]["dc2-fs1"]["forwarded"]
+    before: int = (await net.status())["counters"]["dc2-fs1"]["forwarded"]
     net.link_down("dc3", "dc1")  # the kernel link; nobody tells the controller
 
     async def link_down_seen() -> bool:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,8 +119,8 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
         "--credentials", cluster.creds("dc2-h1", "host"),
     )  # fmt: skip
 
-    async def status() -> dict[str, object]:
-        result: dict[str, object] = await admin.call(
+    async def status() -> dict[str, Any]:
+        result: dict[str, Any] = await admin.call(
             cluster.controllers, Status(), timeout=2.0, credentials=cluster.operator
         )
         return result
@@ -134,10 +135,11 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
         assert isinstance(objects, list) and isinstance(switches, list)
         return any(o["name"] == "echo" for o in objects) and all(sw["connected"] for sw in switches)
 
-    def leader(s: dict[str, object]) -> str:
+    def leader(s: dict[str, Any]) -> str:
         replicas = s["controllers"]
         assert isinstance(replicas, list)
-        return next(r["name"] for r in replicas if r["leader"])
+        name: str = next(r["name"] for r in replicas if r["leader"])
+        return name
 
     async def scenario() -> None:
         await wait_until(up, 40, "the replicated network to come up", interval=0.1)
@@ -145,9 +147,12 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
         await admin.call(cluster.controllers, Allow("extra", "dc1-h1"), credentials=cluster.operator)
         before = await status()
         first = leader(before)
-        joined = {"controller": cluster.controllers, "operator": cluster.operator}
         async with await scaffold.join(
-            "dc1-h1", gateway="dc1-fs1", credentials=cluster.creds("dc1-h1", "host"), **joined
+            "dc1-h1",
+            gateway="dc1-fs1",
+            credentials=cluster.creds("dc1-h1", "host"),
+            controller=cluster.controllers,
+            operator=cluster.operator,
         ) as host:
             reader, writer = await host.open_connection("echo")
             sent, received = hashlib.sha256(), hashlib.sha256()
@@ -181,7 +186,7 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
             await wait_until(new_leader, 10, "a new leader", interval=0.05)
             after = await admin.call(alive, Status(), credentials=cluster.operator)
             # Host IDs and registrations survived the leader.
-            ids = {h["name"]: h["host_id"] for h in before["hosts"]}  # type: ignore[attr-defined]
+            ids = {h["name"]: h["host_id"] for h in before["hosts"]}
             assert {h["name"]: h["host_id"] for h in after["hosts"] if h["name"] in ids} == ids
             assert any(o["name"] == "echo" for o in after["objects"])
             # The new leader has the allow (it is stored): dc1-h1's Bind of `extra` is taken.
@@ -204,7 +209,11 @@ def test_the_leader_killed_under_a_running_stream_and_an_etcd_member_killed(
             await wait_until(reconnected, 20, "the switches to reach the new leader", interval=0.1)
             late_creds = cluster.creds("latecomer", "host")
             async with await scaffold.join(
-                "latecomer", gateway="dc1-fs1", credentials=late_creds, **joined
+                "latecomer",
+                gateway="dc1-fs1",
+                credentials=late_creds,
+                controller=cluster.controllers,
+                operator=cluster.operator,
             ) as late:
                 assert late.stack.host_id > max(ids.values())  # never a Host ID handed out before
             stop.set()

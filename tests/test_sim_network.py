@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 
-from conftest import WEB, serve_objects
+from conftest import WEB, node_core, serve_objects
 from scaffold.core.flow_switch import FlowSwitch
-from scaffold.core.host import Flow, ObjectNotFoundEvent, Role
+from scaffold.core.host import Flow, HostStack, ObjectNotFoundEvent, Role
 from scaffold.core.object_switch import ObjectSwitch
 from scaffold.core.topology import default_topology
 from scaffold.ids import ObjectId
@@ -17,6 +17,15 @@ from scaffold.wire.header import MAX_TTL, Header, Proto
 
 CLIENTS = ["north-h1", "north-h2", "east-h3", "east-h4", "west-h2", "west-h3", "west-h4"]
 REPLICAS = {"east-h1": 1, "east-h2": 2, "west-h1": 3}
+
+
+def send(net: SimNetwork, client: str, flow: Flow, data: bytes) -> None:
+    """``client`` sends ``data`` on ``flow``."""
+
+    def act(core: HostStack, now: float) -> None:
+        core.send_datagram(flow.socket_id, data, now)
+
+    net.act(client, act)
 
 
 def open_flows(
@@ -29,16 +38,12 @@ def open_flows(
         client = CLIENTS[i % len(CLIENTS)]
         flow = net.act(client, lambda core, now: core.open_flow(WEB, now))
         for k in range(before_reply):
-            net.act(
-                client, lambda core, now, f=flow, k=k: core.send_datagram(f.socket_id, b"early %d" % k, now)
-            )
+            send(net, client, flow, b"early %d" % k)
         flows.append((client, flow))
     net.run(0.2)
     for client, flow in flows:
         for k in range(after_reply):
-            net.act(
-                client, lambda core, now, f=flow, k=k: core.send_datagram(f.socket_id, b"late %d" % k, now)
-            )
+            send(net, client, flow, b"late %d" % k)
     net.run(0.2)
     return flows
 
@@ -139,14 +144,14 @@ def test_malformed_datagrams_to_every_node_are_counted(net: SimNetwork) -> None:
         "bad-proto": [good[:1] + b"\x63" + good[2:]],
         "bad-flags": [good[:2] + b"\x80" + good[3:]],
     }
-    before = {name: Counter(node.drops) for name, node in net.nodes.items()}
+    before = {name: Counter(node_core(node).drops) for name, node in net.nodes.items()}
     for name in net.nodes:
         for payloads in junk.values():
             for data in payloads:
                 net.inject(name, data)
     flows = open_flows(net, 20)
     for name, node in net.nodes.items():
-        grown = Counter(node.drops)
+        grown = Counter(node_core(node).drops)
         grown.subtract(before[name])
         for reason, payloads in junk.items():
             assert grown[reason] >= len(payloads), (name, reason, dict(grown))
@@ -159,7 +164,7 @@ def test_random_bytes_never_crash_a_node(net: SimNetwork) -> None:
         for name in net.nodes:
             net.inject(name, rng.randbytes(rng.randint(0, 200)))
     net.run(0.1)
-    assert sum(sum(n.drops.values()) for n in net.nodes.values()) >= 300 * len(net.nodes) * 0.99
+    assert sum(sum(node_core(n).drops.values()) for n in net.nodes.values()) >= 300 * len(net.nodes) * 0.99
     assert all(f.packets_received == 3 for _, f in open_flows(net, 5))
 
 
@@ -195,7 +200,7 @@ def test_dead_replica_leaves_the_tables_after_missed_heartbeats(net: SimNetwork)
 
 
 def test_sim_is_deterministic() -> None:
-    def run() -> list[tuple[int, list[int]]]:
+    def run() -> list[tuple[int, tuple[int, ...]]]:
         network = SimNetwork(default_topology(), seed=99)
         network.start()
         network.settle()

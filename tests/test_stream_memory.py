@@ -44,7 +44,11 @@ def test_a_held_idle_stream_keeps_little_at_each_end() -> None:
     def open_streams(n: int) -> list[int]:
         flows = [net.act("dc1-h2", lambda core, now: core.open_stream(WEB, now)) for _ in range(n)]
         for flow in flows:
-            net.act("dc1-h2", lambda core, now, s=flow.socket_id: core.stream_send(s, b"hello", now))
+
+            def send(core: HostStack, now: float, s: int = flow.socket_id) -> None:
+                core.stream_send(s, b"hello", now)
+
+            net.act("dc1-h2", send)
         return [f.socket_id for f in flows]
 
     open_streams(50)  # the first streams grow the tables and the code's caches once

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 
 from conftest import WEB
+from scaffold.core.events import Packet
 from scaffold.core.host import HostStack
 from scaffold.core.topology import default_topology
 from scaffold.runtime.sim import SimNetwork
@@ -68,12 +69,13 @@ def hosts() -> tuple[HostStack, HostStack]:
 
 def syn_for(client: HostStack, server: HostStack) -> bytes:
     """The SYN the client queued, as the object switches deliver it to the server."""
-    ((_, packet),) = client.datagrams_to_send(NOW)
+    ((_, queued),) = client.datagrams_to_send(NOW)
+    packet = bytes(queued)
     h = wire_header.parse(packet).with_dst(server.dc_id, server.host_id, 0)
     return wire_header.encode(h, packet[HEADER_LEN:])
 
 
-def accept(server: HostStack, syn: bytes, replies: list[bytes]) -> None:
+def accept(server: HostStack, syn: bytes, replies: list[Packet]) -> None:
     """The server's step: the SYN in, its SYN-ACK out, its events taken."""
     server.receive_datagram(syn, server.gateway, NOW)
     replies.extend(packet for _, packet in server.datagrams_to_send(NOW))
@@ -97,11 +99,11 @@ def test_accepting_a_stream_and_answering_its_syn_touches_few_functions() -> Non
     accept(server, syn_for(client, server), [])  # the first one files things once
     client.open_stream(WEB, NOW, data=REQUEST)
     syn = syn_for(client, server)
-    replies: list[bytes] = []
+    replies: list[Packet] = []
     calls, functions = work(lambda: accept(server, syn, replies))
     assert calls <= ACCEPT_CALLS and functions <= ACCEPT_FUNCTIONS, (calls, functions)
     (reply,) = replies
-    syn_ack = wire_stream.parse(reply[HEADER_LEN:])
+    syn_ack = wire_stream.parse(bytes(reply[HEADER_LEN:]))
     assert syn_ack.type is wire_stream.StreamType.SYN_ACK and syn_ack.ack == len(REQUEST)
     stream = next(reversed(server.flows.values())).transport
     assert stream is not None and stream.readable == len(REQUEST)  # the SYN's data was taken

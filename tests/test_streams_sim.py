@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from conftest import WEB
 from scaffold.core.host import HostEvent, HostStack, StreamEventFor
 from scaffold.core.topology import default_topology
-from scaffold.runtime.sim import SimNetwork
+from scaffold.runtime.sim import EventHandler, SimNetwork
 from scaffold.transport import ConnectionTerminated, DataReceived, EndOfStream, SendSpaceAvailable
 
 CLIENTS = ["north-h1", "north-h2", "east-h3", "east-h4", "west-h2", "west-h3", "west-h4"]
@@ -55,7 +55,7 @@ def pump_upload(stack: HostStack, upload: Upload, now: float) -> None:
         stack.stream_shutdown(upload.socket_id, now)
 
 
-def make_client(uploads: dict[tuple[str, int], Upload], ended: set[tuple[str, int]]):  # type: ignore[no-untyped-def]
+def make_client(uploads: dict[tuple[str, int], Upload], ended: set[tuple[str, int]]) -> EventHandler:
     def on_event(stack: HostStack, event: HostEvent, now: float) -> None:
         if not isinstance(event, StreamEventFor):
             return
@@ -77,7 +77,11 @@ def start(
 ) -> tuple[dict[tuple[str, int], Upload], set[tuple[str, int]], Sink]:
     sink = Sink()
     for host, weight in (("east-h1", 1), ("east-h2", 2), ("west-h1", 3)):
-        net.act(host, lambda core, now, w=weight: core.bind(WEB, w, "web"))
+
+        def bind(core: HostStack, now: float, w: int = weight) -> None:
+            core.bind(WEB, w, "web")
+
+        net.act(host, bind)
         net.on_event(host, sink)
     net.run(0.05)
     uploads: dict[tuple[str, int], Upload] = {}
@@ -92,7 +96,11 @@ def start(
         flow = net.act(host, lambda core, now: core.open_stream(WEB, now))
         upload.socket_id = flow.socket_id
         uploads[(host, flow.socket_id)] = upload
-        net.act(host, lambda core, now, u=upload: pump_upload(core, u, now))
+
+        def pump(core: HostStack, now: float, u: Upload = upload) -> None:
+            pump_upload(core, u, now)
+
+        net.act(host, pump)
     return uploads, ended, sink
 
 

@@ -116,7 +116,7 @@ def test_not_here_round_trips_as_a_bare_segment_and_refuses_payload() -> None:
     properties above and below (``segments`` draws from all of ``StreamType``)."""
     segment = StreamSegment(StreamType.NOT_HERE, nonce=0x0123456789ABCDEF)
     data = stream.encode(segment)
-    assert data[0] == StreamType.NOT_HERE == 12 and len(data) == stream.FIXED_LEN
+    assert data[0] == StreamType.NOT_HERE.value == 12 and len(data) == stream.FIXED_LEN
     assert len(data) == len(stream.encode(StreamSegment(StreamType.SYN, nonce=1)))
     assert stream.parse(data) == segment
     raw = bytearray(data)

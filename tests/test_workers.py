@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,7 +93,7 @@ def test_a_flow_switch_worker_killed_under_load_loses_no_byte(daemons: Daemons, 
     daemons.start("dc1-h1", "host", *h1, *node)
     operator = daemons.operator
 
-    async def scenario() -> tuple[list[bool], dict[str, object]]:
+    async def scenario() -> tuple[list[bool], dict[str, Any]]:
         async def ready() -> bool:
             try:
                 status = await admin.call(controller, Status(), timeout=1.0, credentials=operator)
@@ -131,17 +132,19 @@ def test_a_flow_switch_worker_killed_under_load_loses_no_byte(daemons: Daemons, 
                 await asyncio.sleep(0.4)
                 pids = worker_pids(daemons, "dc1-fs1")
                 os.kill(pids[worker], signal.SIGKILL)
-                await wait_until(
-                    lambda w=worker, p=pids[worker]: worker_pids(daemons, "dc1-fs1")[w] != p, 10, "restart"
-                )
+
+                def replaced(w: int = worker, p: int = pids[worker]) -> bool:
+                    return worker_pids(daemons, "dc1-fs1")[w] != p
+
+                await wait_until(replaced, 10, "restart")
             exact = await asyncio.gather(*streams)
 
-            summary: dict[str, object] = {}
+            summary: dict[str, Any] = {}
 
             async def restarted() -> bool:  # the supervisor reports its workers' sums every 0.2 s
                 counters = await admin.call(controller, Counters(), credentials=operator)
                 summary.update(counters["dc1-fs1"])
-                metrics = {m[0]: m[1] for m in summary["metrics"] if not m[2]}  # type: ignore[attr-defined]
+                metrics = {m[0]: m[1] for m in summary["metrics"] if not m[2]}
                 return metrics.get("worker_restarts_total") == 2 and metrics.get("workers") == 2
 
             await wait_until(restarted, 10, "the switch to report 2 restarts of 2 workers", interval=0.1)

@@ -16,7 +16,7 @@ from scaffold.wire import control
 
 from .attacker import LEGIT, UpNetwork, connect, controller_counts, delta, echo_ten, exchange, issue, replicas
 
-COMMANDS = [
+COMMANDS: list[tuple[str, dict[str, control.AdminValue]]] = [
     ("status", {}),
     ("counters", {}),
     ("migrate-object", {"object": "web", "from_host": "dc1-h1", "to_host": "dc1-h2"}),

@@ -19,7 +19,7 @@ WEB = ObjectId.from_name("web")
 def test_hostile_migrated_flow_states_fail_alone() -> None:
     host = HostStack("west-h4", "west-fs2")
     host.receive_control(control.Welcome("west-h4", dc_id=2, host_id=9), 0.0)
-    good_shape = dict(
+    good = FlowState(
         socket_id=5,
         flow=1,
         nonce=2,
@@ -32,12 +32,10 @@ def test_hostile_migrated_flow_states_fail_alone() -> None:
     )
     hostile = [
         b"\xff\xfe",  # not MessagePack
-        msgspec.msgpack.encode(FlowState(**good_shape)).replace(b"server", b"serv\xff\xfe"),  # invalid UTF-8
-        msgspec.msgpack.encode(FlowState(**{**good_shape, "role": "nobody"})),
-        msgspec.msgpack.encode(
-            FlowState(**{**good_shape, "transport": b"\x93\x01\x02"})
-        ),  # a broken snapshot
-        msgspec.msgpack.encode(FlowState(**{**good_shape, "socket_id": 0})),
+        msgspec.msgpack.encode(good).replace(b"server", b"serv\xff\xfe"),  # invalid UTF-8
+        msgspec.msgpack.encode(msgspec.structs.replace(good, role="nobody")),
+        msgspec.msgpack.encode(msgspec.structs.replace(good, transport=b"\x93\x01\x02")),  # a broken snapshot
+        msgspec.msgpack.encode(msgspec.structs.replace(good, socket_id=0)),
     ]
     host.receive_control(control.MigrateIn(WEB.raw.hex(), "web", 1, True, hostile, more=True), 1.0)
     assert host.drops["bad-migrated-flow"] == len(hostile)

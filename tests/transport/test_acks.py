@@ -8,9 +8,9 @@ from scaffold.transport.acks import AckPolicy
 def test_every_second_in_order_segment_or_after_the_delay() -> None:
     acks = AckPolicy(ack_every=2, ack_delay=0.01)
     acks.on_in_order(now=1.0)
-    assert not acks.immediate and acks.deadline == 1.01
+    assert (acks.immediate, acks.deadline) == (False, 1.01)
     acks.on_in_order(now=1.005)
-    assert acks.immediate and acks.deadline == 1.01  # the first one's delay still runs
+    assert (acks.immediate, acks.deadline) == (True, 1.01)  # the first one's delay still runs
     acks.on_sent(edge=5000)
     assert (acks.pending, acks.immediate, acks.deadline, acks.advertised_edge) == (0, False, None, 5000)
 

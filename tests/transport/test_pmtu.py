@@ -95,4 +95,4 @@ def test_the_raise_timer_searches_again_from_the_ceiling() -> None:
         now = lose(pmtu, now)  # the path carries only the floor
     assert pmtu.mss == FLOOR and pmtu.deadline is not None
     pmtu.on_timer(pmtu.deadline)
-    assert pmtu.probe == 9000 and pmtu.pending
+    assert (pmtu.probe, pmtu.pending) == (9000, True)

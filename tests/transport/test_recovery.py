@@ -42,7 +42,8 @@ def test_cumulative_ack_removes_and_trims() -> None:
     recovery = scoreboard(4)
     assert recovery.on_ack(1500, 0, 4 * MSS, ())
     assert pns(recovery) == [1, 2, 3]
-    assert recovery.segments is not None and recovery.segments[0].start == 1500
+    segments = recovery.segments  # a local: mypy would keep the attribute narrowed after on_ack
+    assert segments is not None and segments[0].start == 1500
     assert recovery.in_flight == 2500
     assert recovery.on_ack(4 * MSS, 1500, 4 * MSS, ())
     assert recovery.segments is None and recovery.in_flight == 0  # the list is released

@@ -13,7 +13,7 @@ def test_write_takes_what_fits_and_marks_blocked() -> None:
     assert stream.write(b"x" * 600, limit=1000, force=False) == 600
     assert not stream.blocked
     assert stream.write(b"y" * 600, limit=1000, force=False) == 400
-    assert stream.blocked and stream.buffered == 1000
+    assert (stream.blocked, stream.buffered) == (True, 1000)
     assert stream.write(b"z", limit=1000, force=False) == 0
 
 
@@ -44,7 +44,7 @@ def test_fin_takes_a_sequence_number() -> None:
     stream.acknowledge(3)
     assert not stream.fin_acked
     stream.acknowledge(4)
-    assert stream.fin_acked and stream.data_end == 3 and stream.una == 4
+    assert (stream.fin_acked, stream.data_end, stream.una) == (True, 3, 4)
 
 
 def test_rewind_resends_from_una() -> None:
