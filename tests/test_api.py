@@ -8,6 +8,7 @@ import os
 import ssl
 import threading
 from collections.abc import Awaitable, Callable
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -18,9 +19,17 @@ from scaffold.runtime.aio import run, wait_until
 Main = Callable[[scaffold.Testbed], Awaitable[None]]
 
 
-def with_testbed(main: Main, **options: object) -> None:
+class Options(TypedDict, total=False):
+    """The ``scaffold.Testbed`` arguments these tests change."""
+
+    datacenters: int
+    hosts_per_datacenter: int
+    stream_options: scaffold.StreamOptions
+
+
+def with_testbed(main: Main, **options: Unpack[Options]) -> None:
     async def go() -> None:
-        async with scaffold.Testbed(**options) as net:  # type: ignore[arg-type]
+        async with scaffold.Testbed(**options) as net:
             await asyncio.wait_for(main(net), 120)
 
     run(go())

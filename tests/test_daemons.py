@@ -130,7 +130,7 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
         "echo:2:policy=weighted:capacity=40",
     )
 
-    async def scenario() -> tuple[bytes, str, dict[str, object], dict[str, Any]]:
+    async def scenario() -> tuple[bytes, str, dict[str, Any], dict[str, Any]]:
         deadline = time.monotonic() + 30
         while True:  # until the replica is registered (the daemons start in parallel)
             try:
@@ -176,7 +176,7 @@ def test_a_network_of_daemons_serves_a_joined_host_and_stops_cleanly(
     assert echo["policy"] == "weighted" and echo["replicas"][0]["capacity"] == 40.0
     assert served == "dc2-h1"
     assert {"dc1-fs1", "dc2-fs1", "dc1-os", "dc2-os", "dc2-h1"} <= set(counters)
-    assert counters["dc1-fs1"]["forwarded"] > 0  # type: ignore[index]
+    assert counters["dc1-fs1"]["forwarded"] > 0
     codes = daemons.stop_all()
     assert codes == dict.fromkeys(codes, 0), codes
     for name in daemons.procs:

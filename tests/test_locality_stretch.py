@@ -34,7 +34,11 @@ def backbone(rng: random.Random) -> list[tuple[str, str, float]]:
     while len(edges) < 2 * DCS:
         a, b = rng.sample(names, 2)
         edges.setdefault(frozenset((a, b)), rng.uniform(0.001, 0.040))
-    return [(*sorted(e), d) for e, d in edges.items()]  # type: ignore[misc]
+    links = []
+    for e, d in edges.items():
+        a, b = sorted(e)
+        links.append((a, b, d))
+    return links
 
 
 def cost_table(edges: list[tuple[str, str, float]]) -> dict[int, dict[int, int]]:

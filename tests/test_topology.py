@@ -23,14 +23,22 @@ def dc(name: str, switches: int = 2, hosts: int = 2) -> DatacenterSpec:
     return DatacenterSpec(name, fss, f"{name}-os", hs)
 
 
-def two_dcs(**kwargs: object) -> Topology:
-    params: dict[str, object] = {
-        "datacenters": (dc("a"), dc("b")),
-        "backbone": (LinkSpec("a", "b", delay=0.01),),
-        "objects": (ObjectSpec("web", (("a-h1", 1), ("b-h2", 2))),),
-    }
-    params.update(kwargs)
-    return Topology(**params)  # type: ignore[arg-type]
+def two_dcs(
+    *,
+    datacenters: tuple[DatacenterSpec, ...] | None = None,
+    backbone: tuple[LinkSpec, ...] | None = None,
+    objects: tuple[ObjectSpec, ...] | None = None,
+    local_delay: float = 0.0,
+    controller: str = "controller",
+) -> Topology:
+    """Datacenters a and b linked, ``web`` on a-h1 and b-h2; what is given replaces its part."""
+    return Topology(
+        datacenters=(dc("a"), dc("b")) if datacenters is None else datacenters,
+        backbone=(LinkSpec("a", "b", delay=0.01),) if backbone is None else backbone,
+        objects=(ObjectSpec("web", (("a-h1", 1), ("b-h2", 2))),) if objects is None else objects,
+        local_delay=local_delay,
+        controller=controller,
+    )
 
 
 # -- the default network ---------------------------------------------------------------------

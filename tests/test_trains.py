@@ -15,6 +15,7 @@ from conftest import WEB
 from scaffold.core.controller import Controller
 from scaffold.core.events import Train
 from scaffold.core.flow_switch import FlowSwitch
+from scaffold.core.host import HostStack
 from scaffold.core.topology import DatacenterSpec, HostSpec, Topology, default_topology
 from scaffold.runtime.aio import AddressBook, ControllerRuntime, NodeRuntime, run, wait_until
 from scaffold.runtime.aio.udp import SOL_UDP, UDP_GRO, UDP_SEGMENT, offload_support
@@ -81,10 +82,12 @@ def test_a_train_split_across_two_next_hops_goes_out_one_by_one_in_order() -> No
         (lambda p: p[:3] + b"\x01" + p[4:], "ttl-expired"),
     ],
 )
-def test_a_corrupt_datagram_inside_a_train_is_dropped_alone(corrupt: object, reason: str) -> None:
+def test_a_corrupt_datagram_inside_a_train_is_dropped_alone(
+    corrupt: Callable[[bytes], bytes], reason: str
+) -> None:
     core = switch()
     packets = [packet(1, i) for i in range(4)]
-    packets[2] = corrupt(packets[2])  # type: ignore[operator]
+    packets[2] = corrupt(packets[2])
     assert core.route_train(bytearray(b"".join(packets)), SIZE, "src", 0.0) is None
     assert [int.from_bytes(d[HEADER_LEN : HEADER_LEN + 4]) for _, d in core.datagrams_to_send(0.0)] == [
         0,
@@ -177,10 +180,10 @@ def test_the_sim_delivers_trains_to_flow_switches_and_streams_stay_exact() -> No
     net.act("east-h1", lambda h, now: h.bind(WEB, 1, "web"))
     net.run(0.1)
 
-    def on_server(stack: object, event: object, now: float) -> None:
+    def on_server(stack: HostStack, event: object, now: float) -> None:
         flow = getattr(event, "socket_id", None)
-        if flow is not None and flow in stack.flows and stack.flows[flow].transport:  # type: ignore[attr-defined]
-            received.extend(stack.stream_read(flow, 1 << 20, now))  # type: ignore[attr-defined]
+        if flow is not None and flow in stack.flows and stack.flows[flow].transport:
+            received.extend(stack.stream_read(flow, 1 << 20, now))
 
     net.on_event("east-h1", on_server)
     data = bytes(range(256)) * 800

@@ -12,6 +12,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -177,16 +178,28 @@ class Network:
         raise AssertionError(f"not done after {max_steps} steps")
 
 
-def pair(**options: object) -> tuple[StreamConnection, StreamConnection]:
-    client = StreamConnection("client", NONCE, 0.0, StreamOptions(**options))  # type: ignore[arg-type]
-    server = StreamConnection("server", NONCE, 0.0, StreamOptions(**options))  # type: ignore[arg-type]
+def pair(options: StreamOptions | None = None) -> tuple[StreamConnection, StreamConnection]:
+    options = StreamOptions() if options is None else options
+    client = StreamConnection("client", NONCE, 0.0, options)
+    server = StreamConnection("server", NONCE, 0.0, options)
     client.connect(0.0)
     return client, server
 
 
-def connected_network(**kwargs: object) -> Network:
+class Conditions(TypedDict, total=False):
+    """The path's conditions: ``Network``'s keyword arguments."""
+
+    delay: float
+    rate: float | None
+    loss: float
+    duplicate: float
+    reorder: float
+    seed: int
+
+
+def connected_network(**conditions: Unpack[Conditions]) -> Network:
     client, server = pair()
-    net = Network(client, server, **kwargs)  # type: ignore[arg-type]
+    net = Network(client, server, **conditions)
     net.run(lambda: net.client.has(Connected) and net.server.has(Connected))
     return net
 
@@ -312,7 +325,7 @@ def test_bulk_with_loss_reordering_and_duplication() -> None:
 
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_small_transfers_under_heavy_loss(seed: int) -> None:
-    client, server = pair(recv_buffer=16 * 1024, send_buffer=8 * 1024)
+    client, server = pair(StreamOptions(recv_buffer=16 * 1024, send_buffer=8 * 1024))
     net = Network(client, server, loss=0.2, duplicate=0.1, reorder=0.2, seed=seed)
     transfer(net, pattern(200_000, seed), pattern(50_000, seed + 1), max_time=300.0)
 
@@ -374,7 +387,7 @@ def test_reset() -> None:
 
 
 def test_stalled_reader_bounds_sender_and_resumes() -> None:
-    client, server = pair(recv_buffer=64 * 1024, send_buffer=32 * 1024)
+    client, server = pair(StreamOptions(recv_buffer=64 * 1024, send_buffer=32 * 1024))
     net = Network(client, server)
     net.checks.append(check_flow_control)
     data = pattern(1 * MIB, 8)
@@ -405,7 +418,7 @@ def test_stalled_reader_bounds_sender_and_resumes() -> None:
 
 
 def test_zero_window_probe_recovers_lost_window_update() -> None:
-    client, server = pair(recv_buffer=8 * 1024)
+    client, server = pair(StreamOptions(recv_buffer=8 * 1024))
     net = Network(client, server)
     net.client.to_send = pattern(100_000, 9)
     net.run(lambda: net.server.has(Connected))
@@ -452,15 +465,18 @@ def test_restore_rejects_garbage() -> None:
 # -- untrusted input -------------------------------------------------------------------------------
 
 
-def segment_for(conn: StreamConnection, **fields: object) -> bytes:
-    values: dict[str, object] = {
-        "type": StreamType.DATA,
-        "nonce": NONCE,
-        "flags": StreamFlags.ACK,
-        "window": 65536,
-    }
-    values.update(fields)
-    return wire.encode(StreamSegment(**values))  # type: ignore[arg-type]
+def segment_for(
+    conn: StreamConnection,
+    *,
+    type: StreamType = StreamType.DATA,
+    nonce: int = NONCE,
+    flags: int = StreamFlags.ACK,
+    seq: int = 0,
+    ack: int = 0,
+    payload: bytes = b"",
+) -> bytes:
+    segment = StreamSegment(type, nonce, seq=seq, ack=ack, window=65536, flags=flags, payload=payload)
+    return wire.encode(segment)
 
 
 def test_bad_nonce_out_of_window_and_malformed_are_dropped() -> None:
@@ -518,7 +534,7 @@ def test_retry_limit_when_peer_disappears() -> None:
 
 
 def test_retry_limit_is_configurable() -> None:
-    client, server = pair(min_rto=0.05, max_retries=2)
+    client, server = pair(StreamOptions(min_rto=0.05, max_retries=2))
     net = Network(client, server)
     net.run(lambda: net.server.has(Connected))
     net.client.to_send = b"x" * 10_000
@@ -547,7 +563,7 @@ def test_handshake_timeout() -> None:
 
 
 def test_keepalive_and_idle_timeout() -> None:
-    client, server = pair(keepalive=5.0, idle_timeout=12.0)
+    client, server = pair(StreamOptions(keepalive=5.0, idle_timeout=12.0))
     net = Network(client, server)
     net.run(lambda: net.server.has(Connected))
     sent = list(net.segments)

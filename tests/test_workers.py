@@ -63,7 +63,9 @@ def worker_pids(daemons: Daemons, name: str) -> dict[int, int]:
     pids: dict[int, int] = {}
     for record in daemons.log(name, only_json=False):
         if record["msg"] == "worker started":
-            pids[int(record["worker"])] = int(record["pid"])  # type: ignore[call-overload]
+            worker, pid = record["worker"], record["pid"]
+            assert isinstance(worker, int) and isinstance(pid, int), record
+            pids[worker] = pid
     return pids
 
 

@@ -26,10 +26,11 @@ def state(conn: StreamConnection) -> StreamState:
 class Link:
     """Two connections, a one-way delay, seeded loss; explicit virtual time."""
 
-    def __init__(self, loss: float = 0.0, seed: int = 1, **options: object) -> None:
+    def __init__(self, loss: float = 0.0, seed: int = 1, options: StreamOptions | None = None) -> None:
+        options = StreamOptions() if options is None else options
         self.ends = [
-            StreamConnection("client", NONCE, 0.0, StreamOptions(**options)),  # type: ignore[arg-type]
-            StreamConnection("server", NONCE, 0.0, StreamOptions(**options)),  # type: ignore[arg-type]
+            StreamConnection("client", NONCE, 0.0, options),
+            StreamConnection("server", NONCE, 0.0, options),
         ]
         self.ends[0].connect(0.0)
         self.loss = loss
@@ -116,7 +117,7 @@ def test_an_idle_connection_holds_no_buffers() -> None:
 
 
 def test_mss_can_change_mid_stream() -> None:
-    link = Link(send_buffer=4_000_000)
+    link = Link(options=StreamOptions(send_buffer=4_000_000))
     client, _ = link.ends
     assert client.mss == 1200
 

@@ -47,9 +47,10 @@ def state(conn: StreamConnection) -> StreamState:
     return conn.state
 
 
-def open_with(data: bytes, **options: object) -> tuple[StreamConnection, StreamConnection]:
-    client = StreamConnection("client", NONCE, 0.0, StreamOptions(**options))  # type: ignore[arg-type]
-    server = StreamConnection("server", NONCE, 0.0, StreamOptions(**options))  # type: ignore[arg-type]
+def open_with(data: bytes, options: StreamOptions | None = None) -> tuple[StreamConnection, StreamConnection]:
+    options = StreamOptions() if options is None else options
+    client = StreamConnection("client", NONCE, 0.0, options)
+    server = StreamConnection("server", NONCE, 0.0, options)
     client.send(data)
     client.connect(0.0)
     return client, server
@@ -274,8 +275,8 @@ def test_a_host_that_answers_not_here_forever_gets_a_bounded_number_of_syns() ->
     assert 39.0 < now < 40.0  # 39 s without any answer
 
 
-def established(**options: object) -> tuple[StreamConnection, StreamConnection]:
-    client, server = open_with(b"", **options)
+def established(options: StreamOptions | None = None) -> tuple[StreamConnection, StreamConnection]:
+    client, server = open_with(b"", options)
     send(client, server, 0.0)
     send(server, client, 0.001)
     send(client, server, 0.002)
@@ -296,7 +297,7 @@ def test_a_signal_refuted_by_the_peer_leaves_the_stream_alone() -> None:
 
 
 def test_a_signal_nothing_refutes_ends_the_stream_when_the_verification_expires() -> None:
-    client, _ = established(signal_verify=0.5)
+    client, _ = established(StreamOptions(signal_verify=0.5))
     client.suspect("unreachable", 1.0)
     send(client, None, 1.0)  # the probe is lost: the peer really is unreachable
     assert client.get_timer() == pytest.approx(1.5)

@@ -9,6 +9,7 @@ from scaffold.transport.sender import Sender
 from scaffold.wire.stream import StreamType
 
 MSS = 1000
+OPTIONS = StreamOptions(mss=MSS, initial_window=4)
 
 
 class Recorder:
@@ -22,10 +23,9 @@ class Recorder:
         return payload
 
 
-def sender(**options: object) -> tuple[Sender, EventQueue]:
+def sender(options: StreamOptions = OPTIONS) -> tuple[Sender, EventQueue]:
     events = EventQueue()
-    values: dict[str, object] = {"mss": MSS, "initial_window": 4, **options}
-    return Sender(StreamOptions(**values), events), events  # type: ignore[arg-type]
+    return Sender(options, events), events
 
 
 def test_cuts_mss_segments_within_cwnd() -> None:
@@ -39,7 +39,7 @@ def test_cuts_mss_segments_within_cwnd() -> None:
 
 
 def test_peer_window_limits_and_avoids_small_segments() -> None:
-    send, _ = sender(initial_window=100)
+    send, _ = sender(StreamOptions(mss=MSS, initial_window=100))
     send.peer_right_edge = 2500
     send.stream.write(bytes(10_000), limit=1 << 20, force=False)
     build = Recorder()
@@ -70,7 +70,7 @@ def test_zero_window_arms_the_persist_timer() -> None:
 
 
 def test_ack_frees_space_and_tells_a_blocked_writer() -> None:
-    send, events = sender(send_buffer=4000)
+    send, events = sender(StreamOptions(mss=MSS, initial_window=4, send_buffer=4000))
     send.peer_right_edge = 1_000_000
     assert send.stream.write(bytes(5000), limit=4000, force=False) == 4000
     send.write(0.0, [], Recorder())
