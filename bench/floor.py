@@ -74,84 +74,98 @@ class Switch(asyncio.DatagramProtocol):
             self.transport.sendto(data, self.hops[data[0]])  # type: ignore[union-attr]
 
 
-class Ingress(asyncio.DatagramProtocol):
-    """Accepts clients; sends their bytes to the switch, and the switch's to them."""
+class _End(asyncio.DatagramProtocol):
+    """The ingress or the publisher: a UDP socket to the switch and the TCP connections it
+    carries (its legs), by connection id."""
 
     def __init__(self, switch: Address) -> None:
         self.switch = switch
         self.transport: asyncio.DatagramTransport | None = None
-        self.clients: dict[int, asyncio.Transport] = {}
-        self.ids = itertools.count()
+        self.legs: dict[int, _Leg] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+
+class _Leg(asyncio.Protocol):
+    """One TCP connection of an end: what it receives goes to the switch as datagrams of
+    ``direction``, and its end as an empty one."""
+
+    direction = 0
+
+    def __init__(self, end: _End, cid: int) -> None:
+        self.end = end
+        self.cid = cid
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        end = self.end
+        send_chunks(end.transport, self.direction, self.cid, data, end.switch)  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        end = self.end
+        if end.legs.pop(self.cid, None) is not None:
+            end.transport.sendto(HEADER.pack(self.direction, self.cid), end.switch)  # type: ignore[union-attr]
+
+
+class Ingress(_End):
+    """Accepts clients; sends their bytes to the switch, and the switch's to them."""
+
+    def __init__(self, switch: Address) -> None:
+        super().__init__(switch)
+        self.ids = itertools.count()
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         if len(data) < HEADER.size:
             return
         _, cid = HEADER.unpack_from(data)
-        client = self.clients.get(cid)
-        if client is None:
+        client = self.legs.get(cid)
+        if client is None or client.transport is None:
             return
         if len(data) == HEADER.size:  # the replica closed
-            del self.clients[cid]
-            client.close()
+            del self.legs[cid]
+            client.transport.close()
         else:
-            client.write(data[HEADER.size :])
+            client.transport.write(data[HEADER.size :])
 
     def client(self) -> asyncio.Protocol:
-        return _Client(self, next(self.ids))
+        cid = next(self.ids)
+        leg = self.legs[cid] = _Leg(self, cid)
+        return leg
 
 
-class _Client(asyncio.Protocol):
-    def __init__(self, ingress: Ingress, cid: int) -> None:
-        self.ingress = ingress
-        self.cid = cid
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.ingress.clients[self.cid] = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        ingress = self.ingress
-        send_chunks(ingress.transport, 0, self.cid, data, ingress.switch)  # type: ignore[arg-type]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        ingress = self.ingress
-        if ingress.clients.pop(self.cid, None) is not None:
-            ingress.transport.sendto(HEADER.pack(0, self.cid), ingress.switch)  # type: ignore[union-attr]
-
-
-class Publisher(asyncio.DatagramProtocol):
+class Publisher(_End):
     """Connects to a replica for each new connection id, and carries its bytes both ways."""
 
     def __init__(self, switch: Address, replicas: list[Address]) -> None:
-        self.switch = switch
+        super().__init__(switch)
         self.replicas = itertools.cycle(replicas)
-        self.transport: asyncio.DatagramTransport | None = None
-        self.targets: dict[int, _Target] = {}
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         if len(data) < HEADER.size:
             return
         _, cid = HEADER.unpack_from(data)
         payload = data[HEADER.size :]
-        target = self.targets.get(cid)
+        target = self.legs.get(cid)
         if target is None:
             if not payload:
                 return
-            target = self.targets[cid] = _Target(self, cid)
+            target = self.legs[cid] = _Target(self, cid)
             asyncio.get_running_loop().create_task(target.connect(next(self.replicas)))
+        assert isinstance(target, _Target)
         target.send(payload)
 
 
-class _Target(asyncio.Protocol):
+class _Target(_Leg):
+    """A connection to a replica: what comes for it before it is made is held."""
+
+    direction = 1
+
     def __init__(self, publisher: Publisher, cid: int) -> None:
-        self.publisher = publisher
-        self.cid = cid
-        self.transport: asyncio.Transport | None = None
+        super().__init__(publisher, cid)
         self.held: list[bytes] = []
 
     async def connect(self, replica: Address) -> None:
@@ -161,7 +175,7 @@ class _Target(asyncio.Protocol):
             self.connection_lost(None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        super().connection_made(transport)
         for data in self.held:
             self.send(data)
         self.held.clear()
@@ -172,17 +186,8 @@ class _Target(asyncio.Protocol):
         elif data:
             self.transport.write(data)
         else:  # the client closed
-            self.publisher.targets.pop(self.cid, None)
+            self.end.legs.pop(self.cid, None)
             self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        publisher = self.publisher
-        send_chunks(publisher.transport, 1, self.cid, data, publisher.switch)  # type: ignore[arg-type]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        publisher = self.publisher
-        if publisher.targets.pop(self.cid, None) is not None:
-            publisher.transport.sendto(HEADER.pack(1, self.cid), publisher.switch)  # type: ignore[union-attr]
 
 
 async def main(args: argparse.Namespace) -> None:
