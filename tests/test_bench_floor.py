@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import json
 import signal
 import socket
 import subprocess
@@ -96,3 +98,43 @@ def test_the_floor_carries_bytes_both_ways_and_the_ends_of_connections(shape: st
             server.close()
 
     run(main())
+
+
+def test_the_ingress_runs_picture_draws_each_setup_and_refuses_other_json(tmp_path: Path) -> None:
+    """``bench/plot_ingress.py``: a bar per measured setup, split by part where the run has
+    parts; a JSON that is not ``bench/ingress.py``'s is refused with a clear message."""
+    bench = Path(FLOOR).parent
+    sys.path.insert(0, str(bench))
+    plot_ingress = importlib.import_module("plot_ingress")  # bench/ is no package
+
+    others = {"replicas": 15.0, "wrk": 10.0}
+    run = {
+        "throughput": {
+            "direct": {"requests_per_s": 70000.0, "cpu_us_per_request": {"balancer": 0.0, **others}},
+            "haproxy-tuned": {"requests_per_s": 40000.0, "cpu_us_per_request": {"balancer": 15.0, **others}},
+            "floor-3p": {
+                "requests_per_s": 21000.0,
+                "cpu_us_per_request": {
+                    "balancer": 52.0,
+                    "ingress": 18.0,
+                    "switch": 15.0,
+                    "publisher": 19.0,
+                    **others,
+                },
+            },
+        },
+        "cpu_budget": {"floor-3p/haproxy-tuned-2t": {"budget_us_per_request": 61.6}},
+    }
+    rows = plot_ingress.bars(run)
+    assert [name for name, *_ in rows] == ["haproxy-tuned", "floor-3p"]  # direct has no balancer
+    assert rows[1][1] == [("ingress", 18.0), ("switch", 15.0), ("publisher", 19.0)]
+    assert rows[1][4] == [61.6] and rows[0][4] == []
+    source = tmp_path / "run.json"
+    source.write_text(json.dumps(run))
+    picture = tmp_path / "run.png"
+    command = [sys.executable, str(bench / "plot_ingress.py"), str(source), str(picture)]
+    subprocess.run(command, check=True)
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    source.write_text("{}")
+    refused = subprocess.run(command, check=False, capture_output=True, text=True)
+    assert refused.returncode != 0 and "no 'throughput'" in refused.stderr
