@@ -256,14 +256,9 @@ async def scaffold_main(targets: list[int], control_port: int, trace: Path | Non
 # -- harness helpers ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOCAL, 0))
-        return int(s.getsockname()[1])
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port of ``kind`` (TCP by default) free on 127.0.0.1 now."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind((LOCAL, 0))
         return int(s.getsockname()[1])
 
@@ -693,8 +688,11 @@ def start_floors(fleet: Fleet, replicas: list[int]) -> dict[str, tuple[int, dict
     floor = [sys.executable, str(Path(__file__).resolve().parent / "floor.py")]
     targets = ["--replicas", ",".join(map(str, replicas))]
     one = free_port()
-    out = {"floor-1p": (one, {"floor": [fleet.start(*floor, "--listen", str(one), *targets).pid]})}
-    port, udp = free_port(), {role: free_udp_port() for role in ("switch", "ingress", "publisher")}
+    out = {"floor-1p": (one, {"balancer": [fleet.start(*floor, "--listen", str(one), *targets).pid]})}
+    port, udp = (
+        free_port(),
+        {role: free_port(socket.SOCK_DGRAM) for role in ("switch", "ingress", "publisher")},
+    )
     hops = [arg for role, p in udp.items() for arg in (f"--{role}", str(p))]
     parts = {
         "ingress": [fleet.start(*floor, "--role", "ingress", "--listen", str(port), *hops).pid],

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 #: the parts a setup's balancer is split into, in the order drawn
-PARTS = ("ingress", "up", "switch", "publishers", "publisher", "floor")
+PARTS = ("ingress", "up", "switch", "publishers", "publisher")
 #: the legend's name of each part (a deployment's and the floor's alike)
 LEGEND = {
     "ingress": "ingress",
@@ -60,7 +60,7 @@ def bars(run: dict[str, Any]) -> list[tuple[str, list[tuple[str, float]], float,
         if not isinstance(cpu, dict) or name == "direct":
             continue
         parts = [(part, float(cpu[part])) for part in PARTS if part in cpu]
-        if not parts or name.startswith("floor-1p"):
+        if not parts:  # one process (HAProxy's threads count as one)
             parts = [("floor" if name.startswith("floor") else "balancer", float(cpu["balancer"]))]
         others = float(cpu.get("replicas", 0.0)) + float(cpu.get("wrk", 0.0))
         out.append((name, parts, others, float(result.get("requests_per_s") or 0.0), budgets.get(name, [])))

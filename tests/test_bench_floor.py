@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.runtime.aio import run
+from scaffold.runtime.aio import run, wait_until
 
 FLOOR = str(Path(__file__).resolve().parent.parent / "bench" / "floor.py")
 LOCAL = "127.0.0.1"
@@ -45,13 +45,17 @@ async def floor(shape: str, replicas: list[int]) -> AsyncIterator[int]:
             ["--role", "ingress", "--listen", str(port), *hops],
         ]
     procs = [subprocess.Popen([sys.executable, FLOOR, *argv]) for argv in argvs]
+
+    async def listening() -> bool:
+        try:
+            _, writer = await asyncio.open_connection(LOCAL, port)
+        except OSError:
+            return False
+        writer.close()
+        return True
+
     try:
-        for _ in range(200):  # until the ingress listens (bounded: 10 s)
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection(LOCAL, port)
-                writer.close()
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(listening, 10, "the floor's ingress to listen")
         yield port
     finally:
         for proc in procs:
@@ -84,11 +88,7 @@ def test_the_floor_carries_bytes_both_ways_and_the_ends_of_connections(shape: st
                 assert await asyncio.wait_for(reader.readexactly(len(big)), 10) == big.upper()
                 writer.close()
             # A client that leaves closes its replica's connection...
-            for _ in range(100):
-                if ended == 3:
-                    break
-                await asyncio.sleep(0.05)
-            assert ended == 3
+            await wait_until(lambda: ended == 3, 5, "the replicas' connections closed")
             # ... and a replica that hangs up ends its client's.
             reader, writer = await asyncio.open_connection(LOCAL, port)
             writer.write(b"bye")
