@@ -19,7 +19,10 @@ import pytest
 
 from scaffold.runtime.aio import run, wait_until
 
-FLOOR = str(Path(__file__).resolve().parent.parent / "bench" / "floor.py")
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+FLOOR = str(BENCH / "floor.py")
+sys.path.insert(0, str(BENCH))  # bench/ is no package
+bench_ingress = importlib.import_module("ingress")
 LOCAL = "127.0.0.1"
 
 
@@ -46,16 +49,9 @@ async def floor(shape: str, replicas: list[int]) -> AsyncIterator[int]:
         ]
     procs = [subprocess.Popen([sys.executable, FLOOR, *argv]) for argv in argvs]
 
-    async def listening() -> bool:
-        try:
-            _, writer = await asyncio.open_connection(LOCAL, port)
-        except OSError:
-            return False
-        writer.close()
-        return True
-
     try:
-        await wait_until(listening, 10, "the floor's ingress to listen")
+        # bench/ingress.py's own wait for the floor (a loopback connect: refused or taken at once)
+        await wait_until(lambda: bench_ingress.answers(port), 10, "the floor's ingress to listen")
         yield port
     finally:
         for proc in procs:
@@ -103,9 +99,7 @@ def test_the_floor_carries_bytes_both_ways_and_the_ends_of_connections(shape: st
 def test_the_ingress_runs_picture_draws_each_setup_and_refuses_other_json(tmp_path: Path) -> None:
     """``bench/plot_ingress.py``: a bar per measured setup, split by part where the run has
     parts; a JSON that is not ``bench/ingress.py``'s is refused with a clear message."""
-    bench = Path(FLOOR).parent
-    sys.path.insert(0, str(bench))
-    plot_ingress = importlib.import_module("plot_ingress")  # bench/ is no package
+    plot_ingress = importlib.import_module("plot_ingress")
 
     others = {"replicas": 15.0, "wrk": 10.0}
     run = {
@@ -132,7 +126,7 @@ def test_the_ingress_runs_picture_draws_each_setup_and_refuses_other_json(tmp_pa
     source = tmp_path / "run.json"
     source.write_text(json.dumps(run))
     picture = tmp_path / "run.png"
-    command = [sys.executable, str(bench / "plot_ingress.py"), str(source), str(picture)]
+    command = [sys.executable, str(BENCH / "plot_ingress.py"), str(source), str(picture)]
     subprocess.run(command, check=True)
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     source.write_text("{}")
